@@ -1,0 +1,239 @@
+"""The Flask app: Africa's Talking USSD webhook, health probe, demo helpers, operator commands.
+
+Development: `python app.py` (port 5000, embedded defaults). Production:
+`gunicorn "app:create_app()"` with MySQL, see README.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from typing import Any
+
+import click
+from dotenv import load_dotenv
+from flask import Flask, Response, current_app, jsonify, request
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from werkzeug.exceptions import HTTPException
+
+from database import Database
+from handlers import UssdRequest, handle_ussd
+from helpers import invoices, sessions, sms, transactions, users
+from helpers.config import finalise, load_config
+from helpers.i18n import t
+from helpers.mpesa import create_provider
+from helpers.phone import mask, normalise
+from helpers.rules import policy
+from helpers.services import Services
+from lightning import MockBackend, create_backend
+from models import Invoice
+
+log = logging.getLogger("wallet")
+
+_MAX_TEXT = 1000  # longer than any real session can type in 180 s
+_MAX_FIELD = 128
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    """Build the app: defaults, then environment (and .env), then `test_config`."""
+    load_dotenv()
+    app = Flask(__name__, instance_relative_config=True)
+    os.makedirs(app.instance_path, exist_ok=True)
+    app.config.update(load_config(app.instance_path))
+    if test_config:
+        app.config.update(test_config)
+    finalise(app.config)
+    if not app.testing:
+        _configure_logging(app.config["LOG_LEVEL"])
+
+    db = Database(app.config["DATABASE_URL"], app.config["DB_POOL_SIZE"], app.config["DB_POOL_RECYCLE_S"])
+    if app.config["AUTO_CREATE_SCHEMA"]:
+        _create_schema(db)
+    backend = create_backend(app.config)
+    svc = Services(db, policy(), backend, create_provider(app.config),
+                   sms.SmsDispatcher(db, sms.make_sender(app.config)), app.config)
+    app.extensions["wallet"] = svc
+    svc.policy.warm_up()
+    if app.config["DEMO_MODE"]:
+        users.seed_demo(db)
+
+    app.teardown_appcontext(db.remove_session)
+    _register_routes(app)
+    _register_commands(app)
+    return app
+
+
+def services() -> Services:
+    return current_app.extensions["wallet"]
+
+
+def _configure_logging(level: str) -> None:
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        root.addHandler(handler)
+    root.setLevel(level)
+
+
+def _create_schema(db: Database) -> None:
+    try:
+        db.create_schema()
+    except OperationalError:  # another worker created the tables at the same moment
+        db.create_schema()
+
+
+def _plain(reply: str, status: int = 200) -> Response:
+    return Response(reply, status=status, mimetype="text/plain")
+
+
+def _unavailable_reply() -> str:
+    return "END " + t("en", "error.unavailable") + "\n" + t("sw", "error.unavailable")
+
+
+def _register_routes(app: Flask) -> None:
+    @app.post("/ussd")
+    def ussd() -> Response:
+        svc = services()
+        started = time.perf_counter()
+        form = request.form
+        session_id = form.get("sessionId", "").strip()[:_MAX_FIELD]
+        raw_phone = form.get("phoneNumber", "").strip()[:_MAX_FIELD]
+        service_code = form.get("serviceCode", "").strip()[:32]
+        text = form.get("text", "")
+        lang = svc.config["DEFAULT_LANGUAGE"]
+        if not session_id or not raw_phone:
+            return _plain("END " + t(lang, "error.expired"))
+        phone = normalise(raw_phone, svc.config["DEFAULT_REGION"])
+        if phone is None:
+            return _plain("END " + t(lang, "error.phone"))
+        if len(text) > _MAX_TEXT:
+            return _plain("END " + t(lang, "error.expired"))
+        outcome = "error"
+        try:
+            reply, outcome = handle_ussd(svc, UssdRequest(session_id, phone, service_code, text))
+        except SQLAlchemyError as exc:
+            log.error("database unavailable for /ussd: %s", type(exc).__name__)
+            svc.db.session.rollback()
+            reply = _unavailable_reply()
+        finally:
+            if sms.take_queued() and svc.config["SMS_AUTO_FLUSH"]:
+                svc.sms.kick()
+        log.info("ussd session=%s phone=%s depth=%d screen=%s reply=%s ms=%.1f", session_id[:16], mask(phone),
+                 text.count("*") + bool(text), outcome, reply[:3], (time.perf_counter() - started) * 1000)
+        return _plain(reply)
+
+    @app.get("/status")
+    def status() -> tuple[Response, int]:
+        svc = services()
+        db_ok = svc.db.healthy()
+        body: dict[str, Any] = {
+            "status": "ok" if db_ok else "degraded",
+            "database": {"ok": db_ok, "dialect": svc.db.engine.dialect.name},
+            "lightning": svc.lightning.health(),
+            "mpesa": svc.mpesa.name,
+            "sms_sender": svc.sms.sender.name,
+        }
+        if db_ok:
+            try:
+                s = svc.db.session
+                body["active_sessions"] = sessions.active_count(s, svc.config["USSD_SESSION_TIMEOUT_S"])
+                body["sms_queue"] = svc.sms.pending_count(s)
+                body.update(transactions.totals(s))
+            except SQLAlchemyError:
+                body["status"], body["database"]["ok"] = "degraded", False
+        return jsonify(body), 200 if body["database"]["ok"] else 503
+
+    @app.get("/test")
+    def demo_info() -> tuple[Response, int]:
+        svc = services()
+        if not svc.config["DEMO_MODE"]:
+            return jsonify({"error": "demo mode is off"}), 404
+        phone = users.DEMO_USERS[0][0]
+        user = users.get(svc.db.session, phone)
+        return jsonify({
+            "phone": phone,
+            "balance_sats": user.balance_sats if user else None,
+            "service_code": svc.service_code,
+            "try": f"curl -d sessionId=demo1 -d phoneNumber={phone} -d text= http://localhost:5000/ussd",
+        }), 200
+
+    @app.post("/test/pay-invoice")
+    def demo_pay_invoice() -> tuple[Response, int]:
+        """Demo mode with the mock node: act as an outside payer of one of our invoices."""
+        svc = services()
+        if not svc.config["DEMO_MODE"] or not isinstance(svc.lightning, MockBackend):
+            return jsonify({"error": "only in demo mode with the mock Lightning backend"}), 404
+        reference = (request.values.get("reference") or "").strip().upper()[:16]
+        invoice = svc.db.session.query(Invoice).filter_by(reference=reference).one_or_none()
+        if invoice is None:
+            return jsonify({"error": "unknown invoice reference"}), 404
+        svc.lightning.simulate_payment(invoice.payment_hash)
+        state = invoices.sync(svc.db, svc.lightning, invoice.payment_hash)
+        if sms.take_queued() and svc.config["SMS_AUTO_FLUSH"]:
+            svc.sms.kick()
+        return jsonify({"reference": reference, "status": state}), 200
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> tuple[Response, int]:
+        return jsonify({"error": exc.name}), exc.code or 500
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception) -> Response:
+        log.exception("unhandled error on %s", request.path)
+        if request.path == "/ussd":
+            return _plain(_unavailable_reply())
+        return Response('{"error": "internal error"}', status=500, mimetype="application/json")
+
+
+def _register_commands(app: Flask) -> None:
+    @app.cli.command("init-db")
+    def init_db() -> None:
+        """Create the tables (development; production uses migrations)."""
+        services().db.create_schema()
+        click.echo("schema created")
+
+    @app.cli.command("seed-demo")
+    def seed_demo() -> None:
+        """Create the demo users if missing."""
+        click.echo(f"demo users created: {users.seed_demo(services().db)}")
+
+    @app.cli.command("ledger-check")
+    def ledger_check() -> None:
+        """Check every balance against its transactions; exit 1 on any difference."""
+        svc = services()
+        with svc.db.read() as s:
+            mismatches = transactions.ledger_check(s)
+            summary = transactions.totals(s)
+        for m in mismatches:
+            click.echo(f"MISMATCH user={m.user_id} phone={mask(m.phone)} balance={m.balance_sats} "
+                       f"ledger={m.ledger_sats}")
+        click.echo(f"ledger check: {len(mismatches)} mismatches; liabilities {summary['liabilities_sats']} sats")
+        if mismatches:
+            raise SystemExit(1)
+
+    @app.cli.command("flush-sms")
+    def flush_sms() -> None:
+        """Send the SMS outbox now."""
+        sent, failed = services().sms.flush()
+        click.echo(f"sms sent={sent} failed={failed}")
+
+    @app.cli.command("poll-invoices")
+    def poll_invoices() -> None:
+        """Ask the node about every pending invoice; credit paid ones, expire dead ones."""
+        svc = services()
+        click.echo(f"invoices: {invoices.poll_pending(svc.db, svc.lightning)}")
+
+    @app.cli.command("clean-sessions")
+    @click.option("--keep-days", default=30, show_default=True, help="delete sessions older than this")
+    def clean_sessions(keep_days: int) -> None:
+        """Close expired USSD sessions and delete old ones."""
+        svc = services()
+        closed, deleted = sessions.clean(svc.db, svc.config["USSD_SESSION_TIMEOUT_S"], keep_days)
+        click.echo(f"sessions closed={closed} deleted={deleted}")
+
+
+if __name__ == "__main__":
+    create_app().run(host=os.environ.get("HOST", "127.0.0.1"), port=int(os.environ.get("PORT", "5000")))

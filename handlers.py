@@ -1,0 +1,653 @@
+"""The USSD menu: one Africa's Talking request in, one screen out.
+
+No SQL and no HTTP here: screens ask helpers/ (database, policy, SMS) and lightning.py. Every
+screen checks its token; only the last token of the path may act (see helpers/ussd.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from helpers import invoices, sessions, transactions, users
+from helpers.errors import (
+    CodeAlreadyUsed,
+    InsufficientBalance,
+    LightningUnavailable,
+    PolicyDenied,
+    RequestClosed,
+)
+from helpers.i18n import CATALOGS, t
+from helpers.mpesa import normalise_code
+from helpers.phone import normalise
+from helpers.refs import idempotency_key
+from helpers.services import Services
+from helpers.ussd import Back, End, Home, Push, Result, Retry, walk
+from lightning import State
+from models import CREDIT, PENDING, User
+
+log = logging.getLogger(__name__)
+
+_MAX_AMOUNT_DIGITS = 12  # beyond this it is not an amount (and would overflow the policy engine)
+
+
+@dataclass
+class UssdRequest:
+    session_id: str
+    phone: str  # E.164
+    service_code: str
+    text: str
+
+
+@dataclass
+class Ctx:
+    svc: Services
+    req: UssdRequest
+    user: User
+    key: str  # idempotency key of this request's path
+    final: bool = False
+
+    @property
+    def lang(self) -> str:
+        return self.user.language if self.user.language in CATALOGS else "en"
+
+    def t(self, key: str, **values: Any) -> str:
+        return t(self.lang, key, **values)
+
+    def value(self, name: str) -> int:
+        return self.svc.policy.value(name)
+
+
+# ------------------------------------------------------------------ input parsing
+def parse_amount(token: str) -> int | None:
+    token = token.strip()
+    if not token.isascii() or not token.isdigit() or len(token) > _MAX_AMOUNT_DIGITS:
+        return None
+    amount = int(token)
+    return amount if amount > 0 else None
+
+
+def deny_text(ctx: Ctx, reason: str, unit: str = "sats") -> str:
+    key = f"deny.{reason}"
+    if key not in CATALOGS["en"]:
+        key = "error.option"
+    kes = unit == "KES"
+    return ctx.t(
+        key,
+        min=ctx.value("kes-min" if kes else "payment-min-sats"),
+        max=ctx.value("kes-max" if kes else "payment-max-sats"),
+        unit=unit,
+        balance=ctx.user.balance_sats,
+        limit=ctx.value("daily-send-limit-sats"),
+    )
+
+
+def _sats_range(ctx: Ctx) -> dict[str, int]:
+    return {"min": ctx.value("payment-min-sats"), "max": ctx.value("payment-max-sats")}
+
+
+def _kes_range(ctx: Ctx) -> dict[str, int]:
+    return {"min": ctx.value("kes-min"), "max": ctx.value("kes-max")}
+
+
+def _sent_today(ctx: Ctx) -> int:
+    with ctx.svc.db.read() as s:
+        return transactions.sent_today(s, ctx.user.id)
+
+
+def _check_spend(ctx: Ctx, amount: int, fee: int) -> str | None:
+    """Pre-check a spend for a friendly re-prompt; the money step checks again atomically.
+    Balance and daily limit are only looked up for the last token (the screen shown now)."""
+    policy = ctx.svc.policy
+    if not ctx.final:
+        decision = policy.amount(amount)
+    else:
+        decision = policy.spend(amount, fee, ctx.user.balance_sats, _sent_today(ctx))
+    return None if decision.allowed else deny_text(ctx, decision.reason or "")
+
+
+def _expired(ctx: Ctx) -> End:
+    """A path that goes on past a step that acts: a finished session replayed with more input."""
+    return End(ctx.t("error.expired"))
+
+
+# ------------------------------------------------------------------ onboarding
+class CreatePin:
+    secret = True
+
+    def prompt(self, ctx: Ctx, data: dict) -> str:
+        return ctx.t("pin.create", digits=ctx.value("pin-length"))
+
+    def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
+        problem = _pin_problem(ctx, token)
+        return Retry(problem) if problem else Push("pin.repeat", {"pin": token})
+
+
+class RepeatPin:
+    secret = True
+
+    def prompt(self, ctx: Ctx, data: dict) -> str:
+        return ctx.t("pin.repeat")
+
+    def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
+        if token != data["pin"]:
+            return Back(ctx.t("pin.mismatch"))
+        if not ctx.final:
+            return _expired(ctx)
+        users.set_pin(ctx.svc.db, ctx.user.id, token, ctx.svc.pepper)
+        return Home(ctx.t("pin.set"), onboarded=True)
+
+
+def _pin_problem(ctx: Ctx, token: str) -> str | None:
+    digits = ctx.value("pin-length")
+    if len(token) != digits or not token.isascii() or not token.isdigit():
+        return ctx.t("pin.format", digits=digits)
+    decision = ctx.svc.policy.pin(token)
+    return None if decision.allowed else deny_text(ctx, decision.reason or "")
+
+
+# ------------------------------------------------------------------ main menu
+_MAIN_OPTIONS = {
+    "1": "send.phone",
+    "2": "receive.amount",
+    "3": "request.phone",
+    "4": "topup.amount",
+    "5": "withdraw.amount",
+    "6": "account",
+}
+
+
+class MainMenu:
+    secret = False
+
+    def prompt(self, ctx: Ctx, data: dict) -> str:
+        count = len(invoices.open_requests(ctx.svc.db, ctx.user.phone))
+        requests = ctx.t("main.requests", count=count) if count else ""
+        return ctx.t("main", balance=ctx.user.balance_sats, requests=requests)
+
+    def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
+        if token == "0":
+            return End(ctx.t("exit"))
+        if token in _MAIN_OPTIONS:
+            return Push(_MAIN_OPTIONS[token])
+        if token == "7":
+            return Push("payreq.list")
+        return Retry(ctx.t("error.option"))
+
+
+# ------------------------------------------------------------------ send
+class SendPhone:
+    secret = False
+
+    def prompt(self, ctx: Ctx, data: dict) -> str:
+        return ctx.t("send.phone")
+
+    def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
+        phone = normalise(token, ctx.svc.config["DEFAULT_REGION"])
+        if phone is None:
+            return Retry(ctx.t("error.phone"))
+        if phone == ctx.user.phone:
+            return Retry(ctx.t("error.own-phone"))
+        return Push("send.amount", {"phone": phone})
+
+
+class SendAmount:
+    secret = False
+
+    def prompt(self, ctx: Ctx, data: dict) -> str:
+        return ctx.t("send.amount", phone=data["phone"], **_sats_range(ctx))
+
+    def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
+        amount = parse_amount(token)
+        if amount is None:
+            return Retry(ctx.t("error.amount"))
+        fee = ctx.svc.policy.fee_sats("internal", amount)
+        problem = _check_spend(ctx, amount, fee)
+        if problem:
+            return Retry(problem)
+        return Push("send.confirm", {**data, "amount": amount, "fee": fee})
+
+
+class SendConfirm:
+    secret = False
+
+    def prompt(self, ctx: Ctx, data: dict) -> str:
+        total = data["amount"] + data["fee"]
+        return ctx.t("send.confirm", amount=data["amount"], phone=data["phone"], fee=data["fee"], total=total)
+
+    def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
+        if token == "1":
+            return Push("pin", {**data, "action": "send"})
+        return Retry(ctx.t("error.option"))
+
+
+# ------------------------------------------------------------------ the PIN step that moves money
+class PinStep:
+    """Asks for the PIN, then performs data['action'] with the facts gathered on the way."""
+
+    secret = True
+
+    def prompt(self, ctx: Ctx, data: dict) -> str:
+        if data["action"] == "withdraw":
+            return ctx.t("withdraw.pin", kes=data["kes"], phone=data["phone"], sats=data["sats"], fee=data["fee"])
+        return ctx.t("pin.enter")
+
+    def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
+        refusal = verify_pin(ctx, token)
+        if refusal is not None:
+            return refusal
+        if not ctx.final:
+            return _expired(ctx)
+        return End(ACTIONS[data["action"]](ctx, data))
+
+
+def verify_pin(ctx: Ctx, token: str) -> Result | None:
+    """None when the PIN is right; otherwise the screen to show. Only the last token counts
+    towards the lock (earlier ones were counted when they were last)."""
+    digits = ctx.value("pin-length")
+    if len(token) != digits or not token.isdigit():
+        return Retry(ctx.t("pin.format", digits=digits))
+    check = users.check_pin(ctx.svc.db, ctx.svc.policy, ctx.user, token, ctx.svc.pepper, record=ctx.final)
+    if check.ok:
+        return None
+    if check.locked_minutes:
+        return End(ctx.t("pin.locked", minutes=check.locked_minutes))
+    return Retry(ctx.t("pin.wrong", left=check.attempts_left))
+
+
+def _do_send(ctx: Ctx, data: dict) -> str:
+    svc = ctx.svc
+    try:
+        receipt = transactions.transfer(
+            svc.db, svc.policy, ctx.user, data["phone"], data["amount"], ctx.key, svc.service_code
+        )
+    except InsufficientBalance as exc:
+        ctx.user.balance_sats = exc.balance_sats
+        return deny_text(ctx, "insufficient-balance")
+    except PolicyDenied as exc:
+        return deny_text(ctx, exc.reason)
+    if receipt.replay:
+        return ctx.t("replay", ref=receipt.reference)
+    return ctx.t("send.done", amount=receipt.amount_sats, phone=data["phone"], fee=receipt.fee_sats,
+                 ref=receipt.reference, balance=receipt.balance_sats)
+
+
+def _do_withdraw(ctx: Ctx, data: dict) -> str:
+    svc = ctx.svc
+    try:
+        receipt = transactions.reserve_withdrawal(svc.db, svc.policy, ctx.user, data["kes"], data["phone"], ctx.key)
+    except InsufficientBalance as exc:
+        ctx.user.balance_sats = exc.balance_sats
+        return deny_text(ctx, "insufficient-balance")
+    except PolicyDenied as exc:
+        return deny_text(ctx, exc.reason, "KES" if exc.reason in ("below-minimum", "above-maximum") else "sats")
+    if receipt.replay:
+        return ctx.t("replay", ref=receipt.reference)
+    payout = svc.mpesa.payout(data["phone"], data["kes"], receipt.reference)
+    if payout.state is State.SUCCEEDED and transactions.settle_withdrawal(
+        svc.db, receipt.transaction_id, payout.receipt, data["kes"]
+    ):
+        return ctx.t("withdraw.done", kes=data["kes"], phone=data["phone"], code=payout.receipt,
+                     sats=receipt.amount_sats, fee=receipt.fee_sats, balance=receipt.balance_sats)
+    if payout.state is State.FAILED and transactions.refund_withdrawal(svc.db, receipt.transaction_id):
+        return ctx.t("withdraw.failed", ref=receipt.reference)
+    return ctx.t("withdraw.pending", kes=data["kes"], phone=data["phone"], ref=receipt.reference)
+
+
+def _do_pay_request(ctx: Ctx, data: dict) -> str:
+    svc = ctx.svc
+    try:
+        receipt = transactions.pay_request(svc.db, svc.policy, ctx.user, data["request_id"], ctx.key)
+    except RequestClosed:
+        return ctx.t("payreq.gone")
+    except InsufficientBalance as exc:
+        ctx.user.balance_sats = exc.balance_sats
+        return deny_text(ctx, "insufficient-balance")
+    except PolicyDenied as exc:
+        return deny_text(ctx, exc.reason)
+    if receipt.replay:
+        return ctx.t("replay", ref=receipt.reference)
+    return ctx.t("payreq.done", amount=receipt.amount_sats, phone=data["phone"], ref=receipt.reference,
+                 balance=receipt.balance_sats)
+
+
+ACTIONS = {"send": _do_send, "withdraw": _do_withdraw, "payreq": _do_pay_request}
+
+
+# ------------------------------------------------------------------ receive and request
+class ReceiveAmount:
+    secret = False
+
+    def prompt(self, ctx: Ctx, data: dict) -> str:
+        return ctx.t("receive.amount", **_sats_range(ctx))
+
+    def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
+        amount = parse_amount(token)
+        if amount is None:
+            return Retry(ctx.t("error.amount"))
+        decision = ctx.svc.policy.amount(amount)
+        if not decision.allowed:
+            return Retry(deny_text(ctx, decision.reason or ""))
+        if not ctx.final:
+            return _expired(ctx)
+        return End(_issue(ctx, amount, self.payer(data)))
+
+    def payer(self, data: dict) -> str | None:
+        return None
+
+
+class RequestPhone:
+    secret = False
+
+    def prompt(self, ctx: Ctx, data: dict) -> str:
+        return ctx.t("request.phone")
+
+    def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
+        phone = normalise(token, ctx.svc.config["DEFAULT_REGION"])
+        if phone is None:
+            return Retry(ctx.t("error.phone"))
+        if phone == ctx.user.phone:
+            return Retry(ctx.t("error.own-phone"))
+        return Push("request.amount", {"phone": phone})
+
+
+class RequestAmount(ReceiveAmount):
+    def prompt(self, ctx: Ctx, data: dict) -> str:
+        return ctx.t("request.amount", phone=data["phone"], **_sats_range(ctx))
+
+    def payer(self, data: dict) -> str | None:
+        return data["phone"]
+
+
+def _issue(ctx: Ctx, amount: int, payer_phone: str | None) -> str:
+    svc = ctx.svc
+    payer_language = "en"
+    if payer_phone is not None:
+        with svc.db.read() as s:
+            payer = users.get(s, payer_phone)
+            payer_language = payer.language if payer else svc.config["DEFAULT_LANGUAGE"]
+    expiry = svc.config["INVOICE_EXPIRY_S"]
+    memo = f"SatsPesa {ctx.user.phone[-4:]}"
+    try:
+        issued = invoices.issue(svc.db, svc.lightning, ctx.user, amount, memo, expiry, ctx.key,
+                                payer_phone, payer_language, svc.service_code)
+    except LightningUnavailable:
+        return ctx.t("error.lightning")
+    if payer_phone is None:
+        return ctx.t("receive.done", amount=amount, ref=issued.reference, minutes=expiry // 60)
+    return ctx.t("request.done", amount=amount, phone=payer_phone, ref=issued.reference)
+
+
+# ------------------------------------------------------------------ pay a request
+class PayRequestList:
+    secret = False
+
+    def _open(self, ctx: Ctx) -> list[invoices.OpenRequest]:
+        return invoices.open_requests(ctx.svc.db, ctx.user.phone)
+
+    def prompt(self, ctx: Ctx, data: dict) -> str:
+        lines = "".join(
+            ctx.t("payreq.line", n=n, amount=r.amount_sats, phone=r.requester_phone)
+            for n, r in enumerate(self._open(ctx), start=1)
+        )
+        return ctx.t("payreq.list", lines=lines or ctx.t("history.empty"))
+
+    def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
+        open_requests = self._open(ctx)
+        if not token.isdigit() or not 1 <= int(token) <= len(open_requests):
+            return Retry(ctx.t("error.option"))
+        chosen = open_requests[int(token) - 1]
+        fee = ctx.svc.policy.fee_sats("internal", chosen.amount_sats)
+        return Push("payreq.confirm", {"request_id": chosen.id, "amount": chosen.amount_sats,
+                                       "phone": chosen.requester_phone, "ref": chosen.reference, "fee": fee})
+
+
+class PayRequestConfirm:
+    secret = False
+
+    def prompt(self, ctx: Ctx, data: dict) -> str:
+        return ctx.t("payreq.confirm", amount=data["amount"], phone=data["phone"], ref=data["ref"], fee=data["fee"])
+
+    def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
+        if token != "1":
+            return Retry(ctx.t("error.option"))
+        problem = _check_spend(ctx, data["amount"], data["fee"])
+        if problem:
+            return Retry(problem)
+        return Push("pin", {**data, "action": "payreq"})
+
+
+# ------------------------------------------------------------------ M-Pesa
+class TopupAmount:
+    secret = False
+
+    def prompt(self, ctx: Ctx, data: dict) -> str:
+        return ctx.t("topup.amount", **_kes_range(ctx))
+
+    def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
+        kes = parse_amount(token)
+        if kes is None:
+            return Retry(ctx.t("error.amount"))
+        decision = ctx.svc.policy.topup(kes)
+        if not decision.allowed:
+            return Retry(deny_text(ctx, decision.reason or "", "KES"))
+        return Push("topup.code", {"kes": kes, "sats": ctx.svc.policy.kes_to_sats_credit(kes)})
+
+
+class TopupCode:
+    secret = False
+
+    def prompt(self, ctx: Ctx, data: dict) -> str:
+        return ctx.t("topup.code", kes=data["kes"])
+
+    def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
+        code = normalise_code(token)
+        if code is None:
+            return Retry(ctx.t("error.code"))
+        if ctx.final:
+            with ctx.svc.db.read() as s:
+                if transactions.code_used(s, code):
+                    return Retry(ctx.t("error.code-used"))
+        return Push("topup.confirm", {**data, "code": code})
+
+
+class TopupConfirm:
+    secret = False
+
+    def prompt(self, ctx: Ctx, data: dict) -> str:
+        return ctx.t("topup.confirm", kes=data["kes"], sats=data["sats"], code=data["code"])
+
+    def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
+        if token != "1":
+            return Retry(ctx.t("error.option"))
+        if not ctx.final:
+            return _expired(ctx)
+        svc = ctx.svc
+        if not svc.mpesa.confirm_topup(data["code"], ctx.user.phone, data["kes"]):
+            return End(ctx.t("error.code"))
+        try:
+            receipt = transactions.topup(svc.db, svc.policy, ctx.user, data["kes"], data["code"], ctx.key)
+        except CodeAlreadyUsed:
+            return End(ctx.t("error.code-used"))
+        except PolicyDenied as exc:
+            return End(deny_text(ctx, exc.reason, "KES"))
+        if receipt.replay:
+            return End(ctx.t("replay", ref=receipt.reference))
+        return End(ctx.t("topup.done", sats=receipt.amount_sats, kes=data["kes"], code=data["code"],
+                         balance=receipt.balance_sats))
+
+
+class WithdrawAmount:
+    secret = False
+
+    def prompt(self, ctx: Ctx, data: dict) -> str:
+        return ctx.t("withdraw.amount", **_kes_range(ctx))
+
+    def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
+        kes = parse_amount(token)
+        if kes is None:
+            return Retry(ctx.t("error.amount"))
+        policy = ctx.svc.policy
+        sent = _sent_today(ctx) if ctx.final else 0
+        balance = ctx.user.balance_sats if ctx.final else policy.value("payment-max-sats") * 2
+        decision = policy.withdraw(kes, balance, sent)
+        if not decision.allowed:
+            unit = "KES" if decision.reason in ("below-minimum", "above-maximum") else "sats"
+            return Retry(deny_text(ctx, decision.reason or "", unit))
+        sats = policy.kes_to_sats_debit(kes)
+        return Push("withdraw.phone", {"kes": kes, "sats": sats, "fee": policy.fee_sats("mpesa-withdraw", sats)})
+
+
+class WithdrawPhone:
+    secret = False
+
+    def prompt(self, ctx: Ctx, data: dict) -> str:
+        return ctx.t("withdraw.phone", kes=data["kes"], phone=ctx.user.phone)
+
+    def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
+        phone = ctx.user.phone if token == "1" else normalise(token, ctx.svc.config["DEFAULT_REGION"])
+        if phone is None:
+            return Retry(ctx.t("error.phone"))
+        return Push("pin", {**data, "phone": phone, "action": "withdraw"})
+
+
+# ------------------------------------------------------------------ my account
+class Account:
+    secret = False
+
+    def prompt(self, ctx: Ctx, data: dict) -> str:
+        balance = ctx.user.balance_sats
+        return ctx.t("account", balance=balance, kes=ctx.svc.policy.sats_to_kes(balance))
+
+    def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
+        target = {"1": "history", "2": "language", "3": "pinchange.old"}.get(token)
+        return Push(target) if target else Retry(ctx.t("error.option"))
+
+
+class History:
+    secret = False
+
+    def prompt(self, ctx: Ctx, data: dict) -> str:
+        with ctx.svc.db.read() as s:
+            rows = transactions.recent(s, ctx.user.id)
+        lines = "".join(
+            ctx.t("history.line", sign="+" if row.direction == CREDIT else "-",
+                  amount=row.amount_sats + row.fee_sats if row.direction != CREDIT else row.amount_sats,
+                  kind=ctx.t(f"kind.{row.type}") if f"kind.{row.type}" in CATALOGS["en"] else row.type,
+                  date=row.created_at.strftime("%d/%m") + ("*" if row.status == PENDING else ""))
+            for row in rows
+        )
+        return ctx.t("history", lines=lines or ctx.t("history.empty"))
+
+    def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
+        return Retry(ctx.t("error.option"))
+
+
+class Language:
+    secret = False
+
+    def prompt(self, ctx: Ctx, data: dict) -> str:
+        return ctx.t("language")
+
+    def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
+        chosen = {"1": "en", "2": "sw"}.get(token)
+        if chosen is None:
+            return Retry(ctx.t("error.option"))
+        if not ctx.final:
+            return _expired(ctx)
+        users.set_language(ctx.svc.db, ctx.user.id, chosen)
+        return End(t(chosen, "language.done"))
+
+
+class PinChangeOld:
+    secret = True
+
+    def prompt(self, ctx: Ctx, data: dict) -> str:
+        return ctx.t("pinchange.old")
+
+    def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
+        refusal = verify_pin(ctx, token)
+        return refusal if refusal is not None else Push("pinchange.new")
+
+
+class PinChangeNew:
+    secret = True
+
+    def prompt(self, ctx: Ctx, data: dict) -> str:
+        return ctx.t("pinchange.new", digits=ctx.value("pin-length"))
+
+    def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
+        problem = _pin_problem(ctx, token)
+        return Retry(problem) if problem else Push("pinchange.repeat", {"pin": token})
+
+
+class PinChangeRepeat:
+    secret = True
+
+    def prompt(self, ctx: Ctx, data: dict) -> str:
+        return ctx.t("pinchange.repeat")
+
+    def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
+        if token != data["pin"]:
+            return Back(ctx.t("pin.mismatch"))
+        if not ctx.final:
+            return _expired(ctx)
+        users.change_pin(ctx.svc.db, ctx.user, token, ctx.svc.pepper)
+        return End(ctx.t("pinchange.done"))
+
+
+SCREENS = {
+    "pin.create": CreatePin(),
+    "pin.repeat": RepeatPin(),
+    "main": MainMenu(),
+    "send.phone": SendPhone(),
+    "send.amount": SendAmount(),
+    "send.confirm": SendConfirm(),
+    "pin": PinStep(),
+    "receive.amount": ReceiveAmount(),
+    "request.phone": RequestPhone(),
+    "request.amount": RequestAmount(),
+    "payreq.list": PayRequestList(),
+    "payreq.confirm": PayRequestConfirm(),
+    "topup.amount": TopupAmount(),
+    "topup.code": TopupCode(),
+    "topup.confirm": TopupConfirm(),
+    "withdraw.amount": WithdrawAmount(),
+    "withdraw.phone": WithdrawPhone(),
+    "account": Account(),
+    "history": History(),
+    "language": Language(),
+    "pinchange.old": PinChangeOld(),
+    "pinchange.new": PinChangeNew(),
+    "pinchange.repeat": PinChangeRepeat(),
+}
+
+
+# ------------------------------------------------------------------ one request
+def handle_ussd(svc: Services, req: UssdRequest) -> tuple[str, str]:
+    """Answer one USSD step. Returns (reply, screen name). Database errors propagate (the app
+    turns them into a 'service unavailable' END)."""
+    db = svc.db
+    text_key = idempotency_key(req.session_id, req.text)
+    view = sessions.load(db.session, req.session_id)
+    if view.exists and view.phone != req.phone:
+        log.warning("session %s reused by another phone", req.session_id[:16])
+        return "END " + t(svc.config["DEFAULT_LANGUAGE"], "error.expired"), "refused"
+    if view.exists and view.last_text_hash == text_key and view.last_reply:
+        return view.last_reply, "replay"
+    user = users.get(db.session, req.phone) or users.register(
+        db, req.phone, svc.config["DEFAULT_LANGUAGE"], svc.service_code
+    )
+    ctx = Ctx(svc, req, user, text_key)
+    tokens = req.text.split("*") if req.text else []
+    if user.pin_hash is None:
+        root, skip = "pin.create", 0
+    else:
+        root, skip = "main", min(view.onboarding_tokens, len(tokens))
+    outcome = walk(SCREENS, ctx, root, tokens[skip:], skip, set_final=lambda final: setattr(ctx, "final", final))
+    redacted = "*".join(["****"] * skip + ([outcome.redacted_path] if outcome.redacted_path else []))
+    sessions.save(db, req.session_id, req.phone, req.service_code, exists=view.exists, state=outcome.screen,
+                  redacted_path=redacted, text_hash=text_key, reply=outcome.reply,
+                  onboarding_tokens=outcome.onboarding_tokens)
+    return outcome.reply, outcome.screen

@@ -1,0 +1,82 @@
+"""Configuration from the environment (and a `.env` file), with the embedded defaults.
+
+Every variable is listed in `.env.example`. With none set the server runs on a SQLite file in
+the instance folder, the mock Lightning backend, simulated M-Pesa, log SMS and demo users.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+DEV_PIN_PEPPER = "development-pepper-not-for-production"  # noqa: S105 - a marked dev default
+
+_TRUE = {"1", "true", "yes", "on"}
+
+
+class ConfigError(RuntimeError):
+    """A setting is missing or wrong; the message names it."""
+
+
+def _flag(value: str | None, default: bool) -> bool:
+    if value is None or value.strip() == "":
+        return default
+    return value.strip().lower() in _TRUE
+
+
+def load_config(instance_path: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Build the Flask config mapping from `env` (default: os.environ)."""
+    env = dict(os.environ if env is None else env)
+    sqlite_default = "sqlite:///" + str(Path(instance_path) / "wallet.db")
+    database_url = env.get("DATABASE_URL") or sqlite_default
+    embedded = database_url == sqlite_default
+    backend = (env.get("LIGHTNING_BACKEND") or env.get("LIGHTNING_API_TYPE") or "mock").lower()
+    return {
+        "APP_ENV": env.get("APP_ENV", "development"),
+        "DATABASE_URL": database_url,
+        "DB_POOL_SIZE": int(env.get("DB_POOL_SIZE", "5")),
+        "DB_POOL_RECYCLE_S": int(env.get("DB_POOL_RECYCLE_S", "280")),
+        "AUTO_CREATE_SCHEMA": _flag(env.get("AUTO_CREATE_SCHEMA"), embedded),
+        "DEMO_MODE": _flag(env.get("DEMO_MODE"), embedded),
+        "LIGHTNING_BACKEND": backend,
+        "LIGHTNING_NETWORK": env.get("LIGHTNING_NETWORK", "bcrt"),
+        "INVOICE_EXPIRY_S": int(env.get("INVOICE_EXPIRY_S", "3600")),
+        "LNBITS_URL": env.get("LNBITS_URL", ""),
+        "LNBITS_ADMIN_KEY": env.get("LNBITS_ADMIN_KEY", ""),
+        "LNBITS_INVOICE_KEY": env.get("LNBITS_INVOICE_KEY", ""),
+        "LND_URL": env.get("LND_URL", ""),
+        "LND_MACAROON": env.get("LND_MACAROON", ""),
+        "LND_TLS_CERT": env.get("LND_TLS_CERT", ""),
+        "BTCPAY_URL": env.get("BTCPAY_URL", ""),
+        "BTCPAY_API_KEY": env.get("BTCPAY_API_KEY", ""),
+        "BTCPAY_STORE_ID": env.get("BTCPAY_STORE_ID", ""),
+        "BTCPAY_WEBHOOK_SECRET": env.get("BTCPAY_WEBHOOK_SECRET", ""),
+        "AFRICASTALKING_USERNAME": env.get("AFRICASTALKING_USERNAME", ""),
+        "AFRICASTALKING_API_KEY": env.get("AFRICASTALKING_API_KEY", ""),
+        "AFRICASTALKING_SENDER_ID": env.get("AFRICASTALKING_SENDER_ID", ""),
+        "SMS_AUTO_FLUSH": _flag(env.get("SMS_AUTO_FLUSH"), True),
+        "USSD_SERVICE_CODE": env.get("USSD_SERVICE_CODE", "*384*123#"),
+        "USSD_SESSION_TIMEOUT_S": int(env.get("USSD_SESSION_TIMEOUT_S", "180")),
+        "PUBLIC_URL": env.get("PUBLIC_URL", "http://localhost:5000"),
+        "PIN_PEPPER": env.get("PIN_PEPPER", ""),
+        "MPESA_PROVIDER": env.get("MPESA_PROVIDER", "simulated").lower(),
+        "DEFAULT_REGION": env.get("DEFAULT_REGION", "KE"),
+        "DEFAULT_LANGUAGE": env.get("DEFAULT_LANGUAGE", "en"),
+        "LOG_LEVEL": env.get("LOG_LEVEL", "INFO"),
+    }
+
+
+def finalise(config: dict[str, Any]) -> None:
+    """Check settings that depend on each other; fill the development pepper. Raises ConfigError."""
+    production = config["APP_ENV"] == "production"
+    if not config["PIN_PEPPER"]:
+        if production:
+            raise ConfigError("PIN_PEPPER must be set in production (a long random secret)")
+        config["PIN_PEPPER"] = DEV_PIN_PEPPER
+    elif production and config["PIN_PEPPER"] == DEV_PIN_PEPPER:
+        raise ConfigError("PIN_PEPPER is the development default; set a secret one")
+    if production and config["DEMO_MODE"]:
+        raise ConfigError("DEMO_MODE must be off in production")
+    if config["DEFAULT_LANGUAGE"] not in ("en", "sw"):
+        raise ConfigError("DEFAULT_LANGUAGE must be 'en' or 'sw'")

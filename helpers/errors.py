@@ -1,0 +1,37 @@
+"""Failures that callers handle. handlers.py turns each into a screen; nothing here is text."""
+
+from __future__ import annotations
+
+
+class WalletError(Exception):
+    """A request the wallet refuses; nothing was changed."""
+
+
+class InsufficientBalance(WalletError):
+    def __init__(self, balance_sats: int) -> None:
+        super().__init__(f"balance {balance_sats}")
+        self.balance_sats = balance_sats
+
+
+class PolicyDenied(WalletError):
+    """atoms.metta said (Deny <reason>)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class CodeAlreadyUsed(WalletError):
+    """This M-Pesa confirmation code has credited a top-up before."""
+
+
+class InvalidMpesaCode(WalletError):
+    """The provider does not accept this confirmation code."""
+
+
+class RequestClosed(WalletError):
+    """The payment request was paid, expired or is not this user's to pay."""
+
+
+class LightningUnavailable(WalletError):
+    """The Lightning node could not do what we asked; nothing was reserved."""

@@ -1,0 +1,228 @@
+"""Every text a customer sees, in English and Swahili, with the same keys.
+
+Screens must fit 160 GSM-7 characters: tests format every key with its longest values and check.
+`t(lang, key, **values)` formats a message; numbers are passed as ints and shown with commas.
+"""
+
+from __future__ import annotations
+
+LANGUAGES = ("en", "sw")
+LANGUAGE_NAMES = {"en": "English", "sw": "Kiswahili"}
+
+EN: dict[str, str] = {
+    # onboarding
+    "pin.create": "Welcome to SatsPesa, your Bitcoin wallet.\nCreate a {digits}-digit PIN:",
+    "pin.repeat": "Enter the same PIN again:",
+    "pin.mismatch": "PINs did not match.",
+    "pin.set": "PIN set.",
+    # main menu
+    "main": (
+        "Balance: {balance} sats\n1 Send BTC\n2 Receive BTC\n3 Send Invoice\n"
+        "4 Top Up M-Pesa\n5 Withdraw M-Pesa\n6 My Account{requests}\n0 Exit"
+    ),
+    "main.requests": "\n7 Pay requests ({count})",
+    "exit": "Thank you for using SatsPesa. Goodbye.",
+    # send
+    "send.phone": "Enter recipient phone number:",
+    "send.amount": "Send to {phone}\nEnter amount in sats ({min}-{max}):",
+    "send.confirm": "Send {amount} sats to {phone}\nFee: {fee} sats\nTotal: {total} sats\n1 Confirm\n0 Cancel",
+    "send.done": "Sent {amount} sats to {phone}. Fee {fee} sats. Ref {ref}. Balance: {balance} sats.",
+    # receive
+    "receive.amount": "Receive by Lightning\nEnter amount in sats ({min}-{max}):",
+    "receive.done": "Invoice for {amount} sats created, ref {ref}. We sent it to you by SMS. Valid {minutes} min.",
+    # request payment
+    "request.phone": "Request payment\nEnter the payer's phone number:",
+    "request.amount": "Request from {phone}\nEnter amount in sats ({min}-{max}):",
+    "request.done": "Payment request for {amount} sats sent to {phone} by SMS. Ref {ref}.",
+    # pay a request
+    "payreq.list": "Payment requests:{lines}\n0 Back",
+    "payreq.line": "\n{n} {amount} sats to {phone}",
+    "payreq.confirm": "Pay {amount} sats to {phone}\nRef {ref}\nFee: {fee} sats\n1 Confirm\n0 Cancel",
+    "payreq.done": "Paid {amount} sats to {phone}. Ref {ref}. Balance: {balance} sats.",
+    "payreq.gone": "This request is no longer open.",
+    # top up
+    "topup.amount": "Top up with M-Pesa\nEnter amount in KES ({min}-{max}):",
+    "topup.code": "Pay {kes} KES by M-Pesa, then enter the M-Pesa confirmation code:",
+    "topup.confirm": "Top up {kes} KES\nYou get {sats} sats\nM-Pesa code: {code}\n1 Confirm\n0 Cancel",
+    "topup.done": "Top-up received: {sats} sats for {kes} KES. Code {code}. Balance: {balance} sats.",
+    # withdraw
+    "withdraw.amount": "Withdraw to M-Pesa\nEnter amount in KES ({min}-{max}):",
+    "withdraw.phone": "Withdraw {kes} KES\nEnter M-Pesa number or\n1 My number {phone}",
+    "withdraw.pin": "Withdraw {kes} KES to {phone}\nCost: {sats} sats + fee {fee}\nEnter PIN to confirm:",
+    "withdraw.done": "Sent {kes} KES to {phone}. M-Pesa ref {code}. Cost {sats} sats + fee {fee}. Balance: {balance} sats.",
+    "withdraw.pending": "Withdrawal of {kes} KES to {phone} is being processed. Ref {ref}. We will SMS you.",
+    "withdraw.failed": "The M-Pesa payout failed. Your sats were returned. Ref {ref}.",
+    # account
+    "account": (
+        "My Account\nBalance: {balance} sats (about {kes} KES)\n"
+        "1 Last transactions\n2 Language\n3 Change PIN\n0 Back"
+    ),
+    "history": "Last transactions:{lines}\n0 Back",
+    "history.line": "\n{sign}{amount} {kind} {date}",
+    "history.empty": "\nNone yet.",
+    "language": "Choose language:\n1 English\n2 Kiswahili\n0 Back",
+    "language.done": "Language set to English.",
+    "pinchange.old": "Enter your current PIN:",
+    "pinchange.new": "Enter your new {digits}-digit PIN:",
+    "pinchange.repeat": "Enter the new PIN again:",
+    "pinchange.done": "Your PIN has been changed.",
+    # shared prompts and refusals
+    "pin.enter": "Enter your PIN to confirm:",
+    "pin.wrong": "Wrong PIN. {left} attempt(s) left.",
+    "pin.locked": "Too many wrong PINs. Money actions are locked for {minutes} min. Try again later.",
+    "pin.format": "PIN must be {digits} digits.",
+    "deny.weak-pin": "That PIN is too easy to guess.",
+    "deny.below-minimum": "Too low. Minimum {min} {unit}.",
+    "deny.above-maximum": "Too high. Maximum {max} {unit}.",
+    "deny.insufficient-balance": "Insufficient balance: you have {balance} sats.",
+    "deny.daily-limit": "Daily limit of {limit} sats reached.",
+    "error.option": "Invalid choice.",
+    "error.amount": "Enter a whole number.",
+    "error.phone": "Invalid phone number.",
+    "error.own-phone": "That is your own number.",
+    "error.code": "Invalid M-Pesa code.",
+    "error.code-used": "That M-Pesa code was already used.",
+    "error.expired": "This session has ended. Please dial again.",
+    "error.unavailable": "Service unavailable. Please try again in a few minutes.",
+    "error.lightning": "Lightning is unavailable right now. Please try again later.",
+    "replay": "Done already. Ref {ref}.",
+    # history kinds
+    "kind.send": "sent",
+    "kind.receive": "received",
+    "kind.invoice": "invoice",
+    "kind.topup": "top-up",
+    "kind.withdraw": "withdraw",
+    "kind.adjust": "credit",
+    # SMS
+    "sms.welcome": "Welcome to SatsPesa! Dial {code} to use your Bitcoin wallet: send, receive, top up and withdraw with M-Pesa.",
+    "sms.new-recipient": "{phone} sent you {amount} sats on SatsPesa. Dial {code} and create a PIN to use them.",
+    "sms.sent": "SatsPesa: you sent {amount} sats to {phone}. Fee {fee} sats. Ref {ref}. Balance {balance} sats.",
+    "sms.received": "SatsPesa: you received {amount} sats from {phone}. Ref {ref}. Balance {balance} sats.",
+    "sms.invoice": "SatsPesa invoice for {amount} sats, ref {ref}. Pay with any Lightning wallet: {bolt11}",
+    "sms.invoice-paid": "SatsPesa: invoice {ref} was paid. You received {amount} sats. Balance {balance} sats.",
+    "sms.request": "{phone} asks you to pay {amount} sats (ref {ref}). Dial {code} to pay from SatsPesa, or pay by Lightning: {bolt11}",
+    "sms.topup": "SatsPesa: top-up of {kes} KES received, code {code}. You got {sats} sats. Balance {balance} sats.",
+    "sms.withdraw": "SatsPesa: {kes} KES sent to {phone} by M-Pesa, ref {code}. Cost {sats} sats + fee {fee}. Balance {balance} sats.",
+    "sms.pin-locked": "SatsPesa: wrong PIN entered too many times. Money actions are locked for {minutes} min.",
+    "sms.pin-changed": "SatsPesa: your PIN was changed. If this was not you, call customer care.",
+}
+
+SW: dict[str, str] = {
+    "pin.create": "Karibu SatsPesa, pochi yako ya Bitcoin.\nUnda PIN ya tarakimu {digits}:",
+    "pin.repeat": "Weka PIN hiyo tena:",
+    "pin.mismatch": "PIN hazikulingana.",
+    "pin.set": "PIN imewekwa.",
+    "main": (
+        "Salio: {balance} sats\n1 Tuma BTC\n2 Pokea BTC\n3 Tuma Ankara\n"
+        "4 Weka kwa M-Pesa\n5 Toa kwa M-Pesa\n6 Akaunti Yangu{requests}\n0 Ondoka"
+    ),
+    "main.requests": "\n7 Maombi ya malipo ({count})",
+    "exit": "Asante kwa kutumia SatsPesa. Kwaheri.",
+    "send.phone": "Weka nambari ya simu ya mpokeaji:",
+    "send.amount": "Tuma kwa {phone}\nWeka kiasi kwa sats ({min}-{max}):",
+    "send.confirm": "Tuma sats {amount} kwa {phone}\nAda: sats {fee}\nJumla: sats {total}\n1 Thibitisha\n0 Ghairi",
+    "send.done": "Umetuma sats {amount} kwa {phone}. Ada sats {fee}. Kumb {ref}. Salio: sats {balance}.",
+    "receive.amount": "Pokea kwa Lightning\nWeka kiasi kwa sats ({min}-{max}):",
+    "receive.done": "Ankara ya sats {amount} imeundwa, kumb {ref}. Tumekutumia kwa SMS. Inadumu dakika {minutes}.",
+    "request.phone": "Omba malipo\nWeka nambari ya simu ya mlipaji:",
+    "request.amount": "Omba kutoka {phone}\nWeka kiasi kwa sats ({min}-{max}):",
+    "request.done": "Ombi la malipo la sats {amount} limetumwa kwa {phone} kwa SMS. Kumb {ref}.",
+    "payreq.list": "Maombi ya malipo:{lines}\n0 Rudi",
+    "payreq.line": "\n{n} sats {amount} kwa {phone}",
+    "payreq.confirm": "Lipa sats {amount} kwa {phone}\nKumb {ref}\nAda: sats {fee}\n1 Thibitisha\n0 Ghairi",
+    "payreq.done": "Umelipa sats {amount} kwa {phone}. Kumb {ref}. Salio: sats {balance}.",
+    "payreq.gone": "Ombi hili halipo wazi tena.",
+    "topup.amount": "Weka pesa kwa M-Pesa\nWeka kiasi kwa KES ({min}-{max}):",
+    "topup.code": "Lipa KES {kes} kwa M-Pesa, kisha weka nambari ya uthibitisho ya M-Pesa:",
+    "topup.confirm": "Weka KES {kes}\nUtapata sats {sats}\nNambari ya M-Pesa: {code}\n1 Thibitisha\n0 Ghairi",
+    "topup.done": "Umeweka: sats {sats} kwa KES {kes}. Nambari {code}. Salio: sats {balance}.",
+    "withdraw.amount": "Toa kwa M-Pesa\nWeka kiasi kwa KES ({min}-{max}):",
+    "withdraw.phone": "Toa KES {kes}\nWeka nambari ya M-Pesa au\n1 Nambari yangu {phone}",
+    "withdraw.pin": "Toa KES {kes} kwa {phone}\nGharama: sats {sats} + ada {fee}\nWeka PIN kuthibitisha:",
+    "withdraw.done": "KES {kes} zimetumwa kwa {phone}. Kumb M-Pesa {code}. Gharama sats {sats} + ada {fee}. Salio: sats {balance}.",
+    "withdraw.pending": "Utoaji wa KES {kes} kwa {phone} unashughulikiwa. Kumb {ref}. Tutakutumia SMS.",
+    "withdraw.failed": "Malipo ya M-Pesa hayakufaulu. Sats zako zimerudishwa. Kumb {ref}.",
+    "account": (
+        "Akaunti Yangu\nSalio: sats {balance} (takriban KES {kes})\n"
+        "1 Miamala ya mwisho\n2 Lugha\n3 Badilisha PIN\n0 Rudi"
+    ),
+    "history": "Miamala ya mwisho:{lines}\n0 Rudi",
+    "history.line": "\n{sign}{amount} {kind} {date}",
+    "history.empty": "\nHakuna bado.",
+    "language": "Chagua lugha:\n1 English\n2 Kiswahili\n0 Rudi",
+    "language.done": "Lugha imewekwa: Kiswahili.",
+    "pinchange.old": "Weka PIN yako ya sasa:",
+    "pinchange.new": "Weka PIN mpya ya tarakimu {digits}:",
+    "pinchange.repeat": "Weka PIN mpya tena:",
+    "pinchange.done": "PIN yako imebadilishwa.",
+    "pin.enter": "Weka PIN yako kuthibitisha:",
+    "pin.wrong": "PIN si sahihi. Majaribio {left} yamebaki.",
+    "pin.locked": "PIN zisizo sahihi mara nyingi. Huduma za pesa zimefungwa kwa dakika {minutes}. Jaribu baadaye.",
+    "pin.format": "PIN lazima iwe tarakimu {digits}.",
+    "deny.weak-pin": "PIN hiyo ni rahisi mno kukisia.",
+    "deny.below-minimum": "Kiasi ni kidogo. Kima cha chini {unit} {min}.",
+    "deny.above-maximum": "Kiasi ni kikubwa. Kima cha juu {unit} {max}.",
+    "deny.insufficient-balance": "Salio halitoshi: una sats {balance}.",
+    "deny.daily-limit": "Kikomo cha siku cha sats {limit} kimefikiwa.",
+    "error.option": "Chaguo si sahihi.",
+    "error.amount": "Weka nambari kamili.",
+    "error.phone": "Nambari ya simu si sahihi.",
+    "error.own-phone": "Hiyo ni nambari yako mwenyewe.",
+    "error.code": "Nambari ya M-Pesa si sahihi.",
+    "error.code-used": "Nambari hiyo ya M-Pesa imeshatumika.",
+    "error.expired": "Kipindi hiki kimeisha. Tafadhali piga tena.",
+    "error.unavailable": "Huduma haipatikani. Tafadhali jaribu tena baada ya dakika chache.",
+    "error.lightning": "Lightning haipatikani sasa. Tafadhali jaribu tena baadaye.",
+    "replay": "Imeshafanyika. Kumb {ref}.",
+    "kind.send": "tuma",
+    "kind.receive": "pokea",
+    "kind.invoice": "ankara",
+    "kind.topup": "weka",
+    "kind.withdraw": "toa",
+    "kind.adjust": "nyongeza",
+    "sms.welcome": "Karibu SatsPesa! Piga {code} kutumia pochi yako ya Bitcoin: tuma, pokea, weka na toa kwa M-Pesa.",
+    "sms.new-recipient": "{phone} amekutumia sats {amount} kwenye SatsPesa. Piga {code} na uunde PIN kuzitumia.",
+    "sms.sent": "SatsPesa: umetuma sats {amount} kwa {phone}. Ada sats {fee}. Kumb {ref}. Salio sats {balance}.",
+    "sms.received": "SatsPesa: umepokea sats {amount} kutoka {phone}. Kumb {ref}. Salio sats {balance}.",
+    "sms.invoice": "Ankara ya SatsPesa ya sats {amount}, kumb {ref}. Lipa kwa pochi yoyote ya Lightning: {bolt11}",
+    "sms.invoice-paid": "SatsPesa: ankara {ref} imelipwa. Umepokea sats {amount}. Salio sats {balance}.",
+    "sms.request": "{phone} anakuomba ulipe sats {amount} (kumb {ref}). Piga {code} kulipa kwa SatsPesa, au lipa kwa Lightning: {bolt11}",
+    "sms.topup": "SatsPesa: KES {kes} zimepokelewa, nambari {code}. Umepata sats {sats}. Salio sats {balance}.",
+    "sms.withdraw": "SatsPesa: KES {kes} zimetumwa kwa {phone} kwa M-Pesa, kumb {code}. Gharama sats {sats} + ada {fee}. Salio sats {balance}.",
+    "sms.pin-locked": "SatsPesa: PIN isiyo sahihi imewekwa mara nyingi. Huduma za pesa zimefungwa kwa dakika {minutes}.",
+    "sms.pin-changed": "SatsPesa: PIN yako imebadilishwa. Kama si wewe, piga huduma kwa wateja.",
+}
+
+CATALOGS = {"en": EN, "sw": SW}
+
+# The GSM 03.38 default alphabet (basic set) and the extension characters that cost two septets.
+GSM7_BASIC = set(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+GSM7_EXTENDED = set("^{}\\[~]|€\f")
+
+
+def gsm7_length(text: str) -> int | None:
+    """Septets needed for `text`, or None if any character is outside GSM-7."""
+    length = 0
+    for char in text:
+        if char in GSM7_BASIC:
+            length += 1
+        elif char in GSM7_EXTENDED:
+            length += 2
+        else:
+            return None
+    return length
+
+
+def _show(value: object) -> object:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return value
+
+
+def t(lang: str, key: str, **values: object) -> str:
+    """The message `key` in `lang` (English if unknown), formatted with `values`."""
+    catalog = CATALOGS.get(lang, EN)
+    return catalog[key].format(**{k: _show(v) for k, v in values.items()})

@@ -1,0 +1,153 @@
+"""Incoming Lightning: invoices for "Receive BTC", payment requests, and settling them."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+
+from database import Database
+from helpers import sms, transactions
+from helpers.errors import LightningUnavailable
+from helpers.i18n import t
+from helpers.refs import new_reference
+from lightning import LightningBackend, State
+from models import EXPIRED, PENDING, Invoice, PaymentRequest, User, utcnow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class IssuedInvoice:
+    reference: str
+    amount_sats: int
+    payment_hash: str
+    bolt11: str
+    expires_at: dt.datetime
+    replay: bool = False
+
+
+def _find(db: Database, key: str) -> Invoice | None:
+    with db.read() as s:
+        return s.scalar(select(Invoice).where(Invoice.idempotency_key == key))
+
+
+def _issued(invoice: Invoice, replay: bool) -> IssuedInvoice:
+    return IssuedInvoice(invoice.reference, invoice.amount_sats, invoice.payment_hash, invoice.bolt11,
+                         invoice.expires_at, replay)
+
+
+def issue(
+    db: Database,
+    backend: LightningBackend,
+    user: User,
+    amount: int,
+    memo: str,
+    expiry_s: int,
+    key: str,
+    payer_phone: str | None = None,
+    payer_language: str = "en",
+    service_code: str = "",
+) -> IssuedInvoice:
+    """Create an invoice on the node for `user` and record it; SMS the BOLT11 to the user, or, for a
+    payment request (`payer_phone`), to the payer. A replay of `key` returns the first invoice.
+    Raises LightningUnavailable."""
+    found = _find(db, key)
+    if found is not None:
+        return _issued(found, True)
+    result = backend.create_invoice(amount, memo, expiry_s)
+    if not result.ok:
+        log.warning("invoice creation failed on %s: %s", backend.name, result.error)
+        raise LightningUnavailable(result.error)
+    reference = new_reference()
+    try:
+        with db.write() as s:
+            invoice = Invoice(
+                user_id=user.id, reference=reference, bolt11=result.bolt11, payment_hash=result.payment_hash,
+                amount_sats=amount, memo=memo, status=PENDING, idempotency_key=key,
+                expires_at=utcnow() + dt.timedelta(seconds=expiry_s),
+            )
+            s.add(invoice)
+            s.flush()
+            if payer_phone is None:
+                sms.queue(s, user.phone, t(user.language, "sms.invoice", amount=amount, ref=reference,
+                                           bolt11=result.bolt11))
+            else:
+                s.add(PaymentRequest(requester_id=user.id, payer_phone=payer_phone, invoice_id=invoice.id,
+                                     amount_sats=amount, status=PENDING))
+                sms.queue(s, payer_phone, t(payer_language, "sms.request", phone=user.phone, amount=amount,
+                                            ref=reference, code=service_code, bolt11=result.bolt11))
+            return _issued(invoice, False)
+    except IntegrityError:
+        found = _find(db, key)  # a concurrent twin recorded its invoice first; ours is never shown
+        if found is None:
+            raise
+        return _issued(found, True)
+
+
+@dataclass(frozen=True)
+class OpenRequest:
+    id: int
+    reference: str
+    amount_sats: int
+    requester_phone: str
+
+
+def open_requests(db: Database, payer_phone: str, limit: int = 3) -> list[OpenRequest]:
+    """Payment requests addressed to `payer_phone` that can still be paid, oldest first."""
+    with db.read() as s:
+        rows = s.execute(
+            select(PaymentRequest.id, Invoice.reference, PaymentRequest.amount_sats, User.phone)
+            .join(Invoice, Invoice.id == PaymentRequest.invoice_id)
+            .join(User, User.id == PaymentRequest.requester_id)
+            .where(
+                PaymentRequest.payer_phone == payer_phone,
+                PaymentRequest.status == PENDING,
+                Invoice.status == PENDING,
+                Invoice.expires_at > utcnow(),
+            )
+            .order_by(PaymentRequest.id)
+            .limit(limit)
+        ).all()
+    return [OpenRequest(*row) for row in rows]
+
+
+def sync(db: Database, backend: LightningBackend, payment_hash: str) -> str:
+    """Ask the node about one of our pending invoices and act: credit once when paid, mark
+    expired when the node says it can no longer be paid. Returns the invoice's status."""
+    status = backend.invoice_status(payment_hash)
+    if status.state is State.SUCCEEDED:
+        transactions.credit_invoice(db, payment_hash)
+    elif status.state is State.FAILED:
+        expire(db, payment_hash)
+    with db.read() as s:
+        return s.scalar(select(Invoice.status).where(Invoice.payment_hash == payment_hash)) or "unknown"
+
+
+def expire(db: Database, payment_hash: str) -> bool:
+    with db.write() as s:
+        invoice_id = s.scalar(select(Invoice.id).where(Invoice.payment_hash == payment_hash))
+        moved = s.execute(
+            update(Invoice).where(Invoice.id == invoice_id, Invoice.status == PENDING).values(status=EXPIRED)
+        ).rowcount
+        if moved:
+            s.execute(
+                update(PaymentRequest)
+                .where(PaymentRequest.invoice_id == invoice_id, PaymentRequest.status == PENDING)
+                .values(status=EXPIRED)
+            )
+        return moved == 1
+
+
+def poll_pending(db: Database, backend: LightningBackend, limit: int = 500) -> dict[str, int]:
+    """Sync every pending invoice; return counts by resulting status."""
+    with db.read() as s:
+        hashes = s.scalars(select(Invoice.payment_hash).where(Invoice.status == PENDING).limit(limit)).all()
+    counts: dict[str, int] = {}
+    for payment_hash in hashes:
+        status = sync(db, backend, payment_hash)
+        counts[status] = counts.get(status, 0) + 1
+    return counts

@@ -1,0 +1,157 @@
+"""The policy engine: typed questions to the MeTTa knowledge base in `atoms.metta`.
+
+One MeTTa instance per process, built lazily on first use (so never in a gunicorn master before
+the fork) and guarded by a lock: hyperon objects are not thread-safe. The policy is read-only, so
+answers to the same question are cached.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from hyperon import MeTTa
+
+ATOMS_PATH = Path(__file__).resolve().parent.parent / "atoms.metta"
+_CACHE_LIMIT = 8192
+
+
+class PolicyError(RuntimeError):
+    """The knowledge base answered with an error or with something that is not an answer."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    reason: str | None = None  # a catalog key suffix when denied, e.g. "insufficient-balance"
+
+
+@dataclass(frozen=True)
+class PinFailure:
+    attempts_left: int  # 0 when locked
+    lock_minutes: int  # 0 when not locked
+
+
+class Policy:
+    """Answers policy questions. Arguments are Python ints; never user text."""
+
+    def __init__(self, path: Path = ATOMS_PATH) -> None:
+        self._path = path
+        self._lock = threading.Lock()
+        self._metta: MeTTa | None = None
+        self._pid = 0
+        self._cache: dict[str, list] = {}
+
+    # -------------------------------------------------------------- engine
+    def _engine(self) -> MeTTa:
+        if self._metta is None or self._pid != os.getpid():
+            metta = MeTTa()
+            metta.run(self._path.read_text(encoding="utf-8"))
+            self._metta, self._pid, self._cache = metta, os.getpid(), {}
+        return self._metta
+
+    def warm_up(self) -> None:
+        """Load the knowledge base now (call after fork)."""
+        with self._lock:
+            self._engine()
+
+    def query(self, expression: str) -> list:
+        """Evaluate `expression` and return its results as atoms. Raises PolicyError."""
+        with self._lock:
+            cached = self._cache.get(expression)
+            if cached is not None and self._pid == os.getpid():
+                return cached
+            try:
+                results = self._engine().run("!" + expression)
+            except RuntimeError as exc:
+                raise PolicyError(f"{expression}: {exc}") from exc
+            atoms = results[0] if results else []
+            for atom in atoms:
+                if str(atom).startswith("(Error"):
+                    raise PolicyError(f"{expression} -> {atom}")
+            if not atoms:
+                raise PolicyError(f"{expression} -> no result")
+            if len(self._cache) >= _CACHE_LIMIT:
+                self._cache.clear()
+            self._cache[expression] = atoms
+            return atoms
+
+    def _int(self, expression: str) -> int:
+        atom = self.query(expression)[0]
+        try:
+            value = atom.get_object().value
+        except AttributeError as exc:
+            raise PolicyError(f"{expression} -> {atom} is not a number") from exc
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise PolicyError(f"{expression} -> {value!r} is not an integer")
+        return value
+
+    def _decision(self, expression: str) -> Decision:
+        text = str(self.query(expression)[0])
+        if text == "Allow":
+            return Decision(True)
+        if text.startswith("(Deny ") and text.endswith(")"):
+            return Decision(False, text[len("(Deny ") : -1])
+        raise PolicyError(f"{expression} -> {text} is not a decision")
+
+    # -------------------------------------------------------------- numbers
+    def value(self, name: str) -> int:
+        """A named constant of the policy, e.g. value('payment-min-sats')."""
+        if not name.replace("-", "").isalnum():
+            raise PolicyError(f"bad policy name {name!r}")
+        return self._int(f"({name})")
+
+    def fee_sats(self, kind: str, amount_sats: int) -> int:
+        """Fee for moving `amount_sats` by `kind`: internal, mpesa-withdraw or lightning."""
+        if kind not in ("internal", "mpesa-withdraw", "lightning"):
+            raise PolicyError(f"unknown fee kind {kind!r}")
+        return self._int(f"(fee-sats {kind} {int(amount_sats)})")
+
+    def kes_to_sats_credit(self, kes: int) -> int:
+        return self._int(f"(kes-to-sats-credit {int(kes)})")
+
+    def kes_to_sats_debit(self, kes: int) -> int:
+        return self._int(f"(kes-to-sats-debit {int(kes)})")
+
+    def sats_to_kes(self, sats: int) -> int:
+        return self._int(f"(sats-to-kes {int(sats)})")
+
+    # -------------------------------------------------------------- decisions
+    def amount(self, amount_sats: int) -> Decision:
+        return self._decision(f"(amount-decision {int(amount_sats)})")
+
+    def spend(self, amount_sats: int, fee_sats: int, balance_sats: int, sent_today_sats: int) -> Decision:
+        return self._decision(
+            f"(spend-decision {int(amount_sats)} {int(fee_sats)} {int(balance_sats)} {int(sent_today_sats)})"
+        )
+
+    def topup(self, kes: int) -> Decision:
+        return self._decision(f"(topup-decision {int(kes)})")
+
+    def withdraw(self, kes: int, balance_sats: int, sent_today_sats: int) -> Decision:
+        return self._decision(f"(withdraw-decision {int(kes)} {int(balance_sats)} {int(sent_today_sats)})")
+
+    def pin(self, pin: str) -> Decision:
+        """Is `pin` (already checked to be digits of the right length) strong enough?"""
+        if not pin.isdigit():
+            raise PolicyError("pin must be digits")
+        return self._decision("(pin-decision " + " ".join(pin) + ")")
+
+    def pin_failure(self, failures: int, previous_locks: int) -> PinFailure:
+        atom = str(self.query(f"(pin-failure-decision {int(failures)} {int(previous_locks)})")[0])
+        kind, _, number = atom.strip("()").partition(" ")
+        if kind == "Retry" and number.isdigit():
+            return PinFailure(int(number), 0)
+        if kind == "Lock" and number.isdigit():
+            return PinFailure(0, int(number))
+        raise PolicyError(f"pin-failure-decision -> {atom}")
+
+
+_policy = Policy()
+
+
+def policy() -> Policy:
+    """The process's policy engine."""
+    return _policy

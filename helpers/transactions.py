@@ -1,0 +1,414 @@
+"""Money movements. Each happens in one database transaction together with the ledger rows that
+explain it and the SMS receipts that report it.
+
+Debits are conditional UPDATEs (`balance >= total`), so no check-then-act race can overdraw an
+account on any database; the policy decision is taken after the debit, inside the same
+transaction, when this user's concurrent spends are already serialised by the row lock.
+Every movement carries a natural key (unique): a replay finds the first result and moves nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from typing import Callable
+
+from sqlalchemy import case, func, select, update
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session
+
+from database import Database
+from helpers import sms, users
+from helpers.errors import CodeAlreadyUsed, InsufficientBalance, PolicyDenied, RequestClosed, WalletError
+from helpers.i18n import t
+from helpers.refs import new_reference
+from helpers.rules import Policy
+from models import (
+    ADJUST,
+    CREDIT,
+    DEBIT,
+    FAILED,
+    INVOICE,
+    PAID,
+    PENDING,
+    RECEIVE,
+    SEND,
+    SETTLED,
+    TOPUP,
+    WITHDRAW,
+    Invoice,
+    PaymentRequest,
+    Transaction,
+    User,
+    utcnow,
+)
+
+log = logging.getLogger(__name__)
+
+_DEADLOCK_CODES = {1205, 1213}  # MySQL lock wait timeout, deadlock: the transaction is retried
+_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What a money step did, for the screen. `replay` means an earlier request did it."""
+
+    reference: str
+    amount_sats: int = 0
+    fee_sats: int = 0
+    balance_sats: int = 0
+    status: str = SETTLED
+    transaction_id: int = 0
+    replay: bool = False
+
+
+# ------------------------------------------------------------------ primitives
+def balance(session: Session, user_id: int) -> int:
+    return session.scalar(select(User.balance_sats).where(User.id == user_id))
+
+
+def sent_today(session: Session, user_id: int, now: dt.datetime | None = None) -> int:
+    """Sats this user sent or withdrew since midnight UTC (pending included, fees excluded)."""
+    midnight = (now or utcnow()).replace(hour=0, minute=0, second=0, microsecond=0)
+    return session.scalar(
+        select(func.coalesce(func.sum(Transaction.amount_sats), 0)).where(
+            Transaction.user_id == user_id,
+            Transaction.direction == DEBIT,
+            Transaction.status.in_((PENDING, SETTLED)),
+            Transaction.created_at >= midnight,
+        )
+    )
+
+
+def _debit(session: Session, user_id: int, total: int) -> int:
+    """Take `total` sats if the balance covers them; return the new balance."""
+    moved = session.execute(
+        update(User)
+        .where(User.id == user_id, User.balance_sats >= total)
+        .values(balance_sats=User.balance_sats - total)
+    ).rowcount
+    if moved != 1:
+        raise InsufficientBalance(balance(session, user_id))
+    return balance(session, user_id)
+
+
+def _credit(session: Session, user_id: int, amount: int) -> int:
+    session.execute(update(User).where(User.id == user_id).values(balance_sats=User.balance_sats + amount))
+    return balance(session, user_id)
+
+
+def _check_spend(session: Session, policy: Policy, user_id: int, amount: int, fee: int, after: int) -> None:
+    """Ask the policy about a spend whose debit is already done (so the row is locked)."""
+    already = sent_today(session, user_id)  # this spend's own row is added after the decision
+    decision = policy.spend(amount, fee, after + amount + fee, already)
+    if not decision.allowed:
+        raise PolicyDenied(decision.reason or "denied")
+
+
+def find_by_key(db: Database, key: str) -> Transaction | None:
+    with db.read() as s:
+        return s.scalar(select(Transaction).where(Transaction.idempotency_key == key))
+
+
+def _replay(db: Database, found: Transaction) -> Receipt:
+    with db.read() as s:
+        now_balance = balance(s, found.user_id)
+    return Receipt(
+        found.reference, found.amount_sats, found.fee_sats, now_balance, found.status, found.id, replay=True
+    )
+
+
+def _deadlocked(exc: OperationalError) -> bool:
+    args = getattr(exc.orig, "args", ())
+    return bool(args) and args[0] in _DEADLOCK_CODES
+
+
+def run_once(db: Database, key: str, work: Callable[[], Receipt]) -> Receipt:
+    """Run `work` unless a movement with `key` exists; a concurrent twin that lost the race on
+    the unique key, or was refused because the twin already spent the money, gets the replay."""
+    found = find_by_key(db, key)
+    if found is not None:
+        return _replay(db, found)
+    for attempt in range(1, _ATTEMPTS + 1):
+        try:
+            return work()
+        except OperationalError as exc:
+            if not _deadlocked(exc) or attempt == _ATTEMPTS:
+                raise
+            log.info("retrying money step after %s", exc.orig)
+        except (IntegrityError, WalletError):
+            found = find_by_key(db, key)
+            if found is not None:
+                return _replay(db, found)
+            raise
+    raise AssertionError("unreachable")
+
+
+# ------------------------------------------------------------------ movements
+def transfer(
+    db: Database, policy: Policy, sender: User, recipient_phone: str, amount: int, key: str, service_code: str
+) -> Receipt:
+    """Move `amount` sats (plus the internal fee) from `sender` to the owner of `recipient_phone`,
+    creating that account if needed. Raises InsufficientBalance or PolicyDenied."""
+
+    def work() -> Receipt:
+        with db.write() as s:
+            fee = policy.fee_sats("internal", amount)
+            after = _debit(s, sender.id, amount + fee)
+            _check_spend(s, policy, sender.id, amount, fee, after)
+            recipient, created = users.get_or_create(s, recipient_phone, "en", service_code)
+            ref = new_reference()
+            debit = Transaction(
+                user_id=sender.id, type=SEND, direction=DEBIT, amount_sats=amount, fee_sats=fee,
+                status=SETTLED, reference=ref, counterparty=recipient_phone, idempotency_key=key,
+                settled_at=utcnow(),
+            )
+            s.add(debit)
+            s.add(Transaction(
+                user_id=recipient.id, type=RECEIVE, direction=CREDIT, amount_sats=amount, fee_sats=0,
+                status=SETTLED, reference=ref, counterparty=sender.phone, settled_at=utcnow(),
+            ))
+            s.flush()
+            recipient_balance = _credit(s, recipient.id, amount)
+            sms.queue(s, sender.phone, t(sender.language, "sms.sent", amount=amount, phone=recipient_phone,
+                                         fee=fee, ref=ref, balance=after))
+            if created:
+                sms.queue(s, recipient_phone, t(recipient.language, "sms.new-recipient", phone=sender.phone,
+                                                amount=amount, code=service_code))
+            else:
+                sms.queue(s, recipient_phone, t(recipient.language, "sms.received", amount=amount,
+                                                phone=sender.phone, ref=ref, balance=recipient_balance))
+            return Receipt(ref, amount, fee, after, SETTLED, debit.id)
+
+    return run_once(db, key, work)
+
+
+def topup(db: Database, policy: Policy, user: User, kes: int, code: str, key: str) -> Receipt:
+    """Credit an M-Pesa top-up. Each confirmation code credits once, ever. Raises PolicyDenied
+    or CodeAlreadyUsed."""
+    decision = policy.topup(kes)
+    if not decision.allowed:
+        raise PolicyDenied(decision.reason or "denied")
+    sats = policy.kes_to_sats_credit(kes)
+
+    def work() -> Receipt:
+        with db.write() as s:
+            ref = new_reference()
+            row = Transaction(
+                user_id=user.id, type=TOPUP, direction=CREDIT, amount_sats=sats, fee_sats=0,
+                status=SETTLED, reference=ref, mpesa_code=code, idempotency_key=key,
+                description=f"M-Pesa top-up KES {kes}", settled_at=utcnow(),
+            )
+            s.add(row)
+            s.flush()
+            after = _credit(s, user.id, sats)
+            sms.queue(s, user.phone, t(user.language, "sms.topup", kes=kes, code=code, sats=sats, balance=after))
+            return Receipt(ref, sats, 0, after, SETTLED, row.id)
+
+    try:
+        return run_once(db, key, work)
+    except IntegrityError as exc:
+        raise CodeAlreadyUsed(code) from exc
+
+
+def code_used(session: Session, code: str) -> bool:
+    return session.scalar(select(Transaction.id).where(Transaction.mpesa_code == code)) is not None
+
+
+def reserve_withdrawal(
+    db: Database, policy: Policy, user: User, kes: int, mpesa_phone: str, key: str
+) -> Receipt:
+    """Debit the sats for a KES payout (plus fee) as a pending withdrawal. Raises
+    InsufficientBalance or PolicyDenied."""
+    sats = policy.kes_to_sats_debit(kes)
+    fee = policy.fee_sats("mpesa-withdraw", sats)
+
+    def work() -> Receipt:
+        with db.write() as s:
+            after = _debit(s, user.id, sats + fee)
+            already = sent_today(s, user.id)
+            decision = policy.withdraw(kes, after + sats + fee, already)
+            if not decision.allowed:
+                raise PolicyDenied(decision.reason or "denied")
+            ref = new_reference()
+            row = Transaction(
+                user_id=user.id, type=WITHDRAW, direction=DEBIT, amount_sats=sats, fee_sats=fee,
+                status=PENDING, reference=ref, counterparty=mpesa_phone, idempotency_key=key,
+                description=f"M-Pesa withdrawal KES {kes}",
+            )
+            s.add(row)
+            s.flush()
+            return Receipt(ref, sats, fee, after, PENDING, row.id)
+
+    return run_once(db, key, work)
+
+
+def settle_withdrawal(db: Database, transaction_id: int, mpesa_receipt: str, kes: int) -> bool:
+    """The payout went through: the pending withdrawal becomes settled, once, and the user gets
+    a receipt. False if it was not pending."""
+    with db.write() as s:
+        moved = s.execute(
+            update(Transaction)
+            .where(Transaction.id == transaction_id, Transaction.status == PENDING)
+            .values(status=SETTLED, settled_at=utcnow(), mpesa_code=mpesa_receipt)
+        ).rowcount
+        if moved != 1:
+            return False
+        row = s.get(Transaction, transaction_id)
+        user = s.get(User, row.user_id)
+        sms.queue(s, user.phone, t(user.language, "sms.withdraw", kes=kes, phone=row.counterparty,
+                                   code=mpesa_receipt, sats=row.amount_sats, fee=row.fee_sats,
+                                   balance=user.balance_sats))
+        return True
+
+
+def refund_withdrawal(db: Database, transaction_id: int) -> bool:
+    """A pending debit definitely failed: mark it failed and give amount + fee back, once."""
+    with db.write() as s:
+        moved = s.execute(
+            update(Transaction)
+            .where(Transaction.id == transaction_id, Transaction.status == PENDING, Transaction.direction == DEBIT)
+            .values(status=FAILED, settled_at=utcnow())
+        ).rowcount
+        if moved != 1:
+            return False
+        row = s.get(Transaction, transaction_id)
+        _credit(s, row.user_id, row.amount_sats + row.fee_sats)
+        user = s.get(User, row.user_id)
+        sms.queue(s, user.phone, t(user.language, "withdraw.failed", ref=row.reference))
+        return True
+
+
+def pay_request(db: Database, policy: Policy, payer: User, request_id: int, key: str) -> Receipt:
+    """Pay another user's payment request from `payer`'s balance (no Lightning round trip).
+    Raises RequestClosed, InsufficientBalance or PolicyDenied."""
+
+    def work() -> Receipt:
+        with db.write() as s:
+            request = s.get(PaymentRequest, request_id)
+            if request is None or request.status != PENDING or request.payer_phone != payer.phone:
+                raise RequestClosed(str(request_id))
+            claimed = s.execute(
+                update(Invoice)
+                .where(Invoice.id == request.invoice_id, Invoice.status == PENDING, Invoice.expires_at > utcnow())
+                .values(status=PAID, paid_at=utcnow())
+            ).rowcount
+            if claimed != 1:
+                raise RequestClosed(str(request_id))
+            s.execute(update(PaymentRequest).where(PaymentRequest.id == request_id).values(status=PAID))
+            amount = request.amount_sats
+            fee = policy.fee_sats("internal", amount)
+            after = _debit(s, payer.id, amount + fee)
+            _check_spend(s, policy, payer.id, amount, fee, after)
+            requester = s.get(User, request.requester_id)
+            invoice = s.get(Invoice, request.invoice_id)
+            row = Transaction(
+                user_id=payer.id, type=INVOICE, direction=DEBIT, amount_sats=amount, fee_sats=fee,
+                status=SETTLED, reference=invoice.reference, counterparty=requester.phone,
+                invoice_id=invoice.id, idempotency_key=key, settled_at=utcnow(),
+            )
+            s.add(row)
+            s.add(Transaction(
+                user_id=requester.id, type=INVOICE, direction=CREDIT, amount_sats=amount, fee_sats=0,
+                status=SETTLED, reference=invoice.reference, counterparty=payer.phone,
+                invoice_id=invoice.id, payment_hash=invoice.payment_hash, settled_at=utcnow(),
+            ))
+            s.flush()
+            requester_balance = _credit(s, requester.id, amount)
+            sms.queue(s, payer.phone, t(payer.language, "sms.sent", amount=amount, phone=requester.phone,
+                                        fee=fee, ref=invoice.reference, balance=after))
+            sms.queue(s, requester.phone, t(requester.language, "sms.invoice-paid", ref=invoice.reference,
+                                            amount=amount, balance=requester_balance))
+            return Receipt(invoice.reference, amount, fee, after, SETTLED, row.id)
+
+    return run_once(db, key, work)
+
+
+def credit_invoice(db: Database, payment_hash: str) -> Receipt | None:
+    """Credit the owner of a paid invoice, exactly once (None if it was not pending).
+    Call only after the Lightning node has confirmed the payment."""
+    with db.write() as s:
+        claimed = s.execute(
+            update(Invoice)
+            .where(Invoice.payment_hash == payment_hash, Invoice.status == PENDING)
+            .values(status=PAID, paid_at=utcnow())
+        ).rowcount
+        if claimed != 1:
+            return None
+        invoice = s.scalar(select(Invoice).where(Invoice.payment_hash == payment_hash))
+        is_request = s.execute(
+            update(PaymentRequest)
+            .where(PaymentRequest.invoice_id == invoice.id, PaymentRequest.status == PENDING)
+            .values(status=PAID)
+        ).rowcount
+        row = Transaction(
+            user_id=invoice.user_id, type=INVOICE if is_request else RECEIVE, direction=CREDIT,
+            amount_sats=invoice.amount_sats, fee_sats=0, status=SETTLED, reference=invoice.reference,
+            counterparty="lightning", invoice_id=invoice.id, payment_hash=payment_hash, settled_at=utcnow(),
+        )
+        s.add(row)
+        s.flush()
+        after = _credit(s, invoice.user_id, invoice.amount_sats)
+        owner = s.get(User, invoice.user_id)
+        sms.queue(s, owner.phone, t(owner.language, "sms.invoice-paid", ref=invoice.reference,
+                                    amount=invoice.amount_sats, balance=after))
+        return Receipt(invoice.reference, invoice.amount_sats, 0, after, SETTLED, row.id)
+
+
+def credit_adjustment(session: Session, user_id: int, amount: int, reason: str, key: str) -> int:
+    """An operator's credit inside the caller's transaction (demo balances, support cases)."""
+    session.add(Transaction(
+        user_id=user_id, type=ADJUST, direction=CREDIT, amount_sats=amount, fee_sats=0, status=SETTLED,
+        reference=new_reference(), counterparty="operator", description=reason[:255],
+        idempotency_key=key, settled_at=utcnow(),
+    ))
+    session.flush()
+    return _credit(session, user_id, amount)
+
+
+# ------------------------------------------------------------------ reading
+def recent(session: Session, user_id: int, limit: int = 5) -> list[Transaction]:
+    return list(session.scalars(
+        select(Transaction).where(Transaction.user_id == user_id)
+        .order_by(Transaction.created_at.desc(), Transaction.id.desc()).limit(limit)
+    ))
+
+
+@dataclass(frozen=True)
+class LedgerMismatch:
+    user_id: int
+    phone: str
+    balance_sats: int
+    ledger_sats: int
+
+
+def ledger_check(session: Session) -> list[LedgerMismatch]:
+    """Users whose balance differs from settled credits minus settled and pending debits."""
+    signed = case(
+        ((Transaction.direction == CREDIT) & (Transaction.status == SETTLED), Transaction.amount_sats),
+        (
+            (Transaction.direction == DEBIT) & Transaction.status.in_((PENDING, SETTLED)),
+            -(Transaction.amount_sats + Transaction.fee_sats),
+        ),
+        else_=0,
+    )
+    sums = (
+        select(Transaction.user_id, func.sum(signed).label("total"))
+        .group_by(Transaction.user_id)
+        .subquery()
+    )
+    rows = session.execute(
+        select(User.id, User.phone, User.balance_sats, func.coalesce(sums.c.total, 0))
+        .outerjoin(sums, sums.c.user_id == User.id)
+    ).all()
+    return [LedgerMismatch(uid, phone, bal, int(total)) for uid, phone, bal, total in rows if bal != int(total)]
+
+
+def totals(session: Session) -> dict[str, int]:
+    """Liabilities and fee income, for operators."""
+    liabilities = session.scalar(select(func.coalesce(func.sum(User.balance_sats), 0)))
+    fees = session.scalar(
+        select(func.coalesce(func.sum(Transaction.fee_sats), 0)).where(Transaction.status == SETTLED)
+    )
+    return {"liabilities_sats": int(liabilities), "fees_earned_sats": int(fees)}

@@ -1,0 +1,133 @@
+"""The path walker: Africa's Talking sends the whole input history (`1*0712345678*5000`); we
+replay it from the root screen, token by token, to find the screen to show now.
+
+A screen handles one token and answers Push (go deeper), Retry (stay, say why), Back (go up one,
+say why), Home (to the main menu, say something) or End (close the session). `0` goes back and
+`00` goes to the main menu, handled here for every screen below the main menu. Only the last token
+may act (move money, set a PIN): `ctx.final` tells a screen whether its token is the last one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol, Union
+
+from helpers.i18n import gsm7_length
+
+MAX_SCREEN = 160
+BACK, HOME = "0", "00"
+
+
+@dataclass(frozen=True)
+class Push:
+    screen: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Retry:
+    message: str
+
+
+@dataclass(frozen=True)
+class Back:
+    message: str
+
+
+@dataclass(frozen=True)
+class Home:
+    message: str
+    onboarded: bool = False  # the tokens so far were onboarding; later requests skip them
+
+
+@dataclass(frozen=True)
+class End:
+    text: str
+
+
+Result = Union[Push, Retry, Back, Home, End]
+
+
+class Screen(Protocol):
+    secret: bool  # its input is a PIN: never stored or logged
+
+    def prompt(self, ctx: Any, data: dict[str, Any]) -> str: ...
+
+    def handle(self, ctx: Any, data: dict[str, Any], token: str) -> Result: ...
+
+
+@dataclass
+class Frame:
+    screen: str
+    data: dict[str, Any]
+
+
+@dataclass
+class Outcome:
+    reply: str  # "CON ..." or "END ..."
+    screen: str  # where the walk stopped, for the session row and logs
+    redacted_path: str
+    onboarding_tokens: int  # tokens at the start of the path that belong to onboarding
+
+
+def fit(text: str) -> str:
+    """Keep a screen within 160 GSM-7 characters (catalog tests make this a no-op)."""
+    length = gsm7_length(text)
+    if length is None:
+        text = "".join(c if gsm7_length(c) else "?" for c in text)
+        length = gsm7_length(text)
+    while length is not None and length > MAX_SCREEN:
+        text = text[:-1]
+        length = gsm7_length(text)
+    return text
+
+
+def walk(
+    screens: dict[str, Screen],
+    ctx: Any,
+    root: str,
+    tokens: list[str],
+    onboarding_tokens: int = 0,
+    set_final: Callable[[bool], None] | None = None,
+) -> Outcome:
+    """Replay `tokens` from `root` and render the screen reached."""
+    stack = [Frame(root, {})]
+    note = ""
+    redacted: list[str] = []
+    onboarded = onboarding_tokens
+    navigable = root == "main"
+    for index, token in enumerate(tokens):
+        final = index == len(tokens) - 1
+        if set_final:
+            set_final(final)
+        frame = stack[-1]
+        screen = screens[frame.screen]
+        redacted.append("****" if screen.secret and token not in (BACK, HOME) else token[:20])
+        if navigable and token == HOME and len(stack) > 1:
+            stack, note = stack[:1], ""
+            continue
+        if navigable and token == BACK and len(stack) > 1:
+            stack.pop()
+            note = ""
+            continue
+        result = screen.handle(ctx, frame.data, token)
+        if isinstance(result, Push):
+            stack.append(Frame(result.screen, result.data))
+            note = ""
+        elif isinstance(result, Retry):
+            note = result.message
+        elif isinstance(result, Back):
+            if len(stack) > 1:
+                stack.pop()
+            note = result.message
+        elif isinstance(result, Home):
+            stack, note = [Frame("main", {})], result.message
+            if result.onboarded:
+                onboarded = index + 1
+            navigable = True
+        else:  # End
+            return Outcome("END " + fit(result.text), frame.screen, "*".join(redacted), onboarded)
+    frame = stack[-1]
+    body = screens[frame.screen].prompt(ctx, frame.data)
+    text = f"{note}\n{body}" if note else body
+    return Outcome("CON " + fit(text), frame.screen, "*".join(redacted), onboarded)

@@ -1,0 +1,159 @@
+"""Database models (SQLAlchemy 2.0, typed). Amounts are whole sats in BigInteger columns.
+
+Times are naive UTC (MySQL DATETIME has no zone). Rows that record money are never deleted;
+a transaction's amount never changes, only its status moves forward (pending -> settled | failed).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Optional
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> dt.datetime:
+    """Now, as a naive UTC datetime (what the columns store)."""
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class User(Base):
+    __tablename__ = "users"
+    __table_args__ = (CheckConstraint("balance_sats >= 0", name="ck_users_balance_nonnegative"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    phone: Mapped[str] = mapped_column(String(20), unique=True)  # E.164
+    balance_sats: Mapped[int] = mapped_column(BigInteger, default=0)
+    language: Mapped[str] = mapped_column(String(2), default="en")
+    pin_hash: Mapped[Optional[str]] = mapped_column(String(128))
+    pin_failures: Mapped[int] = mapped_column(Integer, default=0)
+    pin_locks: Mapped[int] = mapped_column(Integer, default=0)  # locks in a row, for growing lock time
+    pin_locked_until: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+# Transaction.type
+SEND, RECEIVE, INVOICE, TOPUP, WITHDRAW = "send", "receive", "invoice", "topup", "withdraw"
+ADJUST = "adjust"  # an operator's credit (demo opening balances, support cases), with a reason
+# Transaction.direction
+CREDIT, DEBIT = "credit", "debit"
+# Transaction.status
+PENDING, SETTLED, FAILED = "pending", "settled", "failed"
+
+
+class Transaction(Base):
+    """One line of a user's ledger. balance = settled credits - (settled + pending) debits."""
+
+    __tablename__ = "transactions"
+    __table_args__ = (
+        CheckConstraint("amount_sats > 0", name="ck_transactions_amount_positive"),
+        CheckConstraint("fee_sats >= 0", name="ck_transactions_fee_nonnegative"),
+        Index("ix_transactions_user_created", "user_id", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    type: Mapped[str] = mapped_column(String(16))
+    direction: Mapped[str] = mapped_column(String(8))
+    amount_sats: Mapped[int] = mapped_column(BigInteger)
+    fee_sats: Mapped[int] = mapped_column(BigInteger, default=0)
+    status: Mapped[str] = mapped_column(String(16), default=PENDING)
+    reference: Mapped[str] = mapped_column(String(16), index=True)  # shown to users; shared by both sides
+    counterparty: Mapped[Optional[str]] = mapped_column(String(64))
+    description: Mapped[Optional[str]] = mapped_column(String(255))
+    invoice_id: Mapped[Optional[int]] = mapped_column(ForeignKey("invoices.id"))
+    payment_hash: Mapped[Optional[str]] = mapped_column(String(64), index=True)
+    mpesa_code: Mapped[Optional[str]] = mapped_column(String(32), unique=True)
+    # The natural key of the request that moved the money (hash of AT sessionId + path).
+    idempotency_key: Mapped[Optional[str]] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    settled_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
+
+
+# Invoice.status
+PAID, EXPIRED = "paid", "expired"
+
+
+class Invoice(Base):
+    """A Lightning invoice we issued for one of our users."""
+
+    __tablename__ = "invoices"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    reference: Mapped[str] = mapped_column(String(16), unique=True)
+    bolt11: Mapped[str] = mapped_column(Text)
+    payment_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    amount_sats: Mapped[int] = mapped_column(BigInteger)
+    memo: Mapped[Optional[str]] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(16), default=PENDING)
+    idempotency_key: Mapped[Optional[str]] = mapped_column(String(64), unique=True)
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    paid_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class PaymentRequest(Base):
+    """'Please pay me': one user asks a phone number for an amount, backed by an invoice."""
+
+    __tablename__ = "payment_requests"
+    __table_args__ = (Index("ix_payment_requests_payer_status", "payer_phone", "status"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    requester_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    payer_phone: Mapped[str] = mapped_column(String(20))
+    invoice_id: Mapped[int] = mapped_column(ForeignKey("invoices.id"), unique=True)
+    amount_sats: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16), default=PENDING)  # pending, paid, expired
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class UssdSession(Base):
+    """Progress, idempotency and audit of one USSD session; the `text` path is the menu state."""
+
+    __tablename__ = "ussd_sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    session_id: Mapped[str] = mapped_column(String(128), unique=True)
+    phone: Mapped[str] = mapped_column(String(20), index=True)
+    service_code: Mapped[Optional[str]] = mapped_column(String(32))
+    state: Mapped[str] = mapped_column(String(32), default="main")
+    input_buffer: Mapped[str] = mapped_column(Text, default="")  # the path with PINs masked
+    onboarding_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    last_text_hash: Mapped[Optional[str]] = mapped_column(String(64))
+    last_reply: Mapped[Optional[str]] = mapped_column(Text)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    last_activity: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, index=True)
+
+
+class SmsOutbox(Base):
+    """An SMS waiting to be sent after the USSD reply; retried with backoff."""
+
+    __tablename__ = "sms_outbox"
+    __table_args__ = (Index("ix_sms_outbox_status_next", "status", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    phone: Mapped[str] = mapped_column(String(20))
+    message: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default=PENDING)  # pending, sending, sent, failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    last_error: Mapped[Optional[str]] = mapped_column(String(255))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    sent_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
