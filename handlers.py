@@ -46,7 +46,12 @@ class Ctx:
     req: UssdRequest
     user: User
     key: str  # idempotency key of this request's path
+    choices: dict[str, int]  # what earlier tokens of this session resolved to (session row)
     final: bool = False
+    position: int = 0  # index of the token being handled in the whole path
+
+    def at(self, position: int, final: bool) -> None:
+        self.position, self.final = position, final
 
     @property
     def lang(self) -> str:
@@ -394,10 +399,19 @@ class PayRequestList:
         return ctx.t("payreq.list", lines=lines or ctx.t("history.empty"))
 
     def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
+        # A choice made earlier in this session keeps meaning the request it meant then, even
+        # if the list has changed since (a request paid, expired or added).
+        remembered = ctx.choices.get(str(ctx.position))
         open_requests = self._open(ctx)
-        if not token.isdigit() or not 1 <= int(token) <= len(open_requests):
+        if remembered is not None:
+            chosen = next((r for r in open_requests if r.id == remembered), None)
+            if chosen is None:
+                return End(ctx.t("payreq.gone"))
+        elif not token.isdigit() or not 1 <= int(token) <= len(open_requests):
             return Retry(ctx.t("error.option"))
-        chosen = open_requests[int(token) - 1]
+        else:
+            chosen = open_requests[int(token) - 1]
+            ctx.choices[str(ctx.position)] = chosen.id
         fee = ctx.svc.policy.fee_sats("internal", chosen.amount_sats)
         return Push("payreq.confirm", {"request_id": chosen.id, "amount": chosen.amount_sats,
                                        "phone": chosen.requester_phone, "ref": chosen.reference, "fee": fee})
@@ -639,15 +653,15 @@ def handle_ussd(svc: Services, req: UssdRequest) -> tuple[str, str]:
     user = users.get(db.session, req.phone) or users.register(
         db, req.phone, svc.config["DEFAULT_LANGUAGE"], svc.service_code
     )
-    ctx = Ctx(svc, req, user, text_key)
+    ctx = Ctx(svc, req, user, text_key, dict(view.choices))
     tokens = req.text.split("*") if req.text else []
     if user.pin_hash is None:
         root, skip = "pin.create", 0
     else:
         root, skip = "main", min(view.onboarding_tokens, len(tokens))
-    outcome = walk(SCREENS, ctx, root, tokens[skip:], skip, set_final=lambda final: setattr(ctx, "final", final))
+    outcome = walk(SCREENS, ctx, root, tokens[skip:], skip, set_position=ctx.at)
     redacted = "*".join(["****"] * skip + ([outcome.redacted_path] if outcome.redacted_path else []))
     sessions.save(db, req.session_id, req.phone, req.service_code, exists=view.exists, state=outcome.screen,
                   redacted_path=redacted, text_hash=text_key, reply=outcome.reply,
-                  onboarding_tokens=outcome.onboarding_tokens)
+                  onboarding_tokens=outcome.onboarding_tokens, choices=ctx.choices)
     return outcome.reply, outcome.screen

@@ -135,6 +135,8 @@ class UssdSession(Base):
     state: Mapped[str] = mapped_column(String(32), default="main")
     input_buffer: Mapped[str] = mapped_column(Text, default="")  # the path with PINs masked
     onboarding_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    # Choices resolved against data that can change (e.g. which request "1" meant), by token index.
+    choices: Mapped[Optional[str]] = mapped_column(Text)
     last_text_hash: Mapped[Optional[str]] = mapped_column(String(64))
     last_reply: Mapped[Optional[str]] = mapped_column(Text)
     active: Mapped[bool] = mapped_column(Boolean, default=True)

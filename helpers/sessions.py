@@ -4,7 +4,8 @@ repeated request gets the same answer without being processed again), and an aud
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -21,16 +22,18 @@ class SessionView:
     onboarding_tokens: int = 0
     last_text_hash: str | None = None
     last_reply: str | None = None
+    choices: dict[str, int] = field(default_factory=dict)
 
 
 def load(session: Session, session_id: str) -> SessionView:
     row = session.execute(
-        select(UssdSession.phone, UssdSession.onboarding_tokens, UssdSession.last_text_hash, UssdSession.last_reply)
+        select(UssdSession.phone, UssdSession.onboarding_tokens, UssdSession.last_text_hash,
+               UssdSession.last_reply, UssdSession.choices)
         .where(UssdSession.session_id == session_id)
     ).first()
     if row is None:
         return SessionView(False)
-    return SessionView(True, row[0], row[1], row[2], row[3])
+    return SessionView(True, row[0], row[1], row[2], row[3], json.loads(row[4]) if row[4] else {})
 
 
 def save(
@@ -45,11 +48,13 @@ def save(
     text_hash: str,
     reply: str,
     onboarding_tokens: int,
+    choices: dict[str, int],
 ) -> None:
     """Record this step: one INSERT for a new session, one UPDATE otherwise."""
     values = dict(
         state=state[:32], input_buffer=redacted_path[:2000], last_text_hash=text_hash, last_reply=reply,
         active=reply.startswith("CON"), last_activity=utcnow(), onboarding_tokens=onboarding_tokens,
+        choices=json.dumps(choices) if choices else None,
     )
     if not exists:
         try:

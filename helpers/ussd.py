@@ -88,7 +88,7 @@ def walk(
     root: str,
     tokens: list[str],
     onboarding_tokens: int = 0,
-    set_final: Callable[[bool], None] | None = None,
+    set_position: Callable[[int, bool], None] | None = None,
 ) -> Outcome:
     """Replay `tokens` from `root` and render the screen reached."""
     stack = [Frame(root, {})]
@@ -98,8 +98,8 @@ def walk(
     navigable = root == "main"
     for index, token in enumerate(tokens):
         final = index == len(tokens) - 1
-        if set_final:
-            set_final(final)
+        if set_position:
+            set_position(onboarding_tokens + index, final)
         frame = stack[-1]
         screen = screens[frame.screen]
         redacted.append("****" if screen.secret and token not in (BACK, HOME) else token[:20])

@@ -1,0 +1,160 @@
+"""Fixtures: a fresh database per test (SQLite file, or TEST_DATABASE_URL such as MariaDB), the
+Flask app and client, and `Dialer`, which posts Africa's Talking form fields with the
+accumulated `text` and checks every reply against the USSD rules."""
+
+from __future__ import annotations
+
+import itertools
+import os
+
+import pytest
+from sqlalchemy import select
+
+from app import create_app
+from helpers import transactions, users
+from helpers.i18n import gsm7_length
+from models import SmsOutbox, User
+
+TEST_PEPPER = "test-pepper-0123456789"
+_session_ids = itertools.count(1)
+
+
+@pytest.fixture
+def app(tmp_path, monkeypatch):
+    for name in ("DATABASE_URL", "LIGHTNING_BACKEND", "LIGHTNING_API_TYPE", "MPESA_PROVIDER",
+                 "AFRICASTALKING_USERNAME", "AFRICASTALKING_API_KEY", "APP_ENV", "DEMO_MODE"):
+        monkeypatch.delenv(name, raising=False)
+    url = os.environ.get("TEST_DATABASE_URL") or f"sqlite:///{tmp_path}/test.db"
+    app = create_app({
+        "TESTING": True,
+        "DATABASE_URL": url,
+        "AUTO_CREATE_SCHEMA": False,
+        "DEMO_MODE": False,
+        "SMS_AUTO_FLUSH": False,
+        "PIN_PEPPER": TEST_PEPPER,
+    })
+    db = app.extensions["wallet"].db
+    db.drop_schema()
+    db.create_schema()
+    users.seed_demo(db)
+    app.config["DEMO_MODE"] = True
+    yield app
+    with db.read() as s:
+        assert transactions.ledger_check(s) == [], "ledger check failed after the test"
+    db.drop_schema()
+    db.dispose()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def wallet(app):
+    return app.extensions["wallet"]
+
+
+def check_reply(body: str) -> None:
+    assert body[:4] in ("CON ", "END "), body
+    screen = body[4:]
+    length = gsm7_length(screen)
+    assert length is not None, f"non GSM-7 character in {screen!r}"
+    assert length <= 160, f"{length} characters: {screen!r}"
+
+
+class Dialer:
+    """One phone dialling the shortcode: `start()` opens a session, `press(x)` answers."""
+
+    def __init__(self, client, phone: str) -> None:
+        self.client = client
+        self.phone = phone
+        self.session_id = ""
+        self.inputs: list[str] = []
+        self.reply = ""
+
+    def post(self, text: str, session_id: str | None = None) -> str:
+        response = self.client.post("/ussd", data={
+            "sessionId": session_id or self.session_id, "serviceCode": "*384*123#",
+            "phoneNumber": self.phone, "networkCode": "63902", "text": text,
+        })
+        assert response.status_code == 200
+        assert response.mimetype == "text/plain"
+        body = response.get_data(as_text=True)
+        check_reply(body)
+        return body
+
+    def start(self) -> str:
+        self.session_id = f"ATUid_test_{next(_session_ids)}"
+        self.inputs = []
+        self.reply = self.post("")
+        return self.reply
+
+    def press(self, *answers: str) -> str:
+        for answer in answers:
+            self.inputs.append(answer)
+            self.reply = self.post("*".join(self.inputs))
+        return self.reply
+
+    def run(self, *answers: str) -> str:
+        """A whole new session: dial, then answer each prompt in turn."""
+        self.start()
+        return self.press(*answers)
+
+    @property
+    def text(self) -> str:
+        return "*".join(self.inputs)
+
+
+DEMO = [phone for phone, _ in users.DEMO_USERS]
+PIN = "4821"
+
+
+@pytest.fixture
+def dial(client):
+    def make(phone: str) -> Dialer:
+        return Dialer(client, phone)
+    return make
+
+
+@pytest.fixture
+def alice(dial):
+    """The first demo user, with PIN set."""
+    phone = dial(DEMO[0])
+    phone.run(PIN, PIN)
+    return phone
+
+
+@pytest.fixture
+def bob(dial):
+    phone = dial(DEMO[1])
+    phone.run(PIN, PIN)
+    return phone
+
+
+def balance(wallet, phone: str) -> int:
+    with wallet.db.read() as s:
+        return s.scalar(select(User.balance_sats).where(User.phone == phone))
+
+
+def snapshot(wallet) -> tuple:
+    """Everything money-related, to show that a refused input changed nothing."""
+    from models import Invoice, PaymentRequest, Transaction
+
+    with wallet.db.read() as s:
+        return (
+            tuple(s.execute(select(User.phone, User.balance_sats).order_by(User.id)).all()),
+            s.query(Transaction).count(),
+            s.query(Invoice).count(),
+            s.query(PaymentRequest).count(),
+        )
+
+
+def outbox(wallet, phone: str) -> list[str]:
+    with wallet.db.read() as s:
+        return list(s.scalars(select(SmsOutbox.message).where(SmsOutbox.phone == phone).order_by(SmsOutbox.id)))
