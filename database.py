@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import contextmanager
-from typing import Iterator
+from collections.abc import Iterator
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine

@@ -659,7 +659,8 @@ def handle_ussd(svc: Services, req: UssdRequest) -> tuple[str, str]:
         root, skip = "pin.create", 0
     else:
         root, skip = "main", min(view.onboarding_tokens, len(tokens))
-    outcome = walk(SCREENS, ctx, root, tokens[skip:], skip, set_position=ctx.at)
+    outcome = walk(SCREENS, ctx, root, tokens[skip:], skip, set_position=ctx.at,
+                   memory=ctx.choices)
     redacted = "*".join(["****"] * skip + ([outcome.redacted_path] if outcome.redacted_path else []))
     sessions.save(db, req.session_id, req.phone, req.service_code, exists=view.exists, state=outcome.screen,
                   redacted_path=redacted, text_hash=text_key, reply=outcome.reply,

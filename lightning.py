@@ -15,7 +15,8 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from bolt11 import Bolt11, MilliSatoshi, TagChar, Tags
 from bolt11 import decode as bolt11_decode

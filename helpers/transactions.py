@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
 from sqlalchemy import case, func, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError

@@ -10,7 +10,8 @@ may act (move money, set a PIN): `ctx.final` tells a screen whether its token is
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, Union
+from typing import Any, Protocol, Union
+from collections.abc import Callable
 
 from helpers.i18n import gsm7_length
 
@@ -89,8 +90,14 @@ def walk(
     tokens: list[str],
     onboarding_tokens: int = 0,
     set_position: Callable[[int, bool], None] | None = None,
+    memory: dict[str, int] | None = None,
 ) -> Outcome:
-    """Replay `tokens` from `root` and render the screen reached."""
+    """Replay `tokens` from `root` and render the screen reached.
+
+    `memory` (kept in the session row) records which tokens were refused when they were the
+    last one: some checks (balance, a code already used) depend on data that changes, so a
+    replay must not let through what the customer saw refused."""
+    memory = {} if memory is None else memory
     stack = [Frame(root, {})]
     note = ""
     redacted: list[str] = []
@@ -110,7 +117,12 @@ def walk(
             stack.pop()
             note = ""
             continue
+        position = onboarding_tokens + index
+        if not final and memory.get(f"r{position}"):
+            continue  # refused when it was typed; the customer then typed something else
         result = screen.handle(ctx, frame.data, token)
+        if final and isinstance(result, Retry):
+            memory[f"r{position}"] = 1
         if isinstance(result, Push):
             stack.append(Frame(result.screen, result.data))
             note = ""

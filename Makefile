@@ -1,0 +1,35 @@
+# make run   - set up (once) and start the server on the embedded default, port 5000
+# make test  - set up (once) and run the test suite on SQLite (and MariaDB when it is installed)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test test-sqlite test-mysql lint clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(PY) app.py
+
+test: test-sqlite
+	@if command -v mariadbd >/dev/null 2>&1 || command -v mysqld >/dev/null 2>&1; then \
+		$(MAKE) --no-print-directory test-mysql; \
+	else \
+		echo "MariaDB not installed: skipped the MySQL run (apt-get install mariadb-server)"; \
+	fi
+
+test-sqlite: $(STAMP)
+	$(PY) -m pytest
+
+test-mysql: $(STAMP)
+	scripts/mariadb_local.sh $(PY) -m pytest
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+clean:
+	rm -rf $(VENV) instance .pytest_cache .ruff_cache

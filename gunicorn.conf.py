@@ -1,0 +1,85 @@
+"""Production gunicorn settings for the USSD wallet.
+
+Start: gunicorn -c gunicorn.conf.py "app:create_app()"
+
+Environment read here (gunicorn reads this file before the app exists, so `.env` is NOT
+consulted for these; export them or pass them to the container):
+  PORT              listen port on 0.0.0.0 (default 8000)
+  WEB_CONCURRENCY   number of worker processes (default 2 * CPUs + 1, capped at MAX_WORKERS)
+  LOG_LEVEL         gunicorn's own log level (default info; the app reads the same variable)
+
+Every app setting (DATABASE_URL, PIN_PEPPER, ...) is read by create_app() in each worker.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+
+MAX_WORKERS = 8  # each worker holds its own MeTTa engine and DB pool (DB_POOL_SIZE connections)
+
+
+def _int_env(name: str, default: int, minimum: int = 1) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise SystemExit(f"gunicorn.conf.py: {name} must be an integer, got {raw!r}") from exc
+    if value < minimum:
+        raise SystemExit(f"gunicorn.conf.py: {name} must be >= {minimum}, got {value}")
+    return value
+
+
+# --- where we listen --------------------------------------------------------------------------
+# Always all interfaces: inside a container 127.0.0.1 would be unreachable. HOST is only for the
+# development server (`python app.py`), so it is deliberately ignored here.
+bind = [f"0.0.0.0:{_int_env('PORT', 8000)}"]
+
+# --- workers ----------------------------------------------------------------------------------
+# cpu_count() sees the host's CPUs even inside a CPU-limited container, hence the cap; set
+# WEB_CONCURRENCY to match the container's real share. Mind the database: MySQL must accept
+# workers x (DB_POOL_SIZE + overflow) connections per machine.
+workers = _int_env("WEB_CONCURRENCY", min(2 * multiprocessing.cpu_count() + 1, MAX_WORKERS))
+
+# Sync workers, one request at a time per process: hyperon (MeTTa) objects are not thread-safe
+# and a USSD request is short. Scale with processes, not threads.
+worker_class = "sync"
+threads = 1
+
+# No preload: create_app() must run in each worker AFTER the fork, so every worker builds its own
+# MeTTa engine and DB engine (neither survives a fork safely).
+preload_app = False
+
+# --- time limits ------------------------------------------------------------------------------
+# Africa's Talking waits at most 15 s for a reply. A worker stuck longer than 12 s is killed and
+# restarted, so the platform sees a failure before its own limit rather than a hang. Slow work
+# (SMS, in-flight Lightning payments) must finish after the reply, never inside it.
+timeout = 12
+# On SIGTERM (deploy, container stop) let in-flight requests finish before workers are killed.
+graceful_timeout = 20
+# Seconds to hold an idle keep-alive connection. The sync worker closes each connection after its
+# response anyway; this matters only if worker_class changes (e.g. gthread behind a proxy).
+keepalive = 5
+
+# Recycle workers now and then so slow leaks (e.g. the MeTTa space) cannot grow without bound;
+# the jitter keeps all workers from restarting at the same moment.
+max_requests = 2000
+max_requests_jitter = 200
+
+# The heartbeat file lives in memory: on a container's overlay filesystem a slow disk write can
+# make the master think a healthy worker is stuck.
+if os.path.isdir("/dev/shm"):
+    worker_tmp_dir = "/dev/shm"
+
+# --- logging ----------------------------------------------------------------------------------
+# Both logs go to the container's output. The access line holds the request line (method, path,
+# query) but not the body: AT's USSD form data (phone numbers, PIN entries) never appears in it.
+accesslog = "-"
+errorlog = "-"
+loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms "%(a)s"'
+
+# Name the processes in `ps` so operators can tell them apart on a shared host.
+proc_name = "ussd-wallet"

@@ -1,0 +1,178 @@
+"""The HTTP surface and the rules of a USSD step: replays, forged paths, odd requests, health."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
+
+from helpers.i18n import t
+from helpers.rules import policy
+from models import Transaction, UssdSession
+from tests.conftest import DEMO, PIN, balance, check_reply, snapshot
+
+
+def post(client, **fields):
+    response = client.post("/ussd", data=fields)
+    assert response.status_code == 200
+    body = response.get_data(as_text=True)
+    check_reply(body)
+    return body
+
+
+def test_a_replayed_confirmation_moves_money_once(alice, wallet, client):
+    alice.run("1", "0787654321", "5000", "1")
+    a0 = balance(wallet, DEMO[0])
+    first = alice.press(PIN)
+    for _ in range(4):  # AT or the network delivers the same request again
+        assert alice.post(alice.text) == first
+    assert balance(wallet, DEMO[0]) == a0 - 5000
+    assert wallet.db.session.query(Transaction).filter_by(type="send").count() == 1
+
+
+def test_replay_after_the_session_row_lost_its_reply_still_moves_once(alice, wallet):
+    """Even without the reply cache, the unique key on the money step finds the first result."""
+    alice.run("5", "300", "1")
+    alice.press(PIN)
+    with wallet.db.write() as s:
+        s.execute(UssdSession.__table__.update().values(last_text_hash=None, last_reply=None))
+    a_after = balance(wallet, DEMO[0])
+    ref = wallet.db.session.scalar(select(Transaction.reference).where(Transaction.type == "withdraw"))
+    assert alice.post(alice.text) == "END " + t("en", "replay", ref=ref)
+    assert balance(wallet, DEMO[0]) == a_after
+
+
+def test_a_path_that_goes_on_after_a_money_step_does_nothing_more(alice, wallet):
+    alice.run("1", "0787654321", "5000", "1", PIN)
+    before = snapshot(wallet)
+    assert alice.post(alice.text + "*1") == "END " + t("en", "error.expired")
+    assert alice.post(alice.text + "*1*" + PIN) == "END " + t("en", "error.expired")
+    assert snapshot(wallet) == before
+
+
+def test_a_path_typed_in_one_request_cannot_skip_the_pin(alice, wallet):
+    before = snapshot(wallet)
+    reply = alice.post("1*0787654321*5000*1", session_id="forged-1")
+    assert reply == "CON " + t("en", "pin.enter")
+    reply = alice.post("1*0787654321*5000*1*0000", session_id="forged-2")
+    assert reply.startswith("CON " + t("en", "pin.wrong", left=policy().value("pin-max-attempts") - 1))
+    assert snapshot(wallet)[0] == before[0]
+
+
+def test_a_session_id_reused_by_another_phone_is_refused(alice, client, wallet):
+    alice.start()
+    before = snapshot(wallet)
+    reply = post(client, sessionId=alice.session_id, phoneNumber=DEMO[1], serviceCode="*384*123#", text="")
+    assert reply == "END " + t("en", "error.expired")
+    assert snapshot(wallet) == before
+
+
+@pytest.mark.parametrize("fields", [
+    {},
+    {"phoneNumber": DEMO[0], "text": ""},
+    {"sessionId": "x1", "text": ""},
+    {"sessionId": "x2", "phoneNumber": "not a phone", "text": ""},
+    {"sessionId": "x3", "phoneNumber": "+12025550143", "text": ""},
+    {"sessionId": "x4", "phoneNumber": DEMO[0], "text": "1*" * 600},
+    {"sessionId": "x5", "phoneNumber": DEMO[0], "text": "\x00\ud7ff%s%n{0}'; DROP TABLE users;--"},
+])
+def test_odd_requests_get_an_end_and_change_nothing(client, wallet, fields):
+    before = snapshot(wallet)
+    post(client, **fields)
+    assert snapshot(wallet) == before
+
+
+def test_get_on_ussd_is_not_a_500(client):
+    assert client.get("/ussd").status_code == 405
+
+
+def test_database_failure_gives_a_clear_end_in_both_languages(client, wallet, monkeypatch):
+    import handlers
+
+    def broken(*_args, **_kwargs):
+        raise OperationalError("SELECT 1", {}, Exception("server has gone away"))
+
+    monkeypatch.setattr("app.handle_ussd", broken)
+    reply = post(client, sessionId="down-1", phoneNumber=DEMO[0], text="")
+    assert reply == "END " + t("en", "error.unavailable") + "\n" + t("sw", "error.unavailable")
+    assert handlers.handle_ussd is not broken
+
+
+def test_an_unexpected_error_is_an_end_not_a_500(client, monkeypatch):
+    def broken(*_args, **_kwargs):
+        raise KeyError("boom")
+
+    monkeypatch.setattr("app.handle_ussd", broken)
+    response = client.post("/ussd", data={"sessionId": "e1", "phoneNumber": DEMO[0], "text": ""})
+    assert response.status_code == 200
+    assert response.get_data(as_text=True).startswith("END ")
+
+
+def test_status_reports_database_lightning_and_sessions(client, alice):
+    body = client.get("/status").get_json()
+    assert body["status"] == "ok"
+    assert body["database"]["ok"] is True
+    assert body["lightning"] == {"backend": "mock", "ok": True, "error": None}
+    assert body["active_sessions"] >= 1
+    assert body["liabilities_sats"] > 0
+
+
+def test_status_says_degraded_when_the_database_is_gone(client, wallet, monkeypatch):
+    monkeypatch.setattr(wallet.db, "healthy", lambda: False)
+    response = client.get("/status")
+    assert response.status_code == 503
+    assert response.get_json()["status"] == "degraded"
+
+
+def test_demo_endpoint_shows_the_demo_phone_only_in_demo_mode(client, app, wallet):
+    body = client.get("/test").get_json()
+    assert body["phone"] == DEMO[0]
+    assert body["balance_sats"] == balance(wallet, DEMO[0])
+    app.config["DEMO_MODE"] = False
+    assert client.get("/test").status_code == 404
+    assert client.post("/test/pay-invoice", data={"reference": "X"}).status_code == 404
+
+
+def test_session_rows_never_hold_a_pin(alice, wallet):
+    alice.run("1", "0787654321", "5000", "1", "9999")
+    alice.press(PIN)
+    with wallet.db.read() as s:
+        rows = s.execute(select(UssdSession.input_buffer, UssdSession.last_reply, UssdSession.choices)).all()
+    for row in rows:
+        for value in row:
+            assert PIN not in (value or "") and "9999" not in (value or "")
+    assert any("****" in row[0] for row in rows)
+
+
+def test_logs_never_hold_a_pin(alice, caplog):
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    alice.run("1", "0787654321", "5000", "1", "9999")
+    alice.press(PIN)
+    assert caplog.records, "the request log is missing"
+    for record in caplog.records:
+        assert PIN not in record.getMessage() and "9999" not in record.getMessage()
+
+
+def test_an_input_refused_for_balance_stays_refused_when_the_path_is_replayed(dial, wallet):
+    """After 'insufficient balance' the next amount typed is read by the amount screen again."""
+    carol = dial(DEMO[2])
+    carol.run(PIN, PIN)
+    have = balance(wallet, DEMO[2])
+    carol.run("1", "0787654321", str(have + 1))
+    assert carol.reply.startswith("CON " + t("en", "deny.insufficient-balance", balance=have))
+    assert carol.press("1000") == "CON " + t("en", "send.confirm", amount=1000, phone=DEMO[1], fee=0, total=1000)
+    carol.press("1", PIN)
+    assert balance(wallet, DEMO[2]) == have - 1000
+
+
+def test_a_code_refused_as_used_stays_refused_when_the_path_is_replayed(alice, bob, wallet):
+    alice.run("4", "300", "USEDCODE12", "1")
+    bob.run("4", "300", "USEDCODE12")
+    assert bob.reply.startswith("CON " + t("en", "error.code-used"))
+    assert bob.press("FRESHCODE1") == "CON " + t("en", "topup.confirm", kes=300,
+                                                  sats=policy().kes_to_sats_credit(300), code="FRESHCODE1")
+    b0 = balance(wallet, DEMO[1])
+    bob.press("1")
+    assert balance(wallet, DEMO[1]) == b0 + policy().kes_to_sats_credit(300)
