@@ -2,7 +2,6 @@
 """End-to-end driver: runs complete USSD flows against a RUNNING server, the way Africa's Talking does.
 
     python test_ussd.py [URL]            # default http://localhost:5000
-    python test_ussd.py URL --strict     # also run the checks of known open bugs (see --help)
 
 Run it from the project folder: expected texts come from the catalog (helpers/i18n.py) and every
 limit, fee and exchange rate from the policy (helpers/rules.py + atoms.metta), never from copies.
@@ -296,9 +295,8 @@ class Outcome:
 
 
 class Run:
-    def __init__(self, client: Client, strict: bool) -> None:
+    def __init__(self, client: Client) -> None:
         self.client = client
-        self.strict = strict
         self.p = policy()
         self.taken: set[str] = set()
         self.demo = False
@@ -647,9 +645,9 @@ class Run:
         out.notes.append("unknown option, bad/own phone, letters, below min (sats, KES), above max, bad code, "
                          "insufficient balance, 0/00 navigation")
 
-    def flow_strict_retry(self, out: Outcome) -> None:
-        """Known bug probe (--strict): after a refusal that is only checked on the last token
-        (insufficient balance, M-Pesa code used), the next input must be read by the screen shown."""
+    def flow_retry_after_refusal(self, out: Outcome) -> None:
+        """After a refusal that depends on changing data (insufficient balance, M-Pesa code
+        used), the next input is read by the screen that was shown, not the one after it."""
         b = self.users["B"]
         c = self.users["C"]
         d = self.dial(b)
@@ -688,17 +686,13 @@ FLOWS: list[tuple[str, str, list[str]]] = [
     ("flow_withdraw", "withdraw A to M-Pesa", ["flow_request"]),
     ("flow_account", "my account: history, language -> Swahili main menu", ["flow_withdraw"]),
     ("flow_bad_inputs", "bad inputs re-prompt, nothing moves", ["flow_request", "flow_send_new_phone"]),
-]
-STRICT_FLOWS: list[tuple[str, str, list[str]]] = [
-    ("flow_strict_retry", "[strict] input after a final-token-only refusal", ["flow_bad_inputs"]),
+    ("flow_retry_after_refusal", "input after a refusal is read by the screen shown", ["flow_bad_inputs"]),
 ]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="End-to-end USSD flows against a running server.")
     parser.add_argument("url", nargs="?", default=DEFAULT_URL, help=f"server base URL (default {DEFAULT_URL})")
-    parser.add_argument("--strict", action="store_true",
-                        help="also run probes of known open bugs (expected to fail until fixed)")
     parser.add_argument("--seed", type=int, help="seed for the random numbers, PINs and codes (default: random)")
     args = parser.parse_args(argv)
     if args.seed is not None:
@@ -712,11 +706,11 @@ def main(argv: list[str] | None = None) -> int:
               "Is it running? Start it with `python app.py` (or pass its URL).", file=sys.stderr)
         return 2
 
-    run = Run(client, args.strict)
+    run = Run(client)
     print(f"USSD end-to-end against {client.base}")
     outcomes: dict[str, Outcome] = {}
     started = time.monotonic()
-    for method, title, needs in FLOWS + (STRICT_FLOWS if args.strict else []):
+    for method, title, needs in FLOWS:
         out = Outcome(title, "PASS")
         missing = [n for n in needs if outcomes.get(n) is None or outcomes[n].status != "PASS"]
         before = client.requests
