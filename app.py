@@ -50,7 +50,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     db = Database(app.config["DATABASE_URL"], app.config["DB_POOL_SIZE"], app.config["DB_POOL_RECYCLE_S"])
     if app.config["AUTO_CREATE_SCHEMA"]:
-        _create_schema(db)
+        _migrate(db)
     backend = create_backend(app.config)
     svc = Services(db, policy(), backend, create_provider(app.config),
                    sms.SmsDispatcher(db, sms.make_sender(app.config)), app.config)
@@ -76,13 +76,14 @@ def _configure_logging(level: str) -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
         root.addHandler(handler)
     root.setLevel(level)
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 
-def _create_schema(db: Database) -> None:
+def _migrate(db: Database) -> None:
     try:
-        db.create_schema()
-    except OperationalError:  # another worker created the tables at the same moment
-        db.create_schema()
+        db.migrate()
+    except OperationalError:  # another worker migrated at the same moment; now it is a no-op
+        db.migrate()
 
 
 def _plain(reply: str, status: int = 200) -> Response:
@@ -189,11 +190,11 @@ def _register_routes(app: Flask) -> None:
 
 
 def _register_commands(app: Flask) -> None:
-    @app.cli.command("init-db")
-    def init_db() -> None:
-        """Create the tables (development; production uses migrations)."""
-        services().db.create_schema()
-        click.echo("schema created")
+    @app.cli.command("db-upgrade")
+    def db_upgrade() -> None:
+        """Apply the schema migrations (same as `alembic upgrade head`)."""
+        services().db.migrate()
+        click.echo("schema at head")
 
     @app.cli.command("seed-demo")
     def seed_demo() -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import contextmanager
+from pathlib import Path
 from collections.abc import Iterator
 
 from sqlalchemy import create_engine, event, text
@@ -22,6 +23,8 @@ from sqlalchemy.orm import Session, scoped_session, sessionmaker
 from models import Base
 
 log = logging.getLogger(__name__)
+
+_ROOT = Path(__file__).resolve().parent
 
 _SQLITE_BUSY_TIMEOUT_MS = 10_000
 
@@ -92,7 +95,20 @@ class Database:
             yield session
 
     def create_schema(self) -> None:
+        """Create the tables straight from the models (tests); deployments use migrate()."""
         Base.metadata.create_all(self.engine)
+
+    def migrate(self, revision: str = "head") -> None:
+        """Bring the schema to `revision` with the Alembic migrations in migrations/."""
+        from alembic import command
+        from alembic.config import Config
+
+        config = Config(str(_ROOT / "alembic.ini"))
+        config.set_main_option("script_location", str(_ROOT / "migrations"))
+        config.attributes["configure_logging"] = False
+        with self.engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.upgrade(config, revision)
 
     def drop_schema(self) -> None:
         Base.metadata.drop_all(self.engine)
