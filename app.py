@@ -117,7 +117,6 @@ def _register_routes(app: Flask) -> None:
             reply, outcome = handle_ussd(svc, UssdRequest(session_id, phone, service_code, text))
         except SQLAlchemyError as exc:
             log.error("database unavailable for /ussd: %s", type(exc).__name__)
-            svc.db.session.rollback()
             reply = _unavailable_reply()
         finally:
             if sms.take_queued() and svc.config["SMS_AUTO_FLUSH"]:

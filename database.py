@@ -124,7 +124,13 @@ class Database:
             return False
 
     def remove_session(self, _exc: BaseException | None = None) -> None:
-        self.session.remove()
+        """End the request's session; a connection lost with the database must not turn a
+        finished reply into an error."""
+        try:
+            self.session.remove()
+        except SQLAlchemyError as exc:
+            log.warning("closing the request session failed: %s", type(exc).__name__)
+            self.session.registry.clear()
 
     def dispose(self) -> None:
         self.session.remove()

@@ -14,6 +14,7 @@ from app import create_app
 from helpers import transactions, users
 from helpers.i18n import gsm7_length
 from models import SmsOutbox, User
+from tests.servers import Gunicorn
 
 TEST_PEPPER = "test-pepper-0123456789"
 _session_ids = itertools.count(1)
@@ -159,3 +160,13 @@ def snapshot(wallet) -> tuple:
 def outbox(wallet, phone: str) -> list[str]:
     with wallet.db.read() as s:
         return list(s.scalars(select(SmsOutbox.message).where(SmsOutbox.phone == phone).order_by(SmsOutbox.id)))
+
+
+@pytest.fixture
+def servers(app, wallet, tmp_path):
+    """One gunicorn with 2 workers; on a server database, a second instance on the same database."""
+    count = 1 if wallet.db.is_sqlite else 2
+    started = [Gunicorn(wallet.db.url, TEST_PEPPER, log_path=tmp_path / f"gunicorn{n}.log") for n in range(count)]
+    yield started
+    for server in started:
+        server.stop()

@@ -18,8 +18,8 @@ from helpers import transactions
 from helpers.i18n import t
 from helpers.rules import policy
 from models import Transaction, User
-from tests.conftest import DEMO, PIN, TEST_PEPPER, balance
-from tests.servers import Caller, Gunicorn
+from tests.conftest import DEMO, PIN, balance
+from tests.servers import Caller
 
 P = policy()
 CONCURRENT = 50
@@ -44,16 +44,6 @@ def assert_books_balance(wallet) -> None:
     with wallet.db.read() as s:
         assert transactions.ledger_check(s) == []
         assert s.scalar(select(func.min(User.balance_sats))) >= 0
-
-
-@pytest.fixture
-def servers(app, wallet, tmp_path):
-    """One gunicorn with 2 workers; on a server database, a second instance on the same database."""
-    count = 1 if wallet.db.is_sqlite else 2
-    started = [Gunicorn(wallet.db.url, TEST_PEPPER, log_path=tmp_path / f"gunicorn{n}.log") for n in range(count)]
-    yield started
-    for server in started:
-        server.stop()
 
 
 def fund(wallet, callers, phone: str, sats: int) -> None:
