@@ -661,8 +661,19 @@ def handle_ussd(svc: Services, req: UssdRequest) -> tuple[str, str]:
         root, skip = "main", min(view.onboarding_tokens, len(tokens))
     outcome = walk(SCREENS, ctx, root, tokens[skip:], skip, set_position=ctx.at,
                    memory=ctx.choices)
-    redacted = "*".join(["****"] * skip + ([outcome.redacted_path] if outcome.redacted_path else []))
-    sessions.save(db, req.session_id, req.phone, req.service_code, exists=view.exists, state=outcome.screen,
-                  redacted_path=redacted, text_hash=text_key, reply=outcome.reply,
-                  onboarding_tokens=outcome.onboarding_tokens, choices=ctx.choices)
+    # Most steps are pure reads of the path and need no write. The row is written when there is
+    # something to remember: the phone that owns the session (first request), a PIN step (so a
+    # repeated request cannot count a wrong PIN twice), a choice or refusal, the end.
+    remember = (
+        not view.exists
+        or outcome.reply.startswith("END")
+        or outcome.last_was_secret
+        or ctx.choices != view.choices
+        or outcome.onboarding_tokens != view.onboarding_tokens
+    )
+    if remember:
+        redacted = "*".join(["****"] * skip + ([outcome.redacted_path] if outcome.redacted_path else []))
+        sessions.save(db, req.session_id, req.phone, req.service_code, exists=view.exists, state=outcome.screen,
+                      redacted_path=redacted, text_hash=text_key, reply=outcome.reply,
+                      onboarding_tokens=outcome.onboarding_tokens, choices=ctx.choices)
     return outcome.reply, outcome.screen

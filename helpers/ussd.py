@@ -69,6 +69,7 @@ class Outcome:
     screen: str  # where the walk stopped, for the session row and logs
     redacted_path: str
     onboarding_tokens: int  # tokens at the start of the path that belong to onboarding
+    last_was_secret: bool = False  # the last token was a PIN: its result must be remembered
 
 
 def fit(text: str) -> str:
@@ -138,8 +139,9 @@ def walk(
                 onboarded = index + 1
             navigable = True
         else:  # End
-            return Outcome("END " + fit(result.text), frame.screen, "*".join(redacted), onboarded)
+            return Outcome("END " + fit(result.text), frame.screen, "*".join(redacted), onboarded, screen.secret)
     frame = stack[-1]
     body = screens[frame.screen].prompt(ctx, frame.data)
     text = f"{note}\n{body}" if note else body
-    return Outcome("CON " + fit(text), frame.screen, "*".join(redacted), onboarded)
+    last_secret = bool(redacted) and redacted[-1] == "****"
+    return Outcome("CON " + fit(text), frame.screen, "*".join(redacted), onboarded, last_secret)
