@@ -73,7 +73,7 @@ def parse_amount(token: str) -> int | None:
     return amount if amount > 0 else None
 
 
-def deny_text(ctx: Ctx, reason: str, unit: str = "sats") -> str:
+def deny_text(ctx: Ctx, reason: str, unit: str = "sats", balance: int | None = None) -> str:
     key = f"deny.{reason}"
     if key not in CATALOGS["en"]:
         key = "error.option"
@@ -83,7 +83,7 @@ def deny_text(ctx: Ctx, reason: str, unit: str = "sats") -> str:
         min=ctx.value("kes-min" if kes else "payment-min-sats"),
         max=ctx.value("kes-max" if kes else "payment-max-sats"),
         unit=unit,
-        balance=ctx.user.balance_sats,
+        balance=ctx.user.balance_sats if balance is None else balance,
         limit=ctx.value("daily-send-limit-sats"),
     )
 
@@ -140,7 +140,8 @@ class RepeatPin:
             return Back(ctx.t("pin.mismatch"))
         if not ctx.final:
             return _expired(ctx)
-        users.set_pin(ctx.svc.db, ctx.user.id, token, ctx.svc.pepper)
+        if not users.set_first_pin(ctx.svc.db, ctx.user.id, token, ctx.svc.pepper):
+            return _expired(ctx)  # set by a parallel request of this phone: dial again
         return Home(ctx.t("pin.set"), onboarded=True)
 
 
@@ -239,21 +240,24 @@ class PinStep:
         return ctx.t("pin.enter")
 
     def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
+        if not ctx.final:
+            # A wrong PIN typed earlier in this session is skipped by the walker (it remembers
+            # refusals), and a right one ended the session. Anything else here is a path nobody
+            # typed screen by screen: it is never checked, so it cannot be used to guess.
+            return _expired(ctx)
         refusal = verify_pin(ctx, token)
         if refusal is not None:
             return refusal
-        if not ctx.final:
-            return _expired(ctx)
         return End(ACTIONS[data["action"]](ctx, data))
 
 
 def verify_pin(ctx: Ctx, token: str) -> Result | None:
-    """None when the PIN is right; otherwise the screen to show. Only the last token counts
-    towards the lock (earlier ones were counted when they were last)."""
+    """Check the PIN typed as the last token: None when right, else the screen to show.
+    Every check counts towards the lock."""
     digits = ctx.value("pin-length")
-    if len(token) != digits or not token.isdigit():
+    if len(token) != digits or not token.isascii() or not token.isdigit():
         return Retry(ctx.t("pin.format", digits=digits))
-    check = users.check_pin(ctx.svc.db, ctx.svc.policy, ctx.user, token, ctx.svc.pepper, record=ctx.final)
+    check = users.check_pin(ctx.svc.db, ctx.svc.policy, ctx.user.id, token, ctx.svc.pepper)
     if check.ok:
         return None
     if check.locked_minutes:
@@ -268,8 +272,7 @@ def _do_send(ctx: Ctx, data: dict) -> str:
             svc.db, svc.policy, ctx.user, data["phone"], data["amount"], ctx.key, svc.service_code
         )
     except InsufficientBalance as exc:
-        ctx.user.balance_sats = exc.balance_sats
-        return deny_text(ctx, "insufficient-balance")
+        return deny_text(ctx, "insufficient-balance", balance=exc.balance_sats)
     except PolicyDenied as exc:
         return deny_text(ctx, exc.reason)
     if receipt.replay:
@@ -283,8 +286,7 @@ def _do_withdraw(ctx: Ctx, data: dict) -> str:
     try:
         receipt = transactions.reserve_withdrawal(svc.db, svc.policy, ctx.user, data["kes"], data["phone"], ctx.key)
     except InsufficientBalance as exc:
-        ctx.user.balance_sats = exc.balance_sats
-        return deny_text(ctx, "insufficient-balance")
+        return deny_text(ctx, "insufficient-balance", balance=exc.balance_sats)
     except PolicyDenied as exc:
         return deny_text(ctx, exc.reason, "KES" if exc.reason in ("below-minimum", "above-maximum") else "sats")
     if receipt.replay:
@@ -302,13 +304,16 @@ def _do_withdraw(ctx: Ctx, data: dict) -> str:
 
 def _do_pay_request(ctx: Ctx, data: dict) -> str:
     svc = ctx.svc
+    # Ask the node first: if the invoice behind the request was paid by Lightning, it is
+    # credited now and the request is closed, instead of being paid a second time.
+    if invoices.sync(svc.db, svc.lightning, data["payment_hash"]) != PENDING:
+        return ctx.t("payreq.gone")
     try:
         receipt = transactions.pay_request(svc.db, svc.policy, ctx.user, data["request_id"], ctx.key)
     except RequestClosed:
         return ctx.t("payreq.gone")
     except InsufficientBalance as exc:
-        ctx.user.balance_sats = exc.balance_sats
-        return deny_text(ctx, "insufficient-balance")
+        return deny_text(ctx, "insufficient-balance", balance=exc.balance_sats)
     except PolicyDenied as exc:
         return deny_text(ctx, exc.reason)
     if receipt.replay:
@@ -414,7 +419,8 @@ class PayRequestList:
             ctx.choices[str(ctx.position)] = chosen.id
         fee = ctx.svc.policy.fee_sats("internal", chosen.amount_sats)
         return Push("payreq.confirm", {"request_id": chosen.id, "amount": chosen.amount_sats,
-                                       "phone": chosen.requester_phone, "ref": chosen.reference, "fee": fee})
+                                       "phone": chosen.requester_phone, "ref": chosen.reference, "fee": fee,
+                                       "payment_hash": chosen.payment_hash})
 
 
 class PayRequestConfirm:
@@ -581,8 +587,14 @@ class PinChangeOld:
         return ctx.t("pinchange.old")
 
     def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
+        accepted = f"ok{ctx.position}"
+        if not ctx.final:  # accepted only if it was checked, and right, when it was typed
+            return Push("pinchange.new") if ctx.choices.get(accepted) else _expired(ctx)
         refusal = verify_pin(ctx, token)
-        return refusal if refusal is not None else Push("pinchange.new")
+        if refusal is not None:
+            return refusal
+        ctx.choices[accepted] = 1
+        return Push("pinchange.new")
 
 
 class PinChangeNew:
@@ -643,7 +655,7 @@ def handle_ussd(svc: Services, req: UssdRequest) -> tuple[str, str]:
     """Answer one USSD step. Returns (reply, screen name). Database errors propagate (the app
     turns them into a 'service unavailable' END)."""
     db = svc.db
-    text_key = idempotency_key(req.session_id, req.text)
+    text_key = idempotency_key(req.session_id, req.text, "idempotency:" + svc.pepper)
     view = sessions.load(db.session, req.session_id)
     if view.exists and view.phone != req.phone:
         log.warning("session %s reused by another phone", req.session_id[:16])
@@ -672,8 +684,8 @@ def handle_ussd(svc: Services, req: UssdRequest) -> tuple[str, str]:
         or outcome.onboarding_tokens != view.onboarding_tokens
     )
     if remember:
-        redacted = "*".join(["****"] * skip + ([outcome.redacted_path] if outcome.redacted_path else []))
+        trail = ">".join((["onboarding"] if skip else []) + ([outcome.trail] if outcome.trail else []))
         sessions.save(db, req.session_id, req.phone, req.service_code, exists=view.exists, state=outcome.screen,
-                      redacted_path=redacted, text_hash=text_key, reply=outcome.reply,
+                      trail=trail, text_hash=text_key, reply=outcome.reply,
                       onboarding_tokens=outcome.onboarding_tokens, choices=ctx.choices)
     return outcome.reply, outcome.screen

@@ -133,7 +133,9 @@ class UssdSession(Base):
     phone: Mapped[str] = mapped_column(String(20), index=True)
     service_code: Mapped[Optional[str]] = mapped_column(String(32))
     state: Mapped[str] = mapped_column(String(32), default="main")
-    input_buffer: Mapped[str] = mapped_column(Text, default="")  # the path with PINs masked
+    # The screens the caller's inputs were typed on ("main>send.phone>..."): an audit trail that
+    # cannot hold a PIN, wherever one was typed.
+    input_buffer: Mapped[str] = mapped_column(Text, default="")
     onboarding_tokens: Mapped[int] = mapped_column(Integer, default=0)
     # Choices resolved against data that can change (e.g. which request "1" meant), by token index.
     choices: Mapped[Optional[str]] = mapped_column(Text)

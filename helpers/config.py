@@ -78,5 +78,10 @@ def finalise(config: dict[str, Any]) -> None:
         raise ConfigError("PIN_PEPPER is the development default; set a secret one")
     if production and config["DEMO_MODE"]:
         raise ConfigError("DEMO_MODE must be off in production")
+    if production and config["MPESA_PROVIDER"] == "simulated":
+        # the simulated provider credits any well-formed code: free money
+        raise ConfigError("MPESA_PROVIDER=simulated is not allowed in production")
+    if production and config["LIGHTNING_BACKEND"] == "mock":
+        raise ConfigError("LIGHTNING_BACKEND=mock is not allowed in production")
     if config["DEFAULT_LANGUAGE"] not in ("en", "sw"):
         raise ConfigError("DEFAULT_LANGUAGE must be 'en' or 'sw'")

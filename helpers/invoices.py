@@ -15,7 +15,7 @@ from helpers.errors import LightningUnavailable
 from helpers.i18n import t
 from helpers.refs import new_reference
 from lightning import LightningBackend, State
-from models import EXPIRED, PENDING, Invoice, PaymentRequest, User, utcnow
+from models import EXPIRED, PENDING, Invoice, PaymentRequest, Transaction, User, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +78,14 @@ def issue(
             else:
                 s.add(PaymentRequest(requester_id=user.id, payer_phone=payer_phone, invoice_id=invoice.id,
                                      amount_sats=amount, status=PENDING))
-                sms.queue(s, payer_phone, t(payer_language, "sms.request", phone=user.phone, amount=amount,
-                                            ref=reference, code=service_code, bolt11=result.bolt11))
+                payer_is_user = s.scalar(select(User.id).where(User.phone == payer_phone)) is not None
+                if payer_is_user:  # pays from the menu; a payable BOLT11 would invite paying twice
+                    message = t(payer_language, "sms.request-user", phone=user.phone, amount=amount,
+                                ref=reference, code=service_code)
+                else:
+                    message = t(payer_language, "sms.request", phone=user.phone, amount=amount, ref=reference,
+                                code=service_code, bolt11=result.bolt11)
+                sms.queue(s, payer_phone, message)
             return _issued(invoice, False)
     except IntegrityError:
         found = _find(db, key)  # a concurrent twin recorded its invoice first; ours is never shown
@@ -94,13 +100,14 @@ class OpenRequest:
     reference: str
     amount_sats: int
     requester_phone: str
+    payment_hash: str
 
 
 def open_requests(db: Database, payer_phone: str, limit: int = 3) -> list[OpenRequest]:
     """Payment requests addressed to `payer_phone` that can still be paid, oldest first."""
     with db.read() as s:
         rows = s.execute(
-            select(PaymentRequest.id, Invoice.reference, PaymentRequest.amount_sats, User.phone)
+            select(PaymentRequest.id, Invoice.reference, PaymentRequest.amount_sats, User.phone, Invoice.payment_hash)
             .join(Invoice, Invoice.id == PaymentRequest.invoice_id)
             .join(User, User.id == PaymentRequest.requester_id)
             .where(
@@ -120,11 +127,27 @@ def sync(db: Database, backend: LightningBackend, payment_hash: str) -> str:
     expired when the node says it can no longer be paid. Returns the invoice's status."""
     status = backend.invoice_status(payment_hash)
     if status.state is State.SUCCEEDED:
-        transactions.credit_invoice(db, payment_hash)
+        if transactions.credit_invoice(db, payment_hash) is None:
+            _report_double_payment(db, payment_hash)
     elif status.state is State.FAILED:
         expire(db, payment_hash)
     with db.read() as s:
         return s.scalar(select(Invoice.status).where(Invoice.payment_hash == payment_hash)) or "unknown"
+
+
+def _report_double_payment(db: Database, payment_hash: str) -> None:
+    """The node was paid for an invoice that a user had already paid from their balance: the
+    Lightning payer's sats are on the node with no owner. Operators must refund them."""
+    with db.read() as s:
+        invoice = s.scalar(select(Invoice).where(Invoice.payment_hash == payment_hash))
+        if invoice is None or invoice.status != "paid":
+            return
+        by_lightning = s.scalar(
+            select(Transaction.id).where(Transaction.payment_hash == payment_hash,
+                                         Transaction.counterparty == "lightning"))
+    if by_lightning is None:
+        log.error("invoice %s was paid on the node after it was paid internally: %s sats to refund",
+                  invoice.reference, invoice.amount_sats)
 
 
 def expire(db: Database, payment_hash: str) -> bool:

@@ -57,25 +57,28 @@ class Policy:
         with self._lock:
             self._engine()
 
-    def query(self, expression: str) -> list:
-        """Evaluate `expression` and return its results as atoms. Raises PolicyError."""
+    def query(self, expression: str, cache: bool = True, shown: str | None = None) -> list:
+        """Evaluate `expression` and return its results as atoms. Raises PolicyError, whose
+        message shows `shown` instead of the expression when given (for secrets)."""
+        label = shown or expression
         with self._lock:
-            cached = self._cache.get(expression)
+            cached = self._cache.get(expression) if cache else None
             if cached is not None and self._pid == os.getpid():
                 return cached
             try:
                 results = self._engine().run("!" + expression)
             except RuntimeError as exc:
-                raise PolicyError(f"{expression}: {exc}") from exc
+                raise PolicyError(f"{label}: evaluation failed") from exc
             atoms = results[0] if results else []
             for atom in atoms:
                 if str(atom).startswith("(Error"):
-                    raise PolicyError(f"{expression} -> {atom}")
+                    raise PolicyError(f"{label} -> {atom if shown is None else '(Error ...)'}")
             if not atoms:
-                raise PolicyError(f"{expression} -> no result")
-            if len(self._cache) >= _CACHE_LIMIT:
-                self._cache.clear()
-            self._cache[expression] = atoms
+                raise PolicyError(f"{label} -> no result")
+            if cache:
+                if len(self._cache) >= _CACHE_LIMIT:
+                    self._cache.clear()
+                self._cache[expression] = atoms
             return atoms
 
     def _int(self, expression: str) -> int:
@@ -88,8 +91,9 @@ class Policy:
             raise PolicyError(f"{expression} -> {value!r} is not an integer")
         return value
 
-    def _decision(self, expression: str) -> Decision:
-        text = str(self.query(expression)[0])
+    def _decision(self, expression: str, secret: bool = False) -> Decision:
+        atoms = self.query(expression, cache=not secret, shown="(pin-decision ****)" if secret else None)
+        text = str(atoms[0])
         if text == "Allow":
             return Decision(True)
         if text.startswith("(Deny ") and text.endswith(")"):
@@ -137,7 +141,7 @@ class Policy:
         """Is `pin` (already checked to be digits of the right length) strong enough?"""
         if not pin.isdigit():
             raise PolicyError("pin must be digits")
-        return self._decision("(pin-decision " + " ".join(pin) + ")")
+        return self._decision("(pin-decision " + " ".join(pin) + ")", secret=True)
 
     def pin_failure(self, failures: int, previous_locks: int) -> PinFailure:
         atom = str(self.query(f"(pin-failure-decision {int(failures)} {int(previous_locks)})")[0])

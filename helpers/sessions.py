@@ -44,7 +44,7 @@ def save(
     *,
     exists: bool,
     state: str,
-    redacted_path: str,
+    trail: str,
     text_hash: str,
     reply: str,
     onboarding_tokens: int,
@@ -52,7 +52,7 @@ def save(
 ) -> None:
     """Record this step: one INSERT for a new session, one UPDATE otherwise."""
     values = dict(
-        state=state[:32], input_buffer=redacted_path[:2000], last_text_hash=text_hash, last_reply=reply,
+        state=state[:32], input_buffer=trail[-2000:], last_text_hash=text_hash, last_reply=reply,
         active=reply.startswith("CON"), last_activity=utcnow(), onboarding_tokens=onboarding_tokens,
         choices=json.dumps(choices) if choices else None,
     )

@@ -145,8 +145,11 @@ class SmsDispatcher:
         with self.db.write() as s:
             claimed = s.execute(
                 update(SmsOutbox)
-                .where(SmsOutbox.id == sms_id, SmsOutbox.status.in_(("pending", "sending")))
-                .where(SmsOutbox.next_attempt_at <= now)
+                .where(SmsOutbox.id == sms_id)
+                .where(or_(
+                    (SmsOutbox.status == "pending") & (SmsOutbox.next_attempt_at <= now),
+                    (SmsOutbox.status == "sending") & (SmsOutbox.next_attempt_at <= now - _STUCK_AFTER),
+                ))
                 .values(status="sending", next_attempt_at=now, attempts=SmsOutbox.attempts + 1)
             ).rowcount
             row = s.get(SmsOutbox, sms_id) if claimed else None

@@ -124,25 +124,37 @@ def _deadlocked(exc: OperationalError) -> bool:
     return bool(args) and args[0] in _DEADLOCK_CODES
 
 
-def run_once(db: Database, key: str, work: Callable[[], Receipt]) -> Receipt:
-    """Run `work` unless a movement with `key` exists; a concurrent twin that lost the race on
-    the unique key, or was refused because the twin already spent the money, gets the replay."""
-    found = find_by_key(db, key)
-    if found is not None:
-        return _replay(db, found)
+def retry_deadlocks(work: Callable[[], Receipt | None]) -> Receipt | None:
+    """Run a unit of work again when MySQL chose it as a deadlock victim (it was rolled back)."""
     for attempt in range(1, _ATTEMPTS + 1):
         try:
             return work()
         except OperationalError as exc:
             if not _deadlocked(exc) or attempt == _ATTEMPTS:
                 raise
-            log.info("retrying money step after %s", exc.orig)
-        except (IntegrityError, WalletError):
-            found = find_by_key(db, key)
-            if found is not None:
-                return _replay(db, found)
-            raise
+            log.info("retrying after %s", exc.orig)
     raise AssertionError("unreachable")
+
+
+def _lock_users(session: Session, *user_ids: int) -> None:
+    """Lock the users' rows in id order, so two transfers between the same people (either way)
+    queue instead of deadlocking. A no-op on SQLite, where BEGIN IMMEDIATE already serialises."""
+    session.execute(select(User.id).where(User.id.in_(sorted(set(user_ids)))).order_by(User.id).with_for_update())
+
+
+def run_once(db: Database, key: str, work: Callable[[], Receipt]) -> Receipt:
+    """Run `work` unless a movement with `key` exists; a concurrent twin that lost the race on
+    the unique key, or was refused because the twin already spent the money, gets the replay."""
+    found = find_by_key(db, key)
+    if found is not None:
+        return _replay(db, found)
+    try:
+        return retry_deadlocks(work)
+    except (IntegrityError, WalletError):
+        found = find_by_key(db, key)
+        if found is not None:
+            return _replay(db, found)
+        raise
 
 
 # ------------------------------------------------------------------ movements
@@ -155,9 +167,10 @@ def transfer(
     def work() -> Receipt:
         with db.write() as s:
             fee = policy.fee_sats("internal", amount)
+            recipient, created = users.get_or_create(s, recipient_phone, "en", service_code)
+            _lock_users(s, sender.id, recipient.id)
             after = _debit(s, sender.id, amount + fee)
             _check_spend(s, policy, sender.id, amount, fee, after)
-            recipient, created = users.get_or_create(s, recipient_phone, "en", service_code)
             ref = new_reference()
             debit = Transaction(
                 user_id=sender.id, type=SEND, direction=DEBIT, amount_sats=amount, fee_sats=fee,
@@ -299,6 +312,7 @@ def pay_request(db: Database, policy: Policy, payer: User, request_id: int, key:
             s.execute(update(PaymentRequest).where(PaymentRequest.id == request_id).values(status=PAID))
             amount = request.amount_sats
             fee = policy.fee_sats("internal", amount)
+            _lock_users(s, payer.id, request.requester_id)
             after = _debit(s, payer.id, amount + fee)
             _check_spend(s, policy, payer.id, amount, fee, after)
             requester = s.get(User, request.requester_id)
@@ -328,6 +342,10 @@ def pay_request(db: Database, policy: Policy, payer: User, request_id: int, key:
 def credit_invoice(db: Database, payment_hash: str) -> Receipt | None:
     """Credit the owner of a paid invoice, exactly once (None if it was not pending).
     Call only after the Lightning node has confirmed the payment."""
+    return retry_deadlocks(lambda: _credit_invoice(db, payment_hash))
+
+
+def _credit_invoice(db: Database, payment_hash: str) -> Receipt | None:
     with db.write() as s:
         claimed = s.execute(
             update(Invoice)

@@ -57,13 +57,14 @@ def register(db: Database, phone: str, language: str, service_code: str) -> User
         return user
 
 
-def set_pin(db: Database, user_id: int, pin: str, pepper: str) -> None:
+def set_first_pin(db: Database, user_id: int, pin: str, pepper: str) -> bool:
+    """Set the PIN of a user who has none; False if one was set meanwhile (it is not replaced)."""
     with db.write() as s:
-        s.execute(
+        return s.execute(
             update(User)
-            .where(User.id == user_id)
+            .where(User.id == user_id, User.pin_hash.is_(None))
             .values(pin_hash=hash_pin(pin, pepper), pin_failures=0, pin_locks=0, pin_locked_until=None)
-        )
+        ).rowcount == 1
 
 
 def change_pin(db: Database, user: User, pin: str, pepper: str) -> None:
@@ -73,14 +74,6 @@ def change_pin(db: Database, user: User, pin: str, pepper: str) -> None:
         sms.queue(s, user.phone, t(user.language, "sms.pin-changed"))
 
 
-def locked_minutes(user: User, now: dt.datetime | None = None) -> int:
-    """Minutes left on the user's PIN lock, 0 when not locked."""
-    if user.pin_locked_until is None:
-        return 0
-    left = (user.pin_locked_until - (now or utcnow())).total_seconds()
-    return 0 if left <= 0 else int(left // 60) + 1
-
-
 @dataclass(frozen=True)
 class PinCheck:
     ok: bool
@@ -88,37 +81,33 @@ class PinCheck:
     locked_minutes: int = 0
 
 
-def check_pin(db: Database, policy: Policy, user: User, pin: str, pepper: str, record: bool = True) -> PinCheck:
-    """Verify `pin`. With `record`, a failure counts towards the lock (atomically, across workers)
-    and a success clears the count. A locked user fails without the PIN being looked at."""
-    minutes = locked_minutes(user)
-    if minutes:
-        return PinCheck(False, 0, minutes)
-    if verify_pin(pin, user.pin_hash, pepper):
-        if record and (user.pin_failures or user.pin_locks):
-            with db.write() as s:
-                s.execute(update(User).where(User.id == user.id).values(pin_failures=0, pin_locks=0))
-        return PinCheck(True)
-    if not record:
-        return PinCheck(False, max(0, policy.value("pin-max-attempts") - user.pin_failures))
+def check_pin(db: Database, policy: Policy, user_id: int, pin: str, pepper: str) -> PinCheck:
+    """Verify `pin` for a money action. One write transaction with the user's row locked, so
+    parallel guesses are counted one after another and a lock taken by one stops the rest.
+    A locked user fails without the PIN being looked at; a success clears the count."""
     with db.write() as s:
-        s.execute(update(User).where(User.id == user.id).values(pin_failures=User.pin_failures + 1))
-        failures, locks = s.execute(
-            select(User.pin_failures, User.pin_locks).where(User.id == user.id)
+        row = s.execute(
+            select(User.phone, User.language, User.pin_hash, User.pin_failures, User.pin_locks,
+                   User.pin_locked_until)
+            .where(User.id == user_id)
+            .with_for_update()
         ).one()
-        verdict = policy.pin_failure(failures, locks)
+        now = utcnow()
+        if row.pin_locked_until is not None and row.pin_locked_until > now:
+            return PinCheck(False, 0, int((row.pin_locked_until - now).total_seconds() // 60) + 1)
+        if verify_pin(pin, row.pin_hash, pepper):
+            if row.pin_failures or row.pin_locks:
+                s.execute(update(User).where(User.id == user_id).values(pin_failures=0, pin_locks=0))
+            return PinCheck(True)
+        verdict = policy.pin_failure(row.pin_failures + 1, row.pin_locks)
         if verdict.lock_minutes:
-            s.execute(
-                update(User)
-                .where(User.id == user.id)
-                .values(
-                    pin_failures=0,
-                    pin_locks=User.pin_locks + 1,
-                    pin_locked_until=utcnow() + dt.timedelta(minutes=verdict.lock_minutes),
-                )
-            )
-            sms.queue(s, user.phone, t(user.language, "sms.pin-locked", minutes=verdict.lock_minutes))
-    return PinCheck(False, verdict.attempts_left, verdict.lock_minutes)
+            s.execute(update(User).where(User.id == user_id).values(
+                pin_failures=0, pin_locks=User.pin_locks + 1,
+                pin_locked_until=now + dt.timedelta(minutes=verdict.lock_minutes)))
+            sms.queue(s, row.phone, t(row.language, "sms.pin-locked", minutes=verdict.lock_minutes))
+        else:
+            s.execute(update(User).where(User.id == user_id).values(pin_failures=User.pin_failures + 1))
+        return PinCheck(False, verdict.attempts_left, verdict.lock_minutes)
 
 
 def set_language(db: Database, user_id: int, language: str) -> None:

@@ -67,7 +67,7 @@ class Frame:
 class Outcome:
     reply: str  # "CON ..." or "END ..."
     screen: str  # where the walk stopped, for the session row and logs
-    redacted_path: str
+    trail: str  # the screens the tokens were typed on, e.g. "main>send.phone>..." (never the tokens)
     onboarding_tokens: int  # tokens at the start of the path that belong to onboarding
     last_was_secret: bool = False  # the last token was a PIN: its result must be remembered
 
@@ -101,7 +101,8 @@ def walk(
     memory = {} if memory is None else memory
     stack = [Frame(root, {})]
     note = ""
-    redacted: list[str] = []
+    trail: list[str] = []
+    secret_last = False
     onboarded = onboarding_tokens
     navigable = root == "main"
     for index, token in enumerate(tokens):
@@ -110,7 +111,8 @@ def walk(
             set_position(onboarding_tokens + index, final)
         frame = stack[-1]
         screen = screens[frame.screen]
-        redacted.append("****" if screen.secret and token not in (BACK, HOME) else token[:20])
+        trail.append(frame.screen)
+        secret_last = screen.secret and token not in (BACK, HOME)
         if navigable and token == HOME and len(stack) > 1:
             stack, note = stack[:1], ""
             continue
@@ -139,9 +141,10 @@ def walk(
                 onboarded = index + 1
             navigable = True
         else:  # End
-            return Outcome("END " + fit(result.text), frame.screen, "*".join(redacted), onboarded, screen.secret)
+            return Outcome("END " + fit(result.text), frame.screen, ">".join(trail), onboarded, secret_last)
     frame = stack[-1]
     body = screens[frame.screen].prompt(ctx, frame.data)
     text = f"{note}\n{body}" if note else body
-    last_secret = bool(redacted) and redacted[-1] == "****"
-    return Outcome("CON " + fit(text), frame.screen, "*".join(redacted), onboarded, last_secret)
+    if note and (gsm7_length(text) or MAX_SCREEN + 1) > MAX_SCREEN:
+        text = body  # the screen itself fits; a note that does not is dropped, not the menu's end
+    return Outcome("CON " + fit(text), frame.screen, ">".join(trail), onboarded, secret_last)

@@ -258,8 +258,9 @@ def test_request_payment_then_payer_pays_from_the_menu(alice, bob, wallet):
     reply = alice.run("3", "0787654321", str(amount))
     invoice = wallet.db.session.scalar(select(Invoice))
     assert reply == "END " + t("en", "request.done", amount=amount, phone=DEMO[1], ref=invoice.reference)
-    assert t("en", "sms.request", phone=DEMO[0], amount=amount, ref=invoice.reference, code="*384*123#",
-             bolt11=invoice.bolt11) in outbox(wallet, DEMO[1])
+    # the payer is one of ours: they pay from the menu, and get no payable invoice to pay twice
+    assert outbox(wallet, DEMO[1]) == [t("en", "sms.request-user", phone=DEMO[0], amount=amount,
+                                         ref=invoice.reference, code="*384*123#")]
     menu = bob.start()
     assert menu == "CON " + t("en", "main", balance=b0, requests=t("en", "main.requests", count=1))
     assert bob.press("7") == "CON " + t("en", "payreq.list",
@@ -287,6 +288,23 @@ def test_a_request_paid_by_lightning_first_cannot_be_paid_again(alice, bob, wall
     b0 = balance(wallet, DEMO[1])
     assert bob.press(PIN) == "END " + t("en", "payreq.gone")
     assert balance(wallet, DEMO[1]) == b0
+
+
+def test_request_to_someone_without_an_account_sends_a_lightning_invoice(alice, wallet):
+    alice.run("3", "0733000111", "2000")
+    invoice = wallet.db.session.scalar(select(Invoice))
+    assert outbox(wallet, "+254733000111") == [t("en", "sms.request", phone=DEMO[0], amount=2000,
+                                                 ref=invoice.reference, code="*384*123#", bolt11=invoice.bolt11)]
+
+
+def test_a_request_paid_on_the_node_unnoticed_is_credited_once_not_paid_again(alice, bob, wallet):
+    alice.run("3", "0787654321", "2000")
+    invoice = wallet.db.session.scalar(select(Invoice))
+    a0, b0 = balance(wallet, DEMO[0]), balance(wallet, DEMO[1])
+    bob.run("7", "1", "1")
+    wallet.lightning.simulate_payment(invoice.payment_hash)  # paid by Lightning; no poll has run
+    assert bob.press(PIN) == "END " + t("en", "payreq.gone")
+    assert (balance(wallet, DEMO[0]), balance(wallet, DEMO[1])) == (a0 + 2000, b0)
 
 
 def test_request_to_own_number_is_refused(alice, wallet):

@@ -1,0 +1,111 @@
+"""Doors found closed by review: PIN guessing through crafted paths, parallel guesses, keyed
+hashes, production settings, SMS claimed twice."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+
+import pytest
+from sqlalchemy import select
+
+from helpers.config import ConfigError, finalise, load_config
+from helpers.i18n import t
+from helpers.rules import policy
+from helpers.sms import LogSender, SmsDispatcher
+from models import SmsOutbox, Transaction, User, UssdSession, utcnow
+from tests.conftest import DEMO, PIN, Dialer, balance, snapshot
+
+P = policy()
+
+
+def failures(wallet, phone):
+    with wallet.db.read() as s:
+        return s.execute(select(User.pin_failures, User.pin_locks).where(User.phone == phone)).one()
+
+
+def test_pins_packed_into_one_path_are_never_checked(alice, wallet):
+    """`...*1*g1*g2*...*0`: no guess is hashed, so right and wrong guesses answer the same."""
+    before = snapshot(wallet)
+    right = alice.post("1*0787654321*1000*1*1357*" + PIN + "*0", session_id="pack-1")
+    wrong = alice.post("1*0787654321*1000*1*1357*2468*0", session_id="pack-2")
+    assert right == wrong == "END " + t("en", "error.expired")
+    assert alice.post("1*0787654321*1000*1*" + PIN + "*0", session_id="pack-3") == right
+    assert failures(wallet, DEMO[0]) == (0, 0)
+    assert snapshot(wallet) == before
+
+
+def test_pin_change_in_one_crafted_request_changes_nothing(alice, wallet):
+    with wallet.db.read() as s:
+        stored = s.scalar(select(User.pin_hash).where(User.phone == DEMO[0]))
+    assert alice.post(f"6*3*{PIN}*5739*5739", session_id="crafted") == "END " + t("en", "error.expired")
+    with wallet.db.read() as s:
+        assert s.scalar(select(User.pin_hash).where(User.phone == DEMO[0])) == stored
+
+
+def test_parallel_wrong_pins_are_counted_one_by_one(app, alice, wallet):
+    attempts = P.value("pin-max-attempts")
+    sessions = []
+    for _ in range(12):
+        phone = Dialer(app.test_client(), DEMO[0])
+        phone.run("1", "0787654321", "1000", "1")
+        sessions.append(phone)
+    gate = threading.Barrier(len(sessions))
+    replies = []
+
+    def guess(phone):
+        gate.wait()
+        replies.append(phone.press("9999"))
+
+    threads = [threading.Thread(target=guess, args=(p,)) for p in sessions]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wrong = [r for r in replies if r.startswith("CON " + t("en", "pin.wrong", left=1)[:9])]
+    locked = [r for r in replies if r.startswith("END " + t("en", "pin.locked", minutes=1)[:20])]
+    assert len(wrong) == attempts - 1 and len(locked) == len(replies) - len(wrong)
+    assert failures(wallet, DEMO[0]) == (0, 1)  # one lock, not one per parallel guess
+
+
+def test_idempotency_keys_are_keyed_with_a_server_secret(alice, wallet):
+    alice.run("1", "0787654321", "1000", "1", PIN)
+    with wallet.db.read() as s:
+        key = s.scalar(select(Transaction.idempotency_key).where(Transaction.type == "send"))
+        stored = s.scalar(select(UssdSession.last_text_hash).where(UssdSession.session_id == alice.session_id))
+    plain = hashlib.sha256(f"{alice.session_id}\x00{alice.text}".encode()).hexdigest()
+    assert key == stored and key != plain
+
+
+@pytest.mark.parametrize("override,setting", [
+    ({}, "PIN_PEPPER"),
+    ({"PIN_PEPPER": "x" * 40, "DEMO_MODE": "1"}, "DEMO_MODE"),
+    ({"PIN_PEPPER": "x" * 40}, "MPESA_PROVIDER"),
+    ({"PIN_PEPPER": "x" * 40, "MPESA_PROVIDER": "daraja"}, "LIGHTNING_BACKEND"),
+])
+def test_production_refuses_unsafe_settings_and_names_them(tmp_path, override, setting):
+    env = {"APP_ENV": "production", "DATABASE_URL": "mysql+pymysql://u:p@127.0.0.1/w", **override}
+    config = load_config(str(tmp_path), env)
+    with pytest.raises(ConfigError, match=setting):
+        finalise(config)
+
+
+def test_an_sms_being_sent_by_one_worker_is_not_claimed_by_another(wallet):
+    from helpers import sms
+
+    with wallet.db.write() as s:
+        sms.queue(s, DEMO[0], "once")
+    with wallet.db.write() as s:  # worker A has just claimed it
+        s.execute(SmsOutbox.__table__.update().values(status="sending", next_attempt_at=utcnow()))
+    other = SmsDispatcher(wallet.db, LogSender())
+    assert other.flush() == (0, 0) and other.sender.sent == []
+
+
+def test_refused_balance_check_uses_the_fresh_balance_not_a_stale_object(dial, wallet):
+    carol = dial(DEMO[2])
+    carol.run(PIN, PIN)
+    have = balance(wallet, DEMO[2])
+    carol.run("1", "0787654321", str(have), "1")
+    Dialer(carol.client, DEMO[2]).run("1", "0712345678", "1000", "1", PIN)  # spends meanwhile
+    assert carol.press(PIN) == "END " + t("en", "deny.insufficient-balance", balance=have - 1000)
+    assert balance(wallet, DEMO[2]) == have - 1000
