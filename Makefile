@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-sqlite test-mysql lint clean
+.PHONY: run test test-sqlite test-mysql lint bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	python3 -m venv $(VENV)
@@ -27,6 +27,11 @@ test-sqlite: $(STAMP)
 
 test-mysql: $(STAMP)
 	scripts/mariadb_local.sh $(PY) -m pytest
+
+# The benchmark (not a test): wrk against gunicorn, SQLite and a throwaway MariaDB; see bench/run.py.
+bench: $(STAMP)
+	command -v wrk >/dev/null || apt-get install -y wrk
+	scripts/mariadb_local.sh $(PY) bench/run.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

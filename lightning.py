@@ -14,7 +14,7 @@ import secrets
 import threading
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from collections.abc import Callable
 
@@ -127,7 +127,8 @@ class LightningBackend(ABC):
     def health(self) -> dict[str, Any]:
         """A small report for /status."""
         result = self.balance()
-        return {"backend": self.name, "ok": result.ok, "error": result.error or None}
+        return {"backend": self.name, "ok": result.ok, "error": result.error or None,
+                "balance_sat": result.balance_sat if result.ok else None}
 
 
 @dataclass
@@ -264,12 +265,6 @@ BACKENDS: dict[str, BackendFactory] = {
 }
 
 _PLANNED = {"lnbits", "lnd", "btcpay"}
-
-
-@dataclass
-class BackendChoice:
-    backend: LightningBackend
-    problems: list[str] = field(default_factory=list)
 
 
 def create_backend(config: dict[str, Any]) -> LightningBackend:

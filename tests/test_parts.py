@@ -65,7 +65,7 @@ def test_backend_registry_names_the_problem():
     with pytest.raises(LightningConfigError, match="LIGHTNING_BACKEND"):
         create_backend({"LIGHTNING_BACKEND": "nonsense"})
     down = UnavailableBackend("no node")
-    assert down.health() == {"backend": "unavailable", "ok": False, "error": "no node"}
+    assert down.health() == {"backend": "unavailable", "ok": False, "error": "no node", "balance_sat": None}
     assert down.payment_status("00").state is State.PENDING
 
 

@@ -108,11 +108,12 @@ def test_an_unexpected_error_is_an_end_not_a_500(client, monkeypatch):
     assert response.get_data(as_text=True).startswith("END ")
 
 
-def test_status_reports_database_lightning_and_sessions(client, alice):
+def test_status_reports_database_lightning_and_sessions(client, alice, wallet):
     body = client.get("/status").get_json()
     assert body["status"] == "ok"
     assert body["database"]["ok"] is True
-    assert body["lightning"] == {"backend": "mock", "ok": True, "error": None}
+    assert body["lightning"] == {"backend": "mock", "ok": True, "error": None,
+                                 "balance_sat": wallet.lightning.balance().balance_sat}
     assert body["active_sessions"] >= 1
     assert body["liabilities_sats"] > 0
 
