@@ -20,7 +20,7 @@ from werkzeug.exceptions import HTTPException
 
 from database import Database
 from handlers import UssdRequest, handle_ussd
-from helpers import invoices, sessions, sms, transactions, users
+from helpers import callers, invoices, sessions, sms, transactions, users
 from helpers.config import finalise, load_config
 from helpers.i18n import t
 from helpers.mpesa import create_provider
@@ -59,6 +59,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     if app.config["DEMO_MODE"]:
         users.seed_demo(db)
 
+    if app.config["TRUSTED_PROXY_COUNT"]:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["TRUSTED_PROXY_COUNT"])
     app.teardown_appcontext(db.remove_session)
     _register_routes(app)
     _register_commands(app)
@@ -96,9 +100,16 @@ def _unavailable_reply() -> str:
 
 def _register_routes(app: Flask) -> None:
     @app.post("/ussd")
-    def ussd() -> Response:
+    @app.post("/ussd/<token>")
+    def ussd(token: str | None = None) -> Response:
         svc = services()
         started = time.perf_counter()
+        if not callers.token_ok(svc.config["USSD_CALLBACK_TOKEN"], token, request.headers.get("X-Callback-Token")):
+            log.warning("ussd refused: bad callback token from %s", request.remote_addr)
+            return _plain("Forbidden", 403)
+        if not callers.address_ok(svc.config["USSD_ALLOWED_NETWORKS"], request.remote_addr):
+            log.warning("ussd refused: %s is not an allowed network", request.remote_addr)
+            return _plain("Forbidden", 403)
         form = request.form
         session_id = form.get("sessionId", "").strip()[:_MAX_FIELD]
         raw_phone = form.get("phoneNumber", "").strip()[:_MAX_FIELD]
@@ -183,7 +194,7 @@ def _register_routes(app: Flask) -> None:
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> Response:
         log.exception("unhandled error on %s", request.path)
-        if request.path == "/ussd":
+        if request.path.startswith("/ussd"):
             return _plain(_unavailable_reply())
         return Response('{"error": "internal error"}', status=500, mimetype="application/json")
 

@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import re
+
+from gunicorn.glogging import Logger
 
 MAX_WORKERS = 8  # each worker holds its own MeTTa engine and DB pool (DB_POOL_SIZE connections)
 
@@ -80,6 +83,21 @@ accesslog = "-"
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms "%(a)s"'
+
+
+class RedactingLogger(Logger):
+    """The USSD callback URL carries a secret (/ussd/<token>): keep it out of the access log."""
+
+    def atoms(self, resp, req, environ, request_time):
+        atoms = super().atoms(resp, req, environ, request_time)
+        for key in ("r", "U", "{raw_uri}e"):
+            if isinstance(atoms.get(key), str):
+                atoms[key] = _SECRET_PATH.sub("/ussd/<token>", atoms[key])
+        return atoms
+
+
+_SECRET_PATH = re.compile(r"/ussd/[^\s?/]+")
+logger_class = RedactingLogger
 
 # Name the processes in `ps` so operators can tell them apart on a shared host.
 proc_name = "ussd-wallet"

@@ -64,7 +64,24 @@ def load_config(instance_path: str, env: dict[str, str] | None = None) -> dict[s
         "DEFAULT_REGION": env.get("DEFAULT_REGION", "KE"),
         "DEFAULT_LANGUAGE": env.get("DEFAULT_LANGUAGE", "en"),
         "LOG_LEVEL": env.get("LOG_LEVEL", "INFO"),
+        # Who may call us (see SECURITY.md)
+        "USSD_CALLBACK_TOKEN": env.get("USSD_CALLBACK_TOKEN", ""),
+        "USSD_ALLOWED_NETWORKS": _networks(env.get("USSD_ALLOWED_NETWORKS", "")),
+        "TRUSTED_PROXY_COUNT": int(env.get("TRUSTED_PROXY_COUNT", "0")),
     }
+
+
+def _networks(value: str) -> list:
+    """Comma-separated CIDRs, e.g. '196.201.214.0/24,127.0.0.1/32'. Raises ConfigError."""
+    import ipaddress
+
+    networks = []
+    for part in filter(None, (p.strip() for p in value.split(","))):
+        try:
+            networks.append(ipaddress.ip_network(part, strict=False))
+        except ValueError as exc:
+            raise ConfigError(f"USSD_ALLOWED_NETWORKS: {part!r} is not a network") from exc
+    return networks
 
 
 def finalise(config: dict[str, Any]) -> None:
@@ -81,6 +98,12 @@ def finalise(config: dict[str, Any]) -> None:
     if production and config["MPESA_PROVIDER"] == "simulated":
         # the simulated provider credits any well-formed code: free money
         raise ConfigError("MPESA_PROVIDER=simulated is not allowed in production")
+    token = config["USSD_CALLBACK_TOKEN"]
+    if production and len(token) < 16:
+        raise ConfigError("USSD_CALLBACK_TOKEN must be set in production (16+ random characters); "
+                          "give Africa's Talking the callback URL <PUBLIC_URL>/ussd/<token>")
+    if token and (len(token) < 16 or not token.replace("-", "").replace("_", "").isalnum()):
+        raise ConfigError("USSD_CALLBACK_TOKEN must be 16+ letters, digits, '-' or '_'")
     if production and config["LIGHTNING_BACKEND"] == "mock":
         raise ConfigError("LIGHTNING_BACKEND=mock is not allowed in production")
     if config["DEFAULT_LANGUAGE"] not in ("en", "sw"):
