@@ -20,7 +20,7 @@ from werkzeug.exceptions import HTTPException
 
 from database import Database
 from handlers import UssdRequest, handle_ussd
-from helpers import callers, invoices, sessions, sms, transactions, users
+from helpers import callers, invoices, limits, sessions, sms, transactions, users
 from helpers.config import finalise, load_config
 from helpers.i18n import t
 from helpers.mpesa import create_provider
@@ -125,7 +125,14 @@ def _register_routes(app: Flask) -> None:
             return _plain("END " + t(lang, "error.expired"))
         outcome = "error"
         try:
-            reply, outcome = handle_ussd(svc, UssdRequest(session_id, phone, service_code, text))
+            exceeded = limits.allow(svc.db, svc.policy, ("requests-per-phone", phone),
+                                    ("requests-per-source", request.remote_addr or "unknown"),
+                                    enabled=svc.config["RATE_LIMITS"])
+            if exceeded:
+                log.warning("ussd limit %s reached by %s / %s", exceeded, mask(phone), request.remote_addr)
+                reply, outcome = "END " + t(lang, "error.too-many"), "limited"
+            else:
+                reply, outcome = handle_ussd(svc, UssdRequest(session_id, phone, service_code, text))
         except SQLAlchemyError as exc:
             log.error("database unavailable for /ussd: %s", type(exc).__name__)
             reply = _unavailable_reply()
@@ -243,7 +250,8 @@ def _register_commands(app: Flask) -> None:
         """Close expired USSD sessions and delete old ones."""
         svc = services()
         closed, deleted = sessions.clean(svc.db, svc.config["USSD_SESSION_TIMEOUT_S"], keep_days)
-        click.echo(f"sessions closed={closed} deleted={deleted}")
+        counters = limits.clean(svc.db)
+        click.echo(f"sessions closed={closed} deleted={deleted}; rate counters deleted={counters}")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from helpers.errors import (
     InsufficientBalance,
     LightningUnavailable,
     PolicyDenied,
+    RateLimited,
     RequestClosed,
 )
 from helpers.i18n import CATALOGS, t
@@ -380,8 +381,10 @@ def _issue(ctx: Ctx, amount: int, payer_phone: str | None) -> str:
     expiry = svc.config["INVOICE_EXPIRY_S"]
     memo = f"SatsPesa {ctx.user.phone[-4:]}"
     try:
-        issued = invoices.issue(svc.db, svc.lightning, ctx.user, amount, memo, expiry, ctx.key,
-                                payer_phone, payer_language, svc.service_code)
+        issued = invoices.issue(svc.db, svc.policy, svc.lightning, ctx.user, amount, memo, expiry, ctx.key,
+                                payer_phone, payer_language, svc.service_code, svc.config["RATE_LIMITS"])
+    except RateLimited:
+        return ctx.t("error.too-many")
     except LightningUnavailable:
         return ctx.t("error.lightning")
     if payer_phone is None:

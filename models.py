@@ -19,6 +19,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -144,6 +145,20 @@ class UssdSession(Base):
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     last_activity: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, index=True)
+
+
+class RateCounter(Base):
+    """Requests counted per key (a phone, a source address...) in fixed time windows, shared by
+    every worker through the database."""
+
+    __tablename__ = "rate_counters"
+    __table_args__ = (UniqueConstraint("key", "bucket", name="uq_rate_counters_key_bucket"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(96))
+    bucket: Mapped[int] = mapped_column(BigInteger)  # unix time // window length
+    count: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, index=True)
 
 
 class SmsOutbox(Base):

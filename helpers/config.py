@@ -68,6 +68,8 @@ def load_config(instance_path: str, env: dict[str, str] | None = None) -> dict[s
         "USSD_CALLBACK_TOKEN": env.get("USSD_CALLBACK_TOKEN", ""),
         "USSD_ALLOWED_NETWORKS": _networks(env.get("USSD_ALLOWED_NETWORKS", "")),
         "TRUSTED_PROXY_COUNT": int(env.get("TRUSTED_PROXY_COUNT", "0")),
+        # Abuse limits (atoms.metta); off only for load tests of one phone, never in production.
+        "RATE_LIMITS": _flag(env.get("RATE_LIMITS"), True),
     }
 
 
@@ -98,6 +100,8 @@ def finalise(config: dict[str, Any]) -> None:
     if production and config["MPESA_PROVIDER"] == "simulated":
         # the simulated provider credits any well-formed code: free money
         raise ConfigError("MPESA_PROVIDER=simulated is not allowed in production")
+    if production and not config["RATE_LIMITS"]:
+        raise ConfigError("RATE_LIMITS must be on in production")
     token = config["USSD_CALLBACK_TOKEN"]
     if production and len(token) < 16:
         raise ConfigError("USSD_CALLBACK_TOKEN must be set in production (16+ random characters); "

@@ -35,3 +35,7 @@ class RequestClosed(WalletError):
 
 class LightningUnavailable(WalletError):
     """The Lightning node could not do what we asked; nothing was reserved."""
+
+
+class RateLimited(WalletError):
+    """Too many of these in the policy's window; try later."""

@@ -85,6 +85,7 @@ EN: dict[str, str] = {
     "error.expired": "This session has ended. Please dial again.",
     "error.unavailable": "Service unavailable. Please try again in a few minutes.",
     "error.lightning": "Lightning is unavailable right now. Please try again later.",
+    "error.too-many": "Too many requests. Please try again later.",
     "replay": "Done already. Ref {ref}.",
     # history kinds
     "kind.send": "sent",
@@ -174,6 +175,7 @@ SW: dict[str, str] = {
     "error.expired": "Kipindi hiki kimeisha. Tafadhali piga tena.",
     "error.unavailable": "Huduma haipatikani. Tafadhali jaribu tena baada ya dakika chache.",
     "error.lightning": "Lightning haipatikani sasa. Tafadhali jaribu tena baadaye.",
+    "error.too-many": "Maombi mengi mno. Tafadhali jaribu tena baadaye.",
     "replay": "Imeshafanyika. Kumb {ref}.",
     "kind.send": "tuma",
     "kind.receive": "pokea",

@@ -10,8 +10,10 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from database import Database
-from helpers import sms, transactions
-from helpers.errors import LightningUnavailable
+from helpers import limits, sms, transactions
+from helpers.errors import LightningUnavailable, RateLimited
+from helpers.phone import mask
+from helpers.rules import Policy
 from helpers.i18n import t
 from helpers.refs import new_reference
 from lightning import LightningBackend, State
@@ -42,6 +44,7 @@ def _issued(invoice: Invoice, replay: bool) -> IssuedInvoice:
 
 def issue(
     db: Database,
+    policy: Policy,
     backend: LightningBackend,
     user: User,
     amount: int,
@@ -51,13 +54,21 @@ def issue(
     payer_phone: str | None = None,
     payer_language: str = "en",
     service_code: str = "",
+    rate_limits: bool = True,
 ) -> IssuedInvoice:
     """Create an invoice on the node for `user` and record it; SMS the BOLT11 to the user, or, for a
     payment request (`payer_phone`), to the payer. A replay of `key` returns the first invoice.
-    Raises LightningUnavailable."""
+    Raises RateLimited or LightningUnavailable."""
     found = _find(db, key)
     if found is not None:
         return _issued(found, True)
+    checks = [("invoices-per-phone", user.phone)]
+    if payer_phone is not None:  # each request SMSes a stranger: we must not be a bombing tool
+        checks.append(("requests-to-payer", payer_phone))
+    exceeded = limits.allow(db, policy, *checks, enabled=rate_limits)
+    if exceeded:
+        log.warning("invoice refused: %s reached by %s", exceeded, mask(user.phone))
+        raise RateLimited(exceeded)
     result = backend.create_invoice(amount, memo, expiry_s)
     if not result.ok:
         log.warning("invoice creation failed on %s: %s", backend.name, result.error)

@@ -143,6 +143,16 @@ class Policy:
             raise PolicyError("pin must be digits")
         return self._decision("(pin-decision " + " ".join(pin) + ")", secret=True)
 
+    def rate_limit(self, name: str) -> tuple[int, int]:
+        """(count, window seconds) of an abuse limit, e.g. rate_limit('requests-per-phone')."""
+        if not name.replace("-", "").isalnum():
+            raise PolicyError(f"bad limit name {name!r}")
+        atom = str(self.query(f"(rate-limit {name})")[0])
+        parts = atom.strip("()").split()
+        if len(parts) != 2 or not all(p.isdigit() for p in parts):
+            raise PolicyError(f"(rate-limit {name}) -> {atom}")
+        return int(parts[0]), int(parts[1])
+
     def pin_failure(self, failures: int, previous_locks: int) -> PinFailure:
         atom = str(self.query(f"(pin-failure-decision {int(failures)} {int(previous_locks)})")[0])
         kind, _, number = atom.strip("()").partition(" ")

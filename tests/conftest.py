@@ -33,6 +33,7 @@ def app(tmp_path, monkeypatch):
         "DEMO_MODE": False,
         "SMS_AUTO_FLUSH": False,
         "PIN_PEPPER": TEST_PEPPER,
+        "RATE_LIMITS": False,  # flows type faster than people; tests/test_security.py turns them on
     })
     db = app.extensions["wallet"].db
     db.drop_schema()

@@ -83,7 +83,11 @@ def test_idempotency_keys_are_keyed_with_a_server_secret(alice, wallet):
     ({}, "PIN_PEPPER"),
     ({"PIN_PEPPER": "x" * 40, "DEMO_MODE": "1"}, "DEMO_MODE"),
     ({"PIN_PEPPER": "x" * 40}, "MPESA_PROVIDER"),
-    ({"PIN_PEPPER": "x" * 40, "MPESA_PROVIDER": "daraja"}, "LIGHTNING_BACKEND"),
+    ({"PIN_PEPPER": "x" * 40, "MPESA_PROVIDER": "daraja"}, "USSD_CALLBACK_TOKEN"),
+    ({"PIN_PEPPER": "x" * 40, "MPESA_PROVIDER": "daraja", "USSD_CALLBACK_TOKEN": "short"}, "USSD_CALLBACK_TOKEN"),
+    ({"PIN_PEPPER": "x" * 40, "MPESA_PROVIDER": "daraja", "USSD_CALLBACK_TOKEN": "t" * 20, "RATE_LIMITS": "0"},
+     "RATE_LIMITS"),
+    ({"PIN_PEPPER": "x" * 40, "MPESA_PROVIDER": "daraja", "USSD_CALLBACK_TOKEN": "t" * 20}, "LIGHTNING_BACKEND"),
 ])
 def test_production_refuses_unsafe_settings_and_names_them(tmp_path, override, setting):
     env = {"APP_ENV": "production", "DATABASE_URL": "mysql+pymysql://u:p@127.0.0.1/w", **override}

@@ -41,7 +41,8 @@ class WalletMachine(RuleBasedStateMachine):
         self.tmp = tempfile.mkdtemp()
         url = os.environ.get("TEST_DATABASE_URL") or f"sqlite:///{self.tmp}/sm.db"
         self.app = create_app({"TESTING": True, "DATABASE_URL": url, "AUTO_CREATE_SCHEMA": False,
-                               "DEMO_MODE": False, "SMS_AUTO_FLUSH": False, "PIN_PEPPER": TEST_PEPPER})
+                               "DEMO_MODE": False, "SMS_AUTO_FLUSH": False, "PIN_PEPPER": TEST_PEPPER,
+                               "RATE_LIMITS": False})
         self.svc = self.app.extensions["wallet"]
         self.svc.db.drop_schema()
         self.svc.db.create_schema()
