@@ -244,6 +244,17 @@ def _register_commands(app: Flask) -> None:
         svc = services()
         click.echo(f"invoices: {invoices.poll_pending(svc.db, svc.lightning)}")
 
+    @app.cli.command("reset-pin")
+    @click.argument("phone")
+    @click.option("--reason", required=True, help="ticket number and how the identity was verified")
+    def reset_pin(phone: str, reason: str) -> None:
+        """Clear a customer's PIN after verifying their identity out of band (see SECURITY.md)."""
+        e164 = normalise(phone, services().config["DEFAULT_REGION"])
+        if e164 is None or not users.reset_pin(services().db, e164):
+            raise click.ClickException(f"no customer with phone {phone!r}")
+        log.warning("PIN reset for %s by operator: %s", mask(e164), reason)
+        click.echo(f"PIN cleared for {mask(e164)}; they will create a new one on their next dial")
+
     @app.cli.command("clean-sessions")
     @click.option("--keep-days", default=30, show_default=True, help="delete sessions older than this")
     def clean_sessions(keep_days: int) -> None:

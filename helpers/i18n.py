@@ -107,6 +107,7 @@ EN: dict[str, str] = {
     "sms.withdraw": "SatsPesa: {kes} KES sent to {phone} by M-Pesa, ref {code}. Cost {sats} sats + fee {fee}. Balance {balance} sats.",
     "sms.pin-locked": "SatsPesa: wrong PIN entered too many times. Money actions are locked for {minutes} min.",
     "sms.pin-changed": "SatsPesa: your PIN was changed. If this was not you, call customer care.",
+    "sms.pin-reset": "SatsPesa: customer care reset your PIN. Dial the service code to create a new one. If you did not ask for this, call customer care now.",
 }
 
 SW: dict[str, str] = {
@@ -195,6 +196,7 @@ SW: dict[str, str] = {
     "sms.withdraw": "SatsPesa: KES {kes} zimetumwa kwa {phone} kwa M-Pesa, kumb {code}. Gharama sats {sats} + ada {fee}. Salio sats {balance}.",
     "sms.pin-locked": "SatsPesa: PIN isiyo sahihi imewekwa mara nyingi. Huduma za pesa zimefungwa kwa dakika {minutes}.",
     "sms.pin-changed": "SatsPesa: PIN yako imebadilishwa. Kama si wewe, piga huduma kwa wateja.",
+    "sms.pin-reset": "SatsPesa: huduma kwa wateja imefuta PIN yako. Piga nambari ya huduma kuunda mpya. Kama hukuomba hivi, piga huduma kwa wateja sasa.",
 }
 
 CATALOGS = {"en": EN, "sw": SW}

@@ -110,6 +110,19 @@ def check_pin(db: Database, policy: Policy, user_id: int, pin: str, pepper: str)
         return PinCheck(False, verdict.attempts_left, verdict.lock_minutes)
 
 
+def reset_pin(db: Database, phone: str) -> bool:
+    """Operator's reset after verifying the customer's identity out of band (SECURITY.md): the
+    PIN is cleared, so the next dial asks for a new one; the owner is told by SMS."""
+    with db.write() as s:
+        user = get(s, phone)
+        if user is None:
+            return False
+        s.execute(update(User).where(User.id == user.id).values(
+            pin_hash=None, pin_failures=0, pin_locks=0, pin_locked_until=None))
+        sms.queue(s, phone, t(user.language, "sms.pin-reset"))
+        return True
+
+
 def set_language(db: Database, user_id: int, language: str) -> None:
     with db.write() as s:
         s.execute(update(User).where(User.id == user_id).values(language=language))

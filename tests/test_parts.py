@@ -199,3 +199,21 @@ def test_concurrent_sends_from_one_account_never_overdraw(app, client, wallet):
     assert len(done) == 3
     assert balance(wallet, sender) == have - 3 * amount >= 0
     assert sum(balance(wallet, p) for p in DEMO) == total0
+
+
+def test_operator_pin_reset_clears_the_pin_and_tells_the_owner(runner, wallet, alice):
+    from helpers.i18n import t
+
+    assert runner.invoke(args=["reset-pin", "0712345678"]).exit_code != 0  # a reason is required
+    result = runner.invoke(args=["reset-pin", "0712345678", "--reason", "ticket 42, national ID seen"])
+    assert result.exit_code == 0, result.output
+    with wallet.db.read() as s:
+        assert s.scalar(select(User.pin_hash).where(User.phone == DEMO[0])) is None
+    assert t("en", "sms.pin-reset") in [m for p, m in _outbox_all(wallet) if p == DEMO[0]]
+    assert alice.start() == "CON " + t("en", "pin.create", digits=4)
+    assert runner.invoke(args=["reset-pin", "0700000001", "--reason", "x"]).exit_code != 0
+
+
+def _outbox_all(wallet):
+    with wallet.db.read() as s:
+        return s.execute(select(SmsOutbox.phone, SmsOutbox.message)).all()

@@ -1,0 +1,194 @@
+"""Each door of SECURITY.md: callback secret, source networks, proxies, abuse limits, PIN guessing
+across workers, PINs in logs, and a fuzz of /ussd."""
+
+from __future__ import annotations
+
+import string
+import threading
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import select
+from werkzeug.datastructures import MultiDict
+
+from app import create_app
+from helpers.i18n import t
+from helpers.rules import policy
+from models import Transaction, User, UssdSession
+from tests.conftest import DEMO, PIN, TEST_PEPPER, Dialer, check_reply, outbox, snapshot
+from tests.servers import Caller
+
+P = policy()
+TOKEN = "cb-secret-0123456789abcdef"
+FORM = {"sessionId": "sec-1", "phoneNumber": DEMO[0], "serviceCode": "*384*123#", "text": ""}
+
+
+def session_rows(wallet) -> int:
+    with wallet.db.read() as s:
+        return s.query(UssdSession).count()
+
+
+# ------------------------------------------------------------------ who may call
+@pytest.mark.parametrize("path,headers", [
+    ("/ussd", {}), ("/ussd/wrong-secret-0123456789", {}), ("/ussd", {"X-Callback-Token": "nope"}),
+    (f"/ussd/{TOKEN[:-1]}", {}), (f"/ussd/{TOKEN}x", {}),
+])
+def test_a_wrong_or_missing_callback_secret_gets_403_and_touches_nothing(app, client, wallet, path, headers):
+    app.config["USSD_CALLBACK_TOKEN"] = TOKEN
+    before, rows = snapshot(wallet), session_rows(wallet)
+    response = client.post(path, data={**FORM, "phoneNumber": "+254700999111"}, headers=headers)
+    assert response.status_code == 403
+    assert (snapshot(wallet), session_rows(wallet)) == (before, rows)
+
+
+@pytest.mark.parametrize("path,headers", [(f"/ussd/{TOKEN}", {}), ("/ussd", {"X-Callback-Token": TOKEN})])
+def test_the_right_secret_in_the_url_or_a_header_is_served(app, client, path, headers):
+    app.config["USSD_CALLBACK_TOKEN"] = TOKEN
+    response = client.post(path, data=FORM, headers=headers)
+    assert response.status_code == 200 and response.get_data(as_text=True).startswith("CON ")
+
+
+def test_only_allowed_networks_are_served_and_forwarded_addresses_are_not_trusted(app, client, wallet):
+    from helpers.config import _networks
+
+    app.config["USSD_ALLOWED_NETWORKS"] = _networks("196.201.214.0/24")
+    before = snapshot(wallet)
+    outsider = client.post("/ussd", data=FORM, environ_base={"REMOTE_ADDR": "10.9.8.7"},
+                           headers={"X-Forwarded-For": "196.201.214.10"})
+    assert outsider.status_code == 403 and snapshot(wallet) == before
+    inside = client.post("/ussd", data=FORM, environ_base={"REMOTE_ADDR": "196.201.214.10"})
+    assert inside.status_code == 200
+
+
+def test_behind_a_trusted_proxy_the_forwarded_address_counts(app, wallet):
+    from helpers.config import _networks
+
+    proxied = create_app({"TESTING": True, "DATABASE_URL": wallet.db.url, "AUTO_CREATE_SCHEMA": False,
+                          "DEMO_MODE": False, "SMS_AUTO_FLUSH": False, "PIN_PEPPER": TEST_PEPPER,
+                          "TRUSTED_PROXY_COUNT": 1, "USSD_ALLOWED_NETWORKS": _networks("196.201.214.0/24")})
+    client = proxied.test_client()
+    via_proxy = client.post("/ussd", data=FORM, environ_base={"REMOTE_ADDR": "127.0.0.1"},
+                            headers={"X-Forwarded-For": "196.201.214.10"})
+    assert via_proxy.status_code == 200
+    spoofed = client.post("/ussd", data=FORM, environ_base={"REMOTE_ADDR": "127.0.0.1"},
+                          headers={"X-Forwarded-For": "196.201.214.10, 10.0.0.1"})
+    assert spoofed.status_code == 403  # only the address our proxy added counts
+    proxied.extensions["wallet"].db.dispose()
+
+
+# ------------------------------------------------------------------ abuse limits
+def test_requests_per_phone_are_limited(app, client, wallet):
+    app.config["RATE_LIMITS"] = True
+    limit, _window = P.rate_limit("requests-per-phone")
+    phone = Dialer(client, DEMO[0])
+    replies = [phone.post("", session_id=f"flood-{n}") for n in range(limit + 1)]
+    assert all(r.startswith("CON ") for r in replies[:limit])
+    assert replies[limit] == "END " + t("en", "error.too-many")
+    other = Dialer(client, DEMO[1])  # another phone is not affected
+    assert other.post("", session_id="other-1").startswith("CON ")
+
+
+def test_payment_requests_cannot_bomb_a_stranger_with_sms(app, alice, wallet):
+    app.config["RATE_LIMITS"] = True
+    limit, _window = P.rate_limit("requests-to-payer")
+    stranger = "+254733222111"
+    for _ in range(limit):
+        assert alice.run("3", "0" + stranger[4:], "1000").startswith("END ")
+    before = snapshot(wallet)
+    assert alice.run("3", "0" + stranger[4:], "1000") == "END " + t("en", "error.too-many")
+    assert snapshot(wallet) == before
+    assert len(outbox(wallet, stranger)) == limit
+
+
+def test_invoices_per_phone_are_limited(app, alice, wallet):
+    app.config["RATE_LIMITS"] = True
+    limit, _window = P.rate_limit("invoices-per-phone")
+    for _ in range(limit):
+        assert alice.run("2", "1000").startswith("END " + t("en", "receive.done", amount=1000, ref="", minutes=1)[:12])
+    assert alice.run("2", "1000") == "END " + t("en", "error.too-many")
+
+
+# ------------------------------------------------------------------ PIN guessing across workers
+def test_pin_guessing_across_sessions_and_worker_processes_locks_once(wallet, servers, tmp_path):
+    callers = [Caller(s.url) for s in servers]
+    victim = DEMO[1]
+    callers[0].walk("victim-register", victim, PIN, PIN)
+    guesses = 8
+    inputs = ["1", "0" + DEMO[2][4:], "1000", "1"]
+    for n in range(guesses):
+        callers[n % len(callers)].walk(f"guess-{n}", victim, *inputs)
+    gate = threading.Barrier(guesses)
+    replies = []
+
+    def guess(n):
+        gate.wait()
+        replies.append(callers[n % len(callers)].post(f"guess-{n}", victim, "*".join(inputs + [f"{1000 + n}"]))[1])
+
+    threads = [threading.Thread(target=guess, args=(n,)) for n in range(guesses)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    attempts = P.value("pin-max-attempts")
+    wrong = sum(r.startswith("CON " + t("en", "pin.wrong", left=1)[:9]) for r in replies)
+    assert wrong == attempts - 1 and len(replies) - wrong == guesses - attempts + 1
+    # the right PIN, in a new session, is refused while locked
+    reply = callers[-1].walk("after-lock", victim, *inputs, PIN)
+    assert reply.startswith("END " + t("en", "pin.locked", minutes=1)[:20])
+    with wallet.db.read() as s:
+        assert s.scalar(select(User.pin_locks).where(User.phone == victim)) == 1
+        assert s.query(Transaction).filter_by(type="send").count() == 0
+    for n in range(len(servers)):  # and nothing the callers typed as a PIN was logged
+        log = (tmp_path / f"gunicorn{n}.log").read_text()
+        assert PIN not in log and not any(f"{1000 + g}" in log for g in range(guesses))
+
+
+# ------------------------------------------------------------------ fuzz
+SQL_AND_FORMAT = ["' OR 1=1 --", "%s%s%n", "{0}{1}", "${jndi:x}", "\x00", "\u202e", "ü", "€", "1;DROP TABLE users"]
+token = st.one_of(
+    st.sampled_from(["", "0", "00", "1", "2", "3", "4", "5", "6", "7", "9", "1000", "0787654321", "+254798765432",
+                     "150", "ABCDEFGH12", "-5", "1.5", "1e9", "99999999999999999999", "0000", "1234"]),
+    st.sampled_from(SQL_AND_FORMAT),
+    st.integers(min_value=-10**12, max_value=10**25).map(str),
+    st.text(alphabet=st.characters(codec="utf-8", exclude_characters="*"), max_size=12),
+    st.text(alphabet=string.digits, min_size=4, max_size=4),
+).filter(lambda tok: tok != PIN)
+paths = st.one_of(
+    st.lists(token, max_size=8).map("*".join),
+    st.integers(min_value=100, max_value=10_000).map(lambda n: "1*" * (n // 2)),
+    st.text(max_size=300),
+)
+phones = st.sampled_from([*DEMO, "+254700111222", "0712345678", "254787654321", "garbage", "", "+1 202 555 0143"])
+
+
+def test_fuzzing_ussd_gives_no_5xx_valid_screens_and_moves_no_money_without_the_pin(app, wallet):
+    for phone in DEMO:  # every demo user has a PIN the fuzzer never types
+        Dialer(app.test_client(), phone).run(PIN, PIN)
+    client = app.test_client()
+    sent = [0]
+
+    @settings(max_examples=3500, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(steps=st.lists(st.tuples(st.integers(0, 5), phones, paths), min_size=2, max_size=5),
+           odd=st.sampled_from(["normal", "missing", "duplicated"]))
+    def fuzz(steps, odd):
+        for session, phone, text in steps:
+            form = MultiDict({"sessionId": f"fz-{session}", "phoneNumber": phone, "serviceCode": "*384*123#",
+                              "networkCode": "63902", "text": text})
+            if odd == "missing":
+                form.pop(["sessionId", "phoneNumber", "text"][session % 3])
+            elif odd == "duplicated":
+                form.add("text", "1*2*3")
+                form.add("phoneNumber", DEMO[1])
+            response = client.post("/ussd", data=form)
+            sent[0] += 1
+            assert response.status_code == 200, response.status_code
+            check_reply(response.get_data(as_text=True))
+
+    fuzz()
+    with wallet.db.read() as s:
+        debits = s.scalar(select(Transaction.id).where(Transaction.direction == "debit"))
+    print(f"\nFIGURES fuzz: {sent[0]} requests, 0 server errors, no debit without the PIN")
+    assert sent[0] >= 10_000
+    assert debits is None  # no money left any account: the PIN was never typed
