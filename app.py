@@ -10,17 +10,19 @@ import logging
 import os
 import sys
 import time
+import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import click
 from dotenv import load_dotenv
-from flask import Flask, Response, current_app, jsonify, request
+from flask import Flask, Response, current_app, jsonify, render_template, request, url_for
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
 from database import Database
 from handlers import UssdRequest, handle_ussd
-from helpers import callers, invoices, limits, sessions, sms, transactions, users
+from helpers import callers, invoices, limits, metrics, sessions, sms, transactions, users
 from helpers.config import finalise, load_config
 from helpers.i18n import t
 from helpers.mpesa import create_provider
@@ -98,50 +100,85 @@ def _unavailable_reply() -> str:
     return "END " + t("en", "error.unavailable") + "\n" + t("sw", "error.unavailable")
 
 
+@dataclass
+class _Step:
+    reply: str
+    outcome: str  # con, end, forbidden, invalid, limited, unavailable: a metric label
+    status: int = 200
+    screen: str = "-"
+    session_id: str = ""
+    phone: str = ""
+    depth: int = 0
+
+
+def _answer_ussd(svc: Services, token: str | None) -> _Step:
+    if not callers.token_ok(svc.config["USSD_CALLBACK_TOKEN"], token, request.headers.get("X-Callback-Token")):
+        log.warning("ussd refused: bad callback token from %s", request.remote_addr)
+        return _Step("Forbidden", "forbidden", 403)
+    if not callers.address_ok(svc.config["USSD_ALLOWED_NETWORKS"], request.remote_addr):
+        log.warning("ussd refused: %s is not an allowed network", request.remote_addr)
+        return _Step("Forbidden", "forbidden", 403)
+    form = request.form
+    session_id = form.get("sessionId", "").strip()[:_MAX_FIELD]
+    raw_phone = form.get("phoneNumber", "").strip()[:_MAX_FIELD]
+    service_code = form.get("serviceCode", "").strip()[:32]
+    text = form.get("text", "")
+    lang = svc.config["DEFAULT_LANGUAGE"]
+    if not session_id or not raw_phone:
+        return _Step("END " + t(lang, "error.expired"), "invalid", session_id=session_id)
+    phone = normalise(raw_phone, svc.config["DEFAULT_REGION"])
+    if phone is None:
+        return _Step("END " + t(lang, "error.phone"), "invalid", session_id=session_id)
+    depth = text.count("*") + bool(text)
+    if len(text) > _MAX_TEXT:
+        return _Step("END " + t(lang, "error.expired"), "invalid", session_id=session_id, phone=phone, depth=depth)
+    step = _Step("", "end", session_id=session_id, phone=phone, depth=depth)
+    try:
+        exceeded = limits.allow(svc.db, svc.policy, ("requests-per-phone", phone),
+                                ("requests-per-source", request.remote_addr or "unknown"),
+                                enabled=svc.config["RATE_LIMITS"])
+        if exceeded:
+            log.warning("ussd limit %s reached by %s / %s", exceeded, mask(phone), request.remote_addr)
+            step.reply, step.outcome = "END " + t(lang, "error.too-many"), "limited"
+        else:
+            step.reply, step.screen = handle_ussd(svc, UssdRequest(session_id, phone, service_code, text))
+            step.outcome = step.reply[:3].lower()
+    except SQLAlchemyError as exc:
+        log.error("database unavailable for /ussd: %s", type(exc).__name__)
+        step.reply, step.outcome = _unavailable_reply(), "unavailable"
+    finally:
+        if sms.take_queued() and svc.config["SMS_AUTO_FLUSH"]:
+            svc.sms.kick()
+    return step
+
+
 def _register_routes(app: Flask) -> None:
     @app.post("/ussd")
     @app.post("/ussd/<token>")
     def ussd(token: str | None = None) -> Response:
-        svc = services()
+        """Africa's Talking's callback. One structured log line and one metric per request."""
         started = time.perf_counter()
-        if not callers.token_ok(svc.config["USSD_CALLBACK_TOKEN"], token, request.headers.get("X-Callback-Token")):
-            log.warning("ussd refused: bad callback token from %s", request.remote_addr)
+        request_id = uuid.uuid4().hex[:12]
+        step = _answer_ussd(services(), token)
+        elapsed = time.perf_counter() - started
+        metrics.observe(step.outcome, elapsed)
+        log.info("ussd request_id=%s session=%s phone=%s depth=%d screen=%s outcome=%s status=%d ms=%.1f",
+                 request_id, step.session_id[:16] or "-", mask(step.phone) if step.phone else "-", step.depth,
+                 step.screen, step.outcome, step.status, elapsed * 1000)
+        response = _plain(step.reply, step.status)
+        response.headers["X-Request-Id"] = request_id
+        return response
+
+    @app.get("/metrics")
+    def prometheus() -> Response:
+        svc = services()
+        if not callers.token_ok(svc.config["METRICS_TOKEN"], request.headers.get("Authorization", "")[7:]):
             return _plain("Forbidden", 403)
-        if not callers.address_ok(svc.config["USSD_ALLOWED_NETWORKS"], request.remote_addr):
-            log.warning("ussd refused: %s is not an allowed network", request.remote_addr)
-            return _plain("Forbidden", 403)
-        form = request.form
-        session_id = form.get("sessionId", "").strip()[:_MAX_FIELD]
-        raw_phone = form.get("phoneNumber", "").strip()[:_MAX_FIELD]
-        service_code = form.get("serviceCode", "").strip()[:32]
-        text = form.get("text", "")
-        lang = svc.config["DEFAULT_LANGUAGE"]
-        if not session_id or not raw_phone:
-            return _plain("END " + t(lang, "error.expired"))
-        phone = normalise(raw_phone, svc.config["DEFAULT_REGION"])
-        if phone is None:
-            return _plain("END " + t(lang, "error.phone"))
-        if len(text) > _MAX_TEXT:
-            return _plain("END " + t(lang, "error.expired"))
-        outcome = "error"
         try:
-            exceeded = limits.allow(svc.db, svc.policy, ("requests-per-phone", phone),
-                                    ("requests-per-source", request.remote_addr or "unknown"),
-                                    enabled=svc.config["RATE_LIMITS"])
-            if exceeded:
-                log.warning("ussd limit %s reached by %s / %s", exceeded, mask(phone), request.remote_addr)
-                reply, outcome = "END " + t(lang, "error.too-many"), "limited"
-            else:
-                reply, outcome = handle_ussd(svc, UssdRequest(session_id, phone, service_code, text))
-        except SQLAlchemyError as exc:
-            log.error("database unavailable for /ussd: %s", type(exc).__name__)
-            reply = _unavailable_reply()
-        finally:
-            if sms.take_queued() and svc.config["SMS_AUTO_FLUSH"]:
-                svc.sms.kick()
-        log.info("ussd session=%s phone=%s depth=%d screen=%s reply=%s ms=%.1f", session_id[:16], mask(phone),
-                 text.count("*") + bool(text), outcome, reply[:3], (time.perf_counter() - started) * 1000)
-        return _plain(reply)
+            text = metrics.render(svc.db.session, svc.lightning.name)
+        except SQLAlchemyError:
+            return _plain("database unavailable", 503)
+        return Response(text, mimetype="text/plain; version=0.0.4")
 
     @app.get("/status")
     def status() -> tuple[Response, int]:
@@ -163,6 +200,20 @@ def _register_routes(app: Flask) -> None:
             except SQLAlchemyError:
                 body["status"], body["database"]["ok"] = "degraded", False
         return jsonify(body), 200 if body["database"]["ok"] else 503
+
+    @app.get("/simulator")
+    def simulator() -> Response | tuple[Response, int]:
+        """A feature phone in the browser that talks to /ussd like Africa's Talking."""
+        svc = services()
+        if not svc.config["SIMULATOR_ENABLED"]:
+            return jsonify({"error": "the simulator is off (SIMULATOR_ENABLED)"}), 404
+        token = svc.config["USSD_CALLBACK_TOKEN"]
+        ussd_url = url_for("ussd", token=token) if token else url_for("ussd")
+        return Response(render_template(
+            "simulator.html", ussd_url=ussd_url, ussd_path_shown="/ussd" + ("/<token>" if token else ""),
+            service_code=svc.service_code,
+            demo_phones=[phone for phone, _ in users.DEMO_USERS] if svc.config["DEMO_MODE"] else [],
+        ), mimetype="text/html")
 
     @app.get("/test")
     def demo_info() -> tuple[Response, int]:
@@ -243,6 +294,64 @@ def _register_commands(app: Flask) -> None:
         """Ask the node about every pending invoice; credit paid ones, expire dead ones."""
         svc = services()
         click.echo(f"invoices: {invoices.poll_pending(svc.db, svc.lightning)}")
+
+    @app.cli.command("create-user")
+    @click.argument("phone")
+    @click.option("--language", type=click.Choice(["en", "sw"]), default="en", show_default=True)
+    def create_user(phone: str, language: str) -> None:
+        """Register a customer (they create their PIN on their first dial)."""
+        svc = services()
+        e164 = normalise(phone, svc.config["DEFAULT_REGION"])
+        if e164 is None:
+            raise click.ClickException(f"{phone!r} is not a valid mobile number")
+        user = users.register(svc.db, e164, language, svc.service_code)
+        click.echo(f"user {user.id} {mask(e164)} ready")
+
+    @app.cli.command("credit")
+    @click.argument("phone")
+    @click.argument("sats", type=click.IntRange(min=1))
+    @click.option("--reason", required=True, help="the support case: ticket and why")
+    def credit(phone: str, sats: int, reason: str) -> None:
+        """Credit a customer for a support case: an 'adjust' ledger row carrying the reason."""
+        svc = services()
+        e164 = normalise(phone, svc.config["DEFAULT_REGION"])
+        with svc.db.write() as s:
+            user = users.get(s, e164) if e164 else None
+            if user is None:
+                raise click.ClickException(f"no customer with phone {phone!r}")
+            balance = transactions.credit_adjustment(s, user.id, sats, f"support: {reason}",
+                                                     key=f"support:{uuid.uuid4().hex}")
+        log.warning("operator credit of %s sats to %s: %s", sats, mask(e164), reason)
+        click.echo(f"credited {sats} sats to {mask(e164)}; balance {balance}")
+
+    @app.cli.command("export-transactions")
+    @click.option("--out", type=click.File("w"), default="-", help="CSV file (default: standard output)")
+    @click.option("--since", type=click.DateTime(["%Y-%m-%d"]), default=None, help="from this day (UTC)")
+    def export_transactions(out, since) -> None:
+        """All ledger rows as CSV, oldest first."""
+        import csv
+
+        svc = services()
+        writer = csv.writer(out)
+        writer.writerow(["id", "created_at", "phone", "type", "direction", "amount_sats", "fee_sats", "status",
+                         "reference", "counterparty", "mpesa_code", "payment_hash", "description"])
+        with svc.db.read() as s:
+            for row in transactions.export_rows(s, since):
+                writer.writerow(row)
+
+    @app.cli.command("reconcile")
+    @click.option("--older-than-minutes", default=10, show_default=True)
+    def reconcile(older_than_minutes: int) -> None:
+        """Settle what can be settled (invoices, by asking the node) and list the money movements
+        still pending, which need a provider's status query or an operator."""
+        svc = services()
+        click.echo(f"invoices: {invoices.poll_pending(svc.db, svc.lightning)}")
+        with svc.db.read() as s:
+            stuck = transactions.pending_older_than(s, older_than_minutes)
+        for row in stuck:
+            click.echo(f"PENDING {row.type} ref={row.reference} id={row.id} {row.amount_sats}+{row.fee_sats} sats "
+                       f"since {row.created_at:%Y-%m-%d %H:%M}")
+        click.echo(f"pending money movements older than {older_than_minutes} min: {len(stuck)}")
 
     @app.cli.command("reset-pin")
     @click.argument("phone")

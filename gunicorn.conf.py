@@ -16,6 +16,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import re
+import tempfile
 
 from gunicorn.glogging import Logger
 
@@ -101,3 +102,23 @@ logger_class = RedactingLogger
 
 # Name the processes in `ps` so operators can tell them apart on a shared host.
 proc_name = "ussd-wallet"
+
+# --- metrics -----------------------------------------------------------------------------------
+# prometheus_client's multiprocess mode: each worker writes its counters to files in this folder
+# and /metrics adds them up. The folder must exist before workers import prometheus_client.
+_METRICS_DIR = os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="ussd-wallet-metrics-"))
+
+
+def on_starting(server):
+    """A fresh start begins with empty counters."""
+    os.makedirs(_METRICS_DIR, exist_ok=True)
+    for name in os.listdir(_METRICS_DIR):
+        if name.endswith(".db"):
+            os.remove(os.path.join(_METRICS_DIR, name))
+
+
+def child_exit(server, worker):
+    """A dead worker's live gauges must not be reported any more."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

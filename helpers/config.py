@@ -68,8 +68,11 @@ def load_config(instance_path: str, env: dict[str, str] | None = None) -> dict[s
         "USSD_CALLBACK_TOKEN": env.get("USSD_CALLBACK_TOKEN", ""),
         "USSD_ALLOWED_NETWORKS": _networks(env.get("USSD_ALLOWED_NETWORKS", "")),
         "TRUSTED_PROXY_COUNT": int(env.get("TRUSTED_PROXY_COUNT", "0")),
+        "METRICS_TOKEN": env.get("METRICS_TOKEN", ""),  # /metrics wants "Authorization: Bearer <token>"
         # Abuse limits (atoms.metta); off only for load tests of one phone, never in production.
         "RATE_LIMITS": _flag(env.get("RATE_LIMITS"), True),
+        # The browser phone at /simulator: on unless APP_ENV=production (then only if set to 1).
+        "SIMULATOR_ENABLED": _flag(env.get("SIMULATOR_ENABLED"), env.get("APP_ENV", "development") != "production"),
     }
 
 

@@ -430,3 +430,24 @@ def totals(session: Session) -> dict[str, int]:
         select(func.coalesce(func.sum(Transaction.fee_sats), 0)).where(Transaction.status == SETTLED)
     )
     return {"liabilities_sats": int(liabilities), "fees_earned_sats": int(fees)}
+
+
+def export_rows(session: Session, since: dt.datetime | None = None):
+    """Ledger rows with the owner's phone, oldest first, for CSV export."""
+    query = (
+        select(Transaction.id, Transaction.created_at, User.phone, Transaction.type, Transaction.direction,
+               Transaction.amount_sats, Transaction.fee_sats, Transaction.status, Transaction.reference,
+               Transaction.counterparty, Transaction.mpesa_code, Transaction.payment_hash, Transaction.description)
+        .join(User, User.id == Transaction.user_id)
+        .order_by(Transaction.id)
+    )
+    if since is not None:
+        query = query.where(Transaction.created_at >= since)
+    yield from session.execute(query)
+
+
+def pending_older_than(session: Session, minutes: int) -> list[Transaction]:
+    cutoff = utcnow() - dt.timedelta(minutes=minutes)
+    return list(session.scalars(
+        select(Transaction).where(Transaction.status == PENDING, Transaction.created_at <= cutoff)
+        .order_by(Transaction.id)))

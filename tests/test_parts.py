@@ -217,3 +217,44 @@ def test_operator_pin_reset_clears_the_pin_and_tells_the_owner(runner, wallet, a
 def _outbox_all(wallet):
     with wallet.db.read() as s:
         return s.execute(select(SmsOutbox.phone, SmsOutbox.message)).all()
+
+
+def test_operator_commands_create_credit_export_reconcile(runner, wallet):
+    import csv
+    import io
+
+    assert runner.invoke(args=["create-user", "0744555666", "--language", "sw"]).exit_code == 0
+    assert runner.invoke(args=["create-user", "12345"]).exit_code != 0
+    result = runner.invoke(args=["credit", "0744555666", "2500", "--reason", "ticket 7: lost top-up"])
+    assert result.exit_code == 0, result.output
+    assert balance(wallet, "+254744555666") == 2500
+    assert runner.invoke(args=["credit", "0744555666", "5"]).exit_code != 0  # a reason is required
+    exported = runner.invoke(args=["export-transactions"]).output
+    rows = list(csv.DictReader(io.StringIO(exported)))
+    support = [r for r in rows if r["phone"] == "+254744555666"]
+    assert len(support) == 1 and support[0]["amount_sats"] == "2500"
+    assert support[0]["type"] == "adjust" and "ticket 7" in support[0]["description"]
+    result = runner.invoke(args=["reconcile", "--older-than-minutes", "0"])
+    assert result.exit_code == 0 and "pending money movements older than 0 min: 0" in result.output
+
+
+def test_metrics_report_requests_and_money(client, wallet, alice, app):
+    alice.run("1", "0787654321", "1000", "1", PIN)
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'ussd_requests_total{outcome="end"}' in text and "ussd_request_duration_seconds_bucket" in text
+    assert 'wallet_payments{backend="mock",type="send",status="settled"} 1' in text
+    liabilities = sum(balance(wallet, p) for p in DEMO)
+    assert f"wallet_liabilities_sats {liabilities}" in text
+    app.config["METRICS_TOKEN"] = "metrics-secret"
+    assert client.get("/metrics").status_code == 403
+    assert client.get("/metrics", headers={"Authorization": "Bearer metrics-secret"}).status_code == 200
+
+
+def test_every_request_is_logged_once_with_an_id(client, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="wallet")
+    response = client.post("/ussd", data={"sessionId": "log-1", "phoneNumber": DEMO[0], "text": ""})
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("ussd request_id=")]
+    assert len(lines) == 1 and response.headers["X-Request-Id"] in lines[0]
+    assert "phone=+2547****5678" in lines[0] and "outcome=con" in lines[0] and DEMO[0] not in lines[0]
