@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from typing import Any
+from collections.abc import Callable
 
 from helpers import invoices, sessions, transactions, users
 from helpers.errors import (
@@ -118,32 +119,51 @@ def _expired(ctx: Ctx) -> End:
     return End(ctx.t("error.expired"))
 
 
-# ------------------------------------------------------------------ onboarding
-class CreatePin:
+# ------------------------------------------------------------------ choosing a PIN
+class NewPin:
+    """Type a new PIN: format and strength are checked (the policy refuses weak ones)."""
+
     secret = True
 
+    def __init__(self, prompt_key: str, repeat_screen: str) -> None:
+        self.prompt_key, self.repeat_screen = prompt_key, repeat_screen
+
     def prompt(self, ctx: Ctx, data: dict) -> str:
-        return ctx.t("pin.create", digits=ctx.value("pin-length"))
+        return ctx.t(self.prompt_key, digits=ctx.value("pin-length"))
 
     def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
         problem = _pin_problem(ctx, token)
-        return Retry(problem) if problem else Push("pin.repeat", {"pin": token})
+        return Retry(problem) if problem else Push(self.repeat_screen, {"pin": token})
 
 
-class RepeatPin:
+class RepeatNewPin:
+    """Type it again; on a match (as the last token) `save` stores it and says what next."""
+
     secret = True
 
+    def __init__(self, prompt_key: str, save: Callable[[Ctx, str], Result]) -> None:
+        self.prompt_key, self.save = prompt_key, save
+
     def prompt(self, ctx: Ctx, data: dict) -> str:
-        return ctx.t("pin.repeat")
+        return ctx.t(self.prompt_key)
 
     def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
         if token != data["pin"]:
             return Back(ctx.t("pin.mismatch"))
         if not ctx.final:
             return _expired(ctx)
-        if not users.set_first_pin(ctx.svc.db, ctx.user.id, token, ctx.svc.pepper):
-            return _expired(ctx)  # set by a parallel request of this phone: dial again
-        return Home(ctx.t("pin.set"), onboarded=True)
+        return self.save(ctx, token)
+
+
+def _save_first_pin(ctx: Ctx, pin: str) -> Result:
+    if not users.set_first_pin(ctx.svc.db, ctx.user.id, pin, ctx.svc.pepper):
+        return _expired(ctx)  # set by a parallel request of this phone: dial again
+    return Home(ctx.t("pin.set"), onboarded=True)
+
+
+def _save_changed_pin(ctx: Ctx, pin: str) -> Result:
+    users.change_pin(ctx.svc.db, ctx.user, pin, ctx.svc.pepper)
+    return End(ctx.t("pinchange.done"))
 
 
 def _pin_problem(ctx: Ctx, token: str) -> str | None:
@@ -184,11 +204,16 @@ class MainMenu:
 
 
 # ------------------------------------------------------------------ send
-class SendPhone:
+class OtherPhone:
+    """Another person's phone number (not the caller's own), then `next_screen`."""
+
     secret = False
 
+    def __init__(self, prompt_key: str, next_screen: str) -> None:
+        self.prompt_key, self.next_screen = prompt_key, next_screen
+
     def prompt(self, ctx: Ctx, data: dict) -> str:
-        return ctx.t("send.phone")
+        return ctx.t(self.prompt_key)
 
     def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
         phone = normalise(token, ctx.svc.config["DEFAULT_REGION"])
@@ -196,7 +221,7 @@ class SendPhone:
             return Retry(ctx.t("error.phone"))
         if phone == ctx.user.phone:
             return Retry(ctx.t("error.own-phone"))
-        return Push("send.amount", {"phone": phone})
+        return Push(self.next_screen, {"phone": phone})
 
 
 class SendAmount:
@@ -346,21 +371,6 @@ class ReceiveAmount:
 
     def payer(self, data: dict) -> str | None:
         return None
-
-
-class RequestPhone:
-    secret = False
-
-    def prompt(self, ctx: Ctx, data: dict) -> str:
-        return ctx.t("request.phone")
-
-    def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
-        phone = normalise(token, ctx.svc.config["DEFAULT_REGION"])
-        if phone is None:
-            return Retry(ctx.t("error.phone"))
-        if phone == ctx.user.phone:
-            return Retry(ctx.t("error.own-phone"))
-        return Push("request.amount", {"phone": phone})
 
 
 class RequestAmount(ReceiveAmount):
@@ -600,42 +610,16 @@ class PinChangeOld:
         return Push("pinchange.new")
 
 
-class PinChangeNew:
-    secret = True
-
-    def prompt(self, ctx: Ctx, data: dict) -> str:
-        return ctx.t("pinchange.new", digits=ctx.value("pin-length"))
-
-    def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
-        problem = _pin_problem(ctx, token)
-        return Retry(problem) if problem else Push("pinchange.repeat", {"pin": token})
-
-
-class PinChangeRepeat:
-    secret = True
-
-    def prompt(self, ctx: Ctx, data: dict) -> str:
-        return ctx.t("pinchange.repeat")
-
-    def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
-        if token != data["pin"]:
-            return Back(ctx.t("pin.mismatch"))
-        if not ctx.final:
-            return _expired(ctx)
-        users.change_pin(ctx.svc.db, ctx.user, token, ctx.svc.pepper)
-        return End(ctx.t("pinchange.done"))
-
-
 SCREENS = {
-    "pin.create": CreatePin(),
-    "pin.repeat": RepeatPin(),
+    "pin.create": NewPin("pin.create", "pin.repeat"),
+    "pin.repeat": RepeatNewPin("pin.repeat", _save_first_pin),
     "main": MainMenu(),
-    "send.phone": SendPhone(),
+    "send.phone": OtherPhone("send.phone", "send.amount"),
     "send.amount": SendAmount(),
     "send.confirm": SendConfirm(),
     "pin": PinStep(),
     "receive.amount": ReceiveAmount(),
-    "request.phone": RequestPhone(),
+    "request.phone": OtherPhone("request.phone", "request.amount"),
     "request.amount": RequestAmount(),
     "payreq.list": PayRequestList(),
     "payreq.confirm": PayRequestConfirm(),
@@ -648,8 +632,8 @@ SCREENS = {
     "history": History(),
     "language": Language(),
     "pinchange.old": PinChangeOld(),
-    "pinchange.new": PinChangeNew(),
-    "pinchange.repeat": PinChangeRepeat(),
+    "pinchange.new": NewPin("pinchange.new", "pinchange.repeat"),
+    "pinchange.repeat": RepeatNewPin("pinchange.repeat", _save_changed_pin),
 }
 
 
