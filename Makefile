@@ -3,6 +3,9 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# A real LNbits for the Lightning tests, in its own virtualenv (its pins clash with ours).
+LNBITS_VENV ?= .lnbits-venv
+LNBITS_STAMP := $(LNBITS_VENV)/.installed
 
 .PHONY: run test test-sqlite test-mysql lint bench clean
 
@@ -11,6 +14,11 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-dev.txt
 	touch $(STAMP)
+
+$(LNBITS_STAMP):
+	python3 -m venv $(LNBITS_VENV)
+	$(LNBITS_VENV)/bin/python -m pip install -q "lnbits==1.6.2" "bitstring<5"
+	touch $(LNBITS_STAMP)
 
 run: $(STAMP)
 	$(PY) app.py
@@ -22,10 +30,10 @@ test: test-sqlite
 		echo "MariaDB not installed: skipped the MySQL run (apt-get install mariadb-server)"; \
 	fi
 
-test-sqlite: $(STAMP)
+test-sqlite: $(STAMP) $(LNBITS_STAMP)
 	$(PY) -m pytest
 
-test-mysql: $(STAMP)
+test-mysql: $(STAMP) $(LNBITS_STAMP)
 	scripts/mariadb_local.sh $(PY) -m pytest
 
 # The benchmark (not a test): wrk against gunicorn, SQLite and a throwaway MariaDB; see bench/run.py.
@@ -37,4 +45,4 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 
 clean:
-	rm -rf $(VENV) instance .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(LNBITS_VENV) instance .pytest_cache .ruff_cache

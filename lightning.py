@@ -260,11 +260,18 @@ class UnavailableBackend(LightningBackend):
 
 BackendFactory = Callable[[dict[str, Any]], LightningBackend]
 
+def _lnbits(config: dict[str, Any]) -> LightningBackend:
+    from helpers.backends.lnbits import LNbitsBackend  # imported here: it imports this module
+
+    return LNbitsBackend.from_config(config)
+
+
 BACKENDS: dict[str, BackendFactory] = {
     "mock": lambda config: MockBackend(network=config.get("LIGHTNING_NETWORK", "bcrt")),
+    "lnbits": _lnbits,
 }
 
-_PLANNED = {"lnbits", "lnd", "btcpay"}
+_PLANNED = {"lnd", "btcpay"}
 
 
 def create_backend(config: dict[str, Any]) -> LightningBackend:

@@ -1,0 +1,94 @@
+"""The LNbits backend against a real LNbits server (FakeWallet) on loopback: our pool wallet and
+an 'outside world' wallet that pays and is paid."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from helpers import invoices
+from helpers.backends.lnbits import LNbitsBackend
+from helpers.i18n import t
+from lightning import LightningConfigError, State, create_backend
+from models import Invoice, Transaction
+from tests import lnbits_server
+from tests.conftest import DEMO, balance, outbox, snapshot
+from tests.servers import free_port
+
+pytestmark = pytest.mark.skipif(not lnbits_server.available(),
+                                reason="needs LNbits in .lnbits-venv (make test installs it)")
+
+
+@pytest.fixture(scope="module")
+def lnbits():
+    server = lnbits_server.LNbits()
+    pool, outside = server.wallet("pool"), server.wallet("outside")
+    server.fund(outside["id"], 1_000_000)
+    yield server, pool, outside
+    server.stop()
+
+
+@pytest.fixture
+def node(lnbits):
+    server, pool, _outside = lnbits
+    return LNbitsBackend(server.url, pool["adminkey"], pool["inkey"])
+
+
+def test_configuration_names_the_missing_setting():
+    with pytest.raises(LightningConfigError, match="LNBITS_ADMIN_KEY"):
+        create_backend({"LIGHTNING_BACKEND": "lnbits", "LNBITS_URL": "http://127.0.0.1:1", "LNBITS_INVOICE_KEY": "x"})
+
+
+def test_invoice_paid_from_outside_then_a_payment_out(lnbits, node):
+    server, pool, outside = lnbits
+    before = node.balance()
+    made = node.create_invoice(2000, "test", 600)
+    assert made.ok and node.invoice_status(made.payment_hash).state is State.PENDING
+    server.pay(outside["adminkey"], made.bolt11)
+    assert node.invoice_status(made.payment_hash).state is State.SUCCEEDED
+    assert node.balance().balance_sat == before.balance_sat + 2000
+    theirs = server.invoice(outside["inkey"], 500)
+    outside_before = server.balance_sat(outside["inkey"])
+    paid = node.pay_invoice(theirs["bolt11"], max_fee_sat=10)
+    assert paid.state is State.SUCCEEDED and paid.payment_hash == theirs["payment_hash"]
+    assert node.payment_status(theirs["payment_hash"]).state is State.SUCCEEDED
+    assert server.balance_sat(outside["inkey"]) == outside_before + 500
+    assert node.balance().balance_sat == before.balance_sat + 1500
+
+
+def test_refusals_and_unknowns(lnbits, node):
+    server, _pool, outside = lnbits
+    assert node.pay_invoice("lnbc1garbage", 10).state is State.FAILED  # never sent
+    too_big = server.invoice(outside["inkey"], node.balance().balance_sat + 1000)
+    refused = node.pay_invoice(too_big["bolt11"], 10)
+    assert refused.state is State.FAILED, refused  # LNbits refused: not enough balance
+    assert node.payment_status("ab" * 32).state is State.PENDING  # unknown is never "failed"
+    down = LNbitsBackend(f"http://127.0.0.1:{free_port()}", "a", "b")
+    assert not down.create_invoice(1000, "x", 60).ok
+    assert down.invoice_status("ab" * 32).state is State.PENDING
+    assert down.health()["ok"] is False
+
+
+def test_receive_btc_through_the_menu_is_credited_once(lnbits, app, alice, wallet):
+    server, pool, outside = lnbits
+    wallet.lightning = LNbitsBackend(server.url, pool["adminkey"], pool["inkey"])
+    a0 = balance(wallet, DEMO[0])
+    reply = alice.run("2", "3000")
+    invoice = wallet.db.session.scalar(select(Invoice))
+    assert reply.startswith("END " + t("en", "receive.done", amount=3000, ref=invoice.reference, minutes=1)[:30])
+    sms = outbox(wallet, DEMO[0])[-1]
+    bolt11 = sms.split(": ")[-1]  # the outside world pays what the user received by SMS
+    assert bolt11 == invoice.bolt11
+    server.pay(outside["adminkey"], bolt11)
+    for _ in range(3):  # polled again and again: one credit
+        invoices.poll_pending(wallet.db, wallet.lightning)
+    assert balance(wallet, DEMO[0]) == a0 + 3000
+    with wallet.db.read() as s:
+        assert s.query(Transaction).filter_by(payment_hash=invoice.payment_hash).count() == 1
+
+
+def test_receive_while_lnbits_is_down_records_nothing(app, alice, wallet):
+    wallet.lightning = LNbitsBackend(f"http://127.0.0.1:{free_port()}", "a", "b")
+    before = snapshot(wallet)
+    assert alice.run("2", "3000") == "END " + t("en", "error.lightning")
+    assert snapshot(wallet) == before
