@@ -22,7 +22,7 @@ from werkzeug.exceptions import HTTPException
 
 from database import Database
 from handlers import UssdRequest, handle_ussd
-from helpers import callers, invoices, limits, metrics, sessions, sms, transactions, users
+from helpers import callers, invoices, limits, lnurl, metrics, poller, sessions, sms, transactions, users, webhooks
 from helpers.config import finalise, load_config
 from helpers.i18n import t
 from helpers.mpesa import create_provider
@@ -66,6 +66,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["TRUSTED_PROXY_COUNT"])
     app.teardown_appcontext(db.remove_session)
+    if app.config["INVOICE_POLL_S"] > 0:
+        app.before_request(lambda: poller.ensure_started(svc))
     _register_routes(app)
     _register_commands(app)
     return app
@@ -169,6 +171,46 @@ def _register_routes(app: Flask) -> None:
         response.headers["X-Request-Id"] = request_id
         return response
 
+    @app.get("/.well-known/lnurlp/<name>")
+    def lnurl_pay_request(name: str) -> tuple[Response, int]:
+        """LUD-16: a user's Lightning address resolves here."""
+        try:
+            return jsonify(lnurl.pay_request(services(), name[:32])), 200
+        except lnurl.LnurlError as exc:
+            return jsonify({"status": "ERROR", "reason": str(exc)}), 404
+
+    @app.get("/lnurlp/<name>/callback")
+    def lnurl_callback(name: str) -> tuple[Response, int]:
+        """LUD-06: the payer's wallet asks for an invoice of `amount` msat."""
+        try:
+            return jsonify(lnurl.invoice(services(), name[:32], request.args.get("amount"))), 200
+        except lnurl.LnurlError as exc:
+            return jsonify({"status": "ERROR", "reason": str(exc)}), 200
+        finally:
+            if sms.take_queued() and services().config["SMS_AUTO_FLUSH"]:
+                services().sms.kick()
+
+    @app.post("/lightning/webhook/<token>")
+    def lightning_webhook(token: str) -> tuple[Response, int]:
+        """The node says an invoice changed. A hint only: the node is asked before any credit."""
+        svc = services()
+        expected = svc.config["LIGHTNING_WEBHOOK_TOKEN"]
+        if not expected or not callers.token_ok(expected, token):
+            log.warning("lightning webhook refused: bad token from %s", request.remote_addr)
+            return jsonify({"error": "forbidden"}), 403
+        payment_hash = webhooks.payment_hash(request.get_data(as_text=True))
+        if payment_hash is None:
+            return jsonify({"error": "no payment hash"}), 400
+        status = invoices.status_of(svc.db, payment_hash)
+        if status is None:
+            log.warning("lightning webhook for an unknown payment hash %s...", payment_hash[:12])
+            return jsonify({"status": "unknown"}), 200
+        if status == "pending":
+            status = invoices.sync(svc.db, svc.lightning, payment_hash)
+        if sms.take_queued() and svc.config["SMS_AUTO_FLUSH"]:
+            svc.sms.kick()
+        return jsonify({"status": status}), 200
+
     @app.get("/metrics")
     def prometheus() -> Response:
         svc = services()
@@ -188,6 +230,7 @@ def _register_routes(app: Flask) -> None:
             "status": "ok" if db_ok else "degraded",
             "database": {"ok": db_ok, "dialect": svc.db.engine.dialect.name},
             "lightning": svc.lightning.health(),
+            "lightning_address_domain": lnurl.domain(svc.config),
             "mpesa": svc.mpesa.name,
             "sms_sender": svc.sms.sender.name,
         }

@@ -87,17 +87,18 @@ access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms "%(a)s"'
 
 
 class RedactingLogger(Logger):
-    """The USSD callback URL carries a secret (/ussd/<token>): keep it out of the access log."""
+    """Callback URLs carry secrets (/ussd/<token>, /lightning/webhook/<token>): keep them out of
+    the access log."""
 
     def atoms(self, resp, req, environ, request_time):
         atoms = super().atoms(resp, req, environ, request_time)
         for key in ("r", "U", "{raw_uri}e"):
             if isinstance(atoms.get(key), str):
-                atoms[key] = _SECRET_PATH.sub("/ussd/<token>", atoms[key])
+                atoms[key] = _SECRET_PATH.sub(r"\1/<token>", atoms[key])
         return atoms
 
 
-_SECRET_PATH = re.compile(r"/ussd/[^\s?/]+")
+_SECRET_PATH = re.compile(r"(/ussd|/lightning/webhook)/[^\s?/]+")
 logger_class = RedactingLogger
 
 # Name the processes in `ps` so operators can tell them apart on a shared host.

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 from collections.abc import Callable
 
-from helpers import invoices, sessions, transactions, users
+from helpers import invoices, lnurl, sessions, transactions, users
 from helpers.errors import (
     CodeAlreadyUsed,
     InsufficientBalance,
@@ -356,7 +356,7 @@ class ReceiveAmount:
     secret = False
 
     def prompt(self, ctx: Ctx, data: dict) -> str:
-        return ctx.t("receive.amount", **_sats_range(ctx))
+        return ctx.t("receive.amount", address=lnurl.address(ctx.svc.config, ctx.user.phone), **_sats_range(ctx))
 
     def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
         amount = parse_amount(token)
@@ -551,7 +551,8 @@ class Account:
 
     def prompt(self, ctx: Ctx, data: dict) -> str:
         balance = ctx.user.balance_sats
-        return ctx.t("account", balance=balance, kes=ctx.svc.policy.sats_to_kes(balance))
+        return ctx.t("account", balance=balance, kes=ctx.svc.policy.sats_to_kes(balance),
+                     address=lnurl.address(ctx.svc.config, ctx.user.phone))
 
     def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
         target = {"1": "history", "2": "language", "3": "pinchange.old"}.get(token)

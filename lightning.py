@@ -75,6 +75,7 @@ class DecodedInvoice:
     network: str  # bolt11 currency prefix: bc, tb, tbs, bcrt
     expires_at: int  # unix time
     description: str
+    description_hash: str = ""
 
 
 class InvalidInvoice(ValueError):
@@ -96,6 +97,7 @@ def decode_invoice(bolt11: str) -> DecodedInvoice:
         network=invoice.currency,
         expires_at=invoice.date + invoice.expiry,
         description=invoice.description or "",
+        description_hash=invoice.description_hash or "",
     )
 
 
@@ -105,8 +107,10 @@ class LightningBackend(ABC):
     name = "abstract"
 
     @abstractmethod
-    def create_invoice(self, amount_sat: int, memo: str, expiry_s: int) -> InvoiceResult:
-        """Ask the node for an invoice; ok=False (with error) when the node cannot make one."""
+    def create_invoice(self, amount_sat: int, memo: str, expiry_s: int,
+                       description_hash: str | None = None) -> InvoiceResult:
+        """Ask the node for an invoice; ok=False (with error) when the node cannot make one.
+        With `description_hash` (hex sha256, as LNURL-pay requires) it replaces the memo."""
 
     @abstractmethod
     def invoice_status(self, payment_hash: str) -> StatusResult:
@@ -163,13 +167,17 @@ class MockBackend(LightningBackend):
         self._payments: dict[str, _MockPayment] = {}
         self._balance_sat = 10_000_000
 
-    def create_invoice(self, amount_sat: int, memo: str, expiry_s: int) -> InvoiceResult:
+    def create_invoice(self, amount_sat: int, memo: str, expiry_s: int,
+                       description_hash: str | None = None) -> InvoiceResult:
         preimage = secrets.token_bytes(32)
         payment_hash = hashlib.sha256(preimage).hexdigest()
         tags = Tags()
         tags.add(TagChar.payment_hash, payment_hash)
         tags.add(TagChar.payment_secret, secrets.token_hex(32))
-        tags.add(TagChar.description, memo[:100])
+        if description_hash:
+            tags.add(TagChar.description_hash, description_hash)
+        else:
+            tags.add(TagChar.description, memo[:100])
         tags.add(TagChar.expire_time, int(expiry_s))
         tags.add(TagChar.min_final_cltv_expiry, 18)
         now = int(time.time())
@@ -242,7 +250,8 @@ class UnavailableBackend(LightningBackend):
     def __init__(self, reason: str) -> None:
         self.reason = reason
 
-    def create_invoice(self, amount_sat: int, memo: str, expiry_s: int) -> InvoiceResult:
+    def create_invoice(self, amount_sat: int, memo: str, expiry_s: int,
+                       description_hash: str | None = None) -> InvoiceResult:
         return InvoiceResult(False, error=self.reason)
 
     def invoice_status(self, payment_hash: str) -> StatusResult:

@@ -102,6 +102,8 @@ def lines(*parts: str) -> str:
     return "\n".join(parts)
 
 
+ADDRESS_DOMAIN = [""]  # the server's Lightning address domain, from GET /status
+
 # ------------------------------------------------------------------ phones, PINs, codes
 def random_kenyan_mobile(taken: set[str]) -> str:
     """A new valid Kenyan mobile number in E.164 (+2547XXXXXXXX)."""
@@ -277,6 +279,7 @@ class Dial:
 
     # shortcuts for screens of this user's language
     def tx(self, key: str, **values: object) -> str:
+        values.setdefault("address", f"{self.user.phone.lstrip('+')}@{ADDRESS_DOMAIN[0]}")
         return t(self.user.lang, key, **values)
 
     def main_screen(self) -> str:
@@ -371,6 +374,7 @@ class Run:
             raise Failure(f"GET /status: not JSON (HTTP {response.status_code}): {response.text[:200]!r}") from exc
         if response.status_code != 200 or body.get("status") != "ok":
             raise Failure(f"GET /status: HTTP {response.status_code}, status={body.get('status')!r}, expected 200 'ok'")
+        ADDRESS_DOMAIN[0] = body.get("lightning_address_domain", "")
         demo = self.client.get("/test")
         self.demo = demo.status_code == 200
         if self.demo:

@@ -13,6 +13,7 @@ from typing import Any
 DEV_PIN_PEPPER = "development-pepper-not-for-production"  # noqa: S105 - a marked dev default
 
 _TRUE = {"1", "true", "yes", "on"}
+MAX_ADDRESS_DOMAIN = 24
 
 
 class ConfigError(RuntimeError):
@@ -68,7 +69,13 @@ def load_config(instance_path: str, env: dict[str, str] | None = None) -> dict[s
         "USSD_CALLBACK_TOKEN": env.get("USSD_CALLBACK_TOKEN", ""),
         "USSD_ALLOWED_NETWORKS": _networks(env.get("USSD_ALLOWED_NETWORKS", "")),
         "TRUSTED_PROXY_COUNT": int(env.get("TRUSTED_PROXY_COUNT", "0")),
-        "METRICS_TOKEN": env.get("METRICS_TOKEN", ""),  # /metrics wants "Authorization: Bearer <token>"
+        "METRICS_TOKEN": env.get("METRICS_TOKEN", ""),
+        # Lightning addresses <phone digits>@<domain>; default: the host of PUBLIC_URL
+        "LIGHTNING_ADDRESS_DOMAIN": env.get("LIGHTNING_ADDRESS_DOMAIN", ""),
+        # Secret path segment of the node's webhook: <PUBLIC_URL>/lightning/webhook/<token>
+        "LIGHTNING_WEBHOOK_TOKEN": env.get("LIGHTNING_WEBHOOK_TOKEN", ""),
+        # Seconds between polls of the node for pending invoices (0: off; webhooks are hints)
+        "INVOICE_POLL_S": int(env.get("INVOICE_POLL_S", "15")),  # /metrics wants "Authorization: Bearer <token>"
         # Abuse limits (atoms.metta); off only for load tests of one phone, never in production.
         "RATE_LIMITS": _flag(env.get("RATE_LIMITS"), True),
         # The browser phone at /simulator: on unless APP_ENV=production (then only if set to 1).
@@ -113,5 +120,11 @@ def finalise(config: dict[str, Any]) -> None:
         raise ConfigError("USSD_CALLBACK_TOKEN must be 16+ letters, digits, '-' or '_'")
     if production and config["LIGHTNING_BACKEND"] == "mock":
         raise ConfigError("LIGHTNING_BACKEND=mock is not allowed in production")
+    from urllib.parse import urlparse
+
+    address_domain = config["LIGHTNING_ADDRESS_DOMAIN"] or urlparse(config["PUBLIC_URL"]).netloc
+    if not address_domain or len(address_domain) > MAX_ADDRESS_DOMAIN:
+        raise ConfigError(f"LIGHTNING_ADDRESS_DOMAIN (or PUBLIC_URL's host) must be 1-{MAX_ADDRESS_DOMAIN} "
+                          "characters: Lightning addresses are shown on 160-character screens")
     if config["DEFAULT_LANGUAGE"] not in ("en", "sw"):
         raise ConfigError("DEFAULT_LANGUAGE must be 'en' or 'sw'")

@@ -28,7 +28,7 @@ EN: dict[str, str] = {
     "send.confirm": "Send {amount} sats to {phone}\nFee: {fee} sats\nTotal: {total} sats\n1 Confirm\n0 Cancel",
     "send.done": "Sent {amount} sats to {phone}. Fee {fee} sats. Ref {ref}. Balance: {balance} sats.",
     # receive
-    "receive.amount": "Receive by Lightning\nEnter amount in sats ({min}-{max}):",
+    "receive.amount": "Receive by Lightning\nAddress: {address}\nor enter amount in sats ({min}-{max}):",
     "receive.done": "Invoice for {amount} sats created, ref {ref}. We sent it to you by SMS. Valid {minutes} min.",
     # request payment
     "request.phone": "Request payment\nEnter the payer's phone number:",
@@ -54,7 +54,7 @@ EN: dict[str, str] = {
     "withdraw.failed": "The M-Pesa payout failed. Your sats were returned. Ref {ref}.",
     # account
     "account": (
-        "My Account\nBalance: {balance} sats (about {kes} KES)\n"
+        "My Account\nBalance: {balance} sats (about {kes} KES)\n{address}\n"
         "1 Last transactions\n2 Language\n3 Change PIN\n0 Back"
     ),
     "history": "Last transactions:{lines}\n0 Back",
@@ -125,7 +125,7 @@ SW: dict[str, str] = {
     "send.amount": "Tuma kwa {phone}\nWeka kiasi kwa sats ({min}-{max}):",
     "send.confirm": "Tuma sats {amount} kwa {phone}\nAda: sats {fee}\nJumla: sats {total}\n1 Thibitisha\n0 Ghairi",
     "send.done": "Umetuma sats {amount} kwa {phone}. Ada sats {fee}. Kumb {ref}. Salio: sats {balance}.",
-    "receive.amount": "Pokea kwa Lightning\nWeka kiasi kwa sats ({min}-{max}):",
+    "receive.amount": "Pokea kwa Lightning\nAnwani: {address}\nau weka kiasi kwa sats ({min}-{max}):",
     "receive.done": "Ankara ya sats {amount} imeundwa, kumb {ref}. Tumekutumia kwa SMS. Inadumu dakika {minutes}.",
     "request.phone": "Omba malipo\nWeka nambari ya simu ya mlipaji:",
     "request.amount": "Omba kutoka {phone}\nWeka kiasi kwa sats ({min}-{max}):",
@@ -146,7 +146,7 @@ SW: dict[str, str] = {
     "withdraw.pending": "Utoaji wa KES {kes} kwa {phone} unashughulikiwa. Kumb {ref}. Tutakutumia SMS.",
     "withdraw.failed": "Malipo ya M-Pesa hayakufaulu. Sats zako zimerudishwa. Kumb {ref}.",
     "account": (
-        "Akaunti Yangu\nSalio: sats {balance} (takriban KES {kes})\n"
+        "Akaunti Yangu\nSalio: sats {balance} (takriban KES {kes})\n{address}\n"
         "1 Miamala ya mwisho\n2 Lugha\n3 Badilisha PIN\n0 Rudi"
     ),
     "history": "Miamala ya mwisho:{lines}\n0 Rudi",

@@ -50,16 +50,19 @@ def issue(
     amount: int,
     memo: str,
     expiry_s: int,
-    key: str,
+    key: str | None,
     payer_phone: str | None = None,
     payer_language: str = "en",
     service_code: str = "",
     rate_limits: bool = True,
+    description_hash: str | None = None,
 ) -> IssuedInvoice:
     """Create an invoice on the node for `user` and record it; SMS the BOLT11 to the user, or, for a
     payment request (`payer_phone`), to the payer. A replay of `key` returns the first invoice.
+    Without a key (an invoice asked for through the user's Lightning address, with the LNURL
+    `description_hash`) nobody is sent an SMS: the payer already has the invoice.
     Raises RateLimited or LightningUnavailable."""
-    found = _find(db, key)
+    found = _find(db, key) if key else None
     if found is not None:
         return _issued(found, True)
     checks = [("invoices-per-phone", user.phone)]
@@ -69,7 +72,7 @@ def issue(
     if exceeded:
         log.warning("invoice refused: %s reached by %s", exceeded, mask(user.phone))
         raise RateLimited(exceeded)
-    result = backend.create_invoice(amount, memo, expiry_s)
+    result = backend.create_invoice(amount, memo, expiry_s, description_hash)
     if not result.ok:
         log.warning("invoice creation failed on %s: %s", backend.name, result.error)
         raise LightningUnavailable(result.error)
@@ -83,7 +86,9 @@ def issue(
             )
             s.add(invoice)
             s.flush()
-            if payer_phone is None:
+            if key is None:
+                pass  # asked for by a payer through the Lightning address: they hold the invoice
+            elif payer_phone is None:
                 sms.queue(s, user.phone, t(user.language, "sms.invoice", amount=amount, ref=reference,
                                            bolt11=result.bolt11))
             else:
@@ -99,7 +104,7 @@ def issue(
                 sms.queue(s, payer_phone, message)
             return _issued(invoice, False)
     except IntegrityError:
-        found = _find(db, key)  # a concurrent twin recorded its invoice first; ours is never shown
+        found = _find(db, key) if key else None  # a concurrent twin recorded its invoice first
         if found is None:
             raise
         return _issued(found, True)
@@ -144,6 +149,12 @@ def sync(db: Database, backend: LightningBackend, payment_hash: str) -> str:
         expire(db, payment_hash)
     with db.read() as s:
         return s.scalar(select(Invoice.status).where(Invoice.payment_hash == payment_hash)) or "unknown"
+
+
+def status_of(db: Database, payment_hash: str) -> str | None:
+    """Our status of the invoice with this hash, None if it is not ours."""
+    with db.read() as s:
+        return s.scalar(select(Invoice.status).where(Invoice.payment_hash == payment_hash))
 
 
 def _report_double_payment(db: Database, payment_hash: str) -> None:

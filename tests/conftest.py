@@ -34,6 +34,7 @@ def app(tmp_path, monkeypatch):
         "SMS_AUTO_FLUSH": False,
         "PIN_PEPPER": TEST_PEPPER,
         "RATE_LIMITS": False,  # flows type faster than people; tests/test_security.py turns them on
+        "INVOICE_POLL_S": 0,  # tests poll explicitly
     })
     db = app.extensions["wallet"].db
     db.drop_schema()

@@ -30,7 +30,10 @@ class LNbits:
             [str(VENV / "bin" / "python"), "-c", "import site; print(site.getsitepackages()[0])"],
             capture_output=True, text=True, check=True).stdout.strip()
         env = {**os.environ, "LNBITS_DATA_FOLDER": self.data, "LNBITS_BACKEND_WALLET_CLASS": "FakeWallet",
-               "LNBITS_ADMIN_UI": "true"}
+               "LNBITS_ADMIN_UI": "true",
+               # our webhook is on 127.0.0.1 here; LNbits only calls public domains by default
+               "LNBITS_CALLBACK_URL_RULES": '["http://127\\\\.0\\\\.0\\\\.1(:\\\\d+)?"]',
+               "LNBITS_CALLBACK_ALLOW_PRIVATE_IPS": "true"}
         self.log = open(Path(self.data) / "lnbits.log", "wb")  # noqa: SIM115 - closed in stop()
         # LNbits finds lnbits/static relative to the working directory: run it from site-packages.
         self.process = subprocess.Popen(  # noqa: S603

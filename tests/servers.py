@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from collections.abc import Callable
 
 import requests
 
@@ -26,7 +27,7 @@ class Gunicorn:
     """`gunicorn "app:create_app()"` with `workers` processes on a free loopback port."""
 
     def __init__(self, database_url: str, pepper: str, workers: int = 2, threads: int = 4,
-                 log_path: Path | None = None) -> None:
+                 log_path: Path | None = None, extra_env: Callable[[str], dict[str, str]] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("LIGHTNING_", "MPESA_", "AFRICASTALKING_"))}
@@ -35,10 +36,15 @@ class Gunicorn:
             "SMS_AUTO_FLUSH": "0", "LOG_LEVEL": "WARNING", "APP_ENV": "test",
             # 50 sessions of one phone at once is the point of these tests, not abuse
             "RATE_LIMITS": "0",
+            "INVOICE_POLL_S": "0",
+            "PUBLIC_URL": self.url,
         })
+        if extra_env:
+            env.update(extra_env(self.url))
         self.log = open(log_path or os.devnull, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
-            [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{self.port}", "--workers", str(workers),
+            [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"),  # production settings,
+             "--bind", f"127.0.0.1:{self.port}", "--workers", str(workers),  # with these overrides
              "--threads", str(threads), "--timeout", "30", "--graceful-timeout", "5", "app:create_app()"],
             cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
         )

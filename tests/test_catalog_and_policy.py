@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from helpers.config import MAX_ADDRESS_DOMAIN
 from helpers.i18n import CATALOGS, EN, SW, gsm7_length, t
 from helpers.rules import Policy, PolicyError, policy
 
@@ -17,6 +18,7 @@ LONGEST = {
     "sats": P.value("payment-max-sats"), "phone": "+254712345678", "ref": "ABCDEFGH", "code": "ABCDEFGHIJ",
     "minutes": 1440, "left": 3, "digits": 4, "limit": P.value("daily-send-limit-sats"), "count": 3,
     "unit": "sats", "n": 3, "sign": "+", "kind": "withdraw", "date": "30/12*",
+    "address": "254712345678@" + "w" * MAX_ADDRESS_DOMAIN,
 }
 SCREEN_KEYS = [k for k in EN if not k.startswith(("sms.", "kind.", "main.", "payreq.line", "history.line"))]
 PREFIXES = [k for k in EN if k.startswith(("error.", "deny.", "pin.wrong", "pin.mismatch", "pin.set"))]

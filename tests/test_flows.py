@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
+from helpers import lnurl
 from helpers.i18n import t
 from helpers.rules import policy
 from lightning import decode_invoice
@@ -421,7 +422,9 @@ def test_account_shows_balance_in_kes_and_history(alice, bob, wallet, lang):
     for amount in (1000, 2000, 3000, 4000, 5000, 6000):
         alice.run("1", "0787654321", str(amount), "1", PIN)
     have = balance(wallet, DEMO[0])
-    assert alice.run("6") == "CON " + t(lang, "account", balance=have, kes=P.sats_to_kes(have))
+    address = lnurl.address(wallet.config, DEMO[0])
+    assert address == DEMO[0][1:] + "@" + lnurl.domain(wallet.config)
+    assert alice.run("6") == "CON " + t(lang, "account", balance=have, kes=P.sats_to_kes(have), address=address)
     history = alice.press("1")
     assert history.count("\n-") == 5  # the last five, newest first
     assert history.index("-6,000") < history.index("-2,000")

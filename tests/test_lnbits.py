@@ -92,3 +92,41 @@ def test_receive_while_lnbits_is_down_records_nothing(app, alice, wallet):
     before = snapshot(wallet)
     assert alice.run("2", "3000") == "END " + t("en", "error.lightning")
     assert snapshot(wallet) == before
+
+
+def test_a_lightning_address_paid_from_outside_is_credited_by_the_node_webhook(lnbits, app, wallet, tmp_path):
+    """The app under gunicorn with LIGHTNING_BACKEND=lnbits: an outside wallet resolves a user's
+    Lightning address, pays the invoice, LNbits calls our webhook, the user is credited once."""
+    import time
+
+    import requests
+
+    from tests.conftest import PIN, TEST_PEPPER
+    from tests.servers import Caller, Gunicorn
+
+    server, pool, outside = lnbits
+    app_server = Gunicorn(wallet.db.url, TEST_PEPPER, workers=2, log_path=tmp_path / "gunicorn.log",
+                          extra_env=lambda url: {
+                              "LIGHTNING_BACKEND": "lnbits", "LNBITS_URL": server.url,
+                              "LNBITS_ADMIN_KEY": pool["adminkey"], "LNBITS_INVOICE_KEY": pool["inkey"],
+                              "LIGHTNING_WEBHOOK_TOKEN": "webhook-secret-0123456789"})
+    try:
+        phone = DEMO[1]
+        Caller(app_server.url).walk("ln-address-1", phone, PIN, PIN)
+        b0, pool0 = balance(wallet, phone), server.balance_sat(pool["inkey"])
+        name = phone[1:]
+        pay_request = requests.get(f"{app_server.url}/.well-known/lnurlp/{name}", timeout=10).json()
+        assert pay_request["callback"].startswith(app_server.url)
+        invoice = requests.get(pay_request["callback"], params={"amount": 4_000_000}, timeout=10).json()
+        server.pay(outside["adminkey"], invoice["pr"])
+        deadline = time.monotonic() + 20
+        while balance(wallet, phone) == b0 and time.monotonic() < deadline:
+            time.sleep(0.2)  # no poller runs: only the webhook can credit
+        assert balance(wallet, phone) == b0 + 4000
+        assert server.balance_sat(pool["inkey"]) == pool0 + 4000
+        time.sleep(1)  # a late duplicate webhook would show now
+        assert balance(wallet, phone) == b0 + 4000
+        log = (tmp_path / "gunicorn.log").read_text()
+        assert "webhook-secret-0123456789" not in log
+    finally:
+        app_server.stop()

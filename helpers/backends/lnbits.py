@@ -46,8 +46,10 @@ class LNbitsBackend(LightningBackend):
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> LNbitsBackend:
+        token = config.get("LIGHTNING_WEBHOOK_TOKEN", "")
+        webhook = f"{config['PUBLIC_URL'].rstrip('/')}/lightning/webhook/{token}" if token else ""
         return cls(config.get("LNBITS_URL", ""), config.get("LNBITS_ADMIN_KEY", ""),
-                   config.get("LNBITS_INVOICE_KEY", ""))
+                   config.get("LNBITS_INVOICE_KEY", ""), webhook)
 
     def _call(self, method: str, path: str, key: str, body: dict | None = None) -> tuple[int, Any]:
         """(HTTP status, JSON body); status 0 when no answer came back (timeout, refused, garbage)."""
@@ -63,8 +65,11 @@ class LNbitsBackend(LightningBackend):
             log.warning("LNbits %s %s answered %s without JSON", method, path, response.status_code)
             return (0 if response.status_code < 400 else response.status_code), None
 
-    def create_invoice(self, amount_sat: int, memo: str, expiry_s: int) -> InvoiceResult:
+    def create_invoice(self, amount_sat: int, memo: str, expiry_s: int,
+                       description_hash: str | None = None) -> InvoiceResult:
         body = {"out": False, "amount": int(amount_sat), "memo": memo, "expiry": int(expiry_s)}
+        if description_hash:
+            body["description_hash"] = description_hash
         if self.webhook_url:
             body["webhook"] = self.webhook_url
         status, data = self._call("POST", "/api/v1/payments", self.invoice_key, body)

@@ -1,0 +1,81 @@
+"""Lightning addresses (LUD-16) for every user, served with LNURL-pay (LUD-06): any Lightning
+wallet can pay `254712345678@<domain>` without an invoice being typed anywhere.
+
+GET /.well-known/lnurlp/<name>       -> the pay request (bounds, metadata, callback)
+GET /lnurlp/<name>/callback?amount=  -> {"pr": <bolt11 whose description hash is sha256(metadata)>}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from urllib.parse import urlparse
+
+from database import Database
+from helpers import invoices, users
+from helpers.errors import LightningUnavailable, RateLimited
+from helpers.phone import normalise
+from helpers.services import Services
+from models import User
+
+
+class LnurlError(Exception):
+    """Answered as {"status": "ERROR", "reason": ...} (LUD-06)."""
+
+
+def domain(config: dict) -> str:
+    return config.get("LIGHTNING_ADDRESS_DOMAIN") or urlparse(config["PUBLIC_URL"]).netloc
+
+
+def address(config: dict, phone: str) -> str:
+    """A user's Lightning address: the phone's digits at our domain."""
+    return f"{phone.lstrip('+')}@{domain(config)}"
+
+
+def _user(db: Database, name: str, region: str) -> User:
+    phone = normalise(name if name.startswith("+") else "+" + name, region) if name.isdigit() else None
+    if phone is None:
+        raise LnurlError("unknown Lightning address")
+    with db.read() as s:
+        user = users.get(s, phone)
+    if user is None:
+        raise LnurlError("unknown Lightning address")
+    return user
+
+
+def metadata(config: dict, name: str) -> str:
+    return json.dumps([["text/plain", f"Payment to {name} on SatsPesa"],
+                       ["text/identifier", f"{name}@{domain(config)}"]])
+
+
+def pay_request(svc: Services, name: str) -> dict:
+    _user(svc.db, name, svc.config["DEFAULT_REGION"])
+    return {
+        "tag": "payRequest",
+        "callback": f"{svc.config['PUBLIC_URL'].rstrip('/')}/lnurlp/{name}/callback",
+        "minSendable": svc.policy.value("payment-min-sats") * 1000,
+        "maxSendable": svc.policy.value("payment-max-sats") * 1000,
+        "metadata": metadata(svc.config, name),
+    }
+
+
+def invoice(svc: Services, name: str, amount_msat: str | None) -> dict:
+    user = _user(svc.db, name, svc.config["DEFAULT_REGION"])
+    if not amount_msat or not amount_msat.isdigit() or len(amount_msat) > 16:
+        raise LnurlError("amount (msat) is required")
+    msat = int(amount_msat)
+    if msat % 1000:
+        raise LnurlError("amount must be whole sats")
+    decision = svc.policy.amount(msat // 1000)
+    if not decision.allowed:
+        raise LnurlError(f"amount refused: {decision.reason}")
+    description_hash = hashlib.sha256(metadata(svc.config, name).encode()).hexdigest()
+    try:
+        issued = invoices.issue(svc.db, svc.policy, svc.lightning, user, msat // 1000, f"Lightning address {name}",
+                                svc.config["INVOICE_EXPIRY_S"], None, rate_limits=svc.config["RATE_LIMITS"],
+                                description_hash=description_hash)
+    except RateLimited as exc:
+        raise LnurlError("too many invoices for this address; try later") from exc
+    except LightningUnavailable as exc:
+        raise LnurlError("the node is unavailable; try later") from exc
+    return {"pr": issued.bolt11, "routes": []}
