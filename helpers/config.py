@@ -76,8 +76,9 @@ def load_config(instance_path: str, env: dict[str, str] | None = None) -> dict[s
         "LIGHTNING_WEBHOOK_TOKEN": env.get("LIGHTNING_WEBHOOK_TOKEN", ""),
         # Seconds between polls of the node for pending invoices (0: off; webhooks are hints)
         "INVOICE_POLL_S": int(env.get("INVOICE_POLL_S", "15")),  # /metrics wants "Authorization: Bearer <token>"
-        # Abuse limits (atoms.metta); off only for load tests of one phone, never in production.
-        "RATE_LIMITS": _flag(env.get("RATE_LIMITS"), True),
+        # Abuse limits (atoms.metta). On by default, except on the embedded demo default, where
+        # test_ussd.py and curl type far faster than a person; production refuses to run without.
+        "RATE_LIMITS": _flag(env.get("RATE_LIMITS"), not embedded),
         # The browser phone at /simulator: on unless APP_ENV=production (then only if set to 1).
         "SIMULATOR_ENABLED": _flag(env.get("SIMULATOR_ENABLED"), env.get("APP_ENV", "development") != "production"),
     }

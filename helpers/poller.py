@@ -38,6 +38,7 @@ def _run(svc: Services) -> None:
             counts = invoices.poll_pending(svc.db, svc.lightning, limit=200)
             if counts.get("paid") or counts.get("expired"):
                 log.info("invoice poll: %s", counts)
-            svc.sms.kick() if svc.config["SMS_AUTO_FLUSH"] else None
+            if svc.config["SMS_AUTO_FLUSH"]:
+                svc.sms.kick()  # receipts of what was just credited
         except Exception:  # noqa: BLE001 - the poller must outlive a database or node outage
             log.exception("invoice poll failed")

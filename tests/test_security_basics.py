@@ -115,3 +115,10 @@ def test_refused_balance_check_uses_the_fresh_balance_not_a_stale_object(dial, w
     Dialer(carol.client, DEMO[2]).run("1", "0712345678", "1000", "1", PIN)  # spends meanwhile
     assert carol.press(PIN) == "END " + t("en", "deny.insufficient-balance", balance=have - 1000)
     assert balance(wallet, DEMO[2]) == have - 1000
+
+
+def test_rate_limits_are_on_by_default_except_for_the_embedded_demo(tmp_path):
+    embedded = load_config(str(tmp_path), {})
+    server = load_config(str(tmp_path), {"DATABASE_URL": "mysql+pymysql://u:p@127.0.0.1/w"})
+    assert embedded["RATE_LIMITS"] is False and server["RATE_LIMITS"] is True
+    assert load_config(str(tmp_path), {"RATE_LIMITS": "1"})["RATE_LIMITS"] is True
