@@ -275,12 +275,19 @@ def _lnbits(config: dict[str, Any]) -> LightningBackend:
     return LNbitsBackend.from_config(config)
 
 
+def _lnd(config: dict[str, Any]) -> LightningBackend:
+    from helpers.backends.lnd import LndBackend
+
+    return LndBackend.from_config(config)
+
+
 BACKENDS: dict[str, BackendFactory] = {
     "mock": lambda config: MockBackend(network=config.get("LIGHTNING_NETWORK", "bcrt")),
     "lnbits": _lnbits,
+    "lnd": _lnd,
 }
 
-_PLANNED = {"lnd", "btcpay"}
+_PLANNED = {"btcpay"}
 
 
 def create_backend(config: dict[str, Any]) -> LightningBackend:

@@ -1,0 +1,225 @@
+"""A fake LND REST server on loopback that checks every request against LND's official OpenAPI
+(swagger) specs in ../shared/specs/lnd: the path and method exist, the macaroon header is there,
+every body field is one the spec defines, with the JSON type grpc-gateway uses. Behaviour is
+scripted per test (payments that succeed, fail, stay in flight, time out, break)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from lightning import MockBackend, decode_invoice
+from tests.servers import ROOT
+
+SPEC_DIR = Path(ROOT).parent / "shared" / "specs" / "lnd"
+MACAROON = "0201036c6e64" + "ab" * 20
+
+
+class Spec:
+    def __init__(self, folder: Path = SPEC_DIR) -> None:
+        self.operations: list[tuple[re.Pattern, str, dict]] = []
+        self.definitions: dict = {}
+        for name in ("lightning.swagger.json", "router.swagger.json", "invoices.swagger.json"):
+            doc = json.loads((folder / name).read_text())
+            self.definitions.update(doc.get("definitions", {}))
+            for template, methods in doc["paths"].items():
+                pattern = re.compile("^" + re.sub(r"\{[^}]+\}", "([^/]+)", template) + "$")
+                for method, operation in methods.items():
+                    self.operations.append((pattern, method.upper(), operation))
+
+    def find(self, method: str, path: str) -> tuple[dict, list[str]] | None:
+        for pattern, verb, operation in self.operations:
+            match = pattern.match(path)
+            if match and verb == method:
+                return operation, list(match.groups())
+        return None
+
+    def problems(self, operation: dict, params: list[str], query: str, body: dict | None) -> list[str]:
+        found = []
+        path_params = [p for p in operation.get("parameters", []) if p["in"] == "path"]
+        for spec, value in zip(path_params, params, strict=False):
+            if spec.get("format") == "byte" and not _is_base64(value, url=True, size=32):
+                found.append(f"path {spec['name']}={value!r} is not base64 of 32 bytes")
+            if spec["name"] == "r_hash_str" and not re.fullmatch(r"[0-9a-f]{64}", value):
+                found.append(f"path r_hash_str={value!r} is not 64 hex digits")
+        allowed_query = {p["name"] for p in operation.get("parameters", []) if p["in"] == "query"}
+        for pair in filter(None, query.split("&")):
+            if pair.split("=")[0] not in allowed_query:
+                found.append(f"query parameter {pair!r} is not in the spec")
+        body_param = next((p for p in operation.get("parameters", []) if p["in"] == "body"), None)
+        if body_param is None:
+            if body:
+                found.append("a body where the spec takes none")
+            return found
+        if not isinstance(body, dict):
+            return found + ["the spec wants a JSON object body"]
+        ref = body_param["schema"].get("$ref", "").rsplit("/", 1)[-1]
+        properties = self.definitions.get(ref, {}).get("properties", {})
+        for key, value in body.items():
+            spec = properties.get(key)
+            if spec is None:
+                found.append(f"body field {key!r} is not in {ref}")
+                continue
+            kind, fmt = spec.get("type"), spec.get("format")
+            if kind == "string" and fmt in ("int64", "uint64") and not (isinstance(value, str) and value.isdigit()):
+                found.append(f"{key} ({fmt}) must be a decimal string, got {value!r}")
+            elif kind == "string" and fmt == "byte" and not _is_base64(value):
+                found.append(f"{key} (bytes) must be base64, got {value!r}")
+            elif kind == "string" and fmt is None and not isinstance(value, str):
+                found.append(f"{key} must be a string")
+            elif kind == "boolean" and not isinstance(value, bool):
+                found.append(f"{key} must be a boolean")
+            elif kind == "integer" and not (isinstance(value, int) and not isinstance(value, bool)):
+                found.append(f"{key} must be an integer")
+        return found
+
+
+def _is_base64(value: object, url: bool = False, size: int | None = None) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        raw = (base64.urlsafe_b64decode if url else base64.b64decode)(value + "=" * (-len(value) % 4))
+    except (binascii.Error, ValueError):
+        return False
+    return size is None or len(raw) == size
+
+
+class FakeLnd:
+    """Modes for payments: succeed, fail, inflight_then_succeed, inflight_then_fail, fail_unconfirmed,
+    not_found, http500, malformed, timeout."""
+
+    def __init__(self) -> None:
+        self.spec = Spec()
+        self.node = MockBackend(network="bcrt", seed="fake-lnd")
+        self.invoices: dict[str, dict] = {}
+        self.payments: dict[str, str] = {}  # payment hash -> mode
+        self.mode = "succeed"
+        self.violations: list[str] = []
+        self.requests: list[tuple[str, str]] = []
+        self.balance_sat = 5_000_000
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):  # noqa: N802
+                fake.handle(self, "GET")
+
+            def do_POST(self):  # noqa: N802
+                fake.handle(self, "POST")
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    # ---------------------------------------------------------------- plumbing
+    def handle(self, request: BaseHTTPRequestHandler, method: str) -> None:
+        parts = urlsplit(request.path)
+        length = int(request.headers.get("Content-Length") or 0)
+        raw = request.rfile.read(length) if length else b""
+        body = json.loads(raw) if raw else None
+        self.requests.append((method, parts.path))
+        if request.headers.get("Grpc-Metadata-macaroon") != MACAROON:
+            self.violations.append(f"{method} {parts.path}: macaroon header missing or wrong")
+            return self.reply(request, 401, {"code": 16, "message": "permission denied"})
+        found = self.spec.find(method, parts.path)
+        if found is None:
+            self.violations.append(f"{method} {parts.path}: not in the LND specs")
+            return self.reply(request, 404, {"code": 5, "message": "Not Found"})
+        operation, params = found
+        problems = self.spec.problems(operation, params, parts.query, body)
+        if problems:
+            self.violations.extend(f"{method} {parts.path}: {p}" for p in problems)
+            return self.reply(request, 400, {"code": 3, "message": "; ".join(problems)})
+        route = {
+            ("POST", "/v1/invoices"): self.add_invoice, ("GET", "/v1/balance/channels"): self.channel_balance,
+            ("POST", "/v2/router/send"): self.send_payment,
+        }.get((method, parts.path))
+        if route:
+            return route(request, body)
+        if parts.path.startswith("/v1/invoice/"):
+            return self.lookup_invoice(request, params[0])
+        if parts.path.startswith("/v2/router/track/"):
+            return self.track(request, base64.urlsafe_b64decode(params[0] + "==").hex())
+        self.reply(request, 501, {"code": 12, "message": "not faked"})
+
+    def reply(self, request, status: int, payload) -> None:
+        data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        request.send_response(status)
+        request.send_header("Content-Type", "application/json")
+        request.send_header("Content-Length", str(len(data)))
+        request.end_headers()
+        request.wfile.write(data)
+
+    def stream(self, request, updates: list[dict]) -> None:
+        data = b"".join(json.dumps(u).encode() + b"\n" for u in updates)
+        self.reply(request, 200, data)
+
+    # ---------------------------------------------------------------- the node
+    def add_invoice(self, request, body: dict) -> None:
+        description_hash = base64.b64decode(body["description_hash"]).hex() if body.get("description_hash") else None
+        made = self.node.create_invoice(int(body.get("value", "0")), body.get("memo", ""),
+                                        int(body.get("expiry", "3600")), description_hash)
+        self.invoices[made.payment_hash] = {"state": "OPEN", "value": body.get("value", "0")}
+        self.reply(request, 200, {"r_hash": base64.b64encode(bytes.fromhex(made.payment_hash)).decode(),
+                                  "payment_request": made.bolt11, "add_index": str(len(self.invoices)),
+                                  "payment_addr": base64.b64encode(b"\0" * 32).decode()})
+
+    def settle(self, payment_hash: str) -> None:
+        self.invoices[payment_hash]["state"] = "SETTLED"
+
+    def lookup_invoice(self, request, payment_hash: str) -> None:
+        invoice = self.invoices.get(payment_hash)
+        if invoice is None:
+            return self.reply(request, 404, {"code": 5, "message": "unable to locate invoice"})
+        self.reply(request, 200, {"state": invoice["state"], "value": invoice["value"],
+                                  "r_hash": base64.b64encode(bytes.fromhex(payment_hash)).decode()})
+
+    def channel_balance(self, request, _body) -> None:
+        sats = str(self.balance_sat)
+        self.reply(request, 200, {"balance": sats, "local_balance": {"sat": sats, "msat": sats + "000"}})
+
+    @staticmethod
+    def _payment(payment_hash: str, status: str, fee: int = 0) -> dict:
+        result = {"payment_hash": payment_hash, "status": status, "fee_sat": str(fee)}
+        if status == "SUCCEEDED":
+            result["payment_preimage"] = "11" * 32
+        if status == "FAILED":
+            result["failure_reason"] = "FAILURE_REASON_NO_ROUTE"
+        return {"result": result}
+
+    def send_payment(self, request, body: dict) -> None:
+        payment_hash = decode_invoice(body["payment_request"]).payment_hash
+        mode = self.payments.setdefault(payment_hash, self.mode)
+        if mode == "http500":
+            return self.reply(request, 500, {"code": 2, "message": "internal"})
+        if mode == "malformed":
+            return self.reply(request, 200, b"{not json")
+        if mode == "timeout":
+            time.sleep(3)
+            return self.stream(request, [self._payment(payment_hash, "IN_FLIGHT")])
+        if mode == "not_found":
+            return self.stream(request, [{"error": {"code": 5, "message": "payment isn't initiated"}}])
+        first = {"succeed": "SUCCEEDED", "fail": "FAILED", "fail_unconfirmed": "FAILED"}.get(mode, "IN_FLIGHT")
+        fee = 3 if first == "SUCCEEDED" else 0
+        self.stream(request, [self._payment(payment_hash, first, fee)])
+
+    def track(self, request, payment_hash: str) -> None:
+        mode = self.payments.get(payment_hash)
+        final = {"succeed": "SUCCEEDED", "inflight_then_succeed": "SUCCEEDED", "fail": "FAILED",
+                 "inflight_then_fail": "FAILED", "fail_unconfirmed": "IN_FLIGHT"}.get(mode or "")
+        if final is None:
+            return self.stream(request, [{"error": {"code": 5, "message": "payment isn't initiated"}}])
+        self.stream(request, [self._payment(payment_hash, final, 3 if final == "SUCCEEDED" else 0)])
