@@ -108,9 +108,10 @@ class LightningBackend(ABC):
 
     @abstractmethod
     def create_invoice(self, amount_sat: int, memo: str, expiry_s: int,
-                       description_hash: str | None = None) -> InvoiceResult:
+                       hashed_description: str | None = None) -> InvoiceResult:
         """Ask the node for an invoice; ok=False (with error) when the node cannot make one.
-        With `description_hash` (hex sha256, as LNURL-pay requires) it replaces the memo."""
+        With `hashed_description` the invoice commits to its sha256 instead of carrying a memo
+        (as LNURL-pay requires of the metadata)."""
 
     @abstractmethod
     def invoice_status(self, payment_hash: str) -> StatusResult:
@@ -168,14 +169,14 @@ class MockBackend(LightningBackend):
         self._balance_sat = 10_000_000
 
     def create_invoice(self, amount_sat: int, memo: str, expiry_s: int,
-                       description_hash: str | None = None) -> InvoiceResult:
+                       hashed_description: str | None = None) -> InvoiceResult:
         preimage = secrets.token_bytes(32)
         payment_hash = hashlib.sha256(preimage).hexdigest()
         tags = Tags()
         tags.add(TagChar.payment_hash, payment_hash)
         tags.add(TagChar.payment_secret, secrets.token_hex(32))
-        if description_hash:
-            tags.add(TagChar.description_hash, description_hash)
+        if hashed_description is not None:
+            tags.add(TagChar.description_hash, hashlib.sha256(hashed_description.encode()).hexdigest())
         else:
             tags.add(TagChar.description, memo[:100])
         tags.add(TagChar.expire_time, int(expiry_s))
@@ -251,7 +252,7 @@ class UnavailableBackend(LightningBackend):
         self.reason = reason
 
     def create_invoice(self, amount_sat: int, memo: str, expiry_s: int,
-                       description_hash: str | None = None) -> InvoiceResult:
+                       hashed_description: str | None = None) -> InvoiceResult:
         return InvoiceResult(False, error=self.reason)
 
     def invoice_status(self, payment_hash: str) -> StatusResult:
@@ -275,6 +276,12 @@ def _lnbits(config: dict[str, Any]) -> LightningBackend:
     return LNbitsBackend.from_config(config)
 
 
+def _btcpay(config: dict[str, Any]) -> LightningBackend:
+    from helpers.backends.btcpay import BTCPayBackend
+
+    return BTCPayBackend.from_config(config)
+
+
 def _lnd(config: dict[str, Any]) -> LightningBackend:
     from helpers.backends.lnd import LndBackend
 
@@ -285,9 +292,10 @@ BACKENDS: dict[str, BackendFactory] = {
     "mock": lambda config: MockBackend(network=config.get("LIGHTNING_NETWORK", "bcrt")),
     "lnbits": _lnbits,
     "lnd": _lnd,
+    "btcpay": _btcpay,
 }
 
-_PLANNED = {"btcpay"}
+_PLANNED: set[str] = set()
 
 
 def create_backend(config: dict[str, Any]) -> LightningBackend:

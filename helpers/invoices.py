@@ -55,12 +55,12 @@ def issue(
     payer_language: str = "en",
     service_code: str = "",
     rate_limits: bool = True,
-    description_hash: str | None = None,
+    hashed_description: str | None = None,
 ) -> IssuedInvoice:
     """Create an invoice on the node for `user` and record it; SMS the BOLT11 to the user, or, for a
     payment request (`payer_phone`), to the payer. A replay of `key` returns the first invoice.
-    Without a key (an invoice asked for through the user's Lightning address, with the LNURL
-    `description_hash`) nobody is sent an SMS: the payer already has the invoice.
+    Without a key (an invoice asked for through the user's Lightning address, committing to the
+    LNURL metadata by `hashed_description`) nobody is sent an SMS: the payer already has it.
     Raises RateLimited or LightningUnavailable."""
     found = _find(db, key) if key else None
     if found is not None:
@@ -72,7 +72,7 @@ def issue(
     if exceeded:
         log.warning("invoice refused: %s reached by %s", exceeded, mask(user.phone))
         raise RateLimited(exceeded)
-    result = backend.create_invoice(amount, memo, expiry_s, description_hash)
+    result = backend.create_invoice(amount, memo, expiry_s, hashed_description)
     if not result.ok:
         log.warning("invoice creation failed on %s: %s", backend.name, result.error)
         raise LightningUnavailable(result.error)

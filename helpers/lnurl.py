@@ -7,7 +7,6 @@ GET /lnurlp/<name>/callback?amount=  -> {"pr": <bolt11 whose description hash is
 
 from __future__ import annotations
 
-import hashlib
 import json
 from urllib.parse import urlparse
 
@@ -69,11 +68,10 @@ def invoice(svc: Services, name: str, amount_msat: str | None) -> dict:
     decision = svc.policy.amount(msat // 1000)
     if not decision.allowed:
         raise LnurlError(f"amount refused: {decision.reason}")
-    description_hash = hashlib.sha256(metadata(svc.config, name).encode()).hexdigest()
     try:
         issued = invoices.issue(svc.db, svc.policy, svc.lightning, user, msat // 1000, f"Lightning address {name}",
                                 svc.config["INVOICE_EXPIRY_S"], None, rate_limits=svc.config["RATE_LIMITS"],
-                                description_hash=description_hash)
+                                hashed_description=metadata(svc.config, name))
     except RateLimited as exc:
         raise LnurlError("too many invoices for this address; try later") from exc
     except LightningUnavailable as exc:

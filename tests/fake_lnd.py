@@ -91,6 +91,26 @@ def _is_base64(value: object, url: bool = False, size: int | None = None) -> boo
     return size is None or len(raw) == size
 
 
+def _invoice_with_hash(sats: int, expiry: int, description_hash: str):
+    """A signed BOLT11 committing to `description_hash` (as LND makes one)."""
+    import hashlib
+    import os
+
+    from bolt11 import Bolt11, MilliSatoshi, TagChar, Tags
+    from bolt11 import encode as bolt11_encode
+
+    from lightning import InvoiceResult
+
+    payment_hash = hashlib.sha256(os.urandom(32)).hexdigest()
+    tags = Tags()
+    tags.add(TagChar.payment_hash, payment_hash)
+    tags.add(TagChar.payment_secret, os.urandom(32).hex())
+    tags.add(TagChar.description_hash, description_hash)
+    tags.add(TagChar.expire_time, expiry)
+    invoice = Bolt11("bcrt", int(time.time()), tags, MilliSatoshi(sats * 1000))
+    return InvoiceResult(True, payment_hash, bolt11_encode(invoice, hashlib.sha256(b"fake-lnd").hexdigest()))
+
+
 class FakeLnd:
     """Modes for payments: succeed, fail, inflight_then_succeed, inflight_then_fail, fail_unconfirmed,
     not_found, http500, malformed, timeout."""
@@ -169,9 +189,11 @@ class FakeLnd:
 
     # ---------------------------------------------------------------- the node
     def add_invoice(self, request, body: dict) -> None:
-        description_hash = base64.b64decode(body["description_hash"]).hex() if body.get("description_hash") else None
-        made = self.node.create_invoice(int(body.get("value", "0")), body.get("memo", ""),
-                                        int(body.get("expiry", "3600")), description_hash)
+        sats, expiry = int(body.get("value", "0")), int(body.get("expiry", "3600"))
+        if body.get("description_hash"):  # LND commits to the hash it is given
+            made = _invoice_with_hash(sats, expiry, base64.b64decode(body["description_hash"]).hex())
+        else:
+            made = self.node.create_invoice(sats, body.get("memo", ""), expiry)
         self.invoices[made.payment_hash] = {"state": "OPEN", "value": body.get("value", "0")}
         self.reply(request, 200, {"r_hash": base64.b64encode(bytes.fromhex(made.payment_hash)).decode(),
                                   "payment_request": made.bolt11, "add_index": str(len(self.invoices)),

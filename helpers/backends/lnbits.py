@@ -66,10 +66,10 @@ class LNbitsBackend(LightningBackend):
             return (0 if response.status_code < 400 else response.status_code), None
 
     def create_invoice(self, amount_sat: int, memo: str, expiry_s: int,
-                       description_hash: str | None = None) -> InvoiceResult:
+                       hashed_description: str | None = None) -> InvoiceResult:
         body = {"out": False, "amount": int(amount_sat), "memo": memo, "expiry": int(expiry_s)}
-        if description_hash:
-            body["description_hash"] = description_hash
+        if hashed_description is not None:  # LNbits hashes it and commits to the hash
+            body["unhashed_description"] = hashed_description.encode().hex()
         if self.webhook_url:
             body["webhook"] = self.webhook_url
         status, data = self._call("POST", "/api/v1/payments", self.invoice_key, body)

@@ -9,6 +9,7 @@ A state that cannot be learnt is PENDING; FAILED needs the node to say so twice.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import logging
 from typing import Any
@@ -76,10 +77,10 @@ class LndBackend(LightningBackend):
             return 0, None
 
     def create_invoice(self, amount_sat: int, memo: str, expiry_s: int,
-                       description_hash: str | None = None) -> InvoiceResult:
+                       hashed_description: str | None = None) -> InvoiceResult:
         body: dict[str, Any] = {"value": str(int(amount_sat)), "expiry": str(int(expiry_s))}
-        if description_hash:
-            body["description_hash"] = base64.b64encode(bytes.fromhex(description_hash)).decode()
+        if hashed_description is not None:
+            body["description_hash"] = base64.b64encode(hashlib.sha256(hashed_description.encode()).digest()).decode()
         else:
             body["memo"] = memo
         status, data = self._call("POST", "/v1/invoices", body)

@@ -1,0 +1,171 @@
+"""A fake BTCPay Server (Greenfield, the store's Lightning node) on loopback that checks every
+request against BTCPay's official OpenAPI templates in ../shared/specs/btcpay: path and method,
+the `Authorization: token <key>` header, and each body field against its schema."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from lightning import MockBackend, decode_invoice
+from tests.servers import ROOT
+
+SPEC_DIR = Path(ROOT).parent / "shared" / "specs" / "btcpay"
+API_KEY = "fake-btcpay-api-key-0123456789"
+STORE = "StoreId123"
+TYPES = {"string": str, "boolean": bool, "number": (int, float), "integer": int}
+
+
+class Spec:
+    def __init__(self, folder: Path = SPEC_DIR) -> None:
+        self.schemas: dict = {}
+        self.operations: list[tuple[re.Pattern, str, dict]] = []
+        for path in sorted(folder.glob("swagger.template*.json")):
+            doc = json.loads(path.read_text())
+            self.schemas.update(doc.get("components", {}).get("schemas", {}))
+            for template, methods in doc.get("paths", {}).items():
+                pattern = re.compile("^" + re.sub(r"\{[^}]+\}", "([^/]+)", template) + "$")
+                for method, operation in methods.items():
+                    if isinstance(operation, dict) and method in ("get", "post", "put", "delete", "patch"):
+                        self.operations.append((pattern, method.upper(), operation))
+
+    def find(self, method: str, path: str) -> dict | None:
+        for pattern, verb, operation in self.operations:
+            if verb == method and pattern.match(path):
+                return operation
+        return None
+
+    def _type(self, spec: dict) -> str | None:
+        if "type" in spec:
+            return spec["type"]
+        for part in spec.get("allOf", []):
+            ref = part.get("$ref", "").rsplit("/", 1)[-1]
+            if ref in self.schemas:
+                return self._type(self.schemas[ref])
+        return None
+
+    def problems(self, operation: dict, body: object) -> list[str]:
+        request_body = operation.get("requestBody")
+        if request_body is None:
+            return ["a body where the spec takes none"] if body else []
+        if not isinstance(body, dict):
+            return ["the spec wants a JSON object body"]
+        ref = request_body["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+        properties = self.schemas[ref].get("properties", {})
+        found = []
+        for key, value in body.items():
+            if key not in properties:
+                found.append(f"body field {key!r} is not in {ref}")
+                continue
+            kind = self._type(properties[key])
+            if value is not None and kind in TYPES and (not isinstance(value, TYPES[kind]) or (
+                    kind != "boolean" and isinstance(value, bool))):
+                found.append(f"{key} must be a {kind}, got {value!r}")
+        return found
+
+
+class FakeBTCPay:
+    """Payment modes: complete, failed (confirmed by the lookup), failed_unconfirmed, pending, http500, refused."""
+
+    def __init__(self) -> None:
+        self.spec = Spec()
+        self.node = MockBackend(network="bcrt", seed="fake-btcpay")
+        self.invoices: dict[str, dict] = {}
+        self.payments: dict[str, dict] = {}
+        self.mode = "complete"
+        self.violations: list[str] = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):  # noqa: N802
+                fake.handle(self, "GET")
+
+            def do_POST(self):  # noqa: N802
+                fake.handle(self, "POST")
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def reply(self, request, status: int, payload) -> None:
+        data = json.dumps(payload).encode()
+        request.send_response(status)
+        request.send_header("Content-Type", "application/json")
+        request.send_header("Content-Length", str(len(data)))
+        request.end_headers()
+        request.wfile.write(data)
+
+    def handle(self, request: BaseHTTPRequestHandler, method: str) -> None:
+        path = urlsplit(request.path).path
+        length = int(request.headers.get("Content-Length") or 0)
+        body = json.loads(request.rfile.read(length)) if length else None
+        if request.headers.get("Authorization") != f"token {API_KEY}":
+            self.violations.append(f"{method} {path}: Authorization is not 'token <key>'")
+            return self.reply(request, 401, {"code": "unauthenticated", "message": "no"})
+        operation = self.spec.find(method, path)
+        if operation is None:
+            self.violations.append(f"{method} {path}: not in the BTCPay specs")
+            return self.reply(request, 404, {"code": "not-found", "message": "no such route"})
+        problems = self.spec.problems(operation, body)
+        if problems:
+            self.violations.extend(f"{method} {path}: {p}" for p in problems)
+            return self.reply(request, 422, [{"path": "", "message": p} for p in problems])
+        prefix = f"/api/v1/stores/{STORE}/lightning/BTC"
+        if not path.startswith(prefix):
+            self.violations.append(f"{method} {path}: wrong store or crypto code")
+            return self.reply(request, 404, {"code": "store-not-found", "message": "no"})
+        rest = path[len(prefix):]
+        if (method, rest) == ("POST", "/invoices"):
+            return self.create(request, body)
+        if (method, rest) == ("POST", "/invoices/pay"):
+            return self.pay(request, body)
+        if (method, rest) == ("GET", "/balance"):
+            return self.reply(request, 200, {"offchain": {"local": "7000000000", "remote": "0"}})
+        if method == "GET" and rest.startswith("/invoices/"):
+            invoice = self.invoices.get(rest.rsplit("/", 1)[-1])
+            return self.reply(request, 200, invoice) if invoice else self.reply(
+                request, 404, {"code": "invoice-not-found", "message": "no"})
+        if method == "GET" and rest.startswith("/payments/"):
+            payment = self.payments.get(rest.rsplit("/", 1)[-1])
+            return self.reply(request, 200, payment) if payment else self.reply(
+                request, 404, {"code": "payment-not-found", "message": "no"})
+        self.reply(request, 501, {"code": "not-faked", "message": rest})
+
+    def create(self, request, body: dict) -> None:
+        sats = int(body["amount"]) // 1000
+        description = body.get("description") or ""
+        if body.get("descriptionHashOnly"):  # BTCPay commits to sha256(description)
+            made = self.node.create_invoice(sats, "", int(body.get("expiry") or 3600), description)
+        else:
+            made = self.node.create_invoice(sats, description, int(body.get("expiry") or 3600))
+        self.invoices[made.payment_hash] = {"id": made.payment_hash, "status": "Unpaid", "BOLT11": made.bolt11,
+                                            "amount": body["amount"]}
+        self.reply(request, 200, self.invoices[made.payment_hash])
+
+    def settle(self, payment_hash: str) -> None:
+        self.invoices[payment_hash]["status"] = "Paid"
+
+    def pay(self, request, body: dict) -> None:
+        payment_hash = decode_invoice(body["BOLT11"]).payment_hash
+        if self.mode == "http500":
+            return self.reply(request, 500, {"code": "generic-error", "message": "boom"})
+        if self.mode == "refused":
+            return self.reply(request, 400, {"code": "could-not-find-route", "message": "no route"})
+        status = {"complete": "Complete", "failed": "Failed", "failed_unconfirmed": "Failed",
+                  "pending": "Pending"}[self.mode]
+        record = {"id": payment_hash, "status": status, "BOLT11": body["BOLT11"], "paymentHash": payment_hash,
+                  "preimage": "22" * 32 if status == "Complete" else None, "totalAmount": "2000000",
+                  "feeAmount": "2000" if status == "Complete" else "0"}
+        self.payments[payment_hash] = dict(record, status="Pending") if self.mode == "failed_unconfirmed" else record
+        self.reply(request, 200, record)

@@ -1,0 +1,87 @@
+"""The BTCPay backend against a fake BTCPay Server that rejects any request not in BTCPay's
+official Greenfield OpenAPI templates (../shared/specs/btcpay)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+import requests
+
+from helpers.backends.btcpay import BTCPayBackend
+from lightning import LightningConfigError, MockBackend, State, create_backend, decode_invoice
+from tests import fake_btcpay
+
+pytestmark = pytest.mark.skipif(not fake_btcpay.SPEC_DIR.exists(), reason="needs ../shared/specs/btcpay")
+
+
+@pytest.fixture
+def btcpay():
+    fake = fake_btcpay.FakeBTCPay()
+    yield fake
+    fake.stop()
+    assert fake.violations == [], fake.violations
+
+
+@pytest.fixture
+def node(btcpay):
+    return BTCPayBackend(btcpay.url, fake_btcpay.API_KEY, fake_btcpay.STORE, timeout_s=2)
+
+
+def test_configuration_names_the_missing_setting():
+    with pytest.raises(LightningConfigError, match="BTCPAY_STORE_ID"):
+        create_backend({"LIGHTNING_BACKEND": "btcpay", "BTCPAY_URL": "http://127.0.0.1:1", "BTCPAY_API_KEY": "k"})
+
+
+def test_invoices_created_read_settled_and_committed_to_metadata(btcpay, node):
+    made = node.create_invoice(2100, "receive", 600)
+    assert made.ok and decode_invoice(made.bolt11).amount_sat == 2100
+    assert node.invoice_status(made.payment_hash).state is State.PENDING
+    btcpay.settle(made.payment_hash)
+    assert node.invoice_status(made.payment_hash).state is State.SUCCEEDED
+    assert node.invoice_status("cd" * 32).state is State.PENDING
+    meta = node.create_invoice(1000, "x", 60, '[["text/plain","hi"]]')
+    assert decode_invoice(meta.bolt11).description_hash == hashlib.sha256(b'[["text/plain","hi"]]').hexdigest()
+    assert node.balance().balance_sat == 7_000_000
+
+
+@pytest.mark.parametrize("mode,first,later", [
+    ("complete", State.SUCCEEDED, State.SUCCEEDED),
+    ("pending", State.PENDING, State.PENDING),
+    ("failed", State.FAILED, State.FAILED),
+    ("failed_unconfirmed", State.PENDING, State.PENDING),  # the lookup does not agree: no refund
+    ("refused", State.FAILED, State.PENDING),  # 400 and never recorded: it was not sent
+    ("http500", State.PENDING, State.PENDING),
+])
+def test_payments_fail_only_when_btcpay_confirms_it(btcpay, node, mode, first, later):
+    btcpay.mode = mode
+    bolt11 = MockBackend(seed="someone out there").create_invoice(2000, "coffee", 600).bolt11
+    paid = node.pay_invoice(bolt11, max_fee_sat=10)
+    assert paid.state is first, paid
+    assert node.payment_status(paid.payment_hash).state is later
+    if first is State.SUCCEEDED:
+        assert paid.fee_sat == 2 and paid.preimage
+
+
+def test_an_unreachable_btcpay_is_unavailable_and_unknown(btcpay):
+    from tests.servers import free_port
+
+    down = BTCPayBackend(f"http://127.0.0.1:{free_port()}", "k", "s", timeout_s=1)
+    assert not down.create_invoice(1000, "x", 60).ok
+    assert down.payment_status("ab" * 32).state is State.PENDING
+    assert down.health()["ok"] is False
+
+
+@pytest.mark.parametrize("method,path,body,complaint", [
+    ("POST", "/invoices", {"amount": 2000000, "expiry": 60}, "must be a string"),  # msat as a string
+    ("POST", "/invoices", {"amount": "2000000", "memo": "x"}, "not in CreateLightningInvoiceRequest"),
+    ("POST", "/invoices/pay", {"bolt11": "lnbc1"}, "not in PayLightningInvoiceRequest"),
+    ("GET", "/channels/transactions", None, "not in the BTCPay specs"),
+])
+def test_the_fake_rejects_requests_the_spec_does_not_allow(btcpay, method, path, body, complaint):
+    url = f"{btcpay.url}/api/v1/stores/{fake_btcpay.STORE}/lightning/BTC{path}"
+    response = requests.request(method, url, json=body, timeout=5,
+                                headers={"Authorization": f"token {fake_btcpay.API_KEY}"})
+    assert response.status_code in (404, 422)
+    assert any(complaint in v for v in btcpay.violations), btcpay.violations
+    btcpay.violations.clear()
