@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import json
 import re
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from lightning import MockBackend, decode_invoice
+from tests.fake_http import FakeServer
 from tests.servers import ROOT
 
 SPEC_DIR = Path(ROOT).parent / "shared" / "specs" / "btcpay"
@@ -68,7 +68,7 @@ class Spec:
         return found
 
 
-class FakeBTCPay:
+class FakeBTCPay(FakeServer):
     """Payment modes: complete, failed (confirmed by the lookup), failed_unconfirmed, pending, http500, refused."""
 
     def __init__(self) -> None:
@@ -77,39 +77,11 @@ class FakeBTCPay:
         self.invoices: dict[str, dict] = {}
         self.payments: dict[str, dict] = {}
         self.mode = "complete"
-        self.violations: list[str] = []
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):  # noqa: N802
-                fake.handle(self, "GET")
-
-            def do_POST(self):  # noqa: N802
-                fake.handle(self, "POST")
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-    def reply(self, request, status: int, payload) -> None:
-        data = json.dumps(payload).encode()
-        request.send_response(status)
-        request.send_header("Content-Type", "application/json")
-        request.send_header("Content-Length", str(len(data)))
-        request.end_headers()
-        request.wfile.write(data)
+        super().__init__()
 
     def handle(self, request: BaseHTTPRequestHandler, method: str) -> None:
         path = urlsplit(request.path).path
-        length = int(request.headers.get("Content-Length") or 0)
-        body = json.loads(request.rfile.read(length)) if length else None
+        body = self.body(request)
         if request.headers.get("Authorization") != f"token {API_KEY}":
             self.violations.append(f"{method} {path}: Authorization is not 'token <key>'")
             return self.reply(request, 401, {"code": "unauthenticated", "message": "no"})

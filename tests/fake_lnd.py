@@ -9,13 +9,13 @@ import base64
 import binascii
 import json
 import re
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from lightning import MockBackend, decode_invoice
+from tests.fake_http import FakeServer
 from tests.servers import ROOT
 
 SPEC_DIR = Path(ROOT).parent / "shared" / "specs" / "lnd"
@@ -111,7 +111,7 @@ def _invoice_with_hash(sats: int, expiry: int, description_hash: str):
     return InvoiceResult(True, payment_hash, bolt11_encode(invoice, hashlib.sha256(b"fake-lnd").hexdigest()))
 
 
-class FakeLnd:
+class FakeLnd(FakeServer):
     """Modes for payments: succeed, fail, inflight_then_succeed, inflight_then_fail, fail_unconfirmed,
     not_found, http500, malformed, timeout."""
 
@@ -121,35 +121,14 @@ class FakeLnd:
         self.invoices: dict[str, dict] = {}
         self.payments: dict[str, str] = {}  # payment hash -> mode
         self.mode = "succeed"
-        self.violations: list[str] = []
         self.requests: list[tuple[str, str]] = []
         self.balance_sat = 5_000_000
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):  # noqa: N802
-                fake.handle(self, "GET")
-
-            def do_POST(self):  # noqa: N802
-                fake.handle(self, "POST")
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__()
 
     # ---------------------------------------------------------------- plumbing
     def handle(self, request: BaseHTTPRequestHandler, method: str) -> None:
         parts = urlsplit(request.path)
-        length = int(request.headers.get("Content-Length") or 0)
-        raw = request.rfile.read(length) if length else b""
-        body = json.loads(raw) if raw else None
+        body = self.body(request)
         self.requests.append((method, parts.path))
         if request.headers.get("Grpc-Metadata-macaroon") != MACAROON:
             self.violations.append(f"{method} {parts.path}: macaroon header missing or wrong")
@@ -175,13 +154,6 @@ class FakeLnd:
             return self.track(request, base64.urlsafe_b64decode(params[0] + "==").hex())
         self.reply(request, 501, {"code": 12, "message": "not faked"})
 
-    def reply(self, request, status: int, payload) -> None:
-        data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-        request.send_response(status)
-        request.send_header("Content-Type", "application/json")
-        request.send_header("Content-Length", str(len(data)))
-        request.end_headers()
-        request.wfile.write(data)
 
     def stream(self, request, updates: list[dict]) -> None:
         data = b"".join(json.dumps(u).encode() + b"\n" for u in updates)

@@ -4,7 +4,6 @@ virtualenv (LNBITS_VENV, default .lnbits-venv; `make test` creates it)."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import tempfile
 import time
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import requests
 
-from tests.servers import ROOT, free_port
+from tests.servers import ROOT, free_port, stop_process_group
 
 VENV = Path(os.environ.get("LNBITS_VENV", ROOT / ".lnbits-venv"))
 
@@ -83,11 +82,5 @@ class LNbits:
         return response.json()["balance"] // 1000
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
+        stop_process_group(self.process, wait_s=15)
         self.log.close()

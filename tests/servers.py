@@ -23,6 +23,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop_process_group(process: subprocess.Popen, wait_s: float = 10) -> None:
+    """SIGTERM a server started with start_new_session=True (and its children); SIGKILL if slow."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=wait_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=wait_s)
+
+
 class Gunicorn:
     """`gunicorn "app:create_app()"` with `workers` processes on a free loopback port."""
 
@@ -69,13 +80,7 @@ class Gunicorn:
         return [int(p) for p in out.split()]
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
+        stop_process_group(self.process)
         self.log.close()
 
 
