@@ -10,6 +10,7 @@ from typing import Any
 
 import requests
 
+from helpers.backends import request_json
 from lightning import (
     BalanceResult,
     InvalidInvoice,
@@ -45,15 +46,7 @@ class BTCPayBackend(LightningBackend):
         return cls(config.get("BTCPAY_URL", ""), config.get("BTCPAY_API_KEY", ""), config.get("BTCPAY_STORE_ID", ""))
 
     def _call(self, method: str, path: str, body: dict | None = None, timeout: float | None = None) -> tuple[int, Any]:
-        try:
-            response = self.http.request(method, self.base + path, json=body, timeout=timeout or self.timeout_s)
-        except requests.RequestException as exc:
-            log.warning("BTCPay %s %s: %s", method, path, type(exc).__name__)
-            return 0, None
-        try:
-            return response.status_code, response.json()
-        except ValueError:
-            return (0 if response.status_code < 400 else response.status_code), None
+        return request_json(self.http, "BTCPay", method, self.base + path, body, timeout or self.timeout_s)
 
     def create_invoice(self, amount_sat: int, memo: str, expiry_s: int,
                        hashed_description: str | None = None) -> InvoiceResult:

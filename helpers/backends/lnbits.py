@@ -12,6 +12,7 @@ from typing import Any
 
 import requests
 
+from helpers.backends import request_json
 from lightning import (
     BalanceResult,
     InvoiceResult,
@@ -52,18 +53,8 @@ class LNbitsBackend(LightningBackend):
                    config.get("LNBITS_INVOICE_KEY", ""), webhook)
 
     def _call(self, method: str, path: str, key: str, body: dict | None = None) -> tuple[int, Any]:
-        """(HTTP status, JSON body); status 0 when no answer came back (timeout, refused, garbage)."""
-        try:
-            response = self.http.request(method, self.url + path, json=body, timeout=_TIMEOUT_S,
-                                         headers={"X-Api-Key": key}, allow_redirects=False)
-        except requests.RequestException as exc:
-            log.warning("LNbits %s %s: %s", method, path, type(exc).__name__)
-            return 0, None
-        try:
-            return response.status_code, response.json()
-        except ValueError:
-            log.warning("LNbits %s %s answered %s without JSON", method, path, response.status_code)
-            return (0 if response.status_code < 400 else response.status_code), None
+        return request_json(self.http, "LNbits", method, self.url + path, body, _TIMEOUT_S,
+                            headers={"X-Api-Key": key})
 
     def create_invoice(self, amount_sat: int, memo: str, expiry_s: int,
                        hashed_description: str | None = None) -> InvoiceResult:

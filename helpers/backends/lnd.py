@@ -16,6 +16,7 @@ from typing import Any
 
 import requests
 
+from helpers.backends import request_json
 from lightning import (
     BalanceResult,
     InvalidInvoice,
@@ -64,17 +65,7 @@ class LndBackend(LightningBackend):
         return cls(config.get("LND_URL", ""), config.get("LND_MACAROON", ""), config.get("LND_TLS_CERT", ""))
 
     def _call(self, method: str, path: str, body: dict | None = None) -> tuple[int, Any]:
-        try:
-            response = self.http.request(method, self.url + path, json=body, timeout=self.timeout_s,
-                                         verify=self.verify)
-        except requests.RequestException as exc:
-            log.warning("LND %s %s: %s", method, path, type(exc).__name__)
-            return 0, None
-        try:
-            return response.status_code, response.json()
-        except ValueError:
-            log.warning("LND %s %s answered %s without JSON", method, path, response.status_code)
-            return 0, None
+        return request_json(self.http, "LND", method, self.url + path, body, self.timeout_s, self.verify)
 
     def create_invoice(self, amount_sat: int, memo: str, expiry_s: int,
                        hashed_description: str | None = None) -> InvoiceResult:
