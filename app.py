@@ -22,7 +22,20 @@ from werkzeug.exceptions import HTTPException
 
 from database import Database
 from handlers import UssdRequest, handle_ussd
-from helpers import callers, invoices, limits, lnurl, metrics, poller, sessions, sms, transactions, users, webhooks
+from helpers import (
+    callers,
+    invoices,
+    limits,
+    lnurl,
+    metrics,
+    payments,
+    poller,
+    sessions,
+    sms,
+    transactions,
+    users,
+    webhooks,
+)
 from helpers.config import finalise, load_config
 from helpers.i18n import t
 from helpers.mpesa import create_provider
@@ -385,10 +398,11 @@ def _register_commands(app: Flask) -> None:
     @app.cli.command("reconcile")
     @click.option("--older-than-minutes", default=10, show_default=True)
     def reconcile(older_than_minutes: int) -> None:
-        """Settle what can be settled (invoices, by asking the node) and list the money movements
-        still pending, which need a provider's status query or an operator."""
+        """Settle what can be settled by asking the node (invoices, Lightning payments out) and list
+        the money movements still pending, which need a provider's status query or an operator."""
         svc = services()
         click.echo(f"invoices: {invoices.poll_pending(svc.db, svc.lightning)}")
+        click.echo(f"lightning payments out: {payments.reconcile(svc)}")
         with svc.db.read() as s:
             stuck = transactions.pending_older_than(s, older_than_minutes)
         for row in stuck:

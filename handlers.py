@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 from collections.abc import Callable
 
-from helpers import invoices, lnurl, sessions, transactions, users
+from helpers import invoices, lnurl, lnurl_pay, payments, sessions, transactions, users
 from helpers.errors import (
     CodeAlreadyUsed,
     InsufficientBalance,
@@ -21,6 +21,7 @@ from helpers.errors import (
     RequestClosed,
 )
 from helpers.i18n import CATALOGS, t
+from helpers.lnurl_pay import LnurlPayError, PayParams
 from helpers.mpesa import normalise_code
 from helpers.phone import normalise
 from helpers.refs import idempotency_key
@@ -48,7 +49,7 @@ class Ctx:
     req: UssdRequest
     user: User
     key: str  # idempotency key of this request's path
-    choices: dict[str, int]  # what earlier tokens of this session resolved to (session row)
+    choices: dict[str, Any]  # what earlier tokens of this session resolved to (session row)
     final: bool = False
     position: int = 0  # index of the token being handled in the whole path
 
@@ -75,15 +76,19 @@ def parse_amount(token: str) -> int | None:
     return amount if amount > 0 else None
 
 
-def deny_text(ctx: Ctx, reason: str, unit: str = "sats", balance: int | None = None) -> str:
+def deny_text(ctx: Ctx, reason: str, unit: str = "sats", balance: int | None = None,
+              bounds: tuple[int, int] | None = None) -> str:
+    """The refusal's message; `bounds` are the (min, max) to quote instead of the policy's."""
     key = f"deny.{reason}"
     if key not in CATALOGS["en"]:
         key = "error.option"
     kes = unit == "KES"
+    low, high = bounds or (ctx.value("kes-min" if kes else "payment-min-sats"),
+                           ctx.value("kes-max" if kes else "payment-max-sats"))
     return ctx.t(
         key,
-        min=ctx.value("kes-min" if kes else "payment-min-sats"),
-        max=ctx.value("kes-max" if kes else "payment-max-sats"),
+        min=low,
+        max=high,
         unit=unit,
         balance=ctx.user.balance_sats if balance is None else balance,
         limit=ctx.value("daily-send-limit-sats"),
@@ -254,6 +259,73 @@ class SendConfirm:
         return Retry(ctx.t("error.option"))
 
 
+class SendRecipient(OtherPhone):
+    """A phone number, or a Lightning address typed on the keypad (letters, '@' and '.' from
+    the phone's symbol key). Our own addresses (<digits>@<our domain>) are phone numbers; any
+    other is resolved once, when typed, and what its server offered is kept in the session."""
+
+    def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
+        if "@" not in token:
+            return super().handle(ctx, data, token)
+        parsed = lnurl_pay.parse_address(token)
+        if parsed is None:
+            return Retry(ctx.t("error.address"))
+        name, domain = parsed
+        if domain == lnurl.domain(ctx.svc.config).lower():
+            phone = normalise("+" + name, ctx.svc.config["DEFAULT_REGION"]) if name.isdigit() else None
+            return super().handle(ctx, data, phone) if phone else Retry(ctx.t("error.address"))
+        slot = f"ln{ctx.position}"
+        if slot not in ctx.choices:
+            if not ctx.final:
+                return _expired(ctx)  # resolved only when typed: a replay never calls out
+            try:
+                ctx.choices[slot] = lnurl_pay.resolve(name, domain, ctx.svc.config).to_dict()
+            except LnurlPayError as exc:
+                log.info("lightning address %s refused: %s", domain, exc)
+                return Retry(ctx.t(f"lnurl.{exc.reason}"))
+        return Push("send.ln.amount", {"ln": ctx.choices[slot]})
+
+
+def _payee_bounds(ctx: Ctx, params: PayParams) -> tuple[int, int]:
+    """What the payee accepts, within what we allow (for the prompt)."""
+    return (max(params.min_sats, ctx.value("payment-min-sats")), min(params.max_sats, ctx.value("payment-max-sats")))
+
+
+class LightningAmount:
+    secret = False
+
+    def prompt(self, ctx: Ctx, data: dict) -> str:
+        params = PayParams.from_dict(data["ln"])
+        low, high = _payee_bounds(ctx, params)
+        return ctx.t("send.ln.amount", payee=params.address, min=low, max=high)
+
+    def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
+        amount = parse_amount(token)
+        if amount is None:
+            return Retry(ctx.t("error.amount"))
+        params = PayParams.from_dict(data["ln"])
+        fee = ctx.svc.policy.fee_sats("lightning", amount)
+        # Balance and daily limit only for the screen shown now; the reservation checks again.
+        balance, sent = (ctx.user.balance_sats, _sent_today(ctx)) if ctx.final else (amount + fee, 0)
+        decision = ctx.svc.policy.lightning_send(amount, fee, balance, sent, params.min_sats, params.max_sats)
+        if not decision.allowed:
+            return Retry(deny_text(ctx, decision.reason or "", bounds=_payee_bounds(ctx, params)))
+        return Push("send.ln.confirm", {**data, "amount": amount, "fee": fee})
+
+
+class LightningConfirm:
+    secret = False
+
+    def prompt(self, ctx: Ctx, data: dict) -> str:
+        return ctx.t("send.ln.confirm", amount=data["amount"], payee=data["ln"]["a"], fee=data["fee"],
+                     total=data["amount"] + data["fee"])
+
+    def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
+        if token == "1":
+            return Push("pin", {**data, "action": "lnsend"})
+        return Retry(ctx.t("error.option"))
+
+
 # ------------------------------------------------------------------ the PIN step that moves money
 class PinStep:
     """Asks for the PIN, then performs data['action'] with the facts gathered on the way."""
@@ -307,6 +379,28 @@ def _do_send(ctx: Ctx, data: dict) -> str:
                  ref=receipt.reference, balance=receipt.balance_sats)
 
 
+def _do_lnsend(ctx: Ctx, data: dict) -> str:
+    params = PayParams.from_dict(data["ln"])
+    try:
+        paid = payments.pay_address(ctx.svc, ctx.user, params, data["amount"], ctx.key)
+    except LnurlPayError as exc:
+        log.info("paying %s refused before reserving: %s", params.address.split("@")[-1], exc)
+        return ctx.t(f"lnurl.{exc.reason}") + " " + ctx.t("lnsend.nothing-sent")
+    except InsufficientBalance as exc:
+        return deny_text(ctx, "insufficient-balance", balance=exc.balance_sats)
+    except PolicyDenied as exc:
+        return deny_text(ctx, exc.reason, bounds=_payee_bounds(ctx, params))
+    receipt = paid.receipt
+    if paid.replay:
+        return ctx.t("replay", ref=receipt.reference)
+    if paid.state is State.SUCCEEDED:
+        return ctx.t("lnsend.done", amount=receipt.amount_sats, payee=params.address, fee=receipt.fee_sats,
+                     ref=receipt.reference, balance=receipt.balance_sats)
+    if paid.state is State.FAILED:
+        return ctx.t("lnsend.failed", ref=receipt.reference)
+    return ctx.t("lnsend.pending", amount=receipt.amount_sats, payee=params.address, ref=receipt.reference)
+
+
 def _do_withdraw(ctx: Ctx, data: dict) -> str:
     svc = ctx.svc
     try:
@@ -348,7 +442,7 @@ def _do_pay_request(ctx: Ctx, data: dict) -> str:
                  balance=receipt.balance_sats)
 
 
-ACTIONS = {"send": _do_send, "withdraw": _do_withdraw, "payreq": _do_pay_request}
+ACTIONS = {"send": _do_send, "lnsend": _do_lnsend, "withdraw": _do_withdraw, "payreq": _do_pay_request}
 
 
 # ------------------------------------------------------------------ receive and request
@@ -615,9 +709,11 @@ SCREENS = {
     "pin.create": NewPin("pin.create", "pin.repeat"),
     "pin.repeat": RepeatNewPin("pin.repeat", _save_first_pin),
     "main": MainMenu(),
-    "send.phone": OtherPhone("send.phone", "send.amount"),
+    "send.phone": SendRecipient("send.phone", "send.amount"),
     "send.amount": SendAmount(),
     "send.confirm": SendConfirm(),
+    "send.ln.amount": LightningAmount(),
+    "send.ln.confirm": LightningConfirm(),
     "pin": PinStep(),
     "receive.amount": ReceiveAmount(),
     "request.phone": OtherPhone("request.phone", "request.amount"),

@@ -43,6 +43,15 @@ def load_config(instance_path: str, env: dict[str, str] | None = None) -> dict[s
         "LIGHTNING_BACKEND": backend,
         "LIGHTNING_NETWORK": env.get("LIGHTNING_NETWORK", "bcrt"),
         "INVOICE_EXPIRY_S": int(env.get("INVOICE_EXPIRY_S", "3600")),
+        # A USSD reply must leave within gunicorn's 12 s: a call to the node waits at most
+        # LIGHTNING_TIMEOUT_S; a payment out LIGHTNING_PAY_TIMEOUT_S more, then it is left pending
+        # (the node keeps trying for that long; the reconciler learns the outcome).
+        "LIGHTNING_TIMEOUT_S": int(env.get("LIGHTNING_TIMEOUT_S", "3")),
+        "LIGHTNING_PAY_TIMEOUT_S": int(env.get("LIGHTNING_PAY_TIMEOUT_S", "5")),
+        # Paying Lightning addresses: the payee's server gets LNURL_TIMEOUT_S per call.
+        # LNURL_ALLOW_INSECURE (tests, development) allows http and private hosts; never in production.
+        "LNURL_TIMEOUT_S": int(env.get("LNURL_TIMEOUT_S", "3")),
+        "LNURL_ALLOW_INSECURE": _flag(env.get("LNURL_ALLOW_INSECURE"), False),
         "LNBITS_URL": env.get("LNBITS_URL", ""),
         "LNBITS_ADMIN_KEY": env.get("LNBITS_ADMIN_KEY", ""),
         "LNBITS_INVOICE_KEY": env.get("LNBITS_INVOICE_KEY", ""),
@@ -119,6 +128,9 @@ def finalise(config: dict[str, Any]) -> None:
                           "give Africa's Talking the callback URL <PUBLIC_URL>/ussd/<token>")
     if token and (len(token) < 16 or not token.replace("-", "").replace("_", "").isalnum()):
         raise ConfigError("USSD_CALLBACK_TOKEN must be 16+ letters, digits, '-' or '_'")
+    if production and config["LNURL_ALLOW_INSECURE"]:
+        raise ConfigError("LNURL_ALLOW_INSECURE must be off in production (it lets typed addresses reach "
+                          "private hosts)")
     if production and config["LIGHTNING_BACKEND"] == "mock":
         raise ConfigError("LIGHTNING_BACKEND=mock is not allowed in production")
     from urllib.parse import urlparse

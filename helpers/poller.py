@@ -1,6 +1,7 @@
-"""The invoice poller: a background thread per worker process that asks the node about pending
-invoices every INVOICE_POLL_S seconds, so a payment is credited even when its webhook is lost.
-Crediting is idempotent (a conditional UPDATE), so pollers in several workers are safe."""
+"""The poller: a background thread per worker process that asks the node every INVOICE_POLL_S
+seconds about pending invoices (so a payment is credited even when its webhook is lost) and about
+pending payments out (so they settle, or are refunded once the node confirms they failed).
+Both are idempotent (conditional UPDATEs), so pollers in several workers are safe."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import random
 import threading
 import time
 
-from helpers import invoices
+from helpers import invoices, payments
 from helpers.services import Services
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,9 @@ def _run(svc: Services) -> None:
             counts = invoices.poll_pending(svc.db, svc.lightning, limit=200)
             if counts.get("paid") or counts.get("expired"):
                 log.info("invoice poll: %s", counts)
+            out = payments.reconcile(svc)
+            if out["settled"] or out["refunded"]:
+                log.info("payments out: %s", out)
             if svc.config["SMS_AUTO_FLUSH"]:
                 svc.sms.kick()  # receipts of what was just credited
         except Exception:  # noqa: BLE001 - the poller must outlive a database or node outage

@@ -131,6 +131,14 @@ class Policy:
             f"(spend-decision {int(amount_sats)} {int(fee_sats)} {int(balance_sats)} {int(sent_today_sats)})"
         )
 
+    def lightning_send(self, amount_sats: int, fee_sats: int, balance_sats: int, sent_today_sats: int,
+                       payee_min_sats: int, payee_max_sats: int) -> Decision:
+        """A payment to a Lightning address: the payee's bounds, then spend-decision."""
+        return self._decision(
+            f"(lightning-send-decision {int(amount_sats)} {int(fee_sats)} {int(balance_sats)} "
+            f"{int(sent_today_sats)} {int(payee_min_sats)} {int(payee_max_sats)})"
+        )
+
     def topup(self, kes: int) -> Decision:
         return self._decision(f"(topup-decision {int(kes)})")
 

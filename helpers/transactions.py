@@ -293,6 +293,86 @@ def refund_withdrawal(db: Database, transaction_id: int) -> bool:
         return True
 
 
+def reserve_lightning(
+    db: Database, policy: Policy, user: User, amount: int, max_fee: int, payee_bounds: tuple[int, int],
+    payment_hash: str, payee: str, key: str,
+) -> Receipt:
+    """Debit amount + the most the route may cost as a pending Lightning payment, before the node
+    is asked to pay. Raises InsufficientBalance or PolicyDenied (a replay gets the first receipt)."""
+
+    def work() -> Receipt:
+        with db.write() as s:
+            after = _debit(s, user.id, amount + max_fee)
+            decision = policy.lightning_send(amount, max_fee, after + amount + max_fee, sent_today(s, user.id),
+                                             *payee_bounds)
+            if not decision.allowed:
+                raise PolicyDenied(decision.reason or "denied")
+            ref = new_reference()
+            row = Transaction(
+                user_id=user.id, type=SEND, direction=DEBIT, amount_sats=amount, fee_sats=max_fee,
+                status=PENDING, reference=ref, counterparty=payee[:64], payment_hash=payment_hash,
+                idempotency_key=key, description="Lightning payment",
+            )
+            s.add(row)
+            s.flush()
+            return Receipt(ref, amount, max_fee, after, PENDING, row.id)
+
+    return run_once(db, key, work)
+
+
+def settle_lightning(db: Database, transaction_id: int, fee_paid: int) -> Receipt | None:
+    """The node paid: the pending payment is settled once, at the fee the route really cost;
+    what was reserved beyond it goes back. None if it was not pending."""
+    with db.write() as s:
+        row = s.get(Transaction, transaction_id)
+        if row is None or row.status != PENDING or row.direction != DEBIT:
+            return None
+        reserved = row.fee_sats
+        if not 0 <= fee_paid <= reserved:
+            log.error("payment %s cost %s sats in fees, more than the %s reserved", row.reference, fee_paid, reserved)
+            fee_paid = reserved  # the node broke our limit: the wallet absorbs it, never the user
+        moved = s.execute(
+            update(Transaction)
+            .where(Transaction.id == transaction_id, Transaction.status == PENDING)
+            .values(status=SETTLED, settled_at=utcnow(), fee_sats=fee_paid)
+        ).rowcount
+        if moved != 1:
+            return None
+        after = _credit(s, row.user_id, reserved - fee_paid) if reserved > fee_paid else balance(s, row.user_id)
+        user = s.get(User, row.user_id)
+        sms.queue(s, user.phone, t(user.language, "sms.sent", amount=row.amount_sats, phone=row.counterparty,
+                                   fee=fee_paid, ref=row.reference, balance=after))
+        return Receipt(row.reference, row.amount_sats, fee_paid, after, SETTLED, row.id)
+
+
+def refund_lightning(db: Database, transaction_id: int) -> Receipt | None:
+    """The node confirmed the payment failed: give amount + reserved fee back, once."""
+    with db.write() as s:
+        moved = s.execute(
+            update(Transaction)
+            .where(Transaction.id == transaction_id, Transaction.status == PENDING, Transaction.direction == DEBIT)
+            .values(status=FAILED, settled_at=utcnow())
+        ).rowcount
+        if moved != 1:
+            return None
+        row = s.get(Transaction, transaction_id)
+        after = _credit(s, row.user_id, row.amount_sats + row.fee_sats)
+        user = s.get(User, row.user_id)
+        sms.queue(s, user.phone, t(user.language, "sms.lightning-failed", amount=row.amount_sats,
+                                   phone=row.counterparty, ref=row.reference, balance=after))
+        return Receipt(row.reference, row.amount_sats, row.fee_sats, after, FAILED, row.id)
+
+
+def pending_lightning(session: Session, limit: int = 200) -> list[Transaction]:
+    """Outgoing Lightning payments whose outcome the node has not told us yet, oldest first."""
+    return list(session.scalars(
+        select(Transaction)
+        .where(Transaction.status == PENDING, Transaction.type == SEND, Transaction.direction == DEBIT,
+               Transaction.payment_hash.is_not(None))
+        .order_by(Transaction.id).limit(limit)
+    ))
+
+
 def pay_request(db: Database, policy: Policy, payer: User, request_id: int, key: str) -> Receipt:
     """Pay another user's payment request from `payer`'s balance (no Lightning round trip).
     Raises RequestClosed, InsufficientBalance or PolicyDenied."""

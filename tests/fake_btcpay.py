@@ -128,6 +128,12 @@ class FakeBTCPay(FakeServer):
     def settle(self, payment_hash: str) -> None:
         self.invoices[payment_hash]["status"] = "Paid"
 
+    def finish(self, payment_hash: str, status: str, fee_msat: int = 2000) -> None:
+        """A pending payment ends: 'Complete' or 'Failed'."""
+        record = self.payments[payment_hash]
+        record.update(status=status, feeAmount=str(fee_msat) if status == "Complete" else "0",
+                      preimage="22" * 32 if status == "Complete" else None)
+
     def pay(self, request, body: dict) -> None:
         payment_hash = decode_invoice(body["BOLT11"]).payment_hash
         if self.mode == "http500":

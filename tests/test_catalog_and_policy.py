@@ -8,6 +8,7 @@ import pytest
 
 from helpers.config import MAX_ADDRESS_DOMAIN
 from helpers.i18n import CATALOGS, EN, SW, gsm7_length, t
+from helpers.lnurl_pay import MAX_TYPED_ADDRESS
 from helpers.rules import Policy, PolicyError, policy
 
 P = policy()
@@ -18,10 +19,13 @@ LONGEST = {
     "sats": P.value("payment-max-sats"), "phone": "+254712345678", "ref": "ABCDEFGH", "code": "ABCDEFGHIJ",
     "minutes": 1440, "left": 3, "digits": 4, "limit": P.value("daily-send-limit-sats"), "count": 3,
     "unit": "sats", "n": 3, "sign": "+", "kind": "withdraw", "date": "30/12*",
-    "address": "254712345678@" + "w" * MAX_ADDRESS_DOMAIN,
+    "address": "254712345678@" + "w" * MAX_ADDRESS_DOMAIN, "payee": "w" * MAX_TYPED_ADDRESS,
 }
 SCREEN_KEYS = [k for k in EN if not k.startswith(("sms.", "kind.", "main.", "payreq.line", "history.line"))]
-PREFIXES = [k for k in EN if k.startswith(("error.", "deny.", "pin.wrong", "pin.mismatch", "pin.set"))]
+# Messages shown above a prompt (re-prompts); the others only ever end a session on their own.
+END_ONLY = {"error.expired", "error.unavailable", "error.lightning", "error.too-many"}
+PREFIXES = [k for k in EN if k.startswith(("error.", "deny.", "lnurl.", "pin.wrong", "pin.mismatch", "pin.set"))
+            and k not in END_ONLY]
 
 
 def fill(lang: str, key: str) -> str:
@@ -51,7 +55,7 @@ def test_every_screen_fits_160_gsm7_characters_with_its_longest_values(lang, key
 @pytest.mark.parametrize("prefix", PREFIXES)
 def test_a_refusal_above_any_prompt_still_fits(lang, prefix):
     longest_prompt = max(("send.amount", "topup.amount", "withdraw.phone", "pin.create", "pin.enter",
-                          "withdraw.pin", "send.phone", "request.amount", "pinchange.new"),
+                          "withdraw.pin", "send.phone", "send.ln.amount", "request.amount", "pinchange.new"),
                          key=lambda k: len(fill(lang, k)))
     screen = fill(lang, prefix) + "\n" + fill(lang, longest_prompt)
     assert gsm7_length(screen) <= 160, screen

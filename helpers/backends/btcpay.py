@@ -43,7 +43,9 @@ class BTCPayBackend(LightningBackend):
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> BTCPayBackend:
-        return cls(config.get("BTCPAY_URL", ""), config.get("BTCPAY_API_KEY", ""), config.get("BTCPAY_STORE_ID", ""))
+        return cls(config.get("BTCPAY_URL", ""), config.get("BTCPAY_API_KEY", ""), config.get("BTCPAY_STORE_ID", ""),
+                   timeout_s=config.get("LIGHTNING_TIMEOUT_S", 10),
+                   pay_timeout_s=config.get("LIGHTNING_PAY_TIMEOUT_S", 30))
 
     def _call(self, method: str, path: str, body: dict | None = None, timeout: float | None = None) -> tuple[int, Any]:
         return request_json(self.http, "BTCPay", method, self.base + path, body, timeout or self.timeout_s)

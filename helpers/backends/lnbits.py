@@ -35,7 +35,8 @@ class LNbitsBackend(LightningBackend):
     name = "lnbits"
 
     def __init__(self, url: str, admin_key: str, invoice_key: str, webhook_url: str = "",
-                 session: requests.Session | None = None) -> None:
+                 session: requests.Session | None = None, timeout_s: float = _TIMEOUT_S,
+                 pay_timeout_s: float = _TIMEOUT_S) -> None:
         for setting, value in (("LNBITS_URL", url), ("LNBITS_ADMIN_KEY", admin_key),
                                ("LNBITS_INVOICE_KEY", invoice_key)):
             if not value:
@@ -43,6 +44,7 @@ class LNbitsBackend(LightningBackend):
         self.url = url.rstrip("/")
         self.admin_key, self.invoice_key = admin_key, invoice_key
         self.webhook_url = webhook_url
+        self.timeout_s, self.pay_timeout_s = timeout_s, pay_timeout_s
         self.http = session or requests.Session()
 
     @classmethod
@@ -50,10 +52,13 @@ class LNbitsBackend(LightningBackend):
         token = config.get("LIGHTNING_WEBHOOK_TOKEN", "")
         webhook = f"{config['PUBLIC_URL'].rstrip('/')}/lightning/webhook/{token}" if token else ""
         return cls(config.get("LNBITS_URL", ""), config.get("LNBITS_ADMIN_KEY", ""),
-                   config.get("LNBITS_INVOICE_KEY", ""), webhook)
+                   config.get("LNBITS_INVOICE_KEY", ""), webhook,
+                   timeout_s=config.get("LIGHTNING_TIMEOUT_S", _TIMEOUT_S),
+                   pay_timeout_s=config.get("LIGHTNING_PAY_TIMEOUT_S", _TIMEOUT_S))
 
-    def _call(self, method: str, path: str, key: str, body: dict | None = None) -> tuple[int, Any]:
-        return request_json(self.http, "LNbits", method, self.url + path, body, _TIMEOUT_S,
+    def _call(self, method: str, path: str, key: str, body: dict | None = None,
+              timeout: float | None = None) -> tuple[int, Any]:
+        return request_json(self.http, "LNbits", method, self.url + path, body, timeout or self.timeout_s,
                             headers={"X-Api-Key": key})
 
     def create_invoice(self, amount_sat: int, memo: str, expiry_s: int,
@@ -95,7 +100,8 @@ class LNbitsBackend(LightningBackend):
             payment_hash = decode_invoice(bolt11).payment_hash
         except InvalidInvoice as exc:
             return PaymentResult(State.FAILED, error=f"invalid invoice: {exc}")
-        status, data = self._call("POST", "/api/v1/payments", self.admin_key, {"out": True, "bolt11": bolt11})
+        status, data = self._call("POST", "/api/v1/payments", self.admin_key, {"out": True, "bolt11": bolt11},
+                                  timeout=self.pay_timeout_s)
         if status in _REFUSED:
             detail = data.get("detail") if isinstance(data, dict) else ""
             return PaymentResult(State.FAILED, payment_hash, error=f"LNbits refused: {detail or status}")

@@ -62,7 +62,9 @@ class LndBackend(LightningBackend):
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> LndBackend:
-        return cls(config.get("LND_URL", ""), config.get("LND_MACAROON", ""), config.get("LND_TLS_CERT", ""))
+        return cls(config.get("LND_URL", ""), config.get("LND_MACAROON", ""), config.get("LND_TLS_CERT", ""),
+                   timeout_s=config.get("LIGHTNING_TIMEOUT_S", 10),
+                   pay_timeout_s=config.get("LIGHTNING_PAY_TIMEOUT_S", 60))
 
     def _call(self, method: str, path: str, body: dict | None = None) -> tuple[int, Any]:
         return request_json(self.http, "LND", method, self.url + path, body, self.timeout_s, self.verify)

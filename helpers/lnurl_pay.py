@@ -1,0 +1,171 @@
+"""Paying someone else's Lightning address (LUD-16 over LNURL-pay, LUD-06) from the keypad.
+
+`parse_address` reads what the caller typed, `resolve` asks the payee's server for its pay
+request (bounds and metadata), `fetch_invoice` asks its callback for an invoice and checks it
+before a single sat is reserved: a real BOLT11 for our network, for exactly the amount, not about
+to expire, committing to the metadata we were shown (its description hash).
+
+Requests go to addresses that strangers type, so they are fenced: https only, no redirects, a
+small answer, a short timeout, and no private, loopback or link-local hosts (an attacker must not
+use us to reach the operator's internal network). `LNURL_ALLOW_INSECURE` lifts the fence for
+local tests and development only (refused in production).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import re
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode, urlparse
+
+import requests
+
+from lightning import InvalidInvoice, decode_invoice
+
+# Letters, digits and -_. before the @ (LUD-16), a host name (a port only where insecure is allowed).
+_ADDRESS = re.compile(r"^([a-z0-9\-_.+]{1,64})@([a-z0-9\-.]{1,253}(?::\d{1,5})?)$")
+MAX_TYPED_ADDRESS = 60  # what a keypad user types, and what a 160-character screen can show
+_MAX_BODY = 64 * 1024
+_MIN_EXPIRY_LEFT_S = 60  # an invoice that expires sooner than this is refused
+
+
+class LnurlPayError(Exception):
+    """The address cannot be paid; `reason` names an i18n message (lnurl.<reason>)."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class PayParams:
+    """What the payee's server offers: kept in the USSD session between screens."""
+
+    address: str
+    callback: str
+    min_sats: int  # minSendable rounded up to whole sats
+    max_sats: int  # maxSendable rounded down
+    metadata_hash: str  # sha256 of the metadata string, hex: the invoice must commit to it
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"a": self.address, "c": self.callback, "min": self.min_sats, "max": self.max_sats,
+                "h": self.metadata_hash}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PayParams:
+        return cls(data["a"], data["c"], int(data["min"]), int(data["max"]), data["h"])
+
+
+def parse_address(text: str) -> tuple[str, str] | None:
+    """(name, domain) of a typed Lightning address, lower-cased, or None."""
+    text = (text or "").strip().lower()
+    if len(text) > MAX_TYPED_ADDRESS:
+        return None
+    match = _ADDRESS.match(text)
+    if not match or ".." in match.group(2) or match.group(2).startswith((".", "-")):
+        return None
+    return match.group(1), match.group(2)
+
+
+def _host_allowed(host: str, insecure: bool) -> bool:
+    """A public host: every address it resolves to is a global unicast address."""
+    if insecure:
+        return True
+    try:
+        infos = socket.getaddrinfo(host, 443, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return False
+    addresses = {ipaddress.ip_address(info[4][0]) for info in infos}
+    return bool(addresses) and all(a.is_global and not a.is_multicast for a in addresses)
+
+
+def _get_json(url: str, config: dict[str, Any], params: dict[str, str] | None = None) -> dict:
+    insecure = bool(config.get("LNURL_ALLOW_INSECURE"))
+    parsed = urlparse(url)
+    if parsed.scheme != "https" and not (insecure and parsed.scheme == "http"):
+        raise LnurlPayError("unreachable", "not https")
+    if not parsed.hostname or not _host_allowed(parsed.hostname, insecure):
+        raise LnurlPayError("unreachable", "host not allowed")
+    if params:
+        url = url + ("&" if parsed.query else "?") + urlencode(params)
+    try:
+        with requests.get(url, timeout=float(config.get("LNURL_TIMEOUT_S", 4)), allow_redirects=False,
+                          stream=True, headers={"Accept": "application/json"}) as response:
+            body = response.raw.read(_MAX_BODY + 1, decode_content=True)
+            status = response.status_code
+    except requests.RequestException as exc:
+        raise LnurlPayError("unreachable", type(exc).__name__) from exc
+    if len(body) > _MAX_BODY:
+        raise LnurlPayError("bad-answer", "answer too large")
+    try:
+        data = json.loads(body)
+    except ValueError as exc:
+        raise LnurlPayError("bad-answer", f"HTTP {status}, not JSON") from exc
+    if not isinstance(data, dict):
+        raise LnurlPayError("bad-answer", "not a JSON object")
+    if str(data.get("status", "")).upper() == "ERROR":
+        raise LnurlPayError("refused", str(data.get("reason", ""))[:100])
+    if status != 200:
+        raise LnurlPayError("bad-answer", f"HTTP {status}")
+    return data
+
+
+def well_known_url(name: str, domain: str, config: dict[str, Any]) -> str:
+    scheme = "http" if config.get("LNURL_ALLOW_INSECURE") and ":" in domain else "https"
+    return f"{scheme}://{domain}/.well-known/lnurlp/{name}"
+
+
+def resolve(name: str, domain: str, config: dict[str, Any]) -> PayParams:
+    """The payee's pay request. Raises LnurlPayError."""
+    data = _get_json(well_known_url(name, domain, config), config)
+    if data.get("tag") != "payRequest":
+        raise LnurlPayError("bad-answer", "not a payRequest")
+    callback, metadata = data.get("callback"), data.get("metadata")
+    try:
+        min_msat, max_msat = int(data.get("minSendable")), int(data.get("maxSendable"))
+    except (TypeError, ValueError) as exc:
+        raise LnurlPayError("bad-answer", "bounds are not numbers") from exc
+    if not isinstance(callback, str) or not isinstance(metadata, str):
+        raise LnurlPayError("bad-answer", "callback or metadata missing")
+    try:
+        entries = json.loads(metadata)
+    except ValueError as exc:
+        raise LnurlPayError("bad-answer", "metadata is not JSON") from exc
+    if not isinstance(entries, list) or not any(isinstance(e, list) and e[:1] == ["text/plain"] for e in entries):
+        raise LnurlPayError("bad-answer", "metadata has no text/plain entry")
+    min_sats, max_sats = -(-min_msat // 1000), max_msat // 1000
+    if min_msat < 1 or min_sats > max_sats:
+        raise LnurlPayError("bad-answer", "bounds admit no whole-sat amount")
+    return PayParams(f"{name}@{domain}", callback, min_sats, max_sats,
+                     hashlib.sha256(metadata.encode()).hexdigest())
+
+
+def fetch_invoice(params: PayParams, amount_sats: int, config: dict[str, Any]) -> str:
+    """An invoice from the payee's callback, checked. Raises LnurlPayError."""
+    data = _get_json(params.callback, config, {"amount": str(amount_sats * 1000)})
+    bolt11 = data.get("pr")
+    if not isinstance(bolt11, str) or not bolt11:
+        raise LnurlPayError("bad-answer", "no invoice")
+    check_invoice(bolt11, amount_sats, config["LIGHTNING_NETWORK"], params.metadata_hash)
+    return bolt11.strip()
+
+
+def check_invoice(bolt11: str, amount_sats: int, network: str, description_hash: str | None) -> None:
+    """Refuse an invoice that is not exactly what we are about to pay. Raises LnurlPayError."""
+    try:
+        invoice = decode_invoice(bolt11)
+    except InvalidInvoice as exc:
+        raise LnurlPayError("bad-invoice", str(exc)) from exc
+    if invoice.network != network:
+        raise LnurlPayError("bad-invoice", f"network {invoice.network}, we are on {network}")
+    if invoice.amount_sat != amount_sats:
+        raise LnurlPayError("bad-invoice", f"amount {invoice.amount_sat}, asked for {amount_sats}")
+    if invoice.expires_at < time.time() + _MIN_EXPIRY_LEFT_S:
+        raise LnurlPayError("bad-invoice", "expired or about to")
+    if description_hash is not None and invoice.description_hash != description_hash:
+        raise LnurlPayError("bad-invoice", "description hash does not match the metadata")

@@ -1,0 +1,84 @@
+"""Lightning payments out of the wallet: pay a Lightning address, and settle the ones the node had
+not finished when the customer's screen needed an answer.
+
+The order never changes: the invoice is fetched and checked, amount + the most the route may
+cost is reserved (a pending debit), then the node pays with that fee limit. The node's answer
+settles it (the unused fee reserve goes back), refunds it (a failure the node confirmed) or
+leaves it pending. Pending payments are asked about again by `reconcile` (the poller thread and
+`flask reconcile`), which refunds only when two status checks in a row say "failed": an unknown,
+unreachable or in-flight payment is never refunded, because the node might still pay it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from helpers import lnurl_pay, transactions
+from helpers.lnurl_pay import PayParams
+from helpers.services import Services
+from helpers.transactions import Receipt
+from lightning import PaymentResult, State, decode_invoice
+from models import FAILED, SETTLED, User
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Payment:
+    state: State
+    receipt: Receipt
+    replay: bool = False
+
+
+def pay_address(svc: Services, user: User, params: PayParams, amount: int, key: str) -> Payment:
+    """Pay `amount` sats to the Lightning address behind `params`. Raises LnurlPayError (nothing
+    reserved), InsufficientBalance or PolicyDenied."""
+    earlier = transactions.find_by_key(svc.db, key)
+    if earlier is not None:  # a replay: never fetch or pay a second invoice
+        state = {SETTLED: State.SUCCEEDED, FAILED: State.FAILED}.get(earlier.status, State.PENDING)
+        return Payment(state, transactions.Receipt(earlier.reference, earlier.amount_sats, earlier.fee_sats,
+                                                   transaction_id=earlier.id, status=earlier.status), replay=True)
+    max_fee = svc.policy.fee_sats("lightning", amount)
+    bolt11 = lnurl_pay.fetch_invoice(params, amount, svc.config)
+    payment_hash = decode_invoice(bolt11).payment_hash
+    reserved = transactions.reserve_lightning(
+        svc.db, svc.policy, user, amount, max_fee, (params.min_sats, params.max_sats), payment_hash,
+        params.address, key,
+    )
+    if reserved.replay:  # a twin request reserved first; it pays
+        return Payment(State.PENDING, reserved, replay=True)
+    try:
+        result = svc.lightning.pay_invoice(bolt11, max_fee)
+    except Exception:  # noqa: BLE001 - a backend bug must leave the reservation pending, not refund it
+        log.exception("paying %s raised; left pending", reserved.reference)
+        result = PaymentResult(State.PENDING, payment_hash, error="backend raised")
+    log.info("lightning payment %s: %s %s", reserved.reference, result.state.value, result.error)
+    return Payment(result.state, _apply(svc, reserved, result.state, result.fee_sat))
+
+
+def _apply(svc: Services, reserved: Receipt, state: State, fee_sat: int) -> Receipt:
+    """Book what the node said. `state` FAILED must already be confirmed by the node."""
+    if state is State.SUCCEEDED:
+        return transactions.settle_lightning(svc.db, reserved.transaction_id, fee_sat) or reserved
+    if state is State.FAILED:
+        return transactions.refund_lightning(svc.db, reserved.transaction_id) or reserved
+    return reserved
+
+
+def reconcile(svc: Services, limit: int = 200) -> dict[str, int]:
+    """Ask the node about every pending outgoing payment; settle or refund what it is sure of."""
+    counts = {"settled": 0, "refunded": 0, "pending": 0}
+    with svc.db.read() as s:
+        pending = transactions.pending_lightning(s, limit)
+    for row in pending:
+        status = svc.lightning.payment_status(row.payment_hash)
+        if status.state is State.FAILED:  # a refund needs two "failed" in a row
+            status = svc.lightning.payment_status(row.payment_hash)
+        if status.state is State.SUCCEEDED and transactions.settle_lightning(svc.db, row.id, status.fee_sat):
+            counts["settled"] += 1
+        elif status.state is State.FAILED and transactions.refund_lightning(svc.db, row.id):
+            counts["refunded"] += 1
+        else:
+            counts["pending"] += 1
+    return counts

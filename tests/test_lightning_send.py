@@ -1,0 +1,332 @@
+"""Send BTC to a Lightning address typed on the keypad: resolved by LNURL-pay, checked against
+the payee's bounds and the policy, amount + maximum fee reserved, paid with a fee limit, refunded
+only when the node confirms a failure, settled later by the reconciler. The payee's server is
+tests/fake_lnurl.py on loopback; the nodes are the mock, the fake LND and the fake BTCPay (both
+checking every request against the official specs)."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from helpers import payments
+from helpers.i18n import t
+from helpers.lnurl_pay import LnurlPayError, parse_address, resolve
+from lightning import MockBackend, decode_invoice
+from models import FAILED, PENDING, SETTLED, Transaction
+from tests import fake_btcpay, fake_lnd
+from tests.conftest import DEMO, PIN, balance, outbox, snapshot
+from tests.fake_lnurl import FakeLnurl
+from tests.servers import free_port
+
+AMOUNT = 2500
+
+
+@pytest.fixture
+def payee():
+    server = FakeLnurl()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def insecure(wallet):
+    """The payee's server is plain http on 127.0.0.1: allowed for tests only."""
+    wallet.config["LNURL_ALLOW_INSECURE"] = True
+    return wallet
+
+
+def sent_row(wallet) -> Transaction:
+    with wallet.db.read() as s:
+        return s.scalar(select(Transaction).where(Transaction.payment_hash.is_not(None),
+                                                  Transaction.type == "send").order_by(Transaction.id.desc()))
+
+
+def max_fee(wallet, amount: int = AMOUNT) -> int:
+    return wallet.policy.fee_sats("lightning", amount)
+
+
+# ------------------------------------------------------------------ the happy path
+def test_a_user_pays_a_lightning_address(insecure, payee, alice):
+    wallet = insecure
+    node_before = wallet.lightning.balance().balance_sat
+    a0 = balance(wallet, DEMO[0])
+    address = payee.address("carol")
+    assert alice.run("1", address) == "CON " + t("en", "send.ln.amount", payee=address,
+                                                 min=wallet.policy.value("payment-min-sats"),
+                                                 max=wallet.policy.value("payment-max-sats"))
+    fee = max_fee(wallet)
+    assert alice.press(str(AMOUNT)) == "CON " + t("en", "send.ln.confirm", amount=AMOUNT, payee=address, fee=fee,
+                                                  total=AMOUNT + fee)
+    alice.press("1")
+    reply = alice.press(PIN)
+    row = sent_row(wallet)
+    assert reply == "END " + t("en", "lnsend.done", amount=AMOUNT, payee=address, fee=0, ref=row.reference,
+                               balance=a0 - AMOUNT)
+    assert balance(wallet, DEMO[0]) == a0 - AMOUNT  # the unused fee reserve came back
+    assert (row.status, row.amount_sats, row.fee_sats, row.counterparty) == (SETTLED, AMOUNT, 0, address)
+    assert row.payment_hash == decode_invoice(payee.invoices[-1]).payment_hash
+    assert wallet.lightning.balance().balance_sat == node_before - AMOUNT
+    assert payee.requests == ["/.well-known/lnurlp/carol", "/cb/carol/callback"]
+    assert outbox(wallet, DEMO[0])[-1] == t("en", "sms.sent", amount=AMOUNT, phone=address, fee=0,
+                                            ref=row.reference, balance=a0 - AMOUNT)
+
+
+def test_the_confirmation_replayed_pays_once_and_fetches_one_invoice(insecure, payee, alice):
+    wallet = insecure
+    a0 = balance(wallet, DEMO[0])
+    alice.run("1", payee.address(), str(AMOUNT), "1", PIN)
+    again = alice.post(alice.text)  # Africa's Talking delivers the last step again
+    assert again.startswith("END ")
+    alice.session_id += "-twin"  # the same path in a fresh session row: only the key protects
+    assert alice.post(alice.text).startswith("END ")
+    assert balance(wallet, DEMO[0]) == a0 - AMOUNT
+    assert len(payee.invoices) == 1
+
+
+def test_an_address_at_our_own_domain_is_an_internal_send(insecure, payee, alice):
+    wallet = insecure
+    from helpers import lnurl
+
+    a0, b0 = balance(wallet, DEMO[0]), balance(wallet, DEMO[1])
+    ours = lnurl.address(wallet.config, DEMO[1])
+    reply = alice.run("1", ours.upper(), "3000", "1", PIN)
+    assert reply.startswith("END " + t("en", "send.done", amount=3000, phone=DEMO[1], fee=0, ref="X",
+                                       balance=0).split(" Ref")[0])
+    assert (balance(wallet, DEMO[0]), balance(wallet, DEMO[1])) == (a0 - 3000, b0 + 3000)
+    assert payee.requests == []
+
+
+# ------------------------------------------------------------------ refused before any sat is reserved
+@pytest.mark.parametrize("typed", ["carol@", "@example.com", "a@b@c.com", "carol@exa mple.com", "carol@.com",
+                                   "x" * 60 + "@example.com"])
+def test_a_malformed_address_is_re_prompted(insecure, alice, typed):
+    before = snapshot(insecure)
+    reply = alice.run("1", typed)
+    assert reply == "CON " + t("en", "error.address") + "\n" + t("en", "send.phone")
+    assert snapshot(insecure) == before
+
+
+@pytest.mark.parametrize("mode,reason", [
+    ("error", "refused"), ("not_json", "bad-answer"), ("huge", "bad-answer"), ("redirect", "bad-answer"),
+    ("bad_bounds", "bad-answer"),
+])
+def test_a_payee_server_that_misbehaves_is_refused_at_the_address(insecure, payee, alice, mode, reason):
+    payee.mode = mode
+    before = snapshot(insecure)
+    reply = alice.run("1", payee.address())
+    assert reply == "CON " + t("en", f"lnurl.{reason}") + "\n" + t("en", "send.phone")
+    assert snapshot(insecure) == before
+    # the refusal is remembered: later steps of this session never call the payee again
+    asked = len(payee.requests)
+    alice.press("0712345678")
+    assert len(payee.requests) == asked
+
+
+def test_an_unreachable_payee_is_refused(insecure, alice):
+    reply = alice.run("1", f"carol@127.0.0.1:{free_port()}")
+    assert reply == "CON " + t("en", "lnurl.unreachable") + "\n" + t("en", "send.phone")
+
+
+def test_private_and_plain_http_hosts_are_never_called_by_default(wallet, payee, alice):
+    assert not wallet.config.get("LNURL_ALLOW_INSECURE")
+    reply = alice.run("1", payee.address())
+    assert reply == "CON " + t("en", "lnurl.unreachable") + "\n" + t("en", "send.phone")
+    assert payee.requests == []
+    with pytest.raises(LnurlPayError):  # https to a loopback name is refused before connecting
+        resolve("carol", "localhost", {"LNURL_TIMEOUT_S": 1})
+    assert parse_address("Carol@Example.COM") == ("carol", "example.com")
+
+
+@pytest.mark.parametrize("mode", ["wrong_amount", "wrong_network", "wrong_hash", "expired", "no_invoice"])
+def test_an_unusable_invoice_is_refused_before_reserving(insecure, payee, alice, mode):
+    wallet = insecure
+    alice.run("1", payee.address(), str(AMOUNT), "1")
+    payee.mode = mode  # the payee's server turns bad between the screens
+    before = snapshot(wallet)
+    node_before = wallet.lightning.balance().balance_sat
+    reason = "bad-answer" if mode == "no_invoice" else "bad-invoice"
+    assert alice.press(PIN) == "END " + t("en", f"lnurl.{reason}") + " " + t("en", "lnsend.nothing-sent")
+    assert snapshot(wallet) == before
+    assert wallet.lightning.balance().balance_sat == node_before
+
+
+def test_amounts_outside_the_payees_bounds_are_re_prompted(insecure, alice):
+    wallet = insecure
+    payee = FakeLnurl(min_msat=5_000_000, max_msat=8_000_000)  # 5,000 to 8,000 sats
+    try:
+        prompt = alice.run("1", payee.address())
+        assert prompt == "CON " + t("en", "send.ln.amount", payee=payee.address(), min=5000, max=8000)
+        assert alice.press("4999").startswith("CON " + t("en", "deny.below-payee-minimum", min=5000))
+        assert alice.press("8001").startswith("CON " + t("en", "deny.above-payee-maximum", max=8000))
+        top = wallet.policy.value("payment-max-sats")
+        assert alice.press(str(top + 1)).startswith("CON " + t("en", "deny.above-payee-maximum", max=8000))
+        assert alice.press("6000").startswith("CON " + t("en", "send.ln.confirm", amount=6000,
+                                                         payee=payee.address(), fee=max_fee(wallet, 6000),
+                                                         total=6000 + max_fee(wallet, 6000)))
+    finally:
+        payee.stop()
+
+
+def test_the_balance_must_cover_amount_and_maximum_fee(insecure, payee, alice):
+    wallet = insecure
+    a0 = balance(wallet, DEMO[0])
+    amount = a0 - max_fee(wallet, a0)
+    while amount + max_fee(wallet, amount) <= a0:  # the first amount the balance cannot cover with its fee
+        amount += 1
+    reply = alice.run("1", payee.address(), str(amount))
+    assert reply.startswith("CON " + t("en", "deny.insufficient-balance", balance=a0))
+    assert balance(wallet, DEMO[0]) == a0
+
+
+# ------------------------------------------------------------------ what the node says, and later
+def _pay(wallet, alice, payee) -> Transaction:
+    alice.run("1", payee.address(), str(AMOUNT), "1", PIN)
+    return sent_row(wallet)
+
+
+LND_CASES = [
+    # fake LND mode, booked right after paying, booked after the reconciler asked again
+    ("succeed", SETTLED, SETTLED),
+    ("inflight_then_succeed", PENDING, SETTLED),
+    ("inflight_then_fail", PENDING, FAILED),
+    ("fail", FAILED, FAILED),
+    ("fail_unconfirmed", PENDING, PENDING),  # "failed" once, then in flight: never refunded
+    ("not_found", PENDING, PENDING),
+    ("http500", PENDING, PENDING),
+    ("malformed", PENDING, PENDING),
+    ("timeout", PENDING, PENDING),
+]
+
+
+def _check_booked(wallet, row: Transaction, status: str, a0: int, fee_paid: int) -> None:
+    assert row.status == status
+    expected = {SETTLED: a0 - AMOUNT - fee_paid, FAILED: a0, PENDING: a0 - AMOUNT - max_fee(wallet)}[status]
+    assert balance(wallet, DEMO[0]) == expected
+    assert row.fee_sats == (fee_paid if status == SETTLED else max_fee(wallet))
+
+
+@pytest.mark.skipif(not fake_lnd.SPEC_DIR.exists(), reason="needs ../shared/specs/lnd")
+@pytest.mark.parametrize("mode,first,final", LND_CASES)
+def test_lnd_payment_faults_never_create_or_lose_a_sat(insecure, payee, alice, mode, first, final):
+    from helpers.backends.lnd import LndBackend
+
+    wallet = insecure
+    lnd = fake_lnd.FakeLnd()
+    try:
+        wallet.lightning = LndBackend(lnd.url, fake_lnd.MACAROON, timeout_s=1, pay_timeout_s=1)
+        lnd.mode = mode
+        a0 = balance(wallet, DEMO[0])
+        row = _pay(wallet, alice, payee)
+        fee_paid = wallet.lightning.payment_status(row.payment_hash).fee_sat
+        _check_booked(wallet, row, first, a0, fee_paid)
+        for _ in range(3):  # the poller asks again and again: booked once
+            payments.reconcile(wallet)
+        _check_booked(wallet, sent_row(wallet), final, a0, fee_paid)
+        if final == FAILED:
+            assert t("en", "sms.lightning-failed", amount=AMOUNT, phone=payee.address(), ref=row.reference,
+                     balance=a0) in outbox(wallet, DEMO[0])
+        assert lnd.violations == []
+    finally:
+        lnd.stop()
+
+
+BTCPAY_CASES = [
+    # fake BTCPay mode, booked after paying, what the payment becomes later, booked after reconciling
+    ("complete", SETTLED, None, SETTLED),
+    ("pending", PENDING, "Complete", SETTLED),
+    ("pending", PENDING, "Failed", FAILED),
+    ("pending", PENDING, None, PENDING),
+    ("failed", FAILED, None, FAILED),
+    ("failed_unconfirmed", PENDING, None, PENDING),
+    ("http500", PENDING, None, PENDING),
+    ("refused", FAILED, None, FAILED),  # 400 and no such payment: it was never sent
+]
+
+
+@pytest.mark.skipif(not fake_btcpay.SPEC_DIR.exists(), reason="needs ../shared/specs/btcpay")
+@pytest.mark.parametrize("mode,first,later,final", BTCPAY_CASES)
+def test_btcpay_payment_faults_never_create_or_lose_a_sat(insecure, payee, alice, mode, first, later, final):
+    from helpers.backends.btcpay import BTCPayBackend
+
+    wallet = insecure
+    btcpay = fake_btcpay.FakeBTCPay()
+    try:
+        wallet.lightning = BTCPayBackend(btcpay.url, fake_btcpay.API_KEY, fake_btcpay.STORE, timeout_s=1,
+                                         pay_timeout_s=1)
+        btcpay.mode = mode
+        a0 = balance(wallet, DEMO[0])
+        row = _pay(wallet, alice, payee)
+        fee_paid = wallet.lightning.payment_status(row.payment_hash).fee_sat
+        _check_booked(wallet, row, first, a0, fee_paid)
+        if later:
+            btcpay.finish(row.payment_hash, later)
+            fee_paid = wallet.lightning.payment_status(row.payment_hash).fee_sat
+        for _ in range(3):
+            payments.reconcile(wallet)
+        _check_booked(wallet, sent_row(wallet), final, a0, fee_paid)
+        assert btcpay.violations == []
+    finally:
+        btcpay.stop()
+
+
+def test_a_node_that_raises_leaves_the_payment_pending(insecure, payee, alice):
+    wallet = insecure
+
+    class Broken(MockBackend):
+        def pay_invoice(self, bolt11, max_fee_sat):
+            raise RuntimeError("bug in a backend")
+
+    wallet.lightning = Broken()
+    a0 = balance(wallet, DEMO[0])
+    row = _pay(wallet, alice, payee)
+    assert alice.reply == "END " + t("en", "lnsend.pending", amount=AMOUNT, payee=payee.address(), ref=row.reference)
+    assert row.status == PENDING and balance(wallet, DEMO[0]) == a0 - AMOUNT - max_fee(wallet)
+    payments.reconcile(wallet)  # the node never heard of it: unknown is not failed
+    assert sent_row(wallet).status == PENDING
+
+
+def test_the_reconciler_refunds_only_on_two_failed_answers_in_a_row(insecure, payee, alice):
+    from lightning import State, StatusResult
+
+    wallet = insecure
+    answers: list[State] = []
+
+    class Flaky(MockBackend):
+        def payment_status(self, payment_hash):
+            return StatusResult(answers.pop(0))
+
+    class Undecided(MockBackend):
+        def pay_invoice(self, bolt11, max_fee_sat):
+            from lightning import PaymentResult
+            return PaymentResult(State.PENDING, decode_invoice(bolt11).payment_hash, error="in flight")
+
+    wallet.lightning = Undecided()
+    a0 = balance(wallet, DEMO[0])
+    row = _pay(wallet, alice, payee)
+    flaky = Flaky()
+    wallet.lightning = flaky
+    answers.extend([State.FAILED, State.PENDING])  # "failed", then "in flight" on the second look
+    payments.reconcile(wallet)
+    assert sent_row(wallet).status == PENDING and balance(wallet, DEMO[0]) == a0 - AMOUNT - max_fee(wallet)
+    answers.extend([State.FAILED, State.FAILED])
+    payments.reconcile(wallet)
+    assert sent_row(wallet).status == FAILED and balance(wallet, DEMO[0]) == a0
+    assert row.payment_hash == sent_row(wallet).payment_hash
+
+
+def test_flask_reconcile_settles_payments_out(insecure, payee, alice, runner):
+    wallet = insecure
+    lnd = fake_lnd.FakeLnd()
+    try:
+        from helpers.backends.lnd import LndBackend
+
+        wallet.lightning = LndBackend(lnd.url, fake_lnd.MACAROON, timeout_s=1, pay_timeout_s=1)
+        lnd.mode = "inflight_then_succeed"
+        row = _pay(wallet, alice, payee)
+        assert row.status == PENDING
+        result = runner.invoke(args=["reconcile"])
+        assert "'settled': 1" in result.output, result.output
+        assert sent_row(wallet).status == SETTLED
+    finally:
+        lnd.stop()
