@@ -211,6 +211,12 @@ def _register_routes(app: Flask) -> None:
         if not expected or not callers.token_ok(expected, token):
             log.warning("lightning webhook refused: bad token from %s", request.remote_addr)
             return jsonify({"error": "forbidden"}), 403
+        secret = svc.config["BTCPAY_WEBHOOK_SECRET"]
+        if (svc.lightning.name == "btcpay" or secret) and not webhooks.btcpay_signature_ok(
+                secret, request.get_data(), request.headers.get("BTCPay-Sig", "")):
+            log.warning("lightning webhook refused: bad BTCPay-Sig from %s%s", request.remote_addr,
+                        "" if secret else " (BTCPAY_WEBHOOK_SECRET is not set)")
+            return jsonify({"error": "bad signature"}), 403
         payment_hash = webhooks.payment_hash(request.get_data(as_text=True))
         if payment_hash is None:
             return jsonify({"error": "no payment hash"}), 400

@@ -85,3 +85,44 @@ def test_the_fake_rejects_requests_the_spec_does_not_allow(btcpay, method, path,
     assert response.status_code in (404, 422)
     assert any(complaint in v for v in btcpay.violations), btcpay.violations
     btcpay.violations.clear()
+
+
+def test_btcpay_webhooks_need_a_valid_signature_and_credit_once(btcpay, node, app, alice, wallet, client):
+    """Deliveries signed with BTCPay-Sig: 3 good ones credit once (after the node confirms), a bad or
+    missing signature and an unknown invoice change nothing."""
+    import hashlib
+    import hmac
+    import json
+
+    from sqlalchemy import select
+
+    from models import Invoice, Transaction
+    from tests.conftest import DEMO, balance, snapshot
+
+    secret, token = "btcpay-webhook-secret", "hook-token-0123456789"
+    wallet.lightning = node
+    app.config.update(BTCPAY_WEBHOOK_SECRET=secret, LIGHTNING_WEBHOOK_TOKEN=token)
+    a0 = balance(wallet, DEMO[0])
+    assert alice.run("2", "2200").startswith("END ")
+    with wallet.db.read() as s:
+        invoice = s.scalar(select(Invoice))
+    body = json.dumps({"deliveryId": "d1", "type": "InvoiceSettled", "invoiceId": invoice.payment_hash}).encode()
+
+    def deliver(data: bytes, key: str | None = secret) -> int:
+        signature = "" if key is None else hmac.new(key.encode(), data, hashlib.sha256).hexdigest()
+        headers = {"BTCPay-Sig": "sha256=" + signature} if signature else {}
+        return client.post(f"/lightning/webhook/{token}", data=data, headers=headers).status_code
+
+    btcpay.settle(invoice.payment_hash)
+    before = snapshot(wallet)
+    assert deliver(body, key="not-the-secret") == 403
+    assert deliver(body, key=None) == 403
+    assert deliver(body.replace(b"d1", b"d2"), key=None) == 403
+    unknown = json.dumps({"type": "InvoiceSettled", "invoiceId": "cd" * 32}).encode()
+    assert deliver(unknown) == 200
+    assert snapshot(wallet) == before  # nothing credited by a forged, unsigned or unknown delivery
+    for _ in range(3):
+        assert deliver(body) == 200
+    assert balance(wallet, DEMO[0]) == a0 + 2200
+    with wallet.db.read() as s:
+        assert s.query(Transaction).filter_by(payment_hash=invoice.payment_hash).count() == 1

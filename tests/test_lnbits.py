@@ -12,7 +12,7 @@ from helpers.i18n import t
 from lightning import LightningConfigError, State, create_backend
 from models import Invoice, Transaction
 from tests import lnbits_server
-from tests.conftest import DEMO, balance, outbox, snapshot
+from tests.conftest import DEMO, PIN, balance, outbox, snapshot
 from tests.servers import free_port
 
 pytestmark = pytest.mark.skipif(not lnbits_server.available(),
@@ -101,7 +101,7 @@ def test_a_lightning_address_paid_from_outside_is_credited_by_the_node_webhook(l
 
     import requests
 
-    from tests.conftest import PIN, TEST_PEPPER
+    from tests.conftest import TEST_PEPPER
     from tests.servers import Caller, Gunicorn
 
     server, pool, outside = lnbits
@@ -130,3 +130,102 @@ def test_a_lightning_address_paid_from_outside_is_credited_by_the_node_webhook(l
         assert "webhook-secret-0123456789" not in log
     finally:
         app_server.stop()
+
+
+# ------------------------------------------------------------------ paying out to a Lightning address
+def _lnbits_payee(server, receiver: dict):
+    """A Lightning address server whose invoices come from another wallet on the same LNbits."""
+    import requests
+
+    from tests.fake_lnurl import FakeLnurl
+
+    def issue(sats: int, metadata: str) -> str:
+        response = requests.post(server.url + "/api/v1/payments", headers={"X-Api-Key": receiver["inkey"]},
+                                 timeout=10, json={"out": False, "amount": sats, "memo": "",
+                                                   "unhashed_description": metadata.encode().hex()})
+        response.raise_for_status()
+        return response.json()["bolt11"]
+
+    return FakeLnurl(issue=issue)
+
+
+@pytest.fixture
+def paying(lnbits, wallet):
+    """Our wallet on the LNbits pool wallet (funded), a payee wallet behind a Lightning address."""
+    server, pool, _outside = lnbits
+    server.fund(pool["id"], 50_000)
+    receiver = server.wallet("carol")
+    payee = _lnbits_payee(server, receiver)
+    wallet.config.update(LIGHTNING_NETWORK="bc", LNURL_ALLOW_INSECURE=True)  # FakeWallet invoices are "bc"
+    wallet.lightning = LNbitsBackend(server.url, pool["adminkey"], pool["inkey"], timeout_s=1, pay_timeout_s=1)
+    yield server, pool, receiver, payee
+    payee.stop()
+
+
+def _sent(wallet) -> Transaction:
+    with wallet.db.read() as s:
+        return s.scalar(select(Transaction).where(Transaction.type == "send", Transaction.payment_hash.is_not(None)))
+
+
+def test_a_user_pays_a_lightning_address_served_by_another_lnbits_wallet(paying, app, alice, wallet):
+    server, pool, receiver, payee = paying
+    a0, pool0 = balance(wallet, DEMO[0]), server.balance_sat(pool["inkey"])
+    carol0 = server.balance_sat(receiver["inkey"])
+    reply = alice.run("1", payee.address("carol"), "2500", "1", PIN)
+    row = _sent(wallet)
+    assert reply == "END " + t("en", "lnsend.done", amount=2500, payee=payee.address("carol"), fee=row.fee_sats,
+                               ref=row.reference, balance=a0 - 2500 - row.fee_sats)
+    assert row.status == "settled"
+    assert server.balance_sat(receiver["inkey"]) == carol0 + 2500
+    assert server.balance_sat(pool["inkey"]) == pool0 - 2500 - row.fee_sats  # the fee the user paid is the node's
+    assert balance(wallet, DEMO[0]) == a0 - 2500 - row.fee_sats
+
+
+@pytest.mark.parametrize("mode", ["pay_timeout", "pay_500", "pay_malformed", "status_500"])
+def test_lnbits_answers_lost_after_paying_leave_it_pending_until_the_node_is_asked_again(
+        paying, app, alice, wallet, mode):
+    from helpers import payments
+    from tests.fault_proxy import FaultProxy
+
+    server, pool, receiver, payee = paying
+    proxy = FaultProxy(server.url)
+    try:
+        wallet.lightning = LNbitsBackend(proxy.url, pool["adminkey"], pool["inkey"], timeout_s=1, pay_timeout_s=1)
+        a0, carol0 = balance(wallet, DEMO[0]), server.balance_sat(receiver["inkey"])
+        max_fee = wallet.policy.fee_sats("lightning", 2500)
+        proxy.mode = mode
+        reply = alice.run("1", payee.address("carol"), "2500", "1", PIN)
+        row = _sent(wallet)
+        assert reply == "END " + t("en", "lnsend.pending", amount=2500, payee=payee.address("carol"),
+                                   ref=row.reference)
+        assert server.balance_sat(receiver["inkey"]) == carol0 + 2500  # LNbits did pay
+        assert balance(wallet, DEMO[0]) == a0 - 2500 - max_fee  # reserved, not refunded
+        if mode == "status_500":  # while the node cannot be asked, nothing is decided
+            payments.reconcile(wallet)
+            assert _sent(wallet).status == "pending"
+        proxy.mode = "pass"
+        for _ in range(3):
+            payments.reconcile(wallet)
+        row = _sent(wallet)
+        assert row.status == "settled" and balance(wallet, DEMO[0]) == a0 - 2500 - row.fee_sats
+        assert server.balance_sat(receiver["inkey"]) == carol0 + 2500
+    finally:
+        proxy.stop()
+
+
+def test_a_payment_lnbits_refuses_is_refunded(lnbits, app, alice, wallet):
+    server, _pool, _outside = lnbits
+    empty = server.wallet("empty pool")  # no sats to pay with: LNbits refuses before sending
+    receiver = server.wallet("dave")
+    payee = _lnbits_payee(server, receiver)
+    try:
+        wallet.config.update(LIGHTNING_NETWORK="bc", LNURL_ALLOW_INSECURE=True)
+        wallet.lightning = LNbitsBackend(server.url, empty["adminkey"], empty["inkey"], timeout_s=2, pay_timeout_s=2)
+        a0 = balance(wallet, DEMO[0])
+        reply = alice.run("1", payee.address("dave"), "2500", "1", PIN)
+        row = _sent(wallet)
+        assert reply == "END " + t("en", "lnsend.failed", ref=row.reference)
+        assert row.status == "failed" and balance(wallet, DEMO[0]) == a0
+        assert server.balance_sat(receiver["inkey"]) == 0
+    finally:
+        payee.stop()
