@@ -307,6 +307,19 @@ def _register_routes(app: Flask) -> None:
             svc.sms.kick()
         return jsonify({"reference": reference, "status": state}), 200
 
+    @app.get("/test/invoice")
+    def demo_invoice() -> tuple[Response, int]:
+        """Demo mode: the BOLT11 of one of our invoices (what its owner got by SMS), so a script can
+        pay it from an outside wallet on a real node."""
+        svc = services()
+        if not svc.config["DEMO_MODE"]:
+            return jsonify({"error": "only in demo mode"}), 404
+        reference = (request.values.get("reference") or "").strip().upper()[:16]
+        invoice = svc.db.session.query(Invoice).filter_by(reference=reference).one_or_none()
+        if invoice is None:
+            return jsonify({"error": "unknown invoice reference"}), 404
+        return jsonify({"reference": reference, "bolt11": invoice.bolt11, "status": invoice.status}), 200
+
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> tuple[Response, int]:
         return jsonify({"error": exc.name}), exc.code or 500
