@@ -19,6 +19,8 @@ from tests.fake_http import FakeServer
 from tests.servers import ROOT
 
 SPEC_DIR = Path(ROOT).parent / "shared" / "specs" / "lnd"
+# LND master (what the backend is written against) and the latest release; see SOURCES.tsv there.
+SPEC_VERSIONS = {"master": SPEC_DIR, "v0.20.3-beta": SPEC_DIR / "v0.20.3-beta"}
 MACAROON = "0201036c6e64" + "ab" * 20
 
 
@@ -115,8 +117,8 @@ class FakeLnd(FakeServer):
     """Modes for payments: succeed, fail, inflight_then_succeed, inflight_then_fail, fail_unconfirmed,
     not_found, http500, malformed, timeout."""
 
-    def __init__(self) -> None:
-        self.spec = Spec()
+    def __init__(self, spec_folder: Path = SPEC_DIR) -> None:
+        self.spec = Spec(spec_folder)
         self.node = MockBackend(network="bcrt", seed="fake-lnd")
         self.invoices: dict[str, dict] = {}
         self.payments: dict[str, str] = {}  # payment hash -> mode

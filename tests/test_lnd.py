@@ -14,9 +14,9 @@ from tests import fake_lnd
 pytestmark = pytest.mark.skipif(not fake_lnd.SPEC_DIR.exists(), reason="needs ../shared/specs/lnd")
 
 
-@pytest.fixture
-def lnd():
-    fake = fake_lnd.FakeLnd()
+@pytest.fixture(params=sorted(fake_lnd.SPEC_VERSIONS))
+def lnd(request):
+    fake = fake_lnd.FakeLnd(fake_lnd.SPEC_VERSIONS[request.param])
     yield fake
     fake.stop()
     assert fake.violations == [], fake.violations  # every request the backend made matched the spec
