@@ -17,6 +17,24 @@ from models import SmsOutbox, User
 from tests.servers import Gunicorn
 
 TEST_PEPPER = "test-pepper-0123456789"
+_LOCAL_NAMES = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}  # noqa: S104 - names, not a bind
+
+
+@pytest.fixture(autouse=True)
+def no_name_lookups(monkeypatch):
+    """Tests talk to loopback only: a typed Lightning address at a made-up domain (the fuzz tests
+    type plenty) must not become a DNS query. Names resolve as if they did not exist."""
+    import socket
+
+    real = socket.getaddrinfo
+
+    def local_only(host, *args, **kwargs):
+        name = host.decode() if isinstance(host, bytes) else str(host)
+        if name in _LOCAL_NAMES or name.replace(".", "").isdigit() or ":" in name:
+            return real(host, *args, **kwargs)
+        raise socket.gaierror(socket.EAI_NONAME, f"no DNS in tests: {name}")
+
+    monkeypatch.setattr(socket, "getaddrinfo", local_only)
 _session_ids = itertools.count(1)
 
 
