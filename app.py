@@ -6,6 +6,7 @@ Development: `python app.py` (port 5000, embedded defaults). Production:
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -22,7 +23,21 @@ from werkzeug.exceptions import HTTPException
 
 from database import Database
 from handlers import UssdRequest, handle_ussd
-from helpers import callers, invoices, limits, lnurl, metrics, poller, sessions, sms, transactions, users, webhooks
+from helpers import (
+    callers,
+    invoices,
+    limits,
+    lnurl,
+    metrics,
+    mpesa_callbacks,
+    mpesa_flows,
+    poller,
+    sessions,
+    sms,
+    transactions,
+    users,
+    webhooks,
+)
 from helpers.config import finalise, load_config
 from helpers.i18n import t
 from helpers.mpesa import create_provider
@@ -66,7 +81,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["TRUSTED_PROXY_COUNT"])
     app.teardown_appcontext(db.remove_session)
-    if app.config["INVOICE_POLL_S"] > 0:
+    if app.config["INVOICE_POLL_S"] > 0:  # also asks M-Pesa about pending pushes and payouts
         app.before_request(lambda: poller.ensure_started(svc))
     _register_routes(app)
     _register_commands(app)
@@ -210,6 +225,26 @@ def _register_routes(app: Flask) -> None:
         if sms.take_queued() and svc.config["SMS_AUTO_FLUSH"]:
             svc.sms.kick()
         return jsonify({"status": status}), 200
+
+    @app.post("/mpesa/<token>/<kind>/<reference>")
+    @app.post("/mpesa/<token>/<kind>/<event>/<reference>")
+    def mpesa_callback(token: str, kind: str, reference: str, event: str = "") -> tuple[Response, int]:
+        """Daraja's callbacks: STK push results, B2C results and queue timeouts, Transaction Status
+        results. No signature: the secret token in the URL (compared in constant time), then the
+        request the reference names, whose ids, amount and phone the body must match."""
+        svc = services()
+        expected = svc.config["MPESA_CALLBACK_TOKEN"]
+        if not svc.mpesa.payouts_async or not expected or not callers.token_ok(expected, token):
+            log.warning("mpesa callback refused: bad token from %s", request.remote_addr)
+            return jsonify({"ResultCode": 1, "ResultDesc": "forbidden"}), 403
+        try:
+            body = json.loads(request.get_data(as_text=True) or "null")
+        except ValueError:
+            body = None
+        status, outcome = mpesa_callbacks.handle(svc.db, kind[:16], event[:16], reference[:16], body)
+        if sms.take_queued() and svc.config["SMS_AUTO_FLUSH"]:
+            svc.sms.kick()
+        return jsonify({"ResultCode": 0 if status == 200 else 1, "ResultDesc": outcome}), status
 
     @app.get("/metrics")
     def prometheus() -> Response:
@@ -384,11 +419,20 @@ def _register_commands(app: Flask) -> None:
 
     @app.cli.command("reconcile")
     @click.option("--older-than-minutes", default=10, show_default=True)
-    def reconcile(older_than_minutes: int) -> None:
-        """Settle what can be settled (invoices, by asking the node) and list the money movements
-        still pending, which need a provider's status query or an operator."""
+    @click.option("--mpesa-after-seconds", type=int, default=None,
+                  help="query M-Pesa requests pending longer than this (default MPESA_QUERY_AFTER_S)")
+    def reconcile(older_than_minutes: int, mpesa_after_seconds: int | None) -> None:
+        """Settle what can be settled (invoices, by asking the node; M-Pesa pushes and payouts, by
+        Daraja's status queries) and list the money movements still pending."""
         svc = services()
         click.echo(f"invoices: {invoices.poll_pending(svc.db, svc.lightning)}")
+        if svc.mpesa.payouts_async or svc.mpesa.topup_by_push:
+            after = svc.config["MPESA_QUERY_AFTER_S"] if mpesa_after_seconds is None else mpesa_after_seconds
+            every = 0 if mpesa_after_seconds is not None else svc.config["MPESA_QUERY_EVERY_S"]
+            click.echo(f"mpesa: {mpesa_flows.reconcile(svc.db, svc.mpesa, after, every)}")
+            for req in mpesa_flows.pending(svc.db):
+                click.echo(f"PENDING mpesa {req.kind} ref={req.reference} {req.amount_kes} KES {mask(req.phone)} "
+                           f"queries={req.queries} since {req.created_at:%Y-%m-%d %H:%M}")
         with svc.db.read() as s:
             stuck = transactions.pending_older_than(s, older_than_minutes)
         for row in stuck:
