@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 import time
 import uuid
@@ -49,6 +50,7 @@ from models import Invoice
 
 log = logging.getLogger("wallet")
 
+_CALLBACK_SEGMENT = re.compile(r"[A-Za-z0-9]{1,16}")  # kinds, events and our references
 _MAX_TEXT = 1000  # longer than any real session can type in 180 s
 _MAX_FIELD = 128
 
@@ -237,11 +239,14 @@ def _register_routes(app: Flask) -> None:
         if not svc.mpesa.payouts_async or not expected or not callers.token_ok(expected, token):
             log.warning("mpesa callback refused: bad token from %s", request.remote_addr)
             return jsonify({"ResultCode": 1, "ResultDesc": "forbidden"}), 403
+        if not all(_CALLBACK_SEGMENT.fullmatch(part) for part in (kind, event or "x", reference)):
+            log.warning("mpesa callback refused: malformed path from %s", request.remote_addr)
+            return jsonify({"ResultCode": 1, "ResultDesc": "unknown callback"}), 404
         try:
             body = json.loads(request.get_data(as_text=True) or "null")
         except ValueError:
             body = None
-        status, outcome = mpesa_callbacks.handle(svc.db, kind[:16], event[:16], reference[:16], body)
+        status, outcome = mpesa_callbacks.handle(svc.db, kind, event, reference, body)
         if sms.take_queued() and svc.config["SMS_AUTO_FLUSH"]:
             svc.sms.kick()
         return jsonify({"ResultCode": 0 if status == 200 else 1, "ResultDesc": outcome}), status

@@ -131,13 +131,6 @@ def finalise(config: dict[str, Any]) -> None:
     if production and config["MPESA_PROVIDER"] == "simulated":
         # the simulated provider credits any well-formed code: free money
         raise ConfigError("MPESA_PROVIDER=simulated is not allowed in production")
-    if production and config["MPESA_PROVIDER"] == "daraja":
-        if config["MPESA_BASE_URL"].rstrip("/") == DARAJA_SANDBOX_URL:
-            # sandbox payments are not money: every sandbox top-up would credit real sats
-            raise ConfigError(f"MPESA_BASE_URL is Daraja's sandbox; production needs {DARAJA_LIVE_URL}")
-        callback_base = config["MPESA_CALLBACK_BASE_URL"] or config["PUBLIC_URL"]
-        if not callback_base.startswith("https://"):
-            raise ConfigError("MPESA_CALLBACK_BASE_URL (or PUBLIC_URL) must be https:// in production")
     if production and not config["RATE_LIMITS"]:
         raise ConfigError("RATE_LIMITS must be on in production")
     token = config["USSD_CALLBACK_TOKEN"]
@@ -156,3 +149,10 @@ def finalise(config: dict[str, Any]) -> None:
                           "characters: Lightning addresses are shown on 160-character screens")
     if config["DEFAULT_LANGUAGE"] not in ("en", "sw"):
         raise ConfigError("DEFAULT_LANGUAGE must be 'en' or 'sw'")
+    if production and config["MPESA_PROVIDER"] == "daraja":
+        if config["MPESA_BASE_URL"].rstrip("/") == DARAJA_SANDBOX_URL:
+            # sandbox payments are not money: every sandbox top-up would credit real sats
+            raise ConfigError(f"MPESA_BASE_URL is Daraja's sandbox; production needs {DARAJA_LIVE_URL}")
+        callback_base = config["MPESA_CALLBACK_BASE_URL"] or config["PUBLIC_URL"]
+        if not callback_base.startswith("https://"):
+            raise ConfigError("MPESA_CALLBACK_BASE_URL (or PUBLIC_URL) must be https:// in production")

@@ -125,6 +125,8 @@ def stk(db: Database, reference: str, body: dict) -> tuple[int, str]:
         return _refuse("stk", reference, "MpesaReceiptNumber missing or malformed", request)
     if request.status == SETTLED:
         return _duplicate("stk", reference, request)
+    if request.status == FAILED and not request.checkout_request_id:
+        return _refuse("stk", reference, "paid callback for a push M-Pesa never accepted", request)
     if request.checkout_request_id is None:
         _adopt(db, request, checkout_request_id=checkout, merchant_request_id=merchant or None)
     if request.status == FAILED:

@@ -310,6 +310,17 @@ def test_a_refused_push_says_so_and_leaves_nothing_pending(alice, wallet, daraja
     assert outbox(wallet, alice.phone) == []  # the screen said it
 
 
+def test_a_paid_callback_for_a_refused_push_credits_nothing(alice, wallet, daraja):
+    top_up(alice, kes_for("refused", KES_MIN))
+    request = request_of(wallet, "stk")
+    before = snapshot(wallet)
+    forged = FakeDaraja.stk_callback({"merchant": "1-1", "checkout": "ws_CO_1", "kes": request.amount_kes,
+                                      "phone": msisdn(alice.phone), "result": "0", "receipt": "ABCDE12345"})
+    url = wallet.mpesa.callback_url("stk", request.reference)
+    assert daraja.send(url, forged) == 400
+    assert snapshot(wallet) == before and request_of(wallet, "stk").status == "failed"
+
+
 def test_a_push_whose_answer_was_lost_is_still_credited_by_its_callback(alice, wallet, daraja):
     kes = kes_for("slow", KES_MIN)  # the answer comes after the client stopped waiting
     before = balance(wallet, alice.phone)
@@ -399,6 +410,8 @@ def test_forged_callbacks_change_nothing(alice, wallet, daraja, served, caplog):
         assert daraja.send(f"{base}/{fake_daraja.CALLBACK_TOKEN}/stk/NOSUCHREF", genuine) == 404
         wrong_kind = {"Result": {"ResultCode": 0, "OriginatorConversationID": request.reference}}
         assert daraja.send(f"{base}/{fake_daraja.CALLBACK_TOKEN}/b2c/result/{request.reference}", wrong_kind) == 404
+        assert daraja.send(f"{base}/{fake_daraja.CALLBACK_TOKEN}/stk/{request.reference}%0Aforged", genuine) == 404
+        assert daraja.send(f"{base}/{fake_daraja.CALLBACK_TOKEN}/stk/{'A' * 17}", genuine) == 404
         assert daraja.send(record["url"], ["not", "an", "object"]) == 400
         assert daraja.send(record["url"], {"Body": "nothing"}) == 400
     assert alice.client.post(record["url"].removeprefix(served), data="{not json").status_code == 400
@@ -578,3 +591,35 @@ def test_a_failure_after_success_changes_nothing(alice, wallet, daraja):
 
 def test_status_shows_the_provider(client, served):
     assert client.get("/status").get_json()["mpesa"] == "daraja"
+
+
+# ------------------------------------------------------------------ races
+def _all_at_once(*jobs) -> None:
+    threads = [threading.Thread(target=job) for job in jobs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+
+
+def test_racing_callbacks_and_status_queries_credit_once(alice, wallet, daraja):
+    request, record = _pending_push(alice, wallet, daraja)
+    before = balance(wallet, alice.phone)
+    payload = FakeDaraja.stk_callback(record)
+    _all_at_once(*[lambda: daraja.send(record["url"], payload)] * 6,
+                 lambda: mpesa_flows.reconcile(wallet.db, wallet.mpesa, 0, 0))
+    assert balance(wallet, alice.phone) == before + request.amount_sats
+    assert len(rows(wallet, "topup")) == 1
+
+
+@pytest.mark.parametrize("failed", [False, True])
+def test_racing_b2c_results_move_the_reserve_once(alice, wallet, daraja, failed):
+    kes = kes_for("never", KES_MIN)
+    before = balance(wallet, alice.phone)
+    withdraw(alice, kes)
+    record = {**_b2c(daraja), "status": "Declined" if failed else "Completed"}
+    url = record_url(wallet, "result")
+    _all_at_once(*[lambda: daraja.send(url, FakeDaraja.b2c_result(record))] * 6)
+    (row,) = rows(wallet, "withdraw")
+    assert row.status == ("failed" if failed else "settled")
+    assert balance(wallet, alice.phone) == (before if failed else before - reserved(kes))
