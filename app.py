@@ -6,8 +6,10 @@ Development: `python app.py` (port 5000, embedded defaults). Production:
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
 import sys
 import time
 import uuid
@@ -28,6 +30,8 @@ from helpers import (
     limits,
     lnurl,
     metrics,
+    mpesa_callbacks,
+    mpesa_flows,
     payments,
     poller,
     sessions,
@@ -47,6 +51,7 @@ from models import Invoice
 
 log = logging.getLogger("wallet")
 
+_CALLBACK_SEGMENT = re.compile(r"[A-Za-z0-9]{1,16}")  # kinds, events and our references
 _MAX_TEXT = 1000  # longer than any real session can type in 180 s
 _MAX_FIELD = 128
 
@@ -79,7 +84,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["TRUSTED_PROXY_COUNT"])
     app.teardown_appcontext(db.remove_session)
-    if app.config["INVOICE_POLL_S"] > 0:
+    if app.config["INVOICE_POLL_S"] > 0:  # also asks M-Pesa about pending pushes and payouts
         app.before_request(lambda: poller.ensure_started(svc))
     _register_routes(app)
     _register_commands(app)
@@ -229,6 +234,29 @@ def _register_routes(app: Flask) -> None:
         if sms.take_queued() and svc.config["SMS_AUTO_FLUSH"]:
             svc.sms.kick()
         return jsonify({"status": status}), 200
+
+    @app.post("/mpesa/<token>/<kind>/<reference>")
+    @app.post("/mpesa/<token>/<kind>/<event>/<reference>")
+    def mpesa_callback(token: str, kind: str, reference: str, event: str = "") -> tuple[Response, int]:
+        """Daraja's callbacks: STK push results, B2C results and queue timeouts, Transaction Status
+        results. No signature: the secret token in the URL (compared in constant time), then the
+        request the reference names, whose ids, amount and phone the body must match."""
+        svc = services()
+        expected = svc.config["MPESA_CALLBACK_TOKEN"]
+        if not svc.mpesa.payouts_async or not expected or not callers.token_ok(expected, token):
+            log.warning("mpesa callback refused: bad token from %s", request.remote_addr)
+            return jsonify({"ResultCode": 1, "ResultDesc": "forbidden"}), 403
+        if not all(_CALLBACK_SEGMENT.fullmatch(part) for part in (kind, event or "x", reference)):
+            log.warning("mpesa callback refused: malformed path from %s", request.remote_addr)
+            return jsonify({"ResultCode": 1, "ResultDesc": "unknown callback"}), 404
+        try:
+            body = json.loads(request.get_data(as_text=True) or "null")
+        except ValueError:
+            body = None
+        status, outcome = mpesa_callbacks.handle(svc.db, kind, event, reference, body)
+        if sms.take_queued() and svc.config["SMS_AUTO_FLUSH"]:
+            svc.sms.kick()
+        return jsonify({"ResultCode": 0 if status == 200 else 1, "ResultDesc": outcome}), status
 
     @app.get("/metrics")
     def prometheus() -> Response:
@@ -416,12 +444,21 @@ def _register_commands(app: Flask) -> None:
 
     @app.cli.command("reconcile")
     @click.option("--older-than-minutes", default=10, show_default=True)
-    def reconcile(older_than_minutes: int) -> None:
-        """Settle what can be settled by asking the node (invoices, Lightning payments out) and list
-        the money movements still pending, which need a provider's status query or an operator."""
+    @click.option("--mpesa-after-seconds", type=int, default=None,
+                  help="query M-Pesa requests pending longer than this (default MPESA_QUERY_AFTER_S)")
+    def reconcile(older_than_minutes: int, mpesa_after_seconds: int | None) -> None:
+        """Settle what can be settled (invoices and Lightning payments out, by asking the node; M-Pesa
+        pushes and payouts, by Daraja's status queries) and list the money movements still pending."""
         svc = services()
         click.echo(f"invoices: {invoices.poll_pending(svc.db, svc.lightning)}")
         click.echo(f"lightning payments out: {payments.reconcile(svc)}")
+        if svc.mpesa.payouts_async or svc.mpesa.topup_by_push:
+            after = svc.config["MPESA_QUERY_AFTER_S"] if mpesa_after_seconds is None else mpesa_after_seconds
+            every = 0 if mpesa_after_seconds is not None else svc.config["MPESA_QUERY_EVERY_S"]
+            click.echo(f"mpesa: {mpesa_flows.reconcile(svc.db, svc.mpesa, after, every)}")
+            for req in mpesa_flows.pending(svc.db):
+                click.echo(f"PENDING mpesa {req.kind} ref={req.reference} {req.amount_kes} KES {mask(req.phone)} "
+                           f"queries={req.queries} since {req.created_at:%Y-%m-%d %H:%M}")
         with svc.db.read() as s:
             stuck = transactions.pending_older_than(s, older_than_minutes)
         for row in stuck:

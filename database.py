@@ -10,6 +10,7 @@ Two kinds of unit of work:
 
 from __future__ import annotations
 
+
 import logging
 from contextlib import contextmanager
 from pathlib import Path
@@ -99,16 +100,42 @@ class Database:
         Base.metadata.create_all(self.engine)
 
     def migrate(self, revision: str = "head") -> None:
-        """Bring the schema to `revision` with the Alembic migrations in migrations/."""
+        """Bring the schema to `revision` with the Alembic migrations in migrations/. Workers that
+        start together (gunicorn) take turns: the first migrates, the others find nothing to do."""
         from alembic import command
         from alembic.config import Config
 
         config = Config(str(_ROOT / "alembic.ini"))
         config.set_main_option("script_location", str(_ROOT / "migrations"))
         config.attributes["configure_logging"] = False
-        with self.engine.begin() as conn:
+        with self._migration_lock(), self.engine.begin() as conn:
             config.attributes["connection"] = conn
             command.upgrade(config, revision)
+
+    @contextmanager
+    def _migration_lock(self) -> Iterator[None]:
+        """One migrating process at a time: a lock file beside a SQLite database (SQLite would
+        refuse a second writer's schema change at once, not make it wait), a named lock on MySQL."""
+        if self.is_sqlite:
+            path = self.engine.url.database
+            if not path or path == ":memory:":
+                yield
+                return
+            import fcntl
+
+            with open(path + ".migrate-lock", "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(lock, fcntl.LOCK_UN)
+            return
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT GET_LOCK('ussd_wallet_migrate', 120)"))
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT RELEASE_LOCK('ussd_wallet_migrate')"))
 
     def drop_schema(self) -> None:
         Base.metadata.drop_all(self.engine)

@@ -87,8 +87,8 @@ access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms "%(a)s"'
 
 
 class RedactingLogger(Logger):
-    """Callback URLs carry secrets (/ussd/<token>, /lightning/webhook/<token>): keep them out of
-    the access log."""
+    """Callback URLs carry secrets (/ussd/<token>, /lightning/webhook/<token>, /mpesa/<token>/...):
+    keep them out of the access log."""
 
     def atoms(self, resp, req, environ, request_time):
         atoms = super().atoms(resp, req, environ, request_time)
@@ -98,7 +98,7 @@ class RedactingLogger(Logger):
         return atoms
 
 
-_SECRET_PATH = re.compile(r"(/ussd|/lightning/webhook)/[^\s?/]+")
+_SECRET_PATH = re.compile(r"(/ussd|/lightning/webhook|/mpesa)/[^\s?/]+")
 logger_class = RedactingLogger
 
 # Name the processes in `ps` so operators can tell them apart on a shared host.

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 from collections.abc import Callable
 
-from helpers import invoices, lnurl, lnurl_pay, payments, sessions, transactions, users
+from helpers import invoices, lnurl, lnurl_pay, mpesa_flows, payments, sessions, transactions, users
 from helpers.errors import (
     CodeAlreadyUsed,
     InsufficientBalance,
@@ -411,13 +411,12 @@ def _do_withdraw(ctx: Ctx, data: dict) -> str:
         return deny_text(ctx, exc.reason, "KES" if exc.reason in ("below-minimum", "above-maximum") else "sats")
     if receipt.replay:
         return ctx.t("replay", ref=receipt.reference)
-    payout = svc.mpesa.payout(data["phone"], data["kes"], receipt.reference)
-    if payout.state is State.SUCCEEDED and transactions.settle_withdrawal(
-        svc.db, receipt.transaction_id, payout.receipt, data["kes"]
-    ):
+    payout = mpesa_flows.pay_out(svc.db, svc.mpesa, receipt.transaction_id, receipt.reference, data["phone"],
+                                 data["kes"], receipt.amount_sats, ctx.user.id)
+    if payout.state is State.SUCCEEDED:
         return ctx.t("withdraw.done", kes=data["kes"], phone=data["phone"], code=payout.receipt,
                      sats=receipt.amount_sats, fee=receipt.fee_sats, balance=receipt.balance_sats)
-    if payout.state is State.FAILED and transactions.refund_withdrawal(svc.db, receipt.transaction_id):
+    if payout.state is State.FAILED:
         return ctx.t("withdraw.failed", ref=receipt.reference)
     return ctx.t("withdraw.pending", kes=data["kes"], phone=data["phone"], ref=receipt.reference)
 
@@ -559,7 +558,12 @@ class TopupAmount:
         decision = ctx.svc.policy.topup(kes)
         if not decision.allowed:
             return Retry(deny_text(ctx, decision.reason or "", "KES"))
-        return Push("topup.code", {"kes": kes, "sats": ctx.svc.policy.kes_to_sats_credit(kes)})
+        data = {"kes": kes, "sats": ctx.svc.policy.kes_to_sats_credit(kes)}
+        if not ctx.svc.mpesa.topup_by_push:
+            return Push("topup.code", data)
+        if not ctx.svc.mpesa.accepts_phone(ctx.user.phone):
+            return End(ctx.t("error.mpesa-phone"))  # the prompt can only go to the caller's own phone
+        return Push("topup.push", data)
 
 
 class TopupCode:
@@ -605,6 +609,29 @@ class TopupConfirm:
                          balance=receipt.balance_sats))
 
 
+class TopupPush:
+    """Confirm, then M-Pesa prompts the caller's own phone for the M-Pesa PIN (STK push); the
+    sats are credited when M-Pesa confirms the payment (callback or status query)."""
+
+    secret = False
+
+    def prompt(self, ctx: Ctx, data: dict) -> str:
+        return ctx.t("topup.push", kes=data["kes"], sats=data["sats"], phone=ctx.user.phone)
+
+    def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
+        if token != "1":
+            return Retry(ctx.t("error.option"))
+        if not ctx.final:
+            return _expired(ctx)
+        svc = ctx.svc
+        started = mpesa_flows.start_topup(svc.db, svc.mpesa, ctx.user, data["kes"], data["sats"], ctx.key)
+        if started.replay:
+            return End(ctx.t("replay", ref=started.reference))
+        if started.state is State.FAILED:
+            return End(ctx.t("topup.push-failed"))
+        return End(ctx.t("topup.push-sent", kes=data["kes"], sats=data["sats"], ref=started.reference))
+
+
 class WithdrawAmount:
     secret = False
 
@@ -636,6 +663,8 @@ class WithdrawPhone:
         phone = ctx.user.phone if token == "1" else normalise(token, ctx.svc.config["DEFAULT_REGION"])
         if phone is None:
             return Retry(ctx.t("error.phone"))
+        if not ctx.svc.mpesa.accepts_phone(phone):
+            return Retry(ctx.t("error.mpesa-phone"))
         return Push("pin", {**data, "phone": phone, "action": "withdraw"})
 
 
@@ -723,6 +752,7 @@ SCREENS = {
     "topup.amount": TopupAmount(),
     "topup.code": TopupCode(),
     "topup.confirm": TopupConfirm(),
+    "topup.push": TopupPush(),
     "withdraw.amount": WithdrawAmount(),
     "withdraw.phone": WithdrawPhone(),
     "account": Account(),

@@ -161,6 +161,44 @@ class RateCounter(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, index=True)
 
 
+# MpesaRequest.kind
+STK, B2C = "stk", "b2c"
+
+
+class MpesaRequest(Base):
+    """One request to M-Pesa whose outcome arrives later: an STK push (a top-up) or a B2C payment
+    (a withdrawal, whose sats are reserved by a pending transaction). Callbacks find it by
+    `reference` (a segment of their URL) and must match its ids, amount and phone. Its status
+    moves once, pending -> settled | failed, in the same database transaction as the money."""
+
+    __tablename__ = "mpesa_requests"
+    __table_args__ = (Index("ix_mpesa_requests_status_kind", "status", "kind"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(8))  # stk, b2c
+    reference: Mapped[str] = mapped_column(String(16), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    # b2c: the pending withdrawal; stk: the credit, once there is one
+    transaction_id: Mapped[Optional[int]] = mapped_column(ForeignKey("transactions.id"), unique=True)
+    phone: Mapped[str] = mapped_column(String(20))  # E.164: who pays (stk) or is paid (b2c)
+    amount_kes: Mapped[int] = mapped_column(BigInteger)
+    amount_sats: Mapped[int] = mapped_column(BigInteger)  # stk: what the screen promised to credit
+    status: Mapped[str] = mapped_column(String(16), default=PENDING)
+    merchant_request_id: Mapped[Optional[str]] = mapped_column(String(64))
+    checkout_request_id: Mapped[Optional[str]] = mapped_column(String(64), unique=True)
+    originator_conversation_id: Mapped[Optional[str]] = mapped_column(String(64), unique=True)
+    conversation_id: Mapped[Optional[str]] = mapped_column(String(64))
+    receipt: Mapped[Optional[str]] = mapped_column(String(32))  # M-Pesa's receipt (transaction id)
+    result_code: Mapped[Optional[str]] = mapped_column(String(16))
+    result_desc: Mapped[Optional[str]] = mapped_column(String(255))
+    # The USSD step that started it (stk), so a replayed confirmation pushes once.
+    idempotency_key: Mapped[Optional[str]] = mapped_column(String(64), unique=True)
+    queries: Mapped[int] = mapped_column(Integer, default=0)  # status queries sent
+    last_query_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    finished_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
+
+
 class SmsOutbox(Base):
     """An SMS waiting to be sent after the USSD reply; retried with backoff."""
 

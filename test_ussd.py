@@ -12,6 +12,12 @@ again against the same server and database. After every request it checks: HTTP 
 starts with "CON " or "END ", and a screen of at most 160 characters. Balances are read from the
 main menu ("Balance: N sats" / "Salio: N sats") and must equal what the flows moved, to the sat.
 
+M-Pesa: GET /status says which provider the server runs. With `simulated` the top-up flows type
+confirmation codes. With `daraja` (against the fake Daraja of tests/fake_daraja.py, which picks each
+request's outcome from the last two digits of the KES amount) a top-up is an STK push: the script
+waits for the callback's credit, checks that a cancelled push credits nothing and that a callback
+sent three times credits once, and waits for each withdrawal's B2C result to settle it.
+
 Exit status: 0 when every flow passed, 1 when any failed or was skipped, 2 when the server cannot
 be reached or the script is not run from the project folder.
 """
@@ -46,6 +52,11 @@ try:
 except ImportError:  # an older catalog without it: the plain length check still runs
     gsm7_length = None
 
+try:  # the fake Daraja's outcome table (MPESA_PROVIDER=daraja runs against tests/fake_daraja.py)
+    from tests.fake_daraja import kes_for
+except ImportError:
+    kes_for = None
+
 try:
     import phonenumbers
 except ImportError:  # optional: the numbers are valid by construction most of the time
@@ -57,6 +68,7 @@ NETWORK_CODE = "63902"  # Safaricom
 MAX_SCREEN = 160
 TIMEOUT_S = 20
 LNBITS_CREDIT_WAIT_S = 30  # a real node's payment reaches us by webhook or the next poll
+SETTLE_WAIT_S = 20  # how long an M-Pesa callback may take to arrive (daraja)
 
 
 class Failure(AssertionError):
@@ -307,6 +319,7 @@ class Run:
         self.lnbits_payer: tuple[str, str] | None = None  # (URL, admin key) of an outside LNbits wallet
         self.users: dict[str, User] = {}
         self.notes: list[str] = []
+        self.mpesa = "simulated"
         # amounts, all derived from the policy
         self.min_sats = self.p.value("payment-min-sats")
         self.max_sats = self.p.value("payment-max-sats")
@@ -344,6 +357,42 @@ class Run:
         d.expect(d.send("0"), "END", d.tx("exit"))
         return shown
 
+    def read_balance(self, user: User) -> int:
+        d = self.dial(user)
+        shown = num(d.expect_match(d.open(), "CON", "main")["balance"])
+        d.send("0")
+        return shown
+
+    def wait_balance(self, user: User, what: str, wait_s: float = SETTLE_WAIT_S) -> None:
+        """A callback (M-Pesa, a Lightning node) moves money after the reply: wait until the main
+        menu shows the expected balance (never more), then check the whole screen."""
+        deadline = time.monotonic() + wait_s
+        shown = self.read_balance(user)
+        while shown != user.balance and time.monotonic() < deadline:
+            if shown > user.balance:
+                break
+            time.sleep(0.3)
+            shown = self.read_balance(user)
+        if shown != user.balance:
+            raise Failure(f"[{user.name} {user.phone}] after {what}: balance {shown:,} sats, expected "
+                          f"{user.balance:,} within {wait_s}s")
+        self.check_balance(user)
+
+    def wait_settled(self, user: User, what: str) -> None:
+        """Wait until the newest history line is no longer pending (no '*' after its date)."""
+        deadline = time.monotonic() + SETTLE_WAIT_S
+        while True:
+            d = self.dial(user)
+            d.open()
+            d.send("6")
+            found = d.expect_match(d.send("1"), "CON", "history")
+            newest = next((line for line in found["lines"].split("\n") if line), "")
+            if newest and not newest.endswith("*"):
+                return
+            if time.monotonic() > deadline:
+                raise Failure(f"[{user.name} {user.phone}] {what} still pending after {SETTLE_WAIT_S}s: {newest!r}")
+            time.sleep(0.3)
+
     def pin_step(self, d: Dial, prompt: str, wrong_first: bool) -> None:
         """At a PIN screen showing `prompt`: optionally a wrong PIN (re-prompt with attempts left)."""
         if wrong_first:
@@ -377,6 +426,10 @@ class Run:
         if response.status_code != 200 or body.get("status") != "ok":
             raise Failure(f"GET /status: HTTP {response.status_code}, status={body.get('status')!r}, expected 200 'ok'")
         ADDRESS_DOMAIN[0] = body.get("lightning_address_domain", "")
+        self.mpesa = body.get("mpesa", "simulated")
+        if self.mpesa == "daraja" and kes_for is None:
+            raise Failure("the server runs MPESA_PROVIDER=daraja, but tests/fake_daraja.py cannot be imported")
+        out.notes.append(f"M-Pesa provider {self.mpesa}")
         demo = self.client.get("/test")
         self.demo = demo.status_code == 200
         if self.demo:
@@ -406,6 +459,8 @@ class Run:
         out.notes.append(f"{b.phone}")
 
     def flow_topup(self, out: Outcome) -> None:
+        if self.mpesa == "daraja":
+            return self.push_topup(out)
         a = self.users["A"]
         kes = self.topup_kes
         sats = self.p.kes_to_sats_credit(kes)
@@ -422,7 +477,28 @@ class Run:
         self.check_balance(a)
         out.notes.append(f"{kes:,} KES -> {sats:,} sats, code {code}")
 
+    def push(self, user: User, kes: int) -> str:
+        """Top up by STK push: amount, confirm, 'watch your phone'. Returns the reference."""
+        sats = self.p.kes_to_sats_credit(kes)
+        d = self.dial(user)
+        d.expect(d.open(), "CON", d.main_screen())
+        d.expect(d.send("4"), "CON", d.tx("topup.amount", min=self.kes_min, max=self.kes_max))
+        d.expect(d.send(str(kes)), "CON", d.tx("topup.push", kes=kes, sats=sats, phone=user.phone))
+        return d.expect_match(d.send("1"), "END", "topup.push-sent", kes=kes, sats=sats)["ref"]
+
+    def push_topup(self, out: Outcome) -> None:
+        a = self.users["A"]
+        kes = kes_for("success", self.topup_kes)
+        sats = self.p.kes_to_sats_credit(kes)
+        ref = self.push(a, kes)
+        a.balance += sats
+        self.wait_balance(a, f"the STK push {ref}")
+        a.history.insert(0, ("+", sats, "topup"))
+        out.notes.append(f"{kes:,} KES -> {sats:,} sats by STK push {ref}, credited by its callback")
+
     def flow_topup_reuse(self, out: Outcome) -> None:
+        if self.mpesa == "daraja":
+            return self.push_outcomes(out)
         a, b = self.users["A"], self.users["B"]
         kes, code = self.topup_kes, self.topup_code
         # the same user again
@@ -441,6 +517,20 @@ class Run:
         d.expect(d.send(code.lower()), "CON", lines(d.tx("error.code-used"), d.tx("topup.code", kes=kes)))
         self.check_balance(a)
         self.check_balance(b)
+
+    def push_outcomes(self, out: Outcome) -> None:
+        """A cancelled push (1032) credits nothing; a callback sent three times credits once."""
+        a = self.users["A"]
+        cancelled = self.push(a, kes_for("cancelled", self.kes_min))
+        kes = kes_for("duplicated", self.kes_min)
+        duplicated = self.push(a, kes)
+        a.balance += self.p.kes_to_sats_credit(kes)  # once: the cancelled push and the repeats add nothing
+        self.wait_balance(a, f"the cancelled push {cancelled} and the repeated callback of {duplicated}")
+        time.sleep(1)  # room for any late repeat to (wrongly) credit again
+        self.check_balance(a)
+        a.history.insert(0, ("+", self.p.kes_to_sats_credit(kes), "topup"))
+        out.notes.append(f"push {cancelled} cancelled: nothing credited; push {duplicated} called back 3 times: "
+                         "credited once")
 
     def flow_send(self, out: Outcome) -> None:
         a, b = self.users["A"], self.users["B"]
@@ -545,24 +635,13 @@ class Run:
             raise Failure(f"the outside LNbits wallet could not pay {ref}: HTTP {paid.status_code} {paid.text[:200]!r}")
         a.balance += amount
         a.history.insert(0, ("+", amount, "receive"))
-        self.wait_for_balance(a, LNBITS_CREDIT_WAIT_S)
+        self.wait_balance(a, "the outside LNbits payment", LNBITS_CREDIT_WAIT_S)
         again = requests.post(url.rstrip("/") + "/api/v1/payments", json={"out": True, "bolt11": bolt11},
                               headers={"X-Api-Key": key}, timeout=TIMEOUT_S)
         time.sleep(2)  # a second credit, if there were one, would come by now
         self.check_balance(a)
         out.notes.append(f"invoice {ref} for {amount:,} sats paid from an outside LNbits wallet, credited once "
                          f"(paying it again: HTTP {again.status_code})")
-
-    def wait_for_balance(self, user: User, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                self.check_balance(user)
-                return
-            except Failure:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
 
     def flow_request(self, out: Outcome) -> None:
         a, b = self.users["A"], self.users["B"]
@@ -607,9 +686,16 @@ class Run:
         d.expect(d.send(str(kes)), "CON", d.tx("withdraw.phone", kes=kes, phone=a.phone))
         d.expect(d.send("1"), "CON", d.tx("withdraw.pin", kes=kes, phone=a.phone, sats=sats, fee=fee))
         a.balance -= sats + fee
+        a.history.insert(0, ("-", sats + fee, "withdraw"))
+        if self.mpesa == "daraja":  # B2C: reserved now, settled by the result callback
+            found = d.expect_match(d.send(a.pin), "END", "withdraw.pending", kes=kes, phone=a.phone)
+            self.check_balance(a)
+            self.wait_settled(a, f"withdrawal {found['ref']}")
+            self.check_balance(a)
+            out.notes.append(f"{kes:,} KES = {sats:,} sats + fee {fee:,}, ref {found['ref']}, settled by B2C result")
+            return
         found = d.expect_match(d.send(a.pin), "END", "withdraw.done", kes=kes, phone=a.phone, sats=sats, fee=fee,
                                balance=a.balance)
-        a.history.insert(0, ("-", sats + fee, "withdraw"))
         self.check_balance(a)
         out.notes.append(f"{kes:,} KES = {sats:,} sats + fee {fee:,}, M-Pesa ref {found['code']}")
 
@@ -671,8 +757,14 @@ class Run:
         below_kes = self.kes_min - 1
         d.expect(d.send(str(below_kes)), "CON",
                  lines(d.tx("deny.below-minimum", min=self.kes_min, unit="KES"), topup_amount))
-        d.expect(d.send(str(self.topup_kes)), "CON", d.tx("topup.code", kes=self.topup_kes))
-        d.expect(d.send("ABC"), "CON", lines(d.tx("error.code"), d.tx("topup.code", kes=self.topup_kes)))
+        if self.mpesa == "daraja":
+            confirm = d.tx("topup.push", kes=self.topup_kes, sats=self.p.kes_to_sats_credit(self.topup_kes),
+                           phone=b.phone)
+            d.expect(d.send(str(self.topup_kes)), "CON", confirm)
+            d.expect(d.send("ABC"), "CON", lines(d.tx("error.option"), confirm))
+        else:
+            d.expect(d.send(str(self.topup_kes)), "CON", d.tx("topup.code", kes=self.topup_kes))
+            d.expect(d.send("ABC"), "CON", lines(d.tx("error.code"), d.tx("topup.code", kes=self.topup_kes)))
         d.expect(d.send("0"), "CON", topup_amount)  # 0: back one screen
         d.expect(d.send("0"), "CON", main)
         d.expect(d.send("2"), "CON", receive_amount)
@@ -704,6 +796,9 @@ class Run:
         fee = self.p.fee_sats("internal", amount)
         d.expect(d.send(str(amount)), "CON",
                  d.tx("send.confirm", amount=amount, phone=c.phone, fee=fee, total=amount + fee))
+        if self.mpesa == "daraja":
+            out.notes.append("no M-Pesa codes with daraja: the used-code part does not apply")
+            return
         d = self.dial(b)
         d.open()
         d.send("4")
@@ -721,7 +816,8 @@ FLOWS: list[tuple[str, str, list[str]]] = [
     ("flow_register_a", "register A: weak PIN refused, bad format, mismatch, PIN set", []),
     ("flow_register_b", "register B: weak PIN refused, bad format, mismatch, PIN set", []),
     ("flow_topup", "top up A by M-Pesa", ["flow_status", "flow_register_a"]),
-    ("flow_topup_reuse", "same M-Pesa code refused (A again, B in lower case)", ["flow_topup", "flow_register_b"]),
+    ("flow_topup_reuse", "same M-Pesa code refused (daraja: cancelled push, repeated callback)",
+     ["flow_topup", "flow_register_b"]),
     ("flow_send", "send A -> B: confirm amount/fee, wrong PIN once, then right", ["flow_topup", "flow_register_b"]),
     ("flow_send_new_phone", "send A -> new phone C, C registers and sees it", ["flow_send"]),
     ("flow_receive", "receive: invoice, paid as an outside payer, credited", ["flow_send_new_phone"]),

@@ -14,6 +14,8 @@ DEV_PIN_PEPPER = "development-pepper-not-for-production"  # noqa: S105 - a marke
 
 _TRUE = {"1", "true", "yes", "on"}
 MAX_ADDRESS_DOMAIN = 24
+DARAJA_SANDBOX_URL = "https://sandbox.safaricom.co.ke"
+DARAJA_LIVE_URL = "https://api.safaricom.co.ke"
 
 
 class ConfigError(RuntimeError):
@@ -71,6 +73,24 @@ def load_config(instance_path: str, env: dict[str, str] | None = None) -> dict[s
         "PUBLIC_URL": env.get("PUBLIC_URL", "http://localhost:5000"),
         "PIN_PEPPER": env.get("PIN_PEPPER", ""),
         "MPESA_PROVIDER": env.get("MPESA_PROVIDER", "simulated").lower(),
+        # Daraja (MPESA_PROVIDER=daraja); see .env.example and README
+        "MPESA_BASE_URL": env.get("MPESA_BASE_URL", DARAJA_SANDBOX_URL),
+        "MPESA_CONSUMER_KEY": env.get("MPESA_CONSUMER_KEY", ""),
+        "MPESA_CONSUMER_SECRET": env.get("MPESA_CONSUMER_SECRET", ""),
+        "MPESA_SHORTCODE": env.get("MPESA_SHORTCODE", ""),
+        "MPESA_PASSKEY": env.get("MPESA_PASSKEY", ""),
+        "MPESA_TILL_NUMBER": env.get("MPESA_TILL_NUMBER", ""),
+        "MPESA_B2C_SHORTCODE": env.get("MPESA_B2C_SHORTCODE", ""),
+        "MPESA_INITIATOR_NAME": env.get("MPESA_INITIATOR_NAME", ""),
+        "MPESA_SECURITY_CREDENTIAL": env.get("MPESA_SECURITY_CREDENTIAL", ""),
+        "MPESA_B2C_COMMAND_ID": env.get("MPESA_B2C_COMMAND_ID", "BusinessPayment"),
+        "MPESA_CALLBACK_BASE_URL": env.get("MPESA_CALLBACK_BASE_URL", ""),
+        "MPESA_CALLBACK_TOKEN": env.get("MPESA_CALLBACK_TOKEN", ""),
+        "MPESA_TIMEOUT_S": float(env.get("MPESA_TIMEOUT_S", "10")),
+        # Pending pushes and payouts older than this are queried (status queries), each at most
+        # every MPESA_QUERY_EVERY_S, by the poller and by `flask reconcile`.
+        "MPESA_QUERY_AFTER_S": int(env.get("MPESA_QUERY_AFTER_S", "90")),
+        "MPESA_QUERY_EVERY_S": int(env.get("MPESA_QUERY_EVERY_S", "120")),
         "DEFAULT_REGION": env.get("DEFAULT_REGION", "KE"),
         "DEFAULT_LANGUAGE": env.get("DEFAULT_LANGUAGE", "en"),
         "LOG_LEVEL": env.get("LOG_LEVEL", "INFO"),
@@ -141,3 +161,10 @@ def finalise(config: dict[str, Any]) -> None:
                           "characters: Lightning addresses are shown on 160-character screens")
     if config["DEFAULT_LANGUAGE"] not in ("en", "sw"):
         raise ConfigError("DEFAULT_LANGUAGE must be 'en' or 'sw'")
+    if production and config["MPESA_PROVIDER"] == "daraja":
+        if config["MPESA_BASE_URL"].rstrip("/") == DARAJA_SANDBOX_URL:
+            # sandbox payments are not money: every sandbox top-up would credit real sats
+            raise ConfigError(f"MPESA_BASE_URL is Daraja's sandbox; production needs {DARAJA_LIVE_URL}")
+        callback_base = config["MPESA_CALLBACK_BASE_URL"] or config["PUBLIC_URL"]
+        if not callback_base.startswith("https://"):
+            raise ConfigError("MPESA_CALLBACK_BASE_URL (or PUBLIC_URL) must be https:// in production")

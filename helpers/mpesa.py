@@ -1,5 +1,14 @@
-"""M-Pesa providers behind one interface. `simulated` (the default) takes the confirmation code a
-customer types as proof of a top-up and pays withdrawals out at once with a made-up receipt."""
+"""M-Pesa providers behind one interface.
+
+- `simulated` (the default) takes the confirmation code a customer types as proof of a top-up and
+  pays withdrawals out at once with a made-up receipt.
+- `daraja` (helpers/daraja.py) is Safaricom's API: a top-up is an STK push (the M-Pesa PIN prompt
+  pops up on the customer's phone), a withdrawal a B2C payment; both finish later, by a callback
+  or a status query (helpers/mpesa_flows.py and helpers/mpesa_callbacks.py).
+
+`topup_by_push` tells the menu which top-up a provider does; `payouts_async` whether a payout
+can only be "accepted" (pending) at first.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +32,28 @@ class PayoutResult:
     state: State  # SUCCEEDED, FAILED (nothing was paid) or PENDING (not known yet)
     receipt: str = ""
     error: str = ""
+    conversation_id: str = ""  # daraja: M-Pesa's ConversationID of an accepted B2C request
+
+
+@dataclass(frozen=True)
+class PushResult:
+    """The answer to an STK push request. PENDING: the prompt is on its way (or we could not
+    tell); FAILED: M-Pesa refused the request, no prompt was sent."""
+
+    state: State
+    checkout_request_id: str = ""
+    merchant_request_id: str = ""
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class TopupQueryResult:
+    """M-Pesa Express Query: SUCCEEDED (paid), FAILED (cancelled, failed, expired: a final
+    result code) or PENDING (still waiting for the customer, or no usable answer)."""
+
+    state: State
+    result_code: str = ""
+    description: str = ""
 
 
 def normalise_code(raw: str) -> str | None:
@@ -33,6 +64,8 @@ def normalise_code(raw: str) -> str | None:
 
 class MpesaProvider(ABC):
     name = "abstract"
+    topup_by_push = False  # True: we push the M-Pesa prompt; False: the customer types a code
+    payouts_async = False  # True: payout() submits; a callback or status query settles it
 
     @abstractmethod
     def confirm_topup(self, code: str, phone: str, kes: int) -> bool:
@@ -41,6 +74,23 @@ class MpesaProvider(ABC):
     @abstractmethod
     def payout(self, phone: str, kes: int, reference: str) -> PayoutResult:
         """Send `kes` to `phone`."""
+
+    def accepts_phone(self, phone: str) -> bool:
+        """Can this provider pay or charge this E.164 number?"""
+        return True
+
+    def push_topup(self, phone: str, kes: int, reference: str) -> PushResult:
+        """Ask M-Pesa to prompt `phone` to pay `kes` (push providers only)."""
+        raise NotImplementedError(f"{self.name} has no payment prompt")
+
+    def query_topup(self, checkout_request_id: str) -> TopupQueryResult:
+        """What became of a pushed payment prompt (push providers only)."""
+        raise NotImplementedError(f"{self.name} has no payment prompt")
+
+    def query_payout(self, reference: str) -> bool:
+        """Ask for the status of an asynchronous payout; the answer comes by callback. True when
+        the query was accepted."""
+        raise NotImplementedError(f"{self.name} pays out synchronously")
 
 
 class SimulatedMpesa(MpesaProvider):
@@ -54,9 +104,12 @@ class SimulatedMpesa(MpesaProvider):
 
 
 def create_provider(config: dict[str, Any]) -> MpesaProvider:
+    """The provider MPESA_PROVIDER names. Raises MpesaConfigError naming a missing setting."""
     name = config.get("MPESA_PROVIDER", "simulated")
     if name == "simulated":
         return SimulatedMpesa()
     if name == "daraja":
-        raise MpesaConfigError("MPESA_PROVIDER=daraja is not built yet; use simulated")
-    raise MpesaConfigError(f"MPESA_PROVIDER={name!r} is unknown; choose simulated")
+        from helpers.daraja import DarajaMpesa
+
+        return DarajaMpesa.from_config(config)
+    raise MpesaConfigError(f"MPESA_PROVIDER={name!r} is unknown; choose simulated or daraja")

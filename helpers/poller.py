@@ -1,7 +1,9 @@
-"""The poller: a background thread per worker process that asks the node every INVOICE_POLL_S
-seconds about pending invoices (so a payment is credited even when its webhook is lost) and about
-pending payments out (so they settle, or are refunded once the node confirms they failed).
-Both are idempotent (conditional UPDATEs), so pollers in several workers are safe."""
+"""The poller: a background thread per worker process that every INVOICE_POLL_S seconds asks the
+node about pending invoices (so a payment is credited even when its webhook is lost) and pending
+payments out (settled, or refunded once the node confirms they failed), and (with an asynchronous
+M-Pesa provider) asks M-Pesa about pushes and payouts whose callback has not come (see
+helpers/mpesa_flows.reconcile). Every outcome is booked by a conditional UPDATE and each status
+query is claimed by one worker, so pollers in several workers are safe."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import random
 import threading
 import time
 
-from helpers import invoices, payments
+from helpers import invoices, mpesa_flows, payments
 from helpers.services import Services
 
 log = logging.getLogger(__name__)
@@ -28,7 +30,7 @@ def ensure_started(svc: Services) -> None:
         if _started_in == os.getpid():
             return
         _started_in = os.getpid()
-        threading.Thread(target=_run, args=(svc,), name="invoice-poller", daemon=True).start()
+        threading.Thread(target=_run, args=(svc,), name="poller", daemon=True).start()
 
 
 def _run(svc: Services) -> None:
@@ -42,7 +44,15 @@ def _run(svc: Services) -> None:
             out = payments.reconcile(svc)
             if out["settled"] or out["refunded"]:
                 log.info("payments out: %s", out)
-            if svc.config["SMS_AUTO_FLUSH"]:
-                svc.sms.kick()  # receipts of what was just credited
         except Exception:  # noqa: BLE001 - the poller must outlive a database or node outage
             log.exception("invoice poll failed")
+        if svc.mpesa.payouts_async or svc.mpesa.topup_by_push:
+            try:
+                counts = mpesa_flows.reconcile(svc.db, svc.mpesa, svc.config["MPESA_QUERY_AFTER_S"],
+                                               svc.config["MPESA_QUERY_EVERY_S"])
+                if counts:
+                    log.info("mpesa reconcile: %s", counts)
+            except Exception:  # noqa: BLE001 - the same, for a Daraja outage
+                log.exception("mpesa reconcile failed")
+        if svc.config["SMS_AUTO_FLUSH"]:
+            svc.sms.kick()  # receipts of what was just credited

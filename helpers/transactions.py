@@ -261,36 +261,62 @@ def settle_withdrawal(db: Database, transaction_id: int, mpesa_receipt: str, kes
     """The payout went through: the pending withdrawal becomes settled, once, and the user gets
     a receipt. False if it was not pending."""
     with db.write() as s:
-        moved = s.execute(
-            update(Transaction)
-            .where(Transaction.id == transaction_id, Transaction.status == PENDING)
-            .values(status=SETTLED, settled_at=utcnow(), mpesa_code=mpesa_receipt)
-        ).rowcount
-        if moved != 1:
-            return False
-        row = s.get(Transaction, transaction_id)
-        user = s.get(User, row.user_id)
-        sms.queue(s, user.phone, t(user.language, "sms.withdraw", kes=kes, phone=row.counterparty,
-                                   code=mpesa_receipt, sats=row.amount_sats, fee=row.fee_sats,
-                                   balance=user.balance_sats))
-        return True
+        return settle_withdrawal_in(s, transaction_id, mpesa_receipt, kes)
+
+
+def settle_withdrawal_in(s: Session, transaction_id: int, mpesa_receipt: str, kes: int) -> bool:
+    """settle_withdrawal inside the caller's transaction."""
+    moved = s.execute(
+        update(Transaction)
+        .where(Transaction.id == transaction_id, Transaction.status == PENDING)
+        .values(status=SETTLED, settled_at=utcnow(), mpesa_code=mpesa_receipt)
+    ).rowcount
+    if moved != 1:
+        return False
+    row = s.get(Transaction, transaction_id)
+    user = s.get(User, row.user_id)
+    sms.queue(s, user.phone, t(user.language, "sms.withdraw", kes=kes, phone=row.counterparty,
+                               code=mpesa_receipt, sats=row.amount_sats, fee=row.fee_sats,
+                               balance=user.balance_sats))
+    return True
 
 
 def refund_withdrawal(db: Database, transaction_id: int) -> bool:
     """A pending debit definitely failed: mark it failed and give amount + fee back, once."""
     with db.write() as s:
-        moved = s.execute(
-            update(Transaction)
-            .where(Transaction.id == transaction_id, Transaction.status == PENDING, Transaction.direction == DEBIT)
-            .values(status=FAILED, settled_at=utcnow())
-        ).rowcount
-        if moved != 1:
-            return False
-        row = s.get(Transaction, transaction_id)
-        _credit(s, row.user_id, row.amount_sats + row.fee_sats)
-        user = s.get(User, row.user_id)
-        sms.queue(s, user.phone, t(user.language, "withdraw.failed", ref=row.reference))
-        return True
+        return refund_withdrawal_in(s, transaction_id)
+
+
+def refund_withdrawal_in(s: Session, transaction_id: int) -> bool:
+    """refund_withdrawal inside the caller's transaction."""
+    moved = s.execute(
+        update(Transaction)
+        .where(Transaction.id == transaction_id, Transaction.status == PENDING, Transaction.direction == DEBIT)
+        .values(status=FAILED, settled_at=utcnow())
+    ).rowcount
+    if moved != 1:
+        return False
+    row = s.get(Transaction, transaction_id)
+    _credit(s, row.user_id, row.amount_sats + row.fee_sats)
+    user = s.get(User, row.user_id)
+    sms.queue(s, user.phone, t(user.language, "withdraw.failed", ref=row.reference))
+    return True
+
+
+def credit_pushed_topup(s: Session, user: User, kes: int, sats: int, receipt: str | None, reference: str) -> int:
+    """Credit a top-up M-Pesa confirmed (STK push), inside the caller's transaction, which also
+    moves the M-Pesa request from pending so it credits once. A receipt credits once, ever (a
+    reused one raises IntegrityError). Returns the new transaction's id."""
+    row = Transaction(
+        user_id=user.id, type=TOPUP, direction=CREDIT, amount_sats=sats, fee_sats=0, status=SETTLED,
+        reference=reference, mpesa_code=receipt, description=f"M-Pesa top-up KES {kes}", settled_at=utcnow(),
+    )
+    s.add(row)
+    s.flush()
+    after = _credit(s, user.id, sats)
+    sms.queue(s, user.phone, t(user.language, "sms.topup", kes=kes, code=receipt or reference, sats=sats,
+                               balance=after))
+    return row.id
 
 
 def reserve_lightning(

@@ -39,7 +39,13 @@ _session_ids = itertools.count(1)
 
 
 @pytest.fixture
-def app(tmp_path, monkeypatch):
+def app_overrides():
+    """Extra settings for the `app` fixture; a test module overrides this fixture."""
+    return {}
+
+
+@pytest.fixture
+def app(tmp_path, monkeypatch, app_overrides):
     for name in ("DATABASE_URL", "LIGHTNING_BACKEND", "LIGHTNING_API_TYPE", "MPESA_PROVIDER",
                  "AFRICASTALKING_USERNAME", "AFRICASTALKING_API_KEY", "APP_ENV", "DEMO_MODE"):
         monkeypatch.delenv(name, raising=False)
@@ -53,6 +59,7 @@ def app(tmp_path, monkeypatch):
         "PIN_PEPPER": TEST_PEPPER,
         "RATE_LIMITS": False,  # flows type faster than people; tests/test_security.py turns them on
         "INVOICE_POLL_S": 0,  # tests poll explicitly
+        **app_overrides,
     })
     db = app.extensions["wallet"].db
     db.drop_schema()

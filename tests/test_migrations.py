@@ -25,3 +25,20 @@ def test_migrations_match_the_models(app, wallet):
         conn.execute(text("DROP TABLE alembic_version"))
     db.drop_schema()
     db.create_schema()  # leave what the fixture expects
+
+
+def test_workers_starting_together_migrate_one_at_a_time(tmp_path):
+    """gunicorn starts its workers at once on a fresh SQLite file: each migrates at start, and none
+    may fail with 'database is locked' (a worker that fails to boot takes the master down)."""
+    import subprocess
+    import sys
+
+    from tests.servers import ROOT
+
+    url = f"sqlite:///{tmp_path}/fresh.db"
+    code = f"from database import Database; Database({url!r}).migrate()"
+    workers = [subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stderr=subprocess.PIPE)  # noqa: S603
+               for _ in range(6)]
+    for worker in workers:
+        _out, err = worker.communicate(timeout=120)
+        assert worker.returncode == 0, err.decode()[-2000:]

@@ -1,0 +1,239 @@
+"""Daraja's callbacks (shapes from the Daraja docs), after the route checked the URL's secret token.
+
+Each callback names our request by the reference in its URL; its ids, amount and phone must match
+what we asked for, or it changes nothing and is logged. Money moves through helpers/mpesa_flows.py,
+whose conditional updates make a repeated callback a no-op.
+
+- STK push: {"Body": {"stkCallback": {MerchantRequestID, CheckoutRequestID, ResultCode, ResultDesc,
+  CallbackMetadata: {Item: [{Name, Value}: Amount, MpesaReceiptNumber, TransactionDate, PhoneNumber]}}}}
+- B2C result: {"Result": {ResultType, ResultCode, ResultDesc, OriginatorConversationID,
+  ConversationID, TransactionID, ResultParameters: {ResultParameter: [{Key, Value}: TransactionAmount,
+  TransactionReceipt, ReceiverPartyPublicName, ...]}}}; the queue timeout leaves it pending.
+- Transaction Status result: {"Result": {..., ResultParameters: [OriginatorConversationID,
+  ConversationID, TransactionStatus, Amount, ReceiptNo, ...]}} about the original payment.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from sqlalchemy import update
+
+from database import Database
+from helpers import mpesa_flows
+from helpers.daraja import msisdn
+from helpers.phone import mask
+from models import B2C, FAILED, PENDING, SETTLED, STK, MpesaRequest
+
+log = logging.getLogger(__name__)
+
+RECEIPT = re.compile(r"^[A-Z0-9]{10}$")
+# Transaction Status "TransactionStatus" values: final failures release a payout's reserve
+# (the docs: a final status is Cancelled, Declined, Completed or Expired).
+STATUS_COMPLETED = "Completed"
+STATUS_FAILED = frozenset({"Cancelled", "Declined", "Expired"})
+
+OK, REFUSED, UNKNOWN = 200, 400, 404
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value).strip()
+
+
+def _same_amount(value: Any, kes: int) -> bool:
+    try:
+        return Decimal(_text(value)) == Decimal(kes)
+    except InvalidOperation:
+        return False
+
+
+def _pairs(items: Any, key: str) -> dict[str, Any]:
+    """[{key: name, "Value": v}, ...] (or one such object) -> {name: v}."""
+    if isinstance(items, dict):
+        items = [items]
+    if not isinstance(items, list):
+        return {}
+    return {_text(item.get(key)): item.get("Value") for item in items if isinstance(item, dict)}
+
+
+def _refuse(kind: str, reference: str, why: str, request: MpesaRequest | None = None) -> tuple[int, str]:
+    who = f" ({mask(request.phone)}, {request.amount_kes} KES)" if request else ""
+    log.warning("mpesa %s callback for %s refused: %s%s; nothing changed", kind, reference, why, who)
+    return REFUSED, why
+
+
+def _duplicate(kind: str, reference: str, request: MpesaRequest) -> tuple[int, str]:
+    log.info("mpesa %s callback for %s: already %s; nothing changed", kind, reference, request.status)
+    return OK, "duplicate"
+
+
+def handle(db: Database, kind: str, event: str, reference: str, body: Any) -> tuple[int, str]:
+    """Apply one callback. Returns (HTTP status, what happened)."""
+    if not isinstance(body, dict):
+        return _refuse(kind, reference, "not a JSON object")
+    if kind == "stk" and event == "":
+        return stk(db, reference, body)
+    if kind == "b2c" and event == "result":
+        return b2c_result(db, reference, body)
+    if kind in ("b2c", "status") and event == "timeout":
+        return queue_timeout(db, kind, reference, body)
+    if kind == "status" and event == "result":
+        return status_result(db, reference, body)
+    log.warning("mpesa callback of unknown kind %s/%s", kind[:16], event[:16])
+    return UNKNOWN, "unknown callback"
+
+
+def _request(db: Database, reference: str, kind: str) -> MpesaRequest | None:
+    request = mpesa_flows.find(db, reference, kind)
+    if request is None:
+        log.warning("mpesa %s callback for unknown reference %r; nothing changed", kind, reference[:16])
+    return request
+
+
+# ------------------------------------------------------------------ STK push
+def stk(db: Database, reference: str, body: dict) -> tuple[int, str]:
+    callback = body.get("Body", {}).get("stkCallback") if isinstance(body.get("Body"), dict) else None
+    if not isinstance(callback, dict):
+        return _refuse("stk", reference, "no Body.stkCallback")
+    request = _request(db, reference, STK)
+    if request is None:
+        return UNKNOWN, "unknown reference"
+    checkout, merchant = _text(callback.get("CheckoutRequestID")), _text(callback.get("MerchantRequestID"))
+    code, description = _text(callback.get("ResultCode")), _text(callback.get("ResultDesc"))
+    if not checkout or not code:
+        return _refuse("stk", reference, "CheckoutRequestID or ResultCode missing", request)
+    if request.checkout_request_id and checkout != request.checkout_request_id:
+        return _refuse("stk", reference, "CheckoutRequestID differs from the push's", request)
+    if request.merchant_request_id and merchant != request.merchant_request_id:
+        return _refuse("stk", reference, "MerchantRequestID differs from the push's", request)
+    if code != "0":
+        if request.status != PENDING:
+            return _duplicate("stk", reference, request)
+        mpesa_flows.fail_topup(db, reference, code, description)
+        return OK, "failed"
+    items = _pairs((callback.get("CallbackMetadata") or {}).get("Item")
+                   if isinstance(callback.get("CallbackMetadata"), dict) else None, "Name")
+    receipt = _text(items.get("MpesaReceiptNumber"))
+    if not _same_amount(items.get("Amount"), request.amount_kes):
+        return _refuse("stk", reference, f"Amount {items.get('Amount')!r} is not what was asked", request)
+    if _text(items.get("PhoneNumber")) != msisdn(request.phone):
+        return _refuse("stk", reference, "PhoneNumber is not the phone that was asked", request)
+    if not RECEIPT.match(receipt):
+        return _refuse("stk", reference, "MpesaReceiptNumber missing or malformed", request)
+    if request.status == SETTLED:
+        return _duplicate("stk", reference, request)
+    if request.status == FAILED and not request.checkout_request_id:
+        return _refuse("stk", reference, "paid callback for a push M-Pesa never accepted", request)
+    if request.checkout_request_id is None:
+        _adopt(db, request, checkout_request_id=checkout, merchant_request_id=merchant or None)
+    if request.status == FAILED:
+        log.warning("stk %s: paid callback after a failure answer; crediting it", reference)
+    if mpesa_flows.credit_topup(db, reference, receipt, code, description, from_failed=True):
+        return OK, "credited"
+    return OK, "duplicate"
+
+
+def _adopt(db: Database, request: MpesaRequest, **ids: str | None) -> None:
+    """Record ids we never received (the answer to our request was lost), if still unknown."""
+    column = next(iter(ids))
+    with db.write() as s:
+        s.execute(update(MpesaRequest)
+                  .where(MpesaRequest.id == request.id, getattr(MpesaRequest, column).is_(None))
+                  .values(**ids))
+
+
+# ------------------------------------------------------------------ B2C payment
+def _result(body: dict) -> dict | None:
+    result = body.get("Result")
+    return result if isinstance(result, dict) else None
+
+
+def b2c_result(db: Database, reference: str, body: dict) -> tuple[int, str]:
+    result = _result(body)
+    if result is None:
+        return _refuse("b2c", reference, "no Result")
+    request = _request(db, reference, B2C)
+    if request is None:
+        return UNKNOWN, "unknown reference"
+    conversation = _text(result.get("ConversationID"))
+    if _text(result.get("OriginatorConversationID")) != request.originator_conversation_id:
+        return _refuse("b2c", reference, "OriginatorConversationID differs from ours", request)
+    if request.conversation_id and conversation != request.conversation_id:
+        return _refuse("b2c", reference, "ConversationID differs from the one M-Pesa gave", request)
+    code, description = _text(result.get("ResultCode")), _text(result.get("ResultDesc"))
+    if not code:
+        return _refuse("b2c", reference, "ResultCode missing", request)
+    if request.status != PENDING:
+        return _duplicate("b2c", reference, request)
+    if code != "0":
+        mpesa_flows.finish_payout(db, reference, FAILED, None, code, description)
+        return OK, "refunded"
+    params = _pairs((result.get("ResultParameters") or {}).get("ResultParameter")
+                    if isinstance(result.get("ResultParameters"), dict) else None, "Key")
+    receipt = _text(params.get("TransactionReceipt")) or _text(result.get("TransactionID"))
+    if not _same_amount(params.get("TransactionAmount"), request.amount_kes):
+        return _refuse("b2c", reference, f"TransactionAmount {params.get('TransactionAmount')!r} is not what was "
+                                         "sent", request)
+    receiver = _text(params.get("ReceiverPartyPublicName")).split("-", 1)[0].strip()
+    if receiver != msisdn(request.phone):
+        return _refuse("b2c", reference, "ReceiverPartyPublicName is not the phone that was paid", request)
+    if not RECEIPT.match(receipt):
+        return _refuse("b2c", reference, "TransactionReceipt missing or malformed", request)
+    if request.conversation_id is None and conversation:
+        _adopt(db, request, conversation_id=conversation[:64])
+    if mpesa_flows.finish_payout(db, reference, SETTLED, receipt, code, description):
+        return OK, "settled"
+    return OK, "duplicate"
+
+
+def queue_timeout(db: Database, kind: str, reference: str, body: dict) -> tuple[int, str]:
+    """M-Pesa timed the request out in its queue: the outcome is not known, the payout stays
+    pending (its reserve is kept) until a result or the status query says what happened."""
+    request = _request(db, reference, B2C)
+    if request is None:
+        return UNKNOWN, "unknown reference"
+    result = _result(body) or {}
+    log.warning("mpesa %s queue timeout for %s (%s): left pending for the status query", kind, reference,
+                _text(result.get("ResultDesc"))[:80])
+    return OK, "timeout noted"
+
+
+def status_result(db: Database, reference: str, body: dict) -> tuple[int, str]:
+    """The answer to our Transaction Status query about a payout."""
+    result = _result(body)
+    if result is None:
+        return _refuse("status", reference, "no Result")
+    request = _request(db, reference, B2C)
+    if request is None:
+        return UNKNOWN, "unknown reference"
+    code, description = _text(result.get("ResultCode")), _text(result.get("ResultDesc"))
+    params = _pairs((result.get("ResultParameters") or {}).get("ResultParameter")
+                    if isinstance(result.get("ResultParameters"), dict) else None, "Key")
+    if code != "0":
+        log.warning("mpesa status query for %s answered %s %s: left pending", reference, code, description[:80])
+        return OK, "not known"
+    original = _text(params.get("OriginatorConversationID"))
+    conversation = _text(params.get("ConversationID"))
+    if original != request.originator_conversation_id and not (
+            request.conversation_id and conversation == request.conversation_id):
+        return _refuse("status", reference, "the ids are not those of our payment", request)
+    if request.status != PENDING:
+        return _duplicate("status", reference, request)
+    state = _text(params.get("TransactionStatus"))
+    if state not in STATUS_FAILED and state != STATUS_COMPLETED:
+        log.info("mpesa status of %s: %r; left pending", reference, state)
+        return OK, "still pending"
+    if not _same_amount(params.get("Amount"), request.amount_kes):
+        return _refuse("status", reference, f"Amount {params.get('Amount')!r} is not what was sent", request)
+    if state in STATUS_FAILED:
+        mpesa_flows.finish_payout(db, reference, FAILED, None, code, f"status: {state}")
+        return OK, "refunded"
+    receipt = _text(params.get("ReceiptNo"))
+    if not RECEIPT.match(receipt):
+        return _refuse("status", reference, "ReceiptNo missing or malformed", request)
+    if mpesa_flows.finish_payout(db, reference, SETTLED, receipt, code, f"status: {state}"):
+        return OK, "settled"
+    return OK, "duplicate"

@@ -1,0 +1,253 @@
+"""M-Pesa money around a provider: starting top-ups and payouts, finishing them (from callbacks
+or status queries), and reconciling the ones still pending.
+
+An asynchronous request (an STK push, a B2C payment) is recorded as an MpesaRequest *before* the
+provider is called, so a crash in between leaves a row the reconciler can ask about. Its status
+moves once, pending -> settled | failed, by a conditional UPDATE in the same database transaction
+as the money it moves: however many callbacks and queries race, sats move once. Reserved sats
+are released only when M-Pesa says the payment failed; "no answer" and "not known" leave them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from database import Database
+from helpers import sms, transactions
+from helpers.daraja import originator_id
+from helpers.i18n import t
+from helpers.mpesa import MpesaProvider, PayoutResult
+from helpers.phone import mask
+from helpers.refs import new_reference
+from lightning import State
+from models import B2C, FAILED, PENDING, SETTLED, STK, MpesaRequest, User, utcnow
+
+log = logging.getLogger(__name__)
+
+
+class _Undo(Exception):
+    """Roll the unit of work back: the money side was not in the state the request expected."""
+
+
+@dataclass(frozen=True)
+class TopupStart:
+    state: State  # PENDING: the prompt is on its way (or we could not tell); FAILED: refused
+    reference: str
+    replay: bool = False
+
+
+def find(db: Database, reference: str, kind: str) -> MpesaRequest | None:
+    with db.read() as s:
+        return s.scalar(select(MpesaRequest).where(MpesaRequest.reference == reference, MpesaRequest.kind == kind))
+
+
+# ------------------------------------------------------------------ top-up by STK push
+def start_topup(db: Database, provider: MpesaProvider, user: User, kes: int, sats: int, key: str) -> TopupStart:
+    """Push the M-Pesa prompt for `kes` to the user's own phone; `sats` is what the screen promised
+    and what a confirmed payment credits. `key` (the USSD step) makes a replay push nothing."""
+    reference = new_reference()
+    try:
+        with db.write() as s:
+            s.add(MpesaRequest(kind=STK, reference=reference, user_id=user.id, phone=user.phone, amount_kes=kes,
+                               amount_sats=sats, status=PENDING, idempotency_key=key))
+    except IntegrityError:
+        with db.read() as s:
+            first = s.scalar(select(MpesaRequest).where(MpesaRequest.idempotency_key == key))
+        if first is None:
+            raise
+        return TopupStart(State.FAILED if first.status == FAILED else State.PENDING, first.reference, replay=True)
+    pushed = provider.push_topup(user.phone, kes, reference)
+    if pushed.state is State.FAILED:
+        fail_topup(db, reference, "", pushed.error, notify=False)  # the screen says so
+        return TopupStart(State.FAILED, reference)
+    if pushed.checkout_request_id:
+        with db.write() as s:
+            recorded = s.execute(
+                update(MpesaRequest)
+                .where(MpesaRequest.reference == reference, MpesaRequest.checkout_request_id.is_(None))
+                .values(checkout_request_id=pushed.checkout_request_id,
+                        merchant_request_id=pushed.merchant_request_id or None)
+            ).rowcount
+        if not recorded:  # the callback came first and brought the ids
+            log.info("stk %s: callback arrived before the push answer", reference)
+    log.info("stk push %s for %s KES to %s: %s", reference, kes, mask(user.phone),
+             "sent" if pushed.checkout_request_id else f"unknown ({pushed.error})")
+    return TopupStart(State.PENDING, reference)
+
+
+def credit_topup(db: Database, reference: str, receipt: str | None, code: str, description: str,
+                 from_failed: bool = False) -> bool:
+    """M-Pesa says the push was paid: credit the promised sats, once. `from_failed` lets a paid
+    callback (M-Pesa's own word, with a receipt) settle a push an earlier answer called failed:
+    no sats moved then. False when there was nothing to do (or the receipt was used before)."""
+    allowed = (PENDING, FAILED) if from_failed else (PENDING,)
+    try:
+        with db.write() as s:
+            moved = s.execute(
+                update(MpesaRequest)
+                .where(MpesaRequest.reference == reference, MpesaRequest.kind == STK,
+                       MpesaRequest.status.in_(allowed))
+                .values(status=SETTLED, receipt=receipt, result_code=code[:16], result_desc=description[:255],
+                        finished_at=utcnow())
+            ).rowcount
+            if moved != 1:
+                return False
+            request = s.scalar(select(MpesaRequest).where(MpesaRequest.reference == reference))
+            user = s.get(User, request.user_id)
+            row_id = transactions.credit_pushed_topup(s, user, request.amount_kes, request.amount_sats, receipt,
+                                                      reference)
+            request.transaction_id = row_id
+    except IntegrityError:
+        log.warning("stk %s: receipt %s has credited a top-up before; nothing credited", reference, receipt)
+        return False
+    log.info("stk %s credited (receipt %s)", reference, receipt or "from the status query")
+    return True
+
+
+def fail_topup(db: Database, reference: str, code: str, description: str, notify: bool = True) -> bool:
+    """The push was refused, cancelled or failed: nothing to credit; tell the customer by SMS."""
+    with db.write() as s:
+        moved = s.execute(
+            update(MpesaRequest)
+            .where(MpesaRequest.reference == reference, MpesaRequest.kind == STK, MpesaRequest.status == PENDING)
+            .values(status=FAILED, result_code=code[:16], result_desc=description[:255], finished_at=utcnow())
+        ).rowcount
+        if moved != 1:
+            return False
+        if notify:
+            request = s.scalar(select(MpesaRequest).where(MpesaRequest.reference == reference))
+            user = s.get(User, request.user_id)
+            sms.queue(s, user.phone, t(user.language, "sms.topup-failed", kes=request.amount_kes, ref=reference))
+    log.info("stk %s failed: %s %s", reference, code, description)
+    return True
+
+
+# ------------------------------------------------------------------ withdrawal payouts
+def pay_out(db: Database, provider: MpesaProvider, transaction_id: int, reference: str, phone: str,
+            kes: int, sats: int, user_id: int) -> PayoutResult:
+    """Pay out a reserved withdrawal. SUCCEEDED: settled now; FAILED: refunded now; PENDING: a
+    callback or the reconciler finishes it (the sats stay reserved)."""
+    if not provider.payouts_async:
+        payout = provider.payout(phone, kes, reference)
+        if payout.state is State.SUCCEEDED and transactions.settle_withdrawal(db, transaction_id, payout.receipt, kes):
+            return payout
+        if payout.state is State.FAILED and transactions.refund_withdrawal(db, transaction_id):
+            return payout
+        return PayoutResult(State.PENDING, error=payout.error)
+    request_ref = new_reference()
+    with db.write() as s:
+        s.add(MpesaRequest(kind=B2C, reference=request_ref, user_id=user_id, transaction_id=transaction_id,
+                           phone=phone, amount_kes=kes, amount_sats=sats, status=PENDING,
+                           originator_conversation_id=originator_id(request_ref)))
+    payout = provider.payout(phone, kes, request_ref)
+    if payout.state is State.FAILED:
+        if finish_payout(db, request_ref, FAILED, None, "", payout.error):
+            return payout
+        return PayoutResult(State.PENDING, error=payout.error)
+    if payout.conversation_id:
+        with db.write() as s:
+            s.execute(update(MpesaRequest)
+                      .where(MpesaRequest.reference == request_ref, MpesaRequest.conversation_id.is_(None))
+                      .values(conversation_id=payout.conversation_id))
+    log.info("b2c %s for %s KES to %s: %s", request_ref, kes, mask(phone),
+             "accepted" if payout.conversation_id else f"unknown ({payout.error})")
+    return PayoutResult(State.PENDING, error=payout.error, conversation_id=payout.conversation_id)
+
+
+def finish_payout(db: Database, reference: str, outcome: str, receipt: str | None, code: str,
+                  description: str) -> bool:
+    """M-Pesa's final word on a B2C payment: SETTLED makes the withdrawal final, FAILED gives the
+    reserved sats back. Once; False when the request was not pending."""
+    try:
+        with db.write() as s:
+            moved = s.execute(
+                update(MpesaRequest)
+                .where(MpesaRequest.reference == reference, MpesaRequest.kind == B2C, MpesaRequest.status == PENDING)
+                .values(status=outcome, receipt=receipt, result_code=code[:16], result_desc=description[:255],
+                        finished_at=utcnow())
+            ).rowcount
+            if moved != 1:
+                return False
+            request = s.scalar(select(MpesaRequest).where(MpesaRequest.reference == reference))
+            if outcome == SETTLED:
+                done = transactions.settle_withdrawal_in(s, request.transaction_id, receipt or reference,
+                                                         request.amount_kes)
+            else:
+                done = transactions.refund_withdrawal_in(s, request.transaction_id)
+            if not done:
+                raise _Undo
+    except _Undo:
+        log.error("b2c %s: its withdrawal is not pending; %s not applied", reference, outcome)
+        return False
+    except IntegrityError:
+        log.error("b2c %s: receipt %s is already on another transaction; not applied", reference, receipt)
+        return False
+    log.info("b2c %s %s (%s %s)", reference, outcome, code, receipt or description)
+    return True
+
+
+# ------------------------------------------------------------------ reconciliation
+def _claim(db: Database, request_id: int, last_query_at: dt.datetime | None, now: dt.datetime) -> bool:
+    """Take a pending request for one status query, so two workers do not both ask."""
+    same = (MpesaRequest.last_query_at.is_(None) if last_query_at is None
+            else MpesaRequest.last_query_at == last_query_at)
+    with db.write() as s:
+        return s.execute(
+            update(MpesaRequest).where(MpesaRequest.id == request_id, MpesaRequest.status == PENDING, same)
+            .values(last_query_at=now, queries=MpesaRequest.queries + 1)
+        ).rowcount == 1
+
+
+def reconcile(db: Database, provider: MpesaProvider, after_s: int, every_s: int, limit: int = 100) -> dict[str, int]:
+    """Ask M-Pesa about requests pending for more than `after_s` seconds (each at most every
+    `every_s` seconds): a push's query answer credits or fails it here; a payout's Transaction
+    Status query is answered by callback. Returns counts by what happened."""
+    counts: dict[str, int] = {}
+    if not (provider.topup_by_push or provider.payouts_async):
+        return counts
+    now = utcnow()
+    grace = dt.timedelta(seconds=1)  # MySQL DATETIME keeps whole seconds (and rounds)
+    with db.read() as s:
+        rows = s.execute(
+            select(MpesaRequest.id, MpesaRequest.kind, MpesaRequest.reference, MpesaRequest.checkout_request_id,
+                   MpesaRequest.last_query_at)
+            .where(MpesaRequest.status == PENDING,
+                   MpesaRequest.created_at < now - dt.timedelta(seconds=after_s) + grace,
+                   or_(MpesaRequest.last_query_at.is_(None),
+                       MpesaRequest.last_query_at < now - dt.timedelta(seconds=every_s) + grace))
+            .order_by(MpesaRequest.id).limit(limit)
+        ).all()
+
+    def count(what: str) -> None:
+        counts[what] = counts.get(what, 0) + 1
+
+    for request_id, kind, reference, checkout_id, last_query_at in rows:
+        if kind == STK and not checkout_id:
+            count("topup-no-checkout-id")  # the push got no answer: only its callback can settle it
+            continue
+        if not _claim(db, request_id, last_query_at, now):
+            continue
+        if kind == STK:
+            answer = provider.query_topup(checkout_id)
+            if answer.state is State.SUCCEEDED:
+                count("topup-credited" if credit_topup(db, reference, None, answer.result_code,
+                                                       answer.description) else "topup-already-done")
+            elif answer.state is State.FAILED:
+                count("topup-failed" if fail_topup(db, reference, answer.result_code, answer.description)
+                      else "topup-already-done")
+            else:
+                count("topup-pending")
+        else:
+            count("payout-queried" if provider.query_payout(reference) else "payout-query-refused")
+    return counts
+
+
+def pending(db: Database) -> list[MpesaRequest]:
+    """Every M-Pesa request still pending, oldest first (for operators)."""
+    with db.read() as s:
+        return list(s.scalars(select(MpesaRequest).where(MpesaRequest.status == PENDING).order_by(MpesaRequest.id)))
