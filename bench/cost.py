@@ -158,7 +158,7 @@ def build_app(url: str, metrics_dir: Path):
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=600, help="measured requests per scenario")
-    parser.add_argument("--warm", type=int, default=60, help="unmeasured requests per scenario first")
+    parser.add_argument("--warm", type=int, default=150, help="unmeasured requests per scenario first")
     parser.add_argument("--database-url", default="")
     parser.add_argument("--scenarios", default="menu,send,receive")
     parser.add_argument("--steps", action="store_true", help="print the send scenario step by step")
