@@ -1,22 +1,27 @@
 """Engine and sessions from DATABASE_URL; schema creation; health check.
 
-Two kinds of unit of work:
-- `db.session`: request-scoped, for reads (removed when the request ends);
-- `with db.write() as s:` a short transaction for anything that moves money or changes state.
+Kinds of unit of work:
+- `db.session`: request-scoped ORM session, for reads (removed when the request ends);
+- `with db.write() as s:` a short ORM transaction for anything that moves money or changes state.
   On SQLite it starts with BEGIN IMMEDIATE, so concurrent writers queue on the busy timeout
   instead of failing half-way; on MySQL it runs at READ COMMITTED and relies on conditional
-  UPDATEs and unique keys, which are safe under any isolation level.
+  UPDATEs and unique keys, which are safe under any isolation level;
+- the USSD hot path uses SQLAlchemy Core on one request-scoped connection: `db.fetch_one()`
+  reads (each read sees the latest commit, as at READ COMMITTED), `with db.begin() as conn:` is
+  a short write transaction with the same guarantees as `db.write()`. One pool checkout per
+  request instead of one per unit of work, and no ORM bookkeeping where none is needed.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from collections.abc import Iterator
 
 from sqlalchemy import create_engine, event, text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
 
@@ -50,8 +55,12 @@ def _make_engine(url: str, pool_size: int, recycle_s: int) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn):  # pragma: no cover - trivial
-            immediate = conn.get_execution_options().get("sqlite_immediate", False)
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+            options = conn.get_execution_options()
+            if options.get("sqlite_immediate", False):
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            elif not options.get("sqlite_autocommit_reads", False):
+                conn.exec_driver_sql("BEGIN")
+            # else: the request connection's reads, one statement each (see Database.fetch_one)
 
         return engine
     return create_engine(
@@ -74,6 +83,55 @@ class Database:
         self.is_sqlite = url.startswith("sqlite")
         self._factory = sessionmaker(bind=self.engine, expire_on_commit=False)
         self.session = scoped_session(self._factory)
+        self._local = threading.local()  # the request's Core connection, per thread
+
+    # ------------------------------------------------------------ the request's Core connection
+    def connection(self) -> Connection:
+        """The Core connection of the current request, checked out of the pool on first use and
+        returned by remove_session() (or dispose())."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None or conn.closed:
+            conn = self.engine.connect()
+            if self.is_sqlite:
+                conn.execution_options(sqlite_autocommit_reads=True)
+            self._local.conn = conn
+        return conn
+
+    def fetch_one(self, statement, params: dict | None = None) -> Row | None:
+        """First row of a read on the request connection. Outside `begin()`, every read sees
+        what is committed when it runs (SQLite: no snapshot held; MySQL: READ COMMITTED)."""
+        return self.connection().execute(statement, params).first()
+
+    def fetch_all(self, statement, params: dict | None = None) -> list[Row]:
+        return list(self.connection().execute(statement, params).all())
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """A short write transaction on the request connection: commits on success, rolls back on
+        any exception. Same guarantees as write() (BEGIN IMMEDIATE on SQLite)."""
+        conn = self.connection()
+        if self.is_sqlite:
+            if conn.in_transaction():
+                conn.rollback()  # reads only: nothing to undo, but BEGIN IMMEDIATE must start afresh
+            conn.execution_options(sqlite_immediate=True)
+            try:
+                conn.begin()
+            finally:
+                conn.execution_options(sqlite_immediate=False)
+        elif not conn.in_transaction():
+            conn.begin()
+        try:
+            yield conn
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
+
+    def _release_connection(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            conn.close()
 
     @contextmanager
     def write(self) -> Iterator[Session]:
@@ -124,14 +182,19 @@ class Database:
             return False
 
     def remove_session(self, _exc: BaseException | None = None) -> None:
-        """End the request's session; a connection lost with the database must not turn a
-        finished reply into an error."""
+        """End the request's session and connection; a connection lost with the database must not
+        turn a finished reply into an error."""
         try:
             self.session.remove()
         except SQLAlchemyError as exc:
             log.warning("closing the request session failed: %s", type(exc).__name__)
             self.session.registry.clear()
+        try:
+            self._release_connection()
+        except SQLAlchemyError as exc:
+            log.warning("closing the request connection failed: %s", type(exc).__name__)
 
     def dispose(self) -> None:
         self.session.remove()
+        self._release_connection()
         self.engine.dispose()

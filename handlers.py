@@ -27,7 +27,7 @@ from helpers.refs import idempotency_key
 from helpers.services import Services
 from helpers.ussd import Back, End, Home, Push, Result, Retry, walk
 from lightning import State
-from models import CREDIT, PENDING, User
+from models import CREDIT, PENDING
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class UssdRequest:
 class Ctx:
     svc: Services
     req: UssdRequest
-    user: User
+    user: users.UserView
     key: str  # idempotency key of this request's path
     choices: dict[str, int]  # what earlier tokens of this session resolved to (session row)
     final: bool = False
@@ -644,15 +644,13 @@ def handle_ussd(svc: Services, req: UssdRequest) -> tuple[str, str]:
     turns them into a 'service unavailable' END)."""
     db = svc.db
     text_key = idempotency_key(req.session_id, req.text, "idempotency:" + svc.pepper)
-    view = sessions.load(db.session, req.session_id)
+    view, user = sessions.load_step(db, req.session_id, req.phone)
     if view.exists and view.phone != req.phone:
         log.warning("session %s reused by another phone", req.session_id[:16])
         return "END " + t(svc.config["DEFAULT_LANGUAGE"], "error.expired"), "refused"
     if view.exists and view.last_text_hash == text_key and view.last_reply:
         return view.last_reply, "replay"
-    user = users.get(db.session, req.phone) or users.register(
-        db, req.phone, svc.config["DEFAULT_LANGUAGE"], svc.service_code
-    )
+    user = user or users.register(db, req.phone, svc.config["DEFAULT_LANGUAGE"], svc.service_code)
     ctx = Ctx(svc, req, user, text_key, dict(view.choices))
     tokens = req.text.split("*") if req.text else []
     if user.pin_hash is None:

@@ -159,6 +159,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=600, help="measured requests per scenario")
     parser.add_argument("--warm", type=int, default=150, help="unmeasured requests per scenario first")
+    parser.add_argument("--rounds", type=int, default=3, help="measure this many times, keep the cheapest")
     parser.add_argument("--database-url", default="")
     parser.add_argument("--scenarios", default="menu,send,receive")
     parser.add_argument("--steps", action="store_true", help="print the send scenario step by step")
@@ -172,7 +173,8 @@ def main() -> int:
         seed(url)
         app = build_app(url, tmp / "metrics")
         counters = Counters(app)
-        print(f"database {url.split(':')[0]}, {args.requests} requests per scenario after {args.warm} warm-up\n")
+        print(f"database {url.split(':')[0]}, {args.requests} requests per scenario after {args.warm} warm-up, "
+              f"cheapest of {args.rounds} rounds\n")
         print(f"{'scenario':16} {'reqs':>6} {'cpu ms':>8} {'wall ms':>8} {'stmts':>7} {'metta':>7}")
         session_no = 0
         for scenario in args.scenarios.split(","):
@@ -181,7 +183,13 @@ def main() -> int:
             profiler = cProfile.Profile() if args.cprofile == scenario else None
             if profiler:
                 profiler.enable()
-            stats, session_no = drive(app, counters, scenario, args.requests, per_step, session_no)
+            stats = None
+            for _ in range(args.rounds):  # the machine may be shared: keep the cheapest round
+                per_step = {} if per_step is not None else None
+                measured, session_no = drive(app, counters, scenario, args.requests, per_step, session_no)
+                if stats is None or measured.cpu < stats.cpu:
+                    stats, best_steps = measured, per_step
+            per_step = best_steps
             if profiler:
                 profiler.disable()
             print(stats.row(scenario))

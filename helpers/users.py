@@ -20,6 +20,22 @@ from models import User, utcnow
 DEMO_USERS = (("+254712345678", 100_000), ("+254787654321", 50_000), ("+254798765432", 75_000))
 
 
+@dataclass(frozen=True)
+class UserView:
+    """What a USSD request needs of its caller, read once per request (not an ORM object:
+    money steps re-read the balance inside their own transaction)."""
+
+    id: int
+    phone: str
+    balance_sats: int
+    language: str
+    pin_hash: str | None
+
+    @classmethod
+    def of(cls, user: User) -> UserView:
+        return cls(user.id, user.phone, user.balance_sats, user.language, user.pin_hash)
+
+
 def get(session: Session, phone: str) -> User | None:
     return session.scalar(select(User).where(User.phone == phone))
 
@@ -41,20 +57,21 @@ def get_or_create(session: Session, phone: str, language: str, service_code: str
     return user, True
 
 
-def register(db: Database, phone: str, language: str, service_code: str) -> User:
+def register(db: Database, phone: str, language: str, service_code: str) -> UserView:
     """Find or create the user for a dialling phone; a new user gets a welcome SMS."""
     try:
         with db.write() as s:
             user, created = get_or_create(s, phone, language, service_code)
             if created:
                 sms.queue(s, phone, t(language, "sms.welcome", code=service_code))
-            return user
+                s.flush()
+            return UserView.of(user)
     except IntegrityError:
         with db.read() as s:
             user = get(s, phone)
         if user is None:
             raise
-        return user
+        return UserView.of(user)
 
 
 def set_first_pin(db: Database, user_id: int, pin: str, pepper: str) -> bool:
@@ -67,7 +84,7 @@ def set_first_pin(db: Database, user_id: int, pin: str, pepper: str) -> bool:
         ).rowcount == 1
 
 
-def change_pin(db: Database, user: User, pin: str, pepper: str) -> None:
+def change_pin(db: Database, user: UserView, pin: str, pepper: str) -> None:
     """Replace the PIN (the caller checked the old one) and tell the owner by SMS."""
     with db.write() as s:
         s.execute(update(User).where(User.id == user.id).values(pin_hash=hash_pin(pin, pepper)))
