@@ -5,8 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass
+from functools import lru_cache
 
-from sqlalchemy import select, update
+from sqlalchemy import Select, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 
 from database import Database
@@ -119,22 +120,31 @@ class OpenRequest:
     payment_hash: str
 
 
+_INVOICES = Invoice.__table__
+_REQUESTS = PaymentRequest.__table__
+_USERS = User.__table__
+@lru_cache(maxsize=4)
+def _open_requests(limit: int) -> Select:
+    """Built once per limit: the compiled form is then reused from SQLAlchemy's cache."""
+    return (
+        select(_REQUESTS.c.id, _INVOICES.c.reference, _REQUESTS.c.amount_sats, _USERS.c.phone,
+               _INVOICES.c.payment_hash)
+        .join(_INVOICES, _INVOICES.c.id == _REQUESTS.c.invoice_id)
+        .join(_USERS, _USERS.c.id == _REQUESTS.c.requester_id)
+        .where(
+            _REQUESTS.c.payer_phone == bindparam("payer_phone"),
+            _REQUESTS.c.status == PENDING,
+            _INVOICES.c.status == PENDING,
+            _INVOICES.c.expires_at > bindparam("now", type_=Invoice.expires_at.type),
+        )
+        .order_by(_REQUESTS.c.id)
+        .limit(limit)
+    )
+
+
 def open_requests(db: Database, payer_phone: str, limit: int = 3) -> list[OpenRequest]:
     """Payment requests addressed to `payer_phone` that can still be paid, oldest first."""
-    with db.read() as s:
-        rows = s.execute(
-            select(PaymentRequest.id, Invoice.reference, PaymentRequest.amount_sats, User.phone, Invoice.payment_hash)
-            .join(Invoice, Invoice.id == PaymentRequest.invoice_id)
-            .join(User, User.id == PaymentRequest.requester_id)
-            .where(
-                PaymentRequest.payer_phone == payer_phone,
-                PaymentRequest.status == PENDING,
-                Invoice.status == PENDING,
-                Invoice.expires_at > utcnow(),
-            )
-            .order_by(PaymentRequest.id)
-            .limit(limit)
-        ).all()
+    rows = db.fetch_all(_open_requests(limit), {"payer_phone": payer_phone, "now": utcnow()})
     return [OpenRequest(*row) for row in rows]
 
 
