@@ -99,8 +99,7 @@ def _kes_range(ctx: Ctx) -> dict[str, int]:
 
 
 def _sent_today(ctx: Ctx) -> int:
-    with ctx.svc.db.read() as s:
-        return transactions.sent_today(s, ctx.user.id)
+    return transactions.spend_facts(ctx.svc.db, ctx.user.id)[1]
 
 
 def _check_spend(ctx: Ctx, amount: int, fee: int) -> str | None:

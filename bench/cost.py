@@ -147,7 +147,8 @@ def drive(app, counters: Counters, scenario: str, requests: int, per_step: dict[
 
 def build_app(url: str, metrics_dir: Path):
     metrics_dir.mkdir()
-    os.environ.update({"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), "DATABASE_URL": url, "APP_ENV": "benchmark", "PIN_PEPPER": PEPPER, "DEMO_MODE": "0",
+    os.environ.update({"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), "DATABASE_URL": url, "APP_ENV": "benchmark",
+                       "PIN_PEPPER": PEPPER, "DEMO_MODE": "0",
                        "AUTO_CREATE_SCHEMA": "0", "SMS_AUTO_FLUSH": "0", "LOG_LEVEL": "WARNING",
                        "INVOICE_POLL_S": "0"})
     from app import create_app
@@ -199,7 +200,7 @@ def main() -> int:
                 out = io.StringIO()
                 pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(args.top)
                 print(out.getvalue())
-            replies = ", ".join(f"{k!r}: {v}" for k, v in sorted(stats.replies.items(), key=lambda kv: -kv[1])[:4])
+            replies = ", ".join(f"{k!r}: {v}" for k, v in sorted(stats.replies.items(), key=lambda kv: -kv[1])[:8])
             print(f"{'':16} replies {replies}")
         app.extensions["wallet"].db.dispose()
     finally:

@@ -15,6 +15,7 @@ from helpers import limits, sms, transactions
 from helpers.errors import LightningUnavailable, RateLimited
 from helpers.phone import mask
 from helpers.rules import Policy
+from helpers.users import UserView
 from helpers.i18n import t
 from helpers.refs import new_reference
 from lightning import LightningBackend, State
@@ -47,7 +48,7 @@ def issue(
     db: Database,
     policy: Policy,
     backend: LightningBackend,
-    user: User,
+    user: UserView,
     amount: int,
     memo: str,
     expiry_s: int,

@@ -88,7 +88,8 @@ def save(
         try:
             with db.begin() as conn:
                 conn.execute(insert(_SESSIONS), dict(values, session_id=session_id, phone=phone,
-                                                     service_code=service_code[:32], created_at=values["last_activity"]))
+                                                     service_code=service_code[:32],
+                                                     created_at=values["last_activity"]))
             return
         except IntegrityError:
             pass  # a concurrent first request of the same session inserted it
