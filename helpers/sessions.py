@@ -7,7 +7,7 @@ import datetime as dt
 import json
 from dataclasses import dataclass, field
 
-from sqlalchemy import bindparam, delete, func, insert, literal, select, update
+from sqlalchemy import String, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -40,15 +40,17 @@ def load(session: Session, session_id: str) -> SessionView:
     return SessionView(True, row[0], row[1], row[2], row[3], json.loads(row[4]) if row[4] else {})
 
 
-_ONE = select(literal(1).label("one")).subquery("one")
-# The session row and the caller's user row, either possibly missing, in one statement.
+# The request's two keys as a one-row table, joined to the session row and to the caller's user
+# row (either may be missing): both reads in one statement, each an index lookup.
+_KEYS = select(bindparam("phone", type_=String).label("phone"),
+               bindparam("session_id", type_=String).label("session_id")).subquery("request_keys")
 _LOAD_STEP = select(
     _USERS.c.id, _USERS.c.phone, _USERS.c.balance_sats, _USERS.c.language, _USERS.c.pin_hash,
     _SESSIONS.c.id, _SESSIONS.c.phone, _SESSIONS.c.onboarding_tokens, _SESSIONS.c.last_text_hash,
     _SESSIONS.c.last_reply, _SESSIONS.c.choices,
 ).select_from(
-    _ONE.outerjoin(_USERS, _USERS.c.phone == bindparam("phone"))
-    .outerjoin(_SESSIONS, _SESSIONS.c.session_id == bindparam("session_id"))
+    _KEYS.outerjoin(_USERS, _USERS.c.phone == _KEYS.c.phone)
+    .outerjoin(_SESSIONS, _SESSIONS.c.session_id == _KEYS.c.session_id)
 )
 
 
