@@ -106,10 +106,17 @@ class Database:
         return list(self.connection().execute(statement, params).all())
 
     @contextmanager
-    def begin(self) -> Iterator[Connection]:
+    def begin(self, single_statement: bool = False) -> Iterator[Connection]:
         """A short write transaction on the request connection: commits on success, rolls back on
-        any exception. Same guarantees as write() (BEGIN IMMEDIATE on SQLite)."""
+        any exception. Same guarantees as write() (BEGIN IMMEDIATE on SQLite).
+
+        `single_statement`: the block runs exactly one write statement (and reads all the rows it
+        returns). SQLite runs such a statement atomically on its own, taking the write lock for
+        it alone, so no BEGIN IMMEDIATE / COMMIT is sent; other databases commit as usual."""
         conn = self.connection()
+        if self.is_sqlite and single_statement:
+            yield conn  # autocommit: the statement commits when it completes
+            return
         if self.is_sqlite:
             if conn.in_transaction():
                 conn.rollback()  # reads only: nothing to undo, but BEGIN IMMEDIATE must start afresh

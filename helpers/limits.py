@@ -44,7 +44,7 @@ _MYSQL_UPSERT = text(
 def _count(db: Database, events: list[tuple[str, int]]) -> list[int]:
     """Count one event for each (key, bucket); return the new counts, in order."""
     now = utcnow()
-    with db.begin() as conn:
+    with db.begin(single_statement=db.is_sqlite) as conn:
         if db.is_sqlite:
             params: dict = {"now": now}
             for n, (key, bucket) in enumerate(events):

@@ -88,14 +88,14 @@ def save(
     )
     if not exists:
         try:
-            with db.begin() as conn:
+            with db.begin(single_statement=True) as conn:
                 conn.execute(insert(_SESSIONS), dict(values, session_id=session_id, phone=phone,
                                                      service_code=service_code[:32],
                                                      created_at=values["last_activity"]))
             return
         except IntegrityError:
             pass  # a concurrent first request of the same session inserted it
-    with db.begin() as conn:
+    with db.begin(single_statement=True) as conn:
         conn.execute(_UPDATE, dict(values, sid=session_id))
 
 
