@@ -166,6 +166,7 @@ def main() -> int:
     parser.add_argument("--steps", action="store_true", help="print the send scenario step by step")
     parser.add_argument("--cprofile", default="", help="profile this scenario and print the top functions")
     parser.add_argument("--top", type=int, default=40)
+    parser.add_argument("--sort", default="cumulative", help="cProfile order: cumulative or tottime")
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="wallet-profile-"))
@@ -198,7 +199,7 @@ def main() -> int:
                 print(step.row("  " + name))
             if profiler:
                 out = io.StringIO()
-                pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(args.top)
+                pstats.Stats(profiler, stream=out).sort_stats(args.sort).print_stats(args.top)
                 print(out.getvalue())
             replies = ", ".join(f"{k!r}: {v}" for k, v in sorted(stats.replies.items(), key=lambda kv: -kv[1])[:8])
             print(f"{'':16} replies {replies}")
