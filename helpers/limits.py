@@ -1,10 +1,11 @@
 """Abuse limits counted in the database, so every worker on every machine sees the same counts.
 The numbers come from atoms.metta: (rate-limit <what>) -> (<count> <window seconds>).
 
-Counting is on the hot path of every USSD request, so one event is one upsert statement
-(SQLite: INSERT .. ON CONFLICT DO UPDATE .. RETURNING, every counter of the request in one
-statement; MySQL: INSERT .. ON DUPLICATE KEY UPDATE count = LAST_INSERT_ID(count + 1), whose
-new value comes back with the statement), all in one short write transaction.
+Counting is on the hot path of every USSD request, so all the counters of a request are one
+upsert statement that returns the new counts: INSERT .. ON CONFLICT DO UPDATE .. RETURNING on
+SQLite (run on its own, it needs no BEGIN/COMMIT), INSERT .. ON DUPLICATE KEY UPDATE ..
+RETURNING on MariaDB. MySQL has no RETURNING: one statement per counter there, whose new count
+comes back as LAST_INSERT_ID(count + 1).
 """
 
 from __future__ import annotations
@@ -25,14 +26,18 @@ _KEY_LENGTH = 96
 
 
 @lru_cache(maxsize=8)
-def _sqlite_upsert(rows: int) -> TextClause:
-    """Count `rows` events in one statement; returns (key, count) of each. Plain SQL: SQLAlchemy
-    does not cache the compiled form of a multi-row INSERT construct."""
+def _upsert_returning(dialect: str, rows: int) -> TextClause:
+    """Count `rows` events in one statement; it returns (key, bucket, count) of each. Plain SQL: SQLAlchemy
+    does not cache the compiled form of multi-row INSERT constructs."""
     values = ", ".join(f"(:k{n}, :b{n}, 1, :now)" for n in range(rows))
-    return text(
-        f'INSERT INTO rate_counters ("key", bucket, count, created_at) VALUES {values} '  # noqa: S608 - no input
-        'ON CONFLICT ("key", bucket) DO UPDATE SET count = count + 1 RETURNING "key", count'
-    ).bindparams(bindparam("now", type_=DateTime()))
+    if dialect == "sqlite":
+        on_conflict = 'ON CONFLICT ("key", bucket) DO UPDATE SET count = count + 1 RETURNING "key", bucket, count'
+        columns = '("key", bucket, count, created_at)'
+    else:  # MariaDB
+        on_conflict = "ON DUPLICATE KEY UPDATE `count` = `count` + 1 RETURNING `key`, bucket, `count`"
+        columns = "(`key`, bucket, `count`, created_at)"
+    return text(f"INSERT INTO rate_counters {columns} VALUES {values} {on_conflict}").bindparams(  # noqa: S608
+        bindparam("now", type_=DateTime()))
 
 
 _MYSQL_UPSERT = text(
@@ -44,13 +49,16 @@ _MYSQL_UPSERT = text(
 def _count(db: Database, events: list[tuple[str, int]]) -> list[int]:
     """Count one event for each (key, bucket); return the new counts, in order."""
     now = utcnow()
-    with db.begin(single_statement=db.is_sqlite) as conn:
-        if db.is_sqlite:
-            params: dict = {"now": now}
-            for n, (key, bucket) in enumerate(events):
-                params[f"k{n}"], params[f"b{n}"] = key, bucket
-            counts = dict(conn.execute(_sqlite_upsert(len(events)), params).all())
-            return [counts[key] for key, _ in events]
+    dialect = db.connection().dialect
+    if dialect.insert_returning:
+        params: dict = {"now": now}
+        for n, (key, bucket) in enumerate(events):
+            params[f"k{n}"], params[f"b{n}"] = key, bucket
+        with db.begin(single_statement=True) as conn:
+            rows = conn.execute(_upsert_returning(dialect.name, len(events)), params).all()
+        counts = {(key, bucket): count for key, bucket, count in rows}
+        return [counts[event] for event in events]
+    with db.begin() as conn:
         return [_mysql_hit(conn, key, bucket, now) for key, bucket in events]
 
 
