@@ -8,14 +8,16 @@ Kinds of unit of work:
   UPDATEs and unique keys, which are safe under any isolation level;
 - the USSD hot path uses SQLAlchemy Core on one request-scoped connection: `db.fetch_one()`
   reads (each read sees the latest commit, as at READ COMMITTED), `with db.begin() as conn:` is
-  a short write transaction with the same guarantees as `db.write()`. One pool checkout per
-  request instead of one per unit of work, and no ORM bookkeeping where none is needed.
+  a short write transaction with the same guarantees as `db.write()`. One connection for the
+  whole request instead of one pool checkout per unit of work (and, under load, the same one for
+  the worker's next request), and no ORM bookkeeping where none is needed.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from collections.abc import Iterator
@@ -32,6 +34,10 @@ log = logging.getLogger(__name__)
 _ROOT = Path(__file__).resolve().parent
 
 _SQLITE_BUSY_TIMEOUT_MS = 10_000
+# A worker keeps its request connection between requests (no pool checkout, pre-ping and reset per
+# request) unless it sat unused this long, or has been kept this long (the pool then checks it).
+_HOLD_IDLE_S = 2.0
+_HOLD_MAX_S = 60.0
 
 
 class DatabaseUnavailable(RuntimeError):
@@ -87,14 +93,25 @@ class Database:
 
     # ------------------------------------------------------------ the request's Core connection
     def connection(self) -> Connection:
-        """The Core connection of the current request, checked out of the pool on first use and
-        returned by remove_session() (or dispose())."""
-        conn = getattr(self._local, "conn", None)
-        if conn is None or conn.closed:
+        """The Core connection of the current request. A worker under load keeps it from one
+        request to the next (each request ends with its transaction closed); one idle for a
+        while, or held for long, goes back to the pool first, which checks it (pre-ping) and
+        recycles it, as for any checkout."""
+        local = self._local
+        conn = getattr(local, "conn", None)
+        if conn is not None and local.idle_since is not None:
+            now = time.monotonic()
+            if conn.closed or conn.invalidated or now - local.idle_since > _HOLD_IDLE_S \
+                    or now - local.taken_at > _HOLD_MAX_S:
+                self._release_connection()
+                conn = None
+            else:
+                local.idle_since = None
+        if conn is None:
             conn = self.engine.connect()
             if self.is_sqlite:
                 conn.execution_options(sqlite_autocommit_reads=True)
-            self._local.conn = conn
+            local.conn, local.taken_at, local.idle_since = conn, time.monotonic(), None
         return conn
 
     def fetch_one(self, statement, params: dict | None = None) -> Row | None:
@@ -133,6 +150,21 @@ class Database:
         except BaseException:
             conn.rollback()
             raise
+
+    def _end_request_connection(self) -> None:
+        """The request is over: close its transaction and keep the connection for the next one
+        (or return it to the pool if it failed)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            return
+        try:
+            if conn.invalidated or conn.closed:
+                raise DatabaseUnavailable("the request connection was lost")
+            if conn.in_transaction():
+                conn.rollback()  # reads only by now (writes commit in begin()): MySQL's read view ends
+            self._local.idle_since = time.monotonic()
+        except (SQLAlchemyError, DatabaseUnavailable):
+            self._release_connection()
 
     def _release_connection(self) -> None:
         conn = getattr(self._local, "conn", None)
@@ -197,7 +229,7 @@ class Database:
             log.warning("closing the request session failed: %s", type(exc).__name__)
             self.session.registry.clear()
         try:
-            self._release_connection()
+            self._end_request_connection()
         except SQLAlchemyError as exc:
             log.warning("closing the request connection failed: %s", type(exc).__name__)
 
