@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 _ROOT = Path(__file__).resolve().parent
 
 _SQLITE_BUSY_TIMEOUT_MS = 10_000
+# Read the database file through a memory map: when another worker process has written, this
+# connection re-reads pages from the map instead of copying them in with a system call each.
+_SQLITE_MMAP_BYTES = 256 * 1024 * 1024
 # A worker keeps its request connection between requests (no pool checkout, pre-ping and reset per
 # request) unless it sat unused this long, or has been kept this long (the pool then checks it).
 _HOLD_IDLE_S = 2.0
@@ -55,6 +58,7 @@ def _make_engine(url: str, pool_size: int, recycle_s: int) -> Engine:
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute(f"PRAGMA mmap_size={_SQLITE_MMAP_BYTES}")
             cursor.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_MS}")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
