@@ -174,6 +174,7 @@ def main() -> int:
                         help="worst case: every policy decision evaluated by MeTTa, none from the cache")
     parser.add_argument("--cprofile", default="", help="profile this scenario and print the top functions")
     parser.add_argument("--top", type=int, default=40)
+    parser.add_argument("--profile-out", default="", help="also write the cProfile data to this file")
     parser.add_argument("--sort", default="cumulative", help="cProfile order: cumulative or tottime")
     args = parser.parse_args()
 
@@ -207,6 +208,8 @@ def main() -> int:
             for name, step in (per_step or {}).items():
                 print(step.row("  " + name))
             if profiler:
+                if args.profile_out:
+                    profiler.dump_stats(args.profile_out)
                 out = io.StringIO()
                 pstats.Stats(profiler, stream=out).sort_stats(args.sort).print_stats(args.top)
                 print(out.getvalue())

@@ -274,3 +274,18 @@ def test_rate_counters_count_every_event_in_each_dialects_statement(wallet):
     with db.begin() as conn:
         counts = [limits._mysql_hit(conn, "t:mysql", 7, utcnow()) for _ in range(3)]
     assert counts == [1, 2, 3]
+
+
+def test_the_request_connection_is_kept_between_requests_with_no_transaction_open(client, wallet):
+    """A worker under load keeps its connection from one request to the next, with nothing
+    open on it; one left unused for a while goes back to the pool (which checks it) first."""
+    db = wallet.db
+    Dialer(client, DEMO[0]).start()
+    kept = db._local.conn
+    assert kept is not None and db._local.idle_since is not None
+    assert db.is_sqlite or not kept.in_transaction()  # SQLite's reads run in autocommit anyway
+    Dialer(client, DEMO[1]).start()
+    assert db._local.conn is kept
+    db._local.idle_since -= 3600  # as if it had not been used for an hour
+    Dialer(client, DEMO[2]).start()
+    assert db._local.conn is not kept and kept.closed
