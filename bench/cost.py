@@ -127,7 +127,7 @@ def drive(app, counters: Counters, scenario: str, requests: int, per_step: dict[
     forget the policy's cached decisions before each request (each is evaluated by MeTTa, as
     when every balance differs and the worker answering a step did not answer the one before)."""
     total = Stats()
-    answers = app.extensions["wallet"].policy._answers  # noqa: SLF001
+    answers = getattr(app.extensions["wallet"].policy, "_answers", {})  # the cache of parsed answers
     session_no = first_session
     while total.requests < requests:
         session_no += 1
