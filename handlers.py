@@ -51,6 +51,7 @@ class Ctx:
     choices: dict[str, int]  # what earlier tokens of this session resolved to (session row)
     final: bool = False
     position: int = 0  # index of the token being handled in the whole path
+    open_requests: int = 0  # open payment requests to the caller, announced on the main menu
 
     def at(self, position: int, final: bool) -> None:
         self.position, self.final = position, final
@@ -188,7 +189,7 @@ class MainMenu:
     secret = False
 
     def prompt(self, ctx: Ctx, data: dict) -> str:
-        count = len(invoices.open_requests(ctx.svc.db, ctx.user.phone))
+        count = ctx.open_requests
         requests = ctx.t("main.requests", count=count) if count else ""
         return ctx.t("main", balance=ctx.user.balance_sats, requests=requests)
 
@@ -643,14 +644,14 @@ def handle_ussd(svc: Services, req: UssdRequest) -> tuple[str, str]:
     turns them into a 'service unavailable' END)."""
     db = svc.db
     text_key = idempotency_key(req.session_id, req.text, "idempotency:" + svc.pepper)
-    view, user = sessions.load_step(db, req.session_id, req.phone)
+    view, user, open_requests = sessions.load_step(db, req.session_id, req.phone)
     if view.exists and view.phone != req.phone:
         log.warning("session %s reused by another phone", req.session_id[:16])
         return "END " + t(svc.config["DEFAULT_LANGUAGE"], "error.expired"), "refused"
     if view.exists and view.last_text_hash == text_key and view.last_reply:
         return view.last_reply, "replay"
     user = user or users.register(db, req.phone, svc.config["DEFAULT_LANGUAGE"], svc.service_code)
-    ctx = Ctx(svc, req, user, text_key, dict(view.choices))
+    ctx = Ctx(svc, req, user, text_key, dict(view.choices), open_requests=open_requests)
     tokens = req.text.split("*") if req.text else []
     if user.pin_hash is None:
         root, skip = "pin.create", 0

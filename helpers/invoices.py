@@ -7,7 +7,7 @@ import logging
 from dataclasses import dataclass
 from functools import lru_cache
 
-from sqlalchemy import Select, bindparam, select, update
+from sqlalchemy import ScalarSelect, Select, bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from database import Database
@@ -124,6 +124,9 @@ class OpenRequest:
 _INVOICES = Invoice.__table__
 _REQUESTS = PaymentRequest.__table__
 _USERS = User.__table__
+LISTED = 3  # open payment requests shown (and counted on the main menu)
+
+
 @lru_cache(maxsize=4)
 def _open_requests(limit: int) -> Select:
     """Built once per limit: the compiled form is then reused from SQLAlchemy's cache."""
@@ -143,7 +146,14 @@ def _open_requests(limit: int) -> Select:
     )
 
 
-def open_requests(db: Database, payer_phone: str, limit: int = 3) -> list[OpenRequest]:
+def open_requests_count() -> ScalarSelect:
+    """How many open requests the main menu announces (at most LISTED), as a column that another
+    read can carry (the step's first read does). Its parameters: `payer_phone` and `now`."""
+    listed = _open_requests(LISTED).with_only_columns(_REQUESTS.c.id)
+    return select(func.count()).select_from(listed.subquery("listed")).scalar_subquery()
+
+
+def open_requests(db: Database, payer_phone: str, limit: int = LISTED) -> list[OpenRequest]:
     """Payment requests addressed to `payer_phone` that can still be paid, oldest first."""
     rows = db.fetch_all(_open_requests(limit), {"payer_phone": payer_phone, "now": utcnow()})
     return [OpenRequest(*row) for row in rows]

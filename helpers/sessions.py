@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from database import Database
+from helpers.invoices import open_requests_count
 from helpers.users import UserView
 from models import User, UssdSession, utcnow
 
@@ -47,20 +48,23 @@ _KEYS = select(bindparam("phone", type_=String).label("phone"),
 _LOAD_STEP = select(
     _USERS.c.id, _USERS.c.phone, _USERS.c.balance_sats, _USERS.c.language, _USERS.c.pin_hash,
     _SESSIONS.c.id, _SESSIONS.c.phone, _SESSIONS.c.onboarding_tokens, _SESSIONS.c.last_text_hash,
-    _SESSIONS.c.last_reply, _SESSIONS.c.choices,
+    _SESSIONS.c.last_reply, _SESSIONS.c.choices, open_requests_count(),
 ).select_from(
     _KEYS.outerjoin(_USERS, _USERS.c.phone == _KEYS.c.phone)
     .outerjoin(_SESSIONS, _SESSIONS.c.session_id == _KEYS.c.session_id)
 )
 
 
-def load_step(db: Database, session_id: str, phone: str) -> tuple[SessionView, UserView | None]:
-    """The session row and the calling user (None if not registered), read together."""
-    row = db.fetch_one(_LOAD_STEP, {"phone": phone, "session_id": session_id})
+def load_step(db: Database, session_id: str, phone: str) -> tuple[SessionView, UserView | None, int]:
+    """The session row, the calling user (None if not registered) and how many open payment
+    requests the main menu announces to the caller, read together."""
+    row = db.fetch_one(_LOAD_STEP, {"phone": phone, "session_id": session_id, "payer_phone": phone,
+                                    "now": utcnow()})
     user = UserView(row[0], row[1], row[2], row[3], row[4]) if row[0] is not None else None
     if row[5] is None:
-        return SessionView(False), user
-    return SessionView(True, row[6], row[7], row[8], row[9], json.loads(row[10]) if row[10] else {}), user
+        return SessionView(False), user, row[11]
+    view = SessionView(True, row[6], row[7], row[8], row[9], json.loads(row[10]) if row[10] else {})
+    return view, user, row[11]
 
 
 _UPDATE = update(_SESSIONS).where(_SESSIONS.c.session_id == bindparam("sid"))
