@@ -1,23 +1,30 @@
 """Engine and sessions from DATABASE_URL; schema creation; health check.
 
-Two kinds of unit of work:
-- `db.session`: request-scoped, for reads (removed when the request ends);
-- `with db.write() as s:` a short transaction for anything that moves money or changes state.
+Kinds of unit of work:
+- `db.session`: request-scoped ORM session, for reads (removed when the request ends);
+- `with db.write() as s:` a short ORM transaction for anything that moves money or changes state.
   On SQLite it starts with BEGIN IMMEDIATE, so concurrent writers queue on the busy timeout
   instead of failing half-way; on MySQL it runs at READ COMMITTED and relies on conditional
-  UPDATEs and unique keys, which are safe under any isolation level.
+  UPDATEs and unique keys, which are safe under any isolation level;
+- the USSD hot path uses SQLAlchemy Core on one request-scoped connection: `db.fetch_one()`
+  reads (each read sees the latest commit, as at READ COMMITTED), `with db.begin() as conn:` is
+  a short write transaction with the same guarantees as `db.write()`. One connection for the
+  whole request instead of one pool checkout per unit of work (and, under load, the same one for
+  the worker's next request), and no ORM bookkeeping where none is needed.
 """
 
 from __future__ import annotations
 
 
 import logging
+import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from collections.abc import Iterator
 
 from sqlalchemy import create_engine, event, text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
 
@@ -28,6 +35,13 @@ log = logging.getLogger(__name__)
 _ROOT = Path(__file__).resolve().parent
 
 _SQLITE_BUSY_TIMEOUT_MS = 10_000
+# Read the database file through a memory map: when another worker process has written, this
+# connection re-reads pages from the map instead of copying them in with a system call each.
+_SQLITE_MMAP_BYTES = 256 * 1024 * 1024
+# A worker keeps its request connection between requests (no pool checkout, pre-ping and reset per
+# request) unless it sat unused this long, or has been kept this long (the pool then checks it).
+_HOLD_IDLE_S = 2.0
+_HOLD_MAX_S = 60.0
 
 
 class DatabaseUnavailable(RuntimeError):
@@ -45,14 +59,19 @@ def _make_engine(url: str, pool_size: int, recycle_s: int) -> Engine:
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute(f"PRAGMA mmap_size={_SQLITE_MMAP_BYTES}")
             cursor.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_MS}")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn):  # pragma: no cover - trivial
-            immediate = conn.get_execution_options().get("sqlite_immediate", False)
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+            options = conn.get_execution_options()
+            if options.get("sqlite_immediate", False):
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            elif not options.get("sqlite_autocommit_reads", False):
+                conn.exec_driver_sql("BEGIN")
+            # else: the request connection's reads, one statement each (see Database.fetch_one)
 
         return engine
     return create_engine(
@@ -75,6 +94,88 @@ class Database:
         self.is_sqlite = url.startswith("sqlite")
         self._factory = sessionmaker(bind=self.engine, expire_on_commit=False)
         self.session = scoped_session(self._factory)
+        self._local = threading.local()  # the request's Core connection, per thread
+
+    # ------------------------------------------------------------ the request's Core connection
+    def connection(self) -> Connection:
+        """The Core connection of the current request. A worker under load keeps it from one
+        request to the next (each request ends with its transaction closed); one idle for a
+        while, or held for long, goes back to the pool first, which checks it (pre-ping) and
+        recycles it, as for any checkout."""
+        local = self._local
+        conn = getattr(local, "conn", None)
+        if conn is not None and local.idle_since is not None:
+            now = time.monotonic()
+            if conn.closed or conn.invalidated or now - local.idle_since > _HOLD_IDLE_S \
+                    or now - local.taken_at > _HOLD_MAX_S:
+                self._release_connection()
+                conn = None
+            else:
+                local.idle_since = None
+        if conn is None:
+            conn = self.engine.connect()
+            if self.is_sqlite:
+                conn.execution_options(sqlite_autocommit_reads=True)
+            local.conn, local.taken_at, local.idle_since = conn, time.monotonic(), None
+        return conn
+
+    def fetch_one(self, statement, params: dict | None = None) -> Row | None:
+        """First row of a read on the request connection. Outside `begin()`, every read sees
+        what is committed when it runs (SQLite: no snapshot held; MySQL: READ COMMITTED)."""
+        return self.connection().execute(statement, params).first()
+
+    def fetch_all(self, statement, params: dict | None = None) -> list[Row]:
+        return list(self.connection().execute(statement, params).all())
+
+    @contextmanager
+    def begin(self, single_statement: bool = False) -> Iterator[Connection]:
+        """A short write transaction on the request connection: commits on success, rolls back on
+        any exception. Same guarantees as write() (BEGIN IMMEDIATE on SQLite).
+
+        `single_statement`: the block runs exactly one write statement (and reads all the rows it
+        returns). SQLite runs such a statement atomically on its own, taking the write lock for
+        it alone, so no BEGIN IMMEDIATE / COMMIT is sent; other databases commit as usual."""
+        conn = self.connection()
+        if self.is_sqlite and single_statement:
+            yield conn  # autocommit: the statement commits when it completes
+            return
+        if self.is_sqlite:
+            if conn.in_transaction():
+                conn.rollback()  # reads only: nothing to undo, but BEGIN IMMEDIATE must start afresh
+            conn.execution_options(sqlite_immediate=True)
+            try:
+                conn.begin()
+            finally:
+                conn.execution_options(sqlite_immediate=False)
+        elif not conn.in_transaction():
+            conn.begin()
+        try:
+            yield conn
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
+
+    def _end_request_connection(self) -> None:
+        """The request is over: close its transaction and keep the connection for the next one
+        (or return it to the pool if it failed)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            return
+        try:
+            if conn.invalidated or conn.closed:
+                raise DatabaseUnavailable("the request connection was lost")
+            if conn.in_transaction():
+                conn.rollback()  # reads only by now (writes commit in begin()): MySQL's read view ends
+            self._local.idle_since = time.monotonic()
+        except (SQLAlchemyError, DatabaseUnavailable):
+            self._release_connection()
+
+    def _release_connection(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            conn.close()
 
     @contextmanager
     def write(self) -> Iterator[Session]:
@@ -151,14 +252,19 @@ class Database:
             return False
 
     def remove_session(self, _exc: BaseException | None = None) -> None:
-        """End the request's session; a connection lost with the database must not turn a
-        finished reply into an error."""
+        """End the request's session and connection; a connection lost with the database must not
+        turn a finished reply into an error."""
         try:
             self.session.remove()
         except SQLAlchemyError as exc:
             log.warning("closing the request session failed: %s", type(exc).__name__)
             self.session.registry.clear()
+        try:
+            self._end_request_connection()
+        except SQLAlchemyError as exc:
+            log.warning("closing the request connection failed: %s", type(exc).__name__)
 
     def dispose(self) -> None:
         self.session.remove()
+        self._release_connection()
         self.engine.dispose()

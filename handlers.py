@@ -28,7 +28,7 @@ from helpers.refs import idempotency_key
 from helpers.services import Services
 from helpers.ussd import Back, End, Home, Push, Result, Retry, walk
 from lightning import State
-from models import CREDIT, PENDING, User
+from models import CREDIT, PENDING
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +47,12 @@ class UssdRequest:
 class Ctx:
     svc: Services
     req: UssdRequest
-    user: User
+    user: users.UserView
     key: str  # idempotency key of this request's path
     choices: dict[str, Any]  # what earlier tokens of this session resolved to (session row)
     final: bool = False
     position: int = 0  # index of the token being handled in the whole path
+    open_requests: int = 0  # open payment requests to the caller, announced on the main menu
 
     def at(self, position: int, final: bool) -> None:
         self.position, self.final = position, final
@@ -104,8 +105,7 @@ def _kes_range(ctx: Ctx) -> dict[str, int]:
 
 
 def _sent_today(ctx: Ctx) -> int:
-    with ctx.svc.db.read() as s:
-        return transactions.sent_today(s, ctx.user.id)
+    return transactions.spend_facts(ctx.svc.db, ctx.user.id)[1]
 
 
 def _check_spend(ctx: Ctx, amount: int, fee: int) -> str | None:
@@ -194,7 +194,7 @@ class MainMenu:
     secret = False
 
     def prompt(self, ctx: Ctx, data: dict) -> str:
-        count = len(invoices.open_requests(ctx.svc.db, ctx.user.phone))
+        count = ctx.open_requests
         requests = ctx.t("main.requests", count=count) if count else ""
         return ctx.t("main", balance=ctx.user.balance_sats, requests=requests)
 
@@ -770,16 +770,14 @@ def handle_ussd(svc: Services, req: UssdRequest) -> tuple[str, str]:
     turns them into a 'service unavailable' END)."""
     db = svc.db
     text_key = idempotency_key(req.session_id, req.text, "idempotency:" + svc.pepper)
-    view = sessions.load(db.session, req.session_id)
+    view, user, open_requests = sessions.load_step(db, req.session_id, req.phone)
     if view.exists and view.phone != req.phone:
         log.warning("session %s reused by another phone", req.session_id[:16])
         return "END " + t(svc.config["DEFAULT_LANGUAGE"], "error.expired"), "refused"
     if view.exists and view.last_text_hash == text_key and view.last_reply:
         return view.last_reply, "replay"
-    user = users.get(db.session, req.phone) or users.register(
-        db, req.phone, svc.config["DEFAULT_LANGUAGE"], svc.service_code
-    )
-    ctx = Ctx(svc, req, user, text_key, dict(view.choices))
+    user = user or users.register(db, req.phone, svc.config["DEFAULT_LANGUAGE"], svc.service_code)
+    ctx = Ctx(svc, req, user, text_key, dict(view.choices), open_requests=open_requests)
     tokens = req.text.split("*") if req.text else []
     if user.pin_hash is None:
         root, skip = "pin.create", 0

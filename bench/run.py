@@ -113,6 +113,11 @@ class Server:
                 continue
         return sizes
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time used so far by the master, its live workers and the workers it
+        has reaped (gunicorn recycles workers: their time is in the master's children's time)."""
+        return _process_cpu(self.process.pid, children=True) + sum(_process_cpu(pid) for pid in self.workers())
+
     def stop(self) -> None:
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
@@ -120,6 +125,42 @@ class Server:
                 self.process.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _process_cpu(pid: int, children: bool = False) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, IndexError):
+        return 0.0
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime
+    if children:
+        ticks += int(fields[13]) + int(fields[14])  # cutime, cstime: children waited for
+    return ticks / _TICKS
+
+
+def _database_pid() -> int | None:
+    pidfile = os.environ.get("TEST_MARIADB_PIDFILE")
+    try:
+        return int(Path(pidfile).read_text().strip()) if pidfile else None
+    except (OSError, ValueError):
+        return None
+
+
+def measured(server: Server, scenario: str, seconds: int, database: bool = False) -> dict:
+    """wrk's figures plus the CPU the server's processes (and, for MySQL, the database server)
+    spent per request: unlike requests/s, this hardly depends on what else runs on the machine."""
+    db_pid = _database_pid() if database else None
+    cpu0, db0 = server.cpu_seconds(), _process_cpu(db_pid) if db_pid else 0.0
+    figures = wrk(server.url, scenario, seconds)
+    requests_done = max(figures["requests"], 1)
+    figures["server_cpu_ms_per_request"] = round((server.cpu_seconds() - cpu0) * 1000 / requests_done, 3)
+    if db_pid:
+        figures["database_cpu_ms_per_request"] = round((_process_cpu(db_pid) - db0) * 1000 / requests_done, 3)
+    figures["worker_rss_mb"] = round(max(server.worker_rss_mb()), 1)
+    return figures
 
 
 def wrk(url: str, scenario: str, seconds: int) -> dict:
@@ -157,8 +198,7 @@ def run(args: argparse.Namespace) -> dict:
                      "metta": metta_cost(), "reference": {}, "wallet": {}}
     bare = Server("bench.bare_app:app", {})
     try:
-        results["reference"] = wrk(bare.url, "menu", args.seconds)
-        results["reference"]["worker_rss_mb"] = round(max(bare.worker_rss_mb()), 1)
+        results["reference"] = measured(bare, "menu", args.seconds)
     finally:
         bare.stop()
     tmp = Path(tempfile.mkdtemp(prefix="wallet-bench-"))
@@ -174,11 +214,9 @@ def run(args: argparse.Namespace) -> dict:
         try:
             figures: dict = {}
             for scenario in SCENARIOS:
-                figures[scenario] = wrk(server.url, scenario, args.seconds)
-                figures[scenario]["worker_rss_mb"] = round(max(server.worker_rss_mb()), 1)
+                figures[scenario] = measured(server, scenario, args.seconds, database=name == "mysql")
             if args.soak:
-                figures["soak"] = wrk(server.url, "send", args.soak)
-                figures["soak"]["worker_rss_mb"] = round(max(server.worker_rss_mb()), 1)
+                figures["soak"] = measured(server, "send", args.soak, database=name == "mysql")
             results["wallet"][name] = figures
         finally:
             server.stop()
@@ -188,17 +226,23 @@ def run(args: argparse.Namespace) -> dict:
 
 def report(results: dict) -> None:
     ref = results["reference"]["rps"]
+    ref_cpu = results["reference"]["server_cpu_ms_per_request"]
     print(f"\nBare Flask reference: {ref:,.0f} req/s, p50 {results['reference']['p50_ms']:.2f} ms, "
-          f"p99 {results['reference']['p99_ms']:.2f} ms, worker RSS {results['reference']['worker_rss_mb']} MB")
+          f"p99 {results['reference']['p99_ms']:.2f} ms, worker RSS {results['reference']['worker_rss_mb']} MB, "
+          f"{ref_cpu:.3f} ms CPU per request")
     print(f"MeTTa decision: {results['metta']['spend_decision_ms']} ms evaluated, "
           f"{results['metta']['spend_decision_cached_ms']} ms cached")
+    print("(cpu: ms of CPU per request used by gunicorn's processes, + the database server's for MySQL;\n"
+          " cpu ratio: the reference's CPU per request / this one's, what req/s would show on a quiet machine)")
     print(f"\n{'database':8} {'scenario':9} {'req/s':>8} {'vs ref':>7} {'p50 ms':>7} {'p99 ms':>7} "
-          f"{'RSS MB':>7} {'bad':>5}  notes")
+          f"{'RSS MB':>7} {'bad':>5} {'cpu ms':>7} {'cpu ratio':>9}  notes")
     for db, figures in results["wallet"].items():
         for scenario, f in figures.items():
             notes = f"sent {f['sent']}, refused {f['refused']}" if scenario in ("send", "soak") else ""
+            cpu = f["server_cpu_ms_per_request"] + f.get("database_cpu_ms_per_request", 0)
             print(f"{db:8} {scenario:9} {f['rps']:>8,.0f} {f['rps'] / ref:>6.0%} {f['p50_ms']:>7.2f} "
-                  f"{f['p99_ms']:>7.2f} {f['worker_rss_mb']:>7} {f['bad'] + f['socket_errors']:>5}  {notes}")
+                  f"{f['p99_ms']:>7.2f} {f['worker_rss_mb']:>7} {f['bad'] + f['socket_errors']:>5} {cpu:>7.3f} "
+                  f"{ref_cpu / cpu if cpu else 0:>8.0%}  {notes}")
 
 
 def main() -> int:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass
+from functools import lru_cache
 
-from sqlalchemy import select, update
+from sqlalchemy import ScalarSelect, Select, bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from database import Database
@@ -14,6 +15,7 @@ from helpers import limits, sms, transactions
 from helpers.errors import LightningUnavailable, RateLimited
 from helpers.phone import mask
 from helpers.rules import Policy
+from helpers.users import UserView
 from helpers.i18n import t
 from helpers.refs import new_reference
 from lightning import LightningBackend, State
@@ -46,7 +48,7 @@ def issue(
     db: Database,
     policy: Policy,
     backend: LightningBackend,
-    user: User,
+    user: UserView,
     amount: int,
     memo: str,
     expiry_s: int,
@@ -119,22 +121,41 @@ class OpenRequest:
     payment_hash: str
 
 
-def open_requests(db: Database, payer_phone: str, limit: int = 3) -> list[OpenRequest]:
+_INVOICES = Invoice.__table__
+_REQUESTS = PaymentRequest.__table__
+_USERS = User.__table__
+LISTED = 3  # open payment requests shown (and counted on the main menu)
+
+
+@lru_cache(maxsize=4)
+def _open_requests(limit: int) -> Select:
+    """Built once per limit: the compiled form is then reused from SQLAlchemy's cache."""
+    return (
+        select(_REQUESTS.c.id, _INVOICES.c.reference, _REQUESTS.c.amount_sats, _USERS.c.phone,
+               _INVOICES.c.payment_hash)
+        .join(_INVOICES, _INVOICES.c.id == _REQUESTS.c.invoice_id)
+        .join(_USERS, _USERS.c.id == _REQUESTS.c.requester_id)
+        .where(
+            _REQUESTS.c.payer_phone == bindparam("payer_phone"),
+            _REQUESTS.c.status == PENDING,
+            _INVOICES.c.status == PENDING,
+            _INVOICES.c.expires_at > bindparam("now", type_=Invoice.expires_at.type),
+        )
+        .order_by(_REQUESTS.c.id)
+        .limit(limit)
+    )
+
+
+def open_requests_count() -> ScalarSelect:
+    """How many open requests the main menu announces (at most LISTED), as a column that another
+    read can carry (the step's first read does). Its parameters: `payer_phone` and `now`."""
+    listed = _open_requests(LISTED).with_only_columns(_REQUESTS.c.id)
+    return select(func.count()).select_from(listed.subquery("listed")).scalar_subquery()
+
+
+def open_requests(db: Database, payer_phone: str, limit: int = LISTED) -> list[OpenRequest]:
     """Payment requests addressed to `payer_phone` that can still be paid, oldest first."""
-    with db.read() as s:
-        rows = s.execute(
-            select(PaymentRequest.id, Invoice.reference, PaymentRequest.amount_sats, User.phone, Invoice.payment_hash)
-            .join(Invoice, Invoice.id == PaymentRequest.invoice_id)
-            .join(User, User.id == PaymentRequest.requester_id)
-            .where(
-                PaymentRequest.payer_phone == payer_phone,
-                PaymentRequest.status == PENDING,
-                Invoice.status == PENDING,
-                Invoice.expires_at > utcnow(),
-            )
-            .order_by(PaymentRequest.id)
-            .limit(limit)
-        ).all()
+    rows = db.fetch_all(_open_requests(limit), {"payer_phone": payer_phone, "now": utcnow()})
     return [OpenRequest(*row) for row in rows]
 
 

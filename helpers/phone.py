@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumberType
 
@@ -14,6 +16,11 @@ def normalise(raw: str, region: str = "KE") -> str | None:
     raw = (raw or "").strip()
     if not raw or len(raw) > _MAX_INPUT:
         return None
+    return _normalise(raw, region)
+
+
+@lru_cache(maxsize=4096)  # every request parses its caller's number; a pure function of short input
+def _normalise(raw: str, region: str) -> str | None:
     if raw[0].isdigit() and raw.startswith("254") and len(raw) == 12:
         raw = "+" + raw  # typed without the plus, as keypads make easy
     try:

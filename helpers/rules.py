@@ -1,16 +1,21 @@
 """The policy engine: typed questions to the MeTTa knowledge base in `atoms.metta`.
 
 One MeTTa instance per process, built lazily on first use (so never in a gunicorn master before
-the fork) and guarded by a lock: hyperon objects are not thread-safe. The policy is read-only, so
-answers to the same question are cached.
+the fork) and guarded by a lock: hyperon objects are not thread-safe. The policy is read-only and
+every question is a pure function of its arguments, so each answer is kept, already turned into
+its Python value (int, Decision, ...), in a bounded least-recently-used cache per process: a
+repeated question costs a dictionary lookup, not an evaluation nor a conversion of atoms.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from hyperon import MeTTa
 
@@ -43,6 +48,7 @@ class Policy:
         self._metta: MeTTa | None = None
         self._pid = 0
         self._cache: dict[str, list] = {}
+        self._answers: OrderedDict[str, Any] = OrderedDict()  # expression -> parsed answer, LRU
 
     # -------------------------------------------------------------- engine
     def _engine(self) -> MeTTa:
@@ -50,6 +56,7 @@ class Policy:
             metta = MeTTa()
             metta.run(self._path.read_text(encoding="utf-8"))
             self._metta, self._pid, self._cache = metta, os.getpid(), {}
+            self._answers = OrderedDict()
         return self._metta
 
     def warm_up(self) -> None:
@@ -81,8 +88,30 @@ class Policy:
                 self._cache[expression] = atoms
             return atoms
 
-    def _int(self, expression: str) -> int:
-        atom = self.query(expression)[0]
+    def _answer(self, expression: str, parse: Callable[[str, list], Any]) -> Any:
+        """The parsed answer to `expression`, from the LRU cache or evaluated (then kept)."""
+        answers = self._answers
+        if self._pid == os.getpid():
+            try:
+                value = answers[expression]
+            except KeyError:
+                pass
+            else:
+                with self._lock:
+                    if expression in answers:
+                        answers.move_to_end(expression)
+                return value
+        value = parse(expression, self.query(expression, cache=False))
+        with self._lock:
+            answers = self._answers  # a fork may have replaced it meanwhile
+            answers[expression] = value
+            if len(answers) > _CACHE_LIMIT:
+                answers.popitem(last=False)
+        return value
+
+    @staticmethod
+    def _parse_int(expression: str, atoms: list) -> int:
+        atom = atoms[0]
         try:
             value = atom.get_object().value
         except AttributeError as exc:
@@ -91,14 +120,26 @@ class Policy:
             raise PolicyError(f"{expression} -> {value!r} is not an integer")
         return value
 
-    def _decision(self, expression: str, secret: bool = False) -> Decision:
-        atoms = self.query(expression, cache=not secret, shown="(pin-decision ****)" if secret else None)
+    @staticmethod
+    def _parse_decision(expression: str, atoms: list) -> Decision:
         text = str(atoms[0])
         if text == "Allow":
             return Decision(True)
         if text.startswith("(Deny ") and text.endswith(")"):
             return Decision(False, text[len("(Deny ") : -1])
         raise PolicyError(f"{expression} -> {text} is not a decision")
+
+    def _int(self, expression: str) -> int:
+        return self._answer(expression, self._parse_int)
+
+    def _decision(self, expression: str, secret: bool = False) -> Decision:
+        if secret:  # a PIN is never kept in memory longer than its question
+            atoms = self.query(expression, cache=False, shown="(pin-decision ****)")
+            try:
+                return self._parse_decision(expression, atoms)
+            except PolicyError:
+                raise PolicyError("(pin-decision ****) is not a decision") from None
+        return self._answer(expression, self._parse_decision)
 
     # -------------------------------------------------------------- numbers
     def value(self, name: str) -> int:
@@ -155,14 +196,22 @@ class Policy:
         """(count, window seconds) of an abuse limit, e.g. rate_limit('requests-per-phone')."""
         if not name.replace("-", "").isalnum():
             raise PolicyError(f"bad limit name {name!r}")
-        atom = str(self.query(f"(rate-limit {name})")[0])
+        return self._answer(f"(rate-limit {name})", self._parse_rate_limit)
+
+    @staticmethod
+    def _parse_rate_limit(expression: str, atoms: list) -> tuple[int, int]:
+        atom = str(atoms[0])
         parts = atom.strip("()").split()
         if len(parts) != 2 or not all(p.isdigit() for p in parts):
-            raise PolicyError(f"(rate-limit {name}) -> {atom}")
+            raise PolicyError(f"{expression} -> {atom}")
         return int(parts[0]), int(parts[1])
 
     def pin_failure(self, failures: int, previous_locks: int) -> PinFailure:
-        atom = str(self.query(f"(pin-failure-decision {int(failures)} {int(previous_locks)})")[0])
+        return self._answer(f"(pin-failure-decision {int(failures)} {int(previous_locks)})", self._parse_pin_failure)
+
+    @staticmethod
+    def _parse_pin_failure(expression: str, atoms: list) -> PinFailure:
+        atom = str(atoms[0])
         kind, _, number = atom.strip("()").partition(" ")
         if kind == "Retry" and number.isdigit():
             return PinFailure(int(number), 0)

@@ -7,12 +7,17 @@ import datetime as dt
 import json
 from dataclasses import dataclass, field
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import String, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from database import Database
-from models import UssdSession, utcnow
+from helpers.invoices import open_requests_count
+from helpers.users import UserView
+from models import User, UssdSession, utcnow
+
+_SESSIONS = UssdSession.__table__
+_USERS = User.__table__
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,35 @@ def load(session: Session, session_id: str) -> SessionView:
     if row is None:
         return SessionView(False)
     return SessionView(True, row[0], row[1], row[2], row[3], json.loads(row[4]) if row[4] else {})
+
+
+# The request's two keys as a one-row table, joined to the session row and to the caller's user
+# row (either may be missing): both reads in one statement, each an index lookup.
+_KEYS = select(bindparam("phone", type_=String).label("phone"),
+               bindparam("session_id", type_=String).label("session_id")).subquery("request_keys")
+_LOAD_STEP = select(
+    _USERS.c.id, _USERS.c.phone, _USERS.c.balance_sats, _USERS.c.language, _USERS.c.pin_hash,
+    _SESSIONS.c.id, _SESSIONS.c.phone, _SESSIONS.c.onboarding_tokens, _SESSIONS.c.last_text_hash,
+    _SESSIONS.c.last_reply, _SESSIONS.c.choices, open_requests_count(),
+).select_from(
+    _KEYS.outerjoin(_USERS, _USERS.c.phone == _KEYS.c.phone)
+    .outerjoin(_SESSIONS, _SESSIONS.c.session_id == _KEYS.c.session_id)
+)
+
+
+def load_step(db: Database, session_id: str, phone: str) -> tuple[SessionView, UserView | None, int]:
+    """The session row, the calling user (None if not registered) and how many open payment
+    requests the main menu announces to the caller, read together."""
+    row = db.fetch_one(_LOAD_STEP, {"phone": phone, "session_id": session_id, "payer_phone": phone,
+                                    "now": utcnow()})
+    user = UserView(row[0], row[1], row[2], row[3], row[4]) if row[0] is not None else None
+    if row[5] is None:
+        return SessionView(False), user, row[11]
+    view = SessionView(True, row[6], row[7], row[8], row[9], json.loads(row[10]) if row[10] else {})
+    return view, user, row[11]
+
+
+_UPDATE = update(_SESSIONS).where(_SESSIONS.c.session_id == bindparam("sid"))
 
 
 def save(
@@ -58,13 +92,15 @@ def save(
     )
     if not exists:
         try:
-            with db.write() as s:
-                s.add(UssdSession(session_id=session_id, phone=phone, service_code=service_code[:32], **values))
+            with db.begin(single_statement=True) as conn:
+                conn.execute(insert(_SESSIONS), dict(values, session_id=session_id, phone=phone,
+                                                     service_code=service_code[:32],
+                                                     created_at=values["last_activity"]))
             return
         except IntegrityError:
             pass  # a concurrent first request of the same session inserted it
-    with db.write() as s:
-        s.execute(update(UssdSession).where(UssdSession.session_id == session_id).values(**values))
+    with db.begin(single_statement=True) as conn:
+        conn.execute(_UPDATE, dict(values, sid=session_id))
 
 
 def active_count(session: Session, timeout_s: int) -> int:

@@ -12,7 +12,8 @@ import threading
 from abc import ABC, abstractmethod
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import insert, or_, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from database import Database
@@ -90,9 +91,13 @@ def make_sender(config: dict[str, Any]) -> SmsSender:
 _queued = threading.local()
 
 
-def queue(session: Session, phone: str, message: str) -> None:
-    """Add an SMS to the outbox within the caller's transaction."""
-    session.add(SmsOutbox(phone=phone, message=message))
+_INSERT = insert(SmsOutbox.__table__)
+
+
+def queue(session: Session | Connection, phone: str, message: str) -> None:
+    """Add an SMS to the outbox within the caller's transaction (an ORM session or a Core
+    connection)."""
+    session.execute(_INSERT, {"phone": phone, "message": message})
     _queued.flag = True
 
 

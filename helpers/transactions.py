@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Union
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import bindparam, case, func, insert, or_, select, update
+from sqlalchemy.engine import Connection, Dialect, Row
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -24,6 +26,7 @@ from helpers.errors import CodeAlreadyUsed, InsufficientBalance, PolicyDenied, R
 from helpers.i18n import t
 from helpers.refs import new_reference
 from helpers.rules import Policy
+from helpers.users import UserView
 from models import (
     ADJUST,
     CREDIT,
@@ -64,41 +67,77 @@ class Receipt:
 
 
 # ------------------------------------------------------------------ primitives
-def balance(session: Session, user_id: int) -> int:
-    return session.scalar(select(User.balance_sats).where(User.id == user_id))
+# Core statements, built once: they run on an ORM session (db.write()) or on the request's
+# connection (db.begin()) alike, and skip the ORM's unit of work where it adds nothing.
+Executor = Union[Connection, Session]
+_USERS = User.__table__
+_LEDGER = Transaction.__table__
+_BALANCE = select(_USERS.c.balance_sats).where(_USERS.c.id == bindparam("uid"))
+_SENT_SINCE = select(func.coalesce(func.sum(_LEDGER.c.amount_sats), 0)).where(
+    _LEDGER.c.user_id == bindparam("uid"),
+    _LEDGER.c.direction == DEBIT,
+    or_(_LEDGER.c.status == PENDING, _LEDGER.c.status == SETTLED),
+    _LEDGER.c.created_at >= bindparam("since", type_=Transaction.created_at.type),
+)
+_SPEND_FACTS = select(_USERS.c.balance_sats, _SENT_SINCE.scalar_subquery()).where(_USERS.c.id == bindparam("uid"))
+_DEBIT = (
+    update(_USERS)
+    .where(_USERS.c.id == bindparam("uid"), _USERS.c.balance_sats >= bindparam("total"))
+    .values(balance_sats=_USERS.c.balance_sats - bindparam("total"))
+)
+_CREDIT = update(_USERS).where(_USERS.c.id == bindparam("uid")).values(
+    balance_sats=_USERS.c.balance_sats + bindparam("amount"))
+_LOCK_USERS = (
+    select(_USERS.c.id).where(_USERS.c.id.in_(bindparam("uids", expanding=True))).order_by(_USERS.c.id)
+    .with_for_update()
+)
+_BY_KEY = select(_LEDGER.c.id, _LEDGER.c.user_id, _LEDGER.c.reference, _LEDGER.c.amount_sats, _LEDGER.c.fee_sats,
+                 _LEDGER.c.status).where(_LEDGER.c.idempotency_key == bindparam("key"))
 
 
-def sent_today(session: Session, user_id: int, now: dt.datetime | None = None) -> int:
+def _dialect(conn: Executor) -> Dialect:
+    return conn.dialect if isinstance(conn, Connection) else conn.get_bind().dialect
+
+
+def _midnight(now: dt.datetime | None = None) -> dt.datetime:
+    return (now or utcnow()).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def balance(session: Executor, user_id: int) -> int:
+    return session.scalar(_BALANCE, {"uid": user_id})
+
+
+def sent_today(session: Executor, user_id: int, now: dt.datetime | None = None) -> int:
     """Sats this user sent or withdrew since midnight UTC (pending included, fees excluded)."""
-    midnight = (now or utcnow()).replace(hour=0, minute=0, second=0, microsecond=0)
-    return session.scalar(
-        select(func.coalesce(func.sum(Transaction.amount_sats), 0)).where(
-            Transaction.user_id == user_id,
-            Transaction.direction == DEBIT,
-            Transaction.status.in_((PENDING, SETTLED)),
-            Transaction.created_at >= midnight,
-        )
-    )
+    return session.scalar(_SENT_SINCE, {"uid": user_id, "since": _midnight(now)})
 
 
-def _debit(session: Session, user_id: int, total: int) -> int:
+def spend_facts(db: Database, user_id: int) -> tuple[int, int]:
+    """(balance, sent today) of a user, read together on the request connection."""
+    row = db.fetch_one(_SPEND_FACTS, {"uid": user_id, "since": _midnight()})
+    return (row[0], row[1]) if row is not None else (0, 0)
+
+
+def _debit(session: Executor, user_id: int, total: int) -> int:
     """Take `total` sats if the balance covers them; return the new balance."""
-    moved = session.execute(
-        update(User)
-        .where(User.id == user_id, User.balance_sats >= total)
-        .values(balance_sats=User.balance_sats - total)
-    ).rowcount
-    if moved != 1:
+    if _dialect(session).update_returning:  # SQLite: the new balance comes back with the UPDATE
+        after = session.execute(_DEBIT.returning(_USERS.c.balance_sats), {"uid": user_id, "total": total}).scalar()
+        if after is None:
+            raise InsufficientBalance(balance(session, user_id))
+        return after
+    if session.execute(_DEBIT, {"uid": user_id, "total": total}).rowcount != 1:
         raise InsufficientBalance(balance(session, user_id))
     return balance(session, user_id)
 
 
-def _credit(session: Session, user_id: int, amount: int) -> int:
-    session.execute(update(User).where(User.id == user_id).values(balance_sats=User.balance_sats + amount))
+def _credit(session: Executor, user_id: int, amount: int) -> int:
+    if _dialect(session).update_returning:
+        return session.execute(_CREDIT.returning(_USERS.c.balance_sats), {"uid": user_id, "amount": amount}).scalar()
+    session.execute(_CREDIT, {"uid": user_id, "amount": amount})
     return balance(session, user_id)
 
 
-def _check_spend(session: Session, policy: Policy, user_id: int, amount: int, fee: int, after: int) -> None:
+def _check_spend(session: Executor, policy: Policy, user_id: int, amount: int, fee: int, after: int) -> None:
     """Ask the policy about a spend whose debit is already done (so the row is locked)."""
     already = sent_today(session, user_id)  # this spend's own row is added after the decision
     decision = policy.spend(amount, fee, after + amount + fee, already)
@@ -106,14 +145,13 @@ def _check_spend(session: Session, policy: Policy, user_id: int, amount: int, fe
         raise PolicyDenied(decision.reason or "denied")
 
 
-def find_by_key(db: Database, key: str) -> Transaction | None:
-    with db.read() as s:
-        return s.scalar(select(Transaction).where(Transaction.idempotency_key == key))
+def find_by_key(db: Database, key: str) -> Row | None:
+    """The movement recorded under an idempotency key: id, user_id, reference, amounts, status."""
+    return db.fetch_one(_BY_KEY, {"key": key})
 
 
-def _replay(db: Database, found: Transaction) -> Receipt:
-    with db.read() as s:
-        now_balance = balance(s, found.user_id)
+def _replay(db: Database, found: Row) -> Receipt:
+    now_balance = db.fetch_one(_BALANCE, {"uid": found.user_id})[0]
     return Receipt(
         found.reference, found.amount_sats, found.fee_sats, now_balance, found.status, found.id, replay=True
     )
@@ -136,10 +174,11 @@ def retry_deadlocks(work: Callable[[], Receipt | None]) -> Receipt | None:
     raise AssertionError("unreachable")
 
 
-def _lock_users(session: Session, *user_ids: int) -> None:
+def _lock_users(session: Executor, *user_ids: int) -> None:
     """Lock the users' rows in id order, so two transfers between the same people (either way)
-    queue instead of deadlocking. A no-op on SQLite, where BEGIN IMMEDIATE already serialises."""
-    session.execute(select(User.id).where(User.id.in_(sorted(set(user_ids)))).order_by(User.id).with_for_update())
+    queue instead of deadlocking. Skipped on SQLite, where BEGIN IMMEDIATE already serialises."""
+    if _dialect(session).name != "sqlite":
+        session.execute(_LOCK_USERS, {"uids": sorted(set(user_ids))})
 
 
 def run_once(db: Database, key: str, work: Callable[[], Receipt]) -> Receipt:
@@ -159,45 +198,49 @@ def run_once(db: Database, key: str, work: Callable[[], Receipt]) -> Receipt:
 
 # ------------------------------------------------------------------ movements
 def transfer(
-    db: Database, policy: Policy, sender: User, recipient_phone: str, amount: int, key: str, service_code: str
+    db: Database, policy: Policy, sender: UserView, recipient_phone: str, amount: int, key: str, service_code: str
 ) -> Receipt:
     """Move `amount` sats (plus the internal fee) from `sender` to the owner of `recipient_phone`,
     creating that account if needed. Raises InsufficientBalance or PolicyDenied."""
+    fee = policy.fee_sats("internal", amount)
+    # Ask the policy now, outside the write lock, with the facts as they are: the check inside the
+    # transaction below asks the same question and finds the answer cached, unless the balance or
+    # the day's total moved in between (then it is evaluated there, as before).
+    balance_now, sent_now = spend_facts(db, sender.id)
+    policy.spend(amount, fee, balance_now, sent_now)
 
     def work() -> Receipt:
-        with db.write() as s:
-            fee = policy.fee_sats("internal", amount)
-            recipient, created = users.get_or_create(s, recipient_phone, "en", service_code)
-            _lock_users(s, sender.id, recipient.id)
-            after = _debit(s, sender.id, amount + fee)
-            _check_spend(s, policy, sender.id, amount, fee, after)
-            ref = new_reference()
-            debit = Transaction(
-                user_id=sender.id, type=SEND, direction=DEBIT, amount_sats=amount, fee_sats=fee,
-                status=SETTLED, reference=ref, counterparty=recipient_phone, idempotency_key=key,
-                settled_at=utcnow(),
-            )
-            s.add(debit)
-            s.add(Transaction(
-                user_id=recipient.id, type=RECEIVE, direction=CREDIT, amount_sats=amount, fee_sats=0,
-                status=SETTLED, reference=ref, counterparty=sender.phone, settled_at=utcnow(),
-            ))
-            s.flush()
-            recipient_balance = _credit(s, recipient.id, amount)
-            sms.queue(s, sender.phone, t(sender.language, "sms.sent", amount=amount, phone=recipient_phone,
-                                         fee=fee, ref=ref, balance=after))
+        with db.begin() as conn:
+            recipient_id, recipient_language, created = users.find_or_add(conn, recipient_phone, "en")
+            _lock_users(conn, sender.id, recipient_id)
+            after = _debit(conn, sender.id, amount + fee)
+            _check_spend(conn, policy, sender.id, amount, fee, after)
+            ref, now = new_reference(), utcnow()
+            debit_id = conn.execute(insert(_LEDGER), {
+                "user_id": sender.id, "type": SEND, "direction": DEBIT, "amount_sats": amount, "fee_sats": fee,
+                "status": SETTLED, "reference": ref, "counterparty": recipient_phone, "idempotency_key": key,
+                "created_at": now, "settled_at": now,
+            }).inserted_primary_key[0]
+            conn.execute(insert(_LEDGER), {
+                "user_id": recipient_id, "type": RECEIVE, "direction": CREDIT, "amount_sats": amount, "fee_sats": 0,
+                "status": SETTLED, "reference": ref, "counterparty": sender.phone, "created_at": now,
+                "settled_at": now,
+            })
+            recipient_balance = _credit(conn, recipient_id, amount)
+            sms.queue(conn, sender.phone, t(sender.language, "sms.sent", amount=amount, phone=recipient_phone,
+                                            fee=fee, ref=ref, balance=after))
             if created:
-                sms.queue(s, recipient_phone, t(recipient.language, "sms.new-recipient", phone=sender.phone,
-                                                amount=amount, code=service_code))
+                sms.queue(conn, recipient_phone, t(recipient_language, "sms.new-recipient", phone=sender.phone,
+                                                   amount=amount, code=service_code))
             else:
-                sms.queue(s, recipient_phone, t(recipient.language, "sms.received", amount=amount,
-                                                phone=sender.phone, ref=ref, balance=recipient_balance))
-            return Receipt(ref, amount, fee, after, SETTLED, debit.id)
+                sms.queue(conn, recipient_phone, t(recipient_language, "sms.received", amount=amount,
+                                                   phone=sender.phone, ref=ref, balance=recipient_balance))
+            return Receipt(ref, amount, fee, after, SETTLED, debit_id)
 
     return run_once(db, key, work)
 
 
-def topup(db: Database, policy: Policy, user: User, kes: int, code: str, key: str) -> Receipt:
+def topup(db: Database, policy: Policy, user: UserView, kes: int, code: str, key: str) -> Receipt:
     """Credit an M-Pesa top-up. Each confirmation code credits once, ever. Raises PolicyDenied
     or CodeAlreadyUsed."""
     decision = policy.topup(kes)
@@ -230,7 +273,7 @@ def code_used(session: Session, code: str) -> bool:
 
 
 def reserve_withdrawal(
-    db: Database, policy: Policy, user: User, kes: int, mpesa_phone: str, key: str
+    db: Database, policy: Policy, user: UserView, kes: int, mpesa_phone: str, key: str
 ) -> Receipt:
     """Debit the sats for a KES payout (plus fee) as a pending withdrawal. Raises
     InsufficientBalance or PolicyDenied."""
@@ -399,7 +442,7 @@ def pending_lightning(session: Session, limit: int = 200) -> list[Transaction]:
     ))
 
 
-def pay_request(db: Database, policy: Policy, payer: User, request_id: int, key: str) -> Receipt:
+def pay_request(db: Database, policy: Policy, payer: UserView, request_id: int, key: str) -> Receipt:
     """Pay another user's payment request from `payer`'s balance (no Lightning round trip).
     Raises RequestClosed, InsufficientBalance or PolicyDenied."""
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -18,6 +19,22 @@ from models import User, utcnow
 
 # The original system's demo accounts (phone, sats).
 DEMO_USERS = (("+254712345678", 100_000), ("+254787654321", 50_000), ("+254798765432", 75_000))
+
+
+@dataclass(frozen=True)
+class UserView:
+    """What a USSD request needs of its caller, read once per request (not an ORM object:
+    money steps re-read the balance inside their own transaction)."""
+
+    id: int
+    phone: str
+    balance_sats: int
+    language: str
+    pin_hash: str | None
+
+    @classmethod
+    def of(cls, user: User) -> UserView:
+        return cls(user.id, user.phone, user.balance_sats, user.language, user.pin_hash)
 
 
 def get(session: Session, phone: str) -> User | None:
@@ -41,20 +58,21 @@ def get_or_create(session: Session, phone: str, language: str, service_code: str
     return user, True
 
 
-def register(db: Database, phone: str, language: str, service_code: str) -> User:
+def register(db: Database, phone: str, language: str, service_code: str) -> UserView:
     """Find or create the user for a dialling phone; a new user gets a welcome SMS."""
     try:
         with db.write() as s:
             user, created = get_or_create(s, phone, language, service_code)
             if created:
                 sms.queue(s, phone, t(language, "sms.welcome", code=service_code))
-            return user
+                s.flush()
+            return UserView.of(user)
     except IntegrityError:
         with db.read() as s:
             user = get(s, phone)
         if user is None:
             raise
-        return user
+        return UserView.of(user)
 
 
 def set_first_pin(db: Database, user_id: int, pin: str, pepper: str) -> bool:
@@ -67,7 +85,7 @@ def set_first_pin(db: Database, user_id: int, pin: str, pepper: str) -> bool:
         ).rowcount == 1
 
 
-def change_pin(db: Database, user: User, pin: str, pepper: str) -> None:
+def change_pin(db: Database, user: UserView, pin: str, pepper: str) -> None:
     """Replace the PIN (the caller checked the old one) and tell the owner by SMS."""
     with db.write() as s:
         s.execute(update(User).where(User.id == user.id).values(pin_hash=hash_pin(pin, pepper)))
@@ -81,32 +99,58 @@ class PinCheck:
     locked_minutes: int = 0
 
 
+_USERS = User.__table__
+_ID_AND_LANGUAGE = select(_USERS.c.id, _USERS.c.language).where(_USERS.c.phone == bindparam("phone"))
+_PIN_ROW = (
+    select(_USERS.c.phone, _USERS.c.language, _USERS.c.pin_hash, _USERS.c.pin_failures, _USERS.c.pin_locks,
+           _USERS.c.pin_locked_until)
+    .where(_USERS.c.id == bindparam("uid"))
+    .with_for_update()
+)
+_SET_PIN_COUNTS = update(_USERS).where(_USERS.c.id == bindparam("uid"))
+
+
+def find_or_add(conn: Connection, phone: str, language: str) -> tuple[int, str, bool]:
+    """(id, language, created) of the user with `phone`, created inside the caller's transaction
+    if missing (a money recipient who has never dialled)."""
+    row = conn.execute(_ID_AND_LANGUAGE, {"phone": phone}).first()
+    if row is not None:
+        return row[0], row[1], False
+    try:
+        with conn.begin_nested():
+            new_id = conn.execute(insert(_USERS), {
+                "phone": phone, "balance_sats": 0, "language": language, "pin_failures": 0, "pin_locks": 0,
+                "created_at": utcnow(),
+            }).inserted_primary_key[0]
+    except IntegrityError:  # registered at the same moment by another request
+        row = conn.execute(_ID_AND_LANGUAGE, {"phone": phone}).first()
+        if row is None:
+            raise
+        return row[0], row[1], False
+    return new_id, language, True
+
+
 def check_pin(db: Database, policy: Policy, user_id: int, pin: str, pepper: str) -> PinCheck:
     """Verify `pin` for a money action. One write transaction with the user's row locked, so
     parallel guesses are counted one after another and a lock taken by one stops the rest.
     A locked user fails without the PIN being looked at; a success clears the count."""
-    with db.write() as s:
-        row = s.execute(
-            select(User.phone, User.language, User.pin_hash, User.pin_failures, User.pin_locks,
-                   User.pin_locked_until)
-            .where(User.id == user_id)
-            .with_for_update()
-        ).one()
+    with db.begin() as conn:
+        row = conn.execute(_PIN_ROW, {"uid": user_id}).one()
         now = utcnow()
         if row.pin_locked_until is not None and row.pin_locked_until > now:
             return PinCheck(False, 0, int((row.pin_locked_until - now).total_seconds() // 60) + 1)
         if verify_pin(pin, row.pin_hash, pepper):
             if row.pin_failures or row.pin_locks:
-                s.execute(update(User).where(User.id == user_id).values(pin_failures=0, pin_locks=0))
+                conn.execute(_SET_PIN_COUNTS, {"uid": user_id, "pin_failures": 0, "pin_locks": 0})
             return PinCheck(True)
         verdict = policy.pin_failure(row.pin_failures + 1, row.pin_locks)
         if verdict.lock_minutes:
-            s.execute(update(User).where(User.id == user_id).values(
-                pin_failures=0, pin_locks=User.pin_locks + 1,
+            conn.execute(update(_USERS).where(_USERS.c.id == user_id).values(
+                pin_failures=0, pin_locks=_USERS.c.pin_locks + 1,
                 pin_locked_until=now + dt.timedelta(minutes=verdict.lock_minutes)))
-            sms.queue(s, row.phone, t(row.language, "sms.pin-locked", minutes=verdict.lock_minutes))
+            sms.queue(conn, row.phone, t(row.language, "sms.pin-locked", minutes=verdict.lock_minutes))
         else:
-            s.execute(update(User).where(User.id == user_id).values(pin_failures=User.pin_failures + 1))
+            conn.execute(update(_USERS).where(_USERS.c.id == user_id).values(pin_failures=_USERS.c.pin_failures + 1))
         return PinCheck(False, verdict.attempts_left, verdict.lock_minutes)
 
 

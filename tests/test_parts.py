@@ -21,7 +21,7 @@ from lightning import (
     create_backend,
     decode_invoice,
 )
-from models import SmsOutbox, User
+from models import SmsOutbox, User, utcnow
 from tests.conftest import DEMO, PIN, Dialer, balance
 
 
@@ -258,3 +258,34 @@ def test_every_request_is_logged_once_with_an_id(client, caplog):
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("ussd request_id=")]
     assert len(lines) == 1 and response.headers["X-Request-Id"] in lines[0]
     assert "phone=+2547****5678" in lines[0] and "outcome=con" in lines[0] and DEMO[0] not in lines[0]
+
+
+def test_rate_counters_count_every_event_in_each_dialects_statement(wallet):
+    """The counters' upserts: all of a request's counters in one statement where the database
+    returns rows from an upsert, one LAST_INSERT_ID statement each on MySQL (checked here on any
+    MySQL-family server)."""
+    from helpers import limits
+
+    db = wallet.db
+    assert [limits._count(db, [("t:a", 1), ("t:b", 1)]) for _ in range(3)] == [[1, 1], [2, 2], [3, 3]]
+    assert limits._count(db, [("t:a", 2), ("t:a", 1)]) == [1, 4]  # same key, another window
+    if db.is_sqlite:
+        return
+    with db.begin() as conn:
+        counts = [limits._mysql_hit(conn, "t:mysql", 7, utcnow()) for _ in range(3)]
+    assert counts == [1, 2, 3]
+
+
+def test_the_request_connection_is_kept_between_requests_with_no_transaction_open(client, wallet):
+    """A worker under load keeps its connection from one request to the next, with nothing
+    open on it; one left unused for a while goes back to the pool (which checks it) first."""
+    db = wallet.db
+    Dialer(client, DEMO[0]).start()
+    kept = db._local.conn
+    assert kept is not None and db._local.idle_since is not None
+    assert db.is_sqlite or not kept.in_transaction()  # SQLite's reads run in autocommit anyway
+    Dialer(client, DEMO[1]).start()
+    assert db._local.conn is kept
+    db._local.idle_since -= 3600  # as if it had not been used for an hour
+    Dialer(client, DEMO[2]).start()
+    assert db._local.conn is not kept and kept.closed
