@@ -427,6 +427,24 @@ def _register_commands(app: Flask) -> None:
         log.warning("operator credit of %s sats to %s: %s", sats, mask(e164), reason)
         click.echo(f"credited {sats} sats to {mask(e164)}; balance {balance}")
 
+    @app.cli.command("resolve-payment")
+    @click.argument("reference")
+    @click.option("--outcome", type=click.Choice(["failed", "paid"]), required=True,
+                  help="what you established with the node's operator (the node is asked first and wins)")
+    @click.option("--reason", required=True, help="the support case: ticket and how it was established")
+    def resolve_payment(reference: str, outcome: str, reason: str) -> None:
+        """End a pending Lightning payment out that the node cannot settle (it never heard of it):
+        refund it (--outcome failed) or settle it (--outcome paid). See README, Operations."""
+        svc = services()
+        try:
+            receipt, said = payments.resolve_by_operator(svc, reference.strip().upper(), outcome == "paid", reason)
+        except payments.CannotResolve as exc:
+            raise click.ClickException(str(exc)) from exc
+        log.warning("operator resolved payment %s as %s (node said %s): %s", receipt.reference, receipt.status,
+                    said, reason)
+        click.echo(f"{receipt.reference}: {receipt.status} (the node said {said}); customer balance "
+                   f"{receipt.balance_sats} sats")
+
     @app.cli.command("export-transactions")
     @click.option("--out", type=click.File("w"), default="-", help="CSV file (default: standard output)")
     @click.option("--since", type=click.DateTime(["%Y-%m-%d"]), default=None, help="from this day (UTC)")

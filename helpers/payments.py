@@ -82,3 +82,36 @@ def reconcile(svc: Services, limit: int = 200) -> dict[str, int]:
         else:
             counts["pending"] += 1
     return counts
+
+
+class CannotResolve(Exception):
+    """An operator's decision that the node contradicts, or no such pending payment."""
+
+
+def resolve_by_operator(svc: Services, reference: str, paid: bool, reason: str) -> tuple[Receipt, str]:
+    """End a pending payment out that the node cannot settle: it never heard of it (we stopped
+    between reserving and paying) or lost it. The node is asked once more first, and wins: a
+    payment it reports as paid is settled and one it reports as failed (twice) is refunded,
+    whatever the operator chose; the operator's choice only decides what the node cannot.
+    Returns the receipt and what the node said. Raises CannotResolve."""
+    with svc.db.read() as s:
+        row = next(iter(transactions.pending_lightning(s, limit=1, reference=reference)), None)
+    if row is None:
+        raise CannotResolve(f"no pending Lightning payment with reference {reference!r}")
+    status = svc.lightning.payment_status(row.payment_hash)
+    if status.state is State.FAILED:
+        status = svc.lightning.payment_status(row.payment_hash)
+    said = f"{status.state.value}{' (' + status.error + ')' if status.error else ''}"
+    if status.state is State.SUCCEEDED and not paid:
+        raise CannotResolve(f"the node says {reference} was paid: not refunded (run `flask reconcile`)")
+    if status.state is State.FAILED and paid:
+        raise CannotResolve(f"the node says {reference} failed: not settled (run `flask reconcile`)")
+    note = f"Lightning payment; operator: {reason}"
+    if status.state is State.SUCCEEDED or (status.state is State.PENDING and paid):
+        fee = status.fee_sat if status.state is State.SUCCEEDED else row.fee_sats
+        receipt = transactions.settle_lightning(svc.db, row.id, fee, note)
+    else:
+        receipt = transactions.refund_lightning(svc.db, row.id, note)
+    if receipt is None:
+        raise CannotResolve(f"{reference} is no longer pending")
+    return receipt, said

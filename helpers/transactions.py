@@ -389,9 +389,10 @@ def reserve_lightning(
     return run_once(db, key, work)
 
 
-def settle_lightning(db: Database, transaction_id: int, fee_paid: int) -> Receipt | None:
+def settle_lightning(db: Database, transaction_id: int, fee_paid: int, note: str = "") -> Receipt | None:
     """The node paid: the pending payment is settled once, at the fee the route really cost;
-    what was reserved beyond it goes back. None if it was not pending."""
+    what was reserved beyond it goes back. None if it was not pending. `note` (an operator's
+    reason) is kept in the row's description."""
     with db.write() as s:
         row = s.get(Transaction, transaction_id)
         if row is None or row.status != PENDING or row.direction != DEBIT:
@@ -403,7 +404,8 @@ def settle_lightning(db: Database, transaction_id: int, fee_paid: int) -> Receip
         moved = s.execute(
             update(Transaction)
             .where(Transaction.id == transaction_id, Transaction.status == PENDING)
-            .values(status=SETTLED, settled_at=utcnow(), fee_sats=fee_paid)
+            .values(status=SETTLED, settled_at=utcnow(), fee_sats=fee_paid,
+                    **({"description": note[:255]} if note else {}))
         ).rowcount
         if moved != 1:
             return None
@@ -414,13 +416,14 @@ def settle_lightning(db: Database, transaction_id: int, fee_paid: int) -> Receip
         return Receipt(row.reference, row.amount_sats, fee_paid, after, SETTLED, row.id)
 
 
-def refund_lightning(db: Database, transaction_id: int) -> Receipt | None:
-    """The node confirmed the payment failed: give amount + reserved fee back, once."""
+def refund_lightning(db: Database, transaction_id: int, note: str = "") -> Receipt | None:
+    """The node confirmed the payment failed (or an operator did): give amount + reserved fee
+    back, once."""
     with db.write() as s:
         moved = s.execute(
             update(Transaction)
             .where(Transaction.id == transaction_id, Transaction.status == PENDING, Transaction.direction == DEBIT)
-            .values(status=FAILED, settled_at=utcnow())
+            .values(status=FAILED, settled_at=utcnow(), **({"description": note[:255]} if note else {}))
         ).rowcount
         if moved != 1:
             return None
@@ -432,14 +435,13 @@ def refund_lightning(db: Database, transaction_id: int) -> Receipt | None:
         return Receipt(row.reference, row.amount_sats, row.fee_sats, after, FAILED, row.id)
 
 
-def pending_lightning(session: Session, limit: int = 200) -> list[Transaction]:
+def pending_lightning(session: Session, limit: int = 200, reference: str | None = None) -> list[Transaction]:
     """Outgoing Lightning payments whose outcome the node has not told us yet, oldest first."""
-    return list(session.scalars(
-        select(Transaction)
-        .where(Transaction.status == PENDING, Transaction.type == SEND, Transaction.direction == DEBIT,
-               Transaction.payment_hash.is_not(None))
-        .order_by(Transaction.id).limit(limit)
-    ))
+    query = select(Transaction).where(Transaction.status == PENDING, Transaction.type == SEND,
+                                      Transaction.direction == DEBIT, Transaction.payment_hash.is_not(None))
+    if reference is not None:
+        query = query.where(Transaction.reference == reference)
+    return list(session.scalars(query.order_by(Transaction.id).limit(limit)))
 
 
 def pay_request(db: Database, policy: Policy, payer: UserView, request_id: int, key: str) -> Receipt:

@@ -330,3 +330,41 @@ def test_flask_reconcile_settles_payments_out(insecure, payee, alice, runner):
         assert sent_row(wallet).status == SETTLED
     finally:
         lnd.stop()
+
+
+def test_an_operator_ends_a_payment_the_node_never_heard_of(insecure, payee, alice, runner):
+    """`flask resolve-payment`: the node is asked first and wins; only what it cannot say is the
+    operator's to decide, with a reason kept in the ledger row."""
+    from lightning import PaymentResult, State, StatusResult
+
+    wallet = insecure
+    node_says = {"state": State.PENDING}
+
+    class Forgetful(MockBackend):
+        def pay_invoice(self, bolt11, max_fee_sat):  # the answer is lost; the node has no record
+            return PaymentResult(State.PENDING, decode_invoice(bolt11).payment_hash, error="timeout")
+
+        def payment_status(self, payment_hash):
+            return StatusResult(node_says["state"], fee_sat=4, error="" if node_says["state"] is not State.PENDING
+                                else "unknown payment")
+
+    wallet.lightning = Forgetful()
+    a0 = balance(wallet, DEMO[0])
+    row = _pay(wallet, alice, payee)
+    assert row.status == PENDING
+    assert runner.invoke(args=["resolve-payment", "NOSUCHREF", "--outcome", "failed", "--reason", "t1"]).exit_code != 0
+    node_says["state"] = State.SUCCEEDED  # the node knows better than the operator: no refund
+    refused = runner.invoke(args=["resolve-payment", row.reference, "--outcome", "failed", "--reason", "ticket 7"])
+    assert refused.exit_code != 0 and "paid" in refused.output
+    assert sent_row(wallet).status == PENDING and balance(wallet, DEMO[0]) == a0 - AMOUNT - max_fee(wallet)
+    node_says["state"] = State.PENDING  # it has no record of the payment: the operator decides
+    done = runner.invoke(args=["resolve-payment", row.reference.lower(), "--outcome", "failed",
+                               "--reason", "ticket 7: node has no record"])
+    assert done.exit_code == 0, done.output
+    final = sent_row(wallet)
+    assert final.status == FAILED and "ticket 7: node has no record" in final.description
+    assert balance(wallet, DEMO[0]) == a0
+    assert outbox(wallet, DEMO[0])[-1] == t("en", "sms.lightning-failed", amount=AMOUNT, phone=payee.address(),
+                                            ref=row.reference, balance=a0)
+    again = runner.invoke(args=["resolve-payment", row.reference, "--outcome", "failed", "--reason", "twice"])
+    assert again.exit_code != 0 and balance(wallet, DEMO[0]) == a0  # refunded once
