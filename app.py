@@ -75,6 +75,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     svc = Services(db, policy(), backend, create_provider(app.config),
                    sms.SmsDispatcher(db, sms.make_sender(app.config)), app.config)
     app.extensions["wallet"] = svc
+    app.extensions["request_counter"] = limits.RequestCounter(db, app.config["RATE_LIMIT_FLUSH_S"])
     svc.policy.warm_up()
     if app.config["DEMO_MODE"]:
         users.seed_demo(db)
@@ -154,9 +155,14 @@ def _answer_ussd(svc: Services, token: str | None) -> _Step:
         return _Step("END " + t(lang, "error.expired"), "invalid", session_id=session_id, phone=phone, depth=depth)
     step = _Step("", "end", session_id=session_id, phone=phone, depth=depth)
     try:
-        exceeded = limits.allow(svc.db, svc.policy, ("requests-per-phone", phone),
-                                ("requests-per-source", request.remote_addr or "unknown"),
-                                enabled=svc.config["RATE_LIMITS"])
+        checks = (("requests-per-phone", phone), ("requests-per-source", request.remote_addr or "unknown"))
+        counter = current_app.extensions["request_counter"]
+        if not svc.config["RATE_LIMITS"]:
+            exceeded = None
+        elif counter.flush_s > 0:
+            exceeded = counter.allow(svc.policy, *checks)
+        else:
+            exceeded = limits.allow(svc.db, svc.policy, *checks)
         if exceeded:
             log.warning("ussd limit %s reached by %s / %s", exceeded, mask(phone), request.remote_addr)
             step.reply, step.outcome = "END " + t(lang, "error.too-many"), "limited"

@@ -11,6 +11,9 @@ comes back as LAST_INSERT_ID(count + 1).
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import os
+import threading
 import time
 from functools import lru_cache
 
@@ -23,49 +26,58 @@ from helpers.rules import Policy
 from models import RateCounter, utcnow
 
 _KEY_LENGTH = 96
+# Rows per upsert when a worker writes its counts: every distinct row count is another statement
+# that SQLAlchemy compiles and keeps in its cache, so they are written in chunks of at most this.
+_FLUSH_ROWS = 16
+log = logging.getLogger(__name__)
 
 
-@lru_cache(maxsize=8)
+@lru_cache(maxsize=_FLUSH_ROWS + 1)
 def _upsert_returning(dialect: str, rows: int) -> TextClause:
     """Count `rows` events in one statement; it returns (key, bucket, count) of each. Plain SQL: SQLAlchemy
     does not cache the compiled form of multi-row INSERT constructs."""
-    values = ", ".join(f"(:k{n}, :b{n}, 1, :now)" for n in range(rows))
+    values = ", ".join(f"(:k{n}, :b{n}, :n{n}, :now)" for n in range(rows))
     if dialect == "sqlite":
-        on_conflict = 'ON CONFLICT ("key", bucket) DO UPDATE SET count = count + 1 RETURNING "key", bucket, count'
+        on_conflict = ('ON CONFLICT ("key", bucket) DO UPDATE SET count = count + excluded.count '
+                       'RETURNING "key", bucket, count')
         columns = '("key", bucket, count, created_at)'
     else:  # MariaDB
-        on_conflict = "ON DUPLICATE KEY UPDATE `count` = `count` + 1 RETURNING `key`, bucket, `count`"
+        on_conflict = ("ON DUPLICATE KEY UPDATE `count` = `count` + VALUES(`count`) "
+                       "RETURNING `key`, bucket, `count`")
         columns = "(`key`, bucket, `count`, created_at)"
     return text(f"INSERT INTO rate_counters {columns} VALUES {values} {on_conflict}").bindparams(  # noqa: S608
         bindparam("now", type_=DateTime()))
 
 
 _MYSQL_UPSERT = text(
-    "INSERT INTO rate_counters (`key`, bucket, `count`, created_at) VALUES (:k0, :b0, 1, :now) "
-    "ON DUPLICATE KEY UPDATE `count` = LAST_INSERT_ID(`count` + 1)"
+    "INSERT INTO rate_counters (`key`, bucket, `count`, created_at) VALUES (:k0, :b0, :n0, :now) "
+    "ON DUPLICATE KEY UPDATE `count` = LAST_INSERT_ID(`count` + VALUES(`count`))"
 ).bindparams(bindparam("now", type_=DateTime()))
 
 
-def _count(db: Database, events: list[tuple[str, int]]) -> list[int]:
-    """Count one event for each (key, bucket); return the new counts, in order."""
+def _count(db: Database, events: list[tuple[str, int]], amounts: list[int] | None = None) -> list[int]:
+    """Count `amounts` (default one) events for each distinct (key, bucket); return the new
+    counts, in order."""
     now = utcnow()
+    amounts = amounts or [1] * len(events)
     dialect = db.connection().dialect
     if dialect.insert_returning:
         params: dict = {"now": now}
-        for n, (key, bucket) in enumerate(events):
-            params[f"k{n}"], params[f"b{n}"] = key, bucket
+        for n, ((key, bucket), amount) in enumerate(zip(events, amounts, strict=True)):
+            params[f"k{n}"], params[f"b{n}"], params[f"n{n}"] = key, bucket, amount
         with db.begin(single_statement=True) as conn:
             rows = conn.execute(_upsert_returning(dialect.name, len(events)), params).all()
         counts = {(key, bucket): count for key, bucket, count in rows}
         return [counts[event] for event in events]
     with db.begin() as conn:
-        return [_mysql_hit(conn, key, bucket, now) for key, bucket in events]
+        return [_mysql_hit(conn, key, bucket, now, amount)
+                for (key, bucket), amount in zip(events, amounts, strict=True)]
 
 
-def _mysql_hit(conn: Connection, key: str, bucket: int, now: dt.datetime) -> int:
-    result = conn.execute(_MYSQL_UPSERT, {"k0": key, "b0": bucket, "now": now})
-    # 1 row affected: inserted, the count is 1; 2: updated, LAST_INSERT_ID(expr) holds the count.
-    return 1 if result.rowcount == 1 else int(result.lastrowid)
+def _mysql_hit(conn: Connection, key: str, bucket: int, now: dt.datetime, amount: int = 1) -> int:
+    result = conn.execute(_MYSQL_UPSERT, {"k0": key, "b0": bucket, "n0": amount, "now": now})
+    # 1 row affected: inserted, the count is the amount; 2: updated, LAST_INSERT_ID(expr) holds it.
+    return amount if result.rowcount == 1 else int(result.lastrowid)
 
 
 def allow(db: Database, policy: Policy, *checks: tuple[str, str], enabled: bool = True) -> str | None:
@@ -83,6 +95,84 @@ def allow(db: Database, policy: Policy, *checks: tuple[str, str], enabled: bool 
         if count > limit:
             return name
     return None
+
+
+class RequestCounter:
+    """The per-request limits (requests per phone, per source), counted write-behind: a worker
+    counts in memory and adds its counts to the shared rows every `flush_s` seconds, in one
+    statement, which returns the totals of every worker. A request is checked against the last
+    total this worker saw plus what it counted since, so no database write sits on the request
+    path. The price: a limit may be passed by what other workers accepted for the same key in
+    the last `flush_s` seconds before their counts arrive (a burst from one phone spread over
+    N workers). Counts not yet written when a worker dies are lost (at most `flush_s` seconds).
+    The other limits (invoices, payment-request SMS) stay exact: `allow`."""
+
+    def __init__(self, db: Database, flush_s: float) -> None:
+        self.db, self.flush_s = db, flush_s
+        self._lock = threading.Lock()
+        self._pending: dict[tuple[str, int], int] = {}
+        self._seen: dict[tuple[str, int], int] = {}  # totals of all workers, as of our last flush
+        self._pid: int | None = None
+        self._stop = threading.Event()
+
+    def allow(self, policy: Policy, *checks: tuple[str, str]) -> str | None:
+        """Count one event for each (limit name, key); the first limit exceeded, or None."""
+        self._ensure_flusher()
+        now = time.time()
+        with self._lock:
+            for name, key in checks:
+                limit, window = policy.rate_limit(name)
+                event = (f"{name}:{key}"[:_KEY_LENGTH], int(now // window))
+                self._pending[event] = self._pending.get(event, 0) + 1
+                if self._seen.get(event, 0) + self._pending[event] > limit:
+                    return name
+        return None
+
+    def flush(self) -> None:
+        """Add this worker's counts to the shared rows; learn everyone's totals."""
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        if not pending:
+            return
+        events = list(pending)
+        try:
+            totals: list[int] = []
+            for start in range(0, len(events), _FLUSH_ROWS):  # few statement shapes, each small
+                chunk = events[start:start + _FLUSH_ROWS]
+                totals += _count(self.db, chunk, [pending[e] for e in chunk])
+        except Exception:
+            with self._lock:  # keep them for the next flush
+                for event, amount in pending.items():
+                    self._pending[event] = self._pending.get(event, 0) + amount
+            raise
+        with self._lock:
+            self._seen.update(zip(events, totals, strict=True))
+            newest: dict[str, int] = {}  # per limit, its current window: older windows are done
+            for key, bucket in self._seen:
+                name = key.split(":", 1)[0]
+                newest[name] = max(newest.get(name, bucket), bucket)
+            self._seen = {e: c for e, c in self._seen.items() if e[1] >= newest[e[0].split(":", 1)[0]]}
+
+    def _ensure_flusher(self) -> None:
+        if self._pid == os.getpid():
+            return
+        with self._lock:
+            if self._pid == os.getpid():
+                return
+            self._pid = os.getpid()
+            self._pending, self._seen = {}, {}
+        threading.Thread(target=self._run, name="rate-counter-flush", daemon=True).start()
+
+    def close(self) -> None:
+        """Stop the flusher (its unwritten counts are dropped)."""
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.flush_s):
+            try:
+                self.flush()
+            except Exception:  # noqa: BLE001 - counting must outlive a database outage
+                log.warning("rate counters not written this time; kept for the next flush", exc_info=True)
 
 
 def clean(db: Database, older_than: dt.timedelta = dt.timedelta(days=2)) -> int:

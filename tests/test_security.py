@@ -16,7 +16,7 @@ from werkzeug.datastructures import MultiDict
 from app import create_app
 from helpers.i18n import t
 from helpers.rules import policy
-from models import Transaction, User, UssdSession
+from models import RateCounter, Transaction, User, UssdSession
 from tests.conftest import DEMO, PIN, TEST_PEPPER, Dialer, check_reply, outbox, snapshot
 from tests.servers import Caller
 
@@ -86,8 +86,10 @@ def at_start_of_window(window_s: int, needed_s: float = 20) -> None:
         time.sleep(window_s - into + 0.05)
 
 
-def test_requests_per_phone_are_limited(app, client, wallet):
+@pytest.mark.parametrize("flush_s", [1.0, 0.0], ids=["write-behind", "exact"])
+def test_requests_per_phone_are_limited(app, client, wallet, flush_s):
     app.config["RATE_LIMITS"] = True
+    app.extensions["request_counter"].flush_s = flush_s
     limit, window = P.rate_limit("requests-per-phone")
     at_start_of_window(window)
     phone = Dialer(client, DEMO[0])
@@ -203,3 +205,51 @@ def test_fuzzing_ussd_gives_no_5xx_valid_screens_and_moves_no_money_without_the_
     print(f"\nFIGURES fuzz: {sent[0]} requests, 0 server errors, no debit without the PIN")
     assert sent[0] >= 10_000
     assert debits is None  # no money left any account: the PIN was never typed
+
+
+def test_write_behind_counts_are_shared_by_workers_and_overshoot_only_by_the_unwritten(wallet):
+    """Two workers' counters on one database: each refuses past the limit on what it knows; what
+    another worker accepted but has not written yet is the only overshoot, and once written,
+    every worker refuses."""
+    from helpers.limits import RequestCounter
+
+    limit, _window = P.rate_limit("requests-per-phone")
+    at_start_of_window(60)
+    a, b = RequestCounter(wallet.db, 60), RequestCounter(wallet.db, 60)  # flushed by hand here
+    try:
+        check = ("requests-per-phone", "+254700000001")
+        assert [a.allow(P, check) for _ in range(limit)] == [None] * limit
+        assert a.allow(P, check) == "requests-per-phone"  # its own count is exact
+        assert b.allow(P, check) is None  # B has not heard of A's requests yet: the overshoot
+        a.flush()
+        b.flush()  # B writes its one request and learns the total
+        assert b.allow(P, check) == "requests-per-phone"
+        with wallet.db.read() as s:
+            total = s.execute(select(RateCounter.count).where(RateCounter.key.like("requests-per-phone:%"))).scalar()
+        assert total == limit + 2  # A: limit + its refused one; B: the one accepted (its refusal is not written yet)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_counts_that_could_not_be_written_are_kept_for_the_next_flush(wallet, monkeypatch):
+    from helpers import limits
+
+    counter = limits.RequestCounter(wallet.db, 60)
+    try:
+        for _ in range(3):
+            counter.allow(P, ("requests-per-phone", "+254700000002"))
+        real = limits._count
+
+        def down(*args, **kwargs):
+            raise RuntimeError("database down")
+
+        monkeypatch.setattr(limits, "_count", down)
+        with pytest.raises(RuntimeError):
+            counter.flush()
+        monkeypatch.setattr(limits, "_count", real)
+        counter.flush()
+        with wallet.db.read() as s:
+            assert s.execute(select(RateCounter.count)).scalar() == 3
+    finally:
+        counter.close()
