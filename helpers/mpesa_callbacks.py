@@ -151,6 +151,12 @@ def _result(body: dict) -> dict | None:
     return result if isinstance(result, dict) else None
 
 
+def _result_params(result: dict) -> dict[str, Any]:
+    """Result.ResultParameters.ResultParameter as {Key: Value}."""
+    holder = result.get("ResultParameters")
+    return _pairs(holder.get("ResultParameter") if isinstance(holder, dict) else None, "Key")
+
+
 def b2c_result(db: Database, reference: str, body: dict) -> tuple[int, str]:
     result = _result(body)
     if result is None:
@@ -171,8 +177,7 @@ def b2c_result(db: Database, reference: str, body: dict) -> tuple[int, str]:
     if code != "0":
         mpesa_flows.finish_payout(db, reference, FAILED, None, code, description)
         return OK, "refunded"
-    params = _pairs((result.get("ResultParameters") or {}).get("ResultParameter")
-                    if isinstance(result.get("ResultParameters"), dict) else None, "Key")
+    params = _result_params(result)
     receipt = _text(params.get("TransactionReceipt")) or _text(result.get("TransactionID"))
     if not _same_amount(params.get("TransactionAmount"), request.amount_kes):
         return _refuse("b2c", reference, f"TransactionAmount {params.get('TransactionAmount')!r} is not what was "
@@ -210,8 +215,7 @@ def status_result(db: Database, reference: str, body: dict) -> tuple[int, str]:
     if request is None:
         return UNKNOWN, "unknown reference"
     code, description = _text(result.get("ResultCode")), _text(result.get("ResultDesc"))
-    params = _pairs((result.get("ResultParameters") or {}).get("ResultParameter")
-                    if isinstance(result.get("ResultParameters"), dict) else None, "Key")
+    params = _result_params(result)
     if code != "0":
         log.warning("mpesa status query for %s answered %s %s: left pending", reference, code, description[:80])
         return OK, "not known"

@@ -37,8 +37,7 @@ def pay_address(svc: Services, user: User, params: PayParams, amount: int, key: 
     earlier = transactions.find_by_key(svc.db, key)
     if earlier is not None:  # a replay: never fetch or pay a second invoice
         state = {SETTLED: State.SUCCEEDED, FAILED: State.FAILED}.get(earlier.status, State.PENDING)
-        return Payment(state, transactions.Receipt(earlier.reference, earlier.amount_sats, earlier.fee_sats,
-                                                   transaction_id=earlier.id, status=earlier.status), replay=True)
+        return Payment(state, transactions.replay_of(svc.db, earlier), replay=True)
     max_fee = svc.policy.fee_sats("lightning", amount)
     bolt11 = lnurl_pay.fetch_invoice(params, amount, svc.config)
     payment_hash = decode_invoice(bolt11).payment_hash

@@ -150,7 +150,8 @@ def find_by_key(db: Database, key: str) -> Row | None:
     return db.fetch_one(_BY_KEY, {"key": key})
 
 
-def _replay(db: Database, found: Row) -> Receipt:
+def replay_of(db: Database, found: Row) -> Receipt:
+    """The receipt of a movement done earlier (a replay), with the owner's balance now."""
     now_balance = db.fetch_one(_BALANCE, {"uid": found.user_id})[0]
     return Receipt(
         found.reference, found.amount_sats, found.fee_sats, now_balance, found.status, found.id, replay=True
@@ -186,13 +187,13 @@ def run_once(db: Database, key: str, work: Callable[[], Receipt]) -> Receipt:
     the unique key, or was refused because the twin already spent the money, gets the replay."""
     found = find_by_key(db, key)
     if found is not None:
-        return _replay(db, found)
+        return replay_of(db, found)
     try:
         return retry_deadlocks(work)
     except (IntegrityError, WalletError):
         found = find_by_key(db, key)
         if found is not None:
-            return _replay(db, found)
+            return replay_of(db, found)
         raise
 
 
@@ -332,18 +333,29 @@ def refund_withdrawal(db: Database, transaction_id: int) -> bool:
 
 def refund_withdrawal_in(s: Session, transaction_id: int) -> bool:
     """refund_withdrawal inside the caller's transaction."""
+    released = _release(s, transaction_id)
+    if released is None:
+        return False
+    row, _after, user = released
+    sms.queue(s, user.phone, t(user.language, "withdraw.failed", ref=row.reference))
+    return True
+
+
+def _release(s: Session, transaction_id: int, note: str = "") -> tuple[Transaction, int, User] | None:
+    """A pending debit that definitely failed: mark it failed and give amount + fee back, once,
+    inside the caller's transaction. Returns the row, the new balance and its owner (for the SMS),
+    or None if it was not pending. `note` replaces the row's description (an operator's reason)."""
+    values = {"status": FAILED, "settled_at": utcnow(), **({"description": note[:255]} if note else {})}
     moved = s.execute(
         update(Transaction)
         .where(Transaction.id == transaction_id, Transaction.status == PENDING, Transaction.direction == DEBIT)
-        .values(status=FAILED, settled_at=utcnow())
+        .values(**values)
     ).rowcount
     if moved != 1:
-        return False
+        return None
     row = s.get(Transaction, transaction_id)
-    _credit(s, row.user_id, row.amount_sats + row.fee_sats)
-    user = s.get(User, row.user_id)
-    sms.queue(s, user.phone, t(user.language, "withdraw.failed", ref=row.reference))
-    return True
+    after = _credit(s, row.user_id, row.amount_sats + row.fee_sats)
+    return row, after, s.get(User, row.user_id)
 
 
 def credit_pushed_topup(s: Session, user: User, kes: int, sats: int, receipt: str | None, reference: str) -> int:
@@ -420,16 +432,10 @@ def refund_lightning(db: Database, transaction_id: int, note: str = "") -> Recei
     """The node confirmed the payment failed (or an operator did): give amount + reserved fee
     back, once."""
     with db.write() as s:
-        moved = s.execute(
-            update(Transaction)
-            .where(Transaction.id == transaction_id, Transaction.status == PENDING, Transaction.direction == DEBIT)
-            .values(status=FAILED, settled_at=utcnow(), **({"description": note[:255]} if note else {}))
-        ).rowcount
-        if moved != 1:
+        released = _release(s, transaction_id, note)
+        if released is None:
             return None
-        row = s.get(Transaction, transaction_id)
-        after = _credit(s, row.user_id, row.amount_sats + row.fee_sats)
-        user = s.get(User, row.user_id)
+        row, after, user = released
         sms.queue(s, user.phone, t(user.language, "sms.lightning-failed", amount=row.amount_sats,
                                    phone=row.counterparty, ref=row.reference, balance=after))
         return Receipt(row.reference, row.amount_sats, row.fee_sats, after, FAILED, row.id)
