@@ -56,6 +56,15 @@ class Counters:
         self.statements = 0
         self.evaluations = 0
         event.listen(svc.db.engine, "before_cursor_execute", self._statement)
+        from database import Prepared
+
+        run_prepared = Prepared.run  # Prepared statements skip SQLAlchemy's events: count them here
+
+        def counted_run(prepared, *args, **kwargs):
+            self.statements += 1
+            return run_prepared(prepared, *args, **kwargs)
+
+        Prepared.run = counted_run
         svc.policy.warm_up()
         engine = svc.policy._engine()  # noqa: SLF001 - a measuring tool may look inside
         run = engine.run

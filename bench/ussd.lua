@@ -47,7 +47,14 @@ local function new_session()
 end
 
 function init(args)
-  for i = 1, slots do sessions[i] = new_session() end
+  -- Independent callers are spread over the steps of their sessions. Started all at step 1, the
+  -- sessions would march in lockstep (served first come, first served) and reach the expensive
+  -- PIN step all at once, every cycle: a convoy real traffic does not make. So slot i starts its
+  -- first session at step i (mod the session's length); from then on each slot keeps its phase.
+  for i = 1, slots do
+    sessions[i] = new_session()
+    sessions[i].step = (i - 1) % #sessions[i].steps + 1
+  end
   wrk.method = "POST"
   wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
 end

@@ -11,7 +11,7 @@ from sqlalchemy import String, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from database import Database
+from database import Database, Prepared
 from helpers.invoices import open_requests_count
 from helpers.users import UserView
 from models import User, UssdSession, utcnow
@@ -45,21 +45,21 @@ def load(session: Session, session_id: str) -> SessionView:
 # row (either may be missing): both reads in one statement, each an index lookup.
 _KEYS = select(bindparam("phone", type_=String).label("phone"),
                bindparam("session_id", type_=String).label("session_id")).subquery("request_keys")
-_LOAD_STEP = select(
+_LOAD_STEP = Prepared(select(
     _USERS.c.id, _USERS.c.phone, _USERS.c.balance_sats, _USERS.c.language, _USERS.c.pin_hash,
     _SESSIONS.c.id, _SESSIONS.c.phone, _SESSIONS.c.onboarding_tokens, _SESSIONS.c.last_text_hash,
     _SESSIONS.c.last_reply, _SESSIONS.c.choices, open_requests_count(),
 ).select_from(
     _KEYS.outerjoin(_USERS, _USERS.c.phone == _KEYS.c.phone)
     .outerjoin(_SESSIONS, _SESSIONS.c.session_id == _KEYS.c.session_id)
-)
+))
 
 
 def load_step(db: Database, session_id: str, phone: str) -> tuple[SessionView, UserView | None, int]:
     """The session row, the calling user (None if not registered) and how many open payment
     requests the main menu announces to the caller, read together."""
-    row = db.fetch_one(_LOAD_STEP, {"phone": phone, "session_id": session_id, "payer_phone": phone,
-                                    "now": utcnow()})
+    row = db.execute(_LOAD_STEP, {"phone": phone, "session_id": session_id, "payer_phone": phone,
+                                  "now": utcnow()}).first()
     user = UserView(row[0], row[1], row[2], row[3], row[4]) if row[0] is not None else None
     if row[5] is None:
         return SessionView(False), user, row[11]
@@ -67,7 +67,12 @@ def load_step(db: Database, session_id: str, phone: str) -> tuple[SessionView, U
     return view, user, row[11]
 
 
-_UPDATE = update(_SESSIONS).where(_SESSIONS.c.session_id == bindparam("sid"))
+_COLUMNS = ("state", "input_buffer", "last_text_hash", "last_reply", "active", "last_activity", "onboarding_tokens",
+            "choices")
+_INSERT = Prepared(insert(_SESSIONS).values({name: bindparam(name) for name in (
+    *_COLUMNS, "session_id", "phone", "service_code", "created_at")}))
+_UPDATE = Prepared(update(_SESSIONS).where(_SESSIONS.c.session_id == bindparam("sid"))
+                   .values({name: bindparam(name) for name in _COLUMNS}))
 
 
 def save(
@@ -92,15 +97,14 @@ def save(
     )
     if not exists:
         try:
-            with db.begin(single_statement=True) as conn:
-                conn.execute(insert(_SESSIONS), dict(values, session_id=session_id, phone=phone,
-                                                     service_code=service_code[:32],
-                                                     created_at=values["last_activity"]))
+            with db.begin(single_statement=True):
+                db.execute(_INSERT, dict(values, session_id=session_id, phone=phone, service_code=service_code[:32],
+                                         created_at=values["last_activity"]))
             return
         except IntegrityError:
             pass  # a concurrent first request of the same session inserted it
-    with db.begin(single_statement=True) as conn:
-        conn.execute(_UPDATE, dict(values, sid=session_id))
+    with db.begin(single_statement=True):
+        db.execute(_UPDATE, dict(values, sid=session_id))
 
 
 def active_count(session: Session, timeout_s: int) -> int:

@@ -12,11 +12,11 @@ import threading
 from abc import ABC, abstractmethod
 from typing import Any
 
-from sqlalchemy import insert, or_, select, update
+from sqlalchemy import bindparam, insert, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from database import Database
+from database import Database, Prepared
 from helpers.phone import mask
 from models import SmsOutbox, utcnow
 
@@ -91,13 +91,15 @@ def make_sender(config: dict[str, Any]) -> SmsSender:
 _queued = threading.local()
 
 
-_INSERT = insert(SmsOutbox.__table__)
+_INSERT = Prepared(insert(SmsOutbox.__table__).values(
+    phone=bindparam("phone"), message=bindparam("message"), status="pending", attempts=0,
+    next_attempt_at=bindparam("now"), created_at=bindparam("now")))
 
 
 def queue(session: Session | Connection, phone: str, message: str) -> None:
     """Add an SMS to the outbox within the caller's transaction (an ORM session or a Core
     connection)."""
-    session.execute(_INSERT, {"phone": phone, "message": message})
+    _INSERT.run(session, {"phone": phone, "message": message, "now": utcnow()})
     _queued.flag = True
 
 

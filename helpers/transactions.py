@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection, Dialect, Row
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
-from database import Database
+from database import Database, Prepared
 from helpers import sms, users
 from helpers.errors import CodeAlreadyUsed, InsufficientBalance, PolicyDenied, RequestClosed, WalletError
 from helpers.i18n import t
@@ -72,14 +72,16 @@ class Receipt:
 Executor = Union[Connection, Session]
 _USERS = User.__table__
 _LEDGER = Transaction.__table__
-_BALANCE = select(_USERS.c.balance_sats).where(_USERS.c.id == bindparam("uid"))
+_BALANCE = Prepared(select(_USERS.c.balance_sats).where(_USERS.c.id == bindparam("uid")))
 _SENT_SINCE = select(func.coalesce(func.sum(_LEDGER.c.amount_sats), 0)).where(
     _LEDGER.c.user_id == bindparam("uid"),
     _LEDGER.c.direction == DEBIT,
     or_(_LEDGER.c.status == PENDING, _LEDGER.c.status == SETTLED),
     _LEDGER.c.created_at >= bindparam("since", type_=Transaction.created_at.type),
 )
-_SPEND_FACTS = select(_USERS.c.balance_sats, _SENT_SINCE.scalar_subquery()).where(_USERS.c.id == bindparam("uid"))
+_SPEND_FACTS = Prepared(select(_USERS.c.balance_sats, _SENT_SINCE.scalar_subquery())
+                        .where(_USERS.c.id == bindparam("uid")))
+_SENT_SINCE = Prepared(_SENT_SINCE)
 _DEBIT = (
     update(_USERS)
     .where(_USERS.c.id == bindparam("uid"), _USERS.c.balance_sats >= bindparam("total"))
@@ -87,12 +89,18 @@ _DEBIT = (
 )
 _CREDIT = update(_USERS).where(_USERS.c.id == bindparam("uid")).values(
     balance_sats=_USERS.c.balance_sats + bindparam("amount"))
+# Where UPDATE .. RETURNING exists (SQLite, not MySQL/MariaDB) the new balance comes back with it.
+_DEBIT_RETURNING, _CREDIT_RETURNING = (Prepared(u.returning(_USERS.c.balance_sats)) for u in (_DEBIT, _CREDIT))
+_DEBIT, _CREDIT = Prepared(_DEBIT), Prepared(_CREDIT)
+_LEDGER_COLUMNS = ("user_id", "type", "direction", "amount_sats", "fee_sats", "status", "reference", "counterparty",
+                   "idempotency_key", "created_at", "settled_at")
+_ADD_LEDGER_ROW = Prepared(insert(_LEDGER).values({name: bindparam(name) for name in _LEDGER_COLUMNS}))
 _LOCK_USERS = (
     select(_USERS.c.id).where(_USERS.c.id.in_(bindparam("uids", expanding=True))).order_by(_USERS.c.id)
     .with_for_update()
 )
-_BY_KEY = select(_LEDGER.c.id, _LEDGER.c.user_id, _LEDGER.c.reference, _LEDGER.c.amount_sats, _LEDGER.c.fee_sats,
-                 _LEDGER.c.status).where(_LEDGER.c.idempotency_key == bindparam("key"))
+_BY_KEY = Prepared(select(_LEDGER.c.id, _LEDGER.c.user_id, _LEDGER.c.reference, _LEDGER.c.amount_sats,
+                          _LEDGER.c.fee_sats, _LEDGER.c.status).where(_LEDGER.c.idempotency_key == bindparam("key")))
 
 
 def _dialect(conn: Executor) -> Dialect:
@@ -104,36 +112,36 @@ def _midnight(now: dt.datetime | None = None) -> dt.datetime:
 
 
 def balance(session: Executor, user_id: int) -> int:
-    return session.scalar(_BALANCE, {"uid": user_id})
+    return _BALANCE.run(session, {"uid": user_id}).scalar()
 
 
 def sent_today(session: Executor, user_id: int, now: dt.datetime | None = None) -> int:
     """Sats this user sent or withdrew since midnight UTC (pending included, fees excluded)."""
-    return session.scalar(_SENT_SINCE, {"uid": user_id, "since": _midnight(now)})
+    return _SENT_SINCE.run(session, {"uid": user_id, "since": _midnight(now)}).scalar()
 
 
 def spend_facts(db: Database, user_id: int) -> tuple[int, int]:
     """(balance, sent today) of a user, read together on the request connection."""
-    row = db.fetch_one(_SPEND_FACTS, {"uid": user_id, "since": _midnight()})
+    row = db.execute(_SPEND_FACTS, {"uid": user_id, "since": _midnight()}).first()
     return (row[0], row[1]) if row is not None else (0, 0)
 
 
 def _debit(session: Executor, user_id: int, total: int) -> int:
     """Take `total` sats if the balance covers them; return the new balance."""
     if _dialect(session).update_returning:  # SQLite: the new balance comes back with the UPDATE
-        after = session.execute(_DEBIT.returning(_USERS.c.balance_sats), {"uid": user_id, "total": total}).scalar()
+        after = _DEBIT_RETURNING.run(session, {"uid": user_id, "total": total}).scalar()
         if after is None:
             raise InsufficientBalance(balance(session, user_id))
         return after
-    if session.execute(_DEBIT, {"uid": user_id, "total": total}).rowcount != 1:
+    if _DEBIT.run(session, {"uid": user_id, "total": total}).rowcount != 1:
         raise InsufficientBalance(balance(session, user_id))
     return balance(session, user_id)
 
 
 def _credit(session: Executor, user_id: int, amount: int) -> int:
     if _dialect(session).update_returning:
-        return session.execute(_CREDIT.returning(_USERS.c.balance_sats), {"uid": user_id, "amount": amount}).scalar()
-    session.execute(_CREDIT, {"uid": user_id, "amount": amount})
+        return _CREDIT_RETURNING.run(session, {"uid": user_id, "amount": amount}).scalar()
+    _CREDIT.run(session, {"uid": user_id, "amount": amount})
     return balance(session, user_id)
 
 
@@ -147,12 +155,12 @@ def _check_spend(session: Executor, policy: Policy, user_id: int, amount: int, f
 
 def find_by_key(db: Database, key: str) -> Row | None:
     """The movement recorded under an idempotency key: id, user_id, reference, amounts, status."""
-    return db.fetch_one(_BY_KEY, {"key": key})
+    return db.execute(_BY_KEY, {"key": key}).first()
 
 
 def replay_of(db: Database, found: Row) -> Receipt:
     """The receipt of a movement done earlier (a replay), with the owner's balance now."""
-    now_balance = db.fetch_one(_BALANCE, {"uid": found.user_id})[0]
+    now_balance = db.execute(_BALANCE, {"uid": found.user_id}).scalar()
     return Receipt(
         found.reference, found.amount_sats, found.fee_sats, now_balance, found.status, found.id, replay=True
     )
@@ -217,15 +225,15 @@ def transfer(
             after = _debit(conn, sender.id, amount + fee)
             _check_spend(conn, policy, sender.id, amount, fee, after)
             ref, now = new_reference(), utcnow()
-            debit_id = conn.execute(insert(_LEDGER), {
+            debit_id = _ADD_LEDGER_ROW.run(conn, {
                 "user_id": sender.id, "type": SEND, "direction": DEBIT, "amount_sats": amount, "fee_sats": fee,
                 "status": SETTLED, "reference": ref, "counterparty": recipient_phone, "idempotency_key": key,
                 "created_at": now, "settled_at": now,
-            }).inserted_primary_key[0]
-            conn.execute(insert(_LEDGER), {
+            }).lastrowid
+            _ADD_LEDGER_ROW.run(conn, {
                 "user_id": recipient_id, "type": RECEIVE, "direction": CREDIT, "amount_sats": amount, "fee_sats": 0,
-                "status": SETTLED, "reference": ref, "counterparty": sender.phone, "created_at": now,
-                "settled_at": now,
+                "status": SETTLED, "reference": ref, "counterparty": sender.phone, "idempotency_key": None,
+                "created_at": now, "settled_at": now,
             })
             recipient_balance = _credit(conn, recipient_id, amount)
             sms.queue(conn, sender.phone, t(sender.language, "sms.sent", amount=amount, phone=recipient_phone,

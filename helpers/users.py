@@ -10,7 +10,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from database import Database
+from database import Database, Prepared
 from helpers import sms
 from helpers.i18n import t
 from helpers.pins import hash_pin, verify_pin
@@ -100,20 +100,20 @@ class PinCheck:
 
 
 _USERS = User.__table__
-_ID_AND_LANGUAGE = select(_USERS.c.id, _USERS.c.language).where(_USERS.c.phone == bindparam("phone"))
-_PIN_ROW = (
+_ID_AND_LANGUAGE = Prepared(select(_USERS.c.id, _USERS.c.language).where(_USERS.c.phone == bindparam("phone")))
+_PIN_ROW = Prepared(
     select(_USERS.c.phone, _USERS.c.language, _USERS.c.pin_hash, _USERS.c.pin_failures, _USERS.c.pin_locks,
            _USERS.c.pin_locked_until)
     .where(_USERS.c.id == bindparam("uid"))
     .with_for_update()
 )
-_SET_PIN_COUNTS = update(_USERS).where(_USERS.c.id == bindparam("uid"))
+_CLEAR_PIN_COUNTS = Prepared(update(_USERS).where(_USERS.c.id == bindparam("uid")).values(pin_failures=0, pin_locks=0))
 
 
 def find_or_add(conn: Connection, phone: str, language: str) -> tuple[int, str, bool]:
     """(id, language, created) of the user with `phone`, created inside the caller's transaction
     if missing (a money recipient who has never dialled)."""
-    row = conn.execute(_ID_AND_LANGUAGE, {"phone": phone}).first()
+    row = _ID_AND_LANGUAGE.run(conn, {"phone": phone}).first()
     if row is not None:
         return row[0], row[1], False
     try:
@@ -123,7 +123,7 @@ def find_or_add(conn: Connection, phone: str, language: str) -> tuple[int, str, 
                 "created_at": utcnow(),
             }).inserted_primary_key[0]
     except IntegrityError:  # registered at the same moment by another request
-        row = conn.execute(_ID_AND_LANGUAGE, {"phone": phone}).first()
+        row = _ID_AND_LANGUAGE.run(conn, {"phone": phone}).first()
         if row is None:
             raise
         return row[0], row[1], False
@@ -135,13 +135,13 @@ def check_pin(db: Database, policy: Policy, user_id: int, pin: str, pepper: str)
     parallel guesses are counted one after another and a lock taken by one stops the rest.
     A locked user fails without the PIN being looked at; a success clears the count."""
     with db.begin() as conn:
-        row = conn.execute(_PIN_ROW, {"uid": user_id}).one()
+        row = _PIN_ROW.run(conn, {"uid": user_id}).one()
         now = utcnow()
         if row.pin_locked_until is not None and row.pin_locked_until > now:
             return PinCheck(False, 0, int((row.pin_locked_until - now).total_seconds() // 60) + 1)
         if verify_pin(pin, row.pin_hash, pepper):
             if row.pin_failures or row.pin_locks:
-                conn.execute(_SET_PIN_COUNTS, {"uid": user_id, "pin_failures": 0, "pin_locks": 0})
+                _CLEAR_PIN_COUNTS.run(conn, {"uid": user_id})
             return PinCheck(True)
         verdict = policy.pin_failure(row.pin_failures + 1, row.pin_locks)
         if verdict.lock_minutes:

@@ -68,7 +68,7 @@ def app(tmp_path, monkeypatch, app_overrides):
     app.config["DEMO_MODE"] = True
     yield app
     app.extensions["request_counter"].close()
-    db.session.remove()  # an open read transaction would hold MySQL's metadata locks
+    db.remove_session()  # an open read transaction would hold MySQL's metadata locks
     with db.read() as s:
         assert transactions.ledger_check(s) == [], "ledger check failed after the test"
     db.drop_schema()

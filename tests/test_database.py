@@ -1,0 +1,131 @@
+"""database.py's own machinery: Prepared statements (the hot path's statements run on the driver's
+cursor) must read and write exactly what SQLAlchemy would, and fail the same way; SQLite writers
+take turns on a lock file instead of sleeping in SQLite's busy handler."""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import gc
+import importlib.util
+import threading
+from pathlib import Path
+
+import pytest
+from sqlalchemy import bindparam, func, select
+from sqlalchemy.exc import IntegrityError
+
+from database import Prepared
+from helpers import sessions
+from models import User, UssdSession, utcnow
+from tests.conftest import DEMO
+
+_SESSIONS = UssdSession.__table__
+
+
+def _save(db, session_id: str, phone: str, **changes) -> None:
+    exists = changes.pop("exists", False)
+    values = dict(state="main", trail="", text_hash="h" * 64, reply="CON menu", onboarding_tokens=0, choices={})
+    values.update(changes)
+    sessions.save(db, session_id, phone, "*384*123#", exists=exists, **values)
+
+
+def test_the_step_read_returns_what_sqlalchemy_returns(wallet):
+    """The same statement through SQLAlchemy and through the driver's cursor, for a known caller
+    with and without a session row and for a stranger: the same rows."""
+    db = wallet.db
+    _save(db, "prep-1", DEMO[0], choices={"2": 7}, onboarding_tokens=1)
+    for session_id, phone in (("prep-1", DEMO[0]), ("prep-none", DEMO[0]), ("prep-1", "+254799999999")):
+        params = {"phone": phone, "session_id": session_id, "payer_phone": phone, "now": utcnow()}
+        through_sqlalchemy = tuple(db.fetch_one(sessions._LOAD_STEP.statement, params))
+        assert db.execute(sessions._LOAD_STEP, params).first() == through_sqlalchemy
+    view, user, _ = sessions.load_step(db, "prep-1", DEMO[0])
+    assert view.exists and view.phone == DEMO[0] and view.choices == {"2": 7} and view.onboarding_tokens == 1
+    assert user is not None and user.phone == DEMO[0]
+
+
+def test_prepared_writes_store_what_the_models_read_back(wallet):
+    """Datetimes and booleans written through the driver's cursor read back through the ORM as
+    the same values (SQLite keeps them as text and integers: the converters must match)."""
+    db = wallet.db
+    before = utcnow()
+    _save(db, "prep-2", DEMO[1])
+    _save(db, "prep-2", DEMO[1], exists=True, reply="END bye", state="end")
+    with db.read() as s:
+        row = s.scalars(select(UssdSession).where(UssdSession.session_id == "prep-2")).one()
+        assert row.active is False and row.last_reply == "END bye" and row.state == "end"
+        assert isinstance(row.created_at, dt.datetime) and before - dt.timedelta(seconds=1) <= row.created_at
+        assert row.last_activity >= row.created_at
+        since = before - dt.timedelta(seconds=1)  # compared by the database: stored in SQLAlchemy's format
+        assert s.scalar(select(func.count(UssdSession.id)).where(UssdSession.last_activity >= since)) == 1
+
+
+def test_driver_errors_come_out_as_sqlalchemy_errors_and_change_nothing(wallet):
+    db = wallet.db
+    _save(db, "prep-3", DEMO[2])
+    values = dict(state="main", input_buffer="", last_text_hash=None, last_reply="x", active=True,
+                  last_activity=utcnow(), onboarding_tokens=0, choices=None, session_id="prep-3", phone=DEMO[0],
+                  service_code="*1#", created_at=utcnow())
+    with pytest.raises(IntegrityError), db.begin():
+        db.execute(sessions._INSERT, values)
+    with db.read() as s:
+        assert s.scalars(select(UssdSession.phone).where(UssdSession.session_id == "prep-3")).all() == [DEMO[2]]
+
+
+def test_expanding_parameters_are_refused_and_converted_columns_come_back_converted(wallet):
+    """An expanding IN list would make the fast path differ from SQLAlchemy: refused when compiled.
+    Columns the driver returns in another form (SQLite: datetimes as text, booleans as 0/1) are
+    converted as SQLAlchemy converts them."""
+    db = wallet.db
+    with pytest.raises(ValueError, match="expanding"):
+        Prepared(select(User.id).where(User.id.in_(bindparam("ids", expanding=True)))).compiled(db.engine.dialect)
+    _save(db, "prep-4", DEMO[0])
+    read = Prepared(select(UssdSession.active, UssdSession.created_at, UssdSession.session_id)
+                    .where(UssdSession.session_id == bindparam("sid")))
+    prepared_row = db.execute(read, {"sid": "prep-4"}).first()
+    assert prepared_row == tuple(db.fetch_one(read.statement, {"sid": "prep-4"}))
+    assert prepared_row[0] is True and isinstance(prepared_row[1], dt.datetime)
+    assert db.execute(read, {"sid": "missing"}).first() is None
+
+
+def test_sqlite_writers_wait_for_their_turn_and_go_when_it_is_released(wallet):
+    """Another process holding the writer turn (here: this test holding the lock file) makes a
+    write wait, not fail; released, the write goes through at once."""
+    db = wallet.db
+    if not db.is_sqlite:
+        pytest.skip("MySQL writers queue on row locks; SQLite is the one with a single writer")
+    lock_path = Path(db.engine.url.database + ".write-lock")
+    done = threading.Event()
+    errors: list[BaseException] = []
+
+    def writer() -> None:
+        try:
+            _save(db, "turns-1", DEMO[0])
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            db.remove_session()
+            done.set()
+
+    with open(lock_path, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # a separate open file: excludes this process's own turns
+        thread = threading.Thread(target=writer)
+        thread.start()
+        assert not done.wait(0.5), "a write went ahead while another writer had the turn"
+        fcntl.flock(held, fcntl.LOCK_UN)
+    assert done.wait(5) and not errors
+    thread.join()
+    with db.read() as s:
+        assert s.scalar(select(UssdSession.phone).where(UssdSession.session_id == "turns-1")) == DEMO[0]
+
+
+def test_a_gunicorn_worker_moves_its_startup_objects_out_of_the_collectors_reach(monkeypatch, tmp_path):
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))  # the config file would set one
+    spec = importlib.util.spec_from_file_location("gunicorn_conf", Path(__file__).parent.parent / "gunicorn.conf.py")
+    conf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(conf)
+    try:
+        conf.post_worker_init(worker=None)
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
