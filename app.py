@@ -74,8 +74,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     backend = create_backend(app.config)
     svc = Services(db, policy(), backend, create_provider(app.config),
                    sms.SmsDispatcher(db, sms.make_sender(app.config)), app.config)
+    svc.openings = sessions.Openings(db, app.config["WRITE_BEHIND_S"])
     app.extensions["wallet"] = svc
-    app.extensions["request_counter"] = limits.RequestCounter(db, app.config["RATE_LIMIT_FLUSH_S"])
+    app.extensions["request_counter"] = limits.RequestCounter(db, app.config["WRITE_BEHIND_S"])
     svc.policy.warm_up()
     if app.config["DEMO_MODE"]:
         users.seed_demo(db)

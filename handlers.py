@@ -785,19 +785,20 @@ def handle_ussd(svc: Services, req: UssdRequest) -> tuple[str, str]:
         root, skip = "main", min(view.onboarding_tokens, len(tokens))
     outcome = walk(SCREENS, ctx, root, tokens[skip:], skip, set_position=ctx.at,
                    memory=ctx.choices)
-    # Most steps are pure reads of the path and need no write. The row is written when there is
-    # something to remember: the phone that owns the session (first request), a PIN step (so a
-    # repeated request cannot count a wrong PIN twice), a choice or refusal, the end.
+    # Most steps are pure reads of the path and need no write. The row is written at once when
+    # there is something to remember: a PIN step (so a repeated request cannot count a wrong PIN
+    # twice), a choice or refusal, the end. A session's first step with nothing else to remember
+    # records only who dialled: that row is written behind (sessions.Openings).
     remember = (
-        not view.exists
-        or outcome.reply.startswith("END")
+        outcome.reply.startswith("END")
         or outcome.last_was_secret
         or ctx.choices != view.choices
         or outcome.onboarding_tokens != view.onboarding_tokens
     )
-    if remember:
+    if remember or not view.exists:
         trail = ">".join((["onboarding"] if skip else []) + ([outcome.trail] if outcome.trail else []))
         sessions.save(db, req.session_id, req.phone, req.service_code, exists=view.exists, state=outcome.screen,
                       trail=trail, text_hash=text_key, reply=outcome.reply,
-                      onboarding_tokens=outcome.onboarding_tokens, choices=ctx.choices)
+                      onboarding_tokens=outcome.onboarding_tokens, choices=ctx.choices,
+                      openings=None if remember else svc.openings)
     return outcome.reply, outcome.screen

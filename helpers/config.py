@@ -108,10 +108,11 @@ def load_config(instance_path: str, env: dict[str, str] | None = None) -> dict[s
         # Abuse limits (atoms.metta). On by default, except on the embedded demo default, where
         # test_ussd.py and curl type far faster than a person; production refuses to run without.
         "RATE_LIMITS": _flag(env.get("RATE_LIMITS"), not embedded),
-        # The per-request limits are counted in each worker and written every RATE_LIMIT_FLUSH_S
-        # seconds (no write on the request path; a limit may be passed by what other workers
-        # accepted meanwhile). 0: every request writes its counts at once (exact, slower).
-        "RATE_LIMIT_FLUSH_S": float(env.get("RATE_LIMIT_FLUSH_S", "1")),
+        # Written behind, every WRITE_BEHIND_S seconds by a thread in each worker, not on the request
+        # path: the per-request limits' counts (a limit may be passed by what other workers
+        # accepted meanwhile) and the rows of sessions that only opened (helpers/sessions.py).
+        # 0: all written at once (exact, slower). RATE_LIMIT_FLUSH_S is its former name.
+        "WRITE_BEHIND_S": float(env.get("WRITE_BEHIND_S", env.get("RATE_LIMIT_FLUSH_S", "1"))),
         # The browser phone at /simulator: on unless APP_ENV=production (then only if set to 1).
         "SIMULATOR_ENABLED": _flag(env.get("SIMULATOR_ENABLED"), env.get("APP_ENV", "development") != "production"),
     }

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
-import threading
 import time
 from functools import lru_cache
 
@@ -23,6 +21,7 @@ from sqlalchemy.sql.elements import TextClause
 
 from database import Database
 from helpers.rules import Policy
+from helpers.writebehind import WriteBehind
 from models import RateCounter, utcnow
 
 _KEY_LENGTH = 96
@@ -97,7 +96,7 @@ def allow(db: Database, policy: Policy, *checks: tuple[str, str], enabled: bool 
     return None
 
 
-class RequestCounter:
+class RequestCounter(WriteBehind):
     """The per-request limits (requests per phone, per source), counted write-behind: a worker
     counts in memory and adds its counts to the shared rows every `flush_s` seconds, in one
     statement, which returns the totals of every worker. A request is checked against the last
@@ -108,12 +107,10 @@ class RequestCounter:
     The other limits (invoices, payment-request SMS) stay exact: `allow`."""
 
     def __init__(self, db: Database, flush_s: float) -> None:
-        self.db, self.flush_s = db, flush_s
-        self._lock = threading.Lock()
+        super().__init__(flush_s)
+        self.db = db
         self._pending: dict[tuple[str, int], int] = {}
         self._seen: dict[tuple[str, int], int] = {}  # totals of all workers, as of our last flush
-        self._pid: int | None = None
-        self._stop = threading.Event()
 
     def allow(self, policy: Policy, *checks: tuple[str, str]) -> str | None:
         """Count one event for each (limit name, key); the first limit exceeded, or None."""
@@ -153,26 +150,8 @@ class RequestCounter:
                 newest[name] = max(newest.get(name, bucket), bucket)
             self._seen = {e: c for e, c in self._seen.items() if e[1] >= newest[e[0].split(":", 1)[0]]}
 
-    def _ensure_flusher(self) -> None:
-        if self._pid == os.getpid():
-            return
-        with self._lock:
-            if self._pid == os.getpid():
-                return
-            self._pid = os.getpid()
-            self._pending, self._seen = {}, {}
-        threading.Thread(target=self._run, name="rate-counter-flush", daemon=True).start()
-
-    def close(self) -> None:
-        """Stop the flusher (its unwritten counts are dropped)."""
-        self._stop.set()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.flush_s):
-            try:
-                self.flush()
-            except Exception:  # noqa: BLE001 - counting must outlive a database outage
-                log.warning("rate counters not written this time; kept for the next flush", exc_info=True)
+    def _forget(self) -> None:
+        self._pending, self._seen = {}, {}
 
 
 def clean(db: Database, older_than: dt.timedelta = dt.timedelta(days=2)) -> int:

@@ -19,6 +19,7 @@ from helpers.services import Services
 log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _started_in: int | None = None
+_jitter = random.Random()  # noqa: S311 - spreading workers' polls, not security; not the shared random
 
 
 def ensure_started(svc: Services) -> None:
@@ -36,7 +37,7 @@ def ensure_started(svc: Services) -> None:
 def _run(svc: Services) -> None:
     interval = svc.config["INVOICE_POLL_S"]
     while True:
-        time.sleep(interval * random.uniform(0.8, 1.2))  # noqa: S311 - jitter, not security
+        time.sleep(interval * _jitter.uniform(0.8, 1.2))
         try:
             counts = invoices.poll_pending(svc.db, svc.lightning, limit=200)
             if counts.get("paid") or counts.get("expired"):

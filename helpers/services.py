@@ -8,6 +8,7 @@ from typing import Any
 from database import Database
 from helpers.mpesa import MpesaProvider
 from helpers.rules import Policy
+from helpers.sessions import Openings
 from helpers.sms import SmsDispatcher
 from lightning import LightningBackend
 
@@ -20,6 +21,7 @@ class Services:
     mpesa: MpesaProvider
     sms: SmsDispatcher
     config: dict[str, Any]
+    openings: Openings | None = None  # session rows written behind (None: written at once)
 
     @property
     def pepper(self) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 from dataclasses import dataclass, field
 
 from sqlalchemy import String, bindparam, delete, func, insert, select, update
@@ -14,9 +15,11 @@ from sqlalchemy.orm import Session
 from database import Database, Prepared
 from helpers.invoices import open_requests_count
 from helpers.users import UserView
+from helpers.writebehind import WriteBehind
 from models import User, UssdSession, utcnow
 
 _SESSIONS = UssdSession.__table__
+log = logging.getLogger(__name__)
 _USERS = User.__table__
 
 
@@ -88,23 +91,82 @@ def save(
     reply: str,
     onboarding_tokens: int,
     choices: dict[str, int],
+    openings: Openings | None = None,
 ) -> None:
-    """Record this step: one INSERT for a new session, one UPDATE otherwise."""
+    """Record this step: one INSERT for a new session, one UPDATE otherwise. A new session's row
+    goes to `openings` (written a moment later) when given one that is enabled."""
     values = dict(
         state=state[:32], input_buffer=trail[-2000:], last_text_hash=text_hash, last_reply=reply,
         active=reply.startswith("CON"), last_activity=utcnow(), onboarding_tokens=onboarding_tokens,
         choices=json.dumps(choices) if choices else None,
     )
     if not exists:
+        row = dict(values, session_id=session_id, phone=phone, service_code=service_code[:32],
+                   created_at=values["last_activity"])
+        if openings is not None and openings.enabled:
+            openings.keep(row)
+            return
         try:
             with db.begin(single_statement=True):
-                db.execute(_INSERT, dict(values, session_id=session_id, phone=phone, service_code=service_code[:32],
-                                         created_at=values["last_activity"]))
+                db.execute(_INSERT, row)
             return
         except IntegrityError:
             pass  # a concurrent first request of the same session inserted it
     with db.begin(single_statement=True):
         db.execute(_UPDATE, dict(values, sid=session_id))
+
+
+# The row of a session that only opened: written later, and not at all if the session wrote its
+# own row first (a later step with something to remember).
+_OPEN = Prepared(insert(_SESSIONS).values({name: bindparam(name) for name in (
+    *_COLUMNS, "session_id", "phone", "service_code", "created_at")})
+    .prefix_with("OR IGNORE", dialect="sqlite")
+    .prefix_with("IGNORE", dialect="mysql").prefix_with("IGNORE", dialect="mariadb"))
+_OPENINGS_PER_TRANSACTION = 64  # SQLite's one writer waits for a transaction: keep each short
+_MAX_KEPT_OPENINGS = 20_000
+
+
+class Openings(WriteBehind):
+    """Sessions whose first step has nothing to remember but who dialled (the main menu, say): their
+    rows are kept in memory and inserted every `flush_s` seconds, off the request path. A row
+    binds a sessionId to its phone; until it is written, a request with that sessionId from
+    another phone is not refused, but there is nothing yet to take over: every step that holds
+    state (a choice, a PIN, the end) writes the row at once, and a later opening row for the
+    same session is then ignored. Audit and `active_count` see an opened session up to
+    `flush_s` seconds late; rows not written when the worker dies are lost."""
+
+    def __init__(self, db: Database, flush_s: float) -> None:
+        super().__init__(flush_s)
+        self.db = db
+        self._kept: list[dict] = []
+        self._dropped = 0
+
+    def keep(self, row: dict) -> None:
+        self._ensure_flusher()
+        with self._lock:
+            if len(self._kept) < _MAX_KEPT_OPENINGS:
+                self._kept.append(row)
+            else:
+                self._dropped += 1  # the database has been away a while: audit rows only
+
+    def flush(self) -> None:
+        with self._lock:
+            rows, self._kept = self._kept, []
+            dropped, self._dropped = self._dropped, 0
+        if dropped:
+            log.warning("%d opened sessions not recorded: the database was unavailable", dropped)
+        for start in range(0, len(rows), _OPENINGS_PER_TRANSACTION):
+            try:
+                with self.db.begin() as conn:
+                    for row in rows[start:start + _OPENINGS_PER_TRANSACTION]:
+                        _OPEN.run(conn, row)
+            except Exception:
+                with self._lock:  # keep them for the next flush
+                    self._kept[:0] = rows[start:][:_MAX_KEPT_OPENINGS - len(self._kept)]
+                raise
+
+    def _forget(self) -> None:
+        self._kept, self._dropped = [], 0
 
 
 def active_count(session: Session, timeout_s: int) -> int:

@@ -59,6 +59,7 @@ def app(tmp_path, monkeypatch, app_overrides):
         "PIN_PEPPER": TEST_PEPPER,
         "RATE_LIMITS": False,  # flows type faster than people; tests/test_security.py turns them on
         "INVOICE_POLL_S": 0,  # tests poll explicitly
+        "WRITE_BEHIND_S": 0,  # every row written at once; tests of the write-behind set their own
         **app_overrides,
     })
     db = app.extensions["wallet"].db
@@ -68,6 +69,7 @@ def app(tmp_path, monkeypatch, app_overrides):
     app.config["DEMO_MODE"] = True
     yield app
     app.extensions["request_counter"].close()
+    app.extensions["wallet"].openings.close()
     db.remove_session()  # an open read transaction would hold MySQL's metadata locks
     with db.read() as s:
         assert transactions.ledger_check(s) == [], "ledger check failed after the test"

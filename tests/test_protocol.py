@@ -178,3 +178,61 @@ def test_a_code_refused_as_used_stays_refused_when_the_path_is_replayed(alice, b
     b0 = balance(wallet, DEMO[1])
     bob.press("1")
     assert balance(wallet, DEMO[1]) == b0 + policy().kes_to_sats_credit(300)
+
+
+def _session_owners(wallet, session_id: str) -> list[str]:
+    with wallet.db.read() as s:
+        return list(s.scalars(select(UssdSession.phone).where(UssdSession.session_id == session_id)))
+
+
+@pytest.fixture
+def written_behind(wallet):
+    """Session openings written behind, as in production (WRITE_BEHIND_S=1); flushed by hand."""
+    wallet.openings.flush_s = 3600  # on, and its thread will not flush during the test
+    yield wallet.openings
+    wallet.openings.flush_s = 0
+
+
+def test_an_opened_session_is_recorded_behind_then_bound_to_its_phone(alice, client, wallet, written_behind):
+    """The first screen writes nothing on the request path; the flush records who dialled, and
+    from then on another phone's request with that sessionId is refused."""
+    alice.start()
+    assert _session_owners(wallet, alice.session_id) == []
+    written_behind.flush()
+    assert _session_owners(wallet, alice.session_id) == [DEMO[0]]
+    before = snapshot(wallet)
+    reply = post(client, sessionId=alice.session_id, phoneNumber=DEMO[1], serviceCode="*384*123#", text="1")
+    assert reply == "END " + t("en", "error.expired")
+    assert snapshot(wallet) == before
+
+
+def test_a_step_with_state_writes_its_row_at_once_and_the_late_opening_changes_nothing(alice, wallet,
+                                                                                     written_behind):
+    """A session that reaches a PIN before the flush binds itself there and then; the opening row
+    written after it is ignored, not written over it."""
+    reply = alice.run("1", "0787654321", "5000", "1", PIN)
+    assert reply.startswith("END ")
+    assert _session_owners(wallet, alice.session_id) == [DEMO[0]]
+    written_behind.flush()
+    with wallet.db.read() as s:
+        rows = s.execute(select(UssdSession.phone, UssdSession.last_reply)
+                         .where(UssdSession.session_id == alice.session_id)).all()
+    assert rows == [(DEMO[0], reply)]
+
+
+def test_openings_that_could_not_be_written_are_kept_for_the_next_flush(alice, wallet, written_behind,
+                                                                      monkeypatch):
+    from helpers import sessions
+
+    alice.start()
+    real = sessions._OPEN.run
+
+    def down(*args, **kwargs):
+        raise OperationalError("INSERT", {}, Exception("database down"))
+
+    monkeypatch.setattr(sessions._OPEN, "run", down)
+    with pytest.raises(OperationalError):
+        written_behind.flush()
+    monkeypatch.setattr(sessions._OPEN, "run", real)
+    written_behind.flush()
+    assert _session_owners(wallet, alice.session_id) == [DEMO[0]]

@@ -67,7 +67,8 @@ def test_behind_a_trusted_proxy_the_forwarded_address_counts(app, wallet):
 
     proxied = create_app({"TESTING": True, "DATABASE_URL": wallet.db.url, "AUTO_CREATE_SCHEMA": False,
                           "DEMO_MODE": False, "SMS_AUTO_FLUSH": False, "PIN_PEPPER": TEST_PEPPER,
-                          "TRUSTED_PROXY_COUNT": 1, "USSD_ALLOWED_NETWORKS": _networks("196.201.214.0/24")})
+                          "TRUSTED_PROXY_COUNT": 1, "USSD_ALLOWED_NETWORKS": _networks("196.201.214.0/24"),
+                          "INVOICE_POLL_S": 0, "WRITE_BEHIND_S": 0})  # no threads left behind
     client = proxied.test_client()
     via_proxy = client.post("/ussd", data=FORM, environ_base={"REMOTE_ADDR": "127.0.0.1"},
                             headers={"X-Forwarded-For": "196.201.214.10"})

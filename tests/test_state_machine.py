@@ -42,7 +42,8 @@ class WalletMachine(RuleBasedStateMachine):
         url = os.environ.get("TEST_DATABASE_URL") or f"sqlite:///{self.tmp}/sm.db"
         self.app = create_app({"TESTING": True, "DATABASE_URL": url, "AUTO_CREATE_SCHEMA": False,
                                "DEMO_MODE": False, "SMS_AUTO_FLUSH": False, "PIN_PEPPER": TEST_PEPPER,
-                               "RATE_LIMITS": False, "INVOICE_POLL_S": 0})
+                               "RATE_LIMITS": False, "INVOICE_POLL_S": 0,
+                               "WRITE_BEHIND_S": 0})
         self.svc = self.app.extensions["wallet"]
         self.svc.db.drop_schema()
         self.svc.db.create_schema()

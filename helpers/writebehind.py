@@ -1,0 +1,55 @@
+"""Writes a worker makes every few seconds instead of on the request path.
+
+A `WriteBehind` keeps what it must write in memory; a thread of its own, started in each worker
+process on first use (after gunicorn's fork), writes it every `flush_s` seconds. What is not yet
+written when a worker dies is lost, so only what may be lost is kept this way: counts of the
+abuse limits (helpers/limits.py) and the rows of sessions that only opened (helpers/sessions.py).
+`flush_s` <= 0: nothing is kept, callers write on the request path."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+log = logging.getLogger(__name__)
+
+
+class WriteBehind:
+    def __init__(self, flush_s: float) -> None:
+        self.flush_s = flush_s
+        self._lock = threading.Lock()  # guards the subclass's buffers
+        self._pid: int | None = None
+        self._stop = threading.Event()
+
+    @property
+    def enabled(self) -> bool:
+        return self.flush_s > 0
+
+    def flush(self) -> None:
+        """Write what was kept; on failure keep it for the next flush and raise."""
+        raise NotImplementedError
+
+    def _forget(self) -> None:
+        """A new process (forked): drop the parent's buffers, they are the parent's to write."""
+
+    def _ensure_flusher(self) -> None:
+        if self._pid == os.getpid():
+            return
+        with self._lock:
+            if self._pid == os.getpid():
+                return
+            self._pid = os.getpid()
+            self._forget()
+        threading.Thread(target=self._run, name=type(self).__name__, daemon=True).start()
+
+    def close(self) -> None:
+        """Stop the thread (what it has not written is dropped)."""
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.flush_s):
+            try:
+                self.flush()
+            except Exception:  # noqa: BLE001 - must outlive a database outage
+                log.warning("%s: not written this time; kept for the next flush", type(self).__name__, exc_info=True)
