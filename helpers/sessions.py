@@ -19,8 +19,8 @@ from helpers.writebehind import WriteBehind
 from models import User, UssdSession, utcnow
 
 _SESSIONS = UssdSession.__table__
-log = logging.getLogger(__name__)
 _USERS = User.__table__
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -72,8 +72,8 @@ def load_step(db: Database, session_id: str, phone: str) -> tuple[SessionView, U
 
 _COLUMNS = ("state", "input_buffer", "last_text_hash", "last_reply", "active", "last_activity", "onboarding_tokens",
             "choices")
-_INSERT = Prepared(insert(_SESSIONS).values({name: bindparam(name) for name in (
-    *_COLUMNS, "session_id", "phone", "service_code", "created_at")}))
+_NEW_ROW = {name: bindparam(name) for name in (*_COLUMNS, "session_id", "phone", "service_code", "created_at")}
+_INSERT = Prepared(insert(_SESSIONS).values(_NEW_ROW))
 _UPDATE = Prepared(update(_SESSIONS).where(_SESSIONS.c.session_id == bindparam("sid"))
                    .values({name: bindparam(name) for name in _COLUMNS}))
 
@@ -118,8 +118,7 @@ def save(
 
 # The row of a session that only opened: written later, and not at all if the session wrote its
 # own row first (a later step with something to remember).
-_OPEN = Prepared(insert(_SESSIONS).values({name: bindparam(name) for name in (
-    *_COLUMNS, "session_id", "phone", "service_code", "created_at")})
+_OPEN = Prepared(insert(_SESSIONS).values(_NEW_ROW)
     .prefix_with("OR IGNORE", dialect="sqlite")
     .prefix_with("IGNORE", dialect="mysql").prefix_with("IGNORE", dialect="mariadb"))
 _OPENINGS_PER_TRANSACTION = 64  # SQLite's one writer waits for a transaction: keep each short
@@ -162,7 +161,7 @@ class Openings(WriteBehind):
                         _OPEN.run(conn, row)
             except Exception:
                 with self._lock:  # keep them for the next flush
-                    self._kept[:0] = rows[start:][:_MAX_KEPT_OPENINGS - len(self._kept)]
+                    self._kept[:0] = rows[start:][:max(0, _MAX_KEPT_OPENINGS - len(self._kept))]
                 raise
 
     def _forget(self) -> None:
