@@ -168,8 +168,8 @@ class _Compiled:
         self.order = tuple(compiled.positiontup) if compiled.positional else None
         # A SELECT's columns, or what INSERT/UPDATE .. RETURNING returns: rows are named tuples
         columns = list(getattr(statement, "exported_columns", ()))
-        self.row = namedtuple("Row", [str(getattr(c, "key", None) or "_") for c in columns] or ["_"],  # noqa: PYI024
-                              rename=True)._make
+        self.row = namedtuple("Row", [str(getattr(c, "key", None) or "_") for c in columns],  # noqa: PYI024
+                              rename=True)._make if columns else tuple  # plain SQL: columns unknown
         self.results = [column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns]
 
     def parameters(self, params: dict) -> tuple | dict:

@@ -102,12 +102,14 @@ class Server:
                              capture_output=True, text=True, check=False).stdout
         return [int(p) for p in out.split()]
 
-    def worker_rss_mb(self) -> list[float]:
+    def worker_rss_mb(self, field: str = "VmRSS") -> list[float]:
+        """Each worker's resident memory (VmRSS), or a part of it: RssAnon is the heap and other
+        private memory; RssFile includes the SQLite file's pages mapped by PRAGMA mmap_size."""
         sizes = []
         for pid in self.workers():
             try:
                 for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                    if line.startswith("VmRSS:"):
+                    if line.startswith(field + ":"):
                         sizes.append(int(line.split()[1]) / 1024)
             except FileNotFoundError:
                 continue
@@ -160,6 +162,7 @@ def measured(server: Server, scenario: str, seconds: int, database: bool = False
     if db_pid:
         figures["database_cpu_ms_per_request"] = round((_process_cpu(db_pid) - db0) * 1000 / requests_done, 3)
     figures["worker_rss_mb"] = round(max(server.worker_rss_mb()), 1)
+    figures["worker_anon_mb"] = round(max(server.worker_rss_mb("RssAnon")), 1)
     return figures
 
 
@@ -235,13 +238,14 @@ def report(results: dict) -> None:
     print("(cpu: ms of CPU per request used by gunicorn's processes, + the database server's for MySQL;\n"
           " cpu ratio: the reference's CPU per request / this one's, what req/s would show on a quiet machine)")
     print(f"\n{'database':8} {'scenario':9} {'req/s':>8} {'vs ref':>7} {'p50 ms':>7} {'p99 ms':>7} "
-          f"{'RSS MB':>7} {'bad':>5} {'cpu ms':>7} {'cpu ratio':>9}  notes")
+          f"{'RSS MB':>7} {'anon':>5} {'bad':>5} {'cpu ms':>7} {'cpu ratio':>9}  notes")
     for db, figures in results["wallet"].items():
         for scenario, f in figures.items():
             notes = f"sent {f['sent']}, refused {f['refused']}" if scenario in ("send", "soak") else ""
             cpu = f["server_cpu_ms_per_request"] + f.get("database_cpu_ms_per_request", 0)
             print(f"{db:8} {scenario:9} {f['rps']:>8,.0f} {f['rps'] / ref:>6.0%} {f['p50_ms']:>7.2f} "
-                  f"{f['p99_ms']:>7.2f} {f['worker_rss_mb']:>7} {f['bad'] + f['socket_errors']:>5} {cpu:>7.3f} "
+                  f"{f['p99_ms']:>7.2f} {f['worker_rss_mb']:>7} {f['worker_anon_mb']:>5} "
+                  f"{f['bad'] + f['socket_errors']:>5} {cpu:>7.3f} "
                   f"{ref_cpu / cpu if cpu else 0:>8.0%}  {notes}")
 
 
