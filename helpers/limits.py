@@ -131,7 +131,7 @@ class RequestCounter(WriteBehind):
             pending, self._pending = self._pending, {}
         if not pending:
             return
-        events = list(pending)
+        events = sorted(pending)  # every worker locks shared rows in the same order: no deadlock between flushes
         try:
             totals: list[int] = []
             for start in range(0, len(events), _FLUSH_ROWS):  # few statement shapes, each small

@@ -121,7 +121,6 @@ def save(
 _OPEN = Prepared(insert(_SESSIONS).values(_NEW_ROW)
     .prefix_with("OR IGNORE", dialect="sqlite")
     .prefix_with("IGNORE", dialect="mysql").prefix_with("IGNORE", dialect="mariadb"))
-_OPENINGS_PER_TRANSACTION = 64  # SQLite's one writer waits for a transaction: keep each short
 _MAX_KEPT_OPENINGS = 20_000
 
 
@@ -154,14 +153,16 @@ class Openings(WriteBehind):
             dropped, self._dropped = self._dropped, 0
         if dropped:
             log.warning("%d opened sessions not recorded: the database was unavailable", dropped)
-        for start in range(0, len(rows), _OPENINGS_PER_TRANSACTION):
+        for done, row in enumerate(rows):
             try:
-                with self.db.begin() as conn:
-                    for row in rows[start:start + _OPENINGS_PER_TRANSACTION]:
-                        _OPEN.run(conn, row)
+                # One row per statement and transaction: the flush never holds one session's row
+                # while it waits for another's (on MySQL a request's own INSERT of its session row
+                # may be waiting for it), and SQLite's writer turn is held a moment each time.
+                with self.db.begin(single_statement=True) as conn:
+                    _OPEN.run(conn, row)
             except Exception:
-                with self._lock:  # keep them for the next flush
-                    self._kept[:0] = rows[start:][:max(0, _MAX_KEPT_OPENINGS - len(self._kept))]
+                with self._lock:  # keep the rest for the next flush
+                    self._kept[:0] = rows[done:][:max(0, _MAX_KEPT_OPENINGS - len(self._kept))]
                 raise
 
     def _forget(self) -> None:
