@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 from collections.abc import Callable
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from helpers import invoices, lnurl, lnurl_pay, mpesa_flows, payments, sessions, transactions, users
 from helpers.errors import (
     CodeAlreadyUsed,
@@ -797,8 +799,16 @@ def handle_ussd(svc: Services, req: UssdRequest) -> tuple[str, str]:
     )
     if remember or not view.exists:
         trail = ">".join((["onboarding"] if skip else []) + ([outcome.trail] if outcome.trail else []))
-        sessions.save(db, req.session_id, req.phone, req.service_code, exists=view.exists, state=outcome.screen,
-                      trail=trail, text_hash=text_key, reply=outcome.reply,
-                      onboarding_tokens=outcome.onboarding_tokens, choices=ctx.choices,
-                      openings=None if remember else svc.openings)
+        try:
+            sessions.save(db, req.session_id, req.phone, req.service_code, exists=view.exists,
+                          state=outcome.screen, trail=trail, text_hash=text_key, reply=outcome.reply,
+                          onboarding_tokens=outcome.onboarding_tokens, choices=ctx.choices,
+                          openings=None if remember else svc.openings)
+        except SQLAlchemyError as exc:
+            if not outcome.reply.startswith("END"):
+                raise  # the next step would need this row: "unavailable" now is the honest answer
+            # The step is done (money moved, or was refused) and its own rows are committed: say
+            # what happened. A repeat of this request finds the movement by its idempotency key.
+            log.warning("session %s: its last step is done but its row was not saved (%s)",
+                        req.session_id[:16], type(exc).__name__)
     return outcome.reply, outcome.screen

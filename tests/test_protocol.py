@@ -236,3 +236,42 @@ def test_openings_that_could_not_be_written_are_kept_for_the_next_flush(alice, w
     monkeypatch.setattr(sessions._OPEN, "run", real)
     written_behind.flush()
     assert _session_owners(wallet, alice.session_id) == [DEMO[0]]
+
+
+def test_a_money_step_whose_session_row_cannot_be_saved_still_says_what_happened(alice, wallet, monkeypatch):
+    """The send is committed before the session row is written: if that write fails, the caller
+    reads the send's own screen (not "service unavailable"), and a repeat moves nothing again."""
+    from helpers import sessions
+
+    real_save = sessions.save
+
+    def failing_save(*args, **kwargs):
+        if kwargs["reply"].startswith("END"):
+            raise OperationalError("UPDATE ussd_sessions", {}, Exception("lost the database"))
+        return real_save(*args, **kwargs)
+
+    alice.run("1", "0787654321", "5000", "1")
+    a0 = balance(wallet, DEMO[0])
+    monkeypatch.setattr(sessions, "save", failing_save)
+    first = alice.press(PIN)
+    fee = policy().fee_sats("internal", 5000)
+    assert first.startswith("END ") and "5,000" in first and "unavailable" not in first.lower()
+    assert balance(wallet, DEMO[0]) == a0 - 5000 - fee
+    monkeypatch.setattr(sessions, "save", real_save)
+    again = alice.post(alice.text)
+    assert again.startswith("END ") and balance(wallet, DEMO[0]) == a0 - 5000 - fee
+    assert wallet.db.session.query(Transaction).filter_by(type="send").count() == 1
+
+
+def test_a_step_that_needs_its_session_row_says_unavailable_when_it_cannot_be_saved(alice, wallet, monkeypatch):
+    from helpers import sessions
+
+    def failing_save(*args, **kwargs):
+        raise OperationalError("UPDATE ussd_sessions", {}, Exception("lost the database"))
+
+    alice.run("1", "0787654321", "5000", "1")
+    monkeypatch.setattr(sessions, "save", failing_save)
+    before = snapshot(wallet)
+    wrong_pin = "0000" if PIN != "0000" else "1111"  # a wrong PIN: the session row must count it
+    assert alice.press(wrong_pin).startswith("END " + t("en", "error.unavailable"))
+    assert snapshot(wallet) == before
