@@ -158,12 +158,7 @@ def _answer_ussd(svc: Services, token: str | None) -> _Step:
     try:
         checks = (("requests-per-phone", phone), ("requests-per-source", request.remote_addr or "unknown"))
         counter = current_app.extensions["request_counter"]
-        if not svc.config["RATE_LIMITS"]:
-            exceeded = None
-        elif counter.flush_s > 0:
-            exceeded = counter.allow(svc.policy, *checks)
-        else:
-            exceeded = limits.allow(svc.db, svc.policy, *checks)
+        exceeded = counter.allow(svc.policy, *checks) if svc.config["RATE_LIMITS"] else None
         if exceeded:
             log.warning("ussd limit %s reached by %s / %s", exceeded, mask(phone), request.remote_addr)
             step.reply, step.outcome = "END " + t(lang, "error.too-many"), "limited"

@@ -171,6 +171,7 @@ class _Compiled:
         self.row = namedtuple("Row", [str(getattr(c, "key", None) or "_") for c in columns],  # noqa: PYI024
                               rename=True)._make if columns else tuple  # plain SQL: columns unknown
         self.results = [column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns]
+        self.converts_rows = any(self.results)
 
     def parameters(self, params: dict) -> tuple | dict:
         values = dict(self.constants, **params) if self.constants else params
@@ -180,7 +181,7 @@ class _Compiled:
         return tuple(values[name] for name in self.order) if self.order is not None else values
 
     def converted(self, rows: list[tuple]) -> list[tuple]:
-        if not any(self.results):
+        if not self.converts_rows:
             return [self.row(row) for row in rows]
         return [self.row(conv(value) if conv else value for conv, value in zip(self.results, row, strict=True))
                 for row in rows]

@@ -113,7 +113,10 @@ class RequestCounter(WriteBehind):
         self._seen: dict[tuple[str, int], int] = {}  # totals of all workers, as of our last flush
 
     def allow(self, policy: Policy, *checks: tuple[str, str]) -> str | None:
-        """Count one event for each (limit name, key); the first limit exceeded, or None."""
+        """Count one event for each (limit name, key); the first limit exceeded, or None.
+        Not enabled (flush_s <= 0): counted in the database at once, exactly (`allow`)."""
+        if not self.enabled:
+            return allow(self.db, policy, *checks)
         self._ensure_flusher()
         now = time.time()
         with self._lock:
