@@ -47,6 +47,9 @@ _SQLITE_MMAP_BYTES = 256 * 1024 * 1024
 # request) unless it sat unused this long, or has been kept this long (the pool then checks it).
 _HOLD_IDLE_S = 2.0
 _HOLD_MAX_S = 60.0
+# MySQL's server status flags (SERVER_STATUS_IN_TRANS, SERVER_STATUS_AUTOCOMMIT), sent with each reply.
+_MYSQL_IN_TRANS = 0x0001
+_MYSQL_AUTOCOMMIT = 0x0002
 
 
 class DatabaseUnavailable(RuntimeError):
@@ -234,7 +237,7 @@ def _make_engine(url: str, pool_size: int, recycle_s: int) -> Engine:
             # else: the request connection's reads, one statement each (see Database.fetch_one)
 
         return engine
-    return create_engine(
+    engine = create_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
@@ -243,6 +246,28 @@ def _make_engine(url: str, pool_size: int, recycle_s: int) -> Engine:
         pool_timeout=5,
         isolation_level="READ COMMITTED",
     )
+
+    @event.listens_for(engine, "begin")
+    def _mysql_begin(conn):  # pragma: no cover - trivial
+        # The request connection runs in autocommit (see Database.connection): a write
+        # transaction on it must be opened explicitly, a read's autobegin opens nothing.
+        if conn.get_execution_options().get("mysql_start_transaction", False):
+            conn.exec_driver_sql("START TRANSACTION")
+
+    plain_rollback = engine.dialect.do_rollback
+
+    def _rollback_if_open(dbapi_connection) -> None:
+        """ROLLBACK only when there is something to roll back: a connection in autocommit whose
+        server said (in the status flags of its last reply) that no transaction is open has
+        none, and sending ROLLBACK anyway costs a round trip at the end of every read-only
+        request. pymysql keeps those flags; other drivers always roll back."""
+        status = getattr(dbapi_connection, "server_status", None)
+        if isinstance(status, int) and status & _MYSQL_AUTOCOMMIT and not status & _MYSQL_IN_TRANS:
+            return
+        plain_rollback(dbapi_connection)
+
+    engine.dialect.do_rollback = _rollback_if_open
+    return engine
 
 
 class Database:
@@ -256,6 +281,7 @@ class Database:
         self.session = scoped_session(self._factory)
         self._local = threading.local()  # the request's Core connection, per thread
         path = self.engine.url.database if self.is_sqlite else None
+        self._begin_option = "sqlite_immediate" if self.is_sqlite else "mysql_start_transaction"
         self._writer_turn = _WriterTurns(path if path and path != ":memory:" else None)
 
     # ------------------------------------------------------------ the request's Core connection
@@ -276,8 +302,10 @@ class Database:
                 local.idle_since = None
         if conn is None:
             conn = self.engine.connect()
-            if self.is_sqlite:
-                conn.execution_options(sqlite_autocommit_reads=True)
+            # Autocommit: a read outside begin() is a transaction of its own and leaves none
+            # open, so a read-only request sends no BEGIN and no ROLLBACK.
+            conn.execution_options(**({"sqlite_autocommit_reads": True} if self.is_sqlite
+                                      else {"isolation_level": "AUTOCOMMIT"}))
             local.conn, local.taken_at, local.idle_since = conn, time.monotonic(), None
         return conn
 
@@ -292,37 +320,36 @@ class Database:
     def execute(self, prepared: Prepared, params: dict) -> Executed:
         """Run a Prepared statement on the request connection: inside `begin()` it is part of that
         transaction; outside, a read that sees the latest commit, as `fetch_one`."""
-        conn = self.connection()
-        if not self.is_sqlite and not conn.in_transaction():
-            conn.begin()  # as Core's autobegin: the request's end rolls the read back
-        return prepared.run(conn, params)
+        return prepared.run(self.connection(), params)
 
     @contextmanager
     def begin(self, single_statement: bool = False) -> Iterator[Connection]:
         """A short write transaction on the request connection: commits on success, rolls back on
-        any exception. Same guarantees as write() (BEGIN IMMEDIATE on SQLite).
+        any exception. Same guarantees as write(): BEGIN IMMEDIATE on SQLite (in this database's
+        writer turn), START TRANSACTION on MySQL (at READ COMMITTED).
 
         `single_statement`: the block runs exactly one write statement (and reads all the rows it
-        returns). SQLite runs such a statement atomically on its own, taking the write lock for
-        it alone, so no BEGIN IMMEDIATE / COMMIT is sent; other databases commit as usual."""
+        returns). The database runs such a statement atomically on its own (the request
+        connection is in autocommit), so no BEGIN / COMMIT is sent."""
         conn = self.connection()
-        if not self.is_sqlite:
-            if not conn.in_transaction():
-                conn.begin()
-            yield from self._commit_or_roll_back(conn)
-            return
+        if getattr(self._local, "writing", False):
+            raise RuntimeError("a write transaction is already open on this connection")
         with self._writer_turn():
             if single_statement:
                 yield conn  # autocommit: the statement commits when it completes
                 return
             if conn.in_transaction():
-                conn.rollback()  # reads only: nothing to undo, but BEGIN IMMEDIATE must start afresh
-            conn.execution_options(sqlite_immediate=True)
+                conn.rollback()  # reads only, in autocommit: nothing to undo, nothing is sent
+            conn.execution_options(**{self._begin_option: True})
             try:
                 conn.begin()
             finally:
-                conn.execution_options(sqlite_immediate=False)
-            yield from self._commit_or_roll_back(conn)
+                conn.execution_options(**{self._begin_option: False})
+            self._local.writing = True
+            try:
+                yield from self._commit_or_roll_back(conn)
+            finally:
+                self._local.writing = False
 
     @staticmethod
     def _commit_or_roll_back(conn: Connection) -> Iterator[Connection]:
@@ -343,7 +370,7 @@ class Database:
             if conn.invalidated or conn.closed:
                 raise DatabaseUnavailable("the request connection was lost")
             if conn.in_transaction():
-                conn.rollback()  # reads only by now (writes commit in begin()): MySQL's read view ends
+                conn.rollback()  # reads only by now (writes commit in begin()): sends nothing in autocommit
             self._local.idle_since = time.monotonic()
         except (SQLAlchemyError, DatabaseUnavailable):
             self._release_connection()

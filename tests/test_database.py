@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from database import Prepared
 from helpers import sessions
 from models import User, UssdSession, utcnow
-from tests.conftest import DEMO
+from tests.conftest import DEMO, balance
 
 _SESSIONS = UssdSession.__table__
 
@@ -70,6 +70,69 @@ def test_driver_errors_come_out_as_sqlalchemy_errors_and_change_nothing(wallet):
         db.execute(sessions._INSERT, values)
     with db.read() as s:
         assert s.scalars(select(UssdSession.phone).where(UssdSession.session_id == "prep-3")).all() == [DEMO[2]]
+
+
+_USERS = User.__table__
+_BALANCE_OF = Prepared(select(User.balance_sats).where(User.phone == bindparam("phone")))
+_ADD = Prepared(_USERS.update().where(User.phone == bindparam("phone"))
+                .values(balance_sats=User.balance_sats + bindparam("add")))
+
+
+def test_a_write_block_after_reads_is_one_transaction_that_others_see_only_when_committed(wallet):
+    """The request connection reads in autocommit; a `begin()` block after reads must still be a
+    real transaction: another connection does not see its writes until it commits, and an error
+    inside it undoes all of them (two balance changes here, as a transfer makes)."""
+    db = wallet.db
+    start = balance(wallet, DEMO[0]), balance(wallet, DEMO[1])
+    assert db.execute(_BALANCE_OF, {"phone": DEMO[0]}).scalar() == start[0]  # a read first, as a step does
+
+    class Stop(Exception):
+        pass
+
+    with pytest.raises(Stop), db.begin():
+        db.execute(_ADD, {"phone": DEMO[0], "add": -500})
+        db.execute(_ADD, {"phone": DEMO[1], "add": 500})
+        assert (balance(wallet, DEMO[0]), balance(wallet, DEMO[1])) == start  # not yet visible elsewhere
+        raise Stop
+    assert (balance(wallet, DEMO[0]), balance(wallet, DEMO[1])) == start  # both undone
+    db.execute(_BALANCE_OF, {"phone": DEMO[1]})
+    with db.begin():
+        db.execute(_ADD, {"phone": DEMO[0], "add": -500})
+        db.execute(_ADD, {"phone": DEMO[1], "add": 500})
+    assert (balance(wallet, DEMO[0]), balance(wallet, DEMO[1])) == (start[0] - 500, start[1] + 500)
+    with db.begin():  # and back: the balances agree with the ledger again
+        db.execute(_ADD, {"phone": DEMO[0], "add": 500})
+        db.execute(_ADD, {"phone": DEMO[1], "add": -500})
+    assert (balance(wallet, DEMO[0]), balance(wallet, DEMO[1])) == start
+    with pytest.raises(RuntimeError, match="already open"), db.begin(), db.begin():
+        pass
+    db.remove_session()
+
+
+def test_a_read_only_request_sends_no_rollback_on_mysql(wallet):
+    """MySQL: reads outside `begin()` run in autocommit, so a request that only read ends without
+    a ROLLBACK round trip; a write block that fails still rolls back on the server. Counted by
+    the server itself (Com_rollback of the connection's own session)."""
+    db = wallet.db
+    if db.is_sqlite:
+        pytest.skip("MySQL's statement counters")
+
+    def rollbacks() -> int:
+        return int(db.connection().exec_driver_sql("SHOW SESSION STATUS LIKE 'Com_rollback'").one()[1])
+
+    before = rollbacks()
+    for _ in range(3):
+        db.execute(_BALANCE_OF, {"phone": DEMO[0]})
+        db.fetch_one(select(User.id).where(User.phone == DEMO[1]))
+        db.remove_session()  # the request's end
+    assert rollbacks() == before
+    with pytest.raises(IntegrityError), db.begin():
+        db.execute(_ADD, {"phone": DEMO[0], "add": 1})
+        db.execute(Prepared(_USERS.insert().values(phone=bindparam("p"), balance_sats=0, language="en",
+                                                   pin_failures=0, pin_locks=0, created_at=bindparam("now"))),
+                   {"p": DEMO[1], "now": utcnow()})
+    assert rollbacks() == before + 1
+    db.remove_session()
 
 
 def test_expanding_parameters_are_refused_and_converted_columns_come_back_converted(wallet):
