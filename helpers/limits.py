@@ -57,20 +57,25 @@ _MYSQL_UPSERT = text(
 def _count(db: Database, events: list[tuple[str, int]], amounts: list[int] | None = None) -> list[int]:
     """Count `amounts` (default one) events for each distinct (key, bucket); return the new
     counts, in order."""
-    now = utcnow()
     amounts = amounts or [1] * len(events)
-    dialect = db.connection().dialect
+    single = db.connection().dialect.insert_returning  # one statement: no BEGIN / COMMIT needed
+    with db.begin(single_statement=single) as conn:
+        return _count_on(conn, events, amounts)
+
+
+def _count_on(conn: Connection, events: list[tuple[str, int]], amounts: list[int]) -> list[int]:
+    """`_count` inside the caller's transaction."""
+    now = utcnow()
+    dialect = conn.dialect
     if dialect.insert_returning:
         params: dict = {"now": now}
         for n, ((key, bucket), amount) in enumerate(zip(events, amounts, strict=True)):
             params[f"k{n}"], params[f"b{n}"], params[f"n{n}"] = key, bucket, amount
-        with db.begin(single_statement=True) as conn:
-            rows = _upsert_returning(dialect.name, len(events)).run(conn, params).rows
+        rows = _upsert_returning(dialect.name, len(events)).run(conn, params).rows
         counts = {(key, bucket): count for key, bucket, count in rows}
         return [counts[event] for event in events]
-    with db.begin() as conn:
-        return [_mysql_hit(conn, key, bucket, now, amount)
-                for (key, bucket), amount in zip(events, amounts, strict=True)]
+    return [_mysql_hit(conn, key, bucket, now, amount)
+            for (key, bucket), amount in zip(events, amounts, strict=True)]
 
 
 def _mysql_hit(conn: Connection, key: str, bucket: int, now: dt.datetime, amount: int = 1) -> int:
@@ -135,11 +140,16 @@ class RequestCounter(WriteBehind):
         if not pending:
             return
         events = sorted(pending)  # every worker locks shared rows in the same order: no deadlock between flushes
+        chunks = [events[start:start + _FLUSH_ROWS] for start in range(0, len(events), _FLUSH_ROWS)]
         try:
             totals: list[int] = []
-            for start in range(0, len(events), _FLUSH_ROWS):  # few statement shapes, each small
-                chunk = events[start:start + _FLUSH_ROWS]
-                totals += _count(self.db, chunk, [pending[e] for e in chunk])
+            if self.db.is_sqlite:  # one writer turn and one commit for all of them
+                with self.db.begin() as conn:
+                    for chunk in chunks:
+                        totals += _count_on(conn, chunk, [pending[e] for e in chunk])
+            else:  # MySQL: a short transaction per chunk, its rows locked only while it runs
+                for chunk in chunks:
+                    totals += _count(self.db, chunk, [pending[e] for e in chunk])
         except Exception:
             with self._lock:  # keep them for the next flush
                 for event, amount in pending.items():

@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import logging
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from sqlalchemy import String, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -122,6 +123,16 @@ _OPEN = Prepared(insert(_SESSIONS).values(_NEW_ROW)
     .prefix_with("OR IGNORE", dialect="sqlite")
     .prefix_with("IGNORE", dialect="mysql").prefix_with("IGNORE", dialect="mariadb"))
 _MAX_KEPT_OPENINGS = 20_000
+# SQLite: rows per INSERT when flushing openings (each distinct count is one more compiled statement).
+_OPEN_ROWS = 64
+
+
+@lru_cache(maxsize=_OPEN_ROWS + 1)
+def _open_many(rows: int) -> Prepared:
+    """INSERT OR IGNORE of `rows` opening rows in one statement; row n's values are named
+    `<column>_<n>` (the column's own type converts each)."""
+    return Prepared(insert(_SESSIONS).prefix_with("OR IGNORE").values(
+        [{name: bindparam(f"{name}_{n}") for name in _NEW_ROW} for n in range(rows)]))
 
 
 class Openings(WriteBehind):
@@ -153,17 +164,34 @@ class Openings(WriteBehind):
             dropped, self._dropped = self._dropped, 0
         if dropped:
             log.warning("%d opened sessions not recorded: the database was unavailable", dropped)
-        for done, row in enumerate(rows):
-            try:
-                # One row per statement and transaction: the flush never holds one session's row
-                # while it waits for another's (on MySQL a request's own INSERT of its session row
-                # may be waiting for it), and SQLite's writer turn is held a moment each time.
+        if not rows:
+            return
+        written = 0
+        try:
+            if self.db.is_sqlite:
+                self._write_together(rows)
+                return
+            for row in rows:
+                # MySQL: one row per statement and transaction, so the flush never holds one
+                # session's row while it waits for another's (a request's own INSERT of its
+                # session row may be waiting for it).
                 with self.db.begin(single_statement=True) as conn:
                     _OPEN.run(conn, row)
-            except Exception:
-                with self._lock:  # keep the rest for the next flush
-                    self._kept[:0] = rows[done:][:max(0, _MAX_KEPT_OPENINGS - len(self._kept))]
-                raise
+                written += 1
+        except Exception:
+            with self._lock:  # keep what was not written for the next flush
+                self._kept[:0] = rows[written:][:max(0, _MAX_KEPT_OPENINGS - len(self._kept))]
+            raise
+
+    def _write_together(self, rows: list[dict]) -> None:
+        """SQLite (one writer at a time, no row locks to wait for): all of them in one transaction,
+        up to _OPEN_ROWS per statement. One writer turn and one commit per flush instead of one
+        per row: the pages they touch go to the write-ahead log once, not once per row."""
+        with self.db.begin() as conn:
+            for start in range(0, len(rows), _OPEN_ROWS):
+                chunk = rows[start:start + _OPEN_ROWS]
+                _open_many(len(chunk)).run(conn, {f"{name}_{n}": value for n, row in enumerate(chunk)
+                                                  for name, value in row.items()})
 
     def _forget(self) -> None:
         self._kept, self._dropped = [], 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import pytest
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
@@ -222,20 +224,46 @@ def test_a_step_with_state_writes_its_row_at_once_and_the_late_opening_changes_n
 
 def test_openings_that_could_not_be_written_are_kept_for_the_next_flush(alice, wallet, written_behind,
                                                                       monkeypatch):
-    from helpers import sessions
 
     alice.start()
-    real = sessions._OPEN.run
+    real = wallet.db.begin
 
+    @contextmanager
     def down(*args, **kwargs):
         raise OperationalError("INSERT", {}, Exception("database down"))
+        yield
 
-    monkeypatch.setattr(sessions._OPEN, "run", down)
+    monkeypatch.setattr(wallet.db, "begin", down)
     with pytest.raises(OperationalError):
         written_behind.flush()
-    monkeypatch.setattr(sessions._OPEN, "run", real)
+    monkeypatch.setattr(wallet.db, "begin", real)
+    assert _session_owners(wallet, alice.session_id) == []
     written_behind.flush()
     assert _session_owners(wallet, alice.session_id) == [DEMO[0]]
+
+
+def test_many_openings_are_written_in_one_flush_and_never_over_a_row_already_there(alice, wallet, written_behind):
+    """More openings than one statement takes (SQLite writes them in chunks of _OPEN_ROWS rows in
+    one transaction; MySQL one by one): every one is recorded once, and a session that wrote
+    its own row meanwhile keeps it."""
+    from helpers import sessions
+
+    reply = alice.run("1", "0787654321", "5000", "1", PIN)  # a row of its own, with its END reply
+    count = sessions._OPEN_ROWS * 2 + 3
+    for n in range(count):
+        sessions.save(wallet.db, f"open-{n}", f"+2547119{n:05d}", "*384*123#", exists=False, state="main",
+                      trail="", text_hash="h" * 64, reply="CON menu", onboarding_tokens=0, choices={},
+                      openings=written_behind)
+    sessions.save(wallet.db, alice.session_id, DEMO[0], "*384*123#", exists=False, state="main", trail="",
+                  text_hash="h" * 64, reply="CON menu", onboarding_tokens=0, choices={}, openings=written_behind)
+    written_behind.flush()
+    with wallet.db.read() as s:
+        rows = dict(s.execute(select(UssdSession.session_id, UssdSession.phone)
+                              .where(UssdSession.session_id.like("open-%"))).all())
+        own = s.execute(select(UssdSession.phone, UssdSession.last_reply)
+                        .where(UssdSession.session_id == alice.session_id)).all()
+    assert rows == {f"open-{n}": f"+2547119{n:05d}" for n in range(count)}
+    assert own == [(DEMO[0], reply)]
 
 
 def test_a_money_step_whose_session_row_cannot_be_saved_still_says_what_happened(alice, wallet, monkeypatch):

@@ -240,15 +240,17 @@ def test_counts_that_could_not_be_written_are_kept_for_the_next_flush(wallet, mo
     try:
         for _ in range(3):
             counter.allow(P, ("requests-per-phone", "+254700000002"))
-        real = limits._count
+        real = limits._count_on
 
         def down(*args, **kwargs):
             raise RuntimeError("database down")
 
-        monkeypatch.setattr(limits, "_count", down)
+        monkeypatch.setattr(limits, "_count_on", down)
         with pytest.raises(RuntimeError):
             counter.flush()
-        monkeypatch.setattr(limits, "_count", real)
+        with wallet.db.read() as s:
+            assert s.execute(select(RateCounter.count)).scalar() is None
+        monkeypatch.setattr(limits, "_count_on", real)
         counter.flush()
         with wallet.db.read() as s:
             assert s.execute(select(RateCounter.count)).scalar() == 3
