@@ -12,6 +12,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -169,13 +170,18 @@ def measured(server: Server, scenario: str, seconds: int, database: bool = False
 def wrk(url: str, scenario: str, seconds: int) -> dict:
     env = dict(os.environ, SCENARIO=scenario, PHONES=str(PHONES), PHONE_FIRST=str(PHONE_FIRST), PIN=PIN,
                SLOTS=str(CONNECTIONS // THREADS))
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(  # noqa: S603 - our own arguments
         [shutil.which("wrk") or "wrk", "-t", str(THREADS), "-c", str(CONNECTIONS), "-d", f"{seconds}s",
          "--timeout", "15s", "-s", str(ROOT / "bench" / "ussd.lua"), url],
         env=env, capture_output=True, text=True, check=True,
     ).stdout
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # wrk is the only child reaped in between
     line = next(x for x in out.splitlines() if x.startswith("WRK_JSON "))
-    return json.loads(line[len("WRK_JSON "):])
+    figures = json.loads(line[len("WRK_JSON "):])
+    wrk_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    figures["load_generator_cpu_ms_per_request"] = round(wrk_cpu * 1000 / max(figures["requests"], 1), 3)
+    return figures
 
 
 def metta_cost(samples: int = 300) -> dict[str, float]:
@@ -233,6 +239,10 @@ def report(results: dict) -> None:
     print(f"\nBare Flask reference: {ref:,.0f} req/s, p50 {results['reference']['p50_ms']:.2f} ms, "
           f"p99 {results['reference']['p99_ms']:.2f} ms, worker RSS {results['reference']['worker_rss_mb']} MB, "
           f"{ref_cpu:.3f} ms CPU per request")
+    wrk_cpu = results["reference"]["load_generator_cpu_ms_per_request"]
+    print(f"Load generator (wrk): {wrk_cpu:.3f} ms CPU per request, {wrk_cpu * ref / 10:.0f}% of one core at the "
+          f"reference's rate; alone on the {results['machine']['cores']} cores it could send "
+          f"{results['machine']['cores'] * 1000 / wrk_cpu:,.0f} req/s: the servers, not wrk, set the pace")
     print(f"MeTTa decision: {results['metta']['spend_decision_ms']} ms evaluated, "
           f"{results['metta']['spend_decision_cached_ms']} ms cached")
     print("(cpu: ms of CPU per request used by gunicorn's processes, + the database server's for MySQL;\n"
