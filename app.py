@@ -68,7 +68,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     if not app.testing:
         _configure_logging(app.config["LOG_LEVEL"])
 
-    db = Database(app.config["DATABASE_URL"], app.config["DB_POOL_SIZE"], app.config["DB_POOL_RECYCLE_S"])
+    db = Database(app.config["DATABASE_URL"], app.config["DB_POOL_SIZE"], app.config["DB_POOL_RECYCLE_S"],
+                  app.config["DB_TIMEOUT_S"])
     if app.config["AUTO_CREATE_SCHEMA"]:
         _migrate(db)
     backend = create_backend(app.config)

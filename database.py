@@ -211,7 +211,7 @@ class Executed:
         return self.rows[0][0] if self.rows else None
 
 
-def _make_engine(url: str, pool_size: int, recycle_s: int) -> Engine:
+def _make_engine(url: str, pool_size: int, recycle_s: int, timeout_s: float) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
 
@@ -239,6 +239,10 @@ def _make_engine(url: str, pool_size: int, recycle_s: int) -> Engine:
         return engine
     engine = create_engine(
         url,
+        # Every connect, read and write has a time limit: a database that is stopping (or hung)
+        # may accept a connection and never greet it, and without a limit the worker would wait
+        # until gunicorn kills it. With one, the caller gets the "service unavailable" END.
+        connect_args={"connect_timeout": timeout_s, "read_timeout": timeout_s, "write_timeout": timeout_s},
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,  # a connection the server dropped is replaced, not handed out
@@ -273,9 +277,9 @@ def _make_engine(url: str, pool_size: int, recycle_s: int) -> Engine:
 class Database:
     """The app's database: engine, request session, write transactions."""
 
-    def __init__(self, url: str, pool_size: int = 5, recycle_s: int = 280) -> None:
+    def __init__(self, url: str, pool_size: int = 5, recycle_s: int = 280, timeout_s: float = 10) -> None:
         self.url = url
-        self.engine = _make_engine(url, pool_size, recycle_s)
+        self.engine = _make_engine(url, pool_size, recycle_s, timeout_s)
         self.is_sqlite = url.startswith("sqlite")
         self._factory = sessionmaker(bind=self.engine, expire_on_commit=False)
         self.session = scoped_session(self._factory)

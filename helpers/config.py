@@ -40,6 +40,7 @@ def load_config(instance_path: str, env: dict[str, str] | None = None) -> dict[s
         "DATABASE_URL": database_url,
         "DB_POOL_SIZE": int(env.get("DB_POOL_SIZE", "5")),
         "DB_POOL_RECYCLE_S": int(env.get("DB_POOL_RECYCLE_S", "280")),
+        "DB_TIMEOUT_S": int(env.get("DB_TIMEOUT_S", "10")),
         "AUTO_CREATE_SCHEMA": _flag(env.get("AUTO_CREATE_SCHEMA"), embedded),
         "DEMO_MODE": _flag(env.get("DEMO_MODE"), embedded),
         "LIGHTNING_BACKEND": backend,

@@ -192,3 +192,48 @@ def test_a_gunicorn_worker_moves_its_startup_objects_out_of_the_collectors_reach
         assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
+
+
+def test_a_mysql_server_that_accepts_and_never_answers_fails_fast(tmp_path):
+    """A MariaDB that is stopping or starting can accept a connection and never greet it. With
+    DB_TIMEOUT_S the worker gives up (and the caller gets "service unavailable") instead of
+    waiting until gunicorn kills it. Here a loopback socket that accepts and stays silent."""
+    import socket
+    import time
+
+    from database import Database
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept_and_stay_silent() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept_and_stay_silent, daemon=True)
+    thread.start()
+    db = Database(f"mysql+pymysql://u:p@127.0.0.1:{listener.getsockname()[1]}/x", timeout_s=1)
+    answers: list[bool] = []
+    try:
+        started = time.monotonic()
+        probe = threading.Thread(target=lambda: answers.append(db.healthy()), daemon=True)
+        probe.start()
+        probe.join(10)  # without the limit it would wait forever: the test must not
+        waited = time.monotonic() - started
+        assert held, "the client never connected"
+        assert answers == [False], f"no answer after {waited:.1f} s from a silent server"
+        assert waited < 5
+    finally:
+        stop.set()
+        thread.join()
+        db.dispose()
+        for conn in held:
+            conn.close()
+        listener.close()
