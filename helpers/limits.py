@@ -20,17 +20,17 @@ from sqlalchemy.engine import Connection
 
 from database import Database, Prepared
 from helpers.rules import Policy
-from helpers.writebehind import WriteBehind
+from helpers.writebehind import WriteBehind, chunks
 from models import RateCounter, utcnow
 
 _KEY_LENGTH = 96
-# Rows per upsert when a worker writes its counts: every distinct row count is another statement
-# to compile and keep (one Prepared each, at most this many), so they go in chunks of at most this.
+# The most rows per upsert when a worker writes its counts: every distinct row count is another
+# statement to compile and keep, so they go in chunks of powers of two up to this.
 _FLUSH_ROWS = 64
 log = logging.getLogger(__name__)
 
 
-@lru_cache(maxsize=_FLUSH_ROWS + 1)
+@lru_cache(maxsize=16)  # a few shapes: powers of two up to _FLUSH_ROWS (writebehind.chunks), per dialect
 def _upsert_returning(dialect: str, rows: int) -> Prepared:
     """Count `rows` events in one statement; it returns (key, bucket, count) of each. Plain SQL
     (SQLAlchemy does not cache the compiled form of multi-row INSERT constructs), Prepared: the
@@ -140,15 +140,15 @@ class RequestCounter(WriteBehind):
         if not pending:
             return
         events = sorted(pending)  # every worker locks shared rows in the same order: no deadlock between flushes
-        chunks = [events[start:start + _FLUSH_ROWS] for start in range(0, len(events), _FLUSH_ROWS)]
+        parts = list(chunks(events, _FLUSH_ROWS))
         try:
             totals: list[int] = []
             if self.db.is_sqlite:  # one writer turn and one commit for all of them
                 with self.db.begin() as conn:
-                    for chunk in chunks:
+                    for chunk in parts:
                         totals += _count_on(conn, chunk, [pending[e] for e in chunk])
             else:  # MySQL: a short transaction per chunk, its rows locked only while it runs
-                for chunk in chunks:
+                for chunk in parts:
                     totals += _count(self.db, chunk, [pending[e] for e in chunk])
         except Exception:
             with self._lock:  # keep them for the next flush

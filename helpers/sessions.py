@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from database import Database, Prepared
 from helpers.invoices import open_requests_count
 from helpers.users import UserView
-from helpers.writebehind import WriteBehind
+from helpers.writebehind import WriteBehind, chunks
 from models import User, UssdSession, utcnow
 
 _SESSIONS = UssdSession.__table__
@@ -123,11 +123,11 @@ _OPEN = Prepared(insert(_SESSIONS).values(_NEW_ROW)
     .prefix_with("OR IGNORE", dialect="sqlite")
     .prefix_with("IGNORE", dialect="mysql").prefix_with("IGNORE", dialect="mariadb"))
 _MAX_KEPT_OPENINGS = 20_000
-# SQLite: rows per INSERT when flushing openings (each distinct count is one more compiled statement).
+# SQLite: the most rows per INSERT when flushing openings (a power of two: writebehind.chunks).
 _OPEN_ROWS = 64
 
 
-@lru_cache(maxsize=_OPEN_ROWS + 1)
+@lru_cache(maxsize=16)  # powers of two up to _OPEN_ROWS (writebehind.chunks)
 def _open_many(rows: int) -> Prepared:
     """INSERT OR IGNORE of `rows` opening rows in one statement; row n's values are named
     `<column>_<n>` (the column's own type converts each)."""
@@ -188,8 +188,7 @@ class Openings(WriteBehind):
         up to _OPEN_ROWS per statement. One writer turn and one commit per flush instead of one
         per row: the pages they touch go to the write-ahead log once, not once per row."""
         with self.db.begin() as conn:
-            for start in range(0, len(rows), _OPEN_ROWS):
-                chunk = rows[start:start + _OPEN_ROWS]
+            for chunk in chunks(rows, _OPEN_ROWS):
                 _open_many(len(chunk)).run(conn, {f"{name}_{n}": value for n, row in enumerate(chunk)
                                                   for name, value in row.items()})
 

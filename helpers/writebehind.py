@@ -11,6 +11,10 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Iterator, Sequence
+from typing import TypeVar
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -53,3 +57,16 @@ class WriteBehind:
                 self.flush()
             except Exception:  # noqa: BLE001 - must outlive a database outage
                 log.warning("%s: not written this time; kept for the next flush", type(self).__name__, exc_info=True)
+
+
+def chunks(items: Sequence[T], largest: int) -> Iterator[Sequence[T]]:
+    """`items` in consecutive chunks whose sizes are powers of two, at most `largest` (a power of
+    two): 75 rows go as 64 + 8 + 2 + 1. A multi-row statement is compiled and kept once per row
+    count; this way there are at most log2(largest) + 1 of them (a kept 64-row INSERT of session
+    rows is about 0.3 MB), however many rows a flush brings."""
+    start = 0
+    while start < len(items):
+        left = len(items) - start
+        size = largest if left >= largest else 1 << (left.bit_length() - 1)
+        yield items[start:start + size]
+        start += size

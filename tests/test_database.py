@@ -237,3 +237,17 @@ def test_a_mysql_server_that_accepts_and_never_answers_fails_fast(tmp_path):
         for conn in held:
             conn.close()
         listener.close()
+
+
+def test_write_behind_chunks_are_powers_of_two_in_order_and_cover_everything():
+    """Multi-row statements are compiled once per row count: flushes of any size use only the
+    powers of two up to the largest chunk, and every row goes exactly once, in order."""
+    from helpers.writebehind import chunks
+
+    sizes_seen: set[int] = set()
+    for count in range(0, 300):
+        items = list(range(count))
+        parts = list(chunks(items, 64))
+        assert [x for part in parts for x in part] == items
+        sizes_seen.update(len(part) for part in parts)
+    assert sizes_seen == {1, 2, 4, 8, 16, 32, 64}
