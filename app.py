@@ -14,6 +14,7 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import click
@@ -175,6 +176,15 @@ def _answer_ussd(svc: Services, token: str | None) -> _Step:
     return step
 
 
+def _flush_written_behind(counter: limits.RequestCounter, svc: Services) -> None:
+    """Write this worker's kept counts and session openings if their interval has passed: here,
+    between requests, rather than from a second thread that would hold the database's write
+    lock while it waits for the GIL (helpers/writebehind.py)."""
+    counter.flush_if_due()
+    svc.openings.flush_if_due()
+    svc.db.remove_session()  # the connection rests again, as at the end of a request
+
+
 def _register_routes(app: Flask) -> None:
     @app.post("/ussd")
     @app.post("/ussd/<token>")
@@ -190,6 +200,8 @@ def _register_routes(app: Flask) -> None:
                  step.screen, step.outcome, step.status, elapsed * 1000)
         response = _plain(step.reply, step.status)
         response.headers["X-Request-Id"] = request_id
+        # After the reply has gone out (the request's context is gone by then: pass what it needs).
+        response.call_on_close(partial(_flush_written_behind, current_app.extensions["request_counter"], services()))
         return response
 
     @app.get("/.well-known/lnurlp/<name>")

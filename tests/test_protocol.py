@@ -242,6 +242,46 @@ def test_openings_that_could_not_be_written_are_kept_for_the_next_flush(alice, w
     assert _session_owners(wallet, alice.session_id) == [DEMO[0]]
 
 
+def test_under_traffic_the_request_thread_writes_what_was_kept_after_its_reply(alice, client, wallet,
+                                                                             written_behind):
+    """Once the interval has passed, the next request writes the kept rows itself, after its reply
+    has gone out (the response's close, as gunicorn calls it); the worker's own thread is not
+    needed (here it would wait an hour)."""
+    alice.start()
+    assert _session_owners(wallet, alice.session_id) == []
+    response = client.post("/ussd", data={"sessionId": "later-1", "phoneNumber": DEMO[1],
+                                          "serviceCode": "*384*123#", "text": ""})
+    response.close()
+    assert _session_owners(wallet, alice.session_id) == []  # the interval has not passed yet
+    written_behind._last_flush -= 2 * written_behind.flush_s
+    response = client.post("/ussd", data={"sessionId": "later-2", "phoneNumber": DEMO[1],
+                                          "serviceCode": "*384*123#", "text": ""})
+    assert response.get_data(as_text=True).startswith("CON ")
+    response.close()
+    assert _session_owners(wallet, alice.session_id) == [DEMO[0]]
+    assert _session_owners(wallet, "later-2") == [DEMO[1]]
+
+
+def test_an_idle_worker_still_writes_what_was_kept(wallet):
+    """No request comes after the last ones: the worker's own thread writes their rows within
+    three intervals."""
+    import time
+
+    from helpers import sessions
+
+    openings = sessions.Openings(wallet.db, 0.05)
+    try:
+        sessions.save(wallet.db, "idle-1", DEMO[2], "*384*123#", exists=False, state="main", trail="",
+                      text_hash="h" * 64, reply="CON menu", onboarding_tokens=0, choices={}, openings=openings)
+        assert _session_owners(wallet, "idle-1") == []
+        deadline = time.monotonic() + 5
+        while not _session_owners(wallet, "idle-1") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert _session_owners(wallet, "idle-1") == [DEMO[2]]
+    finally:
+        openings.close()
+
+
 def test_many_openings_are_written_in_one_flush_and_never_over_a_row_already_there(alice, wallet, written_behind):
     """More openings than one statement takes (SQLite writes them in chunks of _OPEN_ROWS rows in
     one transaction; MySQL one by one): every one is recorded once, and a session that wrote
