@@ -180,9 +180,10 @@ def _flush_written_behind(counter: limits.RequestCounter, svc: Services) -> None
     """Write this worker's kept counts and session openings if their interval has passed: here,
     between requests, rather than from a second thread that would hold the database's write
     lock while it waits for the GIL (helpers/writebehind.py)."""
-    counter.flush_if_due()
-    svc.openings.flush_if_due()
-    svc.db.remove_session()  # the connection rests again, as at the end of a request
+    flushed = counter.flush_if_due()
+    flushed = svc.openings.flush_if_due() or flushed
+    if flushed:
+        svc.db.remove_session()  # the connection rests again, as at the end of a request
 
 
 def _register_routes(app: Flask) -> None:

@@ -56,15 +56,17 @@ class WriteBehind:
             self._forget()
         threading.Thread(target=self._run, name=type(self).__name__, daemon=True).start()
 
-    def flush_if_due(self) -> None:
-        """Flush now if `flush_s` has passed since the last flush. Called on the request thread
-        after a response has been sent; never raises (a failed flush keeps its rows)."""
+    def flush_if_due(self) -> bool:
+        """Flush now if `flush_s` has passed since the last flush; True if it tried. Called on the
+        request thread after a response has been sent; never raises (a failed flush keeps its
+        rows)."""
         if self._pid == os.getpid() and time.monotonic() - self._last_flush >= self.flush_s > 0:
-            self._flush_logged()
+            return self._flush_logged()
+        return False
 
-    def _flush_logged(self) -> None:
+    def _flush_logged(self) -> bool:
         if not self._flushing.acquire(blocking=False):
-            return  # the other thread is at it
+            return False  # the other thread is at it
         try:
             self._last_flush = time.monotonic()
             self.flush()
@@ -72,6 +74,7 @@ class WriteBehind:
             log.warning("%s: not written this time; kept for the next flush", type(self).__name__, exc_info=True)
         finally:
             self._flushing.release()
+        return True
 
     def close(self) -> None:
         """Stop the thread (what it has not written is dropped)."""
