@@ -8,8 +8,15 @@ from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs
 
+import phonenumbers
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from phonenumbers import PhoneNumberType
 from sqlalchemy import select
+
+from helpers import phone
+from helpers.phone import normalise
 
 from helpers.sms import MAX_ATTEMPTS, AfricasTalkingSender, LogSender, SmsDispatcher, SmsError
 from lightning import (
@@ -289,3 +296,66 @@ def test_the_request_connection_is_kept_between_requests_with_no_transaction_ope
     db._local.idle_since -= 3600  # as if it had not been used for an hour
     Dialer(client, DEMO[2]).start()
     assert db._local.conn is not kept and kept.closed
+
+
+# ------------------------------------------------------------------ phone numbers
+def _parsed(raw: str, region: str) -> str | None:
+    """What phonenumbers.parse makes of `raw`, with the checks normalise() applies."""
+    try:
+        number = phonenumbers.parse(raw, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(number) or phonenumbers.region_code_for_number(number) != region:
+        return None
+    if phonenumbers.number_type(number) not in (PhoneNumberType.MOBILE, PhoneNumberType.FIXED_LINE_OR_MOBILE):
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def _example(region: str) -> str:
+    """The region's example mobile number, E.164."""
+    return phonenumbers.format_number(phonenumbers.example_number_for_type(region, PhoneNumberType.MOBILE),
+                                      phonenumbers.PhoneNumberFormat.E164)
+
+
+def _near_a_mobile(region: str) -> st.SearchStrategy[str]:
+    """The national digits of the region's example mobile number, the last ones changed: mostly valid."""
+    example = _example(region)[1 + len(str(phonenumbers.country_code_for_region(region))):]
+    return st.text(alphabet="0123456789", max_size=5).map(lambda tail: example[:len(example) - len(tail)] + tail)
+
+
+REGIONS = ["KE", "UG", "TZ", "NG", "US", "MX", "AR", "GB", "IT"]
+
+
+@settings(max_examples=600, deadline=None)
+@given(data=st.data(), region=st.sampled_from(REGIONS), prefixed=st.booleans())
+def test_an_international_number_built_directly_is_what_parsing_makes_of_it(data, region, prefixed):
+    """normalise() builds "+<code><digits>" numbers without phonenumbers.parse: same answers,
+    including for regions whose national prefix parsing could strip (those always parse)."""
+    digits = data.draw(st.one_of(st.text(alphabet="0123456789", min_size=1, max_size=16), _near_a_mobile(region)))
+    code = str(phonenumbers.country_code_for_region(region))
+    raw = "+" + (code if prefixed else "") + digits
+    if len(raw) > 20:
+        raw = raw[:20]
+    assert phone._normalise(raw, region) == _parsed(raw, region)
+
+
+def test_phone_numbers_as_callers_and_keypads_give_them():
+    kenyan = "+254711000001"
+    assert [normalise(raw) for raw in (kenyan, "0711000001", "254711000001", " +254711000001 ", "0711 000 001")] \
+        == [kenyan] * 5
+    rejected = ["+254011000001", "+25471100000", "+2547110000011", "+254900000001", "+1 202 555 0143", "garbage", "",
+                "+254" + "7" * 30]
+    assert [normalise(raw) for raw in rejected] == [None] * len(rejected)
+    assert phone._international_digits(kenyan, "KE") == "711000001"  # the direct way was taken
+    assert phone._international_digits("+541112345678", "AR") is None  # a region whose prefix is a pattern
+
+
+@pytest.mark.parametrize("raw,region", [
+    ("+1" + "1" + _example("US")[2:], "US"),  # parsing strips the national prefix "1": a valid US number
+    (_example("CA"), "US"),  # +1 is shared: a Canadian mobile is not a US one
+    (_example("CA"), "CA"),
+    ("+254" + "0" + _example("KE")[4:], "KE"),
+])
+def test_numbers_where_parsing_is_subtle_get_the_same_answer_built_directly(raw, region):
+    assert phone._normalise(raw, region) == _parsed(raw, region)

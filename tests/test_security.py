@@ -3,11 +3,17 @@ across workers, PINs in logs, and a fuzz of /ussd."""
 
 from __future__ import annotations
 
+import datetime as dt
+import importlib.util
 import string
 import threading
 import time
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import requests
+from gunicorn import glogging as gunicorn_logger
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
@@ -18,9 +24,10 @@ from helpers.i18n import t
 from helpers.rules import policy
 from models import RateCounter, Transaction, User, UssdSession
 from tests.conftest import DEMO, PIN, TEST_PEPPER, Dialer, check_reply, outbox, snapshot
-from tests.servers import Caller
+from tests.servers import Caller, Gunicorn
 
 P = policy()
+ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "cb-secret-0123456789abcdef"
 FORM = {"sessionId": "sec-1", "phoneNumber": DEMO[0], "serviceCode": "*384*123#", "text": ""}
 
@@ -156,6 +163,62 @@ def test_pin_guessing_across_sessions_and_worker_processes_locks_once(wallet, se
     for n in range(len(servers)):  # and nothing the callers typed as a PIN was logged
         log = (tmp_path / f"gunicorn{n}.log").read_text()
         assert PIN not in log and not any(f"{1000 + g}" in log for g in range(guesses))
+
+
+def _gunicorn_conf(monkeypatch, tmp_path):
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))  # the config file would make one
+    spec = importlib.util.spec_from_file_location("gunicorn_conf", ROOT / "gunicorn.conf.py")
+    conf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(conf)
+    return conf
+
+
+@pytest.mark.parametrize("uri,agent", [
+    (f"/ussd/{TOKEN}", "python-requests/2.32"),
+    (f"/mpesa/{TOKEN}/stk/WD-1?x=1", 'curl "quoted"'),
+    (f"/lightning/webhook/{TOKEN}", None),
+    ("/status", "AfricasTalking"),
+    ("/status?q=%41%s%(h)s", "agent 100%"),
+])
+def test_the_access_line_is_gunicorns_own_format_with_the_secret_taken_out(monkeypatch, tmp_path, uri, agent):
+    """The access line is written directly for the production format: it must read exactly as
+    gunicorn's own formatting of that format (through the redacting atoms) would write it."""
+    from gunicorn.config import Config
+
+    conf = _gunicorn_conf(monkeypatch, tmp_path)
+    config = Config()
+    config.set("accesslog", str(tmp_path / "access.log"))
+    config.set("access_log_format", conf.access_log_format)
+    logger = conf.RedactingLogger(config)
+    environ = {"REQUEST_METHOD": "POST", "RAW_URI": uri, "PATH_INFO": uri.split("?")[0], "SERVER_PROTOCOL": "HTTP/1.1",
+               "QUERY_STRING": "", "REMOTE_ADDR": "10.1.2.3", **({"HTTP_USER_AGENT": agent} if agent else {})}
+    response = SimpleNamespace(status="200 OK", sent=27, headers=[("Content-Type", "text/plain")])
+    request = SimpleNamespace(headers=[("HOST", "wallet.example")])
+    took = dt.timedelta(seconds=1, microseconds=4_321)
+    try:
+        logger.access(response, request, environ, took)
+        gunicorn_logger.Logger.access(logger, response, request, environ, took)  # gunicorn's way
+    finally:
+        for handler in logger.access_log.handlers:
+            handler.close()
+    ours, theirs = (tmp_path / "access.log").read_text().splitlines()
+    assert ours == theirs
+    assert TOKEN not in ours and ours.startswith('10.1.2.3 "POST ') and ' 200 27 1004ms "' in ours
+
+
+def test_the_access_log_of_a_running_server_names_no_callback_secret(wallet, tmp_path):
+    server = Gunicorn(wallet.db.url, TEST_PEPPER, workers=1, log_path=tmp_path / "gunicorn.log",
+                      extra_env=lambda url: {"USSD_CALLBACK_TOKEN": TOKEN})
+    try:
+        served = requests.post(f"{server.url}/ussd/{TOKEN}", data=FORM, timeout=10)
+        refused = requests.post(f"{server.url}/ussd/not-the-secret", data=FORM, timeout=10)
+    finally:
+        server.stop()
+    assert served.status_code == 200 and refused.status_code == 403
+    log = (tmp_path / "gunicorn.log").read_text()
+    lines = [line for line in log.splitlines() if '"POST /ussd/<token> HTTP/1.1"' in line]
+    assert [line.split('"')[2].split()[0] for line in lines] == ["200", "403"]
+    assert TOKEN not in log and "not-the-secret" not in log
 
 
 # ------------------------------------------------------------------ fuzz
