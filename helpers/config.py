@@ -28,6 +28,9 @@ def _flag(value: str | None, default: bool) -> bool:
     return value.strip().lower() in _TRUE
 
 
+MAX_BODY_BYTES = 64 * 1024
+
+
 def load_config(instance_path: str, env: dict[str, str] | None = None) -> dict[str, Any]:
     """Build the Flask config mapping from `env` (default: os.environ)."""
     env = dict(os.environ if env is None else env)
@@ -38,6 +41,9 @@ def load_config(instance_path: str, env: dict[str, str] | None = None) -> dict[s
     return {
         "APP_ENV": env.get("APP_ENV", "development"),
         "DATABASE_URL": database_url,
+        # Every body we take is small (a USSD step, a node's or Daraja's callback: a few KB); a
+        # bigger one is refused with 413 before it is read.
+        "MAX_CONTENT_LENGTH": MAX_BODY_BYTES,
         "DB_POOL_SIZE": int(env.get("DB_POOL_SIZE", "5")),
         "DB_POOL_RECYCLE_S": int(env.get("DB_POOL_RECYCLE_S", "280")),
         "DB_TIMEOUT_S": int(env.get("DB_TIMEOUT_S", "10")),
@@ -109,9 +115,9 @@ def load_config(instance_path: str, env: dict[str, str] | None = None) -> dict[s
         # Abuse limits (atoms.metta). On by default, except on the embedded demo default, where
         # test_ussd.py and curl type far faster than a person; production refuses to run without.
         "RATE_LIMITS": _flag(env.get("RATE_LIMITS"), not embedded),
-        # Written behind, every WRITE_BEHIND_S seconds by a thread in each worker, not on the request
-        # path: the per-request limits' counts (a limit may be passed by what other workers
-        # accepted meanwhile) and the rows of sessions that only opened (helpers/sessions.py).
+        # Written behind, at most every WRITE_BEHIND_S seconds, after a reply has gone out (or by the
+        # worker's thread when it is idle): the per-request limits' counts (a limit may be passed
+        # by what other workers accepted meanwhile) and the rows of sessions that only opened.
         # 0: all written at once (exact, slower). RATE_LIMIT_FLUSH_S is its former name.
         "WRITE_BEHIND_S": float(env.get("WRITE_BEHIND_S", env.get("RATE_LIMIT_FLUSH_S", "1"))),
         # The browser phone at /simulator: on unless APP_ENV=production (then only if set to 1).

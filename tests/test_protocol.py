@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 from contextlib import contextmanager
+from urllib.parse import quote, urlencode
 
 import pytest
 from sqlalchemy import select
@@ -86,6 +88,34 @@ def test_odd_requests_get_an_end_and_change_nothing(client, wallet, fields):
 
 def test_get_on_ussd_is_not_a_500(client):
     assert client.get("/ussd").status_code == 405
+
+
+def test_the_form_reads_the_same_urlencoded_or_multipart_and_a_repeated_field_keeps_its_first_value(
+        client, alice, bob):
+    fields = {"sessionId": "enc-1", "phoneNumber": DEMO[0], "serviceCode": "*384*123#", "text": ""}
+    encoded = post(client, **fields)
+    assert encoded.startswith("CON ")
+    multipart = client.post("/ussd", data={**fields, "sessionId": "enc-2", "file": (io.BytesIO(b"x"), "x.txt")},
+                            content_type="multipart/form-data")
+    assert multipart.get_data(as_text=True) == encoded
+    body = urlencode([("sessionId", "enc-3"), ("phoneNumber", DEMO[0]), ("phoneNumber", DEMO[1]), ("text", "")])
+    twice = client.post("/ussd", data=body, content_type="application/x-www-form-urlencoded; charset=utf-8")
+    assert twice.get_data(as_text=True) == encoded  # the first number's menu (balance) ...
+    assert post(client, **{**fields, "sessionId": "enc-4", "phoneNumber": DEMO[1]}) != encoded  # ... not the second's
+
+
+def test_a_body_in_bad_utf8_gets_a_screen_and_one_too_big_is_refused_unread(client, wallet):
+    before = snapshot(wallet)
+    garbled = client.post("/ussd", data=f"sessionId=utf-1&phoneNumber={quote(DEMO[0])}&text=1%FF%FE",
+                          content_type="application/x-www-form-urlencoded")
+    assert garbled.status_code == 200 and garbled.get_data(as_text=True).startswith(("CON ", "END "))
+    check_reply(garbled.get_data(as_text=True))
+    limit = client.application.config["MAX_CONTENT_LENGTH"]
+    padding = "x" * limit
+    huge = client.post("/ussd", data=f"sessionId=big-1&phoneNumber={quote(DEMO[0])}&text=&pad={padding}",
+                       content_type="application/x-www-form-urlencoded")
+    assert huge.status_code == 413
+    assert snapshot(wallet) == before
 
 
 def test_database_failure_gives_a_clear_end_in_both_languages(client, wallet, monkeypatch):
