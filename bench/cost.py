@@ -101,7 +101,11 @@ def call(app, environ: dict) -> str:
     def start_response(code, headers, exc_info=None):
         status.append(code)
 
-    body = b"".join(app(environ, start_response)).decode()
+    answer = app(environ, start_response)
+    try:
+        body = b"".join(answer).decode()
+    finally:
+        answer.close()  # as a WSGI server does: the written-behind rows are flushed here when due
     if not status or not status[0].startswith("200") or body[:4] not in ("CON ", "END ") or "unavailable" in body:
         raise SystemExit(f"bad reply {status} {body!r}")
     return body
