@@ -194,11 +194,13 @@ def _form_fields() -> Mapping[str, str]:
 
 
 def _flush_written_behind(counter: limits.RequestCounter, svc: Services) -> None:
-    """Write this worker's kept counts and session openings if their interval has passed: here,
-    between requests, rather than from a second thread that would hold the database's write
-    lock while it waits for the GIL (helpers/writebehind.py)."""
+    """Write this worker's kept counts and session openings if their interval has passed, and
+    checkpoint SQLite's log when due: here, between requests, outside the reply's time, rather
+    than from a second thread that would hold the database's write lock while it waits for the
+    GIL (helpers/writebehind.py)."""
     flushed = counter.flush_if_due()
     flushed = svc.openings.flush_if_due() or flushed
+    flushed = svc.db.checkpoint_if_due() or flushed
     if flushed:
         svc.db.remove_session()  # the connection rests again, as at the end of a request
 

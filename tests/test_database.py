@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 
+import database
 from database import Prepared
 from helpers import sessions
 from models import User, UssdSession, utcnow
@@ -180,6 +181,41 @@ def test_sqlite_writers_wait_for_their_turn_and_go_when_it_is_released(wallet):
     thread.join()
     with db.read() as s:
         assert s.scalar(select(UssdSession.phone).where(UssdSession.session_id == "turns-1")) == DEMO[0]
+
+
+def test_the_write_ahead_log_is_checkpointed_after_a_reply_without_taking_the_writer_turn(wallet, client):
+    """After CHECKPOINT_EVERY_WRITES write blocks, the next reply's close copies SQLite's log into
+    the database file, while another writer holds the turn (it does not wait for it); the log then
+    restarts from its beginning instead of growing."""
+    db = wallet.db
+    if not db.is_sqlite:
+        pytest.skip("MySQL has no write-ahead log of ours to checkpoint")
+    wal = Path(db.engine.url.database + "-wal")
+
+    def writes(count: int, tag: str) -> None:
+        for n in range(count):
+            _save(db, f"ckpt-{tag}-{n}", DEMO[0])
+        db.remove_session()
+
+    writes(database.CHECKPOINT_EVERY_WRITES, "a")
+    response = client.post("/ussd", data={"sessionId": "ckpt-reply", "phoneNumber": DEMO[0], "text": ""})
+    grown = wal.stat().st_size
+    done = threading.Event()
+
+    def reply_sent() -> None:
+        response.close()  # as gunicorn does once the reply has gone out
+        done.set()
+
+    with open(db.engine.url.database + ".write-lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # another writer has the turn all along
+        thread = threading.Thread(target=reply_sent)
+        thread.start()
+        finished = done.wait(5)
+        fcntl.flock(held, fcntl.LOCK_UN)
+    thread.join()
+    assert finished, "the checkpoint waited for the writer turn"
+    writes(database.CHECKPOINT_EVERY_WRITES // 2, "b")
+    assert wal.stat().st_size == grown  # written over from the start: the log restarted
 
 
 def test_a_gunicorn_worker_moves_its_startup_objects_out_of_the_collectors_reach(monkeypatch, tmp_path):
