@@ -21,9 +21,8 @@ def normalise(raw: str, region: str = "KE") -> str | None:
 
 @lru_cache(maxsize=4096)  # every request parses its caller's number; a pure function of short input
 def _normalise(raw: str, region: str) -> str | None:
-    national = _international_digits(raw, region)
-    if national is not None:  # "+2547...": the form Africa's Talking gives every caller
-        number = PhoneNumber(country_code=_calling_code(region)[0], national_number=int(national))
+    number = _international(raw, region)
+    if number is not None:  # "+2547...": the form Africa's Talking gives every caller
         return raw if _mobile_of(number, region) else None
     if raw[0].isdigit() and raw.startswith("254") and len(raw) == 12:
         raw = "+" + raw  # typed without the plus, as keypads make easy
@@ -41,29 +40,32 @@ def _mobile_of(number: PhoneNumber, region: str) -> bool:
             and phonenumbers.region_code_for_number(number) == region)  # we serve, and SMS, one country
 
 
-def _international_digits(raw: str, region: str) -> str | None:
-    """The national number of `raw` when it is already "+<the region's code><digits>" and parsing
-    could not change those digits (no leading zero, nothing the region strips as a national
-    prefix): then the PhoneNumber is built directly, which costs a tenth of phonenumbers.parse
-    (a cache miss is the first step of every session of a caller not seen for a while)."""
-    code, prefix = _calling_code(region)
-    national = raw[len(code):]
-    if prefix is None or not raw.startswith(code) or not 2 <= len(national) <= 17:
+def _international(raw: str, region: str) -> PhoneNumber | None:
+    """`raw` as a PhoneNumber, built directly, when it is already "+<the region's code><digits>"
+    and parsing could not change those digits (no leading zero, nothing the region strips as a
+    national prefix); else None. A quarter of the cost of phonenumbers.parse, and a cache miss
+    is the first step of every session of a caller not seen for a while."""
+    code, plus, prefix = _calling_code(region)
+    national = raw[len(plus):]
+    if prefix is None or not raw.startswith(plus) or not 2 <= len(national) <= 17:
         return None
     if not national.isascii() or not national.isdigit() or national[0] == "0":
         return None
-    return None if prefix and national.startswith(prefix) else national
+    if prefix and national.startswith(prefix):
+        return None
+    return PhoneNumber(country_code=code, national_number=int(national))
 
 
 @lru_cache(maxsize=8)
-def _calling_code(region: str) -> tuple[str, str | None]:
-    """("+254", "0") for KE: the region's "+code" and what parsing strips as its national prefix
-    ("" when nothing, None when that is a pattern: such regions always take phonenumbers.parse)."""
+def _calling_code(region: str) -> tuple[int, str, str | None]:
+    """(254, "+254", "0") for KE: the region's calling code, as typed, and what parsing strips as
+    its national prefix ("" when nothing, None when that is a pattern: such regions always take
+    phonenumbers.parse)."""
     metadata = PhoneMetadata.metadata_for_region(region)
     if metadata is None:
-        return "+", None
+        return 0, "+", None
     prefix = metadata.national_prefix_for_parsing or ""
-    return f"+{metadata.country_code}", prefix if prefix.isdigit() or not prefix else None
+    return metadata.country_code, f"+{metadata.country_code}", prefix if prefix.isdigit() or not prefix else None
 
 
 def mask(e164: str) -> str:

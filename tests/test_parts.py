@@ -347,8 +347,8 @@ def test_phone_numbers_as_callers_and_keypads_give_them():
     rejected = ["+254011000001", "+25471100000", "+2547110000011", "+254900000001", "+1 202 555 0143", "garbage", "",
                 "+254" + "7" * 30]
     assert [normalise(raw) for raw in rejected] == [None] * len(rejected)
-    assert phone._international_digits(kenyan, "KE") == "711000001"  # the direct way was taken
-    assert phone._international_digits("+541112345678", "AR") is None  # a region whose prefix is a pattern
+    assert phone._international(kenyan, "KE").national_number == 711000001  # the direct way was taken
+    assert phone._international("+541112345678", "AR") is None  # a region whose prefix is a pattern
 
 
 @pytest.mark.parametrize("raw,region", [
