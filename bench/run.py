@@ -169,7 +169,7 @@ def measured(server: Server, scenario: str, seconds: int, database: bool = False
 
 def wrk(url: str, scenario: str, seconds: int) -> dict:
     env = dict(os.environ, SCENARIO=scenario, PHONES=str(PHONES), PHONE_FIRST=str(PHONE_FIRST), PIN=PIN,
-               SLOTS=str(CONNECTIONS // THREADS))
+               SLOTS=str(CONNECTIONS // THREADS), RUN=str(time.monotonic_ns()))  # the soak repeats "send"
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(  # noqa: S603 - our own arguments
         [shutil.which("wrk") or "wrk", "-t", str(THREADS), "-c", str(CONNECTIONS), "-d", f"{seconds}s",

@@ -1,13 +1,15 @@
 -- wrk script: Africa's Talking-style USSD sessions. Each thread keeps SLOTS logical sessions and
 -- sends their steps round robin; every request carries the whole `text` path, as AT does.
 -- Environment: SCENARIO (menu | send | receive), PHONES, PHONE_FIRST (national digits, e.g.
--- 711000000), PIN, AMOUNT, SLOTS.
+-- 711000000), PIN, AMOUNT, SLOTS, RUN (in every sessionId: a later run against the same server
+-- must not repeat an earlier run's sessions, whose steps would be answered as replays).
 local scenario = os.getenv("SCENARIO") or "menu"
 local phones = tonumber(os.getenv("PHONES") or "1000")
 local first = tonumber(os.getenv("PHONE_FIRST") or "711000000")
 local pin = os.getenv("PIN") or "4821"
 local amount = os.getenv("AMOUNT") or "1000"
 local slots = tonumber(os.getenv("SLOTS") or "16")
+local run = os.getenv("RUN") or "0"
 
 local threads = {}
 local next_id = 0
@@ -39,7 +41,7 @@ local function new_session()
   counter = counter + 1
   local phone_index = (tid * 7919 + counter * 31) % phones
   return {
-    id = "bench-" .. scenario .. "-" .. tid .. "-" .. counter,
+    id = "bench-" .. scenario .. "-" .. run .. "-" .. tid .. "-" .. counter,
     phone = "%2B254" .. tostring(first + phone_index),
     steps = steps_for(phone_index),
     step = 1,
