@@ -380,7 +380,8 @@ class Database:
         """SQLite: copy the write-ahead log into the database file once this process has ended
         CHECKPOINT_EVERY_WRITES write blocks since the last time. PASSIVE and outside the writer
         turn: other writers go on meanwhile (what they add is left for the next one). For the
-        moment after a reply (app.py); True when it ran on this thread's connection."""
+        moment after a reply (app.py); True when it used this thread's connection (even if
+        the checkpoint failed)."""
         turns = self._writer_turn
         if turns.writes < CHECKPOINT_EVERY_WRITES or turns.path is None:
             return False

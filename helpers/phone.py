@@ -30,7 +30,7 @@ def _normalise(raw: str, region: str) -> str | None:
         number = phonenumbers.parse(raw, region)
     except NumberParseException:
         return None
-    if not phonenumbers.is_valid_number(number) or not _mobile_of(number, region):
+    if not _mobile_of(number, region):  # a mobile type is also a valid number of its region
         return None
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 

@@ -4,8 +4,10 @@ accumulated `text` and checks every reply against the USSD rules."""
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import os
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -90,6 +92,15 @@ def runner(app):
 @pytest.fixture
 def wallet(app):
     return app.extensions["wallet"]
+
+
+def load_gunicorn_conf(monkeypatch, tmp_path):
+    """gunicorn.conf.py as a module, as gunicorn reads it (it makes a metrics folder: a temporary one)."""
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    spec = importlib.util.spec_from_file_location("gunicorn_conf", Path(__file__).parent.parent / "gunicorn.conf.py")
+    conf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(conf)
+    return conf
 
 
 def check_reply(body: str) -> None:

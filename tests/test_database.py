@@ -7,7 +7,6 @@ from __future__ import annotations
 import datetime as dt
 import fcntl
 import gc
-import importlib.util
 import threading
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import database
 from database import Prepared
 from helpers import sessions
 from models import User, UssdSession, utcnow
-from tests.conftest import DEMO, balance
+from tests.conftest import DEMO, balance, load_gunicorn_conf
 
 _SESSIONS = UssdSession.__table__
 
@@ -219,10 +218,7 @@ def test_the_write_ahead_log_is_checkpointed_after_a_reply_without_taking_the_wr
 
 
 def test_a_gunicorn_worker_moves_its_startup_objects_out_of_the_collectors_reach(monkeypatch, tmp_path):
-    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))  # the config file would set one
-    spec = importlib.util.spec_from_file_location("gunicorn_conf", Path(__file__).parent.parent / "gunicorn.conf.py")
-    conf = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(conf)
+    conf = load_gunicorn_conf(monkeypatch, tmp_path)
     try:
         conf.post_worker_init(worker=None)
         assert gc.get_freeze_count() > 0

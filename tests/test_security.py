@@ -4,11 +4,9 @@ across workers, PINs in logs, and a fuzz of /ussd."""
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
 import string
 import threading
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -23,11 +21,10 @@ from app import create_app
 from helpers.i18n import t
 from helpers.rules import policy
 from models import RateCounter, Transaction, User, UssdSession
-from tests.conftest import DEMO, PIN, TEST_PEPPER, Dialer, check_reply, outbox, snapshot
+from tests.conftest import DEMO, PIN, TEST_PEPPER, Dialer, check_reply, load_gunicorn_conf, outbox, snapshot
 from tests.servers import Caller, Gunicorn
 
 P = policy()
-ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "cb-secret-0123456789abcdef"
 FORM = {"sessionId": "sec-1", "phoneNumber": DEMO[0], "serviceCode": "*384*123#", "text": ""}
 
@@ -165,14 +162,6 @@ def test_pin_guessing_across_sessions_and_worker_processes_locks_once(wallet, se
         assert PIN not in log and not any(f"{1000 + g}" in log for g in range(guesses))
 
 
-def _gunicorn_conf(monkeypatch, tmp_path):
-    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))  # the config file would make one
-    spec = importlib.util.spec_from_file_location("gunicorn_conf", ROOT / "gunicorn.conf.py")
-    conf = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(conf)
-    return conf
-
-
 @pytest.mark.parametrize("uri,agent", [
     (f"/ussd/{TOKEN}", "python-requests/2.32"),
     (f"/mpesa/{TOKEN}/stk/WD-1?x=1", 'curl "quoted"'),
@@ -185,7 +174,7 @@ def test_the_access_line_is_gunicorns_own_format_with_the_secret_taken_out(monke
     gunicorn's own formatting of that format (through the redacting atoms) would write it."""
     from gunicorn.config import Config
 
-    conf = _gunicorn_conf(monkeypatch, tmp_path)
+    conf = load_gunicorn_conf(monkeypatch, tmp_path)
     config = Config()
     config.set("accesslog", str(tmp_path / "access.log"))
     config.set("access_log_format", conf.access_log_format)
