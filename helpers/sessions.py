@@ -6,10 +6,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
 from sqlalchemy import String, bindparam, delete, func, insert, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -117,22 +119,25 @@ def save(
         db.execute(_UPDATE, dict(values, sid=session_id))
 
 
-# The row of a session that only opened: written later, and not at all if the session wrote its
-# own row first (a later step with something to remember).
-_OPEN = Prepared(insert(_SESSIONS).values(_NEW_ROW)
-    .prefix_with("OR IGNORE", dialect="sqlite")
-    .prefix_with("IGNORE", dialect="mysql").prefix_with("IGNORE", dialect="mariadb"))
+# The rows of sessions that only opened: written later, and not at all if the session wrote its
+# own row first (a later step with something to remember). At most _OPEN_ROWS rows per INSERT (a
+# power of two: writebehind.chunks).
 _MAX_KEPT_OPENINGS = 20_000
-# SQLite: the most rows per INSERT when flushing openings (a power of two: writebehind.chunks).
 _OPEN_ROWS = 64
 
 
 @lru_cache(maxsize=16)  # powers of two up to _OPEN_ROWS (writebehind.chunks)
 def _open_many(rows: int) -> Prepared:
-    """INSERT OR IGNORE of `rows` opening rows in one statement; row n's values are named
+    """INSERT (OR) IGNORE of `rows` opening rows in one statement; row n's values are named
     `<column>_<n>` (the column's own type converts each)."""
-    return Prepared(insert(_SESSIONS).prefix_with("OR IGNORE").values(
-        [{name: bindparam(f"{name}_{n}") for name in _NEW_ROW} for n in range(rows)]))
+    return Prepared(insert(_SESSIONS).values(
+        [{name: bindparam(f"{name}_{n}") for name in _NEW_ROW} for n in range(rows)])
+        .prefix_with("OR IGNORE", dialect="sqlite")
+        .prefix_with("IGNORE", dialect="mysql").prefix_with("IGNORE", dialect="mariadb"))
+
+
+def _insert_openings(conn: Connection, rows: Sequence[dict]) -> None:
+    _open_many(len(rows)).run(conn, {f"{name}_{n}": value for n, row in enumerate(rows) for name, value in row.items()})
 
 
 class Openings(WriteBehind):
@@ -159,6 +164,13 @@ class Openings(WriteBehind):
                 self._dropped += 1  # the database has been away a while: audit rows only
 
     def flush(self) -> None:
+        """SQLite (one writer at a time): every chunk in one transaction, so one writer turn and one
+        commit per flush, and the pages they touch go to the write-ahead log once. MySQL: each
+        chunk is a transaction of its own, its rows locked only while its one statement runs.
+        Rows go in sessionId order, so two workers' flushes lock keys in the same order and
+        cannot deadlock each other; a request's own session row is a one-statement transaction
+        holding nothing else (sessions.save), so a flush waiting for it (or it for a flush)
+        cannot close a cycle either."""
         with self._lock:
             rows, self._kept = self._kept, []
             dropped, self._dropped = self._dropped, 0
@@ -166,31 +178,22 @@ class Openings(WriteBehind):
             log.warning("%d opened sessions not recorded: the database was unavailable", dropped)
         if not rows:
             return
+        rows.sort(key=lambda row: row["session_id"])
         written = 0
         try:
             if self.db.is_sqlite:
-                self._write_together(rows)
-                return
-            for row in rows:
-                # MySQL: one row per statement and transaction, so the flush never holds one
-                # session's row while it waits for another's (a request's own INSERT of its
-                # session row may be waiting for it).
-                with self.db.begin(single_statement=True) as conn:
-                    _OPEN.run(conn, row)
-                written += 1
+                with self.db.begin() as conn:
+                    for chunk in chunks(rows, _OPEN_ROWS):
+                        _insert_openings(conn, chunk)
+            else:
+                for chunk in chunks(rows, _OPEN_ROWS):
+                    with self.db.begin(single_statement=True) as conn:
+                        _insert_openings(conn, chunk)
+                    written += len(chunk)
         except Exception:
             with self._lock:  # keep what was not written for the next flush
                 self._kept[:0] = rows[written:][:max(0, _MAX_KEPT_OPENINGS - len(self._kept))]
             raise
-
-    def _write_together(self, rows: list[dict]) -> None:
-        """SQLite (one writer at a time, no row locks to wait for): all of them in one transaction,
-        up to _OPEN_ROWS per statement. One writer turn and one commit per flush instead of one
-        per row: the pages they touch go to the write-ahead log once, not once per row."""
-        with self.db.begin() as conn:
-            for chunk in chunks(rows, _OPEN_ROWS):
-                _open_many(len(chunk)).run(conn, {f"{name}_{n}": value for n, row in enumerate(chunk)
-                                                  for name, value in row.items()})
 
     def _forget(self) -> None:
         self._kept, self._dropped = [], 0

@@ -313,8 +313,8 @@ def test_an_idle_worker_still_writes_what_was_kept(wallet):
 
 
 def test_many_openings_are_written_in_one_flush_and_never_over_a_row_already_there(alice, wallet, written_behind):
-    """More openings than one statement takes (SQLite writes them in chunks of _OPEN_ROWS rows in
-    one transaction; MySQL one by one): every one is recorded once, and a session that wrote
+    """More openings than one statement takes (chunks of _OPEN_ROWS rows: in one transaction on
+    SQLite, a transaction each on MySQL): every one is recorded once, and a session that wrote
     its own row meanwhile keeps it."""
     from helpers import sessions
 
@@ -334,6 +334,42 @@ def test_many_openings_are_written_in_one_flush_and_never_over_a_row_already_the
                         .where(UssdSession.session_id == alice.session_id)).all()
     assert rows == {f"open-{n}": f"+2547119{n:05d}" for n in range(count)}
     assert own == [(DEMO[0], reply)]
+
+
+def test_a_flush_that_fails_part_way_keeps_exactly_what_it_did_not_write(wallet, written_behind, monkeypatch):
+    """The second chunk fails. SQLite rolls the whole flush back and keeps every row; on MySQL the
+    first chunk is committed and only the rest is kept. Either way the next flush records each
+    opening exactly once."""
+    from helpers import sessions
+
+    count = sessions._OPEN_ROWS + 5
+    for n in range(count):
+        sessions.save(wallet.db, f"part-{n:03d}", f"+2547118{n:05d}", "*384*123#", exists=False, state="main",
+                      trail="", text_hash="h" * 64, reply="CON menu", onboarding_tokens=0, choices={},
+                      openings=written_behind)
+    real, calls = sessions._insert_openings, []
+
+    def second_fails(conn, rows):
+        calls.append(len(rows))
+        if len(calls) == 2:
+            raise OperationalError("INSERT", {}, Exception("database went away"))
+        real(conn, rows)
+
+    monkeypatch.setattr(sessions, "_insert_openings", second_fails)
+    with pytest.raises(OperationalError):
+        written_behind.flush()
+    monkeypatch.setattr(sessions, "_insert_openings", real)
+
+    def recorded() -> list[str]:
+        with wallet.db.read() as s:
+            return sorted(s.scalars(select(UssdSession.session_id).where(UssdSession.session_id.like("part-%"))))
+
+    expected = [f"part-{n:03d}" for n in range(count)]
+    assert recorded() == ([] if wallet.db.is_sqlite else expected[:sessions._OPEN_ROWS])
+    assert len(written_behind._kept) == count - len(recorded())
+    written_behind.flush()
+    assert recorded() == expected
+    assert written_behind._kept == []
 
 
 def test_a_money_step_whose_session_row_cannot_be_saved_still_says_what_happened(alice, wallet, monkeypatch):
