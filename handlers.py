@@ -15,6 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from helpers import invoices, lnurl, lnurl_pay, mpesa_flows, payments, sessions, transactions, users
 from helpers.errors import (
+    AccountLocked,
     CodeAlreadyUsed,
     InsufficientBalance,
     LightningUnavailable,
@@ -345,24 +346,42 @@ class PinStep:
             # refusals), and a right one ended the session. Anything else here is a path nobody
             # typed screen by screen: it is never checked, so it cannot be used to guess.
             return _expired(ctx)
-        refusal = verify_pin(ctx, token)
+        refusal, unordered = check_pin(ctx, token, debit_follows=data["action"] in DEBIT_FIRST)
         if refusal is not None:
             return refusal
-        return End(ACTIONS[data["action"]](ctx, data))
+        try:
+            reply = ACTIONS[data["action"]](ctx, data)
+        except AccountLocked as exc:  # a parallel wrong guess locked the account after our read
+            return End(ctx.t("pin.locked", minutes=exc.minutes))
+        if unordered and transactions.find_by_key(ctx.svc.db, ctx.key) is None:
+            # Refused before any debit: the reply would tell that this PIN was right, so first
+            # take the counted check, which answers "locked" if a parallel guess locked us.
+            refusal, _ = check_pin(ctx, token)
+            if refusal is not None:
+                return refusal
+        return End(reply)
 
 
 def verify_pin(ctx: Ctx, token: str) -> Result | None:
-    """Check the PIN typed as the last token: None when right, else the screen to show.
-    Every check counts towards the lock."""
+    """Check the PIN typed as the last token: None when right, else the screen to show. Every
+    check counts towards the lock."""
+    return check_pin(ctx, token)[0]
+
+
+def check_pin(ctx: Ctx, token: str, *, debit_follows: bool = False) -> tuple[Result | None, bool]:
+    """(None when the PIN is right, else the screen to show; whether a right PIN skipped the
+    counted check). Every wrong PIN counts towards the lock. `debit_follows`: the action after
+    it debits the caller before anything else, which a locked account refuses, so a right PIN
+    may skip the counted check (users.check_pin)."""
     digits = ctx.value("pin-length")
     if len(token) != digits or not token.isascii() or not token.isdigit():
-        return Retry(ctx.t("pin.format", digits=digits))
-    check = users.check_pin(ctx.svc.db, ctx.svc.policy, ctx.user.id, token, ctx.svc.pepper)
+        return Retry(ctx.t("pin.format", digits=digits)), False
+    check = users.check_pin(ctx.svc.db, ctx.svc.policy, ctx.user, token, ctx.svc.pepper, debit_follows=debit_follows)
     if check.ok:
-        return None
+        return None, check.unordered
     if check.locked_minutes:
-        return End(ctx.t("pin.locked", minutes=check.locked_minutes))
-    return Retry(ctx.t("pin.wrong", left=check.attempts_left))
+        return End(ctx.t("pin.locked", minutes=check.locked_minutes)), False
+    return Retry(ctx.t("pin.wrong", left=check.attempts_left)), False
 
 
 def _do_send(ctx: Ctx, data: dict) -> str:
@@ -444,6 +463,11 @@ def _do_pay_request(ctx: Ctx, data: dict) -> str:
 
 
 ACTIONS = {"send": _do_send, "lnsend": _do_lnsend, "withdraw": _do_withdraw, "payreq": _do_pay_request}
+# Actions whose first effect is their debit (before it they only read our own database), so a
+# right PIN may skip the counted check (users.check_pin). Not "lnsend": it asks the payee's
+# server for an invoice first, and a guesser who runs that server would learn from the request
+# that the PIN was right. Not "payreq": it asks the node about the invoice first (rare; no gain).
+DEBIT_FIRST = frozenset({"send", "withdraw"})
 
 
 # ------------------------------------------------------------------ receive and request

@@ -39,3 +39,12 @@ class LightningUnavailable(WalletError):
 
 class RateLimited(WalletError):
     """Too many of these in the policy's window; try later."""
+
+
+class AccountLocked(WalletError):
+    """The PIN lock was taken (by a wrong guess in a parallel session) after this request's PIN
+    was read as right; the debit refused the locked account."""
+
+    def __init__(self, minutes: int) -> None:
+        super().__init__(f"locked for {minutes} min")
+        self.minutes = minutes

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from sqlalchemy import String, bindparam, delete, func, insert, select, update
+from sqlalchemy import String, and_, bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -53,6 +53,7 @@ _KEYS = select(bindparam("phone", type_=String).label("phone"),
                bindparam("session_id", type_=String).label("session_id")).subquery("request_keys")
 _LOAD_STEP = Prepared(select(
     _USERS.c.id, _USERS.c.phone, _USERS.c.balance_sats, _USERS.c.language, _USERS.c.pin_hash,
+    and_(_USERS.c.pin_failures == 0, _USERS.c.pin_locks == 0),  # UserView.pin_clean
     _SESSIONS.c.id, _SESSIONS.c.phone, _SESSIONS.c.onboarding_tokens, _SESSIONS.c.last_text_hash,
     _SESSIONS.c.last_reply, _SESSIONS.c.choices, open_requests_count(),
 ).select_from(
@@ -66,11 +67,11 @@ def load_step(db: Database, session_id: str, phone: str) -> tuple[SessionView, U
     requests the main menu announces to the caller, read together."""
     row = db.execute(_LOAD_STEP, {"phone": phone, "session_id": session_id, "payer_phone": phone,
                                   "now": utcnow()}).first()
-    user = UserView(row[0], row[1], row[2], row[3], row[4]) if row[0] is not None else None
-    if row[5] is None:
-        return SessionView(False), user, row[11]
-    view = SessionView(True, row[6], row[7], row[8], row[9], json.loads(row[10]) if row[10] else {})
-    return view, user, row[11]
+    user = UserView(row[0], row[1], row[2], row[3], row[4], bool(row[5])) if row[0] is not None else None
+    if row[6] is None:
+        return SessionView(False), user, row[12]
+    view = SessionView(True, row[7], row[8], row[9], row[10], json.loads(row[11]) if row[11] else {})
+    return view, user, row[12]
 
 
 _COLUMNS = ("state", "input_buffer", "last_text_hash", "last_reply", "active", "last_activity", "onboarding_tokens",

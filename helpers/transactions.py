@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from database import Database, Prepared
 from helpers import sms, users
-from helpers.errors import CodeAlreadyUsed, InsufficientBalance, PolicyDenied, RequestClosed, WalletError
+from helpers.errors import AccountLocked, CodeAlreadyUsed, InsufficientBalance, PolicyDenied, RequestClosed, WalletError
 from helpers.i18n import t
 from helpers.refs import new_reference
 from helpers.rules import Policy
@@ -82,11 +82,13 @@ _SENT_SINCE = select(func.coalesce(func.sum(_LEDGER.c.amount_sats), 0)).where(
 _SPEND_FACTS = Prepared(select(_USERS.c.balance_sats, _SENT_SINCE.scalar_subquery())
                         .where(_USERS.c.id == bindparam("uid")))
 _SENT_SINCE = Prepared(_SENT_SINCE)
-_DEBIT = (
+_DEBIT = (  # a PIN-locked account is never debited (users.check_pin counts on this)
     update(_USERS)
-    .where(_USERS.c.id == bindparam("uid"), _USERS.c.balance_sats >= bindparam("total"))
+    .where(_USERS.c.id == bindparam("uid"), _USERS.c.balance_sats >= bindparam("total"),
+           or_(_USERS.c.pin_locked_until.is_(None), _USERS.c.pin_locked_until <= bindparam("now")))
     .values(balance_sats=_USERS.c.balance_sats - bindparam("total"))
 )
+_NOT_DEBITED = Prepared(select(_USERS.c.balance_sats, _USERS.c.pin_locked_until).where(_USERS.c.id == bindparam("uid")))
 _CREDIT = update(_USERS).where(_USERS.c.id == bindparam("uid")).values(
     balance_sats=_USERS.c.balance_sats + bindparam("amount"))
 # Where UPDATE .. RETURNING exists (SQLite, not MySQL/MariaDB) the new balance comes back with it.
@@ -127,15 +129,22 @@ def spend_facts(db: Database, user_id: int) -> tuple[int, int]:
 
 
 def _debit(session: Executor, user_id: int, total: int) -> int:
-    """Take `total` sats if the balance covers them; return the new balance."""
+    """Take `total` sats if the balance covers them and the account is not PIN-locked; return
+    the new balance. Raises InsufficientBalance or AccountLocked."""
+    now = utcnow()
+    params = {"uid": user_id, "total": total, "now": now}
     if _dialect(session).update_returning:  # SQLite: the new balance comes back with the UPDATE
-        after = _DEBIT_RETURNING.run(session, {"uid": user_id, "total": total}).scalar()
-        if after is None:
-            raise InsufficientBalance(balance(session, user_id))
+        after = _DEBIT_RETURNING.run(session, params).scalar()
+    elif _DEBIT.run(session, params).rowcount == 1:
+        after = balance(session, user_id)
+    else:
+        after = None
+    if after is not None:
         return after
-    if _DEBIT.run(session, {"uid": user_id, "total": total}).rowcount != 1:
-        raise InsufficientBalance(balance(session, user_id))
-    return balance(session, user_id)
+    have, locked_until = _NOT_DEBITED.run(session, {"uid": user_id}).one()
+    if locked_until is not None and locked_until > now:
+        raise AccountLocked(users.minutes_left(locked_until, now))
+    raise InsufficientBalance(have)
 
 
 def _credit(session: Executor, user_id: int, amount: int) -> int:

@@ -24,17 +24,20 @@ DEMO_USERS = (("+254712345678", 100_000), ("+254787654321", 50_000), ("+25479876
 @dataclass(frozen=True)
 class UserView:
     """What a USSD request needs of its caller, read once per request (not an ORM object:
-    money steps re-read the balance inside their own transaction)."""
+    money steps re-read the balance inside their own transaction). `pin_clean`: no failed PIN
+    tries and no lock on record when it was read (see check_pin)."""
 
     id: int
     phone: str
     balance_sats: int
     language: str
     pin_hash: str | None
+    pin_clean: bool = False
 
     @classmethod
     def of(cls, user: User) -> UserView:
-        return cls(user.id, user.phone, user.balance_sats, user.language, user.pin_hash)
+        return cls(user.id, user.phone, user.balance_sats, user.language, user.pin_hash,
+                   user.pin_failures == 0 and user.pin_locks == 0)
 
 
 def get(session: Session, phone: str) -> User | None:
@@ -97,6 +100,7 @@ class PinCheck:
     ok: bool
     attempts_left: int = 0
     locked_minutes: int = 0
+    unordered: bool = False  # right, but not yet ordered after parallel guesses (see check_pin)
 
 
 _USERS = User.__table__
@@ -130,15 +134,32 @@ def find_or_add(conn: Connection, phone: str, language: str) -> tuple[int, str, 
     return new_id, language, True
 
 
-def check_pin(db: Database, policy: Policy, user_id: int, pin: str, pepper: str) -> PinCheck:
-    """Verify `pin` for a money action. One write transaction with the user's row locked, so
-    parallel guesses are counted one after another and a lock taken by one stops the rest.
-    A locked user fails without the PIN being looked at; a success clears the count."""
+def check_pin(db: Database, policy: Policy, user: UserView, pin: str, pepper: str, *, debit_follows: bool
+              ) -> PinCheck:
+    """Verify `pin`. Every wrong PIN goes through the counted check (_check_counted).
+
+    `debit_follows`: the caller's action debits the user before it does anything else, and a
+    debit refuses a PIN-locked account (transactions._debit), in the same serialised order as the
+    counted check. Then the right PIN of a user whose request read no failed try and no lock
+    (`user.pin_clean`: nothing to clear) passes without a write transaction, `unordered`: a lock
+    taken by a parallel guess after our read still stops the money, as it would have stopped the
+    counted check. If the action ends without a debit (a refusal), the caller must take the
+    counted check before its reply, which would otherwise tell a guesser that this PIN was right
+    (handlers.PinStep). This saves a write transaction on every payment."""
+    if debit_follows and user.pin_clean and verify_pin(pin, user.pin_hash, pepper):
+        return PinCheck(True, unordered=True)
+    return _check_counted(db, policy, user.id, pin, pepper)
+
+
+def _check_counted(db: Database, policy: Policy, user_id: int, pin: str, pepper: str) -> PinCheck:
+    """One write transaction with the user's row locked, so parallel guesses are counted one
+    after another and a lock taken by one stops the rest. A locked user fails without the PIN
+    being looked at; a success clears the count."""
     with db.begin() as conn:
         row = _PIN_ROW.run(conn, {"uid": user_id}).one()
         now = utcnow()
         if row.pin_locked_until is not None and row.pin_locked_until > now:
-            return PinCheck(False, 0, int((row.pin_locked_until - now).total_seconds() // 60) + 1)
+            return PinCheck(False, 0, minutes_left(row.pin_locked_until, now))
         if verify_pin(pin, row.pin_hash, pepper):
             if row.pin_failures or row.pin_locks:
                 _CLEAR_PIN_COUNTS.run(conn, {"uid": user_id})
@@ -152,6 +173,11 @@ def check_pin(db: Database, policy: Policy, user_id: int, pin: str, pepper: str)
         else:
             conn.execute(update(_USERS).where(_USERS.c.id == user_id).values(pin_failures=_USERS.c.pin_failures + 1))
         return PinCheck(False, verdict.attempts_left, verdict.lock_minutes)
+
+
+def minutes_left(locked_until: dt.datetime, now: dt.datetime) -> int:
+    """A lock's remaining time as the customer is told it: whole minutes, the current one counted."""
+    return int((locked_until - now).total_seconds() // 60) + 1
 
 
 def reset_pin(db: Database, phone: str) -> bool:

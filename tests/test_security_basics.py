@@ -70,6 +70,77 @@ def test_parallel_wrong_pins_are_counted_one_by_one(app, alice, wallet):
     assert failures(wallet, DEMO[0]) == (0, 1)  # one lock, not one per parallel guess
 
 
+# ------------------------------------------------------------------ the right PIN's short way
+def _lock_right_after_the_step_is_read(monkeypatch, wallet, phone):
+    """As if a parallel session's wrong guess locked the account just after this request read it.
+    Returns the screen the customer should see: locked, for as long as the lock says."""
+    import datetime as dt
+
+    from helpers import sessions, users
+
+    read = sessions.load_step
+    until = utcnow() + dt.timedelta(minutes=5, seconds=30)
+
+    def read_then_lock(*args):
+        found = read(*args)
+        with wallet.db.write() as s:
+            s.execute(User.__table__.update().where(User.phone == phone).values(
+                pin_failures=0, pin_locks=1, pin_locked_until=until))
+        return found
+
+    monkeypatch.setattr(sessions, "load_step", read_then_lock)
+    return "END " + t("en", "pin.locked", minutes=users.minutes_left(until, utcnow()))
+
+
+def _counted_checks(monkeypatch):
+    from helpers import users
+
+    calls = []
+    counted = users._check_counted
+    monkeypatch.setattr(users, "_check_counted", lambda *a: calls.append(a[2]) or counted(*a))
+    return calls
+
+
+def test_a_right_pin_skips_the_counted_check_only_where_a_debit_follows_and_nothing_is_to_be_cleared(
+        alice, wallet, monkeypatch):
+    counted = _counted_checks(monkeypatch)
+    before = balance(wallet, DEMO[0])
+    assert alice.run("1", "0787654321", "1000", "1", PIN).startswith("END " + t("en", "send.done", amount=1000,
+                                                                                phone=DEMO[1], fee=0, ref="X",
+                                                                                balance=0)[:20])
+    assert counted == [] and balance(wallet, DEMO[0]) < before
+    # after a wrong PIN there is a count to clear: the right one takes the counted check
+    alice.run("1", "0787654321", "1000", "1", "9999")
+    assert failures(wallet, DEMO[0]) == (1, 0)
+    assert alice.press(PIN).startswith("END " + t("en", "send.done", amount=1000, phone=DEMO[1], fee=0, ref="X",
+                                                  balance=0)[:20])
+    assert len(counted) == 2 and failures(wallet, DEMO[0]) == (0, 0)
+    # a PIN change debits nothing: always counted
+    alice.run("6", "3", PIN)
+    assert len(counted) == 3
+
+
+def test_a_lock_taken_after_the_right_pin_was_read_stops_the_money(alice, wallet, monkeypatch):
+    alice.run("1", "0787654321", "1000", "1")
+    before = snapshot(wallet)
+    locked = _lock_right_after_the_step_is_read(monkeypatch, wallet, DEMO[0])
+    assert alice.press(PIN) == locked
+    assert snapshot(wallet) == before
+
+
+def test_a_refusal_after_the_right_pin_does_not_tell_a_guesser_it_was_right_once_locked(
+        alice, wallet, monkeypatch):
+    """An action that ends without a debit takes the counted check before it answers."""
+    import handlers
+
+    monkeypatch.setitem(handlers.ACTIONS, "send", lambda ctx, data: "refused for another reason")
+    alice.run("1", "0787654321", "1000", "1")
+    assert alice.press(PIN) == "END refused for another reason"  # not locked: the refusal itself
+    alice.run("1", "0787654321", "1000", "1")
+    locked = _lock_right_after_the_step_is_read(monkeypatch, wallet, DEMO[0])
+    assert alice.press(PIN) == locked
+
+
 def test_idempotency_keys_are_keyed_with_a_server_secret(alice, wallet):
     alice.run("1", "0787654321", "1000", "1", PIN)
     with wallet.db.read() as s:
