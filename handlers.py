@@ -55,7 +55,7 @@ class Ctx:
     choices: dict[str, Any]  # what earlier tokens of this session resolved to (session row)
     final: bool = False
     position: int = 0  # index of the token being handled in the whole path
-    open_requests: int = 0  # open payment requests to the caller, announced on the main menu
+    open_requests: int | None = None  # open payment requests to the caller (None: not read yet)
 
     def at(self, position: int, final: bool) -> None:
         self.position, self.final = position, final
@@ -69,6 +69,12 @@ class Ctx:
 
     def value(self, name: str) -> int:
         return self.svc.policy.value(name)
+
+    def requests_open(self) -> int:
+        """How many open payment requests the main menu announces (read with the step, or now)."""
+        if self.open_requests is None:
+            self.open_requests = invoices.count_open_requests(self.svc.db, self.user.phone)
+        return self.open_requests
 
 
 # ------------------------------------------------------------------ input parsing
@@ -197,7 +203,7 @@ class MainMenu:
     secret = False
 
     def prompt(self, ctx: Ctx, data: dict) -> str:
-        count = ctx.open_requests
+        count = ctx.requests_open()
         requests = ctx.t("main.requests", count=count) if count else ""
         return ctx.t("main", balance=ctx.user.balance_sats, requests=requests)
 
@@ -796,7 +802,9 @@ def handle_ussd(svc: Services, req: UssdRequest) -> tuple[str, str]:
     turns them into a 'service unavailable' END)."""
     db = svc.db
     text_key = idempotency_key(req.session_id, req.text, "idempotency:" + svc.pepper)
-    view, user, open_requests = sessions.load_step(db, req.session_id, req.phone)
+    # The main menu is the first screen of a session: its count of open requests comes with
+    # the step's read then (other steps that show the menu read it when they do).
+    view, user, open_requests = sessions.load_step(db, req.session_id, req.phone, with_requests=not req.text)
     if view.exists and view.phone != req.phone:
         log.warning("session %s reused by another phone", req.session_id[:16])
         return "END " + t(svc.config["DEFAULT_LANGUAGE"], "error.expired"), "refused"

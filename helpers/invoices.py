@@ -10,7 +10,7 @@ from functools import lru_cache
 from sqlalchemy import ScalarSelect, Select, bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from database import Database
+from database import Database, Prepared
 from helpers import limits, sms, transactions
 from helpers.errors import LightningUnavailable, RateLimited
 from helpers.phone import mask
@@ -151,6 +151,14 @@ def open_requests_count() -> ScalarSelect:
     read can carry (the step's first read does). Its parameters: `payer_phone` and `now`."""
     listed = _open_requests(LISTED).with_only_columns(_REQUESTS.c.id)
     return select(func.count()).select_from(listed.subquery("listed")).scalar_subquery()
+
+
+_COUNT_OPEN = Prepared(select(open_requests_count()))
+
+
+def count_open_requests(db: Database, payer_phone: str) -> int:
+    """How many open requests the main menu announces to `payer_phone` (at most LISTED)."""
+    return db.execute(_COUNT_OPEN, {"payer_phone": payer_phone, "now": utcnow()}).scalar()
 
 
 def open_requests(db: Database, payer_phone: str, limit: int = LISTED) -> list[OpenRequest]:

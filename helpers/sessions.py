@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from sqlalchemy import String, and_, bindparam, delete, func, insert, select, update
+from sqlalchemy import String, and_, bindparam, delete, func, insert, null, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -51,22 +51,29 @@ def load(session: Session, session_id: str) -> SessionView:
 # row (either may be missing): both reads in one statement, each an index lookup.
 _KEYS = select(bindparam("phone", type_=String).label("phone"),
                bindparam("session_id", type_=String).label("session_id")).subquery("request_keys")
-_LOAD_STEP = Prepared(select(
-    _USERS.c.id, _USERS.c.phone, _USERS.c.balance_sats, _USERS.c.language, _USERS.c.pin_hash,
-    and_(_USERS.c.pin_failures == 0, _USERS.c.pin_locks == 0),  # UserView.pin_clean
-    _SESSIONS.c.id, _SESSIONS.c.phone, _SESSIONS.c.onboarding_tokens, _SESSIONS.c.last_text_hash,
-    _SESSIONS.c.last_reply, _SESSIONS.c.choices, open_requests_count(),
-).select_from(
-    _KEYS.outerjoin(_USERS, _USERS.c.phone == _KEYS.c.phone)
-    .outerjoin(_SESSIONS, _SESSIONS.c.session_id == _KEYS.c.session_id)
-))
+def _load_step(with_requests: bool) -> Prepared:
+    return Prepared(select(
+        _USERS.c.id, _USERS.c.phone, _USERS.c.balance_sats, _USERS.c.language, _USERS.c.pin_hash,
+        and_(_USERS.c.pin_failures == 0, _USERS.c.pin_locks == 0),  # UserView.pin_clean
+        _SESSIONS.c.id, _SESSIONS.c.phone, _SESSIONS.c.onboarding_tokens, _SESSIONS.c.last_text_hash,
+        _SESSIONS.c.last_reply, _SESSIONS.c.choices, open_requests_count() if with_requests else null(),
+    ).select_from(
+        _KEYS.outerjoin(_USERS, _USERS.c.phone == _KEYS.c.phone)
+        .outerjoin(_SESSIONS, _SESSIONS.c.session_id == _KEYS.c.session_id)
+    ))
 
 
-def load_step(db: Database, session_id: str, phone: str) -> tuple[SessionView, UserView | None, int]:
-    """The session row, the calling user (None if not registered) and how many open payment
-    requests the main menu announces to the caller, read together."""
-    row = db.execute(_LOAD_STEP, {"phone": phone, "session_id": session_id, "payer_phone": phone,
-                                  "now": utcnow()}).first()
+_LOAD_STEP = {True: _load_step(True), False: _load_step(False)}
+
+
+def load_step(db: Database, session_id: str, phone: str, *, with_requests: bool
+              ) -> tuple[SessionView, UserView | None, int | None]:
+    """The session row, the calling user (None if not registered) and, `with_requests`, how many
+    open payment requests the main menu announces to the caller (else None), read together. The
+    count is a subquery that costs MySQL about 0.2 ms on every read: only the step that opens a
+    session asks for it (it shows the main menu); another step showing the menu reads it then."""
+    row = db.execute(_LOAD_STEP[with_requests], {"phone": phone, "session_id": session_id, "payer_phone": phone,
+                                                 "now": utcnow()}).first()
     user = UserView(row[0], row[1], row[2], row[3], row[4], bool(row[5])) if row[0] is not None else None
     if row[6] is None:
         return SessionView(False), user, row[12]

@@ -35,13 +35,15 @@ def test_the_step_read_returns_what_sqlalchemy_returns(wallet):
     with and without a session row and for a stranger: the same rows."""
     db = wallet.db
     _save(db, "prep-1", DEMO[0], choices={"2": 7}, onboarding_tokens=1)
-    for session_id, phone in (("prep-1", DEMO[0]), ("prep-none", DEMO[0]), ("prep-1", "+254799999999")):
-        params = {"phone": phone, "session_id": session_id, "payer_phone": phone, "now": utcnow()}
-        through_sqlalchemy = tuple(db.fetch_one(sessions._LOAD_STEP.statement, params))
-        assert db.execute(sessions._LOAD_STEP, params).first() == through_sqlalchemy
-    view, user, _ = sessions.load_step(db, "prep-1", DEMO[0])
+    for statement in sessions._LOAD_STEP.values():
+        for session_id, phone in (("prep-1", DEMO[0]), ("prep-none", DEMO[0]), ("prep-1", "+254799999999")):
+            params = {"phone": phone, "session_id": session_id, "payer_phone": phone, "now": utcnow()}
+            through_sqlalchemy = tuple(db.fetch_one(statement.statement, params))
+            assert db.execute(statement, params).first() == through_sqlalchemy
+    view, user, requests = sessions.load_step(db, "prep-1", DEMO[0], with_requests=True)
     assert view.exists and view.phone == DEMO[0] and view.choices == {"2": 7} and view.onboarding_tokens == 1
-    assert user is not None and user.phone == DEMO[0]
+    assert user is not None and user.phone == DEMO[0] and user.pin_clean and requests == 0
+    assert sessions.load_step(db, "prep-1", DEMO[0], with_requests=False)[2] is None
 
 
 def test_prepared_writes_store_what_the_models_read_back(wallet):

@@ -264,6 +264,10 @@ def test_request_payment_then_payer_pays_from_the_menu(alice, bob, wallet):
                                          ref=invoice.reference, code="*384*123#")]
     menu = bob.start()
     assert menu == "CON " + t("en", "main", balance=b0, requests=t("en", "main.requests", count=1))
+    assert bob.press("9") == "CON " + t("en", "error.option") + "\n" + menu[4:]  # the count, read again
+    assert bob.press("1") == "CON " + t("en", "send.phone")
+    assert bob.press("0") == menu  # back to the menu on a later step: the count, read again
+    bob.start()
     assert bob.press("7") == "CON " + t("en", "payreq.list",
                                          lines=t("en", "payreq.line", n=1, amount=amount, phone=DEMO[0]))
     bob.press("1")

@@ -81,8 +81,8 @@ def _lock_right_after_the_step_is_read(monkeypatch, wallet, phone):
     read = sessions.load_step
     until = utcnow() + dt.timedelta(minutes=5, seconds=30)
 
-    def read_then_lock(*args):
-        found = read(*args)
+    def read_then_lock(*args, **kwargs):
+        found = read(*args, **kwargs)
         with wallet.db.write() as s:
             s.execute(User.__table__.update().where(User.phone == phone).values(
                 pin_failures=0, pin_locks=1, pin_locked_until=until))
