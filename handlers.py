@@ -359,13 +359,23 @@ class PinStep:
             reply = ACTIONS[data["action"]](ctx, data)
         except AccountLocked as exc:  # a parallel wrong guess locked the account after our read
             return End(ctx.t("pin.locked", minutes=exc.minutes))
-        if unordered and transactions.find_by_key(ctx.svc.db, ctx.key) is None:
-            # Refused before any debit: the reply would tell that this PIN was right, so first
-            # take the counted check, which answers "locked" if a parallel guess locked us.
-            refusal, _ = check_pin(ctx, token)
-            if refusal is not None:
+        except Exception:
+            if unordered and (refusal := _nothing_moved_recheck(ctx, token)) is not None:
                 return refusal
+            raise
+        if unordered and (refusal := _nothing_moved_recheck(ctx, token)) is not None:
+            return refusal
         return End(reply)
+
+
+def _nothing_moved_recheck(ctx: Ctx, token: str) -> Result | None:
+    """After an action whose right PIN skipped the counted check: if it recorded no movement
+    under this request's key (refused or failed), its answer would still tell a guesser that the
+    PIN was right, so take the counted check first; it answers "locked" if a parallel guess
+    locked the account meanwhile. None: answer as the action did."""
+    if transactions.find_by_key(ctx.svc.db, ctx.key) is not None:
+        return None
+    return check_pin(ctx, token)[0]
 
 
 def verify_pin(ctx: Ctx, token: str) -> Result | None:
@@ -469,10 +479,11 @@ def _do_pay_request(ctx: Ctx, data: dict) -> str:
 
 
 ACTIONS = {"send": _do_send, "lnsend": _do_lnsend, "withdraw": _do_withdraw, "payreq": _do_pay_request}
-# Actions whose first effect is their debit (before it they only read our own database), so a
-# right PIN may skip the counted check (users.check_pin). Not "lnsend": it asks the payee's
-# server for an invoice first, and a guesser who runs that server would learn from the request
-# that the PIN was right. Not "payreq": it asks the node about the invoice first (rare; no gain).
+# Actions that do nothing outside their debit's transaction before the debit, so a right PIN
+# may skip the counted check (users.check_pin). Not "lnsend": it asks the payee's server for an
+# invoice first, and a guesser who runs that server would learn from the request that the PIN
+# was right. Not "payreq": it asks the node about the request's invoice first, which may credit
+# the requester and close the request.
 DEBIT_FIRST = frozenset({"send", "withdraw"})
 
 
@@ -802,8 +813,8 @@ def handle_ussd(svc: Services, req: UssdRequest) -> tuple[str, str]:
     turns them into a 'service unavailable' END)."""
     db = svc.db
     text_key = idempotency_key(req.session_id, req.text, "idempotency:" + svc.pepper)
-    # The main menu is the first screen of a session: its count of open requests comes with
-    # the step's read then (other steps that show the menu read it when they do).
+    # The main menu is the first screen of a registered caller's session: its count of open
+    # requests comes with that step's read (other steps that show the menu read it then).
     view, user, open_requests = sessions.load_step(db, req.session_id, req.phone, with_requests=not req.text)
     if view.exists and view.phone != req.phone:
         log.warning("session %s reused by another phone", req.session_id[:16])

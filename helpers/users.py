@@ -138,14 +138,17 @@ def check_pin(db: Database, policy: Policy, user: UserView, pin: str, pepper: st
               ) -> PinCheck:
     """Verify `pin`. Every wrong PIN goes through the counted check (_check_counted).
 
-    `debit_follows`: the caller's action debits the user before it does anything else, and a
-    debit refuses a PIN-locked account (transactions._debit), in the same serialised order as the
-    counted check. Then the right PIN of a user whose request read no failed try and no lock
-    (`user.pin_clean`: nothing to clear) passes without a write transaction, `unordered`: a lock
-    taken by a parallel guess after our read still stops the money, as it would have stopped the
-    counted check. If the action ends without a debit (a refusal), the caller must take the
-    counted check before its reply, which would otherwise tell a guesser that this PIN was right
-    (handlers.PinStep). This saves a write transaction on every payment."""
+    `debit_follows`: the caller's action does nothing outside its debit's transaction before the
+    debit, and a debit refuses a PIN-locked account (transactions._debit), serialised with the
+    counted check (row lock on MySQL, one writer at a time on SQLite). Then the right PIN of a
+    user whose request read no failed try and no lock (`user.pin_clean`: nothing to clear)
+    passes without a write transaction, `unordered`: a lock taken by a parallel guess after our
+    read still stops the money, as it would have stopped the counted check. Wrong guesses counted
+    in between stay counted (a stricter outcome than the counted check's clearing). If the action
+    records no movement (refused or failed), the caller must take the counted check before it
+    answers, which would otherwise tell a guesser that this PIN was right (handlers.PinStep).
+    Saves a write transaction on each send and withdrawal by a customer with a clean record, for
+    one read of the request's key."""
     if debit_follows and user.pin_clean and verify_pin(pin, user.pin_hash, pepper):
         return PinCheck(True, unordered=True)
     return _check_counted(db, policy, user.id, pin, pepper)
@@ -154,7 +157,7 @@ def check_pin(db: Database, policy: Policy, user: UserView, pin: str, pepper: st
 def _check_counted(db: Database, policy: Policy, user_id: int, pin: str, pepper: str) -> PinCheck:
     """One write transaction with the user's row locked, so parallel guesses are counted one
     after another and a lock taken by one stops the rest. A locked user fails without the PIN
-    being looked at; a success clears the count."""
+    being looked at; a success here clears the count."""
     with db.begin() as conn:
         row = _PIN_ROW.run(conn, {"uid": user_id}).one()
         now = utcnow()

@@ -141,6 +141,19 @@ def test_a_refusal_after_the_right_pin_does_not_tell_a_guesser_it_was_right_once
     assert alice.press(PIN) == locked
 
 
+def test_an_action_failing_after_the_right_pin_does_not_tell_a_guesser_it_was_right_once_locked(
+        alice, wallet, monkeypatch):
+    import handlers
+
+    def fails(ctx, data):
+        raise RuntimeError("the action failed before any debit")
+
+    monkeypatch.setitem(handlers.ACTIONS, "send", fails)
+    alice.run("1", "0787654321", "1000", "1")
+    locked = _lock_right_after_the_step_is_read(monkeypatch, wallet, DEMO[0])
+    assert alice.press(PIN) == locked
+
+
 def test_idempotency_keys_are_keyed_with_a_server_secret(alice, wallet):
     alice.run("1", "0787654321", "1000", "1", PIN)
     with wallet.db.read() as s:
