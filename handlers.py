@@ -375,7 +375,7 @@ def _nothing_moved_recheck(ctx: Ctx, token: str) -> Result | None:
     locked the account meanwhile. None: answer as the action did."""
     if transactions.find_by_key(ctx.svc.db, ctx.key) is not None:
         return None
-    return check_pin(ctx, token)[0]
+    return verify_pin(ctx, token)
 
 
 def verify_pin(ctx: Ctx, token: str) -> Result | None:
@@ -387,8 +387,8 @@ def verify_pin(ctx: Ctx, token: str) -> Result | None:
 def check_pin(ctx: Ctx, token: str, *, debit_follows: bool = False) -> tuple[Result | None, bool]:
     """(None when the PIN is right, else the screen to show; whether a right PIN skipped the
     counted check). Every wrong PIN counts towards the lock. `debit_follows`: the action after
-    it debits the caller before anything else, which a locked account refuses, so a right PIN
-    may skip the counted check (users.check_pin)."""
+    it does nothing outside its debit's transaction before the debit, which a locked account
+    refuses, so a right PIN may skip the counted check (users.check_pin)."""
     digits = ctx.value("pin-length")
     if len(token) != digits or not token.isascii() or not token.isdigit():
         return Retry(ctx.t("pin.format", digits=digits)), False

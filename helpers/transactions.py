@@ -135,12 +135,10 @@ def _debit(session: Executor, user_id: int, total: int) -> int:
     params = {"uid": user_id, "total": total, "now": now}
     if _dialect(session).update_returning:  # SQLite: the new balance comes back with the UPDATE
         after = _DEBIT_RETURNING.run(session, params).scalar()
+        if after is not None:
+            return after
     elif _DEBIT.run(session, params).rowcount == 1:
-        after = balance(session, user_id)
-    else:
-        after = None
-    if after is not None:
-        return after
+        return balance(session, user_id)
     have, locked_until = _NOT_DEBITED.run(session, {"uid": user_id}).one()
     if locked_until is not None and locked_until > now:
         raise AccountLocked(users.minutes_left(locked_until, now))
