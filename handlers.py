@@ -56,6 +56,9 @@ class Ctx:
     final: bool = False
     position: int = 0  # index of the token being handled in the whole path
     open_requests: int | None = None  # open payment requests to the caller (None: not read yet)
+    # The actions of DEBIT_FIRST set this once they hold a receipt: a movement under `key` is
+    # recorded (by this request, or by the earlier one it replays).
+    recorded: bool = False
 
     def at(self, position: int, final: bool) -> None:
         self.position, self.final = position, final
@@ -373,7 +376,7 @@ def _nothing_moved_recheck(ctx: Ctx, token: str) -> Result | None:
     under this request's key (refused or failed), its answer would still tell a guesser that the
     PIN was right, so take the counted check first; it answers "locked" if a parallel guess
     locked the account meanwhile. None: answer as the action did."""
-    if transactions.find_by_key(ctx.svc.db, ctx.key) is not None:
+    if ctx.recorded or transactions.find_by_key(ctx.svc.db, ctx.key) is not None:
         return None
     return verify_pin(ctx, token)
 
@@ -410,6 +413,7 @@ def _do_send(ctx: Ctx, data: dict) -> str:
         return deny_text(ctx, "insufficient-balance", balance=exc.balance_sats)
     except PolicyDenied as exc:
         return deny_text(ctx, exc.reason)
+    ctx.recorded = True
     if receipt.replay:
         return ctx.t("replay", ref=receipt.reference)
     return ctx.t("send.done", amount=receipt.amount_sats, phone=data["phone"], fee=receipt.fee_sats,
@@ -446,6 +450,7 @@ def _do_withdraw(ctx: Ctx, data: dict) -> str:
         return deny_text(ctx, "insufficient-balance", balance=exc.balance_sats)
     except PolicyDenied as exc:
         return deny_text(ctx, exc.reason, "KES" if exc.reason in ("below-minimum", "above-maximum") else "sats")
+    ctx.recorded = True
     if receipt.replay:
         return ctx.t("replay", ref=receipt.reference)
     payout = mpesa_flows.pay_out(svc.db, svc.mpesa, receipt.transaction_id, receipt.reference, data["phone"],

@@ -97,9 +97,9 @@ _DEBIT, _CREDIT = Prepared(_DEBIT), Prepared(_CREDIT)
 _LEDGER_COLUMNS = ("user_id", "type", "direction", "amount_sats", "fee_sats", "status", "reference", "counterparty",
                    "idempotency_key", "created_at", "settled_at")
 _ADD_LEDGER_ROW = Prepared(insert(_LEDGER).values({name: bindparam(name) for name in _LEDGER_COLUMNS}))
-_LOCK_USERS = (
-    select(_USERS.c.id).where(_USERS.c.id.in_(bindparam("uids", expanding=True))).order_by(_USERS.c.id)
-    .with_for_update()
+_LOCK_USERS = Prepared(
+    select(_USERS.c.id, _USERS.c.balance_sats).where(_USERS.c.id.in_([bindparam("a"), bindparam("b")]))
+    .order_by(_USERS.c.id).with_for_update()
 )
 _BY_KEY = Prepared(select(_LEDGER.c.id, _LEDGER.c.user_id, _LEDGER.c.reference, _LEDGER.c.amount_sats,
                           _LEDGER.c.fee_sats, _LEDGER.c.status).where(_LEDGER.c.idempotency_key == bindparam("key")))
@@ -128,9 +128,10 @@ def spend_facts(db: Database, user_id: int) -> tuple[int, int]:
     return (row[0], row[1]) if row is not None else (0, 0)
 
 
-def _debit(session: Executor, user_id: int, total: int) -> int:
+def _debit(session: Executor, user_id: int, total: int, locked: dict[int, int] | None = None) -> int:
     """Take `total` sats if the balance covers them and the account is not PIN-locked; return
-    the new balance. Raises InsufficientBalance or AccountLocked."""
+    the new balance. Raises InsufficientBalance or AccountLocked. `locked`: what `_lock_users`
+    returned (kept current)."""
     now = utcnow()
     params = {"uid": user_id, "total": total, "now": now}
     if _dialect(session).update_returning:  # SQLite: the new balance comes back with the UPDATE
@@ -138,17 +139,28 @@ def _debit(session: Executor, user_id: int, total: int) -> int:
         if after is not None:
             return after
     elif _DEBIT.run(session, params).rowcount == 1:
-        return balance(session, user_id)
+        return _moved(session, user_id, -total, locked)
     have, locked_until = _NOT_DEBITED.run(session, {"uid": user_id}).one()
     if locked_until is not None and locked_until > now:
         raise AccountLocked(users.minutes_left(locked_until, now))
     raise InsufficientBalance(have)
 
 
-def _credit(session: Executor, user_id: int, amount: int) -> int:
+def _credit(session: Executor, user_id: int, amount: int, locked: dict[int, int] | None = None) -> int:
+    """Add `amount` sats; return the new balance. `locked`: as for `_debit`."""
     if _dialect(session).update_returning:
         return _CREDIT_RETURNING.run(session, {"uid": user_id, "amount": amount}).scalar()
     _CREDIT.run(session, {"uid": user_id, "amount": amount})
+    return _moved(session, user_id, amount, locked)
+
+
+def _moved(session: Executor, user_id: int, change: int, locked: dict[int, int] | None) -> int:
+    """The balance after an UPDATE that changed it by `change` (MySQL: no RETURNING). A row this
+    transaction locked and read (`_lock_users`) can have changed only by our own UPDATEs since,
+    so its balance is known without reading it back."""
+    if locked is not None and user_id in locked:
+        locked[user_id] += change
+        return locked[user_id]
     return balance(session, user_id)
 
 
@@ -190,11 +202,14 @@ def retry_deadlocks(work: Callable[[], Receipt | None]) -> Receipt | None:
     raise AssertionError("unreachable")
 
 
-def _lock_users(session: Executor, *user_ids: int) -> None:
-    """Lock the users' rows in id order, so two transfers between the same people (either way)
-    queue instead of deadlocking. Skipped on SQLite, where BEGIN IMMEDIATE already serialises."""
-    if _dialect(session).name != "sqlite":
-        session.execute(_LOCK_USERS, {"uids": sorted(set(user_ids))})
+def _lock_users(session: Executor, first: int, second: int) -> dict[int, int]:
+    """Lock two users' rows in id order, so two transfers between the same people (either way)
+    queue instead of deadlocking; return {id: balance} as locked, for `_debit` and `_credit`,
+    which keep it current. Skipped on SQLite, where BEGIN IMMEDIATE already serialises writers
+    and UPDATE .. RETURNING gives the balances: {}."""
+    if _dialect(session).name == "sqlite":
+        return {}
+    return dict(_LOCK_USERS.run(session, {"a": first, "b": second}).rows)
 
 
 def run_once(db: Database, key: str, work: Callable[[], Receipt]) -> Receipt:
@@ -228,8 +243,8 @@ def transfer(
     def work() -> Receipt:
         with db.begin() as conn:
             recipient_id, recipient_language, created = users.find_or_add(conn, recipient_phone, "en")
-            _lock_users(conn, sender.id, recipient_id)
-            after = _debit(conn, sender.id, amount + fee)
+            locked = _lock_users(conn, sender.id, recipient_id)
+            after = _debit(conn, sender.id, amount + fee, locked)
             _check_spend(conn, policy, sender.id, amount, fee, after)
             ref, now = new_reference(), utcnow()
             debit_id = _ADD_LEDGER_ROW.run(conn, {
@@ -242,15 +257,18 @@ def transfer(
                 "status": SETTLED, "reference": ref, "counterparty": sender.phone, "idempotency_key": None,
                 "created_at": now, "settled_at": now,
             })
-            recipient_balance = _credit(conn, recipient_id, amount)
-            sms.queue(conn, sender.phone, t(sender.language, "sms.sent", amount=amount, phone=recipient_phone,
-                                            fee=fee, ref=ref, balance=after))
+            recipient_balance = _credit(conn, recipient_id, amount, locked)
             if created:
-                sms.queue(conn, recipient_phone, t(recipient_language, "sms.new-recipient", phone=sender.phone,
-                                                   amount=amount, code=service_code))
+                to_recipient = t(recipient_language, "sms.new-recipient", phone=sender.phone, amount=amount,
+                                 code=service_code)
             else:
-                sms.queue(conn, recipient_phone, t(recipient_language, "sms.received", amount=amount,
-                                                   phone=sender.phone, ref=ref, balance=recipient_balance))
+                to_recipient = t(recipient_language, "sms.received", amount=amount, phone=sender.phone, ref=ref,
+                                 balance=recipient_balance)
+            sms.queue_all(conn, [
+                (sender.phone, t(sender.language, "sms.sent", amount=amount, phone=recipient_phone, fee=fee, ref=ref,
+                                 balance=after)),
+                (recipient_phone, to_recipient),
+            ])
             return Receipt(ref, amount, fee, after, SETTLED, debit_id)
 
     return run_once(db, key, work)
@@ -484,8 +502,8 @@ def pay_request(db: Database, policy: Policy, payer: UserView, request_id: int, 
             s.execute(update(PaymentRequest).where(PaymentRequest.id == request_id).values(status=PAID))
             amount = request.amount_sats
             fee = policy.fee_sats("internal", amount)
-            _lock_users(s, payer.id, request.requester_id)
-            after = _debit(s, payer.id, amount + fee)
+            locked = _lock_users(s, payer.id, request.requester_id)
+            after = _debit(s, payer.id, amount + fee, locked)
             _check_spend(s, policy, payer.id, amount, fee, after)
             requester = s.get(User, request.requester_id)
             invoice = s.get(Invoice, request.invoice_id)
@@ -501,11 +519,13 @@ def pay_request(db: Database, policy: Policy, payer: UserView, request_id: int, 
                 invoice_id=invoice.id, payment_hash=invoice.payment_hash, settled_at=utcnow(),
             ))
             s.flush()
-            requester_balance = _credit(s, requester.id, amount)
-            sms.queue(s, payer.phone, t(payer.language, "sms.sent", amount=amount, phone=requester.phone,
-                                        fee=fee, ref=invoice.reference, balance=after))
-            sms.queue(s, requester.phone, t(requester.language, "sms.invoice-paid", ref=invoice.reference,
-                                            amount=amount, balance=requester_balance))
+            requester_balance = _credit(s, requester.id, amount, locked)
+            sms.queue_all(s, [
+                (payer.phone, t(payer.language, "sms.sent", amount=amount, phone=requester.phone, fee=fee,
+                                ref=invoice.reference, balance=after)),
+                (requester.phone, t(requester.language, "sms.invoice-paid", ref=invoice.reference, amount=amount,
+                                    balance=requester_balance)),
+            ])
             return Receipt(invoice.reference, amount, fee, after, SETTLED, row.id)
 
     return run_once(db, key, work)

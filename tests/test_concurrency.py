@@ -18,7 +18,7 @@ from helpers import transactions
 from helpers.i18n import t
 from helpers.rules import policy
 from models import Transaction, User
-from tests.conftest import DEMO, PIN, balance
+from tests.conftest import DEMO, PIN, balance, outbox
 from tests.servers import Caller
 
 P = policy()
@@ -101,6 +101,55 @@ def test_concurrent_sends_from_one_account_exactly_k_succeed(wallet, servers):
     assert (done, refused) == (k, CONCURRENT - k)
     assert balance(wallet, sender) == amount + fee - 1
     assert total_balance(wallet) + fees_settled(wallet) - fees0 == total0
+    assert_books_balance(wallet)
+
+
+def test_crossing_sends_report_the_balance_each_left(wallet, servers):
+    """Two people send to each other many times at the same moment. Every receipt (the screen, both
+    SMS) tells the balance right after its own movement: walking each one's ledger in the order
+    the movements were serialised (row id: each transfer holds both rows' locks, or SQLite's
+    single writer, from before its ledger rows to its commit), the running balance after every
+    row is the one its receipts quote. On MySQL these balances are not read back after the
+    UPDATEs but kept from the locking read (transactions._lock_users)."""
+    callers = [Caller(s.url) for s in servers]
+    amount = P.value("payment-min-sats")
+    fee = P.fee_sats("internal", amount)
+    each = 12
+    a, b = "+254700300001", "+254700300002"
+    for phone in (a, b):
+        fund(wallet, callers, phone, each * (amount + fee) * 3)
+    sessions = [(f"cross-{n}", *((a, b) if n % 2 else (b, a))) for n in range(2 * each)]
+    plans = [(sid, sender, ["1", local(recipient), str(amount), "1"]) for sid, sender, recipient in sessions]
+    prepare(callers, plans)
+    replies = fire(callers, [(sid, sender, "*".join(inputs + [PIN])) for sid, sender, inputs in plans])
+    assert {status for status, _ in replies} == {200}
+    by_session = dict(zip([sid for sid, _, _ in plans], [reply for _, reply in replies], strict=True))
+    screens = sms = 0
+    for me in (a, b):
+        with wallet.db.read() as s:
+            rows = s.execute(select(Transaction).where(Transaction.user_id == select(User.id).where(
+                User.phone == me).scalar_subquery()).order_by(Transaction.id)).scalars().all()
+        messages, running = outbox(wallet, me), 0
+        assert [row.type for row in rows].count("send") == each
+        for row in rows:
+            if row.direction == "debit":
+                running -= row.amount_sats + row.fee_sats
+                assert t("en", "sms.sent", amount=amount, phone=row.counterparty, fee=fee, ref=row.reference,
+                         balance=running) in messages
+                session = next(sid for sid, reply in by_session.items() if row.reference in reply)
+                assert by_session[session] == "END " + t("en", "send.done", amount=amount, phone=row.counterparty,
+                                                         fee=fee, ref=row.reference, balance=running)
+                screens, sms = screens + 1, sms + 1
+            else:
+                running += row.amount_sats
+                if row.type == "receive":
+                    assert t("en", "sms.received", amount=amount, phone=row.counterparty, ref=row.reference,
+                             balance=running) in messages
+                    sms += 1
+        assert running == balance(wallet, me)
+    print(f"\nFIGURES crossing sends ({wallet.db.engine.dialect.name}): {screens} screens and {sms} SMS quote "
+          f"the balance each movement left")
+    assert (screens, sms) == (2 * each, 4 * each)
     assert_books_balance(wallet)
 
 

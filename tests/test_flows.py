@@ -283,6 +283,11 @@ def test_request_payment_then_payer_pays_from_the_menu(alice, bob, wallet):
                               balance=b0 - amount)
     assert balance(wallet, DEMO[0]) == a0 + amount
     assert balance(wallet, DEMO[1]) == b0 - amount
+    assert outbox(wallet, DEMO[0])[-1] == t("en", "sms.invoice-paid", ref=invoice.reference, amount=amount,
+                                            balance=a0 + amount)
+    assert outbox(wallet, DEMO[1])[-1] == t("en", "sms.sent", amount=amount, phone=DEMO[0],
+                                            fee=P.fee_sats("internal", amount), ref=invoice.reference,
+                                            balance=b0 - amount)
     assert wallet.db.session.scalar(select(PaymentRequest.status)) == "paid"
     # paid: gone from the menu, and the Lightning invoice can no longer credit it
     assert bob.start() == "CON " + t("en", "main", balance=b0 - amount, requests="")
