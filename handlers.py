@@ -375,7 +375,8 @@ def _nothing_moved_recheck(ctx: Ctx, token: str) -> Result | None:
     """After an action whose right PIN skipped the counted check: if it recorded no movement
     under this request's key (refused or failed), its answer would still tell a guesser that the
     PIN was right, so take the counted check first; it answers "locked" if a parallel guess
-    locked the account meanwhile. None: answer as the action did."""
+    locked the account meanwhile. None: answer as the action did. An action that holds a receipt
+    has said so (`ctx.recorded`); otherwise the key is looked up."""
     if ctx.recorded or transactions.find_by_key(ctx.svc.db, ctx.key) is not None:
         return None
     return verify_pin(ctx, token)
