@@ -213,11 +213,11 @@ def _lock_users(session: Executor, first: int, second: int) -> dict[int, int]:
 
 
 def run_once(db: Database, key: str, work: Callable[[], Receipt]) -> Receipt:
-    """Run `work` unless a movement with `key` exists; a concurrent twin that lost the race on
-    the unique key, or was refused because the twin already spent the money, gets the replay."""
-    found = find_by_key(db, key)
-    if found is not None:
-        return replay_of(db, found)
+    """Run `work`, whose ledger row carries `key` (unique), once per key. A replay, or a
+    concurrent twin that lost the race, fails on the key or is refused because the first already
+    spent the money; its transaction is rolled back and it gets the first movement's receipt.
+    Nothing is read first: replays that get this far are rare (the session row answers most), and
+    a read would cost every movement a round trip."""
     try:
         return retry_deadlocks(work)
     except (IntegrityError, WalletError):

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from phonenumbers import PhoneNumberType
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from helpers import phone
 from helpers.phone import normalise
@@ -359,3 +359,43 @@ def test_phone_numbers_as_callers_and_keypads_give_them():
 ])
 def test_numbers_where_parsing_is_subtle_get_the_same_answer_built_directly(raw, region):
     assert phone._normalise(raw, region) == _parsed(raw, region)
+
+
+@pytest.mark.parametrize("movement", ["send", "withdraw", "topup"])
+def test_a_movement_run_twice_under_one_key_moves_money_once(wallet, movement):
+    """A replay that gets past the session row reaches the money function itself: with nothing
+    read first, it fails on the ledger's unique key (or is refused, the first having spent the
+    money) and gets the first movement's receipt; its own transaction leaves nothing behind."""
+    from helpers import transactions, users
+    from helpers.rules import policy
+    from models import Transaction
+
+    policy_ = policy()
+    with wallet.db.read() as s:
+        payer = users.UserView.of(users.get(s, DEMO[0]))
+    have = balance(wallet, DEMO[0])
+    amount = policy_.value("payment-min-sats")
+    kes = policy_.value("kes-min")
+    calls = {
+        "send": lambda: transactions.transfer(wallet.db, policy_, payer, DEMO[1], amount, "r" * 64, "*384#"),
+        "withdraw": lambda: transactions.reserve_withdrawal(wallet.db, policy_, payer, kes, DEMO[0], "r" * 64),
+        "topup": lambda: transactions.topup(wallet.db, policy_, payer, kes, "QAB12CD34E", "r" * 64),
+    }
+    first = calls[movement]()
+    after_first = (balance(wallet, DEMO[0]), balance(wallet, DEMO[1]), len(_outbox_all(wallet)))
+    if movement != "topup":  # the replay is also refused for the money: the first one spent it
+        with wallet.db.write() as s:
+            s.execute(User.__table__.update().where(User.phone == DEMO[0]).values(balance_sats=0))
+            s.execute(Transaction.__table__.insert().values(
+                user_id=payer.id, type="adjust", direction="debit", amount_sats=after_first[0], fee_sats=0,
+                status="settled", reference="TESTDRAIN", counterparty="test", created_at=utcnow()))
+    again = calls[movement]()
+    assert not first.replay and again.replay
+    assert (again.reference, again.amount_sats, again.fee_sats, again.transaction_id) == (
+        first.reference, first.amount_sats, first.fee_sats, first.transaction_id)
+    with wallet.db.read() as s:
+        assert s.scalar(select(func.count()).select_from(Transaction).where(
+            Transaction.idempotency_key == "r" * 64)) == 1
+    assert len(_outbox_all(wallet)) == after_first[2]
+    assert balance(wallet, DEMO[1]) == after_first[1]
+    assert first.balance_sats == after_first[0] != have
