@@ -40,9 +40,11 @@ log = logging.getLogger(__name__)
 _ROOT = Path(__file__).resolve().parent
 
 _SQLITE_BUSY_TIMEOUT_MS = 10_000
-# Read the database file through a memory map: when another worker process has written, this
-# connection re-reads pages from the map instead of copying them in with a system call each.
-_SQLITE_MMAP_BYTES = 256 * 1024 * 1024
+# No memory map of the database file (SQLite reads pages into its own cache, 2 MB per
+# connection). A 256 MB map was faster when each request opened its connection; with kept
+# connections, five interleaved benchmark pairs gave more requests/s and a lower p99 without it,
+# and a worker's RSS no longer counts the file (docs/performance.md, night of 2026-11-23).
+_SQLITE_MMAP_BYTES = 0
 # Checkpoints of the write-ahead log (copying its pages into the database file, then an fsync):
 # SQLite runs one inside the COMMIT that makes the log reach wal_autocheckpoint pages, so inside
 # that writer's turn, and every writer of every worker waited for it (PIN steps: p99 15 ms on the

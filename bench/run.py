@@ -105,7 +105,7 @@ class Server:
 
     def worker_rss_mb(self, field: str = "VmRSS") -> list[float]:
         """Each worker's resident memory (VmRSS), or a part of it: RssAnon is the heap and other
-        private memory; RssFile includes the SQLite file's pages mapped by PRAGMA mmap_size."""
+        private memory, SQLite's page cache included; RssFile is mostly shared libraries."""
         sizes = []
         for pid in self.workers():
             try:
