@@ -4,7 +4,8 @@ explain it and the SMS receipts that report it.
 Debits are conditional UPDATEs (`balance >= total`), so no check-then-act race can overdraw an
 account on any database; the policy decision is taken after the debit, inside the same
 transaction, when this user's concurrent spends are already serialised by the row lock.
-Every movement carries a natural key (unique): a replay finds the first result and moves nothing.
+Every movement carries a natural key (unique): a replay fails on it, is rolled back and gets the
+first result (run_once), so it moves nothing.
 """
 
 from __future__ import annotations

@@ -147,8 +147,8 @@ def check_pin(db: Database, policy: Policy, user: UserView, pin: str, pepper: st
     in between stay counted (a stricter outcome than the counted check's clearing). If the action
     records no movement (refused or failed), the caller must take the counted check before it
     answers, which would otherwise tell a guesser that this PIN was right (handlers.PinStep).
-    Saves a write transaction on each send and withdrawal by a customer with a clean record, for
-    one read of the request's key."""
+    Saves a write transaction on each send and withdrawal by a customer with a clean record (a
+    refusal or failure costs one read of the request's key)."""
     if debit_follows and user.pin_clean and verify_pin(pin, user.pin_hash, pepper):
         return PinCheck(True, unordered=True)
     return _check_counted(db, policy, user.id, pin, pepper)
