@@ -236,7 +236,8 @@ def _register_routes(app: Flask) -> None:
     def lnurl_callback(name: str) -> tuple[Response, int]:
         """LUD-06: the payer's wallet asks for an invoice of `amount` msat."""
         try:
-            return jsonify(lnurl.invoice(services(), name[:32], request.args.get("amount"))), 200
+            return jsonify(lnurl.invoice(services(), name[:32], request.args.get("amount"),
+                                         request.remote_addr or "unknown")), 200
         except lnurl.LnurlError as exc:
             return jsonify({"status": "ERROR", "reason": str(exc)}), 200
         finally:
@@ -409,7 +410,8 @@ def _register_commands(app: Flask) -> None:
 
     @app.cli.command("ledger-check")
     def ledger_check() -> None:
-        """Check every balance against its transactions; exit 1 on any difference."""
+        """Check every balance against its transactions, and every payment hash the ledger paid out
+        against the node (settled once, and paid there); exit 1 on any difference."""
         svc = services()
         with svc.db.read() as s:
             mismatches = transactions.ledger_check(s)
@@ -417,8 +419,12 @@ def _register_commands(app: Flask) -> None:
         for m in mismatches:
             click.echo(f"MISMATCH user={m.user_id} phone={mask(m.phone)} balance={m.balance_sats} "
                        f"ledger={m.ledger_sats}")
-        click.echo(f"ledger check: {len(mismatches)} mismatches; liabilities {summary['liabilities_sats']} sats")
-        if mismatches:
+        node = payments.compare_with_node(svc)
+        for n in node:
+            click.echo(f"NODE MISMATCH hash={n.payment_hash} refs={','.join(n.references)}: {n.problem}")
+        click.echo(f"ledger check: {len(mismatches)} mismatches, {len(node)} against the node; "
+                   f"liabilities {summary['liabilities_sats']} sats")
+        if mismatches or node:
             raise SystemExit(1)
 
     @app.cli.command("flush-sms")

@@ -18,6 +18,7 @@ from helpers.errors import (
     AccountLocked,
     CodeAlreadyUsed,
     InsufficientBalance,
+    InvoiceAlreadyPaid,
     LightningUnavailable,
     PolicyDenied,
     RateLimited,
@@ -29,9 +30,10 @@ from helpers.mpesa import normalise_code
 from helpers.phone import normalise
 from helpers.refs import idempotency_key
 from helpers.services import Services
+from helpers.text import is_digits, parse_digits
 from helpers.ussd import Back, End, Home, Push, Result, Retry, walk
 from lightning import State
-from models import CREDIT, PENDING
+from models import CREDIT, PENDING, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +75,13 @@ class Ctx:
     def value(self, name: str) -> int:
         return self.svc.policy.value(name)
 
+    def path_tag(self) -> int:
+        """A number that stands for this session and the path up to the token being handled
+        (keyed: the path holds PINs). What a token earned (an old PIN checked and right) is kept
+        under it, so it holds for that exact path only, never another path or session."""
+        prefix = "*".join(self.req.text.split("*")[: self.position + 1])
+        return int(idempotency_key(self.req.session_id, prefix, "verified:" + self.svc.pepper)[:12], 16)
+
     def requests_open(self) -> int:
         """How many open payment requests the main menu announces (read with the step, or now)."""
         if self.open_requests is None:
@@ -83,10 +92,8 @@ class Ctx:
 # ------------------------------------------------------------------ input parsing
 def parse_amount(token: str) -> int | None:
     token = token.strip()
-    if not token.isascii() or not token.isdigit() or len(token) > _MAX_AMOUNT_DIGITS:
-        return None
-    amount = int(token)
-    return amount if amount > 0 else None
+    amount = parse_digits(token, _MAX_AMOUNT_DIGITS)
+    return amount if amount else None
 
 
 def deny_text(ctx: Ctx, reason: str, unit: str = "sats", balance: int | None = None,
@@ -185,7 +192,7 @@ def _save_changed_pin(ctx: Ctx, pin: str) -> Result:
 
 def _pin_problem(ctx: Ctx, token: str) -> str | None:
     digits = ctx.value("pin-length")
-    if len(token) != digits or not token.isascii() or not token.isdigit():
+    if len(token) != digits or not is_digits(token):
         return ctx.t("pin.format", digits=digits)
     decision = ctx.svc.policy.pin(token)
     return None if decision.allowed else deny_text(ctx, decision.reason or "")
@@ -284,7 +291,7 @@ class SendRecipient(OtherPhone):
             return Retry(ctx.t("error.address"))
         name, domain = parsed
         if domain == lnurl.domain(ctx.svc.config).lower():
-            phone = normalise("+" + name, ctx.svc.config["DEFAULT_REGION"]) if name.isdigit() else None
+            phone = normalise("+" + name, ctx.svc.config["DEFAULT_REGION"]) if is_digits(name) else None
             return super().handle(ctx, data, phone) if phone else Retry(ctx.t("error.address"))
         slot = f"ln{ctx.position}"
         if slot not in ctx.choices:
@@ -394,7 +401,7 @@ def check_pin(ctx: Ctx, token: str, *, debit_follows: bool = False) -> tuple[Res
     it does nothing outside its debit's transaction before the debit, which a locked account
     refuses, so a right PIN may skip the counted check (users.check_pin)."""
     digits = ctx.value("pin-length")
-    if len(token) != digits or not token.isascii() or not token.isdigit():
+    if len(token) != digits or not is_digits(token):
         return Retry(ctx.t("pin.format", digits=digits)), False
     check = users.check_pin(ctx.svc.db, ctx.svc.policy, ctx.user, token, ctx.svc.pepper, debit_follows=debit_follows)
     if check.ok:
@@ -428,6 +435,8 @@ def _do_lnsend(ctx: Ctx, data: dict) -> str:
     except LnurlPayError as exc:
         log.info("paying %s refused before reserving: %s", params.address.split("@")[-1], exc)
         return ctx.t(f"lnurl.{exc.reason}") + " " + ctx.t("lnsend.nothing-sent")
+    except InvoiceAlreadyPaid:
+        return ctx.t("lnsend.already-paid")
     except InsufficientBalance as exc:
         return deny_text(ctx, "insufficient-balance", balance=exc.balance_sats)
     except PolicyDenied as exc:
@@ -567,7 +576,7 @@ class PayRequestList:
             chosen = next((r for r in open_requests if r.id == remembered), None)
             if chosen is None:
                 return End(ctx.t("payreq.gone"))
-        elif not token.isdigit() or not 1 <= int(token) <= len(open_requests):
+        elif not is_digits(token) or not 1 <= int(token) <= len(open_requests):
             return Retry(ctx.t("error.option"))
         else:
             chosen = open_requests[int(token) - 1]
@@ -774,12 +783,12 @@ class PinChangeOld:
 
     def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
         accepted = f"ok{ctx.position}"
-        if not ctx.final:  # accepted only if it was checked, and right, when it was typed
-            return Push("pinchange.new") if ctx.choices.get(accepted) else _expired(ctx)
+        if not ctx.final:  # accepted only if it was checked, and right, when this very path typed it
+            return Push("pinchange.new") if ctx.choices.get(accepted) == ctx.path_tag() else _expired(ctx)
         refusal = verify_pin(ctx, token)
         if refusal is not None:
             return refusal
-        ctx.choices[accepted] = 1
+        ctx.choices[accepted] = ctx.path_tag()
         return Push("pinchange.new")
 
 
@@ -827,6 +836,11 @@ def handle_ussd(svc: Services, req: UssdRequest) -> tuple[str, str]:
         return "END " + t(svc.config["DEFAULT_LANGUAGE"], "error.expired"), "refused"
     if view.exists and view.last_text_hash == text_key and view.last_reply:
         return view.last_reply, "replay"
+    if view.over(utcnow(), svc.config["USSD_SESSION_TIMEOUT_S"]):
+        # Ended (an END went out) or past Africa's Talking's session life: nothing more is done
+        # in it, whatever the path says; a new dial is a new session.
+        language = user.language if user is not None and user.language in CATALOGS else svc.config["DEFAULT_LANGUAGE"]
+        return "END " + t(language, "error.expired"), "ended"
     user = user or users.register(db, req.phone, svc.config["DEFAULT_LANGUAGE"], svc.service_code)
     ctx = Ctx(svc, req, user, text_key, dict(view.choices), open_requests=open_requests)
     tokens = req.text.split("*") if req.text else []

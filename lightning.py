@@ -59,6 +59,9 @@ class PaymentResult:
     fee_sat: int = 0
     preimage: str = ""
     error: str = ""
+    # FAILED because the invoice is paid already (by an earlier payment): this attempt moved
+    # nothing, and the invoice must not be paid again.
+    already_paid: bool = False
 
 
 @dataclass(frozen=True)
@@ -149,6 +152,7 @@ class _MockPayment:
     state: State
     fee_sat: int
     preimage: str
+    error: str = ""
 
 
 class MockBackend(LightningBackend):
@@ -159,6 +163,9 @@ class MockBackend(LightningBackend):
     """
 
     name = "mock"
+    route_fee_sat = 0  # what a route to a payee costs; above the fee limit the payment fails
+    ignore_fee_limit = False  # True: a misbehaving node that pays and charges above the limit
+    last_fee_limit_sat: int | None = None  # the max_fee_sat of the last pay_invoice call
 
     def __init__(self, network: str = "bcrt", seed: str = "ussd-wallet-mock-node") -> None:
         self.network = network
@@ -210,26 +217,35 @@ class MockBackend(LightningBackend):
             return StatusResult(State.PENDING)
 
     def pay_invoice(self, bolt11: str, max_fee_sat: int) -> PaymentResult:
+        self.last_fee_limit_sat = max_fee_sat
         try:
             decoded = decode_invoice(bolt11)
         except InvalidInvoice as exc:
             return PaymentResult(State.FAILED, error=f"invalid invoice: {exc}")
         amount = decoded.amount_sat or 0
         with self._lock:
-            if decoded.payment_hash in self._payments:
-                previous = self._payments[decoded.payment_hash]
-                return PaymentResult(previous.state, decoded.payment_hash, previous.fee_sat, previous.preimage)
-            if amount > self._balance_sat:
-                payment = _MockPayment(State.FAILED, 0, "")
+            previous = self._payments.get(decoded.payment_hash)
+            own_invoice = self._invoices.get(decoded.payment_hash)
+            if (previous is not None and previous.state is State.SUCCEEDED) or (own_invoice and own_invoice.paid):
+                # As a real node: a paid invoice is not paid again. This attempt failed; the
+                # payment that did go through keeps its own record.
+                return PaymentResult(State.FAILED, decoded.payment_hash, error="invoice is already paid",
+                                     already_paid=True)
+            fee = self.route_fee_sat
+            if amount + fee > self._balance_sat:
+                payment = _MockPayment(State.FAILED, 0, "", "insufficient balance")
+            elif fee > max_fee_sat and not self.ignore_fee_limit:
+                payment = _MockPayment(State.FAILED, 0, "", "no route within the fee limit")
             else:
                 own = self._invoices.get(decoded.payment_hash)
                 if own is not None:
                     own.paid = True
+                    self._balance_sat -= fee
                 else:
-                    self._balance_sat -= amount
-                payment = _MockPayment(State.SUCCEEDED, 0, secrets.token_hex(32))
+                    self._balance_sat -= amount + fee
+                payment = _MockPayment(State.SUCCEEDED, fee, secrets.token_hex(32))
             self._payments[decoded.payment_hash] = payment
-        return PaymentResult(payment.state, decoded.payment_hash, payment.fee_sat, payment.preimage)
+        return PaymentResult(payment.state, decoded.payment_hash, payment.fee_sat, payment.preimage, payment.error)
 
     def payment_status(self, payment_hash: str) -> StatusResult:
         with self._lock:

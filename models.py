@@ -86,6 +86,19 @@ class Transaction(Base):
     settled_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
 
 
+class OutgoingPayment(Base):
+    """The guard that an outgoing payment hash is reserved once: a row exists while a payment of
+    that hash is pending or paid. It goes in the same transaction as the reservation (a second
+    one for the hash fails on the primary key, on every database and process) and goes away only
+    when the node confirmed the payment failed, so the invoice may be tried again."""
+
+    __tablename__ = "outgoing_payments"
+
+    payment_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    transaction_id: Mapped[int] = mapped_column(ForeignKey("transactions.id"), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
 # Invoice.status
 PAID, EXPIRED = "paid", "expired"
 

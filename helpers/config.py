@@ -52,6 +52,8 @@ def load_config(instance_path: str, env: dict[str, str] | None = None) -> dict[s
         "LIGHTNING_BACKEND": backend,
         "LIGHTNING_NETWORK": env.get("LIGHTNING_NETWORK", "bcrt"),
         "INVOICE_EXPIRY_S": int(env.get("INVOICE_EXPIRY_S", "3600")),
+        # Invoices strangers ask for through a Lightning address: their wallet pays at once.
+        "LNURL_INVOICE_EXPIRY_S": int(env.get("LNURL_INVOICE_EXPIRY_S", "600")),
         # A USSD reply must leave within gunicorn's 12 s: a call to the node waits at most
         # LIGHTNING_TIMEOUT_S; a payment out LIGHTNING_PAY_TIMEOUT_S more, then it is left pending
         # (the node keeps trying for that long; the reconciler learns the outcome).

@@ -28,6 +28,7 @@ from typing import Any
 import requests
 
 from helpers.backends import request_json
+from helpers.text import is_digits
 from helpers.mpesa import MpesaConfigError, MpesaProvider, PayoutResult, PushResult, TopupQueryResult
 from lightning import State
 
@@ -45,7 +46,7 @@ REQUIRED = ("MPESA_CONSUMER_KEY", "MPESA_CONSUMER_SECRET", "MPESA_SHORTCODE", "M
 B2C_COMMANDS = ("BusinessPayment", "SalaryPayment", "PromotionPayment")
 # East Africa Time, no daylight saving: the clock of Daraja's Timestamp fields.
 EAT = dt.timezone(dt.timedelta(hours=3))
-_PHONE = re.compile(r"^\+254(7|1)\d{8}$")  # a Kenyan mobile number, as M-Pesa's 2547XXXXXXXX
+_PHONE = re.compile(r"^\+254(7|1)[0-9]{8}$")  # a Kenyan mobile number, as M-Pesa's 2547XXXXXXXX
 _INVALID_TOKEN = "400.003.01"  # noqa: S105 - Daraja's error code for an invalid access token
 _NOT_SENT = -1  # the request never left (no token): a definite "nothing happened"
 # STK result codes the docs list as final failures (the push was refused, cancelled, expired or
@@ -122,7 +123,7 @@ class DarajaMpesa(MpesaProvider):
                 raise MpesaConfigError(f"MPESA_PROVIDER=daraja needs {name}")
         for name in ("MPESA_SHORTCODE", "MPESA_B2C_SHORTCODE", "MPESA_TILL_NUMBER"):
             value = str(settings.get(name) or "")
-            if value and not value.isdigit():
+            if value and not is_digits(value):
                 raise MpesaConfigError(f"{name} must be digits, got {value!r}")
         for name in ("MPESA_BASE_URL", "MPESA_CALLBACK_BASE_URL"):
             if not str(settings[name]).startswith(("https://", "http://")):

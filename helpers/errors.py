@@ -25,12 +25,12 @@ class CodeAlreadyUsed(WalletError):
     """This M-Pesa confirmation code has credited a top-up before."""
 
 
-class InvalidMpesaCode(WalletError):
-    """The provider does not accept this confirmation code."""
-
-
 class RequestClosed(WalletError):
     """The payment request was paid, expired or is not this user's to pay."""
+
+
+class InvoiceAlreadyPaid(WalletError):
+    """A payment of this invoice (its payment hash) is pending or paid already: nothing reserved."""
 
 
 class LightningUnavailable(WalletError):

@@ -58,16 +58,20 @@ def issue(
     service_code: str = "",
     rate_limits: bool = True,
     hashed_description: str | None = None,
+    limited_by: tuple[tuple[str, str], ...] | None = None,
 ) -> IssuedInvoice:
     """Create an invoice on the node for `user` and record it; SMS the BOLT11 to the user, or, for a
     payment request (`payer_phone`), to the payer. A replay of `key` returns the first invoice.
     Without a key (an invoice asked for through the user's Lightning address, committing to the
     LNURL metadata by `hashed_description`) nobody is sent an SMS: the payer already has it.
-    Raises RateLimited or LightningUnavailable."""
+    `limited_by`: the (limit, key) pairs this invoice counts against, instead of the user's own
+    (`invoices-per-phone`): a stranger asking through the Lightning address is counted by where
+    the ask came from, so nobody can use up a customer's own limit. Raises RateLimited or
+    LightningUnavailable."""
     found = _find(db, key) if key else None
     if found is not None:
         return _issued(found, True)
-    checks = [("invoices-per-phone", user.phone)]
+    checks = list(limited_by) if limited_by is not None else [("invoices-per-phone", user.phone)]
     if payer_phone is not None:  # each request SMSes a stranger: we must not be a bombing tool
         checks.append(("requests-to-payer", payer_phone))
     exceeded = limits.allow(db, policy, *checks, enabled=rate_limits)

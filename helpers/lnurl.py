@@ -14,6 +14,7 @@ from database import Database
 from helpers import invoices, users
 from helpers.errors import LightningUnavailable, RateLimited
 from helpers.phone import normalise
+from helpers.text import is_digits
 from helpers.services import Services
 from models import User
 
@@ -32,7 +33,7 @@ def address(config: dict, phone: str) -> str:
 
 
 def _user(db: Database, name: str, region: str) -> User:
-    phone = normalise(name if name.startswith("+") else "+" + name, region) if name.isdigit() else None
+    phone = normalise(name if name.startswith("+") else "+" + name, region) if is_digits(name) else None
     if phone is None:
         raise LnurlError("unknown Lightning address")
     with db.read() as s:
@@ -58,9 +59,12 @@ def pay_request(svc: Services, name: str) -> dict:
     }
 
 
-def invoice(svc: Services, name: str, amount_msat: str | None) -> dict:
+def invoice(svc: Services, name: str, amount_msat: str | None, source: str) -> dict:
+    """An invoice for a payer of `name`'s Lightning address, asked from `source` (the caller's
+    address). Counted per source and over all sources, never against the customer's own invoice
+    limit; it expires after LNURL_INVOICE_EXPIRY_S, sends no SMS and costs nothing unpaid."""
     user = _user(svc.db, name, svc.config["DEFAULT_REGION"])
-    if not amount_msat or not amount_msat.isdigit() or len(amount_msat) > 16:
+    if not amount_msat or not is_digits(amount_msat) or len(amount_msat) > 16:
         raise LnurlError("amount (msat) is required")
     msat = int(amount_msat)
     if msat % 1000:
@@ -70,10 +74,11 @@ def invoice(svc: Services, name: str, amount_msat: str | None) -> dict:
         raise LnurlError(f"amount refused: {decision.reason}")
     try:
         issued = invoices.issue(svc.db, svc.policy, svc.lightning, user, msat // 1000, f"Lightning address {name}",
-                                svc.config["INVOICE_EXPIRY_S"], None, rate_limits=svc.config["RATE_LIMITS"],
-                                hashed_description=metadata(svc.config, name))
+                                svc.config["LNURL_INVOICE_EXPIRY_S"], None, rate_limits=svc.config["RATE_LIMITS"],
+                                hashed_description=metadata(svc.config, name),
+                                limited_by=(("lnurl-invoices-per-source", source), ("lnurl-invoices-all", "all")))
     except RateLimited as exc:
-        raise LnurlError("too many invoices for this address; try later") from exc
+        raise LnurlError("too many invoices asked for; try later") from exc
     except LightningUnavailable as exc:
         raise LnurlError("the node is unavailable; try later") from exc
     return {"pr": issued.bolt11, "routes": []}

@@ -25,10 +25,11 @@ from urllib.parse import urlencode, urlparse
 
 import requests
 
+from helpers.text import is_digits
 from lightning import InvalidInvoice, decode_invoice
 
 # Letters, digits and -_. before the @ (LUD-16), a host name (a port only where insecure is allowed).
-_ADDRESS = re.compile(r"^([a-z0-9\-_.+]{1,64})@([a-z0-9\-.]{1,253}(?::\d{1,5})?)$")
+_ADDRESS = re.compile(r"^([a-z0-9\-_.+]{1,64})@([a-z0-9\-.]{1,253}(?::[0-9]{1,5})?)$")
 MAX_TYPED_ADDRESS = 60  # what a keypad user types, and what a 160-character screen can show
 _MAX_BODY = 64 * 1024
 _MIN_EXPIRY_LEFT_S = 60  # an invoice that expires sooner than this is refused
@@ -59,6 +60,15 @@ class PayParams:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PayParams:
         return cls(data["a"], data["c"], int(data["min"]), int(data["max"]), data["h"])
+
+
+def _msat(value: object) -> int:
+    """A JSON number of msat (an integer, or a string of ASCII digits). Raises ValueError."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError("not a number")
+    if isinstance(value, str) and not is_digits(value):
+        raise ValueError("not ASCII digits")
+    return int(value)
 
 
 def parse_address(text: str) -> tuple[str, str] | None:
@@ -127,7 +137,7 @@ def resolve(name: str, domain: str, config: dict[str, Any]) -> PayParams:
         raise LnurlPayError("bad-answer", "not a payRequest")
     callback, metadata = data.get("callback"), data.get("metadata")
     try:
-        min_msat, max_msat = int(data.get("minSendable")), int(data.get("maxSendable"))
+        min_msat, max_msat = _msat(data.get("minSendable")), _msat(data.get("maxSendable"))
     except (TypeError, ValueError) as exc:
         raise LnurlPayError("bad-answer", "bounds are not numbers") from exc
     if not isinstance(callback, str) or not isinstance(metadata, str):

@@ -33,7 +33,8 @@ class Payment:
 
 def pay_address(svc: Services, user: User, params: PayParams, amount: int, key: str) -> Payment:
     """Pay `amount` sats to the Lightning address behind `params`. Raises LnurlPayError (nothing
-    reserved), InsufficientBalance or PolicyDenied."""
+    reserved), InsufficientBalance, PolicyDenied or InvoiceAlreadyPaid (the payee answered with
+    an invoice that is pending or paid here already: nothing reserved)."""
     earlier = transactions.find_by_key(svc.db, key)
     if earlier is not None:  # a replay: never fetch or pay a second invoice
         state = {SETTLED: State.SUCCEEDED, FAILED: State.FAILED}.get(earlier.status, State.PENDING)
@@ -53,15 +54,17 @@ def pay_address(svc: Services, user: User, params: PayParams, amount: int, key: 
         log.exception("paying %s raised; left pending", reserved.reference)
         result = PaymentResult(State.PENDING, payment_hash, error="backend raised")
     log.info("lightning payment %s: %s %s", reserved.reference, result.state.value, result.error)
-    return Payment(result.state, _apply(svc, reserved, result.state, result.fee_sat))
+    return Payment(result.state, _apply(svc, reserved, result))
 
 
-def _apply(svc: Services, reserved: Receipt, state: State, fee_sat: int) -> Receipt:
-    """Book what the node said. `state` FAILED must already be confirmed by the node."""
-    if state is State.SUCCEEDED:
-        return transactions.settle_lightning(svc.db, reserved.transaction_id, fee_sat) or reserved
-    if state is State.FAILED:
-        return transactions.refund_lightning(svc.db, reserved.transaction_id) or reserved
+def _apply(svc: Services, reserved: Receipt, result: PaymentResult) -> Receipt:
+    """Book what the node said. A FAILED `result` must already be confirmed by the node; one that
+    failed because the invoice is paid already refunds this attempt and keeps the hash taken."""
+    if result.state is State.SUCCEEDED:
+        return transactions.settle_lightning(svc.db, reserved.transaction_id, result.fee_sat) or reserved
+    if result.state is State.FAILED:
+        return transactions.refund_lightning(svc.db, reserved.transaction_id,
+                                             invoice_paid=result.already_paid) or reserved
     return reserved
 
 
@@ -81,6 +84,36 @@ def reconcile(svc: Services, limit: int = 200) -> dict[str, int]:
         else:
             counts["pending"] += 1
     return counts
+
+
+@dataclass(frozen=True)
+class NodeMismatch:
+    """A payment the ledger counts as gone out through Lightning that the node does not confirm."""
+
+    payment_hash: str
+    references: tuple[str, ...]
+    problem: str
+
+
+def compare_with_node(svc: Services) -> list[NodeMismatch]:
+    """Every payment hash the ledger settled as paid out, against what the node says of it: a
+    hash settled more than once, or one the node does not report as SUCCEEDED (FAILED, or
+    unknown to it), is named. The fee the node charged must not exceed what the ledger took."""
+    with svc.db.read() as s:
+        paid_out = transactions.settled_lightning_out(s)
+    problems = []
+    for paid in paid_out:
+        if len(paid.references) > 1:
+            problems.append(NodeMismatch(paid.payment_hash, paid.references,
+                                         f"settled {len(paid.references)} times"))
+        status = svc.lightning.payment_status(paid.payment_hash)
+        if status.state is not State.SUCCEEDED:
+            problems.append(NodeMismatch(paid.payment_hash, paid.references,
+                                         f"node says {status.state.value} {status.error}".strip()))
+        elif status.fee_sat > paid.fee_sats:
+            problems.append(NodeMismatch(paid.payment_hash, paid.references,
+                                         f"node charged {status.fee_sat} sats in fees, ledger {paid.fee_sats}"))
+    return problems
 
 
 class CannotResolve(Exception):

@@ -14,8 +14,8 @@ _MAX_INPUT = 20
 def normalise(raw: str, region: str = "KE") -> str | None:
     """Return the E.164 form of a valid mobile number of `region`, or None for anything else."""
     raw = (raw or "").strip()
-    if not raw or len(raw) > _MAX_INPUT:
-        return None
+    if not raw or len(raw) > _MAX_INPUT or not raw.isascii():
+        return None  # phonenumbers reads other scripts' digits as 0-9: a look-alike is no number
     return _normalise(raw, region)
 
 

@@ -19,6 +19,8 @@ from typing import Any
 
 from hyperon import MeTTa
 
+from helpers.text import is_digits
+
 ATOMS_PATH = Path(__file__).resolve().parent.parent / "atoms.metta"
 _CACHE_LIMIT = 8192
 
@@ -188,7 +190,7 @@ class Policy:
 
     def pin(self, pin: str) -> Decision:
         """Is `pin` (already checked to be digits of the right length) strong enough?"""
-        if not pin.isdigit():
+        if not is_digits(pin):
             raise PolicyError("pin must be digits")
         return self._decision("(pin-decision " + " ".join(pin) + ")", secret=True)
 
@@ -202,7 +204,7 @@ class Policy:
     def _parse_rate_limit(expression: str, atoms: list) -> tuple[int, int]:
         atom = str(atoms[0])
         parts = atom.strip("()").split()
-        if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        if len(parts) != 2 or not all(is_digits(p) for p in parts):
             raise PolicyError(f"{expression} -> {atom}")
         return int(parts[0]), int(parts[1])
 
@@ -213,9 +215,9 @@ class Policy:
     def _parse_pin_failure(expression: str, atoms: list) -> PinFailure:
         atom = str(atoms[0])
         kind, _, number = atom.strip("()").partition(" ")
-        if kind == "Retry" and number.isdigit():
+        if kind == "Retry" and is_digits(number):
             return PinFailure(int(number), 0)
-        if kind == "Lock" and number.isdigit():
+        if kind == "Lock" and is_digits(number):
             return PinFailure(0, int(number))
         raise PolicyError(f"pin-failure-decision -> {atom}")
 

@@ -34,17 +34,15 @@ class SessionView:
     last_text_hash: str | None = None
     last_reply: str | None = None
     choices: dict[str, int] = field(default_factory=dict)
+    active: bool = True  # False once an END was answered
+    created_at: dt.datetime | None = None
 
-
-def load(session: Session, session_id: str) -> SessionView:
-    row = session.execute(
-        select(UssdSession.phone, UssdSession.onboarding_tokens, UssdSession.last_text_hash,
-               UssdSession.last_reply, UssdSession.choices)
-        .where(UssdSession.session_id == session_id)
-    ).first()
-    if row is None:
-        return SessionView(False)
-    return SessionView(True, row[0], row[1], row[2], row[3], json.loads(row[4]) if row[4] else {})
+    def over(self, now: dt.datetime, life_s: int) -> bool:
+        """The session has ended (an END was sent) or is older than a session may live."""
+        if not self.exists:
+            return False
+        return not self.active or (self.created_at is not None
+                                   and now - self.created_at > dt.timedelta(seconds=life_s))
 
 
 # The request's two keys as a one-row table, joined to the session row and to the caller's user
@@ -57,6 +55,7 @@ def _load_step(with_requests: bool) -> Prepared:
         and_(_USERS.c.pin_failures == 0, _USERS.c.pin_locks == 0),  # UserView.pin_clean
         _SESSIONS.c.id, _SESSIONS.c.phone, _SESSIONS.c.onboarding_tokens, _SESSIONS.c.last_text_hash,
         _SESSIONS.c.last_reply, _SESSIONS.c.choices, open_requests_count() if with_requests else null(),
+        _SESSIONS.c.active, _SESSIONS.c.created_at,
     ).select_from(
         _KEYS.outerjoin(_USERS, _USERS.c.phone == _KEYS.c.phone)
         .outerjoin(_SESSIONS, _SESSIONS.c.session_id == _KEYS.c.session_id)
@@ -77,7 +76,8 @@ def load_step(db: Database, session_id: str, phone: str, *, with_requests: bool
     user = UserView(row[0], row[1], row[2], row[3], row[4], bool(row[5])) if row[0] is not None else None
     if row[6] is None:
         return SessionView(False), user, row[12]
-    view = SessionView(True, row[7], row[8], row[9], row[10], json.loads(row[11]) if row[11] else {})
+    view = SessionView(True, row[7], row[8], row[9], row[10], json.loads(row[11]) if row[11] else {},
+                       bool(row[13]), row[14])
     return view, user, row[12]
 
 

@@ -16,14 +16,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Union
 
-from sqlalchemy import bindparam, case, func, insert, or_, select, update
+from sqlalchemy import bindparam, case, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Dialect, Row
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from database import Database, Prepared
 from helpers import sms, users
-from helpers.errors import AccountLocked, CodeAlreadyUsed, InsufficientBalance, PolicyDenied, RequestClosed, WalletError
+from helpers.errors import (
+    AccountLocked,
+    CodeAlreadyUsed,
+    InsufficientBalance,
+    InvoiceAlreadyPaid,
+    PolicyDenied,
+    RequestClosed,
+    WalletError,
+)
 from helpers.i18n import t
 from helpers.refs import new_reference
 from helpers.rules import Policy
@@ -42,6 +50,7 @@ from models import (
     TOPUP,
     WITHDRAW,
     Invoice,
+    OutgoingPayment,
     PaymentRequest,
     Transaction,
     User,
@@ -413,7 +422,10 @@ def reserve_lightning(
     payment_hash: str, payee: str, key: str,
 ) -> Receipt:
     """Debit amount + the most the route may cost as a pending Lightning payment, before the node
-    is asked to pay. Raises InsufficientBalance or PolicyDenied (a replay gets the first receipt)."""
+    is asked to pay. A payment hash is reserved once (outgoing_payments): while a payment of it is
+    pending or paid, another reservation raises InvoiceAlreadyPaid and nothing is debited.
+    Raises InsufficientBalance, PolicyDenied or InvoiceAlreadyPaid (a replay gets the first
+    receipt)."""
 
     def work() -> Receipt:
         with db.write() as s:
@@ -429,7 +441,12 @@ def reserve_lightning(
                 idempotency_key=key, description="Lightning payment",
             )
             s.add(row)
-            s.flush()
+            s.flush()  # a replay of this request fails here, on the key
+            s.add(OutgoingPayment(payment_hash=payment_hash, transaction_id=row.id))
+            try:
+                s.flush()
+            except IntegrityError as exc:  # another reservation holds this hash: pending or paid
+                raise InvoiceAlreadyPaid(payment_hash) from exc
             return Receipt(ref, amount, max_fee, after, PENDING, row.id)
 
     return run_once(db, key, work)
@@ -462,14 +479,18 @@ def settle_lightning(db: Database, transaction_id: int, fee_paid: int, note: str
         return Receipt(row.reference, row.amount_sats, fee_paid, after, SETTLED, row.id)
 
 
-def refund_lightning(db: Database, transaction_id: int, note: str = "") -> Receipt | None:
+def refund_lightning(db: Database, transaction_id: int, note: str = "", invoice_paid: bool = False
+                     ) -> Receipt | None:
     """The node confirmed the payment failed (or an operator did): give amount + reserved fee
-    back, once."""
+    back, once. The payment hash is released for another try, unless `invoice_paid`: the node
+    refused because the invoice is paid already, and nobody may pay it again."""
     with db.write() as s:
         released = _release(s, transaction_id, note)
         if released is None:
             return None
         row, after, user = released
+        if not invoice_paid:
+            s.execute(delete(OutgoingPayment).where(OutgoingPayment.transaction_id == transaction_id))
         sms.queue(s, user.phone, t(user.language, "sms.lightning-failed", amount=row.amount_sats,
                                    phone=row.counterparty, ref=row.reference, balance=after))
         return Receipt(row.reference, row.amount_sats, row.fee_sats, after, FAILED, row.id)
@@ -614,6 +635,31 @@ def ledger_check(session: Session) -> list[LedgerMismatch]:
         .outerjoin(sums, sums.c.user_id == User.id)
     ).all()
     return [LedgerMismatch(uid, phone, bal, int(total)) for uid, phone, bal, total in rows if bal != int(total)]
+
+
+@dataclass(frozen=True)
+class PaidOut:
+    """What the ledger says left through Lightning under one payment hash."""
+
+    payment_hash: str
+    references: tuple[str, ...]  # more than one: the hash was settled twice
+    amount_sats: int
+    fee_sats: int
+
+
+def settled_lightning_out(session: Session) -> list[PaidOut]:
+    """Settled outgoing Lightning payments, grouped by payment hash."""
+    rows = session.execute(
+        select(Transaction.payment_hash, Transaction.reference, Transaction.amount_sats, Transaction.fee_sats)
+        .where(Transaction.status == SETTLED, Transaction.type == SEND, Transaction.direction == DEBIT,
+               Transaction.payment_hash.is_not(None))
+        .order_by(Transaction.payment_hash, Transaction.id)
+    ).all()
+    grouped: dict[str, list] = {}
+    for payment_hash, reference, amount, fee in rows:
+        grouped.setdefault(payment_hash, []).append((reference, amount, fee))
+    return [PaidOut(h, tuple(r for r, _a, _f in items), sum(a for _r, a, _f in items), sum(f for _r, _a, f in items))
+            for h, items in grouped.items()]
 
 
 def totals(session: Session) -> dict[str, int]:

@@ -75,6 +75,8 @@ def app(tmp_path, monkeypatch, app_overrides):
     db.remove_session()  # an open read transaction would hold MySQL's metadata locks
     with db.read() as s:
         assert transactions.ledger_check(s) == [], "ledger check failed after the test"
+        twice = [paid for paid in transactions.settled_lightning_out(s) if len(paid.references) > 1]
+        assert twice == [], "one invoice was paid out more than once"
     db.drop_schema()
     db.dispose()
 

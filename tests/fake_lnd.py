@@ -115,7 +115,12 @@ def _invoice_with_hash(sats: int, expiry: int, description_hash: str):
 
 class FakeLnd(FakeServer):
     """Modes for payments: succeed, fail, inflight_then_succeed, inflight_then_fail, fail_unconfirmed,
-    not_found, http500, malformed, timeout."""
+    not_found, http500, malformed, timeout.
+
+    A route costs `route_fee_sat`. As LND does, a payment whose route costs more than the
+    `fee_limit_sat` it was sent with fails with FAILURE_REASON_NO_ROUTE (and tracks as failed);
+    `ignore_fee_limit = True` makes a misbehaving node that pays and charges above the limit.
+    `fee_limits` keeps the limit each payment hash was sent with."""
 
     def __init__(self, spec_folder: Path = SPEC_DIR) -> None:
         self.spec = Spec(spec_folder)
@@ -125,6 +130,11 @@ class FakeLnd(FakeServer):
         self.mode = "succeed"
         self.requests: list[tuple[str, str]] = []
         self.balance_sat = 5_000_000
+        self.route_fee_sat = 3
+        self.ignore_fee_limit = False
+        self.already_paid_as_http = False
+        self.fee_limits: dict[str, int] = {}  # payment hash -> fee_limit_sat it was sent with
+        self.fees: dict[str, int] = {}  # payment hash -> the fee its route cost
         super().__init__()
 
     # ---------------------------------------------------------------- plumbing
@@ -198,6 +208,19 @@ class FakeLnd(FakeServer):
 
     def send_payment(self, request, body: dict) -> None:
         payment_hash = decode_invoice(body["payment_request"]).payment_hash
+        limit = int(body.get("fee_limit_sat") or 0)  # 0 (the default): only fee-free routes
+        self.fee_limits[payment_hash] = limit
+        fee = self.fees.setdefault(payment_hash, self.route_fee_sat)
+        if payment_hash not in self.payments and self.mode in ("succeed", "inflight_then_succeed") \
+                and fee > limit and not self.ignore_fee_limit:
+            self.payments[payment_hash] = "fail"  # no route within the fee limit: a definite failure
+        if self.payments.get(payment_hash) in ("succeed", "inflight_then_succeed"):
+            # LND refuses to pay an invoice a second time (channeldb.ErrAlreadyPaid, gRPC AlreadyExists).
+            # The gateway sends it as an error line; with `already_paid_as_http`, as a 409 answer.
+            error = {"code": 6, "message": "invoice is already paid"}
+            if self.already_paid_as_http:
+                return self.reply(request, 409, error)
+            return self.stream(request, [{"error": error}])
         mode = self.payments.setdefault(payment_hash, self.mode)
         if mode == "http500":
             return self.reply(request, 500, {"code": 2, "message": "internal"})
@@ -209,8 +232,7 @@ class FakeLnd(FakeServer):
         if mode == "not_found":
             return self.stream(request, [{"error": {"code": 5, "message": "payment isn't initiated"}}])
         first = {"succeed": "SUCCEEDED", "fail": "FAILED", "fail_unconfirmed": "FAILED"}.get(mode, "IN_FLIGHT")
-        fee = 3 if first == "SUCCEEDED" else 0
-        self.stream(request, [self._payment(payment_hash, first, fee)])
+        self.stream(request, [self._payment(payment_hash, first, fee if first == "SUCCEEDED" else 0)])
 
     def track(self, request, payment_hash: str) -> None:
         mode = self.payments.get(payment_hash)
@@ -218,4 +240,5 @@ class FakeLnd(FakeServer):
                  "inflight_then_fail": "FAILED", "fail_unconfirmed": "IN_FLIGHT"}.get(mode or "")
         if final is None:
             return self.stream(request, [{"error": {"code": 5, "message": "payment isn't initiated"}}])
-        self.stream(request, [self._payment(payment_hash, final, 3 if final == "SUCCEEDED" else 0)])
+        fee = self.fees.get(payment_hash, self.route_fee_sat)
+        self.stream(request, [self._payment(payment_hash, final, fee if final == "SUCCEEDED" else 0)])

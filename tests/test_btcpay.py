@@ -63,6 +63,15 @@ def test_payments_fail_only_when_btcpay_confirms_it(btcpay, node, mode, first, l
         assert paid.fee_sat == 2 and paid.preimage
 
 
+def test_a_second_payment_of_a_paid_invoice_is_refused_and_moved_nothing(btcpay, node):
+    bolt11 = MockBackend(seed="someone out there").create_invoice(2000, "coffee", 600).bolt11
+    assert node.pay_invoice(bolt11, max_fee_sat=10).state is State.SUCCEEDED
+    again = node.pay_invoice(bolt11, max_fee_sat=10)
+    assert (again.state, again.already_paid) == (State.FAILED, True), again
+    assert again.fee_sat == 0 and not again.preimage
+    assert node.payment_status(again.payment_hash).state is State.SUCCEEDED  # the first one stands
+
+
 def test_an_unreachable_btcpay_is_unavailable_and_unknown(btcpay):
     from tests.servers import free_port
 

@@ -246,8 +246,9 @@ def test_receive_when_the_node_is_down_says_so_and_records_nothing(alice, wallet
     assert snapshot(wallet) == before
 
 
-@pytest.mark.parametrize("typed,key", [("abc", "error.amount"), ("999", "deny.below-minimum"),
-                                       ("1000001", "deny.above-maximum")])
+@pytest.mark.parametrize("typed,key", [("abc", "error.amount"),
+                                       (str(P.value("payment-min-sats") - 1), "deny.below-minimum"),
+                                       (str(P.value("payment-max-sats") + 1), "deny.above-maximum")])
 def test_receive_amount_bad_inputs(alice, wallet, typed, key):
     before = snapshot(wallet)
     reply = alice.run("2", typed)
@@ -279,18 +280,18 @@ def test_request_payment_then_payer_pays_from_the_menu(alice, bob, wallet):
                                    fee=P.fee_sats("internal", amount))
     bob.press("1")
     done = bob.press(PIN)
+    fee = P.fee_sats("internal", amount)
     assert done == "END " + t("en", "payreq.done", amount=amount, phone=DEMO[0], ref=invoice.reference,
-                              balance=b0 - amount)
+                              balance=b0 - amount - fee)
     assert balance(wallet, DEMO[0]) == a0 + amount
-    assert balance(wallet, DEMO[1]) == b0 - amount
+    assert balance(wallet, DEMO[1]) == b0 - amount - fee
     assert outbox(wallet, DEMO[0])[-1] == t("en", "sms.invoice-paid", ref=invoice.reference, amount=amount,
                                             balance=a0 + amount)
-    assert outbox(wallet, DEMO[1])[-1] == t("en", "sms.sent", amount=amount, phone=DEMO[0],
-                                            fee=P.fee_sats("internal", amount), ref=invoice.reference,
-                                            balance=b0 - amount)
+    assert outbox(wallet, DEMO[1])[-1] == t("en", "sms.sent", amount=amount, phone=DEMO[0], fee=fee,
+                                            ref=invoice.reference, balance=b0 - amount - fee)
     assert wallet.db.session.scalar(select(PaymentRequest.status)) == "paid"
     # paid: gone from the menu, and the Lightning invoice can no longer credit it
-    assert bob.start() == "CON " + t("en", "main", balance=b0 - amount, requests="")
+    assert bob.start() == "CON " + t("en", "main", balance=b0 - amount - fee, requests="")
     assert wallet.db.session.scalar(select(Invoice.status)) == "paid"
 
 
@@ -432,16 +433,19 @@ def test_failed_payout_refunds_and_unknown_payout_stays_pending(alice, wallet):
 @pytest.mark.parametrize("lang", ["en", "sw"])
 def test_account_shows_balance_in_kes_and_history(alice, bob, wallet, lang):
     set_language(alice, lang)
-    for amount in (1000, 2000, 3000, 4000, 5000, 6000):
+    low = P.value("payment-min-sats")
+    amounts = [low * n for n in range(1, 7)]
+    for amount in amounts:
         alice.run("1", "0787654321", str(amount), "1", PIN)
     have = balance(wallet, DEMO[0])
     address = lnurl.address(wallet.config, DEMO[0])
     assert address == DEMO[0][1:] + "@" + lnurl.domain(wallet.config)
     assert alice.run("6") == "CON " + t(lang, "account", balance=have, kes=P.sats_to_kes(have), address=address)
     history = alice.press("1")
-    assert history.count("\n-") == 5  # the last five, newest first
-    assert history.index("-6,000") < history.index("-2,000")
-    assert "-1,000" not in history
+    assert history.count("\n-") == 5  # the last five, newest first, each amount + fee
+    shown = [f"-{amount + P.fee_sats('internal', amount):,} " for amount in amounts]
+    assert history.index(shown[5]) < history.index(shown[1])
+    assert shown[0] not in history
 
 
 def test_language_switch_changes_every_screen(alice):

@@ -229,3 +229,17 @@ def test_a_payment_lnbits_refuses_is_refunded(lnbits, app, alice, wallet):
         assert server.balance_sat(receiver["inkey"]) == 0
     finally:
         payee.stop()
+
+
+def test_a_second_payment_of_a_paid_invoice_is_a_definite_failure_of_that_attempt(lnbits, node):
+    """LNbits answers 520 {"detail": "Payment already paid."}: the second attempt moved nothing,
+    and must not be left pending (a status lookup would find the first payment's success)."""
+    server, pool, outside = lnbits
+    server.fund(pool["id"], 5_000)
+    theirs = server.invoice(outside["inkey"], 700)
+    assert node.pay_invoice(theirs["bolt11"], max_fee_sat=10).state is State.SUCCEEDED
+    outside_before, pool_before = server.balance_sat(outside["inkey"]), node.balance().balance_sat
+    again = node.pay_invoice(theirs["bolt11"], max_fee_sat=10)
+    assert (again.state, again.already_paid) == (State.FAILED, True), again
+    assert server.balance_sat(outside["inkey"]) == outside_before
+    assert node.balance().balance_sat == pool_before

@@ -7,6 +7,7 @@ import hashlib
 
 import pytest
 
+from helpers.backends import lnd as lnd_module
 from helpers.backends.lnd import LndBackend
 from lightning import LightningConfigError, MockBackend, State, create_backend, decode_invoice
 from tests import fake_lnd
@@ -72,6 +73,33 @@ def test_payments_report_failure_only_when_the_node_confirms_it(lnd, node, mode,
     assert node.payment_status(paid.payment_hash).state is later
     if first is State.SUCCEEDED:
         assert paid.fee_sat == 3 and paid.preimage
+
+
+def test_a_route_dearer_than_the_fee_limit_fails_as_lnd_fails_it(lnd, node):
+    lnd.route_fee_sat = 10
+    at_limit = outside_invoice()
+    paid = node.pay_invoice(at_limit, max_fee_sat=10)
+    assert (paid.state, paid.fee_sat) == (State.SUCCEEDED, 10)
+    assert lnd.fee_limits[paid.payment_hash] == 10
+    above = node.pay_invoice(outside_invoice(), max_fee_sat=9)  # a failure a second look confirms
+    assert (above.state, above.error) == (State.FAILED, "FAILURE_REASON_NO_ROUTE")
+    assert node.payment_status(above.payment_hash).state is State.FAILED
+    lnd.ignore_fee_limit = True  # a misbehaving node: pays, and charges above the limit
+    over = node.pay_invoice(outside_invoice(), max_fee_sat=9)
+    assert (over.state, over.fee_sat) == (State.SUCCEEDED, 10)
+    assert node.payment_status(over.payment_hash).fee_sat == 10
+
+
+@pytest.mark.parametrize("as_http", [False, True], ids=["error-line", "http-409"])
+def test_a_second_payment_of_a_paid_invoice_is_refused_and_moved_nothing(lnd, node, as_http):
+    lnd.already_paid_as_http = as_http
+    bolt11 = outside_invoice()
+    assert node.pay_invoice(bolt11, max_fee_sat=10).state is State.SUCCEEDED
+    again = node.pay_invoice(bolt11, max_fee_sat=10)
+    # a definite failure of this attempt, never the earlier payment's success read back by tracking
+    assert (again.state, again.already_paid, again.error) == (State.FAILED, True, lnd_module.ALREADY_PAID)
+    assert again.fee_sat == 0 and not again.preimage
+    assert node.payment_status(again.payment_hash).state is State.SUCCEEDED  # the first one stands
 
 
 def test_a_wrong_macaroon_is_refused_and_reported_as_unavailable(lnd):

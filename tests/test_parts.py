@@ -28,7 +28,7 @@ from lightning import (
     create_backend,
     decode_invoice,
 )
-from models import SmsOutbox, User, utcnow
+from models import SmsOutbox, User, UssdSession, utcnow
 from tests.conftest import DEMO, PIN, Dialer, balance
 
 
@@ -183,8 +183,16 @@ def test_flush_poll_and_clean_commands(runner, wallet, alice):
     assert "sms sent=" in runner.invoke(args=["flush-sms"]).output
     assert wallet.sms.sender.sent
     assert "pending" in runner.invoke(args=["poll-invoices"]).output
+    alice.start()  # a session left open (CON): idle past a timeout of 0, so clean closes it
     wallet.config["USSD_SESSION_TIMEOUT_S"] = 0
-    assert "closed=" in runner.invoke(args=["clean-sessions", "--keep-days", "0"]).output
+    with wallet.db.read() as s:
+        active = s.scalar(select(func.count()).select_from(UssdSession).where(UssdSession.active.is_(True)))
+        every = s.scalar(select(func.count()).select_from(UssdSession))
+    assert active >= 1 and every > active
+    output = runner.invoke(args=["clean-sessions", "--keep-days", "0"]).output
+    assert f"sessions closed={active} deleted={every};" in output, output
+    with wallet.db.read() as s:
+        assert s.scalar(select(func.count()).select_from(UssdSession)) == 0
 
 
 # ------------------------------------------------------------------ concurrency within one process
@@ -194,6 +202,8 @@ def test_concurrent_sends_from_one_account_never_overdraw(app, client, wallet):
     Dialer(client, sender).run(PIN, PIN)
     have = balance(wallet, sender)
     amount = have // 4 + 1  # only 3 can succeed
+    fee = wallet.policy.fee_sats("internal", amount)
+    assert 3 * (amount + fee) <= have < 4 * amount
     total0 = sum(balance(wallet, p) for p in DEMO)
 
     def one(n: int) -> str:
@@ -204,8 +214,8 @@ def test_concurrent_sends_from_one_account_never_overdraw(app, client, wallet):
         replies = list(pool.map(one, range(12)))
     done = [r for r in replies if r.startswith("END Sent")]
     assert len(done) == 3
-    assert balance(wallet, sender) == have - 3 * amount >= 0
-    assert sum(balance(wallet, p) for p in DEMO) == total0
+    assert balance(wallet, sender) == have - 3 * (amount + fee) >= 0
+    assert sum(balance(wallet, p) for p in DEMO) == total0 - 3 * fee  # the fees leave the users
 
 
 def test_operator_pin_reset_clears_the_pin_and_tells_the_owner(runner, wallet, alice):
@@ -399,3 +409,36 @@ def test_a_movement_run_twice_under_one_key_moves_money_once(wallet, movement):
     assert len(_outbox_all(wallet)) == after_first[2]
     assert balance(wallet, DEMO[1]) == after_first[1]
     assert first.balance_sats == after_first[0] != have
+
+
+@pytest.mark.parametrize("kind", ["withdrawal", "lightning"])
+def test_a_pending_debit_refunded_twice_is_credited_once(wallet, kind):
+    """A refund only moves a row that is still pending: a second refund of the same withdrawal or
+    Lightning payment (a late callback, the reconciler and an operator racing) credits nothing."""
+    from helpers import transactions, users
+
+    policy_ = wallet.policy
+    with wallet.db.read() as s:
+        payer = users.UserView.of(users.get(s, DEMO[0]))
+    have = balance(wallet, DEMO[0])
+    if kind == "withdrawal":
+        reserved = transactions.reserve_withdrawal(wallet.db, policy_, payer, policy_.value("kes-min"), DEMO[0],
+                                                   "refund-twice")
+
+        def refund():
+            return transactions.refund_withdrawal(wallet.db, reserved.transaction_id)
+    else:
+        amount = policy_.value("payment-min-sats")
+        reserved = transactions.reserve_lightning(
+            wallet.db, policy_, payer, amount, policy_.fee_sats("lightning", amount), (amount, amount),
+            "ab" * 32, "carol@example.com", "refund-twice")
+
+        def refund():
+            return transactions.refund_lightning(wallet.db, reserved.transaction_id)
+    assert balance(wallet, DEMO[0]) == have - reserved.amount_sats - reserved.fee_sats < have
+    assert refund()
+    assert balance(wallet, DEMO[0]) == have
+    messages = len(_outbox_all(wallet))
+    assert not refund()
+    assert balance(wallet, DEMO[0]) == have
+    assert len(_outbox_all(wallet)) == messages  # no second "failed" SMS either

@@ -30,16 +30,19 @@ def test_a_replayed_confirmation_moves_money_once(alice, wallet, client):
     first = alice.press(PIN)
     for _ in range(4):  # AT or the network delivers the same request again
         assert alice.post(alice.text) == first
-    assert balance(wallet, DEMO[0]) == a0 - 5000
+    assert balance(wallet, DEMO[0]) == a0 - 5000 - wallet.policy.fee_sats("internal", 5000)
     assert wallet.db.session.query(Transaction).filter_by(type="send").count() == 1
 
 
 def test_replay_after_the_session_row_lost_its_reply_still_moves_once(alice, wallet):
-    """Even without the reply cache, the unique key on the money step finds the first result."""
+    """Even without the reply cache, the unique key on the money step finds the first result.
+
+    The realistic case: the money moved but the session row was not saved at the final step, so it
+    is still open and holds no reply."""
     alice.run("5", "300", "1")
     alice.press(PIN)
     with wallet.db.write() as s:
-        s.execute(UssdSession.__table__.update().values(last_text_hash=None, last_reply=None))
+        s.execute(UssdSession.__table__.update().values(last_text_hash=None, last_reply=None, active=True))
     a_after = balance(wallet, DEMO[0])
     ref = wallet.db.session.scalar(select(Transaction.reference).where(Transaction.type == "withdraw"))
     assert alice.post(alice.text) == "END " + t("en", "replay", ref=ref)
@@ -71,18 +74,25 @@ def test_a_session_id_reused_by_another_phone_is_refused(alice, client, wallet):
     assert snapshot(wallet) == before
 
 
-@pytest.mark.parametrize("fields", [
-    {},
-    {"phoneNumber": DEMO[0], "text": ""},
-    {"sessionId": "x1", "text": ""},
-    {"sessionId": "x2", "phoneNumber": "not a phone", "text": ""},
-    {"sessionId": "x3", "phoneNumber": "+12025550143", "text": ""},
-    {"sessionId": "x4", "phoneNumber": DEMO[0], "text": "1*" * 600},
-    {"sessionId": "x5", "phoneNumber": DEMO[0], "text": "\x00\ud7ff%s%n{0}'; DROP TABLE users;--"},
+@pytest.mark.parametrize("fields,screen", [
+    ({}, "error.expired"),
+    ({"phoneNumber": DEMO[0], "text": ""}, "error.expired"),
+    ({"sessionId": "x1", "text": ""}, "error.expired"),
+    ({"sessionId": "x2", "phoneNumber": "not a phone", "text": ""}, "error.phone"),
+    ({"sessionId": "x3", "phoneNumber": "+12025550143", "text": ""}, "error.phone"),
+    ({"sessionId": "x4", "phoneNumber": DEMO[0], "text": "1*" * 600}, "error.expired"),
 ])
-def test_odd_requests_get_an_end_and_change_nothing(client, wallet, fields):
+def test_odd_requests_get_an_end_and_change_nothing(client, wallet, fields, screen):
     before = snapshot(wallet)
-    post(client, **fields)
+    assert post(client, **fields) == "END " + t("en", screen)
+    assert snapshot(wallet) == before
+
+
+def test_garbage_typed_as_a_first_pin_is_refused_and_changes_nothing(client, wallet):
+    before = snapshot(wallet)
+    reply = post(client, sessionId="x5", phoneNumber=DEMO[0], text="\x00\ud7ff%s%n{0}'; DROP TABLE users;--")
+    digits = policy().value("pin-length")
+    assert reply == "CON " + t("en", "pin.format", digits=digits) + "\n" + t("en", "pin.create", digits=digits)
     assert snapshot(wallet) == before
 
 
@@ -196,9 +206,12 @@ def test_an_input_refused_for_balance_stays_refused_when_the_path_is_replayed(di
     have = balance(wallet, DEMO[2])
     carol.run("1", "0787654321", str(have + 1))
     assert carol.reply.startswith("CON " + t("en", "deny.insufficient-balance", balance=have))
-    assert carol.press("1000") == "CON " + t("en", "send.confirm", amount=1000, phone=DEMO[1], fee=0, total=1000)
+    amount = wallet.policy.value("payment-min-sats")
+    fee = wallet.policy.fee_sats("internal", amount)
+    assert carol.press(str(amount)) == "CON " + t("en", "send.confirm", amount=amount, phone=DEMO[1], fee=fee,
+                                                  total=amount + fee)
     carol.press("1", PIN)
-    assert balance(wallet, DEMO[2]) == have - 1000
+    assert balance(wallet, DEMO[2]) == have - amount - fee
 
 
 def test_a_code_refused_as_used_stays_refused_when_the_path_is_replayed(alice, bob, wallet):

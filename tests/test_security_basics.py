@@ -130,15 +130,17 @@ def test_a_short_way_payment_that_holds_a_receipt_is_not_looked_up_again(alice, 
     find = transactions.find_by_key
     monkeypatch.setattr(transactions, "find_by_key", lambda db, key: looked.append(key) or find(db, key))
     counted = _counted_checks(monkeypatch)
-    assert alice.run("1", "0787654321", "1000", "1", PIN).startswith("END " + t("en", "send.done", amount=1000,
-                                                                                phone=DEMO[1], fee=0, ref="X",
-                                                                                balance=0)[:20])
+    low = P.value("payment-min-sats")
+    low_cost = low + P.fee_sats("internal", low)
+    assert alice.run("1", "0787654321", str(low), "1", PIN).startswith("END " + t("en", "send.done", amount=low,
+                                                                                  phone=DEMO[1], fee=0, ref="X",
+                                                                                  balance=0).split(" Fee")[0])
     assert looked == [] and counted == []
     have = balance(wallet, DEMO[0])
-    alice.run("1", "0787654321", str(have), "1")
-    Dialer(alice.client, DEMO[0]).run("1", "0787654321", "1000", "1", PIN)  # spends meanwhile
+    alice.run("1", "0787654321", str(have - P.fee_sats("internal", have)), "1")  # all of it, with the fee
+    Dialer(alice.client, DEMO[0]).run("1", "0787654321", str(low), "1", PIN)  # spends meanwhile
     del looked[:], counted[:]
-    assert alice.press(PIN) == "END " + t("en", "deny.insufficient-balance", balance=have - 1000)
+    assert alice.press(PIN) == "END " + t("en", "deny.insufficient-balance", balance=have - low_cost)
     assert looked and len(set(looked)) == 1 and len(counted) == 1
 
 
@@ -217,10 +219,12 @@ def test_refused_balance_check_uses_the_fresh_balance_not_a_stale_object(dial, w
     carol = dial(DEMO[2])
     carol.run(PIN, PIN)
     have = balance(wallet, DEMO[2])
-    carol.run("1", "0787654321", str(have), "1")
-    Dialer(carol.client, DEMO[2]).run("1", "0712345678", "1000", "1", PIN)  # spends meanwhile
-    assert carol.press(PIN) == "END " + t("en", "deny.insufficient-balance", balance=have - 1000)
-    assert balance(wallet, DEMO[2]) == have - 1000
+    low = P.value("payment-min-sats")
+    low_cost = low + P.fee_sats("internal", low)
+    carol.run("1", "0787654321", str(have - P.fee_sats("internal", have)), "1")  # all of it, with the fee
+    Dialer(carol.client, DEMO[2]).run("1", "0712345678", str(low), "1", PIN)  # spends meanwhile
+    assert carol.press(PIN) == "END " + t("en", "deny.insufficient-balance", balance=have - low_cost)
+    assert balance(wallet, DEMO[2]) == have - low_cost
 
 
 def test_rate_limits_are_on_by_default_except_for_the_embedded_demo(tmp_path):

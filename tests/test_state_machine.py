@@ -119,8 +119,11 @@ class WalletMachine(RuleBasedStateMachine):
         received = self._sum(Transaction.amount_sats, Transaction.counterparty == "lightning")
         out = self._sum(Transaction.amount_sats + Transaction.fee_sats, Transaction.type == "withdraw",
                         Transaction.status.in_(("pending", "settled")))
+        # what sends and paid requests cost in fees (the wallet's, no longer any user's)
+        fees = self._sum(Transaction.fee_sats, Transaction.direction == "debit",
+                         Transaction.type.in_(("send", "invoice")), Transaction.status.in_(("pending", "settled")))
         opening = self._sum(Transaction.amount_sats, Transaction.type == "adjust")
-        assert self._sum(User.balance_sats) == opening + topups + received - out
+        assert self._sum(User.balance_sats) == opening + topups + received - out - fees
         assert opening + topups == self.outside
 
 

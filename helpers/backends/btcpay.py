@@ -89,6 +89,11 @@ class BTCPayBackend(LightningBackend):
         status, data = self._call("POST", "/invoices/pay", {
             "BOLT11": bolt11, "maxFeeFlat": str(int(max_fee_sat)), "sendTimeout": self.pay_timeout_s,
         }, timeout=self.pay_timeout_s + self.timeout_s)
+        if status == 400 and isinstance(data, dict) and "already paid" in str(data.get("message") or "").lower():
+            # BTCPay passes the node's refusal on as a `generic-error` whose message names it
+            # (LND: "invoice is already paid"; Core Lightning: "already paid"): nothing moved.
+            return PaymentResult(State.FAILED, payment_hash, error=f"BTCPay: {data.get('message')}",
+                                 already_paid=True)
         first = self._payment(data) if status == 200 else StatusResult(State.PENDING, error=f"BTCPay {status}")
         if status == 400 or first.state is State.FAILED:
             # Refunds hang on this: a failure counts only when the payment lookup agrees.

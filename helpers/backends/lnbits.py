@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 
 _TIMEOUT_S = 10
 _REFUSED = {400, 401, 403, 404, 422}  # LNbits refused before anything was sent
+# LNbits' answers (lnbits/core/services/payments.py) when the invoice was paid before: from this
+# wallet, by another wallet of the same LNbits, or found paid on the funding source.
+_ALREADY_PAID = frozenset({"Payment already paid.", "Internal invoice already paid.",
+                           "Failed payment was already paid on the fundingsource."})
 
 
 class LNbitsBackend(LightningBackend):
@@ -105,6 +109,10 @@ class LNbitsBackend(LightningBackend):
         if status in _REFUSED:
             detail = data.get("detail") if isinstance(data, dict) else ""
             return PaymentResult(State.FAILED, payment_hash, error=f"LNbits refused: {detail or status}")
+        if isinstance(data, dict) and data.get("detail") in _ALREADY_PAID:
+            # An earlier payment paid this invoice (LNbits' PaymentError, answered as 520): this
+            # attempt moved nothing, and a status lookup would report that earlier payment.
+            return PaymentResult(State.FAILED, payment_hash, error=f"LNbits: {data['detail']}", already_paid=True)
         if status not in (200, 201):
             # LNbits answers 520 {"status": "failed"} when it refused before sending (e.g. not
             # enough balance). That is believed only if a second look finds no such payment,

@@ -33,6 +33,21 @@ log = logging.getLogger(__name__)
 
 _INVOICE_STATES = {"SETTLED": State.SUCCEEDED, "CANCELED": State.FAILED}
 _PAYMENT_STATES = {"SUCCEEDED": State.SUCCEEDED, "FAILED": State.FAILED}
+# LND's error when an invoice was paid before (channeldb.ErrAlreadyPaid, gRPC code AlreadyExists),
+# in an error line of the stream or as the body of a non-200 answer.
+ALREADY_PAID = "invoice is already paid"
+
+
+def _error_of(response: requests.Response) -> str:
+    """The gRPC gateway's error message of a non-200 answer ({"error": {"message"}} or {"message"})."""
+    try:
+        data = json.loads(response.content or b"{}")
+    except ValueError:
+        return ""
+    if not isinstance(data, dict):
+        return ""
+    error = data.get("error") if isinstance(data.get("error"), dict) else data
+    return str(error.get("message") or "")
 
 
 def _b64url(hex_hash: str) -> str:
@@ -99,7 +114,8 @@ class LndBackend(LightningBackend):
             with self.http.request(method, self.url + path, json=body, stream=True, verify=self.verify,
                                    timeout=(self.timeout_s, self.pay_timeout_s + self.timeout_s)) as response:
                 if response.status_code != 200:
-                    return StatusResult(State.PENDING, error=f"LND answered {response.status_code}")
+                    error = _error_of(response) or f"LND answered {response.status_code}"
+                    return StatusResult(State.PENDING, error=error)
                 for line in response.iter_lines():
                     if not line:
                         continue
@@ -128,6 +144,10 @@ class LndBackend(LightningBackend):
             "payment_request": bolt11, "fee_limit_sat": str(int(max_fee_sat)),
             "timeout_seconds": self.pay_timeout_s, "no_inflight_updates": True,
         })
+        if first.error == ALREADY_PAID:
+            # LND refused to send (gRPC AlreadyExists): an earlier payment paid this invoice. This
+            # attempt moved nothing; tracking the hash would report that earlier payment's success.
+            return PaymentResult(State.FAILED, payment_hash, error=first.error, already_paid=True)
         if first.state is State.FAILED:
             # Refunds hang on this: believe a failure only when a second look agrees.
             second = self.payment_status(payment_hash)

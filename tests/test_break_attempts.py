@@ -1,0 +1,268 @@
+"""Defects found by trying to break the wallet (issue 25), each reproduced here first: a payee's
+reused invoice paid twice, an ended session that still acted, a customer's receive limit used up
+by strangers, and digits of other scripts read as numbers."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from sqlalchemy import select, update
+
+from helpers import payments, transactions
+from helpers.errors import InvoiceAlreadyPaid
+from helpers.i18n import t
+from lightning import MockBackend, State
+from models import DEBIT, FAILED, SEND, SETTLED, Invoice, OutgoingPayment, SmsOutbox, Transaction, User, UssdSession
+from tests.conftest import DEMO, PIN, balance, snapshot
+from tests.fake_lnurl import FakeLnurl, mock_issuer
+
+AMOUNT = 2000
+
+
+def reusing_issuer():
+    """A payee's server that answers the same BOLT11 for the same amount (valid network, amount
+    and description hash): a lazy or hostile LNURL server."""
+    issue, issued = mock_issuer(), {}
+
+    def same_invoice(sats: int, metadata: str) -> str:
+        if (sats, metadata) not in issued:
+            issued[(sats, metadata)] = issue(sats, metadata)
+        return issued[(sats, metadata)]
+    return same_invoice
+
+
+@pytest.fixture
+def reusing_payee():
+    server = FakeLnurl(issue=reusing_issuer())
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def insecure(wallet):
+    wallet.config["LNURL_ALLOW_INSECURE"] = True
+    return wallet
+
+
+def pay(phone, payee, amount: int = AMOUNT) -> str:
+    return phone.run("1", payee.address("bob"), str(amount), "1", PIN)
+
+
+def sends(wallet) -> list[Transaction]:
+    with wallet.db.read() as s:
+        return list(s.scalars(select(Transaction).where(Transaction.type == SEND, Transaction.direction == DEBIT,
+                                                        Transaction.payment_hash.is_not(None))
+                              .order_by(Transaction.id)))
+
+
+# ------------------------------------------------------------------ 1. one invoice, paid once
+def test_a_reused_invoice_is_paid_once_and_the_second_attempt_reserves_nothing(insecure, reusing_payee, alice):
+    wallet = insecure
+    a0, node0 = balance(wallet, DEMO[0]), wallet.lightning.balance().balance_sat
+    first = pay(alice, reusing_payee)
+    row = sends(wallet)[0]
+    assert first.startswith("END ") and row.status == SETTLED
+    after_first = balance(wallet, DEMO[0])
+    assert after_first == a0 - AMOUNT - row.fee_sats
+    before = snapshot(wallet)
+    second = pay(alice, reusing_payee)
+    assert reusing_payee.invoices[0] == reusing_payee.invoices[1]  # the payee did answer the same invoice
+    assert second == "END " + t("en", "lnsend.already-paid")
+    assert snapshot(wallet) == before  # nothing reserved, nothing recorded
+    assert balance(wallet, DEMO[0]) == after_first
+    assert wallet.lightning.balance().balance_sat == node0 - AMOUNT - row.fee_sats
+    assert [r.status for r in sends(wallet)] == [SETTLED]
+
+
+def test_the_database_refuses_a_second_reservation_of_one_hash(wallet, alice):
+    """The guard is a key in the database, not a read before the write: it holds across
+    processes and instances (on MariaDB, a second transaction waits for the first, then fails)."""
+    with wallet.db.read() as s:
+        user = s.scalar(select(User).where(User.phone == DEMO[0]))
+    a0 = balance(wallet, DEMO[0])
+    fee = wallet.policy.fee_sats("lightning", AMOUNT)
+    bounds = (wallet.policy.value("payment-min-sats"), wallet.policy.value("payment-max-sats"))
+    payment_hash = "ab" * 32
+    transactions.reserve_lightning(wallet.db, wallet.policy, user, AMOUNT, fee, bounds, payment_hash, "x@y", "key-1")
+    with pytest.raises(InvoiceAlreadyPaid):
+        transactions.reserve_lightning(wallet.db, wallet.policy, user, AMOUNT, fee, bounds, payment_hash, "x@y",
+                                       "key-2")
+    assert balance(wallet, DEMO[0]) == a0 - AMOUNT - fee  # debited once
+    # A replay under the first key is still answered with the first receipt, not refused.
+    again = transactions.reserve_lightning(wallet.db, wallet.policy, user, AMOUNT, fee, bounds, payment_hash,
+                                           "x@y", "key-1")
+    assert again.replay
+    first = sends(wallet)[0]
+    # A payment the node confirmed failed releases the hash: the invoice may be tried again.
+    transactions.refund_lightning(wallet.db, first.id)
+    transactions.reserve_lightning(wallet.db, wallet.policy, user, AMOUNT, fee, bounds, payment_hash, "x@y", "key-3")
+    assert balance(wallet, DEMO[0]) == a0 - AMOUNT - fee
+    transactions.refund_lightning(wallet.db, sends(wallet)[-1].id)
+
+
+def test_a_node_saying_already_paid_refunds_that_attempt_once_and_keeps_the_hash(insecure, reusing_payee, alice):
+    """The invoice was paid by someone else on our node (or before the guard existed): the node
+    refuses, this attempt is refunded once, and it is never settled by a later status lookup."""
+    wallet = insecure
+    bolt11 = reusing_payee.issue(AMOUNT, reusing_payee.metadata("bob"))
+    assert wallet.lightning.pay_invoice(bolt11, 10).state is State.SUCCEEDED  # paid outside the ledger
+    a0 = balance(wallet, DEMO[0])
+    reply = pay(alice, reusing_payee)
+    row = sends(wallet)[-1]
+    assert reply == "END " + t("en", "lnsend.failed", ref=row.reference)
+    assert row.status == FAILED and balance(wallet, DEMO[0]) == a0
+    for _ in range(2):
+        payments.reconcile(wallet)
+    assert sends(wallet)[-1].status == FAILED and balance(wallet, DEMO[0]) == a0
+    with wallet.db.read() as s:  # nobody may pay that invoice again
+        assert s.get(OutgoingPayment, row.payment_hash) is not None
+    assert pay(alice, reusing_payee) == "END " + t("en", "lnsend.already-paid")
+
+
+def test_the_mock_node_refuses_to_pay_a_paid_invoice_again():
+    node = MockBackend()
+    bolt11 = mock_issuer()(AMOUNT, "[]")
+    assert node.pay_invoice(bolt11, 10).state is State.SUCCEEDED
+    again = node.pay_invoice(bolt11, 10)
+    assert (again.state, again.already_paid) == (State.FAILED, True)
+    assert node.payment_status(again.payment_hash).state is State.SUCCEEDED  # the first payment stands
+
+
+def test_ledger_check_names_a_hash_settled_twice_and_one_the_node_never_paid(insecure, reusing_payee, alice, runner):
+    wallet = insecure
+    pay(alice, reusing_payee)
+    assert runner.invoke(args=["ledger-check"]).exit_code == 0
+    row = sends(wallet)[0]
+    with wallet.db.write() as s:  # what the defect did: a second settled row for the same hash
+        s.execute(update(User).where(User.id == row.user_id).values(balance_sats=User.balance_sats - AMOUNT))
+        s.add(Transaction(user_id=row.user_id, type=SEND, direction=DEBIT, amount_sats=AMOUNT, fee_sats=0,
+                          status=SETTLED, reference="TWICE001", payment_hash=row.payment_hash))
+        s.add(Transaction(user_id=row.user_id, type=SEND, direction=DEBIT, amount_sats=AMOUNT, fee_sats=0,
+                          status=SETTLED, reference="NEVER001", payment_hash="cd" * 32))
+        s.execute(update(User).where(User.id == row.user_id).values(balance_sats=User.balance_sats - AMOUNT))
+    result = runner.invoke(args=["ledger-check"])
+    assert result.exit_code == 1
+    assert f"hash={row.payment_hash} refs={row.reference},TWICE001: settled 2 times" in result.output
+    assert f"hash={'cd' * 32} refs=NEVER001: node says pending" in result.output
+    with wallet.db.write() as s:  # leave books the fixture's own check accepts
+        s.execute(update(Transaction).where(Transaction.reference.in_(["TWICE001", "NEVER001"]))
+                  .values(status=FAILED))
+        s.execute(update(User).where(User.id == row.user_id).values(balance_sats=User.balance_sats + 2 * AMOUNT))
+
+
+# ------------------------------------------------------------------ 2. an ended session acts on nothing
+NEW_PIN = "9146"
+
+
+def pin_hash(wallet, phone: str) -> str:
+    with wallet.db.read() as s:
+        return s.scalar(select(User.pin_hash).where(User.phone == phone))
+
+
+def test_an_ended_session_answers_end_and_does_not_change_the_pin(wallet, alice):
+    assert alice.run("6", "3", PIN, NEW_PIN, NEW_PIN) == "END " + t("en", "pinchange.done")
+    changed = pin_hash(wallet, DEMO[0])
+    before = snapshot(wallet)
+    # The same session, a path nobody typed screen by screen: 0000 is not the PIN.
+    assert alice.post("6*3*0000*1357*1357") == "END " + t("en", "error.expired")
+    assert pin_hash(wallet, DEMO[0]) == changed and snapshot(wallet) == before
+    # The request that ended it, repeated (a network retry), gets its own answer again.
+    assert alice.post(alice.text) == "END " + t("en", "pinchange.done")
+
+
+def test_an_ended_session_sends_nothing_more(wallet, alice, bob):
+    amount = wallet.policy.value("payment-min-sats")
+    assert alice.run("1", "0" + DEMO[1][4:], str(amount), "1", PIN).startswith("END ")
+    before = snapshot(wallet)
+    assert alice.post(f"1*0{DEMO[1][4:]}*{amount}*1*{PIN}*1") == "END " + t("en", "error.expired")
+    assert alice.post(f"1*0{DEMO[1][4:]}*{amount + 1}*1*{PIN}") == "END " + t("en", "error.expired")
+    assert snapshot(wallet) == before
+
+
+def test_a_session_older_than_its_life_answers_end(app, wallet, alice):
+    alice.start()
+    alice.press("1")  # a choice: the session row is written
+    life = wallet.config["USSD_SESSION_TIMEOUT_S"]
+    with wallet.db.write() as s:
+        row = s.scalar(select(UssdSession).where(UssdSession.session_id == alice.session_id))
+        row.created_at -= dt.timedelta(seconds=life + 1)
+    assert alice.press("0" + DEMO[1][4:]) == "END " + t("en", "error.expired")
+
+
+def test_an_old_pin_checked_on_one_path_is_not_carried_into_another(wallet, alice):
+    original = pin_hash(wallet, DEMO[0])
+    alice.start()
+    assert alice.press("6", "3", PIN) == "CON " + t("en", "pinchange.new", digits=wallet.policy.value("pin-length"))
+    # Same session, still open: a different old PIN at the same place, then a new PIN.
+    assert alice.post("6*3*0000*" + NEW_PIN) == "END " + t("en", "error.expired")
+    assert alice.post("6*3*0000*" + NEW_PIN + "*" + NEW_PIN) == "END " + t("en", "error.expired")
+    assert pin_hash(wallet, DEMO[0]) == original
+
+
+# ------------------------------------------------------------------ 3. strangers cannot block receiving
+def test_lnurl_invoices_from_strangers_do_not_use_up_the_customers_own_limit(app, client, wallet, alice):
+    app.config["RATE_LIMITS"] = True
+    own_limit, _ = wallet.policy.rate_limit("invoices-per-phone")
+    per_source, _ = wallet.policy.rate_limit("lnurl-invoices-per-source")
+    name = DEMO[0].lstrip("+")
+    amount_msat = wallet.policy.value("payment-min-sats") * 1000
+    answers = [client.get(f"/lnurlp/{name}/callback?amount={amount_msat}").get_json()
+               for _ in range(max(own_limit, per_source) + 1)]
+    assert all("pr" in a for a in answers[:per_source])
+    assert answers[per_source] == {"status": "ERROR", "reason": "too many invoices asked for; try later"}
+    # Another source still gets invoices, and the customer's own menu is untouched.
+    other = client.get(f"/lnurlp/{name}/callback?amount={amount_msat}", environ_base={"REMOTE_ADDR": "127.0.0.9"})
+    assert "pr" in other.get_json()
+    reply = alice.run("2", str(wallet.policy.value("payment-min-sats")))
+    assert reply.startswith("END ") and reply != "END " + t("en", "error.too-many")
+    with wallet.db.read() as s:  # strangers' invoices expire soon and message nobody
+        lnurl = list(s.scalars(select(Invoice).where(Invoice.idempotency_key.is_(None))))
+        assert lnurl and all(
+            abs((i.expires_at - i.created_at).total_seconds() - wallet.config["LNURL_INVOICE_EXPIRY_S"]) < 5
+            for i in lnurl)
+        assert s.scalar(select(SmsOutbox.id).where(SmsOutbox.message.contains(lnurl[0].bolt11))) is None
+
+
+# ------------------------------------------------------------------ 4. ASCII digits only
+def test_lnurl_refuses_amounts_and_names_in_other_scripts_digits(client, wallet):
+    fullwidth = "".join(chr(ord("０") + int(d)) for d in "10000000")
+    answer = client.get(f"/lnurlp/{DEMO[0].lstrip('+')}/callback?amount={fullwidth}").get_json()
+    assert answer == {"status": "ERROR", "reason": "amount (msat) is required"}
+    arabic = "".join(chr(0x0660 + int(d)) for d in DEMO[0].lstrip("+"))
+    assert client.get(f"/.well-known/lnurlp/{arabic}").status_code == 404
+    amount = str(wallet.policy.value("payment-min-sats") * 1000)
+    assert client.get(f"/lnurlp/{arabic}/callback?amount={amount}").get_json()["status"] == "ERROR"
+    with wallet.db.read() as s:
+        assert s.scalar(select(Invoice.id)) is None
+
+
+@pytest.mark.parametrize("screen_inputs,typed,error", [
+    (["1"], "".join(chr(0x0660 + int(d)) for d in "0712345678"), "error.phone"),
+    (["2"], "".join(chr(ord("０") + int(d)) for d in "5000"), "error.amount"),
+    (["4"], "".join(chr(0x0966 + int(d)) for d in "500"), "error.amount"),  # Devanagari
+])
+def test_the_menu_refuses_other_scripts_digits(wallet, alice, screen_inputs, typed, error):
+    before = snapshot(wallet)
+    alice.run(*screen_inputs)
+    assert alice.press(typed).startswith("CON " + t("en", error))
+    assert snapshot(wallet) == before
+
+
+def test_a_pin_in_other_scripts_digits_is_not_a_pin(wallet, alice):
+    digits = wallet.policy.value("pin-length")
+    fullwidth_pin = "".join(chr(ord("０") + int(d)) for d in PIN)
+    alice.run("6", "3")
+    assert alice.press(fullwidth_pin).startswith("CON " + t("en", "pin.format", digits=digits))
+    with wallet.db.read() as s:
+        assert s.scalar(select(User.pin_failures).where(User.phone == DEMO[0])) == 0
+
+
+def test_payee_bounds_in_other_scripts_digits_are_refused():
+    from helpers.lnurl_pay import _msat
+
+    assert _msat(1000) == 1000 and _msat("1000") == 1000
+    for bad in ("１０００", "١٠٠٠", True, 1.5, None):
+        with pytest.raises(ValueError):
+            _msat(bad)
+
