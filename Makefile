@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 LNBITS_VENV ?= .lnbits-venv
 LNBITS_STAMP := $(LNBITS_VENV)/.installed
 
-.PHONY: run test test-sqlite test-mysql lint bench clean
+.PHONY: run test test-sqlite test-mysql lint bench clean golden-update
 
 $(STAMP): requirements.txt requirements-dev.txt
 	python3 -m venv $(VENV)
@@ -40,6 +40,10 @@ test-mysql: $(STAMP) $(LNBITS_STAMP)
 bench: $(STAMP)
 	command -v wrk >/dev/null || apt-get install -y wrk
 	scripts/mariadb_local.sh $(PY) bench/run.py
+
+# Re-record the golden USSD transcripts (only when a screen is meant to change; read the diff).
+golden-update: $(STAMP)
+	GOLDEN_UPDATE=1 $(PY) -m pytest tests/test_golden_transcripts.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

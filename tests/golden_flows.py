@@ -1,0 +1,418 @@
+"""Scripted USSD flows whose every screen is recorded as a golden transcript (tests/golden/).
+
+Each flow is a name, a language and a list of steps. A step is either a `Session` (a phone dials
+the shortcode: a fresh session, then the inputs typed one by one) or an action between sessions
+(`PayInvoice`: an outside wallet pays one of our invoices on the mock Lightning node; `SetConfig`:
+a deployment setting). A session never goes on after an END: the replayer refuses such a script
+(a new session is what a real user would get).
+
+Every flow exists in English and Swahili. Demo users start with language `en` and no PIN, so a
+flow first onboards each demo user it uses; the Swahili variant then switches them with My Account >
+Language > 2 (the only way a user sets a language). Newcomers are registered in DEFAULT_LANGUAGE: the
+Swahili onboarding flows run on a deployment whose default language is Swahili.
+
+Amounts that are limits come from the policy (`V("payment-min-sats", -1)`), resolved at replay
+time; the transcript shows the number actually typed.
+
+Run / re-record: see tests/test_golden_transcripts.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+from tests.conftest import DEMO, PIN
+
+ALICE, BOB, CAROL = DEMO  # +254712345678 (100,000 sats), +254787654321 (50,000), +254798765432 (75,000)
+ALICE_LOCAL, BOB_LOCAL, CAROL_LOCAL = "0712345678", "0787654321", "0798765432"
+NEW_PIN = "5739"
+WRONG_PIN = "9999"
+# Typed M-Pesa confirmation codes: 10 characters with a 0 or 1 in them, so that they can never be
+# taken for a random reference or a simulated receipt by the normaliser.
+MPESA_CODE = "QK10TX4N7P"
+MPESA_CODE_2 = "RB2T0W9ZL1"
+
+
+# ------------------------------------------------------------------ what a step can type
+@dataclass(frozen=True)
+class V:
+    """A policy value typed as a number: policy.value(name) * times + plus."""
+
+    name: str
+    plus: int = 0
+    times: int = 1
+
+    def resolve(self, policy: Any) -> str:
+        return str(policy.value(self.name) * self.times + self.plus)
+
+
+@dataclass(frozen=True)
+class Repeat:
+    """The same input typed `count` times in a row (count: an int or a policy value)."""
+
+    token: str
+    count: Union[int, V]
+
+    def expand(self, policy: Any) -> list[str]:
+        n = self.count if isinstance(self.count, int) else int(self.count.resolve(policy))
+        return [self.token] * n
+
+
+Input = Union[str, V, Repeat]
+
+
+def resolve_inputs(inputs: tuple[Input, ...], policy: Any) -> list[str]:
+    typed: list[str] = []
+    for item in inputs:
+        if isinstance(item, str):
+            typed.append(item)
+        elif isinstance(item, V):
+            typed.append(item.resolve(policy))
+        elif isinstance(item, Repeat):
+            typed.extend(item.expand(policy))
+        else:
+            raise TypeError(f"not an input: {item!r}")
+    return typed
+
+
+# ------------------------------------------------------------------ steps
+@dataclass(frozen=True)
+class Session:
+    """`phone` dials (a new session), then types `inputs` one at a time."""
+
+    phone: str
+    inputs: tuple[Input, ...] = ()
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class PayInvoice:
+    """An outside Lightning wallet pays the invoice whose reference was shown as `placeholder`
+    (e.g. "<REF-1>") in this transcript: the mock node settles it (POST /test/pay-invoice)."""
+
+    placeholder: str
+
+
+@dataclass(frozen=True)
+class SetConfig:
+    """A deployment setting, for the rest of the flow."""
+
+    key: str
+    value: Any
+
+
+Step = Union[Session, PayInvoice, SetConfig]
+
+
+def dial(phone: str, *inputs: Input, note: str = "") -> Session:
+    return Session(phone, tuple(inputs), note)
+
+
+@dataclass(frozen=True)
+class Flow:
+    name: str
+    lang: str
+    steps: tuple[Step, ...] = field(default_factory=tuple)
+
+    @property
+    def id(self) -> str:
+        return f"{self.name}.{self.lang}"
+
+
+LANGS = ("en", "sw")
+_LANGUAGE_OPTION = {"en": "1", "sw": "2"}
+
+
+def _prelude(lang: str, phones: tuple[str, ...]) -> list[Step]:
+    """Each demo user of the flow creates a PIN; in Swahili then picks Kiswahili in My Account."""
+    steps: list[Step] = []
+    for phone in phones:
+        if lang == "en":
+            steps.append(dial(phone, PIN, PIN, "0", note="onboarding, then exit"))
+        else:
+            steps.append(dial(phone, PIN, PIN, "6", "2", _LANGUAGE_OPTION[lang],
+                              note="onboarding, then My Account > Language"))
+    return steps
+
+
+# ------------------------------------------------------------------ the flows, per language
+# Each builder takes the language and returns (demo users to prepare, steps).
+def onboarding_success(lang: str):
+    newcomer = "+254722000111"  # Africa's Talking gives every caller in E.164
+    return (), [
+        *([SetConfig("DEFAULT_LANGUAGE", lang)] if lang != "en" else []),
+        dial(newcomer, PIN, PIN, "0", note="a newcomer dials, creates a PIN, sees the menu, exits"),
+        dial(newcomer, "0", note="the next dial goes straight to the menu"),
+    ]
+
+
+def onboarding_pin_mismatch(lang: str):
+    newcomer = "+254722000112"
+    return (), [
+        *([SetConfig("DEFAULT_LANGUAGE", lang)] if lang != "en" else []),
+        dial(newcomer, PIN, NEW_PIN, NEW_PIN, NEW_PIN, "1", note="the second PIN differs: back to create"),
+        dial(newcomer, "0", note="the PIN chosen on the second try is set"),
+    ]
+
+
+def onboarding_weak_pin(lang: str):
+    newcomer = "+254722000113"
+    return (), [
+        *([SetConfig("DEFAULT_LANGUAGE", lang)] if lang != "en" else []),
+        dial(newcomer, "1234", "0000", "12", "abcd", "12345", note="weak and malformed PINs re-prompt"),
+        dial(newcomer, PIN, note="hung up before repeating: onboarding starts again"),
+        dial(newcomer, PIN, PIN, "0"),
+    ]
+
+
+def main_menu(lang: str):
+    return (ALICE,), [
+        dial(ALICE, "1", "00", "2", "00", "3", "00", "4", "00", "5", "00", "6", "00", "7", "00", "0",
+             note="every option of the main menu, and home (00) from each"),
+    ]
+
+
+def exit_flow(lang: str):
+    return (ALICE,), [dial(ALICE, "0")]
+
+
+def navigation_back_home(lang: str):
+    return (ALICE,), [
+        dial(ALICE, "1", "0", "1", BOB_LOCAL, "0", "0", "6", "1", "0", "0", "6", "3", "00",
+             "3", BOB_LOCAL, "00", "5", V("kes-min"), "0", "0", "0",
+             note="0 goes back one screen, 00 home, 0 on the main menu exits"),
+        dial(ALICE, "1", BOB_LOCAL, "5000", "0", "0", "00", "4", "500", "0", "0", "00", "0",
+             note="back from a confirmation screen moves nothing"),
+    ]
+
+
+def invalid_options(lang: str):
+    return (ALICE,), [
+        dial(ALICE, "9", "x", "11", "8", note="unknown main-menu options re-prompt"),
+        dial(ALICE, "7", "1", "5", "0", "6", "4", "x", "1", "2", "0", "2", "9", "00", "0",
+             note="no requests to pay; account, history and language refuse other keys"),
+        dial(ALICE, "1", BOB_LOCAL, "5000", "2", "x", "00", "4", "500", MPESA_CODE, "3", "00", "0",
+             note="confirmation screens accept only 1 (or 0)"),
+    ]
+
+
+def send_success(lang: str):
+    return (ALICE, BOB), [
+        dial(ALICE, "1", BOB_LOCAL, "5000", "1", PIN),
+        dial(BOB, "0", note="the recipient sees the new balance"),
+        dial(ALICE, "0"),
+    ]
+
+
+def send_new_recipient(lang: str):
+    return (ALICE,), [
+        dial(ALICE, "1", "0733444555", V("payment-min-sats"), "1", PIN,
+             note="the minimum, to a number not yet registered"),
+        dial("+254733444555", PIN, PIN, "0", note="the recipient dials: onboarding, then the sats are there"),
+    ]
+
+
+def send_insufficient_balance(lang: str):
+    return (CAROL,), [
+        dial(CAROL, "1", ALICE_LOCAL, V("payment-max-sats"), "00", "0",
+             note="the maximum is allowed by the policy, but more than the balance"),
+    ]
+
+
+def send_below_minimum(lang: str):
+    return (ALICE, BOB), [
+        dial(ALICE, "1", BOB_LOCAL, V("payment-min-sats", -1), V("payment-min-sats"), "1", PIN,
+             note="below the minimum re-prompts; the minimum itself goes through"),
+    ]
+
+
+def send_above_maximum(lang: str):
+    return (ALICE,), [
+        dial(ALICE, "1", BOB_LOCAL, V("payment-max-sats", +1), "abc", "-5", "10.5", "0", "00", "0",
+             note="above the maximum, and amounts that are not whole numbers"),
+    ]
+
+
+def send_own_phone(lang: str):
+    return (ALICE,), [
+        dial(ALICE, "1", ALICE_LOCAL, ALICE, ALICE.lstrip("+"), "00", "0"),
+    ]
+
+
+def send_bad_phone(lang: str):
+    return (ALICE,), [
+        dial(ALICE, "1", "12345", "abc", "07123", "+12025550143", "0", "0"),
+    ]
+
+
+def send_wrong_pin(lang: str):
+    return (ALICE, BOB), [
+        dial(ALICE, "1", BOB_LOCAL, "5000", "1", WRONG_PIN, "12", PIN,
+             note="a wrong PIN and a malformed one re-prompt; the right one sends"),
+    ]
+
+
+def send_pin_lock(lang: str):
+    return (ALICE, BOB), [
+        dial(ALICE, "1", BOB_LOCAL, "5000", "1", Repeat(WRONG_PIN, V("pin-max-attempts")),
+             note="pin-max-attempts wrong PINs lock the account"),
+        dial(ALICE, "1", BOB_LOCAL, "5000", "1", PIN, note="a new session: still locked, even with the right PIN"),
+        dial(ALICE, "6", "3", PIN, note="changing the PIN is locked too"),
+        dial(ALICE, "0", note="the balance is unchanged"),
+    ]
+
+
+def receive_invoice(lang: str):
+    return (ALICE,), [
+        dial(ALICE, "2", V("payment-min-sats", -1), V("payment-max-sats", +1), "abc", "2500",
+             note="an invoice for 2,500 sats, sent by SMS"),
+        PayInvoice("<REF-1>"),
+        dial(ALICE, "6", "1", "0", "0", "0", note="credited: balance and history"),
+    ]
+
+
+def request_payment(lang: str):
+    return (ALICE, BOB), [
+        dial(ALICE, "3", ALICE_LOCAL, "12345", BOB_LOCAL, V("payment-min-sats", -1), "3000",
+             note="own and bad numbers refused; a request to another user"),
+        dial(BOB, "7", "1", "1", PIN, note="the payer pays it from menu 7"),
+        dial(BOB, "0", note="paid: no more requests"),
+        dial(ALICE, "6", "1", "00", "0", note="the requester is credited"),
+    ]
+
+
+def request_payment_non_user(lang: str):
+    outsider = "0799000111"
+    return (ALICE,), [
+        dial(ALICE, "3", outsider, "2000", note="the payer has no account: the SMS carries a Lightning invoice"),
+        PayInvoice("<REF-1>"),
+        dial(ALICE, "0", note="credited once the invoice is paid"),
+    ]
+
+
+def pay_request_menu(lang: str):
+    return (ALICE, BOB, CAROL), [
+        dial(ALICE, "3", BOB_LOCAL, "3000"),
+        dial(CAROL, "3", BOB_LOCAL, "4000"),
+        dial(BOB, "7", "3", "2", "0", "1", "1", WRONG_PIN, PIN,
+             note="two requests: invalid choice, open one, back, pay the other (after a wrong PIN)"),
+        dial(BOB, "7", "1", "0", "00", "0", note="one request left"),
+        dial(ALICE, "0"),
+    ]
+
+
+def topup_good_code(lang: str):
+    return (ALICE,), [
+        dial(ALICE, "4", V("kes-min", -1), V("kes-max", +1), "500", MPESA_CODE.lower(), "1",
+             note="limits, then a code typed in lower case"),
+        dial(ALICE, "0"),
+    ]
+
+
+def topup_bad_code(lang: str):
+    return (ALICE,), [
+        dial(ALICE, "4", "500", "ABC123", "QK10TX4N7P9", "QK10-TX4N7", "0", "00", "0",
+             note="codes of the wrong format re-prompt"),
+    ]
+
+
+def topup_code_used(lang: str):
+    return (ALICE, BOB), [
+        dial(ALICE, "4", V("kes-min"), MPESA_CODE_2, "1"),
+        dial(ALICE, "4", "500", MPESA_CODE_2, "00", "0", note="the same code again"),
+        dial(BOB, "4", "500", MPESA_CODE_2, "00", "0", note="by another user too"),
+    ]
+
+
+def withdraw_own_phone(lang: str):
+    return (ALICE,), [
+        dial(ALICE, "5", V("kes-min", -1), V("kes-max", +1), "500", "1", PIN),
+        dial(ALICE, "0"),
+    ]
+
+
+def withdraw_other_phone(lang: str):
+    return (ALICE,), [
+        dial(ALICE, "5", V("kes-min"), "123", "0722000999", WRONG_PIN, PIN,
+             note="a bad number, then another M-Pesa number; a wrong PIN first"),
+        dial(ALICE, "0"),
+    ]
+
+
+def account_history(lang: str):
+    return (ALICE, BOB), [
+        dial(ALICE, "6", "1", "0", "0", "0", note="only the opening balance"),
+        dial(ALICE, "1", BOB_LOCAL, "5000", "1", PIN),
+        dial(ALICE, "4", "500", MPESA_CODE, "1"),
+        dial(ALICE, "5", "500", "1", PIN),
+        dial(ALICE, "6", "1", "00", "0", note="sent, top-up and withdrawal, newest first"),
+        dial(BOB, "6", "1", "0", "0", "0", note="the recipient's side"),
+    ]
+
+
+def language_change(lang: str):
+    mine = _LANGUAGE_OPTION[lang]
+    other = _LANGUAGE_OPTION["sw" if lang == "en" else "en"]
+    return (ALICE,), [
+        dial(ALICE, "6", "2", other, note="switch to the other language"),
+        dial(ALICE, "6", "2", "0", "0", "0", note="every screen in it"),
+        dial(ALICE, "6", "2", mine, note="and back"),
+        dial(ALICE, "0"),
+    ]
+
+
+def change_pin(lang: str):
+    return (ALICE, BOB), [
+        dial(ALICE, "6", "3", PIN, NEW_PIN, NEW_PIN),
+        dial(ALICE, "1", BOB_LOCAL, "5000", "1", PIN, NEW_PIN, note="the old PIN is wrong now"),
+    ]
+
+
+def change_pin_wrong_old(lang: str):
+    return (ALICE,), [
+        dial(ALICE, "6", "3", WRONG_PIN, "12", PIN, "1234", NEW_PIN, "5740", NEW_PIN, NEW_PIN,
+             note="wrong old PIN, malformed, then weak and mismatched new PINs"),
+        dial(ALICE, "6", "3", NEW_PIN, "0", "0", "0", "0", note="back out of a PIN change"),
+    ]
+
+
+BUILDERS = {
+    "onboarding-success": onboarding_success,
+    "onboarding-pin-mismatch": onboarding_pin_mismatch,
+    "onboarding-weak-pin": onboarding_weak_pin,
+    "main-menu": main_menu,
+    "exit": exit_flow,
+    "navigation-back-home": navigation_back_home,
+    "invalid-options": invalid_options,
+    "send-success": send_success,
+    "send-new-recipient": send_new_recipient,
+    "send-insufficient-balance": send_insufficient_balance,
+    "send-below-minimum": send_below_minimum,
+    "send-above-maximum": send_above_maximum,
+    "send-own-phone": send_own_phone,
+    "send-bad-phone": send_bad_phone,
+    "send-wrong-pin": send_wrong_pin,
+    "send-pin-lock": send_pin_lock,
+    "receive-invoice": receive_invoice,
+    "request-payment": request_payment,
+    "request-payment-non-user": request_payment_non_user,
+    "pay-request-menu": pay_request_menu,
+    "topup-good-code": topup_good_code,
+    "topup-bad-code": topup_bad_code,
+    "topup-code-used": topup_code_used,
+    "withdraw-own-phone": withdraw_own_phone,
+    "withdraw-other-phone": withdraw_other_phone,
+    "account-history": account_history,
+    "account-language": language_change,
+    "account-change-pin": change_pin,
+    "account-change-pin-wrong-old": change_pin_wrong_old,
+}
+
+
+def _build(name: str, lang: str) -> Flow:
+    phones, steps = BUILDERS[name](lang)
+    return Flow(name, lang, tuple(_prelude(lang, phones) + list(steps)))
+
+
+FLOWS: list[Flow] = [_build(name, lang) for name in BUILDERS for lang in LANGS]
