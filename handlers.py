@@ -840,6 +840,10 @@ def handle_ussd(svc: Services, req: UssdRequest) -> tuple[str, str]:
         # Ended (an END went out) or past Africa's Talking's session life: nothing more is done
         # in it, whatever the path says; a new dial is a new session.
         language = user.language if user is not None and user.language in CATALOGS else svc.config["DEFAULT_LANGUAGE"]
+        if req.text and (moved := transactions.find_by_key(db, text_key)) is not None:
+            # a retry of a money step whose first answer was never saved (still paying, or lost):
+            # it says what happened, so nobody dials again to pay twice
+            return "END " + t(language, "replay", ref=moved.reference), "replay"
         return "END " + t(language, "error.expired"), "ended"
     user = user or users.register(db, req.phone, svc.config["DEFAULT_LANGUAGE"], svc.service_code)
     ctx = Ctx(svc, req, user, text_key, dict(view.choices), open_requests=open_requests)

@@ -58,7 +58,10 @@ class TopupQueryResult:
 
 def normalise_code(raw: str) -> str | None:
     """An M-Pesa confirmation code: 10 letters or digits (case-insensitive), or None."""
-    code = (raw or "").strip().upper()
+    code = (raw or "").strip()
+    if not code.isascii():  # upper() would turn some letters of other scripts into A-Z
+        return None
+    code = code.upper()
     return code if CODE_PATTERN.match(code) else None
 
 

@@ -39,13 +39,19 @@ STATUS_FAILED = frozenset({"Cancelled", "Declined", "Expired"})
 OK, REFUSED, UNKNOWN = 200, 400, 404
 
 
+_AMOUNT = re.compile(r"[0-9]{1,12}(\.[0-9]{1,2})?")
+
+
 def _text(value: Any) -> str:
     return "" if value is None else str(value).strip()
 
 
 def _same_amount(value: Any, kes: int) -> bool:
+    text = _text(value)
+    if not _AMOUNT.fullmatch(text):  # Decimal() also reads other scripts' digits and "1_00"
+        return False
     try:
-        return Decimal(_text(value)) == Decimal(kes)
+        return Decimal(text) == Decimal(kes)
     except InvalidOperation:
         return False
 

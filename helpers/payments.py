@@ -77,8 +77,11 @@ def reconcile(svc: Services, limit: int = 200) -> dict[str, int]:
         status = svc.lightning.payment_status(row.payment_hash)
         if status.state is State.FAILED:  # a refund needs two "failed" in a row
             status = svc.lightning.payment_status(row.payment_hash)
-        if status.state is State.SUCCEEDED and transactions.settle_lightning(svc.db, row.id, status.fee_sat):
-            counts["settled"] += 1
+        receipt = None
+        if status.state is State.SUCCEEDED:
+            receipt = transactions.settle_lightning(svc.db, row.id, status.fee_sat)
+        if receipt is not None:  # settled, or refunded: the success was an earlier row's
+            counts["settled" if receipt.status == SETTLED else "refunded"] += 1
         elif status.state is State.FAILED and transactions.refund_lightning(svc.db, row.id):
             counts["refunded"] += 1
         else:
@@ -143,7 +146,9 @@ def resolve_by_operator(svc: Services, reference: str, paid: bool, reason: str) 
         fee = status.fee_sat if status.state is State.SUCCEEDED else row.fee_sats
         receipt = transactions.settle_lightning(svc.db, row.id, fee, note)
     else:
-        receipt = transactions.refund_lightning(svc.db, row.id, note)
+        # Unless the node said FAILED, it may still pay this hash: keep it taken, so that nobody
+        # reserves it again and gets settled by this payment's success.
+        receipt = transactions.refund_lightning(svc.db, row.id, note, invoice_paid=status.state is not State.FAILED)
     if receipt is None:
         raise CannotResolve(f"{reference} is no longer pending")
     return receipt, said

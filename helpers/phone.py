@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from functools import lru_cache
 
 import phonenumbers
@@ -9,13 +11,16 @@ from phonenumbers import NumberParseException, PhoneMetadata, PhoneNumber, Phone
 
 _MOBILE_TYPES = {PhoneNumberType.MOBILE, PhoneNumberType.FIXED_LINE_OR_MOBILE}
 _MAX_INPUT = 20
+_TYPED = re.compile(r"[+0-9 ()-]+")
 
 
 def normalise(raw: str, region: str = "KE") -> str | None:
     """Return the E.164 form of a valid mobile number of `region`, or None for anything else."""
     raw = (raw or "").strip()
-    if not raw or len(raw) > _MAX_INPUT or not raw.isascii():
-        return None  # phonenumbers reads other scripts' digits as 0-9: a look-alike is no number
+    if not raw or len(raw) > _MAX_INPUT or not _TYPED.fullmatch(raw):
+        # phonenumbers reads other scripts' digits as 0-9, letters as keypad digits and "x1" as
+        # an extension: only what a number is written with passes
+        return None
     return _normalise(raw, region)
 
 

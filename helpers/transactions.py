@@ -460,6 +460,13 @@ def settle_lightning(db: Database, transaction_id: int, fee_paid: int, note: str
         row = s.get(Transaction, transaction_id)
         if row is None or row.status != PENDING or row.direction != DEBIT:
             return None
+        holder = s.scalar(select(OutgoingPayment.transaction_id)
+                          .where(OutgoingPayment.payment_hash == row.payment_hash))
+        if holder is not None and holder != row.id:
+            # The node's "succeeded" is another payment's: this hash is held by an earlier row (a
+            # duplicate left from before the guard existed). This attempt moved nothing.
+            log.error("payment %s: its hash was paid by transaction %s; refunded", row.reference, holder)
+            return _refund_in(s, transaction_id, note, keep_hash=True)
         reserved = row.fee_sats
         if not 0 <= fee_paid <= reserved:
             log.error("payment %s cost %s sats in fees, more than the %s reserved", row.reference, fee_paid, reserved)
@@ -485,15 +492,19 @@ def refund_lightning(db: Database, transaction_id: int, note: str = "", invoice_
     back, once. The payment hash is released for another try, unless `invoice_paid`: the node
     refused because the invoice is paid already, and nobody may pay it again."""
     with db.write() as s:
-        released = _release(s, transaction_id, note)
-        if released is None:
-            return None
-        row, after, user = released
-        if not invoice_paid:
-            s.execute(delete(OutgoingPayment).where(OutgoingPayment.transaction_id == transaction_id))
-        sms.queue(s, user.phone, t(user.language, "sms.lightning-failed", amount=row.amount_sats,
-                                   phone=row.counterparty, ref=row.reference, balance=after))
-        return Receipt(row.reference, row.amount_sats, row.fee_sats, after, FAILED, row.id)
+        return _refund_in(s, transaction_id, note, keep_hash=invoice_paid)
+
+
+def _refund_in(s: Session, transaction_id: int, note: str, keep_hash: bool) -> Receipt | None:
+    released = _release(s, transaction_id, note)
+    if released is None:
+        return None
+    row, after, user = released
+    if not keep_hash:
+        s.execute(delete(OutgoingPayment).where(OutgoingPayment.transaction_id == transaction_id))
+    sms.queue(s, user.phone, t(user.language, "sms.lightning-failed", amount=row.amount_sats,
+                               phone=row.counterparty, ref=row.reference, balance=after))
+    return Receipt(row.reference, row.amount_sats, row.fee_sats, after, FAILED, row.id)
 
 
 def pending_lightning(session: Session, limit: int = 200, reference: str | None = None) -> list[Transaction]:

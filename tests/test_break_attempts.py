@@ -12,8 +12,9 @@ from sqlalchemy import select, update
 from helpers import payments, transactions
 from helpers.errors import InvoiceAlreadyPaid
 from helpers.i18n import t
-from lightning import MockBackend, State
-from models import DEBIT, FAILED, SEND, SETTLED, Invoice, OutgoingPayment, SmsOutbox, Transaction, User, UssdSession
+from lightning import MockBackend, PaymentResult, State, decode_invoice
+from models import (DEBIT, FAILED, PENDING, SEND, SETTLED, Invoice, OutgoingPayment, SmsOutbox, Transaction, User,
+                    UssdSession)
 from tests.conftest import DEMO, PIN, balance, snapshot
 from tests.fake_lnurl import FakeLnurl, mock_issuer
 
@@ -112,12 +113,70 @@ def test_a_node_saying_already_paid_refunds_that_attempt_once_and_keeps_the_hash
     row = sends(wallet)[-1]
     assert reply == "END " + t("en", "lnsend.failed", ref=row.reference)
     assert row.status == FAILED and balance(wallet, DEMO[0]) == a0
-    for _ in range(2):
-        payments.reconcile(wallet)
-    assert sends(wallet)[-1].status == FAILED and balance(wallet, DEMO[0]) == a0
     with wallet.db.read() as s:  # nobody may pay that invoice again
         assert s.get(OutgoingPayment, row.payment_hash) is not None
     assert pay(alice, reusing_payee) == "END " + t("en", "lnsend.already-paid")
+
+
+def in_flight(wallet, monkeypatch) -> list[str]:
+    """The node takes payments and says nothing yet: each stays pending. Returns what it took."""
+    taken: list[str] = []
+
+    def take(bolt11: str, max_fee_sat: int) -> PaymentResult:
+        taken.append(bolt11)
+        return PaymentResult(State.PENDING, decode_invoice(bolt11).payment_hash)
+    monkeypatch.setattr(wallet.lightning, "pay_invoice", take)
+    return taken
+
+
+def test_a_duplicate_left_pending_from_before_the_guard_is_refunded_not_settled(insecure, reusing_payee, alice,
+                                                                                monkeypatch):
+    """Rows from before the guard: two pending payments of one hash, the migration gave the hash
+    to the first. The node says the hash succeeded; only the holder is settled by it."""
+    wallet = insecure
+    node_pays = type(wallet.lightning).pay_invoice
+    taken = in_flight(wallet, monkeypatch)
+    pay(alice, reusing_payee)
+    first = sends(wallet)[0]
+    a0 = balance(wallet, DEMO[0])
+    with wallet.db.write() as s:  # the duplicate the old code could make, with no guard row
+        s.execute(update(User).where(User.id == first.user_id).values(balance_sats=User.balance_sats - AMOUNT))
+        s.add(Transaction(user_id=first.user_id, type=SEND, direction=DEBIT, amount_sats=AMOUNT, fee_sats=0,
+                          status=PENDING, reference="DUPE0001", payment_hash=first.payment_hash))
+    assert node_pays(wallet.lightning, taken[0], first.fee_sats).state is State.SUCCEEDED  # the node pays it once
+    counts = payments.reconcile(wallet)
+    assert counts["settled"] == 1 and counts["refunded"] == 1
+    by_ref = {row.reference: row.status for row in sends(wallet)}
+    assert by_ref == {first.reference: SETTLED, "DUPE0001": FAILED}
+    assert balance(wallet, DEMO[0]) == a0 + first.fee_sats - wallet.lightning.payment_status(first.payment_hash).fee_sat
+    with wallet.db.read() as s:
+        assert s.get(OutgoingPayment, first.payment_hash).transaction_id == first.id
+
+
+def test_an_operator_refund_of_a_payment_the_node_may_still_make_keeps_the_hash(insecure, reusing_payee, alice,
+                                                                                 monkeypatch):
+    wallet = insecure
+    in_flight(wallet, monkeypatch)
+    pay(alice, reusing_payee)
+    row = sends(wallet)[0]
+    payments.resolve_by_operator(wallet, row.reference, paid=False, reason="ticket 7: customer asked")
+    with wallet.db.read() as s:  # the node may still pay it: nobody else may reserve it meanwhile
+        assert s.get(OutgoingPayment, row.payment_hash) is not None
+    assert pay(alice, reusing_payee) == "END " + t("en", "lnsend.already-paid")
+
+
+def test_a_money_step_retried_after_the_session_life_says_what_happened(app, wallet, alice):
+    amount = wallet.policy.value("payment-min-sats")
+    alice.run("1", "0" + DEMO[1][4:], str(amount), "1", PIN)
+    ref = wallet.db.session.scalar(select(Transaction.reference).where(Transaction.type == SEND))
+    life = wallet.config["USSD_SESSION_TIMEOUT_S"]
+    with wallet.db.write() as s:  # the first answer was never saved, and the session is old now
+        row = s.scalar(select(UssdSession).where(UssdSession.session_id == alice.session_id))
+        row.last_reply, row.last_text_hash = None, None
+        row.created_at -= dt.timedelta(seconds=life + 1)
+    before = snapshot(wallet)
+    assert alice.post(alice.text) == "END " + t("en", "replay", ref=ref)
+    assert snapshot(wallet) == before
 
 
 def test_the_mock_node_refuses_to_pay_a_paid_invoice_again():
@@ -266,3 +325,23 @@ def test_payee_bounds_in_other_scripts_digits_are_refused():
         with pytest.raises(ValueError):
             _msat(bad)
 
+
+
+@pytest.mark.parametrize("typed", ["0712-ABC-DEF", "0712345678x1", "0712345678 ext 1", "+254 712 ٣45678"])
+def test_a_phone_number_with_letters_or_an_extension_is_no_number(typed):
+    from helpers.phone import normalise
+
+    assert normalise("0712 345 678") == "+254712345678"  # spaces, as people write numbers
+    assert normalise(typed) is None
+
+
+def test_an_mpesa_code_or_amount_in_look_alike_characters_is_refused():
+    from helpers.mpesa import normalise_code
+    from helpers.mpesa_callbacks import _same_amount
+
+    assert normalise_code("qk12ab34cd") == "QK12AB34CD"
+    for look_alike in ("QK12AB34Cı", "QK12AB34Cſ", "QK12AB34ﬁ"):  # upper() makes each ASCII
+        assert normalise_code(look_alike) is None
+    assert _same_amount("100", 100) and _same_amount("100.00", 100)
+    for bad in ("１００", "1_00", "١٠٠", "1e2"):
+        assert not _same_amount(bad, 100)

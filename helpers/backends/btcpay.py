@@ -11,6 +11,7 @@ from typing import Any
 import requests
 
 from helpers.backends import request_json
+from helpers.text import parse_digits
 from lightning import (
     BalanceResult,
     InvalidInvoice,
@@ -78,7 +79,8 @@ class BTCPayBackend(LightningBackend):
         if not isinstance(data, dict):
             return StatusResult(State.PENDING, error="no payment data")
         state = _PAYMENT_STATES.get(str(data.get("status")), State.PENDING)
-        fee_msat = int(data.get("feeAmount") or 0) if str(data.get("feeAmount") or "0").isdigit() else 0
+        fee_msat = parse_digits(str(data.get("feeAmount") or "0"), 15)
+        fee_msat = 0 if fee_msat is None else fee_msat
         return StatusResult(state, -(-fee_msat // 1000), str(data.get("preimage") or ""))
 
     def pay_invoice(self, bolt11: str, max_fee_sat: int) -> PaymentResult:
@@ -86,6 +88,12 @@ class BTCPayBackend(LightningBackend):
             payment_hash = decode_invoice(bolt11).payment_hash
         except InvalidInvoice as exc:
             return PaymentResult(State.FAILED, error=f"invalid invoice: {exc}")
+        earlier = self.payment_status(payment_hash)
+        if earlier.state is State.SUCCEEDED:
+            # BTCPay on LND turns the node's "already paid" into the earlier payment's success
+            # (200, Complete): ask first, so that this attempt is never booked as that payment.
+            return PaymentResult(State.FAILED, payment_hash, error="BTCPay: invoice is already paid",
+                                 already_paid=True)
         status, data = self._call("POST", "/invoices/pay", {
             "BOLT11": bolt11, "maxFeeFlat": str(int(max_fee_sat)), "sendTimeout": self.pay_timeout_s,
         }, timeout=self.pay_timeout_s + self.timeout_s)

@@ -144,7 +144,7 @@ class LndBackend(LightningBackend):
             "payment_request": bolt11, "fee_limit_sat": str(int(max_fee_sat)),
             "timeout_seconds": self.pay_timeout_s, "no_inflight_updates": True,
         })
-        if first.error == ALREADY_PAID:
+        if ALREADY_PAID in first.error:
             # LND refused to send (gRPC AlreadyExists): an earlier payment paid this invoice. This
             # attempt moved nothing; tracking the hash would report that earlier payment's success.
             return PaymentResult(State.FAILED, payment_hash, error=first.error, already_paid=True)
