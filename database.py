@@ -3,7 +3,7 @@
 Kinds of unit of work:
 - `db.session`: request-scoped ORM session, for reads (removed when the request ends);
 - `with db.write() as s:` a short ORM transaction for anything that moves money or changes state.
-  On SQLite it takes this database's writer turn (`_WriterTurns`) and starts with BEGIN
+  On SQLite it takes this database's writer turn (`WriterTurns`) and starts with BEGIN
   IMMEDIATE, so concurrent writers queue instead of failing half-way; on MySQL it runs at READ
   COMMITTED and relies on conditional UPDATEs and unique keys, safe under any isolation level;
 - the USSD hot path uses SQLAlchemy Core on one request-scoped connection: `db.fetch_one()`
@@ -19,20 +19,18 @@ from __future__ import annotations
 
 
 import logging
-import os
 import threading
 import time
-from collections import namedtuple
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 from collections.abc import Iterator
 
 from sqlalchemy import create_engine, event, text
-from sqlalchemy.engine import Connection, Dialect, Engine, Row
-from sqlalchemy.exc import DBAPIError, NoResultFound, SQLAlchemyError
-from sqlalchemy.sql import Executable
+from sqlalchemy.engine import Connection, Engine, Row
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
 
+from helpers.infra.fastpath import Executed, Prepared, WriterTurns
 from models import Base
 
 log = logging.getLogger(__name__)
@@ -65,163 +63,6 @@ _MYSQL_AUTOCOMMIT = 0x0002
 
 class DatabaseUnavailable(RuntimeError):
     """The database could not be reached or failed mid-request."""
-
-
-class _WriterTurns:
-    """SQLite admits one writer at a time. A writer that finds the lock taken sleeps in SQLite's
-    busy handler in growing steps (1, 2, 5, 10, 15, 20, 25 ... ms) and retries, so under load two
-    workers writing at once cost the loser 20-80 ms for a lock held about 1 ms. Writers of one
-    database file take turns on a lock file beside it instead: flock() wakes the next writer the
-    moment the lock is released. Nested write blocks in one thread take the turn once; threads of
-    one process queue on an in-process lock first (flock does not exclude them from each other).
-    Writers that skip this (the sqlite3 shell, a checkpoint) still meet the busy timeout.
-    No path (MySQL, an in-memory SQLite): no turns to take."""
-
-    def __init__(self, database_path: str | None) -> None:
-        self.path = database_path + ".write-lock" if database_path else None
-        self._thread_lock = threading.RLock()
-        self._depth = 0
-        self._file = None
-        self._pid = 0
-        self.writes = 0  # write blocks that ended since the last checkpoint (see checkpoint_if_due)
-
-    @contextmanager
-    def __call__(self) -> Iterator[None]:
-        if self.path is None:
-            yield
-            return
-        import fcntl
-
-        with self._thread_lock:
-            if self._depth == 0:
-                if self._pid != os.getpid():  # a forked child must not share its parent's lock
-                    self._file = open(self.path, "a")  # noqa: SIM115 - held for the process's life
-                    self._pid = os.getpid()
-                fcntl.flock(self._file, fcntl.LOCK_EX)
-            self._depth += 1
-            try:
-                yield
-            finally:
-                self._depth -= 1
-                if self._depth == 0:
-                    fcntl.flock(self._file, fcntl.LOCK_UN)
-                    self.writes += 1
-
-    def close(self) -> None:
-        with self._thread_lock:
-            if self._file is not None and self._pid == os.getpid():
-                self._file.close()
-            self._file, self._pid = None, 0
-
-
-class Prepared:
-    """A Core statement for the hottest paths, run straight on the driver's cursor.
-
-    Each `conn.execute()` costs SQLAlchemy about 0.1 ms of CPU (cache key, parameter processing,
-    result set-up) on top of what the database does, and a USSD request runs a few statements
-    that need none of it. A Prepared statement is compiled once per dialect into its SQL, the
-    order of its parameters, their converters (SQLite keeps datetimes as text) and the values of
-    its constants, and its result columns' converters; a call converts the caller's parameters,
-    executes, and converts the rows. Plain parameters only (no expanding IN lists: refused when
-    compiled). `Database.execute` runs one on the request connection; `run` on a connection or
-    ORM session inside a write transaction."""
-
-    def __init__(self, statement: Executable) -> None:
-        self.statement = statement
-        self._compiled: dict[str, _Compiled] = {}
-
-    def compiled(self, dialect: Dialect) -> _Compiled:
-        found = self._compiled.get(dialect.name)
-        if found is None:
-            found = self._compiled[dialect.name] = _Compiled(self.statement, dialect)
-        return found
-
-    def run(self, executor: Connection | Session, params: dict) -> Executed:
-        """Execute on `executor`'s connection, in its current transaction. Driver errors come out
-        as SQLAlchemy's (IntegrityError, OperationalError ...), and a connection the database
-        dropped is invalidated, as with `conn.execute()`."""
-        if isinstance(executor, Session):
-            executor.flush()  # as Session.execute would: pending ORM objects first
-            conn = executor.connection()
-        else:
-            conn = executor
-        dialect = conn.dialect
-        compiled = self.compiled(dialect)
-        values = compiled.parameters(params)
-        dbapi_connection = conn.connection
-        cursor = dbapi_connection.cursor()
-        try:
-            cursor.execute(compiled.sql, values)
-            rows = cursor.fetchall() if cursor.description else []
-            done = Executed(compiled.converted(rows) if rows else rows, cursor.rowcount, cursor.lastrowid)
-        except dialect.loaded_dbapi.Error as exc:
-            lost = dialect.is_disconnect(exc, dbapi_connection.dbapi_connection, cursor)
-            with suppress(Exception):
-                cursor.close()
-            if lost:
-                conn.invalidate(exc)
-            raise DBAPIError.instance(compiled.sql, values, exc, dialect.loaded_dbapi.Error,
-                                      connection_invalidated=lost, dialect=dialect) from exc
-        cursor.close()
-        return done
-
-
-class _Compiled:
-    def __init__(self, statement: Executable, dialect: Dialect) -> None:
-        compiled = statement.compile(dialect=dialect)
-        if any(bind.expanding for bind in compiled.binds.values()):
-            raise ValueError("a Prepared statement cannot take expanding parameters")
-        if compiled.literal_execute_params:  # e.g. MySQL's LIMIT: a constant, written into the SQL
-            compiled = statement.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
-        defaulted = [column.name for column in (*compiled.insert_prefetch, *compiled.update_prefetch)]
-        if defaulted:  # SQLAlchemy would compute these at each execution; this path does not
-            raise ValueError(f"give {', '.join(defaulted)} a value in the statement: their defaults are Python's")
-        self.sql = compiled.string
-        names = dict(compiled.bind_names)
-        self.constants = {name: bind.effective_value for bind, name in names.items() if not bind.required}
-        self.converters = {name: conv for bind, name in names.items()
-                           if (conv := bind.type.dialect_impl(dialect).bind_processor(dialect)) is not None}
-        self.order = tuple(compiled.positiontup) if compiled.positional else None
-        # A SELECT's columns, or what INSERT/UPDATE .. RETURNING returns: rows are named tuples
-        columns = list(getattr(statement, "exported_columns", ()))
-        self.row = namedtuple("Row", [str(getattr(c, "key", None) or "_") for c in columns],  # noqa: PYI024
-                              rename=True)._make if columns else tuple  # plain SQL: columns unknown
-        self.results = [column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns]
-        self.converts_rows = any(self.results)
-
-    def parameters(self, params: dict) -> tuple | dict:
-        values = dict(self.constants, **params) if self.constants else params
-        if self.converters:
-            values = {name: (conv(values[name]) if (conv := self.converters.get(name)) else value)
-                      for name, value in values.items()}
-        return tuple(values[name] for name in self.order) if self.order is not None else values
-
-    def converted(self, rows: list[tuple]) -> list[tuple]:
-        if not self.converts_rows:
-            return [self.row(row) for row in rows]
-        return [self.row(conv(value) if conv else value for conv, value in zip(self.results, row, strict=True))
-                for row in rows]
-
-
-class Executed:
-    """What a Prepared statement returned: its rows (a SELECT's, or RETURNING's), the row count,
-    and the id of the row an INSERT added."""
-
-    __slots__ = ("rows", "rowcount", "lastrowid")
-
-    def __init__(self, rows: list[tuple], rowcount: int, lastrowid: int | None) -> None:
-        self.rows, self.rowcount, self.lastrowid = rows, rowcount, lastrowid
-
-    def first(self) -> tuple | None:
-        return self.rows[0] if self.rows else None
-
-    def one(self) -> tuple:
-        if len(self.rows) != 1:
-            raise NoResultFound(f"{len(self.rows)} rows where exactly one was expected")
-        return self.rows[0]
-
-    def scalar(self):
-        return self.rows[0][0] if self.rows else None
 
 
 def _make_engine(url: str, pool_size: int, recycle_s: int, timeout_s: float) -> Engine:
@@ -300,7 +141,7 @@ class Database:
         self._local = threading.local()  # the request's Core connection, per thread
         path = self.engine.url.database if self.is_sqlite else None
         self._begin_option = "sqlite_immediate" if self.is_sqlite else "mysql_start_transaction"
-        self._writer_turn = _WriterTurns(path if path and path != ":memory:" else None)
+        self._writer_turn = WriterTurns(path if path and path != ":memory:" else None)
 
     # ------------------------------------------------------------ the request's Core connection
     def connection(self) -> Connection:

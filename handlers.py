@@ -1,7 +1,7 @@
 """The USSD menu: one Africa's Talking request in, one screen out.
 
 No SQL and no HTTP here: screens ask helpers/ (database, policy, SMS) and lightning.py. Every
-screen checks its token; only the last token of the path may act (see helpers/ussd.py).
+screen checks its token; only the last token of the path may act (see helpers/ussd/walker.py).
 """
 
 from __future__ import annotations
@@ -13,8 +13,12 @@ from collections.abc import Callable
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from helpers import invoices, lnurl, lnurl_pay, mpesa_flows, payments, sessions, transactions, users
-from helpers.errors import (
+from helpers.wallet import invoices, lnurl, mpesa_flows, payments, transactions, users
+
+from helpers.lightning import lnurl_pay
+
+from helpers.ussd import sessions
+from helpers.wallet.errors import (
     AccountLocked,
     CodeAlreadyUsed,
     InsufficientBalance,
@@ -24,14 +28,14 @@ from helpers.errors import (
     RateLimited,
     RequestClosed,
 )
-from helpers.i18n import CATALOGS, t
-from helpers.lnurl_pay import LnurlPayError, PayParams
-from helpers.mpesa import normalise_code
-from helpers.phone import normalise
-from helpers.refs import idempotency_key
-from helpers.services import Services
-from helpers.text import is_digits, parse_digits
-from helpers.ussd import Back, End, Home, Push, Result, Retry, walk
+from helpers.infra.i18n import CATALOGS, t
+from helpers.lightning.lnurl_pay import LnurlPayError, PayParams
+from helpers.mpesa.provider import normalise_code
+from helpers.infra.phone import normalise
+from helpers.infra.refs import idempotency_key
+from helpers.wallet.services import Services
+from helpers.infra.text import is_digits, parse_digits
+from helpers.ussd.walker import Back, End, Home, Push, Result, Retry, walk
 from lightning import State
 from models import CREDIT, PENDING, utcnow
 

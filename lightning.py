@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import importlib
 import logging
 import secrets
 import threading
@@ -16,7 +17,6 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
-from collections.abc import Callable
 
 from bolt11 import Bolt11, MilliSatoshi, TagChar, Tags
 from bolt11 import decode as bolt11_decode
@@ -175,6 +175,10 @@ class MockBackend(LightningBackend):
         self._payments: dict[str, _MockPayment] = {}
         self._balance_sat = 10_000_000
 
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> MockBackend:
+        return cls(network=config.get("LIGHTNING_NETWORK", "bcrt"))
+
     def create_invoice(self, amount_sat: int, memo: str, expiry_s: int,
                        hashed_description: str | None = None) -> InvoiceResult:
         preimage = secrets.token_bytes(32)
@@ -284,31 +288,12 @@ class UnavailableBackend(LightningBackend):
         return BalanceResult(False, error=self.reason)
 
 
-BackendFactory = Callable[[dict[str, Any]], LightningBackend]
-
-def _lnbits(config: dict[str, Any]) -> LightningBackend:
-    from helpers.backends.lnbits import LNbitsBackend  # imported here: it imports this module
-
-    return LNbitsBackend.from_config(config)
-
-
-def _btcpay(config: dict[str, Any]) -> LightningBackend:
-    from helpers.backends.btcpay import BTCPayBackend
-
-    return BTCPayBackend.from_config(config)
-
-
-def _lnd(config: dict[str, Any]) -> LightningBackend:
-    from helpers.backends.lnd import LndBackend
-
-    return LndBackend.from_config(config)
-
-
-BACKENDS: dict[str, BackendFactory] = {
-    "mock": lambda config: MockBackend(network=config.get("LIGHTNING_NETWORK", "bcrt")),
-    "lnbits": _lnbits,
-    "lnd": _lnd,
-    "btcpay": _btcpay,
+# The backends import this interface; it finds them by name, so it never imports one.
+BACKENDS: dict[str, str] = {
+    "mock": "lightning:MockBackend",
+    "lnbits": "helpers.lightning.lnbits:LNbitsBackend",
+    "lnd": "helpers.lightning.lnd:LndBackend",
+    "btcpay": "helpers.lightning.btcpay:BTCPayBackend",
 }
 
 _PLANNED: set[str] = set()
@@ -317,9 +302,10 @@ _PLANNED: set[str] = set()
 def create_backend(config: dict[str, Any]) -> LightningBackend:
     """The backend named by LIGHTNING_BACKEND. Raises LightningConfigError naming the setting."""
     name = config.get("LIGHTNING_BACKEND", "mock")
-    factory = BACKENDS.get(name)
-    if factory is None:
+    where = BACKENDS.get(name)
+    if where is None:
         if name in _PLANNED:
             raise LightningConfigError(f"LIGHTNING_BACKEND={name} is not built yet; use mock")
         raise LightningConfigError(f"LIGHTNING_BACKEND={name!r} is unknown; choose one of {sorted(BACKENDS)}")
-    return factory(config)
+    module, _, cls = where.partition(":")
+    return getattr(importlib.import_module(module), cls).from_config(config)

@@ -3,8 +3,8 @@
 
     python test_ussd.py [URL]            # default http://localhost:5000
 
-Run it from the project folder: expected texts come from the catalog (helpers/i18n.py) and every
-limit, fee and exchange rate from the policy (helpers/rules.py + atoms.metta), never from copies.
+Run it from the project folder: expected texts come from the catalog (helpers/infra/i18n.py) and every
+limit, fee and exchange rate from the policy (helpers/wallet/rules.py + atoms.metta), never from copies.
 
 Each dial is one random sessionId; `text` is the input so far joined by `*` ("" first, then "1",
 "1*0712345678", ...). Every run uses new random Kenyan mobile numbers, so it can be run again and
@@ -40,15 +40,15 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 try:
-    from helpers.i18n import t
-    from helpers.rules import policy
+    from helpers.infra.i18n import t
+    from helpers.wallet.rules import policy
 except ImportError as _exc:  # pragma: no cover - depends on where it is run from
     print(f"cannot import the catalog and the policy ({_exc}); run this from the project folder "
           "with its virtualenv, e.g. `.venv/bin/python test_ussd.py`", file=sys.stderr)
     sys.exit(2)
 
 try:
-    from helpers.i18n import gsm7_length
+    from helpers.infra.i18n import gsm7_length
 except ImportError:  # an older catalog without it: the plain length check still runs
     gsm7_length = None
 

@@ -56,7 +56,7 @@ class Counters:
         self.statements = 0
         self.evaluations = 0
         event.listen(svc.db.engine, "before_cursor_execute", self._statement)
-        from database import Prepared
+        from helpers.infra.fastpath import Prepared
 
         run_prepared = Prepared.run  # Prepared statements skip SQLAlchemy's events: count them here
 

@@ -28,9 +28,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from database import Database  # noqa: E402
-from helpers.pins import hash_pin  # noqa: E402
-from helpers.refs import new_reference  # noqa: E402
-from helpers.rules import Policy  # noqa: E402
+from helpers.wallet.pins import hash_pin  # noqa: E402
+from helpers.infra.refs import new_reference  # noqa: E402
+from helpers.wallet.rules import Policy  # noqa: E402
 from models import ADJUST, CREDIT, SETTLED, Transaction, User, utcnow  # noqa: E402
 
 PEPPER = "bench-pepper-not-secret-0123456789"

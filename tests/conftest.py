@@ -13,8 +13,9 @@ import pytest
 from sqlalchemy import select
 
 from app import create_app
-from helpers import transactions, users
-from helpers.i18n import gsm7_length
+from helpers.wallet import demo, transactions
+from helpers.web import demo as demo_routes
+from helpers.infra.i18n import gsm7_length
 from models import SmsOutbox, User
 from tests.servers import Gunicorn
 
@@ -67,8 +68,9 @@ def app(tmp_path, monkeypatch, app_overrides):
     db = app.extensions["wallet"].db
     db.drop_schema()
     db.create_schema()
-    users.seed_demo(db)
-    app.config["DEMO_MODE"] = True
+    demo.seed_demo(db)
+    app.config["DEMO_MODE"] = True  # after the schema exists: create_app would seed before it
+    app.register_blueprint(demo_routes.bp)  # as create_app does in demo mode
     yield app
     app.extensions["request_counter"].close()
     app.extensions["wallet"].openings.close()
@@ -156,7 +158,7 @@ class Dialer:
         return "*".join(self.inputs)
 
 
-DEMO = [phone for phone, _ in users.DEMO_USERS]
+DEMO = [phone for phone, _ in demo.DEMO_USERS]
 PIN = "4821"
 
 

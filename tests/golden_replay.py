@@ -28,7 +28,7 @@ from tests.conftest import Dialer
 from tests.golden_flows import Flow, PayInvoice, Session, SetConfig, resolve_inputs
 
 # ------------------------------------------------------------------ normalising
-_ALPHABET = "A-HJ-NP-Z2-9"  # helpers/refs.py: new_reference's alphabet (no 0/O, 1/I)
+_ALPHABET = "A-HJ-NP-Z2-9"  # helpers/infra/refs.py: new_reference's alphabet (no 0/O, 1/I)
 _EDGE_L, _EDGE_R = r"(?<![A-Za-z0-9])", r"(?![A-Za-z0-9])"
 
 # (placeholder kind, pattern): tried in this order; each distinct value gets the next number.

@@ -9,9 +9,9 @@ import datetime as dt
 import pytest
 from sqlalchemy import select, update
 
-from helpers import payments, transactions
-from helpers.errors import InvoiceAlreadyPaid
-from helpers.i18n import t
+from helpers.wallet import payments, transactions
+from helpers.wallet.errors import InvoiceAlreadyPaid
+from helpers.infra.i18n import t
 from lightning import MockBackend, PaymentResult, State, decode_invoice
 from models import (DEBIT, FAILED, PENDING, SEND, SETTLED, Invoice, OutgoingPayment, SmsOutbox, Transaction, User,
                     UssdSession)
@@ -318,7 +318,7 @@ def test_a_pin_in_other_scripts_digits_is_not_a_pin(wallet, alice):
 
 
 def test_payee_bounds_in_other_scripts_digits_are_refused():
-    from helpers.lnurl_pay import _msat
+    from helpers.lightning.lnurl_pay import _msat
 
     assert _msat(1000) == 1000 and _msat("1000") == 1000
     for bad in ("１０００", "١٠٠٠", True, 1.5, None):
@@ -329,15 +329,15 @@ def test_payee_bounds_in_other_scripts_digits_are_refused():
 
 @pytest.mark.parametrize("typed", ["0712-ABC-DEF", "0712345678x1", "0712345678 ext 1", "+254 712 ٣45678"])
 def test_a_phone_number_with_letters_or_an_extension_is_no_number(typed):
-    from helpers.phone import normalise
+    from helpers.infra.phone import normalise
 
     assert normalise("0712 345 678") == "+254712345678"  # spaces, as people write numbers
     assert normalise(typed) is None
 
 
 def test_an_mpesa_code_or_amount_in_look_alike_characters_is_refused():
-    from helpers.mpesa import normalise_code
-    from helpers.mpesa_callbacks import _same_amount
+    from helpers.mpesa.provider import normalise_code
+    from helpers.wallet.mpesa_callbacks import _same_amount
 
     assert normalise_code("qk12ab34cd") == "QK12AB34CD"
     for look_alike in ("QK12AB34Cı", "QK12AB34Cſ", "QK12AB34ﬁ"):  # upper() makes each ASCII

@@ -8,7 +8,7 @@ import hashlib
 import pytest
 import requests
 
-from helpers.backends.btcpay import BTCPayBackend
+from helpers.lightning.btcpay import BTCPayBackend
 from lightning import LightningConfigError, MockBackend, State, create_backend, decode_invoice
 from tests import fake_btcpay
 

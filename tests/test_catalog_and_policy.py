@@ -6,10 +6,10 @@ import re
 
 import pytest
 
-from helpers.config import MAX_ADDRESS_DOMAIN
-from helpers.i18n import CATALOGS, EN, SW, gsm7_length, t
-from helpers.lnurl_pay import MAX_TYPED_ADDRESS
-from helpers.rules import Policy, PolicyError, policy
+from helpers.infra.config import MAX_ADDRESS_DOMAIN
+from helpers.infra.i18n import CATALOGS, EN, SW, gsm7_length, t
+from helpers.lightning.lnurl_pay import MAX_TYPED_ADDRESS
+from helpers.wallet.rules import Policy, PolicyError, policy
 
 P = policy()
 # The longest values a placeholder can take on a screen.

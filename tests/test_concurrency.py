@@ -14,9 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from sqlalchemy import func, select
 
-from helpers import transactions
-from helpers.i18n import t
-from helpers.rules import policy
+from helpers.wallet import transactions
+from helpers.infra.i18n import t
+from helpers.wallet.rules import policy
 from models import Transaction, User
 from tests.conftest import DEMO, PIN, balance, outbox
 from tests.servers import Caller

@@ -16,12 +16,12 @@ from sqlalchemy import select
 from werkzeug.serving import make_server
 
 from app import create_app
-from helpers import mpesa_flows
-from helpers.config import ConfigError, finalise, load_config
-from helpers.daraja import REQUIRED, DarajaMpesa, msisdn, stk_password
-from helpers.i18n import t
-from helpers.mpesa import MpesaConfigError, create_provider
-from helpers.rules import policy
+from helpers.wallet import mpesa_flows
+from helpers.infra.config import ConfigError, finalise, load_config
+from helpers.mpesa.daraja import REQUIRED, DarajaMpesa, msisdn, stk_password
+from helpers.infra.i18n import t
+from helpers.mpesa.provider import MpesaConfigError, create_provider
+from helpers.wallet.rules import policy
 from lightning import State
 from models import MpesaRequest, Transaction
 from tests import fake_daraja
@@ -149,7 +149,7 @@ def test_production_refuses_the_sandbox_and_plain_http_callbacks(tmp_path):
 
 def test_mpesa_bounds_are_a_metta_rule_per_direction(tmp_path):
     """Raise the sats limits far above M-Pesa's: M-Pesa's own per-transaction bounds still hold."""
-    from helpers.rules import ATOMS_PATH, Policy
+    from helpers.wallet.rules import ATOMS_PATH, Policy
 
     text = ATOMS_PATH.read_text().replace("(= (payment-max-sats) 1000000)", "(= (payment-max-sats) 10000000000)")
     wide = Policy(_write(tmp_path / "atoms.metta", text))
@@ -338,7 +338,7 @@ def test_a_push_whose_answer_was_lost_is_still_credited_by_its_callback(alice, w
 def test_the_same_confirmation_pushes_once(alice, wallet, daraja):
     kes = kes_for("never", KES_MIN)
     with wallet.db.read() as s:
-        from helpers import users
+        from helpers.wallet import users
 
         user = users.get(s, alice.phone)
     first = mpesa_flows.start_topup(wallet.db, wallet.mpesa, user, kes, P.kes_to_sats_credit(kes), "k" * 64)
@@ -352,7 +352,7 @@ def test_a_number_m_pesa_cannot_reach_is_refused(dial, wallet, served, monkeypat
     caller = dial("+256712345678")
     caller.run(PIN, PIN)
     with wallet.db.write() as s:
-        from helpers import transactions, users
+        from helpers.wallet import transactions, users
 
         transactions.credit_adjustment(s, users.get(s, caller.phone).id, reserved(KES_MIN), "test", "test:ug")
     before = snapshot(wallet)
@@ -392,7 +392,7 @@ def _altered(record: dict, **changes) -> dict:
 def test_an_altered_stk_callback_changes_nothing_and_is_logged(alice, wallet, daraja, change, status, caplog):
     request, record = _pending_push(alice, wallet, daraja)
     before, before_sats = snapshot(wallet), balance(wallet, alice.phone)
-    with caplog.at_level(logging.WARNING, logger="helpers.mpesa_callbacks"):
+    with caplog.at_level(logging.WARNING, logger="helpers.wallet.mpesa_callbacks"):
         assert daraja.send(record["url"], _altered(record, **change)) == status
     assert snapshot(wallet) == before and request_of(wallet, "stk").status == "pending"
     assert any("refused" in message for message in caplog.messages)
@@ -571,7 +571,7 @@ def test_an_altered_b2c_result_changes_nothing(alice, wallet, daraja, change, ca
     if "TransactionReceipt" in change:
         result["TransactionID"] = "bad"
     before = snapshot(wallet)
-    with caplog.at_level(logging.WARNING, logger="helpers.mpesa_callbacks"):
+    with caplog.at_level(logging.WARNING, logger="helpers.wallet.mpesa_callbacks"):
         assert daraja.send(record_url(wallet, "result"), payload) == 400
     assert snapshot(wallet) == before and rows(wallet, "withdraw")[0].status == "pending"
     assert any("refused" in message for message in caplog.messages)

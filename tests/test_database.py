@@ -15,8 +15,8 @@ from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 
 import database
-from database import Prepared
-from helpers import sessions
+from helpers.infra.fastpath import Prepared
+from helpers.ussd import sessions
 from models import User, UssdSession, utcnow
 from tests.conftest import DEMO, balance, load_gunicorn_conf
 
@@ -276,7 +276,7 @@ def test_a_mysql_server_that_accepts_and_never_answers_fails_fast(tmp_path):
 def test_write_behind_chunks_are_powers_of_two_in_order_and_cover_everything():
     """Multi-row statements are compiled once per row count: flushes of any size use only the
     powers of two up to the largest chunk, and every row goes exactly once, in order."""
-    from helpers.writebehind import chunks
+    from helpers.infra.writebehind import chunks
 
     sizes_seen: set[int] = set()
     for count in range(0, 300):

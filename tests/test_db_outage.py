@@ -12,7 +12,7 @@ import time
 import pytest
 import requests
 
-from helpers.i18n import t
+from helpers.infra.i18n import t
 from tests.conftest import DEMO, PIN
 from tests.servers import Caller
 from tests.test_concurrency import assert_books_balance, fees_settled, fund, local, total_balance

@@ -7,9 +7,9 @@ import datetime as dt
 import pytest
 from sqlalchemy import select
 
-from helpers import lnurl
-from helpers.i18n import t
-from helpers.rules import policy
+from helpers.wallet import lnurl
+from helpers.infra.i18n import t
+from helpers.wallet.rules import policy
 from lightning import decode_invoice
 from models import Invoice, PaymentRequest, Transaction, User, utcnow
 from tests.conftest import DEMO, PIN, balance, outbox, snapshot
@@ -66,7 +66,7 @@ def test_pin_mismatch_goes_back_to_create(dial, wallet):
 
 
 def test_demo_users_exist_with_their_balances(wallet):
-    from helpers.users import DEMO_USERS
+    from helpers.wallet.demo import DEMO_USERS
 
     for phone, sats in DEMO_USERS:
         assert balance(wallet, phone) == sats
@@ -412,7 +412,7 @@ def test_withdraw_bad_number(alice, wallet):
 
 
 def test_failed_payout_refunds_and_unknown_payout_stays_pending(alice, wallet):
-    from helpers.mpesa import PayoutResult
+    from helpers.mpesa.provider import PayoutResult
     from lightning import State
 
     a0 = balance(wallet, DEMO[0])

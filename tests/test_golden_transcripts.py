@@ -108,7 +108,7 @@ def test_normaliser_numbers_volatile_values_and_keeps_the_rest():
 
 def test_no_catalog_text_looks_volatile():
     """The patterns would hide a catalog word shaped like a reference (8 capitals, say): none is."""
-    from helpers.i18n import CATALOGS
+    from helpers.infra.i18n import CATALOGS
 
     for lang, catalog in CATALOGS.items():
         for key, text in catalog.items():

@@ -9,9 +9,9 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from helpers import payments
-from helpers.i18n import t
-from helpers.lnurl_pay import LnurlPayError, parse_address, resolve
+from helpers.wallet import payments
+from helpers.infra.i18n import t
+from helpers.lightning.lnurl_pay import LnurlPayError, parse_address, resolve
 from lightning import MockBackend, decode_invoice
 from models import FAILED, PENDING, SETTLED, Transaction
 from tests import fake_btcpay, fake_lnd
@@ -89,7 +89,7 @@ def test_the_confirmation_replayed_pays_once_and_fetches_one_invoice(insecure, p
 
 def test_an_address_at_our_own_domain_is_an_internal_send(insecure, payee, alice):
     wallet = insecure
-    from helpers import lnurl
+    from helpers.wallet import lnurl
 
     a0, b0 = balance(wallet, DEMO[0]), balance(wallet, DEMO[1])
     ours = lnurl.address(wallet.config, DEMO[1])
@@ -104,7 +104,7 @@ def test_an_address_at_our_own_domain_is_an_internal_send(insecure, payee, alice
 def test_pay_address_twice_under_one_key_fetches_one_invoice_and_debits_once(insecure, payee):
     """The replay lookup at the top of pay_address: a second call with the key never asks the
     payee's server for another invoice nor the node to pay, and gets the first payment's result."""
-    from helpers import users
+    from helpers.wallet import users
     from lightning import State
 
     wallet = insecure
@@ -235,7 +235,7 @@ def _check_booked(wallet, row: Transaction, status: str, a0: int, fee_paid: int)
 @pytest.mark.skipif(not fake_lnd.SPEC_DIR.exists(), reason="needs ../shared/specs/lnd")
 @pytest.mark.parametrize("mode,first,final", LND_CASES)
 def test_lnd_payment_faults_never_create_or_lose_a_sat(insecure, payee, alice, mode, first, final):
-    from helpers.backends.lnd import LndBackend
+    from helpers.lightning.lnd import LndBackend
 
     wallet = insecure
     lnd = fake_lnd.FakeLnd()
@@ -273,7 +273,7 @@ BTCPAY_CASES = [
 @pytest.mark.skipif(not fake_btcpay.SPEC_DIR.exists(), reason="needs ../shared/specs/btcpay")
 @pytest.mark.parametrize("mode,first,later,final", BTCPAY_CASES)
 def test_btcpay_payment_faults_never_create_or_lose_a_sat(insecure, payee, alice, mode, first, later, final):
-    from helpers.backends.btcpay import BTCPayBackend
+    from helpers.lightning.btcpay import BTCPayBackend
 
     wallet = insecure
     btcpay = fake_btcpay.FakeBTCPay()
@@ -330,7 +330,7 @@ def test_a_node_charging_more_than_the_reserve_costs_the_customer_only_the_reser
 
 @pytest.mark.skipif(not fake_lnd.SPEC_DIR.exists(), reason="needs ../shared/specs/lnd")
 def test_lnd_is_sent_the_policys_fee_limit_and_a_dearer_route_is_refunded(insecure, payee, alice):
-    from helpers.backends.lnd import LndBackend
+    from helpers.lightning.lnd import LndBackend
 
     wallet = insecure
     lnd = fake_lnd.FakeLnd()
@@ -396,7 +396,7 @@ def test_flask_reconcile_settles_payments_out(insecure, payee, alice, runner):
     wallet = insecure
     lnd = fake_lnd.FakeLnd()
     try:
-        from helpers.backends.lnd import LndBackend
+        from helpers.lightning.lnd import LndBackend
 
         wallet.lightning = LndBackend(lnd.url, fake_lnd.MACAROON, timeout_s=1, pay_timeout_s=1)
         lnd.mode = "inflight_then_succeed"

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from helpers import invoices
-from helpers.backends.lnbits import LNbitsBackend
-from helpers.i18n import t
+from helpers.wallet import invoices
+from helpers.lightning.lnbits import LNbitsBackend
+from helpers.infra.i18n import t
 from lightning import LightningConfigError, State, create_backend
 from models import Invoice, Transaction
 from tests import lnbits_server
@@ -184,7 +184,7 @@ def test_a_user_pays_a_lightning_address_served_by_another_lnbits_wallet(paying,
 @pytest.mark.parametrize("mode", ["pay_timeout", "pay_500", "pay_malformed", "status_500"])
 def test_lnbits_answers_lost_after_paying_leave_it_pending_until_the_node_is_asked_again(
         paying, app, alice, wallet, mode):
-    from helpers import payments
+    from helpers.wallet import payments
     from tests.fault_proxy import FaultProxy
 
     server, pool, receiver, payee = paying

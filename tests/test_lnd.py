@@ -7,8 +7,8 @@ import hashlib
 
 import pytest
 
-from helpers.backends import lnd as lnd_module
-from helpers.backends.lnd import LndBackend
+from helpers.lightning import lnd as lnd_module
+from helpers.lightning.lnd import LndBackend
 from lightning import LightningConfigError, MockBackend, State, create_backend, decode_invoice
 from tests import fake_lnd
 
@@ -110,7 +110,7 @@ def test_a_wrong_macaroon_is_refused_and_reported_as_unavailable(lnd):
 
 
 def test_the_menu_receives_through_lnd(lnd, node, app, alice, wallet):
-    from helpers import invoices
+    from helpers.wallet import invoices
     from models import Invoice
     from sqlalchemy import select
     from tests.conftest import DEMO, balance

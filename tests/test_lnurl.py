@@ -8,9 +8,9 @@ import json
 import pytest
 from sqlalchemy import select
 
-from helpers import lnurl
+from helpers.wallet import lnurl
 from lightning import decode_invoice
-from helpers.rules import policy
+from helpers.wallet.rules import policy
 from models import Invoice, Transaction
 from tests.conftest import DEMO, balance, outbox, snapshot
 

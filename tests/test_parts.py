@@ -15,10 +15,10 @@ from hypothesis import strategies as st
 from phonenumbers import PhoneNumberType
 from sqlalchemy import func, select
 
-from helpers import phone
-from helpers.phone import normalise
+from helpers.infra import phone
+from helpers.infra.phone import normalise
 
-from helpers.sms import MAX_ATTEMPTS, AfricasTalkingSender, LogSender, SmsDispatcher, SmsError
+from helpers.infra.sms import MAX_ATTEMPTS, AfricasTalkingSender, LogSender, SmsDispatcher, SmsError
 from lightning import (
     InvalidInvoice,
     LightningConfigError,
@@ -108,7 +108,7 @@ def test_an_sms_failure_never_fails_the_ussd_step_and_is_retried(alice, wallet):
 
 
 def test_an_sms_that_keeps_failing_is_given_up_after_max_attempts(wallet):
-    from helpers import sms
+    from helpers.infra import sms
 
     with wallet.db.write() as s:
         sms.queue(s, DEMO[0], "hello")
@@ -219,7 +219,7 @@ def test_concurrent_sends_from_one_account_never_overdraw(app, client, wallet):
 
 
 def test_operator_pin_reset_clears_the_pin_and_tells_the_owner(runner, wallet, alice):
-    from helpers.i18n import t
+    from helpers.infra.i18n import t
 
     assert runner.invoke(args=["reset-pin", "0712345678"]).exit_code != 0  # a reason is required
     result = runner.invoke(args=["reset-pin", "0712345678", "--reason", "ticket 42, national ID seen"])
@@ -281,7 +281,7 @@ def test_rate_counters_count_every_event_in_each_dialects_statement(wallet):
     """The counters' upserts: all of a request's counters in one statement where the database
     returns rows from an upsert, one LAST_INSERT_ID statement each on MySQL (checked here on any
     MySQL-family server)."""
-    from helpers import limits
+    from helpers.wallet import limits
 
     db = wallet.db
     assert [limits._count(db, [("t:a", 1), ("t:b", 1)]) for _ in range(3)] == [[1, 1], [2, 2], [3, 3]]
@@ -376,8 +376,8 @@ def test_a_movement_run_twice_under_one_key_moves_money_once(wallet, movement):
     """A replay that gets past the session row reaches the money function itself: with nothing
     read first, it fails on the ledger's unique key (or is refused, the first having spent the
     money) and gets the first movement's receipt; its own transaction leaves nothing behind."""
-    from helpers import transactions, users
-    from helpers.rules import policy
+    from helpers.wallet import transactions, users
+    from helpers.wallet.rules import policy
     from models import Transaction
 
     policy_ = policy()
@@ -415,7 +415,7 @@ def test_a_movement_run_twice_under_one_key_moves_money_once(wallet, movement):
 def test_a_pending_debit_refunded_twice_is_credited_once(wallet, kind):
     """A refund only moves a row that is still pending: a second refund of the same withdrawal or
     Lightning payment (a late callback, the reconciler and an operator racing) credits nothing."""
-    from helpers import transactions, users
+    from helpers.wallet import transactions, users
 
     policy_ = wallet.policy
     with wallet.db.read() as s:

@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
-from helpers.i18n import t
-from helpers.rules import policy
+from helpers.infra.i18n import t
+from helpers.wallet.rules import policy
 from models import Transaction, UssdSession
 from tests.conftest import DEMO, PIN, balance, check_reply, snapshot
 
@@ -134,7 +134,7 @@ def test_database_failure_gives_a_clear_end_in_both_languages(client, wallet, mo
     def broken(*_args, **_kwargs):
         raise OperationalError("SELECT 1", {}, Exception("server has gone away"))
 
-    monkeypatch.setattr("app.handle_ussd", broken)
+    monkeypatch.setattr("helpers.web.ussd_endpoint.handle_ussd", broken)
     reply = post(client, sessionId="down-1", phoneNumber=DEMO[0], text="")
     assert reply == "END " + t("en", "error.unavailable") + "\n" + t("sw", "error.unavailable")
     assert handlers.handle_ussd is not broken
@@ -144,7 +144,7 @@ def test_an_unexpected_error_is_an_end_not_a_500(client, monkeypatch):
     def broken(*_args, **_kwargs):
         raise KeyError("boom")
 
-    monkeypatch.setattr("app.handle_ussd", broken)
+    monkeypatch.setattr("helpers.web.ussd_endpoint.handle_ussd", broken)
     response = client.post("/ussd", data={"sessionId": "e1", "phoneNumber": DEMO[0], "text": ""})
     assert response.status_code == 200
     assert response.get_data(as_text=True).startswith("END ")
@@ -310,7 +310,7 @@ def test_an_idle_worker_still_writes_what_was_kept(wallet):
     three intervals."""
     import time
 
-    from helpers import sessions
+    from helpers.ussd import sessions
 
     openings = sessions.Openings(wallet.db, 0.05)
     try:
@@ -329,7 +329,7 @@ def test_many_openings_are_written_in_one_flush_and_never_over_a_row_already_the
     """More openings than one statement takes (chunks of _OPEN_ROWS rows: in one transaction on
     SQLite, a transaction each on MySQL): every one is recorded once, and a session that wrote
     its own row meanwhile keeps it."""
-    from helpers import sessions
+    from helpers.ussd import sessions
 
     reply = alice.run("1", "0787654321", "5000", "1", PIN)  # a row of its own, with its END reply
     count = sessions._OPEN_ROWS * 2 + 3
@@ -353,7 +353,7 @@ def test_a_flush_that_fails_part_way_keeps_exactly_what_it_did_not_write(wallet,
     """The second chunk fails. SQLite rolls the whole flush back and keeps every row; on MySQL the
     first chunk is committed and only the rest is kept. Either way the next flush records each
     opening exactly once."""
-    from helpers import sessions
+    from helpers.ussd import sessions
 
     count = sessions._OPEN_ROWS + 5
     for n in range(count):
@@ -388,7 +388,7 @@ def test_a_flush_that_fails_part_way_keeps_exactly_what_it_did_not_write(wallet,
 def test_a_money_step_whose_session_row_cannot_be_saved_still_says_what_happened(alice, wallet, monkeypatch):
     """The send is committed before the session row is written: if that write fails, the caller
     reads the send's own screen (not "service unavailable"), and a repeat moves nothing again."""
-    from helpers import sessions
+    from helpers.ussd import sessions
 
     real_save = sessions.save
 
@@ -411,7 +411,7 @@ def test_a_money_step_whose_session_row_cannot_be_saved_still_says_what_happened
 
 
 def test_a_step_that_needs_its_session_row_says_unavailable_when_it_cannot_be_saved(alice, wallet, monkeypatch):
-    from helpers import sessions
+    from helpers.ussd import sessions
 
     def failing_save(*args, **kwargs):
         raise OperationalError("UPDATE ussd_sessions", {}, Exception("lost the database"))

@@ -18,8 +18,8 @@ from sqlalchemy import select
 from werkzeug.datastructures import MultiDict
 
 from app import create_app
-from helpers.i18n import t
-from helpers.rules import policy
+from helpers.infra.i18n import t
+from helpers.wallet.rules import policy
 from models import RateCounter, Transaction, User, UssdSession
 from tests.conftest import DEMO, PIN, TEST_PEPPER, Dialer, check_reply, load_gunicorn_conf, outbox, snapshot
 from tests.servers import Caller, Gunicorn
@@ -55,7 +55,7 @@ def test_the_right_secret_in_the_url_or_a_header_is_served(app, client, path, he
 
 
 def test_only_allowed_networks_are_served_and_forwarded_addresses_are_not_trusted(app, client, wallet):
-    from helpers.config import _networks
+    from helpers.infra.config import _networks
 
     app.config["USSD_ALLOWED_NETWORKS"] = _networks("196.201.214.0/24")
     before = snapshot(wallet)
@@ -67,7 +67,7 @@ def test_only_allowed_networks_are_served_and_forwarded_addresses_are_not_truste
 
 
 def test_behind_a_trusted_proxy_the_forwarded_address_counts(app, wallet):
-    from helpers.config import _networks
+    from helpers.infra.config import _networks
 
     proxied = create_app({"TESTING": True, "DATABASE_URL": wallet.db.url, "AUTO_CREATE_SCHEMA": False,
                           "DEMO_MODE": False, "SMS_AUTO_FLUSH": False, "PIN_PEPPER": TEST_PEPPER,
@@ -264,7 +264,7 @@ def test_write_behind_counts_are_shared_by_workers_and_overshoot_only_by_the_unw
     """Two workers' counters on one database: each refuses past the limit on what it knows; what
     another worker accepted but has not written yet is the only overshoot, and once written,
     every worker refuses."""
-    from helpers.limits import RequestCounter
+    from helpers.wallet.limits import RequestCounter
 
     limit, _window = P.rate_limit("requests-per-phone")
     at_start_of_window(60)
@@ -286,7 +286,7 @@ def test_write_behind_counts_are_shared_by_workers_and_overshoot_only_by_the_unw
 
 
 def test_counts_that_could_not_be_written_are_kept_for_the_next_flush(wallet, monkeypatch):
-    from helpers import limits
+    from helpers.wallet import limits
 
     counter = limits.RequestCounter(wallet.db, 60)
     try:

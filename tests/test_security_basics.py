@@ -9,10 +9,10 @@ import threading
 import pytest
 from sqlalchemy import select
 
-from helpers.config import ConfigError, finalise, load_config
-from helpers.i18n import t
-from helpers.rules import policy
-from helpers.sms import LogSender, SmsDispatcher
+from helpers.infra.config import ConfigError, finalise, load_config
+from helpers.infra.i18n import t
+from helpers.wallet.rules import policy
+from helpers.infra.sms import LogSender, SmsDispatcher
 from models import SmsOutbox, Transaction, User, UssdSession, utcnow
 from tests.conftest import DEMO, PIN, Dialer, balance, snapshot
 
@@ -76,7 +76,9 @@ def _lock_right_after_the_step_is_read(monkeypatch, wallet, phone):
     Returns the screen the customer should see: locked, for as long as the lock says."""
     import datetime as dt
 
-    from helpers import sessions, users
+    from helpers.ussd import sessions
+
+    from helpers.wallet import users
 
     read = sessions.load_step
     until = utcnow() + dt.timedelta(minutes=5, seconds=30)
@@ -93,7 +95,7 @@ def _lock_right_after_the_step_is_read(monkeypatch, wallet, phone):
 
 
 def _counted_checks(monkeypatch):
-    from helpers import users
+    from helpers.wallet import users
 
     calls = []
     counted = users._check_counted
@@ -124,7 +126,7 @@ def test_a_short_way_payment_that_holds_a_receipt_is_not_looked_up_again(alice, 
     """The check for "nothing moved" after a short-way PIN reads the request's key only when the
     action ends without a receipt: a paid send reads no key at all (a replay would fail on the
     unique key instead), a refused one reads it before the counted check."""
-    from helpers import transactions
+    from helpers.wallet import transactions
 
     looked = []
     find = transactions.find_by_key
@@ -205,7 +207,7 @@ def test_production_refuses_unsafe_settings_and_names_them(tmp_path, override, s
 
 
 def test_an_sms_being_sent_by_one_worker_is_not_claimed_by_another(wallet):
-    from helpers import sms
+    from helpers.infra import sms
 
     with wallet.db.write() as s:
         sms.queue(s, DEMO[0], "once")

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers.i18n import t
-from helpers.rules import policy
+from helpers.infra.i18n import t
+from helpers.wallet.rules import policy
 from tests.conftest import DEMO, PIN, TEST_PEPPER, balance
 from tests.servers import Gunicorn
 

@@ -13,9 +13,10 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from sqlalchemy import func, select
 
 from app import create_app
-from helpers import transactions, users
-from helpers.mpesa import PayoutResult, SimulatedMpesa
-from helpers.rules import policy
+from helpers.wallet import demo, transactions
+from helpers.web import demo as demo_routes
+from helpers.mpesa.provider import PayoutResult, SimulatedMpesa
+from helpers.wallet.rules import policy
 from lightning import State, UnavailableBackend
 from models import Invoice, Transaction, User
 from tests.conftest import DEMO, PIN, TEST_PEPPER, Dialer
@@ -47,8 +48,9 @@ class WalletMachine(RuleBasedStateMachine):
         self.svc = self.app.extensions["wallet"]
         self.svc.db.drop_schema()
         self.svc.db.create_schema()
-        users.seed_demo(self.svc.db)
+        demo.seed_demo(self.svc.db)
         self.app.config["DEMO_MODE"] = True  # for /test/pay-invoice
+        self.app.register_blueprint(demo_routes.bp)  # as create_app does in demo mode
         self.svc.mpesa = ScriptedMpesa()
         self.real_lightning = self.svc.lightning
         self.client = self.app.test_client()

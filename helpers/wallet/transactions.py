@@ -21,9 +21,11 @@ from sqlalchemy.engine import Connection, Dialect, Row
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
-from database import Database, Prepared
-from helpers import sms, users
-from helpers.errors import (
+from database import Database
+from helpers.infra.fastpath import Prepared
+from helpers.infra import sms
+from helpers.wallet import users
+from helpers.wallet.errors import (
     AccountLocked,
     CodeAlreadyUsed,
     InsufficientBalance,
@@ -32,10 +34,10 @@ from helpers.errors import (
     RequestClosed,
     WalletError,
 )
-from helpers.i18n import t
-from helpers.refs import new_reference
-from helpers.rules import Policy
-from helpers.users import UserView
+from helpers.infra.i18n import t
+from helpers.infra.refs import new_reference
+from helpers.wallet.rules import Policy
+from helpers.wallet.users import UserView
 from models import (
     ADJUST,
     CREDIT,

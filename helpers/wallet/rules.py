@@ -19,9 +19,9 @@ from typing import Any
 
 from hyperon import MeTTa
 
-from helpers.text import is_digits
+from helpers.infra.text import is_digits
 
-ATOMS_PATH = Path(__file__).resolve().parent.parent / "atoms.metta"
+ATOMS_PATH = Path(__file__).resolve().parents[2] / "atoms.metta"
 _CACHE_LIMIT = 8192
 
 

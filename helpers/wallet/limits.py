@@ -18,9 +18,10 @@ from functools import lru_cache
 from sqlalchemy import DateTime, bindparam, delete, text
 from sqlalchemy.engine import Connection
 
-from database import Database, Prepared
-from helpers.rules import Policy
-from helpers.writebehind import WriteBehind, chunks
+from database import Database
+from helpers.infra.fastpath import Prepared
+from helpers.wallet.rules import Policy
+from helpers.infra.writebehind import WriteBehind, chunks
 from models import RateCounter, utcnow
 
 _KEY_LENGTH = 96

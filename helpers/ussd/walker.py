@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, Union
 from collections.abc import Callable
 
-from helpers.i18n import gsm7_length
+from helpers.infra.i18n import gsm7_length
 
 MAX_SCREEN = 160
 BACK, HOME = "0", "00"

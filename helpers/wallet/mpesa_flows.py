@@ -18,12 +18,13 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from database import Database
-from helpers import sms, transactions
-from helpers.daraja import originator_id
-from helpers.i18n import t
-from helpers.mpesa import MpesaProvider, PayoutResult
-from helpers.phone import mask
-from helpers.refs import new_reference
+from helpers.infra import sms
+from helpers.wallet import transactions
+from helpers.mpesa.daraja import originator_id
+from helpers.infra.i18n import t
+from helpers.mpesa.provider import MpesaProvider, PayoutResult
+from helpers.infra.phone import mask
+from helpers.infra.refs import new_reference
 from lightning import State
 from models import B2C, FAILED, PENDING, SETTLED, STK, MpesaRequest, User, utcnow
 

@@ -2,9 +2,9 @@
 
 - `simulated` (the default) takes the confirmation code a customer types as proof of a top-up and
   pays withdrawals out at once with a made-up receipt.
-- `daraja` (helpers/daraja.py) is Safaricom's API: a top-up is an STK push (the M-Pesa PIN prompt
+- `daraja` (helpers/mpesa/daraja.py) is Safaricom's API: a top-up is an STK push (the M-Pesa PIN prompt
   pops up on the customer's phone), a withdrawal a B2C payment; both finish later, by a callback
-  or a status query (helpers/mpesa_flows.py and helpers/mpesa_callbacks.py).
+  or a status query (helpers/wallet/mpesa_flows.py and helpers/wallet/mpesa_callbacks.py).
 
 `topup_by_push` tells the menu which top-up a provider does; `payouts_async` whether a payout
 can only be "accepted" (pending) at first.
@@ -12,12 +12,13 @@ can only be "accepted" (pending) at first.
 
 from __future__ import annotations
 
+import importlib
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
-from helpers.refs import new_reference
+from helpers.infra.refs import new_reference
 from lightning import State
 
 CODE_PATTERN = re.compile(r"^[A-Z0-9]{10}$")
@@ -99,6 +100,10 @@ class MpesaProvider(ABC):
 class SimulatedMpesa(MpesaProvider):
     name = "simulated"
 
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> SimulatedMpesa:
+        return cls()
+
     def confirm_topup(self, code: str, phone: str, kes: int) -> bool:
         return normalise_code(code) is not None
 
@@ -106,13 +111,18 @@ class SimulatedMpesa(MpesaProvider):
         return PayoutResult(State.SUCCEEDED, receipt="S" + new_reference(9))
 
 
+# Providers by name; the interface never imports one (Daraja imports this module).
+PROVIDERS: dict[str, str] = {
+    "simulated": "helpers.mpesa.provider:SimulatedMpesa",
+    "daraja": "helpers.mpesa.daraja:DarajaMpesa",
+}
+
+
 def create_provider(config: dict[str, Any]) -> MpesaProvider:
     """The provider MPESA_PROVIDER names. Raises MpesaConfigError naming a missing setting."""
     name = config.get("MPESA_PROVIDER", "simulated")
-    if name == "simulated":
-        return SimulatedMpesa()
-    if name == "daraja":
-        from helpers.daraja import DarajaMpesa
-
-        return DarajaMpesa.from_config(config)
-    raise MpesaConfigError(f"MPESA_PROVIDER={name!r} is unknown; choose simulated or daraja")
+    where = PROVIDERS.get(name)
+    if where is None:
+        raise MpesaConfigError(f"MPESA_PROVIDER={name!r} is unknown; choose one of {sorted(PROVIDERS)}")
+    module, _, cls = where.partition(":")
+    return getattr(importlib.import_module(module), cls).from_config(config)

@@ -14,10 +14,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from helpers import lnurl_pay, transactions
-from helpers.lnurl_pay import PayParams
-from helpers.services import Services
-from helpers.transactions import Receipt
+from helpers.lightning import lnurl_pay
+
+from helpers.wallet import transactions
+from helpers.lightning.lnurl_pay import PayParams
+from helpers.wallet.services import Services
+from helpers.wallet.transactions import Receipt
 from lightning import PaymentResult, State, decode_invoice
 from models import FAILED, SETTLED, User
 

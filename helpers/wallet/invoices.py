@@ -10,14 +10,16 @@ from functools import lru_cache
 from sqlalchemy import ScalarSelect, Select, bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from database import Database, Prepared
-from helpers import limits, sms, transactions
-from helpers.errors import LightningUnavailable, RateLimited
-from helpers.phone import mask
-from helpers.rules import Policy
-from helpers.users import UserView
-from helpers.i18n import t
-from helpers.refs import new_reference
+from database import Database
+from helpers.infra.fastpath import Prepared
+from helpers.wallet import limits, transactions
+from helpers.infra import sms
+from helpers.wallet.errors import LightningUnavailable, RateLimited
+from helpers.infra.phone import mask
+from helpers.wallet.rules import Policy
+from helpers.wallet.users import UserView
+from helpers.infra.i18n import t
+from helpers.infra.refs import new_reference
 from lightning import LightningBackend, State
 from models import EXPIRED, PENDING, Invoice, PaymentRequest, Transaction, User, utcnow
 

@@ -11,11 +11,11 @@ import json
 from urllib.parse import urlparse
 
 from database import Database
-from helpers import invoices, users
-from helpers.errors import LightningUnavailable, RateLimited
-from helpers.phone import normalise
-from helpers.text import is_digits
-from helpers.services import Services
+from helpers.wallet import invoices, users
+from helpers.wallet.errors import LightningUnavailable, RateLimited
+from helpers.infra.phone import normalise
+from helpers.infra.text import is_digits
+from helpers.wallet.services import Services
 from models import User
 
 

@@ -27,9 +27,9 @@ from typing import Any
 
 import requests
 
-from helpers.backends import request_json
-from helpers.text import is_digits
-from helpers.mpesa import MpesaConfigError, MpesaProvider, PayoutResult, PushResult, TopupQueryResult
+from helpers.infra.http import request_json
+from helpers.infra.text import is_digits
+from helpers.mpesa.provider import MpesaConfigError, MpesaProvider, PayoutResult, PushResult, TopupQueryResult
 from lightning import State
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """Daraja's callbacks (shapes from the Daraja docs), after the route checked the URL's secret token.
 
 Each callback names our request by the reference in its URL; its ids, amount and phone must match
-what we asked for, or it changes nothing and is logged. Money moves through helpers/mpesa_flows.py,
+what we asked for, or it changes nothing and is logged. Money moves through helpers/wallet/mpesa_flows.py,
 whose conditional updates make a repeated callback a no-op.
 
 - STK push: {"Body": {"stkCallback": {MerchantRequestID, CheckoutRequestID, ResultCode, ResultDesc,
@@ -23,9 +23,9 @@ from typing import Any
 from sqlalchemy import update
 
 from database import Database
-from helpers import mpesa_flows
-from helpers.daraja import msisdn
-from helpers.phone import mask
+from helpers.wallet import mpesa_flows
+from helpers.mpesa.daraja import msisdn
+from helpers.infra.phone import mask
 from models import B2C, FAILED, PENDING, SETTLED, STK, MpesaRequest
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ from urllib.parse import urlencode, urlparse
 
 import requests
 
-from helpers.text import is_digits
+from helpers.infra.text import is_digits
 from lightning import InvalidInvoice, decode_invoice
 
 # Letters, digits and -_. before the @ (LUD-16), a host name (a port only where insecure is allowed).

@@ -15,10 +15,11 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from database import Database, Prepared
-from helpers.invoices import open_requests_count
-from helpers.users import UserView
-from helpers.writebehind import WriteBehind, chunks
+from database import Database
+from helpers.infra.fastpath import Prepared
+from helpers.wallet.invoices import open_requests_count
+from helpers.wallet.users import UserView
+from helpers.infra.writebehind import WriteBehind, chunks
 from models import User, UssdSession, utcnow
 
 _SESSIONS = UssdSession.__table__

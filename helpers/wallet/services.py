@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from database import Database
-from helpers.mpesa import MpesaProvider
-from helpers.rules import Policy
-from helpers.sessions import Openings
-from helpers.sms import SmsDispatcher
+from helpers.mpesa.provider import MpesaProvider
+from helpers.wallet.rules import Policy
+from helpers.infra.sms import SmsDispatcher
+from helpers.infra.writebehind import WriteBehind
 from lightning import LightningBackend
 
 
@@ -21,7 +21,7 @@ class Services:
     mpesa: MpesaProvider
     sms: SmsDispatcher
     config: dict[str, Any]
-    openings: Openings | None = None  # session rows written behind (None: written at once)
+    openings: WriteBehind | None = None  # session rows written behind (None: written at once)
 
     @property
     def pepper(self) -> str:

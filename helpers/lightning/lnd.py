@@ -16,7 +16,7 @@ from typing import Any
 
 import requests
 
-from helpers.backends import request_json
+from helpers.infra.http import request_json
 from lightning import (
     BalanceResult,
     InvalidInvoice,

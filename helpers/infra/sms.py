@@ -12,15 +12,18 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, insert, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from database import Database, Prepared
-from helpers.phone import mask
+from helpers.infra.fastpath import Prepared
+from helpers.infra.phone import mask
 from models import SmsOutbox, utcnow
+
+if TYPE_CHECKING:  # the dispatcher is handed the database; infra sits below database.py
+    from database import Database
 
 log = logging.getLogger(__name__)
 

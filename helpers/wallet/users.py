@@ -10,15 +10,15 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from database import Database, Prepared
-from helpers import sms
-from helpers.i18n import t
-from helpers.pins import hash_pin, verify_pin
-from helpers.rules import Policy
+from database import Database
+from helpers.infra.fastpath import Prepared
+from helpers.infra import sms
+from helpers.infra.i18n import t
+from helpers.wallet.pins import hash_pin, verify_pin
+from helpers.wallet.rules import Policy
 from models import User, utcnow
 
 # The original system's demo accounts (phone, sats).
-DEMO_USERS = (("+254712345678", 100_000), ("+254787654321", 50_000), ("+254798765432", 75_000))
 
 
 @dataclass(frozen=True)
@@ -199,19 +199,3 @@ def reset_pin(db: Database, phone: str) -> bool:
 def set_language(db: Database, user_id: int, language: str) -> None:
     with db.write() as s:
         s.execute(update(User).where(User.id == user_id).values(language=language))
-
-
-def seed_demo(db: Database) -> int:
-    """Create the demo users that do not exist yet, with their opening balances recorded as
-    ledger credits; return how many were created. Safe to run again."""
-    from helpers import transactions  # transactions imports this module
-
-    created = 0
-    for phone, sats in DEMO_USERS:
-        with db.write() as s:
-            user, new = get_or_create(s, phone, "en", "")
-            if new:
-                s.flush()
-                transactions.credit_adjustment(s, user.id, sats, "demo opening balance", key=f"demo:{phone}")
-                created += 1
-    return created

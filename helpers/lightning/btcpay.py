@@ -10,8 +10,8 @@ from typing import Any
 
 import requests
 
-from helpers.backends import request_json
-from helpers.text import parse_digits
+from helpers.infra.http import request_json
+from helpers.infra.text import parse_digits
 from lightning import (
     BalanceResult,
     InvalidInvoice,

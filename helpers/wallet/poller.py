@@ -13,8 +13,8 @@ import random
 import threading
 import time
 
-from helpers import invoices, mpesa_flows, payments
-from helpers.services import Services
+from helpers.wallet import invoices, mpesa_flows, payments
+from helpers.wallet.services import Services
 
 log = logging.getLogger(__name__)
 _lock = threading.Lock()

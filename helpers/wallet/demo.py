@@ -1,0 +1,22 @@
+"""The demo users of the embedded default (DEMO_MODE): three Kenyan numbers with opening balances."""
+
+from __future__ import annotations
+
+from database import Database
+from helpers.wallet import transactions, users
+
+DEMO_USERS = (("+254712345678", 100_000), ("+254787654321", 50_000), ("+254798765432", 75_000))
+
+
+def seed_demo(db: Database) -> int:
+    """Create the demo users that do not exist yet, with their opening balances recorded as
+    ledger credits; return how many were created. Safe to run again."""
+    created = 0
+    for phone, sats in DEMO_USERS:
+        with db.write() as s:
+            user, new = users.get_or_create(s, phone, "en", "")
+            if new:
+                s.flush()
+                transactions.credit_adjustment(s, user.id, sats, "demo opening balance", key=f"demo:{phone}")
+                created += 1
+    return created

@@ -1,0 +1,70 @@
+"""What the rails call back: the Lightning node's invoice webhook and Daraja's M-Pesa results.
+Both are hints checked against their source of truth before any money moves."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+
+from flask import Blueprint, Response, jsonify, request
+
+from helpers.lightning import webhooks
+from helpers.wallet import invoices, mpesa_callbacks
+from helpers.web import callers
+from helpers.web.common import send_queued_sms, services
+
+log = logging.getLogger(__name__)
+bp = Blueprint("callbacks", __name__)
+
+_CALLBACK_SEGMENT = re.compile(r"[A-Za-z0-9]{1,16}")  # kinds, events and our references
+
+
+@bp.post("/lightning/webhook/<token>")
+def lightning_webhook(token: str) -> tuple[Response, int]:
+    """The node says an invoice changed. A hint only: the node is asked before any credit."""
+    svc = services()
+    expected = svc.config["LIGHTNING_WEBHOOK_TOKEN"]
+    if not expected or not callers.token_ok(expected, token):
+        log.warning("lightning webhook refused: bad token from %s", request.remote_addr)
+        return jsonify({"error": "forbidden"}), 403
+    secret = svc.config["BTCPAY_WEBHOOK_SECRET"]
+    if (svc.lightning.name == "btcpay" or secret) and not webhooks.btcpay_signature_ok(
+            secret, request.get_data(), request.headers.get("BTCPay-Sig", "")):
+        log.warning("lightning webhook refused: bad BTCPay-Sig from %s%s", request.remote_addr,
+                    "" if secret else " (BTCPAY_WEBHOOK_SECRET is not set)")
+        return jsonify({"error": "bad signature"}), 403
+    payment_hash = webhooks.payment_hash(request.get_data(as_text=True))
+    if payment_hash is None:
+        return jsonify({"error": "no payment hash"}), 400
+    status = invoices.status_of(svc.db, payment_hash)
+    if status is None:
+        log.warning("lightning webhook for an unknown payment hash %s...", payment_hash[:12])
+        return jsonify({"status": "unknown"}), 200
+    if status == "pending":
+        status = invoices.sync(svc.db, svc.lightning, payment_hash)
+    send_queued_sms(svc)
+    return jsonify({"status": status}), 200
+
+
+@bp.post("/mpesa/<token>/<kind>/<reference>")
+@bp.post("/mpesa/<token>/<kind>/<event>/<reference>")
+def mpesa_callback(token: str, kind: str, reference: str, event: str = "") -> tuple[Response, int]:
+    """Daraja's callbacks: STK push results, B2C results and queue timeouts, Transaction Status
+    results. No signature: the secret token in the URL (compared in constant time), then the
+    request the reference names, whose ids, amount and phone the body must match."""
+    svc = services()
+    expected = svc.config["MPESA_CALLBACK_TOKEN"]
+    if not svc.mpesa.payouts_async or not expected or not callers.token_ok(expected, token):
+        log.warning("mpesa callback refused: bad token from %s", request.remote_addr)
+        return jsonify({"ResultCode": 1, "ResultDesc": "forbidden"}), 403
+    if not all(_CALLBACK_SEGMENT.fullmatch(part) for part in (kind, event or "x", reference)):
+        log.warning("mpesa callback refused: malformed path from %s", request.remote_addr)
+        return jsonify({"ResultCode": 1, "ResultDesc": "unknown callback"}), 404
+    try:
+        body = json.loads(request.get_data(as_text=True) or "null")
+    except ValueError:
+        body = None
+    status, outcome = mpesa_callbacks.handle(svc.db, kind, event, reference, body)
+    send_queued_sms(svc)
+    return jsonify({"ResultCode": 0 if status == 200 else 1, "ResultDesc": outcome}), status

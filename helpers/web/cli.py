@@ -1,0 +1,175 @@
+"""Operator commands: `flask <command>` (README, Operations). Each runs in the app's context and
+does its work through the wallet's functions; what it changed is logged with the reason given."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import uuid
+
+import click
+from flask import Flask
+from flask.cli import AppGroup
+
+from helpers.infra.phone import mask, normalise
+from helpers.ussd import sessions
+from helpers.wallet import demo, invoices, limits, mpesa_flows, payments, transactions, users
+from helpers.web.common import services
+
+log = logging.getLogger(__name__)
+commands = AppGroup("wallet", help="Operator commands (also at the top level: flask <command>).")
+
+
+def register(app: Flask) -> None:
+    """Every operator command, at the top level of `flask` and under `flask wallet`."""
+    app.cli.add_command(commands)
+    for command in commands.commands.values():
+        app.cli.add_command(command)
+
+
+@commands.command("db-upgrade")
+def db_upgrade() -> None:
+    """Apply the schema migrations (same as `alembic upgrade head`)."""
+    services().db.migrate()
+    click.echo("schema at head")
+
+@commands.command("seed-demo")
+def seed_demo() -> None:
+    """Create the demo users if missing."""
+    click.echo(f"demo users created: {demo.seed_demo(services().db)}")
+
+@commands.command("ledger-check")
+def ledger_check() -> None:
+    """Check every balance against its transactions, and every payment hash the ledger paid out
+    against the node (settled once, and paid there); exit 1 on any difference."""
+    svc = services()
+    with svc.db.read() as s:
+        mismatches = transactions.ledger_check(s)
+        summary = transactions.totals(s)
+    for m in mismatches:
+        click.echo(f"MISMATCH user={m.user_id} phone={mask(m.phone)} balance={m.balance_sats} "
+                   f"ledger={m.ledger_sats}")
+    node = payments.compare_with_node(svc)
+    for n in node:
+        click.echo(f"NODE MISMATCH hash={n.payment_hash} refs={','.join(n.references)}: {n.problem}")
+    click.echo(f"ledger check: {len(mismatches)} mismatches, {len(node)} against the node; "
+               f"liabilities {summary['liabilities_sats']} sats")
+    if mismatches or node:
+        raise SystemExit(1)
+
+@commands.command("flush-sms")
+def flush_sms() -> None:
+    """Send the SMS outbox now."""
+    sent, failed = services().sms.flush()
+    click.echo(f"sms sent={sent} failed={failed}")
+
+@commands.command("poll-invoices")
+def poll_invoices() -> None:
+    """Ask the node about every pending invoice; credit paid ones, expire dead ones."""
+    svc = services()
+    click.echo(f"invoices: {invoices.poll_pending(svc.db, svc.lightning)}")
+
+@commands.command("create-user")
+@click.argument("phone")
+@click.option("--language", type=click.Choice(["en", "sw"]), default="en", show_default=True)
+def create_user(phone: str, language: str) -> None:
+    """Register a customer (they create their PIN on their first dial)."""
+    svc = services()
+    e164 = normalise(phone, svc.config["DEFAULT_REGION"])
+    if e164 is None:
+        raise click.ClickException(f"{phone!r} is not a valid mobile number")
+    user = users.register(svc.db, e164, language, svc.service_code)
+    click.echo(f"user {user.id} {mask(e164)} ready")
+
+@commands.command("credit")
+@click.argument("phone")
+@click.argument("sats", type=click.IntRange(min=1))
+@click.option("--reason", required=True, help="the support case: ticket and why")
+def credit(phone: str, sats: int, reason: str) -> None:
+    """Credit a customer for a support case: an 'adjust' ledger row carrying the reason."""
+    svc = services()
+    e164 = normalise(phone, svc.config["DEFAULT_REGION"])
+    with svc.db.write() as s:
+        user = users.get(s, e164) if e164 else None
+        if user is None:
+            raise click.ClickException(f"no customer with phone {phone!r}")
+        balance = transactions.credit_adjustment(s, user.id, sats, f"support: {reason}",
+                                                 key=f"support:{uuid.uuid4().hex}")
+    log.warning("operator credit of %s sats to %s: %s", sats, mask(e164), reason)
+    click.echo(f"credited {sats} sats to {mask(e164)}; balance {balance}")
+
+@commands.command("resolve-payment")
+@click.argument("reference")
+@click.option("--outcome", type=click.Choice(["failed", "paid"]), required=True,
+              help="what you established with the node's operator (the node is asked first and wins)")
+@click.option("--reason", required=True, help="the support case: ticket and how it was established")
+def resolve_payment(reference: str, outcome: str, reason: str) -> None:
+    """End a pending Lightning payment out that the node cannot settle (it never heard of it):
+    refund it (--outcome failed) or settle it (--outcome paid). See README, Operations."""
+    svc = services()
+    try:
+        receipt, said = payments.resolve_by_operator(svc, reference.strip().upper(), outcome == "paid", reason)
+    except payments.CannotResolve as exc:
+        raise click.ClickException(str(exc)) from exc
+    log.warning("operator resolved payment %s as %s (node said %s): %s", receipt.reference, receipt.status,
+                said, reason)
+    click.echo(f"{receipt.reference}: {receipt.status} (the node said {said}); customer balance "
+               f"{receipt.balance_sats} sats")
+
+@commands.command("export-transactions")
+@click.option("--out", type=click.File("w"), default="-", help="CSV file (default: standard output)")
+@click.option("--since", type=click.DateTime(["%Y-%m-%d"]), default=None, help="from this day (UTC)")
+def export_transactions(out, since) -> None:
+    """All ledger rows as CSV, oldest first."""
+
+    svc = services()
+    writer = csv.writer(out)
+    writer.writerow(["id", "created_at", "phone", "type", "direction", "amount_sats", "fee_sats", "status",
+                     "reference", "counterparty", "mpesa_code", "payment_hash", "description"])
+    with svc.db.read() as s:
+        for row in transactions.export_rows(s, since):
+            writer.writerow(row)
+
+@commands.command("reconcile")
+@click.option("--older-than-minutes", default=10, show_default=True)
+@click.option("--mpesa-after-seconds", type=int, default=None,
+              help="query M-Pesa requests pending longer than this (default MPESA_QUERY_AFTER_S)")
+def reconcile(older_than_minutes: int, mpesa_after_seconds: int | None) -> None:
+    """Settle what can be settled (invoices and Lightning payments out, by asking the node; M-Pesa
+    pushes and payouts, by Daraja's status queries) and list the money movements still pending."""
+    svc = services()
+    click.echo(f"invoices: {invoices.poll_pending(svc.db, svc.lightning)}")
+    click.echo(f"lightning payments out: {payments.reconcile(svc)}")
+    if svc.mpesa.payouts_async or svc.mpesa.topup_by_push:
+        after = svc.config["MPESA_QUERY_AFTER_S"] if mpesa_after_seconds is None else mpesa_after_seconds
+        every = 0 if mpesa_after_seconds is not None else svc.config["MPESA_QUERY_EVERY_S"]
+        click.echo(f"mpesa: {mpesa_flows.reconcile(svc.db, svc.mpesa, after, every)}")
+        for req in mpesa_flows.pending(svc.db):
+            click.echo(f"PENDING mpesa {req.kind} ref={req.reference} {req.amount_kes} KES {mask(req.phone)} "
+                       f"queries={req.queries} since {req.created_at:%Y-%m-%d %H:%M}")
+    with svc.db.read() as s:
+        stuck = transactions.pending_older_than(s, older_than_minutes)
+    for row in stuck:
+        click.echo(f"PENDING {row.type} ref={row.reference} id={row.id} {row.amount_sats}+{row.fee_sats} sats "
+                   f"since {row.created_at:%Y-%m-%d %H:%M}")
+    click.echo(f"pending money movements older than {older_than_minutes} min: {len(stuck)}")
+
+@commands.command("reset-pin")
+@click.argument("phone")
+@click.option("--reason", required=True, help="ticket number and how the identity was verified")
+def reset_pin(phone: str, reason: str) -> None:
+    """Clear a customer's PIN after verifying their identity out of band (see SECURITY.md)."""
+    e164 = normalise(phone, services().config["DEFAULT_REGION"])
+    if e164 is None or not users.reset_pin(services().db, e164):
+        raise click.ClickException(f"no customer with phone {phone!r}")
+    log.warning("PIN reset for %s by operator: %s", mask(e164), reason)
+    click.echo(f"PIN cleared for {mask(e164)}; they will create a new one on their next dial")
+
+@commands.command("clean-sessions")
+@click.option("--keep-days", default=30, show_default=True, help="delete sessions older than this")
+def clean_sessions(keep_days: int) -> None:
+    """Close expired USSD sessions and delete old ones."""
+    svc = services()
+    closed, deleted = sessions.clean(svc.db, svc.config["USSD_SESSION_TIMEOUT_S"], keep_days)
+    counters = limits.clean(svc.db)
+    click.echo(f"sessions closed={closed} deleted={deleted}; rate counters deleted={counters}")

@@ -1,0 +1,27 @@
+"""What every blueprint needs: the app's Services, a plain-text reply, the SMS kick after a request."""
+
+from __future__ import annotations
+
+from flask import Response, current_app
+
+from helpers.infra import sms
+from helpers.infra.i18n import t
+from helpers.wallet.services import Services
+
+
+def services() -> Services:
+    return current_app.extensions["wallet"]
+
+
+def plain(reply: str, status: int = 200) -> Response:
+    return Response(reply, status=status, mimetype="text/plain")
+
+
+def unavailable_reply() -> str:
+    return "END " + t("en", "error.unavailable") + "\n" + t("sw", "error.unavailable")
+
+
+def send_queued_sms(svc: Services) -> None:
+    """SMS queued by this request go out now (in the dispatcher's thread), unless turned off."""
+    if sms.take_queued() and svc.config["SMS_AUTO_FLUSH"]:
+        svc.sms.kick()

@@ -1,0 +1,52 @@
+"""What watches the service: GET /status (health, for load balancers and people) and GET /metrics
+(Prometheus, behind METRICS_TOKEN)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+from sqlalchemy.exc import SQLAlchemyError
+
+from helpers.infra import metrics
+from helpers.ussd import sessions
+from helpers.wallet import lnurl, transactions
+from helpers.web import callers
+from helpers.web.common import plain, services
+
+bp = Blueprint("probes", __name__)
+
+
+@bp.get("/metrics")
+def prometheus() -> Response:
+    svc = services()
+    if not callers.token_ok(svc.config["METRICS_TOKEN"], request.headers.get("Authorization", "")[7:]):
+        return plain("Forbidden", 403)
+    try:
+        text = metrics.render(svc.db.session, svc.lightning.name)
+    except SQLAlchemyError:
+        return plain("database unavailable", 503)
+    return Response(text, mimetype="text/plain; version=0.0.4")
+
+
+@bp.get("/status")
+def status() -> tuple[Response, int]:
+    svc = services()
+    db_ok = svc.db.healthy()
+    body: dict[str, Any] = {
+        "status": "ok" if db_ok else "degraded",
+        "database": {"ok": db_ok, "dialect": svc.db.engine.dialect.name},
+        "lightning": svc.lightning.health(),
+        "lightning_address_domain": lnurl.domain(svc.config),
+        "mpesa": svc.mpesa.name,
+        "sms_sender": svc.sms.sender.name,
+    }
+    if db_ok:
+        try:
+            s = svc.db.session
+            body["active_sessions"] = sessions.active_count(s, svc.config["USSD_SESSION_TIMEOUT_S"])
+            body["sms_queue"] = svc.sms.pending_count(s)
+            body.update(transactions.totals(s))
+        except SQLAlchemyError:
+            body["status"], body["database"]["ok"] = "degraded", False
+    return jsonify(body), 200 if body["database"]["ok"] else 503
