@@ -30,7 +30,7 @@ from helpers.web import demo as demo_routes
 from helpers.web.common import plain, unavailable_reply
 from lightning import create_backend
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("wallet")
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:

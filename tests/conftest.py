@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from app import create_app
-from helpers.wallet import demo, transactions
+from helpers.wallet import books, demo
 from helpers.web import demo as demo_routes
 from helpers.infra.i18n import gsm7_length
 from models import SmsOutbox, User
@@ -76,8 +76,8 @@ def app(tmp_path, monkeypatch, app_overrides):
     app.extensions["wallet"].openings.close()
     db.remove_session()  # an open read transaction would hold MySQL's metadata locks
     with db.read() as s:
-        assert transactions.ledger_check(s) == [], "ledger check failed after the test"
-        twice = [paid for paid in transactions.settled_lightning_out(s) if len(paid.references) > 1]
+        assert books.ledger_check(s) == [], "ledger check failed after the test"
+        twice = [paid for paid in books.settled_lightning_out(s) if len(paid.references) > 1]
         assert twice == [], "one invoice was paid out more than once"
     db.drop_schema()
     db.dispose()

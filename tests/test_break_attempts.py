@@ -9,7 +9,7 @@ import datetime as dt
 import pytest
 from sqlalchemy import select, update
 
-from helpers.wallet import payments, transactions
+from helpers.wallet import lightning_out, payments
 from helpers.wallet.errors import InvoiceAlreadyPaid
 from helpers.infra.i18n import t
 from lightning import MockBackend, PaymentResult, State, decode_invoice
@@ -85,21 +85,21 @@ def test_the_database_refuses_a_second_reservation_of_one_hash(wallet, alice):
     fee = wallet.policy.fee_sats("lightning", AMOUNT)
     bounds = (wallet.policy.value("payment-min-sats"), wallet.policy.value("payment-max-sats"))
     payment_hash = "ab" * 32
-    transactions.reserve_lightning(wallet.db, wallet.policy, user, AMOUNT, fee, bounds, payment_hash, "x@y", "key-1")
+    lightning_out.reserve_lightning(wallet.db, wallet.policy, user, AMOUNT, fee, bounds, payment_hash, "x@y", "key-1")
     with pytest.raises(InvoiceAlreadyPaid):
-        transactions.reserve_lightning(wallet.db, wallet.policy, user, AMOUNT, fee, bounds, payment_hash, "x@y",
+        lightning_out.reserve_lightning(wallet.db, wallet.policy, user, AMOUNT, fee, bounds, payment_hash, "x@y",
                                        "key-2")
     assert balance(wallet, DEMO[0]) == a0 - AMOUNT - fee  # debited once
     # A replay under the first key is still answered with the first receipt, not refused.
-    again = transactions.reserve_lightning(wallet.db, wallet.policy, user, AMOUNT, fee, bounds, payment_hash,
+    again = lightning_out.reserve_lightning(wallet.db, wallet.policy, user, AMOUNT, fee, bounds, payment_hash,
                                            "x@y", "key-1")
     assert again.replay
     first = sends(wallet)[0]
     # A payment the node confirmed failed releases the hash: the invoice may be tried again.
-    transactions.refund_lightning(wallet.db, first.id)
-    transactions.reserve_lightning(wallet.db, wallet.policy, user, AMOUNT, fee, bounds, payment_hash, "x@y", "key-3")
+    lightning_out.refund_lightning(wallet.db, first.id)
+    lightning_out.reserve_lightning(wallet.db, wallet.policy, user, AMOUNT, fee, bounds, payment_hash, "x@y", "key-3")
     assert balance(wallet, DEMO[0]) == a0 - AMOUNT - fee
-    transactions.refund_lightning(wallet.db, sends(wallet)[-1].id)
+    lightning_out.refund_lightning(wallet.db, sends(wallet)[-1].id)
 
 
 def test_a_node_saying_already_paid_refunds_that_attempt_once_and_keeps_the_hash(insecure, reusing_payee, alice):

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from sqlalchemy import func, select
 
-from helpers.wallet import transactions
+from helpers.wallet import books, transactions
 from helpers.infra.i18n import t
 from helpers.wallet.rules import policy
 from models import Transaction, User
@@ -42,7 +42,7 @@ def fees_settled(wallet) -> int:
 
 def assert_books_balance(wallet) -> None:
     with wallet.db.read() as s:
-        assert transactions.ledger_check(s) == []
+        assert books.ledger_check(s) == []
         assert s.scalar(select(func.min(User.balance_sats))) >= 0
 
 

@@ -415,7 +415,7 @@ def test_a_movement_run_twice_under_one_key_moves_money_once(wallet, movement):
 def test_a_pending_debit_refunded_twice_is_credited_once(wallet, kind):
     """A refund only moves a row that is still pending: a second refund of the same withdrawal or
     Lightning payment (a late callback, the reconciler and an operator racing) credits nothing."""
-    from helpers.wallet import transactions, users
+    from helpers.wallet import lightning_out, mpesa_flows, transactions, users
 
     policy_ = wallet.policy
     with wallet.db.read() as s:
@@ -426,15 +426,15 @@ def test_a_pending_debit_refunded_twice_is_credited_once(wallet, kind):
                                                    "refund-twice")
 
         def refund():
-            return transactions.refund_withdrawal(wallet.db, reserved.transaction_id)
+            return mpesa_flows.refund_withdrawal(wallet.db, reserved.transaction_id)
     else:
         amount = policy_.value("payment-min-sats")
-        reserved = transactions.reserve_lightning(
+        reserved = lightning_out.reserve_lightning(
             wallet.db, policy_, payer, amount, policy_.fee_sats("lightning", amount), (amount, amount),
             "ab" * 32, "carol@example.com", "refund-twice")
 
         def refund():
-            return transactions.refund_lightning(wallet.db, reserved.transaction_id)
+            return lightning_out.refund_lightning(wallet.db, reserved.transaction_id)
     assert balance(wallet, DEMO[0]) == have - reserved.amount_sats - reserved.fee_sats < have
     assert refund()
     assert balance(wallet, DEMO[0]) == have

@@ -157,9 +157,9 @@ def test_a_lock_taken_after_the_right_pin_was_read_stops_the_money(alice, wallet
 def test_a_refusal_after_the_right_pin_does_not_tell_a_guesser_it_was_right_once_locked(
         alice, wallet, monkeypatch):
     """An action that ends without a debit takes the counted check before it answers."""
-    import handlers
+    from helpers.ussd import actions
 
-    monkeypatch.setitem(handlers.ACTIONS, "send", lambda ctx, data: "refused for another reason")
+    monkeypatch.setitem(actions.ACTIONS, "send", lambda ctx, data, proof: "refused for another reason")
     alice.run("1", "0787654321", "1000", "1")
     assert alice.press(PIN) == "END refused for another reason"  # not locked: the refusal itself
     alice.run("1", "0787654321", "1000", "1")
@@ -169,12 +169,12 @@ def test_a_refusal_after_the_right_pin_does_not_tell_a_guesser_it_was_right_once
 
 def test_an_action_failing_after_the_right_pin_does_not_tell_a_guesser_it_was_right_once_locked(
         alice, wallet, monkeypatch):
-    import handlers
+    from helpers.ussd import actions
 
-    def fails(ctx, data):
+    def fails(ctx, data, proof):
         raise RuntimeError("the action failed before any debit")
 
-    monkeypatch.setitem(handlers.ACTIONS, "send", fails)
+    monkeypatch.setitem(actions.ACTIONS, "send", fails)
     alice.run("1", "0787654321", "1000", "1")
     locked = _lock_right_after_the_step_is_read(monkeypatch, wallet, DEMO[0])
     assert alice.press(PIN) == locked

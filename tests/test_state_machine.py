@@ -13,7 +13,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from sqlalchemy import func, select
 
 from app import create_app
-from helpers.wallet import demo, transactions
+from helpers.wallet import books, demo
 from helpers.web import demo as demo_routes
 from helpers.mpesa.provider import PayoutResult, SimulatedMpesa
 from helpers.wallet.rules import policy
@@ -115,7 +115,7 @@ class WalletMachine(RuleBasedStateMachine):
     @invariant()
     def books_balance(self):
         with self.svc.db.read() as s:
-            assert transactions.ledger_check(s) == []
+            assert books.ledger_check(s) == []
             assert s.scalar(select(func.min(User.balance_sats))) >= 0
         topups = self._sum(Transaction.amount_sats, Transaction.type == "topup")
         received = self._sum(Transaction.amount_sats, Transaction.counterparty == "lightning")

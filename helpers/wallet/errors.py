@@ -1,4 +1,4 @@
-"""Failures that callers handle. handlers.py turns each into a screen; nothing here is text."""
+"""Failures that callers handle. The USSD screens turn each into text; nothing here is text."""
 
 from __future__ import annotations
 
@@ -23,6 +23,10 @@ class PolicyDenied(WalletError):
 
 class CodeAlreadyUsed(WalletError):
     """This M-Pesa confirmation code has credited a top-up before."""
+
+
+class TopupNotConfirmed(WalletError):
+    """M-Pesa does not confirm a payment with this code, amount and phone."""
 
 
 class RequestClosed(WalletError):

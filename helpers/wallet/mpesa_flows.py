@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from database import Database
 from helpers.infra import sms
@@ -26,7 +27,7 @@ from helpers.mpesa.provider import MpesaProvider, PayoutResult
 from helpers.infra.phone import mask
 from helpers.infra.refs import new_reference
 from lightning import State
-from models import B2C, FAILED, PENDING, SETTLED, STK, MpesaRequest, User, utcnow
+from models import B2C, CREDIT, FAILED, PENDING, SETTLED, STK, TOPUP, MpesaRequest, Transaction, User, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ def credit_topup(db: Database, reference: str, receipt: str | None, code: str, d
                 return False
             request = s.scalar(select(MpesaRequest).where(MpesaRequest.reference == reference))
             user = s.get(User, request.user_id)
-            row_id = transactions.credit_pushed_topup(s, user, request.amount_kes, request.amount_sats, receipt,
+            row_id = credit_pushed_topup(s, user, request.amount_kes, request.amount_sats, receipt,
                                                       reference)
             request.transaction_id = row_id
     except IntegrityError:
@@ -135,9 +136,9 @@ def pay_out(db: Database, provider: MpesaProvider, transaction_id: int, referenc
     callback or the reconciler finishes it (the sats stay reserved)."""
     if not provider.payouts_async:
         payout = provider.payout(phone, kes, reference)
-        if payout.state is State.SUCCEEDED and transactions.settle_withdrawal(db, transaction_id, payout.receipt, kes):
+        if payout.state is State.SUCCEEDED and settle_withdrawal(db, transaction_id, payout.receipt, kes):
             return payout
-        if payout.state is State.FAILED and transactions.refund_withdrawal(db, transaction_id):
+        if payout.state is State.FAILED and refund_withdrawal(db, transaction_id):
             return payout
         return PayoutResult(State.PENDING, error=payout.error)
     request_ref = new_reference()
@@ -176,10 +177,10 @@ def finish_payout(db: Database, reference: str, outcome: str, receipt: str | Non
                 return False
             request = s.scalar(select(MpesaRequest).where(MpesaRequest.reference == reference))
             if outcome == SETTLED:
-                done = transactions.settle_withdrawal_in(s, request.transaction_id, receipt or reference,
+                done = settle_withdrawal_in(s, request.transaction_id, receipt or reference,
                                                          request.amount_kes)
             else:
-                done = transactions.refund_withdrawal_in(s, request.transaction_id)
+                done = refund_withdrawal_in(s, request.transaction_id)
             if not done:
                 raise _Undo
     except _Undo:
@@ -252,3 +253,60 @@ def pending(db: Database) -> list[MpesaRequest]:
     """Every M-Pesa request still pending, oldest first (for operators)."""
     with db.read() as s:
         return list(s.scalars(select(MpesaRequest).where(MpesaRequest.status == PENDING).order_by(MpesaRequest.id)))
+
+
+# ------------------------------------------------------------------ the ledger side of M-Pesa
+def settle_withdrawal(db: Database, transaction_id: int, mpesa_receipt: str, kes: int) -> bool:
+    """The payout went through: the pending withdrawal becomes settled, once, and the user gets
+    a receipt. False if it was not pending."""
+    with db.write() as s:
+        return settle_withdrawal_in(s, transaction_id, mpesa_receipt, kes)
+
+
+def settle_withdrawal_in(s: Session, transaction_id: int, mpesa_receipt: str, kes: int) -> bool:
+    """settle_withdrawal inside the caller's transaction."""
+    moved = s.execute(
+        update(Transaction)
+        .where(Transaction.id == transaction_id, Transaction.status == PENDING)
+        .values(status=SETTLED, settled_at=utcnow(), mpesa_code=mpesa_receipt)
+    ).rowcount
+    if moved != 1:
+        return False
+    row = s.get(Transaction, transaction_id)
+    user = s.get(User, row.user_id)
+    sms.queue(s, user.phone, t(user.language, "sms.withdraw", kes=kes, phone=row.counterparty,
+                               code=mpesa_receipt, sats=row.amount_sats, fee=row.fee_sats,
+                               balance=user.balance_sats))
+    return True
+
+
+def refund_withdrawal(db: Database, transaction_id: int) -> bool:
+    """A pending debit definitely failed: mark it failed and give amount + fee back, once."""
+    with db.write() as s:
+        return refund_withdrawal_in(s, transaction_id)
+
+
+def refund_withdrawal_in(s: Session, transaction_id: int) -> bool:
+    """refund_withdrawal inside the caller's transaction."""
+    released = transactions.release(s, transaction_id)
+    if released is None:
+        return False
+    row, _after, user = released
+    sms.queue(s, user.phone, t(user.language, "withdraw.failed", ref=row.reference))
+    return True
+
+
+def credit_pushed_topup(s: Session, user: User, kes: int, sats: int, receipt: str | None, reference: str) -> int:
+    """Credit a top-up M-Pesa confirmed (STK push), inside the caller's transaction, which also
+    moves the M-Pesa request from pending so it credits once. A receipt credits once, ever (a
+    reused one raises IntegrityError). Returns the new transaction's id."""
+    row = Transaction(
+        user_id=user.id, type=TOPUP, direction=CREDIT, amount_sats=sats, fee_sats=0, status=SETTLED,
+        reference=reference, mpesa_code=receipt, description=f"M-Pesa top-up KES {kes}", settled_at=utcnow(),
+    )
+    s.add(row)
+    s.flush()
+    after = transactions.credit(s, user.id, sats)
+    sms.queue(s, user.phone, t(user.language, "sms.topup", kes=kes, code=receipt or reference, sats=sats,
+                               balance=after))
+    return row.id

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from helpers.lightning import lnurl_pay
 
-from helpers.wallet import transactions
+from helpers.wallet import books, lightning_out, transactions
 from helpers.lightning.lnurl_pay import PayParams
 from helpers.wallet.services import Services
 from helpers.wallet.transactions import Receipt
@@ -44,7 +44,7 @@ def pay_address(svc: Services, user: User, params: PayParams, amount: int, key: 
     max_fee = svc.policy.fee_sats("lightning", amount)
     bolt11 = lnurl_pay.fetch_invoice(params, amount, svc.config)
     payment_hash = decode_invoice(bolt11).payment_hash
-    reserved = transactions.reserve_lightning(
+    reserved = lightning_out.reserve_lightning(
         svc.db, svc.policy, user, amount, max_fee, (params.min_sats, params.max_sats), payment_hash,
         params.address, key,
     )
@@ -63,9 +63,9 @@ def _apply(svc: Services, reserved: Receipt, result: PaymentResult) -> Receipt:
     """Book what the node said. A FAILED `result` must already be confirmed by the node; one that
     failed because the invoice is paid already refunds this attempt and keeps the hash taken."""
     if result.state is State.SUCCEEDED:
-        return transactions.settle_lightning(svc.db, reserved.transaction_id, result.fee_sat) or reserved
+        return lightning_out.settle_lightning(svc.db, reserved.transaction_id, result.fee_sat) or reserved
     if result.state is State.FAILED:
-        return transactions.refund_lightning(svc.db, reserved.transaction_id,
+        return lightning_out.refund_lightning(svc.db, reserved.transaction_id,
                                              invoice_paid=result.already_paid) or reserved
     return reserved
 
@@ -74,17 +74,17 @@ def reconcile(svc: Services, limit: int = 200) -> dict[str, int]:
     """Ask the node about every pending outgoing payment; settle or refund what it is sure of."""
     counts = {"settled": 0, "refunded": 0, "pending": 0}
     with svc.db.read() as s:
-        pending = transactions.pending_lightning(s, limit)
+        pending = lightning_out.pending_lightning(s, limit)
     for row in pending:
         status = svc.lightning.payment_status(row.payment_hash)
         if status.state is State.FAILED:  # a refund needs two "failed" in a row
             status = svc.lightning.payment_status(row.payment_hash)
         receipt = None
         if status.state is State.SUCCEEDED:
-            receipt = transactions.settle_lightning(svc.db, row.id, status.fee_sat)
+            receipt = lightning_out.settle_lightning(svc.db, row.id, status.fee_sat)
         if receipt is not None:  # settled, or refunded: the success was an earlier row's
             counts["settled" if receipt.status == SETTLED else "refunded"] += 1
-        elif status.state is State.FAILED and transactions.refund_lightning(svc.db, row.id):
+        elif status.state is State.FAILED and lightning_out.refund_lightning(svc.db, row.id):
             counts["refunded"] += 1
         else:
             counts["pending"] += 1
@@ -105,7 +105,7 @@ def compare_with_node(svc: Services) -> list[NodeMismatch]:
     hash settled more than once, or one the node does not report as SUCCEEDED (FAILED, or
     unknown to it), is named. The fee the node charged must not exceed what the ledger took."""
     with svc.db.read() as s:
-        paid_out = transactions.settled_lightning_out(s)
+        paid_out = books.settled_lightning_out(s)
     problems = []
     for paid in paid_out:
         if len(paid.references) > 1:
@@ -132,7 +132,7 @@ def resolve_by_operator(svc: Services, reference: str, paid: bool, reason: str) 
     whatever the operator chose; the operator's choice only decides what the node cannot.
     Returns the receipt and what the node said. Raises CannotResolve."""
     with svc.db.read() as s:
-        row = next(iter(transactions.pending_lightning(s, limit=1, reference=reference)), None)
+        row = next(iter(lightning_out.pending_lightning(s, limit=1, reference=reference)), None)
     if row is None:
         raise CannotResolve(f"no pending Lightning payment with reference {reference!r}")
     status = svc.lightning.payment_status(row.payment_hash)
@@ -146,11 +146,11 @@ def resolve_by_operator(svc: Services, reference: str, paid: bool, reason: str) 
     note = f"Lightning payment; operator: {reason}"
     if status.state is State.SUCCEEDED or (status.state is State.PENDING and paid):
         fee = status.fee_sat if status.state is State.SUCCEEDED else row.fee_sats
-        receipt = transactions.settle_lightning(svc.db, row.id, fee, note)
+        receipt = lightning_out.settle_lightning(svc.db, row.id, fee, note)
     else:
         # Unless the node said FAILED, it may still pay this hash: keep it taken, so that nobody
         # reserves it again and gets settled by this payment's success.
-        receipt = transactions.refund_lightning(svc.db, row.id, note, invoice_paid=status.state is not State.FAILED)
+        receipt = lightning_out.refund_lightning(svc.db, row.id, note, invoice_paid=status.state is not State.FAILED)
     if receipt is None:
         raise CannotResolve(f"{reference} is no longer pending")
     return receipt, said

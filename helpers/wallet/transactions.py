@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Union
 
-from sqlalchemy import bindparam, case, delete, func, insert, or_, select, update
+from sqlalchemy import bindparam, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Dialect, Row
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
@@ -29,7 +29,6 @@ from helpers.wallet.errors import (
     AccountLocked,
     CodeAlreadyUsed,
     InsufficientBalance,
-    InvoiceAlreadyPaid,
     PolicyDenied,
     RequestClosed,
     WalletError,
@@ -52,7 +51,6 @@ from models import (
     TOPUP,
     WITHDRAW,
     Invoice,
-    OutgoingPayment,
     PaymentRequest,
     Transaction,
     User,
@@ -140,7 +138,7 @@ def spend_facts(db: Database, user_id: int) -> tuple[int, int]:
     return (row[0], row[1]) if row is not None else (0, 0)
 
 
-def _debit(session: Executor, user_id: int, total: int, locked: dict[int, int] | None = None) -> int:
+def debit(session: Executor, user_id: int, total: int, locked: dict[int, int] | None = None) -> int:
     """Take `total` sats if the balance covers them and the account is not PIN-locked; return
     the new balance. Raises InsufficientBalance or AccountLocked. `locked`: what `_lock_users`
     returned (kept current)."""
@@ -158,7 +156,7 @@ def _debit(session: Executor, user_id: int, total: int, locked: dict[int, int] |
     raise InsufficientBalance(have)
 
 
-def _credit(session: Executor, user_id: int, amount: int, locked: dict[int, int] | None = None) -> int:
+def credit(session: Executor, user_id: int, amount: int, locked: dict[int, int] | None = None) -> int:
     """Add `amount` sats; return the new balance. `locked`: as for `_debit`."""
     if _dialect(session).update_returning:
         return _CREDIT_RETURNING.run(session, {"uid": user_id, "amount": amount}).scalar()
@@ -256,7 +254,7 @@ def transfer(
         with db.begin() as conn:
             recipient_id, recipient_language, created = users.find_or_add(conn, recipient_phone, "en")
             locked = _lock_users(conn, sender.id, recipient_id)
-            after = _debit(conn, sender.id, amount + fee, locked)
+            after = debit(conn, sender.id, amount + fee, locked)
             _check_spend(conn, policy, sender.id, amount, fee, after)
             ref, now = new_reference(), utcnow()
             debit_id = _ADD_LEDGER_ROW.run(conn, {
@@ -269,7 +267,7 @@ def transfer(
                 "status": SETTLED, "reference": ref, "counterparty": sender.phone, "idempotency_key": None,
                 "created_at": now, "settled_at": now,
             })
-            recipient_balance = _credit(conn, recipient_id, amount, locked)
+            recipient_balance = credit(conn, recipient_id, amount, locked)
             if created:
                 to_recipient = t(recipient_language, "sms.new-recipient", phone=sender.phone, amount=amount,
                                  code=service_code)
@@ -304,7 +302,7 @@ def topup(db: Database, policy: Policy, user: UserView, kes: int, code: str, key
             )
             s.add(row)
             s.flush()
-            after = _credit(s, user.id, sats)
+            after = credit(s, user.id, sats)
             sms.queue(s, user.phone, t(user.language, "sms.topup", kes=kes, code=code, sats=sats, balance=after))
             return Receipt(ref, sats, 0, after, SETTLED, row.id)
 
@@ -328,7 +326,7 @@ def reserve_withdrawal(
 
     def work() -> Receipt:
         with db.write() as s:
-            after = _debit(s, user.id, sats + fee)
+            after = debit(s, user.id, sats + fee)
             already = sent_today(s, user.id)
             decision = policy.withdraw(kes, after + sats + fee, already)
             if not decision.allowed:
@@ -346,47 +344,7 @@ def reserve_withdrawal(
     return run_once(db, key, work)
 
 
-def settle_withdrawal(db: Database, transaction_id: int, mpesa_receipt: str, kes: int) -> bool:
-    """The payout went through: the pending withdrawal becomes settled, once, and the user gets
-    a receipt. False if it was not pending."""
-    with db.write() as s:
-        return settle_withdrawal_in(s, transaction_id, mpesa_receipt, kes)
-
-
-def settle_withdrawal_in(s: Session, transaction_id: int, mpesa_receipt: str, kes: int) -> bool:
-    """settle_withdrawal inside the caller's transaction."""
-    moved = s.execute(
-        update(Transaction)
-        .where(Transaction.id == transaction_id, Transaction.status == PENDING)
-        .values(status=SETTLED, settled_at=utcnow(), mpesa_code=mpesa_receipt)
-    ).rowcount
-    if moved != 1:
-        return False
-    row = s.get(Transaction, transaction_id)
-    user = s.get(User, row.user_id)
-    sms.queue(s, user.phone, t(user.language, "sms.withdraw", kes=kes, phone=row.counterparty,
-                               code=mpesa_receipt, sats=row.amount_sats, fee=row.fee_sats,
-                               balance=user.balance_sats))
-    return True
-
-
-def refund_withdrawal(db: Database, transaction_id: int) -> bool:
-    """A pending debit definitely failed: mark it failed and give amount + fee back, once."""
-    with db.write() as s:
-        return refund_withdrawal_in(s, transaction_id)
-
-
-def refund_withdrawal_in(s: Session, transaction_id: int) -> bool:
-    """refund_withdrawal inside the caller's transaction."""
-    released = _release(s, transaction_id)
-    if released is None:
-        return False
-    row, _after, user = released
-    sms.queue(s, user.phone, t(user.language, "withdraw.failed", ref=row.reference))
-    return True
-
-
-def _release(s: Session, transaction_id: int, note: str = "") -> tuple[Transaction, int, User] | None:
+def release(s: Session, transaction_id: int, note: str = "") -> tuple[Transaction, int, User] | None:
     """A pending debit that definitely failed: mark it failed and give amount + fee back, once,
     inside the caller's transaction. Returns the row, the new balance and its owner (for the SMS),
     or None if it was not pending. `note` replaces the row's description (an operator's reason)."""
@@ -399,123 +357,8 @@ def _release(s: Session, transaction_id: int, note: str = "") -> tuple[Transacti
     if moved != 1:
         return None
     row = s.get(Transaction, transaction_id)
-    after = _credit(s, row.user_id, row.amount_sats + row.fee_sats)
+    after = credit(s, row.user_id, row.amount_sats + row.fee_sats)
     return row, after, s.get(User, row.user_id)
-
-
-def credit_pushed_topup(s: Session, user: User, kes: int, sats: int, receipt: str | None, reference: str) -> int:
-    """Credit a top-up M-Pesa confirmed (STK push), inside the caller's transaction, which also
-    moves the M-Pesa request from pending so it credits once. A receipt credits once, ever (a
-    reused one raises IntegrityError). Returns the new transaction's id."""
-    row = Transaction(
-        user_id=user.id, type=TOPUP, direction=CREDIT, amount_sats=sats, fee_sats=0, status=SETTLED,
-        reference=reference, mpesa_code=receipt, description=f"M-Pesa top-up KES {kes}", settled_at=utcnow(),
-    )
-    s.add(row)
-    s.flush()
-    after = _credit(s, user.id, sats)
-    sms.queue(s, user.phone, t(user.language, "sms.topup", kes=kes, code=receipt or reference, sats=sats,
-                               balance=after))
-    return row.id
-
-
-def reserve_lightning(
-    db: Database, policy: Policy, user: User, amount: int, max_fee: int, payee_bounds: tuple[int, int],
-    payment_hash: str, payee: str, key: str,
-) -> Receipt:
-    """Debit amount + the most the route may cost as a pending Lightning payment, before the node
-    is asked to pay. A payment hash is reserved once (outgoing_payments): while a payment of it is
-    pending or paid, another reservation raises InvoiceAlreadyPaid and nothing is debited.
-    Raises InsufficientBalance, PolicyDenied or InvoiceAlreadyPaid (a replay gets the first
-    receipt)."""
-
-    def work() -> Receipt:
-        with db.write() as s:
-            after = _debit(s, user.id, amount + max_fee)
-            decision = policy.lightning_send(amount, max_fee, after + amount + max_fee, sent_today(s, user.id),
-                                             *payee_bounds)
-            if not decision.allowed:
-                raise PolicyDenied(decision.reason or "denied")
-            ref = new_reference()
-            row = Transaction(
-                user_id=user.id, type=SEND, direction=DEBIT, amount_sats=amount, fee_sats=max_fee,
-                status=PENDING, reference=ref, counterparty=payee[:64], payment_hash=payment_hash,
-                idempotency_key=key, description="Lightning payment",
-            )
-            s.add(row)
-            s.flush()  # a replay of this request fails here, on the key
-            s.add(OutgoingPayment(payment_hash=payment_hash, transaction_id=row.id))
-            try:
-                s.flush()
-            except IntegrityError as exc:  # another reservation holds this hash: pending or paid
-                raise InvoiceAlreadyPaid(payment_hash) from exc
-            return Receipt(ref, amount, max_fee, after, PENDING, row.id)
-
-    return run_once(db, key, work)
-
-
-def settle_lightning(db: Database, transaction_id: int, fee_paid: int, note: str = "") -> Receipt | None:
-    """The node paid: the pending payment is settled once, at the fee the route really cost;
-    what was reserved beyond it goes back. None if it was not pending. `note` (an operator's
-    reason) is kept in the row's description."""
-    with db.write() as s:
-        row = s.get(Transaction, transaction_id)
-        if row is None or row.status != PENDING or row.direction != DEBIT:
-            return None
-        holder = s.scalar(select(OutgoingPayment.transaction_id)
-                          .where(OutgoingPayment.payment_hash == row.payment_hash))
-        if holder is not None and holder != row.id:
-            # The node's "succeeded" is another payment's: this hash is held by an earlier row (a
-            # duplicate left from before the guard existed). This attempt moved nothing.
-            log.error("payment %s: its hash was paid by transaction %s; refunded", row.reference, holder)
-            return _refund_in(s, transaction_id, note, keep_hash=True)
-        reserved = row.fee_sats
-        if not 0 <= fee_paid <= reserved:
-            log.error("payment %s cost %s sats in fees, more than the %s reserved", row.reference, fee_paid, reserved)
-            fee_paid = reserved  # the node broke our limit: the wallet absorbs it, never the user
-        moved = s.execute(
-            update(Transaction)
-            .where(Transaction.id == transaction_id, Transaction.status == PENDING)
-            .values(status=SETTLED, settled_at=utcnow(), fee_sats=fee_paid,
-                    **({"description": note[:255]} if note else {}))
-        ).rowcount
-        if moved != 1:
-            return None
-        after = _credit(s, row.user_id, reserved - fee_paid) if reserved > fee_paid else balance(s, row.user_id)
-        user = s.get(User, row.user_id)
-        sms.queue(s, user.phone, t(user.language, "sms.sent", amount=row.amount_sats, phone=row.counterparty,
-                                   fee=fee_paid, ref=row.reference, balance=after))
-        return Receipt(row.reference, row.amount_sats, fee_paid, after, SETTLED, row.id)
-
-
-def refund_lightning(db: Database, transaction_id: int, note: str = "", invoice_paid: bool = False
-                     ) -> Receipt | None:
-    """The node confirmed the payment failed (or an operator did): give amount + reserved fee
-    back, once. The payment hash is released for another try, unless `invoice_paid`: the node
-    refused because the invoice is paid already, and nobody may pay it again."""
-    with db.write() as s:
-        return _refund_in(s, transaction_id, note, keep_hash=invoice_paid)
-
-
-def _refund_in(s: Session, transaction_id: int, note: str, keep_hash: bool) -> Receipt | None:
-    released = _release(s, transaction_id, note)
-    if released is None:
-        return None
-    row, after, user = released
-    if not keep_hash:
-        s.execute(delete(OutgoingPayment).where(OutgoingPayment.transaction_id == transaction_id))
-    sms.queue(s, user.phone, t(user.language, "sms.lightning-failed", amount=row.amount_sats,
-                               phone=row.counterparty, ref=row.reference, balance=after))
-    return Receipt(row.reference, row.amount_sats, row.fee_sats, after, FAILED, row.id)
-
-
-def pending_lightning(session: Session, limit: int = 200, reference: str | None = None) -> list[Transaction]:
-    """Outgoing Lightning payments whose outcome the node has not told us yet, oldest first."""
-    query = select(Transaction).where(Transaction.status == PENDING, Transaction.type == SEND,
-                                      Transaction.direction == DEBIT, Transaction.payment_hash.is_not(None))
-    if reference is not None:
-        query = query.where(Transaction.reference == reference)
-    return list(session.scalars(query.order_by(Transaction.id).limit(limit)))
 
 
 def pay_request(db: Database, policy: Policy, payer: UserView, request_id: int, key: str) -> Receipt:
@@ -538,7 +381,7 @@ def pay_request(db: Database, policy: Policy, payer: UserView, request_id: int, 
             amount = request.amount_sats
             fee = policy.fee_sats("internal", amount)
             locked = _lock_users(s, payer.id, request.requester_id)
-            after = _debit(s, payer.id, amount + fee, locked)
+            after = debit(s, payer.id, amount + fee, locked)
             _check_spend(s, policy, payer.id, amount, fee, after)
             requester = s.get(User, request.requester_id)
             invoice = s.get(Invoice, request.invoice_id)
@@ -554,7 +397,7 @@ def pay_request(db: Database, policy: Policy, payer: UserView, request_id: int, 
                 invoice_id=invoice.id, payment_hash=invoice.payment_hash, settled_at=utcnow(),
             ))
             s.flush()
-            requester_balance = _credit(s, requester.id, amount, locked)
+            requester_balance = credit(s, requester.id, amount, locked)
             sms.queue_all(s, [
                 (payer.phone, t(payer.language, "sms.sent", amount=amount, phone=requester.phone, fee=fee,
                                 ref=invoice.reference, balance=after)),
@@ -594,7 +437,7 @@ def _credit_invoice(db: Database, payment_hash: str) -> Receipt | None:
         )
         s.add(row)
         s.flush()
-        after = _credit(s, invoice.user_id, invoice.amount_sats)
+        after = credit(s, invoice.user_id, invoice.amount_sats)
         owner = s.get(User, invoice.user_id)
         sms.queue(s, owner.phone, t(owner.language, "sms.invoice-paid", ref=invoice.reference,
                                     amount=invoice.amount_sats, balance=after))
@@ -609,97 +452,4 @@ def credit_adjustment(session: Session, user_id: int, amount: int, reason: str, 
         idempotency_key=key, settled_at=utcnow(),
     ))
     session.flush()
-    return _credit(session, user_id, amount)
-
-
-# ------------------------------------------------------------------ reading
-def recent(session: Session, user_id: int, limit: int = 5) -> list[Transaction]:
-    return list(session.scalars(
-        select(Transaction).where(Transaction.user_id == user_id)
-        .order_by(Transaction.created_at.desc(), Transaction.id.desc()).limit(limit)
-    ))
-
-
-@dataclass(frozen=True)
-class LedgerMismatch:
-    user_id: int
-    phone: str
-    balance_sats: int
-    ledger_sats: int
-
-
-def ledger_check(session: Session) -> list[LedgerMismatch]:
-    """Users whose balance differs from settled credits minus settled and pending debits."""
-    signed = case(
-        ((Transaction.direction == CREDIT) & (Transaction.status == SETTLED), Transaction.amount_sats),
-        (
-            (Transaction.direction == DEBIT) & Transaction.status.in_((PENDING, SETTLED)),
-            -(Transaction.amount_sats + Transaction.fee_sats),
-        ),
-        else_=0,
-    )
-    sums = (
-        select(Transaction.user_id, func.sum(signed).label("total"))
-        .group_by(Transaction.user_id)
-        .subquery()
-    )
-    rows = session.execute(
-        select(User.id, User.phone, User.balance_sats, func.coalesce(sums.c.total, 0))
-        .outerjoin(sums, sums.c.user_id == User.id)
-    ).all()
-    return [LedgerMismatch(uid, phone, bal, int(total)) for uid, phone, bal, total in rows if bal != int(total)]
-
-
-@dataclass(frozen=True)
-class PaidOut:
-    """What the ledger says left through Lightning under one payment hash."""
-
-    payment_hash: str
-    references: tuple[str, ...]  # more than one: the hash was settled twice
-    amount_sats: int
-    fee_sats: int
-
-
-def settled_lightning_out(session: Session) -> list[PaidOut]:
-    """Settled outgoing Lightning payments, grouped by payment hash."""
-    rows = session.execute(
-        select(Transaction.payment_hash, Transaction.reference, Transaction.amount_sats, Transaction.fee_sats)
-        .where(Transaction.status == SETTLED, Transaction.type == SEND, Transaction.direction == DEBIT,
-               Transaction.payment_hash.is_not(None))
-        .order_by(Transaction.payment_hash, Transaction.id)
-    ).all()
-    grouped: dict[str, list] = {}
-    for payment_hash, reference, amount, fee in rows:
-        grouped.setdefault(payment_hash, []).append((reference, amount, fee))
-    return [PaidOut(h, tuple(r for r, _a, _f in items), sum(a for _r, a, _f in items), sum(f for _r, _a, f in items))
-            for h, items in grouped.items()]
-
-
-def totals(session: Session) -> dict[str, int]:
-    """Liabilities and fee income, for operators."""
-    liabilities = session.scalar(select(func.coalesce(func.sum(User.balance_sats), 0)))
-    fees = session.scalar(
-        select(func.coalesce(func.sum(Transaction.fee_sats), 0)).where(Transaction.status == SETTLED)
-    )
-    return {"liabilities_sats": int(liabilities), "fees_earned_sats": int(fees)}
-
-
-def export_rows(session: Session, since: dt.datetime | None = None):
-    """Ledger rows with the owner's phone, oldest first, for CSV export."""
-    query = (
-        select(Transaction.id, Transaction.created_at, User.phone, Transaction.type, Transaction.direction,
-               Transaction.amount_sats, Transaction.fee_sats, Transaction.status, Transaction.reference,
-               Transaction.counterparty, Transaction.mpesa_code, Transaction.payment_hash, Transaction.description)
-        .join(User, User.id == Transaction.user_id)
-        .order_by(Transaction.id)
-    )
-    if since is not None:
-        query = query.where(Transaction.created_at >= since)
-    yield from session.execute(query)
-
-
-def pending_older_than(session: Session, minutes: int) -> list[Transaction]:
-    cutoff = utcnow() - dt.timedelta(minutes=minutes)
-    return list(session.scalars(
-        select(Transaction).where(Transaction.status == PENDING, Transaction.created_at <= cutoff)
-        .order_by(Transaction.id)))
+    return credit(session, user_id, amount)

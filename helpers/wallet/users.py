@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.engine import Connection
@@ -101,6 +101,23 @@ class PinCheck:
     attempts_left: int = 0
     locked_minutes: int = 0
     unordered: bool = False  # right, but not yet ordered after parallel guesses (see check_pin)
+    proof: PinProof | None = None  # when right: what the money use cases ask for
+
+
+_SEAL = object()
+
+
+@dataclass(frozen=True)
+class PinProof:
+    """That this user's PIN was checked and right in this request. Only check_pin makes one
+    (with the module's seal); every use case that moves money out asks for it
+    (use_cases.require_pin), so no screen can reach a debit without the PIN step."""
+
+    user_id: int
+    seal: object = field(repr=False, compare=False)
+
+    def valid_for(self, user_id: int) -> bool:
+        return self.seal is _SEAL and self.user_id == user_id
 
 
 _USERS = User.__table__
@@ -139,7 +156,7 @@ def check_pin(db: Database, policy: Policy, user: UserView, pin: str, pepper: st
     """Verify `pin`. Every wrong PIN goes through the counted check (_check_counted).
 
     `debit_follows`: the caller's action does nothing outside its debit's transaction before the
-    debit, and a debit refuses a PIN-locked account (transactions._debit), serialised with the
+    debit, and a debit refuses a PIN-locked account (transactions.debit), serialised with the
     counted check (row lock on MySQL, one writer at a time on SQLite). Then the right PIN of a
     user whose request read no failed try and no lock (`user.pin_clean`: nothing to clear)
     passes without a write transaction, `unordered`: a lock taken by a parallel guess after our
@@ -150,8 +167,9 @@ def check_pin(db: Database, policy: Policy, user: UserView, pin: str, pepper: st
     Saves a write transaction on each send and withdrawal by a customer with a clean record (a
     refusal or failure costs one read of the request's key)."""
     if debit_follows and user.pin_clean and verify_pin(pin, user.pin_hash, pepper):
-        return PinCheck(True, unordered=True)
-    return _check_counted(db, policy, user.id, pin, pepper)
+        return PinCheck(True, unordered=True, proof=PinProof(user.id, _SEAL))
+    check = _check_counted(db, policy, user.id, pin, pepper)
+    return replace(check, proof=PinProof(user.id, _SEAL)) if check.ok else check
 
 
 def _check_counted(db: Database, policy: Policy, user_id: int, pin: str, pepper: str) -> PinCheck:

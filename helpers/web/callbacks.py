@@ -14,7 +14,7 @@ from helpers.wallet import invoices, mpesa_callbacks
 from helpers.web import callers
 from helpers.web.common import send_queued_sms, services
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("wallet")  # as the request log (README, Operations)
 bp = Blueprint("callbacks", __name__)
 
 _CALLBACK_SEGMENT = re.compile(r"[A-Za-z0-9]{1,16}")  # kinds, events and our references

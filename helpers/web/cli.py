@@ -13,10 +13,10 @@ from flask.cli import AppGroup
 
 from helpers.infra.phone import mask, normalise
 from helpers.ussd import sessions
-from helpers.wallet import demo, invoices, limits, mpesa_flows, payments, transactions, users
+from helpers.wallet import books, demo, invoices, limits, mpesa_flows, payments, transactions, users
 from helpers.web.common import services
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("wallet")  # as the request log (README, Operations)
 commands = AppGroup("wallet", help="Operator commands (also at the top level: flask <command>).")
 
 
@@ -44,8 +44,8 @@ def ledger_check() -> None:
     against the node (settled once, and paid there); exit 1 on any difference."""
     svc = services()
     with svc.db.read() as s:
-        mismatches = transactions.ledger_check(s)
-        summary = transactions.totals(s)
+        mismatches = books.ledger_check(s)
+        summary = books.totals(s)
     for m in mismatches:
         click.echo(f"MISMATCH user={m.user_id} phone={mask(m.phone)} balance={m.balance_sats} "
                    f"ledger={m.ledger_sats}")
@@ -127,7 +127,7 @@ def export_transactions(out, since) -> None:
     writer.writerow(["id", "created_at", "phone", "type", "direction", "amount_sats", "fee_sats", "status",
                      "reference", "counterparty", "mpesa_code", "payment_hash", "description"])
     with svc.db.read() as s:
-        for row in transactions.export_rows(s, since):
+        for row in books.export_rows(s, since):
             writer.writerow(row)
 
 @commands.command("reconcile")
@@ -148,7 +148,7 @@ def reconcile(older_than_minutes: int, mpesa_after_seconds: int | None) -> None:
             click.echo(f"PENDING mpesa {req.kind} ref={req.reference} {req.amount_kes} KES {mask(req.phone)} "
                        f"queries={req.queries} since {req.created_at:%Y-%m-%d %H:%M}")
     with svc.db.read() as s:
-        stuck = transactions.pending_older_than(s, older_than_minutes)
+        stuck = books.pending_older_than(s, older_than_minutes)
     for row in stuck:
         click.echo(f"PENDING {row.type} ref={row.reference} id={row.id} {row.amount_sats}+{row.fee_sats} sats "
                    f"since {row.created_at:%Y-%m-%d %H:%M}")

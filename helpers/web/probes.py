@@ -10,7 +10,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from helpers.infra import metrics
 from helpers.ussd import sessions
-from helpers.wallet import lnurl, transactions
+from helpers.wallet import books, lnurl
 from helpers.web import callers
 from helpers.web.common import plain, services
 
@@ -46,7 +46,7 @@ def status() -> tuple[Response, int]:
             s = svc.db.session
             body["active_sessions"] = sessions.active_count(s, svc.config["USSD_SESSION_TIMEOUT_S"])
             body["sms_queue"] = svc.sms.pending_count(s)
-            body.update(transactions.totals(s))
+            body.update(books.totals(s))
         except SQLAlchemyError:
             body["status"], body["database"]["ok"] = "degraded", False
     return jsonify(body), 200 if body["database"]["ok"] else 503

@@ -23,7 +23,7 @@ from helpers.wallet.services import Services
 from helpers.web import callers
 from helpers.web.common import plain, send_queued_sms, services, unavailable_reply
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("wallet")  # the request log line (README, Operations)
 bp = Blueprint("ussd", __name__)
 
 MAX_TEXT = 1000  # longer than any real session can type in 180 s

@@ -1,0 +1,99 @@
+"""The money actions behind the PIN step: each calls a wallet use case with the PIN's proof and
+turns its result, or its refusal, into the final screen's text."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from helpers.lightning.lnurl_pay import LnurlPayError, PayParams
+from helpers.ussd.screen import Ctx, deny_text, payee_bounds
+from helpers.wallet import use_cases
+from helpers.wallet.errors import InsufficientBalance, InvoiceAlreadyPaid, PolicyDenied, RequestClosed
+from helpers.wallet.users import PinProof
+from lightning import State
+
+log = logging.getLogger(__name__)
+
+
+def send(ctx: Ctx, data: dict, proof: PinProof | None) -> str:
+    try:
+        receipt = use_cases.send(ctx.svc, ctx.user, proof, data["phone"], data["amount"], ctx.key)
+    except InsufficientBalance as exc:
+        return deny_text(ctx, "insufficient-balance", balance=exc.balance_sats)
+    except PolicyDenied as exc:
+        return deny_text(ctx, exc.reason)
+    ctx.recorded = True
+    if receipt.replay:
+        return ctx.t("replay", ref=receipt.reference)
+    return ctx.t("send.done", amount=receipt.amount_sats, phone=data["phone"], fee=receipt.fee_sats,
+                 ref=receipt.reference, balance=receipt.balance_sats)
+
+
+def pay_lightning(ctx: Ctx, data: dict, proof: PinProof | None) -> str:
+    params = PayParams.from_dict(data["ln"])
+    try:
+        paid = use_cases.pay_lightning(ctx.svc, ctx.user, proof, params, data["amount"], ctx.key)
+    except LnurlPayError as exc:
+        log.info("paying %s refused before reserving: %s", params.address.split("@")[-1], exc)
+        return ctx.t(f"lnurl.{exc.reason}") + " " + ctx.t("lnsend.nothing-sent")
+    except InvoiceAlreadyPaid:
+        return ctx.t("lnsend.already-paid")
+    except InsufficientBalance as exc:
+        return deny_text(ctx, "insufficient-balance", balance=exc.balance_sats)
+    except PolicyDenied as exc:
+        return deny_text(ctx, exc.reason, bounds=payee_bounds(ctx, params))
+    receipt = paid.receipt
+    if paid.replay:
+        return ctx.t("replay", ref=receipt.reference)
+    if paid.state is State.SUCCEEDED:
+        return ctx.t("lnsend.done", amount=receipt.amount_sats, payee=params.address, fee=receipt.fee_sats,
+                     ref=receipt.reference, balance=receipt.balance_sats)
+    if paid.state is State.FAILED:
+        return ctx.t("lnsend.failed", ref=receipt.reference)
+    return ctx.t("lnsend.pending", amount=receipt.amount_sats, payee=params.address, ref=receipt.reference)
+
+
+def withdraw(ctx: Ctx, data: dict, proof: PinProof | None) -> str:
+    try:
+        done = use_cases.withdraw(ctx.svc, ctx.user, proof, data["kes"], data["phone"], ctx.key)
+    except InsufficientBalance as exc:
+        return deny_text(ctx, "insufficient-balance", balance=exc.balance_sats)
+    except PolicyDenied as exc:
+        return deny_text(ctx, exc.reason, "KES" if exc.reason in ("below-minimum", "above-maximum") else "sats")
+    ctx.recorded = True
+    receipt, payout = done.receipt, done.payout
+    if payout is None:
+        return ctx.t("replay", ref=receipt.reference)
+    if payout.state is State.SUCCEEDED:
+        return ctx.t("withdraw.done", kes=data["kes"], phone=data["phone"], code=payout.receipt,
+                     sats=receipt.amount_sats, fee=receipt.fee_sats, balance=receipt.balance_sats)
+    if payout.state is State.FAILED:
+        return ctx.t("withdraw.failed", ref=receipt.reference)
+    return ctx.t("withdraw.pending", kes=data["kes"], phone=data["phone"], ref=receipt.reference)
+
+
+def pay_request(ctx: Ctx, data: dict, proof: PinProof | None) -> str:
+    try:
+        receipt = use_cases.pay_request(ctx.svc, ctx.user, proof, data["request_id"], data["payment_hash"], ctx.key)
+    except RequestClosed:
+        return ctx.t("payreq.gone")
+    except InsufficientBalance as exc:
+        return deny_text(ctx, "insufficient-balance", balance=exc.balance_sats)
+    except PolicyDenied as exc:
+        return deny_text(ctx, exc.reason)
+    if receipt.replay:
+        return ctx.t("replay", ref=receipt.reference)
+    return ctx.t("payreq.done", amount=receipt.amount_sats, phone=data["phone"], ref=receipt.reference,
+                 balance=receipt.balance_sats)
+
+
+ACTIONS: dict[str, Callable[[Ctx, dict, PinProof | None], str]] = {
+    "send": send, "lnsend": pay_lightning, "withdraw": withdraw, "payreq": pay_request,
+}
+# Actions that do nothing outside their debit's transaction before the debit, so a right PIN
+# may skip the counted check (users.check_pin). Not "lnsend": it asks the payee's server for an
+# invoice first, and a guesser who runs that server would learn from the request that the PIN
+# was right. Not "payreq": it asks the node about the request's invoice first, which may credit
+# the requester and close the request.
+DEBIT_FIRST = frozenset({"send", "withdraw"})

@@ -1,0 +1,49 @@
+"""Receiving: an invoice for the caller (sent by SMS), or a payment request sent to another phone."""
+
+from __future__ import annotations
+
+from helpers.ussd.screen import Ctx, deny_text, expired, parse_amount, sats_range
+from helpers.ussd.walker import End, Result, Retry
+from helpers.wallet import lnurl, use_cases
+from helpers.wallet.errors import LightningUnavailable, RateLimited
+
+
+class ReceiveAmount:
+    secret = False
+
+    def prompt(self, ctx: Ctx, data: dict) -> str:
+        return ctx.t("receive.amount", address=lnurl.address(ctx.svc.config, ctx.user.phone), **sats_range(ctx))
+
+    def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
+        amount = parse_amount(token)
+        if amount is None:
+            return Retry(ctx.t("error.amount"))
+        decision = ctx.svc.policy.amount(amount)
+        if not decision.allowed:
+            return Retry(deny_text(ctx, decision.reason or ""))
+        if not ctx.final:
+            return expired(ctx)
+        return End(_issue(ctx, amount, self.payer(data)))
+
+    def payer(self, data: dict) -> str | None:
+        return None
+
+
+class RequestAmount(ReceiveAmount):
+    def prompt(self, ctx: Ctx, data: dict) -> str:
+        return ctx.t("request.amount", phone=data["phone"], **sats_range(ctx))
+
+    def payer(self, data: dict) -> str | None:
+        return data["phone"]
+
+
+def _issue(ctx: Ctx, amount: int, payer_phone: str | None) -> str:
+    try:
+        issued = use_cases.issue_invoice(ctx.svc, ctx.user, amount, payer_phone, ctx.key)
+    except RateLimited:
+        return ctx.t("error.too-many")
+    except LightningUnavailable:
+        return ctx.t("error.lightning")
+    if payer_phone is None:
+        return ctx.t("receive.done", amount=amount, ref=issued.reference, minutes=issued.expiry_s // 60)
+    return ctx.t("request.done", amount=amount, phone=payer_phone, ref=issued.reference)

@@ -1,0 +1,126 @@
+"""What every screen works with: the request, its context (`Ctx`), and the shared parsing and
+refusal texts. A screen has `secret` (its token is a PIN: never logged), `prompt(ctx, data)`
+and `handle(ctx, data, token)`, which returns one of the walker's results."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from helpers.infra.i18n import CATALOGS, t
+from helpers.infra.refs import idempotency_key
+from helpers.infra.text import parse_digits
+from helpers.lightning.lnurl_pay import PayParams
+from helpers.ussd.walker import End
+from helpers.wallet import invoices, transactions
+from helpers.wallet.services import Services
+from helpers.wallet.users import UserView
+
+MAX_AMOUNT_DIGITS = 12  # beyond this it is not an amount (and would overflow the policy engine)
+
+
+@dataclass
+class UssdRequest:
+    session_id: str
+    phone: str  # E.164
+    service_code: str
+    text: str
+
+
+@dataclass
+class Ctx:
+    svc: Services
+    req: UssdRequest
+    user: UserView
+    key: str  # idempotency key of this request's path
+    choices: dict[str, Any]  # what earlier tokens of this session resolved to (session row)
+    final: bool = False
+    position: int = 0  # index of the token being handled in the whole path
+    open_requests: int | None = None  # open payment requests to the caller (None: not read yet)
+    # The actions of DEBIT_FIRST set this once they hold a receipt: a movement under `key` is
+    # recorded (by this request, or by the earlier one it replays).
+    recorded: bool = False
+
+    def at(self, position: int, final: bool) -> None:
+        self.position, self.final = position, final
+
+    @property
+    def lang(self) -> str:
+        return self.user.language if self.user.language in CATALOGS else "en"
+
+    def t(self, key: str, **values: Any) -> str:
+        return t(self.lang, key, **values)
+
+    def value(self, name: str) -> int:
+        return self.svc.policy.value(name)
+
+    def path_tag(self) -> int:
+        """A number that stands for this session and the path up to the token being handled
+        (keyed: the path holds PINs). What a token earned (an old PIN checked and right) is kept
+        under it, so it holds for that exact path only, never another path or session."""
+        prefix = "*".join(self.req.text.split("*")[: self.position + 1])
+        return int(idempotency_key(self.req.session_id, prefix, "verified:" + self.svc.pepper)[:12], 16)
+
+    def requests_open(self) -> int:
+        """How many open payment requests the main menu announces (read with the step, or now)."""
+        if self.open_requests is None:
+            self.open_requests = invoices.count_open_requests(self.svc.db, self.user.phone)
+        return self.open_requests
+
+
+def parse_amount(token: str) -> int | None:
+    token = token.strip()
+    amount = parse_digits(token, MAX_AMOUNT_DIGITS)
+    return amount if amount else None
+
+
+def deny_text(ctx: Ctx, reason: str, unit: str = "sats", balance: int | None = None,
+              bounds: tuple[int, int] | None = None) -> str:
+    """The refusal's message; `bounds` are the (min, max) to quote instead of the policy's."""
+    key = f"deny.{reason}"
+    if key not in CATALOGS["en"]:
+        key = "error.option"
+    kes = unit == "KES"
+    low, high = bounds or (ctx.value("kes-min" if kes else "payment-min-sats"),
+                           ctx.value("kes-max" if kes else "payment-max-sats"))
+    return ctx.t(
+        key,
+        min=low,
+        max=high,
+        unit=unit,
+        balance=ctx.user.balance_sats if balance is None else balance,
+        limit=ctx.value("daily-send-limit-sats"),
+    )
+
+
+def sats_range(ctx: Ctx) -> dict[str, int]:
+    return {"min": ctx.value("payment-min-sats"), "max": ctx.value("payment-max-sats")}
+
+
+def kes_range(ctx: Ctx) -> dict[str, int]:
+    return {"min": ctx.value("kes-min"), "max": ctx.value("kes-max")}
+
+
+def payee_bounds(ctx: Ctx, params: PayParams) -> tuple[int, int]:
+    """What the payee accepts, within what we allow (for the prompt)."""
+    return (max(params.min_sats, ctx.value("payment-min-sats")), min(params.max_sats, ctx.value("payment-max-sats")))
+
+
+def sent_today(ctx: Ctx) -> int:
+    return transactions.spend_facts(ctx.svc.db, ctx.user.id)[1]
+
+
+def check_spend(ctx: Ctx, amount: int, fee: int) -> str | None:
+    """Pre-check a spend for a friendly re-prompt; the money step checks again atomically.
+    Balance and daily limit are only looked up for the last token (the screen shown now)."""
+    policy = ctx.svc.policy
+    if not ctx.final:
+        decision = policy.amount(amount)
+    else:
+        decision = policy.spend(amount, fee, ctx.user.balance_sats, sent_today(ctx))
+    return None if decision.allowed else deny_text(ctx, decision.reason or "")
+
+
+def expired(ctx: Ctx) -> End:
+    """A path that goes on past a step that acts: a finished session replayed with more input."""
+    return End(ctx.t("error.expired"))

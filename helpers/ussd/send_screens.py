@@ -1,0 +1,177 @@
+"""Paying: to a phone number, to a Lightning address, or a payment request addressed to the caller.
+Each path ends at the PIN step (helpers/ussd/pin_entry.py), which runs the action."""
+
+from __future__ import annotations
+
+import logging
+
+from helpers.infra.phone import normalise
+from helpers.infra.text import is_digits
+from helpers.lightning import lnurl_pay
+from helpers.lightning.lnurl_pay import LnurlPayError, PayParams
+from helpers.ussd.screen import Ctx, check_spend, deny_text, expired, parse_amount, payee_bounds, sats_range, sent_today
+from helpers.ussd.walker import End, Push, Result, Retry
+from helpers.wallet import invoices, lnurl
+
+log = logging.getLogger(__name__)
+
+
+class OtherPhone:
+    """Another person's phone number (not the caller's own), then `next_screen`."""
+
+    secret = False
+
+    def __init__(self, prompt_key: str, next_screen: str) -> None:
+        self.prompt_key, self.next_screen = prompt_key, next_screen
+
+    def prompt(self, ctx: Ctx, data: dict) -> str:
+        return ctx.t(self.prompt_key)
+
+    def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
+        phone = normalise(token, ctx.svc.config["DEFAULT_REGION"])
+        if phone is None:
+            return Retry(ctx.t("error.phone"))
+        if phone == ctx.user.phone:
+            return Retry(ctx.t("error.own-phone"))
+        return Push(self.next_screen, {"phone": phone})
+
+
+class SendAmount:
+    secret = False
+
+    def prompt(self, ctx: Ctx, data: dict) -> str:
+        return ctx.t("send.amount", phone=data["phone"], **sats_range(ctx))
+
+    def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
+        amount = parse_amount(token)
+        if amount is None:
+            return Retry(ctx.t("error.amount"))
+        fee = ctx.svc.policy.fee_sats("internal", amount)
+        problem = check_spend(ctx, amount, fee)
+        if problem:
+            return Retry(problem)
+        return Push("send.confirm", {**data, "amount": amount, "fee": fee})
+
+
+class SendConfirm:
+    secret = False
+
+    def prompt(self, ctx: Ctx, data: dict) -> str:
+        total = data["amount"] + data["fee"]
+        return ctx.t("send.confirm", amount=data["amount"], phone=data["phone"], fee=data["fee"], total=total)
+
+    def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
+        if token == "1":
+            return Push("pin", {**data, "action": "send"})
+        return Retry(ctx.t("error.option"))
+
+
+class SendRecipient(OtherPhone):
+    """A phone number, or a Lightning address typed on the keypad (letters, '@' and '.' from
+    the phone's symbol key). Our own addresses (<digits>@<our domain>) are phone numbers; any
+    other is resolved once, when typed, and what its server offered is kept in the session."""
+
+    def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
+        if "@" not in token:
+            return super().handle(ctx, data, token)
+        parsed = lnurl_pay.parse_address(token)
+        if parsed is None:
+            return Retry(ctx.t("error.address"))
+        name, domain = parsed
+        if domain == lnurl.domain(ctx.svc.config).lower():
+            phone = normalise("+" + name, ctx.svc.config["DEFAULT_REGION"]) if is_digits(name) else None
+            return super().handle(ctx, data, phone) if phone else Retry(ctx.t("error.address"))
+        slot = f"ln{ctx.position}"
+        if slot not in ctx.choices:
+            if not ctx.final:
+                return expired(ctx)  # resolved only when typed: a replay never calls out
+            try:
+                ctx.choices[slot] = lnurl_pay.resolve(name, domain, ctx.svc.config).to_dict()
+            except LnurlPayError as exc:
+                log.info("lightning address %s refused: %s", domain, exc)
+                return Retry(ctx.t(f"lnurl.{exc.reason}"))
+        return Push("send.ln.amount", {"ln": ctx.choices[slot]})
+
+
+class LightningAmount:
+    secret = False
+
+    def prompt(self, ctx: Ctx, data: dict) -> str:
+        params = PayParams.from_dict(data["ln"])
+        low, high = payee_bounds(ctx, params)
+        return ctx.t("send.ln.amount", payee=params.address, min=low, max=high)
+
+    def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
+        amount = parse_amount(token)
+        if amount is None:
+            return Retry(ctx.t("error.amount"))
+        params = PayParams.from_dict(data["ln"])
+        fee = ctx.svc.policy.fee_sats("lightning", amount)
+        # Balance and daily limit only for the screen shown now; the reservation checks again.
+        balance, sent = (ctx.user.balance_sats, sent_today(ctx)) if ctx.final else (amount + fee, 0)
+        decision = ctx.svc.policy.lightning_send(amount, fee, balance, sent, params.min_sats, params.max_sats)
+        if not decision.allowed:
+            return Retry(deny_text(ctx, decision.reason or "", bounds=payee_bounds(ctx, params)))
+        return Push("send.ln.confirm", {**data, "amount": amount, "fee": fee})
+
+
+class LightningConfirm:
+    secret = False
+
+    def prompt(self, ctx: Ctx, data: dict) -> str:
+        return ctx.t("send.ln.confirm", amount=data["amount"], payee=data["ln"]["a"], fee=data["fee"],
+                     total=data["amount"] + data["fee"])
+
+    def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
+        if token == "1":
+            return Push("pin", {**data, "action": "lnsend"})
+        return Retry(ctx.t("error.option"))
+
+
+class PayRequestList:
+    secret = False
+
+    def _open(self, ctx: Ctx) -> list[invoices.OpenRequest]:
+        return invoices.open_requests(ctx.svc.db, ctx.user.phone)
+
+    def prompt(self, ctx: Ctx, data: dict) -> str:
+        lines = "".join(
+            ctx.t("payreq.line", n=n, amount=r.amount_sats, phone=r.requester_phone)
+            for n, r in enumerate(self._open(ctx), start=1)
+        )
+        return ctx.t("payreq.list", lines=lines or ctx.t("history.empty"))
+
+    def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
+        # A choice made earlier in this session keeps meaning the request it meant then, even
+        # if the list has changed since (a request paid, expired or added).
+        remembered = ctx.choices.get(str(ctx.position))
+        open_requests = self._open(ctx)
+        if remembered is not None:
+            chosen = next((r for r in open_requests if r.id == remembered), None)
+            if chosen is None:
+                return End(ctx.t("payreq.gone"))
+        elif not is_digits(token) or not 1 <= int(token) <= len(open_requests):
+            return Retry(ctx.t("error.option"))
+        else:
+            chosen = open_requests[int(token) - 1]
+            ctx.choices[str(ctx.position)] = chosen.id
+        fee = ctx.svc.policy.fee_sats("internal", chosen.amount_sats)
+        return Push("payreq.confirm", {"request_id": chosen.id, "amount": chosen.amount_sats,
+                                       "phone": chosen.requester_phone, "ref": chosen.reference, "fee": fee,
+                                       "payment_hash": chosen.payment_hash})
+
+
+class PayRequestConfirm:
+    secret = False
+
+    def prompt(self, ctx: Ctx, data: dict) -> str:
+        return ctx.t("payreq.confirm", amount=data["amount"], phone=data["phone"], ref=data["ref"], fee=data["fee"])
+
+    def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
+        if token != "1":
+            return Retry(ctx.t("error.option"))
+        problem = check_spend(ctx, data["amount"], data["fee"])
+        if problem:
+            return Retry(problem)
+        return Push("pin", {**data, "action": "payreq"})
+

@@ -1,0 +1,117 @@
+"""Reading the books: a customer's recent movements, the ledger check (balances against their
+rows), what left through Lightning, totals, the CSV export and what is still pending."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy import case, func, select
+from sqlalchemy.orm import Session
+
+from models import (
+    CREDIT,
+    DEBIT,
+    PENDING,
+    SEND,
+    SETTLED,
+    Transaction,
+    User,
+    utcnow,
+)
+
+
+log = logging.getLogger(__name__)
+
+
+def recent(session: Session, user_id: int, limit: int = 5) -> list[Transaction]:
+    return list(session.scalars(
+        select(Transaction).where(Transaction.user_id == user_id)
+        .order_by(Transaction.created_at.desc(), Transaction.id.desc()).limit(limit)
+    ))
+
+
+@dataclass(frozen=True)
+class LedgerMismatch:
+    user_id: int
+    phone: str
+    balance_sats: int
+    ledger_sats: int
+
+
+def ledger_check(session: Session) -> list[LedgerMismatch]:
+    """Users whose balance differs from settled credits minus settled and pending debits."""
+    signed = case(
+        ((Transaction.direction == CREDIT) & (Transaction.status == SETTLED), Transaction.amount_sats),
+        (
+            (Transaction.direction == DEBIT) & Transaction.status.in_((PENDING, SETTLED)),
+            -(Transaction.amount_sats + Transaction.fee_sats),
+        ),
+        else_=0,
+    )
+    sums = (
+        select(Transaction.user_id, func.sum(signed).label("total"))
+        .group_by(Transaction.user_id)
+        .subquery()
+    )
+    rows = session.execute(
+        select(User.id, User.phone, User.balance_sats, func.coalesce(sums.c.total, 0))
+        .outerjoin(sums, sums.c.user_id == User.id)
+    ).all()
+    return [LedgerMismatch(uid, phone, bal, int(total)) for uid, phone, bal, total in rows if bal != int(total)]
+
+
+@dataclass(frozen=True)
+class PaidOut:
+    """What the ledger says left through Lightning under one payment hash."""
+
+    payment_hash: str
+    references: tuple[str, ...]  # more than one: the hash was settled twice
+    amount_sats: int
+    fee_sats: int
+
+
+def settled_lightning_out(session: Session) -> list[PaidOut]:
+    """Settled outgoing Lightning payments, grouped by payment hash."""
+    rows = session.execute(
+        select(Transaction.payment_hash, Transaction.reference, Transaction.amount_sats, Transaction.fee_sats)
+        .where(Transaction.status == SETTLED, Transaction.type == SEND, Transaction.direction == DEBIT,
+               Transaction.payment_hash.is_not(None))
+        .order_by(Transaction.payment_hash, Transaction.id)
+    ).all()
+    grouped: dict[str, list] = {}
+    for payment_hash, reference, amount, fee in rows:
+        grouped.setdefault(payment_hash, []).append((reference, amount, fee))
+    return [PaidOut(h, tuple(r for r, _a, _f in items), sum(a for _r, a, _f in items), sum(f for _r, _a, f in items))
+            for h, items in grouped.items()]
+
+
+def totals(session: Session) -> dict[str, int]:
+    """Liabilities and fee income, for operators."""
+    liabilities = session.scalar(select(func.coalesce(func.sum(User.balance_sats), 0)))
+    fees = session.scalar(
+        select(func.coalesce(func.sum(Transaction.fee_sats), 0)).where(Transaction.status == SETTLED)
+    )
+    return {"liabilities_sats": int(liabilities), "fees_earned_sats": int(fees)}
+
+
+def export_rows(session: Session, since: dt.datetime | None = None):
+    """Ledger rows with the owner's phone, oldest first, for CSV export."""
+    query = (
+        select(Transaction.id, Transaction.created_at, User.phone, Transaction.type, Transaction.direction,
+               Transaction.amount_sats, Transaction.fee_sats, Transaction.status, Transaction.reference,
+               Transaction.counterparty, Transaction.mpesa_code, Transaction.payment_hash, Transaction.description)
+        .join(User, User.id == Transaction.user_id)
+        .order_by(Transaction.id)
+    )
+    if since is not None:
+        query = query.where(Transaction.created_at >= since)
+    yield from session.execute(query)
+
+
+def pending_older_than(session: Session, minutes: int) -> list[Transaction]:
+    cutoff = utcnow() - dt.timedelta(minutes=minutes)
+    return list(session.scalars(
+        select(Transaction).where(Transaction.status == PENDING, Transaction.created_at <= cutoff)
+        .order_by(Transaction.id)))

@@ -1,0 +1,110 @@
+"""What a customer can do, one function each: typed arguments in, a typed result or a typed
+failure (helpers/wallet/errors.py) out. The USSD screens call these and turn the results into
+text; nothing here knows a screen.
+
+Money that leaves an account (send, Lightning payment, withdrawal, paying a request) needs a
+`PinProof` from users.check_pin: `require_pin` is the one place that rule is enforced.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from helpers.lightning.lnurl_pay import PayParams
+from helpers.mpesa.provider import PayoutResult
+from helpers.wallet import invoices, mpesa_flows, payments, transactions, users
+from helpers.wallet.errors import RequestClosed, TopupNotConfirmed
+from helpers.wallet.services import Services
+from helpers.wallet.transactions import Receipt
+from helpers.wallet.users import PinProof, UserView
+from models import PENDING
+
+
+class PinNotChecked(RuntimeError):
+    """A money use case was called without this user's PIN proof: a programming error."""
+
+
+def require_pin(proof: PinProof | None, user: UserView) -> None:
+    """The rule "the PIN is checked before any money moves out", in one place."""
+    if proof is None or not proof.valid_for(user.id):
+        raise PinNotChecked(f"user {user.id}: money moves out only after the PIN step")
+
+
+# ------------------------------------------------------------------ money out (PIN first)
+def send(svc: Services, user: UserView, proof: PinProof, phone: str, amount: int, key: str) -> Receipt:
+    """Sats to another phone (registered or not). Raises InsufficientBalance, PolicyDenied."""
+    require_pin(proof, user)
+    return transactions.transfer(svc.db, svc.policy, user, phone, amount, key, svc.service_code)
+
+
+def pay_lightning(svc: Services, user: UserView, proof: PinProof, params: PayParams, amount: int,
+                  key: str) -> payments.Payment:
+    """Sats to a Lightning address. Raises LnurlPayError, InvoiceAlreadyPaid, InsufficientBalance,
+    PolicyDenied (nothing reserved)."""
+    require_pin(proof, user)
+    return payments.pay_address(svc, user, params, amount, key)
+
+
+@dataclass(frozen=True)
+class Withdrawal:
+    receipt: Receipt
+    payout: PayoutResult | None  # None: a replay, the first request paid out
+
+
+def withdraw(svc: Services, user: UserView, proof: PinProof, kes: int, phone: str, key: str) -> Withdrawal:
+    """KES to an M-Pesa number: the sats are reserved, then paid out. Raises InsufficientBalance,
+    PolicyDenied (nothing reserved)."""
+    require_pin(proof, user)
+    receipt = transactions.reserve_withdrawal(svc.db, svc.policy, user, kes, phone, key)
+    if receipt.replay:
+        return Withdrawal(receipt, None)
+    payout = mpesa_flows.pay_out(svc.db, svc.mpesa, receipt.transaction_id, receipt.reference, phone, kes,
+                                 receipt.amount_sats, user.id)
+    return Withdrawal(receipt, payout)
+
+
+def pay_request(svc: Services, user: UserView, proof: PinProof, request_id: int, payment_hash: str,
+                key: str) -> Receipt:
+    """Pay a payment request addressed to this user. The node is asked first: if the invoice behind
+    it was paid by Lightning, it is credited now and the request is closed (RequestClosed), instead
+    of being paid a second time. Raises RequestClosed, InsufficientBalance, PolicyDenied."""
+    require_pin(proof, user)
+    if invoices.sync(svc.db, svc.lightning, payment_hash) != PENDING:
+        raise RequestClosed(request_id)
+    return transactions.pay_request(svc.db, svc.policy, user, request_id, key)
+
+
+# ------------------------------------------------------------------ money in
+@dataclass(frozen=True)
+class Issued:
+    reference: str
+    amount_sats: int
+    expiry_s: int
+    payer_phone: str | None
+
+
+def issue_invoice(svc: Services, user: UserView, amount: int, payer_phone: str | None, key: str) -> Issued:
+    """An invoice for `amount` sats: sent to the user by SMS (receive), or, with `payer_phone`, a
+    payment request sent to that payer in their language. Raises RateLimited, LightningUnavailable."""
+    payer_language = "en"
+    if payer_phone is not None:
+        with svc.db.read() as s:
+            payer = users.get(s, payer_phone)
+            payer_language = payer.language if payer else svc.config["DEFAULT_LANGUAGE"]
+    expiry = svc.config["INVOICE_EXPIRY_S"]
+    issued = invoices.issue(svc.db, svc.policy, svc.lightning, user, amount, f"SatsPesa {user.phone[-4:]}",
+                            expiry, key, payer_phone, payer_language, svc.service_code, svc.config["RATE_LIMITS"])
+    return Issued(issued.reference, amount, expiry, payer_phone)
+
+
+def top_up_with_code(svc: Services, user: UserView, kes: int, code: str, key: str) -> Receipt:
+    """Credit a top-up the customer paid in M-Pesa, by its confirmation code. Raises
+    TopupNotConfirmed (M-Pesa does not know it), CodeAlreadyUsed, PolicyDenied."""
+    if not svc.mpesa.confirm_topup(code, user.phone, kes):
+        raise TopupNotConfirmed(code)
+    return transactions.topup(svc.db, svc.policy, user, kes, code, key)
+
+
+def top_up_by_push(svc: Services, user: UserView, kes: int, sats: int, key: str) -> mpesa_flows.TopupStart:
+    """Ask M-Pesa to prompt the user's own phone; the sats are credited when M-Pesa confirms."""
+    return mpesa_flows.start_topup(svc.db, svc.mpesa, user, kes, sats, key)

@@ -1,0 +1,419 @@
+"""The HTTP side of test_ussd.py: a client that posts like Africa's Talking and checks every reply,
+a dialer that walks the menu screen by screen, the expected screens from the catalog and the
+policy, and the shared steps of the flows (balances, the PIN step, registering a user)."""
+
+from __future__ import annotations
+
+import random
+import re
+import secrets
+import string
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+try:
+    from helpers.infra.i18n import t
+    from helpers.wallet.rules import policy
+except ImportError as _exc:  # pragma: no cover - depends on where it is run from
+    print(f"cannot import the catalog and the policy ({_exc}); run this from the project folder "
+          "with its virtualenv, e.g. `.venv/bin/python test_ussd.py`", file=sys.stderr)
+    sys.exit(2)
+
+try:
+    from helpers.infra.i18n import gsm7_length
+except ImportError:  # an older catalog without it: the plain length check still runs
+    gsm7_length = None
+
+try:  # the fake Daraja's outcome table (MPESA_PROVIDER=daraja runs against tests/fake_daraja.py)
+    from tests.fake_daraja import kes_for
+except ImportError:
+    kes_for = None
+
+try:
+    import phonenumbers
+except ImportError:  # optional: the numbers are valid by construction most of the time
+    phonenumbers = None
+
+DEFAULT_URL = "http://localhost:5000"
+DEFAULT_SERVICE_CODE = "*384*123#"
+NETWORK_CODE = "63902"  # Safaricom
+MAX_SCREEN = 160
+TIMEOUT_S = 20
+LNBITS_CREDIT_WAIT_S = 30  # a real node's payment reaches us by webhook or the next poll
+SETTLE_WAIT_S = 20  # how long an M-Pesa callback may take to arrive (daraja)
+
+
+class Failure(AssertionError):
+    """A check failed; the message says what was sent, what came back and what was expected."""
+
+
+# ------------------------------------------------------------------ catalog helpers
+def num(text: str) -> int:
+    """A number as the catalog shows it ("1,234") back to an int."""
+    cleaned = text.replace(",", "").strip()
+    if not cleaned.isdigit():
+        raise Failure(f"expected a number, got {text!r}")
+    return int(cleaned)
+
+
+def screen_pattern(lang: str, key: str, **known: object) -> re.Pattern[str]:
+    """A regex for catalog message `key`: known values formatted by the catalog itself, every
+    other placeholder a named group (a repeated one must repeat the same value)."""
+    values: dict[str, object] = dict(known)
+    while True:
+        try:
+            text = t(lang, key, **values)
+            break
+        except KeyError as exc:
+            name = exc.args[0]
+            if name in values:
+                raise
+            values[name] = f"\x01{name}\x01"
+    parts = re.split("\x01(\\w+)\x01", text)
+    regex, seen = [], set()
+    for index, part in enumerate(parts):
+        if index % 2 == 0:
+            regex.append(re.escape(part))
+        elif part in seen:
+            regex.append(f"(?P={part})")
+        else:
+            seen.add(part)
+            regex.append(f"(?P<{part}>.*?)")
+    return re.compile("".join(regex), re.S)
+
+
+def lines(*parts: str) -> str:
+    """A screen made of a note and a prompt, as the menu joins them."""
+    return "\n".join(parts)
+
+
+ADDRESS_DOMAIN = [""]  # the server's Lightning address domain, from GET /status
+
+# ------------------------------------------------------------------ phones, PINs, codes
+def random_kenyan_mobile(taken: set[str]) -> str:
+    """A new valid Kenyan mobile number in E.164 (+2547XXXXXXXX)."""
+    for _ in range(1000):
+        phone = "+2547" + "".join(random.choice(string.digits) for _ in range(8))
+        if phone in taken:
+            continue
+        if phonenumbers is not None:
+            parsed = phonenumbers.parse(phone, "KE")
+            if not phonenumbers.is_valid_number(parsed) or phonenumbers.number_type(parsed) not in (
+                phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE
+            ):
+                continue
+        taken.add(phone)
+        return phone
+    raise RuntimeError("could not make a valid Kenyan mobile number")
+
+
+def local_form(e164: str) -> str:
+    """How a person types it on a keypad: 07XXXXXXXX."""
+    return "0" + e164[4:]
+
+
+def strong_pin(avoid: set[str] = frozenset()) -> str:
+    digits = policy().value("pin-length")
+    for _ in range(1000):
+        pin = "".join(random.choice(string.digits) for _ in range(digits))
+        if pin not in avoid and policy().pin(pin).allowed:
+            return pin
+    raise RuntimeError("no strong PIN found")
+
+
+def weak_pin(kind: str) -> str:
+    """A PIN the policy must refuse: all the same digit, or ascending digits."""
+    digits = policy().value("pin-length")
+    if kind == "same":
+        pin = random.choice(string.digits) * digits
+    else:
+        start = random.randint(0, 10 - digits)
+        pin = "".join(str(start + i) for i in range(digits))
+    decision = policy().pin(pin)
+    if decision.allowed or decision.reason != "weak-pin":
+        raise Failure(f"precondition: the policy should call PIN {pin} weak, it answered {decision}")
+    return pin
+
+
+def mpesa_code() -> str:
+    return "".join(random.choice(string.ascii_uppercase) for _ in range(10))
+
+
+# ------------------------------------------------------------------ HTTP and sessions
+@dataclass
+class Reply:
+    kind: str  # "CON" or "END"
+    screen: str
+    text: str  # the `text` field that was sent
+
+
+class Client:
+    def __init__(self, base_url: str) -> None:
+        self.base = base_url.rstrip("/")
+        self.http = requests.Session()
+        self.requests = 0
+        self.service_code = DEFAULT_SERVICE_CODE
+
+    def ussd(self, session_id: str, phone: str, text: str) -> Reply:
+        form = {"sessionId": session_id, "serviceCode": self.service_code, "phoneNumber": phone,
+                "networkCode": NETWORK_CODE, "text": text}
+        self.requests += 1
+        try:
+            response = self.http.post(self.base + "/ussd", data=form, timeout=TIMEOUT_S)
+        except requests.RequestException as exc:
+            raise Failure(f"POST /ussd text={text!r}: {type(exc).__name__}: {exc}") from exc
+        body = response.text
+        if response.status_code != 200:
+            raise Failure(f"POST /ussd text={text!r}: HTTP {response.status_code}, body {body[:200]!r}")
+        if not (body.startswith("CON ") or body.startswith("END ")):
+            raise Failure(f"POST /ussd text={text!r}: reply does not start with 'CON ' or 'END ': {body[:200]!r}")
+        screen = body[4:]
+        if len(screen) > MAX_SCREEN:
+            raise Failure(f"POST /ussd text={text!r}: screen is {len(screen)} characters (max {MAX_SCREEN}): "
+                          f"{screen!r}")
+        if gsm7_length is not None:
+            septets = gsm7_length(screen)
+            if septets is None or septets > MAX_SCREEN:
+                raise Failure(f"POST /ussd text={text!r}: screen is not GSM-7 within {MAX_SCREEN} septets "
+                              f"({septets}): {screen!r}")
+        return Reply(body[:3], screen, text)
+
+    def get(self, path: str) -> requests.Response:
+        self.requests += 1
+        try:
+            return self.http.get(self.base + path, timeout=TIMEOUT_S)
+        except requests.RequestException as exc:
+            raise Failure(f"GET {path}: {type(exc).__name__}: {exc}") from exc
+
+    def post(self, path: str, data: dict[str, str]) -> requests.Response:
+        self.requests += 1
+        try:
+            return self.http.post(self.base + path, data=data, timeout=TIMEOUT_S)
+        except requests.RequestException as exc:
+            raise Failure(f"POST {path}: {type(exc).__name__}: {exc}") from exc
+
+
+@dataclass
+class User:
+    name: str
+    phone: str
+    pin: str = ""
+    lang: str = "en"
+    balance: int = 0  # what the server must show
+    open_requests: int = 0  # payment requests addressed to this user, still open
+    history: list[tuple[str, int, str]] = field(default_factory=list)  # (sign, sats, kind), newest first
+
+
+class Dial:
+    """One USSD session of one phone: `open()` sends text "", each `send(token)` adds a token."""
+
+    def __init__(self, client: Client, user: User) -> None:
+        self.client = client
+        self.user = user
+        self.session_id = "ATUid_" + secrets.token_hex(16)
+        self.tokens: list[str] = []
+        self.opened = False
+        self.ended = False
+        self.last: Reply | None = None
+
+    @property
+    def text(self) -> str:
+        return "*".join(self.tokens)
+
+    def _post(self) -> Reply:
+        if self.ended:
+            raise Failure(f"script error: input after END in session {self.session_id}")
+        reply = self.client.ussd(self.session_id, self.user.phone, self.text)
+        self.ended = reply.kind == "END"
+        self.last = reply
+        return reply
+
+    def open(self) -> Reply:
+        self.opened = True
+        return self._post()
+
+    def send(self, token: str) -> Reply:
+        if not self.opened:
+            raise Failure("script error: send() before open()")
+        self.tokens.append(token)
+        return self._post()
+
+    def repost(self) -> Reply:
+        """Send the same request again, as Africa's Talking does when our answer is late."""
+        self.ended = False
+        return self._post()
+
+    # -------------------------------------------------------------- checks
+    def _where(self, reply: Reply) -> str:
+        return f"[{self.user.name} {self.user.phone} text={reply.text!r}]"
+
+    def expect(self, reply: Reply, kind: str, screen: str) -> Reply:
+        if reply.kind != kind or reply.screen != screen:
+            raise Failure(f"{self._where(reply)}\n    got:      {reply.kind} {reply.screen!r}\n"
+                          f"    expected: {kind} {screen!r}")
+        return reply
+
+    def expect_match(self, reply: Reply, want: str, key: str, /, **known: object) -> dict[str, str]:
+        """The screen must be catalog message `key` with the `known` values; returns the others."""
+        pattern = screen_pattern(self.user.lang, key, **known)
+        found = pattern.fullmatch(reply.screen)
+        if reply.kind != want or found is None:
+            raise Failure(f"{self._where(reply)}\n    got:      {reply.kind} {reply.screen!r}\n"
+                          f"    expected: {want} matching catalog {self.user.lang}:{key} {pattern.pattern!r}")
+        return found.groupdict()
+
+    # shortcuts for screens of this user's language
+    def tx(self, key: str, **values: object) -> str:
+        values.setdefault("address", f"{self.user.phone.lstrip('+')}@{ADDRESS_DOMAIN[0]}")
+        return t(self.user.lang, key, **values)
+
+    def main_screen(self) -> str:
+        requests_line = self.tx("main.requests", count=self.user.open_requests) if self.user.open_requests else ""
+        return self.tx("main", balance=self.user.balance, requests=requests_line)
+
+
+# ------------------------------------------------------------------ the run
+@dataclass
+class Outcome:
+    name: str
+    status: str  # PASS, FAIL, SKIP
+    detail: str = ""
+    notes: list[str] = field(default_factory=list)
+    requests: int = 0
+
+
+class RunBase:
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.p = policy()
+        self.taken: set[str] = set()
+        self.demo = False
+        self.lnbits_payer: tuple[str, str] | None = None  # (URL, admin key) of an outside LNbits wallet
+        self.users: dict[str, User] = {}
+        self.notes: list[str] = []
+        self.mpesa = "simulated"
+        # amounts, all derived from the policy
+        self.min_sats = self.p.value("payment-min-sats")
+        self.max_sats = self.p.value("payment-max-sats")
+        self.kes_min = self.p.value("kes-min")
+        self.kes_max = self.p.value("kes-max")
+        self.pin_digits = self.p.value("pin-length")
+        self.pin_attempts = self.p.value("pin-max-attempts")
+        self.topup_kes = min(self.kes_max, self.kes_min * 20 + 1)  # not a multiple of the rate: rounding shows
+        self.send_b = 5 * self.min_sats
+        self.send_c = self.min_sats
+        self.receive_sats = 2 * self.min_sats + 1
+        self.request_sats = self.min_sats + self.min_sats // 2
+        self.withdraw_kes = self.kes_min + 50
+
+    def user(self, name: str) -> User:
+        if name not in self.users:
+            self.users[name] = User(name, random_kenyan_mobile(self.taken))
+        return self.users[name]
+
+    def dial(self, user: User) -> Dial:
+        return Dial(self.client, user)
+
+    # -------------------------------------------------------------- shared steps
+    def check_balance(self, user: User) -> int:
+        """Dial, read 'Balance: N sats' from the main menu, compare with the expected balance and
+        the whole screen with the catalog; hang up with 0."""
+        d = self.dial(user)
+        reply = d.open()
+        found = d.expect_match(reply, "CON", "main")
+        shown = num(found["balance"])
+        if shown != user.balance:
+            raise Failure(f"[{user.name} {user.phone}] main menu shows balance {shown:,} sats, expected "
+                          f"{user.balance:,}: {reply.screen!r}")
+        d.expect(reply, "CON", d.main_screen())
+        d.expect(d.send("0"), "END", d.tx("exit"))
+        return shown
+
+    def read_balance(self, user: User) -> int:
+        d = self.dial(user)
+        shown = num(d.expect_match(d.open(), "CON", "main")["balance"])
+        d.send("0")
+        return shown
+
+    def wait_balance(self, user: User, what: str, wait_s: float = SETTLE_WAIT_S) -> None:
+        """A callback (M-Pesa, a Lightning node) moves money after the reply: wait until the main
+        menu shows the expected balance (never more), then check the whole screen."""
+        deadline = time.monotonic() + wait_s
+        shown = self.read_balance(user)
+        while shown != user.balance and time.monotonic() < deadline:
+            if shown > user.balance:
+                break
+            time.sleep(0.3)
+            shown = self.read_balance(user)
+        if shown != user.balance:
+            raise Failure(f"[{user.name} {user.phone}] after {what}: balance {shown:,} sats, expected "
+                          f"{user.balance:,} within {wait_s}s")
+        self.check_balance(user)
+
+    def wait_settled(self, user: User, what: str) -> None:
+        """Wait until the newest history line is no longer pending (no '*' after its date)."""
+        deadline = time.monotonic() + SETTLE_WAIT_S
+        while True:
+            d = self.dial(user)
+            d.open()
+            d.send("6")
+            found = d.expect_match(d.send("1"), "CON", "history")
+            newest = next((line for line in found["lines"].split("\n") if line), "")
+            if newest and not newest.endswith("*"):
+                return
+            if time.monotonic() > deadline:
+                raise Failure(f"[{user.name} {user.phone}] {what} still pending after {SETTLE_WAIT_S}s: {newest!r}")
+            time.sleep(0.3)
+
+    def pin_step(self, d: Dial, prompt: str, wrong_first: bool) -> None:
+        """At a PIN screen showing `prompt`: optionally a wrong PIN (re-prompt with attempts left)."""
+        if wrong_first:
+            wrong = strong_pin({d.user.pin})
+            d.expect(d.send(wrong), "CON", lines(d.tx("pin.wrong", left=self.pin_attempts - 1), prompt))
+
+    def register(self, user: User, weak_kind: str, then: Callable[[Dial], None] | None = None) -> None:
+        d = self.dial(user)
+        create = d.tx("pin.create", digits=self.pin_digits)
+        d.expect(d.open(), "CON", create)
+        weak = weak_pin(weak_kind)
+        d.expect(d.send(weak), "CON", lines(d.tx("deny.weak-pin"), create))
+        d.expect(d.send("12"), "CON", lines(d.tx("pin.format", digits=self.pin_digits), create))
+        user.pin = strong_pin()
+        d.expect(d.send(user.pin), "CON", d.tx("pin.repeat"))
+        d.expect(d.send(strong_pin({user.pin})), "CON", lines(d.tx("pin.mismatch"), create))
+        d.expect(d.send(user.pin), "CON", d.tx("pin.repeat"))
+        d.expect(d.send(user.pin), "CON", lines(d.tx("pin.set"), d.main_screen()))
+        if then is not None:
+            then(d)
+        else:
+            d.expect(d.send("0"), "END", d.tx("exit"))
+
+    # -------------------------------------------------------------- flows
+    def flow_status(self, out: Outcome) -> None:
+        response = self.client.get("/status")
+        try:
+            body = response.json()
+        except ValueError as exc:
+            raise Failure(f"GET /status: not JSON (HTTP {response.status_code}): {response.text[:200]!r}") from exc
+        if response.status_code != 200 or body.get("status") != "ok":
+            raise Failure(f"GET /status: HTTP {response.status_code}, status={body.get('status')!r}, expected 200 'ok'")
+        ADDRESS_DOMAIN[0] = body.get("lightning_address_domain", "")
+        self.mpesa = body.get("mpesa", "simulated")
+        if self.mpesa == "daraja" and kes_for is None:
+            raise Failure("the server runs MPESA_PROVIDER=daraja, but tests/fake_daraja.py cannot be imported")
+        out.notes.append(f"M-Pesa provider {self.mpesa}")
+        demo = self.client.get("/test")
+        self.demo = demo.status_code == 200
+        if self.demo:
+            info = demo.json()
+            self.taken.add(str(info.get("phone", "")))  # never pick a demo user's number
+            self.client.service_code = info.get("service_code") or DEFAULT_SERVICE_CODE
+            out.notes.append(f"demo mode on, service code {self.client.service_code}")
+        else:
+            out.notes.append(f"demo mode off (GET /test -> {demo.status_code}): invoice payment will be skipped")
