@@ -1,5 +1,6 @@
 # make run   - set up (once) and start the server on the embedded default, port 5000
 # make test  - set up (once) and run the test suite on SQLite (and MariaDB when it is installed)
+# make test-fast - the unit tests only, for the edit loop
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
@@ -7,7 +8,7 @@ STAMP := $(VENV)/.installed
 LNBITS_VENV ?= .lnbits-venv
 LNBITS_STAMP := $(LNBITS_VENV)/.installed
 
-.PHONY: run test test-sqlite test-mysql lint bench clean golden-update
+.PHONY: run test test-fast test-sqlite test-mysql lint bench clean golden-update
 
 $(STAMP): requirements.txt requirements-dev.txt
 	python3 -m venv $(VENV)
@@ -30,6 +31,10 @@ test: test-sqlite
 		echo "MariaDB not installed: skipped the MySQL run (apt-get install mariadb-server)"; \
 	fi
 
+# The edit loop: unit tests only (no real servers), on SQLite, in well under a minute.
+test-fast: $(STAMP)
+	$(PY) -m pytest tests/unit -m "not slow" -n 2
+
 test-sqlite: $(STAMP) $(LNBITS_STAMP)
 	$(PY) -m pytest
 
@@ -43,7 +48,7 @@ bench: $(STAMP)
 
 # Re-record the golden USSD transcripts (only when a screen is meant to change; read the diff).
 golden-update: $(STAMP)
-	GOLDEN_UPDATE=1 $(PY) -m pytest tests/test_golden_transcripts.py
+	GOLDEN_UPDATE=1 $(PY) -m pytest tests/unit/test_golden_transcripts.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

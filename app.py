@@ -62,7 +62,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     if app.config["TRUSTED_PROXY_COUNT"]:
         from werkzeug.middleware.proxy_fix import ProxyFix
 
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["TRUSTED_PROXY_COUNT"])
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["TRUSTED_PROXY_COUNT"])  # type: ignore[method-assign]
     app.teardown_appcontext(db.remove_session)
     if app.config["INVOICE_POLL_S"] > 0:  # also asks M-Pesa about pending pushes and payouts
         app.before_request(lambda: poller.ensure_started(svc))

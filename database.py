@@ -6,7 +6,7 @@ Kinds of unit of work:
   On SQLite it takes this database's writer turn (`WriterTurns`) and starts with BEGIN
   IMMEDIATE, so concurrent writers queue instead of failing half-way; on MySQL it runs at READ
   COMMITTED and relies on conditional UPDATEs and unique keys, safe under any isolation level;
-- the USSD hot path uses SQLAlchemy Core on one request-scoped connection: `db.fetch_one()`
+- the USSD hot path uses SQLAlchemy Core on one request-scoped connection: `db.fetch_all()`
   reads (each read sees the latest commit, as at READ COMMITTED), `with db.begin() as conn:` is
   a short write transaction with the same guarantees as `db.write()`. One connection for the
   whole request instead of one pool checkout per unit of work (and, under load, the same one for
@@ -89,7 +89,7 @@ def _make_engine(url: str, pool_size: int, recycle_s: int, timeout_s: float) -> 
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
             elif not options.get("sqlite_autocommit_reads", False):
                 conn.exec_driver_sql("BEGIN")
-            # else: the request connection's reads, one statement each (see Database.fetch_one)
+            # else: the request connection's reads, one statement each (see Database.fetch_all)
 
         return engine
     engine = create_engine(
@@ -168,17 +168,14 @@ class Database:
             local.conn, local.taken_at, local.idle_since = conn, time.monotonic(), None
         return conn
 
-    def fetch_one(self, statement, params: dict | None = None) -> Row | None:
-        """First row of a read on the request connection. Outside `begin()`, every read sees
-        what is committed when it runs (SQLite: no snapshot held; MySQL: READ COMMITTED)."""
-        return self.connection().execute(statement, params).first()
-
     def fetch_all(self, statement, params: dict | None = None) -> list[Row]:
+        """Rows of a read on the request connection. Outside `begin()`, every read sees what is
+        committed when it runs (SQLite: no snapshot held; MySQL: READ COMMITTED)."""
         return list(self.connection().execute(statement, params).all())
 
     def execute(self, prepared: Prepared, params: dict) -> Executed:
         """Run a Prepared statement on the request connection: inside `begin()` it is part of that
-        transaction; outside, a read that sees the latest commit, as `fetch_one`."""
+        transaction; outside, a read that sees the latest commit, as `fetch_all`."""
         return prepared.run(self.connection(), params)
 
     @contextmanager

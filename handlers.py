@@ -9,6 +9,7 @@ only behind the PIN step (helpers/ussd/pin_entry.py), through the wallet's use c
 from __future__ import annotations
 
 import logging
+from typing import cast
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -30,7 +31,7 @@ from helpers.ussd.send_screens import (
     SendConfirm,
     SendRecipient,
 )
-from helpers.ussd.walker import walk
+from helpers.ussd.walker import Screen, walk
 from helpers.wallet import transactions, users
 from helpers.wallet.services import Services
 from models import utcnow
@@ -39,7 +40,7 @@ __all__ = ["SCREENS", "UssdRequest", "handle_ussd"]
 
 log = logging.getLogger(__name__)
 
-SCREENS = {
+SCREENS: dict[str, Screen] = {
     "pin.create": NewPin("pin.create", "pin.repeat"),
     "pin.repeat": RepeatNewPin("pin.repeat", save_first_pin),
     "main": MainMenu(),
@@ -118,7 +119,7 @@ def handle_ussd(svc: Services, req: UssdRequest) -> tuple[str, str]:
             sessions.save(db, req.session_id, req.phone, req.service_code, exists=view.exists,
                           state=outcome.screen, trail=trail, text_hash=text_key, reply=outcome.reply,
                           onboarding_tokens=outcome.onboarding_tokens, choices=ctx.choices,
-                          openings=None if remember else svc.openings)
+                          openings=None if remember else cast(sessions.Openings, svc.openings))
         except SQLAlchemyError as exc:
             if not outcome.reply.startswith("END"):
                 raise  # the next step would need this row: "unavailable" now is the honest answer

@@ -13,7 +13,7 @@ starts with "CON " or "END ", and a screen of at most 160 characters. Balances a
 main menu ("Balance: N sats" / "Salio: N sats") and must equal what the flows moved, to the sat.
 
 M-Pesa: GET /status says which provider the server runs. With `simulated` the top-up flows type
-confirmation codes. With `daraja` (against the fake Daraja of tests/fake_daraja.py, which picks each
+confirmation codes. With `daraja` (against the fake Daraja of tests/fakes/fake_daraja.py, which picks each
 request's outcome from the last two digits of the KES amount) a top-up is an STK push: the script
 waits for the callback's credit, checks that a cancelled push credits nothing and that a callback
 sent three times credits once, and waits for each withdrawal's B2C result to settle it.

@@ -7,12 +7,14 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
 from app import create_app
+from database import Database
 from helpers.wallet import books, demo
 from helpers.web import demo as demo_routes
 from helpers.infra.i18n import gsm7_length
@@ -47,12 +49,29 @@ def app_overrides():
     return {}
 
 
+@pytest.fixture(scope="session")
+def seeded_sqlite(tmp_path_factory) -> Path:
+    """A SQLite file with the schema and the demo users, made once: each test starts from a copy
+    (a fresh schema and seed cost each test ~40 ms)."""
+    path = tmp_path_factory.mktemp("template") / "seeded.db"
+    db = Database(f"sqlite:///{path}")
+    db.create_schema()
+    demo.seed_demo(db)
+    db.dispose()  # the last connection's close checkpoints the log into the file
+    return path
+
+
 @pytest.fixture
-def app(tmp_path, monkeypatch, app_overrides):
+def app(tmp_path, monkeypatch, app_overrides, seeded_sqlite):
     for name in ("DATABASE_URL", "LIGHTNING_BACKEND", "LIGHTNING_API_TYPE", "MPESA_PROVIDER",
                  "AFRICASTALKING_USERNAME", "AFRICASTALKING_API_KEY", "APP_ENV", "DEMO_MODE"):
         monkeypatch.delenv(name, raising=False)
     url = os.environ.get("TEST_DATABASE_URL") or f"sqlite:///{tmp_path}/test.db"
+    copied = url.startswith("sqlite:///") and "DATABASE_URL" not in app_overrides
+    if copied:
+        for suffix in ("", "-wal"):
+            if Path(f"{seeded_sqlite}{suffix}").exists():
+                shutil.copyfile(f"{seeded_sqlite}{suffix}", f"{tmp_path}/test.db{suffix}")
     app = create_app({
         "TESTING": True,
         "DATABASE_URL": url,
@@ -60,15 +79,16 @@ def app(tmp_path, monkeypatch, app_overrides):
         "DEMO_MODE": False,
         "SMS_AUTO_FLUSH": False,
         "PIN_PEPPER": TEST_PEPPER,
-        "RATE_LIMITS": False,  # flows type faster than people; tests/test_security.py turns them on
+        "RATE_LIMITS": False,  # flows type faster than people; tests/unit/test_security.py turns them on
         "INVOICE_POLL_S": 0,  # tests poll explicitly
         "WRITE_BEHIND_S": 0,  # every row written at once; tests of the write-behind set their own
         **app_overrides,
     })
     db = app.extensions["wallet"].db
-    db.drop_schema()
-    db.create_schema()
-    demo.seed_demo(db)
+    if not copied:
+        db.drop_schema()
+        db.create_schema()
+        demo.seed_demo(db)
     app.config["DEMO_MODE"] = True  # after the schema exists: create_app would seed before it
     app.register_blueprint(demo_routes.bp)  # as create_app does in demo mode
     yield app
@@ -79,7 +99,8 @@ def app(tmp_path, monkeypatch, app_overrides):
         assert books.ledger_check(s) == [], "ledger check failed after the test"
         twice = [paid for paid in books.settled_lightning_out(s) if len(paid.references) > 1]
         assert twice == [], "one invoice was paid out more than once"
-    db.drop_schema()
+    if not copied:
+        db.drop_schema()
     db.dispose()
 
 
@@ -215,3 +236,17 @@ def servers(app, wallet, tmp_path):
     yield started
     for server in started:
         server.stop()
+
+
+# Unit tests that wait in real time (callbacks delivered after a delay, payment timeouts, a fuzzer
+# posting thousands of requests): slow, so `make test-fast` leaves them out; `make test` runs them.
+_SLOW_UNIT_MODULES = {"test_daraja", "test_security", "test_lightning_send", "test_lnd"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Everything under tests/integration/ starts real servers: marked slow, as are the unit
+    modules above."""
+    for item in items:
+        path = item.path
+        if path.parent.name == "integration" or path.stem in _SLOW_UNIT_MODULES:
+            item.add_marker(pytest.mark.slow)

@@ -14,7 +14,7 @@ Swahili onboarding flows run on a deployment whose default language is Swahili.
 Amounts that are limits come from the policy (`V("payment-min-sats", -1)`), resolved at replay
 time; the transcript shows the number actually typed.
 
-Run / re-record: see tests/test_golden_transcripts.py.
+Run / re-record: see tests/unit/test_golden_transcripts.py.
 """
 
 from __future__ import annotations

@@ -113,8 +113,8 @@ class Replay:
     def run(self) -> str:
         self.lines += [
             f"# golden transcript: {self.flow.name} ({self.flow.lang})",
-            "# recorded by tests/test_golden_transcripts.py; re-record with",
-            "#   GOLDEN_UPDATE=1 .venv/bin/python -m pytest tests/test_golden_transcripts.py",
+            "# recorded by tests/unit/test_golden_transcripts.py; re-record with",
+            "#   GOLDEN_UPDATE=1 .venv/bin/python -m pytest tests/unit/test_golden_transcripts.py",
         ]
         self.last_sms_id = self._max_sms_id()  # the demo seed's rows are not part of any flow
         for step in self.flow.steps:

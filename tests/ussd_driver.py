@@ -30,8 +30,8 @@ try:
 except ImportError:  # an older catalog without it: the plain length check still runs
     gsm7_length = None
 
-try:  # the fake Daraja's outcome table (MPESA_PROVIDER=daraja runs against tests/fake_daraja.py)
-    from tests.fake_daraja import kes_for
+try:  # the fake Daraja's outcome table (MPESA_PROVIDER=daraja runs against tests/fakes/fake_daraja.py)
+    from tests.fakes.fake_daraja import kes_for
 except ImportError:
     kes_for = None
 
@@ -406,7 +406,7 @@ class RunBase:
         ADDRESS_DOMAIN[0] = body.get("lightning_address_domain", "")
         self.mpesa = body.get("mpesa", "simulated")
         if self.mpesa == "daraja" and kes_for is None:
-            raise Failure("the server runs MPESA_PROVIDER=daraja, but tests/fake_daraja.py cannot be imported")
+            raise Failure("the server runs MPESA_PROVIDER=daraja, but tests/fakes/fake_daraja.py cannot be imported")
         out.notes.append(f"M-Pesa provider {self.mpesa}")
         demo = self.client.get("/test")
         self.demo = demo.status_code == 200

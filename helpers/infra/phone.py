@@ -67,7 +67,7 @@ def _calling_code(region: str) -> tuple[int, str, str | None]:
     its national prefix ("" when nothing, None when that is a pattern: such regions always take
     phonenumbers.parse)."""
     metadata = PhoneMetadata.metadata_for_region(region)
-    if metadata is None:
+    if metadata is None or metadata.country_code is None:
         return 0, "+", None
     prefix = metadata.national_prefix_for_parsing or ""
     return metadata.country_code, f"+{metadata.country_code}", prefix if prefix.isdigit() or not prefix else None

@@ -85,7 +85,7 @@ class LNbitsBackend(LightningBackend):
         status, data = self._call("GET", f"/api/v1/payments/{payment_hash}", self.invoice_key)
         if status != 200 or not isinstance(data, dict):
             return StatusResult(State.PENDING, error=f"LNbits answered {status}")
-        details = data.get("details") if isinstance(data.get("details"), dict) else {}
+        details: dict = data["details"] if isinstance(data.get("details"), dict) else {}
         fee_msat = abs(int(details.get("fee") or 0))
         if data.get("paid") is True:
             return StatusResult(State.SUCCEEDED, fee_sat=-(-fee_msat // 1000), preimage=data.get("preimage") or "")

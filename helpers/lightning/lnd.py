@@ -46,7 +46,7 @@ def _error_of(response: requests.Response) -> str:
         return ""
     if not isinstance(data, dict):
         return ""
-    error = data.get("error") if isinstance(data.get("error"), dict) else data
+    error = data["error"] if isinstance(data.get("error"), dict) else data
     return str(error.get("message") or "")
 
 

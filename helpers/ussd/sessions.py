@@ -9,6 +9,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
 from sqlalchemy import String, and_, bindparam, delete, func, insert, null, select, update
 from sqlalchemy.engine import Connection
@@ -73,7 +74,7 @@ def load_step(db: Database, session_id: str, phone: str, *, with_requests: bool
     count is a subquery that costs MySQL about 0.2 ms on every read: only the step that opens a
     session asks for it (it shows the main menu); another step showing the menu reads it then."""
     row = db.execute(_LOAD_STEP[with_requests], {"phone": phone, "session_id": session_id, "payer_phone": phone,
-                                                 "now": utcnow()}).first()
+                                                 "now": utcnow()}).one()  # always one row (outer joins)
     user = UserView(row[0], row[1], row[2], row[3], row[4], bool(row[5])) if row[0] is not None else None
     if row[6] is None:
         return SessionView(False), user, row[12]
@@ -84,7 +85,8 @@ def load_step(db: Database, session_id: str, phone: str, *, with_requests: bool
 
 _COLUMNS = ("state", "input_buffer", "last_text_hash", "last_reply", "active", "last_activity", "onboarding_tokens",
             "choices")
-_NEW_ROW = {name: bindparam(name) for name in (*_COLUMNS, "session_id", "phone", "service_code", "created_at")}
+_NEW_ROW: dict[str, Any] = {name: bindparam(name)
+                           for name in (*_COLUMNS, "session_id", "phone", "service_code", "created_at")}
 _INSERT = Prepared(insert(_SESSIONS).values(_NEW_ROW))
 _UPDATE = Prepared(update(_SESSIONS).where(_SESSIONS.c.session_id == bindparam("sid"))
                    .values({name: bindparam(name) for name in _COLUMNS}))
@@ -212,7 +214,7 @@ def active_count(session: Session, timeout_s: int) -> int:
     since = utcnow() - dt.timedelta(seconds=timeout_s)
     return session.scalar(
         select(func.count(UssdSession.id)).where(UssdSession.active.is_(True), UssdSession.last_activity >= since)
-    )
+    ) or 0
 
 
 def clean(db: Database, timeout_s: int, keep_days: int) -> tuple[int, int]:

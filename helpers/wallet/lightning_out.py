@@ -19,6 +19,7 @@ from helpers.wallet.errors import (
 from helpers.infra.i18n import t
 from helpers.infra.refs import new_reference
 from helpers.wallet.rules import Policy
+from helpers.wallet.users import UserView
 from models import (
     DEBIT,
     FAILED,
@@ -37,7 +38,7 @@ log = logging.getLogger(__name__)
 
 
 def reserve_lightning(
-    db: Database, policy: Policy, user: User, amount: int, max_fee: int, payee_bounds: tuple[int, int],
+    db: Database, policy: Policy, user: UserView, amount: int, max_fee: int, payee_bounds: tuple[int, int],
     payment_hash: str, payee: str, key: str,
 ) -> Receipt:
     """Debit amount + the most the route may cost as a pending Lightning payment, before the node

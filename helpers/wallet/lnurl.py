@@ -73,7 +73,8 @@ def invoice(svc: Services, name: str, amount_msat: str | None, source: str) -> d
     if not decision.allowed:
         raise LnurlError(f"amount refused: {decision.reason}")
     try:
-        issued = invoices.issue(svc.db, svc.policy, svc.lightning, user, msat // 1000, f"Lightning address {name}",
+        issued = invoices.issue(svc.db, svc.policy, svc.lightning, users.UserView.of(user), msat // 1000,
+                                f"Lightning address {name}",
                                 svc.config["LNURL_INVOICE_EXPIRY_S"], None, rate_limits=svc.config["RATE_LIMITS"],
                                 hashed_description=metadata(svc.config, name),
                                 limited_by=(("lnurl-invoices-per-source", source), ("lnurl-invoices-all", "all")))

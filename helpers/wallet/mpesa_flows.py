@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from database import Database
 from helpers.infra import sms
 from helpers.wallet import transactions
+from helpers.wallet.users import UserView
 from helpers.mpesa.daraja import originator_id
 from helpers.infra.i18n import t
 from helpers.mpesa.provider import MpesaProvider, PayoutResult
@@ -49,7 +50,7 @@ def find(db: Database, reference: str, kind: str) -> MpesaRequest | None:
 
 
 # ------------------------------------------------------------------ top-up by STK push
-def start_topup(db: Database, provider: MpesaProvider, user: User, kes: int, sats: int, key: str) -> TopupStart:
+def start_topup(db: Database, provider: MpesaProvider, user: UserView, kes: int, sats: int, key: str) -> TopupStart:
     """Push the M-Pesa prompt for `kes` to the user's own phone; `sats` is what the screen promised
     and what a confirmed payment credits. `key` (the USSD step) makes a replay push nothing."""
     reference = new_reference()

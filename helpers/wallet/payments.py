@@ -21,7 +21,8 @@ from helpers.lightning.lnurl_pay import PayParams
 from helpers.wallet.services import Services
 from helpers.wallet.transactions import Receipt
 from lightning import PaymentResult, State, decode_invoice
-from models import FAILED, SETTLED, User
+from helpers.wallet.users import UserView
+from models import FAILED, SETTLED
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ class Payment:
     replay: bool = False
 
 
-def pay_address(svc: Services, user: User, params: PayParams, amount: int, key: str) -> Payment:
+def pay_address(svc: Services, user: UserView, params: PayParams, amount: int, key: str) -> Payment:
     """Pay `amount` sats to the Lightning address behind `params`. Raises LnurlPayError (nothing
     reserved), InsufficientBalance, PolicyDenied or InvoiceAlreadyPaid (the payee answered with
     an invoice that is pending or paid here already: nothing reserved)."""

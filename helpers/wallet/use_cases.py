@@ -31,13 +31,13 @@ def require_pin(proof: PinProof | None, user: UserView) -> None:
 
 
 # ------------------------------------------------------------------ money out (PIN first)
-def send(svc: Services, user: UserView, proof: PinProof, phone: str, amount: int, key: str) -> Receipt:
+def send(svc: Services, user: UserView, proof: PinProof | None, phone: str, amount: int, key: str) -> Receipt:
     """Sats to another phone (registered or not). Raises InsufficientBalance, PolicyDenied."""
     require_pin(proof, user)
     return transactions.transfer(svc.db, svc.policy, user, phone, amount, key, svc.service_code)
 
 
-def pay_lightning(svc: Services, user: UserView, proof: PinProof, params: PayParams, amount: int,
+def pay_lightning(svc: Services, user: UserView, proof: PinProof | None, params: PayParams, amount: int,
                   key: str) -> payments.Payment:
     """Sats to a Lightning address. Raises LnurlPayError, InvoiceAlreadyPaid, InsufficientBalance,
     PolicyDenied (nothing reserved)."""
@@ -51,7 +51,7 @@ class Withdrawal:
     payout: PayoutResult | None  # None: a replay, the first request paid out
 
 
-def withdraw(svc: Services, user: UserView, proof: PinProof, kes: int, phone: str, key: str) -> Withdrawal:
+def withdraw(svc: Services, user: UserView, proof: PinProof | None, kes: int, phone: str, key: str) -> Withdrawal:
     """KES to an M-Pesa number: the sats are reserved, then paid out. Raises InsufficientBalance,
     PolicyDenied (nothing reserved)."""
     require_pin(proof, user)
@@ -63,7 +63,7 @@ def withdraw(svc: Services, user: UserView, proof: PinProof, kes: int, phone: st
     return Withdrawal(receipt, payout)
 
 
-def pay_request(svc: Services, user: UserView, proof: PinProof, request_id: int, payment_hash: str,
+def pay_request(svc: Services, user: UserView, proof: PinProof | None, request_id: int, payment_hash: str,
                 key: str) -> Receipt:
     """Pay a payment request addressed to this user. The node is asked first: if the invoice behind
     it was paid by Lightning, it is credited now and the request is closed (RequestClosed), instead

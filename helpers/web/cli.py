@@ -95,8 +95,8 @@ def credit(phone: str, sats: int, reason: str) -> None:
             raise click.ClickException(f"no customer with phone {phone!r}")
         balance = transactions.credit_adjustment(s, user.id, sats, f"support: {reason}",
                                                  key=f"support:{uuid.uuid4().hex}")
-    log.warning("operator credit of %s sats to %s: %s", sats, mask(e164), reason)
-    click.echo(f"credited {sats} sats to {mask(e164)}; balance {balance}")
+    log.warning("operator credit of %s sats to %s: %s", sats, mask(user.phone), reason)
+    click.echo(f"credited {sats} sats to {mask(user.phone)}; balance {balance}")
 
 @commands.command("resolve-payment")
 @click.argument("reference")

@@ -25,7 +25,7 @@ def demo_mode_only() -> tuple[Response, int] | None:
 def info() -> tuple[Response, int]:
     svc = services()
     phone = demo.DEMO_USERS[0][0]
-    user = users.get(svc.db.session, phone)
+    user = users.get(svc.db.session(), phone)
     return jsonify({
         "phone": phone,
         "balance_sats": user.balance_sats if user else None,

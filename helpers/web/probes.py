@@ -23,7 +23,7 @@ def prometheus() -> Response:
     if not callers.token_ok(svc.config["METRICS_TOKEN"], request.headers.get("Authorization", "")[7:]):
         return plain("Forbidden", 403)
     try:
-        text = metrics.render(svc.db.session, svc.lightning.name)
+        text = metrics.render(svc.db.session(), svc.lightning.name)
     except SQLAlchemyError:
         return plain("database unavailable", 503)
     return Response(text, mimetype="text/plain; version=0.0.4")
@@ -43,7 +43,7 @@ def status() -> tuple[Response, int]:
     }
     if db_ok:
         try:
-            s = svc.db.session
+            s = svc.db.session()  # the request's session
             body["active_sessions"] = sessions.active_count(s, svc.config["USSD_SESSION_TIMEOUT_S"])
             body["sms_queue"] = svc.sms.pending_count(s)
             body.update(books.totals(s))

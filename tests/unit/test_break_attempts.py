@@ -16,7 +16,7 @@ from lightning import MockBackend, PaymentResult, State, decode_invoice
 from models import (DEBIT, FAILED, PENDING, SEND, SETTLED, Invoice, OutgoingPayment, SmsOutbox, Transaction, User,
                     UssdSession)
 from tests.conftest import DEMO, PIN, balance, snapshot
-from tests.fake_lnurl import FakeLnurl, mock_issuer
+from tests.fakes.fake_lnurl import FakeLnurl, mock_issuer
 
 AMOUNT = 2000
 

@@ -38,7 +38,7 @@ def test_the_step_read_returns_what_sqlalchemy_returns(wallet):
     for statement in sessions._LOAD_STEP.values():
         for session_id, phone in (("prep-1", DEMO[0]), ("prep-none", DEMO[0]), ("prep-1", "+254799999999")):
             params = {"phone": phone, "session_id": session_id, "payer_phone": phone, "now": utcnow()}
-            through_sqlalchemy = tuple(db.fetch_one(statement.statement, params))
+            through_sqlalchemy = tuple(db.fetch_all(statement.statement, params)[0])
             assert db.execute(statement, params).first() == through_sqlalchemy
     view, user, requests = sessions.load_step(db, "prep-1", DEMO[0], with_requests=True)
     assert view.exists and view.phone == DEMO[0] and view.choices == {"2": 7} and view.onboarding_tokens == 1
@@ -125,7 +125,7 @@ def test_a_read_only_request_sends_no_rollback_on_mysql(wallet):
     before = rollbacks()
     for _ in range(3):
         db.execute(_BALANCE_OF, {"phone": DEMO[0]})
-        db.fetch_one(select(User.id).where(User.phone == DEMO[1]))
+        db.fetch_all(select(User.id).where(User.phone == DEMO[1]))
         db.remove_session()  # the request's end
     assert rollbacks() == before
     with pytest.raises(IntegrityError), db.begin():
@@ -148,7 +148,7 @@ def test_expanding_parameters_are_refused_and_converted_columns_come_back_conver
     read = Prepared(select(UssdSession.active, UssdSession.created_at, UssdSession.session_id)
                     .where(UssdSession.session_id == bindparam("sid")))
     prepared_row = db.execute(read, {"sid": "prep-4"}).first()
-    assert prepared_row == tuple(db.fetch_one(read.statement, {"sid": "prep-4"}))
+    assert prepared_row == tuple(db.fetch_all(read.statement, {"sid": "prep-4"})[0])
     assert prepared_row[0] is True and isinstance(prepared_row[1], dt.datetime)
     assert db.execute(read, {"sid": "missing"}).first() is None
 

@@ -15,7 +15,7 @@ import requests
 from helpers.infra.i18n import t
 from tests.conftest import DEMO, PIN
 from tests.servers import Caller
-from tests.test_concurrency import assert_books_balance, fees_settled, fund, local, total_balance
+from tests.integration.test_concurrency import assert_books_balance, fees_settled, fund, local, total_balance
 
 PIDFILE = os.environ.get("TEST_MARIADB_PIDFILE")
 COMMAND = os.environ.get("TEST_MARIADB_COMMAND")

@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler
 
 import requests
 
-from tests.fake_http import FakeServer
+from tests.fakes.fake_http import FakeServer
 
 
 class FaultProxy(FakeServer):

@@ -11,7 +11,8 @@ import sys
 
 import pytest
 
-from tests import fake_daraja, lnbits_server
+from tests.fakes import fake_daraja
+from tests import lnbits_server
 from tests.conftest import TEST_PEPPER
 from tests.servers import ROOT, Gunicorn
 

@@ -23,7 +23,7 @@ from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlparse
 
 from lightning import MockBackend
-from tests.fake_http import FakeServer
+from tests.fakes.fake_http import FakeServer
 
 
 def mock_issuer(network: str = "bcrt") -> Callable[[int, str], str]:

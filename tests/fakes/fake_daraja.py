@@ -31,7 +31,7 @@ amounts, such as test_ussd.py, can pick one), see OUTCOMES:
   anything else    success: one callback, right away
 
 Run it alone for a manual try (prints the settings for the app):
-    python -m tests.fake_daraja --callback-base http://127.0.0.1:5000
+    python -m tests.fakes.fake_daraja --callback-base http://127.0.0.1:5000
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import requests
 
-from tests.fake_http import FakeServer
+from tests.fakes.fake_http import FakeServer
 
 CONSUMER_KEY = "fake-consumer-key"
 CONSUMER_SECRET = "fake-consumer-secret"  # noqa: S105 - a test value

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TOP_LEVEL = ("app", "handlers", "lightning", "database", "models")
 # Highest first. A module may import modules of a lower layer, and modules of its own package.
 LAYERS = (
@@ -164,3 +164,11 @@ def test_app_py_only_builds_the_app():
     decorated = [node.name for node in ast.walk(tree) if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
                  and any(isinstance(d, ast.Call | ast.Attribute) for d in node.decorator_list)]
     assert decorated == []
+
+
+@pytest.mark.skipif(shutil.which("mypy", path=str(Path(sys.executable).parent)) is None,
+                    reason="mypy is not installed (requirements-dev.txt)")
+def test_mypy_passes():
+    result = subprocess.run([str(Path(sys.executable).parent / "mypy")], cwd=ROOT,  # noqa: S603
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-4000:]

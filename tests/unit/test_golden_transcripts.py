@@ -1,8 +1,8 @@
 """Golden transcripts: every screen of the scripted flows in tests/golden_flows.py, replayed
 through the Flask test client and compared with the recording in tests/golden/<flow>.<lang>.txt.
 
-    .venv/bin/python -m pytest tests/test_golden_transcripts.py                   # compare
-    GOLDEN_UPDATE=1 .venv/bin/python -m pytest tests/test_golden_transcripts.py   # re-record
+    .venv/bin/python -m pytest tests/unit/test_golden_transcripts.py                   # compare
+    GOLDEN_UPDATE=1 .venv/bin/python -m pytest tests/unit/test_golden_transcripts.py   # re-record
 
 A mismatch fails with a unified diff (recorded -> replayed). Re-record only when a screen was
 meant to change, and read the diff of tests/golden/ before committing it.
@@ -19,7 +19,7 @@ import pytest
 from tests.golden_flows import FLOWS, Flow
 from tests.golden_replay import Normaliser, replay
 
-GOLDEN_DIR = Path(__file__).parent / "golden"
+GOLDEN_DIR = Path(__file__).parents[1] / "golden"
 UPDATE = os.environ.get("GOLDEN_UPDATE", "").strip().lower() not in ("", "0", "false", "no")
 
 
@@ -62,7 +62,7 @@ def check_transcript(flow: Flow, actual: str) -> None:
             fromfile=f"recorded {path.name}", tofile="replayed now", n=4))
         pytest.fail(f"flow {flow.id}: the screens changed\n{diff}\n"
                     "If the change is intended: GOLDEN_UPDATE=1 .venv/bin/python -m pytest "
-                    "tests/test_golden_transcripts.py", pytrace=False)
+                    "tests/unit/test_golden_transcripts.py", pytrace=False)
 
 
 @pytest.mark.parametrize("flow", FLOWS, ids=[flow.id for flow in FLOWS])

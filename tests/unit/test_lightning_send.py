@@ -1,7 +1,7 @@
 """Send BTC to a Lightning address typed on the keypad: resolved by LNURL-pay, checked against
 the payee's bounds and the policy, amount + maximum fee reserved, paid with a fee limit, refunded
 only when the node confirms a failure, settled later by the reconciler. The payee's server is
-tests/fake_lnurl.py on loopback; the nodes are the mock, the fake LND and the fake BTCPay (both
+tests/fakes/fake_lnurl.py on loopback; the nodes are the mock, the fake LND and the fake BTCPay (both
 checking every request against the official specs)."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from helpers.infra.i18n import t
 from helpers.lightning.lnurl_pay import LnurlPayError, parse_address, resolve
 from lightning import MockBackend, decode_invoice
 from models import FAILED, PENDING, SETTLED, Transaction
-from tests import fake_btcpay, fake_lnd
+from tests.fakes import fake_btcpay, fake_lnd
 from tests.conftest import DEMO, PIN, balance, outbox, snapshot
-from tests.fake_lnurl import FakeLnurl
+from tests.fakes.fake_lnurl import FakeLnurl
 from tests.servers import free_port
 
 AMOUNT = 2500

@@ -1,4 +1,4 @@
-"""MPESA_PROVIDER=daraja against a fake Daraja (tests/fake_daraja.py) that checks every request
+"""MPESA_PROVIDER=daraja against a fake Daraja (tests/fakes/fake_daraja.py) that checks every request
 against the Daraja docs and calls our callback URLs like Safaricom: success, cancelled (1032),
 duplicated 3 times, delayed, never, undecided, queue timeout, refused, slow. The app serves the
 callbacks on a real loopback port; customers dial through the test client. For every path: sats
@@ -24,9 +24,9 @@ from helpers.mpesa.provider import MpesaConfigError, create_provider
 from helpers.wallet.rules import policy
 from lightning import State
 from models import MpesaRequest, Transaction
-from tests import fake_daraja
+from tests.fakes import fake_daraja
 from tests.conftest import DEMO, PIN, balance, outbox, snapshot
-from tests.fake_daraja import FakeDaraja, kes_for
+from tests.fakes.fake_daraja import FakeDaraja, kes_for
 from tests.servers import free_port
 
 P = policy()

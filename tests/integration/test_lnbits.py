@@ -137,7 +137,7 @@ def _lnbits_payee(server, receiver: dict):
     """A Lightning address server whose invoices come from another wallet on the same LNbits."""
     import requests
 
-    from tests.fake_lnurl import FakeLnurl
+    from tests.fakes.fake_lnurl import FakeLnurl
 
     def issue(sats: int, metadata: str) -> str:
         response = requests.post(server.url + "/api/v1/payments", headers={"X-Api-Key": receiver["inkey"]},
@@ -185,7 +185,7 @@ def test_a_user_pays_a_lightning_address_served_by_another_lnbits_wallet(paying,
 def test_lnbits_answers_lost_after_paying_leave_it_pending_until_the_node_is_asked_again(
         paying, app, alice, wallet, mode):
     from helpers.wallet import payments
-    from tests.fault_proxy import FaultProxy
+    from tests.fakes.fault_proxy import FaultProxy
 
     server, pool, receiver, payee = paying
     proxy = FaultProxy(server.url)

@@ -14,7 +14,7 @@ from helpers.wallet.use_cases import PinNotChecked
 from helpers.wallet.users import PinProof
 from tests.conftest import DEMO, PIN, snapshot
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # What moves money out of an account, by module: only the wallet's use cases may call these.
 MONEY_OUT = {"transfer", "reserve_withdrawal", "pay_request", "pay_address", "pay_out"}
 

@@ -10,7 +10,7 @@ import pytest
 from helpers.lightning import lnd as lnd_module
 from helpers.lightning.lnd import LndBackend
 from lightning import LightningConfigError, MockBackend, State, create_backend, decode_invoice
-from tests import fake_lnd
+from tests.fakes import fake_lnd
 
 pytestmark = pytest.mark.skipif(not fake_lnd.SPEC_DIR.exists(), reason="needs ../shared/specs/lnd")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from lightning import MockBackend, decode_invoice
-from tests.fake_http import FakeServer
+from tests.fakes.fake_http import FakeServer
 from tests.servers import ROOT
 
 SPEC_DIR = Path(ROOT).parent / "shared" / "specs" / "lnd"

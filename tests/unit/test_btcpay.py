@@ -10,7 +10,7 @@ import requests
 
 from helpers.lightning.btcpay import BTCPayBackend
 from lightning import LightningConfigError, MockBackend, State, create_backend, decode_invoice
-from tests import fake_btcpay
+from tests.fakes import fake_btcpay
 
 pytestmark = pytest.mark.skipif(not fake_btcpay.SPEC_DIR.exists(), reason="needs ../shared/specs/btcpay")
 

@@ -1,0 +1,1 @@
+"""Tests that start real parts: gunicorn, MariaDB faults, a real LNbits, Chromium; marked slow."""
