@@ -19,8 +19,9 @@ from werkzeug.exceptions import HTTPException
 
 from database import Database
 from helpers.infra import sms
-from helpers.infra.config import finalise, load_config
-from helpers.mpesa.provider import create_provider
+from helpers.infra.config import ConfigError, finalise, load_config
+from helpers.infra.settings import Settings
+from helpers.mpesa.provider import MpesaConfigError, create_provider
 from helpers.ussd import sessions
 from helpers.wallet import demo, limits, poller
 from helpers.wallet.rules import policy
@@ -28,7 +29,7 @@ from helpers.wallet.services import Services
 from helpers.web import callbacks, cli, lnurl, probes, simulator, ussd_endpoint
 from helpers.web import demo as demo_routes
 from helpers.web.common import plain, unavailable_reply
-from lightning import create_backend
+from lightning import LightningConfigError, create_backend
 
 log = logging.getLogger("wallet")
 
@@ -42,39 +43,40 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     if test_config:
         app.config.update(test_config)
     finalise(app.config)
+    settings = Settings.from_mapping(app.config)  # typed and frozen: what the code reads from here on
     if not app.testing:
-        _configure_logging(app.config["LOG_LEVEL"])
+        _configure_logging(settings.log_level)
 
-    db = Database(app.config["DATABASE_URL"], app.config["DB_POOL_SIZE"], app.config["DB_POOL_RECYCLE_S"],
-                  app.config["DB_TIMEOUT_S"])
-    if app.config["AUTO_CREATE_SCHEMA"]:
+    db = Database(settings.database_url, settings.db_pool_size, settings.db_pool_recycle_s,
+                  settings.db_timeout_s)
+    if settings.auto_create_schema:
         _migrate(db)
-    backend = create_backend(app.config)
-    svc = Services(db, policy(), backend, create_provider(app.config),
-                   sms.SmsDispatcher(db, sms.make_sender(app.config)), app.config)
-    svc.openings = sessions.Openings(db, app.config["WRITE_BEHIND_S"])
+    backend = create_backend(settings)
+    svc = Services(db, policy(), backend, create_provider(settings),
+                   sms.SmsDispatcher(db, sms.make_sender(settings)), settings)
+    svc.openings = sessions.Openings(db, settings.write_behind_s)
     app.extensions["wallet"] = svc
-    app.extensions["request_counter"] = limits.RequestCounter(db, app.config["WRITE_BEHIND_S"])
+    app.extensions["request_counter"] = limits.RequestCounter(db, settings.write_behind_s)
     svc.policy.warm_up()
-    if app.config["DEMO_MODE"]:
+    if settings.demo_mode:
         demo.seed_demo(db)
 
-    if app.config["TRUSTED_PROXY_COUNT"]:
+    if settings.trusted_proxy_count:
         from werkzeug.middleware.proxy_fix import ProxyFix
 
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["TRUSTED_PROXY_COUNT"])  # type: ignore[method-assign]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxy_count)  # type: ignore[method-assign]
     app.teardown_appcontext(db.remove_session)
-    if app.config["INVOICE_POLL_S"] > 0:  # also asks M-Pesa about pending pushes and payouts
+    if settings.invoice_poll_s > 0:  # also asks M-Pesa about pending pushes and payouts
         app.before_request(lambda: poller.ensure_started(svc))
-    _register_blueprints(app)
+    _register_blueprints(app, settings)
     cli.register(app)
     return app
 
 
-def _register_blueprints(app: Flask) -> None:
+def _register_blueprints(app: Flask, settings: Settings) -> None:
     for blueprint in (ussd_endpoint.bp, callbacks.bp, lnurl.bp, probes.bp, simulator.bp):
         app.register_blueprint(blueprint)
-    if app.config["DEMO_MODE"]:
+    if settings.demo_mode:
         app.register_blueprint(demo_routes.bp)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected)
@@ -109,4 +111,8 @@ def _migrate(db: Database) -> None:
 
 
 if __name__ == "__main__":
-    create_app().run(host=os.environ.get("HOST", "127.0.0.1"), port=int(os.environ.get("PORT", "5000")))
+    try:
+        application = create_app()
+    except (ConfigError, LightningConfigError, MpesaConfigError) as exc:  # one line naming the setting
+        raise SystemExit(f"configuration: {exc}") from None
+    application.run(host=os.environ.get("HOST", "127.0.0.1"), port=int(os.environ.get("PORT", "5000")))

@@ -141,7 +141,17 @@ _METRICS_DIR = os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtem
 
 
 def on_starting(server):
-    """A fresh start begins with empty counters."""
+    """Settings are checked once, before any worker starts: a bad one stops the start with one line
+    naming it. A fresh start begins with empty counters."""
+    from dotenv import load_dotenv
+
+    from helpers.infra.config import ConfigError, finalise, load_config
+
+    load_dotenv()
+    try:
+        finalise(load_config(os.path.join(os.path.dirname(os.path.abspath(__file__)), "instance")))
+    except ConfigError as exc:
+        raise SystemExit(f"configuration: {exc}") from None
     os.makedirs(_METRICS_DIR, exist_ok=True)
     for name in os.listdir(_METRICS_DIR):
         if name.endswith(".db"):

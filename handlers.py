@@ -82,19 +82,19 @@ def handle_ussd(svc: Services, req: UssdRequest) -> tuple[str, str]:
     view, user, open_requests = sessions.load_step(db, req.session_id, req.phone, with_requests=not req.text)
     if view.exists and view.phone != req.phone:
         log.warning("session %s reused by another phone", req.session_id[:16])
-        return "END " + t(svc.config["DEFAULT_LANGUAGE"], "error.expired"), "refused"
+        return "END " + t(svc.settings.default_language, "error.expired"), "refused"
     if view.exists and view.last_text_hash == text_key and view.last_reply:
         return view.last_reply, "replay"
-    if view.over(utcnow(), svc.config["USSD_SESSION_TIMEOUT_S"]):
+    if view.over(utcnow(), svc.settings.ussd_session_timeout_s):
         # Ended (an END went out) or past Africa's Talking's session life: nothing more is done
         # in it, whatever the path says; a new dial is a new session.
-        language = user.language if user is not None and user.language in CATALOGS else svc.config["DEFAULT_LANGUAGE"]
+        language = user.language if user is not None and user.language in CATALOGS else svc.settings.default_language
         if req.text and (moved := transactions.find_by_key(db, text_key)) is not None:
             # a retry of a money step whose first answer was never saved (still paying, or lost):
             # it says what happened, so nobody dials again to pay twice
             return "END " + t(language, "replay", ref=moved.reference), "replay"
         return "END " + t(language, "error.expired"), "ended"
-    user = user or users.register(db, req.phone, svc.config["DEFAULT_LANGUAGE"], svc.service_code)
+    user = user or users.register(db, req.phone, svc.settings.default_language, svc.service_code)
     ctx = Ctx(svc, req, user, text_key, dict(view.choices), open_requests=open_requests)
     tokens = req.text.split("*") if req.text else []
     if user.pin_hash is None:

@@ -22,6 +22,7 @@ from bolt11 import Bolt11, MilliSatoshi, TagChar, Tags
 from bolt11 import decode as bolt11_decode
 from bolt11 import encode as bolt11_encode
 from bolt11.exceptions import Bolt11Exception
+from helpers.infra.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -176,8 +177,8 @@ class MockBackend(LightningBackend):
         self._balance_sat = 10_000_000
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> MockBackend:
-        return cls(network=config.get("LIGHTNING_NETWORK", "bcrt"))
+    def from_config(cls, settings: Settings) -> MockBackend:
+        return cls(network=settings.lightning_network)
 
     def create_invoice(self, amount_sat: int, memo: str, expiry_s: int,
                        hashed_description: str | None = None) -> InvoiceResult:
@@ -299,13 +300,13 @@ BACKENDS: dict[str, str] = {
 _PLANNED: set[str] = set()
 
 
-def create_backend(config: dict[str, Any]) -> LightningBackend:
+def create_backend(settings: Settings) -> LightningBackend:
     """The backend named by LIGHTNING_BACKEND. Raises LightningConfigError naming the setting."""
-    name = config.get("LIGHTNING_BACKEND", "mock")
+    name = settings.lightning_backend
     where = BACKENDS.get(name)
     if where is None:
         if name in _PLANNED:
             raise LightningConfigError(f"LIGHTNING_BACKEND={name} is not built yet; use mock")
         raise LightningConfigError(f"LIGHTNING_BACKEND={name!r} is unknown; choose one of {sorted(BACKENDS)}")
     module, _, cls = where.partition(":")
-    return getattr(importlib.import_module(module), cls).from_config(config)
+    return getattr(importlib.import_module(module), cls).from_config(settings)

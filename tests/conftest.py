@@ -4,6 +4,7 @@ accumulated `text` and checks every reply against the USSD rules."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import itertools
 import os
@@ -49,6 +50,13 @@ def app_overrides():
     return {}
 
 
+def configure(target, **changes) -> None:
+    """Change settings of a running app (or its Services) for one test: the settings are frozen, so
+    the app gets a new object with these names (lower case: rate_limits=True) changed."""
+    svc = target.extensions["wallet"] if hasattr(target, "extensions") else target
+    svc.settings = dataclasses.replace(svc.settings, **changes)
+
+
 @pytest.fixture(scope="session")
 def seeded_sqlite(tmp_path_factory) -> Path:
     """A SQLite file with the schema and the demo users, made once: each test starts from a copy
@@ -89,7 +97,7 @@ def app(tmp_path, monkeypatch, app_overrides, seeded_sqlite):
         db.drop_schema()
         db.create_schema()
         demo.seed_demo(db)
-    app.config["DEMO_MODE"] = True  # after the schema exists: create_app would seed before it
+    configure(app, demo_mode=True)  # after the schema exists: create_app would seed before it
     app.register_blueprint(demo_routes.bp)  # as create_app does in demo mode
     yield app
     app.extensions["request_counter"].close()

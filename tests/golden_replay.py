@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import select
 
 from models import SmsOutbox
-from tests.conftest import Dialer
+from tests.conftest import Dialer, configure
 from tests.golden_flows import Flow, PayInvoice, Session, SetConfig, resolve_inputs
 
 # ------------------------------------------------------------------ normalising
@@ -125,7 +125,7 @@ class Replay:
                 self._pay_invoice(step)
             elif isinstance(step, SetConfig):
                 self.lines.append(f"--- setting: {step.key} = {step.value!r}")
-                self.wallet.config[step.key] = step.value
+                configure(self.wallet, **{step.key.lower(): step.value})
             else:
                 raise ScriptError(f"unknown step {step!r}")
         return "\n".join(self.lines) + "\n"

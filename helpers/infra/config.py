@@ -31,6 +31,22 @@ def _flag(value: str | None, default: bool) -> bool:
 MAX_BODY_BYTES = 64 * 1024
 
 
+def _number(env: dict[str, str], name: str, default: int | float) -> int | float:
+    """A whole number (or, for a float default, a decimal one) of at least 0. Raises ConfigError
+    naming the variable, what is wrong with the value and an example."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    kind = "a decimal number" if isinstance(default, float) else "a whole number"
+    try:
+        value = float(raw) if isinstance(default, float) else int(raw) if raw.isascii() else None
+    except ValueError:
+        value = None
+    if value is None or not 0 <= value < float("inf"):  # also NaN and infinity
+        raise ConfigError(f"{name}={raw!r} is not {kind} of 0 or more; for example {name}={default}")
+    return value
+
+
 def load_config(instance_path: str, env: dict[str, str] | None = None) -> dict[str, Any]:
     """Build the Flask config mapping from `env` (default: os.environ)."""
     env = dict(os.environ if env is None else env)
@@ -44,24 +60,24 @@ def load_config(instance_path: str, env: dict[str, str] | None = None) -> dict[s
         # Every body we take is small (a USSD step, a node's or Daraja's callback: a few KB); a
         # bigger one is refused with 413 before it is read.
         "MAX_CONTENT_LENGTH": MAX_BODY_BYTES,
-        "DB_POOL_SIZE": int(env.get("DB_POOL_SIZE", "5")),
-        "DB_POOL_RECYCLE_S": int(env.get("DB_POOL_RECYCLE_S", "280")),
-        "DB_TIMEOUT_S": int(env.get("DB_TIMEOUT_S", "10")),
+        "DB_POOL_SIZE": _number(env, "DB_POOL_SIZE", 5),
+        "DB_POOL_RECYCLE_S": _number(env, "DB_POOL_RECYCLE_S", 280),
+        "DB_TIMEOUT_S": _number(env, "DB_TIMEOUT_S", 10),
         "AUTO_CREATE_SCHEMA": _flag(env.get("AUTO_CREATE_SCHEMA"), embedded),
         "DEMO_MODE": _flag(env.get("DEMO_MODE"), embedded),
         "LIGHTNING_BACKEND": backend,
         "LIGHTNING_NETWORK": env.get("LIGHTNING_NETWORK", "bcrt"),
-        "INVOICE_EXPIRY_S": int(env.get("INVOICE_EXPIRY_S", "3600")),
+        "INVOICE_EXPIRY_S": _number(env, "INVOICE_EXPIRY_S", 3600),
         # Invoices strangers ask for through a Lightning address: their wallet pays at once.
-        "LNURL_INVOICE_EXPIRY_S": int(env.get("LNURL_INVOICE_EXPIRY_S", "600")),
+        "LNURL_INVOICE_EXPIRY_S": _number(env, "LNURL_INVOICE_EXPIRY_S", 600),
         # A USSD reply must leave within gunicorn's 12 s: a call to the node waits at most
         # LIGHTNING_TIMEOUT_S; a payment out LIGHTNING_PAY_TIMEOUT_S more, then it is left pending
         # (the node keeps trying for that long; the reconciler learns the outcome).
-        "LIGHTNING_TIMEOUT_S": int(env.get("LIGHTNING_TIMEOUT_S", "3")),
-        "LIGHTNING_PAY_TIMEOUT_S": int(env.get("LIGHTNING_PAY_TIMEOUT_S", "5")),
+        "LIGHTNING_TIMEOUT_S": _number(env, "LIGHTNING_TIMEOUT_S", 3),
+        "LIGHTNING_PAY_TIMEOUT_S": _number(env, "LIGHTNING_PAY_TIMEOUT_S", 5),
         # Paying Lightning addresses: the payee's server gets LNURL_TIMEOUT_S per call.
         # LNURL_ALLOW_INSECURE (tests, development) allows http and private hosts; never in production.
-        "LNURL_TIMEOUT_S": int(env.get("LNURL_TIMEOUT_S", "3")),
+        "LNURL_TIMEOUT_S": _number(env, "LNURL_TIMEOUT_S", 3),
         "LNURL_ALLOW_INSECURE": _flag(env.get("LNURL_ALLOW_INSECURE"), False),
         "LNBITS_URL": env.get("LNBITS_URL", ""),
         "LNBITS_ADMIN_KEY": env.get("LNBITS_ADMIN_KEY", ""),
@@ -78,7 +94,7 @@ def load_config(instance_path: str, env: dict[str, str] | None = None) -> dict[s
         "AFRICASTALKING_SENDER_ID": env.get("AFRICASTALKING_SENDER_ID", ""),
         "SMS_AUTO_FLUSH": _flag(env.get("SMS_AUTO_FLUSH"), True),
         "USSD_SERVICE_CODE": env.get("USSD_SERVICE_CODE", "*384*123#"),
-        "USSD_SESSION_TIMEOUT_S": int(env.get("USSD_SESSION_TIMEOUT_S", "180")),
+        "USSD_SESSION_TIMEOUT_S": _number(env, "USSD_SESSION_TIMEOUT_S", 180),
         "PUBLIC_URL": env.get("PUBLIC_URL", "http://localhost:5000"),
         "PIN_PEPPER": env.get("PIN_PEPPER", ""),
         "MPESA_PROVIDER": env.get("MPESA_PROVIDER", "simulated").lower(),
@@ -95,25 +111,25 @@ def load_config(instance_path: str, env: dict[str, str] | None = None) -> dict[s
         "MPESA_B2C_COMMAND_ID": env.get("MPESA_B2C_COMMAND_ID", "BusinessPayment"),
         "MPESA_CALLBACK_BASE_URL": env.get("MPESA_CALLBACK_BASE_URL", ""),
         "MPESA_CALLBACK_TOKEN": env.get("MPESA_CALLBACK_TOKEN", ""),
-        "MPESA_TIMEOUT_S": float(env.get("MPESA_TIMEOUT_S", "10")),
+        "MPESA_TIMEOUT_S": _number(env, "MPESA_TIMEOUT_S", 10.0),
         # Pending pushes and payouts older than this are queried (status queries), each at most
         # every MPESA_QUERY_EVERY_S, by the poller and by `flask reconcile`.
-        "MPESA_QUERY_AFTER_S": int(env.get("MPESA_QUERY_AFTER_S", "90")),
-        "MPESA_QUERY_EVERY_S": int(env.get("MPESA_QUERY_EVERY_S", "120")),
+        "MPESA_QUERY_AFTER_S": _number(env, "MPESA_QUERY_AFTER_S", 90),
+        "MPESA_QUERY_EVERY_S": _number(env, "MPESA_QUERY_EVERY_S", 120),
         "DEFAULT_REGION": env.get("DEFAULT_REGION", "KE"),
         "DEFAULT_LANGUAGE": env.get("DEFAULT_LANGUAGE", "en"),
         "LOG_LEVEL": env.get("LOG_LEVEL", "INFO"),
         # Who may call us (see SECURITY.md)
         "USSD_CALLBACK_TOKEN": env.get("USSD_CALLBACK_TOKEN", ""),
         "USSD_ALLOWED_NETWORKS": _networks(env.get("USSD_ALLOWED_NETWORKS", "")),
-        "TRUSTED_PROXY_COUNT": int(env.get("TRUSTED_PROXY_COUNT", "0")),
+        "TRUSTED_PROXY_COUNT": _number(env, "TRUSTED_PROXY_COUNT", 0),
         "METRICS_TOKEN": env.get("METRICS_TOKEN", ""),
         # Lightning addresses <phone digits>@<domain>; default: the host of PUBLIC_URL
         "LIGHTNING_ADDRESS_DOMAIN": env.get("LIGHTNING_ADDRESS_DOMAIN", ""),
         # Secret path segment of the node's webhook: <PUBLIC_URL>/lightning/webhook/<token>
         "LIGHTNING_WEBHOOK_TOKEN": env.get("LIGHTNING_WEBHOOK_TOKEN", ""),
         # Seconds between polls of the node for pending invoices (0: off; webhooks are hints)
-        "INVOICE_POLL_S": int(env.get("INVOICE_POLL_S", "15")),  # /metrics wants "Authorization: Bearer <token>"
+        "INVOICE_POLL_S": _number(env, "INVOICE_POLL_S", 15),  # /metrics wants "Authorization: Bearer <token>"
         # Abuse limits (atoms.metta). On by default, except on the embedded demo default, where
         # test_ussd.py and curl type far faster than a person; production refuses to run without.
         "RATE_LIMITS": _flag(env.get("RATE_LIMITS"), not embedded),
@@ -121,7 +137,7 @@ def load_config(instance_path: str, env: dict[str, str] | None = None) -> dict[s
         # worker's thread when it is idle): the per-request limits' counts (a limit may be passed
         # by what other workers accepted meanwhile) and the rows of sessions that only opened.
         # 0: all written at once (exact, slower). RATE_LIMIT_FLUSH_S is its former name.
-        "WRITE_BEHIND_S": float(env.get("WRITE_BEHIND_S", env.get("RATE_LIMIT_FLUSH_S", "1"))),
+        "WRITE_BEHIND_S": _number(env, "WRITE_BEHIND_S" if "WRITE_BEHIND_S" in env else "RATE_LIMIT_FLUSH_S", 1.0),
         # The browser phone at /simulator: on unless APP_ENV=production (then only if set to 1).
         "SIMULATOR_ENABLED": _flag(env.get("SIMULATOR_ENABLED"), env.get("APP_ENV", "development") != "production"),
     }

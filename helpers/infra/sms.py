@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from helpers.infra.fastpath import Prepared
 from helpers.infra.phone import mask
 from models import SmsOutbox, utcnow
+from helpers.infra.settings import Settings
 
 if TYPE_CHECKING:  # the dispatcher is handed the database; infra sits below database.py
     from database import Database
@@ -84,11 +85,11 @@ class AfricasTalkingSender(SmsSender):
             raise SmsError(f"not accepted: {detail}")
 
 
-def make_sender(config: dict[str, Any]) -> SmsSender:
-    username, api_key = config["AFRICASTALKING_USERNAME"], config["AFRICASTALKING_API_KEY"]
+def make_sender(settings: Settings) -> SmsSender:
+    username, api_key = settings.africastalking_username, settings.africastalking_api_key
     if username and api_key:
         return AfricasTalkingSender(
-            username, api_key, config["AFRICASTALKING_SENDER_ID"], config.get("AFRICASTALKING_SMS_URL", "")
+            username, api_key, settings.africastalking_sender_id, settings.africastalking_sms_url
         )
     return LogSender()
 

@@ -12,6 +12,7 @@ import requests
 
 from helpers.infra.http import request_json
 from helpers.infra.text import parse_digits
+from helpers.infra.settings import Settings
 from lightning import (
     BalanceResult,
     InvalidInvoice,
@@ -43,10 +44,10 @@ class BTCPayBackend(LightningBackend):
         self.http.headers["Authorization"] = f"token {api_key}"
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> BTCPayBackend:
-        return cls(config.get("BTCPAY_URL", ""), config.get("BTCPAY_API_KEY", ""), config.get("BTCPAY_STORE_ID", ""),
-                   timeout_s=config.get("LIGHTNING_TIMEOUT_S", 10),
-                   pay_timeout_s=config.get("LIGHTNING_PAY_TIMEOUT_S", 30))
+    def from_config(cls, settings: Settings) -> BTCPayBackend:
+        return cls(settings.btcpay_url, settings.btcpay_api_key, settings.btcpay_store_id,
+                   timeout_s=settings.lightning_timeout_s,
+                   pay_timeout_s=settings.lightning_pay_timeout_s)
 
     def _call(self, method: str, path: str, body: dict | None = None, timeout: float | None = None) -> tuple[int, Any]:
         return request_json(self.http, "BTCPay", method, self.base + path, body, timeout or self.timeout_s)

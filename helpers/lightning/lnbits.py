@@ -13,6 +13,7 @@ from typing import Any
 import requests
 
 from helpers.infra.http import request_json
+from helpers.infra.settings import Settings
 from lightning import (
     BalanceResult,
     InvoiceResult,
@@ -52,13 +53,13 @@ class LNbitsBackend(LightningBackend):
         self.http = session or requests.Session()
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> LNbitsBackend:
-        token = config.get("LIGHTNING_WEBHOOK_TOKEN", "")
-        webhook = f"{config['PUBLIC_URL'].rstrip('/')}/lightning/webhook/{token}" if token else ""
-        return cls(config.get("LNBITS_URL", ""), config.get("LNBITS_ADMIN_KEY", ""),
-                   config.get("LNBITS_INVOICE_KEY", ""), webhook,
-                   timeout_s=config.get("LIGHTNING_TIMEOUT_S", _TIMEOUT_S),
-                   pay_timeout_s=config.get("LIGHTNING_PAY_TIMEOUT_S", _TIMEOUT_S))
+    def from_config(cls, settings: Settings) -> LNbitsBackend:
+        token = settings.lightning_webhook_token
+        webhook = f"{settings.public_url.rstrip('/')}/lightning/webhook/{token}" if token else ""
+        return cls(settings.lnbits_url, settings.lnbits_admin_key,
+                   settings.lnbits_invoice_key, webhook,
+                   timeout_s=settings.lightning_timeout_s,
+                   pay_timeout_s=settings.lightning_pay_timeout_s)
 
     def _call(self, method: str, path: str, key: str, body: dict | None = None,
               timeout: float | None = None) -> tuple[int, Any]:

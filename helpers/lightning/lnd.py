@@ -17,6 +17,7 @@ from typing import Any
 import requests
 
 from helpers.infra.http import request_json
+from helpers.infra.settings import Settings
 from lightning import (
     BalanceResult,
     InvalidInvoice,
@@ -76,10 +77,10 @@ class LndBackend(LightningBackend):
         self.http.headers["Grpc-Metadata-macaroon"] = macaroon_hex
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> LndBackend:
-        return cls(config.get("LND_URL", ""), config.get("LND_MACAROON", ""), config.get("LND_TLS_CERT", ""),
-                   timeout_s=config.get("LIGHTNING_TIMEOUT_S", 10),
-                   pay_timeout_s=config.get("LIGHTNING_PAY_TIMEOUT_S", 60))
+    def from_config(cls, settings: Settings) -> LndBackend:
+        return cls(settings.lnd_url, settings.lnd_macaroon, settings.lnd_tls_cert,
+                   timeout_s=settings.lightning_timeout_s,
+                   pay_timeout_s=settings.lightning_pay_timeout_s)
 
     def _call(self, method: str, path: str, body: dict | None = None) -> tuple[int, Any]:
         return request_json(self.http, "LND", method, self.url + path, body, self.timeout_s, self.verify)

@@ -27,6 +27,7 @@ import requests
 
 from helpers.infra.text import is_digits
 from lightning import InvalidInvoice, decode_invoice
+from helpers.infra.settings import Settings
 
 # Letters, digits and -_. before the @ (LUD-16), a host name (a port only where insecure is allowed).
 _ADDRESS = re.compile(r"^([a-z0-9\-_.+]{1,64})@([a-z0-9\-.]{1,253}(?::[0-9]{1,5})?)$")
@@ -94,8 +95,8 @@ def _host_allowed(host: str, insecure: bool) -> bool:
     return bool(addresses) and all(a.is_global and not a.is_multicast for a in addresses)
 
 
-def _get_json(url: str, config: dict[str, Any], params: dict[str, str] | None = None) -> dict:
-    insecure = bool(config.get("LNURL_ALLOW_INSECURE"))
+def _get_json(url: str, settings: Settings, params: dict[str, str] | None = None) -> dict:
+    insecure = bool(settings.lnurl_allow_insecure)
     parsed = urlparse(url)
     if parsed.scheme != "https" and not (insecure and parsed.scheme == "http"):
         raise LnurlPayError("unreachable", "not https")
@@ -104,7 +105,7 @@ def _get_json(url: str, config: dict[str, Any], params: dict[str, str] | None = 
     if params:
         url = url + ("&" if parsed.query else "?") + urlencode(params)
     try:
-        with requests.get(url, timeout=float(config.get("LNURL_TIMEOUT_S", 4)), allow_redirects=False,
+        with requests.get(url, timeout=float(settings.lnurl_timeout_s), allow_redirects=False,
                           stream=True, headers={"Accept": "application/json"}) as response:
             body = response.raw.read(_MAX_BODY + 1, decode_content=True)
             status = response.status_code
@@ -125,14 +126,14 @@ def _get_json(url: str, config: dict[str, Any], params: dict[str, str] | None = 
     return data
 
 
-def well_known_url(name: str, domain: str, config: dict[str, Any]) -> str:
-    scheme = "http" if config.get("LNURL_ALLOW_INSECURE") and ":" in domain else "https"
+def well_known_url(name: str, domain: str, settings: Settings) -> str:
+    scheme = "http" if settings.lnurl_allow_insecure and ":" in domain else "https"
     return f"{scheme}://{domain}/.well-known/lnurlp/{name}"
 
 
-def resolve(name: str, domain: str, config: dict[str, Any]) -> PayParams:
+def resolve(name: str, domain: str, settings: Settings) -> PayParams:
     """The payee's pay request. Raises LnurlPayError."""
-    data = _get_json(well_known_url(name, domain, config), config)
+    data = _get_json(well_known_url(name, domain, settings), settings)
     if data.get("tag") != "payRequest":
         raise LnurlPayError("bad-answer", "not a payRequest")
     callback, metadata = data.get("callback"), data.get("metadata")
@@ -155,13 +156,13 @@ def resolve(name: str, domain: str, config: dict[str, Any]) -> PayParams:
                      hashlib.sha256(metadata.encode()).hexdigest())
 
 
-def fetch_invoice(params: PayParams, amount_sats: int, config: dict[str, Any]) -> str:
+def fetch_invoice(params: PayParams, amount_sats: int, settings: Settings) -> str:
     """An invoice from the payee's callback, checked. Raises LnurlPayError."""
-    data = _get_json(params.callback, config, {"amount": str(amount_sats * 1000)})
+    data = _get_json(params.callback, settings, {"amount": str(amount_sats * 1000)})
     bolt11 = data.get("pr")
     if not isinstance(bolt11, str) or not bolt11:
         raise LnurlPayError("bad-answer", "no invoice")
-    check_invoice(bolt11, amount_sats, config["LIGHTNING_NETWORK"], params.metadata_hash)
+    check_invoice(bolt11, amount_sats, settings.lightning_network, params.metadata_hash)
     return bolt11.strip()
 
 

@@ -31,6 +31,7 @@ from helpers.infra.http import request_json
 from helpers.infra.text import is_digits
 from helpers.mpesa.provider import MpesaConfigError, MpesaProvider, PayoutResult, PushResult, TopupQueryResult
 from lightning import State
+from helpers.infra.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -113,36 +114,36 @@ class DarajaMpesa(MpesaProvider):
         self._token_expires = 0.0
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> DarajaMpesa:
+    def from_config(cls, settings: Settings) -> DarajaMpesa:
         """Raises MpesaConfigError naming the first missing or wrong setting."""
-        settings = dict(config)
-        if not settings.get("MPESA_CALLBACK_BASE_URL"):
-            settings["MPESA_CALLBACK_BASE_URL"] = settings.get("PUBLIC_URL", "")
+        named = settings.by_variable()  # checked by the names the operator sets
+        if not named.get("MPESA_CALLBACK_BASE_URL"):
+            named["MPESA_CALLBACK_BASE_URL"] = named.get("PUBLIC_URL", "")
         for name in REQUIRED:
-            if not str(settings.get(name) or "").strip():
+            if not str(named.get(name) or "").strip():
                 raise MpesaConfigError(f"MPESA_PROVIDER=daraja needs {name}")
         for name in ("MPESA_SHORTCODE", "MPESA_B2C_SHORTCODE", "MPESA_TILL_NUMBER"):
-            value = str(settings.get(name) or "")
+            value = str(named.get(name) or "")
             if value and not is_digits(value):
                 raise MpesaConfigError(f"{name} must be digits, got {value!r}")
         for name in ("MPESA_BASE_URL", "MPESA_CALLBACK_BASE_URL"):
-            if not str(settings[name]).startswith(("https://", "http://")):
+            if not str(named[name]).startswith(("https://", "http://")):
                 raise MpesaConfigError(f"{name} must be an http(s) URL")
-        token = str(settings["MPESA_CALLBACK_TOKEN"])
+        token = str(named["MPESA_CALLBACK_TOKEN"])
         if len(token) < 16 or not token.replace("-", "").replace("_", "").isalnum():
             raise MpesaConfigError("MPESA_CALLBACK_TOKEN must be 16+ letters, digits, '-' or '_'")
-        command = settings.get("MPESA_B2C_COMMAND_ID") or "BusinessPayment"
+        command = named.get("MPESA_B2C_COMMAND_ID") or "BusinessPayment"
         if command not in B2C_COMMANDS:
             raise MpesaConfigError(f"MPESA_B2C_COMMAND_ID must be one of {', '.join(B2C_COMMANDS)}")
         return cls(
-            consumer_key=settings["MPESA_CONSUMER_KEY"], consumer_secret=settings["MPESA_CONSUMER_SECRET"],
-            shortcode=str(settings["MPESA_SHORTCODE"]), passkey=settings["MPESA_PASSKEY"],
-            initiator_name=settings["MPESA_INITIATOR_NAME"],
-            security_credential=settings["MPESA_SECURITY_CREDENTIAL"], base_url=settings["MPESA_BASE_URL"],
-            callback_base_url=settings["MPESA_CALLBACK_BASE_URL"], callback_token=token,
-            b2c_shortcode=str(settings.get("MPESA_B2C_SHORTCODE") or ""),
-            till_number=str(settings.get("MPESA_TILL_NUMBER") or ""), b2c_command=command,
-            timeout_s=float(settings.get("MPESA_TIMEOUT_S") or 10),
+            consumer_key=named["MPESA_CONSUMER_KEY"], consumer_secret=named["MPESA_CONSUMER_SECRET"],
+            shortcode=str(named["MPESA_SHORTCODE"]), passkey=named["MPESA_PASSKEY"],
+            initiator_name=named["MPESA_INITIATOR_NAME"],
+            security_credential=named["MPESA_SECURITY_CREDENTIAL"], base_url=named["MPESA_BASE_URL"],
+            callback_base_url=named["MPESA_CALLBACK_BASE_URL"], callback_token=token,
+            b2c_shortcode=str(named.get("MPESA_B2C_SHORTCODE") or ""),
+            till_number=str(named.get("MPESA_TILL_NUMBER") or ""), b2c_command=command,
+            timeout_s=float(named.get("MPESA_TIMEOUT_S") or 10),
         )
 
     # -------------------------------------------------------------- plumbing

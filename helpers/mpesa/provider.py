@@ -16,10 +16,10 @@ import importlib
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any
 
 from helpers.infra.refs import new_reference
 from lightning import State
+from helpers.infra.settings import Settings
 
 CODE_PATTERN = re.compile(r"^[A-Z0-9]{10}$")
 
@@ -101,7 +101,7 @@ class SimulatedMpesa(MpesaProvider):
     name = "simulated"
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> SimulatedMpesa:
+    def from_config(cls, settings: Settings) -> SimulatedMpesa:
         return cls()
 
     def confirm_topup(self, code: str, phone: str, kes: int) -> bool:
@@ -118,11 +118,11 @@ PROVIDERS: dict[str, str] = {
 }
 
 
-def create_provider(config: dict[str, Any]) -> MpesaProvider:
+def create_provider(settings: Settings) -> MpesaProvider:
     """The provider MPESA_PROVIDER names. Raises MpesaConfigError naming a missing setting."""
-    name = config.get("MPESA_PROVIDER", "simulated")
+    name = settings.mpesa_provider
     where = PROVIDERS.get(name)
     if where is None:
         raise MpesaConfigError(f"MPESA_PROVIDER={name!r} is unknown; choose one of {sorted(PROVIDERS)}")
     module, _, cls = where.partition(":")
-    return getattr(importlib.import_module(module), cls).from_config(config)
+    return getattr(importlib.import_module(module), cls).from_config(settings)

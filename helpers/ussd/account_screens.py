@@ -42,7 +42,7 @@ class Account:
     def prompt(self, ctx: Ctx, data: dict) -> str:
         balance = ctx.user.balance_sats
         return ctx.t("account", balance=balance, kes=ctx.svc.policy.sats_to_kes(balance),
-                     address=lnurl.address(ctx.svc.config, ctx.user.phone))
+                     address=lnurl.address(ctx.svc.settings, ctx.user.phone))
 
     def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
         target = {"1": "history", "2": "language", "3": "pinchange.old"}.get(token)

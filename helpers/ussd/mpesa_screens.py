@@ -125,7 +125,7 @@ class WithdrawPhone:
         return ctx.t("withdraw.phone", kes=data["kes"], phone=ctx.user.phone)
 
     def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
-        phone = ctx.user.phone if token == "1" else normalise(token, ctx.svc.config["DEFAULT_REGION"])
+        phone = ctx.user.phone if token == "1" else normalise(token, ctx.svc.settings.default_region)
         if phone is None:
             return Retry(ctx.t("error.phone"))
         if not ctx.svc.mpesa.accepts_phone(phone):

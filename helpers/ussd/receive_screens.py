@@ -12,7 +12,7 @@ class ReceiveAmount:
     secret = False
 
     def prompt(self, ctx: Ctx, data: dict) -> str:
-        return ctx.t("receive.amount", address=lnurl.address(ctx.svc.config, ctx.user.phone), **sats_range(ctx))
+        return ctx.t("receive.amount", address=lnurl.address(ctx.svc.settings, ctx.user.phone), **sats_range(ctx))
 
     def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
         amount = parse_amount(token)

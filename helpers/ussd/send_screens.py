@@ -28,7 +28,7 @@ class OtherPhone:
         return ctx.t(self.prompt_key)
 
     def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
-        phone = normalise(token, ctx.svc.config["DEFAULT_REGION"])
+        phone = normalise(token, ctx.svc.settings.default_region)
         if phone is None:
             return Retry(ctx.t("error.phone"))
         if phone == ctx.user.phone:
@@ -78,15 +78,15 @@ class SendRecipient(OtherPhone):
         if parsed is None:
             return Retry(ctx.t("error.address"))
         name, domain = parsed
-        if domain == lnurl.domain(ctx.svc.config).lower():
-            phone = normalise("+" + name, ctx.svc.config["DEFAULT_REGION"]) if is_digits(name) else None
+        if domain == lnurl.domain(ctx.svc.settings).lower():
+            phone = normalise("+" + name, ctx.svc.settings.default_region) if is_digits(name) else None
             return super().handle(ctx, data, phone) if phone else Retry(ctx.t("error.address"))
         slot = f"ln{ctx.position}"
         if slot not in ctx.choices:
             if not ctx.final:
                 return expired(ctx)  # resolved only when typed: a replay never calls out
             try:
-                ctx.choices[slot] = lnurl_pay.resolve(name, domain, ctx.svc.config).to_dict()
+                ctx.choices[slot] = lnurl_pay.resolve(name, domain, ctx.svc.settings).to_dict()
             except LnurlPayError as exc:
                 log.info("lightning address %s refused: %s", domain, exc)
                 return Retry(ctx.t(f"lnurl.{exc.reason}"))

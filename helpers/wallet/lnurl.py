@@ -17,19 +17,20 @@ from helpers.infra.phone import normalise
 from helpers.infra.text import is_digits
 from helpers.wallet.services import Services
 from models import User
+from helpers.infra.settings import Settings
 
 
 class LnurlError(Exception):
     """Answered as {"status": "ERROR", "reason": ...} (LUD-06)."""
 
 
-def domain(config: dict) -> str:
-    return config.get("LIGHTNING_ADDRESS_DOMAIN") or urlparse(config["PUBLIC_URL"]).netloc
+def domain(settings: Settings) -> str:
+    return settings.lightning_address_domain or urlparse(settings.public_url).netloc
 
 
-def address(config: dict, phone: str) -> str:
+def address(settings: Settings, phone: str) -> str:
     """A user's Lightning address: the phone's digits at our domain."""
-    return f"{phone.lstrip('+')}@{domain(config)}"
+    return f"{phone.lstrip('+')}@{domain(settings)}"
 
 
 def _user(db: Database, name: str, region: str) -> User:
@@ -43,19 +44,19 @@ def _user(db: Database, name: str, region: str) -> User:
     return user
 
 
-def metadata(config: dict, name: str) -> str:
+def metadata(settings: Settings, name: str) -> str:
     return json.dumps([["text/plain", f"Payment to {name} on SatsPesa"],
-                       ["text/identifier", f"{name}@{domain(config)}"]])
+                       ["text/identifier", f"{name}@{domain(settings)}"]])
 
 
 def pay_request(svc: Services, name: str) -> dict:
-    _user(svc.db, name, svc.config["DEFAULT_REGION"])
+    _user(svc.db, name, svc.settings.default_region)
     return {
         "tag": "payRequest",
-        "callback": f"{svc.config['PUBLIC_URL'].rstrip('/')}/lnurlp/{name}/callback",
+        "callback": f"{svc.settings.public_url.rstrip('/')}/lnurlp/{name}/callback",
         "minSendable": svc.policy.value("payment-min-sats") * 1000,
         "maxSendable": svc.policy.value("payment-max-sats") * 1000,
-        "metadata": metadata(svc.config, name),
+        "metadata": metadata(svc.settings, name),
     }
 
 
@@ -63,7 +64,7 @@ def invoice(svc: Services, name: str, amount_msat: str | None, source: str) -> d
     """An invoice for a payer of `name`'s Lightning address, asked from `source` (the caller's
     address). Counted per source and over all sources, never against the customer's own invoice
     limit; it expires after LNURL_INVOICE_EXPIRY_S, sends no SMS and costs nothing unpaid."""
-    user = _user(svc.db, name, svc.config["DEFAULT_REGION"])
+    user = _user(svc.db, name, svc.settings.default_region)
     if not amount_msat or not is_digits(amount_msat) or len(amount_msat) > 16:
         raise LnurlError("amount (msat) is required")
     msat = int(amount_msat)
@@ -75,8 +76,8 @@ def invoice(svc: Services, name: str, amount_msat: str | None, source: str) -> d
     try:
         issued = invoices.issue(svc.db, svc.policy, svc.lightning, users.UserView.of(user), msat // 1000,
                                 f"Lightning address {name}",
-                                svc.config["LNURL_INVOICE_EXPIRY_S"], None, rate_limits=svc.config["RATE_LIMITS"],
-                                hashed_description=metadata(svc.config, name),
+                                svc.settings.lnurl_invoice_expiry_s, None, rate_limits=svc.settings.rate_limits,
+                                hashed_description=metadata(svc.settings, name),
                                 limited_by=(("lnurl-invoices-per-source", source), ("lnurl-invoices-all", "all")))
     except RateLimited as exc:
         raise LnurlError("too many invoices asked for; try later") from exc

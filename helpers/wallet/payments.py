@@ -43,7 +43,7 @@ def pay_address(svc: Services, user: UserView, params: PayParams, amount: int, k
         state = {SETTLED: State.SUCCEEDED, FAILED: State.FAILED}.get(earlier.status, State.PENDING)
         return Payment(state, transactions.replay_of(svc.db, earlier), replay=True)
     max_fee = svc.policy.fee_sats("lightning", amount)
-    bolt11 = lnurl_pay.fetch_invoice(params, amount, svc.config)
+    bolt11 = lnurl_pay.fetch_invoice(params, amount, svc.settings)
     payment_hash = decode_invoice(bolt11).payment_hash
     reserved = lightning_out.reserve_lightning(
         svc.db, svc.policy, user, amount, max_fee, (params.min_sats, params.max_sats), payment_hash,

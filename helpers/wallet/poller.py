@@ -35,7 +35,7 @@ def ensure_started(svc: Services) -> None:
 
 
 def _run(svc: Services) -> None:
-    interval = svc.config["INVOICE_POLL_S"]
+    interval = svc.settings.invoice_poll_s
     while True:
         time.sleep(interval * _jitter.uniform(0.8, 1.2))
         try:
@@ -49,11 +49,11 @@ def _run(svc: Services) -> None:
             log.exception("invoice poll failed")
         if svc.mpesa.payouts_async or svc.mpesa.topup_by_push:
             try:
-                counts = mpesa_flows.reconcile(svc.db, svc.mpesa, svc.config["MPESA_QUERY_AFTER_S"],
-                                               svc.config["MPESA_QUERY_EVERY_S"])
+                counts = mpesa_flows.reconcile(svc.db, svc.mpesa, svc.settings.mpesa_query_after_s,
+                                               svc.settings.mpesa_query_every_s)
                 if counts:
                     log.info("mpesa reconcile: %s", counts)
             except Exception:  # noqa: BLE001 - the same, for a Daraja outage
                 log.exception("mpesa reconcile failed")
-        if svc.config["SMS_AUTO_FLUSH"]:
+        if svc.settings.sms_auto_flush:
             svc.sms.kick()  # receipts of what was just credited

@@ -1,9 +1,8 @@
-"""What a request needs, built once per app: database, policy, Lightning, M-Pesa, SMS, config."""
+"""What a request needs, built once per app: database, policy, Lightning, M-Pesa, SMS, settings."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from database import Database
 from helpers.mpesa.provider import MpesaProvider
@@ -11,6 +10,7 @@ from helpers.wallet.rules import Policy
 from helpers.infra.sms import SmsDispatcher
 from helpers.infra.writebehind import WriteBehind
 from lightning import LightningBackend
+from helpers.infra.settings import Settings
 
 
 @dataclass
@@ -20,13 +20,13 @@ class Services:
     lightning: LightningBackend
     mpesa: MpesaProvider
     sms: SmsDispatcher
-    config: dict[str, Any]
+    settings: Settings
     openings: WriteBehind | None = None  # session rows written behind (None: written at once)
 
     @property
     def pepper(self) -> str:
-        return self.config["PIN_PEPPER"]
+        return self.settings.pin_pepper
 
     @property
     def service_code(self) -> str:
-        return self.config["USSD_SERVICE_CODE"]
+        return self.settings.ussd_service_code

@@ -90,10 +90,10 @@ def issue_invoice(svc: Services, user: UserView, amount: int, payer_phone: str |
     if payer_phone is not None:
         with svc.db.read() as s:
             payer = users.get(s, payer_phone)
-            payer_language = payer.language if payer else svc.config["DEFAULT_LANGUAGE"]
-    expiry = svc.config["INVOICE_EXPIRY_S"]
+            payer_language = payer.language if payer else svc.settings.default_language
+    expiry = svc.settings.invoice_expiry_s
     issued = invoices.issue(svc.db, svc.policy, svc.lightning, user, amount, f"SatsPesa {user.phone[-4:]}",
-                            expiry, key, payer_phone, payer_language, svc.service_code, svc.config["RATE_LIMITS"])
+                            expiry, key, payer_phone, payer_language, svc.service_code, svc.settings.rate_limits)
     return Issued(issued.reference, amount, expiry, payer_phone)
 
 

@@ -24,11 +24,11 @@ _CALLBACK_SEGMENT = re.compile(r"[A-Za-z0-9]{1,16}")  # kinds, events and our re
 def lightning_webhook(token: str) -> tuple[Response, int]:
     """The node says an invoice changed. A hint only: the node is asked before any credit."""
     svc = services()
-    expected = svc.config["LIGHTNING_WEBHOOK_TOKEN"]
+    expected = svc.settings.lightning_webhook_token
     if not expected or not callers.token_ok(expected, token):
         log.warning("lightning webhook refused: bad token from %s", request.remote_addr)
         return jsonify({"error": "forbidden"}), 403
-    secret = svc.config["BTCPAY_WEBHOOK_SECRET"]
+    secret = svc.settings.btcpay_webhook_secret
     if (svc.lightning.name == "btcpay" or secret) and not webhooks.btcpay_signature_ok(
             secret, request.get_data(), request.headers.get("BTCPay-Sig", "")):
         log.warning("lightning webhook refused: bad BTCPay-Sig from %s%s", request.remote_addr,
@@ -54,7 +54,7 @@ def mpesa_callback(token: str, kind: str, reference: str, event: str = "") -> tu
     results. No signature: the secret token in the URL (compared in constant time), then the
     request the reference names, whose ids, amount and phone the body must match."""
     svc = services()
-    expected = svc.config["MPESA_CALLBACK_TOKEN"]
+    expected = svc.settings.mpesa_callback_token
     if not svc.mpesa.payouts_async or not expected or not callers.token_ok(expected, token):
         log.warning("mpesa callback refused: bad token from %s", request.remote_addr)
         return jsonify({"ResultCode": 1, "ResultDesc": "forbidden"}), 403

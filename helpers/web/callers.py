@@ -8,6 +8,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import logging
+from collections.abc import Sequence
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +20,7 @@ def token_ok(expected: str, *offered: str | None) -> bool:
     return any(value is not None and hmac.compare_digest(value.encode(), expected.encode()) for value in offered)
 
 
-def address_ok(networks: list, remote_addr: str | None) -> bool:
+def address_ok(networks: Sequence, remote_addr: str | None) -> bool:
     """True when no allowlist is configured, or the address is inside one of its networks."""
     if not networks:
         return True

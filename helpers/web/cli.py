@@ -75,7 +75,7 @@ def poll_invoices() -> None:
 def create_user(phone: str, language: str) -> None:
     """Register a customer (they create their PIN on their first dial)."""
     svc = services()
-    e164 = normalise(phone, svc.config["DEFAULT_REGION"])
+    e164 = normalise(phone, svc.settings.default_region)
     if e164 is None:
         raise click.ClickException(f"{phone!r} is not a valid mobile number")
     user = users.register(svc.db, e164, language, svc.service_code)
@@ -88,7 +88,7 @@ def create_user(phone: str, language: str) -> None:
 def credit(phone: str, sats: int, reason: str) -> None:
     """Credit a customer for a support case: an 'adjust' ledger row carrying the reason."""
     svc = services()
-    e164 = normalise(phone, svc.config["DEFAULT_REGION"])
+    e164 = normalise(phone, svc.settings.default_region)
     with svc.db.write() as s:
         user = users.get(s, e164) if e164 else None
         if user is None:
@@ -141,8 +141,8 @@ def reconcile(older_than_minutes: int, mpesa_after_seconds: int | None) -> None:
     click.echo(f"invoices: {invoices.poll_pending(svc.db, svc.lightning)}")
     click.echo(f"lightning payments out: {payments.reconcile(svc)}")
     if svc.mpesa.payouts_async or svc.mpesa.topup_by_push:
-        after = svc.config["MPESA_QUERY_AFTER_S"] if mpesa_after_seconds is None else mpesa_after_seconds
-        every = 0 if mpesa_after_seconds is not None else svc.config["MPESA_QUERY_EVERY_S"]
+        after = svc.settings.mpesa_query_after_s if mpesa_after_seconds is None else mpesa_after_seconds
+        every = 0 if mpesa_after_seconds is not None else svc.settings.mpesa_query_every_s
         click.echo(f"mpesa: {mpesa_flows.reconcile(svc.db, svc.mpesa, after, every)}")
         for req in mpesa_flows.pending(svc.db):
             click.echo(f"PENDING mpesa {req.kind} ref={req.reference} {req.amount_kes} KES {mask(req.phone)} "
@@ -159,7 +159,7 @@ def reconcile(older_than_minutes: int, mpesa_after_seconds: int | None) -> None:
 @click.option("--reason", required=True, help="ticket number and how the identity was verified")
 def reset_pin(phone: str, reason: str) -> None:
     """Clear a customer's PIN after verifying their identity out of band (see SECURITY.md)."""
-    e164 = normalise(phone, services().config["DEFAULT_REGION"])
+    e164 = normalise(phone, services().settings.default_region)
     if e164 is None or not users.reset_pin(services().db, e164):
         raise click.ClickException(f"no customer with phone {phone!r}")
     log.warning("PIN reset for %s by operator: %s", mask(e164), reason)
@@ -170,6 +170,6 @@ def reset_pin(phone: str, reason: str) -> None:
 def clean_sessions(keep_days: int) -> None:
     """Close expired USSD sessions and delete old ones."""
     svc = services()
-    closed, deleted = sessions.clean(svc.db, svc.config["USSD_SESSION_TIMEOUT_S"], keep_days)
+    closed, deleted = sessions.clean(svc.db, svc.settings.ussd_session_timeout_s, keep_days)
     counters = limits.clean(svc.db)
     click.echo(f"sessions closed={closed} deleted={deleted}; rate counters deleted={counters}")

@@ -23,5 +23,5 @@ def unavailable_reply() -> str:
 
 def send_queued_sms(svc: Services) -> None:
     """SMS queued by this request go out now (in the dispatcher's thread), unless turned off."""
-    if sms.take_queued() and svc.config["SMS_AUTO_FLUSH"]:
+    if sms.take_queued() and svc.settings.sms_auto_flush:
         svc.sms.kick()

@@ -16,7 +16,7 @@ bp = Blueprint("demo", __name__)
 @bp.before_request
 def demo_mode_only() -> tuple[Response, int] | None:
     """Off again after start (a test or an operator turned it off): these answer nothing."""
-    if not services().config["DEMO_MODE"]:
+    if not services().settings.demo_mode:
         return jsonify({"error": "demo mode is off"}), 404
     return None
 

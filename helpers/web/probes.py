@@ -20,7 +20,7 @@ bp = Blueprint("probes", __name__)
 @bp.get("/metrics")
 def prometheus() -> Response:
     svc = services()
-    if not callers.token_ok(svc.config["METRICS_TOKEN"], request.headers.get("Authorization", "")[7:]):
+    if not callers.token_ok(svc.settings.metrics_token, request.headers.get("Authorization", "")[7:]):
         return plain("Forbidden", 403)
     try:
         text = metrics.render(svc.db.session(), svc.lightning.name)
@@ -37,14 +37,14 @@ def status() -> tuple[Response, int]:
         "status": "ok" if db_ok else "degraded",
         "database": {"ok": db_ok, "dialect": svc.db.engine.dialect.name},
         "lightning": svc.lightning.health(),
-        "lightning_address_domain": lnurl.domain(svc.config),
+        "lightning_address_domain": lnurl.domain(svc.settings),
         "mpesa": svc.mpesa.name,
         "sms_sender": svc.sms.sender.name,
     }
     if db_ok:
         try:
             s = svc.db.session()  # the request's session
-            body["active_sessions"] = sessions.active_count(s, svc.config["USSD_SESSION_TIMEOUT_S"])
+            body["active_sessions"] = sessions.active_count(s, svc.settings.ussd_session_timeout_s)
             body["sms_queue"] = svc.sms.pending_count(s)
             body.update(books.totals(s))
         except SQLAlchemyError:

@@ -13,12 +13,12 @@ bp = Blueprint("simulator", __name__)
 @bp.get("/simulator")
 def simulator() -> Response | tuple[Response, int]:
     svc = services()
-    if not svc.config["SIMULATOR_ENABLED"]:
+    if not svc.settings.simulator_enabled:
         return jsonify({"error": "the simulator is off (SIMULATOR_ENABLED)"}), 404
-    token = svc.config["USSD_CALLBACK_TOKEN"]
+    token = svc.settings.ussd_callback_token
     ussd_url = url_for("ussd.ussd", token=token) if token else url_for("ussd.ussd")
     return Response(render_template(
         "simulator.html", ussd_url=ussd_url, ussd_path_shown="/ussd" + ("/<token>" if token else ""),
         service_code=svc.service_code,
-        demo_phones=[phone for phone, _ in demo.DEMO_USERS] if svc.config["DEMO_MODE"] else [],
+        demo_phones=[phone for phone, _ in demo.DEMO_USERS] if svc.settings.demo_mode else [],
     ), mimetype="text/html")

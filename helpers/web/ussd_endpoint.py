@@ -61,10 +61,10 @@ def ussd(token: str | None = None) -> Response:
 
 
 def answer(svc: Services, token: str | None) -> Step:
-    if not callers.token_ok(svc.config["USSD_CALLBACK_TOKEN"], token, request.headers.get("X-Callback-Token")):
+    if not callers.token_ok(svc.settings.ussd_callback_token, token, request.headers.get("X-Callback-Token")):
         log.warning("ussd refused: bad callback token from %s", request.remote_addr)
         return Step("Forbidden", "forbidden", 403)
-    if not callers.address_ok(svc.config["USSD_ALLOWED_NETWORKS"], request.remote_addr):
+    if not callers.address_ok(svc.settings.ussd_allowed_networks, request.remote_addr):
         log.warning("ussd refused: %s is not an allowed network", request.remote_addr)
         return Step("Forbidden", "forbidden", 403)
     form = form_fields()
@@ -72,10 +72,10 @@ def answer(svc: Services, token: str | None) -> Step:
     raw_phone = form.get("phoneNumber", "").strip()[:MAX_FIELD]
     service_code = form.get("serviceCode", "").strip()[:32]
     text = form.get("text", "")
-    lang = svc.config["DEFAULT_LANGUAGE"]
+    lang = svc.settings.default_language
     if not session_id or not raw_phone:
         return Step("END " + t(lang, "error.expired"), "invalid", session_id=session_id)
-    phone = normalise(raw_phone, svc.config["DEFAULT_REGION"])
+    phone = normalise(raw_phone, svc.settings.default_region)
     if phone is None:
         return Step("END " + t(lang, "error.phone"), "invalid", session_id=session_id)
     depth = text.count("*") + bool(text)
@@ -85,7 +85,7 @@ def answer(svc: Services, token: str | None) -> Step:
     try:
         checks = (("requests-per-phone", phone), ("requests-per-source", request.remote_addr or "unknown"))
         counter = current_app.extensions["request_counter"]
-        exceeded = counter.allow(svc.policy, *checks) if svc.config["RATE_LIMITS"] else None
+        exceeded = counter.allow(svc.policy, *checks) if svc.settings.rate_limits else None
         if exceeded:
             log.warning("ussd limit %s reached by %s / %s", exceeded, mask(phone), request.remote_addr)
             step.reply, step.outcome = "END " + t(lang, "error.too-many"), "limited"

@@ -12,8 +12,9 @@ from helpers.infra.i18n import t
 from lightning import LightningConfigError, State, create_backend
 from models import Invoice, Transaction
 from tests import lnbits_server
-from tests.conftest import DEMO, PIN, balance, outbox, snapshot
+from tests.conftest import DEMO, PIN, balance, configure, outbox, snapshot
 from tests.servers import free_port
+from helpers.infra.settings import Settings
 
 pytestmark = pytest.mark.skipif(not lnbits_server.available(),
                                 reason="needs LNbits in .lnbits-venv (make test installs it)")
@@ -36,7 +37,9 @@ def node(lnbits):
 
 def test_configuration_names_the_missing_setting():
     with pytest.raises(LightningConfigError, match="LNBITS_ADMIN_KEY"):
-        create_backend({"LIGHTNING_BACKEND": "lnbits", "LNBITS_URL": "http://127.0.0.1:1", "LNBITS_INVOICE_KEY": "x"})
+        create_backend(Settings.from_mapping({
+            "LIGHTNING_BACKEND": "lnbits", "LNBITS_URL": "http://127.0.0.1:1", "LNBITS_INVOICE_KEY": "x",
+        }))
 
 
 def test_invoice_paid_from_outside_then_a_payment_out(lnbits, node):
@@ -156,7 +159,7 @@ def paying(lnbits, wallet):
     server.fund(pool["id"], 50_000)
     receiver = server.wallet("carol")
     payee = _lnbits_payee(server, receiver)
-    wallet.config.update(LIGHTNING_NETWORK="bc", LNURL_ALLOW_INSECURE=True)  # FakeWallet invoices are "bc"
+    configure(wallet, lightning_network="bc", lnurl_allow_insecure=True)  # FakeWallet invoices are "bc"
     wallet.lightning = LNbitsBackend(server.url, pool["adminkey"], pool["inkey"], timeout_s=1, pay_timeout_s=1)
     yield server, pool, receiver, payee
     payee.stop()
@@ -219,7 +222,7 @@ def test_a_payment_lnbits_refuses_is_refunded(lnbits, app, alice, wallet):
     receiver = server.wallet("dave")
     payee = _lnbits_payee(server, receiver)
     try:
-        wallet.config.update(LIGHTNING_NETWORK="bc", LNURL_ALLOW_INSECURE=True)
+        configure(wallet, lightning_network="bc", lnurl_allow_insecure=True)
         wallet.lightning = LNbitsBackend(server.url, empty["adminkey"], empty["inkey"], timeout_s=2, pay_timeout_s=2)
         a0 = balance(wallet, DEMO[0])
         reply = alice.run("1", payee.address("dave"), "2500", "1", PIN)

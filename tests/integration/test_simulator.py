@@ -11,7 +11,7 @@ import pytest
 
 from helpers.infra.i18n import t
 from helpers.wallet.rules import policy
-from tests.conftest import DEMO, PIN, TEST_PEPPER, balance
+from tests.conftest import DEMO, PIN, TEST_PEPPER, balance, configure
 from tests.servers import Gunicorn
 
 playwright = pytest.importorskip("playwright.sync_api")
@@ -68,5 +68,5 @@ def test_a_send_flow_on_the_simulator(app, wallet, tmp_path):
 
 def test_the_simulator_is_off_in_production_unless_enabled(app, client):
     assert client.get("/simulator").status_code == 200
-    app.config["SIMULATOR_ENABLED"] = False
+    configure(app, simulator_enabled=False)
     assert client.get("/simulator").status_code == 404

@@ -19,7 +19,7 @@ from helpers.mpesa.provider import PayoutResult, SimulatedMpesa
 from helpers.wallet.rules import policy
 from lightning import State, UnavailableBackend
 from models import Invoice, Transaction, User
-from tests.conftest import DEMO, PIN, TEST_PEPPER, Dialer
+from tests.conftest import DEMO, Dialer, PIN, TEST_PEPPER, configure
 
 P = policy()
 PEOPLE = st.sampled_from(range(len(DEMO)))
@@ -49,7 +49,7 @@ class WalletMachine(RuleBasedStateMachine):
         self.svc.db.drop_schema()
         self.svc.db.create_schema()
         demo.seed_demo(self.svc.db)
-        self.app.config["DEMO_MODE"] = True  # for /test/pay-invoice
+        configure(self.app, demo_mode=True)  # for /test/pay-invoice
         self.app.register_blueprint(demo_routes.bp)  # as create_app does in demo mode
         self.svc.mpesa = ScriptedMpesa()
         self.real_lightning = self.svc.lightning

@@ -15,7 +15,7 @@ from helpers.infra.i18n import t
 from lightning import MockBackend, PaymentResult, State, decode_invoice
 from models import (DEBIT, FAILED, PENDING, SEND, SETTLED, Invoice, OutgoingPayment, SmsOutbox, Transaction, User,
                     UssdSession)
-from tests.conftest import DEMO, PIN, balance, snapshot
+from tests.conftest import DEMO, PIN, balance, configure, snapshot
 from tests.fakes.fake_lnurl import FakeLnurl, mock_issuer
 
 AMOUNT = 2000
@@ -42,7 +42,7 @@ def reusing_payee():
 
 @pytest.fixture
 def insecure(wallet):
-    wallet.config["LNURL_ALLOW_INSECURE"] = True
+    configure(wallet, lnurl_allow_insecure=True)
     return wallet
 
 
@@ -169,7 +169,7 @@ def test_a_money_step_retried_after_the_session_life_says_what_happened(app, wal
     amount = wallet.policy.value("payment-min-sats")
     alice.run("1", "0" + DEMO[1][4:], str(amount), "1", PIN)
     ref = wallet.db.session.scalar(select(Transaction.reference).where(Transaction.type == SEND))
-    life = wallet.config["USSD_SESSION_TIMEOUT_S"]
+    life = wallet.settings.ussd_session_timeout_s
     with wallet.db.write() as s:  # the first answer was never saved, and the session is old now
         row = s.scalar(select(UssdSession).where(UssdSession.session_id == alice.session_id))
         row.last_reply, row.last_text_hash = None, None
@@ -242,7 +242,7 @@ def test_an_ended_session_sends_nothing_more(wallet, alice, bob):
 def test_a_session_older_than_its_life_answers_end(app, wallet, alice):
     alice.start()
     alice.press("1")  # a choice: the session row is written
-    life = wallet.config["USSD_SESSION_TIMEOUT_S"]
+    life = wallet.settings.ussd_session_timeout_s
     with wallet.db.write() as s:
         row = s.scalar(select(UssdSession).where(UssdSession.session_id == alice.session_id))
         row.created_at -= dt.timedelta(seconds=life + 1)
@@ -261,7 +261,7 @@ def test_an_old_pin_checked_on_one_path_is_not_carried_into_another(wallet, alic
 
 # ------------------------------------------------------------------ 3. strangers cannot block receiving
 def test_lnurl_invoices_from_strangers_do_not_use_up_the_customers_own_limit(app, client, wallet, alice):
-    app.config["RATE_LIMITS"] = True
+    configure(app, rate_limits=True)
     own_limit, _ = wallet.policy.rate_limit("invoices-per-phone")
     per_source, _ = wallet.policy.rate_limit("lnurl-invoices-per-source")
     name = DEMO[0].lstrip("+")
@@ -278,7 +278,7 @@ def test_lnurl_invoices_from_strangers_do_not_use_up_the_customers_own_limit(app
     with wallet.db.read() as s:  # strangers' invoices expire soon and message nobody
         lnurl = list(s.scalars(select(Invoice).where(Invoice.idempotency_key.is_(None))))
         assert lnurl and all(
-            abs((i.expires_at - i.created_at).total_seconds() - wallet.config["LNURL_INVOICE_EXPIRY_S"]) < 5
+            abs((i.expires_at - i.created_at).total_seconds() - wallet.settings.lnurl_invoice_expiry_s) < 5
             for i in lnurl)
         assert s.scalar(select(SmsOutbox.id).where(SmsOutbox.message.contains(lnurl[0].bolt11))) is None
 

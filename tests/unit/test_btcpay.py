@@ -11,6 +11,8 @@ import requests
 from helpers.lightning.btcpay import BTCPayBackend
 from lightning import LightningConfigError, MockBackend, State, create_backend, decode_invoice
 from tests.fakes import fake_btcpay
+from tests.conftest import configure
+from helpers.infra.settings import Settings
 
 pytestmark = pytest.mark.skipif(not fake_btcpay.SPEC_DIR.exists(), reason="needs ../shared/specs/btcpay")
 
@@ -30,7 +32,9 @@ def node(btcpay):
 
 def test_configuration_names_the_missing_setting():
     with pytest.raises(LightningConfigError, match="BTCPAY_STORE_ID"):
-        create_backend({"LIGHTNING_BACKEND": "btcpay", "BTCPAY_URL": "http://127.0.0.1:1", "BTCPAY_API_KEY": "k"})
+        create_backend(Settings.from_mapping({
+            "LIGHTNING_BACKEND": "btcpay", "BTCPAY_URL": "http://127.0.0.1:1", "BTCPAY_API_KEY": "k",
+        }))
 
 
 def test_invoices_created_read_settled_and_committed_to_metadata(btcpay, node):
@@ -110,7 +114,7 @@ def test_btcpay_webhooks_need_a_valid_signature_and_credit_once(btcpay, node, ap
 
     secret, token = "btcpay-webhook-secret", "hook-token-0123456789"
     wallet.lightning = node
-    app.config.update(BTCPAY_WEBHOOK_SECRET=secret, LIGHTNING_WEBHOOK_TOKEN=token)
+    configure(app, btcpay_webhook_secret=secret, lightning_webhook_token=token)
     a0 = balance(wallet, DEMO[0])
     assert alice.run("2", "2200").startswith("END ")
     with wallet.db.read() as s:

@@ -25,9 +25,10 @@ from helpers.wallet.rules import policy
 from lightning import State
 from models import MpesaRequest, Transaction
 from tests.fakes import fake_daraja
-from tests.conftest import DEMO, PIN, balance, outbox, snapshot
+from tests.conftest import DEMO, PIN, balance, configure, outbox, snapshot
 from tests.fakes.fake_daraja import FakeDaraja, kes_for
 from tests.servers import free_port
+from helpers.infra.settings import Settings
 
 P = policy()
 KES_MIN = P.value("kes-min")
@@ -119,7 +120,7 @@ def test_a_missing_setting_fails_at_start_naming_it(missing, daraja, tmp_path):
     if missing == "MPESA_CALLBACK_BASE_URL":
         settings.update(PUBLIC_URL="", LIGHTNING_ADDRESS_DOMAIN="w.example")  # it falls back to PUBLIC_URL
     with pytest.raises(MpesaConfigError, match=missing):
-        create_provider(settings)
+        create_provider(Settings.from_mapping(settings))
     with pytest.raises(MpesaConfigError, match=missing):
         create_app({"TESTING": True, "DATABASE_URL": f"sqlite:///{tmp_path}/x.db", "AUTO_CREATE_SCHEMA": False,
                     "DEMO_MODE": False, **settings})
@@ -130,7 +131,7 @@ def test_wrong_settings_are_named(daraja):
     for name, value in (("MPESA_SHORTCODE", "17A379"), ("MPESA_CALLBACK_TOKEN", "short"),
                         ("MPESA_BASE_URL", "sandbox.safaricom.co.ke"), ("MPESA_B2C_COMMAND_ID", "Pay")):
         with pytest.raises(MpesaConfigError, match=name):
-            create_provider({**settings, name: value})
+            create_provider(Settings.from_mapping({**settings, name: value}))
 
 
 def test_production_refuses_the_sandbox_and_plain_http_callbacks(tmp_path):
@@ -173,7 +174,7 @@ def test_the_token_is_cached_renewed_when_invalidated_and_when_expired(daraja):
     short = FakeDaraja(token_lifetime_s=1)
     try:
         for fake in (daraja, short):
-            provider = create_provider(fake_daraja.app_settings(fake.url, "http://127.0.0.1:9"))
+            provider = create_provider(Settings.from_mapping(fake_daraja.app_settings(fake.url, "http://127.0.0.1:9")))
             kes = kes_for("never", KES_MIN)
             assert provider.push_topup(DEMO[0], kes, "REF1").state is State.PENDING
             assert provider.push_topup(DEMO[0], kes, "REF2").state is State.PENDING
@@ -192,7 +193,7 @@ def test_the_token_is_cached_renewed_when_invalidated_and_when_expired(daraja):
 
 
 def test_the_stk_request_carries_the_documented_fields(daraja):
-    provider = create_provider(fake_daraja.app_settings(daraja.url, "http://cb.example:8080"))
+    provider = create_provider(Settings.from_mapping(fake_daraja.app_settings(daraja.url, "http://cb.example:8080")))
     kes = kes_for("never", KES_MIN)
     pushed = provider.push_topup(DEMO[1], kes, "ABCDEFGH")
     body = daraja.last("processrequest")
@@ -206,7 +207,7 @@ def test_the_stk_request_carries_the_documented_fields(daraja):
 
 def test_no_token_means_nothing_was_sent(daraja):
     settings = fake_daraja.app_settings(daraja.url, "http://127.0.0.1:9")
-    provider = create_provider({**settings, "MPESA_CONSUMER_SECRET": "wrong"})
+    provider = create_provider(Settings.from_mapping({**settings, "MPESA_CONSUMER_SECRET": "wrong"}))
     assert provider.payout(DEMO[0], kes_for("success", KES_MIN), "REF").state is State.FAILED
     assert provider.push_topup(DEMO[0], kes_for("success", KES_MIN), "REF").state is State.FAILED
     assert provider.query_topup("ws_CO_1").state is State.PENDING  # no answer is never "failed"
@@ -215,7 +216,7 @@ def test_no_token_means_nothing_was_sent(daraja):
 
 
 def test_only_safaricom_numbers(daraja):
-    provider = create_provider(fake_daraja.app_settings(daraja.url, "http://127.0.0.1:9"))
+    provider = create_provider(Settings.from_mapping(fake_daraja.app_settings(daraja.url, "http://127.0.0.1:9")))
     assert isinstance(provider, DarajaMpesa)
     assert provider.accepts_phone("+254712345678") and provider.accepts_phone("+254110345678")
     assert not provider.accepts_phone("+256712345678") and not provider.accepts_phone("+25471234567")
@@ -348,7 +349,7 @@ def test_the_same_confirmation_pushes_once(alice, wallet, daraja):
 
 
 def test_a_number_m_pesa_cannot_reach_is_refused(dial, wallet, served, monkeypatch):
-    monkeypatch.setitem(wallet.config, "DEFAULT_REGION", "UG")  # a deployment that also serves Uganda
+    configure(wallet, default_region="UG")  # a deployment that also serves Uganda
     caller = dial("+256712345678")
     caller.run(PIN, PIN)
     with wallet.db.write() as s:

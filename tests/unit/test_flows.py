@@ -223,11 +223,11 @@ def test_receive_creates_a_real_invoice_sent_by_sms_and_credits_once(alice, wall
     a0 = balance(wallet, DEMO[0])
     reply = alice.run("2", str(amount))
     invoice = wallet.db.session.scalar(select(Invoice))
-    expiry = wallet.config["INVOICE_EXPIRY_S"]
+    expiry = wallet.settings.invoice_expiry_s
     assert reply == "END " + t(lang, "receive.done", amount=amount, ref=invoice.reference, minutes=expiry // 60)
     decoded = decode_invoice(invoice.bolt11)
     assert decoded.amount_sat == amount and decoded.payment_hash == invoice.payment_hash
-    assert decoded.network == wallet.config["LIGHTNING_NETWORK"]
+    assert decoded.network == wallet.settings.lightning_network
     assert t(lang, "sms.invoice", amount=amount, ref=invoice.reference, bolt11=invoice.bolt11) in outbox(
         wallet, DEMO[0])
     assert balance(wallet, DEMO[0]) == a0  # nothing until paid
@@ -438,8 +438,8 @@ def test_account_shows_balance_in_kes_and_history(alice, bob, wallet, lang):
     for amount in amounts:
         alice.run("1", "0787654321", str(amount), "1", PIN)
     have = balance(wallet, DEMO[0])
-    address = lnurl.address(wallet.config, DEMO[0])
-    assert address == DEMO[0][1:] + "@" + lnurl.domain(wallet.config)
+    address = lnurl.address(wallet.settings, DEMO[0])
+    assert address == DEMO[0][1:] + "@" + lnurl.domain(wallet.settings)
     assert alice.run("6") == "CON " + t(lang, "account", balance=have, kes=P.sats_to_kes(have), address=address)
     history = alice.press("1")
     assert history.count("\n-") == 5  # the last five, newest first, each amount + fee

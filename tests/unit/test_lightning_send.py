@@ -15,7 +15,7 @@ from helpers.lightning.lnurl_pay import LnurlPayError, parse_address, resolve
 from lightning import MockBackend, decode_invoice
 from models import FAILED, PENDING, SETTLED, Transaction
 from tests.fakes import fake_btcpay, fake_lnd
-from tests.conftest import DEMO, PIN, balance, outbox, snapshot
+from tests.conftest import DEMO, PIN, balance, configure, outbox, snapshot
 from tests.fakes.fake_lnurl import FakeLnurl
 from tests.servers import free_port
 
@@ -32,7 +32,7 @@ def payee():
 @pytest.fixture
 def insecure(wallet):
     """The payee's server is plain http on 127.0.0.1: allowed for tests only."""
-    wallet.config["LNURL_ALLOW_INSECURE"] = True
+    configure(wallet, lnurl_allow_insecure=True)
     return wallet
 
 
@@ -92,7 +92,7 @@ def test_an_address_at_our_own_domain_is_an_internal_send(insecure, payee, alice
     from helpers.wallet import lnurl
 
     a0, b0 = balance(wallet, DEMO[0]), balance(wallet, DEMO[1])
-    ours = lnurl.address(wallet.config, DEMO[1])
+    ours = lnurl.address(wallet.settings, DEMO[1])
     fee = wallet.policy.fee_sats("internal", 3000)
     reply = alice.run("1", ours.upper(), "3000", "1", PIN)
     assert reply.startswith("END " + t("en", "send.done", amount=3000, phone=DEMO[1], fee=fee, ref="X",
@@ -110,7 +110,7 @@ def test_pay_address_twice_under_one_key_fetches_one_invoice_and_debits_once(ins
     wallet = insecure
     with wallet.db.read() as s:
         user = users.UserView.of(users.get(s, DEMO[0]))
-    params = resolve(*parse_address(payee.address()), wallet.config)
+    params = resolve(*parse_address(payee.address()), wallet.settings)
     a0 = balance(wallet, DEMO[0])
     first = payments.pay_address(wallet, user, params, AMOUNT, "pay-twice-key")
     asked = list(payee.requests)
@@ -155,7 +155,7 @@ def test_an_unreachable_payee_is_refused(insecure, alice):
 
 
 def test_private_and_plain_http_hosts_are_never_called_by_default(wallet, payee, alice):
-    assert not wallet.config.get("LNURL_ALLOW_INSECURE")
+    assert not wallet.settings.lnurl_allow_insecure
     reply = alice.run("1", payee.address())
     assert reply == "CON " + t("en", "lnurl.unreachable") + "\n" + t("en", "send.phone")
     assert payee.requests == []

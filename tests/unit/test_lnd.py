@@ -11,6 +11,7 @@ from helpers.lightning import lnd as lnd_module
 from helpers.lightning.lnd import LndBackend
 from lightning import LightningConfigError, MockBackend, State, create_backend, decode_invoice
 from tests.fakes import fake_lnd
+from helpers.infra.settings import Settings
 
 pytestmark = pytest.mark.skipif(not fake_lnd.SPEC_DIR.exists(), reason="needs ../shared/specs/lnd")
 
@@ -34,11 +35,13 @@ def outside_invoice(sats: int = 2000) -> str:
 
 def test_configuration_names_the_missing_setting():
     with pytest.raises(LightningConfigError, match="LND_MACAROON"):
-        create_backend({"LIGHTNING_BACKEND": "lnd", "LND_URL": "https://127.0.0.1:8080"})
+        create_backend(Settings.from_mapping({"LIGHTNING_BACKEND": "lnd", "LND_URL": "https://127.0.0.1:8080"}))
     with pytest.raises(LightningConfigError, match="LND_TLS_CERT"):
-        create_backend({"LIGHTNING_BACKEND": "lnd", "LND_URL": "https://127.0.0.1:8080", "LND_MACAROON": "00"})
+        create_backend(Settings.from_mapping({
+            "LIGHTNING_BACKEND": "lnd", "LND_URL": "https://127.0.0.1:8080", "LND_MACAROON": "00",
+        }))
     with pytest.raises(LightningConfigError, match="LND_URL"):
-        create_backend({"LIGHTNING_BACKEND": "lnd"})
+        create_backend(Settings.from_mapping({"LIGHTNING_BACKEND": "lnd"}))
 
 
 def test_invoices_are_created_read_and_settled(lnd, node):

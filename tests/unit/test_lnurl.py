@@ -12,7 +12,7 @@ from helpers.wallet import lnurl
 from lightning import decode_invoice
 from helpers.wallet.rules import policy
 from models import Invoice, Transaction
-from tests.conftest import DEMO, balance, outbox, snapshot
+from tests.conftest import DEMO, balance, configure, outbox, snapshot
 
 P = policy()
 NAME = DEMO[0][1:]
@@ -21,10 +21,10 @@ NAME = DEMO[0][1:]
 def test_a_lightning_address_resolves_to_a_pay_request(client, wallet):
     body = client.get(f"/.well-known/lnurlp/{NAME}").get_json()
     assert body["tag"] == "payRequest"
-    assert body["callback"] == f"{wallet.config['PUBLIC_URL']}/lnurlp/{NAME}/callback"
+    assert body["callback"] == f"{wallet.settings.public_url}/lnurlp/{NAME}/callback"
     assert (body["minSendable"], body["maxSendable"]) == (P.value("payment-min-sats") * 1000,
                                                            P.value("payment-max-sats") * 1000)
-    assert ["text/identifier", lnurl.address(wallet.config, DEMO[0])] in json.loads(body["metadata"])
+    assert ["text/identifier", lnurl.address(wallet.settings, DEMO[0])] in json.loads(body["metadata"])
 
 
 def test_the_callback_returns_an_invoice_committed_to_the_metadata(client, wallet):
@@ -58,7 +58,7 @@ def test_unknown_addresses_are_not_found(client):
 
 
 def test_a_webhook_credits_once_after_the_node_confirms(client, wallet, app):
-    app.config["LIGHTNING_WEBHOOK_TOKEN"] = "hook-secret-123456"
+    configure(app, lightning_webhook_token="hook-secret-123456")
     pr = client.get(f"/lnurlp/{NAME}/callback?amount=3000000").get_json()["pr"]
     payment_hash = decode_invoice(pr).payment_hash
     a0 = balance(wallet, DEMO[0])
@@ -75,7 +75,7 @@ def test_a_webhook_credits_once_after_the_node_confirms(client, wallet, app):
 
 
 def test_forged_and_unknown_webhooks_change_nothing(client, wallet, app):
-    app.config["LIGHTNING_WEBHOOK_TOKEN"] = "hook-secret-123456"
+    configure(app, lightning_webhook_token="hook-secret-123456")
     pr = client.get(f"/lnurlp/{NAME}/callback?amount=3000000").get_json()["pr"]
     payment_hash = decode_invoice(pr).payment_hash
     before = snapshot(wallet)
@@ -85,6 +85,6 @@ def test_forged_and_unknown_webhooks_change_nothing(client, wallet, app):
     unknown = json.dumps({"payment_hash": "ab" * 32})
     assert client.post("/lightning/webhook/hook-secret-123456", data=unknown).get_json()["status"] == "unknown"
     assert client.post("/lightning/webhook/hook-secret-123456", data="not json").status_code == 400
-    app.config["LIGHTNING_WEBHOOK_TOKEN"] = ""
+    configure(app, lightning_webhook_token="")
     assert client.post("/lightning/webhook/", data=body).status_code in (403, 404, 405)
     assert snapshot(wallet) == before

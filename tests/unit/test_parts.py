@@ -29,7 +29,8 @@ from lightning import (
     decode_invoice,
 )
 from models import SmsOutbox, User, UssdSession, utcnow
-from tests.conftest import DEMO, PIN, Dialer, balance
+from tests.conftest import DEMO, Dialer, PIN, balance, configure
+from helpers.infra.settings import Settings
 
 
 # ------------------------------------------------------------------ Lightning
@@ -68,9 +69,9 @@ def test_decode_rejects_garbage():
 
 
 def test_backend_registry_names_the_problem():
-    assert isinstance(create_backend({"LIGHTNING_BACKEND": "mock"}), MockBackend)
+    assert isinstance(create_backend(Settings.from_mapping({"LIGHTNING_BACKEND": "mock"})), MockBackend)
     with pytest.raises(LightningConfigError, match="LIGHTNING_BACKEND"):
-        create_backend({"LIGHTNING_BACKEND": "nonsense"})
+        create_backend(Settings.from_mapping({"LIGHTNING_BACKEND": "nonsense"}))
     down = UnavailableBackend("no node")
     assert down.health() == {"backend": "unavailable", "ok": False, "error": "no node", "balance_sat": None}
     assert down.payment_status("00").state is State.PENDING
@@ -184,7 +185,7 @@ def test_flush_poll_and_clean_commands(runner, wallet, alice):
     assert wallet.sms.sender.sent
     assert "pending" in runner.invoke(args=["poll-invoices"]).output
     alice.start()  # a session left open (CON): idle past a timeout of 0, so clean closes it
-    wallet.config["USSD_SESSION_TIMEOUT_S"] = 0
+    configure(wallet, ussd_session_timeout_s=0)
     with wallet.db.read() as s:
         active = s.scalar(select(func.count()).select_from(UssdSession).where(UssdSession.active.is_(True)))
         every = s.scalar(select(func.count()).select_from(UssdSession))
@@ -262,7 +263,7 @@ def test_metrics_report_requests_and_money(client, wallet, alice, app):
     assert 'wallet_payments{backend="mock",type="send",status="settled"} 1' in text
     liabilities = sum(balance(wallet, p) for p in DEMO)
     assert f"wallet_liabilities_sats {liabilities}" in text
-    app.config["METRICS_TOKEN"] = "metrics-secret"
+    configure(app, metrics_token="metrics-secret")
     assert client.get("/metrics").status_code == 403
     assert client.get("/metrics", headers={"Authorization": "Bearer metrics-secret"}).status_code == 200
 

@@ -15,7 +15,7 @@ from sqlalchemy.exc import OperationalError
 from helpers.infra.i18n import t
 from helpers.wallet.rules import policy
 from models import Transaction, UssdSession
-from tests.conftest import DEMO, PIN, balance, check_reply, snapshot
+from tests.conftest import DEMO, PIN, balance, check_reply, configure, snapshot
 
 
 def post(client, **fields):
@@ -173,7 +173,7 @@ def test_demo_endpoint_shows_the_demo_phone_only_in_demo_mode(client, app, walle
     body = client.get("/test").get_json()
     assert body["phone"] == DEMO[0]
     assert body["balance_sats"] == balance(wallet, DEMO[0])
-    app.config["DEMO_MODE"] = False
+    configure(app, demo_mode=False)
     assert client.get("/test").status_code == 404
     assert client.post("/test/pay-invoice", data={"reference": "X"}).status_code == 404
 

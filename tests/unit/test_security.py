@@ -21,7 +21,7 @@ from app import create_app
 from helpers.infra.i18n import t
 from helpers.wallet.rules import policy
 from models import RateCounter, Transaction, User, UssdSession
-from tests.conftest import DEMO, PIN, TEST_PEPPER, Dialer, check_reply, load_gunicorn_conf, outbox, snapshot
+from tests.conftest import DEMO, Dialer, PIN, TEST_PEPPER, check_reply, configure, load_gunicorn_conf, outbox, snapshot
 from tests.servers import Caller, Gunicorn
 
 P = policy()
@@ -40,7 +40,7 @@ def session_rows(wallet) -> int:
     (f"/ussd/{TOKEN[:-1]}", {}), (f"/ussd/{TOKEN}x", {}),
 ])
 def test_a_wrong_or_missing_callback_secret_gets_403_and_touches_nothing(app, client, wallet, path, headers):
-    app.config["USSD_CALLBACK_TOKEN"] = TOKEN
+    configure(app, ussd_callback_token=TOKEN)
     before, rows = snapshot(wallet), session_rows(wallet)
     response = client.post(path, data={**FORM, "phoneNumber": "+254700999111"}, headers=headers)
     assert response.status_code == 403
@@ -49,7 +49,7 @@ def test_a_wrong_or_missing_callback_secret_gets_403_and_touches_nothing(app, cl
 
 @pytest.mark.parametrize("path,headers", [(f"/ussd/{TOKEN}", {}), ("/ussd", {"X-Callback-Token": TOKEN})])
 def test_the_right_secret_in_the_url_or_a_header_is_served(app, client, path, headers):
-    app.config["USSD_CALLBACK_TOKEN"] = TOKEN
+    configure(app, ussd_callback_token=TOKEN)
     response = client.post(path, data=FORM, headers=headers)
     assert response.status_code == 200 and response.get_data(as_text=True).startswith("CON ")
 
@@ -57,7 +57,7 @@ def test_the_right_secret_in_the_url_or_a_header_is_served(app, client, path, he
 def test_only_allowed_networks_are_served_and_forwarded_addresses_are_not_trusted(app, client, wallet):
     from helpers.infra.config import _networks
 
-    app.config["USSD_ALLOWED_NETWORKS"] = _networks("196.201.214.0/24")
+    configure(app, ussd_allowed_networks=_networks("196.201.214.0/24"))
     before = snapshot(wallet)
     outsider = client.post("/ussd", data=FORM, environ_base={"REMOTE_ADDR": "10.9.8.7"},
                            headers={"X-Forwarded-For": "196.201.214.10"})
@@ -93,7 +93,7 @@ def at_start_of_window(window_s: int, needed_s: float = 20) -> None:
 
 @pytest.mark.parametrize("flush_s", [1.0, 0.0], ids=["write-behind", "exact"])
 def test_requests_per_phone_are_limited(app, client, wallet, flush_s):
-    app.config["RATE_LIMITS"] = True
+    configure(app, rate_limits=True)
     app.extensions["request_counter"].flush_s = flush_s
     limit, window = P.rate_limit("requests-per-phone")
     at_start_of_window(window)
@@ -106,7 +106,7 @@ def test_requests_per_phone_are_limited(app, client, wallet, flush_s):
 
 
 def test_payment_requests_cannot_bomb_a_stranger_with_sms(app, alice, wallet):
-    app.config["RATE_LIMITS"] = True
+    configure(app, rate_limits=True)
     limit, window = P.rate_limit("requests-to-payer")
     at_start_of_window(window)
     stranger = "+254733222111"
@@ -119,7 +119,7 @@ def test_payment_requests_cannot_bomb_a_stranger_with_sms(app, alice, wallet):
 
 
 def test_invoices_per_phone_are_limited(app, alice, wallet):
-    app.config["RATE_LIMITS"] = True
+    configure(app, rate_limits=True)
     limit, window = P.rate_limit("invoices-per-phone")
     at_start_of_window(window)
     for _ in range(limit):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -234,3 +235,29 @@ def test_rate_limits_are_on_by_default_except_for_the_embedded_demo(tmp_path):
     server = load_config(str(tmp_path), {"DATABASE_URL": "mysql+pymysql://u:p@127.0.0.1/w"})
     assert embedded["RATE_LIMITS"] is False and server["RATE_LIMITS"] is True
     assert load_config(str(tmp_path), {"RATE_LIMITS": "1"})["RATE_LIMITS"] is True
+
+
+@pytest.mark.parametrize("name,raw,kind", [
+    ("DB_POOL_SIZE", "five", "a whole number"),
+    ("USSD_SESSION_TIMEOUT_S", "-1", "a whole number"),
+    ("INVOICE_EXPIRY_S", "٣٦٠٠", "a whole number"),  # other scripts' digits are no number here either
+    ("MPESA_TIMEOUT_S", "nan", "a decimal number"),
+    ("WRITE_BEHIND_S", "inf", "a decimal number"),
+])
+def test_a_bad_number_stops_the_start_naming_the_setting_and_an_example(tmp_path, name, raw, kind):
+    default = load_config(str(tmp_path), {})[name]
+    with pytest.raises(ConfigError) as refused:
+        load_config(str(tmp_path), {name: raw})
+    assert str(refused.value) == f"{name}={raw!r} is not {kind} of 0 or more; for example {name}={default}"
+
+
+def test_a_bad_setting_stops_python_app_py_with_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run([sys.executable, str(root / "app.py")], cwd=tmp_path, capture_output=True, text=True,  # noqa: S603
+                            timeout=60, env={"PATH": "/usr/bin:/bin", "DB_POOL_SIZE": "many"})
+    assert result.returncode == 1
+    assert result.stderr.strip() == "configuration: DB_POOL_SIZE='many' is not a whole number of 0 or more; " \
+                                    "for example DB_POOL_SIZE=5"
