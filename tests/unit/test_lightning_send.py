@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from helpers.wallet import payments
 from helpers.infra.i18n import t
+from helpers.infra.settings import Settings
 from helpers.lightning.lnurl_pay import LnurlPayError, parse_address, resolve
 from lightning import MockBackend, decode_invoice
 from models import FAILED, PENDING, SETTLED, Transaction
@@ -160,7 +161,7 @@ def test_private_and_plain_http_hosts_are_never_called_by_default(wallet, payee,
     assert reply == "CON " + t("en", "lnurl.unreachable") + "\n" + t("en", "send.phone")
     assert payee.requests == []
     with pytest.raises(LnurlPayError):  # https to a loopback name is refused before connecting
-        resolve("carol", "localhost", {"LNURL_TIMEOUT_S": 1})
+        resolve("carol", "localhost", Settings.from_mapping({"LNURL_TIMEOUT_S": 1}))
     assert parse_address("Carol@Example.COM") == ("carol", "example.com")
 
 
