@@ -227,3 +227,94 @@ class SmsOutbox(Base):
     last_error: Mapped[Optional[str]] = mapped_column(String(255))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     sent_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
+
+
+# ------------------------------------------------------------------ the journal (double entry)
+# Account kinds; a posting's amount is signed: + debit, - credit. Every entry's postings sum to
+# zero, so the books balance by construction. Assets are debit-normal (positive), the others
+# credit-normal (negative sums): a customer's balance is minus the sum of their postings.
+ASSET, LIABILITY, INCOME, EQUITY = "asset", "liability", "income", "equity"
+# The house accounts: where the money really sits or passes through.
+NODE = "lightning-node"  # sats on our Lightning node (asset)
+FLOAT = "mpesa-float"  # KES in our M-Pesa float, counted in the sats they bought (asset)
+LN_IN_FLIGHT = "lightning-in-flight"  # reserved for payments out the node has not finished (liability)
+MPESA_IN_FLIGHT = "mpesa-in-flight"  # reserved for M-Pesa payouts not finished (liability)
+FEES = "fee-income"  # our fees (income)
+ADJUSTMENTS = "adjustments"  # operator credits and demo balances: money no asset backs (equity)
+OPENING = "opening-balances"  # what the books started from when the journal began (equity)
+HOUSE_ACCOUNTS = {NODE: ASSET, FLOAT: ASSET, LN_IN_FLIGHT: LIABILITY, MPESA_IN_FLIGHT: LIABILITY,
+                  FEES: INCOME, ADJUSTMENTS: EQUITY, OPENING: EQUITY}
+
+
+class LedgerAccount(Base):
+    """A house account and its balance (the sum of its postings, kept in the same transaction as
+    they are written). Customers' accounts are their `users` rows (balance_sats, credit-normal)."""
+
+    __tablename__ = "ledger_accounts"
+
+    code: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    balance_sats: Mapped[int] = mapped_column(BigInteger, default=0)  # sum of postings (+ debit)
+
+
+class JournalEntry(Base):
+    """One money event: two or more postings that sum to zero. Never updated or deleted (database
+    triggers refuse it); a posting or voiding of a pending entry is a new entry that names it."""
+
+    __tablename__ = "journal_entries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(24))
+    reference: Mapped[str] = mapped_column(String(24), index=True)  # the transaction's reference
+    transaction_id: Mapped[Optional[int]] = mapped_column(ForeignKey("transactions.id"), index=True)
+    follows_id: Mapped[Optional[int]] = mapped_column(ForeignKey("journal_entries.id"))  # posts or voids it
+    memo: Mapped[str] = mapped_column(String(255), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Posting(Base):
+    """One leg of an entry: a customer's (user_id) or a house account's (account), signed."""
+
+    __tablename__ = "postings"
+    __table_args__ = (
+        CheckConstraint("(user_id IS NULL) <> (account IS NULL)", name="ck_postings_one_account"),
+        Index("ix_postings_user", "user_id"),
+        Index("ix_postings_account", "account"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    entry_id: Mapped[int] = mapped_column(ForeignKey("journal_entries.id"), index=True)
+    user_id: Mapped[Optional[int]] = mapped_column(ForeignKey("users.id"))
+    account: Mapped[Optional[str]] = mapped_column(ForeignKey("ledger_accounts.code"))
+    amount_sats: Mapped[int] = mapped_column(BigInteger)
+
+
+# Posted rows are never edited: the database refuses it (the same statements in the migration).
+APPEND_ONLY = ("journal_entries", "postings")
+
+
+def _append_only_ddl(table: str, dialect: str) -> list[str]:
+    if dialect == "sqlite":
+        return [f"CREATE TRIGGER {table}_no_{op} BEFORE {op.upper()} ON {table} "
+                f"BEGIN SELECT RAISE(ABORT, '{table} are append-only'); END" for op in ("update", "delete")]
+    return [f"CREATE TRIGGER {table}_no_{op} BEFORE {op.upper()} ON {table} FOR EACH ROW "
+            f"SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = '{table} are append-only'" for op in ("update", "delete")]
+
+
+def _install_append_only(target, connection, **_kw) -> None:
+    from sqlalchemy import text
+
+    for statement in _append_only_ddl(target.name, connection.dialect.name):
+        connection.execute(text(statement))
+
+
+def _seed_house_accounts(target, connection, **_kw) -> None:
+    connection.execute(target.insert(), [{"code": code, "kind": kind, "balance_sats": 0}
+                                          for code, kind in HOUSE_ACCOUNTS.items()])
+
+
+from sqlalchemy import event  # noqa: E402 - the listeners belong with the tables they guard
+
+for _table in APPEND_ONLY:
+    event.listen(Base.metadata.tables[_table], "after_create", _install_append_only)
+event.listen(LedgerAccount.__table__, "after_create", _seed_house_accounts)

@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from app import create_app
 from database import Database
-from helpers.wallet import books, demo
+from helpers.wallet import books, demo, journal
 from helpers.web import demo as demo_routes
 from helpers.infra.i18n import gsm7_length
 from models import SmsOutbox, User
@@ -105,6 +105,7 @@ def app(tmp_path, monkeypatch, app_overrides, seeded_sqlite):
     db.remove_session()  # an open read transaction would hold MySQL's metadata locks
     with db.read() as s:
         assert books.ledger_check(s) == [], "ledger check failed after the test"
+        assert journal.check(s) == [], "the journal does not prove the balances after the test"
         twice = [paid for paid in books.settled_lightning_out(s) if len(paid.references) > 1]
         assert twice == [], "one invoice was paid out more than once"
     if not copied:

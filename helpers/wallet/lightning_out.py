@@ -21,6 +21,8 @@ from helpers.infra.refs import new_reference
 from helpers.wallet.rules import Policy
 from helpers.wallet.users import UserView
 from models import (
+    LN_IN_FLIGHT,
+    NODE,
     DEBIT,
     FAILED,
     PENDING,
@@ -32,6 +34,7 @@ from models import (
     utcnow,
 )
 
+from helpers.wallet import journal
 from helpers.wallet.transactions import Receipt, balance, credit, debit, release, run_once, sent_today
 
 log = logging.getLogger(__name__)
@@ -67,6 +70,9 @@ def reserve_lightning(
                 s.flush()
             except IntegrityError as exc:  # another reservation holds this hash: pending or paid
                 raise InvoiceAlreadyPaid(payment_hash) from exc
+            journal.record(s, "lightning-pending", ref, [journal.customer(user.id, amount + max_fee),
+                                                         journal.house(LN_IN_FLIGHT, -(amount + max_fee))],
+                           transaction_id=row.id)
             return Receipt(ref, amount, max_fee, after, PENDING, row.id)
 
     return run_once(db, key, work)
@@ -100,6 +106,11 @@ def settle_lightning(db: Database, transaction_id: int, fee_paid: int, note: str
         if moved != 1:
             return None
         after = credit(s, row.user_id, reserved - fee_paid) if reserved > fee_paid else balance(s, row.user_id)
+        journal.record(s, "lightning-post", row.reference,
+                       [journal.house(LN_IN_FLIGHT, row.amount_sats + reserved),
+                        journal.house(NODE, -(row.amount_sats + fee_paid)),
+                        journal.customer(row.user_id, -(reserved - fee_paid))],
+                       transaction_id=row.id, follows=journal.entry_of(s, row.id, "lightning-pending"), memo=note)
         user = s.get(User, row.user_id)
         sms.queue(s, user.phone, t(user.language, "sms.sent", amount=row.amount_sats, phone=row.counterparty,
                                    fee=fee_paid, ref=row.reference, balance=after))

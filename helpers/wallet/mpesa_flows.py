@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from database import Database
 from helpers.infra import sms
-from helpers.wallet import transactions
+from helpers.wallet import journal, transactions
 from helpers.wallet.users import UserView
 from helpers.mpesa.daraja import originator_id
 from helpers.infra.i18n import t
@@ -28,7 +28,8 @@ from helpers.mpesa.provider import MpesaProvider, PayoutResult
 from helpers.infra.phone import mask
 from helpers.infra.refs import new_reference
 from lightning import State
-from models import B2C, CREDIT, FAILED, PENDING, SETTLED, STK, TOPUP, MpesaRequest, Transaction, User, utcnow
+from models import (B2C, CREDIT, FAILED, FEES, FLOAT, MPESA_IN_FLIGHT, PENDING, SETTLED, STK, TOPUP, MpesaRequest,
+                    Transaction, User, utcnow)
 
 log = logging.getLogger(__name__)
 
@@ -274,6 +275,12 @@ def settle_withdrawal_in(s: Session, transaction_id: int, mpesa_receipt: str, ke
     if moved != 1:
         return False
     row = s.get(Transaction, transaction_id)
+    reserved = row.amount_sats + row.fee_sats
+    journal.record(s, "withdraw-post", row.reference,
+                   [journal.house(MPESA_IN_FLIGHT, reserved), journal.house(FLOAT, -row.amount_sats),
+                    journal.house(FEES, -row.fee_sats)],
+                   transaction_id=row.id, follows=journal.entry_of(s, row.id, "withdraw-pending"),
+                   memo=f"M-Pesa {mpesa_receipt} KES {kes}")
     user = s.get(User, row.user_id)
     sms.queue(s, user.phone, t(user.language, "sms.withdraw", kes=kes, phone=row.counterparty,
                                code=mpesa_receipt, sats=row.amount_sats, fee=row.fee_sats,
@@ -308,6 +315,8 @@ def credit_pushed_topup(s: Session, user: User, kes: int, sats: int, receipt: st
     s.add(row)
     s.flush()
     after = transactions.credit(s, user.id, sats)
+    journal.record(s, "topup", reference, [journal.house(FLOAT, sats), journal.customer(user.id, -sats)],
+                   transaction_id=row.id, memo=f"M-Pesa {receipt or '-'} KES {kes}")
     sms.queue(s, user.phone, t(user.language, "sms.topup", kes=kes, code=receipt or reference, sats=sats,
                                balance=after))
     return row.id

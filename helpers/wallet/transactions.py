@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from database import Database
 from helpers.infra.fastpath import Prepared
 from helpers.infra import sms
-from helpers.wallet import users
+from helpers.wallet import journal, users
 from helpers.wallet.errors import (
     AccountLocked,
     CodeAlreadyUsed,
@@ -39,10 +39,16 @@ from helpers.wallet.rules import Policy
 from helpers.wallet.users import UserView
 from models import (
     ADJUST,
+    ADJUSTMENTS,
     CREDIT,
     DEBIT,
     FAILED,
+    FEES,
+    FLOAT,
     INVOICE,
+    LN_IN_FLIGHT,
+    MPESA_IN_FLIGHT,
+    NODE,
     PAID,
     PENDING,
     RECEIVE,
@@ -268,6 +274,9 @@ def transfer(
                 "created_at": now, "settled_at": now,
             })
             recipient_balance = credit(conn, recipient_id, amount, locked)
+            journal.record(conn, "transfer", ref, [journal.customer(sender.id, amount + fee),
+                                                   journal.customer(recipient_id, -amount), journal.house(FEES, -fee)],
+                           transaction_id=debit_id)
             if created:
                 to_recipient = t(recipient_language, "sms.new-recipient", phone=sender.phone, amount=amount,
                                  code=service_code)
@@ -303,6 +312,8 @@ def topup(db: Database, policy: Policy, user: UserView, kes: int, code: str, key
             s.add(row)
             s.flush()
             after = credit(s, user.id, sats)
+            journal.record(s, "topup", ref, [journal.house(FLOAT, sats), journal.customer(user.id, -sats)],
+                           transaction_id=row.id, memo=f"M-Pesa {code} KES {kes}")
             sms.queue(s, user.phone, t(user.language, "sms.topup", kes=kes, code=code, sats=sats, balance=after))
             return Receipt(ref, sats, 0, after, SETTLED, row.id)
 
@@ -339,6 +350,9 @@ def reserve_withdrawal(
             )
             s.add(row)
             s.flush()
+            journal.record(s, "withdraw-pending", ref, [journal.customer(user.id, sats + fee),
+                                                        journal.house(MPESA_IN_FLIGHT, -(sats + fee))],
+                           transaction_id=row.id)
             return Receipt(ref, sats, fee, after, PENDING, row.id)
 
     return run_once(db, key, work)
@@ -358,6 +372,12 @@ def release(s: Session, transaction_id: int, note: str = "") -> tuple[Transactio
         return None
     row = s.get(Transaction, transaction_id)
     after = credit(s, row.user_id, row.amount_sats + row.fee_sats)
+    reserved = row.amount_sats + row.fee_sats
+    in_flight, pending_kind = (MPESA_IN_FLIGHT, "withdraw-pending") if row.type == WITHDRAW else \
+        (LN_IN_FLIGHT, "lightning-pending")
+    journal.record(s, pending_kind.replace("-pending", "-void"), row.reference,
+                   [journal.house(in_flight, reserved), journal.customer(row.user_id, -reserved)],
+                   transaction_id=row.id, follows=journal.entry_of(s, row.id, pending_kind), memo=note)
     return row, after, s.get(User, row.user_id)
 
 
@@ -398,6 +418,9 @@ def pay_request(db: Database, policy: Policy, payer: UserView, request_id: int, 
             ))
             s.flush()
             requester_balance = credit(s, requester.id, amount, locked)
+            journal.record(s, "request-paid", invoice.reference,
+                           [journal.customer(payer.id, amount + fee), journal.customer(requester.id, -amount),
+                            journal.house(FEES, -fee)], transaction_id=row.id)
             sms.queue_all(s, [
                 (payer.phone, t(payer.language, "sms.sent", amount=amount, phone=requester.phone, fee=fee,
                                 ref=invoice.reference, balance=after)),
@@ -438,6 +461,9 @@ def _credit_invoice(db: Database, payment_hash: str) -> Receipt | None:
         s.add(row)
         s.flush()
         after = credit(s, invoice.user_id, invoice.amount_sats)
+        journal.record(s, "receive", invoice.reference, [journal.house(NODE, invoice.amount_sats),
+                                                         journal.customer(invoice.user_id, -invoice.amount_sats)],
+                       transaction_id=row.id)
         owner = s.get(User, invoice.user_id)
         sms.queue(s, owner.phone, t(owner.language, "sms.invoice-paid", ref=invoice.reference,
                                     amount=invoice.amount_sats, balance=after))
@@ -446,10 +472,15 @@ def _credit_invoice(db: Database, payment_hash: str) -> Receipt | None:
 
 def credit_adjustment(session: Session, user_id: int, amount: int, reason: str, key: str) -> int:
     """An operator's credit inside the caller's transaction (demo balances, support cases)."""
-    session.add(Transaction(
+    row = Transaction(
         user_id=user_id, type=ADJUST, direction=CREDIT, amount_sats=amount, fee_sats=0, status=SETTLED,
         reference=new_reference(), counterparty="operator", description=reason[:255],
         idempotency_key=key, settled_at=utcnow(),
-    ))
+    )
+    session.add(row)
     session.flush()
-    return credit(session, user_id, amount)
+    after = credit(session, user_id, amount)
+    journal.record(session, "adjustment", row.reference, [journal.house(ADJUSTMENTS, amount),
+                                                          journal.customer(user_id, -amount)],
+                   transaction_id=row.id, memo=reason)
+    return after

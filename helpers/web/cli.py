@@ -4,6 +4,7 @@ does its work through the wallet's functions; what it changed is logged with the
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import uuid
 
@@ -13,7 +14,7 @@ from flask.cli import AppGroup
 
 from helpers.infra.phone import mask, normalise
 from helpers.ussd import sessions
-from helpers.wallet import books, demo, invoices, limits, mpesa_flows, payments, transactions, users
+from helpers.wallet import journal, books, demo, invoices, limits, mpesa_flows, payments, transactions, users
 from helpers.web.common import services
 
 log = logging.getLogger("wallet")  # as the request log (README, Operations)
@@ -25,6 +26,7 @@ def register(app: Flask) -> None:
     app.cli.add_command(commands)
     for command in commands.commands.values():
         app.cli.add_command(command)
+    app.cli.add_command(ledger)
 
 
 @commands.command("db-upgrade")
@@ -40,22 +42,80 @@ def seed_demo() -> None:
 
 @commands.command("ledger-check")
 def ledger_check() -> None:
-    """Check every balance against its transactions, and every payment hash the ledger paid out
-    against the node (settled once, and paid there); exit 1 on any difference."""
+    """Check the books (same as `flask ledger check`); exit 1 on any difference."""
+    _check_books()
+
+
+def _check_books() -> None:
+    """Every balance against its transactions and against the journal (every entry sums to zero,
+    every kept balance is the sum of its postings, no customer below zero), and every payment hash
+    paid out against the node (settled once, and paid there); exit 1 on any difference."""
     svc = services()
     with svc.db.read() as s:
         mismatches = books.ledger_check(s)
+        problems = journal.check(s)
         summary = books.totals(s)
     for m in mismatches:
         click.echo(f"MISMATCH user={m.user_id} phone={mask(m.phone)} balance={m.balance_sats} "
                    f"ledger={m.ledger_sats}")
+    for p in problems:
+        click.echo(f"JOURNAL {p.what} {p.subject}: expected {p.expected}, found {p.found}")
     node = payments.compare_with_node(svc)
     for n in node:
         click.echo(f"NODE MISMATCH hash={n.payment_hash} refs={','.join(n.references)}: {n.problem}")
-    click.echo(f"ledger check: {len(mismatches)} mismatches, {len(node)} against the node; "
-               f"liabilities {summary['liabilities_sats']} sats")
-    if mismatches or node:
+    click.echo(f"ledger check: {len(mismatches)} mismatches, {len(problems)} in the journal, {len(node)} against "
+               f"the node; liabilities {summary['liabilities_sats']} sats")
+    if mismatches or problems or node:
         raise SystemExit(1)
+
+
+ledger = AppGroup("ledger", help="The books: check, solvency, statements.")
+
+
+@ledger.command("check")
+def ledger_check_command() -> None:
+    """Prove the books: see `flask ledger-check`."""
+    _check_books()
+
+
+@ledger.command("solvency")
+@click.option("--json", "as_json", is_flag=True, help="one JSON object instead of the table")
+def ledger_solvency(as_json: bool) -> None:
+    """What we owe customers (and hold for payments in flight) against what we hold: the node's
+    balance as the node reports it and the M-Pesa float as recorded."""
+    svc = services()
+    node = svc.lightning.balance()
+    with svc.db.read() as s:
+        found = journal.solvency(s, node.balance_sat if node.ok else None)
+    if as_json:
+        click.echo(json.dumps(found.as_dict()))
+        return
+    coverage = "unknown (the node did not answer)" if found.coverage is None else f"{found.coverage:.2%}"
+    rows = [("customers' balances", found.customers_sats), ("Lightning payments in flight",
+            found.lightning_in_flight_sats), ("M-Pesa payouts in flight", found.mpesa_in_flight_sats),
+            ("liabilities", found.liabilities_sats), ("Lightning node (as it reports)", found.node_sats),
+            ("M-Pesa float (as recorded)", found.float_sats), ("assets", found.assets_sats)]
+    for label, sats in rows:
+        click.echo(f"{label:<32} {'?' if sats is None else f'{sats:,}':>16} sats")
+    click.echo(f"{'coverage':<32} {coverage:>16}")
+
+
+@ledger.command("statement")
+@click.argument("phone")
+@click.option("--out", type=click.File("w"), default="-", help="CSV file (default: standard output)")
+def ledger_statement(phone: str, out) -> None:
+    """A customer's journal postings as CSV, newest first (+ credit to them, - debit)."""
+    svc = services()
+    e164 = normalise(phone, svc.settings.default_region)
+    with svc.db.read() as s:
+        user = users.get(s, e164) if e164 else None
+        if user is None:
+            raise click.ClickException(f"no customer with phone {phone!r}")
+        writer = csv.writer(out)
+        writer.writerow(["date", "kind", "reference", "amount_sats", "memo"])
+        for when, kind, reference, amount, memo in journal.statement(s, user.id):
+            writer.writerow([f"{when:%Y-%m-%d %H:%M:%S}", kind, reference, amount, memo])
+
 
 @commands.command("flush-sms")
 def flush_sms() -> None:

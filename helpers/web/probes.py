@@ -10,7 +10,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from helpers.infra import metrics
 from helpers.ussd import sessions
-from helpers.wallet import books, lnurl
+from helpers.wallet import books, journal, lnurl
 from helpers.web import callers
 from helpers.web.common import plain, services
 
@@ -24,9 +24,32 @@ def prometheus() -> Response:
         return plain("Forbidden", 403)
     try:
         text = metrics.render(svc.db.session(), svc.lightning.name)
+        found = _solvency()
     except SQLAlchemyError:
         return plain("database unavailable", 503)
+    if found.coverage is not None:
+        text += ("# HELP wallet_coverage_ratio Assets (node as it reports, M-Pesa float as recorded) over "
+                 "liabilities (customers and payments in flight).\n# TYPE wallet_coverage_ratio gauge\n"
+                 f"wallet_coverage_ratio {found.coverage:.6f}\n")
     return Response(text, mimetype="text/plain; version=0.0.4")
+
+
+def _solvency() -> journal.Solvency:
+    svc = services()
+    node = svc.lightning.balance()
+    return journal.solvency(svc.db.session(), node.balance_sat if node.ok else None)
+
+
+@bp.get("/ledger/solvency")
+def solvency() -> Response | tuple[Response, int]:
+    """The solvency report as JSON, for the operator (behind METRICS_TOKEN, as /metrics)."""
+    svc = services()
+    if not callers.token_ok(svc.settings.metrics_token, request.headers.get("Authorization", "")[7:]):
+        return plain("Forbidden", 403)
+    try:
+        return jsonify(_solvency().as_dict()), 200
+    except SQLAlchemyError:
+        return plain("database unavailable", 503)
 
 
 @bp.get("/status")

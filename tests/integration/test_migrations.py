@@ -42,3 +42,53 @@ def test_workers_starting_together_migrate_one_at_a_time(tmp_path):
     failures = [err.decode()[-2000:] for worker in workers
                 for _out, err in [worker.communicate(timeout=120)] if worker.returncode != 0]
     assert failures == []
+
+
+def test_the_journal_migration_opens_the_books_with_every_balance_unchanged(app, wallet):
+    """A database at 0004 (no journal) with customers' balances and payments in flight: after the
+    migration every balance is the same, the journal proves them, and a payment pending from
+    before is posted or voided through the journal like any other."""
+    from helpers.wallet import books, journal, lightning_out, mpesa_flows
+    from models import LN_IN_FLIGHT, MPESA_IN_FLIGHT, LedgerAccount
+
+    db = wallet.db
+    db.session.remove()
+    db.drop_schema()
+    with db.engine.begin() as conn:
+        conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+    db.migrate("0004_outgoing_payments")
+    with db.engine.begin() as conn:  # what the code before the journal left behind
+        for uid, phone, sats in ((1, "+254712000001", 50_000), (2, "+254712000002", 0)):
+            conn.execute(text("INSERT INTO users (id, phone, balance_sats, language, pin_failures, pin_locks, "
+                              "created_at) VALUES (:i, :p, :b, 'en', 0, 0, CURRENT_TIMESTAMP)"),
+                         {"i": uid, "p": phone, "b": sats})
+        for tid, kind, ref, amount, fee, status in ((1, "adjust", "OPEN1", 52_500, 0, "settled"),
+                                                    (2, "send", "LNPEND1", 2_000, 10, "pending"),
+                                                    (3, "withdraw", "WDPEND1", 480, 10, "pending")):
+            direction = "credit" if kind == "adjust" else "debit"
+            conn.execute(text("INSERT INTO transactions (id, user_id, type, direction, amount_sats, fee_sats, status, "
+                              "reference, payment_hash, created_at) VALUES (:i, 1, :t, :d, :a, :f, :s, :r, :h, "
+                              "CURRENT_TIMESTAMP)"),
+                         {"i": tid, "t": kind, "d": direction, "a": amount, "f": fee, "s": status, "r": ref,
+                          "h": "ab" * 32 if kind == "send" else None})
+    db.migrate()
+    with db.read() as s:
+        assert journal.check(s) == [] and books.ledger_check(s) == []
+        assert s.get(LedgerAccount, LN_IN_FLIGHT).balance_sats == -2_010
+        assert s.get(LedgerAccount, MPESA_IN_FLIGHT).balance_sats == -490
+        assert dict(s.execute(text("SELECT id, balance_sats FROM users")).all()) == {1: 50_000, 2: 0}
+    assert lightning_out.settle_lightning(db, 2, 4) is not None
+    assert mpesa_flows.refund_withdrawal(db, 3)
+    with db.read() as s:
+        assert journal.check(s) == []
+        assert s.get(LedgerAccount, LN_IN_FLIGHT).balance_sats == 0
+        assert s.get(LedgerAccount, MPESA_IN_FLIGHT).balance_sats == 0
+        assert dict(s.execute(text("SELECT id, balance_sats FROM users")).all()) == {1: 50_000 + 6 + 490, 2: 0}
+    db.session.remove()
+    db.drop_schema()
+    with db.engine.begin() as conn:
+        conn.execute(text("DROP TABLE alembic_version"))
+    db.create_schema()  # leave what the fixture expects
+    from helpers.wallet import demo
+
+    demo.seed_demo(db)

@@ -9,11 +9,12 @@ import datetime as dt
 import pytest
 from sqlalchemy import select, update
 
-from helpers.wallet import lightning_out, payments
+from helpers.wallet import journal, lightning_out, payments
 from helpers.wallet.errors import InvoiceAlreadyPaid
 from helpers.infra.i18n import t
 from lightning import MockBackend, PaymentResult, State, decode_invoice
-from models import (DEBIT, FAILED, PENDING, SEND, SETTLED, Invoice, OutgoingPayment, SmsOutbox, Transaction, User,
+from models import (DEBIT, FAILED, LN_IN_FLIGHT, PENDING, SEND, SETTLED, Invoice, OutgoingPayment, SmsOutbox,
+                    Transaction, User,
                     UssdSession)
 from tests.conftest import DEMO, PIN, balance, configure, snapshot
 from tests.fakes.fake_lnurl import FakeLnurl, mock_issuer
@@ -141,8 +142,13 @@ def test_a_duplicate_left_pending_from_before_the_guard_is_refunded_not_settled(
     a0 = balance(wallet, DEMO[0])
     with wallet.db.write() as s:  # the duplicate the old code could make, with no guard row
         s.execute(update(User).where(User.id == first.user_id).values(balance_sats=User.balance_sats - AMOUNT))
-        s.add(Transaction(user_id=first.user_id, type=SEND, direction=DEBIT, amount_sats=AMOUNT, fee_sats=0,
-                          status=PENDING, reference="DUPE0001", payment_hash=first.payment_hash))
+        dupe = Transaction(user_id=first.user_id, type=SEND, direction=DEBIT, amount_sats=AMOUNT, fee_sats=0,
+                           status=PENDING, reference="DUPE0001", payment_hash=first.payment_hash)
+        s.add(dupe)
+        s.flush()
+        journal.record(s, "lightning-pending", "DUPE0001", [journal.customer(first.user_id, AMOUNT),
+                                                            journal.house(LN_IN_FLIGHT, -AMOUNT)],
+                       transaction_id=dupe.id)
     assert node_pays(wallet.lightning, taken[0], first.fee_sats).state is State.SUCCEEDED  # the node pays it once
     counts = payments.reconcile(wallet)
     assert counts["settled"] == 1 and counts["refunded"] == 1

@@ -377,9 +377,9 @@ def test_a_movement_run_twice_under_one_key_moves_money_once(wallet, movement):
     """A replay that gets past the session row reaches the money function itself: with nothing
     read first, it fails on the ledger's unique key (or is refused, the first having spent the
     money) and gets the first movement's receipt; its own transaction leaves nothing behind."""
-    from helpers.wallet import transactions, users
+    from helpers.wallet import journal, transactions, users
     from helpers.wallet.rules import policy
-    from models import Transaction
+    from models import ADJUSTMENTS, Transaction
 
     policy_ = policy()
     with wallet.db.read() as s:
@@ -400,6 +400,8 @@ def test_a_movement_run_twice_under_one_key_moves_money_once(wallet, movement):
             s.execute(Transaction.__table__.insert().values(
                 user_id=payer.id, type="adjust", direction="debit", amount_sats=after_first[0], fee_sats=0,
                 status="settled", reference="TESTDRAIN", counterparty="test", created_at=utcnow()))
+            journal.record(s, "adjustment", "TESTDRAIN", [journal.customer(payer.id, after_first[0]),
+                                                          journal.house(ADJUSTMENTS, -after_first[0])])
     again = calls[movement]()
     assert not first.replay and again.replay
     assert (again.reference, again.amount_sats, again.fee_sats, again.transaction_id) == (
