@@ -13,12 +13,12 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from sqlalchemy import func, select
 
 from app import create_app
-from helpers.wallet import books, demo
+from helpers.wallet import books, demo, journal
 from helpers.web import demo as demo_routes
 from helpers.mpesa.provider import PayoutResult, SimulatedMpesa
 from helpers.wallet.rules import policy
 from lightning import State, UnavailableBackend
-from models import Invoice, Transaction, User
+from models import Invoice, Posting, Transaction, User
 from tests.conftest import DEMO, Dialer, PIN, TEST_PEPPER, configure
 
 P = policy()
@@ -117,6 +117,13 @@ class WalletMachine(RuleBasedStateMachine):
         with self.svc.db.read() as s:
             assert books.ledger_check(s) == []
             assert s.scalar(select(func.min(User.balance_sats))) >= 0
+            assert journal.check(s) == []  # every entry sums to zero, every balance is its postings
+            # nothing posted is ever edited: what was there at the last step is there unchanged
+            last_id, last_sum = getattr(self, "posted", (0, 0))
+            weighed = select(func.coalesce(func.sum(Posting.id * Posting.amount_sats), 0))
+            assert s.scalar(weighed.where(Posting.id <= last_id)) == last_sum
+            top = s.scalar(select(func.coalesce(func.max(Posting.id), 0)))
+            self.posted = (top, s.scalar(weighed.where(Posting.id <= top)))
         topups = self._sum(Transaction.amount_sats, Transaction.type == "topup")
         received = self._sum(Transaction.amount_sats, Transaction.counterparty == "lightning")
         out = self._sum(Transaction.amount_sats + Transaction.fee_sats, Transaction.type == "withdraw",
