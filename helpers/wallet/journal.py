@@ -66,6 +66,15 @@ def record(executor: Executor, kind: str, reference: str, legs: Sequence[Leg], *
     legs = [leg for leg in legs if leg.amount]
     if sum(leg.amount for leg in legs) != 0 or len(legs) < 2:
         raise UnbalancedEntry(f"{kind} {reference}: postings {[leg.amount for leg in legs]} do not balance")
+    # The house rows first, in one order: each posting's foreign key takes a shared lock on its
+    # account row, and two transactions that both held it shared and then asked to update it
+    # would deadlock on MySQL. Taking the row for update first leaves nothing to upgrade.
+    moves: dict[str, int] = {}
+    for leg in legs:
+        if leg.account is not None:
+            moves[leg.account] = moves.get(leg.account, 0) + leg.amount
+    for code in sorted(moves):
+        _MOVE_ACCOUNT.run(executor, {"code": code, "delta": moves[code]})
     entry_id = _ADD_ENTRY.run(executor, {"kind": kind, "reference": reference, "transaction_id": transaction_id,
                                          "follows_id": follows, "memo": memo[:255], "created_at": utcnow()}).lastrowid
     if entry_id is None:  # an INSERT with an autoincrement key always returns it
@@ -73,8 +82,6 @@ def record(executor: Executor, kind: str, reference: str, legs: Sequence[Leg], *
     for leg in legs:
         _ADD_POSTING.run(executor, {"entry_id": entry_id, "user_id": leg.user_id, "account": leg.account,
                                     "amount_sats": leg.amount})
-        if leg.account is not None:
-            _MOVE_ACCOUNT.run(executor, {"code": leg.account, "delta": leg.amount})
     return entry_id
 
 
