@@ -10,6 +10,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from helpers.infra.text import is_digits
+
 DEV_PIN_PEPPER = "development-pepper-not-for-production"  # noqa: S105 - a marked dev default
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -39,7 +41,7 @@ def _number(env: dict[str, str], name: str, default: int | float) -> int | float
         return default
     kind = "a decimal number" if isinstance(default, float) else "a whole number"
     try:
-        value = float(raw) if isinstance(default, float) else int(raw) if raw.isascii() else None
+        value = float(raw) if isinstance(default, float) else int(raw) if is_digits(raw) else None
     except ValueError:
         value = None
     if value is None or not 0 <= value < float("inf"):  # also NaN and infinity

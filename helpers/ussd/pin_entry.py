@@ -107,7 +107,7 @@ class PinStep:
             # typed screen by screen: it is never checked, so it cannot be used to guess.
             return expired(ctx)
         refusal, check = check_pin(ctx, token, debit_follows=data["action"] in actions.DEBIT_FIRST)
-        if refusal is not None or check is None:
+        if check is None:  # wrong, locked or not a PIN: `refusal` says which
             return refusal or expired(ctx)
         try:
             reply = actions.ACTIONS[data["action"]](ctx, data, check.proof)

@@ -87,10 +87,8 @@ def record(executor: Executor, kind: str, reference: str, legs: Sequence[Leg], *
 
 def entry_of(executor: Executor, transaction_id: int, kind: str) -> int | None:
     """The id of the entry of `kind` recorded for a transaction (the pending one a post follows)."""
-    session = executor if isinstance(executor, Session) else None
-    statement = select(_ENTRIES.c.id).where(_ENTRIES.c.transaction_id == transaction_id,
-                                             _ENTRIES.c.kind == kind).limit(1)
-    return session.scalar(statement) if session is not None else executor.execute(statement).scalar()
+    return executor.execute(select(_ENTRIES.c.id).where(_ENTRIES.c.transaction_id == transaction_id,
+                                                         _ENTRIES.c.kind == kind).limit(1)).scalar()
 
 
 # ------------------------------------------------------------------ proof

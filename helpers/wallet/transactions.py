@@ -373,9 +373,11 @@ def release(s: Session, transaction_id: int, note: str = "") -> tuple[Transactio
     row = s.get(Transaction, transaction_id)
     after = credit(s, row.user_id, row.amount_sats + row.fee_sats)
     reserved = row.amount_sats + row.fee_sats
-    in_flight, pending_kind = (MPESA_IN_FLIGHT, "withdraw-pending") if row.type == WITHDRAW else \
-        (LN_IN_FLIGHT, "lightning-pending")
-    journal.record(s, pending_kind.replace("-pending", "-void"), row.reference,
+    if row.type == WITHDRAW:
+        in_flight, pending_kind, void_kind = MPESA_IN_FLIGHT, "withdraw-pending", "withdraw-void"
+    else:
+        in_flight, pending_kind, void_kind = LN_IN_FLIGHT, "lightning-pending", "lightning-void"
+    journal.record(s, void_kind, row.reference,
                    [journal.house(in_flight, reserved), journal.customer(row.user_id, -reserved)],
                    transaction_id=row.id, follows=journal.entry_of(s, row.id, pending_kind), memo=note)
     return row, after, s.get(User, row.user_id)
