@@ -1,6 +1,8 @@
 """Random sequences of sends, payment requests, top-ups, withdrawals, Lightning receipts and
-failures, driven through the USSD menu; after every step no balance is negative, every balance
-equals its ledger, and the sats in the system are exactly what came in minus what went out."""
+payments out, backend failures and unknown answers (settled later by the node or M-Pesa),
+replayed confirmations and restarts of the app on the same database; after every step no balance
+is negative, every balance equals its ledger and the journal, no posting was ever changed, and the
+sats in the system are exactly what came in minus what went out."""
 
 from __future__ import annotations
 
@@ -13,12 +15,15 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from sqlalchemy import func, select
 
 from app import create_app
-from helpers.wallet import books, demo, journal
+from helpers.lightning import lnurl_pay
+from helpers.lightning.lnurl_pay import PayParams
+from helpers.wallet import books, demo, journal, mpesa_flows, payments, users
+from helpers.wallet.errors import InsufficientBalance, PolicyDenied
 from helpers.web import demo as demo_routes
 from helpers.mpesa.provider import PayoutResult, SimulatedMpesa
 from helpers.wallet.rules import policy
-from lightning import State, UnavailableBackend
-from models import Invoice, Posting, Transaction, User
+from lightning import MockBackend, PaymentResult, State, StatusResult, UnavailableBackend, decode_invoice
+from models import PENDING, SEND, Invoice, Posting, Transaction, User
 from tests.conftest import DEMO, Dialer, PIN, TEST_PEPPER, configure
 
 P = policy()
@@ -36,31 +41,75 @@ class ScriptedMpesa(SimulatedMpesa):
         return PayoutResult(self.next_outcome, error="scripted")
 
 
+class ScriptedNode(MockBackend):
+    """Our node: pays what it is told to, fails, or answers nothing definite (PENDING) and keeps
+    the payment in flight until the test settles it one way or the other."""
+
+    next_outcome = State.SUCCEEDED
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_flight: dict[str, State] = {}  # payment hash -> what the node will say when asked
+
+    def pay_invoice(self, bolt11, max_fee_sat):
+        if self.next_outcome is State.SUCCEEDED:
+            return super().pay_invoice(bolt11, max_fee_sat)
+        payment_hash = decode_invoice(bolt11).payment_hash
+        if self.next_outcome is State.FAILED:
+            return PaymentResult(State.FAILED, payment_hash, error="scripted: no route")
+        self.in_flight[payment_hash] = State.PENDING
+        return PaymentResult(State.PENDING, payment_hash, error="scripted: no answer")
+
+    def payment_status(self, payment_hash):
+        if payment_hash in self.in_flight:
+            return StatusResult(self.in_flight[payment_hash], fee_sat=1 if self.in_flight[payment_hash]
+                                is State.SUCCEEDED else 0)
+        return super().payment_status(payment_hash)
+
+
+PAYEE = MockBackend(seed="a payee out in the world")
+
+
+def _payee_invoice(params, amount_sats, settings):
+    """What a Lightning address's server answers: a fresh invoice of another node."""
+    return PAYEE.create_invoice(amount_sats, "coffee", 600).bolt11
+
+
 class WalletMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.tmp = tempfile.mkdtemp()
-        url = os.environ.get("TEST_DATABASE_URL") or f"sqlite:///{self.tmp}/sm.db"
-        self.app = create_app({"TESTING": True, "DATABASE_URL": url, "AUTO_CREATE_SCHEMA": False,
-                               "DEMO_MODE": False, "SMS_AUTO_FLUSH": False, "PIN_PEPPER": TEST_PEPPER,
-                               "RATE_LIMITS": False, "INVOICE_POLL_S": 0,
-                               "WRITE_BEHIND_S": 0})
-        self.svc = self.app.extensions["wallet"]
+        self.url = os.environ.get("TEST_DATABASE_URL") or f"sqlite:///{self.tmp}/sm.db"
+        self.node = ScriptedNode()
+        self.mpesa = ScriptedMpesa()
+        self.real_fetch, lnurl_pay.fetch_invoice = lnurl_pay.fetch_invoice, _payee_invoice
+        self._start()
         self.svc.db.drop_schema()
         self.svc.db.create_schema()
         demo.seed_demo(self.svc.db)
-        configure(self.app, demo_mode=True)  # for /test/pay-invoice
-        self.app.register_blueprint(demo_routes.bp)  # as create_app does in demo mode
-        self.svc.mpesa = ScriptedMpesa()
-        self.real_lightning = self.svc.lightning
-        self.client = self.app.test_client()
-        self.phones = [Dialer(self.client, phone) for phone in DEMO]
         for phone in self.phones:
             phone.run(PIN, PIN)
         self.outside = self._sum(User.balance_sats)  # sats that came in from outside so far
         self.codes = 0
+        self.payments = 0
+
+    def _start(self) -> None:
+        """The app as a new process starts it: nothing kept in memory but the node and M-Pesa,
+        which are other machines."""
+        self.app = create_app({"TESTING": True, "DATABASE_URL": self.url, "AUTO_CREATE_SCHEMA": False,
+                               "DEMO_MODE": False, "SMS_AUTO_FLUSH": False, "PIN_PEPPER": TEST_PEPPER,
+                               "RATE_LIMITS": False, "INVOICE_POLL_S": 0,
+                               "WRITE_BEHIND_S": 0})
+        self.svc = self.app.extensions["wallet"]
+        configure(self.app, demo_mode=True)  # for /test/pay-invoice
+        self.app.register_blueprint(demo_routes.bp)  # as create_app does in demo mode
+        self.svc.mpesa = self.mpesa
+        self.svc.lightning = self.node
+        self.client = self.app.test_client()
+        self.phones = [Dialer(self.client, phone) for phone in DEMO]
 
     def teardown(self) -> None:
+        lnurl_pay.fetch_invoice = self.real_fetch
         with self.svc.db.read() as s:
             for kind, status in s.execute(select(Transaction.type, Transaction.status)).all():
                 event(f"ledger row: {kind} {status}")
@@ -103,14 +152,63 @@ class WalletMachine(RuleBasedStateMachine):
 
     @rule(a=PEOPLE, amount=SATS, node_up=st.booleans(), pay=st.booleans())
     def receive(self, a, amount, node_up, pay):
-        self.svc.lightning = self.real_lightning if node_up else UnavailableBackend("down")
+        self.svc.lightning = self.node if node_up else UnavailableBackend("down")
         self.phones[a].run("2", str(amount))
-        self.svc.lightning = self.real_lightning
+        self.svc.lightning = self.node
         if pay:
             with self.svc.db.read() as s:
                 reference = s.scalar(select(Invoice.reference).order_by(Invoice.id.desc()))
             if reference:
                 self.client.post("/test/pay-invoice", data={"reference": reference})
+
+    @rule(a=PEOPLE, amount=SATS, outcome=st.sampled_from([State.SUCCEEDED, State.FAILED, State.PENDING]))
+    def pay_out(self, a, amount, outcome):
+        """A payment to a Lightning address; PENDING is the node giving no definite answer."""
+        self.node.next_outcome = outcome
+        self.payments += 1
+        with self.svc.db.read() as s:
+            user = users.UserView.of(users.get(s, DEMO[a]))
+        params = PayParams("coffee@shop.example", "https://shop.example/lnurlp/cb", 1, 10_000_000, "0" * 64)
+        try:
+            paid = payments.pay_address(self.svc, user, params, amount, f"sm-pay-{self.payments}")
+            event(f"payment out: {paid.state.value}")
+        except (InsufficientBalance, PolicyDenied) as exc:
+            event(f"payment refused: {type(exc).__name__}")
+
+    @rule(paid=st.booleans())
+    def node_answers(self, paid):
+        """The node finally knows: every payment it kept in flight succeeded, or failed."""
+        for payment_hash in self.node.in_flight:
+            self.node.in_flight[payment_hash] = State.SUCCEEDED if paid else State.FAILED
+        for outcome, count in payments.reconcile(self.svc).items():
+            if count:
+                event(f"node answered late: {outcome}")
+
+    @rule(paid=st.booleans())
+    def mpesa_answers(self, paid):
+        """M-Pesa's late word on every withdrawal that had no answer."""
+        with self.svc.db.read() as s:
+            waiting = list(s.scalars(select(Transaction.id).where(Transaction.type == "withdraw",
+                                                                  Transaction.status == PENDING)))
+        for transaction_id in waiting:
+            if paid:
+                mpesa_flows.settle_withdrawal(self.svc.db, transaction_id, f"LATE{transaction_id:06d}", 0)
+            else:
+                mpesa_flows.refund_withdrawal(self.svc.db, transaction_id)
+
+    @rule(a=PEOPLE)
+    def replay(self, a):
+        """Africa's Talking sends the last request of a session again (a retry on a timeout)."""
+        phone = self.phones[a]
+        if phone.session_id:
+            phone.post(phone.text)
+
+    @rule()
+    def restart(self):
+        """The process dies and starts again on the same database."""
+        self.svc.db.session.remove()
+        self.svc.db.dispose()
+        self._start()
 
     @invariant()
     def books_balance(self):
@@ -128,6 +226,8 @@ class WalletMachine(RuleBasedStateMachine):
         received = self._sum(Transaction.amount_sats, Transaction.counterparty == "lightning")
         out = self._sum(Transaction.amount_sats + Transaction.fee_sats, Transaction.type == "withdraw",
                         Transaction.status.in_(("pending", "settled")))
+        out += self._sum(Transaction.amount_sats, Transaction.type == SEND, Transaction.payment_hash.is_not(None),
+                         Transaction.status.in_(("pending", "settled")))  # paid out through Lightning
         # what sends and paid requests cost in fees (the wallet's, no longer any user's)
         fees = self._sum(Transaction.fee_sats, Transaction.direction == "debit",
                          Transaction.type.in_(("send", "invoice")), Transaction.status.in_(("pending", "settled")))
@@ -137,5 +237,5 @@ class WalletMachine(RuleBasedStateMachine):
 
 
 TestWalletMachine = WalletMachine.TestCase
-TestWalletMachine.settings = settings(max_examples=25, stateful_step_count=12, deadline=None,
+TestWalletMachine.settings = settings(max_examples=40, stateful_step_count=15, deadline=None,
                                       suppress_health_check=[HealthCheck.too_slow])
