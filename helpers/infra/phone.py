@@ -73,6 +73,17 @@ def _calling_code(region: str) -> tuple[int, str, str | None]:
     return metadata.country_code, f"+{metadata.country_code}", prefix if prefix.isdigit() or not prefix else None
 
 
+def local(e164: str, region: str = "KE") -> str:
+    """How people of `region` write a number of their own country (0712345678); others as E.164."""
+    try:
+        number = phonenumbers.parse(e164)
+    except NumberParseException:
+        return e164
+    if phonenumbers.region_code_for_number(number) != region:
+        return e164
+    return re.sub(r"[^0-9]", "", phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL))
+
+
 def mask(e164: str) -> str:
     """A phone number fit for logs: +2547****5678."""
     if len(e164) < 8:

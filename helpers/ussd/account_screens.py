@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from helpers.infra.i18n import CATALOGS, t
+from helpers.infra.i18n import gsm7_length, t
+from helpers.infra.phone import local
 from helpers.ussd.screen import Ctx, expired
-from helpers.ussd.walker import End, Push, Result, Retry
-from helpers.wallet import books, lnurl, users
-from models import CREDIT, PENDING
+from helpers.ussd.walker import MAX_SCREEN, End, Push, Result, Retry
+from helpers.wallet import journal, lnurl, users
 
 MAIN_OPTIONS = {
     "1": "send.phone",
@@ -49,20 +49,32 @@ class Account:
         return Push(target) if target else Retry(ctx.t("error.option"))
 
 
+# Who is on the other side of an entry that has no other customer in it, by the entry's kind.
+_WHO = {"receive": "lightning", "lightning-pending": "lightning", "lightning-post": "lightning",
+        "lightning-void": "lightning", "topup": "mpesa", "withdraw-pending": "mpesa", "withdraw-post": "mpesa",
+        "withdraw-void": "mpesa", "adjustment": "adjust", "opening": "opening"}
+HISTORY_LINES = 4  # the most a screen shows; fewer when long amounts would pass 160 characters
+
+
 class History:
+    """The customer's statement: their last journal postings, newest first, each with the amount
+    (+ to them, - from them), who was on the other side, the date (* while pending) and the
+    reference their SMS named."""
+
     secret = False
 
     def prompt(self, ctx: Ctx, data: dict) -> str:
         with ctx.svc.db.read() as s:
-            rows = books.recent(s, ctx.user.id)
-        lines = "".join(
-            ctx.t("history.line", sign="+" if row.direction == CREDIT else "-",
-                  amount=row.amount_sats + row.fee_sats if row.direction != CREDIT else row.amount_sats,
-                  kind=ctx.t(f"kind.{row.type}") if f"kind.{row.type}" in CATALOGS["en"] else row.type,
-                  date=row.created_at.strftime("%d/%m") + ("*" if row.status == PENDING else ""))
-            for row in rows
-        )
-        return ctx.t("history", lines=lines or ctx.t("history.empty"))
+            lines = journal.statement(s, ctx.user.id, limit=HISTORY_LINES)
+        region = ctx.svc.settings.default_region
+        shown = [ctx.t("history.line", sign="+" if line.amount > 0 else "-", amount=abs(line.amount),
+                       who=local(line.counterparty, region) if line.counterparty
+                       else ctx.t("who." + _WHO.get(line.kind, "adjust")),
+                       date=line.at.strftime("%d/%m") + ("*" if line.pending else ""), ref=line.reference)
+                 for line in lines]
+        while len(shown) > 1 and (gsm7_length(ctx.t("history", lines="".join(shown))) or MAX_SCREEN + 1) > MAX_SCREEN:
+            shown.pop()  # the oldest goes first
+        return ctx.t("history", lines="".join(shown) or ctx.t("history.empty"))
 
     def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
         return Retry(ctx.t("error.option"))

@@ -25,13 +25,6 @@ from models import (
 log = logging.getLogger(__name__)
 
 
-def recent(session: Session, user_id: int, limit: int = 5) -> list[Transaction]:
-    return list(session.scalars(
-        select(Transaction).where(Transaction.user_id == user_id)
-        .order_by(Transaction.created_at.desc(), Transaction.id.desc()).limit(limit)
-    ))
-
-
 @dataclass(frozen=True)
 class LedgerMismatch:
     user_id: int

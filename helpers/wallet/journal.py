@@ -11,9 +11,9 @@ is their `users` row, moved by the movement itself (transactions.debit / credit)
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
-
 from typing import cast
 
 from sqlalchemy import Table, bindparam, func, insert, select, update
@@ -172,13 +172,37 @@ def solvency(session: Session, node_balance_sats: int | None) -> Solvency:
     return Solvency(kept["customers"], -kept[LN_IN_FLIGHT], -kept[MPESA_IN_FLIGHT], node_balance_sats, kept[FLOAT])
 
 
-def statement(session: Session, user_id: int, limit: int | None = None) -> list[tuple]:
-    """A customer's postings, newest first: (date, entry kind, reference, amount + credit / - debit
-    to them, memo)."""
-    query = (select(_ENTRIES.c.created_at, _ENTRIES.c.kind, _ENTRIES.c.reference, -_POSTINGS.c.amount_sats,
-                    _ENTRIES.c.memo)
+@dataclass(frozen=True)
+class StatementLine:
+    """One posting on a customer's account, as their statement shows it."""
+
+    at: dt.datetime
+    kind: str  # the entry's kind: transfer, receive, lightning-pending, withdraw-post, ...
+    reference: str
+    amount: int  # + credit to the customer, - debit
+    counterparty: str | None  # the other customer's phone, when the entry moved sats between two
+    pending: bool  # a pending entry nothing has posted or voided yet
+    memo: str
+
+
+def statement(session: Session, user_id: int, limit: int | None = None) -> list[StatementLine]:
+    """A customer's postings, newest first. Three queries whatever the length: the postings, the
+    other customers' legs of those entries, and which pending entries were followed."""
+    query = (select(_ENTRIES.c.id, _ENTRIES.c.created_at, _ENTRIES.c.kind, _ENTRIES.c.reference,
+                    -_POSTINGS.c.amount_sats, _ENTRIES.c.memo)
              .join(_ENTRIES, _ENTRIES.c.id == _POSTINGS.c.entry_id)
              .where(_POSTINGS.c.user_id == user_id).order_by(_POSTINGS.c.id.desc()))
     if limit is not None:
         query = query.limit(limit)
-    return [tuple(row) for row in session.execute(query)]
+    rows = session.execute(query).all()
+    ids = {row[0] for row in rows}
+    others: dict[int, str] = {}
+    followed: set[int] = set()
+    if ids:
+        others = {entry_id: phone for entry_id, phone in session.execute(
+            select(_POSTINGS.c.entry_id, User.phone).join(User, User.id == _POSTINGS.c.user_id)
+            .where(_POSTINGS.c.entry_id.in_(ids), _POSTINGS.c.user_id != user_id))}
+        followed = set(session.scalars(select(_ENTRIES.c.follows_id).where(_ENTRIES.c.follows_id.in_(ids))))
+    return [StatementLine(at, kind, reference, int(amount), others.get(entry_id),
+                          kind.endswith("-pending") and entry_id not in followed, memo or "")
+            for entry_id, at, kind, reference, amount, memo in rows]

@@ -112,9 +112,10 @@ def ledger_statement(phone: str, out) -> None:
         if user is None:
             raise click.ClickException(f"no customer with phone {phone!r}")
         writer = csv.writer(out)
-        writer.writerow(["date", "kind", "reference", "amount_sats", "memo"])
-        for when, kind, reference, amount, memo in journal.statement(s, user.id):
-            writer.writerow([f"{when:%Y-%m-%d %H:%M:%S}", kind, reference, amount, memo])
+        writer.writerow(["date", "kind", "reference", "amount_sats", "counterparty", "pending", "memo"])
+        for line in journal.statement(s, user.id):
+            writer.writerow([f"{line.at:%Y-%m-%d %H:%M:%S}", line.kind, line.reference, line.amount,
+                             line.counterparty or "", "yes" if line.pending else "", line.memo])
 
 
 @commands.command("flush-sms")

@@ -21,7 +21,7 @@ LONGEST = {
     "unit": "sats", "n": 3, "sign": "+", "kind": "withdraw", "date": "30/12*",
     "address": "254712345678@" + "w" * MAX_ADDRESS_DOMAIN, "payee": "w" * MAX_TYPED_ADDRESS,
 }
-SCREEN_KEYS = [k for k in EN if not k.startswith(("sms.", "kind.", "main.", "payreq.line", "history.line"))]
+SCREEN_KEYS = [k for k in EN if not k.startswith(("sms.", "who.", "main.", "payreq.line", "history.line"))]
 # Messages shown above a prompt (re-prompts); the others only ever end a session on their own.
 END_ONLY = {"error.expired", "error.unavailable", "error.lightning", "error.too-many"}
 PREFIXES = [k for k in EN if k.startswith(("error.", "deny.", "lnurl.", "pin.wrong", "pin.mismatch", "pin.set"))
@@ -32,9 +32,10 @@ def fill(lang: str, key: str) -> str:
     values = dict(LONGEST)
     values["requests"] = t(lang, "main.requests", count=3)
     values["lines"] = "".join(t(lang, "payreq.line", n=n, amount=10**6, phone="+254712345678") for n in (1, 2, 3))
-    if key == "history":
-        values["lines"] = "".join(t(lang, "history.line", sign="-", amount=10**6, kind=t(lang, "kind.withdraw"),
-                                    date="30/12*") for _ in range(5))
+    if key == "history":  # the screen drops its oldest lines to fit; the one line left must fit
+        longest = max((t(lang, k) for k in EN if k.startswith("who.")), key=len)
+        values["lines"] = t(lang, "history.line", sign="-", amount=10**12, who=longest, date="30/12*",
+                            ref="X" * 24)
     return t(lang, key, **values)
 
 

@@ -12,6 +12,7 @@ from helpers.infra.i18n import t
 from helpers.wallet.rules import policy
 from lightning import decode_invoice
 from models import Invoice, PaymentRequest, Transaction, User, utcnow
+from helpers.ussd.account_screens import HISTORY_LINES
 from tests.conftest import DEMO, PIN, balance, outbox, snapshot
 
 P = policy()
@@ -437,15 +438,21 @@ def test_account_shows_balance_in_kes_and_history(alice, bob, wallet, lang):
     amounts = [low * n for n in range(1, 7)]
     for amount in amounts:
         alice.run("1", "0787654321", str(amount), "1", PIN)
+    refs = list(wallet.db.session.scalars(select(Transaction.reference).where(
+        Transaction.user_id == wallet.db.session.scalar(select(User.id).where(User.phone == DEMO[0])),
+        Transaction.type == "send").order_by(Transaction.id)))
     have = balance(wallet, DEMO[0])
     address = lnurl.address(wallet.settings, DEMO[0])
     assert address == DEMO[0][1:] + "@" + lnurl.domain(wallet.settings)
     assert alice.run("6") == "CON " + t(lang, "account", balance=have, kes=P.sats_to_kes(have), address=address)
     history = alice.press("1")
-    assert history.count("\n-") == 5  # the last five, newest first, each amount + fee
-    shown = [f"-{amount + P.fee_sats('internal', amount):,} " for amount in amounts]
-    assert history.index(shown[5]) < history.index(shown[1])
-    assert shown[0] not in history
+    # the last HISTORY_LINES, newest first: amount + fee, the payee as people write it, the reference
+    today = dt.datetime.now(dt.UTC).strftime("%d/%m")
+    shown = [t(lang, "history.line", sign="-", amount=amount + P.fee_sats("internal", amount), who="0787654321",
+               date=today, ref=ref) for amount, ref in zip(amounts, refs, strict=True)]
+    assert history == "CON " + t(lang, "history", lines="".join(reversed(shown[-HISTORY_LINES:])))
+    assert t("en", "history.line", sign="+", amount=amounts[-1], who="0712345678", date=today,
+             ref=refs[-1]) in bob.run("6", "1")  # the payer, on the payee's statement
 
 
 def test_language_switch_changes_every_screen(alice):

@@ -169,6 +169,23 @@ def test_a_statement_lists_the_customers_postings(wallet, alice, runner):
     alice.run("1", "0" + DEMO[1][4:], str(amount), "1", PIN)
     result = runner.invoke(args=["ledger", "statement", DEMO[0]])
     lines = result.output.strip().splitlines()
-    assert lines[0] == "date,kind,reference,amount_sats,memo"
-    assert lines[1].split(",")[1:4][0] == "transfer" and lines[1].split(",")[3] == str(-(amount + fee))
+    assert lines[0] == "date,kind,reference,amount_sats,counterparty,pending,memo"
+    newest = lines[1].split(",")
+    assert newest[1] == "transfer" and newest[3] == str(-(amount + fee)) and newest[4] == DEMO[1]
     assert lines[-1].split(",")[1] == "adjustment"  # the demo opening balance, first of all
+
+
+def test_a_pending_entry_is_marked_until_it_is_posted(wallet):
+    alice = view(wallet, DEMO[0])
+    pending = transactions.reserve_withdrawal(wallet.db, wallet.policy, alice, wallet.policy.value("kes-min"),
+                                              DEMO[0], "w-4")
+
+    def newest():
+        with wallet.db.read() as s:
+            line = journal.statement(s, alice.id, limit=1)[0]
+        return line.kind, line.pending, line.amount
+
+    assert newest() == ("withdraw-pending", True, -(pending.amount_sats + pending.fee_sats))
+    assert mpesa_flows.settle_withdrawal(wallet.db, pending.transaction_id, "QK00000001", 1)
+    # the post moves the in-flight sats to the float: no customer posting, the pending line is done
+    assert newest() == ("withdraw-pending", False, -(pending.amount_sats + pending.fee_sats))
