@@ -289,6 +289,23 @@ class Posting(Base):
     amount_sats: Mapped[int] = mapped_column(BigInteger)
 
 
+class FloatReading(Base):
+    """One Account Balance query of our M-Pesa shortcode (Daraja answers by callback): what M-Pesa
+    says the float holds, to set beside what the books recorded. `accounts` keeps each of M-Pesa's
+    accounts as "name: available KES" lines; `available_cents` is their sum."""
+
+    __tablename__ = "float_readings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    reference: Mapped[str] = mapped_column(String(16), unique=True)
+    status: Mapped[str] = mapped_column(String(16), default=PENDING)  # pending, settled (answered), failed
+    available_cents: Mapped[Optional[int]] = mapped_column(BigInteger)
+    accounts: Mapped[Optional[str]] = mapped_column(String(1000))
+    result_desc: Mapped[Optional[str]] = mapped_column(String(255))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    answered_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
+
+
 # Posted rows are never edited: the database refuses it (the same statements in the migration).
 APPEND_ONLY = ("journal_entries", "postings")
 

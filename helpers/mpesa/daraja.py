@@ -6,6 +6,8 @@
   worker fetched a new one) is fetched again and the call retried once.
 - Top-up: M-Pesa Express (STK push) `POST /mpesa/stkpush/v1/processrequest`, Password =
   base64(shortcode + passkey + timestamp); status by `POST /mpesa/stkpushquery/v1/query`.
+- Float: Account Balance `POST /mpesa/accountbalance/v1/query` for the B2C shortcode; the answer
+  comes by callback ("Name|KES|available|uncleared|reserved|..." per account, joined by "&").
 - Withdrawal: B2C `POST /mpesa/b2c/v3/paymentrequest` with our OriginatorConversationID (unique
   per request, so M-Pesa refuses a duplicate instead of paying twice); status by Transaction
   Status `POST /mpesa/transactionstatus/v1/query`, whose answer comes by callback.
@@ -40,6 +42,7 @@ STK_PUSH_PATH = "/mpesa/stkpush/v1/processrequest"
 STK_QUERY_PATH = "/mpesa/stkpushquery/v1/query"
 B2C_PATH = "/mpesa/b2c/v3/paymentrequest"
 STATUS_PATH = "/mpesa/transactionstatus/v1/query"
+BALANCE_PATH = "/mpesa/accountbalance/v1/query"
 
 REQUIRED = ("MPESA_CONSUMER_KEY", "MPESA_CONSUMER_SECRET", "MPESA_SHORTCODE", "MPESA_PASSKEY",
             "MPESA_INITIATOR_NAME", "MPESA_SECURITY_CREDENTIAL", "MPESA_BASE_URL", "MPESA_CALLBACK_BASE_URL",
@@ -94,6 +97,7 @@ class DarajaMpesa(MpesaProvider):
     name = "daraja"
     topup_by_push = True
     payouts_async = True
+    queries_balance = True
 
     def __init__(self, *, consumer_key: str, consumer_secret: str, shortcode: str, passkey: str,
                  initiator_name: str, security_credential: str, base_url: str, callback_base_url: str,
@@ -278,5 +282,23 @@ class DarajaMpesa(MpesaProvider):
         accepted = status == 200 and _code(data, "ResponseCode") == "0"
         if not accepted:
             log.warning("daraja status query for %s not accepted: HTTP %s %s", reference, status,
+                        _code(data, "errorCode") or _code(data, "ResponseCode"))
+        return accepted
+
+    def query_balance(self, reference: str) -> bool:
+        body = {
+            "Initiator": self.initiator_name,
+            "SecurityCredential": self.security_credential,
+            "CommandID": "AccountBalance",
+            "PartyA": self.b2c_shortcode,
+            "IdentifierType": "4",  # an organisation's shortcode
+            "Remarks": "SatsPesa float",
+            "QueueTimeOutURL": self.callback_url("balance", "timeout", reference),
+            "ResultURL": self.callback_url("balance", "result", reference),
+        }
+        status, data = self._post(BALANCE_PATH, body)
+        accepted = status == 200 and _code(data, "ResponseCode") == "0"
+        if not accepted:
+            log.warning("daraja account balance query %s not accepted: HTTP %s %s", reference, status,
                         _code(data, "errorCode") or _code(data, "ResponseCode"))
         return accepted

@@ -96,6 +96,13 @@ class MpesaProvider(ABC):
         the query was accepted."""
         raise NotImplementedError(f"{self.name} pays out synchronously")
 
+    queries_balance = False  # True: query_balance asks M-Pesa what our shortcode holds
+
+    def query_balance(self, reference: str) -> bool:
+        """Ask M-Pesa for our shortcode's account balances; the answer comes by callback naming
+        `reference`. True when the query was accepted."""
+        raise NotImplementedError(f"{self.name} has no account to ask about")
+
 
 class SimulatedMpesa(MpesaProvider):
     name = "simulated"

@@ -21,6 +21,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from helpers.infra.fastpath import Prepared
+from helpers.wallet import mpesa_float
 from models import FLOAT, LN_IN_FLIGHT, MPESA_IN_FLIGHT, JournalEntry, LedgerAccount, Posting, User, utcnow
 
 Executor = Connection | Session
@@ -137,13 +138,16 @@ def balances(session: Session) -> dict[str, int]:
 class Solvency:
     """What we owe against what we hold. Liabilities: customers' balances plus what is reserved
     for payments in flight (those sats are still ours until the rail says they left). Assets: the
-    node's balance as the node reports it (None: unreachable) and the M-Pesa float as recorded."""
+    node's balance as the node reports it (None: unreachable) and the M-Pesa float as recorded,
+    beside the float as M-Pesa last reported it (Daraja's Account Balance, in KES: evidence, not
+    counted in the ratio, whose units are sats)."""
 
     customers_sats: int
     lightning_in_flight_sats: int
     mpesa_in_flight_sats: int
     node_sats: int | None
     float_sats: int
+    float_reading: mpesa_float.Reading | None = None  # what M-Pesa last said the float holds, in KES
 
     @property
     def liabilities_sats(self) -> int:
@@ -161,15 +165,19 @@ class Solvency:
         return float("inf") if self.liabilities_sats == 0 else self.assets_sats / self.liabilities_sats
 
     def as_dict(self) -> dict:
+        reading = self.float_reading
         return {"customers_sats": self.customers_sats, "lightning_in_flight_sats": self.lightning_in_flight_sats,
                 "mpesa_in_flight_sats": self.mpesa_in_flight_sats, "liabilities_sats": self.liabilities_sats,
                 "node_sats": self.node_sats, "mpesa_float_sats": self.float_sats, "assets_sats": self.assets_sats,
-                "coverage": self.coverage}
+                "coverage": self.coverage,
+                "mpesa_float_queried_kes": None if reading is None else str(reading.available_kes),
+                "mpesa_float_queried_at": None if reading is None else reading.at.isoformat()}
 
 
 def solvency(session: Session, node_balance_sats: int | None) -> Solvency:
     kept = balances(session)
-    return Solvency(kept["customers"], -kept[LN_IN_FLIGHT], -kept[MPESA_IN_FLIGHT], node_balance_sats, kept[FLOAT])
+    return Solvency(kept["customers"], -kept[LN_IN_FLIGHT], -kept[MPESA_IN_FLIGHT], node_balance_sats, kept[FLOAT],
+                    mpesa_float.latest(session))
 
 
 @dataclass(frozen=True)

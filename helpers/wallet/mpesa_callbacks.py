@@ -9,6 +9,8 @@ whose conditional updates make a repeated callback a no-op.
 - B2C result: {"Result": {ResultType, ResultCode, ResultDesc, OriginatorConversationID,
   ConversationID, TransactionID, ResultParameters: {ResultParameter: [{Key, Value}: TransactionAmount,
   TransactionReceipt, ReceiverPartyPublicName, ...]}}}; the queue timeout leaves it pending.
+- Account Balance result: {"Result": {ResultCode, ResultDesc, ResultParameters: {ResultParameter:
+  [{Key: "AccountBalance", Value: "Name|KES|available|...&..."}, ...]}}}; recorded, no money moves.
 - Transaction Status result: {"Result": {..., ResultParameters: [OriginatorConversationID,
   ConversationID, TransactionStatus, Amount, ReceiptNo, ...]}} about the original payment.
 """
@@ -23,7 +25,7 @@ from typing import Any
 from sqlalchemy import update
 
 from database import Database
-from helpers.wallet import mpesa_flows
+from helpers.wallet import mpesa_float, mpesa_flows
 from helpers.mpesa.daraja import msisdn
 from helpers.infra.phone import mask
 from models import B2C, FAILED, PENDING, SETTLED, STK, MpesaRequest
@@ -88,6 +90,8 @@ def handle(db: Database, kind: str, event: str, reference: str, body: Any) -> tu
         return queue_timeout(db, kind, reference, body)
     if kind == "status" and event == "result":
         return status_result(db, reference, body)
+    if kind == "balance" and event in ("result", "timeout"):
+        return balance_result(db, reference, body)
     log.warning("mpesa callback of unknown kind %s/%s", kind[:16], event[:16])
     return UNKNOWN, "unknown callback"
 
@@ -247,3 +251,14 @@ def status_result(db: Database, reference: str, body: dict) -> tuple[int, str]:
     if mpesa_flows.finish_payout(db, reference, SETTLED, receipt, code, f"status: {state}"):
         return OK, "settled"
     return OK, "duplicate"
+
+
+# ------------------------------------------------------------------ Account Balance
+def balance_result(db: Database, reference: str, body: dict) -> tuple[int, str]:
+    result = _result(body)
+    if result is None:
+        return _refuse("balance", reference, "no Result")
+    outcome = mpesa_float.record(db, reference, result, _result_params(result))
+    if outcome == "unreadable":
+        return _refuse("balance", reference, "unreadable AccountBalance")
+    return OK, outcome

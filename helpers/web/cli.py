@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import time
 import uuid
 
 import click
@@ -14,8 +15,10 @@ from flask.cli import AppGroup
 
 from helpers.infra.phone import mask, normalise
 from helpers.ussd import sessions
-from helpers.wallet import journal, books, demo, invoices, limits, mpesa_flows, payments, transactions, users
+from helpers.wallet import (books, demo, invoices, journal, limits, mpesa_float, mpesa_flows, payments, transactions,
+                            users)
 from helpers.web.common import services
+from models import PENDING
 
 log = logging.getLogger("wallet")  # as the request log (README, Operations)
 commands = AppGroup("wallet", help="Operator commands (also at the top level: flask <command>).")
@@ -80,10 +83,15 @@ def ledger_check_command() -> None:
 
 @ledger.command("solvency")
 @click.option("--json", "as_json", is_flag=True, help="one JSON object instead of the table")
-def ledger_solvency(as_json: bool) -> None:
+@click.option("--query-float", is_flag=True, help="ask M-Pesa for the float first (Daraja's Account Balance)")
+@click.option("--wait", default=30.0, show_default=True, help="seconds to wait for M-Pesa's answer")
+def ledger_solvency(as_json: bool, query_float: bool, wait: float) -> None:
     """What we owe customers (and hold for payments in flight) against what we hold: the node's
-    balance as the node reports it and the M-Pesa float as recorded."""
+    balance as the node reports it and the M-Pesa float as recorded, beside the float as M-Pesa
+    last reported it."""
     svc = services()
+    if query_float:
+        _query_float(svc, wait)
     node = svc.lightning.balance()
     with svc.db.read() as s:
         found = journal.solvency(s, node.balance_sat if node.ok else None)
@@ -98,6 +106,25 @@ def ledger_solvency(as_json: bool) -> None:
     for label, sats in rows:
         click.echo(f"{label:<32} {'?' if sats is None else f'{sats:,}':>16} sats")
     click.echo(f"{'coverage':<32} {coverage:>16}")
+    reading = found.float_reading
+    if reading is None:
+        click.echo("M-Pesa float (as M-Pesa reports): never asked (--query-float, with Daraja)")
+    else:
+        click.echo(f"{'M-Pesa float (as M-Pesa reports)':<32} {reading.available_kes:>16,} KES "
+                   f"at {reading.at:%Y-%m-%d %H:%M} UTC")
+        click.echo(f"{'  recorded float, at the rate now':<32} {svc.policy.sats_to_kes(found.float_sats):>16,} KES")
+
+
+def _query_float(svc, wait: float) -> None:
+    reference = mpesa_float.ask(svc.db, svc.mpesa)
+    if reference is None:
+        raise click.ClickException(f"M-Pesa ({svc.mpesa.name}) cannot be asked for the float")
+    deadline = time.monotonic() + wait
+    while mpesa_float.status_of(svc.db, reference) == PENDING:
+        if time.monotonic() > deadline:
+            raise click.ClickException(f"M-Pesa did not answer the float query {reference} within {wait:g} s "
+                                       "(its answer is recorded when it comes)")
+        time.sleep(0.25)
 
 
 @ledger.command("statement")

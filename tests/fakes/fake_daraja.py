@@ -76,6 +76,12 @@ B2C_FIELDS = {"OriginatorConversationID": True, "InitiatorName": True, "Security
 STATUS_FIELDS = {"Initiator": True, "SecurityCredential": True, "CommandID": True, "TransactionID": False,
                  "OriginalConversationID": False, "PartyA": True, "IdentifierType": True, "ResultURL": True,
                  "QueueTimeOutURL": True, "Remarks": True, "Occasion": False}
+BALANCE_FIELDS = {"Initiator": True, "SecurityCredential": True, "CommandID": True, "PartyA": True,
+                  "IdentifierType": True, "Remarks": True, "QueueTimeOutURL": True, "ResultURL": True}
+# The Account Balance answer's format, from the docs' example: per account Name|KES|available|...
+FLOAT_ACCOUNTS = ("Working Account|KES|700000.00|700000.00|0.00|0.00&Float Account|KES|0.00|0.00|0.00|0.00"
+                  "&Utility Account|KES|228037.00|228037.00|0.00|0.00&Charges Paid Account|KES|-1540.00|-1540.00|0.00"
+                  "|0.00&Organization Settlement Account|KES|0.00|0.00|0.00|0.00")
 # M-Pesa's per-transaction bounds (Daraja FAQs): Express from Ksh 1, B2C from Ksh 10, both up to 250,000
 STK_BOUNDS, B2C_BOUNDS = (1, 250_000), (10, 250_000)
 
@@ -126,6 +132,8 @@ class FakeDaraja(FakeServer):
         self.callbacks: list[tuple[str, dict, int]] = []  # (url, payload, our HTTP status)
         self._threads: list[threading.Thread] = []
         self._busy = 0  # requests being answered
+        self.float_accounts = FLOAT_ACCOUNTS
+        self.balance_outcome = "success"  # "failure": M-Pesa answers with an error result; "silent": no answer
         super().__init__()
 
     # -------------------------------------------------------------- plumbing
@@ -140,7 +148,8 @@ class FakeDaraja(FakeServer):
         routes = {"/mpesa/stkpush/v1/processrequest": self._stk_push,
                   "/mpesa/stkpushquery/v1/query": self._stk_query,
                   "/mpesa/b2c/v3/paymentrequest": self._b2c,
-                  "/mpesa/transactionstatus/v1/query": self._status}
+                  "/mpesa/transactionstatus/v1/query": self._status,
+                  "/mpesa/accountbalance/v1/query": self._balance}
         route = routes.get(url.path)
         if route is None or method != "POST":
             self.violation(f"{method} {url.path}: no such Daraja API")
@@ -431,6 +440,36 @@ class FakeDaraja(FakeServer):
                            "ResultDesc": "The service request is processed successfully.",
                            "ResultParameters": {"ResultParameter": params}, "ResultType": 0,
                            "TransactionID": record["receipt"]}}
+
+    # -------------------------------------------------------------- Account Balance
+    def _balance(self, request: BaseHTTPRequestHandler, body: dict) -> None:
+        api = "accountbalance"
+        self._fields(api, body, BALANCE_FIELDS)
+        if body.get("Initiator") != INITIATOR or body.get("SecurityCredential") != SECURITY_CREDENTIAL:
+            self.violation(f"{api}: Initiator or SecurityCredential is not ours")
+        if body.get("CommandID") != "AccountBalance":
+            self.violation(f"{api}: CommandID {body.get('CommandID')!r}")
+        if str(body.get("PartyA")) != B2C_SHORTCODE or str(body.get("IdentifierType")) != "4":
+            self.violation(f"{api}: PartyA/IdentifierType are not our shortcode / 4")
+        self._text(api, "Remarks", body.get("Remarks"), 1, 100)
+        result_url = self._url(api, "ResultURL", body.get("ResultURL"))
+        self._url(api, "QueueTimeOutURL", body.get("QueueTimeOutURL"))
+        ids = {"OriginatorConversationID": f"{next(_counter)}-5258779-3",
+               "ConversationID": f"AG_{dt.date.today():%Y%m%d}_{secrets.token_hex(10)}"}
+        self.reply(request, 200, {**ids, "ResponseCode": "0",
+                                  "ResponseDescription": "Accept the service request successfully"})
+        if not result_url or self.balance_outcome == "silent":
+            return
+        if self.balance_outcome == "failure":
+            result = {**ids, "ResultType": "0", "ResultCode": "21",
+                      "ResultDesc": "Initiator to Primary Party Permission Failure"}
+        else:
+            params = [{"Key": "AccountBalance", "Value": self.float_accounts},
+                      {"Key": "BOCompletedTime", "Value": f"{dt.datetime.now(EAT):%Y%m%d%H%M%S}"}]
+            result = {**ids, "ResultType": "0", "ResultCode": "0",
+                      "ResultDesc": "The service request is processed successfully",
+                      "TransactionID": receipt(), "ResultParameters": {"ResultParameter": params}}
+        self._call_back(result_url, {"Result": result}, "success")
 
     # -------------------------------------------------------------- calling back
     def _hold(self, outcome: str) -> None:

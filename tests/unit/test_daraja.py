@@ -7,23 +7,26 @@ credited or debited once, nothing released while the outcome is unknown, the led
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 
 import pytest
-from sqlalchemy import select
+from decimal import Decimal
+
+from sqlalchemy import func, select
 from werkzeug.serving import make_server
 
 from app import create_app
-from helpers.wallet import mpesa_flows
+from helpers.wallet import mpesa_float, mpesa_flows
 from helpers.infra.config import ConfigError, finalise, load_config
 from helpers.mpesa.daraja import REQUIRED, DarajaMpesa, msisdn, stk_password
 from helpers.infra.i18n import t
 from helpers.mpesa.provider import MpesaConfigError, create_provider
 from helpers.wallet.rules import policy
 from lightning import State
-from models import MpesaRequest, Transaction
+from models import FloatReading, MpesaRequest, Transaction
 from tests.fakes import fake_daraja
 from tests.conftest import DEMO, PIN, balance, configure, outbox, snapshot
 from tests.fakes.fake_daraja import FakeDaraja, kes_for
@@ -624,3 +627,51 @@ def test_racing_b2c_results_move_the_reserve_once(alice, wallet, daraja, failed)
     (row,) = rows(wallet, "withdraw")
     assert row.status == ("failed" if failed else "settled")
     assert balance(wallet, alice.phone) == (before if failed else before - reserved(kes))
+
+
+# ------------------------------------------------------------------ the float, as M-Pesa reports it
+def _documented_float() -> Decimal:
+    """The sum of every account's available funds in the fake's answer (the docs' example)."""
+    return sum((Decimal(part.split("|")[2]) for part in fake_daraja.FLOAT_ACCOUNTS.split("&")), Decimal(0))
+
+
+def test_solvency_asks_m_pesa_for_the_float_and_shows_it_beside_the_books(wallet, daraja, served, runner):
+    result = runner.invoke(args=["ledger", "solvency", "--query-float", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert Decimal(report["mpesa_float_queried_kes"]) == _documented_float()
+    assert report["mpesa_float_queried_at"]
+    body = daraja.last("/accountbalance/v1/query")
+    assert body["CommandID"] == "AccountBalance" and body["PartyA"] == fake_daraja.B2C_SHORTCODE
+    table = runner.invoke(args=["ledger", "solvency"]).output  # the last reading, without asking again
+    assert f"{_documented_float():,}" in table and "as M-Pesa reports" in table
+    assert len([path for path, _ in daraja.received if path.endswith("/accountbalance/v1/query")]) == 1
+
+
+def test_a_float_answer_is_recorded_once_and_a_failure_changes_no_reading(wallet, daraja, served, runner):
+    assert runner.invoke(args=["ledger", "solvency", "--query-float"]).exit_code == 0
+    with wallet.db.read() as s:
+        first = mpesa_float.latest(s)
+    daraja.wait_callbacks()
+    url, payload, _status = next(c for c in daraja.callbacks if "/balance/result/" in c[0])
+    altered = json.loads(json.dumps(payload))
+    altered["Result"]["ResultParameters"]["ResultParameter"][0]["Value"] = "Working Account|KES|1.00|1.00|0.00|0.00"
+    assert daraja.send(url, altered) == 200  # the same reference again: a duplicate, ignored
+    daraja.balance_outcome = "failure"
+    result = runner.invoke(args=["ledger", "solvency", "--query-float"])
+    assert result.exit_code == 0, result.output  # the answer came: a failure, recorded as such
+    with wallet.db.read() as s:
+        assert mpesa_float.latest(s) == first
+        assert s.scalar(select(func.count()).select_from(FloatReading).where(FloatReading.status == "failed")) == 1
+    daraja.balance_outcome = "silent"
+    result = runner.invoke(args=["ledger", "solvency", "--query-float", "--wait", "0.5"])
+    assert result.exit_code == 1 and "did not answer" in result.output
+
+
+def test_an_unreadable_float_answer_is_refused(wallet, daraja, served, runner):
+    daraja.float_accounts = "Working Account|USD|12.00|0|0|0"
+    result = runner.invoke(args=["ledger", "solvency", "--query-float", "--wait", "3"])
+    assert result.exit_code == 1  # refused, so the query is still waiting for an answer it can read
+    with wallet.db.read() as s:
+        assert mpesa_float.latest(s) is None
+

@@ -189,3 +189,9 @@ def test_a_pending_entry_is_marked_until_it_is_posted(wallet):
     assert mpesa_flows.settle_withdrawal(wallet.db, pending.transaction_id, "QK00000001", 1)
     # the post moves the in-flight sats to the float: no customer posting, the pending line is done
     assert newest() == ("withdraw-pending", False, -(pending.amount_sats + pending.fee_sats))
+
+
+def test_the_simulated_provider_cannot_be_asked_for_the_float(runner):
+    result = runner.invoke(args=["ledger", "solvency", "--query-float"])
+    assert result.exit_code == 1 and "cannot be asked for the float" in result.output
+    assert "never asked" in runner.invoke(args=["ledger", "solvency"]).output
