@@ -15,6 +15,7 @@ import threading
 from collections import namedtuple
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from typing import Any
 
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import DBAPIError, NoResultFound
@@ -95,6 +96,14 @@ class Prepared:
         """Execute on `executor`'s connection, in its current transaction. Driver errors come out
         as SQLAlchemy's (IntegrityError, OperationalError ...), and a connection the database
         dropped is invalidated, as with `conn.execute()`."""
+        return self._execute(executor, [params])
+
+    def run_many(self, executor: Connection | Session, rows: list[dict]) -> Executed:
+        """The statement once per parameter set, in one call to the driver (pymysql sends an
+        INSERT's rows as one multi-row statement: one round trip). No result rows."""
+        return self._execute(executor, rows)
+
+    def _execute(self, executor: Connection | Session, batch: list[dict]) -> Executed:
         if isinstance(executor, Session):
             executor.flush()  # as Session.execute would: pending ORM objects first
             conn = executor.connection()
@@ -102,11 +111,16 @@ class Prepared:
             conn = executor
         dialect = conn.dialect
         compiled = self.compiled(dialect)
-        values = compiled.parameters(params)
         dbapi_connection = conn.connection
         cursor = dbapi_connection.cursor()
+        values: Any = None
         try:
-            cursor.execute(compiled.sql, values)
+            if len(batch) == 1:
+                values = compiled.parameters(batch[0])
+                cursor.execute(compiled.sql, values)
+            else:
+                values = [compiled.parameters(params) for params in batch]
+                cursor.executemany(compiled.sql, values)
             rows = cursor.fetchall() if cursor.description else []
             done = Executed(compiled.converted(rows) if rows else rows, cursor.rowcount, cursor.lastrowid)
         except dialect.loaded_dbapi.Error as exc:

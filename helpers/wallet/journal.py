@@ -80,9 +80,8 @@ def record(executor: Executor, kind: str, reference: str, legs: Sequence[Leg], *
                                          "follows_id": follows, "memo": memo[:255], "created_at": utcnow()}).lastrowid
     if entry_id is None:  # an INSERT with an autoincrement key always returns it
         raise RuntimeError("the database returned no id for a journal entry")
-    for leg in legs:
-        _ADD_POSTING.run(executor, {"entry_id": entry_id, "user_id": leg.user_id, "account": leg.account,
-                                    "amount_sats": leg.amount})
+    _ADD_POSTING.run_many(executor, [{"entry_id": entry_id, "user_id": leg.user_id, "account": leg.account,
+                                      "amount_sats": leg.amount} for leg in legs])
     return entry_id
 
 
