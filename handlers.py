@@ -29,6 +29,7 @@ from helpers.ussd.send_screens import (
     PayRequestList,
     SendAmount,
     SendConfirm,
+    SendKes,
     SendRecipient,
 )
 from helpers.ussd.walker import Screen, walk
@@ -46,6 +47,7 @@ SCREENS: dict[str, Screen] = {
     "main": MainMenu(),
     "send.phone": SendRecipient("send.phone", "send.amount"),
     "send.amount": SendAmount(),
+    "send.kes": SendKes(),
     "send.confirm": SendConfirm(),
     "send.ln.amount": LightningAmount(),
     "send.ln.confirm": LightningConfirm(),

@@ -306,6 +306,39 @@ class FloatReading(Base):
     answered_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
 
 
+class Price(Base):
+    """A reference BTC/KES price the feed agreed on: the median of the sources that answered
+    within the outlier band. `answers` keeps every source's answer (or why it had none)."""
+
+    __tablename__ = "prices"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kes_per_btc: Mapped[int] = mapped_column(BigInteger)
+    sources: Mapped[str] = mapped_column(String(255))  # the sources the median was taken from
+    answers: Mapped[str] = mapped_column(String(1000))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, index=True)
+
+
+class Quote(Base):
+    """A conversion shown to a customer on a confirm screen, held until `expires_at`: confirming
+    in time uses exactly these numbers (also when M-Pesa's callback comes later)."""
+
+    __tablename__ = "quotes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    reference: Mapped[str] = mapped_column(String(16), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    kind: Mapped[str] = mapped_column(String(16))  # topup, withdraw, send
+    kes: Mapped[int] = mapped_column(BigInteger)
+    sats: Mapped[int] = mapped_column(BigInteger)
+    fee_sats: Mapped[int] = mapped_column(BigInteger, default=0)
+    kes_per_btc: Mapped[int] = mapped_column(BigInteger)  # the reference price it was made at
+    spread_bps: Mapped[int] = mapped_column(Integer, default=0)
+    price_source: Mapped[str] = mapped_column(String(16))  # feed, manual, fixed
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime, index=True)
+
+
 # Posted rows are never edited: the database refuses it (the same statements in the migration).
 APPEND_ONLY = ("journal_entries", "postings")
 

@@ -17,6 +17,7 @@ from sqlalchemy import select
 from app import create_app
 from database import Database
 from helpers.wallet import books, demo, journal
+from helpers.wallet.rules import policy
 from helpers.web import demo as demo_routes
 from helpers.infra.i18n import gsm7_length
 from models import SmsOutbox, User
@@ -189,6 +190,30 @@ class Dialer:
 
 
 DEMO = [phone for phone, _ in demo.DEMO_USERS]
+# Tests run on the fixed price of atoms.metta (no PRICE_SOURCES): the conversions at it.
+FIXED_PRICE = policy().value("fixed-kes-per-btc")
+KES_MIN, KES_MAX = policy().kes_bounds(FIXED_PRICE)
+VALID_MIN = -(-policy().value("quote-valid-s") // 60)  # how long a quote holds, as the screens say it
+
+
+def credit_sats(kes: int) -> int:
+    """Sats a top-up of `kes` buys at the fixed price."""
+    return policy().kes_to_sats_credit(kes, FIXED_PRICE)
+
+
+def debit_sats(kes: int) -> int:
+    """Sats a withdrawal of `kes` costs at the fixed price, before its fee."""
+    return policy().kes_to_sats_debit(kes, FIXED_PRICE)
+
+
+def withdraw_terms(kes: int) -> tuple[int, int, int, int]:
+    """(kes, sats, fee, price): what a withdrawal's quote at the fixed price holds."""
+    sats = debit_sats(kes)
+    return kes, sats, policy().fee_sats("mpesa-withdraw", sats), FIXED_PRICE
+
+
+def kes_worth(sats: int) -> int:
+    return policy().sats_to_kes(sats, FIXED_PRICE)
 PIN = "4821"
 
 

@@ -301,8 +301,7 @@ class RunBase:
         # amounts, all derived from the policy
         self.min_sats = self.p.value("payment-min-sats")
         self.max_sats = self.p.value("payment-max-sats")
-        self.kes_min = self.p.value("kes-min")
-        self.kes_max = self.p.value("kes-max")
+        self.kes_min, self.kes_max = self.p.kes_bounds(self.p.value("fixed-kes-per-btc"))
         self.pin_digits = self.p.value("pin-length")
         self.pin_attempts = self.p.value("pin-max-attempts")
         self.topup_kes = min(self.kes_max, self.kes_min * 20 + 1)  # not a multiple of the rate: rounding shows

@@ -7,6 +7,7 @@ the instance folder, the mock Lightning backend, simulated M-Pesa, log SMS and d
 from __future__ import annotations
 
 import os
+import datetime as dt
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +119,16 @@ def load_config(instance_path: str, env: dict[str, str] | None = None) -> dict[s
         # every MPESA_QUERY_EVERY_S, by the poller and by `flask reconcile`.
         "MPESA_QUERY_AFTER_S": _number(env, "MPESA_QUERY_AFTER_S", 90),
         "MPESA_QUERY_EVERY_S": _number(env, "MPESA_QUERY_EVERY_S", 120),
+        # The BTC/KES price feed (README, Prices). Empty: the fixed price of atoms.metta, no network
+        # (the embedded default, demo, tests); production needs sources or a pinned price.
+        "PRICE_SOURCES": env.get("PRICE_SOURCES", ""),
+        "PRICE_MIN_SOURCES": _number(env, "PRICE_MIN_SOURCES", 2),
+        "PRICE_OUTLIER_PCT": _number(env, "PRICE_OUTLIER_PCT", 5.0),
+        "PRICE_REFRESH_S": _number(env, "PRICE_REFRESH_S", 60),
+        "PRICE_TIMEOUT_S": _number(env, "PRICE_TIMEOUT_S", 5.0),
+        # An operator's emergency price, KES per bitcoin, used until PRICE_MANUAL_UNTIL (ISO UTC time)
+        "PRICE_MANUAL_KES_PER_BTC": _number(env, "PRICE_MANUAL_KES_PER_BTC", 0),
+        "PRICE_MANUAL_UNTIL": env.get("PRICE_MANUAL_UNTIL", ""),
         "DEFAULT_REGION": env.get("DEFAULT_REGION", "KE"),
         "DEFAULT_LANGUAGE": env.get("DEFAULT_LANGUAGE", "en"),
         "LOG_LEVEL": env.get("LOG_LEVEL", "INFO"),
@@ -193,6 +204,7 @@ def finalise(config: dict[str, Any]) -> None:
                           "characters: Lightning addresses are shown on 160-character screens")
     if config["DEFAULT_LANGUAGE"] not in ("en", "sw"):
         raise ConfigError("DEFAULT_LANGUAGE must be 'en' or 'sw'")
+    _check_prices(config, production)
     if production and config["MPESA_PROVIDER"] == "daraja":
         if config["MPESA_BASE_URL"].rstrip("/") == DARAJA_SANDBOX_URL:
             # sandbox payments are not money: every sandbox top-up would credit real sats
@@ -200,3 +212,18 @@ def finalise(config: dict[str, Any]) -> None:
         callback_base = config["MPESA_CALLBACK_BASE_URL"] or config["PUBLIC_URL"]
         if not callback_base.startswith("https://"):
             raise ConfigError("MPESA_CALLBACK_BASE_URL (or PUBLIC_URL) must be https:// in production")
+
+
+def _check_prices(config: dict[str, Any], production: bool) -> None:
+    """The price settings this module can judge alone; the source list itself is parsed (and
+    refused, naming the setting) where the feed is built, helpers/wallet/prices.py."""
+    sources = [item for item in config["PRICE_SOURCES"].split(",") if item.strip()]
+    until = config["PRICE_MANUAL_UNTIL"]
+    if config["PRICE_MANUAL_KES_PER_BTC"]:
+        try:
+            dt.datetime.fromisoformat(until)
+        except ValueError:
+            raise ConfigError("PRICE_MANUAL_UNTIL must be an ISO time (2026-12-06T18:00) when "
+                              "PRICE_MANUAL_KES_PER_BTC is set: a pinned price must end") from None
+    if production and not sources and not config["PRICE_MANUAL_KES_PER_BTC"]:
+        raise ConfigError("PRICE_SOURCES must be set in production (the fixed price is for demos and tests)")

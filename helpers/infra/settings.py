@@ -67,6 +67,13 @@ class Settings:
     mpesa_timeout_s: float = 10.0
     mpesa_query_after_s: int = 90
     mpesa_query_every_s: int = 120
+    price_sources: str = ''
+    price_min_sources: int = 2
+    price_outlier_pct: float = 5.0
+    price_refresh_s: int = 60
+    price_timeout_s: float = 5.0
+    price_manual_kes_per_btc: int = 0
+    price_manual_until: str = ''
     default_region: str = 'KE'
     default_language: str = 'en'
     log_level: str = 'INFO'

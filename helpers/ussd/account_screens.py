@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from helpers.infra.i18n import gsm7_length, t
 from helpers.infra.phone import local
+from helpers.ussd import quoting
 from helpers.ussd.screen import Ctx, expired
 from helpers.ussd.walker import MAX_SCREEN, End, Push, Result, Retry
 from helpers.wallet import journal, lnurl, users
+from helpers.wallet.prices import FIXED
 
 MAIN_OPTIONS = {
     "1": "send.phone",
@@ -29,6 +31,11 @@ class MainMenu:
     def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
         if token == "0":
             return End(ctx.t("exit"))
+        if token in ("4", "5"):  # in KES: only at a price, whose bounds the amount screen shows
+            price = quoting.price_now(ctx)
+            if price is None:
+                return quoting.no_price(ctx)
+            return Push(MAIN_OPTIONS[token], {"bounds": quoting.kes_bounds(ctx, price)})
         if token in MAIN_OPTIONS:
             return Push(MAIN_OPTIONS[token])
         if token == "7":
@@ -41,8 +48,19 @@ class Account:
 
     def prompt(self, ctx: Ctx, data: dict) -> str:
         balance = ctx.user.balance_sats
-        return ctx.t("account", balance=balance, kes=ctx.svc.policy.sats_to_kes(balance),
-                     address=lnurl.address(ctx.svc.settings, ctx.user.phone))
+        address = lnurl.address(ctx.svc.settings, ctx.user.phone)
+        price = quoting.price_now(ctx)  # none: sats only
+        if price is None:
+            return ctx.t("account", balance=balance, kes="", address=address)
+        worth = ctx.svc.policy.sats_to_kes(balance, price.kes_per_btc)
+        fragments = [ctx.t("account.kes", kes=worth), ""]
+        if price.source != FIXED:  # a market price says how old it is
+            fragments.insert(0, ctx.t("account.kes-age", kes=worth, age=price.age_s() // 60))
+        for kes in fragments:  # the fullest that fits one screen (a huge balance drops the KES)
+            screen = ctx.t("account", balance=balance, kes=kes, address=address)
+            if (gsm7_length(screen) or MAX_SCREEN + 1) <= MAX_SCREEN:
+                break
+        return screen
 
     def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
         target = {"1": "history", "2": "language", "3": "pinchange.old"}.get(token)

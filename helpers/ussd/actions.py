@@ -7,9 +7,10 @@ import logging
 from collections.abc import Callable
 
 from helpers.lightning.lnurl_pay import LnurlPayError, PayParams
+from helpers.ussd import quoting
 from helpers.ussd.screen import Ctx, deny_text, payee_bounds
 from helpers.wallet import use_cases
-from helpers.wallet.errors import InsufficientBalance, InvoiceAlreadyPaid, PolicyDenied, RequestClosed
+from helpers.wallet.errors import InsufficientBalance, InvoiceAlreadyPaid, PolicyDenied, QuoteExpired, RequestClosed
 from helpers.wallet.users import PinProof
 from lightning import State
 
@@ -18,7 +19,8 @@ log = logging.getLogger(__name__)
 
 def send(ctx: Ctx, data: dict, proof: PinProof | None) -> str:
     try:
-        receipt = use_cases.send(ctx.svc, ctx.user, proof, data["phone"], data["amount"], ctx.key)
+        amount = quoting.quote_of(ctx, data["quote"]).sats if "quote" in data else data["amount"]
+        receipt = use_cases.send(ctx.svc, ctx.user, proof, data["phone"], amount, ctx.key)
     except InsufficientBalance as exc:
         return deny_text(ctx, "insufficient-balance", balance=exc.balance_sats)
     except PolicyDenied as exc:
@@ -55,22 +57,27 @@ def pay_lightning(ctx: Ctx, data: dict, proof: PinProof | None) -> str:
 
 
 def withdraw(ctx: Ctx, data: dict, proof: PinProof | None) -> str:
+    quote = quoting.quote_of(ctx, data["quote"])
     try:
-        done = use_cases.withdraw(ctx.svc, ctx.user, proof, data["kes"], data["phone"], ctx.key)
+        done = use_cases.withdraw(ctx.svc, ctx.user, proof, quote, data["phone"], ctx.key)
+    except QuoteExpired:  # expired between the screen's check and now: nothing moved
+        return ctx.t("quote.expired")
     except InsufficientBalance as exc:
         return deny_text(ctx, "insufficient-balance", balance=exc.balance_sats)
     except PolicyDenied as exc:
-        return deny_text(ctx, exc.reason, "KES" if exc.reason in ("below-minimum", "above-maximum") else "sats")
+        if exc.reason in ("below-minimum", "above-maximum"):
+            return deny_text(ctx, exc.reason, "KES", bounds=ctx.svc.policy.kes_bounds(quote.kes_per_btc))
+        return deny_text(ctx, exc.reason)
     ctx.recorded = True
     receipt, payout = done.receipt, done.payout
     if payout is None:
         return ctx.t("replay", ref=receipt.reference)
     if payout.state is State.SUCCEEDED:
-        return ctx.t("withdraw.done", kes=data["kes"], phone=data["phone"], code=payout.receipt,
+        return ctx.t("withdraw.done", kes=quote.kes, phone=data["phone"], code=payout.receipt,
                      sats=receipt.amount_sats, fee=receipt.fee_sats, balance=receipt.balance_sats)
     if payout.state is State.FAILED:
         return ctx.t("withdraw.failed", ref=receipt.reference)
-    return ctx.t("withdraw.pending", kes=data["kes"], phone=data["phone"], ref=receipt.reference)
+    return ctx.t("withdraw.pending", kes=quote.kes, phone=data["phone"], ref=receipt.reference)
 
 
 def pay_request(ctx: Ctx, data: dict, proof: PinProof | None) -> str:

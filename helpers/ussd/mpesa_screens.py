@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from helpers.infra.phone import normalise
 from helpers.mpesa.provider import normalise_code
-from helpers.ussd.screen import Ctx, deny_text, expired, kes_range, parse_amount, sent_today
+from helpers.ussd import quoting
+from helpers.ussd.screen import Ctx, deny_text, expired, parse_amount, sent_today
 from helpers.ussd.walker import End, Push, Result, Retry
 from helpers.wallet import transactions, use_cases
 from helpers.wallet.errors import CodeAlreadyUsed, PolicyDenied, TopupNotConfirmed
+from helpers.wallet.prices import TOPUP, WITHDRAW
 from lightning import State
 
 
@@ -16,21 +18,25 @@ class TopupAmount:
     secret = False
 
     def prompt(self, ctx: Ctx, data: dict) -> str:
-        return ctx.t("topup.amount", **kes_range(ctx))
+        low, high = data["bounds"]
+        return ctx.t("topup.amount", min=low, max=high)
 
     def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
         kes = parse_amount(token)
         if kes is None:
             return Retry(ctx.t("error.amount"))
-        decision = ctx.svc.policy.topup(kes)
+        price = quoting.price_now(ctx)
+        if price is None:
+            return quoting.no_price(ctx)
+        decision = ctx.svc.policy.topup(kes, price.kes_per_btc)
         if not decision.allowed:
-            return Retry(deny_text(ctx, decision.reason or "", "KES"))
-        data = {"kes": kes, "sats": ctx.svc.policy.kes_to_sats_credit(kes)}
-        if not ctx.svc.mpesa.topup_by_push:
-            return Push("topup.code", data)
-        if not ctx.svc.mpesa.accepts_phone(ctx.user.phone):
+            return Retry(deny_text(ctx, decision.reason or "", "KES", bounds=quoting.kes_bounds(ctx, price)))
+        if ctx.svc.mpesa.topup_by_push and not ctx.svc.mpesa.accepts_phone(ctx.user.phone):
             return End(ctx.t("error.mpesa-phone"))  # the prompt can only go to the caller's own phone
-        return Push("topup.push", data)
+        slot = quoting.hold(ctx, TOPUP, kes)
+        if not isinstance(slot, str):
+            return slot
+        return Push("topup.push" if ctx.svc.mpesa.topup_by_push else "topup.code", {"kes": kes, "quote": slot})
 
 
 class TopupCode:
@@ -54,68 +60,87 @@ class TopupConfirm:
     secret = False
 
     def prompt(self, ctx: Ctx, data: dict) -> str:
-        return ctx.t("topup.confirm", kes=data["kes"], sats=data["sats"], code=data["code"])
+        quote = quoting.quote_of(ctx, data["quote"])
+        return ctx.t("topup.confirm", kes=quote.kes, sats=quote.sats, code=data["code"],
+                     valid=quoting.valid_minutes(ctx))
 
     def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
         if token != "1":
             return Retry(ctx.t("error.option"))
         if not ctx.final:
             return expired(ctx)
+        again = quoting.renewed(ctx, data["quote"])
+        if again is not None:
+            return again
+        quote = quoting.quote_of(ctx, data["quote"])
         try:
-            receipt = use_cases.top_up_with_code(ctx.svc, ctx.user, data["kes"], data["code"], ctx.key)
+            receipt = use_cases.top_up_with_code(ctx.svc, ctx.user, quote, data["code"], ctx.key)
         except TopupNotConfirmed:
             return End(ctx.t("error.code"))
         except CodeAlreadyUsed:
             return End(ctx.t("error.code-used"))
         except PolicyDenied as exc:
-            return End(deny_text(ctx, exc.reason, "KES"))
+            return End(deny_text(ctx, exc.reason, "KES", bounds=ctx.svc.policy.kes_bounds(quote.kes_per_btc)))
         if receipt.replay:
             return End(ctx.t("replay", ref=receipt.reference))
-        return End(ctx.t("topup.done", sats=receipt.amount_sats, kes=data["kes"], code=data["code"],
+        return End(ctx.t("topup.done", sats=receipt.amount_sats, kes=quote.kes, code=data["code"],
                          balance=receipt.balance_sats))
 
 
 class TopupPush:
     """Confirm, then M-Pesa prompts the caller's own phone for the M-Pesa PIN (STK push); the
-    sats are credited when M-Pesa confirms the payment (callback or status query)."""
+    quote's sats are credited when M-Pesa confirms the payment (callback or status query)."""
 
     secret = False
 
     def prompt(self, ctx: Ctx, data: dict) -> str:
-        return ctx.t("topup.push", kes=data["kes"], sats=data["sats"], phone=ctx.user.phone)
+        quote = quoting.quote_of(ctx, data["quote"])
+        return ctx.t("topup.push", kes=quote.kes, sats=quote.sats, phone=ctx.user.phone,
+                     valid=quoting.valid_minutes(ctx))
 
     def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
         if token != "1":
             return Retry(ctx.t("error.option"))
         if not ctx.final:
             return expired(ctx)
-        started = use_cases.top_up_by_push(ctx.svc, ctx.user, data["kes"], data["sats"], ctx.key)
+        again = quoting.renewed(ctx, data["quote"])
+        if again is not None:
+            return again
+        quote = quoting.quote_of(ctx, data["quote"])
+        started = use_cases.top_up_by_push(ctx.svc, ctx.user, quote, ctx.key)
         if started.replay:
             return End(ctx.t("replay", ref=started.reference))
         if started.state is State.FAILED:
             return End(ctx.t("topup.push-failed"))
-        return End(ctx.t("topup.push-sent", kes=data["kes"], sats=data["sats"], ref=started.reference))
+        return End(ctx.t("topup.push-sent", kes=quote.kes, sats=quote.sats, ref=started.reference))
 
 
 class WithdrawAmount:
     secret = False
 
     def prompt(self, ctx: Ctx, data: dict) -> str:
-        return ctx.t("withdraw.amount", **kes_range(ctx))
+        low, high = data["bounds"]
+        return ctx.t("withdraw.amount", min=low, max=high)
 
     def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
         kes = parse_amount(token)
         if kes is None:
             return Retry(ctx.t("error.amount"))
+        price = quoting.price_now(ctx)
+        if price is None:
+            return quoting.no_price(ctx)
         policy = ctx.svc.policy
         sent = sent_today(ctx) if ctx.final else 0
         balance = ctx.user.balance_sats if ctx.final else policy.value("payment-max-sats") * 2
-        decision = policy.withdraw(kes, balance, sent)
+        decision = policy.withdraw(kes, balance, sent, price.kes_per_btc)
         if not decision.allowed:
-            unit = "KES" if decision.reason in ("below-minimum", "above-maximum") else "sats"
-            return Retry(deny_text(ctx, decision.reason or "", unit))
-        sats = policy.kes_to_sats_debit(kes)
-        return Push("withdraw.phone", {"kes": kes, "sats": sats, "fee": policy.fee_sats("mpesa-withdraw", sats)})
+            kes_reason = decision.reason in ("below-minimum", "above-maximum")
+            return Retry(deny_text(ctx, decision.reason or "", "KES" if kes_reason else "sats",
+                                   bounds=quoting.kes_bounds(ctx, price) if kes_reason else None))
+        slot = quoting.hold(ctx, WITHDRAW, kes)
+        if not isinstance(slot, str):
+            return slot
+        return Push("withdraw.phone", {"kes": kes, "quote": slot})
 
 
 class WithdrawPhone:

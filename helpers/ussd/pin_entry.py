@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from helpers.infra.text import is_digits
-from helpers.ussd import actions
+from helpers.ussd import actions, quoting
 from helpers.ussd.screen import Ctx, deny_text, expired
 from helpers.ussd.walker import Back, End, Home, Push, Result, Retry
 from helpers.wallet import transactions, users
@@ -97,7 +97,9 @@ class PinStep:
 
     def prompt(self, ctx: Ctx, data: dict) -> str:
         if data["action"] == "withdraw":
-            return ctx.t("withdraw.pin", kes=data["kes"], phone=data["phone"], sats=data["sats"], fee=data["fee"])
+            quote = quoting.quote_of(ctx, data["quote"])
+            return ctx.t("withdraw.pin", kes=quote.kes, phone=data["phone"], sats=quote.sats, fee=quote.fee_sats,
+                         valid=quoting.valid_minutes(ctx))
         return ctx.t("pin.enter")
 
     def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
@@ -106,6 +108,8 @@ class PinStep:
             # refusals), and a right one ended the session. Anything else here is a path nobody
             # typed screen by screen: it is never checked, so it cannot be used to guess.
             return expired(ctx)
+        if "quote" in data and (again := quoting.renewed(ctx, data["quote"])) is not None:
+            return again  # the PIN typed for the old numbers is not checked: asked again
         refusal, check = check_pin(ctx, token, debit_follows=data["action"] in actions.DEBIT_FIRST)
         if check is None:  # wrong, locked or not a PIN: `refusal` says which
             return refusal or expired(ctx)

@@ -80,9 +80,7 @@ def deny_text(ctx: Ctx, reason: str, unit: str = "sats", balance: int | None = N
     key = f"deny.{reason}"
     if key not in CATALOGS["en"]:
         key = "error.option"
-    kes = unit == "KES"
-    low, high = bounds or (ctx.value("kes-min" if kes else "payment-min-sats"),
-                           ctx.value("kes-max" if kes else "payment-max-sats"))
+    low, high = bounds or (ctx.value("payment-min-sats"), ctx.value("payment-max-sats"))
     return ctx.t(
         key,
         min=low,
@@ -97,8 +95,6 @@ def sats_range(ctx: Ctx) -> dict[str, int]:
     return {"min": ctx.value("payment-min-sats"), "max": ctx.value("payment-max-sats")}
 
 
-def kes_range(ctx: Ctx) -> dict[str, int]:
-    return {"min": ctx.value("kes-min"), "max": ctx.value("kes-max")}
 
 
 def payee_bounds(ctx: Ctx, params: PayParams) -> tuple[int, int]:

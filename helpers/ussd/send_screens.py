@@ -9,9 +9,11 @@ from helpers.infra.phone import normalise
 from helpers.infra.text import is_digits
 from helpers.lightning import lnurl_pay
 from helpers.lightning.lnurl_pay import LnurlPayError, PayParams
+from helpers.ussd import quoting
 from helpers.ussd.screen import Ctx, check_spend, deny_text, expired, parse_amount, payee_bounds, sats_range, sent_today
 from helpers.ussd.walker import End, Push, Result, Retry
 from helpers.wallet import invoices, lnurl
+from helpers.wallet.prices import SEND, CurrentPrice
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,8 @@ class SendAmount:
         return ctx.t("send.amount", phone=data["phone"], **sats_range(ctx))
 
     def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
+        if token == "1":  # below any amount in sats: the customer asks to type KES instead
+            return Push("send.kes", data)
         amount = parse_amount(token)
         if amount is None:
             return Retry(ctx.t("error.amount"))
@@ -53,10 +57,59 @@ class SendAmount:
         return Push("send.confirm", {**data, "amount": amount, "fee": fee})
 
 
+def send_kes_bounds(ctx: Ctx, price: CurrentPrice) -> tuple[int, int]:
+    """The KES that buy a payment in bounds at `price`: the least that reaches the minimum in
+    sats, the most that stays within the maximum."""
+    policy, rate = ctx.svc.policy, price.kes_per_btc
+    low_sats, high_sats = ctx.value("payment-min-sats"), ctx.value("payment-max-sats")
+    low = policy.sats_to_kes(low_sats, rate)
+    if policy.kes_to_sats_send(low, rate) < low_sats:
+        low += 1
+    return low, policy.sats_to_kes(high_sats, rate)
+
+
+class SendKes:
+    """The amount of a send typed in KES: it is converted to sats at the price now (no spread:
+    sats move, not shillings) and the conversion is held as a quote until the PIN."""
+
+    secret = False
+
+    def prompt(self, ctx: Ctx, data: dict) -> str:
+        price = quoting.price_now(ctx)
+        if price is None:
+            return ctx.t("price.unavailable")
+        low, high = send_kes_bounds(ctx, price)
+        return ctx.t("send.kes", phone=data["phone"], min=low, max=high)
+
+    def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
+        kes = parse_amount(token)
+        if kes is None:
+            return Retry(ctx.t("error.amount"))
+        price = quoting.price_now(ctx)
+        if price is None:
+            return quoting.no_price(ctx)
+        policy = ctx.svc.policy
+        amount = policy.kes_to_sats_send(kes, price.kes_per_btc)
+        decision = policy.amount(amount)
+        if not decision.allowed:
+            return Retry(deny_text(ctx, decision.reason or "", "KES", bounds=send_kes_bounds(ctx, price)))
+        problem = check_spend(ctx, amount, policy.fee_sats("internal", amount))
+        if problem:
+            return Retry(problem)
+        slot = quoting.hold(ctx, SEND, kes)
+        if not isinstance(slot, str):
+            return slot
+        return Push("send.confirm", {**data, "quote": slot})
+
+
 class SendConfirm:
     secret = False
 
     def prompt(self, ctx: Ctx, data: dict) -> str:
+        if "quote" in data:
+            quote = quoting.quote_of(ctx, data["quote"])
+            return ctx.t("send.confirm-kes", amount=quote.sats, kes=quote.kes, phone=data["phone"],
+                         fee=quote.fee_sats, valid=quoting.valid_minutes(ctx))
         total = data["amount"] + data["fee"]
         return ctx.t("send.confirm", amount=data["amount"], phone=data["phone"], fee=data["fee"], total=total)
 

@@ -52,3 +52,7 @@ class AccountLocked(WalletError):
     def __init__(self, minutes: int) -> None:
         super().__init__(f"locked for {minutes} min")
         self.minutes = minutes
+
+
+class QuoteExpired(WalletError):
+    """The quote a confirmation names has ended (or is not the caller's): quote again."""

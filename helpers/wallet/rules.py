@@ -150,20 +150,36 @@ class Policy:
             raise PolicyError(f"bad policy name {name!r}")
         return self._int(f"({name})")
 
+    def value_of(self, name: str, argument: str) -> int:
+        """A constant of the policy that takes a word, e.g. value_of('spread-bps', 'buy')."""
+        if not name.replace("-", "").isalnum() or not argument.replace("-", "").isalnum():
+            raise PolicyError(f"bad policy name {name!r} {argument!r}")
+        return self._int(f"({name} {argument})")
+
     def fee_sats(self, kind: str, amount_sats: int) -> int:
         """Fee for moving `amount_sats` by `kind`: internal, mpesa-withdraw or lightning."""
         if kind not in ("internal", "mpesa-withdraw", "lightning"):
             raise PolicyError(f"unknown fee kind {kind!r}")
         return self._int(f"(fee-sats {kind} {int(amount_sats)})")
 
-    def kes_to_sats_credit(self, kes: int) -> int:
-        return self._int(f"(kes-to-sats-credit {int(kes)})")
+    # Conversions at `price`, whole KES per bitcoin (helpers/wallet/prices.py says which price).
+    def kes_to_sats_credit(self, kes: int, price: int) -> int:
+        """Sats a top-up of `kes` buys: the buy spread, rounded down."""
+        return self._int(f"(kes-to-sats-credit {int(kes)} {int(price)})")
 
-    def kes_to_sats_debit(self, kes: int) -> int:
-        return self._int(f"(kes-to-sats-debit {int(kes)})")
+    def kes_to_sats_debit(self, kes: int, price: int) -> int:
+        """Sats a withdrawal of `kes` costs (before its fee): the sell spread, rounded up."""
+        return self._int(f"(kes-to-sats-debit {int(kes)} {int(price)})")
 
-    def sats_to_kes(self, sats: int) -> int:
-        return self._int(f"(sats-to-kes {int(sats)})")
+    def sats_to_kes(self, sats: int, price: int) -> int:
+        return self._int(f"(sats-to-kes {int(sats)} {int(price)})")
+
+    def kes_to_sats_send(self, kes: int, price: int) -> int:
+        return self._int(f"(kes-to-sats-send {int(kes)} {int(price)})")
+
+    def kes_bounds(self, price: int) -> tuple[int, int]:
+        """The KES a customer may type at `price`, for both top-ups and withdrawals."""
+        return self._int(f"(kes-min {int(price)})"), self._int(f"(kes-max {int(price)})")
 
     # -------------------------------------------------------------- decisions
     def amount(self, amount_sats: int) -> Decision:
@@ -182,11 +198,12 @@ class Policy:
             f"{int(sent_today_sats)} {int(payee_min_sats)} {int(payee_max_sats)})"
         )
 
-    def topup(self, kes: int) -> Decision:
-        return self._decision(f"(topup-decision {int(kes)})")
+    def topup(self, kes: int, price: int) -> Decision:
+        return self._decision(f"(topup-decision {int(kes)} {int(price)})")
 
-    def withdraw(self, kes: int, balance_sats: int, sent_today_sats: int) -> Decision:
-        return self._decision(f"(withdraw-decision {int(kes)} {int(balance_sats)} {int(sent_today_sats)})")
+    def withdraw(self, kes: int, balance_sats: int, sent_today_sats: int, price: int) -> Decision:
+        return self._decision(
+            f"(withdraw-decision {int(kes)} {int(balance_sats)} {int(sent_today_sats)} {int(price)})")
 
     def pin(self, pin: str) -> Decision:
         """Is `pin` (already checked to be digits of the right length) strong enough?"""

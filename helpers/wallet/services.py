@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from database import Database
 from helpers.mpesa.provider import MpesaProvider
+from helpers.wallet.prices import PriceBook
 from helpers.wallet.rules import Policy
 from helpers.infra.sms import SmsDispatcher
 from helpers.infra.writebehind import WriteBehind
@@ -22,6 +23,7 @@ class Services:
     sms: SmsDispatcher
     settings: Settings
     openings: WriteBehind | None = None  # session rows written behind (None: written at once)
+    prices: PriceBook = field(init=False)  # set by the app factory, after the database
 
     @property
     def pepper(self) -> str:

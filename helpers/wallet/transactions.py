@@ -293,13 +293,13 @@ def transfer(
     return run_once(db, key, work)
 
 
-def topup(db: Database, policy: Policy, user: UserView, kes: int, code: str, key: str) -> Receipt:
-    """Credit an M-Pesa top-up. Each confirmation code credits once, ever. Raises PolicyDenied
-    or CodeAlreadyUsed."""
-    decision = policy.topup(kes)
+def topup(db: Database, policy: Policy, user: UserView, kes: int, sats: int, price: int, code: str,
+          key: str) -> Receipt:
+    """Credit an M-Pesa top-up of `kes` with the `sats` its quote promised at `price`. Each
+    confirmation code credits once, ever. Raises PolicyDenied or CodeAlreadyUsed."""
+    decision = policy.topup(kes, price)
     if not decision.allowed:
         raise PolicyDenied(decision.reason or "denied")
-    sats = policy.kes_to_sats_credit(kes)
 
     def work() -> Receipt:
         with db.write() as s:
@@ -328,18 +328,17 @@ def code_used(session: Session, code: str) -> bool:
 
 
 def reserve_withdrawal(
-    db: Database, policy: Policy, user: UserView, kes: int, mpesa_phone: str, key: str
+    db: Database, policy: Policy, user: UserView, kes: int, sats: int, fee: int, price: int, mpesa_phone: str,
+    key: str,
 ) -> Receipt:
-    """Debit the sats for a KES payout (plus fee) as a pending withdrawal. Raises
-    InsufficientBalance or PolicyDenied."""
-    sats = policy.kes_to_sats_debit(kes)
-    fee = policy.fee_sats("mpesa-withdraw", sats)
+    """Debit `sats` + `fee` (what the quote at `price` said a payout of `kes` costs) as a pending
+    withdrawal. Raises InsufficientBalance or PolicyDenied."""
 
     def work() -> Receipt:
         with db.write() as s:
             after = debit(s, user.id, sats + fee)
             already = sent_today(s, user.id)
-            decision = policy.withdraw(kes, after + sats + fee, already)
+            decision = policy.withdraw(kes, after + sats + fee, already, price)
             if not decision.allowed:
                 raise PolicyDenied(decision.reason or "denied")
             ref = new_reference()

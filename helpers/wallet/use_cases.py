@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 from helpers.lightning.lnurl_pay import PayParams
 from helpers.mpesa.provider import PayoutResult
-from helpers.wallet import invoices, mpesa_flows, payments, transactions, users
-from helpers.wallet.errors import RequestClosed, TopupNotConfirmed
+from helpers.wallet import invoices, mpesa_flows, payments, prices, transactions, users
+from helpers.wallet.errors import QuoteExpired, RequestClosed, TopupNotConfirmed
+from helpers.wallet.prices import QuoteView
 from helpers.wallet.services import Services
 from helpers.wallet.transactions import Receipt
 from helpers.wallet.users import PinProof, UserView
@@ -51,11 +52,23 @@ class Withdrawal:
     payout: PayoutResult | None  # None: a replay, the first request paid out
 
 
-def withdraw(svc: Services, user: UserView, proof: PinProof | None, kes: int, phone: str, key: str) -> Withdrawal:
-    """KES to an M-Pesa number: the sats are reserved, then paid out. Raises InsufficientBalance,
-    PolicyDenied (nothing reserved)."""
+def _check_quote(quote: QuoteView, user: UserView, kind: str) -> None:
+    """A quote is used by the customer it was made for, for what it was made for, in time."""
+    if quote.user_id != user.id or quote.kind != kind:
+        raise QuoteExpired(quote.reference)  # not theirs: as good as none
+    if not quote.valid():
+        raise QuoteExpired(quote.reference)
+
+
+def withdraw(svc: Services, user: UserView, proof: PinProof | None, quote: QuoteView, phone: str,
+             key: str) -> Withdrawal:
+    """KES to an M-Pesa number at a quote: its sats and fee are reserved, then the KES paid out.
+    Raises QuoteExpired, InsufficientBalance, PolicyDenied (nothing reserved)."""
     require_pin(proof, user)
-    receipt = transactions.reserve_withdrawal(svc.db, svc.policy, user, kes, phone, key)
+    _check_quote(quote, user, prices.WITHDRAW)
+    kes = quote.kes
+    receipt = transactions.reserve_withdrawal(svc.db, svc.policy, user, kes, quote.sats, quote.fee_sats,
+                                              quote.kes_per_btc, phone, key)
     if receipt.replay:
         return Withdrawal(receipt, None)
     payout = mpesa_flows.pay_out(svc.db, svc.mpesa, receipt.transaction_id, receipt.reference, phone, kes,
@@ -97,14 +110,18 @@ def issue_invoice(svc: Services, user: UserView, amount: int, payer_phone: str |
     return Issued(issued.reference, amount, expiry, payer_phone)
 
 
-def top_up_with_code(svc: Services, user: UserView, kes: int, code: str, key: str) -> Receipt:
-    """Credit a top-up the customer paid in M-Pesa, by its confirmation code. Raises
-    TopupNotConfirmed (M-Pesa does not know it), CodeAlreadyUsed, PolicyDenied."""
-    if not svc.mpesa.confirm_topup(code, user.phone, kes):
+def top_up_with_code(svc: Services, user: UserView, quote: QuoteView, code: str, key: str) -> Receipt:
+    """Credit a top-up the customer paid in M-Pesa, by its confirmation code, with the sats its
+    quote promised. Raises QuoteExpired, TopupNotConfirmed (M-Pesa does not know it),
+    CodeAlreadyUsed, PolicyDenied."""
+    _check_quote(quote, user, prices.TOPUP)
+    if not svc.mpesa.confirm_topup(code, user.phone, quote.kes):
         raise TopupNotConfirmed(code)
-    return transactions.topup(svc.db, svc.policy, user, kes, code, key)
+    return transactions.topup(svc.db, svc.policy, user, quote.kes, quote.sats, quote.kes_per_btc, code, key)
 
 
-def top_up_by_push(svc: Services, user: UserView, kes: int, sats: int, key: str) -> mpesa_flows.TopupStart:
-    """Ask M-Pesa to prompt the user's own phone; the sats are credited when M-Pesa confirms."""
-    return mpesa_flows.start_topup(svc.db, svc.mpesa, user, kes, sats, key)
+def top_up_by_push(svc: Services, user: UserView, quote: QuoteView, key: str) -> mpesa_flows.TopupStart:
+    """Ask M-Pesa to prompt the user's own phone; the quote's sats are credited when M-Pesa
+    confirms, however late. Raises QuoteExpired."""
+    _check_quote(quote, user, prices.TOPUP)
+    return mpesa_flows.start_topup(svc.db, svc.mpesa, user, quote.kes, quote.sats, key)

@@ -112,7 +112,10 @@ def ledger_solvency(as_json: bool, query_float: bool, wait: float) -> None:
     else:
         click.echo(f"{'M-Pesa float (as M-Pesa reports)':<32} {reading.available_kes:>16,} KES "
                    f"at {reading.at:%Y-%m-%d %H:%M} UTC")
-        click.echo(f"{'  recorded float, at the rate now':<32} {svc.policy.sats_to_kes(found.float_sats):>16,} KES")
+        price = svc.prices.current()
+        recorded = ("no price now" if price is None
+                    else f"{svc.policy.sats_to_kes(found.float_sats, price.kes_per_btc):,}")
+        click.echo(f"{'  recorded float, at the price now':<32} {recorded:>16} KES")
 
 
 def _query_float(svc, wait: float) -> None:

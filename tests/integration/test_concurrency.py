@@ -18,7 +18,7 @@ from helpers.wallet import books, transactions
 from helpers.infra.i18n import t
 from helpers.wallet.rules import policy
 from models import Transaction, User
-from tests.conftest import DEMO, PIN, balance, outbox
+from tests.conftest import balance, credit_sats, debit_sats, DEMO, KES_MIN, outbox, PIN
 from tests.servers import Caller
 
 P = policy()
@@ -155,8 +155,8 @@ def test_crossing_sends_report_the_balance_each_left(wallet, servers):
 
 def test_concurrent_withdrawals_from_one_account_exactly_k_succeed(wallet, servers):
     callers = [Caller(s.url) for s in servers]
-    kes = P.value("kes-min")
-    sats = P.kes_to_sats_debit(kes)
+    kes = KES_MIN
+    sats = debit_sats(kes)
     fee = P.fee_sats("mpesa-withdraw", sats)
     k = 12
     phone = "+254700100002"
@@ -184,7 +184,7 @@ def test_concurrent_withdrawals_from_one_account_exactly_k_succeed(wallet, serve
 
 def test_one_mpesa_code_from_ten_sessions_at_once_credits_once(wallet, servers):
     callers = [Caller(s.url) for s in servers]
-    kes = P.value("kes-min") * 2
+    kes = KES_MIN * 2
     phones = [f"+25470010010{n}" for n in range(5)]
     for phone in phones:
         callers[0].walk(f"register-{phone}", phone, PIN, PIN)
@@ -198,7 +198,7 @@ def test_one_mpesa_code_from_ten_sessions_at_once_credits_once(wallet, servers):
     done = sum(r.startswith(done_prefix) for _, r in replies)
     print(f"\nFIGURES top-up code race: 10 sessions, {done} credited, {credited} sats added")
     assert {status for status, _ in replies} == {200}
-    assert done == 1 and credited == P.kes_to_sats_credit(kes)
+    assert done == 1 and credited == credit_sats(kes)
     assert sum(r == "END " + t("en", "error.code-used") for _, r in replies) == 9
     assert_books_balance(wallet)
 
@@ -213,7 +213,7 @@ def test_replayed_confirmations_move_money_once(wallet, servers, flow):
         return {"send": ["1", local(DEMO[1]), "2000", "1", PIN], "withdraw": ["5", "300", "1", PIN],
                 "topup": ["4", "300", f"REPLAY{session[-3:].upper()}1", "1"]}[flow]
 
-    expected = {"send": 0, "withdraw": -(P.kes_to_sats_debit(300)), "topup": P.kes_to_sats_credit(300)}[flow]
+    expected = {"send": 0, "withdraw": -(debit_sats(300)), "topup": credit_sats(300)}[flow]
     prepare(callers, [(sid, phone, inputs(sid)[:-1]) for sid in ("replay-seq", "replay-par")])
     sequential = [callers[n % len(callers)].post("replay-seq", phone, "*".join(inputs("replay-seq")))
                   for n in range(random.randint(2, 5))]

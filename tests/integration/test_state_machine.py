@@ -24,12 +24,12 @@ from helpers.mpesa.provider import PayoutResult, SimulatedMpesa
 from helpers.wallet.rules import policy
 from lightning import MockBackend, PaymentResult, State, StatusResult, UnavailableBackend, decode_invoice
 from models import PENDING, SEND, Invoice, Posting, Transaction, User
-from tests.conftest import DEMO, Dialer, PIN, TEST_PEPPER, configure
+from tests.conftest import configure, DEMO, Dialer, KES_MIN, PIN, TEST_PEPPER
 
 P = policy()
 PEOPLE = st.sampled_from(range(len(DEMO)))
 SATS = st.integers(min_value=P.value("payment-min-sats") - 100, max_value=60_000)
-KES = st.integers(min_value=P.value("kes-min") - 10, max_value=9_000)
+KES = st.integers(min_value=KES_MIN - 10, max_value=9_000)
 
 
 class ScriptedMpesa(SimulatedMpesa):

@@ -23,7 +23,7 @@ LAYERS = (
     ("handlers",),
     ("helpers.ussd",),
     ("helpers.wallet",),
-    ("helpers.mpesa", "helpers.lightning"),
+    ("helpers.mpesa", "helpers.lightning", "helpers.prices"),
     ("lightning",),
     ("database",),
     ("helpers.infra",),

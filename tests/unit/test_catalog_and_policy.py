@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from fractions import Fraction
 
 import pytest
 
@@ -10,21 +11,26 @@ from helpers.infra.config import MAX_ADDRESS_DOMAIN
 from helpers.infra.i18n import CATALOGS, EN, SW, gsm7_length, t
 from helpers.lightning.lnurl_pay import MAX_TYPED_ADDRESS
 from helpers.wallet.rules import Policy, PolicyError, policy
+from tests.conftest import FIXED_PRICE, KES_MAX
 
 P = policy()
 # The longest values a placeholder can take on a screen.
 LONGEST = {
     "balance": 10**12, "amount": P.value("payment-max-sats"), "fee": 10**5, "total": 10**6 + 10**5,
-    "min": P.value("payment-max-sats"), "max": P.value("payment-max-sats"), "kes": P.value("kes-max"),
+    "min": P.value("payment-max-sats"), "max": P.value("payment-max-sats"), "kes": KES_MAX,
     "sats": P.value("payment-max-sats"), "phone": "+254712345678", "ref": "ABCDEFGH", "code": "ABCDEFGHIJ",
     "minutes": 1440, "left": 3, "digits": 4, "limit": P.value("daily-send-limit-sats"), "count": 3,
     "unit": "sats", "n": 3, "sign": "+", "kind": "withdraw", "date": "30/12*",
     "address": "254712345678@" + "w" * MAX_ADDRESS_DOMAIN, "payee": "w" * MAX_TYPED_ADDRESS,
+    "valid": -(-P.value("quote-valid-s") // 60), "age": P.value("price-max-age-s") // 60,
 }
-SCREEN_KEYS = [k for k in EN if not k.startswith(("sms.", "who.", "main.", "payreq.line", "history.line"))]
+SCREEN_KEYS = [k for k in EN if not k.startswith(("sms.", "who.", "main.", "payreq.line", "history.line",
+                                                   "account."))]
 # Messages shown above a prompt (re-prompts); the others only ever end a session on their own.
-END_ONLY = {"error.expired", "error.unavailable", "error.lightning", "error.too-many"}
-PREFIXES = [k for k in EN if k.startswith(("error.", "deny.", "lnurl.", "pin.wrong", "pin.mismatch", "pin.set"))
+END_ONLY = {"error.expired", "error.unavailable", "error.lightning", "error.too-many", "quote.expired",
+            "price.unavailable"}
+PREFIXES = [k for k in EN if k.startswith(("error.", "deny.", "lnurl.", "pin.wrong", "pin.mismatch", "pin.set",
+                                           "quote."))
             and k not in END_ONLY]
 
 
@@ -32,6 +38,8 @@ def fill(lang: str, key: str) -> str:
     values = dict(LONGEST)
     values["requests"] = t(lang, "main.requests", count=3)
     values["lines"] = "".join(t(lang, "payreq.line", n=n, amount=10**6, phone="+254712345678") for n in (1, 2, 3))
+    if key == "account":  # the screen drops the KES worth where it would not fit; without, it must
+        values["kes"] = ""
     if key == "history":  # the screen drops its oldest lines to fit; the one line left must fit
         longest = max((t(lang, k) for k in EN if k.startswith("who.")), key=len)
         values["lines"] = t(lang, "history.line", sign="-", amount=10**12, who=longest, date="30/12*",
@@ -75,14 +83,56 @@ def test_gsm7_counts_extension_characters_twice_and_rejects_others():
     assert gsm7_length("😀") is None
 
 
-def test_policy_numbers_and_conversions():
-    rate_kes, rate_sats = P.value("rate-kes"), P.value("rate-sats")
-    assert P.kes_to_sats_credit(rate_kes) == rate_sats
-    assert P.kes_to_sats_credit(rate_kes + 1) == (rate_kes + 1) * rate_sats // rate_kes
-    assert P.kes_to_sats_debit(rate_kes + 1) == -(-(rate_kes + 1) * rate_sats // rate_kes)
-    for kes in range(1, 400):  # credits round down, debits round up: conversions never create sats
-        assert P.kes_to_sats_credit(kes) <= kes * rate_sats / rate_kes <= P.kes_to_sats_debit(kes)
-    assert P.value("kes-min") * rate_sats // rate_kes >= P.value("payment-min-sats")
+PRICES = [FIXED_PRICE, 9_876_543, 13_000_001, 20_000_000]  # KES per bitcoin
+
+
+@pytest.mark.parametrize("price", PRICES)
+def test_conversions_round_in_the_house_favour_by_less_than_one_sat(price):
+    """Exact values as fractions: a top-up credits at most the exact sats (short by under one), a
+    withdrawal debits at least the exact sats (over by under one); the spreads come from the
+    policy, never from this test."""
+    buy, sell = P.value_of("spread-bps", "buy"), P.value_of("spread-bps", "sell")
+    per_btc = P.value("sats-per-btc")
+    for kes in [1, 7, 149, 150, 151, 999, 12_345, 150_000]:
+        exact_credit = Fraction(kes * per_btc * 10_000, price * (10_000 + buy))
+        exact_debit = Fraction(kes * per_btc * 10_000, price * (10_000 - sell))
+        credit, debit = P.kes_to_sats_credit(kes, price), P.kes_to_sats_debit(kes, price)
+        assert exact_credit - 1 < credit <= exact_credit
+        assert exact_debit <= debit < exact_debit + 1
+        assert credit < debit  # the spread: buying and selling back never makes sats
+        shown = P.sats_to_kes(credit, price)
+        assert Fraction(credit * price, per_btc) - 1 < shown <= Fraction(credit * price, per_btc)
+
+
+@pytest.mark.parametrize("price", PRICES)
+def test_the_kes_bounds_buy_a_payment_in_bounds_both_ways(price):
+    low, high = P.kes_bounds(price)
+    assert P.kes_to_sats_credit(low, price) >= P.value("payment-min-sats") > P.kes_to_sats_credit(low - 1, price)
+    assert P.kes_to_sats_debit(high, price) <= P.value("payment-max-sats") < P.kes_to_sats_debit(high + 1, price)
+    assert P.topup(low, price).allowed and P.topup(low - 1, price).reason == "below-minimum"
+    assert P.withdraw(high, 10**12, 0, price).allowed
+    assert P.withdraw(high + 1, 10**12, 0, price).reason == "above-maximum"
+
+
+@pytest.mark.parametrize("lang", ["en", "sw"])
+def test_a_balance_of_ten_bitcoin_shows_its_worth_and_the_price_age(lang):
+    """The account screen keeps the KES worth for any balance up to 10 BTC at ten times today's
+    price, with the oldest age a price may have."""
+    sats = 10 * P.value("sats-per-btc")
+    fragment = t(lang, "account.kes-age", kes=P.sats_to_kes(sats, FIXED_PRICE * 10), age=LONGEST["age"])
+    screen = t(lang, "account", **{**LONGEST, "balance": sats, "kes": fragment})
+    assert gsm7_length(screen) <= 160, screen
+
+
+def test_sats_to_kes_stays_exact_past_64_bit_products():
+    sats, price = 10**12 + 12_345, FIXED_PRICE * 10  # sats x price is about 1.5e20
+    assert P.sats_to_kes(sats, price) == sats * price // P.value("sats-per-btc")
+
+
+def test_the_fixed_price_is_150_kes_per_1000_sats_before_the_spread():
+    """The embedded default's price, as the demo has always shown it."""
+    assert P.sats_to_kes(1000, FIXED_PRICE) == 150
+    assert P.kes_to_sats_send(150, FIXED_PRICE) == 1000
 
 
 def test_spend_decisions():

@@ -28,13 +28,14 @@ from helpers.wallet.rules import policy
 from lightning import State
 from models import FloatReading, MpesaRequest, Transaction
 from tests.fakes import fake_daraja
-from tests.conftest import DEMO, PIN, balance, configure, outbox, snapshot
+from tests.conftest import (
+    FIXED_PRICE, balance, configure, credit_sats, debit_sats, DEMO, KES_MIN, outbox, PIN, snapshot)
 from tests.fakes.fake_daraja import FakeDaraja, kes_for
 from tests.servers import free_port
 from helpers.infra.settings import Settings
 
 P = policy()
-KES_MIN = P.value("kes-min")
+KES_MIN = KES_MIN
 
 
 # ------------------------------------------------------------------ fixtures
@@ -101,7 +102,7 @@ def reconcile(runner) -> str:
 
 def top_up(alice, kes: int) -> str:
     """Dial 4, the amount, confirm: the reply (END)."""
-    assert alice.run("4", str(kes)) == "CON " + t("en", "topup.push", kes=kes, sats=P.kes_to_sats_credit(kes),
+    assert alice.run("4", str(kes)) == "CON " + t("en", "topup.push", kes=kes, sats=credit_sats(kes),
                                                      phone=alice.phone)
     return alice.press("1")
 
@@ -111,7 +112,7 @@ def withdraw(alice, kes: int) -> str:
 
 
 def reserved(kes: int) -> int:
-    sats = P.kes_to_sats_debit(kes)
+    sats = debit_sats(kes)
     return sats + P.fee_sats("mpesa-withdraw", sats)
 
 
@@ -160,10 +161,10 @@ def test_mpesa_bounds_are_a_metta_rule_per_direction(tmp_path):
     (stk_max,) = wide.query("(mpesa-max-kes topup)")
     (b2c_max,) = wide.query("(mpesa-max-kes withdraw)")
     stk_max, b2c_max = int(str(stk_max)), int(str(b2c_max))
-    assert wide.topup(stk_max).allowed and wide.topup(stk_max + 1).reason == "above-maximum"
-    assert wide.withdraw(b2c_max, 10**12, 0).allowed
-    assert wide.withdraw(b2c_max + 1, 10**12, 0).reason == "above-maximum"
-    assert wide.value("kes-max") == min(stk_max, b2c_max)
+    assert wide.topup(stk_max, FIXED_PRICE).allowed and wide.topup(stk_max + 1, FIXED_PRICE).reason == "above-maximum"
+    assert wide.withdraw(b2c_max, 10**12, 0, FIXED_PRICE).allowed
+    assert wide.withdraw(b2c_max + 1, 10**12, 0, FIXED_PRICE).reason == "above-maximum"
+    assert wide.kes_bounds(FIXED_PRICE)[1] == min(stk_max, b2c_max)
     assert fake_daraja.STK_BOUNDS[1] >= stk_max and fake_daraja.B2C_BOUNDS[1] >= b2c_max  # what the fake checks
 
 
@@ -228,7 +229,7 @@ def test_only_safaricom_numbers(daraja):
 # ------------------------------------------------------------------ top-up by STK push
 def test_a_paid_push_credits_the_metta_rate_once(alice, wallet, daraja):
     kes = kes_for("success", KES_MIN * 3 + 1)
-    sats = P.kes_to_sats_credit(kes)
+    sats = credit_sats(kes)
     before = balance(wallet, alice.phone)
     reply = top_up(alice, kes)
     ref = request_of(wallet, "stk").reference
@@ -264,7 +265,7 @@ def test_a_callback_sent_three_times_credits_once(alice, wallet, daraja):
     top_up(alice, kes)
     daraja.wait_callbacks()
     assert [status for _, _, status in daraja.callbacks] == [200, 200, 200]
-    assert balance(wallet, alice.phone) == before + P.kes_to_sats_credit(kes)
+    assert balance(wallet, alice.phone) == before + credit_sats(kes)
     assert len(rows(wallet, "topup")) == 1
 
 
@@ -275,7 +276,7 @@ def test_a_delayed_callback_credits_when_it_comes(alice, wallet, daraja):
     time.sleep(0.3)
     assert balance(wallet, alice.phone) == before and request_of(wallet, "stk").status == "pending"
     daraja.wait_callbacks()
-    assert balance(wallet, alice.phone) == before + P.kes_to_sats_credit(kes)
+    assert balance(wallet, alice.phone) == before + credit_sats(kes)
 
 
 def test_a_push_without_callback_is_settled_by_the_status_query(alice, wallet, daraja, runner):
@@ -285,14 +286,14 @@ def test_a_push_without_callback_is_settled_by_the_status_query(alice, wallet, d
     time.sleep(0.3)
     assert balance(wallet, alice.phone) == before
     assert "'topup-credited': 1" in reconcile(runner)
-    assert balance(wallet, alice.phone) == before + P.kes_to_sats_credit(kes)
+    assert balance(wallet, alice.phone) == before + credit_sats(kes)
     (credit,) = rows(wallet, "topup")
     assert credit.mpesa_code is None and credit.reference == request_of(wallet, "stk").reference
     assert "topup" not in reconcile(runner).split("mpesa:")[1].split("\n")[0]  # settled: not asked again
     # the late callback, with the receipt, changes nothing
     record = next(iter(daraja.stk.values()))
     assert daraja.send(record["url"], FakeDaraja.stk_callback(record)) == 200
-    assert balance(wallet, alice.phone) == before + P.kes_to_sats_credit(kes) and len(rows(wallet, "topup")) == 1
+    assert balance(wallet, alice.phone) == before + credit_sats(kes) and len(rows(wallet, "topup")) == 1
 
 
 def test_an_undecided_push_stays_pending_and_is_asked_again_later(alice, wallet, daraja, runner):
@@ -330,13 +331,13 @@ def test_a_push_whose_answer_was_lost_is_still_credited_by_its_callback(alice, w
     before = balance(wallet, alice.phone)
     reply = top_up(alice, kes)
     request = request_of(wallet, "stk")
-    assert reply == "END " + t("en", "topup.push-sent", kes=kes, sats=P.kes_to_sats_credit(kes),
+    assert reply == "END " + t("en", "topup.push-sent", kes=kes, sats=credit_sats(kes),
                                ref=request.reference)
     assert request.checkout_request_id is None
     daraja.wait_callbacks()
     request = request_of(wallet, "stk")
     assert request.checkout_request_id in daraja.stk and request.status == "settled"
-    assert balance(wallet, alice.phone) == before + P.kes_to_sats_credit(kes)
+    assert balance(wallet, alice.phone) == before + credit_sats(kes)
 
 
 def test_the_same_confirmation_pushes_once(alice, wallet, daraja):
@@ -345,8 +346,8 @@ def test_the_same_confirmation_pushes_once(alice, wallet, daraja):
         from helpers.wallet import users
 
         user = users.get(s, alice.phone)
-    first = mpesa_flows.start_topup(wallet.db, wallet.mpesa, user, kes, P.kes_to_sats_credit(kes), "k" * 64)
-    again = mpesa_flows.start_topup(wallet.db, wallet.mpesa, user, kes, P.kes_to_sats_credit(kes), "k" * 64)
+    first = mpesa_flows.start_topup(wallet.db, wallet.mpesa, user, kes, credit_sats(kes), "k" * 64)
+    again = mpesa_flows.start_topup(wallet.db, wallet.mpesa, user, kes, credit_sats(kes), "k" * 64)
     assert again.replay and again.reference == first.reference
     assert len(daraja.stk) == 1
 

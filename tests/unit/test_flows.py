@@ -13,7 +13,8 @@ from helpers.wallet.rules import policy
 from lightning import decode_invoice
 from models import Invoice, PaymentRequest, Transaction, User, utcnow
 from helpers.ussd.account_screens import HISTORY_LINES
-from tests.conftest import DEMO, PIN, balance, outbox, snapshot
+from tests.conftest import (
+    VALID_MIN, balance, credit_sats, debit_sats, DEMO, KES_MAX, KES_MIN, kes_worth, outbox, PIN, snapshot)
 
 P = policy()
 
@@ -334,13 +335,13 @@ def test_request_to_own_number_is_refused(alice, wallet):
 def test_top_up_credits_at_the_policy_rate_once_per_code(alice, bob, wallet, lang):
     set_language(alice, lang)
     kes = 300
-    sats = P.kes_to_sats_credit(kes)
-    assert sats == kes * P.value("rate-sats") // P.value("rate-kes")
+    sats = credit_sats(kes)
     a0 = balance(wallet, DEMO[0])
     alice.run("4")
-    assert alice.reply == "CON " + t(lang, "topup.amount", min=P.value("kes-min"), max=P.value("kes-max"))
+    assert alice.reply == "CON " + t(lang, "topup.amount", min=KES_MIN, max=KES_MAX)
     assert alice.press(str(kes)) == "CON " + t(lang, "topup.code", kes=kes)
-    assert alice.press("qwerty1234") == "CON " + t(lang, "topup.confirm", kes=kes, sats=sats, code="QWERTY1234")
+    assert alice.press("qwerty1234") == "CON " + t(lang, "topup.confirm", kes=kes, sats=sats, code="QWERTY1234",
+                                                   valid=VALID_MIN)
     assert alice.press("1") == "END " + t(lang, "topup.done", sats=sats, kes=kes, code="QWERTY1234",
                                            balance=a0 + sats)
     assert balance(wallet, DEMO[0]) == a0 + sats
@@ -359,10 +360,11 @@ def test_top_up_code_used_between_screens_is_refused_at_confirmation(alice, bob,
 
 
 @pytest.mark.parametrize("typed,key", [("abc", "error.amount"), ("5", "deny.below-minimum"),
-                                       ("149", "deny.below-minimum"), ("150001", "deny.above-maximum")])
+                                       (str(KES_MIN - 1), "deny.below-minimum"),
+                                       (str(KES_MAX + 1), "deny.above-maximum")])
 def test_top_up_amount_bad_inputs(alice, wallet, typed, key):
     before = snapshot(wallet)
-    values = {"min": P.value("kes-min"), "max": P.value("kes-max"), "unit": "KES"}
+    values = {"min": KES_MIN, "max": KES_MAX, "unit": "KES"}
     assert alice.run("4", typed).startswith("CON " + t("en", key, **values) + "\n")
     assert snapshot(wallet) == before
 
@@ -379,12 +381,13 @@ def test_top_up_bad_codes(alice, wallet, code):
 def test_withdraw_debits_sats_and_fee_and_records_the_payout(alice, wallet, lang):
     set_language(alice, lang)
     kes = 450
-    sats = P.kes_to_sats_debit(kes)
+    sats = debit_sats(kes)
     fee = P.fee_sats("mpesa-withdraw", sats)
     a0 = balance(wallet, DEMO[0])
     alice.run("5")
     assert alice.press(str(kes)) == "CON " + t(lang, "withdraw.phone", kes=kes, phone=DEMO[0])
-    assert alice.press("0798765432") == "CON " + t(lang, "withdraw.pin", kes=kes, phone=DEMO[2], sats=sats, fee=fee)
+    assert alice.press("0798765432") == "CON " + t(lang, "withdraw.pin", kes=kes, phone=DEMO[2], sats=sats, fee=fee,
+                                                   valid=VALID_MIN)
     reply = alice.press(PIN)
     row = wallet.db.session.scalar(select(Transaction).where(Transaction.type == "withdraw"))
     assert row.status == "settled" and row.mpesa_code and row.counterparty == DEMO[2]
@@ -397,13 +400,16 @@ def test_withdraw_to_own_number_and_insufficient_balance(dial, wallet):
     carol = dial(DEMO[2])
     carol.run(PIN, PIN)
     have = balance(wallet, DEMO[2])
-    too_much_kes = P.sats_to_kes(have) + 1
+    too_much_kes = kes_worth(have) + 1
     before = snapshot(wallet)
     reply = carol.run("5", str(too_much_kes))
     assert reply.startswith("CON " + t("en", "deny.insufficient-balance", balance=have))
     assert snapshot(wallet) == before
-    assert carol.run("5", "150", "1").startswith("CON " + t("en", "withdraw.pin", kes=150, phone=DEMO[2],
-                                                                 sats=1000, fee=10)[:20])
+    kes = KES_MIN
+    assert carol.run("5", str(kes), "1") == "CON " + t("en", "withdraw.pin", kes=kes, phone=DEMO[2],
+                                                        sats=debit_sats(kes), fee=P.fee_sats("mpesa-withdraw",
+                                                                                             debit_sats(kes)),
+                                                        valid=VALID_MIN)
 
 
 def test_withdraw_bad_number(alice, wallet):
@@ -425,7 +431,7 @@ def test_failed_payout_refunds_and_unknown_payout_stays_pending(alice, wallet):
     wallet.mpesa.payout = lambda phone, kes, ref: PayoutResult(State.PENDING, error="timeout")
     alice.run("5", "300", "1", PIN)
     pending = wallet.db.session.scalars(select(Transaction).where(Transaction.status == "pending")).one()
-    sats = P.kes_to_sats_debit(300)
+    sats = debit_sats(300)
     assert balance(wallet, DEMO[0]) == a0 - sats - P.fee_sats("mpesa-withdraw", sats)
     assert pending.amount_sats == sats
 
@@ -444,7 +450,8 @@ def test_account_shows_balance_in_kes_and_history(alice, bob, wallet, lang):
     have = balance(wallet, DEMO[0])
     address = lnurl.address(wallet.settings, DEMO[0])
     assert address == DEMO[0][1:] + "@" + lnurl.domain(wallet.settings)
-    assert alice.run("6") == "CON " + t(lang, "account", balance=have, kes=P.sats_to_kes(have), address=address)
+    worth = t(lang, "account.kes", kes=kes_worth(have))  # the fixed price: no age to show
+    assert alice.run("6") == "CON " + t(lang, "account", balance=have, kes=worth, address=address)
     history = alice.press("1")
     # the last HISTORY_LINES, newest first: amount + fee, the payee as people write it, the reference
     today = dt.datetime.now(dt.UTC).strftime("%d/%m")

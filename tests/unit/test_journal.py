@@ -14,7 +14,7 @@ from helpers.wallet import journal, lightning_out, mpesa_flows, transactions, us
 from lightning import MockBackend
 from models import (FEES, FLOAT, LN_IN_FLIGHT, MPESA_IN_FLIGHT, NODE, JournalEntry, LedgerAccount, Posting,
                     Transaction)
-from tests.conftest import DEMO, PIN, balance
+from tests.conftest import balance, DEMO, KES_MIN, PIN, withdraw_terms
 
 
 def entries(wallet, reference: str) -> list[tuple[str, list[tuple]]]:
@@ -57,8 +57,9 @@ def test_a_send_is_one_entry_from_the_sender_to_the_recipient_and_the_fee(wallet
 
 def test_a_withdrawal_is_pending_in_flight_then_posted_to_the_float_and_the_fee(wallet):
     alice = view(wallet, DEMO[0])
-    kes = wallet.policy.value("kes-min")
-    receipt = transactions.reserve_withdrawal(wallet.db, wallet.policy, alice, kes, DEMO[0], "w-1")
+    kes = KES_MIN
+    receipt = transactions.reserve_withdrawal(wallet.db, wallet.policy, alice, *withdraw_terms(kes), DEMO[0],
+                                              "w-1")
     reserved = receipt.amount_sats + receipt.fee_sats
     assert house(wallet, MPESA_IN_FLIGHT) == -reserved
     assert mpesa_flows.settle_withdrawal(wallet.db, receipt.transaction_id, "SAB12CD34E", kes)
@@ -77,7 +78,7 @@ def test_a_withdrawal_is_pending_in_flight_then_posted_to_the_float_and_the_fee(
 def test_a_failed_withdrawal_is_voided_back_to_the_customer(wallet):
     alice = view(wallet, DEMO[0])
     before = balance(wallet, DEMO[0])
-    receipt = transactions.reserve_withdrawal(wallet.db, wallet.policy, alice, wallet.policy.value("kes-min"),
+    receipt = transactions.reserve_withdrawal(wallet.db, wallet.policy, alice, *withdraw_terms(KES_MIN),
                                               DEMO[0], "w-2")
     assert mpesa_flows.refund_withdrawal(wallet.db, receipt.transaction_id)
     assert not mpesa_flows.refund_withdrawal(wallet.db, receipt.transaction_id)  # once
@@ -139,8 +140,9 @@ def test_ledger_check_finds_a_balance_the_journal_does_not_explain(wallet, runne
 
 def test_solvency_puts_liabilities_against_what_the_node_and_the_float_hold(wallet, runner, app, client):
     alice = view(wallet, DEMO[0])
-    kes = wallet.policy.value("kes-min")
-    pending = transactions.reserve_withdrawal(wallet.db, wallet.policy, alice, kes, DEMO[0], "w-3")
+    kes = KES_MIN
+    pending = transactions.reserve_withdrawal(wallet.db, wallet.policy, alice, *withdraw_terms(kes), DEMO[0],
+                                              "w-3")
     result = runner.invoke(args=["ledger", "solvency", "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
@@ -177,7 +179,7 @@ def test_a_statement_lists_the_customers_postings(wallet, alice, runner):
 
 def test_a_pending_entry_is_marked_until_it_is_posted(wallet):
     alice = view(wallet, DEMO[0])
-    pending = transactions.reserve_withdrawal(wallet.db, wallet.policy, alice, wallet.policy.value("kes-min"),
+    pending = transactions.reserve_withdrawal(wallet.db, wallet.policy, alice, *withdraw_terms(KES_MIN),
                                               DEMO[0], "w-4")
 
     def newest():

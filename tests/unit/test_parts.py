@@ -29,7 +29,7 @@ from lightning import (
     decode_invoice,
 )
 from models import SmsOutbox, User, UssdSession, utcnow
-from tests.conftest import DEMO, Dialer, PIN, balance, configure
+from tests.conftest import balance, configure, credit_sats, DEMO, Dialer, FIXED_PRICE, KES_MIN, PIN, withdraw_terms
 from helpers.infra.settings import Settings
 
 
@@ -386,11 +386,13 @@ def test_a_movement_run_twice_under_one_key_moves_money_once(wallet, movement):
         payer = users.UserView.of(users.get(s, DEMO[0]))
     have = balance(wallet, DEMO[0])
     amount = policy_.value("payment-min-sats")
-    kes = policy_.value("kes-min")
+    kes = KES_MIN
     calls = {
         "send": lambda: transactions.transfer(wallet.db, policy_, payer, DEMO[1], amount, "r" * 64, "*384#"),
-        "withdraw": lambda: transactions.reserve_withdrawal(wallet.db, policy_, payer, kes, DEMO[0], "r" * 64),
-        "topup": lambda: transactions.topup(wallet.db, policy_, payer, kes, "QAB12CD34E", "r" * 64),
+        "withdraw": lambda: transactions.reserve_withdrawal(wallet.db, policy_, payer, *withdraw_terms(kes), DEMO[0],
+                                                            "r" * 64),
+        "topup": lambda: transactions.topup(wallet.db, policy_, payer, kes, credit_sats(kes), FIXED_PRICE,
+                                            "QAB12CD34E", "r" * 64),
     }
     first = calls[movement]()
     after_first = (balance(wallet, DEMO[0]), balance(wallet, DEMO[1]), len(_outbox_all(wallet)))
@@ -425,7 +427,7 @@ def test_a_pending_debit_refunded_twice_is_credited_once(wallet, kind):
         payer = users.UserView.of(users.get(s, DEMO[0]))
     have = balance(wallet, DEMO[0])
     if kind == "withdrawal":
-        reserved = transactions.reserve_withdrawal(wallet.db, policy_, payer, policy_.value("kes-min"), DEMO[0],
+        reserved = transactions.reserve_withdrawal(wallet.db, policy_, payer, *withdraw_terms(KES_MIN), DEMO[0],
                                                    "refund-twice")
 
         def refund():

@@ -15,7 +15,7 @@ from sqlalchemy.exc import OperationalError
 from helpers.infra.i18n import t
 from helpers.wallet.rules import policy
 from models import Transaction, UssdSession
-from tests.conftest import DEMO, PIN, balance, check_reply, configure, snapshot
+from tests.conftest import VALID_MIN, balance, check_reply, configure, credit_sats, DEMO, PIN, snapshot
 
 
 def post(client, **fields):
@@ -222,10 +222,10 @@ def test_a_code_refused_as_used_stays_refused_when_the_path_is_replayed(alice, b
     bob.run("4", "300", "USEDCODE12")
     assert bob.reply.startswith("CON " + t("en", "error.code-used"))
     assert bob.press("FRESHCODE1") == "CON " + t("en", "topup.confirm", kes=300,
-                                                  sats=policy().kes_to_sats_credit(300), code="FRESHCODE1")
+                                                  sats=credit_sats(300), code="FRESHCODE1", valid=VALID_MIN)
     b0 = balance(wallet, DEMO[1])
     bob.press("1")
-    assert balance(wallet, DEMO[1]) == b0 + policy().kes_to_sats_credit(300)
+    assert balance(wallet, DEMO[1]) == b0 + credit_sats(300)
 
 
 def _session_owners(wallet, session_id: str) -> list[str]:
