@@ -204,7 +204,6 @@ def finalise(config: dict[str, Any]) -> None:
                           "characters: Lightning addresses are shown on 160-character screens")
     if config["DEFAULT_LANGUAGE"] not in ("en", "sw"):
         raise ConfigError("DEFAULT_LANGUAGE must be 'en' or 'sw'")
-    _check_prices(config, production)
     if production and config["MPESA_PROVIDER"] == "daraja":
         if config["MPESA_BASE_URL"].rstrip("/") == DARAJA_SANDBOX_URL:
             # sandbox payments are not money: every sandbox top-up would credit real sats
@@ -212,6 +211,7 @@ def finalise(config: dict[str, Any]) -> None:
         callback_base = config["MPESA_CALLBACK_BASE_URL"] or config["PUBLIC_URL"]
         if not callback_base.startswith("https://"):
             raise ConfigError("MPESA_CALLBACK_BASE_URL (or PUBLIC_URL) must be https:// in production")
+    _check_prices(config, production)
 
 
 def _check_prices(config: dict[str, Any], production: bool) -> None:

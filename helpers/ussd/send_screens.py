@@ -89,10 +89,10 @@ class SendKes:
         if price is None:
             return quoting.no_price(ctx)
         policy = ctx.svc.policy
+        low, high = bounds = send_kes_bounds(ctx, price)
+        if not low <= kes <= high:  # before converting: a 12-digit amount is no payment
+            return Retry(deny_text(ctx, "below-minimum" if kes < low else "above-maximum", "KES", bounds=bounds))
         amount = policy.kes_to_sats_send(kes, price.kes_per_btc)
-        decision = policy.amount(amount)
-        if not decision.allowed:
-            return Retry(deny_text(ctx, decision.reason or "", "KES", bounds=send_kes_bounds(ctx, price)))
         problem = check_spend(ctx, amount, policy.fee_sats("internal", amount))
         if problem:
             return Retry(problem)

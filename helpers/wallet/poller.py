@@ -2,7 +2,8 @@
 node about pending invoices (so a payment is credited even when its webhook is lost) and pending
 payments out (settled, or refunded once the node confirms they failed), and (with an asynchronous
 M-Pesa provider) asks M-Pesa about pushes and payouts whose callback has not come (see
-helpers/mpesa_flows.reconcile). Every outcome is booked by a conditional UPDATE and each status
+helpers/mpesa_flows.reconcile), and refreshes the BTC/KES price when the stored one is older than
+PRICE_REFRESH_S (helpers/wallet/prices.py). Every outcome is booked by a conditional UPDATE and each status
 query is claimed by one worker, so pollers in several workers are safe."""
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from helpers.wallet.services import Services
 log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _started_in: int | None = None
+_next_cleanup = [0.0]  # when this process next deletes quotes that ended a day ago
 _jitter = random.Random()  # noqa: S311 - spreading workers' polls, not security; not the shared random
 
 
@@ -55,5 +57,15 @@ def _run(svc: Services) -> None:
                     log.info("mpesa reconcile: %s", counts)
             except Exception:  # noqa: BLE001 - the same, for a Daraja outage
                 log.exception("mpesa reconcile failed")
+        try:
+            if svc.prices.due():
+                reference = svc.prices.refresh()
+                if reference.kes_per_btc is None:
+                    log.warning("price refresh: too few sources agree (%s)", reference.describe().replace("\n", "; "))
+            if time.monotonic() >= _next_cleanup[0]:
+                _next_cleanup[0] = time.monotonic() + 3600
+                svc.prices.forget_expired()
+        except Exception:  # noqa: BLE001 - the same, for a price source or database outage
+            log.exception("price refresh failed")
         if svc.settings.sms_auto_flush:
             svc.sms.kick()  # receipts of what was just credited

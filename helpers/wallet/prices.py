@@ -112,6 +112,10 @@ class PriceBook:
             return None
         return newest
 
+    def newest(self) -> CurrentPrice | None:
+        """The newest price the feed stored, however old (for operators and metrics)."""
+        return self._newest()
+
     def _newest(self) -> CurrentPrice | None:
         with self._lock:
             cached = self._cached
@@ -141,6 +145,13 @@ class PriceBook:
                             answers=reference.describe()[:1000]))
             self.forget()
         return reference
+
+    def newest_row(self) -> Price | None:
+        with self.db.read() as s:
+            row = s.scalar(select(Price).order_by(Price.id.desc()).limit(1))
+            if row is not None:
+                s.expunge(row)
+            return row
 
     def due(self) -> bool:
         """Is the stored price older than PRICE_REFRESH_S (so a worker should refresh it)?"""

@@ -18,7 +18,8 @@ from helpers.ussd import sessions
 from helpers.wallet import (books, demo, invoices, journal, limits, mpesa_float, mpesa_flows, payments, transactions,
                             users)
 from helpers.web.common import services
-from models import PENDING
+from helpers.prices import feed
+from models import PENDING, utcnow
 
 log = logging.getLogger("wallet")  # as the request log (README, Operations)
 commands = AppGroup("wallet", help="Operator commands (also at the top level: flask <command>).")
@@ -30,6 +31,7 @@ def register(app: Flask) -> None:
     for command in commands.commands.values():
         app.cli.add_command(command)
     app.cli.add_command(ledger)
+    app.cli.add_command(price)
 
 
 @commands.command("db-upgrade")
@@ -146,6 +148,49 @@ def ledger_statement(phone: str, out) -> None:
         for line in journal.statement(s, user.id):
             writer.writerow([f"{line.at:%Y-%m-%d %H:%M:%S}", line.kind, line.reference, line.amount,
                              line.counterparty or "", "yes" if line.pending else "", line.memo])
+
+
+price = AppGroup("price", help="The BTC/KES price: what the sources say, and what is in use.")
+
+
+@price.command("show")
+@click.option("--ask/--no-ask", default=True, help="ask every source now (no: the stored price only)")
+def price_show(ask: bool) -> None:
+    """Each source's answer now, the median they agree on, and the price in use with its age."""
+    svc = services()
+    book = svc.prices
+    if ask and book.sources:
+        reference = feed.agree(feed.ask_all(book.sources, svc.settings.price_timeout_s, book.http),
+                               svc.settings.price_min_sources, svc.settings.price_outlier_pct)
+        for answer in reference.answers:
+            said = (f"{answer.kes_per_btc:,.0f} KES/BTC" if answer.kes_per_btc is not None else answer.error)
+            click.echo(f"{answer.source:<12} {said}{'  (dropped: outlier)' if answer.dropped else ''}")
+        agreed = "too few sources agree" if reference.kes_per_btc is None else f"{reference.kes_per_btc:,} KES/BTC"
+        click.echo(f"{'median':<12} {agreed}")
+    elif not book.sources:
+        click.echo("no PRICE_SOURCES: the fixed price of atoms.metta")
+    stored = book.newest_row()
+    if stored is not None:
+        age = int((utcnow() - stored.created_at).total_seconds())
+        click.echo(f"{'stored':<12} {stored.kes_per_btc:,} KES/BTC, {age} s old, from {stored.sources}")
+    current = book.current()
+    if current is None:
+        click.echo(f"{'in use':<12} none: KES operations are stopped (no price younger than "
+                   f"{svc.policy.value('price-max-age-s')} s)")
+    else:
+        click.echo(f"{'in use':<12} {current.kes_per_btc:,} KES/BTC ({current.source}, {current.age_s()} s old)")
+
+
+@price.command("refresh")
+def price_refresh() -> None:
+    """Ask the sources now and store the price they agree on (the worker does this on its own)."""
+    svc = services()
+    if not svc.prices.sources:
+        raise click.ClickException("no PRICE_SOURCES configured: the fixed price needs no refresh")
+    reference = svc.prices.refresh()
+    if reference.kes_per_btc is None:
+        raise click.ClickException("too few sources agree; nothing stored:\n" + reference.describe())
+    click.echo(f"stored {reference.kes_per_btc:,} KES/BTC from {', '.join(reference.used)}")
 
 
 @commands.command("flush-sms")

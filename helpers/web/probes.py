@@ -11,8 +11,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from helpers.infra import metrics
 from helpers.ussd import sessions
 from helpers.wallet import books, journal, lnurl
+from helpers.wallet.services import Services
 from helpers.web import callers
 from helpers.web.common import plain, services
+from models import utcnow
 
 bp = Blueprint("probes", __name__)
 
@@ -27,11 +29,30 @@ def prometheus() -> Response:
         found = _solvency()
     except SQLAlchemyError:
         return plain("database unavailable", 503)
+    text += _price_metrics(svc)
     if found.coverage is not None:
         text += ("# HELP wallet_coverage_ratio Assets (node as it reports, M-Pesa float as recorded) over "
                  "liabilities (customers and payments in flight).\n# TYPE wallet_coverage_ratio gauge\n"
                  f"wallet_coverage_ratio {found.coverage:.6f}\n")
     return Response(text, mimetype="text/plain; version=0.0.4")
+
+
+def _price_metrics(svc: Services) -> str:
+    """The price in use (none: KES operations stopped), the stored one's age and sources."""
+    current = svc.prices.current()
+    lines = ["# HELP wallet_price_fresh 1 when a price is in use (KES operations run), else 0\n"
+             f"# TYPE wallet_price_fresh gauge\nwallet_price_fresh {int(current is not None)}\n"]
+    if current is not None:
+        lines.append("# HELP wallet_price_kes_per_btc The BTC/KES price in use\n# TYPE wallet_price_kes_per_btc gauge\n"
+                     f'wallet_price_kes_per_btc{{source="{current.source}"}} {current.kes_per_btc}\n')
+    row = svc.prices.newest_row() if svc.prices.sources else None
+    if row is not None:
+        age = (utcnow() - row.created_at).total_seconds()
+        lines.append("# HELP wallet_price_age_seconds Age of the newest price the feed stored\n"
+                     f"# TYPE wallet_price_age_seconds gauge\nwallet_price_age_seconds {age:.0f}\n"
+                     "# HELP wallet_price_sources_up Sources that agreed on the newest price\n"
+                     f"# TYPE wallet_price_sources_up gauge\nwallet_price_sources_up {len(row.sources.split(','))}\n")
+    return "".join(lines)
 
 
 def _solvency() -> journal.Solvency:

@@ -108,7 +108,10 @@ def test_conversions_round_in_the_house_favour_by_less_than_one_sat(price):
 def test_the_kes_bounds_buy_a_payment_in_bounds_both_ways(price):
     low, high = P.kes_bounds(price)
     assert P.kes_to_sats_credit(low, price) >= P.value("payment-min-sats") > P.kes_to_sats_credit(low - 1, price)
-    assert P.kes_to_sats_debit(high, price) <= P.value("payment-max-sats") < P.kes_to_sats_debit(high + 1, price)
+    top = P.value("payment-max-sats")
+    exact = Fraction(top * price * (10_000 - P.value_of("spread-bps", "sell")), P.value("sats-per-btc") * 10_000)
+    assert exact - 2 < high <= exact  # within one KES of the exact bound, never above it
+    assert P.kes_to_sats_debit(high, price) <= top
     assert P.topup(low, price).allowed and P.topup(low - 1, price).reason == "below-minimum"
     assert P.withdraw(high, 10**12, 0, price).allowed
     assert P.withdraw(high + 1, 10**12, 0, price).reason == "above-maximum"

@@ -7,6 +7,7 @@ credited or debited once, nothing released while the outcome is unknown, the led
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
@@ -29,7 +30,7 @@ from lightning import State
 from models import FloatReading, MpesaRequest, Transaction
 from tests.fakes import fake_daraja
 from tests.conftest import (
-    FIXED_PRICE, balance, configure, credit_sats, debit_sats, DEMO, KES_MIN, outbox, PIN, snapshot)
+    FIXED_PRICE, VALID_MIN, balance, configure, credit_sats, debit_sats, DEMO, KES_MIN, outbox, PIN, snapshot)
 from tests.fakes.fake_daraja import FakeDaraja, kes_for
 from tests.servers import free_port
 from helpers.infra.settings import Settings
@@ -103,7 +104,7 @@ def reconcile(runner) -> str:
 def top_up(alice, kes: int) -> str:
     """Dial 4, the amount, confirm: the reply (END)."""
     assert alice.run("4", str(kes)) == "CON " + t("en", "topup.push", kes=kes, sats=credit_sats(kes),
-                                                     phone=alice.phone)
+                                                     phone=alice.phone, valid=VALID_MIN)
     return alice.press("1")
 
 
@@ -144,7 +145,7 @@ def test_production_refuses_the_sandbox_and_plain_http_callbacks(tmp_path):
             "DATABASE_URL": "mysql+pymysql://u:p@db/w"}
     with pytest.raises(ConfigError, match="MPESA_BASE_URL"):
         finalise(load_config(str(tmp_path), base))  # the sandbox is the default
-    live = {**base, "MPESA_BASE_URL": "https://api.safaricom.co.ke"}
+    live = {**base, "MPESA_BASE_URL": "https://api.safaricom.co.ke", "PRICE_SOURCES": "coingecko,coinbase"}
     finalise(load_config(str(tmp_path), live))
     with pytest.raises(ConfigError, match="MPESA_CALLBACK_BASE_URL"):
         finalise(load_config(str(tmp_path), {**live, "MPESA_CALLBACK_BASE_URL": "http://w.example.com"}))
@@ -267,6 +268,19 @@ def test_a_callback_sent_three_times_credits_once(alice, wallet, daraja):
     assert [status for _, _, status in daraja.callbacks] == [200, 200, 200]
     assert balance(wallet, alice.phone) == before + credit_sats(kes)
     assert len(rows(wallet, "topup")) == 1
+
+
+def test_a_late_callback_credits_the_quoted_sats_though_the_price_moved(alice, wallet, daraja, monkeypatch):
+    """The quote shown on the confirm screen is what M-Pesa's callback credits, however late it
+    comes and wherever the price has gone meanwhile."""
+    kes = kes_for("delayed", KES_MIN * 2)
+    before = balance(wallet, alice.phone)
+    top_up(alice, kes)
+    moved = dataclasses.replace(wallet.prices.current(), kes_per_btc=FIXED_PRICE * 2)
+    monkeypatch.setattr(wallet.prices, "current", lambda: moved)  # the market doubles meanwhile
+    daraja.wait_callbacks()
+    assert balance(wallet, alice.phone) == before + credit_sats(kes)
+    assert credit_sats(kes) != wallet.policy.kes_to_sats_credit(kes, moved.kes_per_btc)
 
 
 def test_a_delayed_callback_credits_when_it_comes(alice, wallet, daraja):

@@ -199,6 +199,9 @@ def test_idempotency_keys_are_keyed_with_a_server_secret(alice, wallet):
     ({"PIN_PEPPER": "x" * 40, "MPESA_PROVIDER": "daraja", "USSD_CALLBACK_TOKEN": "t" * 20, "RATE_LIMITS": "0"},
      "RATE_LIMITS"),
     ({"PIN_PEPPER": "x" * 40, "MPESA_PROVIDER": "daraja", "USSD_CALLBACK_TOKEN": "t" * 20}, "LIGHTNING_BACKEND"),
+    ({"PIN_PEPPER": "x" * 40, "MPESA_PROVIDER": "daraja", "USSD_CALLBACK_TOKEN": "t" * 20,
+      "LIGHTNING_BACKEND": "lnbits", "MPESA_BASE_URL": "https://api.safaricom.co.ke",
+      "PUBLIC_URL": "https://w.example.com"}, "PRICE_SOURCES"),
 ])
 def test_production_refuses_unsafe_settings_and_names_them(tmp_path, override, setting):
     env = {"APP_ENV": "production", "DATABASE_URL": "mysql+pymysql://u:p@127.0.0.1/w", **override}
