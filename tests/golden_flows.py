@@ -209,6 +209,15 @@ def send_success(lang: str):
     ]
 
 
+def send_in_kes(lang: str):
+    return (ALICE, BOB), [
+        dial(ALICE, "1", BOB_LOCAL, "1", "x", "5", "300", "1", PIN,
+             note="1 on the amount screen: the amount in KES (a letter and too little re-prompt); the "
+                  "confirm screen shows the sats and how long the rate holds"),
+        dial(BOB, "0", note="the recipient got the sats"),
+    ]
+
+
 def send_new_recipient(lang: str):
     return (ALICE,), [
         dial(ALICE, "1", "0733444555", V("payment-min-sats"), "1", PIN,
@@ -390,6 +399,7 @@ BUILDERS = {
     "navigation-back-home": navigation_back_home,
     "invalid-options": invalid_options,
     "send-success": send_success,
+    "send-in-kes": send_in_kes,
     "send-new-recipient": send_new_recipient,
     "send-insufficient-balance": send_insufficient_balance,
     "send-below-minimum": send_below_minimum,
