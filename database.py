@@ -273,18 +273,44 @@ class Database:
             yield session
 
     def create_schema(self) -> None:
-        """Create the tables straight from the models (tests); deployments use migrate()."""
+        """Create the tables straight from the models (tests), and record them as the newest
+        migration (tests/integration/test_migrations.py proves the two agree); deployments use
+        migrate()."""
         Base.metadata.create_all(self.engine)
-
-    def migrate(self, revision: str = "head") -> None:
-        """Bring the schema to `revision` with the Alembic migrations in migrations/. Workers that
-        start together (gunicorn) take turns: the first migrates, the others find nothing to do."""
         from alembic import command
+
+        with self.engine.begin() as conn:
+            config = self._alembic_config()
+            config.attributes["connection"] = conn
+            command.stamp(config, "head")
+
+    def _alembic_config(self):  # -> alembic.config.Config, imported only when needed
         from alembic.config import Config
 
         config = Config(str(_ROOT / "alembic.ini"))
         config.set_main_option("script_location", str(_ROOT / "migrations"))
         config.attributes["configure_logging"] = False
+        return config
+
+    def head_revision(self) -> str:
+        """The newest migration in migrations/."""
+        from alembic.script import ScriptDirectory
+
+        return str(ScriptDirectory.from_config(self._alembic_config()).get_current_head())
+
+    def schema_revision(self) -> str | None:
+        """The migration the database is at (None: no migration ever ran)."""
+        from alembic.runtime.migration import MigrationContext
+
+        with self.engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    def migrate(self, revision: str = "head") -> None:
+        """Bring the schema to `revision` with the Alembic migrations in migrations/. Workers that
+        start together (gunicorn) take turns: the first migrates, the others find nothing to do."""
+        from alembic import command
+
+        config = self._alembic_config()
         with self._migration_lock(), self.engine.begin() as conn:
             config.attributes["connection"] = conn
             command.upgrade(config, revision)
@@ -316,6 +342,8 @@ class Database:
 
     def drop_schema(self) -> None:
         Base.metadata.drop_all(self.engine)
+        with self.engine.begin() as conn:
+            conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
 
     def healthy(self) -> bool:
         """True when a trivial query succeeds."""

@@ -174,3 +174,20 @@ def child_exit(server, worker):
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
+
+
+
+def _check_settings() -> None:
+    """Check the app's settings as this file is read, before gunicorn starts anything: a setting
+    that production refuses ends gunicorn with one line naming it, not a traceback per worker."""
+    from pathlib import Path
+
+    from helpers.infra.config import ConfigError, finalise, load_config
+
+    try:
+        finalise(load_config(str(Path(__file__).resolve().parent / "instance")))
+    except ConfigError as exc:
+        raise SystemExit(f"configuration: {exc}") from None
+
+
+_check_settings()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import datetime as dt
 from pathlib import Path
+from urllib.parse import urlparse
 from typing import Any
 
 from helpers.infra.text import is_digits
@@ -196,8 +197,13 @@ def finalise(config: dict[str, Any]) -> None:
                           "private hosts)")
     if production and config["LIGHTNING_BACKEND"] == "mock":
         raise ConfigError("LIGHTNING_BACKEND=mock is not allowed in production")
-    from urllib.parse import urlparse
-
+    if production and urlparse(config["PUBLIC_URL"]).hostname in (None, "", "localhost", "127.0.0.1", "::1"):
+        raise ConfigError("PUBLIC_URL must be set in production to the address the world reaches us at "
+                          "(Lightning addresses and callback URLs are made from it)")
+    if production and not config["PUBLIC_URL"].startswith("https://"):
+        raise ConfigError("PUBLIC_URL must be https:// in production")
+    if production and config["SIMULATOR_ENABLED"]:
+        raise ConfigError("SIMULATOR_ENABLED must be off in production (it lets anyone dial as any phone)")
     address_domain = config["LIGHTNING_ADDRESS_DOMAIN"] or urlparse(config["PUBLIC_URL"]).netloc
     if not address_domain or len(address_domain) > MAX_ADDRESS_DOMAIN:
         raise ConfigError(f"LIGHTNING_ADDRESS_DOMAIN (or PUBLIC_URL's host) must be 1-{MAX_ADDRESS_DOMAIN} "

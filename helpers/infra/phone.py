@@ -7,7 +7,7 @@ import re
 from functools import lru_cache
 
 import phonenumbers
-from phonenumbers import NumberParseException, PhoneMetadata, PhoneNumber, PhoneNumberType
+from phonenumbers import NumberParseException, PhoneMetadata, PhoneNumber, PhoneNumberType, carrier
 
 _MOBILE_TYPES = {PhoneNumberType.MOBILE, PhoneNumberType.FIXED_LINE_OR_MOBILE}
 _MAX_INPUT = 20
@@ -82,6 +82,17 @@ def local(e164: str, region: str = "KE") -> str:
     if phonenumbers.region_code_for_number(number) != region:
         return e164
     return re.sub(r"[^0-9]", "", phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL))
+
+
+def safaricom(e164: str) -> bool:
+    """Is this a Safaricom number (the only one M-Pesa pays), by phonenumbers' carrier data for
+    Kenya's mobile ranges? An Airtel or Telkom number, or any other country's, is not."""
+    try:
+        number = phonenumbers.parse(e164)
+    except NumberParseException:
+        return False
+    return (phonenumbers.region_code_for_number(number) == "KE"
+            and carrier.name_for_number(number, "en") == "Safaricom")
 
 
 def mask(e164: str) -> str:

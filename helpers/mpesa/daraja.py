@@ -30,6 +30,7 @@ from typing import Any
 import requests
 
 from helpers.infra.http import request_json
+from helpers.infra.phone import safaricom
 from helpers.infra.text import is_digits
 from helpers.mpesa.provider import MpesaConfigError, MpesaProvider, PayoutResult, PushResult, TopupQueryResult
 from lightning import State
@@ -200,7 +201,7 @@ class DarajaMpesa(MpesaProvider):
 
     # -------------------------------------------------------------- the interface
     def accepts_phone(self, phone: str) -> bool:
-        return bool(_PHONE.match(phone))
+        return bool(_PHONE.match(phone)) and safaricom(phone)
 
     def confirm_topup(self, code: str, phone: str, kes: int) -> bool:
         return False  # a typed code proves nothing here: top-ups are pushed and confirmed by M-Pesa

@@ -17,6 +17,7 @@ import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
+from helpers.infra.phone import safaricom
 from helpers.infra.refs import new_reference
 from lightning import State
 from helpers.infra.settings import Settings
@@ -116,6 +117,9 @@ class SimulatedMpesa(MpesaProvider):
 
     def payout(self, phone: str, kes: int, reference: str) -> PayoutResult:
         return PayoutResult(State.SUCCEEDED, receipt="S" + new_reference(9))
+
+    def accepts_phone(self, phone: str) -> bool:
+        return safaricom(phone)  # as M-Pesa: Safaricom numbers only
 
 
 # Providers by name; the interface never imports one (Daraja imports this module).

@@ -10,7 +10,8 @@ from helpers.lightning.lnurl_pay import LnurlPayError, PayParams
 from helpers.ussd import quoting
 from helpers.ussd.screen import Ctx, deny_text, payee_bounds
 from helpers.wallet import use_cases
-from helpers.wallet.errors import InsufficientBalance, InvoiceAlreadyPaid, PolicyDenied, QuoteExpired, RequestClosed
+from helpers.wallet.errors import (InsufficientBalance, InvoiceAlreadyPaid, MpesaUnreachable, PolicyDenied,
+                                   QuoteExpired, RequestClosed)
 from helpers.wallet.users import PinProof
 from lightning import State
 
@@ -62,6 +63,8 @@ def withdraw(ctx: Ctx, data: dict, proof: PinProof | None) -> str:
         done = use_cases.withdraw(ctx.svc, ctx.user, proof, quote, data["phone"], ctx.key)
     except QuoteExpired:  # expired between the screen's check and now: nothing moved
         return ctx.t("quote.expired")
+    except MpesaUnreachable:
+        return ctx.t("error.mpesa-phone")
     except InsufficientBalance as exc:
         return deny_text(ctx, "insufficient-balance", balance=exc.balance_sats)
     except PolicyDenied as exc:

@@ -56,3 +56,7 @@ class AccountLocked(WalletError):
 
 class QuoteExpired(WalletError):
     """The quote a confirmation names has ended (or is not the caller's): quote again."""
+
+
+class MpesaUnreachable(WalletError):
+    """M-Pesa cannot pay this number (not Safaricom): checked before any sats are reserved."""

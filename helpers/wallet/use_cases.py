@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from helpers.lightning.lnurl_pay import PayParams
 from helpers.mpesa.provider import PayoutResult
 from helpers.wallet import invoices, mpesa_flows, payments, prices, transactions, users
-from helpers.wallet.errors import QuoteExpired, RequestClosed, TopupNotConfirmed
+from helpers.wallet.errors import MpesaUnreachable, QuoteExpired, RequestClosed, TopupNotConfirmed
 from helpers.wallet.prices import QuoteView
 from helpers.wallet.services import Services
 from helpers.wallet.transactions import Receipt
@@ -63,9 +63,12 @@ def _check_quote(quote: QuoteView, user: UserView, kind: str) -> None:
 def withdraw(svc: Services, user: UserView, proof: PinProof | None, quote: QuoteView, phone: str,
              key: str) -> Withdrawal:
     """KES to an M-Pesa number at a quote: its sats and fee are reserved, then the KES paid out.
-    Raises QuoteExpired, InsufficientBalance, PolicyDenied (nothing reserved)."""
+    Raises QuoteExpired, MpesaUnreachable (not a number M-Pesa pays), InsufficientBalance,
+    PolicyDenied (nothing reserved)."""
     require_pin(proof, user)
     _check_quote(quote, user, prices.WITHDRAW)
+    if not svc.mpesa.accepts_phone(phone):
+        raise MpesaUnreachable(phone)
     kes = quote.kes
     receipt = transactions.reserve_withdrawal(svc.db, svc.policy, user, kes, quote.sats, quote.fee_sats,
                                               quote.kes_per_btc, phone, key)

@@ -1,14 +1,17 @@
-"""What watches the service: GET /status (health, for load balancers and people) and GET /metrics
-(Prometheus, behind METRICS_TOKEN)."""
+"""What watches the service: GET /health (liveness), GET /ready (readiness, for load balancers),
+GET /status (public: ok, version, backends), GET /metrics (Prometheus, behind METRICS_TOKEN) and
+GET /ledger/solvency (behind METRICS_TOKEN)."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
 
 from helpers.infra import metrics
+from helpers.infra.version import VERSION
 from helpers.ussd import sessions
 from helpers.wallet import books, journal, lnurl
 from helpers.wallet.services import Services
@@ -73,24 +76,61 @@ def solvency() -> Response | tuple[Response, int]:
         return plain("database unavailable", 503)
 
 
+@bp.get("/health")
+def health() -> Response:
+    """Liveness: the process answers. No database, no node: a load balancer restarts what fails it."""
+    return jsonify({"status": "ok"})
+
+
+_ready_cache: dict[int, tuple[float, tuple[dict[str, Any], int]]] = {}  # id(app services) -> (until, answer)
+READY_CACHE_S = 5.0
+
+
+@bp.get("/ready")
+def ready() -> tuple[Response, int]:
+    """Readiness: the database answers and is at the newest migration, and the Lightning backend
+    answers. Cached a few seconds, so a probe every second does not hammer the node."""
+    svc = services()
+    now = time.monotonic()
+    cached = _ready_cache.get(id(svc))
+    if cached is None or now >= cached[0]:
+        cached = (now + READY_CACHE_S, _readiness(svc))
+        _ready_cache[id(svc)] = cached
+    body, status = cached[1]
+    return jsonify(body), status
+
+
+def _readiness(svc: Services) -> tuple[dict[str, Any], int]:
+    checks: dict[str, Any] = {"database": svc.db.healthy()}
+    try:
+        checks["migrations"] = checks["database"] and svc.db.schema_revision() == svc.db.head_revision()
+    except SQLAlchemyError:
+        checks["migrations"] = False
+    checks["lightning"] = bool(svc.lightning.health().get("ok"))
+    ok = all(checks.values())
+    return {"status": "ready" if ok else "not ready", **checks}, 200 if ok else 503
+
+
 @bp.get("/status")
 def status() -> tuple[Response, int]:
+    """The design card's health probe, public: only what anyone may know. Balances, queues and
+    sessions are on the operator console (/admin)."""
     svc = services()
     db_ok = svc.db.healthy()
     body: dict[str, Any] = {
         "status": "ok" if db_ok else "degraded",
-        "database": {"ok": db_ok, "dialect": svc.db.engine.dialect.name},
-        "lightning": svc.lightning.health(),
-        "lightning_address_domain": lnurl.domain(svc.settings),
+        "version": VERSION,
+        "lightning": svc.lightning.name,
         "mpesa": svc.mpesa.name,
-        "sms_sender": svc.sms.sender.name,
+        "lightning_address_domain": lnurl.domain(svc.settings),
     }
-    if db_ok:
-        try:
-            s = svc.db.session()  # the request's session
-            body["active_sessions"] = sessions.active_count(s, svc.settings.ussd_session_timeout_s)
-            body["sms_queue"] = svc.sms.pending_count(s)
-            body.update(books.totals(s))
-        except SQLAlchemyError:
-            body["status"], body["database"]["ok"] = "degraded", False
-    return jsonify(body), 200 if body["database"]["ok"] else 503
+    return jsonify(body), 200 if db_ok else 503
+
+
+def details(svc: Services) -> dict[str, Any]:
+    """What /status used to tell everyone, for the operator console."""
+    s = svc.db.session()
+    return {"database": svc.db.engine.dialect.name,
+            "lightning": svc.lightning.health(), "mpesa": svc.mpesa.name, "sms_sender": svc.sms.sender.name,
+            "active_sessions": sessions.active_count(s, svc.settings.ussd_session_timeout_s),
+            "sms_queue": svc.sms.pending_count(s), **books.totals(s)}

@@ -483,3 +483,19 @@ def test_change_pin_requires_the_old_one(alice, wallet):
     assert alice.run("1", "0787654321", "1000", "1", PIN).startswith("CON " + t("en", "pin.wrong", left=left))
     assert alice.run("1", "0787654321", "1000", "1", new).startswith("END ")
     assert balance(wallet, DEMO[1]) == b0 + 1000
+
+
+def test_a_withdrawal_to_an_airtel_number_is_refused_before_anything_is_reserved(alice, wallet):
+    before = snapshot(wallet)
+    reply = alice.run("5", str(KES_MIN), "0733444555")  # Airtel Kenya
+    assert reply == "CON " + t("en", "error.mpesa-phone") + "\n" + t("en", "withdraw.phone", kes=KES_MIN,
+                                                                      phone=DEMO[0])
+    assert snapshot(wallet) == before
+
+
+def test_m_pesa_pays_only_safaricom_numbers():
+    from helpers.infra.phone import safaricom
+
+    assert safaricom("+254712345678") and safaricom("+254110123456")  # 07xx and the newer 011x
+    assert not safaricom("+254733444555") and not safaricom("+254100123456")  # Airtel
+    assert not safaricom("+256712345678")  # Uganda

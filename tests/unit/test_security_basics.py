@@ -4,6 +4,9 @@ hashes, production settings, SMS claimed twice."""
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -16,6 +19,9 @@ from helpers.wallet.rules import policy
 from helpers.infra.sms import LogSender, SmsDispatcher
 from models import SmsOutbox, Transaction, User, UssdSession, utcnow
 from tests.conftest import DEMO, PIN, Dialer, balance, snapshot
+from tests.servers import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
 
 P = policy()
 
@@ -190,6 +196,18 @@ def test_idempotency_keys_are_keyed_with_a_server_secret(alice, wallet):
     assert key == stored and key != plain
 
 
+# Every production setting valid (the database is never reached: only the settings are checked).
+PRODUCTION = {"PIN_PEPPER": "x" * 40, "MPESA_PROVIDER": "daraja", "USSD_CALLBACK_TOKEN": "t" * 20,
+              "LIGHTNING_BACKEND": "lnbits", "LNBITS_URL": "https://lnbits.example.com", "LNBITS_ADMIN_KEY": "k" * 32,
+              "MPESA_BASE_URL": "https://api.safaricom.co.ke", "PUBLIC_URL": "https://w.example.com",
+              "PRICE_SOURCES": "coingecko,coinbase"}
+
+
+def test_the_production_settings_of_these_tests_are_valid(tmp_path):
+    finalise(load_config(str(tmp_path), {"APP_ENV": "production", "DATABASE_URL": "mysql+pymysql://u:p@h/w",
+                                         **PRODUCTION}))
+
+
 @pytest.mark.parametrize("override,setting", [
     ({}, "PIN_PEPPER"),
     ({"PIN_PEPPER": "x" * 40, "DEMO_MODE": "1"}, "DEMO_MODE"),
@@ -199,9 +217,10 @@ def test_idempotency_keys_are_keyed_with_a_server_secret(alice, wallet):
     ({"PIN_PEPPER": "x" * 40, "MPESA_PROVIDER": "daraja", "USSD_CALLBACK_TOKEN": "t" * 20, "RATE_LIMITS": "0"},
      "RATE_LIMITS"),
     ({"PIN_PEPPER": "x" * 40, "MPESA_PROVIDER": "daraja", "USSD_CALLBACK_TOKEN": "t" * 20}, "LIGHTNING_BACKEND"),
-    ({"PIN_PEPPER": "x" * 40, "MPESA_PROVIDER": "daraja", "USSD_CALLBACK_TOKEN": "t" * 20,
-      "LIGHTNING_BACKEND": "lnbits", "MPESA_BASE_URL": "https://api.safaricom.co.ke",
-      "PUBLIC_URL": "https://w.example.com"}, "PRICE_SOURCES"),
+    ({**PRODUCTION, "PUBLIC_URL": ""}, "PUBLIC_URL"),
+    ({**PRODUCTION, "PUBLIC_URL": "http://w.example.com"}, "PUBLIC_URL"),
+    ({**PRODUCTION, "SIMULATOR_ENABLED": "1"}, "SIMULATOR_ENABLED"),
+    ({**PRODUCTION, "PRICE_SOURCES": ""}, "PRICE_SOURCES"),
 ])
 def test_production_refuses_unsafe_settings_and_names_them(tmp_path, override, setting):
     env = {"APP_ENV": "production", "DATABASE_URL": "mysql+pymysql://u:p@127.0.0.1/w", **override}
@@ -264,3 +283,22 @@ def test_a_bad_setting_stops_python_app_py_with_one_line(tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip() == "configuration: DB_POOL_SIZE='many' is not a whole number of 0 or more; " \
                                     "for example DB_POOL_SIZE=5"
+
+
+def test_a_refused_production_start_is_one_line_naming_the_setting(tmp_path):
+    """`python app.py` with every production setting valid but PUBLIC_URL left at its default:
+    exit non-zero, one line on stderr that names PUBLIC_URL, no traceback."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("PRICE_", "MPESA_", "LNBITS_"))}
+    env.update({"APP_ENV": "production", "DATABASE_URL": "mysql+pymysql://u:p@127.0.0.1:9/w", **PRODUCTION})
+    env.pop("PUBLIC_URL")
+    done = subprocess.run([sys.executable, "app.py"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "PUBLIC_URL" in lines[0], done.stderr
+    gunicorn = subprocess.run([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:create_app()"],
+                              cwd=ROOT, env={**env, "PORT": str(free_port())}, capture_output=True, text=True,
+                              timeout=60)
+    assert gunicorn.returncode != 0
+    lines = gunicorn.stderr.strip().splitlines()
+    assert len(lines) == 1 and "PUBLIC_URL" in lines[0], gunicorn.stderr
