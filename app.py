@@ -18,7 +18,7 @@ from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
 from database import Database
-from helpers.infra import sms
+from helpers.infra import i18n, sms
 from helpers.infra.config import ConfigError, finalise, load_config
 from helpers.infra.settings import Settings
 from helpers.mpesa.provider import MpesaConfigError, create_provider
@@ -46,6 +46,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     settings = Settings.from_mapping(app.config)  # typed and frozen: what the code reads from here on
     if not app.testing:
         _configure_logging(settings.log_level)
+    i18n.set_customer_care(settings.service_name, settings.support_phone)
 
     db = Database(settings.database_url, settings.db_pool_size, settings.db_pool_recycle_s,
                   settings.db_timeout_s)

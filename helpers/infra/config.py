@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import datetime as dt
+import re
 from pathlib import Path
 from urllib.parse import urlparse
 from typing import Any
@@ -17,6 +18,8 @@ from helpers.infra.text import is_digits
 DEV_PIN_PEPPER = "development-pepper-not-for-production"  # noqa: S105 - a marked dev default
 
 _TRUE = {"1", "true", "yes", "on"}
+MAX_SERVICE_NAME = 12  # SatsPesa and longer names still fit the screens (tests/unit/test_catalog_and_policy.py)
+MAX_SUPPORT_PHONE = 16
 MAX_ADDRESS_DOMAIN = 24
 DARAJA_SANDBOX_URL = "https://sandbox.safaricom.co.ke"
 DARAJA_LIVE_URL = "https://api.safaricom.co.ke"
@@ -130,6 +133,10 @@ def load_config(instance_path: str, env: dict[str, str] | None = None) -> dict[s
         # An operator's emergency price, KES per bitcoin, used until PRICE_MANUAL_UNTIL (ISO UTC time)
         "PRICE_MANUAL_KES_PER_BTC": _number(env, "PRICE_MANUAL_KES_PER_BTC", 0),
         "PRICE_MANUAL_UNTIL": env.get("PRICE_MANUAL_UNTIL", ""),
+        # Customer care: the service's short name (in place of SatsPesa on every screen and SMS) and
+        # the number shown on error screens that send people to it and on SMS that confirm money.
+        "SERVICE_NAME": env.get("SERVICE_NAME", "SatsPesa"),
+        "SUPPORT_PHONE": env.get("SUPPORT_PHONE", ""),
         "DEFAULT_REGION": env.get("DEFAULT_REGION", "KE"),
         "DEFAULT_LANGUAGE": env.get("DEFAULT_LANGUAGE", "en"),
         "LOG_LEVEL": env.get("LOG_LEVEL", "INFO"),
@@ -210,6 +217,11 @@ def finalise(config: dict[str, Any]) -> None:
                           "characters: Lightning addresses are shown on 160-character screens")
     if config["DEFAULT_LANGUAGE"] not in ("en", "sw"):
         raise ConfigError("DEFAULT_LANGUAGE must be 'en' or 'sw'")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9 .-]{0,%d}" % (MAX_SERVICE_NAME - 1), config["SERVICE_NAME"]):
+        raise ConfigError(f"SERVICE_NAME must be 1-{MAX_SERVICE_NAME} letters, digits, spaces, '.' or '-' "
+                          "(it is on 160-character screens)")
+    if config["SUPPORT_PHONE"] and not re.fullmatch(r"\+?[0-9 ]{3,%d}" % MAX_SUPPORT_PHONE, config["SUPPORT_PHONE"]):
+        raise ConfigError(f"SUPPORT_PHONE must be a phone number of up to {MAX_SUPPORT_PHONE} digits and spaces")
     if production and config["MPESA_PROVIDER"] == "daraja":
         if config["MPESA_BASE_URL"].rstrip("/") == DARAJA_SANDBOX_URL:
             # sandbox payments are not money: every sandbox top-up would credit real sats

@@ -112,6 +112,7 @@ EN: dict[str, str] = {
     "error.lightning": "Lightning is unavailable right now. Please try again later.",
     "error.too-many": "Too many requests. Please try again later.",
     "replay": "Done already. Ref {ref}.",
+    "help": " Help: {phone}",
     # who is on the other side of a statement line, when it is not another customer
     "who.lightning": "Lightning",
     "who.mpesa": "M-Pesa",
@@ -228,6 +229,7 @@ SW: dict[str, str] = {
     "error.lightning": "Lightning haipatikani sasa. Tafadhali jaribu tena baadaye.",
     "error.too-many": "Maombi mengi mno. Tafadhali jaribu tena baadaye.",
     "replay": "Imeshafanyika. Kumb {ref}.",
+    "help": " Msaada: {phone}",
     "who.lightning": "Lightning",
     "who.mpesa": "M-Pesa",
     "who.adjust": "Nyongeza",
@@ -278,7 +280,29 @@ def _show(value: object) -> object:
     return value
 
 
+BRAND = "SatsPesa"  # the short name the catalogs are written with
+# Messages that send the customer to customer care, or confirm money: they end with the support
+# number when the operator has set one (SUPPORT_PHONE).
+HELP_KEYS = frozenset({
+    "error.unavailable", "error.lightning", "withdraw.failed", "withdraw.pending", "pin.locked", "quote.expired",
+    "lnsend.pending", "sms.sent", "sms.received", "sms.lightning-failed", "sms.invoice-paid", "sms.topup",
+    "sms.topup-failed", "sms.withdraw", "sms.pin-locked", "sms.pin-changed", "sms.pin-reset",
+})
+_care = {"name": BRAND, "phone": ""}  # set once at start (set_customer_care); the same in every process
+
+
+def set_customer_care(name: str, phone: str) -> None:
+    """The service's short name (in place of SatsPesa) and customer care's number (none: "")."""
+    _care["name"], _care["phone"] = name or BRAND, phone
+
+
 def t(lang: str, key: str, **values: object) -> str:
-    """The message `key` in `lang` (English if unknown), formatted with `values`."""
+    """The message `key` in `lang` (English if unknown), formatted with `values`, in the
+    service's name, with customer care's number where the message needs it."""
     catalog = CATALOGS.get(lang, EN)
-    return catalog[key].format(**{k: _show(v) for k, v in values.items()})
+    text = catalog[key].format(**{k: _show(v) for k, v in values.items()})
+    if _care["name"] != BRAND:
+        text = text.replace(BRAND, _care["name"])
+    if _care["phone"] and key in HELP_KEYS:
+        text += catalog["help"].format(phone=_care["phone"])
+    return text

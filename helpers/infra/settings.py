@@ -74,6 +74,8 @@ class Settings:
     price_timeout_s: float = 5.0
     price_manual_kes_per_btc: int = 0
     price_manual_until: str = ''
+    service_name: str = 'SatsPesa'
+    support_phone: str = ''
     default_region: str = 'KE'
     default_language: str = 'en'
     log_level: str = 'INFO'

@@ -7,8 +7,8 @@ from fractions import Fraction
 
 import pytest
 
-from helpers.infra.config import MAX_ADDRESS_DOMAIN
-from helpers.infra.i18n import CATALOGS, EN, SW, gsm7_length, t
+from helpers.infra.config import MAX_ADDRESS_DOMAIN, MAX_SERVICE_NAME, MAX_SUPPORT_PHONE
+from helpers.infra.i18n import BRAND, CATALOGS, EN, HELP_KEYS, SW, gsm7_length, set_customer_care, t
 from helpers.lightning.lnurl_pay import MAX_TYPED_ADDRESS
 from helpers.wallet.rules import Policy, PolicyError, policy
 from tests.conftest import FIXED_PRICE, KES_MAX
@@ -167,3 +167,25 @@ def test_policy_errors_become_exceptions(tmp_path):
         engine.value("no-such-rule")
     with pytest.raises(PolicyError):
         P.fee_sats("bogus", 5)
+
+
+@pytest.fixture
+def longest_care():
+    """The longest service name and customer care number the settings allow."""
+    set_customer_care("W" * MAX_SERVICE_NAME, "+" + "9" * (MAX_SUPPORT_PHONE - 1))
+    yield
+    set_customer_care(BRAND, "")
+
+
+@pytest.mark.parametrize("lang", ["en", "sw"])
+def test_every_screen_still_fits_with_the_longest_name_and_support_number(lang, longest_care):
+    for key in SCREEN_KEYS:
+        text = fill(lang, key)
+        assert gsm7_length(text) is not None and gsm7_length(text) <= 160, (key, len(text), text)
+    for key in HELP_KEYS:  # each ends with the number to call
+        assert fill(lang, key).endswith("+" + "9" * (MAX_SUPPORT_PHONE - 1)), key
+        assert BRAND not in fill(lang, key)
+
+
+def test_without_a_support_number_no_help_line_is_added():
+    assert t("en", "withdraw.failed", ref="X") == EN["withdraw.failed"].format(ref="X")

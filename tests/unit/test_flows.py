@@ -499,3 +499,35 @@ def test_m_pesa_pays_only_safaricom_numbers():
     assert safaricom("+254712345678") and safaricom("+254110123456")  # 07xx and the newer 011x
     assert not safaricom("+254733444555") and not safaricom("+254100123456")  # Airtel
     assert not safaricom("+256712345678")  # Uganda
+
+
+def test_customer_care_number_on_a_failed_payout_screen_and_the_money_sms(tmp_path, seeded_sqlite):
+    """SERVICE_NAME and SUPPORT_PHONE, as an operator sets them: the failure screen sends the
+    customer to customer care, and the SMS that confirm money name the service and the number."""
+    import shutil
+
+    from app import create_app
+    from helpers.infra import i18n
+    from helpers.mpesa.provider import PayoutResult
+    from lightning import State
+    from tests.conftest import TEST_PEPPER, Dialer
+
+    shutil.copyfile(seeded_sqlite, tmp_path / "care.db")
+    app = create_app({"TESTING": True, "DATABASE_URL": f"sqlite:///{tmp_path}/care.db", "AUTO_CREATE_SCHEMA": False,
+                      "PIN_PEPPER": TEST_PEPPER, "RATE_LIMITS": False, "INVOICE_POLL_S": 0, "WRITE_BEHIND_S": 0,
+                      "SMS_AUTO_FLUSH": False, "SERVICE_NAME": "PesaBit", "SUPPORT_PHONE": "0700 123 456"})
+    try:
+        svc = app.extensions["wallet"]
+        phone = Dialer(app.test_client(), DEMO[0])
+        phone.run(PIN, PIN)
+        svc.mpesa.payout = lambda _phone, _kes, _ref: PayoutResult(State.FAILED, error="rejected")
+        reply = phone.run("5", str(KES_MIN), "1", PIN)
+        assert reply.endswith(" Help: 0700 123 456") and reply.startswith("END ")
+        phone.run("1", "0" + DEMO[1][4:], "1000", "1", PIN)
+        sent = [text for text in outbox(svc, DEMO[0]) if "sent 1,000 sats" in text]
+        assert sent and sent[0].startswith("PesaBit: ") and sent[0].endswith(" Help: 0700 123 456")
+    finally:
+        i18n.set_customer_care(i18n.BRAND, "")
+        app.extensions["request_counter"].close()
+        app.extensions["wallet"].openings.close()
+        app.extensions["wallet"].db.dispose()
