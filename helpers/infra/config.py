@@ -217,10 +217,10 @@ def finalise(config: dict[str, Any]) -> None:
                           "characters: Lightning addresses are shown on 160-character screens")
     if config["DEFAULT_LANGUAGE"] not in ("en", "sw"):
         raise ConfigError("DEFAULT_LANGUAGE must be 'en' or 'sw'")
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9 .-]{0,%d}" % (MAX_SERVICE_NAME - 1), config["SERVICE_NAME"]):
+    if not re.fullmatch(rf"[A-Za-z0-9][A-Za-z0-9 .-]{{0,{MAX_SERVICE_NAME - 1}}}", config["SERVICE_NAME"]):
         raise ConfigError(f"SERVICE_NAME must be 1-{MAX_SERVICE_NAME} letters, digits, spaces, '.' or '-' "
                           "(it is on 160-character screens)")
-    if config["SUPPORT_PHONE"] and not re.fullmatch(r"\+?[0-9 ]{3,%d}" % MAX_SUPPORT_PHONE, config["SUPPORT_PHONE"]):
+    if config["SUPPORT_PHONE"] and not re.fullmatch(rf"\+?[0-9 ]{{3,{MAX_SUPPORT_PHONE}}}", config["SUPPORT_PHONE"]):
         raise ConfigError(f"SUPPORT_PHONE must be a phone number of up to {MAX_SUPPORT_PHONE} digits and spaces")
     if production and config["MPESA_PROVIDER"] == "daraja":
         if config["MPESA_BASE_URL"].rstrip("/") == DARAJA_SANDBOX_URL:
