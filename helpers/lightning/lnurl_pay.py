@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlparse
 
-import requests
+import certifi
+import urllib3
 
 from helpers.infra.text import is_digits
 from lightning import InvalidInvoice, decode_invoice
@@ -83,16 +84,47 @@ def parse_address(text: str) -> tuple[str, str] | None:
     return match.group(1), match.group(2)
 
 
-def _host_allowed(host: str, insecure: bool) -> bool:
-    """A public host: every address it resolves to is a global unicast address."""
-    if insecure:
-        return True
+def _resolve(host: str, port: int, insecure: bool) -> str | None:
+    """The address to connect to: the host is resolved once, here, and every address it has must
+    be a global unicast one (unless LNURL_ALLOW_INSECURE, for tests), so a name that points at
+    us, the node or the database is refused; the connection then goes to this very address, so a
+    second lookup cannot be steered elsewhere (DNS rebinding)."""
     try:
-        infos = socket.getaddrinfo(host, 443, proto=socket.IPPROTO_TCP)
+        infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
     except (OSError, UnicodeError):
-        return False
-    addresses = {ipaddress.ip_address(info[4][0]) for info in infos}
-    return bool(addresses) and all(a.is_global and not a.is_multicast for a in addresses)
+        return None
+    addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
+    if not addresses:
+        return None
+    if not insecure and not all(a.is_global and not a.is_multicast for a in addresses):
+        return None
+    return str(addresses[0])
+
+
+def _pinned_get(url: str, address: str, timeout_s: float) -> tuple[int, bytes]:
+    """GET `url` from `address` (already checked): the TCP connection goes to that address, the
+    TLS handshake and certificate check use the URL's host name, no redirect is followed."""
+    parsed = urlparse(url)
+    host = parsed.hostname or ""
+    https = parsed.scheme == "https"
+    port = parsed.port or (443 if https else 80)
+    timeout = urllib3.Timeout(connect=timeout_s, read=timeout_s)
+    pool: urllib3.HTTPConnectionPool
+    if https:
+        pool = urllib3.HTTPSConnectionPool(address, port, timeout=timeout, retries=False, cert_reqs="CERT_REQUIRED",
+                                           ca_certs=certifi.where(), server_hostname=host, assert_hostname=host)
+    else:
+        pool = urllib3.HTTPConnectionPool(address, port, timeout=timeout, retries=False)
+    path = (parsed.path or "/") + (f"?{parsed.query}" if parsed.query else "")
+    try:
+        response = pool.urlopen("GET", path, headers={"Host": parsed.netloc, "Accept": "application/json"},
+                                redirect=False, preload_content=False)
+        try:
+            return response.status, response.read(_MAX_BODY + 1, decode_content=True)
+        finally:
+            response.release_conn()
+    finally:
+        pool.close()
 
 
 def _get_json(url: str, settings: Settings, params: dict[str, str] | None = None) -> dict:
@@ -100,16 +132,18 @@ def _get_json(url: str, settings: Settings, params: dict[str, str] | None = None
     parsed = urlparse(url)
     if parsed.scheme != "https" and not (insecure and parsed.scheme == "http"):
         raise LnurlPayError("unreachable", "not https")
-    if not parsed.hostname or not _host_allowed(parsed.hostname, insecure):
+    try:
+        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    except ValueError as exc:
+        raise LnurlPayError("unreachable", "bad port") from exc
+    address = _resolve(parsed.hostname, port, insecure) if parsed.hostname else None
+    if address is None:
         raise LnurlPayError("unreachable", "host not allowed")
     if params:
         url = url + ("&" if parsed.query else "?") + urlencode(params)
     try:
-        with requests.get(url, timeout=float(settings.lnurl_timeout_s), allow_redirects=False,
-                          stream=True, headers={"Accept": "application/json"}) as response:
-            body = response.raw.read(_MAX_BODY + 1, decode_content=True)
-            status = response.status_code
-    except requests.RequestException as exc:
+        status, body = _pinned_get(url, address, float(settings.lnurl_timeout_s))
+    except urllib3.exceptions.HTTPError as exc:
         raise LnurlPayError("unreachable", type(exc).__name__) from exc
     if len(body) > _MAX_BODY:
         raise LnurlPayError("bad-answer", "answer too large")

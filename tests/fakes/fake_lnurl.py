@@ -40,6 +40,7 @@ class FakeLnurl(FakeServer):
         self.min_msat, self.max_msat = min_msat, max_msat
         self.mode = "ok"
         self.requests: list[str] = []  # paths asked for, in order
+        self.hosts: list[str] = []  # the Host header of each
         self.invoices: list[str] = []  # what the callback handed out
 
     @property
@@ -55,6 +56,7 @@ class FakeLnurl(FakeServer):
     def handle(self, request: BaseHTTPRequestHandler, method: str) -> None:
         url = urlparse(request.path)
         self.requests.append(url.path)
+        self.hosts.append(request.headers.get("Host") or "")
         parts = url.path.strip("/").split("/")
         if method == "GET" and len(parts) == 3 and parts[:2] == [".well-known", "lnurlp"]:
             return self.pay_request(request, parts[2])

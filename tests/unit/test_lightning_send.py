@@ -6,6 +6,8 @@ checking every request against the official specs)."""
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 from sqlalchemy import select
 
@@ -446,3 +448,46 @@ def test_an_operator_ends_a_payment_the_node_never_heard_of(insecure, payee, ali
                                             ref=row.reference, balance=a0)
     again = runner.invoke(args=["resolve-payment", row.reference, "--outcome", "failed", "--reason", "twice"])
     assert again.exit_code != 0 and balance(wallet, DEMO[0]) == a0  # refunded once
+
+
+@pytest.fixture
+def resolver(monkeypatch):
+    """A local resolver stub: names in `answers` resolve to the addresses listed, one list per
+    lookup in turn (the last repeats); every other name resolves as usual."""
+    real = socket.getaddrinfo
+    answers: dict[str, list[str]] = {}
+    asked: list[str] = []
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        if host in answers:
+            asked.append(host)
+            address = answers[host][min(asked.count(host), len(answers[host])) - 1]
+            return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (address, port))]
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return answers, asked
+
+
+def test_a_host_that_resolves_to_loopback_is_refused(wallet, payee, alice, resolver):
+    answers, asked = resolver
+    answers["shop.example.com"] = ["127.0.0.1"]
+    assert not wallet.settings.lnurl_allow_insecure
+    reply = alice.run("1", "carol@shop.example.com")
+    assert reply == "CON " + t("en", "lnurl.unreachable") + "\n" + t("en", "send.phone")
+    assert asked == ["shop.example.com"] and payee.requests == []
+    answers["private.example.com"] = ["10.0.0.7"]
+    with pytest.raises(LnurlPayError, match="host not allowed"):
+        resolve("carol", "private.example.com", wallet.settings)
+
+
+def test_the_connection_goes_to_the_address_that_was_checked(insecure, payee, alice, resolver):
+    """DNS rebinding: the name answers a checked address once, then another one. The request
+    must go to the first (here the payee's server on 127.0.0.1; 127.0.0.2 has nothing listening)."""
+    answers, asked = resolver
+    port = payee.domain.rsplit(":", 1)[1]
+    answers["shop.test"] = ["127.0.0.1", "127.0.0.2"]
+    address = f"carol@shop.test:{port}"
+    assert alice.run("1", address).startswith("CON " + t("en", "send.ln.amount", payee=address, min=1, max=1)[:20])
+    assert asked == ["shop.test"] and len(payee.requests) == 1
+    assert payee.hosts == [f"shop.test:{port}"]  # the name, not the address, in Host
