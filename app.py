@@ -18,7 +18,7 @@ from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
 from database import Database
-from helpers.infra import i18n, sms
+from helpers.infra import i18n, logs, sms
 from helpers.infra.config import ConfigError, finalise, load_config
 from helpers.infra.settings import Settings
 from helpers.mpesa.provider import MpesaConfigError, create_provider
@@ -99,8 +99,11 @@ def _configure_logging(level: str) -> None:
     root = logging.getLogger()
     if not root.handlers:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        handler.setFormatter(logs.JsonFormatter())
         root.addHandler(handler)
+    else:  # gunicorn's or a test's handlers: the same format for every line
+        for handler in root.handlers:
+            handler.setFormatter(logs.JsonFormatter())
     root.setLevel(level)
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 

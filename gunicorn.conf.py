@@ -115,6 +115,15 @@ class RedactingLogger(Logger):
         except Exception:  # noqa: BLE001 - as gunicorn's own: a log line never fails the request
             self.exception("access log")
 
+    def setup(self, cfg):
+        """gunicorn's own lines (errors, the access line) in the app's format: JSON, one a line."""
+        super().setup(cfg)
+        from helpers.infra.logs import JsonFormatter
+
+        for log in (self.error_log, self.access_log):
+            for handler in log.handlers:
+                handler.setFormatter(JsonFormatter())
+
     def atoms(self, resp, req, environ, request_time):
         atoms = super().atoms(resp, req, environ, request_time)
         for key in ("r", "U", "{raw_uri}e"):

@@ -15,7 +15,7 @@ from flask import Blueprint, Response, current_app, request
 from sqlalchemy.exc import SQLAlchemyError
 
 from handlers import UssdRequest, handle_ussd
-from helpers.infra import metrics
+from helpers.infra import logs, metrics
 from helpers.infra.i18n import t
 from helpers.infra.phone import mask, normalise
 from helpers.wallet import limits
@@ -47,6 +47,8 @@ def ussd(token: str | None = None) -> Response:
     """Africa's Talking's callback. One structured log line and one metric per request."""
     started = time.perf_counter()
     request_id = uuid.uuid4().hex[:12]
+    logs.request_id.set(request_id)
+    logs.session_id.set("")
     step = answer(services(), token)
     elapsed = time.perf_counter() - started
     metrics.observe(step.outcome, elapsed)
@@ -69,6 +71,7 @@ def answer(svc: Services, token: str | None) -> Step:
         return Step("Forbidden", "forbidden", 403)
     form = form_fields()
     session_id = form.get("sessionId", "").strip()[:MAX_FIELD]
+    logs.session_id.set(session_id[:16])
     raw_phone = form.get("phoneNumber", "").strip()[:MAX_FIELD]
     service_code = form.get("serviceCode", "").strip()[:32]
     text = form.get("text", "")

@@ -4,6 +4,9 @@ across workers, PINs in logs, and a fuzz of /ussd."""
 from __future__ import annotations
 
 import datetime as dt
+import io
+import json
+import logging
 import string
 import threading
 import time
@@ -190,7 +193,9 @@ def test_the_access_line_is_gunicorns_own_format_with_the_secret_taken_out(monke
     finally:
         for handler in logger.access_log.handlers:
             handler.close()
-    ours, theirs = (tmp_path / "access.log").read_text().splitlines()
+    ours, theirs = (json.loads(line) for line in (tmp_path / "access.log").read_text().splitlines())
+    assert ours["logger"] == theirs["logger"] == "gunicorn.access"  # JSON, as every other line
+    ours, theirs = ours["msg"], theirs["msg"]
     assert ours == theirs
     assert TOKEN not in ours and ours.startswith('10.1.2.3 "POST ') and ' 200 27 1004ms "' in ours
 
@@ -205,7 +210,8 @@ def test_the_access_log_of_a_running_server_names_no_callback_secret(wallet, tmp
         server.stop()
     assert served.status_code == 200 and refused.status_code == 403
     log = (tmp_path / "gunicorn.log").read_text()
-    lines = [line for line in log.splitlines() if '"POST /ussd/<token> HTTP/1.1"' in line]
+    entries = [json.loads(line) for line in log.splitlines() if line.strip()]  # every line is JSON
+    lines = [entry["msg"] for entry in entries if '"POST /ussd/<token> HTTP/1.1"' in entry["msg"]]
     assert [line.split('"')[2].split()[0] for line in lines] == ["200", "403"]
     assert TOKEN not in log and "not-the-secret" not in log
 
@@ -308,3 +314,32 @@ def test_counts_that_could_not_be_written_are_kept_for_the_next_flush(wallet, mo
             assert s.execute(select(RateCounter.count)).scalar() == 3
     finally:
         counter.close()
+
+
+def test_every_log_line_is_one_json_object_with_its_request_and_session(client, alice, wallet, app):
+    """The app's format for every line: JSON, the request and USSD session ids on each line of a
+    USSD request, no PIN, no phone number in full, no callback token."""
+    from helpers.infra.logs import JsonFormatter
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.addHandler(handler)
+    level = root.level
+    root.setLevel(logging.INFO)  # setLevel, not the attribute: loggers cache what is enabled
+    try:
+        alice.run("1", "0" + DEMO[1][4:], "1000", "1", PIN)
+        logging.getLogger("helpers.web.callbacks").warning("refused /mpesa/secret-token-123/stk/REF")
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    requests = [line for line in lines if line["logger"] == "wallet" and line["msg"].startswith("ussd ")]
+    assert len(requests) == 6  # the dial and five answers, one line each
+    for line in requests:
+        assert {"ts", "level", "msg", "request_id", "session_id"} <= line.keys()
+        assert line["session_id"] == alice.session_id[:16] and line["request_id"] in line["msg"]
+    text = stream.getvalue()
+    assert PIN not in text.replace(alice.session_id, "") and DEMO[0] not in text
+    assert "secret-token-123" not in text and "/mpesa/<token>/stk/REF" in text
