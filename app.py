@@ -102,8 +102,8 @@ def _configure_logging(level: str) -> None:
         handler.setFormatter(logs.JsonFormatter())
         root.addHandler(handler)
     else:  # gunicorn's or a test's handlers: the same format for every line
-        for handler in root.handlers:
-            handler.setFormatter(logs.JsonFormatter())
+        for present in root.handlers:
+            present.setFormatter(logs.JsonFormatter())
     root.setLevel(level)
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
