@@ -37,6 +37,7 @@ except ImportError:
 
 try:
     import phonenumbers
+    import phonenumbers.carrier
 except ImportError:  # optional: the numbers are valid by construction most of the time
     phonenumbers = None
 
@@ -97,7 +98,7 @@ ADDRESS_DOMAIN = [""]  # the server's Lightning address domain, from GET /status
 
 # ------------------------------------------------------------------ phones, PINs, codes
 def random_kenyan_mobile(taken: set[str]) -> str:
-    """A new valid Kenyan mobile number in E.164 (+2547XXXXXXXX)."""
+    """A new valid Kenyan mobile number of Safaricom's, in E.164 (+2547XXXXXXXX)."""
     for _ in range(1000):
         phone = "+2547" + "".join(random.choice(string.digits) for _ in range(8))
         if phone in taken:
@@ -108,6 +109,8 @@ def random_kenyan_mobile(taken: set[str]) -> str:
                 phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE
             ):
                 continue
+            if phonenumbers.carrier.name_for_number(parsed, "en") != "Safaricom":
+                continue  # users withdraw to their own number: one M-Pesa can pay
         taken.add(phone)
         return phone
     raise RuntimeError("could not make a valid Kenyan mobile number")
@@ -301,7 +304,10 @@ class RunBase:
         # amounts, all derived from the policy
         self.min_sats = self.p.value("payment-min-sats")
         self.max_sats = self.p.value("payment-max-sats")
-        self.kes_min, self.kes_max = self.p.kes_bounds(self.p.value("fixed-kes-per-btc"))
+        # the server's price (GET /status; the fixed price of atoms.metta until it says otherwise)
+        self.price, self.price_source = self.p.value("fixed-kes-per-btc"), "fixed"
+        self.kes_min, self.kes_max = self.p.kes_bounds(self.price)
+        self.valid_min = -(-self.p.value("quote-valid-s") // 60)
         self.pin_digits = self.p.value("pin-length")
         self.pin_attempts = self.p.value("pin-max-attempts")
         self.topup_kes = min(self.kes_max, self.kes_min * 20 + 1)  # not a multiple of the rate: rounding shows
@@ -310,6 +316,21 @@ class RunBase:
         self.receive_sats = 2 * self.min_sats + 1
         self.request_sats = self.min_sats + self.min_sats // 2
         self.withdraw_kes = self.kes_min + 50
+
+    def set_price(self, announced: dict | None) -> None:
+        """The price the server converts at, as /status announces it: every KES figure follows."""
+        if not announced:
+            raise Failure("the server has no price: KES operations are stopped (GET /status price is null)")
+        self.price, self.price_source = int(announced["kes_per_btc"]), str(announced["source"])
+        self.kes_min, self.kes_max = self.p.kes_bounds(self.price)
+        self.topup_kes = min(self.kes_max, self.kes_min * 20 + 1)
+        self.withdraw_kes = self.kes_min + 50
+
+    def account_screen(self, d: Dial, balance: int) -> str:
+        worth = self.p.sats_to_kes(balance, self.price)
+        kes = (d.tx("account.kes", kes=worth) if self.price_source == "fixed"
+               else d.tx("account.kes-age", kes=worth, age=0))  # a feed price just refreshed
+        return d.tx("account", balance=balance, kes=kes)
 
     def user(self, name: str) -> User:
         if name not in self.users:
@@ -404,6 +425,8 @@ class RunBase:
             raise Failure(f"GET /status: HTTP {response.status_code}, status={body.get('status')!r}, expected 200 'ok'")
         ADDRESS_DOMAIN[0] = body.get("lightning_address_domain", "")
         self.mpesa = body.get("mpesa", "simulated")
+        self.set_price(body.get("price"))
+        out.notes.append(f"price {self.price:,} KES/BTC ({self.price_source})")
         if self.mpesa == "daraja" and kes_for is None:
             raise Failure("the server runs MPESA_PROVIDER=daraja, but tests/fakes/fake_daraja.py cannot be imported")
         out.notes.append(f"M-Pesa provider {self.mpesa}")

@@ -124,6 +124,9 @@ def status() -> tuple[Response, int]:
         "mpesa": svc.mpesa.name,
         "lightning_address_domain": lnurl.domain(svc.settings),
     }
+    if db_ok:  # the BTC/KES price KES operations convert at now (null: they are stopped)
+        price = svc.prices.current()
+        body["price"] = None if price is None else {"kes_per_btc": price.kes_per_btc, "source": price.source}
     return jsonify(body), 200 if db_ok else 503
 
 
