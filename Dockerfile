@@ -6,7 +6,7 @@
 # With no environment at all the container runs the embedded default (SQLite inside the
 # container, mock Lightning, demo users): fine for a look, gone with the container. Production
 # passes APP_ENV=production, DATABASE_URL (MySQL), PIN_PEPPER, DEMO_MODE=0 and a Lightning
-# backend; see .env.example. Schema: run `flask --app app init-db` (or migrations) once.
+# backend; see .env.example. Schema: run `flask --app app db-upgrade` (the migrations) once before the first start.
 
 FROM python:3.11-slim
 

@@ -7,6 +7,8 @@ per surface), commands in helpers/web/cli.py.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import os
 import sys
@@ -26,7 +28,7 @@ from helpers.ussd import sessions
 from helpers.wallet import demo, limits, poller, prices
 from helpers.wallet.rules import policy
 from helpers.wallet.services import Services
-from helpers.web import callbacks, cli, lnurl, probes, simulator, ussd_endpoint
+from helpers.web import admin, callbacks, cli, lnurl, probes, simulator, ussd_endpoint
 from helpers.web import demo as demo_routes
 from helpers.web.common import plain, unavailable_reply
 from lightning import LightningConfigError, create_backend
@@ -76,7 +78,12 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
 
 def _register_blueprints(app: Flask, settings: Settings) -> None:
-    for blueprint in (ussd_endpoint.bp, callbacks.bp, lnurl.bp, probes.bp, simulator.bp):
+    # The console's session cookie: signed with a key derived from PIN_PEPPER (a secret production
+    # requires), sent only to us (SameSite=Strict) and only over https where we are served so.
+    app.secret_key = hmac.new(settings.pin_pepper.encode(), b"operator console session", hashlib.sha256).hexdigest()
+    app.config.update(SESSION_COOKIE_SAMESITE="Strict", SESSION_COOKIE_HTTPONLY=True,
+                      SESSION_COOKIE_SECURE=settings.public_url.startswith("https://"))
+    for blueprint in (ussd_endpoint.bp, callbacks.bp, lnurl.bp, probes.bp, simulator.bp, admin.bp):
         app.register_blueprint(blueprint)
     if settings.demo_mode:
         app.register_blueprint(demo_routes.bp)

@@ -339,8 +339,38 @@ class Quote(Base):
     expires_at: Mapped[dt.datetime] = mapped_column(DateTime, index=True)
 
 
+class Operator(Base):
+    """A person who runs the wallet, signing in to the console (/admin). The password is kept as
+    werkzeug's scrypt hash; wrong passwords in a row lock the login for a while."""
+
+    __tablename__ = "operators"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
+    last_login_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class AuditEntry(Base):
+    """Who did what to which account, and why: every operator action, written in the same
+    transaction as the action itself (append-only, as the journal)."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    operator: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(32))  # login, credit, debit, unlock-pin, reset-pin, reconcile, ...
+    subject: Mapped[str] = mapped_column(String(64), default="")  # a phone, a reference
+    reason: Mapped[str] = mapped_column(String(255), default="")
+    detail: Mapped[str] = mapped_column(String(255), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, index=True)
+
+
 # Posted rows are never edited: the database refuses it (the same statements in the migration).
-APPEND_ONLY = ("journal_entries", "postings")
+APPEND_ONLY = ("journal_entries", "postings", "audit_log")
 
 
 def _append_only_ddl(table: str, dialect: str) -> list[str]:

@@ -136,6 +136,8 @@ def load_config(instance_path: str, env: dict[str, str] | None = None) -> dict[s
         # Customer care: the service's short name (in place of SatsPesa on every screen and SMS) and
         # the number shown on error screens that send people to it and on SMS that confirm money.
         "SERVICE_NAME": env.get("SERVICE_NAME", "SatsPesa"),
+        # The operator console (/admin): minutes without a request before its session ends
+        "ADMIN_SESSION_MINUTES": _number(env, "ADMIN_SESSION_MINUTES", 30),
         "SUPPORT_PHONE": env.get("SUPPORT_PHONE", ""),
         "DEFAULT_REGION": env.get("DEFAULT_REGION", "KE"),
         "DEFAULT_LANGUAGE": env.get("DEFAULT_LANGUAGE", "en"),

@@ -133,6 +133,8 @@ EN: dict[str, str] = {
     "sms.withdraw": "SatsPesa: {kes} KES sent to {phone} by M-Pesa, ref {code}. Cost {sats} sats + fee {fee}. Balance {balance} sats.",
     "sms.pin-locked": "SatsPesa: wrong PIN entered too many times. Money actions are locked for {minutes} min.",
     "sms.pin-changed": "SatsPesa: your PIN was changed. If this was not you, call customer care.",
+    "sms.adjusted": "SatsPesa: customer care credited you {amount} sats. Balance {balance} sats.",
+    "sms.debited": "SatsPesa: customer care debited {amount} sats from you. Balance {balance} sats.",
     "sms.pin-reset": "SatsPesa: customer care reset your PIN. Dial the service code to create a new one. If you did not ask for this, call customer care now.",
 }
 
@@ -248,6 +250,8 @@ SW: dict[str, str] = {
     "sms.withdraw": "SatsPesa: KES {kes} zimetumwa kwa {phone} kwa M-Pesa, kumb {code}. Gharama sats {sats} + ada {fee}. Salio sats {balance}.",
     "sms.pin-locked": "SatsPesa: PIN isiyo sahihi imewekwa mara nyingi. Huduma za pesa zimefungwa kwa dakika {minutes}.",
     "sms.pin-changed": "SatsPesa: PIN yako imebadilishwa. Kama si wewe, piga huduma kwa wateja.",
+    "sms.adjusted": "SatsPesa: huduma kwa wateja imekuwekea sats {amount}. Salio sats {balance}.",
+    "sms.debited": "SatsPesa: huduma kwa wateja imetoa sats {amount} kwako. Salio sats {balance}.",
     "sms.pin-reset": "SatsPesa: huduma kwa wateja imefuta PIN yako. Piga nambari ya huduma kuunda mpya. Kama hukuomba hivi, piga huduma kwa wateja sasa.",
 }
 
@@ -286,7 +290,8 @@ BRAND = "SatsPesa"  # the short name the catalogs are written with
 HELP_KEYS = frozenset({
     "error.unavailable", "error.lightning", "withdraw.failed", "withdraw.pending", "pin.locked", "quote.expired",
     "lnsend.pending", "sms.sent", "sms.received", "sms.lightning-failed", "sms.invoice-paid", "sms.topup",
-    "sms.topup-failed", "sms.withdraw", "sms.pin-locked", "sms.pin-changed", "sms.pin-reset",
+    "sms.topup-failed", "sms.withdraw", "sms.pin-locked", "sms.pin-changed", "sms.pin-reset", "sms.adjusted",
+    "sms.debited",
 })
 _care = {"name": BRAND, "phone": ""}  # set once at start (set_customer_care); the same in every process
 

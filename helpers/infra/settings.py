@@ -75,6 +75,7 @@ class Settings:
     price_manual_kes_per_btc: int = 0
     price_manual_until: str = ''
     service_name: str = 'SatsPesa'
+    admin_session_minutes: int = 30
     support_phone: str = ''
     default_region: str = 'KE'
     default_language: str = 'en'

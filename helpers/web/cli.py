@@ -15,8 +15,8 @@ from flask.cli import AppGroup
 
 from helpers.infra.phone import mask, normalise
 from helpers.ussd import sessions
-from helpers.wallet import (books, demo, invoices, journal, limits, mpesa_float, mpesa_flows, payments, transactions,
-                            users)
+from helpers.wallet import (books, demo, invoices, journal, limits, mpesa_float, mpesa_flows, operators, payments,
+                            transactions, users)
 from helpers.web.common import services
 from helpers.prices import feed
 from models import PENDING, utcnow
@@ -32,6 +32,7 @@ def register(app: Flask) -> None:
         app.cli.add_command(command)
     app.cli.add_command(ledger)
     app.cli.add_command(price)
+    app.cli.add_command(operator)
 
 
 @commands.command("db-upgrade")
@@ -191,6 +192,21 @@ def price_refresh() -> None:
     if reference.kes_per_btc is None:
         raise click.ClickException("too few sources agree; nothing stored:\n" + reference.describe())
     click.echo(f"stored {reference.kes_per_btc:,} KES/BTC from {', '.join(reference.used)}")
+
+
+operator = AppGroup("operator", help="The people who sign in to the console at /admin.")
+
+
+@operator.command("add")
+@click.argument("username")
+@click.password_option(help="at least 12 characters (asked twice when not given)")
+def operator_add(username: str, password: str) -> None:
+    """Create an operator of the console."""
+    try:
+        operators.add(services().db, username.strip().lower(), password)
+    except operators.OperatorError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"operator {username.strip().lower()} created; sign in at /admin")
 
 
 @commands.command("flush-sms")
