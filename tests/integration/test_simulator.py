@@ -57,6 +57,8 @@ def test_a_send_flow_on_the_simulator(app, wallet, tmp_path):
             answer("1", t("en", "pin.enter"))
             answer(PIN, t("en", "send.done", amount=amount, phone=DEMO[1], fee=fee, ref="", balance=0).split(" Ref")[0])
             assert page.locator("#screen").get_attribute("data-state") == "end"
+            sent = t("en", "sms.sent", amount=amount, phone=DEMO[1], fee=fee, ref="", balance=0).split(" Ref")[0]
+            playwright.expect(page.locator("#sms")).to_contain_text(sent)  # the SMS beside the phone
             page.screenshot(path=str(ARTIFACTS / "simulator.png"))
             browser.close()
     finally:
@@ -70,3 +72,14 @@ def test_the_simulator_is_off_in_production_unless_enabled(app, client):
     assert client.get("/simulator").status_code == 200
     configure(app, simulator_enabled=False)
     assert client.get("/simulator").status_code == 404
+
+
+def test_the_sms_panel_shows_what_the_phone_received(app, client, wallet, alice):
+    amount = policy().value("payment-min-sats")
+    alice.run("1", "0" + DEMO[1][4:], str(amount), "1", PIN)
+    found = client.get("/simulator/sms", query_string={"phone": "0" + DEMO[1][4:]}).get_json()
+    assert found["phone"] == DEMO[1]
+    assert found["messages"][0]["text"].startswith(t("en", "sms.received", amount=amount, phone=DEMO[0], ref="",
+                                                     balance=0).split(" Ref")[0])
+    configure(app, simulator_enabled=False)
+    assert client.get("/simulator/sms", query_string={"phone": DEMO[1]}).status_code == 404
