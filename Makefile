@@ -8,13 +8,20 @@ STAMP := $(VENV)/.installed
 LNBITS_VENV ?= .lnbits-venv
 LNBITS_STAMP := $(LNBITS_VENV)/.installed
 
-.PHONY: run test test-fast test-sqlite test-mysql lint bench clean golden-update
+.PHONY: run test test-fast test-sqlite test-mysql lint bench clean golden-update lock
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.lock
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install -q -r requirements.lock
 	touch $(STAMP)
+
+# The lock: resolve requirements-dev.txt (with requirements.txt) in a fresh venv, freeze it.
+lock:
+	rm -rf .lock-venv && python3 -m venv .lock-venv
+	.lock-venv/bin/python -m pip install -q -r requirements-dev.txt
+	{ head -n 3 requirements.lock; .lock-venv/bin/python -m pip freeze; } > requirements.lock.new
+	mv requirements.lock.new requirements.lock && rm -rf .lock-venv
 
 $(LNBITS_STAMP):
 	python3 -m venv $(LNBITS_VENV)
