@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 LNBITS_VENV ?= .lnbits-venv
 LNBITS_STAMP := $(LNBITS_VENV)/.installed
 
-.PHONY: run test test-fast test-sqlite test-mysql lint bench clean golden-update lock
+.PHONY: run test test-fast test-sqlite test-mysql test-galera lint bench clean golden-update lock
 
 $(STAMP): requirements.lock
 	python3 -m venv $(VENV)
@@ -47,6 +47,11 @@ test-sqlite: $(STAMP) $(LNBITS_STAMP)
 
 test-mysql: $(STAMP) $(LNBITS_STAMP)
 	scripts/mariadb_local.sh $(PY) -m pytest
+
+# A 3-node MariaDB Galera cluster on loopback (galera-4, rsync): the money races with the two app
+# instances on two nodes, replays across nodes, and a node killed under traffic.
+test-galera: $(STAMP)
+	scripts/galera_local.sh $(PY) -m pytest tests/integration/test_galera.py tests/integration/test_concurrency.py
 
 # The benchmark (not a test): wrk against gunicorn, SQLite and a throwaway MariaDB; see bench/run.py.
 bench: $(STAMP)

@@ -25,10 +25,10 @@ from helpers.infra.config import ConfigError, finalise, load_config
 from helpers.infra.settings import Settings
 from helpers.mpesa.provider import MpesaConfigError, create_provider
 from helpers.ussd import sessions
-from helpers.wallet import demo, limits, poller, prices
+from helpers.wallet import demo, limits, prices
 from helpers.wallet.rules import policy
 from helpers.wallet.services import Services
-from helpers.web import admin, callbacks, cli, lnurl, probes, simulator, ussd_endpoint
+from helpers.web import admin, callbacks, cli, lnurl, probes, simulator, ussd_endpoint, worker
 from helpers.web import demo as demo_routes
 from helpers.web.common import plain, unavailable_reply
 from lightning import LightningConfigError, create_backend
@@ -70,8 +70,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxy_count)  # type: ignore[method-assign]
     app.teardown_appcontext(db.remove_session)
-    if settings.invoice_poll_s > 0:  # also asks M-Pesa about pending pushes and payouts
-        app.before_request(lambda: poller.ensure_started(svc))
+    if settings.worker_in_process and settings.invoice_poll_s > 0:  # else: `flask worker` does the work
+        app.before_request(lambda: worker.ensure_started(svc))
     _register_blueprints(app, settings)
     cli.register(app)
     return app

@@ -369,6 +369,27 @@ class AuditEntry(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, index=True)
 
 
+class Job(Base):
+    """A piece of background work, claimed by one worker at a time with a lease: a pending item to
+    ask about (an invoice, a payment out, an M-Pesa request) or a periodic task. A worker that dies
+    leaves its lease to expire and another takes the job again."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (UniqueConstraint("kind", "key", name="uq_jobs_kind_key"),
+                      Index("ix_jobs_due", "done_at", "due_at"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # invoice, payment, mpesa, every
+    key: Mapped[str] = mapped_column(String(80))  # payment hash, transaction id, reference, task name
+    due_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    lease_until: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
+    leased_by: Mapped[Optional[str]] = mapped_column(String(64))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[Optional[str]] = mapped_column(String(255))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    done_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
+
+
 # Posted rows are never edited: the database refuses it (the same statements in the migration).
 APPEND_ONLY = ("journal_entries", "postings", "audit_log")
 

@@ -264,9 +264,12 @@ def outbox(wallet, phone: str) -> list[str]:
 
 @pytest.fixture
 def servers(app, wallet, tmp_path):
-    """One gunicorn with 2 workers; on a server database, a second instance on the same database."""
+    """One gunicorn with 2 workers; on a server database, a second instance on the same database,
+    and on a Galera cluster (GALERA_URLS, scripts/galera_local.sh) each instance on its own node."""
     count = 1 if wallet.db.is_sqlite else 2
-    started = [Gunicorn(wallet.db.url, TEST_PEPPER, log_path=tmp_path / f"gunicorn{n}.log") for n in range(count)]
+    nodes = os.environ.get("GALERA_URLS", "").split() or [wallet.db.url]
+    started = [Gunicorn(nodes[n % len(nodes)], TEST_PEPPER, log_path=tmp_path / f"gunicorn{n}.log")
+               for n in range(count)]
     yield started
     for server in started:
         server.stop()

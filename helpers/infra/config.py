@@ -100,6 +100,10 @@ def load_config(instance_path: str, env: dict[str, str] | None = None) -> dict[s
         "AFRICASTALKING_API_KEY": env.get("AFRICASTALKING_API_KEY", ""),
         "AFRICASTALKING_SENDER_ID": env.get("AFRICASTALKING_SENDER_ID", ""),
         "SMS_AUTO_FLUSH": _flag(env.get("SMS_AUTO_FLUSH"), True),
+        # Background work (polling pending payments, the SMS outbox, prices, cleanup): in a thread of
+        # the server (the embedded default), or only in `flask worker` processes (production: web
+        # workers then start no background thread).
+        "WORKER_IN_PROCESS": _flag(env.get("WORKER_IN_PROCESS"), env.get("APP_ENV", "development") != "production"),
         "USSD_SERVICE_CODE": env.get("USSD_SERVICE_CODE", "*384*123#"),
         "USSD_SESSION_TIMEOUT_S": _number(env, "USSD_SESSION_TIMEOUT_S", 180),
         "PUBLIC_URL": env.get("PUBLIC_URL", "http://localhost:5000"),
@@ -120,7 +124,7 @@ def load_config(instance_path: str, env: dict[str, str] | None = None) -> dict[s
         "MPESA_CALLBACK_TOKEN": env.get("MPESA_CALLBACK_TOKEN", ""),
         "MPESA_TIMEOUT_S": _number(env, "MPESA_TIMEOUT_S", 10.0),
         # Pending pushes and payouts older than this are queried (status queries), each at most
-        # every MPESA_QUERY_EVERY_S, by the poller and by `flask reconcile`.
+        # every MPESA_QUERY_EVERY_S, by the worker and by `flask reconcile`.
         "MPESA_QUERY_AFTER_S": _number(env, "MPESA_QUERY_AFTER_S", 90),
         "MPESA_QUERY_EVERY_S": _number(env, "MPESA_QUERY_EVERY_S", 120),
         # The BTC/KES price feed (README, Prices). Empty: the fixed price of atoms.metta, no network

@@ -87,6 +87,7 @@ class Settings:
     lightning_address_domain: str = ''
     lightning_webhook_token: str = ''
     invoice_poll_s: int = 15
+    worker_in_process: bool = True
     rate_limits: bool = False
     write_behind_s: float = 1.0
     simulator_enabled: bool = True

@@ -50,6 +50,11 @@ def find(db: Database, reference: str, kind: str) -> MpesaRequest | None:
         return s.scalar(select(MpesaRequest).where(MpesaRequest.reference == reference, MpesaRequest.kind == kind))
 
 
+def find_any(db: Database, reference: str) -> MpesaRequest | None:
+    with db.read() as s:
+        return s.scalar(select(MpesaRequest).where(MpesaRequest.reference == reference))
+
+
 # ------------------------------------------------------------------ top-up by STK push
 def start_topup(db: Database, provider: MpesaProvider, user: UserView, kes: int, sats: int, key: str) -> TopupStart:
     """Push the M-Pesa prompt for `kes` to the user's own phone; `sats` is what the screen promised
@@ -236,19 +241,30 @@ def reconcile(db: Database, provider: MpesaProvider, after_s: int, every_s: int,
             continue
         if not _claim(db, request_id, last_query_at, now):
             continue
-        if kind == STK:
-            answer = provider.query_topup(checkout_id)
-            if answer.state is State.SUCCEEDED:
-                count("topup-credited" if credit_topup(db, reference, None, answer.result_code,
-                                                       answer.description) else "topup-already-done")
-            elif answer.state is State.FAILED:
-                count("topup-failed" if fail_topup(db, reference, answer.result_code, answer.description)
-                      else "topup-already-done")
-            else:
-                count("topup-pending")
-        else:
-            count("payout-queried" if provider.query_payout(reference) else "payout-query-refused")
+        count(_query(db, provider, kind, reference, checkout_id))
     return counts
+
+
+def query_one(db: Database, provider: MpesaProvider, request: MpesaRequest) -> str:
+    """Ask M-Pesa about one pending request now (a worker's job, which holds it): what happened."""
+    if request.kind == STK and not request.checkout_request_id:
+        return "topup-no-checkout-id"
+    if not _claim(db, request.id, request.last_query_at, utcnow()):
+        return "claimed-elsewhere"
+    return _query(db, provider, request.kind, request.reference, request.checkout_request_id)
+
+
+def _query(db: Database, provider: MpesaProvider, kind: str, reference: str, checkout_id: str | None) -> str:
+    if kind == STK:
+        answer = provider.query_topup(checkout_id or "")
+        if answer.state is State.SUCCEEDED:
+            return ("topup-credited" if credit_topup(db, reference, None, answer.result_code, answer.description)
+                    else "topup-already-done")
+        if answer.state is State.FAILED:
+            return ("topup-failed" if fail_topup(db, reference, answer.result_code, answer.description)
+                    else "topup-already-done")
+        return "topup-pending"
+    return "payout-queried" if provider.query_payout(reference) else "payout-query-refused"
 
 
 def pending(db: Database) -> list[MpesaRequest]:

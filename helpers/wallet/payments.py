@@ -4,7 +4,7 @@ not finished when the customer's screen needed an answer.
 The order never changes: the invoice is fetched and checked, amount + the most the route may
 cost is reserved (a pending debit), then the node pays with that fee limit. The node's answer
 settles it (the unused fee reserve goes back), refunds it (a failure the node confirmed) or
-leaves it pending. Pending payments are asked about again by `reconcile` (the poller thread and
+leaves it pending. Pending payments are asked about again by `reconcile` (the worker, helpers/web/worker.py, and
 `flask reconcile`), which refunds only when two status checks in a row say "failed": an unknown,
 unreachable or in-flight payment is never refunded, because the node might still pay it.
 """

@@ -5,7 +5,7 @@ PRICE_SOURCES, the fixed price of atoms.metta (the embedded default, demo, tests
 else the newest price the feed stored, if it is younger than atoms.metta's price-max-age-s.
 Otherwise there is no price, and every KES operation stops with a clear screen.
 
-The feed is refreshed in the background (`refresh`: the poller, `flask price refresh`), never on a
+The feed is refreshed in the background (`refresh`: the worker, `flask price refresh`), never on a
 customer's request; a request reads the newest row, kept in memory for a few seconds.
 
 A quote is what a confirm screen showed: KES, sats, fee, the price and spread, and its expiry

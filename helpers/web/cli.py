@@ -209,6 +209,30 @@ def operator_add(username: str, password: str) -> None:
     click.echo(f"operator {username.strip().lower()} created; sign in at /admin")
 
 
+@commands.command("worker")
+@click.option("--once", is_flag=True, help="do what is due now, then exit (for cron or a test)")
+def worker_command(once: bool) -> None:
+    """Run the background jobs (pending payments and invoices, M-Pesa queries, the SMS outbox,
+    prices, cleanup) until SIGTERM. Any number may run, on any machine: each job is leased to one."""
+    import signal
+    import threading
+
+    from helpers.web import worker
+
+    svc = services()
+    stop = threading.Event()
+    if once:
+        worker.ensure_periodic(svc)
+        me = worker.worker_id()
+        while claimed := worker.claim(svc, me):
+            for job in claimed:
+                worker.run_one(svc, job, me)
+        return
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    worker.run(svc, stop)
+
+
 @commands.command("flush-sms")
 def flush_sms() -> None:
     """Send the SMS outbox now."""

@@ -22,6 +22,7 @@ def unavailable_reply() -> str:
 
 
 def send_queued_sms(svc: Services) -> None:
-    """SMS queued by this request go out now (in the dispatcher's thread), unless turned off."""
-    if sms.take_queued() and svc.settings.sms_auto_flush:
+    """SMS queued by this request go out now (in the dispatcher's thread), unless turned off or
+    the worker runs apart (production: `flask worker` sends the outbox; web starts no thread)."""
+    if sms.take_queued() and svc.settings.sms_auto_flush and svc.settings.worker_in_process:
         svc.sms.kick()

@@ -1,0 +1,281 @@
+"""Background work as rows (`jobs`), for any number of worker processes (`flask worker`; in the
+embedded default one runs inside the server).
+
+A worker claims due jobs with a lease: `SELECT ... FOR UPDATE SKIP LOCKED` where the database has
+it (MariaDB, MySQL 8), then a conditional UPDATE of the lease (the only guard on SQLite, whose
+writers are serialised anyway; on Galera a second node's claim of the same row fails at commit
+and is retried). While the lease holds no other worker takes the job; a worker that dies leaves
+the lease to expire and the job is taken again. Every handler is safe to run twice: money moves
+by conditional updates that act once.
+
+Kinds:
+- invoice <payment hash>, payment <transaction id>, mpesa <reference>: one pending item, asked
+  about soon after it appears, then less and less often (backoff), until it is final.
+- every <task>: sweep (a job for each pending item that has none), sms (send the outbox), price
+  (refresh the BTC/KES price), cleanup (expired sessions, old quotes, finished jobs).
+Web requests do no background work: items are found by the sweep.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import delete, or_, select, update
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from helpers.ussd import sessions
+from helpers.wallet import invoices, lightning_out, limits, mpesa_flows
+from helpers.wallet.services import Services
+from lightning import State
+from models import PENDING, Invoice, Job, MpesaRequest, Transaction, utcnow
+
+log = logging.getLogger(__name__)
+
+INVOICE, PAYMENT, MPESA, EVERY = "invoice", "payment", "mpesa", "every"
+LEASE_S = 60
+FIRST_DELAY_S = 2  # an item is first asked about this soon after the sweep finds it
+MAX_DELAY_S = 300  # ... then after INVOICE_POLL_S, twice that, four times ..., at most this
+BATCH = 20
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()[:40]}:{os.getpid()}"
+
+
+def _periodic(svc: Services) -> dict[str, int]:
+    """Periodic tasks and their intervals in seconds."""
+    tasks = {"sweep": max(1, svc.settings.invoice_poll_s or 15), "sms": 5, "cleanup": 3600}
+    if svc.prices.sources:
+        tasks["price"] = svc.settings.price_refresh_s
+    return tasks
+
+
+# ------------------------------------------------------------------ claiming
+@dataclass(frozen=True)
+class Claimed:
+    id: int
+    kind: str
+    key: str
+    attempts: int
+
+
+def claim(svc: Services, me: str, limit: int = BATCH, lease_s: int = LEASE_S) -> list[Claimed]:
+    """Take up to `limit` due jobs for `lease_s` seconds."""
+    now = utcnow()
+    free = or_(Job.lease_until.is_(None), Job.lease_until < now)
+    query = (select(Job.id).where(Job.done_at.is_(None), Job.due_at <= now, free)
+             .order_by(Job.due_at).limit(limit))
+    for attempt in (1, 2, 3):
+        try:
+            with svc.db.write() as s:
+                if not svc.db.is_sqlite:
+                    query = query.with_for_update(skip_locked=True)
+                ids = list(s.scalars(query))
+                if not ids:
+                    return []
+                s.execute(update(Job).where(Job.id.in_(ids), free).values(
+                    lease_until=now + dt.timedelta(seconds=lease_s), leased_by=me, attempts=Job.attempts + 1))
+                mine = s.execute(select(Job.id, Job.kind, Job.key, Job.attempts)
+                                 .where(Job.id.in_(ids), Job.leased_by == me, Job.lease_until > now)).all()
+                return [Claimed(*row) for row in mine]
+        except OperationalError as exc:  # Galera: another node claimed the same rows first
+            if attempt == 3:
+                raise
+            log.info("job claim conflict, retried: %s", exc.orig)
+    return []
+
+
+def _finish(svc: Services, job: Claimed, me: str, done: bool, delay_s: float = 0, error: str = "") -> None:
+    values: dict = {"lease_until": None, "leased_by": None, "last_error": error[:255] or None}
+    if done:
+        values["done_at"] = utcnow()
+    else:
+        values["due_at"] = utcnow() + dt.timedelta(seconds=delay_s)
+    with svc.db.write() as s:
+        s.execute(update(Job).where(Job.id == job.id, Job.leased_by == me).values(**values))
+
+
+# The longest wait between two questions about one pending item, by kind: an invoice may be paid
+# any moment (a webhook usually tells us first), a payment out or an M-Pesa request settles slower.
+MAX_DELAY = {INVOICE: 60, PAYMENT: MAX_DELAY_S, MPESA: MAX_DELAY_S}
+
+
+def backoff(attempts: int, base: float = 5, cap: float = MAX_DELAY_S) -> float:
+    """base, 2 base, 4 base ... seconds after each question, at most `cap`."""
+    return float(min(cap, base * 2 ** max(0, attempts - 1)))
+
+
+def _delay(svc: Services, job: Claimed) -> float:
+    base = max(1, svc.settings.invoice_poll_s or 5)
+    cap = MAX_DELAY.get(job.kind, MAX_DELAY_S)
+    if job.kind == MPESA:  # never faster than Daraja is to be asked
+        base = max(base, svc.settings.mpesa_query_every_s)
+        cap = max(cap, svc.settings.mpesa_query_every_s)
+    return backoff(job.attempts, base, cap)
+
+
+# ------------------------------------------------------------------ the work
+def _invoice(svc: Services, key: str) -> bool:
+    return invoices.sync(svc.db, svc.lightning, key) != PENDING
+
+
+def _payment(svc: Services, key: str) -> bool:
+    with svc.db.read() as s:
+        row = s.get(Transaction, int(key))
+        if row is None or row.status != PENDING or not row.payment_hash:
+            return True
+        payment_hash = row.payment_hash
+    status = svc.lightning.payment_status(payment_hash)
+    if status.state is State.FAILED:  # a refund needs two "failed" in a row
+        status = svc.lightning.payment_status(payment_hash)
+    if status.state is State.SUCCEEDED:
+        lightning_out.settle_lightning(svc.db, int(key), status.fee_sat)
+        return True
+    if status.state is State.FAILED:
+        lightning_out.refund_lightning(svc.db, int(key))
+        return True
+    return False
+
+
+def _mpesa(svc: Services, key: str) -> bool:
+    request = mpesa_flows.find_any(svc.db, key)
+    if request is None or request.status != PENDING:
+        return True
+    mpesa_flows.query_one(svc.db, svc.mpesa, request)
+    request = mpesa_flows.find_any(svc.db, key)
+    return request is None or request.status != PENDING
+
+
+def sweep(svc: Services) -> int:
+    """A job for every pending item that has none: invoices, payments out, M-Pesa requests."""
+    with svc.db.read() as s:
+        found = {
+            INVOICE: set(s.scalars(select(Invoice.payment_hash).where(Invoice.status == PENDING).limit(5000))),
+            PAYMENT: {str(i) for i in s.scalars(select(Transaction.id).where(
+                Transaction.status == PENDING, Transaction.payment_hash.is_not(None),
+                Transaction.direction == "debit", Transaction.type == "send").limit(5000))},
+            MPESA: set(s.scalars(select(MpesaRequest.reference).where(MpesaRequest.status == PENDING).limit(5000))
+                       if svc.mpesa.payouts_async or svc.mpesa.topup_by_push else []),
+        }
+        known = {(kind, key) for kind, key in s.execute(select(Job.kind, Job.key).where(Job.kind.in_(list(found))))}
+    first = utcnow() + dt.timedelta(seconds=FIRST_DELAY_S)
+    mpesa_first = utcnow() + dt.timedelta(seconds=svc.settings.mpesa_query_after_s)
+    added = 0
+    for kind, keys in found.items():
+        for key in sorted(keys):
+            if (kind, key) in known:
+                continue
+            try:
+                with svc.db.write() as s:
+                    s.add(Job(kind=kind, key=key, due_at=mpesa_first if kind == MPESA else first))
+                added += 1
+            except IntegrityError:  # another worker's sweep added it first
+                continue
+    return added
+
+
+def _every(svc: Services, task: str) -> None:
+    if task == "sweep":
+        sweep(svc)
+    elif task == "sms":
+        svc.sms.flush()
+    elif task == "price":
+        reference = svc.prices.refresh()
+        if reference.kes_per_btc is None:
+            log.warning("price refresh: too few sources agree (%s)", reference.describe().replace("\n", "; "))
+    elif task == "cleanup":
+        cleanup(svc)
+
+
+def cleanup(svc: Services) -> None:
+    sessions.clean(svc.db, svc.settings.ussd_session_timeout_s, keep_days=30)
+    limits.clean(svc.db)
+    svc.prices.forget_expired()
+    with svc.db.write() as s:
+        s.execute(delete(Job).where(Job.done_at.is_not(None), Job.done_at < utcnow() - dt.timedelta(days=1)))
+
+
+HANDLERS: dict[str, Callable[[Services, str], bool]] = {INVOICE: _invoice, PAYMENT: _payment, MPESA: _mpesa}
+
+
+def run_one(svc: Services, job: Claimed, me: str) -> None:
+    """Do one claimed job and release it: done, or due again later."""
+    try:
+        if job.kind == EVERY:
+            _every(svc, job.key)
+            _finish(svc, job, me, done=False, delay_s=_periodic(svc).get(job.key, 60))
+            return
+        final = HANDLERS[job.kind](svc, job.key)
+        _finish(svc, job, me, done=final, delay_s=_delay(svc, job))
+    except Exception as exc:  # noqa: BLE001 - a job that fails is tried again later, the worker goes on
+        log.exception("job %s %s failed", job.kind, job.key)
+        try:
+            _finish(svc, job, me, done=False, delay_s=_delay(svc, job), error=f"{type(exc).__name__}: {exc}")
+        except Exception:  # noqa: BLE001 - the lease will expire instead
+            log.exception("job %s %s could not be released", job.kind, job.key)
+
+
+def ensure_periodic(svc: Services) -> None:
+    """The periodic tasks' rows, due now when new."""
+    for task in _periodic(svc):
+        try:
+            with svc.db.write() as s:
+                if s.scalar(select(Job.id).where(Job.kind == EVERY, Job.key == task)) is None:
+                    s.add(Job(kind=EVERY, key=task))
+        except IntegrityError:
+            continue
+
+
+def run(svc: Services, stop: threading.Event, me: str | None = None, idle_s: float = 1.0) -> None:
+    """The worker loop, until `stop` is set: claim, work, release; rest a moment when idle."""
+    me = me or worker_id()
+    ensure_periodic(svc)
+    log.info("worker %s started", me)
+    while not stop.is_set():
+        try:
+            claimed = claim(svc, me)
+        except Exception:  # noqa: BLE001 - a database outage: wait and try again
+            log.exception("job claim failed")
+            stop.wait(5)
+            continue
+        for job in claimed:
+            if stop.is_set():
+                break
+            run_one(svc, job, me)
+        if not claimed:
+            stop.wait(idle_s)
+    log.info("worker %s stopped", me)
+
+
+# ------------------------------------------------------------------ in the server (embedded default)
+_started_in: int | None = None
+_start_lock = threading.Lock()
+_stop = threading.Event()
+
+
+def ensure_started(svc: Services) -> None:
+    """Start this process's in-process worker thread once (called on requests, so it starts after
+    gunicorn's fork). Only with WORKER_IN_PROCESS: production runs `flask worker` instead."""
+    global _started_in
+    if _started_in == os.getpid():
+        return
+    with _start_lock:
+        if _started_in == os.getpid():
+            return
+        _started_in = os.getpid()
+        _stop.clear()
+        threading.Thread(target=run, args=(svc, _stop), name="jobs", daemon=True).start()
+
+
+def stop_in_process() -> None:
+    """Stop this process's in-process worker (tests; the process's exit stops it otherwise)."""
+    global _started_in
+    with _start_lock:
+        _stop.set()
+        _started_in = None
