@@ -42,6 +42,6 @@ EXPOSE 8000
 # slim has no curl: ask the app's own /status with Python's standard library. /status answers
 # 503 when the database is down, which urlopen raises as an error -> unhealthy.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/status' % os.environ.get('PORT', '8000'), timeout=4)"]
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('PORT', '8000'), timeout=4)"]
 
 CMD ["gunicorn", "-c", "gunicorn.conf.py", "app:create_app()"]

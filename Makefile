@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 LNBITS_VENV ?= .lnbits-venv
 LNBITS_STAMP := $(LNBITS_VENV)/.installed
 
-.PHONY: run test test-fast test-sqlite test-mysql test-galera lint bench clean golden-update lock
+.PHONY: run test test-fast test-sqlite test-mysql test-galera stack lint bench clean golden-update lock
 
 $(STAMP): requirements.lock
 	python3 -m venv $(VENV)
@@ -47,6 +47,10 @@ test-sqlite: $(STAMP) $(LNBITS_STAMP)
 
 test-mysql: $(STAMP) $(LNBITS_STAMP)
 	scripts/mariadb_local.sh $(PY) -m pytest
+
+# The production topology from local processes: MariaDB, two web instances, one worker.
+stack: $(STAMP)
+	scripts/stack.sh
 
 # A 3-node MariaDB Galera cluster on loopback (galera-4, rsync): the money races with the two app
 # instances on two nodes, replays across nodes, and a node killed under traffic.

@@ -104,6 +104,8 @@ def load_config(instance_path: str, env: dict[str, str] | None = None) -> dict[s
         # the server (the embedded default), or only in `flask worker` processes (production: web
         # workers then start no background thread).
         "WORKER_IN_PROCESS": _flag(env.get("WORKER_IN_PROCESS"), env.get("APP_ENV", "development") != "production"),
+        # How long a worker holds a job it claimed: a worker that dies leaves it to others after this.
+        "WORKER_LEASE_S": _number(env, "WORKER_LEASE_S", 60),
         "USSD_SERVICE_CODE": env.get("USSD_SERVICE_CODE", "*384*123#"),
         "USSD_SESSION_TIMEOUT_S": _number(env, "USSD_SESSION_TIMEOUT_S", 180),
         "PUBLIC_URL": env.get("PUBLIC_URL", "http://localhost:5000"),

@@ -88,6 +88,7 @@ class Settings:
     lightning_webhook_token: str = ''
     invoice_poll_s: int = 15
     worker_in_process: bool = True
+    worker_lease_s: int = 60
     rate_limits: bool = False
     write_behind_s: float = 1.0
     simulator_enabled: bool = True

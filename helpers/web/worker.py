@@ -65,8 +65,9 @@ class Claimed:
     attempts: int
 
 
-def claim(svc: Services, me: str, limit: int = BATCH, lease_s: int = LEASE_S) -> list[Claimed]:
-    """Take up to `limit` due jobs for `lease_s` seconds."""
+def claim(svc: Services, me: str, limit: int = BATCH, lease_s: int | None = None) -> list[Claimed]:
+    """Take up to `limit` due jobs for `lease_s` seconds (WORKER_LEASE_S)."""
+    lease_s = lease_s or svc.settings.worker_lease_s or LEASE_S
     now = utcnow()
     free = or_(Job.lease_until.is_(None), Job.lease_until < now)
     query = (select(Job.id).where(Job.done_at.is_(None), Job.due_at <= now, free)

@@ -9,6 +9,7 @@ import base64
 import binascii
 import json
 import re
+import threading
 import time
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -135,6 +136,14 @@ class FakeLnd(FakeServer):
         self.already_paid_as_http = False
         self.fee_limits: dict[str, int] = {}  # payment hash -> fee_limit_sat it was sent with
         self.fees: dict[str, int] = {}  # payment hash -> the fee its route cost
+        # For the fleet test: how often each payment was tracked, and any two tracks of one payment
+        # that were answered at the same time (two workers asking at once).
+        self.tracked: dict[str, int] = {}
+        self.in_flight_answers: dict[str, int] = {}  # payment hash -> IN_FLIGHT answers before SUCCEEDED
+        self.overlaps: list[str] = []
+        self.track_delay_s = 0.0
+        self._tracking: dict[str, int] = {}
+        self._track_lock = threading.Lock()
         super().__init__()
 
     # ---------------------------------------------------------------- plumbing
@@ -235,6 +244,25 @@ class FakeLnd(FakeServer):
         self.stream(request, [self._payment(payment_hash, first, fee if first == "SUCCEEDED" else 0)])
 
     def track(self, request, payment_hash: str) -> None:
+        with self._track_lock:
+            self.tracked[payment_hash] = self.tracked.get(payment_hash, 0) + 1
+            self._tracking[payment_hash] = self._tracking.get(payment_hash, 0) + 1
+            if self._tracking[payment_hash] > 1:
+                self.overlaps.append(payment_hash)
+            waiting = self.in_flight_answers.get(payment_hash, 0)
+            if waiting:
+                self.in_flight_answers[payment_hash] = waiting - 1
+        try:
+            if self.track_delay_s:
+                time.sleep(self.track_delay_s)
+            if waiting:
+                return self.stream(request, [self._payment(payment_hash, "IN_FLIGHT")])
+            return self._track(request, payment_hash)
+        finally:
+            with self._track_lock:
+                self._tracking[payment_hash] -= 1
+
+    def _track(self, request, payment_hash: str) -> None:
         mode = self.payments.get(payment_hash)
         final = {"succeed": "SUCCEEDED", "inflight_then_succeed": "SUCCEEDED", "fail": "FAILED",
                  "inflight_then_fail": "FAILED", "fail_unconfirmed": "IN_FLIGHT"}.get(mode or "")

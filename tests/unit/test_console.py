@@ -178,7 +178,8 @@ def test_every_command_the_docs_name_exists(app):
 
     root = Path(__file__).resolve().parents[2]
     named = set()
-    for name in ("README.md", "Dockerfile", ".env.example", "docker-compose.btcpay.yml", "SECURITY.md"):
+    for name in ("README.md", "Dockerfile", ".env.example", "docker-compose.btcpay.yml", "docker-compose.yml",
+                 "SECURITY.md"):
         path = root / name
         if path.exists():
             named |= set(re.findall(r"flask --app app ([a-z][a-z-]*)", path.read_text()))
