@@ -61,6 +61,9 @@ test-galera: $(STAMP)
 bench: $(STAMP)
 	command -v wrk >/dev/null || apt-get install -y wrk
 	scripts/mariadb_local.sh $(PY) bench/run.py
+	@echo "--- CPU ms and SQL statements per USSD step, in process (SQLite, then MariaDB)"
+	$(PY) bench/cost.py --steps
+	scripts/mariadb_local.sh sh -c '$(PY) bench/cost.py --steps --database-url "$$TEST_DATABASE_URL"'
 
 # Re-record the golden USSD transcripts (only when a screen is meant to change; read the diff).
 golden-update: $(STAMP)

@@ -51,7 +51,7 @@ node_args() {  # the server command line of node $1 ($2: extra arguments)
   local n=$1
   echo "$server --no-defaults --user=mysql --datadir=$root/node$n/data --socket=$root/node$n/mysqld.sock" \
     "--port=${port[$n]} --bind-address=127.0.0.1 --pid-file=$root/node$n/mysqld.pid --skip-name-resolve" \
-    "--binlog-format=ROW --default-storage-engine=InnoDB --innodb-autoinc-lock-mode=2" \
+    "--binlog-format=ROW --default-storage-engine=InnoDB --innodb-autoinc-lock-mode=2 --log-bin-trust-function-creators=1" \
     "--innodb-flush-log-at-trx-commit=2 --max-connections=300" \
     "--wsrep-on=ON --wsrep-provider=$provider --wsrep-cluster-name=wallet_test" \
     "--wsrep-cluster-address=gcomm://$members --wsrep-node-name=node$n --wsrep-node-address=127.0.0.1:${gport[$n]}" \

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Union
@@ -66,7 +68,11 @@ from models import (
 log = logging.getLogger(__name__)
 
 _DEADLOCK_CODES = {1205, 1213}  # MySQL lock wait timeout, deadlock: the transaction is retried
-_ATTEMPTS = 3
+# A deadlock victim (MySQL), or on Galera a transaction another node's commit certified against
+# first: both rolled back, both safe to run again. Several tries, each after a short random wait,
+# so that twins on different nodes do not collide again at once.
+_ATTEMPTS = 6
+_jitter = random.Random()  # noqa: S311 - spreading retries, not security
 
 
 @dataclass(frozen=True)
@@ -215,6 +221,7 @@ def retry_deadlocks(work: Callable[[], Receipt | None]) -> Receipt | None:
             if not _deadlocked(exc) or attempt == _ATTEMPTS:
                 raise
             log.info("retrying after %s", exc.orig)
+            time.sleep(_jitter.uniform(0.005, 0.02) * attempt)
     raise AssertionError("unreachable")
 
 

@@ -96,7 +96,8 @@ def test_concurrent_sends_from_one_account_exactly_k_succeed(wallet, servers):
     print(f"\nFIGURES sends: {len(replies)} concurrent confirmations on {len(servers)} gunicorn instance(s) "
           f"x 2 workers ({wallet.db.engine.dialect.name}): {done} sent, {refused} insufficient balance, "
           f"sender left with {balance(wallet, sender)} sats, system total {total_balance(wallet)} "
-          f"(+{fees_settled(wallet) - fees0} fees) vs {total0} before")
+          f"(+{fees_settled(wallet) - fees0} fees) vs {total0} before; other replies "
+          f"{sorted({r[:40] for _, r in replies if not r.startswith((done_prefix, refused_prefix))})}")
     assert statuses == {200}
     assert (done, refused) == (k, CONCURRENT - k)
     assert balance(wallet, sender) == amount + fee - 1

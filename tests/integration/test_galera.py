@@ -37,10 +37,15 @@ def node_pid(n: int) -> int:
         return int(pidfile.read().strip())
 
 
+_RESTARTED: list[subprocess.Popen] = []  # nodes restarted here: scripts/galera_local.sh stops them
+
+
 def restart_node(n: int) -> subprocess.Popen:
     command = os.environ[f"GALERA_NODE_{n}_COMMAND"].split()
-    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,  # noqa: S603
-                            start_new_session=True)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,  # noqa: S603
+                               start_new_session=True)
+    _RESTARTED.append(process)
+    return process
 
 
 def synced(url: str) -> bool:
