@@ -15,7 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from helpers.infra.i18n import CATALOGS, t
 from helpers.infra.refs import idempotency_key
-from helpers.ussd import sessions
+from helpers.ussd import resume, sessions
 from helpers.ussd.account_screens import Account, History, Language, MainMenu
 from helpers.ussd.mpesa_screens import TopupAmount, TopupCode, TopupConfirm, TopupPush, WithdrawAmount, WithdrawPhone
 from helpers.ussd.pin_entry import NewPin, PinChangeOld, PinStep, RepeatNewPin, save_changed_pin, save_first_pin
@@ -32,7 +32,7 @@ from helpers.ussd.send_screens import (
     SendKes,
     SendRecipient,
 )
-from helpers.ussd.walker import Screen, walk
+from helpers.ussd.walker import Outcome, Screen, walk
 from helpers.wallet import transactions, users
 from helpers.wallet.services import Services
 from models import utcnow
@@ -81,7 +81,8 @@ def handle_ussd(svc: Services, req: UssdRequest) -> tuple[str, str]:
     text_key = idempotency_key(req.session_id, req.text, "idempotency:" + svc.pepper)
     # The main menu is the first screen of a registered caller's session: its count of open
     # requests comes with that step's read (other steps that show the menu read it then).
-    view, user, open_requests = sessions.load_step(db, req.session_id, req.phone, with_requests=not req.text)
+    view, user, open_requests = sessions.load_step(db, req.session_id, req.phone, with_requests=not req.text,
+                                                   resume_window_s=svc.policy.value("resume-window-s"))
     if view.exists and view.phone != req.phone:
         log.warning("session %s reused by another phone", req.session_id[:16])
         return "END " + t(svc.settings.default_language, "error.expired"), "refused"
@@ -103,8 +104,16 @@ def handle_ussd(svc: Services, req: UssdRequest) -> tuple[str, str]:
         root, skip = "pin.create", 0
     else:
         root, skip = "main", min(view.onboarding_tokens, len(tokens))
-    outcome = walk(SCREENS, ctx, root, tokens[skip:], skip, set_position=ctx.at,
-                   memory=ctx.choices)
+    asked = None
+    if user.pin_hash is not None and not req.text and view.dropped:  # a payment the network cut off
+        asked = resume.offer(ctx, view.dropped)
+    elif user.pin_hash is not None and resume.FROM in ctx.choices:
+        tokens, asked = resume.answer(ctx, tokens)
+    if asked is not None:
+        outcome = Outcome(asked if asked.startswith("CON ") else "CON " + asked, "resume", "", 0)
+    else:
+        outcome = walk(SCREENS, ctx, root, tokens[skip:], skip, set_position=ctx.at, memory=ctx.choices)
+        resume.keep_path(ctx, SCREENS, outcome, onboarded_here=bool(skip) or root != "main")
     # Most steps are pure reads of the path and need no write. The row is written at once when
     # there is something to remember: a PIN step (so a repeated request cannot count a wrong PIN
     # twice), a choice or refusal, the end. A session's first step with nothing else to remember

@@ -19,7 +19,7 @@ from database import Database
 from helpers.wallet import books, demo, journal
 from helpers.wallet.rules import policy
 from helpers.web import demo as demo_routes
-from helpers.infra.i18n import gsm7_length
+from helpers.infra.i18n import CATALOGS, gsm7_length
 from models import SmsOutbox, User
 from tests.servers import Gunicorn
 
@@ -180,8 +180,12 @@ class Dialer:
         return self.reply
 
     def run(self, *answers: str) -> str:
-        """A whole new session: dial, then answer each prompt in turn."""
+        """A whole new session: dial, then answer each prompt in turn. An offer to continue an
+        earlier session of this phone that is still open (tests open several at once, which a
+        real phone cannot) is declined first; tests/unit/test_everyday.py takes it up."""
         self.start()
+        if self.reply.startswith(tuple("CON " + catalog["resume"].split("\n")[0] for catalog in CATALOGS.values())):
+            self.press("2")
         return self.press(*answers)
 
     @property

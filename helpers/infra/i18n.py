@@ -112,6 +112,7 @@ EN: dict[str, str] = {
     "error.lightning": "Lightning is unavailable right now. Please try again later.",
     "error.too-many": "Too many requests. Please try again later.",
     "replay": "Done already. Ref {ref}.",
+    "resume": "Continue where you stopped?\n{what}\n1 Continue\n2 Start over",
     "help": " Help: {phone}",
     # who is on the other side of a statement line, when it is not another customer
     "who.lightning": "Lightning",
@@ -231,6 +232,7 @@ SW: dict[str, str] = {
     "error.lightning": "Lightning haipatikani sasa. Tafadhali jaribu tena baadaye.",
     "error.too-many": "Maombi mengi mno. Tafadhali jaribu tena baadaye.",
     "replay": "Imeshafanyika. Kumb {ref}.",
+    "resume": "Endelea ulipoishia?\n{what}\n1 Endelea\n2 Anza upya",
     "help": " Msaada: {phone}",
     "who.lightning": "Lightning",
     "who.mpesa": "M-Pesa",

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import String, and_, bindparam, delete, func, insert, null, select, update
+from sqlalchemy import String, and_, bindparam, delete, func, insert, literal, null, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -38,6 +38,7 @@ class SessionView:
     choices: dict[str, int] = field(default_factory=dict)
     active: bool = True  # False once an END was answered
     created_at: dt.datetime | None = None
+    dropped: str | None = None  # a new session's: the caller's session that dropped mid-flow, if any
 
     def over(self, now: dt.datetime, life_s: int) -> bool:
         """The session has ended (an END was sent) or is older than a session may live."""
@@ -58,26 +59,47 @@ def _load_step(with_requests: bool) -> Prepared:
         _SESSIONS.c.id, _SESSIONS.c.phone, _SESSIONS.c.onboarding_tokens, _SESSIONS.c.last_text_hash,
         _SESSIONS.c.last_reply, _SESSIONS.c.choices, open_requests_count() if with_requests else null(),
         _SESSIONS.c.active, _SESSIONS.c.created_at,
+        _resumable() if with_requests else null(),
     ).select_from(
         _KEYS.outerjoin(_USERS, _USERS.c.phone == _KEYS.c.phone)
         .outerjoin(_SESSIONS, _SESSIONS.c.session_id == _KEYS.c.session_id)
     ))
 
 
+# Screens a dropped session may be resumed at: a money flow under way, before its PIN was typed.
+RESUMABLE = ("send.amount", "send.kes", "send.confirm", "send.ln.amount", "send.ln.confirm", "pin",
+             "topup.code", "topup.confirm", "topup.push", "withdraw.phone", "request.amount", "payreq.confirm")
+
+
+def _resumable():
+    """The newest other session of this phone left open on a RESUMABLE screen since `resume_since`
+    (none: NULL): read with the first step of a new session, in the same statement."""
+    other = _SESSIONS.alias("dropped")
+    return (select(other.c.session_id)
+            .where(other.c.phone == bindparam("phone", type_=String), other.c.active.is_(True),
+                   or_(*(other.c.state == literal(name) for name in RESUMABLE)),  # no expanding IN: Prepared
+                   other.c.last_activity >= bindparam("resume_since"),
+                   other.c.session_id != bindparam("session_id", type_=String))
+            .order_by(other.c.last_activity.desc()).limit(1).scalar_subquery())
+
+
 _LOAD_STEP = {True: _load_step(True), False: _load_step(False)}
 
 
-def load_step(db: Database, session_id: str, phone: str, *, with_requests: bool
+def load_step(db: Database, session_id: str, phone: str, *, with_requests: bool, resume_window_s: int = 0
               ) -> tuple[SessionView, UserView | None, int | None]:
     """The session row, the calling user (None if not registered) and, `with_requests`, how many
     open payment requests the main menu announces to the caller (else None), read together. The
     count is a subquery that costs MySQL about 0.2 ms on every read: only the step that opens a
     session asks for it (it shows the main menu); another step showing the menu reads it then."""
-    row = db.execute(_LOAD_STEP[with_requests], {"phone": phone, "session_id": session_id, "payer_phone": phone,
-                                                 "now": utcnow()}).one()  # always one row (outer joins)
+    now = utcnow()
+    params = {"phone": phone, "session_id": session_id, "payer_phone": phone, "now": now}
+    if with_requests:
+        params["resume_since"] = now - dt.timedelta(seconds=resume_window_s)
+    row = db.execute(_LOAD_STEP[with_requests], params).one()  # always one row (outer joins)
     user = UserView(row[0], row[1], row[2], row[3], row[4], bool(row[5])) if row[0] is not None else None
     if row[6] is None:
-        return SessionView(False), user, row[12]
+        return SessionView(False, dropped=row[15] if resume_window_s else None), user, row[12]
     view = SessionView(True, row[7], row[8], row[9], row[10], json.loads(row[11]) if row[11] else {},
                        bool(row[13]), row[14])
     return view, user, row[12]
@@ -231,3 +253,26 @@ def clean(db: Database, timeout_s: int, keep_days: int) -> tuple[int, int]:
             delete(UssdSession).where(UssdSession.last_activity < now - dt.timedelta(days=keep_days))
         ).rowcount
     return closed, deleted
+
+
+def dropped_session(db: Database, session_id: str) -> tuple[str, dict[str, Any]] | None:
+    """(last reply, choices) of a session that dropped mid-flow."""
+    with db.read() as s:
+        row = s.execute(select(_SESSIONS.c.last_reply, _SESSIONS.c.choices)
+                        .where(_SESSIONS.c.session_id == session_id)).first()
+    if row is None:
+        return None
+    return row[0] or "", json.loads(row[1]) if row[1] else {}
+
+
+def close(db: Database, session_id: str) -> None:
+    """No longer active: a dropped session continued in a new one (it must never act again)."""
+    with db.write() as s:
+        s.execute(update(_SESSIONS).where(_SESSIONS.c.session_id == session_id).values(active=False))
+
+
+def not_offered_again(db: Database, session_id: str) -> None:
+    """A dropped session the caller chose not to continue: it is not offered again (its state is
+    no longer a resumable screen), and left as it was otherwise."""
+    with db.write() as s:
+        s.execute(update(_SESSIONS).where(_SESSIONS.c.session_id == session_id).values(state="declined"))

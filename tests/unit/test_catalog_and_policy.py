@@ -22,7 +22,7 @@ LONGEST = {
     "minutes": 1440, "left": 3, "digits": 4, "limit": P.value("daily-send-limit-sats"), "count": 3,
     "unit": "sats", "n": 3, "sign": "+", "kind": "withdraw", "date": "30/12*",
     "address": "254712345678@" + "w" * MAX_ADDRESS_DOMAIN, "payee": "w" * MAX_TYPED_ADDRESS,
-    "valid": -(-P.value("quote-valid-s") // 60), "age": P.value("price-max-age-s") // 60,
+    "what": "W" * 90, "valid": -(-P.value("quote-valid-s") // 60), "age": P.value("price-max-age-s") // 60,
 }
 SCREEN_KEYS = [k for k in EN if not k.startswith(("sms.", "who.", "main.", "payreq.line", "history.line",
                                                    "account."))]

@@ -1,0 +1,95 @@
+"""Everyday use from a feature phone: a payment the network cut off continued from the next dial
+(PIN asked again), the last payees offered as numbered choices, and shortcut dials that carry the
+whole path in the first request."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from sqlalchemy import text
+
+from helpers.infra.i18n import t
+from models import UssdSession
+from tests.conftest import DEMO, PIN, Dialer, balance, snapshot
+
+BOB_LOCAL = "0" + DEMO[1][4:]
+
+
+def drop(phone: Dialer) -> None:
+    """The network ends the session: the phone's next dial is a new session."""
+    phone.session_id = ""
+
+
+@pytest.mark.parametrize("lang", ["en", "sw"])
+def test_a_dropped_send_is_continued_and_the_pin_asked_again(alice, wallet, lang):
+    from tests.unit.test_flows import set_language
+
+    set_language(alice, lang)
+    alice.run("1", BOB_LOCAL, "2000")  # at the confirm screen when the network drops
+    confirm = alice.reply
+    a0, b0 = balance(wallet, DEMO[0]), balance(wallet, DEMO[1])
+    drop(alice)
+    offered = alice.start()
+    assert offered == "CON " + t(lang, "resume", what=confirm[4:].split("\n")[0])
+    assert alice.press("1") == confirm  # where it stopped
+    assert alice.press("1") == "CON " + t(lang, "pin.enter")  # the PIN, in this session
+    assert alice.press(PIN).startswith("END " + t(lang, "send.done", amount=2000, phone=DEMO[1], fee=0, ref="",
+                                                   balance=0)[:12])
+    assert balance(wallet, DEMO[0]) == a0 - 2000 and balance(wallet, DEMO[1]) == b0 + 2000
+    drop(alice)
+    assert alice.start().startswith("CON " + t(lang, "main", balance=1, requests="")[:6])  # offered once
+
+
+def test_a_session_dropped_at_the_pin_screen_resumes_there_without_its_pin(alice, wallet):
+    alice.run("5", "300", "1")  # at the PIN screen of a withdrawal
+    pin_screen = alice.reply
+    drop(alice)
+    alice.start()
+    assert alice.press("1") == pin_screen
+    with wallet.db.read() as s:  # no PIN was ever stored to be replayed
+        stored = [row[0] for row in s.execute(text("SELECT choices FROM ussd_sessions WHERE choices IS NOT NULL"))]
+    assert stored and not any(PIN in (value or "") for value in stored)
+
+
+def test_start_over_goes_to_the_main_menu_and_moves_nothing(alice, wallet):
+    alice.run("1", BOB_LOCAL, "2000")
+    drop(alice)
+    alice.start()
+    before = snapshot(wallet)
+    assert alice.press("x").startswith("CON " + t("en", "error.option"))  # neither: asked again
+    assert alice.press("2").startswith("CON " + t("en", "main", balance=1, requests="")[:6])
+    assert snapshot(wallet) == before
+    drop(alice)
+    assert alice.start().startswith("CON " + t("en", "main", balance=1, requests="")[:6])  # not offered again
+
+
+def test_after_the_window_a_dropped_session_is_not_offered(alice, wallet):
+    alice.run("1", BOB_LOCAL, "2000")
+    window = wallet.policy.value("resume-window-s")
+    with wallet.db.write() as s:
+        s.execute(UssdSession.__table__.update().values(
+            last_activity=dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(seconds=window + 1)))
+    drop(alice)
+    assert alice.start().startswith("CON " + t("en", "main", balance=1, requests="")[:6])
+
+
+def test_a_finished_or_menu_only_session_is_not_offered(alice, wallet):
+    alice.run("1", BOB_LOCAL, "2000", "1", PIN)  # done: END
+    drop(alice)
+    assert alice.start().startswith("CON " + t("en", "main", balance=1, requests="")[:6])
+    alice.press("6")  # browsing My Account is nothing to continue
+    drop(alice)
+    assert alice.start().startswith("CON " + t("en", "main", balance=1, requests="")[:6])
+
+
+def test_a_shortcut_dial_carries_the_whole_path(alice, wallet):
+    """*384*123*1*0787654321*2000# : Africa's Talking sends 1*0787654321*2000 as the first text."""
+    alice.session_id = "ATUid_shortcut"
+    reply = alice.post(f"1*{BOB_LOCAL}*2000", session_id="ATUid_shortcut")
+    assert reply.startswith("CON " + t("en", "send.confirm", amount=2000, phone=DEMO[1], fee=0,
+                                       total=2000).split("\n")[0])
+    b0 = balance(wallet, DEMO[1])
+    assert alice.post(f"1*{BOB_LOCAL}*2000*1", session_id="ATUid_shortcut") == "CON " + t("en", "pin.enter")
+    alice.post(f"1*{BOB_LOCAL}*2000*1*{PIN}", session_id="ATUid_shortcut")
+    assert balance(wallet, DEMO[1]) == b0 + 2000
