@@ -24,6 +24,8 @@ EN: dict[str, str] = {
     "exit": "Thank you for using SatsPesa. Goodbye.",
     # send
     "send.phone": "Enter recipient phone number or Lightning address:",
+    "send.phone-recent": "Send to:{lines}\nor enter a phone number or Lightning address:",
+    "send.recent-line": "\n{n} {payee}",
     "send.amount": "Send to {phone}\nEnter amount in sats ({min}-{max})\nor 1 to enter KES",
     "send.kes": "Send to {phone}\nEnter amount in KES ({min}-{max}):",
     "send.confirm-kes": "Send {amount} sats ({kes} KES) to {phone}\nFee: {fee} sats\nRate valid {valid} min\n1 Confirm\n0 Cancel",
@@ -151,6 +153,8 @@ SW: dict[str, str] = {
     "main.requests": "\n7 Maombi ya malipo ({count})",
     "exit": "Asante kwa kutumia SatsPesa. Kwaheri.",
     "send.phone": "Weka nambari ya simu au anwani ya Lightning ya mpokeaji:",
+    "send.phone-recent": "Tuma kwa:{lines}\nau weka nambari ya simu au anwani ya Lightning:",
+    "send.recent-line": "\n{n} {payee}",
     "send.amount": "Tuma kwa {phone}\nWeka kiasi kwa sats ({min}-{max})\nau 1 kuweka KES",
     "send.kes": "Tuma kwa {phone}\nWeka kiasi kwa KES ({min}-{max}):",
     "send.confirm-kes": "Tuma sats {amount} (KES {kes}) kwa {phone}\nAda: sats {fee}\nBei halali dak {valid}\n1 Thibitisha\n0 Ghairi",

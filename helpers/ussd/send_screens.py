@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import logging
 
-from helpers.infra.phone import normalise
+from helpers.infra.i18n import gsm7_length
+from helpers.infra.phone import local, normalise
 from helpers.infra.text import is_digits
 from helpers.lightning import lnurl_pay
 from helpers.lightning.lnurl_pay import LnurlPayError, PayParams
 from helpers.ussd import quoting
 from helpers.ussd.screen import Ctx, check_spend, deny_text, expired, parse_amount, payee_bounds, sats_range, sent_today
-from helpers.ussd.walker import End, Push, Result, Retry
-from helpers.wallet import invoices, lnurl
+from helpers.ussd.walker import MAX_SCREEN, End, Push, Result, Retry
+from helpers.wallet import invoices, lnurl, payments
 from helpers.wallet.prices import SEND, CurrentPrice
 
 log = logging.getLogger(__name__)
@@ -119,12 +120,47 @@ class SendConfirm:
         return Retry(ctx.t("error.option"))
 
 
+RECENT_PAYEES = 3
+
+
+def shown_payee(payee: str, region: str) -> str:
+    """A payee as the send screen lists it: a number as people write it with its middle hidden
+    (0787***321: a phone lying on a table tells little), an address cut to fit."""
+    if "@" in payee:
+        return payee if len(payee) <= 30 else payee[:29] + "."
+    number = local(payee, region)
+    return number[:4] + "***" + number[-3:] if len(number) >= 9 else number
+
+
 class SendRecipient(OtherPhone):
     """A phone number, or a Lightning address typed on the keypad (letters, '@' and '.' from
     the phone's symbol key). Our own addresses (<digits>@<our domain>) are phone numbers; any
-    other is resolved once, when typed, and what its server offered is kept in the session."""
+    other is resolved once, when typed, and what its server offered is kept in the session.
+    The customer's last RECENT_PAYEES payees are offered as 1, 2, 3 (no phone number or address
+    is one digit); the choice made is kept in the session, so a replay means the same payee."""
+
+    def _recent(self, ctx: Ctx) -> list[str]:
+        return payments.recent_payees(ctx.svc.db, ctx.user.id, RECENT_PAYEES)
+
+    def prompt(self, ctx: Ctx, data: dict) -> str:
+        recent = self._recent(ctx)
+        if not recent:
+            return ctx.t(self.prompt_key)
+        region = ctx.svc.settings.default_region
+        lines = [ctx.t("send.recent-line", n=n, payee=shown_payee(p, region)) for n, p in enumerate(recent, 1)]
+        while len(lines) > 1 and (gsm7_length(ctx.t("send.phone-recent", lines="".join(lines))) or 999) > MAX_SCREEN:
+            lines.pop()
+        return ctx.t("send.phone-recent", lines="".join(lines))
 
     def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
+        if token in ("1", "2", "3"):
+            slot = f"rp{ctx.position}"
+            if slot not in ctx.choices:
+                recent = self._recent(ctx)
+                if int(token) > len(recent):
+                    return Retry(ctx.t("error.option"))
+                ctx.choices[slot] = recent[int(token) - 1]
+            token = str(ctx.choices[slot])
         if "@" not in token:
             return super().handle(ctx, data, token)
         parsed = lnurl_pay.parse_address(token)

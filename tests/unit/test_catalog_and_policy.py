@@ -40,6 +40,8 @@ def fill(lang: str, key: str) -> str:
     values["lines"] = "".join(t(lang, "payreq.line", n=n, amount=10**6, phone="+254712345678") for n in (1, 2, 3))
     if key == "account":  # the screen drops the KES worth where it would not fit; without, it must
         values["kes"] = ""
+    if key == "send.phone-recent":  # the screen drops payees to fit; the one left must fit
+        values["lines"] = t(lang, "send.recent-line", n=3, payee="w" * 30)
     if key == "history":  # the screen drops its oldest lines to fit; the one line left must fit
         longest = max((t(lang, k) for k in EN if k.startswith("who.")), key=len)
         values["lines"] = t(lang, "history.line", sign="-", amount=10**12, who=longest, date="30/12*",

@@ -93,3 +93,34 @@ def test_a_shortcut_dial_carries_the_whole_path(alice, wallet):
     assert alice.post(f"1*{BOB_LOCAL}*2000*1", session_id="ATUid_shortcut") == "CON " + t("en", "pin.enter")
     alice.post(f"1*{BOB_LOCAL}*2000*1*{PIN}", session_id="ATUid_shortcut")
     assert balance(wallet, DEMO[1]) == b0 + 2000
+
+
+def test_the_last_three_payees_are_offered_and_a_number_picks_one(alice, wallet, dial):
+    for phone in ("0798765432", "0711000111", "0722000222", BOB_LOCAL, "0798765432"):
+        alice.run("1", phone, "1000", "1", PIN)
+    screen = alice.run("1")
+    # newest first, each once, numbers with their middle hidden
+    assert screen == "CON " + t("en", "send.phone-recent", lines="".join(
+        t("en", "send.recent-line", n=n, payee=p) for n, p in ((1, "0798***432"), (2, "0787***321"),
+                                                             (3, "0722***222"))))
+    c0 = balance(wallet, DEMO[2])
+    assert alice.press("1").startswith("CON " + t("en", "send.amount", phone=DEMO[2], min=1, max=1)[:20])
+    alice.press("1500", "1", PIN)
+    assert balance(wallet, DEMO[2]) == c0 + 1500
+
+
+def test_a_choice_keeps_meaning_the_payee_it_meant_when_the_list_changes(alice, wallet, dial):
+    alice.run("1", BOB_LOCAL, "1000", "1", PIN)
+    alice.run("1", "0798765432", "1000", "1", PIN)  # recent: carol, bob
+    first = alice.run("1", "2")  # bob, in this session
+    assert DEMO[1] in first
+    Dialer(alice.client, DEMO[0]).run("1", "0711000111", "1000", "1", PIN)  # another session pays someone new
+    b0 = balance(wallet, DEMO[1])
+    alice.press("1000", "1", PIN)
+    assert balance(wallet, DEMO[1]) == b0 + 1000  # still bob
+
+
+def test_no_payee_yet_no_list_and_a_number_beyond_it_is_refused(alice, wallet):
+    assert alice.run("1") == "CON " + t("en", "send.phone")
+    alice.run("1", BOB_LOCAL, "1000", "1", PIN)
+    assert alice.run("1", "3").startswith("CON " + t("en", "error.option"))
