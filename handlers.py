@@ -16,7 +16,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from helpers.infra.i18n import CATALOGS, t
 from helpers.infra.refs import idempotency_key
 from helpers.ussd import resume, sessions
+from helpers.mpesa.provider import BUY_GOODS, PAY_BILL
 from helpers.ussd.account_screens import Account, History, Language, MainMenu
+from helpers.ussd.business_screens import BusinessAmount, BusinessKind, BusinessNumber, PaybillAccount
 from helpers.ussd.mpesa_screens import TopupAmount, TopupCode, TopupConfirm, TopupPush, WithdrawAmount, WithdrawPhone
 from helpers.ussd.pin_entry import NewPin, PinChangeOld, PinStep, RepeatNewPin, save_changed_pin, save_first_pin
 from helpers.ussd.receive_screens import ReceiveAmount, RequestAmount
@@ -63,6 +65,11 @@ SCREENS: dict[str, Screen] = {
     "topup.push": TopupPush(),
     "withdraw.amount": WithdrawAmount(),
     "withdraw.phone": WithdrawPhone(),
+    "mpesapay": BusinessKind(),
+    "mpesapay.till": BusinessNumber("mpesapay.till", BUY_GOODS),
+    "mpesapay.paybill": BusinessNumber("mpesapay.paybill", PAY_BILL),
+    "mpesapay.account": PaybillAccount(),
+    "mpesapay.amount": BusinessAmount(),
     "account": Account(),
     "history": History(),
     "language": Language(),

@@ -175,7 +175,7 @@ class RateCounter(Base):
 
 
 # MpesaRequest.kind
-STK, B2C = "stk", "b2c"
+STK, B2C, B2B = "stk", "b2c", "b2b"  # B2B: a payment to a till or a paybill
 
 
 class MpesaRequest(Base):

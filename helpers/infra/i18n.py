@@ -18,7 +18,7 @@ EN: dict[str, str] = {
     # main menu
     "main": (
         "Balance: {balance} sats\n1 Send BTC\n2 Receive BTC\n3 Send Invoice\n"
-        "4 Top Up M-Pesa\n5 Withdraw M-Pesa\n6 My Account{requests}\n0 Exit"
+        "4 Top Up M-Pesa\n5 Withdraw M-Pesa\n6 My Account{requests}\n8 Pay\n0 Exit"
     ),
     "main.requests": "\n7 Pay requests ({count})",
     "exit": "Thank you for using SatsPesa. Goodbye.",
@@ -55,6 +55,17 @@ EN: dict[str, str] = {
     "payreq.confirm": "Pay {amount} sats to {phone}\nRef {ref}\nFee: {fee} sats\n1 Confirm\n0 Cancel",
     "payreq.done": "Paid {amount} sats to {phone}. Ref {ref}. Balance: {balance} sats.",
     "payreq.gone": "This request is no longer open.",
+    # pay a business with M-Pesa
+    "mpesapay": "Pay with M-Pesa\n1 Buy Goods (till)\n2 Pay Bill\n0 Back",
+    "mpesapay.till": "Enter the till number:",
+    "mpesapay.paybill": "Enter the paybill number:",
+    "mpesapay.account": "Paybill {party}\nEnter the account number:",
+    "mpesapay.amount": "Pay {payee}\nEnter amount in KES ({min}-{max}):",
+    "mpesapay.pin": "Pay {kes} KES to {payee}\nCost: {sats} sats + fee {fee}, rate valid {valid} min\nEnter PIN:",
+    "mpesapay.done": "Paid {kes} KES to {payee}. M-Pesa ref {code}. Cost {sats} sats + fee {fee}. Balance: {balance} sats.",
+    "mpesapay.pending": "Payment of {kes} KES to {payee} is being processed. Ref {ref}. We will SMS you.",
+    "error.shortcode": "A till or paybill number is 5 to 7 digits.",
+    "error.account": "An account number is 1 to 13 letters or digits.",
     # top up
     "topup.amount": "Top up with M-Pesa\nEnter amount in KES ({min}-{max}):",
     "topup.code": "Pay {kes} KES by M-Pesa, then enter the M-Pesa confirmation code:",
@@ -148,9 +159,9 @@ SW: dict[str, str] = {
     "pin.set": "PIN imewekwa.",
     "main": (
         "Salio: {balance} sats\n1 Tuma BTC\n2 Pokea BTC\n3 Tuma Ankara\n"
-        "4 Weka kwa M-Pesa\n5 Toa kwa M-Pesa\n6 Akaunti Yangu{requests}\n0 Ondoka"
+        "4 Weka kwa M-Pesa\n5 Toa kwa M-Pesa\n6 Akaunti Yangu{requests}\n8 Lipa\n0 Ondoka"
     ),
-    "main.requests": "\n7 Maombi ya malipo ({count})",
+    "main.requests": "\n7 Maombi ({count})",
     "exit": "Asante kwa kutumia SatsPesa. Kwaheri.",
     "send.phone": "Weka nambari ya simu au anwani ya Lightning ya mpokeaji:",
     "send.phone-recent": "Tuma kwa:{lines}\nau weka nambari ya simu au anwani ya Lightning:",
@@ -181,6 +192,16 @@ SW: dict[str, str] = {
     "payreq.confirm": "Lipa sats {amount} kwa {phone}\nKumb {ref}\nAda: sats {fee}\n1 Thibitisha\n0 Ghairi",
     "payreq.done": "Umelipa sats {amount} kwa {phone}. Kumb {ref}. Salio: sats {balance}.",
     "payreq.gone": "Ombi hili halipo wazi tena.",
+    "mpesapay": "Lipa kwa M-Pesa\n1 Nunua Bidhaa (till)\n2 Lipa Bili\n0 Rudi",
+    "mpesapay.till": "Weka nambari ya till:",
+    "mpesapay.paybill": "Weka nambari ya paybill:",
+    "mpesapay.account": "Paybill {party}\nWeka nambari ya akaunti:",
+    "mpesapay.amount": "Lipa {payee}\nWeka kiasi kwa KES ({min}-{max}):",
+    "mpesapay.pin": "Lipa KES {kes} kwa {payee}\nGharama: sats {sats} + ada {fee}, bei halali dak {valid}\nWeka PIN:",
+    "mpesapay.done": "Umelipa KES {kes} kwa {payee}. Kumb M-Pesa {code}. Gharama sats {sats} + ada {fee}. Salio: sats {balance}.",
+    "mpesapay.pending": "Malipo ya KES {kes} kwa {payee} yanashughulikiwa. Kumb {ref}. Tutakutumia SMS.",
+    "error.shortcode": "Nambari ya till au paybill ni tarakimu 5 hadi 7.",
+    "error.account": "Nambari ya akaunti ni herufi au tarakimu 1 hadi 13.",
     "topup.amount": "Weka pesa kwa M-Pesa\nWeka kiasi kwa KES ({min}-{max}):",
     "topup.code": "Lipa KES {kes} kwa M-Pesa, kisha weka nambari ya uthibitisho ya M-Pesa:",
     "topup.confirm": "Weka KES {kes} = sats {sats}\nBei halali dak {valid}\nNambari ya M-Pesa: {code}\n1 Thibitisha\n0 Ghairi",

@@ -25,6 +25,9 @@ from helpers.infra.settings import Settings
 CODE_PATTERN = re.compile(r"^[A-Z0-9]{10}$")
 
 
+BUY_GOODS, PAY_BILL = "BusinessBuyGoods", "BusinessPayBill"  # Daraja B2B CommandIDs: a till, a paybill
+
+
 class MpesaConfigError(RuntimeError):
     """The provider is misconfigured; the message names the setting."""
 
@@ -35,6 +38,7 @@ class PayoutResult:
     receipt: str = ""
     error: str = ""
     conversation_id: str = ""  # daraja: M-Pesa's ConversationID of an accepted B2C request
+    originator_id: str = ""  # daraja B2B: the OriginatorConversationID Daraja gave the request
 
 
 @dataclass(frozen=True)
@@ -92,10 +96,16 @@ class MpesaProvider(ABC):
         """What became of a pushed payment prompt (push providers only)."""
         raise NotImplementedError(f"{self.name} has no payment prompt")
 
-    def query_payout(self, reference: str) -> bool:
-        """Ask for the status of an asynchronous payout; the answer comes by callback. True when
-        the query was accepted."""
+    def query_payout(self, reference: str, original: str | None = None) -> bool:
+        """Ask for the status of an asynchronous payout (`original`: its OriginatorConversationID
+        when Daraja gave it, else ours); the answer comes by callback. True when accepted."""
         raise NotImplementedError(f"{self.name} pays out synchronously")
+
+    def pay_business(self, command: str, party_b: str, account: str, kes: int, reference: str,
+                     requester: str) -> PayoutResult:
+        """Pay `kes` from our shortcode to a till (BUY_GOODS) or a paybill (PAY_BILL, with the
+        `account` reference), on behalf of the customer `requester`."""
+        raise NotImplementedError(f"{self.name} cannot pay businesses")
 
     queries_balance = False  # True: query_balance asks M-Pesa what our shortcode holds
 
@@ -120,6 +130,10 @@ class SimulatedMpesa(MpesaProvider):
 
     def accepts_phone(self, phone: str) -> bool:
         return safaricom(phone)  # as M-Pesa: Safaricom numbers only
+
+    def pay_business(self, command: str, party_b: str, account: str, kes: int, reference: str,
+                     requester: str) -> PayoutResult:
+        return PayoutResult(State.SUCCEEDED, receipt="S" + new_reference(9))
 
 
 # Providers by name; the interface never imports one (Daraja imports this module).

@@ -17,6 +17,7 @@ MAIN_OPTIONS = {
     "4": "topup.amount",
     "5": "withdraw.amount",
     "6": "account",
+    "8": "mpesapay",
 }
 
 
@@ -31,7 +32,7 @@ class MainMenu:
     def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
         if token == "0":
             return End(ctx.t("exit"))
-        if token in ("4", "5"):  # in KES: only at a price, whose bounds the amount screen shows
+        if token in ("4", "5", "8"):  # in KES: only at a price, whose bounds the amount screen shows
             price = quoting.price_now(ctx)
             if price is None:
                 return quoting.no_price(ctx)

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from helpers.lightning.lnurl_pay import LnurlPayError, PayParams
 from helpers.ussd import quoting
+from helpers.ussd.business_screens import payee
 from helpers.ussd.screen import Ctx, deny_text, payee_bounds
 from helpers.wallet import use_cases
 from helpers.wallet.errors import (InsufficientBalance, InvoiceAlreadyPaid, MpesaUnreachable, PolicyDenied,
@@ -83,6 +84,32 @@ def withdraw(ctx: Ctx, data: dict, proof: PinProof | None) -> str:
     return ctx.t("withdraw.pending", kes=quote.kes, phone=data["phone"], ref=receipt.reference)
 
 
+def pay_business(ctx: Ctx, data: dict, proof: PinProof | None) -> str:
+    quote = quoting.quote_of(ctx, data["quote"])
+    to = payee(data)
+    try:
+        done = use_cases.pay_business(ctx.svc, ctx.user, proof, quote, data["cmd"], data["party"], data["account"],
+                                      to, ctx.key)
+    except QuoteExpired:
+        return ctx.t("quote.expired")
+    except InsufficientBalance as exc:
+        return deny_text(ctx, "insufficient-balance", balance=exc.balance_sats)
+    except PolicyDenied as exc:
+        if exc.reason in ("below-minimum", "above-maximum"):
+            return deny_text(ctx, exc.reason, "KES", bounds=ctx.svc.policy.kes_bounds(quote.kes_per_btc))
+        return deny_text(ctx, exc.reason)
+    ctx.recorded = True
+    receipt, payout = done.receipt, done.payout
+    if payout is None:
+        return ctx.t("replay", ref=receipt.reference)
+    if payout.state is State.SUCCEEDED:
+        return ctx.t("mpesapay.done", kes=quote.kes, payee=to, code=payout.receipt, sats=receipt.amount_sats,
+                     fee=receipt.fee_sats, balance=receipt.balance_sats)
+    if payout.state is State.FAILED:
+        return ctx.t("withdraw.failed", ref=receipt.reference)
+    return ctx.t("mpesapay.pending", kes=quote.kes, payee=to, ref=receipt.reference)
+
+
 def pay_request(ctx: Ctx, data: dict, proof: PinProof | None) -> str:
     try:
         receipt = use_cases.pay_request(ctx.svc, ctx.user, proof, data["request_id"], data["payment_hash"], ctx.key)
@@ -99,11 +126,11 @@ def pay_request(ctx: Ctx, data: dict, proof: PinProof | None) -> str:
 
 
 ACTIONS: dict[str, Callable[[Ctx, dict, PinProof | None], str]] = {
-    "send": send, "lnsend": pay_lightning, "withdraw": withdraw, "payreq": pay_request,
+    "send": send, "lnsend": pay_lightning, "withdraw": withdraw, "payreq": pay_request, "mpesapay": pay_business,
 }
 # Actions that do nothing outside their debit's transaction before the debit, so a right PIN
 # may skip the counted check (users.check_pin). Not "lnsend": it asks the payee's server for an
 # invoice first, and a guesser who runs that server would learn from the request that the PIN
 # was right. Not "payreq": it asks the node about the request's invoice first, which may credit
 # the requester and close the request.
-DEBIT_FIRST = frozenset({"send", "withdraw"})
+DEBIT_FIRST = frozenset({"send", "withdraw", "mpesapay"})

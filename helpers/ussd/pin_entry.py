@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from helpers.infra.text import is_digits
 from helpers.ussd import actions, quoting
+from helpers.ussd.business_screens import payee
 from helpers.ussd.screen import Ctx, deny_text, expired
 from helpers.ussd.walker import Back, End, Home, Push, Result, Retry
 from helpers.wallet import transactions, users
@@ -99,6 +100,10 @@ class PinStep:
         if data["action"] == "withdraw":
             quote = quoting.quote_of(ctx, data["quote"])
             return ctx.t("withdraw.pin", kes=quote.kes, phone=data["phone"], sats=quote.sats, fee=quote.fee_sats,
+                         valid=quoting.valid_minutes(ctx))
+        if data["action"] == "mpesapay":
+            quote = quoting.quote_of(ctx, data["quote"])
+            return ctx.t("mpesapay.pin", kes=quote.kes, payee=payee(data), sats=quote.sats, fee=quote.fee_sats,
                          valid=quoting.valid_minutes(ctx))
         return ctx.t("pin.enter")
 

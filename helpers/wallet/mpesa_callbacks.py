@@ -28,7 +28,7 @@ from database import Database
 from helpers.wallet import mpesa_float, mpesa_flows
 from helpers.mpesa.daraja import msisdn
 from helpers.infra.phone import mask
-from models import B2C, FAILED, PENDING, SETTLED, STK, MpesaRequest
+from models import B2B, B2C, FAILED, PENDING, SETTLED, STK, MpesaRequest
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +86,10 @@ def handle(db: Database, kind: str, event: str, reference: str, body: Any) -> tu
         return stk(db, reference, body)
     if kind == "b2c" and event == "result":
         return b2c_result(db, reference, body)
-    if kind in ("b2c", "status") and event == "timeout":
+    if kind in ("b2c", "b2b", "status") and event == "timeout":
         return queue_timeout(db, kind, reference, body)
+    if kind == "b2b" and event == "result":
+        return b2b_result(db, reference, body)
     if kind == "status" and event == "result":
         return status_result(db, reference, body)
     if kind == "balance" and event in ("result", "timeout"):
@@ -204,10 +206,44 @@ def b2c_result(db: Database, reference: str, body: dict) -> tuple[int, str]:
     return OK, "duplicate"
 
 
+def b2b_result(db: Database, reference: str, body: dict) -> tuple[int, str]:
+    """A business payment's result: like B2C's, its ids must be the ones Daraja gave the request
+    (when it gave them), its Amount what we paid; TransactionID is the receipt."""
+    result = _result(body)
+    if result is None:
+        return _refuse("b2b", reference, "no Result")
+    request = _request(db, reference, B2B)
+    if request is None:
+        return UNKNOWN, "unknown reference"
+    conversation, original = _text(result.get("ConversationID")), _text(result.get("OriginatorConversationID"))
+    if request.conversation_id and conversation != request.conversation_id:
+        return _refuse("b2b", reference, "ConversationID differs from the one M-Pesa gave", request)
+    if request.originator_conversation_id and original != request.originator_conversation_id:
+        return _refuse("b2b", reference, "OriginatorConversationID differs from the one Daraja gave", request)
+    code, description = _text(result.get("ResultCode")), _text(result.get("ResultDesc"))
+    if not code:
+        return _refuse("b2b", reference, "ResultCode missing", request)
+    if request.status != PENDING:
+        return _duplicate("b2b", reference, request)
+    if code != "0":
+        mpesa_flows.finish_payout(db, reference, FAILED, None, code, description)
+        return OK, "refunded"
+    params = _result_params(result)
+    if not _same_amount(params.get("Amount"), request.amount_kes):
+        return _refuse("b2b", reference, f"Amount {params.get('Amount')!r} is not what was paid", request)
+    receipt = _text(result.get("TransactionID"))
+    if not RECEIPT.match(receipt):
+        return _refuse("b2b", reference, "TransactionID missing or malformed", request)
+    if mpesa_flows.finish_payout(db, reference, SETTLED, receipt, code, description):
+        return OK, "settled"
+    return OK, "duplicate"
+
+
 def queue_timeout(db: Database, kind: str, reference: str, body: dict) -> tuple[int, str]:
     """M-Pesa timed the request out in its queue: the outcome is not known, the payout stays
     pending (its reserve is kept) until a result or the status query says what happened."""
-    request = _request(db, reference, B2C)
+    request = _request(db, reference, B2B if kind == "b2b" else B2C) or (
+        _request(db, reference, B2B) if kind == "status" else None)
     if request is None:
         return UNKNOWN, "unknown reference"
     result = _result(body) or {}
@@ -217,11 +253,11 @@ def queue_timeout(db: Database, kind: str, reference: str, body: dict) -> tuple[
 
 
 def status_result(db: Database, reference: str, body: dict) -> tuple[int, str]:
-    """The answer to our Transaction Status query about a payout."""
+    """The answer to our Transaction Status query about a payout (B2C) or a business payment (B2B)."""
     result = _result(body)
     if result is None:
         return _refuse("status", reference, "no Result")
-    request = _request(db, reference, B2C)
+    request = mpesa_flows.find(db, reference, B2C) or _request(db, reference, B2B)
     if request is None:
         return UNKNOWN, "unknown reference"
     code, description = _text(result.get("ResultCode")), _text(result.get("ResultDesc"))

@@ -28,7 +28,7 @@ from helpers.mpesa.provider import MpesaProvider, PayoutResult
 from helpers.infra.phone import mask
 from helpers.infra.refs import new_reference
 from lightning import State
-from models import (B2C, CREDIT, FAILED, FEES, FLOAT, MPESA_IN_FLIGHT, PENDING, SETTLED, STK, TOPUP, MpesaRequest,
+from models import (B2B, B2C, CREDIT, FAILED, FEES, FLOAT, MPESA_IN_FLIGHT, PENDING, SETTLED, STK, TOPUP, MpesaRequest,
                     Transaction, User, utcnow)
 
 log = logging.getLogger(__name__)
@@ -168,6 +168,37 @@ def pay_out(db: Database, provider: MpesaProvider, transaction_id: int, referenc
     return PayoutResult(State.PENDING, error=payout.error, conversation_id=payout.conversation_id)
 
 
+def pay_business_out(db: Database, provider: MpesaProvider, transaction_id: int, command: str, party_b: str,
+                     account: str, kes: int, sats: int, user: UserView) -> PayoutResult:
+    """Pay a reserved business payment (a till or a paybill) as pay_out pays a withdrawal:
+    SUCCEEDED settled now, FAILED refunded now, PENDING settled by the callback or the status
+    query (the sats stay reserved)."""
+    if not provider.payouts_async:
+        payout = provider.pay_business(command, party_b, account, kes, new_reference(), user.phone)
+        if payout.state is State.SUCCEEDED and settle_withdrawal(db, transaction_id, payout.receipt, kes):
+            return payout
+        if payout.state is State.FAILED and refund_withdrawal(db, transaction_id):
+            return payout
+        return PayoutResult(State.PENDING, error=payout.error)
+    request_ref = new_reference()
+    with db.write() as s:
+        s.add(MpesaRequest(kind=B2B, reference=request_ref, user_id=user.id, transaction_id=transaction_id,
+                           phone=user.phone, amount_kes=kes, amount_sats=sats, status=PENDING))
+    payout = provider.pay_business(command, party_b, account, kes, request_ref, user.phone)
+    if payout.state is State.FAILED:
+        if finish_payout(db, request_ref, FAILED, None, "", payout.error):
+            return payout
+        return PayoutResult(State.PENDING, error=payout.error)
+    if payout.conversation_id or payout.originator_id:
+        with db.write() as s:
+            s.execute(update(MpesaRequest).where(MpesaRequest.reference == request_ref)
+                      .values(conversation_id=payout.conversation_id or None,
+                              originator_conversation_id=payout.originator_id or None))
+    log.info("b2b %s %s %s KES to %s: %s", request_ref, command, kes, party_b,
+             "accepted" if payout.conversation_id else f"unknown ({payout.error})")
+    return PayoutResult(State.PENDING, error=payout.error, conversation_id=payout.conversation_id)
+
+
 def finish_payout(db: Database, reference: str, outcome: str, receipt: str | None, code: str,
                   description: str) -> bool:
     """M-Pesa's final word on a B2C payment: SETTLED makes the withdrawal final, FAILED gives the
@@ -176,7 +207,8 @@ def finish_payout(db: Database, reference: str, outcome: str, receipt: str | Non
         with db.write() as s:
             moved = s.execute(
                 update(MpesaRequest)
-                .where(MpesaRequest.reference == reference, MpesaRequest.kind == B2C, MpesaRequest.status == PENDING)
+                .where(MpesaRequest.reference == reference, MpesaRequest.kind.in_((B2C, B2B)),
+                       MpesaRequest.status == PENDING)
                 .values(status=outcome, receipt=receipt, result_code=code[:16], result_desc=description[:255],
                         finished_at=utcnow())
             ).rowcount
@@ -264,6 +296,13 @@ def _query(db: Database, provider: MpesaProvider, kind: str, reference: str, che
             return ("topup-failed" if fail_topup(db, reference, answer.result_code, answer.description)
                     else "topup-already-done")
         return "topup-pending"
+    if kind == B2B:
+        with db.read() as s:
+            original = s.scalar(select(MpesaRequest.originator_conversation_id)
+                                .where(MpesaRequest.reference == reference))
+        if not original:
+            return "payment-no-id"  # Daraja never answered with an id: only its callback can settle it
+        return "payout-queried" if provider.query_payout(reference, original) else "payout-query-refused"
     return "payout-queried" if provider.query_payout(reference) else "payout-query-refused"
 
 

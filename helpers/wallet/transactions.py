@@ -336,7 +336,7 @@ def code_used(session: Session, code: str) -> bool:
 
 def reserve_withdrawal(
     db: Database, policy: Policy, user: UserView, kes: int, sats: int, fee: int, price: int, mpesa_phone: str,
-    key: str,
+    key: str, description: str = "",
 ) -> Receipt:
     """Debit `sats` + `fee` (what the quote at `price` said a payout of `kes` costs) as a pending
     withdrawal. Raises InsufficientBalance or PolicyDenied."""
@@ -352,7 +352,7 @@ def reserve_withdrawal(
             row = Transaction(
                 user_id=user.id, type=WITHDRAW, direction=DEBIT, amount_sats=sats, fee_sats=fee,
                 status=PENDING, reference=ref, counterparty=mpesa_phone, idempotency_key=key,
-                description=f"M-Pesa withdrawal KES {kes}",
+                description=description or f"M-Pesa withdrawal KES {kes}",
             )
             s.add(row)
             s.flush()

@@ -128,3 +128,21 @@ def top_up_by_push(svc: Services, user: UserView, quote: QuoteView, key: str) ->
     confirms, however late. Raises QuoteExpired."""
     _check_quote(quote, user, prices.TOPUP)
     return mpesa_flows.start_topup(svc.db, svc.mpesa, user, quote.kes, quote.sats, key)
+
+
+def pay_business(svc: Services, user: UserView, proof: PinProof | None, quote: QuoteView, command: str,
+                 party_b: str, account: str, payee: str, key: str) -> Withdrawal:
+    """KES from the customer's sats to a till (BUY_GOODS) or a paybill (PAY_BILL, with `account`)
+    at a quote: the sats and fee are reserved as a withdrawal is, then M-Pesa pays the business.
+    `payee` is how statements and SMS name it. Raises QuoteExpired, InsufficientBalance,
+    PolicyDenied (nothing reserved)."""
+    require_pin(proof, user)
+    _check_quote(quote, user, prices.WITHDRAW)
+    receipt = transactions.reserve_withdrawal(svc.db, svc.policy, user, quote.kes, quote.sats, quote.fee_sats,
+                                              quote.kes_per_btc, payee, key,
+                                              description=f"M-Pesa payment KES {quote.kes} to {payee}")
+    if receipt.replay:
+        return Withdrawal(receipt, None)
+    payout = mpesa_flows.pay_business_out(svc.db, svc.mpesa, receipt.transaction_id, command, party_b, account,
+                                          quote.kes, receipt.amount_sats, user)
+    return Withdrawal(receipt, payout)

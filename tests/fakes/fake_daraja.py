@@ -73,6 +73,10 @@ STK_QUERY_FIELDS = {"BusinessShortCode": True, "Password": True, "Timestamp": Tr
 B2C_FIELDS = {"OriginatorConversationID": True, "InitiatorName": True, "SecurityCredential": True,
               "CommandID": True, "Amount": True, "PartyA": True, "PartyB": True, "Remarks": True,
               "QueueTimeOutURL": True, "ResultURL": True, "Occassion": False}
+B2B_FIELDS = {"Initiator": True, "SecurityCredential": True, "CommandID": True, "SenderIdentifierType": True,
+              "RecieverIdentifierType": True, "Amount": True, "PartyA": True, "PartyB": True,
+              "AccountReference": True, "Requester": False, "Remarks": True, "QueueTimeOutURL": True,
+              "ResultURL": True, "Occassion": False}
 STATUS_FIELDS = {"Initiator": True, "SecurityCredential": True, "CommandID": True, "TransactionID": False,
                  "OriginalConversationID": False, "PartyA": True, "IdentifierType": True, "ResultURL": True,
                  "QueueTimeOutURL": True, "Remarks": True, "Occasion": False}
@@ -149,7 +153,8 @@ class FakeDaraja(FakeServer):
                   "/mpesa/stkpushquery/v1/query": self._stk_query,
                   "/mpesa/b2c/v3/paymentrequest": self._b2c,
                   "/mpesa/transactionstatus/v1/query": self._status,
-                  "/mpesa/accountbalance/v1/query": self._balance}
+                  "/mpesa/accountbalance/v1/query": self._balance,
+                  "/mpesa/b2b/v1/paymentrequest": self._b2b}
         route = routes.get(url.path)
         if route is None or method != "POST":
             self.violation(f"{method} {url.path}: no such Daraja API")
@@ -362,6 +367,64 @@ class FakeDaraja(FakeServer):
             self._call_back(timeout_url, self.b2c_timeout(record), outcome)
         elif outcome not in ("never", "undecided", "timeout") and result_url:
             self._call_back(result_url, self.b2c_result(record), outcome)
+
+    # -------------------------------------------------------------- B2B (tills and paybills)
+    def _b2b(self, request: BaseHTTPRequestHandler, body: dict) -> None:
+        api = "b2b"
+        self._fields(api, body, B2B_FIELDS)
+        if body.get("Initiator") != INITIATOR or body.get("SecurityCredential") != SECURITY_CREDENTIAL:
+            self.violation(f"{api}: Initiator or SecurityCredential is not ours")
+        if body.get("CommandID") not in ("BusinessBuyGoods", "BusinessPayBill"):
+            self.violation(f"{api}: CommandID {body.get('CommandID')!r}")
+        if str(body.get("SenderIdentifierType")) != "4" or str(body.get("RecieverIdentifierType")) != "4":
+            self.violation(f"{api}: SenderIdentifierType / RecieverIdentifierType must be 4")
+        if str(body.get("PartyA")) != B2C_SHORTCODE:
+            self.violation(f"{api}: PartyA {body.get('PartyA')!r} is not our shortcode")
+        kes = self._amount(api, body.get("Amount"), B2C_BOUNDS)
+        party_b = self._numeric(api, "PartyB", body.get("PartyB"), r"^\d{5,7}$")
+        self._text(api, "AccountReference", body.get("AccountReference"), 1, 13)
+        if "Requester" in body:
+            self._numeric(api, "Requester", body.get("Requester"), _MSISDN.pattern)
+        self._text(api, "Remarks", body.get("Remarks"), 1, 100)
+        result_url = self._url(api, "ResultURL", body.get("ResultURL"))
+        timeout_url = self._url(api, "QueueTimeOutURL", body.get("QueueTimeOutURL"))
+        outcome = outcome_of(kes)
+        if outcome == "refused":
+            return self.reply(request, 400, _error("400.002.02", "Bad Request - Invalid Amount"))
+        originator = f"{secrets.token_hex(4)}-{secrets.token_hex(2)}-{next(_counter)}"  # Daraja assigns it
+        with self.lock:
+            record = {"originator": originator, "conversation": f"AG_{dt.date.today():%Y%m%d}_{secrets.token_hex(10)}",
+                      "kes": kes, "phone": party_b, "outcome": outcome, "receipt": receipt(),
+                      "account": body.get("AccountReference"), "command": body.get("CommandID"),
+                      "status": {"cancelled": "Declined", "undecided": "Authorized"}.get(outcome, "Completed")}
+            self.b2c[originator] = record  # the Transaction Status query finds it by this id
+        self._hold(outcome)
+        self.reply(request, 200, {"OriginatorConversationID": originator, "ConversationID": record["conversation"],
+                                  "ResponseCode": "0",
+                                  "ResponseDescription": "Accept the service request successfully."})
+        if outcome == "timeout" and timeout_url:
+            self._call_back(timeout_url, self.b2c_timeout(record), outcome)
+        elif outcome not in ("never", "undecided", "timeout") and result_url:
+            self._call_back(result_url, self.b2b_result(record), outcome)
+
+    @staticmethod
+    def b2b_result(record: dict) -> dict:
+        result: dict[str, Any] = {"ResultType": "0", "OriginatorConversationID": record["originator"],
+                                  "ConversationID": record["conversation"], "TransactionID": record["receipt"]}
+        if record["status"] == "Declined":
+            result.update({"ResultCode": "2001", "ResultDesc": "The initiator information is invalid."})
+            return {"Result": result}
+        result.update({"ResultCode": "0", "ResultDesc": "The service request is processed successfully",
+                       "ResultParameters": {"ResultParameter": [
+                           {"Key": "DebitAccountBalance",
+                            "Value": "{Amount={CurrencyCode=KES, MinimumAmount=618683, BasicAmount=6186.83}}"},
+                           {"Key": "Amount", "Value": f"{record['kes']}.00"},
+                           {"Key": "TransCompletedTime", "Value": f"{dt.datetime.now(EAT):%Y%m%d%H%M%S}"},
+                           {"Key": "DebitPartyCharges", "Value": ""},
+                           {"Key": "ReceiverPartyPublicName", "Value": f"{record['phone']} - Biller Company"},
+                           {"Key": "Currency", "Value": "KES"},
+                       ]}})
+        return {"Result": result}
 
     @staticmethod
     def b2c_result(record: dict) -> dict:

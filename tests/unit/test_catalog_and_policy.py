@@ -22,7 +22,8 @@ LONGEST = {
     "minutes": 1440, "left": 3, "digits": 4, "limit": P.value("daily-send-limit-sats"), "count": 3,
     "unit": "sats", "n": 3, "sign": "+", "kind": "withdraw", "date": "30/12*",
     "address": "254712345678@" + "w" * MAX_ADDRESS_DOMAIN, "payee": "w" * MAX_TYPED_ADDRESS,
-    "what": "W" * 90, "valid": -(-P.value("quote-valid-s") // 60), "age": P.value("price-max-age-s") // 60,
+    "what": "W" * 90, "party": "1234567", "valid": -(-P.value("quote-valid-s") // 60),
+    "age": P.value("price-max-age-s") // 60,
 }
 SCREEN_KEYS = [k for k in EN if not k.startswith(("sms.", "who.", "main.", "payreq.line", "history.line",
                                                    "account."))]
@@ -40,6 +41,8 @@ def fill(lang: str, key: str) -> str:
     values["lines"] = "".join(t(lang, "payreq.line", n=n, amount=10**6, phone="+254712345678") for n in (1, 2, 3))
     if key == "account":  # the screen drops the KES worth where it would not fit; without, it must
         values["kes"] = ""
+    if key.startswith("mpesapay"):  # the longest business a payment names
+        values["payee"] = "Paybill 1234567 acct ABCDEFGHIJKLM"
     if key == "send.phone-recent":  # the screen drops payees to fit; the one left must fit
         values["lines"] = t(lang, "send.recent-line", n=3, payee="w" * 30)
     if key == "history":  # the screen drops its oldest lines to fit; the one line left must fit

@@ -690,3 +690,60 @@ def test_an_unreadable_float_answer_is_refused(wallet, daraja, served, runner):
     with wallet.db.read() as s:
         assert mpesa_float.latest(s) is None
 
+
+
+# ------------------------------------------------------------------ paying tills and paybills (B2B)
+def pay_till(alice, kes: int, till: str = "52187") -> str:
+    return alice.run("8", "1", till, str(kes), PIN)
+
+
+def test_a_till_payment_is_a_documented_b2b_request_settled_by_its_callback(alice, wallet, daraja):
+    kes = kes_for("success", KES_MIN * 2)
+    before = balance(wallet, alice.phone)
+    reply = pay_till(alice, kes)
+    request = request_of(wallet, "b2b")
+    assert reply == "END " + t("en", "mpesapay.pending", kes=kes, payee="Till 52187",
+                               ref=rows(wallet, "withdraw")[0].reference)
+    body = daraja.last("/b2b/v1/paymentrequest")
+    assert (body["CommandID"], body["PartyB"], body["AccountReference"]) == ("BusinessBuyGoods", "52187", "52187")
+    assert request.originator_conversation_id  # Daraja's id, kept to match the result and query with
+    wait_until(lambda: request_of(wallet, "b2b").status == "settled")
+    (row,) = rows(wallet, "withdraw")
+    assert row.status == "settled" and balance(wallet, alice.phone) == before - row.amount_sats - row.fee_sats
+    assert any("Till 52187" in sms for sms in outbox(wallet, alice.phone))
+
+
+def test_a_paybill_payment_carries_its_account_and_a_declined_one_refunds_once(alice, wallet, daraja):
+    kes = kes_for("cancelled", KES_MIN * 2)
+    before = balance(wallet, alice.phone)
+    alice.run("8", "2", "888880", "ACC77", str(kes), PIN)
+    assert daraja.last("/b2b/v1/paymentrequest")["AccountReference"] == "ACC77"
+    wait_until(lambda: request_of(wallet, "b2b").status == "failed")
+    daraja.wait_callbacks()
+    assert balance(wallet, alice.phone) == before and rows(wallet, "withdraw")[0].status == "failed"
+
+
+def test_a_b2b_result_sent_three_times_settles_once_and_an_altered_one_is_refused(alice, wallet, daraja):
+    kes = kes_for("duplicated", KES_MIN * 2)
+    before = balance(wallet, alice.phone)
+    pay_till(alice, kes)
+    daraja.wait_callbacks()
+    (row,) = rows(wallet, "withdraw")
+    assert row.status == "settled" and balance(wallet, alice.phone) == before - row.amount_sats - row.fee_sats
+    request = request_of(wallet, "b2b")
+    record = daraja.b2c[request.originator_conversation_id]
+    altered = FakeDaraja.b2b_result({**record, "kes": record["kes"] + 1})
+    url = wallet.mpesa.callback_url("b2b", "result", request.reference)
+    assert daraja.send(url, altered) in (200, 400)  # already settled: a duplicate, nothing moves
+    assert balance(wallet, alice.phone) == before - row.amount_sats - row.fee_sats
+
+
+def test_a_b2b_payment_without_callback_is_settled_by_the_status_query(alice, wallet, daraja, runner):
+    kes = kes_for("never", KES_MIN * 2)
+    pay_till(alice, kes)
+    assert request_of(wallet, "b2b").status == "pending"
+    reconcile(runner)  # Transaction Status with Daraja's OriginatorConversationID; its answer by callback
+    daraja.wait_callbacks()
+    wait_until(lambda: request_of(wallet, "b2b").status == "settled")
+    body = daraja.last("/transactionstatus/v1/query")
+    assert body["OriginalConversationID"] == request_of(wallet, "b2b").originator_conversation_id

@@ -124,3 +124,86 @@ def test_no_payee_yet_no_list_and_a_number_beyond_it_is_refused(alice, wallet):
     assert alice.run("1") == "CON " + t("en", "send.phone")
     alice.run("1", BOB_LOCAL, "1000", "1", PIN)
     assert alice.run("1", "3").startswith("CON " + t("en", "error.option"))
+
+
+# ------------------------------------------------------------------ tills and paybills
+def quote_terms(wallet, kes: int) -> tuple[int, int]:
+    price = wallet.prices.current().kes_per_btc
+    sats = wallet.policy.kes_to_sats_debit(kes, price)
+    return sats, wallet.policy.fee_sats("mpesa-withdraw", sats)
+
+
+@pytest.mark.parametrize("lang", ["en", "sw"])
+def test_paying_a_till_debits_the_quoted_sats_and_names_the_till(alice, wallet, lang):
+    from tests.conftest import VALID_MIN, outbox
+    from tests.unit.test_flows import set_language
+
+    set_language(alice, lang)
+    kes = 450
+    sats, fee = quote_terms(wallet, kes)
+    a0 = balance(wallet, DEMO[0])
+    assert alice.run("8") == "CON " + t(lang, "mpesapay")
+    assert alice.press("1") == "CON " + t(lang, "mpesapay.till")
+    assert alice.press("52187").startswith("CON " + t(lang, "mpesapay.amount", payee="Till 52187", min=1, max=1)[:18])
+    assert alice.press(str(kes)) == "CON " + t(lang, "mpesapay.pin", kes=kes, payee="Till 52187", sats=sats, fee=fee,
+                                               valid=VALID_MIN)
+    reply = alice.press(PIN)
+    assert reply.startswith("END " + t(lang, "mpesapay.done", kes=kes, payee="Till 52187", code="X", sats=sats,
+                                       fee=fee, balance=0).split(". ")[0])
+    assert balance(wallet, DEMO[0]) == a0 - sats - fee
+    assert any("Till 52187" in sms and f"{kes}" in sms for sms in outbox(wallet, DEMO[0]))
+
+
+def test_paying_a_bill_takes_its_account_and_refuses_bad_numbers(alice, wallet):
+    before = snapshot(wallet)
+    assert alice.run("8", "2", "12").startswith("CON " + t("en", "error.shortcode"))
+    assert alice.run("8", "2", "888880", "TOO-LONG-ACCOUNT-REF").startswith("CON " + t("en", "error.account"))
+    assert snapshot(wallet) == before
+    sats, fee = quote_terms(wallet, 300)
+    a0 = balance(wallet, DEMO[0])
+    alice.run("8", "2", "888880", "ACC123", "300", PIN)
+    assert alice.reply.startswith("END Paid 300 KES to Paybill 888880 acct ACC123")
+    assert balance(wallet, DEMO[0]) == a0 - sats - fee
+
+
+def test_a_failed_business_payment_gives_the_sats_back_once(alice, wallet):
+    from helpers.mpesa.provider import PayoutResult
+    from lightning import State
+
+    a0 = balance(wallet, DEMO[0])
+    wallet.mpesa.pay_business = lambda *args: PayoutResult(State.FAILED, error="rejected")
+    reply = alice.run("8", "1", "52187", "300", PIN)
+    assert reply.startswith("END " + t("en", "withdraw.failed", ref="X")[:20])
+    assert balance(wallet, DEMO[0]) == a0
+
+
+def test_paying_a_till_from_several_sessions_at_once_never_overdraws(app, wallet, dial):
+    import threading
+
+    carol = dial(DEMO[2])
+    carol.run(PIN, PIN)
+    have = balance(wallet, DEMO[2])
+    kes = 2000
+    sats, fee = quote_terms(wallet, kes)
+    affordable = have // (sats + fee)
+    phones = []
+    for _ in range(affordable + 2):
+        phone = Dialer(app.test_client(), DEMO[2])
+        phone.run("8", "1", "52187", str(kes))
+        phones.append(phone)
+    gate = threading.Barrier(len(phones))
+    replies = []
+
+    def pay(phone):
+        gate.wait()
+        replies.append(phone.press(PIN))
+
+    threads = [threading.Thread(target=pay, args=(p,)) for p in phones]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    paid = sum(r.startswith("END Paid") for r in replies)
+    assert paid == affordable and balance(wallet, DEMO[2]) == have - paid * (sats + fee) >= 0
+    replay = phones[0].post(phones[0].text)  # Africa's Talking sends a confirmation again
+    assert balance(wallet, DEMO[2]) == have - paid * (sats + fee) and replay.startswith("END")

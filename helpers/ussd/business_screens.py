@@ -1,0 +1,90 @@
+"""Paying a business with M-Pesa from sats: a shop's till (Buy Goods) or a bill's paybill number
+with its account reference. The amount is in KES, quoted like a withdrawal (the sell spread and
+the M-Pesa fee); the PIN step pays (helpers/ussd/actions.py)."""
+
+from __future__ import annotations
+
+import re
+
+from helpers.mpesa.provider import BUY_GOODS, PAY_BILL
+from helpers.ussd import quoting
+from helpers.ussd.screen import Ctx, deny_text, parse_amount, sent_today
+from helpers.ussd.walker import Push, Result, Retry
+from helpers.wallet.prices import WITHDRAW
+
+_SHORTCODE = re.compile(r"[0-9]{5,7}")  # tills and paybills are 5-7 digits
+_ACCOUNT = re.compile(r"[A-Za-z0-9-]{1,13}")  # Daraja's AccountReference: up to 13 characters
+
+
+def payee(data: dict) -> str:
+    """How statements, screens and SMS name the business."""
+    if data["cmd"] == BUY_GOODS:
+        return f"Till {data['party']}"
+    return f"Paybill {data['party']} acct {data['account']}"
+
+
+class BusinessKind:
+    secret = False
+
+    def prompt(self, ctx: Ctx, data: dict) -> str:
+        return ctx.t("mpesapay")
+
+    def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
+        target = {"1": "mpesapay.till", "2": "mpesapay.paybill"}.get(token)
+        return Push(target, {"bounds": data["bounds"]}) if target else Retry(ctx.t("error.option"))
+
+
+class BusinessNumber:
+    secret = False
+
+    def __init__(self, prompt_key: str, command: str) -> None:
+        self.prompt_key, self.command = prompt_key, command
+
+    def prompt(self, ctx: Ctx, data: dict) -> str:
+        return ctx.t(self.prompt_key)
+
+    def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
+        if not _SHORTCODE.fullmatch(token):
+            return Retry(ctx.t("error.shortcode"))
+        chosen = {**data, "cmd": self.command, "party": token, "account": ""}
+        return Push("mpesapay.account" if self.command == PAY_BILL else "mpesapay.amount", chosen)
+
+
+class PaybillAccount:
+    secret = False
+
+    def prompt(self, ctx: Ctx, data: dict) -> str:
+        return ctx.t("mpesapay.account", party=data["party"])
+
+    def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
+        if not _ACCOUNT.fullmatch(token):
+            return Retry(ctx.t("error.account"))
+        return Push("mpesapay.amount", {**data, "account": token})
+
+
+class BusinessAmount:
+    secret = False
+
+    def prompt(self, ctx: Ctx, data: dict) -> str:
+        low, high = data["bounds"]
+        return ctx.t("mpesapay.amount", payee=payee(data), min=low, max=high)
+
+    def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
+        kes = parse_amount(token)
+        if kes is None:
+            return Retry(ctx.t("error.amount"))
+        price = quoting.price_now(ctx)
+        if price is None:
+            return quoting.no_price(ctx)
+        policy = ctx.svc.policy
+        sent = sent_today(ctx) if ctx.final else 0
+        balance = ctx.user.balance_sats if ctx.final else policy.value("payment-max-sats") * 2
+        decision = policy.withdraw(kes, balance, sent, price.kes_per_btc)  # the same rules as a payout
+        if not decision.allowed:
+            kes_reason = decision.reason in ("below-minimum", "above-maximum")
+            return Retry(deny_text(ctx, decision.reason or "", "KES" if kes_reason else "sats",
+                                   bounds=quoting.kes_bounds(ctx, price) if kes_reason else None))
+        slot = quoting.hold(ctx, WITHDRAW, kes)
+        if not isinstance(slot, str):
+            return slot
+        return Push("pin", {**data, "kes": kes, "quote": slot, "action": "mpesapay"})
