@@ -15,6 +15,8 @@ from collections.abc import Callable
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
+# The first line of the offer to continue a session the network cut off, in each language.
+RESUME_OFFERS = ("CON Continue where you stopped?", "CON Endelea ulipoishia?")
 
 
 def free_port() -> int:
@@ -87,9 +89,12 @@ class Gunicorn:
 class Caller:
     """Africa's Talking towards one server: posts form fields, returns the reply text."""
 
+    declined: dict[str, str] = {}  # session id -> the answers that declined an offer to continue
+
     def __init__(self, url: str) -> None:
         self.url = url + "/ussd"
         self.http = requests.Session()
+        self.prefixes = Caller.declined  # shared: one session may be posted to through several callers
 
     def post(self, session_id: str, phone: str, text: str, timeout: float = 30) -> tuple[int, str]:
         response = self.http.post(self.url, data={"sessionId": session_id, "phoneNumber": phone,
@@ -98,10 +103,23 @@ class Caller:
         return response.status_code, response.text
 
     def walk(self, session_id: str, phone: str, *inputs: str) -> str:
-        """Open a session and answer each prompt; return the last reply."""
+        """Open a session and answer each prompt; return the last reply. An offer to continue
+        another session of this phone (the tests open many at once, as no real phone can) is
+        declined: the session starts over, and its path then begins with that "2"."""
         status, reply = self.post(session_id, phone, "")
         assert status == 200, reply
+        prefix: tuple[str, ...] = ()
+        if reply.startswith(RESUME_OFFERS):
+            prefix = ("2",)
+            status, reply = self.post(session_id, phone, "2")
+            assert status == 200, reply
+        self.prefixes[session_id] = "*".join(prefix)
         for n in range(1, len(inputs) + 1):
-            status, reply = self.post(session_id, phone, "*".join(inputs[:n]))
+            status, reply = self.post(session_id, phone, "*".join(prefix + inputs[:n]))
             assert status == 200, reply
         return reply
+
+    def path(self, session_id: str, text: str) -> str:
+        """The `text` a session opened by walk() sends for these inputs (after its declined offer)."""
+        prefix = self.prefixes.get(session_id, "")
+        return f"{prefix}*{text}" if prefix and text else (prefix or text)

@@ -97,6 +97,9 @@ def lines(*parts: str) -> str:
 ADDRESS_DOMAIN = [""]  # the server's Lightning address domain, from GET /status
 
 # ------------------------------------------------------------------ phones, PINs, codes
+RESUME_OFFERS = ("Continue where you stopped?", "Endelea ulipoishia?")
+
+
 def random_kenyan_mobile(taken: set[str]) -> str:
     """A new valid Kenyan mobile number of Safaricom's, in E.164 (+2547XXXXXXXX)."""
     for _ in range(1000):
@@ -238,8 +241,14 @@ class Dial:
         return reply
 
     def open(self) -> Reply:
+        """Dial. An offer to continue a session this script left mid-flow is declined (the script
+        starts over); its "2" stays the first token of this session's path."""
         self.opened = True
-        return self._post()
+        reply = self._post()
+        if reply.kind == "CON" and reply.screen.startswith(RESUME_OFFERS):
+            self.tokens.append("2")
+            reply = self._post()
+        return reply
 
     def send(self, token: str) -> Reply:
         if not self.opened:

@@ -70,7 +70,8 @@ def fire(callers, requests_: list[tuple[str, str, str]]) -> list[tuple[int, str]
     def one(item):
         n, (session_id, phone, text) = item
         gate.wait()
-        return callers[n % len(callers)].post(session_id, phone, text)
+        caller = callers[n % len(callers)]
+        return caller.post(session_id, phone, caller.path(session_id, text))
     with ThreadPoolExecutor(max_workers=len(requests_)) as pool:
         return list(pool.map(one, enumerate(requests_)))
 
@@ -216,7 +217,8 @@ def test_replayed_confirmations_move_money_once(wallet, servers, flow):
 
     expected = {"send": 0, "withdraw": -(debit_sats(300)), "topup": credit_sats(300)}[flow]
     prepare(callers, [(sid, phone, inputs(sid)[:-1]) for sid in ("replay-seq", "replay-par")])
-    sequential = [callers[n % len(callers)].post("replay-seq", phone, "*".join(inputs("replay-seq")))
+    sequential = [callers[n % len(callers)].post("replay-seq", phone,
+                                                 callers[0].path("replay-seq", "*".join(inputs("replay-seq"))))
                   for n in range(random.randint(2, 5))]
     parallel = fire(callers, [("replay-par", phone, "*".join(inputs("replay-par")))] * 5)
     moved = total_balance(wallet) + (fees_settled(wallet) - fees0) - total0

@@ -37,7 +37,8 @@ def test_the_step_read_returns_what_sqlalchemy_returns(wallet):
     _save(db, "prep-1", DEMO[0], choices={"2": 7}, onboarding_tokens=1)
     for statement in sessions._LOAD_STEP.values():
         for session_id, phone in (("prep-1", DEMO[0]), ("prep-none", DEMO[0]), ("prep-1", "+254799999999")):
-            params = {"phone": phone, "session_id": session_id, "payer_phone": phone, "now": utcnow()}
+            params = {"phone": phone, "session_id": session_id, "payer_phone": phone, "now": utcnow(),
+                      "resume_since": utcnow() - dt.timedelta(minutes=5)}
             through_sqlalchemy = tuple(db.fetch_all(statement.statement, params)[0])
             assert db.execute(statement, params).first() == through_sqlalchemy
     view, user, requests = sessions.load_step(db, "prep-1", DEMO[0], with_requests=True)

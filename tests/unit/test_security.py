@@ -144,7 +144,9 @@ def test_pin_guessing_across_sessions_and_worker_processes_locks_once(wallet, se
 
     def guess(n):
         gate.wait()
-        replies.append(callers[n % len(callers)].post(f"guess-{n}", victim, "*".join(inputs + [f"{1000 + n}"]))[1])
+        caller = callers[n % len(callers)]
+        text = caller.path(f"guess-{n}", "*".join(inputs + [f"{1000 + n}"]))
+        replies.append(caller.post(f"guess-{n}", victim, text)[1])
 
     threads = [threading.Thread(target=guess, args=(n,)) for n in range(guesses)]
     for thread in threads:
