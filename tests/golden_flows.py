@@ -218,6 +218,30 @@ def send_in_kes(lang: str):
     ]
 
 
+def resume_send(lang: str):
+    return (ALICE, BOB), [
+        dial(ALICE, "1", BOB_LOCAL, "5000", note="the network cuts the session at the confirm screen"),
+        dial(ALICE, "1", "1", PIN, note="the next dial offers to continue; the PIN is asked in this session"),
+        dial(ALICE, "1", BOB_LOCAL, "1000", note="cut again"),
+        dial(ALICE, "x", "2", "0", note="neither answer asks again; start over: the main menu"),
+    ]
+
+
+def recent_payees(lang: str):
+    return (ALICE, BOB), [
+        dial(ALICE, "1", BOB_LOCAL, "1000", "1", PIN),
+        dial(ALICE, "1", "1", "1000", "1", PIN, note="the last payees, numbered: 1 picks the first"),
+    ]
+
+
+def pay_till_and_bill(lang: str):
+    return (ALICE,), [
+        dial(ALICE, "8", "1", "52187", "450", PIN, note="a till: the quote, then the PIN"),
+        dial(ALICE, "8", "2", "12", "888880", "ACC123", "300", PIN,
+             note="a paybill: a short number is refused, then its account"),
+    ]
+
+
 def send_new_recipient(lang: str):
     return (ALICE,), [
         dial(ALICE, "1", "0733444555", V("payment-min-sats"), "1", PIN,
@@ -400,6 +424,9 @@ BUILDERS = {
     "invalid-options": invalid_options,
     "send-success": send_success,
     "send-in-kes": send_in_kes,
+    "resume-send": resume_send,
+    "recent-payees": recent_payees,
+    "pay-till-and-bill": pay_till_and_bill,
     "send-new-recipient": send_new_recipient,
     "send-insufficient-balance": send_insufficient_balance,
     "send-below-minimum": send_below_minimum,
