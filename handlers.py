@@ -8,6 +8,7 @@ only behind the PIN step (helpers/ussd/pin_entry.py), through the wallet's use c
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import cast
 
@@ -116,8 +117,9 @@ def handle_ussd(svc: Services, req: UssdRequest) -> tuple[str, str]:
         asked = resume.offer(ctx, view.dropped)
     elif user.pin_hash is not None and resume.FROM in ctx.choices:
         tokens, asked = resume.answer(ctx, tokens)
+        ctx.req = dataclasses.replace(req, text="*".join(tokens))  # positions are those of the walked path
     if asked is not None:
-        outcome = Outcome(asked if asked.startswith("CON ") else "CON " + asked, "resume", "", 0)
+        outcome = Outcome(asked if asked.startswith(("CON ", "END ")) else "CON " + asked, "resume", "", 0)
     else:
         outcome = walk(SCREENS, ctx, root, tokens[skip:], skip, set_position=ctx.at, memory=ctx.choices)
         resume.keep_path(ctx, SCREENS, outcome, onboarded_here=bool(skip) or root != "main")

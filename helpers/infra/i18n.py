@@ -125,6 +125,7 @@ EN: dict[str, str] = {
     "error.lightning": "Lightning is unavailable right now. Please try again later.",
     "error.too-many": "Too many requests. Please try again later.",
     "replay": "Done already. Ref {ref}.",
+    "resume.gone": "That payment can no longer be continued: it was finished or is under way. Check your SMS, then dial again.",
     "resume": "Continue where you stopped?\n{what}\n1 Continue\n2 Start over",
     "help": " Help: {phone}",
     # who is on the other side of a statement line, when it is not another customer
@@ -257,6 +258,7 @@ SW: dict[str, str] = {
     "error.lightning": "Lightning haipatikani sasa. Tafadhali jaribu tena baadaye.",
     "error.too-many": "Maombi mengi mno. Tafadhali jaribu tena baadaye.",
     "replay": "Imeshafanyika. Kumb {ref}.",
+    "resume.gone": "Malipo hayo hayawezi kuendelezwa: yamekamilika au yanaendelea. Angalia SMS zako, kisha piga tena.",
     "resume": "Endelea ulipoishia?\n{what}\n1 Endelea\n2 Anza upya",
     "help": " Msaada: {phone}",
     "who.lightning": "Lightning",

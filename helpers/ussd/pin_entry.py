@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from helpers.infra.text import is_digits
-from helpers.ussd import actions, quoting
+from helpers.ussd import actions, quoting, sessions
 from helpers.ussd.business_screens import payee
 from helpers.ussd.screen import Ctx, deny_text, expired
 from helpers.ussd.walker import Back, End, Home, Push, Result, Retry
@@ -118,6 +118,8 @@ class PinStep:
         refusal, check = check_pin(ctx, token, debit_follows=data["action"] in actions.DEBIT_FIRST)
         if check is None:  # wrong, locked or not a PIN: `refusal` says which
             return refusal or expired(ctx)
+        if not sessions.begin_acting(ctx.svc.db, ctx.req.session_id):
+            return expired(ctx)  # continued in another session meanwhile: only that one may pay
         try:
             reply = actions.ACTIONS[data["action"]](ctx, data, check.proof)
         except AccountLocked as exc:  # a parallel wrong guess locked the account after our read

@@ -18,7 +18,7 @@ from helpers.ussd.walker import MAX_SCREEN, Outcome, Screen
 
 RESUME = "resume"  # the path of a session on a resumable screen
 FROM = "resume_from"  # a new session's: the dropped session it offered to continue
-OLD_PATH, OLD_CHOICES, WHAT = "resume_path", "resume_choices", "resume_what"
+OLD_PATH, OLD_CHOICES, WHAT, TAKEN = "resume_path", "resume_choices", "resume_what", "resume_taken"
 
 
 def keep_path(ctx: Ctx, screens: dict[str, Screen], outcome: Outcome, onboarded_here: bool) -> None:
@@ -27,10 +27,16 @@ def keep_path(ctx: Ctx, screens: dict[str, Screen], outcome: Outcome, onboarded_
     resumable = (outcome.reply.startswith("CON") and outcome.screen in sessions.RESUMABLE and not onboarded_here
                  and not any(screens[name].secret for name in typed_on if name in screens)
                  and FROM not in ctx.choices)
-    if resumable:
-        ctx.choices[RESUME] = ctx.req.text
-    else:
+    if not resumable:
         ctx.choices.pop(RESUME, None)
+        ctx.choices.pop(WHAT, None)
+        return
+    first_line = outcome.reply[4:].split("\n")[0][:90]
+    if outcome.screen == "pin" and first_line == ctx.t("pin.enter"):
+        # a bare PIN prompt says nothing of the payment: continue at the screen before it, which does
+        ctx.choices[RESUME] = "*".join(ctx.req.text.split("*")[:-1])
+        return
+    ctx.choices[RESUME], ctx.choices[WHAT] = ctx.req.text, first_line
 
 
 def offer(ctx: Ctx, dropped: str) -> str | None:
@@ -39,9 +45,9 @@ def offer(ctx: Ctx, dropped: str) -> str | None:
     if found is None or not found[1].get(RESUME):
         return None
     last_reply, old = found
-    what = last_reply[4:].split("\n")[0][:90]  # the first line of the screen it stopped at
+    what = old.get(WHAT) or last_reply[4:].split("\n")[0][:90]  # what the screen it stopped at showed
     ctx.choices.update({FROM: dropped, OLD_PATH: old[RESUME], WHAT: what,
-                        OLD_CHOICES: {k: v for k, v in old.items() if k != RESUME}})
+                        OLD_CHOICES: {k: v for k, v in old.items() if k not in (RESUME, WHAT)}})
     return "CON " + question(ctx)
 
 
@@ -63,8 +69,10 @@ def answer(ctx: Ctx, tokens: list[str]) -> tuple[list[str], str | None]:
     if choice == "1":
         old_path: str = ctx.choices.get(OLD_PATH, "")
         old_choices: dict[str, Any] = dict(ctx.choices.get(OLD_CHOICES) or {})
-        if not rest:  # the moment it is continued: the dropped session is done with
-            sessions.close(ctx.svc.db, ctx.choices[FROM])
+        if not rest:  # the moment it is continued: the dropped session is taken over, if still possible
+            ctx.choices[TAKEN] = sessions.close_to_continue(ctx.svc.db, ctx.choices[FROM])
+        if not ctx.choices.get(TAKEN):  # it ended or began paying meanwhile: nothing to continue
+            return [], "END " + ctx.t("resume.gone")
         for key, value in old_choices.items():
             ctx.choices.setdefault(key, value)
         return (old_path.split("*") if old_path else []) + rest, None

@@ -266,10 +266,25 @@ def dropped_session(db: Database, session_id: str) -> tuple[str, dict[str, Any]]
     return row[0] or "", json.loads(row[1]) if row[1] else {}
 
 
-def close(db: Database, session_id: str) -> None:
-    """No longer active: a dropped session continued in a new one (it must never act again)."""
+def close_to_continue(db: Database, session_id: str) -> bool:
+    """Take over a dropped session to continue it elsewhere: it is closed (it can never act
+    again), if it is still open on a resumable screen. False: it ended, or its PIN step began
+    meanwhile (its payment may be under way): it must not be continued."""
     with db.write() as s:
-        s.execute(update(_SESSIONS).where(_SESSIONS.c.session_id == session_id).values(active=False))
+        return s.execute(update(_SESSIONS).where(
+            _SESSIONS.c.session_id == session_id, _SESSIONS.c.active.is_(True),
+            _SESSIONS.c.state.in_(RESUMABLE)).values(active=False)).rowcount == 1
+
+
+def begin_acting(db: Database, session_id: str) -> bool:
+    """The PIN step of this session is about to move money: mark it so no other session offers
+    or continues it. False: the session was taken over (continued in another session) and must not
+    act. A session with no row yet (a whole path in one request) cannot have been taken over."""
+    with db.write() as s:
+        if s.execute(update(_SESSIONS).where(_SESSIONS.c.session_id == session_id, _SESSIONS.c.active.is_(True))
+                     .values(state="acting")).rowcount == 1:
+            return True
+        return s.scalar(select(_SESSIONS.c.id).where(_SESSIONS.c.session_id == session_id)) is None
 
 
 def not_offered_again(db: Database, session_id: str) -> None:

@@ -11,6 +11,7 @@ import uuid
 from dataclasses import dataclass
 
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -107,15 +108,22 @@ def _customer(s: Session, phone: str) -> User:
     return user
 
 
-def adjust(db: Database, operator: str, phone: str, sats: int, reason: str) -> int:
+def adjust(db: Database, operator: str, phone: str, sats: int, reason: str, nonce: str = "") -> int:
     """Credit (sats > 0) or debit (sats < 0) a customer: an entry against the adjustments account
-    with the reason, and its audit line. Returns the new balance. A debit never overdraws."""
+    with the reason, and its audit line. Returns the new balance. A debit never overdraws. `nonce`
+    (the form's): the same form sent twice moves money once."""
     why = _reason(reason)
     if sats == 0:
         raise OperatorError("an amount of 0 moves nothing")
+    try:
+        return _adjust(db, operator, phone, sats, why, f"operator:{nonce or uuid.uuid4().hex}")
+    except IntegrityError:
+        raise OperatorError("this form was sent already: nothing more was moved") from None
+
+
+def _adjust(db: Database, operator: str, phone: str, sats: int, why: str, key: str) -> int:
     with db.write() as s:
         user = _customer(s, phone)
-        key = f"operator:{uuid.uuid4().hex}"
         if sats > 0:
             balance = transactions.credit_adjustment(s, user.id, sats, f"operator {operator}: {why}", key)
         else:

@@ -52,11 +52,12 @@ class Withdrawal:
     payout: PayoutResult | None  # None: a replay, the first request paid out
 
 
-def _check_quote(quote: QuoteView, user: UserView, kind: str) -> None:
-    """A quote is used by the customer it was made for, for what it was made for, in time."""
+def _check_quote(svc: Services, quote: QuoteView, user: UserView, kind: str, key: str) -> None:
+    """A quote is used by the customer it was made for, for what it was made for, in time (a
+    retry of a request that already moved money may come later: it answers as a replay)."""
     if quote.user_id != user.id or quote.kind != kind:
         raise QuoteExpired(quote.reference)  # not theirs: as good as none
-    if not quote.valid():
+    if not quote.valid() and transactions.find_by_key(svc.db, key) is None:
         raise QuoteExpired(quote.reference)
 
 
@@ -66,7 +67,7 @@ def withdraw(svc: Services, user: UserView, proof: PinProof | None, quote: Quote
     Raises QuoteExpired, MpesaUnreachable (not a number M-Pesa pays), InsufficientBalance,
     PolicyDenied (nothing reserved)."""
     require_pin(proof, user)
-    _check_quote(quote, user, prices.WITHDRAW)
+    _check_quote(svc, quote, user, prices.WITHDRAW, key)
     if not svc.mpesa.accepts_phone(phone):
         raise MpesaUnreachable(phone)
     kes = quote.kes
@@ -117,7 +118,7 @@ def top_up_with_code(svc: Services, user: UserView, quote: QuoteView, code: str,
     """Credit a top-up the customer paid in M-Pesa, by its confirmation code, with the sats its
     quote promised. Raises QuoteExpired, TopupNotConfirmed (M-Pesa does not know it),
     CodeAlreadyUsed, PolicyDenied."""
-    _check_quote(quote, user, prices.TOPUP)
+    _check_quote(svc, quote, user, prices.TOPUP, key)
     if not svc.mpesa.confirm_topup(code, user.phone, quote.kes):
         raise TopupNotConfirmed(code)
     return transactions.topup(svc.db, svc.policy, user, quote.kes, quote.sats, quote.kes_per_btc, code, key)
@@ -126,7 +127,7 @@ def top_up_with_code(svc: Services, user: UserView, quote: QuoteView, code: str,
 def top_up_by_push(svc: Services, user: UserView, quote: QuoteView, key: str) -> mpesa_flows.TopupStart:
     """Ask M-Pesa to prompt the user's own phone; the quote's sats are credited when M-Pesa
     confirms, however late. Raises QuoteExpired."""
-    _check_quote(quote, user, prices.TOPUP)
+    _check_quote(svc, quote, user, prices.TOPUP, key)
     return mpesa_flows.start_topup(svc.db, svc.mpesa, user, quote.kes, quote.sats, key)
 
 
@@ -137,7 +138,7 @@ def pay_business(svc: Services, user: UserView, proof: PinProof | None, quote: Q
     `payee` is how statements and SMS name it. Raises QuoteExpired, InsufficientBalance,
     PolicyDenied (nothing reserved)."""
     require_pin(proof, user)
-    _check_quote(quote, user, prices.WITHDRAW)
+    _check_quote(svc, quote, user, prices.WITHDRAW, key)
     receipt = transactions.reserve_withdrawal(svc.db, svc.policy, user, quote.kes, quote.sats, quote.fee_sats,
                                               quote.kes_per_btc, payee, key,
                                               description=f"M-Pesa payment KES {quote.kes} to {payee}")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hmac
+import re
 import secrets
 from collections.abc import Callable
 from functools import wraps
@@ -36,9 +37,14 @@ def csrf_token() -> str:
     return str(session["csrf"])
 
 
+def form_nonce() -> str:
+    """A one-time id for a form that moves money: sent twice, it moves money once."""
+    return secrets.token_hex(16)
+
+
 @bp.app_context_processor
 def _template_globals() -> dict[str, Any]:
-    return {"csrf_token": csrf_token}
+    return {"csrf_token": csrf_token, "form_nonce": form_nonce}
 
 
 @bp.before_request
@@ -175,7 +181,9 @@ def adjust(phone: str) -> Response:
     if not raw.isdigit() or not 0 < int(raw) <= 10**9:
         raise OperatorError("the amount is a whole number of sats, 1 to 1,000,000,000")
     try:
-        balance = operators.adjust(services().db, operator(), phone, sign * int(raw), request.form.get("reason", ""))
+        nonce = request.form.get("nonce", "")
+        balance = operators.adjust(services().db, operator(), phone, sign * int(raw), request.form.get("reason", ""),
+                                   nonce if re.fullmatch(r"[0-9a-f]{32}", nonce) else "")
     except InsufficientBalance as exc:
         raise OperatorError(f"the balance is {exc.balance_sats:,} sats: a debit never overdraws") from None
     flash(f"{'Credited' if sign > 0 else 'Debited'} {int(raw):,} sats; balance {balance:,} sats.", "ok")

@@ -258,12 +258,13 @@ def run(svc: Services, stop: threading.Event, me: str | None = None, idle_s: flo
 _started_in: int | None = None
 _start_lock = threading.Lock()
 _stop = threading.Event()
+_thread: threading.Thread | None = None
 
 
 def ensure_started(svc: Services) -> None:
     """Start this process's in-process worker thread once (called on requests, so it starts after
     gunicorn's fork). Only with WORKER_IN_PROCESS: production runs `flask worker` instead."""
-    global _started_in
+    global _started_in, _thread
     if _started_in == os.getpid():
         return
     with _start_lock:
@@ -271,12 +272,17 @@ def ensure_started(svc: Services) -> None:
             return
         _started_in = os.getpid()
         _stop.clear()
-        threading.Thread(target=run, args=(svc, _stop), name="jobs", daemon=True).start()
+        _thread = threading.Thread(target=run, args=(svc, _stop), name="jobs", daemon=True)
+        _thread.start()
 
 
 def stop_in_process() -> None:
-    """Stop this process's in-process worker (tests; the process's exit stops it otherwise)."""
-    global _started_in
+    """Stop this process's in-process worker and wait for it (tests; the process's exit stops it
+    otherwise)."""
+    global _started_in, _thread
     with _start_lock:
         _stop.set()
         _started_in = None
+        thread, _thread = _thread, None
+    if thread is not None:
+        thread.join(30)

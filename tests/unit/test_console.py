@@ -185,3 +185,15 @@ def test_every_command_the_docs_name_exists(app):
             named |= set(re.findall(r"flask --app app ([a-z][a-z-]*)", path.read_text()))
     assert {"db-upgrade", "ledger", "price", "operator"} <= named
     assert named <= set(app.cli.list_commands(None)), named - set(app.cli.list_commands(None))
+
+
+def test_a_credit_form_sent_twice_moves_money_once(client, operator, wallet):
+    sign_in(client)
+    page = client.get("/admin/customer", query_string={"phone": DEMO[0]}).get_data(as_text=True)
+    nonce = re.search(r'name="nonce" value="([0-9a-f]{32})"', page).group(1)
+    form = {"csrf": csrf_of(page), "nonce": nonce, "sats": "700", "direction": "credit", "reason": "ticket 8: lost"}
+    before = balance(wallet, DEMO[0])
+    client.post(f"/admin/customer/{DEMO[0]}/adjust", data=form)
+    again = client.post(f"/admin/customer/{DEMO[0]}/adjust", data=form, follow_redirects=True)
+    assert "sent already" in again.get_data(as_text=True)
+    assert balance(wallet, DEMO[0]) == before + 700 and len(audit_lines(wallet, "credit")) == 1

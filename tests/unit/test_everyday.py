@@ -207,3 +207,33 @@ def test_paying_a_till_from_several_sessions_at_once_never_overdraws(app, wallet
     assert paid == affordable and balance(wallet, DEMO[2]) == have - paid * (sats + fee) >= 0
     replay = phones[0].post(phones[0].text)  # Africa's Talking sends a confirmation again
     assert balance(wallet, DEMO[2]) == have - paid * (sats + fee) and replay.startswith("END")
+
+
+def test_a_session_paying_meanwhile_cannot_be_continued_elsewhere(alice, wallet, client):
+    """The reviewer's case: session A's PIN step is under way (a slow payment) when the network
+    drops it; a new dial must not pay the same thing again."""
+    alice.run("1", BOB_LOCAL, "2000", "1")  # A at the PIN screen
+    a = Dialer(client, DEMO[0])
+    a.session_id, a.inputs = alice.session_id, list(alice.inputs)
+    b = Dialer(client, DEMO[0])
+    assert b.start().startswith("CON " + t("en", "resume", what="x").split("\n")[0])  # A looks dropped
+    b0 = balance(wallet, DEMO[1])
+    assert a.press(PIN).startswith("END Sent")  # A's payment goes through
+    assert b.press("1") == "END " + t("en", "resume.gone")  # B may not continue it
+    assert balance(wallet, DEMO[1]) == b0 + 2000  # once
+
+
+def test_a_continued_session_can_no_longer_pay_in_its_old_session(alice, wallet, client):
+    alice.run("1", BOB_LOCAL, "2000", "1")
+    old = Dialer(client, DEMO[0])
+    old.session_id, old.inputs = alice.session_id, list(alice.inputs)
+    new = Dialer(client, DEMO[0])
+    new.start()
+    b0 = balance(wallet, DEMO[1])
+    continued = new.press("1")  # taken over: at the confirm screen again (the bare PIN prompt says nothing)
+    assert continued.startswith("CON " + t("en", "send.confirm", amount=2000, phone=DEMO[1], fee=0,
+                                           total=2000).split("\n")[0])
+    assert old.press(PIN) == "END " + t("en", "error.expired")  # the old session is done with
+    assert balance(wallet, DEMO[1]) == b0
+    new.press("1", PIN)
+    assert balance(wallet, DEMO[1]) == b0 + 2000
