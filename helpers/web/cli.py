@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import re
 import time
 import uuid
 
@@ -19,7 +20,7 @@ from helpers.wallet import (books, demo, invoices, journal, limits, mpesa_float,
                             transactions, users)
 from helpers.web.common import services
 from helpers.prices import feed
-from models import PENDING, utcnow
+from models import FAILED, PENDING, SETTLED, utcnow
 
 log = logging.getLogger("wallet")  # as the request log (README, Operations)
 commands = AppGroup("wallet", help="Operator commands (also at the top level: flask <command>).")
@@ -291,6 +292,30 @@ def resolve_payment(reference: str, outcome: str, reason: str) -> None:
                 said, reason)
     click.echo(f"{receipt.reference}: {receipt.status} (the node said {said}); customer balance "
                f"{receipt.balance_sats} sats")
+
+@commands.command("resolve-mpesa")
+@click.argument("reference")
+@click.option("--outcome", type=click.Choice(["failed", "paid"]), required=True,
+              help="what M-Pesa's statement (the org portal) shows for this payout or business payment")
+@click.option("--receipt", default="", help="the M-Pesa receipt, with --outcome paid")
+@click.option("--reason", required=True, help="the support case: ticket and how it was established")
+def resolve_mpesa(reference: str, outcome: str, receipt: str, reason: str) -> None:
+    """End a pending M-Pesa payout or business payment (B2C, B2B) that no callback or status query
+    can settle (Daraja never answered with its id): settle it with its receipt, or refund it."""
+    svc = services()
+    request = mpesa_flows.find_any(svc.db, reference.strip().upper())
+    if request is None or request.kind not in ("b2c", "b2b") or request.status != PENDING:
+        raise click.ClickException(f"no pending M-Pesa payout with reference {reference!r}")
+    if outcome == "paid" and not re.fullmatch(r"[A-Z0-9]{10}", receipt.strip().upper()):
+        raise click.ClickException("--outcome paid needs the 10-character M-Pesa --receipt")
+    done = mpesa_flows.finish_payout(svc.db, request.reference, SETTLED if outcome == "paid" else FAILED,
+                                     receipt.strip().upper() or None, "operator", f"operator: {reason}"[:255])
+    if not done:
+        raise click.ClickException(f"{request.reference} was settled meanwhile; nothing changed")
+    with svc.db.write() as s:
+        operators.audit(s, "cli", "resolve-mpesa", request.reference, reason, f"{outcome} {receipt}".strip())
+    click.echo(f"{request.reference}: {outcome}")
+
 
 @commands.command("export-transactions")
 @click.option("--out", type=click.File("w"), default="-", help="CSV file (default: standard output)")

@@ -747,3 +747,24 @@ def test_a_b2b_payment_without_callback_is_settled_by_the_status_query(alice, wa
     wait_until(lambda: request_of(wallet, "b2b").status == "settled")
     body = daraja.last("/transactionstatus/v1/query")
     assert body["OriginalConversationID"] == request_of(wallet, "b2b").originator_conversation_id
+
+
+def test_an_operator_ends_a_business_payment_daraja_never_identified(alice, wallet, daraja, runner, monkeypatch):
+    """Daraja's answer to the B2B request is lost: no id, so no status query can ask about it.
+    The operator checks M-Pesa's statement and settles or refunds it, audited."""
+    from helpers.mpesa.provider import PayoutResult
+
+    monkeypatch.setattr(wallet.mpesa, "pay_business",
+                        lambda *args: PayoutResult(State.PENDING, error="HTTP 0"))  # no answer
+    before = balance(wallet, alice.phone)
+    pay_till(alice, KES_MIN * 2)
+    request = request_of(wallet, "b2b")
+    assert request.originator_conversation_id is None and "payment-no-id" in reconcile(runner)
+    refused = runner.invoke(args=["resolve-mpesa", request.reference, "--outcome", "paid", "--reason", "t9"])
+    assert refused.exit_code == 1 and "--receipt" in refused.output
+    done = runner.invoke(args=["resolve-mpesa", request.reference, "--outcome", "failed",
+                               "--reason", "ticket 9: not on the M-Pesa statement"])
+    assert done.exit_code == 0, done.output
+    assert balance(wallet, alice.phone) == before and request_of(wallet, "b2b").status == "failed"
+    again = runner.invoke(args=["resolve-mpesa", request.reference, "--outcome", "failed", "--reason", "twice"])
+    assert again.exit_code == 1
