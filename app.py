@@ -73,6 +73,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxy_count)  # type: ignore[method-assign]
     app.teardown_appcontext(db.remove_session)
+    app.before_request(logs.clear)  # a log line never carries the ids of another request
     if settings.worker_in_process and settings.invoice_poll_s > 0:  # else: `flask worker` does the work
         app.before_request(lambda: worker.ensure_started(svc))
     _register_blueprints(app, settings)

@@ -18,6 +18,12 @@ session_id: contextvars.ContextVar[str] = contextvars.ContextVar("session_id", d
 SECRET_PATH = re.compile(r"(/ussd|/lightning/webhook|/mpesa)/[^\s?/\"]+")
 
 
+def clear() -> None:
+    """A new request: no ids of the one this thread served before (the USSD endpoint sets its own)."""
+    request_id.set("")
+    session_id.set("")
+
+
 def redact(text: str) -> str:
     return SECRET_PATH.sub(r"\1/<token>", text)
 

@@ -345,3 +345,11 @@ def test_every_log_line_is_one_json_object_with_its_request_and_session(client, 
     text = stream.getvalue()
     assert PIN not in text.replace(alice.session_id, "") and DEMO[0] not in text
     assert "secret-token-123" not in text and "/mpesa/<token>/stk/REF" in text
+
+
+def test_a_request_after_a_ussd_one_logs_without_its_ids(client, alice):
+    from helpers.infra import logs
+
+    alice.run("0")  # sets this thread's ids while it is answered
+    client.get("/health")
+    assert (logs.request_id.get(), logs.session_id.get()) == ("", "")
