@@ -58,6 +58,7 @@ EN: dict[str, str] = {
     # pay a business with M-Pesa
     "mpesapay": "Pay with M-Pesa\n1 Buy Goods (till)\n2 Pay Bill\n0 Back",
     "mpesapay.till": "Enter the till number:",
+    "mpesapay.recent": "Paid before:{lines}\n{prompt}",
     "mpesapay.paybill": "Enter the paybill number:",
     "mpesapay.account": "Paybill {party}\nEnter the account number:",
     "mpesapay.amount": "Pay {payee}\nEnter amount in KES ({min}-{max}):",
@@ -195,6 +196,7 @@ SW: dict[str, str] = {
     "payreq.gone": "Ombi hili halipo wazi tena.",
     "mpesapay": "Lipa kwa M-Pesa\n1 Nunua Bidhaa (till)\n2 Lipa Bili\n0 Rudi",
     "mpesapay.till": "Weka nambari ya till:",
+    "mpesapay.recent": "Ulilipa awali:{lines}\n{prompt}",
     "mpesapay.paybill": "Weka nambari ya paybill:",
     "mpesapay.account": "Paybill {party}\nWeka nambari ya akaunti:",
     "mpesapay.amount": "Lipa {payee}\nWeka kiasi kwa KES ({min}-{max}):",

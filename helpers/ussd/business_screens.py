@@ -10,6 +10,7 @@ from helpers.mpesa.provider import BUY_GOODS, PAY_BILL
 from helpers.ussd import quoting
 from helpers.ussd.screen import Ctx, deny_text, parse_amount, sent_today
 from helpers.ussd.walker import Push, Result, Retry
+from helpers.wallet import payments
 from helpers.wallet.prices import WITHDRAW
 
 _SHORTCODE = re.compile(r"[0-9]{5,7}")  # tills and paybills are 5-7 digits
@@ -34,16 +35,42 @@ class BusinessKind:
         return Push(target, {"bounds": data["bounds"]}) if target else Retry(ctx.t("error.option"))
 
 
+_PAID = re.compile(r"^(Till|Paybill) ([0-9]{5,7})(?: acct (\S{1,13}))?$")  # how payee() names them
+
+
 class BusinessNumber:
+    """A till or paybill number, or 1-3 for one of the last three this customer paid (a paybill
+    with its account); the choice is kept in the session, so a replay means the same business."""
+
     secret = False
 
     def __init__(self, prompt_key: str, command: str) -> None:
         self.prompt_key, self.command = prompt_key, command
+        self.label = "Till" if command == BUY_GOODS else "Paybill"
+
+    def _recent(self, ctx: Ctx) -> list[str]:
+        return payments.recent_businesses(ctx.svc.db, ctx.user.id, self.label)
 
     def prompt(self, ctx: Ctx, data: dict) -> str:
-        return ctx.t(self.prompt_key)
+        recent = self._recent(ctx)
+        if not recent:
+            return ctx.t(self.prompt_key)
+        lines = "".join(ctx.t("send.recent-line", n=n, payee=p) for n, p in enumerate(recent, 1))
+        return ctx.t("mpesapay.recent", lines=lines, prompt=ctx.t(self.prompt_key))
 
     def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
+        if token in ("1", "2", "3"):
+            slot = f"rb{ctx.position}"
+            if slot not in ctx.choices:
+                recent = self._recent(ctx)
+                if int(token) > len(recent):
+                    return Retry(ctx.t("error.option"))
+                ctx.choices[slot] = recent[int(token) - 1]
+            paid = _PAID.match(str(ctx.choices[slot]))
+            if paid is None:
+                return Retry(ctx.t("error.option"))
+            return Push("mpesapay.amount", {**data, "cmd": self.command, "party": paid.group(2),
+                                            "account": paid.group(3) or ""})
         if not _SHORTCODE.fullmatch(token):
             return Retry(ctx.t("error.shortcode"))
         chosen = {**data, "cmd": self.command, "party": token, "account": ""}

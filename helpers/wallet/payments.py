@@ -176,3 +176,20 @@ def recent_payees(db: Database, user_id: int, count: int = 3) -> list[str]:
             if len(found) == count:
                 break
     return found
+
+
+def recent_businesses(db: Database, user_id: int, prefix: str, count: int = 3) -> list[str]:
+    """The last `count` distinct tills ("Till ...") or paybills ("Paybill ... acct ...") this
+    customer paid, newest first, as their payments name them."""
+    with db.read() as s:
+        rows = s.scalars(select(Transaction.counterparty).where(
+            Transaction.user_id == user_id, Transaction.type == "withdraw", Transaction.direction == DEBIT,
+            Transaction.status.in_((SETTLED, PENDING)), Transaction.counterparty.like(prefix + " %"))
+            .order_by(Transaction.id.desc()).limit(30))
+        found: list[str] = []
+        for payee in rows:
+            if payee and payee not in found:
+                found.append(payee)
+            if len(found) == count:
+                break
+    return found

@@ -43,6 +43,9 @@ def fill(lang: str, key: str) -> str:
         values["kes"] = ""
     if key.startswith("mpesapay"):  # the longest business a payment names
         values["payee"] = "Paybill 1234567 acct ABCDEFGHIJKLM"
+    if key == "mpesapay.recent":
+        values["lines"] = "".join(t(lang, "send.recent-line", n=n, payee=values["payee"]) for n in (1, 2, 3))
+        values["prompt"] = max((t(lang, "mpesapay.till"), t(lang, "mpesapay.paybill")), key=len)
     if key == "send.phone-recent":  # the screen drops payees to fit; the one left must fit
         values["lines"] = t(lang, "send.recent-line", n=3, payee="w" * 30)
     if key == "history":  # the screen drops its oldest lines to fit; the one line left must fit

@@ -237,3 +237,18 @@ def test_a_continued_session_can_no_longer_pay_in_its_old_session(alice, wallet,
     assert balance(wallet, DEMO[1]) == b0
     new.press("1", PIN)
     assert balance(wallet, DEMO[1]) == b0 + 2000
+
+
+def test_the_last_tills_and_paybills_are_offered_with_their_accounts(alice, wallet):
+    alice.run("8", "1", "52187", "300", PIN)
+    alice.run("8", "2", "888880", "ACC123", "300", PIN)
+    assert alice.run("8", "1") == "CON " + t("en", "mpesapay.recent", lines=t("en", "send.recent-line", n=1,
+                                                                                  payee="Till 52187"),
+                                             prompt=t("en", "mpesapay.till"))
+    a0 = balance(wallet, DEMO[0])
+    assert alice.run("8", "2", "1").startswith("CON " + t("en", "mpesapay.amount", payee="Paybill 888880 acct ACC123",
+                                                          min=1, max=1)[:30])
+    alice.press("300", PIN)
+    assert alice.reply.startswith("END Paid 300 KES to Paybill 888880 acct ACC123")
+    assert balance(wallet, DEMO[0]) < a0
+    assert alice.run("8", "1", "2").startswith("CON " + t("en", "error.option"))  # only one till paid before
