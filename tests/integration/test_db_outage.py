@@ -87,6 +87,8 @@ def test_database_stops_and_restarts_during_traffic(wallet, servers):
     _stop_database()
     time.sleep(2)
     status_during = requests.get(url + "/status", timeout=20)
+    ready_during = requests.get(url + "/ready", timeout=20)  # the load balancer's probe
+    health_during = requests.get(url + "/health", timeout=20)  # liveness: the process still answers
     _start_database()
     deadline = time.monotonic() + 60
     while requests.get(url + "/status", timeout=20).status_code != 200:
@@ -99,7 +101,9 @@ def test_database_stops_and_restarts_during_traffic(wallet, servers):
         thread.join()
     print(f"\nFIGURES database outage: {seen}; /status during outage {status_during.status_code}")
     assert all(counts["5xx"] == 0 for counts in seen.values())
-    assert status_during.status_code == 503 and status_during.json()["database"]["ok"] is False
+    assert status_during.status_code == 503 and status_during.json()["status"] == "degraded"
+    assert ready_during.status_code == 503 and ready_during.json()["database"] is False
+    assert health_during.status_code == 200
     assert seen["outage"]["unavailable"] > 0
     assert seen["after"]["sent"] > 0
     assert total_balance(wallet) + fees_settled(wallet) - fees0 == total0
