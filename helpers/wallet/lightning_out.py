@@ -35,7 +35,7 @@ from models import (
 )
 
 from helpers.wallet import journal
-from helpers.wallet.transactions import Receipt, balance, credit, debit, release, run_once, sent_today
+from helpers.wallet.transactions import Receipt, balance, credit, debit, release, retry_deadlocks, run_once, sent_today
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def reserve_lightning(
     return run_once(db, key, work)
 
 
-def settle_lightning(db: Database, transaction_id: int, fee_paid: int, note: str = "") -> Receipt | None:
+def _settle_lightning(db: Database, transaction_id: int, fee_paid: int, note: str = "") -> Receipt | None:
     """The node paid: the pending payment is settled once, at the fee the route really cost;
     what was reserved beyond it goes back. None if it was not pending. `note` (an operator's
     reason) is kept in the row's description."""
@@ -116,14 +116,27 @@ def settle_lightning(db: Database, transaction_id: int, fee_paid: int, note: str
                                    fee=fee_paid, ref=row.reference, balance=after))
         return Receipt(row.reference, row.amount_sats, fee_paid, after, SETTLED, row.id)
 
+def settle_lightning(db: Database, transaction_id: int, fee_paid: int, note: str = "") -> Receipt | None:
+    """_settle_lightning, run again whole when the database rolled it back for a deadlock or a Galera
+    certification conflict (it acts once: its updates are conditional)."""
+    return retry_deadlocks(lambda: _settle_lightning(db, transaction_id, fee_paid, note))
 
-def refund_lightning(db: Database, transaction_id: int, note: str = "", invoice_paid: bool = False
+
+
+def _refund_lightning(db: Database, transaction_id: int, note: str = "", invoice_paid: bool = False
                      ) -> Receipt | None:
     """The node confirmed the payment failed (or an operator did): give amount + reserved fee
     back, once. The payment hash is released for another try, unless `invoice_paid`: the node
     refused because the invoice is paid already, and nobody may pay it again."""
     with db.write() as s:
         return _refund_in(s, transaction_id, note, keep_hash=invoice_paid)
+
+def refund_lightning(db: Database, transaction_id: int, note: str = "", invoice_paid: bool = False
+                     ) -> Receipt | None:
+    """_refund_lightning, run again whole when the database rolled it back for a deadlock or a Galera
+    certification conflict (it acts once: its updates are conditional)."""
+    return retry_deadlocks(lambda: _refund_lightning(db, transaction_id, note, invoice_paid))
+
 
 
 def _refund_in(s: Session, transaction_id: int, note: str, keep_hash: bool) -> Receipt | None:

@@ -89,7 +89,7 @@ def start_topup(db: Database, provider: MpesaProvider, user: UserView, kes: int,
     return TopupStart(State.PENDING, reference)
 
 
-def credit_topup(db: Database, reference: str, receipt: str | None, code: str, description: str,
+def _credit_topup(db: Database, reference: str, receipt: str | None, code: str, description: str,
                  from_failed: bool = False) -> bool:
     """M-Pesa says the push was paid: credit the promised sats, once. `from_failed` lets a paid
     callback (M-Pesa's own word, with a receipt) settle a push an earlier answer called failed:
@@ -118,7 +118,14 @@ def credit_topup(db: Database, reference: str, receipt: str | None, code: str, d
     return True
 
 
-def fail_topup(db: Database, reference: str, code: str, description: str, notify: bool = True) -> bool:
+def credit_topup(db: Database, reference: str, receipt: str | None, code: str, description: str,
+                 from_failed: bool = False) -> bool:
+    """_credit_topup, run again whole after a deadlock or a Galera certification conflict."""
+    return transactions.retry_deadlocks(
+        lambda: _credit_topup(db, reference, receipt, code, description, from_failed))
+
+
+def _fail_topup(db: Database, reference: str, code: str, description: str, notify: bool = True) -> bool:
     """The push was refused, cancelled or failed: nothing to credit; tell the customer by SMS."""
     with db.write() as s:
         moved = s.execute(
@@ -134,6 +141,12 @@ def fail_topup(db: Database, reference: str, code: str, description: str, notify
             sms.queue(s, user.phone, t(user.language, "sms.topup-failed", kes=request.amount_kes, ref=reference))
     log.info("stk %s failed: %s %s", reference, code, description)
     return True
+
+def fail_topup(db: Database, reference: str, code: str, description: str, notify: bool = True) -> bool:
+    """_fail_topup, run again whole when the database rolled it back for a deadlock or a Galera
+    certification conflict (it acts once: its updates are conditional)."""
+    return transactions.retry_deadlocks(lambda: _fail_topup(db, reference, code, description, notify))
+
 
 
 # ------------------------------------------------------------------ withdrawal payouts
@@ -199,7 +212,7 @@ def pay_business_out(db: Database, provider: MpesaProvider, transaction_id: int,
     return PayoutResult(State.PENDING, error=payout.error, conversation_id=payout.conversation_id)
 
 
-def finish_payout(db: Database, reference: str, outcome: str, receipt: str | None, code: str,
+def _finish_payout(db: Database, reference: str, outcome: str, receipt: str | None, code: str,
                   description: str) -> bool:
     """M-Pesa's final word on a B2C payment: SETTLED makes the withdrawal final, FAILED gives the
     reserved sats back. Once; False when the request was not pending."""
@@ -230,6 +243,13 @@ def finish_payout(db: Database, reference: str, outcome: str, receipt: str | Non
         return False
     log.info("b2c %s %s (%s %s)", reference, outcome, code, receipt or description)
     return True
+
+def finish_payout(db: Database, reference: str, outcome: str, receipt: str | None, code: str,
+                  description: str) -> bool:
+    """_finish_payout, run again whole when the database rolled it back for a deadlock or a Galera
+    certification conflict (it acts once: its updates are conditional)."""
+    return transactions.retry_deadlocks(lambda: _finish_payout(db, reference, outcome, receipt, code, description))
+
 
 
 # ------------------------------------------------------------------ reconciliation
@@ -315,9 +335,11 @@ def pending(db: Database) -> list[MpesaRequest]:
 # ------------------------------------------------------------------ the ledger side of M-Pesa
 def settle_withdrawal(db: Database, transaction_id: int, mpesa_receipt: str, kes: int) -> bool:
     """The payout went through: the pending withdrawal becomes settled, once, and the user gets
-    a receipt. False if it was not pending."""
-    with db.write() as s:
-        return settle_withdrawal_in(s, transaction_id, mpesa_receipt, kes)
+    a receipt. False if it was not pending. Retried whole on a deadlock or a Galera conflict."""
+    def work() -> bool:
+        with db.write() as s:
+            return settle_withdrawal_in(s, transaction_id, mpesa_receipt, kes)
+    return transactions.retry_deadlocks(work)
 
 
 def settle_withdrawal_in(s: Session, transaction_id: int, mpesa_receipt: str, kes: int) -> bool:
@@ -345,8 +367,10 @@ def settle_withdrawal_in(s: Session, transaction_id: int, mpesa_receipt: str, ke
 
 def refund_withdrawal(db: Database, transaction_id: int) -> bool:
     """A pending debit definitely failed: mark it failed and give amount + fee back, once."""
-    with db.write() as s:
-        return refund_withdrawal_in(s, transaction_id)
+    def work() -> bool:
+        with db.write() as s:
+            return refund_withdrawal_in(s, transaction_id)
+    return transactions.retry_deadlocks(work)
 
 
 def refund_withdrawal_in(s: Session, transaction_id: int) -> bool:

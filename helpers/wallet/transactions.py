@@ -16,7 +16,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Union
+from typing import TypeVar, Union
 
 from sqlalchemy import bindparam, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Dialect, Row
@@ -212,8 +212,12 @@ def _deadlocked(exc: OperationalError) -> bool:
     return bool(args) and args[0] in _DEADLOCK_CODES
 
 
-def retry_deadlocks(work: Callable[[], Receipt | None]) -> Receipt | None:
-    """Run a unit of work again when MySQL chose it as a deadlock victim (it was rolled back)."""
+T = TypeVar("T")
+
+
+def retry_deadlocks(work: Callable[[], T]) -> T:
+    """Run a unit of work again when MySQL chose it as a deadlock victim, or Galera refused its
+    commit because another node's certified first (it was rolled back either way)."""
     for attempt in range(1, _ATTEMPTS + 1):
         try:
             return work()
