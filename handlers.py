@@ -89,8 +89,10 @@ def handle_ussd(svc: Services, req: UssdRequest) -> tuple[str, str]:
     text_key = idempotency_key(req.session_id, req.text, "idempotency:" + svc.pepper)
     # The main menu is the first screen of a registered caller's session: its count of open
     # requests comes with that step's read (other steps that show the menu read it then).
-    view, user, open_requests = sessions.load_step(db, req.session_id, req.phone, with_requests=not req.text,
-                                                   resume_window_s=svc.policy.value("resume-window-s"))
+    first = not req.text
+    view, user, open_requests = sessions.load_step(
+        db, req.session_id, req.phone, with_requests=first,
+        resume_window_s=svc.policy.value("resume-window-s") if first else 0)
     if view.exists and view.phone != req.phone:
         log.warning("session %s reused by another phone", req.session_id[:16])
         return "END " + t(svc.settings.default_language, "error.expired"), "refused"

@@ -13,6 +13,7 @@ from helpers.ussd.screen import Ctx, deny_text, payee_bounds
 from helpers.wallet import use_cases
 from helpers.wallet.errors import (InsufficientBalance, InvoiceAlreadyPaid, MpesaUnreachable, PolicyDenied,
                                    QuoteExpired, RequestClosed)
+from helpers.wallet.prices import QuoteView
 from helpers.wallet.users import PinProof
 from lightning import State
 
@@ -60,8 +61,23 @@ def pay_lightning(ctx: Ctx, data: dict, proof: PinProof | None) -> str:
 
 def withdraw(ctx: Ctx, data: dict, proof: PinProof | None) -> str:
     quote = quoting.quote_of(ctx, data["quote"])
+    return _paid_out(ctx, quote, lambda: use_cases.withdraw(ctx.svc, ctx.user, proof, quote, data["phone"], ctx.key),
+                     "withdraw", phone=data["phone"])
+
+
+def pay_business(ctx: Ctx, data: dict, proof: PinProof | None) -> str:
+    quote = quoting.quote_of(ctx, data["quote"])
+    to = payee(data)
+    return _paid_out(ctx, quote, lambda: use_cases.pay_business(ctx.svc, ctx.user, proof, quote, data["cmd"],
+                                                                data["party"], data["account"], to, ctx.key),
+                     "mpesapay", payee=to)
+
+
+def _paid_out(ctx: Ctx, quote: QuoteView, pay: Callable[[], use_cases.Withdrawal], texts: str, **to: str) -> str:
+    """Money out through M-Pesa at a quote (a withdrawal, a till, a paybill): its refusal, or what
+    M-Pesa said, in the `texts` catalog family (withdraw.*, mpesapay.*) naming the payee `to`."""
     try:
-        done = use_cases.withdraw(ctx.svc, ctx.user, proof, quote, data["phone"], ctx.key)
+        done = pay()
     except QuoteExpired:  # expired between the screen's check and now: nothing moved
         return ctx.t("quote.expired")
     except MpesaUnreachable:
@@ -77,37 +93,11 @@ def withdraw(ctx: Ctx, data: dict, proof: PinProof | None) -> str:
     if payout is None:
         return ctx.t("replay", ref=receipt.reference)
     if payout.state is State.SUCCEEDED:
-        return ctx.t("withdraw.done", kes=quote.kes, phone=data["phone"], code=payout.receipt,
-                     sats=receipt.amount_sats, fee=receipt.fee_sats, balance=receipt.balance_sats)
+        return ctx.t(f"{texts}.done", kes=quote.kes, code=payout.receipt, sats=receipt.amount_sats,
+                     fee=receipt.fee_sats, balance=receipt.balance_sats, **to)
     if payout.state is State.FAILED:
         return ctx.t("withdraw.failed", ref=receipt.reference)
-    return ctx.t("withdraw.pending", kes=quote.kes, phone=data["phone"], ref=receipt.reference)
-
-
-def pay_business(ctx: Ctx, data: dict, proof: PinProof | None) -> str:
-    quote = quoting.quote_of(ctx, data["quote"])
-    to = payee(data)
-    try:
-        done = use_cases.pay_business(ctx.svc, ctx.user, proof, quote, data["cmd"], data["party"], data["account"],
-                                      to, ctx.key)
-    except QuoteExpired:
-        return ctx.t("quote.expired")
-    except InsufficientBalance as exc:
-        return deny_text(ctx, "insufficient-balance", balance=exc.balance_sats)
-    except PolicyDenied as exc:
-        if exc.reason in ("below-minimum", "above-maximum"):
-            return deny_text(ctx, exc.reason, "KES", bounds=ctx.svc.policy.kes_bounds(quote.kes_per_btc))
-        return deny_text(ctx, exc.reason)
-    ctx.recorded = True
-    receipt, payout = done.receipt, done.payout
-    if payout is None:
-        return ctx.t("replay", ref=receipt.reference)
-    if payout.state is State.SUCCEEDED:
-        return ctx.t("mpesapay.done", kes=quote.kes, payee=to, code=payout.receipt, sats=receipt.amount_sats,
-                     fee=receipt.fee_sats, balance=receipt.balance_sats)
-    if payout.state is State.FAILED:
-        return ctx.t("withdraw.failed", ref=receipt.reference)
-    return ctx.t("mpesapay.pending", kes=quote.kes, payee=to, ref=receipt.reference)
+    return ctx.t(f"{texts}.pending", kes=quote.kes, ref=receipt.reference, **to)
 
 
 def pay_request(ctx: Ctx, data: dict, proof: PinProof | None) -> str:

@@ -8,10 +8,9 @@ import re
 
 from helpers.mpesa.provider import BUY_GOODS, PAY_BILL
 from helpers.ussd import quoting
-from helpers.ussd.screen import Ctx, deny_text, parse_amount, sent_today
+from helpers.ussd.screen import Ctx, pick_recent
 from helpers.ussd.walker import Push, Result, Retry
 from helpers.wallet import payments
-from helpers.wallet.prices import WITHDRAW
 
 _SHORTCODE = re.compile(r"[0-9]{5,7}")  # tills and paybills are 5-7 digits
 _ACCOUNT = re.compile(r"[A-Za-z0-9-]{1,13}")  # Daraja's AccountReference: up to 13 characters
@@ -59,14 +58,11 @@ class BusinessNumber:
         return ctx.t("mpesapay.recent", lines=lines, prompt=ctx.t(self.prompt_key))
 
     def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
-        if token in ("1", "2", "3"):
-            slot = f"rb{ctx.position}"
-            if slot not in ctx.choices:
-                recent = self._recent(ctx)
-                if int(token) > len(recent):
-                    return Retry(ctx.t("error.option"))
-                ctx.choices[slot] = recent[int(token) - 1]
-            paid = _PAID.match(str(ctx.choices[slot]))
+        picked = pick_recent(ctx, token, "rb", lambda: self._recent(ctx))
+        if picked is not None and not isinstance(picked, str):
+            return picked
+        if picked is not None:
+            paid = _PAID.match(picked)
             if paid is None:
                 return Retry(ctx.t("error.option"))
             return Push("mpesapay.amount", {**data, "cmd": self.command, "party": paid.group(2),
@@ -97,21 +93,8 @@ class BusinessAmount:
         return ctx.t("mpesapay.amount", payee=payee(data), min=low, max=high)
 
     def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
-        kes = parse_amount(token)
-        if kes is None:
-            return Retry(ctx.t("error.amount"))
-        price = quoting.price_now(ctx)
-        if price is None:
-            return quoting.no_price(ctx)
-        policy = ctx.svc.policy
-        sent = sent_today(ctx) if ctx.final else 0
-        balance = ctx.user.balance_sats if ctx.final else policy.value("payment-max-sats") * 2
-        decision = policy.withdraw(kes, balance, sent, price.kes_per_btc)  # the same rules as a payout
-        if not decision.allowed:
-            kes_reason = decision.reason in ("below-minimum", "above-maximum")
-            return Retry(deny_text(ctx, decision.reason or "", "KES" if kes_reason else "sats",
-                                   bounds=quoting.kes_bounds(ctx, price) if kes_reason else None))
-        slot = quoting.hold(ctx, WITHDRAW, kes)
-        if not isinstance(slot, str):
-            return slot
+        amount = quoting.payout_amount(ctx, token)  # the same rules as a withdrawal
+        if not isinstance(amount, tuple):
+            return amount
+        kes, slot = amount
         return Push("pin", {**data, "kes": kes, "quote": slot, "action": "mpesapay"})

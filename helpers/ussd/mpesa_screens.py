@@ -6,11 +6,11 @@ from __future__ import annotations
 from helpers.infra.phone import normalise
 from helpers.mpesa.provider import normalise_code
 from helpers.ussd import quoting
-from helpers.ussd.screen import Ctx, deny_text, expired, parse_amount, sent_today
+from helpers.ussd.screen import Ctx, deny_text, expired, parse_amount
 from helpers.ussd.walker import End, Push, Result, Retry
 from helpers.wallet import transactions, use_cases
 from helpers.wallet.errors import CodeAlreadyUsed, PolicyDenied, TopupNotConfirmed
-from helpers.wallet.prices import TOPUP, WITHDRAW
+from helpers.wallet.prices import TOPUP
 from lightning import State
 
 
@@ -123,23 +123,10 @@ class WithdrawAmount:
         return ctx.t("withdraw.amount", min=low, max=high)
 
     def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
-        kes = parse_amount(token)
-        if kes is None:
-            return Retry(ctx.t("error.amount"))
-        price = quoting.price_now(ctx)
-        if price is None:
-            return quoting.no_price(ctx)
-        policy = ctx.svc.policy
-        sent = sent_today(ctx) if ctx.final else 0
-        balance = ctx.user.balance_sats if ctx.final else policy.value("payment-max-sats") * 2
-        decision = policy.withdraw(kes, balance, sent, price.kes_per_btc)
-        if not decision.allowed:
-            kes_reason = decision.reason in ("below-minimum", "above-maximum")
-            return Retry(deny_text(ctx, decision.reason or "", "KES" if kes_reason else "sats",
-                                   bounds=quoting.kes_bounds(ctx, price) if kes_reason else None))
-        slot = quoting.hold(ctx, WITHDRAW, kes)
-        if not isinstance(slot, str):
-            return slot
+        amount = quoting.payout_amount(ctx, token)
+        if not isinstance(amount, tuple):
+            return amount
+        kes, slot = amount
         return Push("withdraw.phone", {"kes": kes, "quote": slot})
 
 

@@ -9,10 +9,10 @@ never confirms numbers they did not see). No price: the screen says so and the s
 
 from __future__ import annotations
 
-from helpers.ussd.screen import Ctx, expired
+from helpers.ussd.screen import Ctx, deny_text, expired, parse_amount, sent_today
 from helpers.ussd.walker import End, Result, Retry
 from helpers.wallet import transactions
-from helpers.wallet.prices import CurrentPrice, QuoteView
+from helpers.wallet.prices import WITHDRAW, CurrentPrice, QuoteView
 
 
 def price_now(ctx: Ctx) -> CurrentPrice | None:
@@ -65,3 +65,25 @@ def renewed(ctx: Ctx, slot: str) -> Result | None:
 def valid_minutes(ctx: Ctx) -> int:
     """How long a quote holds, in whole minutes (rounded up), for the confirm screens."""
     return -(-ctx.value("quote-valid-s") // 60)
+
+
+def payout_amount(ctx: Ctx, token: str) -> tuple[int, str] | Result:
+    """The KES typed for money that leaves through M-Pesa (a withdrawal, a till or a paybill):
+    (kes, its quote's slot), or the screen to show. The payout rules of atoms.metta decide;
+    balance and daily limit only for the screen shown now (the reservation checks again)."""
+    kes = parse_amount(token)
+    if kes is None:
+        return Retry(ctx.t("error.amount"))
+    price = price_now(ctx)
+    if price is None:
+        return no_price(ctx)
+    policy = ctx.svc.policy
+    sent = sent_today(ctx) if ctx.final else 0
+    balance = ctx.user.balance_sats if ctx.final else policy.value("payment-max-sats") * 2
+    decision = policy.withdraw(kes, balance, sent, price.kes_per_btc)
+    if not decision.allowed:
+        kes_reason = decision.reason in ("below-minimum", "above-maximum")
+        return Retry(deny_text(ctx, decision.reason or "", "KES" if kes_reason else "sats",
+                               bounds=kes_bounds(ctx, price) if kes_reason else None))
+    slot = hold(ctx, WITHDRAW, kes)
+    return (kes, slot) if isinstance(slot, str) else slot

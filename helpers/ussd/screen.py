@@ -4,6 +4,7 @@ and `handle(ctx, data, token)`, which returns one of the walker's results."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,7 +12,7 @@ from helpers.infra.i18n import CATALOGS, t
 from helpers.infra.refs import idempotency_key
 from helpers.infra.text import parse_digits
 from helpers.lightning.lnurl_pay import PayParams
-from helpers.ussd.walker import End
+from helpers.ussd.walker import End, Result, Retry
 from helpers.wallet import invoices, transactions
 from helpers.wallet.services import Services
 from helpers.wallet.users import UserView
@@ -115,6 +116,21 @@ def check_spend(ctx: Ctx, amount: int, fee: int) -> str | None:
     else:
         decision = policy.spend(amount, fee, ctx.user.balance_sats, sent_today(ctx))
     return None if decision.allowed else deny_text(ctx, decision.reason or "")
+
+
+def pick_recent(ctx: Ctx, token: str, kind: str, recent: Callable[[], list[str]]) -> str | Result | None:
+    """`token` 1-3 on a screen that lists the customer's last payees: the one it picks (chosen
+    once, when typed, and kept in the session, so a replay or a changed list means the same
+    payee), the screen to show for a number beyond the list, or None when it is not a pick."""
+    if token not in ("1", "2", "3"):
+        return None
+    slot = f"{kind}{ctx.position}"
+    if slot not in ctx.choices:
+        listed = recent()
+        if int(token) > len(listed):
+            return Retry(ctx.t("error.option"))
+        ctx.choices[slot] = listed[int(token) - 1]
+    return str(ctx.choices[slot])
 
 
 def expired(ctx: Ctx) -> End:

@@ -11,7 +11,8 @@ from helpers.infra.text import is_digits
 from helpers.lightning import lnurl_pay
 from helpers.lightning.lnurl_pay import LnurlPayError, PayParams
 from helpers.ussd import quoting
-from helpers.ussd.screen import Ctx, check_spend, deny_text, expired, parse_amount, payee_bounds, sats_range, sent_today
+from helpers.ussd.screen import (Ctx, check_spend, deny_text, expired, parse_amount, payee_bounds, pick_recent,
+                                 sats_range, sent_today)
 from helpers.ussd.walker import MAX_SCREEN, End, Push, Result, Retry
 from helpers.wallet import invoices, lnurl, payments
 from helpers.wallet.prices import SEND, CurrentPrice
@@ -153,14 +154,10 @@ class SendRecipient(OtherPhone):
         return ctx.t("send.phone-recent", lines="".join(lines))
 
     def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
-        if token in ("1", "2", "3"):
-            slot = f"rp{ctx.position}"
-            if slot not in ctx.choices:
-                recent = self._recent(ctx)
-                if int(token) > len(recent):
-                    return Retry(ctx.t("error.option"))
-                ctx.choices[slot] = recent[int(token) - 1]
-            token = str(ctx.choices[slot])
+        picked = pick_recent(ctx, token, "rp", lambda: self._recent(ctx))
+        if picked is not None and not isinstance(picked, str):
+            return picked
+        token = picked or token
         if "@" not in token:
             return super().handle(ctx, data, token)
         parsed = lnurl_pay.parse_address(token)

@@ -22,7 +22,7 @@ from helpers.wallet.services import Services
 from helpers.wallet.transactions import Receipt
 from lightning import PaymentResult, State, decode_invoice
 from helpers.wallet.users import UserView
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 
 from database import Database
 from models import DEBIT, FAILED, PENDING, SEND, SETTLED, Transaction
@@ -161,35 +161,23 @@ def resolve_by_operator(svc: Services, reference: str, paid: bool, reason: str) 
 
 
 
+
 def recent_payees(db: Database, user_id: int, count: int = 3) -> list[str]:
     """The last `count` distinct people or addresses this customer paid (phones E.164, Lightning
     addresses), newest first: offered on the send screen so a regular payee is not typed again."""
-    with db.read() as s:
-        rows = s.scalars(select(Transaction.counterparty).where(
-            Transaction.user_id == user_id, Transaction.type == SEND, Transaction.direction == DEBIT,
-            Transaction.status.in_((SETTLED, PENDING)), Transaction.counterparty.is_not(None))
-            .order_by(Transaction.id.desc()).limit(30))
-        found: list[str] = []
-        for payee in rows:
-            if payee and payee not in found:
-                found.append(payee)
-            if len(found) == count:
-                break
-    return found
+    return _recent(db, user_id, count, Transaction.type == SEND)
 
 
 def recent_businesses(db: Database, user_id: int, prefix: str, count: int = 3) -> list[str]:
     """The last `count` distinct tills ("Till ...") or paybills ("Paybill ... acct ...") this
     customer paid, newest first, as their payments name them."""
+    return _recent(db, user_id, count, Transaction.type == "withdraw", Transaction.counterparty.like(prefix + " %"))
+
+
+def _recent(db: Database, user_id: int, count: int, *kind: ColumnElement[bool]) -> list[str]:
     with db.read() as s:
         rows = s.scalars(select(Transaction.counterparty).where(
-            Transaction.user_id == user_id, Transaction.type == "withdraw", Transaction.direction == DEBIT,
-            Transaction.status.in_((SETTLED, PENDING)), Transaction.counterparty.like(prefix + " %"))
+            Transaction.user_id == user_id, Transaction.direction == DEBIT, *kind,
+            Transaction.status.in_((SETTLED, PENDING)), Transaction.counterparty.is_not(None))
             .order_by(Transaction.id.desc()).limit(30))
-        found: list[str] = []
-        for payee in rows:
-            if payee and payee not in found:
-                found.append(payee)
-            if len(found) == count:
-                break
-    return found
+        return list(dict.fromkeys(payee for payee in rows if payee))[:count]
