@@ -23,6 +23,7 @@ from database import Database
 from helpers.infra import i18n, logs, sms
 from helpers.infra.config import ConfigError, finalise, load_config
 from helpers.infra.settings import Settings
+from helpers.airtime.provider import AirtimeConfigError, create_airtime
 from helpers.mpesa.provider import MpesaConfigError, create_provider
 from helpers.ussd import sessions
 from helpers.wallet import demo, limits, prices
@@ -58,6 +59,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     svc = Services(db, policy(), backend, create_provider(settings),
                    sms.SmsDispatcher(db, sms.make_sender(settings)), settings)
     svc.openings = sessions.Openings(db, settings.write_behind_s)
+    svc.airtime = create_airtime(settings)
     svc.prices = prices.PriceBook(db, settings, svc.policy)
     app.extensions["wallet"] = svc
     app.extensions["request_counter"] = limits.RequestCounter(db, settings.write_behind_s)
@@ -129,7 +131,7 @@ def _migrate(db: Database) -> None:
 if __name__ == "__main__":
     try:
         application = create_app()
-    except (ConfigError, LightningConfigError, MpesaConfigError, prices.PriceConfigError) as exc:
+    except (ConfigError, LightningConfigError, MpesaConfigError, AirtimeConfigError, prices.PriceConfigError) as exc:
         # one line naming the setting
         raise SystemExit(f"configuration: {exc}") from None
     application.run(host=os.environ.get("HOST", "127.0.0.1"), port=int(os.environ.get("PORT", "5000")))

@@ -19,6 +19,7 @@ from helpers.infra.refs import idempotency_key
 from helpers.ussd import resume, sessions
 from helpers.mpesa.provider import BUY_GOODS, PAY_BILL
 from helpers.ussd.account_screens import Account, History, Language, MainMenu
+from helpers.ussd.airtime_screens import AirtimeAmount, AirtimeFor, AirtimePhone
 from helpers.ussd.business_screens import BusinessAmount, BusinessKind, BusinessNumber, PaybillAccount
 from helpers.ussd.mpesa_screens import TopupAmount, TopupCode, TopupConfirm, TopupPush, WithdrawAmount, WithdrawPhone
 from helpers.ussd.pin_entry import NewPin, PinChangeOld, PinStep, RepeatNewPin, save_changed_pin, save_first_pin
@@ -71,6 +72,9 @@ SCREENS: dict[str, Screen] = {
     "mpesapay.paybill": BusinessNumber("mpesapay.paybill", PAY_BILL),
     "mpesapay.account": PaybillAccount(),
     "mpesapay.amount": BusinessAmount(),
+    "airtime": AirtimeFor(),
+    "airtime.phone": AirtimePhone(),
+    "airtime.amount": AirtimeAmount(),
     "account": Account(),
     "history": History(),
     "language": Language(),

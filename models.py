@@ -50,6 +50,7 @@ class User(Base):
 
 # Transaction.type
 SEND, RECEIVE, INVOICE, TOPUP, WITHDRAW = "send", "receive", "invoice", "topup", "withdraw"
+AIRTIME = "airtime"  # airtime bought for a phone through Africa's Talking
 ADJUST = "adjust"  # an operator's credit (demo opening balances, support cases), with a reason
 # Transaction.direction
 CREDIT, DEBIT = "credit", "debit"
@@ -174,6 +175,28 @@ class RateCounter(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, index=True)
 
 
+class AirtimeRequest(Base):
+    """Airtime bought through Africa's Talking for a reserved transaction: the answer to the send
+    (AT's requestId) and, later, the delivery status from AT's callback or a status query. Its
+    status moves once, pending -> settled | failed, in the same database transaction as the money."""
+
+    __tablename__ = "airtime_requests"
+    __table_args__ = (Index("ix_airtime_requests_status", "status"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    reference: Mapped[str] = mapped_column(String(16), unique=True)  # ours: the Idempotency-Key sent
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    transaction_id: Mapped[int] = mapped_column(ForeignKey("transactions.id"), unique=True)
+    phone: Mapped[str] = mapped_column(String(20))  # E.164: who gets the airtime
+    amount_kes: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16), default=PENDING)
+    request_id: Mapped[Optional[str]] = mapped_column(String(64), unique=True)  # AT's requestId (ATQid_...)
+    result_desc: Mapped[Optional[str]] = mapped_column(String(255))
+    queries: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    finished_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
+
+
 # MpesaRequest.kind
 STK, B2C, B2B = "stk", "b2c", "b2b"  # B2B: a payment to a till or a paybill
 
@@ -239,11 +262,14 @@ NODE = "lightning-node"  # sats on our Lightning node (asset)
 FLOAT = "mpesa-float"  # KES in our M-Pesa float, counted in the sats they bought (asset)
 LN_IN_FLIGHT = "lightning-in-flight"  # reserved for payments out the node has not finished (liability)
 MPESA_IN_FLIGHT = "mpesa-in-flight"  # reserved for M-Pesa payouts not finished (liability)
+AIRTIME_FLOAT = "airtime-float"  # KES prepaid at Africa's Talking for airtime, counted in sats (asset)
+AIRTIME_IN_FLIGHT = "airtime-in-flight"  # reserved for airtime Africa's Talking has not delivered (liability)
 FEES = "fee-income"  # our fees (income)
 ADJUSTMENTS = "adjustments"  # operator credits and demo balances: money no asset backs (equity)
 OPENING = "opening-balances"  # what the books started from when the journal began (equity)
 HOUSE_ACCOUNTS = {NODE: ASSET, FLOAT: ASSET, LN_IN_FLIGHT: LIABILITY, MPESA_IN_FLIGHT: LIABILITY,
-                  FEES: INCOME, ADJUSTMENTS: EQUITY, OPENING: EQUITY}
+                  FEES: INCOME, ADJUSTMENTS: EQUITY, OPENING: EQUITY,
+                  AIRTIME_FLOAT: ASSET, AIRTIME_IN_FLIGHT: LIABILITY}
 
 
 class LedgerAccount(Base):

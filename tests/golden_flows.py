@@ -242,6 +242,17 @@ def pay_till_and_bill(lang: str):
     ]
 
 
+def buy_airtime(lang: str):
+    return (ALICE,), [
+        dial(ALICE, "8", "3", "1", V("airtime-min-kes", -1), "100", PIN,
+             note="airtime for one's own number: below the minimum is refused, then the quote and the PIN"),
+        dial(ALICE, "8", "3", "2", "07123", BOB_LOCAL, "50", PIN,
+             note="for another number: a bad number is refused"),
+        dial(ALICE, "8", "3", "2", "1", V("airtime-max-kes", 1), "00", "0",
+             note="the last number is offered; above the maximum is refused"),
+    ]
+
+
 def send_new_recipient(lang: str):
     return (ALICE,), [
         dial(ALICE, "1", "0733444555", V("payment-min-sats"), "1", PIN,
@@ -427,6 +438,7 @@ BUILDERS = {
     "resume-send": resume_send,
     "recent-payees": recent_payees,
     "pay-till-and-bill": pay_till_and_bill,
+    "buy-airtime": buy_airtime,
     "send-new-recipient": send_new_recipient,
     "send-insufficient-balance": send_insufficient_balance,
     "send-below-minimum": send_below_minimum,

@@ -100,6 +100,14 @@ def load_config(instance_path: str, env: dict[str, str] | None = None) -> dict[s
         "AFRICASTALKING_API_KEY": env.get("AFRICASTALKING_API_KEY", ""),
         "AFRICASTALKING_SENDER_ID": env.get("AFRICASTALKING_SENDER_ID", ""),
         "SMS_AUTO_FLUSH": _flag(env.get("SMS_AUTO_FLUSH"), True),
+        # Airtime (Pay > Airtime): Africa's Talking's Airtime API when its credentials are set, else
+        # simulated (delivered at once); `off` hides nothing but refuses the purchase. Production
+        # without credentials: off. AT posts delivery reports to <PUBLIC_URL>/airtime/<token>/status
+        # (set that URL in AT's dashboard: Airtime > Callback URLs > Status).
+        "AIRTIME_PROVIDER": env.get("AIRTIME_PROVIDER", "").lower() or (
+            "africastalking" if env.get("AFRICASTALKING_USERNAME") and env.get("AFRICASTALKING_API_KEY")
+            else "off" if env.get("APP_ENV", "development") == "production" else "simulated"),
+        "AIRTIME_CALLBACK_TOKEN": env.get("AIRTIME_CALLBACK_TOKEN", ""),
         # Background work (polling pending payments, the SMS outbox, prices, cleanup): in a thread of
         # the server (the embedded default), or only in `flask worker` processes (production: web
         # workers then start no background thread).
@@ -199,6 +207,14 @@ def finalise(config: dict[str, Any]) -> None:
     if production and config["MPESA_PROVIDER"] == "simulated":
         # the simulated provider credits any well-formed code: free money
         raise ConfigError("MPESA_PROVIDER=simulated is not allowed in production")
+    if config["AIRTIME_PROVIDER"] not in ("simulated", "africastalking", "off"):
+        raise ConfigError("AIRTIME_PROVIDER must be simulated, africastalking or off")
+    if production and config["AIRTIME_PROVIDER"] == "simulated":
+        # customers would pay sats for airtime that never comes
+        raise ConfigError("AIRTIME_PROVIDER=simulated is not allowed in production")
+    if config["AIRTIME_PROVIDER"] == "africastalking" and len(config["AIRTIME_CALLBACK_TOKEN"]) < 16 and production:
+        raise ConfigError("AIRTIME_CALLBACK_TOKEN must be set (16+ random characters) for Africa's Talking's airtime "
+                          "status callback <PUBLIC_URL>/airtime/<token>/status")
     if production and not config["RATE_LIMITS"]:
         raise ConfigError("RATE_LIMITS must be on in production")
     token = config["USSD_CALLBACK_TOKEN"]

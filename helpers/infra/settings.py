@@ -47,6 +47,8 @@ class Settings:
     africastalking_api_key: str = ''
     africastalking_sender_id: str = ''
     sms_auto_flush: bool = True
+    airtime_provider: str = 'simulated'
+    airtime_callback_token: str = ''
     ussd_service_code: str = '*384*123#'
     ussd_session_timeout_s: int = 180
     public_url: str = 'http://localhost:5000'
@@ -93,6 +95,7 @@ class Settings:
     write_behind_s: float = 1.0
     simulator_enabled: bool = True
     africastalking_sms_url: str = ""  # a test server instead of Africa's Talking (tests only)
+    africastalking_airtime_url: str = ""  # the same for the Airtime API (tests only)
 
     def by_variable(self) -> dict[str, Any]:
         """{VARIABLE_NAME: value}, for an adapter that checks its settings and names the variable

@@ -71,7 +71,8 @@ class Account:
 # Who is on the other side of an entry that has no other customer in it, by the entry's kind.
 _WHO = {"receive": "lightning", "lightning-pending": "lightning", "lightning-post": "lightning",
         "lightning-void": "lightning", "topup": "mpesa", "withdraw-pending": "mpesa", "withdraw-post": "mpesa",
-        "withdraw-void": "mpesa", "adjustment": "adjust", "opening": "opening"}
+        "withdraw-void": "mpesa", "adjustment": "adjust", "opening": "opening", "airtime-pending": "airtime",
+        "airtime-post": "airtime", "airtime-void": "airtime"}
 HISTORY_LINES = 4  # the most a screen shows; fewer when long amounts would pass 160 characters
 
 

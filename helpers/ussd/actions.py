@@ -8,11 +8,12 @@ from collections.abc import Callable
 
 from helpers.lightning.lnurl_pay import LnurlPayError, PayParams
 from helpers.ussd import quoting
+from helpers.infra.phone import local
 from helpers.ussd.business_screens import payee
 from helpers.ussd.screen import Ctx, deny_text, payee_bounds
 from helpers.wallet import use_cases
-from helpers.wallet.errors import (InsufficientBalance, InvoiceAlreadyPaid, MpesaUnreachable, PolicyDenied,
-                                   QuoteExpired, RequestClosed)
+from helpers.wallet.errors import (AirtimeOff, InsufficientBalance, InvoiceAlreadyPaid, MpesaUnreachable,
+                                   PolicyDenied, QuoteExpired, RequestClosed)
 from helpers.wallet.prices import QuoteView
 from helpers.wallet.users import PinProof
 from lightning import State
@@ -100,6 +101,33 @@ def _paid_out(ctx: Ctx, quote: QuoteView, pay: Callable[[], use_cases.Withdrawal
     return ctx.t(f"{texts}.pending", kes=quote.kes, ref=receipt.reference, **to)
 
 
+def buy_airtime(ctx: Ctx, data: dict, proof: PinProof | None) -> str:
+    quote = quoting.quote_of(ctx, data["quote"])
+    phone = local(data["phone"], ctx.svc.settings.default_region)
+    try:
+        bought = use_cases.buy_airtime(ctx.svc, ctx.user, proof, quote, data["phone"], ctx.key)
+    except AirtimeOff:
+        return ctx.t("airtime.off")
+    except QuoteExpired:
+        return ctx.t("quote.expired")
+    except InsufficientBalance as exc:
+        return deny_text(ctx, "insufficient-balance", balance=exc.balance_sats)
+    except PolicyDenied as exc:
+        if exc.reason in ("below-minimum", "above-maximum"):
+            return deny_text(ctx, exc.reason, "KES", bounds=ctx.svc.policy.airtime_bounds())
+        return deny_text(ctx, exc.reason)
+    ctx.recorded = True
+    receipt, result = bought.receipt, bought.result
+    if result is None:
+        return ctx.t("replay", ref=receipt.reference)
+    if result.state is State.SUCCEEDED:
+        return ctx.t("airtime.done", kes=quote.kes, phone=phone, sats=receipt.amount_sats, fee=receipt.fee_sats,
+                     ref=receipt.reference, balance=receipt.balance_sats)
+    if result.state is State.FAILED:
+        return ctx.t("airtime.failed", ref=receipt.reference)
+    return ctx.t("airtime.pending", kes=quote.kes, phone=phone, ref=receipt.reference)
+
+
 def pay_request(ctx: Ctx, data: dict, proof: PinProof | None) -> str:
     try:
         receipt = use_cases.pay_request(ctx.svc, ctx.user, proof, data["request_id"], data["payment_hash"], ctx.key)
@@ -117,10 +145,11 @@ def pay_request(ctx: Ctx, data: dict, proof: PinProof | None) -> str:
 
 ACTIONS: dict[str, Callable[[Ctx, dict, PinProof | None], str]] = {
     "send": send, "lnsend": pay_lightning, "withdraw": withdraw, "payreq": pay_request, "mpesapay": pay_business,
+    "airtime": buy_airtime,
 }
 # Actions that do nothing outside their debit's transaction before the debit, so a right PIN
 # may skip the counted check (users.check_pin). Not "lnsend": it asks the payee's server for an
 # invoice first, and a guesser who runs that server would learn from the request that the PIN
 # was right. Not "payreq": it asks the node about the request's invoice first, which may credit
 # the requester and close the request.
-DEBIT_FIRST = frozenset({"send", "withdraw", "mpesapay"})
+DEBIT_FIRST = frozenset({"send", "withdraw", "mpesapay", "airtime"})

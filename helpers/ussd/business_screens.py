@@ -30,6 +30,8 @@ class BusinessKind:
         return ctx.t("mpesapay")
 
     def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
+        if token == "3":  # airtime: its own bounds, not M-Pesa's
+            return Push("airtime") if ctx.svc.airtime is not None else Retry(ctx.t("airtime.off"))
         target = {"1": "mpesapay.till", "2": "mpesapay.paybill"}.get(token)
         return Push(target, {"bounds": data["bounds"]}) if target else Retry(ctx.t("error.option"))
 

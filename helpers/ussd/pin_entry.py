@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from helpers.infra.phone import local
 from helpers.infra.text import is_digits
 from helpers.ussd import actions, quoting, sessions
 from helpers.ussd.business_screens import payee
@@ -105,6 +106,10 @@ class PinStep:
             quote = quoting.quote_of(ctx, data["quote"])
             return ctx.t("mpesapay.pin", kes=quote.kes, payee=payee(data), sats=quote.sats, fee=quote.fee_sats,
                          valid=quoting.valid_minutes(ctx))
+        if data["action"] == "airtime":
+            quote = quoting.quote_of(ctx, data["quote"])
+            return ctx.t("airtime.pin", kes=quote.kes, phone=local(data["phone"], ctx.svc.settings.default_region),
+                         sats=quote.sats, fee=quote.fee_sats, valid=quoting.valid_minutes(ctx))
         return ctx.t("pin.enter")
 
     def handle(self, ctx: Ctx, data: dict, token: str) -> Result:

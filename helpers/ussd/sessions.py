@@ -69,7 +69,7 @@ def _load_step(with_requests: bool) -> Prepared:
 # Screens a dropped session may be resumed at: a money flow under way, before its PIN was typed.
 RESUMABLE = ("send.amount", "send.kes", "send.confirm", "send.ln.amount", "send.ln.confirm", "pin",
              "topup.code", "topup.confirm", "topup.push", "withdraw.phone", "request.amount", "payreq.confirm",
-             "mpesapay.account", "mpesapay.amount")
+             "mpesapay.account", "mpesapay.amount", "airtime.amount")
 
 
 def _resumable():

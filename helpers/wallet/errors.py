@@ -60,3 +60,7 @@ class QuoteExpired(WalletError):
 
 class MpesaUnreachable(WalletError):
     """M-Pesa cannot pay this number (not Safaricom): checked before any sats are reserved."""
+
+
+class AirtimeOff(WalletError):
+    """This deployment sells no airtime (AIRTIME_PROVIDER=off)."""

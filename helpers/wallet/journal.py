@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from helpers.infra.fastpath import Prepared
 from helpers.wallet import mpesa_float
-from models import FLOAT, LN_IN_FLIGHT, MPESA_IN_FLIGHT, JournalEntry, LedgerAccount, Posting, User, utcnow
+from models import AIRTIME_FLOAT, AIRTIME_IN_FLIGHT, FLOAT, LN_IN_FLIGHT, MPESA_IN_FLIGHT, JournalEntry, LedgerAccount, Posting, User, utcnow
 
 Executor = Connection | Session
 
@@ -147,14 +147,17 @@ class Solvency:
     node_sats: int | None
     float_sats: int
     float_reading: mpesa_float.Reading | None = None  # what M-Pesa last said the float holds, in KES
+    airtime_in_flight_sats: int = 0  # reserved for airtime not delivered yet
+    airtime_float_sats: int = 0  # the airtime prepaid at Africa's Talking, as recorded (sold: negative)
 
     @property
     def liabilities_sats(self) -> int:
-        return self.customers_sats + self.lightning_in_flight_sats + self.mpesa_in_flight_sats
+        return (self.customers_sats + self.lightning_in_flight_sats + self.mpesa_in_flight_sats
+                + self.airtime_in_flight_sats)
 
     @property
     def assets_sats(self) -> int | None:
-        return None if self.node_sats is None else self.node_sats + self.float_sats
+        return None if self.node_sats is None else self.node_sats + self.float_sats + self.airtime_float_sats
 
     @property
     def coverage(self) -> float | None:
@@ -166,8 +169,10 @@ class Solvency:
     def as_dict(self) -> dict:
         reading = self.float_reading
         return {"customers_sats": self.customers_sats, "lightning_in_flight_sats": self.lightning_in_flight_sats,
-                "mpesa_in_flight_sats": self.mpesa_in_flight_sats, "liabilities_sats": self.liabilities_sats,
-                "node_sats": self.node_sats, "mpesa_float_sats": self.float_sats, "assets_sats": self.assets_sats,
+                "mpesa_in_flight_sats": self.mpesa_in_flight_sats,
+                "airtime_in_flight_sats": self.airtime_in_flight_sats, "liabilities_sats": self.liabilities_sats,
+                "node_sats": self.node_sats, "mpesa_float_sats": self.float_sats,
+                "airtime_float_sats": self.airtime_float_sats, "assets_sats": self.assets_sats,
                 "coverage": self.coverage,
                 "mpesa_float_queried_kes": None if reading is None else str(reading.available_kes),
                 "mpesa_float_queried_at": None if reading is None else reading.at.isoformat()}
@@ -176,7 +181,7 @@ class Solvency:
 def solvency(session: Session, node_balance_sats: int | None) -> Solvency:
     kept = balances(session)
     return Solvency(kept["customers"], -kept[LN_IN_FLIGHT], -kept[MPESA_IN_FLIGHT], node_balance_sats, kept[FLOAT],
-                    mpesa_float.latest(session))
+                    mpesa_float.latest(session), -kept.get(AIRTIME_IN_FLIGHT, 0), kept.get(AIRTIME_FLOAT, 0))
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from helpers.wallet.users import UserView
 from sqlalchemy import ColumnElement, select
 
 from database import Database
-from models import DEBIT, FAILED, PENDING, SEND, SETTLED, Transaction
+from models import AIRTIME, DEBIT, FAILED, PENDING, SEND, SETTLED, Transaction
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +172,12 @@ def recent_businesses(db: Database, user_id: int, prefix: str, count: int = 3) -
     """The last `count` distinct tills ("Till ...") or paybills ("Paybill ... acct ...") this
     customer paid, newest first, as their payments name them."""
     return _recent(db, user_id, count, Transaction.type == "withdraw", Transaction.counterparty.like(prefix + " %"))
+
+
+def recent_airtime(db: Database, user_id: int, own_phone: str, count: int = 3) -> list[str]:
+    """The last `count` distinct other numbers (E.164) this customer bought airtime for, newest
+    first (their own number has its own option)."""
+    return _recent(db, user_id, count, Transaction.type == AIRTIME, Transaction.counterparty != own_phone)
 
 
 def _recent(db: Database, user_id: int, count: int, *kind: ColumnElement[bool]) -> list[str]:

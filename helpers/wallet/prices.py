@@ -35,7 +35,7 @@ from models import Price, Quote, utcnow
 log = logging.getLogger(__name__)
 
 FEED, MANUAL, FIXED = "feed", "manual", "fixed"
-TOPUP, WITHDRAW, SEND = "topup", "withdraw", "send"
+TOPUP, WITHDRAW, SEND, AIRTIME = "topup", "withdraw", "send", "airtime"
 _READ_EVERY_S = 5.0  # how long a worker keeps the newest price row in memory
 
 
@@ -171,6 +171,9 @@ class PriceBook:
         elif kind == WITHDRAW:
             sats = policy.kes_to_sats_debit(kes, price.kes_per_btc)
             fee, spread = policy.fee_sats("mpesa-withdraw", sats), policy.value_of("spread-bps", "sell")
+        elif kind == AIRTIME:  # sold like a withdrawal, with airtime's own fee
+            sats = policy.kes_to_sats_debit(kes, price.kes_per_btc)
+            fee, spread = policy.fee_sats("airtime", sats), policy.value_of("spread-bps", "sell")
         elif kind == SEND:
             sats = policy.kes_to_sats_send(kes, price.kes_per_btc)
             fee, spread = policy.fee_sats("internal", sats), 0

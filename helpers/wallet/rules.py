@@ -157,8 +157,8 @@ class Policy:
         return self._int(f"({name} {argument})")
 
     def fee_sats(self, kind: str, amount_sats: int) -> int:
-        """Fee for moving `amount_sats` by `kind`: internal, mpesa-withdraw or lightning."""
-        if kind not in ("internal", "mpesa-withdraw", "lightning"):
+        """Fee for moving `amount_sats` by `kind`: internal, mpesa-withdraw, lightning or airtime."""
+        if kind not in ("internal", "mpesa-withdraw", "lightning", "airtime"):
             raise PolicyError(f"unknown fee kind {kind!r}")
         return self._int(f"(fee-sats {kind} {int(amount_sats)})")
 
@@ -204,6 +204,14 @@ class Policy:
     def withdraw(self, kes: int, balance_sats: int, sent_today_sats: int, price: int) -> Decision:
         return self._decision(
             f"(withdraw-decision {int(kes)} {int(balance_sats)} {int(sent_today_sats)} {int(price)})")
+
+    def airtime(self, kes: int, balance_sats: int, sent_today_sats: int, price: int) -> Decision:
+        return self._decision(
+            f"(airtime-decision {int(kes)} {int(balance_sats)} {int(sent_today_sats)} {int(price)})")
+
+    def airtime_bounds(self) -> tuple[int, int]:
+        """The KES a customer may buy airtime for, whatever the price."""
+        return self.value("airtime-min-kes"), self.value("airtime-max-kes")
 
     def pin(self, pin: str) -> Decision:
         """Is `pin` (already checked to be digits of the right length) strong enough?"""

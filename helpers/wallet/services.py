@@ -1,10 +1,12 @@
-"""What a request needs, built once per app: database, policy, Lightning, M-Pesa, SMS, settings."""
+"""What a request needs, built once per app: database, policy, Lightning, M-Pesa, airtime, SMS,
+settings."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from database import Database
+from helpers.airtime.provider import AirtimeProvider
 from helpers.mpesa.provider import MpesaProvider
 from helpers.wallet.prices import PriceBook
 from helpers.wallet.rules import Policy
@@ -23,6 +25,7 @@ class Services:
     sms: SmsDispatcher
     settings: Settings
     openings: WriteBehind | None = None  # session rows written behind (None: written at once)
+    airtime: AirtimeProvider | None = None  # None: airtime is off
     prices: PriceBook = field(init=False)  # set by the app factory, after the database
 
     @property

@@ -39,31 +39,9 @@ from helpers.infra.i18n import t
 from helpers.infra.refs import new_reference
 from helpers.wallet.rules import Policy
 from helpers.wallet.users import UserView
-from models import (
-    ADJUST,
-    ADJUSTMENTS,
-    CREDIT,
-    DEBIT,
-    FAILED,
-    FEES,
-    FLOAT,
-    INVOICE,
-    LN_IN_FLIGHT,
-    MPESA_IN_FLIGHT,
-    NODE,
-    PAID,
-    PENDING,
-    RECEIVE,
-    SEND,
-    SETTLED,
-    TOPUP,
-    WITHDRAW,
-    Invoice,
-    PaymentRequest,
-    Transaction,
-    User,
-    utcnow,
-)
+from models import (ADJUST, ADJUSTMENTS, AIRTIME, AIRTIME_IN_FLIGHT, CREDIT, DEBIT, FAILED, FEES, FLOAT, INVOICE,
+                    LN_IN_FLIGHT, MPESA_IN_FLIGHT, NODE, PAID, PENDING, RECEIVE, SEND, SETTLED, TOPUP, WITHDRAW,
+                    Invoice, PaymentRequest, Transaction, User, utcnow)
 
 log = logging.getLogger(__name__)
 
@@ -368,6 +346,12 @@ def reserve_withdrawal(
     return run_once(db, key, work)
 
 
+# Where a pending debit's sats wait, by its type: the in-flight account and its entries' kinds.
+_RESERVED_BY = {WITHDRAW: (MPESA_IN_FLIGHT, "withdraw-pending", "withdraw-void"),
+                AIRTIME: (AIRTIME_IN_FLIGHT, "airtime-pending", "airtime-void"),
+                SEND: (LN_IN_FLIGHT, "lightning-pending", "lightning-void")}
+
+
 def release(s: Session, transaction_id: int, note: str = "") -> tuple[Transaction, int, User] | None:
     """A pending debit that definitely failed: mark it failed and give amount + fee back, once,
     inside the caller's transaction. Returns the row, the new balance and its owner (for the SMS),
@@ -383,10 +367,7 @@ def release(s: Session, transaction_id: int, note: str = "") -> tuple[Transactio
     row = s.get(Transaction, transaction_id)
     after = credit(s, row.user_id, row.amount_sats + row.fee_sats)
     reserved = row.amount_sats + row.fee_sats
-    if row.type == WITHDRAW:
-        in_flight, pending_kind, void_kind = MPESA_IN_FLIGHT, "withdraw-pending", "withdraw-void"
-    else:
-        in_flight, pending_kind, void_kind = LN_IN_FLIGHT, "lightning-pending", "lightning-void"
+    in_flight, pending_kind, void_kind = _RESERVED_BY.get(row.type, _RESERVED_BY[SEND])
     journal.record(s, void_kind, row.reference,
                    [journal.house(in_flight, reserved), journal.customer(row.user_id, -reserved)],
                    transaction_id=row.id, follows=journal.entry_of(s, row.id, pending_kind), memo=note)

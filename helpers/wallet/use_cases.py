@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from helpers.lightning.lnurl_pay import PayParams
 from helpers.mpesa.provider import PayoutResult
-from helpers.wallet import invoices, mpesa_flows, payments, prices, transactions, users
-from helpers.wallet.errors import MpesaUnreachable, QuoteExpired, RequestClosed, TopupNotConfirmed
+from helpers.wallet import airtime, invoices, mpesa_flows, payments, prices, transactions, users
+from helpers.wallet.errors import AirtimeOff, MpesaUnreachable, QuoteExpired, RequestClosed, TopupNotConfirmed
 from helpers.wallet.prices import QuoteView
 from helpers.wallet.services import Services
 from helpers.wallet.transactions import Receipt
@@ -147,3 +147,19 @@ def pay_business(svc: Services, user: UserView, proof: PinProof | None, quote: Q
     payout = mpesa_flows.pay_business_out(svc.db, svc.mpesa, receipt.transaction_id, command, party_b, account,
                                           quote.kes, receipt.amount_sats, user)
     return Withdrawal(receipt, payout)
+
+
+def buy_airtime(svc: Services, user: UserView, proof: PinProof | None, quote: QuoteView, phone: str,
+                key: str) -> airtime.Bought:
+    """Airtime worth the quote's KES for `phone` (the caller's or another Kenyan number): the
+    quote's sats and fee are reserved, then the airtime asked of the provider. Raises AirtimeOff,
+    QuoteExpired, InsufficientBalance, PolicyDenied (nothing reserved)."""
+    require_pin(proof, user)
+    if svc.airtime is None:
+        raise AirtimeOff()
+    _check_quote(svc, quote, user, prices.AIRTIME, key)
+    receipt = airtime.reserve(svc.db, svc.policy, user, phone, quote.kes, quote.sats, quote.fee_sats,
+                              quote.kes_per_btc, key, svc.settings.default_region)
+    if receipt.replay:
+        return airtime.Bought(receipt, None)
+    return airtime.Bought(receipt, airtime.send(svc.db, svc.airtime, receipt, phone, quote.kes))

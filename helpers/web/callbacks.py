@@ -10,7 +10,7 @@ import re
 from flask import Blueprint, Response, jsonify, request
 
 from helpers.lightning import webhooks
-from helpers.wallet import invoices, mpesa_callbacks
+from helpers.wallet import airtime, invoices, mpesa_callbacks
 from helpers.web import callers
 from helpers.web.common import send_queued_sms, services
 
@@ -68,3 +68,21 @@ def mpesa_callback(token: str, kind: str, reference: str, event: str = "") -> tu
     status, outcome = mpesa_callbacks.handle(svc.db, kind, event, reference, body)
     send_queued_sms(svc)
     return jsonify({"ResultCode": 0 if status == 200 else 1, "ResultDesc": outcome}), status
+
+
+@bp.post("/airtime/<token>/status")
+def airtime_status(token: str) -> tuple[Response, int]:
+    """Africa's Talking's airtime delivery report (form fields; JSON accepted too). No signature:
+    the secret token in the URL (constant time), then the requestId of a pending purchase, whose
+    phone and value the report must match."""
+    svc = services()
+    expected = svc.settings.airtime_callback_token
+    if svc.airtime is None or not expected or not callers.token_ok(expected, token):
+        log.warning("airtime callback refused: bad token from %s", request.remote_addr)
+        return jsonify({"error": "forbidden"}), 403
+    fields = request.form.to_dict() or (request.get_json(silent=True) or {})
+    if not isinstance(fields, dict):
+        fields = {}
+    status, outcome = airtime.status_report(svc.db, fields)
+    send_queued_sms(svc)
+    return jsonify({"status": outcome}), status

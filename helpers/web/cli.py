@@ -16,9 +16,9 @@ from flask.cli import AppGroup
 
 from helpers.infra.phone import mask, normalise
 from helpers.ussd import sessions
-from helpers.wallet import (books, demo, invoices, journal, limits, mpesa_float, mpesa_flows, operators, payments,
-                            transactions, users)
-from helpers.web.common import services
+from helpers.wallet import (airtime, books, demo, invoices, journal, limits, mpesa_float, mpesa_flows, operators,
+                            payments, transactions, users)
+from helpers.web.common import send_queued_sms, services
 from helpers.prices import feed
 from models import FAILED, PENDING, SETTLED, utcnow
 
@@ -105,8 +105,10 @@ def ledger_solvency(as_json: bool, query_float: bool, wait: float) -> None:
     coverage = "unknown (the node did not answer)" if found.coverage is None else f"{found.coverage:.2%}"
     rows = [("customers' balances", found.customers_sats), ("Lightning payments in flight",
             found.lightning_in_flight_sats), ("M-Pesa payouts in flight", found.mpesa_in_flight_sats),
+            ("airtime in flight", found.airtime_in_flight_sats),
             ("liabilities", found.liabilities_sats), ("Lightning node (as it reports)", found.node_sats),
-            ("M-Pesa float (as recorded)", found.float_sats), ("assets", found.assets_sats)]
+            ("M-Pesa float (as recorded)", found.float_sats), ("airtime float (as recorded)", found.airtime_float_sats),
+            ("assets", found.assets_sats)]
     for label, sats in rows:
         click.echo(f"{label:<32} {'?' if sats is None else f'{sats:,}':>16} sats")
     click.echo(f"{'coverage':<32} {coverage:>16}")
@@ -315,6 +317,27 @@ def resolve_mpesa(reference: str, outcome: str, receipt: str, reason: str) -> No
     with svc.db.write() as s:
         operators.audit(s, "cli", "resolve-mpesa", request.reference, reason, f"{outcome} {receipt}".strip())
     click.echo(f"{request.reference}: {outcome}")
+
+
+@commands.command("resolve-airtime")
+@click.argument("reference")
+@click.option("--outcome", type=click.Choice(["failed", "delivered"]), required=True,
+              help="what Africa's Talking's dashboard (Airtime > Transactions) shows for this purchase")
+@click.option("--reason", required=True, help="the support case: ticket and how it was established")
+def resolve_airtime(reference: str, outcome: str, reason: str) -> None:
+    """End a pending airtime purchase that no callback or status query can settle (Africa's
+    Talking never answered the send with a requestId): settle it, or refund it."""
+    svc = services()
+    reference = reference.strip().upper()
+    if not any(request.reference == reference for request in airtime.pending(svc.db)):
+        raise click.ClickException(f"no pending airtime purchase with reference {reference!r}")
+    if not airtime.finish(svc.db, reference, SETTLED if outcome == "delivered" else FAILED,
+                          f"operator: {reason}"[:255]):
+        raise click.ClickException(f"{reference} was settled meanwhile; nothing changed")
+    with svc.db.write() as s:
+        operators.audit(s, "cli", "resolve-airtime", reference, reason, outcome)
+    send_queued_sms(svc)
+    click.echo(f"{reference}: {outcome}")
 
 
 @commands.command("export-transactions")

@@ -9,7 +9,8 @@ the lease to expire and the job is taken again. Every handler is safe to run twi
 by conditional updates that act once.
 
 Kinds:
-- invoice <payment hash>, payment <transaction id>, mpesa <reference>: one pending item, asked
+- invoice <payment hash>, payment <transaction id>, mpesa <reference>, airtime <reference>: one
+  pending item, asked
   about soon after it appears, then less and less often (backoff), until it is final.
 - every <task>: sweep (a job for each pending item that has none), sms (send the outbox), price
   (refresh the BTC/KES price), cleanup (expired sessions, old quotes, finished jobs).
@@ -30,14 +31,14 @@ from sqlalchemy import delete, or_, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from helpers.ussd import sessions
-from helpers.wallet import invoices, lightning_out, limits, mpesa_flows
+from helpers.wallet import airtime, invoices, lightning_out, limits, mpesa_flows
 from helpers.wallet.services import Services
 from lightning import State
-from models import PENDING, Invoice, Job, MpesaRequest, Transaction, utcnow
+from models import PENDING, AirtimeRequest, Invoice, Job, MpesaRequest, Transaction, utcnow
 
 log = logging.getLogger(__name__)
 
-INVOICE, PAYMENT, MPESA, EVERY = "invoice", "payment", "mpesa", "every"
+INVOICE, PAYMENT, MPESA, AIRTIME, EVERY = "invoice", "payment", "mpesa", "airtime", "every"
 LEASE_S = 60
 FIRST_DELAY_S = 2  # an item is first asked about this soon after the sweep finds it
 MAX_DELAY_S = 300  # ... then after INVOICE_POLL_S, twice that, four times ..., at most this
@@ -104,7 +105,7 @@ def _finish(svc: Services, job: Claimed, me: str, done: bool, delay_s: float = 0
 
 # The longest wait between two questions about one pending item, by kind: an invoice may be paid
 # any moment (a webhook usually tells us first), a payment out or an M-Pesa request settles slower.
-MAX_DELAY = {INVOICE: 60, PAYMENT: MAX_DELAY_S, MPESA: MAX_DELAY_S}
+MAX_DELAY = {INVOICE: 60, PAYMENT: MAX_DELAY_S, MPESA: MAX_DELAY_S, AIRTIME: MAX_DELAY_S}
 
 
 def backoff(attempts: int, base: float = 5, cap: float = MAX_DELAY_S) -> float:
@@ -153,8 +154,20 @@ def _mpesa(svc: Services, key: str) -> bool:
     return request is None or request.status != PENDING
 
 
+def _airtime(svc: Services, key: str) -> bool:
+    if svc.airtime is None:
+        return False  # turned off with purchases pending: asked again when it is back (or resolved)
+    answer = airtime.query(svc.db, svc.airtime, key)
+    if answer == "no-request-id":
+        log.error("airtime %s: Africa's Talking never gave it a requestId; resolve it with "
+                  "`flask --app app resolve-airtime %s delivered|failed` once AT's dashboard says which", key, key)
+        return True
+    return answer != "pending"
+
+
 def sweep(svc: Services) -> int:
-    """A job for every pending item that has none: invoices, payments out, M-Pesa requests."""
+    """A job for every pending item that has none: invoices, payments out, M-Pesa requests,
+    airtime purchases."""
     with svc.db.read() as s:
         found = {
             INVOICE: set(s.scalars(select(Invoice.payment_hash).where(Invoice.status == PENDING).limit(5000))),
@@ -163,6 +176,8 @@ def sweep(svc: Services) -> int:
                 Transaction.direction == "debit", Transaction.type == "send").limit(5000))},
             MPESA: set(s.scalars(select(MpesaRequest.reference).where(MpesaRequest.status == PENDING).limit(5000))
                        if svc.mpesa.payouts_async or svc.mpesa.topup_by_push else []),
+            AIRTIME: set(s.scalars(select(AirtimeRequest.reference).where(AirtimeRequest.status == PENDING)
+                                   .limit(5000))),
         }
         known = {(kind, key) for kind, key in s.execute(select(Job.kind, Job.key).where(Job.kind.in_(list(found))))}
     first = utcnow() + dt.timedelta(seconds=FIRST_DELAY_S)
@@ -202,7 +217,8 @@ def cleanup(svc: Services) -> None:
         s.execute(delete(Job).where(Job.done_at.is_not(None), Job.done_at < utcnow() - dt.timedelta(days=1)))
 
 
-HANDLERS: dict[str, Callable[[Services, str], bool]] = {INVOICE: _invoice, PAYMENT: _payment, MPESA: _mpesa}
+HANDLERS: dict[str, Callable[[Services, str], bool]] = {INVOICE: _invoice, PAYMENT: _payment, MPESA: _mpesa,
+                                                        AIRTIME: _airtime}
 
 
 def run_one(svc: Services, job: Claimed, me: str) -> None:
