@@ -106,7 +106,7 @@ class AfricasTalkingAirtime(AirtimeProvider):
                                             idempotency_key=reference, timeout=(3.05, self.timeout_s))
         except ValueError as exc:  # the SDK refused the values before sending anything
             return AirtimeResult(State.FAILED, error=str(exc)[:120])
-        except Exception as exc:  # timeouts, connection and HTTP errors: it may have been sent
+        except Exception as exc:  # noqa: BLE001 - the SDK raises bare Exceptions: it may have been sent
             log.warning("airtime %s: no usable answer (%s); left pending", reference, type(exc).__name__)
             return AirtimeResult(State.PENDING, error=f"{type(exc).__name__}: {str(exc)[:80]}")
         return self._read_send(reference, response)

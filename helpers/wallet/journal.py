@@ -22,7 +22,8 @@ from sqlalchemy.orm import Session
 
 from helpers.infra.fastpath import Prepared
 from helpers.wallet import mpesa_float
-from models import AIRTIME_FLOAT, AIRTIME_IN_FLIGHT, FLOAT, LN_IN_FLIGHT, MPESA_IN_FLIGHT, JournalEntry, LedgerAccount, Posting, User, utcnow
+from models import (AIRTIME_FLOAT, AIRTIME_IN_FLIGHT, FLOAT, LN_IN_FLIGHT,
+                    MPESA_IN_FLIGHT, JournalEntry, LedgerAccount, Posting, User, utcnow)
 
 Executor = Connection | Session
 

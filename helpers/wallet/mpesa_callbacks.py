@@ -234,9 +234,18 @@ def b2b_result(db: Database, reference: str, body: dict) -> tuple[int, str]:
     receipt = _text(result.get("TransactionID"))
     if not RECEIPT.match(receipt):
         return _refuse("b2b", reference, "TransactionID missing or malformed", request)
-    if mpesa_flows.finish_payout(db, reference, SETTLED, receipt, code, description):
+    if mpesa_flows.finish_payout(db, reference, SETTLED, receipt, code, description,
+                                 payee_name=public_name(params.get("ReceiverPartyPublicName"))):
         return OK, "settled"
     return OK, "duplicate"
+
+
+def public_name(value: object) -> str:
+    """The business's name in M-Pesa's "600000 - saf test org": letters, digits and simple
+    punctuation, at most 30 characters (it goes into an SMS), or ""."""
+    name = _text(value).split(" - ", 1)[-1] if " - " in _text(value) else ""
+    name = "".join(char for char in name if char.isascii() and (char.isalnum() or char in " .&'-"))
+    return " ".join(name.split())[:30]
 
 
 def queue_timeout(db: Database, kind: str, reference: str, body: dict) -> tuple[int, str]:

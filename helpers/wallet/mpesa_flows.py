@@ -213,7 +213,7 @@ def pay_business_out(db: Database, provider: MpesaProvider, transaction_id: int,
 
 
 def _finish_payout(db: Database, reference: str, outcome: str, receipt: str | None, code: str,
-                  description: str) -> bool:
+                   description: str, payee_name: str = "") -> bool:
     """M-Pesa's final word on a B2C payment: SETTLED makes the withdrawal final, FAILED gives the
     reserved sats back. Once; False when the request was not pending."""
     try:
@@ -230,7 +230,7 @@ def _finish_payout(db: Database, reference: str, outcome: str, receipt: str | No
             request = s.scalar(select(MpesaRequest).where(MpesaRequest.reference == reference))
             if outcome == SETTLED:
                 done = settle_withdrawal_in(s, request.transaction_id, receipt or reference,
-                                                         request.amount_kes)
+                                            request.amount_kes, payee_name)
             else:
                 done = refund_withdrawal_in(s, request.transaction_id)
             if not done:
@@ -245,10 +245,12 @@ def _finish_payout(db: Database, reference: str, outcome: str, receipt: str | No
     return True
 
 def finish_payout(db: Database, reference: str, outcome: str, receipt: str | None, code: str,
-                  description: str) -> bool:
+                  description: str, payee_name: str = "") -> bool:
     """_finish_payout, run again whole when the database rolled it back for a deadlock or a Galera
-    certification conflict (it acts once: its updates are conditional)."""
-    return transactions.retry_deadlocks(lambda: _finish_payout(db, reference, outcome, receipt, code, description))
+    certification conflict (it acts once: its updates are conditional). `payee_name`: the name
+    M-Pesa gave the business paid (B2B's ReceiverPartyPublicName), for the receipt."""
+    return transactions.retry_deadlocks(
+        lambda: _finish_payout(db, reference, outcome, receipt, code, description, payee_name))
 
 
 
@@ -342,7 +344,7 @@ def settle_withdrawal(db: Database, transaction_id: int, mpesa_receipt: str, kes
     return transactions.retry_deadlocks(work)
 
 
-def settle_withdrawal_in(s: Session, transaction_id: int, mpesa_receipt: str, kes: int) -> bool:
+def settle_withdrawal_in(s: Session, transaction_id: int, mpesa_receipt: str, kes: int, payee_name: str = "") -> bool:
     """settle_withdrawal inside the caller's transaction."""
     moved = s.execute(
         update(Transaction)
@@ -359,7 +361,8 @@ def settle_withdrawal_in(s: Session, transaction_id: int, mpesa_receipt: str, ke
                    transaction_id=row.id, follows=journal.entry_of(s, row.id, "withdraw-pending"),
                    memo=f"M-Pesa {mpesa_receipt} KES {kes}")
     user = s.get(User, row.user_id)
-    sms.queue(s, user.phone, t(user.language, "sms.withdraw", kes=kes, phone=row.counterparty,
+    payee = f"{row.counterparty} ({payee_name})" if payee_name else row.counterparty
+    sms.queue(s, user.phone, t(user.language, "sms.withdraw", kes=kes, phone=payee,
                                code=mpesa_receipt, sats=row.amount_sats, fee=row.fee_sats,
                                balance=user.balance_sats))
     return True

@@ -44,7 +44,7 @@ class FakeAirtime(FakeServer):
         self._lock = threading.Lock()
         super().__init__()
 
-    def app_settings(self, callback_token: str = "airtime-callback-token-0123") -> dict:
+    def app_settings(self, callback_token: str) -> dict:
         return {"AIRTIME_PROVIDER": "africastalking", "AFRICASTALKING_USERNAME": USERNAME,
                 "AFRICASTALKING_API_KEY": API_KEY, "AFRICASTALKING_AIRTIME_URL": self.url,
                 "AIRTIME_CALLBACK_TOKEN": callback_token, "MPESA_TIMEOUT_S": 1.0}

@@ -121,6 +121,9 @@ def app_settings(fake_url: str, callback_base: str) -> dict[str, str]:
     }
 
 
+
+BUSINESS_NAME = "Biller Company"  # the public name B2B results give the business paid
+
 class FakeDaraja(FakeServer):
     def __init__(self, token_lifetime_s: int = 3599, delay_s: float = 1.5, slow_s: float = 3.5) -> None:
         self.lock = threading.Lock()
@@ -421,7 +424,7 @@ class FakeDaraja(FakeServer):
                            {"Key": "Amount", "Value": f"{record['kes']}.00"},
                            {"Key": "TransCompletedTime", "Value": f"{dt.datetime.now(EAT):%Y%m%d%H%M%S}"},
                            {"Key": "DebitPartyCharges", "Value": ""},
-                           {"Key": "ReceiverPartyPublicName", "Value": f"{record['phone']} - Biller Company"},
+                           {"Key": "ReceiverPartyPublicName", "Value": f"{record['phone']} - {BUSINESS_NAME}"},
                            {"Key": "Currency", "Value": "KES"},
                        ]}})
         return {"Result": result}

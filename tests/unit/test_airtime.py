@@ -17,7 +17,7 @@ from helpers.infra.i18n import t
 from helpers.wallet import airtime, journal
 from helpers.web import worker
 from models import FAILED, PENDING, SETTLED, AirtimeRequest, JournalEntry, Transaction
-from tests.conftest import DEMO, PIN, VALID_MIN, Dialer, balance, configure, outbox, snapshot
+from tests.conftest import DEMO, PIN, VALID_MIN, Dialer, balance, outbox, snapshot
 from tests.fakes.fake_at_airtime import FakeAirtime
 
 ALICE_LOCAL, BOB_LOCAL = "0" + DEMO[0][4:], "0" + DEMO[1][4:]
@@ -274,3 +274,17 @@ def test_solvency_counts_airtime_in_flight_and_the_airtime_float(alice, wallet, 
     with wallet.db.read() as s:
         found = journal.solvency(s, 0)
     assert found.airtime_in_flight_sats == 0 and found.airtime_float_sats == -reserved
+
+
+def test_operators_see_pending_airtime_with_its_request_id(alice, wallet, client, at):
+    from helpers.wallet import operators
+    from tests.unit.test_console import PASSWORD, sign_in
+
+    alice.run("8", "3", "1", "100", PIN)
+    request = only_request(wallet)
+    operators.add(wallet.db, "wanjiru", PASSWORD)
+    sign_in(client)
+    page = client.get("/admin/pending").get_data(as_text=True)
+    assert request.reference in page and request.request_id in page
+    report(client, at.report(request.request_id))
+    assert request.reference not in client.get("/admin/pending").get_data(as_text=True)

@@ -710,7 +710,8 @@ def test_a_till_payment_is_a_documented_b2b_request_settled_by_its_callback(alic
     wait_until(lambda: request_of(wallet, "b2b").status == "settled")
     (row,) = rows(wallet, "withdraw")
     assert row.status == "settled" and balance(wallet, alice.phone) == before - row.amount_sats - row.fee_sats
-    assert any("Till 52187" in sms for sms in outbox(wallet, alice.phone))
+    # the receipt names the business as M-Pesa's result did
+    assert any(f"Till 52187 ({fake_daraja.BUSINESS_NAME})" in sms for sms in outbox(wallet, alice.phone))
 
 
 def test_a_paybill_payment_carries_its_account_and_a_declined_one_refunds_once(alice, wallet, daraja):
