@@ -1,5 +1,5 @@
-"""Random sequences of sends, payment requests, top-ups, withdrawals, Lightning receipts and
-payments out, backend failures and unknown answers (settled later by the node or M-Pesa),
+"""Random sequences of sends, payment requests, top-ups, withdrawals, airtime, Lightning receipts
+and payments out, backend failures and unknown answers (settled later by the node or M-Pesa),
 replayed confirmations and restarts of the app on the same database; after every step no balance
 is negative, every balance equals its ledger and the journal, no posting was ever changed, and the
 sats in the system are exactly what came in minus what went out."""
@@ -17,19 +17,21 @@ from sqlalchemy import func, select
 from app import create_app
 from helpers.lightning import lnurl_pay
 from helpers.lightning.lnurl_pay import PayParams
-from helpers.wallet import books, demo, journal, mpesa_flows, payments, users
+from helpers.airtime.provider import AirtimeResult, SimulatedAirtime
+from helpers.wallet import airtime, books, demo, journal, mpesa_flows, payments, users
 from helpers.wallet.errors import InsufficientBalance, PolicyDenied
 from helpers.web import demo as demo_routes
 from helpers.mpesa.provider import PayoutResult, SimulatedMpesa
 from helpers.wallet.rules import policy
 from lightning import MockBackend, PaymentResult, State, StatusResult, UnavailableBackend, decode_invoice
-from models import PENDING, SEND, Invoice, Posting, Transaction, User
+from models import FAILED, PENDING, SEND, SETTLED, AirtimeRequest, Invoice, Posting, Transaction, User
 from tests.conftest import configure, DEMO, Dialer, KES_MIN, PIN, TEST_PEPPER
 
 P = policy()
 PEOPLE = st.sampled_from(range(len(DEMO)))
 SATS = st.integers(min_value=P.value("payment-min-sats") - 100, max_value=60_000)
 KES = st.integers(min_value=KES_MIN - 10, max_value=9_000)
+AIRTIME_KES = st.integers(min_value=P.value("airtime-min-kes") - 2, max_value=P.value("airtime-max-kes") + 2)
 
 
 class ScriptedMpesa(SimulatedMpesa):
@@ -39,6 +41,15 @@ class ScriptedMpesa(SimulatedMpesa):
         if self.next_outcome is State.SUCCEEDED:
             return super().payout(phone, kes, reference)
         return PayoutResult(self.next_outcome, error="scripted")
+
+
+class ScriptedAirtime(SimulatedAirtime):
+    next_outcome = State.SUCCEEDED
+
+    def send(self, phone, kes, reference):
+        if self.next_outcome is State.SUCCEEDED:
+            return super().send(phone, kes, reference)
+        return AirtimeResult(self.next_outcome, request_id=f"ATQid_{reference}", error="scripted")
 
 
 class ScriptedNode(MockBackend):
@@ -82,6 +93,7 @@ class WalletMachine(RuleBasedStateMachine):
         self.url = os.environ.get("TEST_DATABASE_URL") or f"sqlite:///{self.tmp}/sm.db"
         self.node = ScriptedNode()
         self.mpesa = ScriptedMpesa()
+        self.airtime = ScriptedAirtime()
         self.real_fetch, lnurl_pay.fetch_invoice = lnurl_pay.fetch_invoice, _payee_invoice
         self._start()
         self.svc.db.drop_schema()
@@ -104,6 +116,7 @@ class WalletMachine(RuleBasedStateMachine):
         configure(self.app, demo_mode=True)  # for /test/pay-invoice
         self.app.register_blueprint(demo_routes.bp)  # as create_app does in demo mode
         self.svc.mpesa = self.mpesa
+        self.svc.airtime = self.airtime
         self.svc.lightning = self.node
         self.client = self.app.test_client()
         self.phones = [Dialer(self.client, phone) for phone in DEMO]
@@ -149,6 +162,20 @@ class WalletMachine(RuleBasedStateMachine):
     def withdraw(self, a, kes, outcome):
         self.svc.mpesa.next_outcome = outcome
         self.phones[a].run("5", str(kes), "1", PIN)
+
+    @rule(a=PEOPLE, kes=AIRTIME_KES, outcome=st.sampled_from([State.SUCCEEDED, State.FAILED, State.PENDING]))
+    def buy_airtime(self, a, kes, outcome):
+        self.airtime.next_outcome = outcome
+        self.phones[a].run("8", "3", "1", str(kes), PIN)
+
+    @rule(delivered=st.booleans())
+    def airtime_answers(self, delivered):
+        """Africa's Talking's late delivery report on every purchase that had no final answer."""
+        with self.svc.db.read() as s:
+            waiting = list(s.scalars(select(AirtimeRequest.reference).where(AirtimeRequest.status == PENDING)))
+        for reference in waiting:
+            assert airtime.finish(self.svc.db, reference, SETTLED if delivered else FAILED, "scripted report")
+            assert not airtime.finish(self.svc.db, reference, SETTLED, "the same report again")
 
     @rule(a=PEOPLE, amount=SATS, node_up=st.booleans(), pay=st.booleans())
     def receive(self, a, amount, node_up, pay):
@@ -224,7 +251,7 @@ class WalletMachine(RuleBasedStateMachine):
             self.posted = (top, s.scalar(weighed.where(Posting.id <= top)))
         topups = self._sum(Transaction.amount_sats, Transaction.type == "topup")
         received = self._sum(Transaction.amount_sats, Transaction.counterparty == "lightning")
-        out = self._sum(Transaction.amount_sats + Transaction.fee_sats, Transaction.type == "withdraw",
+        out = self._sum(Transaction.amount_sats + Transaction.fee_sats, Transaction.type.in_(("withdraw", "airtime")),
                         Transaction.status.in_(("pending", "settled")))
         out += self._sum(Transaction.amount_sats, Transaction.type == SEND, Transaction.payment_hash.is_not(None),
                          Transaction.status.in_(("pending", "settled")))  # paid out through Lightning
