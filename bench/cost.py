@@ -65,6 +65,13 @@ class Counters:
             return run_prepared(prepared, *args, **kwargs)
 
         Prepared.run = counted_run
+        run_many = Prepared.run_many  # one statement too (pymysql sends an INSERT's rows as one)
+
+        def counted_run_many(prepared, *args, **kwargs):
+            self.statements += 1
+            return run_many(prepared, *args, **kwargs)
+
+        Prepared.run_many = counted_run_many
         svc.policy.warm_up()
         engine = svc.policy._engine()  # noqa: SLF001 - a measuring tool may look inside
         run = engine.run

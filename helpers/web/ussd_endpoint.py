@@ -96,7 +96,8 @@ def answer(svc: Services, token: str | None) -> Step:
             step.reply, step.screen = handle_ussd(svc, UssdRequest(session_id, phone, service_code, text))
             step.outcome = step.reply[:3].lower()
     except SQLAlchemyError as exc:
-        log.error("database unavailable for /ussd: %s", type(exc).__name__)
+        code = (getattr(getattr(exc, "orig", None), "args", None) or ("",))[0]  # the server's error number
+        log.error("database unavailable for /ussd: %s %s", type(exc).__name__, code)
         step.reply, step.outcome = unavailable_reply(), "unavailable"
     finally:
         send_queued_sms(svc)
