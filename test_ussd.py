@@ -24,9 +24,7 @@ be reached or the script is not run from the project folder.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
-import random
 import re
 import sys
 import time
@@ -36,9 +34,8 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 try:
-    from tests.ussd_driver import (DEFAULT_URL, LNBITS_CREDIT_WAIT_S, TIMEOUT_S, Client, Dial, Failure,
-                                   Outcome, Reply, RunBase, User, kes_for, lines, local_form, mpesa_code, num,
-                                   strong_pin, t)
+    from tests.ussd_driver import (LNBITS_CREDIT_WAIT_S, TIMEOUT_S, Dial, Failure, Outcome, Reply, RunBase, User,
+                                   kes_for, lines, local_form, mpesa_code, num, run_flows, strong_pin, t)
 except ImportError as _exc:  # pragma: no cover - depends on where it is run from
     print(f"cannot import the driver ({_exc}); run this from the project folder "
           "with its virtualenv, e.g. `.venv/bin/python test_ussd.py`", file=sys.stderr)
@@ -309,6 +306,30 @@ class Run(RunBase):
         self.check_balance(a)
         out.notes.append(f"{kes:,} KES = {sats:,} sats + fee {fee:,}, M-Pesa ref {found['code']}")
 
+    def flow_airtime(self, out: Outcome) -> None:
+        a = self.users["A"]
+        if self.airtime == "off":
+            out.notes.append("AIRTIME_PROVIDER=off: the menu says airtime is not available")
+            return
+        kes = self.p.value("airtime-min-kes")
+        sats = self.p.kes_to_sats_debit(kes, self.price)
+        fee = self.p.fee_sats("airtime", sats)
+        d = self.dial(a)
+        d.expect(d.open(), "CON", d.main_screen())
+        d.expect(d.send("8"), "CON", d.tx("mpesapay"))
+        d.expect(d.send("3"), "CON", d.tx("airtime", phone=local_form(a.phone)))
+        low, high = self.p.value("airtime-min-kes"), self.p.value("airtime-max-kes")
+        d.expect(d.send("1"), "CON", d.tx("airtime.amount", phone=local_form(a.phone), min=low, max=high))
+        d.expect(d.send(str(kes)), "CON", d.tx("airtime.pin", kes=kes, phone=local_form(a.phone), sats=sats, fee=fee,
+                                               valid=self.valid_min))
+        a.balance -= sats + fee
+        a.history.insert(0, ("-", sats + fee, "airtime"))
+        key = "airtime.done" if self.airtime == "simulated" else "airtime.pending"
+        known = {"sats": sats, "fee": fee, "balance": a.balance} if key == "airtime.done" else {}
+        found = d.expect_match(d.send(a.pin), "END", key, kes=kes, phone=local_form(a.phone), **known)
+        self.check_balance(a)
+        out.notes.append(f"{kes:,} KES = {sats:,} sats + fee {fee:,}, ref {found['ref']} ({self.airtime})")
+
     def flow_account(self, out: Outcome) -> None:
         a = self.users["A"]
         d = self.dial(a)
@@ -433,67 +454,15 @@ FLOWS: list[tuple[str, str, list[str]]] = [
     ("flow_receive", "receive: invoice, paid as an outside payer, credited", ["flow_send_new_phone"]),
     ("flow_request", "request from B, B pays it from option 7", ["flow_receive"]),
     ("flow_withdraw", "withdraw A to M-Pesa", ["flow_request"]),
-    ("flow_account", "my account: history, language -> Swahili main menu", ["flow_withdraw"]),
+    ("flow_airtime", "airtime for A's own number", ["flow_withdraw"]),
+    ("flow_account", "my account: history, language -> Swahili main menu", ["flow_airtime"]),
     ("flow_bad_inputs", "bad inputs re-prompt, nothing moves", ["flow_request", "flow_send_new_phone"]),
     ("flow_retry_after_refusal", "input after a refusal is read by the screen shown", ["flow_bad_inputs"]),
 ]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="End-to-end USSD flows against a running server.")
-    parser.add_argument("url", nargs="?", default=DEFAULT_URL, help=f"server base URL (default {DEFAULT_URL})")
-    parser.add_argument("--seed", type=int, help="seed for the random numbers, PINs and codes (default: random)")
-    parser.add_argument("--lnbits-payer", nargs=2, metavar=("URL", "ADMIN_KEY"),
-                        help="with LIGHTNING_BACKEND=lnbits: an outside LNbits wallet that pays the receive "
-                             "flow's invoice (the server must poll or get LNbits' webhook)")
-    args = parser.parse_args(argv)
-    if args.seed is not None:
-        random.seed(args.seed)
-
-    client = Client(args.url)
-    try:
-        client.http.get(client.base + "/status", timeout=TIMEOUT_S)
-    except requests.RequestException as exc:
-        print(f"ERROR: cannot reach the server at {client.base} ({type(exc).__name__}). "
-              "Is it running? Start it with `python app.py` (or pass its URL).", file=sys.stderr)
-        return 2
-
-    run = Run(client)
-    run.lnbits_payer = tuple(args.lnbits_payer) if args.lnbits_payer else None
-    print(f"USSD end-to-end against {client.base}")
-    outcomes: dict[str, Outcome] = {}
-    started = time.monotonic()
-    for method, title, needs in FLOWS:
-        out = Outcome(title, "PASS")
-        missing = [n for n in needs if outcomes.get(n) is None or outcomes[n].status != "PASS"]
-        before = client.requests
-        if missing:
-            out.status, out.detail = "SKIP", "needs " + ", ".join(m.removeprefix("flow_") for m in missing)
-        else:
-            try:
-                getattr(run, method)(out)
-            except Failure as exc:
-                out.status, out.detail = "FAIL", str(exc)
-            except Exception as exc:  # noqa: BLE001 - a script or server surprise: report it, keep going
-                out.status, out.detail = "FAIL", f"{type(exc).__name__}: {exc}"
-        out.requests = client.requests - before
-        outcomes[method] = out
-        note = ("  (" + "; ".join(out.notes) + ")") if out.notes else ""
-        print(f"{out.status}  {title}  [{out.requests} requests]{note}")
-        if out.detail:
-            for line in out.detail.splitlines():
-                print(f"      {line}")
-
-    passed = sum(o.status == "PASS" for o in outcomes.values())
-    failed = sum(o.status == "FAIL" for o in outcomes.values())
-    skipped = sum(o.status == "SKIP" for o in outcomes.values())
-    print(f"\nSummary: {passed}/{len(outcomes)} flows passed, {failed} failed, {skipped} skipped; "
-          f"{client.requests} HTTP requests in {time.monotonic() - started:.1f}s")
-    for user in run.users.values():
-        print(f"  {user.name} {user.phone} [{user.lang}] balance {user.balance:,} sats")
-    ok = passed == len(outcomes)
-    print("RESULT: " + ("ALL PASSED" if ok else "FAILED"))
-    return 0 if ok else 1
+    return run_flows(Run, FLOWS, argv)
 
 
 if __name__ == "__main__":

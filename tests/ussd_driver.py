@@ -4,6 +4,7 @@ policy, and the shared steps of the flows (balances, the PIN step, registering a
 
 from __future__ import annotations
 
+import argparse
 import random
 import re
 import secrets
@@ -310,6 +311,7 @@ class RunBase:
         self.users: dict[str, User] = {}
         self.notes: list[str] = []
         self.mpesa = "simulated"
+        self.airtime = "simulated"
         # amounts, all derived from the policy
         self.min_sats = self.p.value("payment-min-sats")
         self.max_sats = self.p.value("payment-max-sats")
@@ -434,6 +436,7 @@ class RunBase:
             raise Failure(f"GET /status: HTTP {response.status_code}, status={body.get('status')!r}, expected 200 'ok'")
         ADDRESS_DOMAIN[0] = body.get("lightning_address_domain", "")
         self.mpesa = body.get("mpesa", "simulated")
+        self.airtime = body.get("airtime", "simulated")
         self.set_price(body.get("price"))
         out.notes.append(f"price {self.price:,} KES/BTC ({self.price_source})")
         if self.mpesa == "daraja" and kes_for is None:
@@ -448,3 +451,62 @@ class RunBase:
             out.notes.append(f"demo mode on, service code {self.client.service_code}")
         else:
             out.notes.append(f"demo mode off (GET /test -> {demo.status_code}): invoice payment will be skipped")
+
+
+def run_flows(run_class: type, flows: list[tuple[str, str, list[str]]], argv: list[str] | None = None) -> int:
+    """test_ussd.py's command line: every flow of `flows` in order, each skipped when a flow it
+    needs did not pass; prints each outcome and a summary. Exit status as test_ussd.py says."""
+    parser = argparse.ArgumentParser(description="End-to-end USSD flows against a running server.")
+    parser.add_argument("url", nargs="?", default=DEFAULT_URL, help=f"server base URL (default {DEFAULT_URL})")
+    parser.add_argument("--seed", type=int, help="seed for the random numbers, PINs and codes (default: random)")
+    parser.add_argument("--lnbits-payer", nargs=2, metavar=("URL", "ADMIN_KEY"),
+                        help="with LIGHTNING_BACKEND=lnbits: an outside LNbits wallet that pays the receive "
+                             "flow's invoice (the server must poll or get LNbits' webhook)")
+    args = parser.parse_args(argv)
+    if args.seed is not None:
+        random.seed(args.seed)
+
+    client = Client(args.url)
+    try:
+        client.http.get(client.base + "/status", timeout=TIMEOUT_S)
+    except requests.RequestException as exc:
+        print(f"ERROR: cannot reach the server at {client.base} ({type(exc).__name__}). "
+              "Is it running? Start it with `python app.py` (or pass its URL).", file=sys.stderr)
+        return 2
+
+    run = run_class(client)
+    run.lnbits_payer = tuple(args.lnbits_payer) if args.lnbits_payer else None
+    print(f"USSD end-to-end against {client.base}")
+    outcomes: dict[str, Outcome] = {}
+    started = time.monotonic()
+    for method, title, needs in flows:
+        out = Outcome(title, "PASS")
+        missing = [n for n in needs if outcomes.get(n) is None or outcomes[n].status != "PASS"]
+        before = client.requests
+        if missing:
+            out.status, out.detail = "SKIP", "needs " + ", ".join(m.removeprefix("flow_") for m in missing)
+        else:
+            try:
+                getattr(run, method)(out)
+            except Failure as exc:
+                out.status, out.detail = "FAIL", str(exc)
+            except Exception as exc:  # noqa: BLE001 - a script or server surprise: report it, keep going
+                out.status, out.detail = "FAIL", f"{type(exc).__name__}: {exc}"
+        out.requests = client.requests - before
+        outcomes[method] = out
+        note = ("  (" + "; ".join(out.notes) + ")") if out.notes else ""
+        print(f"{out.status}  {title}  [{out.requests} requests]{note}")
+        if out.detail:
+            for line in out.detail.splitlines():
+                print(f"      {line}")
+
+    passed = sum(o.status == "PASS" for o in outcomes.values())
+    failed = sum(o.status == "FAIL" for o in outcomes.values())
+    skipped = sum(o.status == "SKIP" for o in outcomes.values())
+    print(f"\nSummary: {passed}/{len(outcomes)} flows passed, {failed} failed, {skipped} skipped; "
+          f"{client.requests} HTTP requests in {time.monotonic() - started:.1f}s")
+    for user in run.users.values():
+        print(f"  {user.name} {user.phone} [{user.lang}] balance {user.balance:,} sats")
+    ok = passed == len(outcomes)
+    print("RESULT: " + ("ALL PASSED" if ok else "FAILED"))
+    return 0 if ok else 1

@@ -122,6 +122,7 @@ def status() -> tuple[Response, int]:
         "version": VERSION,
         "lightning": svc.lightning.name,
         "mpesa": svc.mpesa.name,
+        "airtime": svc.airtime.name if svc.airtime is not None else "off",
         "lightning_address_domain": lnurl.domain(svc.settings),
     }
     if db_ok:  # the BTC/KES price KES operations convert at now (null: they are stopped)
