@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from abc import ABC, abstractmethod
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 SEND_PATH = "/version1/airtime/send"
 FIND_PATH = "/query/transaction/find"
 _AMOUNT = re.compile(r"^([A-Z]{3}) ([0-9]+(?:\.[0-9]+)?)$")  # "KES 100.0000", as AT writes amounts
+_E164 = re.compile(r"\+[0-9]{7,15}")
 
 
 class AirtimeConfigError(RuntimeError):
@@ -101,29 +103,37 @@ class AfricasTalkingAirtime(AirtimeProvider):
         return "https://api.sandbox.africastalking.com" if self.username == "sandbox" else "https://api.africastalking.com"
 
     def send(self, phone: str, kes: int, reference: str) -> AirtimeResult:
+        if not _E164.fullmatch(phone) or kes <= 0:  # what the SDK would refuse, refused before any request
+            return AirtimeResult(State.FAILED, error="not a phone number or amount the API takes")
         try:
             response = self._service().send(phone_number=phone, amount=kes, currency_code="KES",
                                             idempotency_key=reference, timeout=(3.05, self.timeout_s))
-        except ValueError as exc:  # the SDK refused the values before sending anything
-            return AirtimeResult(State.FAILED, error=str(exc)[:120])
-        except Exception as exc:  # noqa: BLE001 - the SDK raises bare Exceptions: it may have been sent
+        except Exception as exc:  # noqa: BLE001 - the SDK raises bare Exceptions, also after sending:
+            # an HTTP error, a timeout or an answer it could not read may all follow a send AT took
             log.warning("airtime %s: no usable answer (%s); left pending", reference, type(exc).__name__)
             return AirtimeResult(State.PENDING, error=f"{type(exc).__name__}: {str(exc)[:80]}")
         return self._read_send(reference, response)
 
     @staticmethod
     def _read_send(reference: str, response: Any) -> AirtimeResult:
+        if isinstance(response, str):  # the SDK parses JSON only under exactly "application/json"
+            try:
+                response = json.loads(response)
+            except ValueError:
+                response = None
         if not isinstance(response, dict):
             return AirtimeResult(State.PENDING, error="no JSON answer")
         answers = response.get("responses") or []
         answer = answers[0] if answers and isinstance(answers[0], dict) else {}
         status, request_id = str(answer.get("status") or ""), str(answer.get("requestId") or "")
+        if request_id == "None":  # how AT writes "no id" (a refused send)
+            request_id = ""
         error = str(answer.get("errorMessage") or response.get("errorMessage") or "")
         if status == "Success":
             return AirtimeResult(State.SUCCEEDED, request_id=request_id)
         if status == "Failed" or (not answers and response.get("numSent") == 0):
             log.warning("africa's talking refused airtime %s: %s", reference, error)
-            return AirtimeResult(State.FAILED, request_id=request_id, error=error[:120])
+            return AirtimeResult(State.FAILED, error=error[:120])  # nothing was sent: no id to keep
         if status in ("Sent", "Queued") and request_id:
             return AirtimeResult(State.PENDING, request_id=request_id)
         log.warning("airtime %s: unexpected answer %r; left pending", reference, status or error)

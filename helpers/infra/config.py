@@ -100,13 +100,15 @@ def load_config(instance_path: str, env: dict[str, str] | None = None) -> dict[s
         "AFRICASTALKING_API_KEY": env.get("AFRICASTALKING_API_KEY", ""),
         "AFRICASTALKING_SENDER_ID": env.get("AFRICASTALKING_SENDER_ID", ""),
         "SMS_AUTO_FLUSH": _flag(env.get("SMS_AUTO_FLUSH"), True),
-        # Airtime (Pay > Airtime): Africa's Talking's Airtime API when its credentials are set, else
-        # simulated (delivered at once); `off` hides nothing but refuses the purchase. Production
-        # without credentials: off. AT posts delivery reports to <PUBLIC_URL>/airtime/<token>/status
-        # (set that URL in AT's dashboard: Airtime > Callback URLs > Status).
+        # Airtime (Pay > Airtime): `africastalking` (AT's Airtime API), `simulated` (delivered at
+        # once) or `off` (the menu says it is not available). Production sells airtime only when
+        # asked to (AT credentials there may be for SMS alone): off unless set. Elsewhere: AT's API
+        # when its credentials are set, else simulated. AT posts delivery reports to
+        # <PUBLIC_URL>/airtime/<token>/status (AT's dashboard: Airtime > Callback URLs > Status).
         "AIRTIME_PROVIDER": env.get("AIRTIME_PROVIDER", "").lower() or (
-            "africastalking" if env.get("AFRICASTALKING_USERNAME") and env.get("AFRICASTALKING_API_KEY")
-            else "off" if env.get("APP_ENV", "development") == "production" else "simulated"),
+            "off" if env.get("APP_ENV", "development") == "production"
+            else "africastalking" if env.get("AFRICASTALKING_USERNAME") and env.get("AFRICASTALKING_API_KEY")
+            else "simulated"),
         "AIRTIME_CALLBACK_TOKEN": env.get("AIRTIME_CALLBACK_TOKEN", ""),
         # Background work (polling pending payments, the SMS outbox, prices, cleanup): in a thread of
         # the server (the embedded default), or only in `flask worker` processes (production: web

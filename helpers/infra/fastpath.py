@@ -150,9 +150,9 @@ def _inline_constants(statement: Executable) -> Executable:
     parameters."""
 
     def inline(element: Any) -> Any:
-        if not isinstance(element, BindParameter) or element.required or element.callable is not None \
-                or element.expanding or element.literal_execute:
-            return None
+        if not isinstance(element, BindParameter) or not element.unique or element.required \
+                or element.callable is not None or element.expanding or element.literal_execute:
+            return None  # only the anonymous ones a literal in the statement made (`status == "pending"`)
         value = element.value
         if isinstance(value, int) and not isinstance(value, bool):
             return literal_column(str(int(value)), type_=element.type)

@@ -156,10 +156,12 @@ def _settle_in(s: Session, request: AirtimeRequest) -> bool:
 
 
 # ------------------------------------------------------------------ what Africa's Talking tells us later
-def status_report(db: Database, fields: dict) -> tuple[int, str]:
+def status_report(db: Database, provider: AirtimeProvider, fields: dict) -> tuple[int, str]:
     """Africa's Talking's delivery report (status callback): requestId, status (Success|Failed),
-    phoneNumber, value ("KES 100.0000"), description. Acted on only when requestId names a pending
-    request and the phone and value are the ones asked for. Returns (HTTP status, outcome)."""
+    phoneNumber, value ("KES 100.0000"), description. A hint, as the node's webhooks are: acted on
+    only when requestId names a pending request, the phone and value are the ones asked for, and
+    AT's own status query says the same (a report forged by someone who learnt the URL and an id
+    moves nothing). Returns (HTTP status, outcome)."""
     request_id = str(fields.get("requestId") or "")
     status = str(fields.get("status") or "")
     if not request_id or status not in ("Success", "Failed"):
@@ -179,22 +181,35 @@ def status_report(db: Database, fields: dict) -> tuple[int, str]:
         log.warning("airtime callback %s refused: value %s is not KES %s", request.reference, value,
                     request.amount_kes)
         return 400, "refused"
+    said = provider.query(request_id[:64])
+    if said is State.PENDING:
+        return 202, "checking"  # AT's query does not say so yet: the worker asks again later
+    if (said is State.SUCCEEDED) != (status == "Success"):
+        log.warning("airtime callback %s refused: it says %s, AT's status query says %s", request.reference, status,
+                    said.value)
+        return 409, "refused"
     outcome = SETTLED if status == "Success" else FAILED
     done = finish(db, request.reference, outcome, str(fields.get("description") or status))
     return 200, ("settled" if outcome == SETTLED else "refunded") if done else "already-done"
 
 
+# How long a request may have no requestId because its send is still waiting for AT's answer.
+SEND_GRACE_S = 60
+
+
 def query(db: Database, provider: AirtimeProvider, reference: str) -> str:
-    """Ask the provider about one pending request (a worker's job): what happened."""
+    """Ask the provider about one pending request (a worker's job): what happened. "waiting":
+    its send may still be under way; "no-request-id": AT never answered it with an id."""
     with db.write() as s:
         request = s.scalar(select(AirtimeRequest).where(AirtimeRequest.reference == reference))
         if request is None or request.status != PENDING:
             return "done"
-        request_id = request.request_id
+        request_id, age_s = request.request_id, (utcnow() - request.created_at).total_seconds()
         s.execute(update(AirtimeRequest).where(AirtimeRequest.id == request.id)
                   .values(queries=AirtimeRequest.queries + 1))
     if not request_id:
-        return "no-request-id"  # AT never answered the send: an operator resolves it (flask resolve-airtime)
+        # the send may still be waiting for its answer; after that, only an operator can tell
+        return "waiting" if age_s < SEND_GRACE_S else "no-request-id"
     state = provider.query(request_id)
     if state is State.PENDING:
         return "pending"

@@ -74,7 +74,7 @@ def mpesa_callback(token: str, kind: str, reference: str, event: str = "") -> tu
 def airtime_status(token: str) -> tuple[Response, int]:
     """Africa's Talking's airtime delivery report (form fields; JSON accepted too). No signature:
     the secret token in the URL (constant time), then the requestId of a pending purchase, whose
-    phone and value the report must match."""
+    phone and value the report must match, and AT's status query must agree before money moves."""
     svc = services()
     expected = svc.settings.airtime_callback_token
     if svc.airtime is None or not expected or not callers.token_ok(expected, token):
@@ -83,6 +83,6 @@ def airtime_status(token: str) -> tuple[Response, int]:
     fields = request.form.to_dict() or (request.get_json(silent=True) or {})
     if not isinstance(fields, dict):
         fields = {}
-    status, outcome = airtime.status_report(svc.db, fields)
+    status, outcome = airtime.status_report(svc.db, svc.airtime, fields)
     send_queued_sms(svc)
     return jsonify({"status": outcome}), status

@@ -162,7 +162,7 @@ def _airtime(svc: Services, key: str) -> bool:
         log.error("airtime %s: Africa's Talking never gave it a requestId; resolve it with "
                   "`flask --app app resolve-airtime %s delivered|failed` once AT's dashboard says which", key, key)
         return True
-    return answer != "pending"
+    return answer not in ("pending", "waiting")
 
 
 def sweep(svc: Services) -> int:

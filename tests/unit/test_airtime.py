@@ -7,6 +7,7 @@ passes (conftest)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 
 import pytest
@@ -82,6 +83,7 @@ def test_airtime_accepted_is_reserved_then_settled_once_by_the_delivery_report(a
     assert request.status == PENDING and request.request_id == at.sends[0]["request_id"]
     assert balance(wallet, DEMO[0]) == a0 - sats - fee  # reserved, not yet spent
 
+    at.final[request.request_id] = "Success"  # what AT's status query says from now on
     answer = report(client, at.report(request.request_id))
     assert (answer.status_code, answer.json["status"]) == (200, "settled")
     assert report(client, at.report(request.request_id)).json["status"] == "already-done"  # AT sends it again
@@ -119,6 +121,7 @@ def test_a_failure_report_refunds_once_and_a_later_success_changes_nothing(alice
     a0 = balance(wallet, DEMO[0])
     alice.run("8", "3", "1", "100", PIN)
     request = only_request(wallet)
+    at.final[request.request_id] = "Failed"
     assert report(client, at.report(request.request_id, "Failed")).json["status"] == "refunded"
     assert balance(wallet, DEMO[0]) == a0
     assert report(client, at.report(request.request_id, "Failed")).json["status"] == "already-done"
@@ -137,7 +140,23 @@ def test_forged_or_mismatched_reports_move_nothing(alice, wallet, client, at):
     assert report(client, at.report(request.request_id, value="KES 5000.0000")).status_code == 400
     assert report(client, at.report(request.request_id, requestId="ATQid_forged")).status_code == 404
     assert report(client, {"requestId": request.request_id, "status": "Maybe"}).status_code == 400
+    # the URL and the id are right, but AT's own status query does not say so: nothing moves
+    assert report(client, at.report(request.request_id, "Failed")).status_code == 202  # AT: still "Sent"
+    at.final[request.request_id] = "Success"
+    assert report(client, at.report(request.request_id, "Failed")).status_code == 409  # AT: delivered
     assert snapshot(wallet) == before and request_of(wallet, request.reference).status == PENDING
+
+
+def test_refused_sends_one_after_another_each_give_the_sats_back(alice, wallet, at):
+    """AT writes "requestId": "None" for a refused send: no id is kept, so the next refusal is
+    refunded as well (a kept "None" would collide with the unique requestId column)."""
+    at.mode = "failed"
+    a0 = balance(wallet, DEMO[0])
+    for _ in range(3):
+        assert alice.run("8", "3", "1", "100", PIN).startswith("END " + t("en", "airtime.failed", ref="X")[:20])
+    assert balance(wallet, DEMO[0]) == a0
+    with wallet.db.read() as s:
+        assert [(r.status, r.request_id) for r in s.scalars(select(AirtimeRequest))] == [(FAILED, None)] * 3
 
 
 def test_without_a_report_the_status_query_settles_it(alice, wallet, at):
@@ -171,7 +190,12 @@ def test_no_answer_keeps_the_sats_reserved_until_an_operator_resolves_it(alice, 
     request = only_request(wallet)
     assert reply == "END " + t("en", "airtime.pending", kes=100, phone=ALICE_LOCAL, ref=request.reference)
     assert request.request_id is None and balance(wallet, DEMO[0]) == a0 - sats - fee
-    assert worker.HANDLERS[worker.AIRTIME](wallet, request.reference) is True  # nothing to ask: left to people
+    handle = worker.HANDLERS[worker.AIRTIME]
+    assert handle(wallet, request.reference) is False  # its send may still be waiting: asked again later
+    with wallet.db.write() as s:  # past the time a send can take
+        s.execute(AirtimeRequest.__table__.update().values(
+            created_at=request.created_at - dt.timedelta(seconds=airtime.SEND_GRACE_S + 1)))
+    assert handle(wallet, request.reference) is True  # nothing to ask: left to people
     assert request_of(wallet, request.reference).status == PENDING
     done = runner.invoke(args=["resolve-airtime", request.reference, "--outcome", "failed", "--reason", "T-1 AT says"])
     assert done.exit_code == 0, done.output
@@ -266,6 +290,7 @@ def test_production_refuses_simulated_airtime_and_a_missing_callback_token(tmp_p
 def test_solvency_counts_airtime_in_flight_and_the_airtime_float(alice, wallet, client, at):
     alice.run("8", "3", "1", "100", PIN)
     request = only_request(wallet)
+    at.final[request.request_id] = "Success"
     with wallet.db.read() as s:
         reserved = s.scalar(select(Transaction.amount_sats + Transaction.fee_sats)
                             .where(Transaction.reference == request.reference))
@@ -286,5 +311,6 @@ def test_operators_see_pending_airtime_with_its_request_id(alice, wallet, client
     sign_in(client)
     page = client.get("/admin/pending").get_data(as_text=True)
     assert request.reference in page and request.request_id in page
+    at.final[request.request_id] = "Success"
     report(client, at.report(request.request_id))
     assert request.reference not in client.get("/admin/pending").get_data(as_text=True)
