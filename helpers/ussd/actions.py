@@ -79,16 +79,8 @@ def _paid_out(ctx: Ctx, quote: QuoteView, pay: Callable[[], use_cases.Withdrawal
     M-Pesa said, in the `texts` catalog family (withdraw.*, mpesapay.*) naming the payee `to`."""
     try:
         done = pay()
-    except QuoteExpired:  # expired between the screen's check and now: nothing moved
-        return ctx.t("quote.expired")
-    except MpesaUnreachable:
-        return ctx.t("error.mpesa-phone")
-    except InsufficientBalance as exc:
-        return deny_text(ctx, "insufficient-balance", balance=exc.balance_sats)
-    except PolicyDenied as exc:
-        if exc.reason in ("below-minimum", "above-maximum"):
-            return deny_text(ctx, exc.reason, "KES", bounds=ctx.svc.policy.kes_bounds(quote.kes_per_btc))
-        return deny_text(ctx, exc.reason)
+    except (QuoteExpired, MpesaUnreachable, InsufficientBalance, PolicyDenied) as exc:
+        return _refused(ctx, exc, ctx.svc.policy.kes_bounds(quote.kes_per_btc))
     ctx.recorded = True
     receipt, payout = done.receipt, done.payout
     if payout is None:
@@ -101,21 +93,30 @@ def _paid_out(ctx: Ctx, quote: QuoteView, pay: Callable[[], use_cases.Withdrawal
     return ctx.t(f"{texts}.pending", kes=quote.kes, ref=receipt.reference, **to)
 
 
+def _refused(ctx: Ctx, exc: Exception, kes_bounds: tuple[int, int]) -> str:
+    """What a refusal of money out in KES says (nothing moved): `kes_bounds` for an amount out
+    of bounds."""
+    if isinstance(exc, QuoteExpired):  # expired between the screen's check and now
+        return ctx.t("quote.expired")
+    if isinstance(exc, MpesaUnreachable):
+        return ctx.t("error.mpesa-phone")
+    if isinstance(exc, AirtimeOff):
+        return ctx.t("airtime.off")
+    if isinstance(exc, InsufficientBalance):
+        return deny_text(ctx, "insufficient-balance", balance=exc.balance_sats)
+    reason = exc.reason if isinstance(exc, PolicyDenied) else ""
+    if reason in ("below-minimum", "above-maximum"):
+        return deny_text(ctx, reason, "KES", bounds=kes_bounds)
+    return deny_text(ctx, reason)
+
+
 def buy_airtime(ctx: Ctx, data: dict, proof: PinProof | None) -> str:
     quote = quoting.quote_of(ctx, data["quote"])
     phone = local(data["phone"], ctx.svc.settings.default_region)
     try:
         bought = use_cases.buy_airtime(ctx.svc, ctx.user, proof, quote, data["phone"], ctx.key)
-    except AirtimeOff:
-        return ctx.t("airtime.off")
-    except QuoteExpired:
-        return ctx.t("quote.expired")
-    except InsufficientBalance as exc:
-        return deny_text(ctx, "insufficient-balance", balance=exc.balance_sats)
-    except PolicyDenied as exc:
-        if exc.reason in ("below-minimum", "above-maximum"):
-            return deny_text(ctx, exc.reason, "KES", bounds=ctx.svc.policy.airtime_bounds())
-        return deny_text(ctx, exc.reason)
+    except (AirtimeOff, QuoteExpired, InsufficientBalance, PolicyDenied) as exc:
+        return _refused(ctx, exc, ctx.svc.policy.airtime_bounds())
     ctx.recorded = True
     receipt, result = bought.receipt, bought.result
     if result is None:

@@ -4,12 +4,11 @@ airtime-min-kes / airtime-max-kes; the PIN step buys it (helpers/ussd/actions.py
 
 from __future__ import annotations
 
-from helpers.infra.i18n import gsm7_length
 from helpers.infra.phone import local, normalise
 from helpers.ussd import quoting
-from helpers.ussd.screen import Ctx, deny_text, parse_amount, pick_recent, sent_today
+from helpers.ussd.screen import Ctx, pick_recent, recent_screen
 from helpers.ussd.send_screens import shown_payee
-from helpers.ussd.walker import MAX_SCREEN, Push, Result, Retry
+from helpers.ussd.walker import Push, Result, Retry
 from helpers.wallet import payments
 from helpers.wallet.prices import AIRTIME
 
@@ -48,10 +47,7 @@ class AirtimePhone:
         if not recent:
             return ctx.t("airtime.phone")
         region = ctx.svc.settings.default_region
-        lines = [ctx.t("send.recent-line", n=n, payee=shown_payee(p, region)) for n, p in enumerate(recent, 1)]
-        while len(lines) > 1 and (gsm7_length(ctx.t("airtime.recent", lines="".join(lines))) or 999) > MAX_SCREEN:
-            lines.pop()
-        return ctx.t("airtime.recent", lines="".join(lines))
+        return recent_screen(ctx, "airtime.recent", [shown_payee(p, region) for p in recent])
 
     def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
         picked = pick_recent(ctx, token, "ra", lambda: self._recent(ctx))
@@ -71,21 +67,8 @@ class AirtimeAmount:
         return ctx.t("airtime.amount", phone=shown(data["phone"], ctx), min=low, max=high)
 
     def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
-        kes = parse_amount(token)
-        if kes is None:
-            return Retry(ctx.t("error.amount"))
-        price = quoting.price_now(ctx)
-        if price is None:
-            return quoting.no_price(ctx)
-        policy = ctx.svc.policy
-        sent = sent_today(ctx) if ctx.final else 0
-        balance = ctx.user.balance_sats if ctx.final else policy.value("payment-max-sats") * 2
-        decision = policy.airtime(kes, balance, sent, price.kes_per_btc)
-        if not decision.allowed:
-            kes_reason = decision.reason in ("below-minimum", "above-maximum")
-            return Retry(deny_text(ctx, decision.reason or "", "KES" if kes_reason else "sats",
-                                   bounds=policy.airtime_bounds() if kes_reason else None))
-        slot = quoting.hold(ctx, AIRTIME, kes)
-        if not isinstance(slot, str):
-            return slot
+        amount = quoting.payout_amount(ctx, token, AIRTIME)  # airtime's own bounds, sold like a withdrawal
+        if not isinstance(amount, tuple):
+            return amount
+        kes, slot = amount
         return Push("pin", {**data, "kes": kes, "quote": slot, "action": "airtime"})

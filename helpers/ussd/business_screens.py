@@ -8,7 +8,7 @@ import re
 
 from helpers.mpesa.provider import BUY_GOODS, PAY_BILL
 from helpers.ussd import quoting
-from helpers.ussd.screen import Ctx, pick_recent
+from helpers.ussd.screen import Ctx, pick_recent, recent_screen
 from helpers.ussd.walker import Push, Result, Retry
 from helpers.wallet import payments
 
@@ -56,8 +56,7 @@ class BusinessNumber:
         recent = self._recent(ctx)
         if not recent:
             return ctx.t(self.prompt_key)
-        lines = "".join(ctx.t("send.recent-line", n=n, payee=p) for n, p in enumerate(recent, 1))
-        return ctx.t("mpesapay.recent", lines=lines, prompt=ctx.t(self.prompt_key))
+        return recent_screen(ctx, "mpesapay.recent", recent, prompt=ctx.t(self.prompt_key))
 
     def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
         picked = pick_recent(ctx, token, "rb", lambda: self._recent(ctx))

@@ -12,7 +12,7 @@ from __future__ import annotations
 from helpers.ussd.screen import Ctx, deny_text, expired, parse_amount, sent_today
 from helpers.ussd.walker import End, Result, Retry
 from helpers.wallet import transactions
-from helpers.wallet.prices import WITHDRAW, CurrentPrice, QuoteView
+from helpers.wallet.prices import AIRTIME, WITHDRAW, CurrentPrice, QuoteView
 
 
 def price_now(ctx: Ctx) -> CurrentPrice | None:
@@ -67,10 +67,11 @@ def valid_minutes(ctx: Ctx) -> int:
     return -(-ctx.value("quote-valid-s") // 60)
 
 
-def payout_amount(ctx: Ctx, token: str) -> tuple[int, str] | Result:
-    """The KES typed for money that leaves through M-Pesa (a withdrawal, a till or a paybill):
-    (kes, its quote's slot), or the screen to show. The payout rules of atoms.metta decide;
-    balance and daily limit only for the screen shown now (the reservation checks again)."""
+def payout_amount(ctx: Ctx, token: str, kind: str = WITHDRAW) -> tuple[int, str] | Result:
+    """The KES typed for money that leaves in KES: through M-Pesa (WITHDRAW: a withdrawal, a till
+    or a paybill) or as AIRTIME: (kes, its quote's slot), or the screen to show. That kind's rules
+    in atoms.metta decide; balance and daily limit only for the screen shown now (the reservation
+    checks again)."""
     kes = parse_amount(token)
     if kes is None:
         return Retry(ctx.t("error.amount"))
@@ -80,10 +81,11 @@ def payout_amount(ctx: Ctx, token: str) -> tuple[int, str] | Result:
     policy = ctx.svc.policy
     sent = sent_today(ctx) if ctx.final else 0
     balance = ctx.user.balance_sats if ctx.final else policy.value("payment-max-sats") * 2
-    decision = policy.withdraw(kes, balance, sent, price.kes_per_btc)
+    decide = policy.airtime if kind == AIRTIME else policy.withdraw
+    decision = decide(kes, balance, sent, price.kes_per_btc)
     if not decision.allowed:
         kes_reason = decision.reason in ("below-minimum", "above-maximum")
-        return Retry(deny_text(ctx, decision.reason or "", "KES" if kes_reason else "sats",
-                               bounds=kes_bounds(ctx, price) if kes_reason else None))
-    slot = hold(ctx, WITHDRAW, kes)
+        bounds = (policy.airtime_bounds() if kind == AIRTIME else kes_bounds(ctx, price)) if kes_reason else None
+        return Retry(deny_text(ctx, decision.reason or "", "KES" if kes_reason else "sats", bounds=bounds))
+    slot = hold(ctx, kind, kes)
     return (kes, slot) if isinstance(slot, str) else slot

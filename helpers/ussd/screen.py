@@ -8,11 +8,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from helpers.infra.i18n import CATALOGS, t
+from helpers.infra.i18n import CATALOGS, gsm7_length, t
 from helpers.infra.refs import idempotency_key
 from helpers.infra.text import parse_digits
 from helpers.lightning.lnurl_pay import PayParams
-from helpers.ussd.walker import End, Result, Retry
+from helpers.ussd.walker import MAX_SCREEN, End, Result, Retry
 from helpers.wallet import invoices, transactions
 from helpers.wallet.services import Services
 from helpers.wallet.users import UserView
@@ -116,6 +116,15 @@ def check_spend(ctx: Ctx, amount: int, fee: int) -> str | None:
     else:
         decision = policy.spend(amount, fee, ctx.user.balance_sats, sent_today(ctx))
     return None if decision.allowed else deny_text(ctx, decision.reason or "")
+
+
+def recent_screen(ctx: Ctx, key: str, shown: list[str], **values: str) -> str:
+    """Catalog message `key` with the last payees as numbered lines (`{lines}`), as many as fit
+    one screen (the oldest goes first); `shown`: each payee as the screen writes it."""
+    lines = [ctx.t("send.recent-line", n=n, payee=payee) for n, payee in enumerate(shown, 1)]
+    while len(lines) > 1 and (gsm7_length(ctx.t(key, lines="".join(lines), **values)) or MAX_SCREEN + 1) > MAX_SCREEN:
+        lines.pop()
+    return ctx.t(key, lines="".join(lines), **values)
 
 
 def pick_recent(ctx: Ctx, token: str, kind: str, recent: Callable[[], list[str]]) -> str | Result | None:

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import logging
 
-from helpers.infra.i18n import gsm7_length
 from helpers.infra.phone import local, normalise
 from helpers.infra.text import is_digits
 from helpers.lightning import lnurl_pay
 from helpers.lightning.lnurl_pay import LnurlPayError, PayParams
 from helpers.ussd import quoting
 from helpers.ussd.screen import (Ctx, check_spend, deny_text, expired, parse_amount, payee_bounds, pick_recent,
-                                 sats_range, sent_today)
-from helpers.ussd.walker import MAX_SCREEN, End, Push, Result, Retry
+                                 recent_screen, sats_range, sent_today)
+from helpers.ussd.walker import End, Push, Result, Retry
 from helpers.wallet import invoices, lnurl, payments
 from helpers.wallet.prices import SEND, CurrentPrice
 
@@ -148,10 +147,7 @@ class SendRecipient(OtherPhone):
         if not recent:
             return ctx.t(self.prompt_key)
         region = ctx.svc.settings.default_region
-        lines = [ctx.t("send.recent-line", n=n, payee=shown_payee(p, region)) for n, p in enumerate(recent, 1)]
-        while len(lines) > 1 and (gsm7_length(ctx.t("send.phone-recent", lines="".join(lines))) or 999) > MAX_SCREEN:
-            lines.pop()
-        return ctx.t("send.phone-recent", lines="".join(lines))
+        return recent_screen(ctx, "send.phone-recent", [shown_payee(p, region) for p in recent])
 
     def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
         picked = pick_recent(ctx, token, "rp", lambda: self._recent(ctx))

@@ -158,7 +158,8 @@ def test_an_unexpected_error_is_an_end_not_a_500(client, monkeypatch):
 
 def test_status_is_public_and_tells_no_balance(client, alice, wallet):
     body = client.get("/status").get_json()
-    assert body == {"status": "ok", "version": VERSION, "lightning": "mock", "mpesa": "simulated", "airtime": "simulated",
+    assert body == {"status": "ok", "version": VERSION, "lightning": "mock", "mpesa": "simulated",
+                    "airtime": "simulated",
                     "lightning_address_domain": lnurl.domain(wallet.settings),
                     "price": {"kes_per_btc": wallet.policy.value("fixed-kes-per-btc"), "source": "fixed"}}
 
