@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 
 from database import Database
 from helpers.infra.fastpath import Prepared
-from helpers.wallet import limits, transactions
+from helpers.wallet import journal, limits, transactions
 from helpers.infra import sms
 from helpers.wallet.errors import LightningUnavailable, RateLimited
 from helpers.infra.phone import mask
@@ -21,7 +21,8 @@ from helpers.wallet.users import UserView
 from helpers.infra.i18n import t
 from helpers.infra.refs import new_reference
 from lightning import LightningBackend, State
-from models import EXPIRED, PENDING, Invoice, PaymentRequest, Transaction, User, utcnow
+from models import (CREDIT, EXPIRED, INVOICE, NODE, PAID, PENDING, RECEIVE, SETTLED, Invoice, PaymentRequest,
+                    Transaction, User, utcnow)
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +179,7 @@ def sync(db: Database, backend: LightningBackend, payment_hash: str) -> str:
     expired when the node says it can no longer be paid. Returns the invoice's status."""
     status = backend.invoice_status(payment_hash)
     if status.state is State.SUCCEEDED:
-        if transactions.credit_invoice(db, payment_hash) is None:
+        if credit_invoice(db, payment_hash) is None:
             _report_double_payment(db, payment_hash)
     elif status.state is State.FAILED:
         expire(db, payment_hash)
@@ -231,3 +232,42 @@ def poll_pending(db: Database, backend: LightningBackend, limit: int = 500) -> d
         status = sync(db, backend, payment_hash)
         counts[status] = counts.get(status, 0) + 1
     return counts
+
+
+# ------------------------------------------------------------------ a paid invoice
+def credit_invoice(db: Database, payment_hash: str) -> transactions.Receipt | None:
+    """Credit the owner of a paid invoice, exactly once (None if it was not pending).
+    Call only after the Lightning node has confirmed the payment."""
+    return transactions.retry_deadlocks(lambda: _credit_invoice(db, payment_hash))
+
+
+def _credit_invoice(db: Database, payment_hash: str) -> transactions.Receipt | None:
+    with db.write() as s:
+        claimed = s.execute(
+            update(Invoice)
+            .where(Invoice.payment_hash == payment_hash, Invoice.status == PENDING)
+            .values(status=PAID, paid_at=utcnow())
+        ).rowcount
+        if claimed != 1:
+            return None
+        invoice = s.scalar(select(Invoice).where(Invoice.payment_hash == payment_hash))
+        is_request = s.execute(
+            update(PaymentRequest)
+            .where(PaymentRequest.invoice_id == invoice.id, PaymentRequest.status == PENDING)
+            .values(status=PAID)
+        ).rowcount
+        row = Transaction(
+            user_id=invoice.user_id, type=INVOICE if is_request else RECEIVE, direction=CREDIT,
+            amount_sats=invoice.amount_sats, fee_sats=0, status=SETTLED, reference=invoice.reference,
+            counterparty="lightning", invoice_id=invoice.id, payment_hash=payment_hash, settled_at=utcnow(),
+        )
+        s.add(row)
+        s.flush()
+        after = transactions.credit(s, invoice.user_id, invoice.amount_sats)
+        journal.record(s, "receive", invoice.reference, [journal.house(NODE, invoice.amount_sats),
+                                                         journal.customer(invoice.user_id, -invoice.amount_sats)],
+                       transaction_id=row.id)
+        owner = s.get(User, invoice.user_id)
+        sms.queue(s, owner.phone, t(owner.language, "sms.invoice-paid", ref=invoice.reference,
+                                    amount=invoice.amount_sats, balance=after))
+        return transactions.Receipt(invoice.reference, invoice.amount_sats, 0, after, SETTLED, row.id)

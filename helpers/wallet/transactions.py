@@ -41,7 +41,7 @@ from helpers.infra.refs import new_reference
 from helpers.wallet.rules import Policy
 from helpers.wallet.users import UserView
 from models import (ADJUST, ADJUSTMENTS, AIRTIME, AIRTIME_IN_FLIGHT, CREDIT, DEBIT, FAILED, FEES, FLOAT, INVOICE,
-                    LN_IN_FLIGHT, MPESA_IN_FLIGHT, NODE, PAID, PENDING, RECEIVE, SEND, SETTLED, TOPUP, WITHDRAW,
+                    LN_IN_FLIGHT, MPESA_IN_FLIGHT, PAID, PENDING, RECEIVE, SEND, SETTLED, TOPUP, WITHDRAW,
                     Invoice, PaymentRequest, Transaction, User, utcnow)
 
 log = logging.getLogger(__name__)
@@ -105,6 +105,15 @@ _ADD_LEDGER_ROW = Prepared(insert(_LEDGER).values({name: bindparam(name) for nam
 _LOCK_PAIR = Prepared(
     select(_USERS.c.id, _USERS.c.balance_sats, _USERS.c.pin_locked_until)
     .where(_USERS.c.id.in_([bindparam("a"), bindparam("b")])).order_by(_USERS.c.id).with_for_update()
+)
+# A send's payer and its recipient named by phone, locked by one statement, in id order (the
+# recipient's id by a subquery: a phone's user never changes), with what the movement needs.
+_BY_PHONE = _USERS.alias("by_phone")
+_LOCK_SENDER_AND_RECIPIENT = Prepared(
+    select(_USERS.c.id, _USERS.c.balance_sats, _USERS.c.pin_locked_until, _USERS.c.phone, _USERS.c.language)
+    .where(_USERS.c.id.in_([bindparam("a"),
+                            select(_BY_PHONE.c.id).where(_BY_PHONE.c.phone == bindparam("phone")).scalar_subquery()]))
+    .order_by(_USERS.c.id).with_for_update()
 )
 _MOVE_PAIR = Prepared(
     update(_USERS)
@@ -212,16 +221,18 @@ def retry_deadlocks(work: Callable[[], T]) -> T:
     raise AssertionError("unreachable")
 
 
-def _move_between(conn: Executor, policy: Policy, payer_id: int, payee_id: int, amount: int, fee: int
-                  ) -> tuple[int, int]:
+def _move_between(conn: Executor, policy: Policy, payer_id: int, payee_id: int, amount: int, fee: int,
+                  found: dict[int, tuple[int, dt.datetime | None]] | None = None) -> tuple[int, int]:
     """`amount` + `fee` from one customer, `amount` to another, in the caller's transaction: both
     rows locked in id order (two movements between the same people, either way, queue instead
     of deadlocking), the payer's lock and balance checked, the policy asked with the day's spends
     read under the lock, then both balances moved by one UPDATE. Returns the payer's and the
-    payee's new balances. Raises AccountLocked, InsufficientBalance or PolicyDenied."""
+    payee's new balances. `found`: both rows' (balance, PIN lock) when the caller locked them.
+    Raises AccountLocked, InsufficientBalance or PolicyDenied."""
     if payer_id == payee_id:
         raise PolicyDenied("own-phone")  # the screens refuse it first
-    found = {row[0]: (row[1], row[2]) for row in _LOCK_PAIR.run(conn, {"a": payer_id, "b": payee_id}).rows}
+    if found is None:
+        found = {row[0]: (row[1], row[2]) for row in _LOCK_PAIR.run(conn, {"a": payer_id, "b": payee_id}).rows}
     if len(found) != 2:
         raise InsufficientBalance(found.get(payer_id, (0, None))[0])  # a user row that is not there
     have, locked_until = found[payer_id]
@@ -270,8 +281,16 @@ def transfer(
 
     def work() -> Receipt:
         with db.begin() as conn:
-            recipient_id, recipient_language, created = users.find_or_add(conn, recipient_phone, "en")
-            after, recipient_balance = _move_between(conn, policy, sender.id, recipient_id, amount, fee)
+            locked = _LOCK_SENDER_AND_RECIPIENT.run(conn, {"a": sender.id, "phone": recipient_phone}).rows
+            found: dict[int, tuple[int, dt.datetime | None]] | None = {row[0]: (row[1], row[2]) for row in locked}
+            recipient = next((row for row in locked if row[3] == recipient_phone), None)
+            if recipient is not None:
+                recipient_id, recipient_language, created = recipient[0], recipient[4], False
+            else:  # never dialled: registered now, in this transaction (its new row is ours alone)
+                recipient_id, recipient_language, created = users.find_or_add(conn, recipient_phone, "en")
+                # registered meanwhile by another request instead: lock both again, as a pair
+                found = {**(found or {}), recipient_id: (0, None)} if created else None
+            after, recipient_balance = _move_between(conn, policy, sender.id, recipient_id, amount, fee, found)
             ref, now = new_reference(), utcnow()
             rows = [{"user_id": sender.id, "type": SEND, "direction": DEBIT, "amount_sats": amount, "fee_sats": fee,
                      "status": SETTLED, "reference": ref, "counterparty": recipient_phone, "idempotency_key": key,
@@ -442,44 +461,6 @@ def pay_request(db: Database, policy: Policy, payer: UserView, request_id: int, 
             return Receipt(invoice.reference, amount, fee, after, SETTLED, row.id)
 
     return run_once(db, key, work)
-
-
-def credit_invoice(db: Database, payment_hash: str) -> Receipt | None:
-    """Credit the owner of a paid invoice, exactly once (None if it was not pending).
-    Call only after the Lightning node has confirmed the payment."""
-    return retry_deadlocks(lambda: _credit_invoice(db, payment_hash))
-
-
-def _credit_invoice(db: Database, payment_hash: str) -> Receipt | None:
-    with db.write() as s:
-        claimed = s.execute(
-            update(Invoice)
-            .where(Invoice.payment_hash == payment_hash, Invoice.status == PENDING)
-            .values(status=PAID, paid_at=utcnow())
-        ).rowcount
-        if claimed != 1:
-            return None
-        invoice = s.scalar(select(Invoice).where(Invoice.payment_hash == payment_hash))
-        is_request = s.execute(
-            update(PaymentRequest)
-            .where(PaymentRequest.invoice_id == invoice.id, PaymentRequest.status == PENDING)
-            .values(status=PAID)
-        ).rowcount
-        row = Transaction(
-            user_id=invoice.user_id, type=INVOICE if is_request else RECEIVE, direction=CREDIT,
-            amount_sats=invoice.amount_sats, fee_sats=0, status=SETTLED, reference=invoice.reference,
-            counterparty="lightning", invoice_id=invoice.id, payment_hash=payment_hash, settled_at=utcnow(),
-        )
-        s.add(row)
-        s.flush()
-        after = credit(s, invoice.user_id, invoice.amount_sats)
-        journal.record(s, "receive", invoice.reference, [journal.house(NODE, invoice.amount_sats),
-                                                         journal.customer(invoice.user_id, -invoice.amount_sats)],
-                       transaction_id=row.id)
-        owner = s.get(User, invoice.user_id)
-        sms.queue(s, owner.phone, t(owner.language, "sms.invoice-paid", ref=invoice.reference,
-                                    amount=invoice.amount_sats, balance=after))
-        return Receipt(invoice.reference, invoice.amount_sats, 0, after, SETTLED, row.id)
 
 
 def credit_adjustment(session: Session, user_id: int, amount: int, reason: str, key: str) -> int:
