@@ -90,8 +90,8 @@ access_log_format = ACCESS_LOG_FORMAT = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms "%(a)
 
 
 class RedactingLogger(Logger):
-    """Callback URLs carry secrets (/ussd/<token>, /lightning/webhook/<token>, /mpesa/<token>/...):
-    keep them out of the access log.
+    """Callback URLs carry secrets (/ussd/<token>, /lightning/webhook/<token>, /mpesa/<token>/...,
+    /airtime/<token>/status): keep them out of the access log.
 
     The line of ACCESS_LOG_FORMAT is written directly: gunicorn's own way builds every atom of
     the request (all headers, all of environ, a timestamp) into a dictionary for each line, which

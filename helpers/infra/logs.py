@@ -14,8 +14,8 @@ import re
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 session_id: contextvars.ContextVar[str] = contextvars.ContextVar("session_id", default="")
 
-# /ussd/<token>, /lightning/webhook/<token>, /mpesa/<token>/...: the token is a secret
-SECRET_PATH = re.compile(r"(/ussd|/lightning/webhook|/mpesa)/[^\s?/\"]+")
+# /ussd/<token>, /lightning/webhook/<token>, /mpesa/<token>/..., /airtime/<token>/...: the token is a secret
+SECRET_PATH = re.compile(r"(/ussd|/lightning/webhook|/mpesa|/airtime)/[^\s?/\"]+")
 
 
 def clear() -> None:

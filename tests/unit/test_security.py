@@ -171,6 +171,7 @@ def test_pin_guessing_across_sessions_and_worker_processes_locks_once(wallet, se
     (f"/ussd/{TOKEN}", "python-requests/2.32"),
     (f"/mpesa/{TOKEN}/stk/WD-1?x=1", 'curl "quoted"'),
     (f"/lightning/webhook/{TOKEN}", None),
+    (f"/airtime/{TOKEN}/status", "AfricasTalking"),
     ("/status", "AfricasTalking"),
     ("/status?q=%41%s%(h)s", "agent 100%"),
 ])
