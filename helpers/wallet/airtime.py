@@ -31,8 +31,8 @@ from helpers.wallet.rules import Policy
 from helpers.wallet.transactions import Receipt
 from helpers.wallet.users import UserView
 from lightning import State
-from models import (AIRTIME, AIRTIME_FLOAT, AIRTIME_IN_FLIGHT, DEBIT, FAILED, FEES, PENDING, SETTLED, AirtimeRequest,
-                    Transaction, User, utcnow)
+from models import (AIRTIME, AIRTIME_IN_FLIGHT, DEBIT, FAILED, PENDING, SETTLED, AirtimeRequest,
+                    Transaction, utcnow)
 
 log = logging.getLogger(__name__)
 
@@ -135,21 +135,11 @@ def finish_in(s: Session, reference: str, outcome: str, description: str) -> boo
 
 
 def _settle_in(s: Session, request: AirtimeRequest) -> bool:
-    moved = _rows(s.execute(update(Transaction)
-                            .where(Transaction.id == request.transaction_id, Transaction.status == PENDING)
-                            .values(status=SETTLED, settled_at=utcnow())))
-    row = s.get(Transaction, request.transaction_id) if moved == 1 else None
-    if row is None:
+    posted = transactions.post_reserved(s, request.transaction_id,
+                                        f"Airtime {request.request_id or '-'} KES {request.amount_kes}")
+    if posted is None:
         return False
-    reserved = row.amount_sats + row.fee_sats
-    journal.record(s, "airtime-post", row.reference,
-                   [journal.house(AIRTIME_IN_FLIGHT, reserved), journal.house(AIRTIME_FLOAT, -row.amount_sats),
-                    journal.house(FEES, -row.fee_sats)],
-                   transaction_id=row.id, follows=journal.entry_of(s, row.id, "airtime-pending"),
-                   memo=f"Airtime {request.request_id or '-'} KES {request.amount_kes}")
-    user = s.get(User, row.user_id)
-    if user is None:  # the foreign key makes this impossible
-        raise _Undo
+    row, user = posted
     sms.queue(s, user.phone, t(user.language, "sms.airtime", kes=request.amount_kes, phone=local(request.phone),
                                ref=row.reference, sats=row.amount_sats, fee=row.fee_sats, balance=user.balance_sats))
     return True

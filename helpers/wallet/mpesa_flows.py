@@ -28,7 +28,7 @@ from helpers.mpesa.provider import MpesaProvider, PayoutResult
 from helpers.infra.phone import mask
 from helpers.infra.refs import new_reference
 from lightning import State
-from models import (B2B, B2C, CREDIT, FAILED, FEES, FLOAT, MPESA_IN_FLIGHT, PENDING, SETTLED, STK, TOPUP, MpesaRequest,
+from models import (B2B, B2C, CREDIT, FAILED, FLOAT, PENDING, SETTLED, STK, TOPUP, MpesaRequest,
                     Transaction, User, utcnow)
 
 log = logging.getLogger(__name__)
@@ -346,21 +346,11 @@ def settle_withdrawal(db: Database, transaction_id: int, mpesa_receipt: str, kes
 
 def settle_withdrawal_in(s: Session, transaction_id: int, mpesa_receipt: str, kes: int, payee_name: str = "") -> bool:
     """settle_withdrawal inside the caller's transaction."""
-    moved = s.execute(
-        update(Transaction)
-        .where(Transaction.id == transaction_id, Transaction.status == PENDING)
-        .values(status=SETTLED, settled_at=utcnow(), mpesa_code=mpesa_receipt)
-    ).rowcount
-    if moved != 1:
+    posted = transactions.post_reserved(s, transaction_id, f"M-Pesa {mpesa_receipt} KES {kes}",
+                                        mpesa_code=mpesa_receipt)
+    if posted is None:
         return False
-    row = s.get(Transaction, transaction_id)
-    reserved = row.amount_sats + row.fee_sats
-    journal.record(s, "withdraw-post", row.reference,
-                   [journal.house(MPESA_IN_FLIGHT, reserved), journal.house(FLOAT, -row.amount_sats),
-                    journal.house(FEES, -row.fee_sats)],
-                   transaction_id=row.id, follows=journal.entry_of(s, row.id, "withdraw-pending"),
-                   memo=f"M-Pesa {mpesa_receipt} KES {kes}")
-    user = s.get(User, row.user_id)
+    row, user = posted
     payee = f"{row.counterparty} ({payee_name})" if payee_name else row.counterparty
     sms.queue(s, user.phone, t(user.language, "sms.withdraw", kes=kes, phone=payee,
                                code=mpesa_receipt, sats=row.amount_sats, fee=row.fee_sats,

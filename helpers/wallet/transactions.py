@@ -40,8 +40,8 @@ from helpers.infra.i18n import t
 from helpers.infra.refs import new_reference
 from helpers.wallet.rules import Policy
 from helpers.wallet.users import UserView
-from models import (ADJUST, ADJUSTMENTS, AIRTIME, AIRTIME_IN_FLIGHT, CREDIT, DEBIT, FAILED, FEES, FLOAT, INVOICE,
-                    LN_IN_FLIGHT, MPESA_IN_FLIGHT, PAID, PENDING, RECEIVE, SEND, SETTLED, TOPUP, WITHDRAW,
+from models import (ADJUST, ADJUSTMENTS, AIRTIME, AIRTIME_FLOAT, AIRTIME_IN_FLIGHT, CREDIT, DEBIT, FAILED, FEES, FLOAT,
+                    INVOICE, LN_IN_FLIGHT, MPESA_IN_FLIGHT, PAID, PENDING, RECEIVE, SEND, SETTLED, TOPUP, WITHDRAW,
                     Invoice, PaymentRequest, Transaction, User, utcnow)
 
 log = logging.getLogger(__name__)
@@ -387,10 +387,31 @@ def reserve_withdrawal(
     return run_once(db, key, work)
 
 
-# Where a pending debit's sats wait, by its type: the in-flight account and its entries' kinds.
+# Where a pending debit's sats wait, by its type: the in-flight account and its entries' kinds;
+# and, for a payout in KES, the asset that paid it and its settling entry's kind.
 _RESERVED_BY = {WITHDRAW: (MPESA_IN_FLIGHT, "withdraw-pending", "withdraw-void"),
                 AIRTIME: (AIRTIME_IN_FLIGHT, "airtime-pending", "airtime-void"),
                 SEND: (LN_IN_FLIGHT, "lightning-pending", "lightning-void")}
+_PAID_FROM = {WITHDRAW: (FLOAT, "withdraw-post"), AIRTIME: (AIRTIME_FLOAT, "airtime-post")}
+
+
+def post_reserved(s: Session, transaction_id: int, memo: str, **values: object) -> tuple[Transaction, User] | None:
+    """A reserved payout in KES (a withdrawal, a till or paybill, airtime) that went through:
+    settled once, inside the caller's transaction (`values`: more columns, e.g. the M-Pesa
+    receipt); its reserve leaves the in-flight account for the asset that paid it, its fee for
+    income. Returns the row and its owner (for the receipt), or None if it was not pending."""
+    moved = s.execute(update(Transaction).where(Transaction.id == transaction_id, Transaction.status == PENDING)
+                      .values(status=SETTLED, settled_at=utcnow(), **values)).rowcount
+    if moved != 1:
+        return None
+    row = s.get(Transaction, transaction_id)
+    in_flight, pending_kind, _void = _RESERVED_BY[row.type]
+    paid_from, post_kind = _PAID_FROM[row.type]
+    journal.record(s, post_kind, row.reference, [journal.house(in_flight, row.amount_sats + row.fee_sats),
+                                                 journal.house(paid_from, -row.amount_sats),
+                                                 journal.house(FEES, -row.fee_sats)],
+                   transaction_id=row.id, follows=journal.entry_of(s, row.id, pending_kind), memo=memo)
+    return row, s.get(User, row.user_id)
 
 
 def release(s: Session, transaction_id: int, note: str = "") -> tuple[Transaction, int, User] | None:
