@@ -6,7 +6,7 @@ from __future__ import annotations
 from helpers.infra.phone import normalise
 from helpers.mpesa.provider import normalise_code
 from helpers.ussd import quoting
-from helpers.ussd.screen import Ctx, deny_text, expired, parse_amount
+from helpers.ussd.screen import Ctx, deny_text, expired
 from helpers.ussd.walker import End, Push, Result, Retry
 from helpers.wallet import transactions, use_cases
 from helpers.wallet.errors import CodeAlreadyUsed, PolicyDenied, TopupNotConfirmed
@@ -22,12 +22,10 @@ class TopupAmount:
         return ctx.t("topup.amount", min=low, max=high)
 
     def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
-        kes = parse_amount(token)
-        if kes is None:
-            return Retry(ctx.t("error.amount"))
-        price = quoting.price_now(ctx)
-        if price is None:
-            return quoting.no_price(ctx)
+        typed = quoting.typed_kes(ctx, token)
+        if not isinstance(typed, tuple):
+            return typed
+        kes, price = typed
         decision = ctx.svc.policy.topup(kes, price.kes_per_btc)
         if not decision.allowed:
             return Retry(deny_text(ctx, decision.reason or "", "KES", bounds=quoting.kes_bounds(ctx, price)))

@@ -23,6 +23,18 @@ def no_price(ctx: Ctx) -> End:
     return End(ctx.t("price.unavailable"))
 
 
+def typed_kes(ctx: Ctx, token: str) -> tuple[int, CurrentPrice] | Result:
+    """A KES amount typed as `token` and the price it converts at, or the screen to show (not
+    an amount: asked again; no price: the session ends)."""
+    kes = parse_amount(token)
+    if kes is None:
+        return Retry(ctx.t("error.amount"))
+    price = price_now(ctx)
+    if price is None:
+        return no_price(ctx)
+    return kes, price
+
+
 def kes_bounds(ctx: Ctx, price: CurrentPrice) -> tuple[int, int]:
     return ctx.svc.policy.kes_bounds(price.kes_per_btc)
 
@@ -72,12 +84,10 @@ def payout_amount(ctx: Ctx, token: str, kind: str = WITHDRAW) -> tuple[int, str]
     or a paybill) or as AIRTIME: (kes, its quote's slot), or the screen to show. That kind's rules
     in atoms.metta decide; balance and daily limit only for the screen shown now (the reservation
     checks again)."""
-    kes = parse_amount(token)
-    if kes is None:
-        return Retry(ctx.t("error.amount"))
-    price = price_now(ctx)
-    if price is None:
-        return no_price(ctx)
+    typed = typed_kes(ctx, token)
+    if not isinstance(typed, tuple):
+        return typed
+    kes, price = typed
     policy = ctx.svc.policy
     sent = sent_today(ctx) if ctx.final else 0
     balance = ctx.user.balance_sats if ctx.final else policy.value("payment-max-sats") * 2

@@ -83,12 +83,10 @@ class SendKes:
         return ctx.t("send.kes", phone=data["phone"], min=low, max=high)
 
     def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
-        kes = parse_amount(token)
-        if kes is None:
-            return Retry(ctx.t("error.amount"))
-        price = quoting.price_now(ctx)
-        if price is None:
-            return quoting.no_price(ctx)
+        typed = quoting.typed_kes(ctx, token)
+        if not isinstance(typed, tuple):
+            return typed
+        kes, price = typed
         policy = ctx.svc.policy
         low, high = bounds = send_kes_bounds(ctx, price)
         if not low <= kes <= high:  # before converting: a 12-digit amount is no payment
