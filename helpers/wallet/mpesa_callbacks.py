@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -169,28 +170,52 @@ def _result_params(result: dict) -> dict[str, Any]:
     return _pairs(holder.get("ResultParameter") if isinstance(holder, dict) else None, "Key")
 
 
-def b2c_result(db: Database, reference: str, body: dict) -> tuple[int, str]:
+@dataclass(frozen=True)
+class _Paid:
+    """A payout's result that says it was paid, from a request still pending: for the checks of
+    its own kind."""
+
+    request: MpesaRequest
+    result: dict
+    params: dict
+    code: str
+    description: str
+    conversation: str
+
+
+def _payout_result(db: Database, kind: str, reference: str, body: dict,
+                   strict_originator: bool) -> tuple[int, str] | _Paid:
+    """What B2C and B2B results share: the request the reference names, Daraja's ids matching it
+    (`strict_originator`: the OriginatorConversationID always, else only when Daraja gave one), a
+    result code; a repeat answered as a duplicate, a failure refunded. The answer, or _Paid."""
     result = _result(body)
     if result is None:
-        return _refuse("b2c", reference, "no Result")
-    request = _request(db, reference, B2C)
+        return _refuse(kind, reference, "no Result")
+    request = _request(db, reference, B2B if kind == "b2b" else B2C)
     if request is None:
         return UNKNOWN, "unknown reference"
-    conversation = _text(result.get("ConversationID"))
-    if _text(result.get("OriginatorConversationID")) != request.originator_conversation_id:
-        return _refuse("b2c", reference, "OriginatorConversationID differs from ours", request)
+    conversation, original = _text(result.get("ConversationID")), _text(result.get("OriginatorConversationID"))
+    if (strict_originator or request.originator_conversation_id) and original != request.originator_conversation_id:
+        return _refuse(kind, reference, "OriginatorConversationID differs from ours", request)
     if request.conversation_id and conversation != request.conversation_id:
-        return _refuse("b2c", reference, "ConversationID differs from the one M-Pesa gave", request)
+        return _refuse(kind, reference, "ConversationID differs from the one M-Pesa gave", request)
     code, description = _text(result.get("ResultCode")), _text(result.get("ResultDesc"))
     if not code:
-        return _refuse("b2c", reference, "ResultCode missing", request)
+        return _refuse(kind, reference, "ResultCode missing", request)
     if request.status != PENDING:
-        return _duplicate("b2c", reference, request)
+        return _duplicate(kind, reference, request)
     if code != "0":
         mpesa_flows.finish_payout(db, reference, FAILED, None, code, description)
         return OK, "refunded"
-    params = _result_params(result)
-    receipt = _text(params.get("TransactionReceipt")) or _text(result.get("TransactionID"))
+    return _Paid(request, result, _result_params(result), code, description, conversation)
+
+
+def b2c_result(db: Database, reference: str, body: dict) -> tuple[int, str]:
+    paid = _payout_result(db, "b2c", reference, body, strict_originator=True)
+    if not isinstance(paid, _Paid):
+        return paid
+    request, params = paid.request, paid.params
+    receipt = _text(params.get("TransactionReceipt")) or _text(paid.result.get("TransactionID"))
     if not _same_amount(params.get("TransactionAmount"), request.amount_kes):
         return _refuse("b2c", reference, f"TransactionAmount {params.get('TransactionAmount')!r} is not what was "
                                          "sent", request)
@@ -199,9 +224,9 @@ def b2c_result(db: Database, reference: str, body: dict) -> tuple[int, str]:
         return _refuse("b2c", reference, "ReceiverPartyPublicName is not the phone that was paid", request)
     if not RECEIPT.match(receipt):
         return _refuse("b2c", reference, "TransactionReceipt missing or malformed", request)
-    if request.conversation_id is None and conversation:
-        _adopt(db, request, conversation_id=conversation[:64])
-    if mpesa_flows.finish_payout(db, reference, SETTLED, receipt, code, description):
+    if request.conversation_id is None and paid.conversation:
+        _adopt(db, request, conversation_id=paid.conversation[:64])
+    if mpesa_flows.finish_payout(db, reference, SETTLED, receipt, paid.code, paid.description):
         return OK, "settled"
     return OK, "duplicate"
 
@@ -209,32 +234,16 @@ def b2c_result(db: Database, reference: str, body: dict) -> tuple[int, str]:
 def b2b_result(db: Database, reference: str, body: dict) -> tuple[int, str]:
     """A business payment's result: like B2C's, its ids must be the ones Daraja gave the request
     (when it gave them), its Amount what we paid; TransactionID is the receipt."""
-    result = _result(body)
-    if result is None:
-        return _refuse("b2b", reference, "no Result")
-    request = _request(db, reference, B2B)
-    if request is None:
-        return UNKNOWN, "unknown reference"
-    conversation, original = _text(result.get("ConversationID")), _text(result.get("OriginatorConversationID"))
-    if request.conversation_id and conversation != request.conversation_id:
-        return _refuse("b2b", reference, "ConversationID differs from the one M-Pesa gave", request)
-    if request.originator_conversation_id and original != request.originator_conversation_id:
-        return _refuse("b2b", reference, "OriginatorConversationID differs from the one Daraja gave", request)
-    code, description = _text(result.get("ResultCode")), _text(result.get("ResultDesc"))
-    if not code:
-        return _refuse("b2b", reference, "ResultCode missing", request)
-    if request.status != PENDING:
-        return _duplicate("b2b", reference, request)
-    if code != "0":
-        mpesa_flows.finish_payout(db, reference, FAILED, None, code, description)
-        return OK, "refunded"
-    params = _result_params(result)
+    paid = _payout_result(db, "b2b", reference, body, strict_originator=False)
+    if not isinstance(paid, _Paid):
+        return paid
+    request, params = paid.request, paid.params
     if not _same_amount(params.get("Amount"), request.amount_kes):
         return _refuse("b2b", reference, f"Amount {params.get('Amount')!r} is not what was paid", request)
-    receipt = _text(result.get("TransactionID"))
+    receipt = _text(paid.result.get("TransactionID"))
     if not RECEIPT.match(receipt):
         return _refuse("b2b", reference, "TransactionID missing or malformed", request)
-    if mpesa_flows.finish_payout(db, reference, SETTLED, receipt, code, description,
+    if mpesa_flows.finish_payout(db, reference, SETTLED, receipt, paid.code, paid.description,
                                  payee_name=public_name(params.get("ReceiverPartyPublicName"))):
         return OK, "settled"
     return OK, "duplicate"
