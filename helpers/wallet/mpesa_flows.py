@@ -150,17 +150,22 @@ def fail_topup(db: Database, reference: str, code: str, description: str, notify
 
 
 # ------------------------------------------------------------------ withdrawal payouts
+def _finished_at_once(db: Database, transaction_id: int, kes: int, payout: PayoutResult) -> PayoutResult:
+    """A provider that answers at once (the simulated one): paid, settled now; failed, refunded
+    now; else (or settled meanwhile) pending."""
+    if payout.state is State.SUCCEEDED and settle_withdrawal(db, transaction_id, payout.receipt, kes):
+        return payout
+    if payout.state is State.FAILED and refund_withdrawal(db, transaction_id):
+        return payout
+    return PayoutResult(State.PENDING, error=payout.error)
+
+
 def pay_out(db: Database, provider: MpesaProvider, transaction_id: int, reference: str, phone: str,
             kes: int, sats: int, user_id: int) -> PayoutResult:
     """Pay out a reserved withdrawal. SUCCEEDED: settled now; FAILED: refunded now; PENDING: a
     callback or the reconciler finishes it (the sats stay reserved)."""
     if not provider.payouts_async:
-        payout = provider.payout(phone, kes, reference)
-        if payout.state is State.SUCCEEDED and settle_withdrawal(db, transaction_id, payout.receipt, kes):
-            return payout
-        if payout.state is State.FAILED and refund_withdrawal(db, transaction_id):
-            return payout
-        return PayoutResult(State.PENDING, error=payout.error)
+        return _finished_at_once(db, transaction_id, kes, provider.payout(phone, kes, reference))
     request_ref = new_reference()
     with db.write() as s:
         s.add(MpesaRequest(kind=B2C, reference=request_ref, user_id=user_id, transaction_id=transaction_id,
@@ -187,12 +192,8 @@ def pay_business_out(db: Database, provider: MpesaProvider, transaction_id: int,
     SUCCEEDED settled now, FAILED refunded now, PENDING settled by the callback or the status
     query (the sats stay reserved)."""
     if not provider.payouts_async:
-        payout = provider.pay_business(command, party_b, account, kes, new_reference(), user.phone)
-        if payout.state is State.SUCCEEDED and settle_withdrawal(db, transaction_id, payout.receipt, kes):
-            return payout
-        if payout.state is State.FAILED and refund_withdrawal(db, transaction_id):
-            return payout
-        return PayoutResult(State.PENDING, error=payout.error)
+        return _finished_at_once(db, transaction_id, kes,
+                                 provider.pay_business(command, party_b, account, kes, new_reference(), user.phone))
     request_ref = new_reference()
     with db.write() as s:
         s.add(MpesaRequest(kind=B2B, reference=request_ref, user_id=user.id, transaction_id=transaction_id,
