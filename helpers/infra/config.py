@@ -15,6 +15,9 @@ from typing import Any
 
 from helpers.infra.text import is_digits
 
+# The values APP_ENV may take (exactly these, lower case): production turns on every check below;
+# test and benchmark are the suite's and bench/'s own settings, otherwise as development.
+APP_ENVS = ("development", "test", "benchmark", "production")
 DEV_PIN_PEPPER = "development-pepper-not-for-production"  # noqa: S105 - a marked dev default
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -62,7 +65,7 @@ def load_config(instance_path: str, env: dict[str, str] | None = None) -> dict[s
     embedded = database_url == sqlite_default
     backend = (env.get("LIGHTNING_BACKEND") or env.get("LIGHTNING_API_TYPE") or "mock").lower()
     return {
-        "APP_ENV": env.get("APP_ENV", "development"),
+        "APP_ENV": env.get("APP_ENV") or "development",
         "DATABASE_URL": database_url,
         # Every body we take is small (a USSD step, a node's or Daraja's callback: a few KB); a
         # bigger one is refused with 413 before it is read.
@@ -197,6 +200,9 @@ def _networks(value: str) -> list:
 
 def finalise(config: dict[str, Any]) -> None:
     """Check settings that depend on each other; fill the development pepper. Raises ConfigError."""
+    if config["APP_ENV"] not in APP_ENVS:
+        # a typo ("prod", "Production") must not quietly turn every production check off
+        raise ConfigError(f"APP_ENV={config['APP_ENV']!r} is not one of {', '.join(APP_ENVS)}")
     production = config["APP_ENV"] == "production"
     if not config["PIN_PEPPER"]:
         if production:
@@ -256,6 +262,10 @@ def finalise(config: dict[str, Any]) -> None:
         if not callback_base.startswith("https://"):
             raise ConfigError("MPESA_CALLBACK_BASE_URL (or PUBLIC_URL) must be https:// in production")
     _check_prices(config, production)
+    if production and len(config["METRICS_TOKEN"]) < 16:
+        # /metrics and /ledger/solvency show customers' total balances and ask the node
+        raise ConfigError("METRICS_TOKEN must be set in production (16+ random characters): it guards "
+                          "/metrics and /ledger/solvency")
 
 
 def _check_prices(config: dict[str, Any], production: bool) -> None:

@@ -271,7 +271,8 @@ def test_production_refuses_simulated_airtime_and_a_missing_callback_token(tmp_p
     production = {"APP_ENV": "production", "PIN_PEPPER": "x" * 40, "USSD_CALLBACK_TOKEN": "t" * 20,
                   "PUBLIC_URL": "https://wallet.example", "MPESA_PROVIDER": "daraja", "LIGHTNING_BACKEND": "lnd",
                   "PRICE_SOURCES": "coingecko", "SIMULATOR_ENABLED": "0", "DEMO_MODE": "0",
-                  "DATABASE_URL": "mysql+pymysql://u:p@127.0.0.1/w", "MPESA_BASE_URL": "https://api.safaricom.co.ke"}
+                  "DATABASE_URL": "mysql+pymysql://u:p@127.0.0.1/w", "MPESA_BASE_URL": "https://api.safaricom.co.ke",
+                  "METRICS_TOKEN": "m" * 20}
     for name, value in production.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("AIRTIME_PROVIDER", "simulated")

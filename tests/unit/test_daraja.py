@@ -142,7 +142,7 @@ def test_wrong_settings_are_named(daraja):
 def test_production_refuses_the_sandbox_and_plain_http_callbacks(tmp_path):
     base = {"APP_ENV": "production", "PIN_PEPPER": "p" * 32, "DEMO_MODE": "0", "MPESA_PROVIDER": "daraja",
             "USSD_CALLBACK_TOKEN": "t" * 20, "LIGHTNING_BACKEND": "lnbits", "PUBLIC_URL": "https://w.example.com",
-            "DATABASE_URL": "mysql+pymysql://u:p@db/w"}
+            "DATABASE_URL": "mysql+pymysql://u:p@db/w", "METRICS_TOKEN": "m" * 20}
     with pytest.raises(ConfigError, match="MPESA_BASE_URL"):
         finalise(load_config(str(tmp_path), base))  # the sandbox is the default
     live = {**base, "MPESA_BASE_URL": "https://api.safaricom.co.ke", "PRICE_SOURCES": "coingecko,coinbase"}

@@ -258,13 +258,16 @@ def test_operator_commands_create_credit_export_reconcile(runner, wallet):
 
 def test_metrics_report_requests_and_money(client, wallet, alice, app):
     alice.run("1", "0787654321", "1000", "1", PIN)
-    text = client.get("/metrics").get_data(as_text=True)
+    assert client.get("/metrics").status_code == 403  # no METRICS_TOKEN configured: nobody is let in
+    configure(app, metrics_token="metrics-secret")
+    text = client.get("/metrics", headers={"Authorization": "Bearer metrics-secret"}).get_data(as_text=True)
     assert 'ussd_requests_total{outcome="end"}' in text and "ussd_request_duration_seconds_bucket" in text
     assert 'wallet_payments{backend="mock",type="send",status="settled"} 1' in text
     liabilities = sum(balance(wallet, p) for p in DEMO)
     assert f"wallet_liabilities_sats {liabilities}" in text
-    configure(app, metrics_token="metrics-secret")
     assert client.get("/metrics").status_code == 403
+    assert client.get("/ledger/solvency").status_code == 403
+    assert client.get("/metrics", headers={"Authorization": "metrics-secret"}).status_code == 403
     assert client.get("/metrics", headers={"Authorization": "Bearer metrics-secret"}).status_code == 200
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from helpers.infra.config import ConfigError, finalise, load_config
+from helpers.infra.config import APP_ENVS, ConfigError, finalise, load_config
 from helpers.infra.i18n import t
 from helpers.wallet.rules import policy
 from helpers.infra.sms import LogSender, SmsDispatcher
@@ -200,7 +200,25 @@ def test_idempotency_keys_are_keyed_with_a_server_secret(alice, wallet):
 PRODUCTION = {"PIN_PEPPER": "x" * 40, "MPESA_PROVIDER": "daraja", "USSD_CALLBACK_TOKEN": "t" * 20,
               "LIGHTNING_BACKEND": "lnbits", "LNBITS_URL": "https://lnbits.example.com", "LNBITS_ADMIN_KEY": "k" * 32,
               "MPESA_BASE_URL": "https://api.safaricom.co.ke", "PUBLIC_URL": "https://w.example.com",
-              "PRICE_SOURCES": "coingecko,coinbase"}
+              "PRICE_SOURCES": "coingecko,coinbase", "METRICS_TOKEN": "m" * 20}
+
+
+@pytest.mark.parametrize("typo", ["prod", "Production", "PRODUCTION", "production ", "staging"])
+def test_an_unknown_app_env_is_refused_by_name(tmp_path, typo):
+    """A typo must not start the server in development mode (dev pepper, mock node, simulated
+    M-Pesa that credits any code): it is refused, naming APP_ENV and the accepted values."""
+    config = load_config(str(tmp_path), {"APP_ENV": typo, "DATABASE_URL": "mysql+pymysql://u:p@h/w", **PRODUCTION})
+    with pytest.raises(ConfigError, match="APP_ENV") as refused:
+        finalise(config)
+    assert all(name in str(refused.value) for name in APP_ENVS)
+
+
+@pytest.mark.parametrize("name", APP_ENVS)
+def test_every_documented_app_env_is_accepted(tmp_path, name):
+    env = {"APP_ENV": name, "DATABASE_URL": "mysql+pymysql://u:p@h/w", **PRODUCTION}
+    config = load_config(str(tmp_path), env)
+    finalise(config)
+    assert config["APP_ENV"] == name
 
 
 def test_the_production_settings_of_these_tests_are_valid(tmp_path):
@@ -221,6 +239,8 @@ def test_the_production_settings_of_these_tests_are_valid(tmp_path):
     ({**PRODUCTION, "PUBLIC_URL": "http://w.example.com"}, "PUBLIC_URL"),
     ({**PRODUCTION, "SIMULATOR_ENABLED": "1"}, "SIMULATOR_ENABLED"),
     ({**PRODUCTION, "PRICE_SOURCES": ""}, "PRICE_SOURCES"),
+    ({**PRODUCTION, "METRICS_TOKEN": ""}, "METRICS_TOKEN"),
+    ({**PRODUCTION, "METRICS_TOKEN": "short"}, "METRICS_TOKEN"),
 ])
 def test_production_refuses_unsafe_settings_and_names_them(tmp_path, override, setting):
     env = {"APP_ENV": "production", "DATABASE_URL": "mysql+pymysql://u:p@127.0.0.1/w", **override}
