@@ -142,10 +142,15 @@ def handle_ussd(svc: Services, req: UssdRequest) -> tuple[str, str]:
     if remember or not view.exists:
         trail = ">".join((["onboarding"] if skip else []) + ([outcome.trail] if outcome.trail else []))
         try:
-            sessions.save(db, req.session_id, req.phone, req.service_code, exists=view.exists,
-                          state=outcome.screen, trail=trail, text_hash=text_key, reply=outcome.reply,
-                          onboarding_tokens=outcome.onboarding_tokens, choices=ctx.choices,
-                          openings=None if remember else cast(sessions.Openings, svc.openings))
+            saved = sessions.save(db, req.session_id, req.phone, req.service_code, exists=view.exists,
+                                  state=outcome.screen, trail=trail, text_hash=text_key, reply=outcome.reply,
+                                  onboarding_tokens=outcome.onboarding_tokens, choices=ctx.choices,
+                                  openings=None if remember else cast(sessions.Openings, svc.openings),
+                                  actor=ctx.acting)
+            if not saved and outcome.reply.startswith("CON"):
+                # continued in another session, ended or paying since this request read it: this
+                # session goes no further (its next step would be refused anyway)
+                return "END " + ctx.t("error.expired"), "ended"
         except SQLAlchemyError as exc:
             if not outcome.reply.startswith("END"):
                 raise  # the next step would need this row: "unavailable" now is the honest answer

@@ -124,7 +124,11 @@ class PinStep:
         if check is None:  # wrong, locked or not a PIN: `refusal` says which
             return refusal or expired(ctx)
         if not sessions.begin_acting(ctx.svc.db, ctx.req.session_id):
-            return expired(ctx)  # continued in another session meanwhile: only that one may pay
+            # continued in another session meanwhile (only that one may pay), or another request
+            # of this one is paying: say what it did, if it recorded a movement already
+            moved = transactions.find_by_key(ctx.svc.db, ctx.key)
+            return End(ctx.t("replay", ref=moved.reference)) if moved is not None else expired(ctx)
+        ctx.acting = True
         try:
             reply = actions.ACTIONS[data["action"]](ctx, data, check.proof)
         except AccountLocked as exc:  # a parallel wrong guess locked the account after our read

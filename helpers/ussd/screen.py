@@ -41,6 +41,7 @@ class Ctx:
     # The actions of DEBIT_FIRST set this once they hold a receipt: a movement under `key` is
     # recorded (by this request, or by the earlier one it replays).
     recorded: bool = False
+    acting: bool = False  # this request marked its session acting (sessions.begin_acting)
 
     def at(self, position: int, final: bool) -> None:
         self.position, self.final = position, final

@@ -111,8 +111,21 @@ _COLUMNS = ("state", "input_buffer", "last_text_hash", "last_reply", "active", "
 _NEW_ROW: dict[str, Any] = {name: bindparam(name)
                            for name in (*_COLUMNS, "session_id", "phone", "service_code", "created_at")}
 _INSERT = Prepared(insert(_SESSIONS).values(_NEW_ROW))
-_UPDATE = Prepared(update(_SESSIONS).where(_SESSIONS.c.session_id == bindparam("sid"))
-                   .values({name: bindparam(name) for name in _COLUMNS}))
+ACTING = "acting"  # the state of a session whose PIN step is moving money (begin_acting)
+
+
+def _conditional_update(*, actor: bool) -> Prepared:
+    """A step's UPDATE of its session row, only while the row is open and in the state this step
+    may leave: a request that began acting saves over its own mark, any other only over a screen.
+    So a late save of a request read before the session was continued elsewhere (closed), ended
+    or began paying can never reopen it nor undo the mark."""
+    state = _SESSIONS.c.state == ACTING if actor else _SESSIONS.c.state != ACTING
+    return Prepared(update(_SESSIONS).where(_SESSIONS.c.session_id == bindparam("sid"),
+                                            _SESSIONS.c.active.is_(True), state)
+                    .values({name: bindparam(name) for name in _COLUMNS}))
+
+
+_UPDATE = {False: _conditional_update(actor=False), True: _conditional_update(actor=True)}
 
 
 def save(
@@ -129,9 +142,13 @@ def save(
     onboarding_tokens: int,
     choices: dict[str, int],
     openings: Openings | None = None,
-) -> None:
+    actor: bool = False,
+) -> bool:
     """Record this step: one INSERT for a new session, one UPDATE otherwise. A new session's row
-    goes to `openings` (written a moment later) when given one that is enabled."""
+    goes to `openings` (written a moment later) when given one that is enabled. `actor`: this
+    request marked the session acting (begin_acting). False: nothing was written, because the
+    session was closed (continued elsewhere, ended) or marked acting by another request since
+    this request read it: its answer must not be taken as the session's."""
     values = dict(
         state=state[:32], input_buffer=trail[-2000:], last_text_hash=text_hash, last_reply=reply,
         active=reply.startswith("CON"), last_activity=utcnow(), onboarding_tokens=onboarding_tokens,
@@ -142,15 +159,15 @@ def save(
                    created_at=values["last_activity"])
         if openings is not None and openings.enabled:
             openings.keep(row)
-            return
+            return True
         try:
             with db.begin(single_statement=True):
                 db.execute(_INSERT, row)
-            return
+            return True
         except IntegrityError:
             pass  # a concurrent first request of the same session inserted it
     with db.begin(single_statement=True):
-        db.execute(_UPDATE, dict(values, sid=session_id))
+        return db.execute(_UPDATE[actor], dict(values, sid=session_id)).rowcount == 1
 
 
 # The rows of sessions that only opened: written later, and not at all if the session wrote its
@@ -278,11 +295,14 @@ def close_to_continue(db: Database, session_id: str) -> bool:
 
 def begin_acting(db: Database, session_id: str) -> bool:
     """The PIN step of this session is about to move money: mark it so no other session offers
-    or continues it. False: the session was taken over (continued in another session) and must not
-    act. A session with no row yet (a whole path in one request) cannot have been taken over."""
+    or continues it, and no other request of it acts or saves over the mark. False: the session
+    was taken over (continued in another session), has ended, or another of its requests is
+    acting: it must not act. A session with no row yet (a whole path in one request) cannot have
+    been taken over."""
     with db.write() as s:
-        if s.execute(update(_SESSIONS).where(_SESSIONS.c.session_id == session_id, _SESSIONS.c.active.is_(True))
-                     .values(state="acting")).rowcount == 1:
+        if s.execute(update(_SESSIONS).where(_SESSIONS.c.session_id == session_id, _SESSIONS.c.active.is_(True),
+                                             _SESSIONS.c.state != ACTING)
+                     .values(state=ACTING)).rowcount == 1:
             return True
         return s.scalar(select(_SESSIONS.c.id).where(_SESSIONS.c.session_id == session_id)) is None
 

@@ -1,0 +1,174 @@
+"""A session's transitions under interleaving, made deterministic: a hook runs another session's
+requests between one request's read of its session row and its save (or its acting mark), as a
+slow request in a gunicorn worker would meet them. Runs on SQLite and, with TEST_DATABASE_URL, on
+MariaDB (make test-mysql)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import pytest
+from sqlalchemy import select
+
+from helpers.infra.i18n import t
+from helpers.ussd import sessions
+from models import UssdSession
+from tests.conftest import DEMO, PIN, Dialer, balance
+
+BOB_LOCAL = "0" + DEMO[1][4:]
+SENT = 2000
+
+
+def meanwhile(work: Callable[[], None]) -> None:
+    """Run `work` to its end in another thread (its own request contexts and connections) while
+    the calling request waits, and raise what it raised."""
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            work()
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting test
+            failed.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(timeout=60)
+    assert not thread.is_alive(), "the interleaved requests did not finish"
+    if failed:
+        raise failed[0]
+
+
+def hook_once(monkeypatch, name: str, session_id: str, before: Callable[[], None] | None = None,
+              after: Callable[[], None] | None = None) -> list[bool]:
+    """Wrap sessions.<name> so that, the first time it is called for `session_id`, `before` runs
+    ahead of it and `after` behind it. Returns the list of what the wrapped calls returned."""
+    real = getattr(sessions, name)
+    results: list[bool] = []
+
+    def hooked(db, sid, *args, **kwargs):
+        first = sid == session_id and not results
+        if first and before:
+            meanwhile(before)
+        result = real(db, sid, *args, **kwargs)
+        if sid == session_id:
+            results.append(result)
+        if first and after:
+            meanwhile(after)
+        return result
+
+    monkeypatch.setattr(sessions, name, hooked)
+    return results
+
+
+def row(wallet, session_id: str) -> tuple[bool, str]:
+    with wallet.db.read() as s:
+        found = s.execute(select(UssdSession.active, UssdSession.state)
+                          .where(UssdSession.session_id == session_id)).one()
+    return bool(found[0]), found[1]
+
+
+def main_menu(reply: str) -> bool:
+    return reply.startswith("CON " + t("en", "main", balance=1, requests="")[:6])
+
+
+def test_a_late_save_of_the_dropped_session_does_not_reopen_it_after_it_was_continued(alice, wallet, client,
+                                                                                      monkeypatch):
+    """Issue 31, 1: S1 is cut off on a send's confirm screen; its last key is still being answered
+    when the customer redials (S2), continues and pays. S1's late save must not reopen it: no
+    later dial is offered the same payment, and S1 cannot pay it with its PIN."""
+    alice.run("1", BOB_LOCAL, str(SENT))  # S1 at the confirm screen
+    s1 = Dialer(client, DEMO[0])
+    s1.session_id, s1.inputs = alice.session_id, list(alice.inputs)
+    a0, b0 = balance(wallet, DEMO[0]), balance(wallet, DEMO[1])
+    paid: list[str] = []
+
+    def redial_and_pay() -> None:
+        s2 = Dialer(client, DEMO[0])
+        assert s2.start().startswith("CON " + t("en", "resume", what="x").split("\n")[0])
+        s2.press("1", "1")
+        paid.append(s2.press(PIN))
+
+    saves = hook_once(monkeypatch, "save", s1.session_id, before=redial_and_pay)
+    late = s1.press("5")  # the key pressed as the network dropped: an invalid choice, remembered
+    assert paid and paid[0].startswith("END Sent")
+    assert row(wallet, s1.session_id)[0] is False  # still closed
+    assert balance(wallet, DEMO[1]) == b0 + SENT
+    s3 = Dialer(client, DEMO[0])
+    assert main_menu(s3.start())  # nothing offered again
+    s1.inputs = s1.inputs[:-1]
+    assert s1.press("1", PIN).startswith("END ")  # S1 itself: no payment
+    assert balance(wallet, DEMO[1]) == b0 + SENT and balance(wallet, DEMO[0]) == a0 - SENT
+    assert late == "END " + t("en", "error.expired")
+    assert saves == [False]  # S1's save was refused: it had been taken over
+
+
+def test_a_late_save_cannot_undo_the_acting_mark(alice, wallet, client, monkeypatch):
+    """While S1's PIN step is paying, a late request of S1 read before the mark saves: the mark
+    stays, so no new dial is offered (or continues) what S1 is paying."""
+    alice.run("1", BOB_LOCAL, str(SENT))  # S1 at the confirm screen
+    stale = Dialer(client, DEMO[0])
+    stale.session_id, stale.inputs = alice.session_id, list(alice.inputs)
+    b0 = balance(wallet, DEMO[1])
+    seen: dict[str, object] = {}
+
+    def late_request_and_a_redial() -> None:
+        seen["late"] = stale.press("5")  # read after the mark, saves while S1 pays
+        seen["row"] = row(wallet, alice.session_id)
+        redial = Dialer(client, DEMO[0])
+        seen["redial"] = redial.start()
+
+    hook_once(monkeypatch, "begin_acting", alice.session_id, after=late_request_and_a_redial)
+    assert alice.press("1", PIN).startswith("END Sent")
+    assert seen["row"] == (True, sessions.ACTING)
+    assert seen["late"] == "END " + t("en", "error.expired")
+    assert main_menu(str(seen["redial"]))
+    assert balance(wallet, DEMO[1]) == b0 + SENT
+
+
+def test_a_session_taken_over_between_its_pin_check_and_its_mark_does_not_pay(alice, wallet, client,
+                                                                            monkeypatch):
+    alice.run("1", BOB_LOCAL, str(SENT), "1")  # S1 at the PIN screen
+    b0 = balance(wallet, DEMO[1])
+    taken: list[str] = []
+
+    def continue_elsewhere() -> None:
+        s2 = Dialer(client, DEMO[0])
+        s2.start()
+        taken.append(s2.press("1"))
+
+    hook_once(monkeypatch, "begin_acting", alice.session_id, before=continue_elsewhere)
+    assert not alice.press(PIN).startswith("END Sent")
+    assert taken and taken[0].startswith("CON ")  # S2 holds it now
+    assert balance(wallet, DEMO[1]) == b0
+
+
+def test_two_requests_of_one_session_act_once(alice, wallet, client, monkeypatch):
+    """Africa's Talking sends the PIN step again while the first is still paying: the second is
+    not let act; it says what the first did."""
+    alice.run("1", BOB_LOCAL, str(SENT), "1")
+    again = Dialer(client, DEMO[0])
+    again.session_id, again.inputs = alice.session_id, list(alice.inputs)
+    b0 = balance(wallet, DEMO[1])
+    second: list[str] = []
+    hook_once(monkeypatch, "begin_acting", alice.session_id, after=lambda: second.append(again.press(PIN)))
+    assert alice.press(PIN).startswith("END Sent")
+    assert second and second[0].startswith("END ") and not second[0].startswith("END Sent")
+    assert balance(wallet, DEMO[1]) == b0 + SENT
+
+
+@pytest.mark.parametrize("state", ["send.confirm", "pin"])
+def test_close_to_continue_takes_only_an_open_session_on_a_resumable_screen(alice, wallet, state):
+    alice.run("1", BOB_LOCAL, str(SENT), *(["1"] if state == "pin" else []))
+    assert row(wallet, alice.session_id)[0] is True
+    with wallet.db.write() as s:
+        s.execute(UssdSession.__table__.update().where(UssdSession.session_id == alice.session_id)
+                  .values(state=sessions.ACTING))
+    assert sessions.close_to_continue(wallet.db, alice.session_id) is False  # paying: never continued
+    with wallet.db.write() as s:
+        s.execute(UssdSession.__table__.update().where(UssdSession.session_id == alice.session_id)
+                  .values(state=state))
+    assert sessions.close_to_continue(wallet.db, alice.session_id) is True
+    assert row(wallet, alice.session_id)[0] is False
+    assert sessions.close_to_continue(wallet.db, alice.session_id) is False  # once
+    assert sessions.begin_acting(wallet.db, alice.session_id) is False  # taken over: never acts
