@@ -31,10 +31,14 @@ def keep_path(ctx: Ctx, screens: dict[str, Screen], outcome: Outcome, onboarded_
         ctx.choices.pop(RESUME, None)
         ctx.choices.pop(WHAT, None)
         return
-    first_line = outcome.reply[4:].split("\n")[0][:90]
+    first_line = outcome.heading[:90]  # what the screen is about, never a note above it ("Invalid choice.")
     if outcome.screen == "pin" and first_line == ctx.t("pin.enter"):
-        # a bare PIN prompt says nothing of the payment: continue at the screen before it, which does
-        ctx.choices[RESUME] = "*".join(ctx.req.text.split("*")[:-1])
+        # a bare PIN prompt says nothing of the payment: continue at the screen before it, which
+        # does (and said so when it was shown); reached in one request, it cannot be offered
+        if WHAT in ctx.choices:
+            ctx.choices[RESUME] = "*".join(ctx.req.text.split("*")[:-1])
+        else:
+            ctx.choices.pop(RESUME, None)
         return
     ctx.choices[RESUME], ctx.choices[WHAT] = ctx.req.text, first_line
 
@@ -44,8 +48,10 @@ def offer(ctx: Ctx, dropped: str) -> str | None:
     found = sessions.dropped_session(ctx.svc.db, dropped)
     if found is None or not found[1].get(RESUME):
         return None
-    last_reply, old = found
-    what = old.get(WHAT) or last_reply[4:].split("\n")[0][:90]  # what the screen it stopped at showed
+    old = found[1]
+    what = old.get(WHAT)  # what the screen it stopped at is about: the recipient and the amount
+    if not what:
+        return None
     ctx.choices.update({FROM: dropped, OLD_PATH: old[RESUME], WHAT: what,
                         OLD_CHOICES: {k: v for k, v in old.items() if k not in (RESUME, WHAT)}})
     return "CON " + question(ctx)

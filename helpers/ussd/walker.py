@@ -70,6 +70,7 @@ class Outcome:
     trail: str  # the screens the tokens were typed on, e.g. "main>send.phone>..." (never the tokens)
     onboarding_tokens: int  # tokens at the start of the path that belong to onboarding
     last_was_secret: bool = False  # the last token was a PIN: its result must be remembered
+    heading: str = ""  # the first line of the screen shown, without any note above it (CON only)
 
 
 def fit(text: str) -> str:
@@ -147,4 +148,5 @@ def walk(
     text = f"{note}\n{body}" if note else body
     if note and (gsm7_length(text) or MAX_SCREEN + 1) > MAX_SCREEN:
         text = body  # the screen itself fits; a note that does not is dropped, not the menu's end
-    return Outcome("CON " + fit(text), frame.screen, ">".join(trail), onboarded, secret_last)
+    return Outcome("CON " + fit(text), frame.screen, ">".join(trail), onboarded, secret_last,
+                   heading=body.split("\n", 1)[0])

@@ -252,3 +252,20 @@ def test_the_last_tills_and_paybills_are_offered_with_their_accounts(alice, wall
     assert alice.reply.startswith("END Paid 300 KES to Paybill 888880 acct ACC123")
     assert balance(wallet, DEMO[0]) < a0
     assert alice.run("8", "1", "2").startswith("CON " + t("en", "error.option"))  # only one till paid before
+
+
+@pytest.mark.parametrize("lang", ["en", "sw"])
+def test_the_resume_offer_names_the_payment_never_a_refusal(alice, wallet, lang):
+    """Issue 31, 9: cut off right after a refused key on the confirm screen, the offer says what
+    would be paid (recipient and amount), not the refusal shown above the screen."""
+    from tests.unit.test_flows import set_language
+
+    set_language(alice, lang)
+    alice.run("1", BOB_LOCAL, "2000")
+    heading = alice.reply[4:].split("\n")[0]
+    assert alice.press("7").startswith("CON " + t(lang, "error.option"))  # refused, then the network drops
+    drop(alice)
+    offered = alice.start()
+    assert offered == "CON " + t(lang, "resume", what=heading)
+    assert "2,000" in heading or "2000" in heading
+    assert t(lang, "error.option") not in offered
