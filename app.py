@@ -55,7 +55,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
                   settings.db_timeout_s)
     if settings.auto_create_schema:
         _migrate(db)
-    backend = create_backend(settings)
+    backend = create_backend(settings, db)
     svc = Services(db, policy(), backend, create_provider(settings),
                    sms.SmsDispatcher(db, sms.make_sender(settings)), settings)
     svc.openings = sessions.Openings(db, settings.write_behind_s)

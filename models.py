@@ -366,18 +366,23 @@ class Quote(Base):
 
 
 class Operator(Base):
-    """A person who runs the wallet, signing in to the console (/admin). The password is kept as
-    werkzeug's scrypt hash; wrong passwords in a row lock the login for a while."""
+    """A person who runs the wallet, signing in to the console (/admin) with a password (werkzeug's
+    scrypt hash) and a TOTP code. Wrong sign-ins are throttled per address (rate_counters)."""
 
     __tablename__ = "operators"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     username: Mapped[str] = mapped_column(String(64), unique=True)
     password_hash: Mapped[str] = mapped_column(String(255))
-    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
-    locked_until: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)  # wrong sign-ins in a row (shown, never locks)
+    locked_until: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)  # `flask operator lock`: no sign-in
     last_login_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    # Every console session of this operator carries this random key; a new one (or none) ends them
+    # all at once: sign-out, lock, a password or second-factor change (0011_operator_sessions).
+    session_key: Mapped[Optional[str]] = mapped_column(String(64))
+    totp_secret: Mapped[Optional[str]] = mapped_column(String(64))  # base32, the second factor (RFC 6238)
+    totp_last_step: Mapped[Optional[int]] = mapped_column(BigInteger)  # the last code's time step: used once
 
 
 class AuditEntry(Base):
@@ -414,6 +419,33 @@ class Job(Base):
     last_error: Mapped[Optional[str]] = mapped_column(String(255))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     done_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
+
+
+# MockNodeEntry.kind
+MOCK_INVOICE, MOCK_PAYMENT = "invoice", "payment"
+
+
+class MockNodeEntry(Base):
+    """The mock Lightning node's own book (LIGHTNING_BACKEND=mock only): one row per invoice it
+    made and per payment it sent, so every worker process sees one node. Its balance is the
+    opening balance plus the sum of `balance_change_sats`. Not our customers' money: the
+    journal records that."""
+
+    __tablename__ = "mock_node_entries"
+    __table_args__ = (UniqueConstraint("kind", "payment_hash", name="uq_mock_node_entries_kind_hash"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(8))  # invoice, payment
+    payment_hash: Mapped[str] = mapped_column(String(64))
+    amount_sats: Mapped[int] = mapped_column(BigInteger)
+    fee_sats: Mapped[int] = mapped_column(BigInteger, default=0)
+    state: Mapped[str] = mapped_column(String(16))  # pending, succeeded, failed (lightning.State)
+    bolt11: Mapped[Optional[str]] = mapped_column(Text)  # invoices
+    expires_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)  # invoices
+    preimage: Mapped[Optional[str]] = mapped_column(String(64))  # payments
+    error: Mapped[Optional[str]] = mapped_column(String(255))
+    balance_change_sats: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
 
 
 # Posted rows are never edited: the database refuses it (the same statements in the migration).

@@ -11,6 +11,7 @@ failed (only on a definite failure), the sats go back. "No answer" leaves the sa
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -93,13 +94,18 @@ class _Undo(Exception):
     """The request moved but its transaction was not pending: roll both back."""
 
 
-def finish(db: Database, reference: str, outcome: str, description: str) -> bool:
+def finish(db: Database, reference: str, outcome: str, description: str,
+           also: Callable[[Session], None] | None = None) -> bool:
     """The final word on an airtime request: SETTLED makes the purchase final, FAILED gives the
-    reserved sats back. Once (False when it was not pending); retried whole on a deadlock."""
+    reserved sats back. Once (False when it was not pending); retried whole on a deadlock. `also`
+    (an operator's audit line) runs in the same transaction when it acts: both, or neither."""
     def work() -> bool:
         try:
             with db.write() as s:
-                return finish_in(s, reference, outcome, description)
+                done = finish_in(s, reference, outcome, description)
+                if done and also is not None:
+                    also(s)
+                return done
         except _Undo:
             log.error("airtime %s: its transaction is not pending; %s not applied", reference, outcome)
             return False

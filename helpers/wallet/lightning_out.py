@@ -5,6 +5,7 @@ failure. A payment hash is reserved once (outgoing_payments): an invoice is neve
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
@@ -78,64 +79,79 @@ def reserve_lightning(
     return run_once(db, key, work)
 
 
-def _settle_lightning(db: Database, transaction_id: int, fee_paid: int, note: str = "") -> Receipt | None:
+def _settle_lightning(db: Database, transaction_id: int, fee_paid: int, note: str = "",
+                      also: Callable[[Session], None] | None = None) -> Receipt | None:
     """The node paid: the pending payment is settled once, at the fee the route really cost;
     what was reserved beyond it goes back. None if it was not pending. `note` (an operator's
-    reason) is kept in the row's description."""
+    reason) is kept in the row's description; `also` (their audit line) runs in the same
+    transaction when it acts: both are written, or neither."""
     with db.write() as s:
-        row = s.get(Transaction, transaction_id)
-        if row is None or row.status != PENDING or row.direction != DEBIT:
-            return None
-        holder = s.scalar(select(OutgoingPayment.transaction_id)
-                          .where(OutgoingPayment.payment_hash == row.payment_hash))
-        if holder is not None and holder != row.id:
-            # The node's "succeeded" is another payment's: this hash is held by an earlier row (a
-            # duplicate left from before the guard existed). This attempt moved nothing.
-            log.error("payment %s: its hash was paid by transaction %s; refunded", row.reference, holder)
-            return _refund_in(s, transaction_id, note, keep_hash=True)
-        reserved = row.fee_sats
-        if not 0 <= fee_paid <= reserved:
-            log.error("payment %s cost %s sats in fees, more than the %s reserved", row.reference, fee_paid, reserved)
-            fee_paid = reserved  # the node broke our limit: the wallet absorbs it, never the user
-        moved = s.execute(
-            update(Transaction)
-            .where(Transaction.id == transaction_id, Transaction.status == PENDING)
-            .values(status=SETTLED, settled_at=utcnow(), fee_sats=fee_paid,
-                    **({"description": note[:255]} if note else {}))
-        ).rowcount
-        if moved != 1:
-            return None
-        after = credit(s, row.user_id, reserved - fee_paid) if reserved > fee_paid else balance(s, row.user_id)
-        journal.record(s, "lightning-post", row.reference,
-                       [journal.house(LN_IN_FLIGHT, row.amount_sats + reserved),
-                        journal.house(NODE, -(row.amount_sats + fee_paid)),
-                        journal.customer(row.user_id, -(reserved - fee_paid))],
-                       transaction_id=row.id, follows=journal.entry_of(s, row.id, "lightning-pending"), memo=note)
-        user = s.get(User, row.user_id)
-        sms.queue(s, user.phone, t(user.language, "sms.sent", amount=row.amount_sats, phone=row.counterparty,
-                                   fee=fee_paid, ref=row.reference, balance=after))
-        return Receipt(row.reference, row.amount_sats, fee_paid, after, SETTLED, row.id)
+        receipt = _settle_in(s, transaction_id, fee_paid, note)
+        if receipt is not None and also is not None:
+            also(s)
+        return receipt
 
-def settle_lightning(db: Database, transaction_id: int, fee_paid: int, note: str = "") -> Receipt | None:
+
+def _settle_in(s: Session, transaction_id: int, fee_paid: int, note: str) -> Receipt | None:
+    """_settle_lightning in the caller's transaction."""
+    row = s.get(Transaction, transaction_id)
+    if row is None or row.status != PENDING or row.direction != DEBIT:
+        return None
+    holder = s.scalar(select(OutgoingPayment.transaction_id)
+                      .where(OutgoingPayment.payment_hash == row.payment_hash))
+    if holder is not None and holder != row.id:
+        # The node's "succeeded" is another payment's: this hash is held by an earlier row (a
+        # duplicate left from before the guard existed). This attempt moved nothing.
+        log.error("payment %s: its hash was paid by transaction %s; refunded", row.reference, holder)
+        return _refund_in(s, transaction_id, note, keep_hash=True)
+    reserved = row.fee_sats
+    if not 0 <= fee_paid <= reserved:
+        log.error("payment %s cost %s sats in fees, more than the %s reserved", row.reference, fee_paid, reserved)
+        fee_paid = reserved  # the node broke our limit: the wallet absorbs it, never the user
+    moved = s.execute(
+        update(Transaction)
+        .where(Transaction.id == transaction_id, Transaction.status == PENDING)
+        .values(status=SETTLED, settled_at=utcnow(), fee_sats=fee_paid,
+                **({"description": note[:255]} if note else {}))
+    ).rowcount
+    if moved != 1:
+        return None
+    after = credit(s, row.user_id, reserved - fee_paid) if reserved > fee_paid else balance(s, row.user_id)
+    journal.record(s, "lightning-post", row.reference,
+                   [journal.house(LN_IN_FLIGHT, row.amount_sats + reserved),
+                    journal.house(NODE, -(row.amount_sats + fee_paid)),
+                    journal.customer(row.user_id, -(reserved - fee_paid))],
+                   transaction_id=row.id, follows=journal.entry_of(s, row.id, "lightning-pending"), memo=note)
+    user = s.get(User, row.user_id)
+    sms.queue(s, user.phone, t(user.language, "sms.sent", amount=row.amount_sats, phone=row.counterparty,
+                               fee=fee_paid, ref=row.reference, balance=after))
+    return Receipt(row.reference, row.amount_sats, fee_paid, after, SETTLED, row.id)
+
+def settle_lightning(db: Database, transaction_id: int, fee_paid: int, note: str = "",
+                     also: Callable[[Session], None] | None = None) -> Receipt | None:
     """_settle_lightning, run again whole when the database rolled it back for a deadlock or a Galera
     certification conflict (it acts once: its updates are conditional)."""
-    return retry_deadlocks(lambda: _settle_lightning(db, transaction_id, fee_paid, note))
+    return retry_deadlocks(lambda: _settle_lightning(db, transaction_id, fee_paid, note, also))
 
 
 
-def _refund_lightning(db: Database, transaction_id: int, note: str = "", invoice_paid: bool = False
-                     ) -> Receipt | None:
+def _refund_lightning(db: Database, transaction_id: int, note: str = "", invoice_paid: bool = False,
+                      also: Callable[[Session], None] | None = None) -> Receipt | None:
     """The node confirmed the payment failed (or an operator did): give amount + reserved fee
     back, once. The payment hash is released for another try, unless `invoice_paid`: the node
-    refused because the invoice is paid already, and nobody may pay it again."""
+    refused because the invoice is paid already, and nobody may pay it again. `also` (an
+    operator's audit line) runs in the same transaction when it acts."""
     with db.write() as s:
-        return _refund_in(s, transaction_id, note, keep_hash=invoice_paid)
+        receipt = _refund_in(s, transaction_id, note, keep_hash=invoice_paid)
+        if receipt is not None and also is not None:
+            also(s)
+        return receipt
 
-def refund_lightning(db: Database, transaction_id: int, note: str = "", invoice_paid: bool = False
-                     ) -> Receipt | None:
+def refund_lightning(db: Database, transaction_id: int, note: str = "", invoice_paid: bool = False,
+                     also: Callable[[Session], None] | None = None) -> Receipt | None:
     """_refund_lightning, run again whole when the database rolled it back for a deadlock or a Galera
     certification conflict (it acts once: its updates are conditional)."""
-    return retry_deadlocks(lambda: _refund_lightning(db, transaction_id, note, invoice_paid))
+    return retry_deadlocks(lambda: _refund_lightning(db, transaction_id, note, invoice_paid, also))
 
 
 

@@ -64,6 +64,11 @@ def _count(db: Database, events: list[tuple[str, int]], amounts: list[int] | Non
         return _count_on(conn, events, amounts)
 
 
+def count_in(conn: Connection, events: list[tuple[str, int]]) -> list[int]:
+    """Count one event for each (key, bucket) in the caller's transaction; the new counts, in order."""
+    return _count_on(conn, events, [1] * len(events))
+
+
 def _count_on(conn: Connection, events: list[tuple[str, int]], amounts: list[int]) -> list[int]:
     """`_count` inside the caller's transaction."""
     now = utcnow()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import or_, select, update
@@ -214,9 +215,10 @@ def pay_business_out(db: Database, provider: MpesaProvider, transaction_id: int,
 
 
 def _finish_payout(db: Database, reference: str, outcome: str, receipt: str | None, code: str,
-                   description: str, payee_name: str = "") -> bool:
+                   description: str, payee_name: str = "", also: Callable[[Session], None] | None = None) -> bool:
     """M-Pesa's final word on a B2C payment: SETTLED makes the withdrawal final, FAILED gives the
-    reserved sats back. Once; False when the request was not pending."""
+    reserved sats back. Once; False when the request was not pending. `also` (an operator's audit
+    line) runs in the same transaction when it acts: both are written, or neither."""
     try:
         with db.write() as s:
             moved = s.execute(
@@ -236,6 +238,8 @@ def _finish_payout(db: Database, reference: str, outcome: str, receipt: str | No
                 done = refund_withdrawal_in(s, request.transaction_id)
             if not done:
                 raise _Undo
+            if also is not None:
+                also(s)
     except _Undo:
         log.error("b2c %s: its withdrawal is not pending; %s not applied", reference, outcome)
         return False
@@ -246,12 +250,12 @@ def _finish_payout(db: Database, reference: str, outcome: str, receipt: str | No
     return True
 
 def finish_payout(db: Database, reference: str, outcome: str, receipt: str | None, code: str,
-                  description: str, payee_name: str = "") -> bool:
+                  description: str, payee_name: str = "", also: Callable[[Session], None] | None = None) -> bool:
     """_finish_payout, run again whole when the database rolled it back for a deadlock or a Galera
     certification conflict (it acts once: its updates are conditional). `payee_name`: the name
     M-Pesa gave the business paid (B2B's ReceiverPartyPublicName), for the receipt."""
     return transactions.retry_deadlocks(
-        lambda: _finish_payout(db, reference, outcome, receipt, code, description, payee_name))
+        lambda: _finish_payout(db, reference, outcome, receipt, code, description, payee_name, also))
 
 
 

@@ -5,10 +5,16 @@ same database transaction as the action, so neither exists without the other."""
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
 import logging
 import re
+import secrets
+import time
 import uuid
 from dataclasses import dataclass
+
+import pyotp
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -20,18 +26,26 @@ from helpers.infra import sms
 from helpers.infra.i18n import t
 from helpers.infra.phone import mask
 from helpers.infra.refs import new_reference
-from helpers.wallet import journal, transactions, users
+from helpers.wallet import journal, limits, transactions, users
 from helpers.wallet.errors import AccountLocked, InsufficientBalance
-from models import ADJUST, ADJUSTMENTS, DEBIT, SETTLED, AuditEntry, Operator, Transaction, User, utcnow
+from models import (ADJUST, ADJUSTMENTS, DEBIT, SETTLED, AuditEntry, Operator, RateCounter, Transaction, User,
+                    utcnow)
 
 log = logging.getLogger(__name__)
 
-MAX_FAILED_LOGINS = 10  # wrong passwords in a row before the login locks
-LOCK_MINUTES = 15
+# Wrong sign-ins are counted per client address in fixed windows of THROTTLE_MINUTES, never on
+# the operator's row: anonymous tries can slow down only the address they come from, never lock a
+# named operator out. Unknown names are counted and answered exactly as known ones.
+MAX_FAILED_LOGINS = 10  # wrong sign-ins for one name from one address, per window
+MAX_FAILED_PER_ADDRESS = 30  # wrong sign-ins from one address, whatever the names, per window
+THROTTLE_MINUTES = 15
 MIN_PASSWORD = 12
+TOTP_ISSUER = "SatsPesa console"
+SIGN_IN_FAILURES = ("login-failed", "login-refused")  # audit actions kept apart from the action list
 _USERNAME = re.compile(r"[a-z0-9._-]{2,64}")
-# A hash to check unknown usernames against, so they take as long as known ones.
+# A hash and a secret to check unknown usernames against, so they take as long as known ones.
 _DUMMY_HASH = generate_password_hash("not a password of anyone", method="scrypt")
+_DUMMY_TOTP = pyotp.random_base32()
 
 
 class OperatorError(ValueError):
@@ -40,45 +54,205 @@ class OperatorError(ValueError):
 
 @dataclass(frozen=True)
 class Login:
+    """What a sign-in came to. ok: `operator_id` and `session_key` go in the console's cookie.
+    Not ok: `retry_minutes` > 0 when throttled, `locked` when the operator is locked (told only
+    to someone who gave the right password and code), `no_second_factor` likewise."""
+
     ok: bool
-    locked_minutes: int = 0  # > 0: locked, this long yet
+    retry_minutes: int = 0
+    locked: bool = False
+    no_second_factor: bool = False
+    operator_id: int = 0
+    session_key: str = ""
 
 
-def add(db: Database, username: str, password: str) -> None:
+@dataclass(frozen=True)
+class Enrolment:
+    """A new second factor, shown once: the secret and the otpauth:// URI an authenticator reads."""
+
+    secret: str
+    uri: str
+
+
+def add(db: Database, username: str, password: str) -> Enrolment:
+    """Create an operator with a password and a second factor; returns the factor to show once."""
     if not _USERNAME.fullmatch(username):
         raise OperatorError("a username is 2-64 of a-z, 0-9, '.', '_', '-'")
-    if len(password) < MIN_PASSWORD:
-        raise OperatorError(f"a password needs at least {MIN_PASSWORD} characters")
+    _check_password(password)
+    secret = pyotp.random_base32()
     with db.write() as s:
         if s.scalar(select(Operator.id).where(Operator.username == username)) is not None:
             raise OperatorError(f"operator {username!r} exists already")
-        s.add(Operator(username=username, password_hash=generate_password_hash(password, method="scrypt")))
+        s.add(Operator(username=username, password_hash=generate_password_hash(password, method="scrypt"),
+                       totp_secret=secret))
         audit(s, "cli", "operator-add", username, "")
+    return _enrolment(username, secret)
 
 
-def login(db: Database, username: str, password: str, source: str) -> Login:
-    """Check a password. MAX_FAILED_LOGINS wrong ones in a row lock the account for
-    LOCK_MINUTES (also against the right password meanwhile); each try is audited."""
-    now = utcnow()
+def _check_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD:
+        raise OperatorError(f"a password needs at least {MIN_PASSWORD} characters")
+
+
+def _enrolment(username: str, secret: str) -> Enrolment:
+    return Enrolment(secret, pyotp.TOTP(secret).provisioning_uri(name=username, issuer_name=TOTP_ISSUER))
+
+
+# ------------------------------------------------------------------ sign-in
+def login(db: Database, username: str, password: str, code: str, source: str) -> Login:
+    """Check a password and a TOTP code (each code once). From an address with MAX_FAILED_LOGINS
+    wrong tries for this name, or MAX_FAILED_PER_ADDRESS for any names, in this window of
+    THROTTLE_MINUTES, nothing is checked until the window ends. A wrong try is counted and audited
+    (action login-failed); unknown names take the same time and get the same answers as known ones."""
+    window = THROTTLE_MINUTES * 60
+    now_s = time.time()
+    bucket = int(now_s // window)
+    keys = [_throttle_key("signin-name", username, source), _throttle_key("signin-addr", source)]
+    retry = int((bucket + 1) * window - now_s) // 60 + 1
     with db.write() as s:
+        name_failures, address_failures = _failures(s, keys, bucket)
+        if name_failures >= MAX_FAILED_LOGINS or address_failures >= MAX_FAILED_PER_ADDRESS:
+            return Login(False, retry_minutes=retry)
         operator = s.scalar(select(Operator).where(Operator.username == username).with_for_update())
-        if operator is None:
-            check_password_hash(_DUMMY_HASH, password)
-            audit(s, username[:64], "login-failed", source, "unknown operator")
+        right = _password_and_code_right(operator, password, code, now_s)
+        if operator is None or right is None:
+            _count_failure(s, keys, bucket, operator)
+            audit(s, username[:64], "login-failed", source, "unknown operator" if operator is None else "wrong")
             return Login(False)
-        if operator.locked_until is not None and operator.locked_until > now:
+        if operator.locked_until is not None and operator.locked_until > utcnow():
             audit(s, username, "login-refused", source, "locked")
-            return Login(False, users.minutes_left(operator.locked_until, now))
-        if not check_password_hash(operator.password_hash, password):
-            failures = operator.failed_logins + 1
-            locked = now + dt.timedelta(minutes=LOCK_MINUTES) if failures >= MAX_FAILED_LOGINS else None
-            operator.failed_logins = 0 if locked else failures
-            operator.locked_until = locked
-            audit(s, username, "login-failed", source, "locked" if locked else f"wrong password {failures}")
-            return Login(False, LOCK_MINUTES if locked else 0)
-        operator.failed_logins, operator.locked_until, operator.last_login_at = 0, None, now
+            return Login(False, locked=True)
+        if operator.totp_secret is None:
+            audit(s, username, "login-refused", source, "no second factor")
+            return Login(False, no_second_factor=True)
+        operator.failed_logins, operator.last_login_at, operator.totp_last_step = 0, utcnow(), right
+        operator.session_key = operator.session_key or _new_session_key()
         audit(s, username, "login", source, "")
-        return Login(True)
+        return Login(True, operator_id=operator.id, session_key=operator.session_key)
+
+
+def _throttle_key(kind: str, *parts: str) -> str:
+    """A counter's key: a digest, so a long name and an IPv6 address fit the column."""
+    return f"{kind}:" + hashlib.sha256("\0".join(parts).encode()).hexdigest()[:40]
+
+
+def _failures(s: Session, keys: list[str], bucket: int) -> list[int]:
+    found = dict(s.execute(select(RateCounter.key, RateCounter.count)
+                           .where(RateCounter.key.in_(keys), RateCounter.bucket == bucket)).all())
+    return [int(found.get(key, 0)) for key in keys]
+
+
+def _count_failure(s: Session, keys: list[str], bucket: int, operator: Operator | None) -> None:
+    limits.count_in(s.connection(), [(key, bucket) for key in keys])
+    if operator is not None:
+        operator.failed_logins += 1
+
+
+def _password_and_code_right(operator: Operator | None, password: str, code: str, now_s: float) -> int | None:
+    """The time step of the code when both the password and the code are right (a code whose step
+    was used before is wrong); None otherwise. An operator without a second factor passes the code
+    check (sign-in then refuses them by name, told only to one who knew the password)."""
+    password_ok = check_password_hash(operator.password_hash if operator else _DUMMY_HASH, password)
+    secret = (operator.totp_secret if operator else None) or _DUMMY_TOTP
+    step = _code_step(secret, code, now_s)
+    if operator is None or not password_ok:
+        return None
+    if operator.totp_secret is None:
+        return 0
+    if step is None or (operator.totp_last_step is not None and step <= operator.totp_last_step):
+        return None
+    return step
+
+
+def _code_step(secret: str, code: str, now_s: float) -> int | None:
+    """The 30-s time step whose code `code` is (this one, or one either side for clock drift)."""
+    totp = pyotp.TOTP(secret)
+    now_step = totp.timecode(dt.datetime.fromtimestamp(now_s, dt.UTC))
+    typed = "".join(code.split())
+    for step in (now_step - 1, now_step, now_step + 1):
+        if hmac.compare_digest(totp.generate_otp(step), typed):
+            return step
+    return None
+
+
+def _new_session_key() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def session_operator(db: Database, operator_id: int, session_key: str) -> str | None:
+    """The username of the operator a console session belongs to, loaded now: None when the row
+    is gone, the operator is locked, or their sessions were ended (the key changed)."""
+    with db.read() as s:
+        operator = s.get(Operator, operator_id)
+    if operator is None or not operator.session_key or not session_key:
+        return None
+    if not hmac.compare_digest(operator.session_key, session_key):
+        return None
+    if operator.locked_until is not None and operator.locked_until > utcnow():
+        return None
+    return operator.username
+
+
+# ------------------------------------------------------------------ access: each ends every session
+def sign_out(db: Database, operator_id: int, source: str) -> None:
+    """End every console session of this operator (all devices), audited."""
+    with db.write() as s:
+        operator = s.get(Operator, operator_id)
+        if operator is not None:
+            operator.session_key = None
+            audit(s, operator.username, "logout", source, "")
+
+
+def _operator(s: Session, username: str) -> Operator:
+    operator = s.scalar(select(Operator).where(Operator.username == username).with_for_update())
+    if operator is None:
+        raise OperatorError(f"no operator {username!r}")
+    return operator
+
+
+def remove(db: Database, by: str, username: str, reason: str) -> None:
+    """Delete an operator: their sessions end with the row."""
+    why = _reason(reason)
+    with db.write() as s:
+        s.delete(_operator(s, username))
+        audit(s, by, "operator-remove", username, why)
+
+
+def lock(db: Database, by: str, username: str, reason: str, until: dt.datetime | None = None) -> None:
+    """Lock an operator (until `until`, default for good): no sign-in, every session ended."""
+    why = _reason(reason)
+    with db.write() as s:
+        operator = _operator(s, username)
+        operator.locked_until, operator.session_key = until or dt.datetime(9999, 12, 31), None
+        audit(s, by, "operator-lock", username, why, f"until {operator.locked_until:%Y-%m-%d %H:%M}")
+
+
+def unlock(db: Database, by: str, username: str, reason: str) -> None:
+    """Lift an operator's lock (they sign in again)."""
+    why = _reason(reason)
+    with db.write() as s:
+        _operator(s, username).locked_until = None
+        audit(s, by, "operator-unlock", username, why)
+
+
+def set_password(db: Database, by: str, username: str, password: str) -> None:
+    """A new password: every session of the operator ends."""
+    _check_password(password)
+    with db.write() as s:
+        operator = _operator(s, username)
+        operator.password_hash = generate_password_hash(password, method="scrypt")
+        operator.session_key = None
+        audit(s, by, "operator-password", username, "")
+
+
+def enrol_totp(db: Database, by: str, username: str) -> Enrolment:
+    """A new second factor (the old one stops working, every session ends); shown once."""
+    secret = pyotp.random_base32()
+    with db.write() as s:
+        operator = _operator(s, username)
+        operator.totp_secret, operator.totp_last_step, operator.session_key = secret, None, None
+        audit(s, by, "operator-totp", username, "new second factor")
+    return _enrolment(username, secret)
 
 
 def audit(session: Session, operator: str, action: str, subject: str, reason: str, detail: str = "") -> None:
@@ -87,10 +261,29 @@ def audit(session: Session, operator: str, action: str, subject: str, reason: st
 
 
 def recent_audit(session: Session, limit: int = 50, subject: str | None = None) -> list[AuditEntry]:
-    query = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)
+    """The newest operator actions, failed sign-ins left out (failed_sign_ins has them)."""
+    query = (select(AuditEntry).where(AuditEntry.action.not_in(SIGN_IN_FAILURES))
+             .order_by(AuditEntry.id.desc()).limit(limit))
     if subject is not None:
         query = query.where(AuditEntry.subject == subject)
     return list(session.scalars(query))
+
+
+@dataclass(frozen=True)
+class FailedSignIns:
+    """Failed sign-ins since a time: how many, from how many addresses, and the newest few."""
+
+    count: int
+    addresses: int
+    recent: list[AuditEntry]
+
+
+def failed_sign_ins(session: Session, since: dt.datetime, limit: int = 10) -> FailedSignIns:
+    failed = AuditEntry.action.in_(SIGN_IN_FAILURES) & (AuditEntry.created_at >= since)
+    count, addresses = session.execute(select(func.count(), func.count(AuditEntry.subject.distinct()))
+                                       .where(failed)).one()
+    recent = list(session.scalars(select(AuditEntry).where(failed).order_by(AuditEntry.id.desc()).limit(limit)))
+    return FailedSignIns(int(count), int(addresses), recent)
 
 
 # ------------------------------------------------------------------ what they may do to an account
@@ -119,6 +312,19 @@ def adjust(db: Database, operator: str, phone: str, sats: int, reason: str, nonc
         return _adjust(db, operator, phone, sats, why, f"operator:{nonce or uuid.uuid4().hex}")
     except IntegrityError:
         raise OperatorError("this form was sent already: nothing more was moved") from None
+
+
+def preview_adjust(db: Database, phone: str, sats: int, reason: str) -> tuple[int, int]:
+    """What adjust would do, checked as it checks (a reason, the customer, no overdraft), moving
+    nothing: the balance now and after."""
+    _reason(reason)
+    with db.read() as s:
+        balance = _customer(s, phone).balance_sats
+    if sats == 0:
+        raise OperatorError("an amount of 0 moves nothing")
+    if balance + sats < 0:
+        raise OperatorError(f"the balance is {balance:,} sats: a debit never overdraws")
+    return balance, balance + sats
 
 
 def _adjust(db: Database, operator: str, phone: str, sats: int, why: str, key: str) -> int:
@@ -169,11 +375,12 @@ def unlock_pin(db: Database, operator: str, phone: str, reason: str) -> None:
 
 
 def reset_pin(db: Database, operator: str, phone: str, reason: str) -> None:
-    """Clear the PIN (users.reset_pin: the owner creates a new one at the next dial, and is told)."""
+    """Clear the PIN (users.reset_pin: the owner creates a new one at the next dial, and is told),
+    and its audit line, in one transaction."""
     why = _reason(reason)
-    if not users.reset_pin(db, phone):
-        raise OperatorError(f"no customer with phone {phone}")
     with db.write() as s:
+        if not users.reset_pin_in(s, phone):
+            raise OperatorError(f"no customer with phone {phone}")
         audit(s, operator, "reset-pin", phone, why)
 
 

@@ -12,6 +12,7 @@ unreachable or in-flight payment is never refunded, because the node might still
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from helpers.lightning import lnurl_pay
@@ -23,6 +24,7 @@ from helpers.wallet.transactions import Receipt
 from lightning import PaymentResult, State, decode_invoice
 from helpers.wallet.users import UserView
 from sqlalchemy import ColumnElement, select
+from sqlalchemy.orm import Session
 
 from database import Database
 from models import AIRTIME, DEBIT, FAILED, PENDING, SEND, SETTLED, Transaction
@@ -129,12 +131,15 @@ class CannotResolve(Exception):
     """An operator's decision that the node contradicts, or no such pending payment."""
 
 
-def resolve_by_operator(svc: Services, reference: str, paid: bool, reason: str) -> tuple[Receipt, str]:
+def resolve_by_operator(svc: Services, reference: str, paid: bool, reason: str,
+                        audit: Callable[[Session, str, str], None] | None = None) -> tuple[Receipt, str]:
     """End a pending payment out that the node cannot settle: it never heard of it (we stopped
     between reserving and paying) or lost it. The node is asked once more first, and wins: a
     payment it reports as paid is settled and one it reports as failed (twice) is refunded,
     whatever the operator chose; the operator's choice only decides what the node cannot.
-    Returns the receipt and what the node said. Raises CannotResolve."""
+    `audit(session, outcome, node said)`: the operator's audit line, written in the transaction
+    that settles or refunds (both, or neither). Returns the receipt and what the node said.
+    Raises CannotResolve."""
     with svc.db.read() as s:
         row = next(iter(lightning_out.pending_lightning(s, limit=1, reference=reference)), None)
     if row is None:
@@ -150,14 +155,20 @@ def resolve_by_operator(svc: Services, reference: str, paid: bool, reason: str) 
     note = f"Lightning payment; operator: {reason}"
     if status.state is State.SUCCEEDED or (status.state is State.PENDING and paid):
         fee = status.fee_sat if status.state is State.SUCCEEDED else row.fee_sats
-        receipt = lightning_out.settle_lightning(svc.db, row.id, fee, note)
+        receipt = lightning_out.settle_lightning(svc.db, row.id, fee, note, _audit_as(audit, SETTLED, said))
     else:
         # Unless the node said FAILED, it may still pay this hash: keep it taken, so that nobody
         # reserves it again and gets settled by this payment's success.
-        receipt = lightning_out.refund_lightning(svc.db, row.id, note, invoice_paid=status.state is not State.FAILED)
+        receipt = lightning_out.refund_lightning(svc.db, row.id, note, invoice_paid=status.state is not State.FAILED,
+                                                 also=_audit_as(audit, FAILED, said))
     if receipt is None:
         raise CannotResolve(f"{reference} is no longer pending")
     return receipt, said
+
+
+def _audit_as(audit: Callable[[Session, str, str], None] | None, outcome: str, said: str
+              ) -> Callable[[Session], None] | None:
+    return None if audit is None else (lambda s: audit(s, outcome, said))
 
 
 

@@ -205,13 +205,18 @@ def reset_pin(db: Database, phone: str) -> bool:
     """Operator's reset after verifying the customer's identity out of band (SECURITY.md): the
     PIN is cleared, so the next dial asks for a new one; the owner is told by SMS."""
     with db.write() as s:
-        user = get(s, phone)
-        if user is None:
-            return False
-        s.execute(update(User).where(User.id == user.id).values(
-            pin_hash=None, pin_failures=0, pin_locks=0, pin_locked_until=None))
-        sms.queue(s, phone, t(user.language, "sms.pin-reset"))
-        return True
+        return reset_pin_in(s, phone)
+
+
+def reset_pin_in(s: Session, phone: str) -> bool:
+    """reset_pin in the caller's transaction (with the operator's audit line); False: no such customer."""
+    user = get(s, phone)
+    if user is None:
+        return False
+    s.execute(update(User).where(User.id == user.id).values(
+        pin_hash=None, pin_failures=0, pin_locks=0, pin_locked_until=None))
+    sms.queue(s, phone, t(user.language, "sms.pin-reset"))
+    return True
 
 
 def set_language(db: Database, user_id: int, language: str) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, session, url_for
+from flask import Blueprint, abort, flash, g, redirect, render_template, request, session, url_for
 from sqlalchemy import func, select
 from werkzeug.wrappers import Response
 
@@ -28,6 +28,7 @@ from models import DEBIT, FAILED, RECEIVE, SETTLED, TOPUP, SmsOutbox, Transactio
 
 bp = Blueprint("admin", __name__, url_prefix="/admin", template_folder="templates")
 VOLUME_DAYS = 14
+FAILED_SIGN_IN_HOURS = 24  # the dashboard counts failed sign-ins over this long
 
 
 # ------------------------------------------------------------------ sign-in, session, CSRF
@@ -49,6 +50,9 @@ def _template_globals() -> dict[str, Any]:
 
 @bp.before_request
 def _guard() -> Response | None:
+    """CSRF on every form; outside the sign-in page, an operator loaded now from the database (the
+    cookie only names them): a session whose operator is gone, locked or signed out, or which sat
+    idle too long, goes back to the sign-in page."""
     svc = services()
     if request.method == "POST":
         sent = request.form.get("csrf", "")
@@ -56,18 +60,23 @@ def _guard() -> Response | None:
             abort(400, "the form's CSRF token is missing or wrong: reload the page")
     if request.endpoint in ("admin.login", "admin.static"):
         return None
-    who, seen = session.get("operator"), session.get("seen", 0)
+    seen = session.get("seen", 0)
     idle = dt.timedelta(minutes=svc.settings.admin_session_minutes).total_seconds()
     now = utcnow().timestamp()
-    if not who or now - seen > idle:
+    who = None
+    if now - seen <= idle and isinstance(session.get("operator_id"), int):
+        who = operators.session_operator(svc.db, session["operator_id"], str(session.get("session_key", "")))
+    if who is None:
         session.clear()
         return redirect(url_for("admin.login", next=request.path))
+    g.operator = who
     session["seen"] = now
     return None
 
 
 def operator() -> str:
-    return str(session["operator"])
+    """The signed-in operator's name, as loaded for this request."""
+    return str(g.operator)
 
 
 def _logged(view: Callable[..., Any]) -> Callable[..., Any]:
@@ -84,26 +93,47 @@ def _logged(view: Callable[..., Any]) -> Callable[..., Any]:
     return wrapped
 
 
+WRONG_SIGN_IN = "Wrong username, password or code."
+THROTTLED = "Too many failed sign-ins from here: try again in {minutes} min."
+LOCKED = "This operator is locked: ask another operator."
+NO_SECOND_FACTOR = "No second factor yet: run `flask operator totp {username}` and add it to your authenticator."
+
+
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> Any:
     if request.method == "GET":
         return render_template("admin/login.html")
     svc = services()
     username = request.form.get("username", "").strip().lower()[:64]
-    done = operators.login(svc.db, username, request.form.get("password", ""), request.remote_addr or "")
+    done = operators.login(svc.db, username, request.form.get("password", ""), request.form.get("code", ""),
+                           request.remote_addr or "")
     if not done.ok:
-        message = (f"Too many wrong passwords: locked for {done.locked_minutes} min."
-                   if done.locked_minutes else "Wrong username or password.")
-        return render_template("admin/login.html", error=message), 401 if not done.locked_minutes else 429
+        message, status = _refusal(done, username)
+        return render_template("admin/login.html", error=message), status
     session.clear()
-    session["operator"], session["seen"] = username, utcnow().timestamp()
+    session["operator_id"], session["session_key"] = done.operator_id, done.session_key
+    session["seen"] = utcnow().timestamp()
     csrf_token()
     target = request.args.get("next", "")
     return redirect(target if target.startswith("/admin") else url_for("admin.dashboard"))
 
 
+def _refusal(done: operators.Login, username: str) -> tuple[str, int]:
+    """The page's text and status for a refused sign-in: the same for every name, known or not,
+    unless the password and code were right."""
+    if done.retry_minutes:
+        return THROTTLED.format(minutes=done.retry_minutes), 429
+    if done.locked:
+        return LOCKED, 403
+    if done.no_second_factor:
+        return NO_SECOND_FACTOR.format(username=username), 403
+    return WRONG_SIGN_IN, 401
+
+
 @bp.post("/logout")
 def logout() -> Response:
+    """Sign out: every session of this operator ends (a copy of this cookie included)."""
+    operators.sign_out(services().db, session["operator_id"], request.remote_addr or "")
     session.clear()
     return redirect(url_for("admin.login"))
 
@@ -117,7 +147,9 @@ def dashboard() -> str:
     solvency = journal.solvency(s, node.balance_sat if node.ok else None)
     return render_template("admin/dashboard.html", customers=s.scalar(select(func.count()).select_from(User)),
                            volume=_volume(svc), solvency=solvency, details=probes.details(svc),
-                           price=svc.prices.current(), audit=operators.recent_audit(s, 10))
+                           price=svc.prices.current(), audit=operators.recent_audit(s, 10),
+                           failed=operators.failed_sign_ins(s, utcnow() - dt.timedelta(hours=FAILED_SIGN_IN_HOURS)),
+                           failed_hours=FAILED_SIGN_IN_HOURS)
 
 
 def _volume(svc: Services) -> list[tuple[str, int, int]]:
@@ -175,19 +207,35 @@ def customer() -> Any:
 
 @bp.post("/customer/<phone>/adjust")
 @_logged
-def adjust(phone: str) -> Response:
+def adjust(phone: str) -> Any:
+    """The first step of a credit or debit: what it will do, to confirm. Nothing moves yet."""
+    sats, reason, nonce = _adjust_form()
+    now, after = operators.preview_adjust(services().db, phone, sats, reason)
+    return render_template("admin/confirm_adjust.html", phone=phone, sats=sats, reason=reason, nonce=nonce,
+                           balance=now, after=after)
+
+
+@bp.post("/customer/<phone>/adjust/confirm")
+@_logged
+def adjust_confirmed(phone: str) -> Response:
+    """The confirmed credit or debit: it moves the money (once per form), with its audit line."""
+    sats, reason, nonce = _adjust_form()
+    try:
+        balance = operators.adjust(services().db, operator(), phone, sats, reason, nonce)
+    except InsufficientBalance as exc:
+        raise OperatorError(f"the balance is {exc.balance_sats:,} sats: a debit never overdraws") from None
+    flash(f"{'Credited' if sats > 0 else 'Debited'} {abs(sats):,} sats; balance {balance:,} sats.", "ok")
+    return redirect(url_for("admin.customer", phone=phone))
+
+
+def _adjust_form() -> tuple[int, str, str]:
+    """The credit or debit form: signed sats (a debit is negative), the reason, the form's nonce."""
     raw = request.form.get("sats", "").strip()
     sign = -1 if request.form.get("direction") == "debit" else 1
     if not raw.isdigit() or not 0 < int(raw) <= 10**9:
         raise OperatorError("the amount is a whole number of sats, 1 to 1,000,000,000")
-    try:
-        nonce = request.form.get("nonce", "")
-        balance = operators.adjust(services().db, operator(), phone, sign * int(raw), request.form.get("reason", ""),
-                                   nonce if re.fullmatch(r"[0-9a-f]{32}", nonce) else "")
-    except InsufficientBalance as exc:
-        raise OperatorError(f"the balance is {exc.balance_sats:,} sats: a debit never overdraws") from None
-    flash(f"{'Credited' if sign > 0 else 'Debited'} {int(raw):,} sats; balance {balance:,} sats.", "ok")
-    return redirect(url_for("admin.customer", phone=phone))
+    nonce = request.form.get("nonce", "")
+    return sign * int(raw), request.form.get("reason", ""), nonce if re.fullmatch(r"[0-9a-f]{32}", nonce) else ""
 
 
 @bp.post("/customer/<phone>/unlock")

@@ -8,7 +8,8 @@ import json
 import logging
 import re
 import time
-import uuid
+from collections.abc import Callable
+from typing import TypeVar
 
 import click
 from flask import Flask
@@ -17,12 +18,13 @@ from flask.cli import AppGroup
 from helpers.infra.phone import mask, normalise
 from helpers.ussd import sessions
 from helpers.wallet import (airtime, books, demo, invoices, journal, limits, mpesa_float, mpesa_flows, operators,
-                            payments, transactions, users)
+                            payments, users)
 from helpers.web.common import send_queued_sms, services
 from helpers.prices import feed
 from models import FAILED, PENDING, SETTLED, utcnow
 
 log = logging.getLogger("wallet")  # as the request log (README, Operations)
+T = TypeVar("T")
 commands = AppGroup("wallet", help="Operator commands (also at the top level: flask <command>).")
 
 
@@ -200,16 +202,81 @@ def price_refresh() -> None:
 operator = AppGroup("operator", help="The people who sign in to the console at /admin.")
 
 
+CLI = "cli"  # the audit log's name for whoever runs an operator command
+
+
+def _operator_action(action: Callable[[], T]) -> T:
+    """Run an operator function; its refusal becomes the command's error (exit 1)."""
+    try:
+        return action()
+    except operators.OperatorError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _show_enrolment(username: str, enrolment: operators.Enrolment) -> None:
+    click.echo(f"second factor of {username} (shown once: add it to an authenticator app now):")
+    click.echo(f"  {enrolment.uri}")
+    click.echo(f"  secret {enrolment.secret}")
+
+
 @operator.command("add")
 @click.argument("username")
 @click.password_option(help="at least 12 characters (asked twice when not given)")
 def operator_add(username: str, password: str) -> None:
-    """Create an operator of the console."""
-    try:
-        operators.add(services().db, username.strip().lower(), password)
-    except operators.OperatorError as exc:
-        raise click.ClickException(str(exc)) from None
-    click.echo(f"operator {username.strip().lower()} created; sign in at /admin")
+    """Create an operator of the console, with a second factor (TOTP) shown once."""
+    name = username.strip().lower()
+    enrolment = _operator_action(lambda: operators.add(services().db, name, password))
+    click.echo(f"operator {name} created; sign in at /admin")
+    _show_enrolment(name, enrolment)
+
+
+@operator.command("totp")
+@click.argument("username")
+def operator_totp(username: str) -> None:
+    """A new second factor (TOTP) for an operator, shown once; the old one stops working and every
+    session of theirs ends."""
+    name = username.strip().lower()
+    _show_enrolment(name, _operator_action(lambda: operators.enrol_totp(services().db, CLI, name)))
+
+
+@operator.command("password")
+@click.argument("username")
+@click.password_option(help="at least 12 characters (asked twice when not given)")
+def operator_password(username: str, password: str) -> None:
+    """Set an operator's password; every session of theirs ends."""
+    name = username.strip().lower()
+    _operator_action(lambda: operators.set_password(services().db, CLI, name, password))
+    click.echo(f"password of {name} changed; their sessions are ended")
+
+
+@operator.command("lock")
+@click.argument("username")
+@click.option("--reason", required=True, help="why: ticket, what happened")
+def operator_lock(username: str, reason: str) -> None:
+    """Lock an operator out of the console: no sign-in, every session ended at once."""
+    name = username.strip().lower()
+    _operator_action(lambda: operators.lock(services().db, CLI, name, reason))
+    click.echo(f"operator {name} locked; their sessions are ended")
+
+
+@operator.command("unlock")
+@click.argument("username")
+@click.option("--reason", required=True, help="why: ticket, what was checked")
+def operator_unlock(username: str, reason: str) -> None:
+    """Lift an operator's lock."""
+    name = username.strip().lower()
+    _operator_action(lambda: operators.unlock(services().db, CLI, name, reason))
+    click.echo(f"operator {name} unlocked")
+
+
+@operator.command("remove")
+@click.argument("username")
+@click.option("--reason", required=True, help="why: ticket, who asked")
+def operator_remove(username: str, reason: str) -> None:
+    """Delete an operator; every session of theirs ends."""
+    name = username.strip().lower()
+    _operator_action(lambda: operators.remove(services().db, CLI, name, reason))
+    click.echo(f"operator {name} removed")
 
 
 @commands.command("worker")
@@ -265,17 +332,14 @@ def create_user(phone: str, language: str) -> None:
 @click.argument("sats", type=click.IntRange(min=1))
 @click.option("--reason", required=True, help="the support case: ticket and why")
 def credit(phone: str, sats: int, reason: str) -> None:
-    """Credit a customer for a support case: an 'adjust' ledger row carrying the reason."""
+    """Credit a customer for a support case: an 'adjust' ledger row carrying the reason, and its
+    audit line, in one transaction; the customer is told by SMS."""
     svc = services()
     e164 = normalise(phone, svc.settings.default_region)
-    with svc.db.write() as s:
-        user = users.get(s, e164) if e164 else None
-        if user is None:
-            raise click.ClickException(f"no customer with phone {phone!r}")
-        balance = transactions.credit_adjustment(s, user.id, sats, f"support: {reason}",
-                                                 key=f"support:{uuid.uuid4().hex}")
-    log.warning("operator credit of %s sats to %s: %s", sats, mask(user.phone), reason)
-    click.echo(f"credited {sats} sats to {mask(user.phone)}; balance {balance}")
+    if e164 is None:
+        raise click.ClickException(f"no customer with phone {phone!r}")
+    balance = _operator_action(lambda: operators.adjust(svc.db, CLI, e164, sats, reason))
+    click.echo(f"credited {sats} sats to {mask(e164)}; balance {balance}")
 
 @commands.command("resolve-payment")
 @click.argument("reference")
@@ -287,7 +351,10 @@ def resolve_payment(reference: str, outcome: str, reason: str) -> None:
     refund it (--outcome failed) or settle it (--outcome paid). See README, Operations."""
     svc = services()
     try:
-        receipt, said = payments.resolve_by_operator(svc, reference.strip().upper(), outcome == "paid", reason)
+        receipt, said = payments.resolve_by_operator(
+            svc, reference.strip().upper(), outcome == "paid", reason,
+            lambda s, done, said: operators.audit(s, CLI, "resolve-payment", reference.strip().upper(), reason,
+                                                 f"{done} (the node said {said})"))
     except payments.CannotResolve as exc:
         raise click.ClickException(str(exc)) from exc
     log.warning("operator resolved payment %s as %s (node said %s): %s", receipt.reference, receipt.status,
@@ -311,11 +378,11 @@ def resolve_mpesa(reference: str, outcome: str, receipt: str, reason: str) -> No
     if outcome == "paid" and not re.fullmatch(r"[A-Z0-9]{10}", receipt.strip().upper()):
         raise click.ClickException("--outcome paid needs the 10-character M-Pesa --receipt")
     done = mpesa_flows.finish_payout(svc.db, request.reference, SETTLED if outcome == "paid" else FAILED,
-                                     receipt.strip().upper() or None, "operator", f"operator: {reason}"[:255])
+                                     receipt.strip().upper() or None, "operator", f"operator: {reason}"[:255],
+                                     also=lambda s: operators.audit(s, CLI, "resolve-mpesa", request.reference, reason,
+                                                                    f"{outcome} {receipt}".strip()))
     if not done:
         raise click.ClickException(f"{request.reference} was settled meanwhile; nothing changed")
-    with svc.db.write() as s:
-        operators.audit(s, "cli", "resolve-mpesa", request.reference, reason, f"{outcome} {receipt}".strip())
     click.echo(f"{request.reference}: {outcome}")
 
 
@@ -332,10 +399,9 @@ def resolve_airtime(reference: str, outcome: str, reason: str) -> None:
     if not any(request.reference == reference for request in airtime.pending(svc.db)):
         raise click.ClickException(f"no pending airtime purchase with reference {reference!r}")
     if not airtime.finish(svc.db, reference, SETTLED if outcome == "delivered" else FAILED,
-                          f"operator: {reason}"[:255]):
+                          f"operator: {reason}"[:255],
+                          also=lambda s: operators.audit(s, CLI, "resolve-airtime", reference, reason, outcome)):
         raise click.ClickException(f"{reference} was settled meanwhile; nothing changed")
-    with svc.db.write() as s:
-        operators.audit(s, "cli", "resolve-airtime", reference, reason, outcome)
     send_queued_sms(svc)
     click.echo(f"{reference}: {outcome}")
 
@@ -384,8 +450,9 @@ def reconcile(older_than_minutes: int, mpesa_after_seconds: int | None) -> None:
 def reset_pin(phone: str, reason: str) -> None:
     """Clear a customer's PIN after verifying their identity out of band (see SECURITY.md)."""
     e164 = normalise(phone, services().settings.default_region)
-    if e164 is None or not users.reset_pin(services().db, e164):
+    if e164 is None:
         raise click.ClickException(f"no customer with phone {phone!r}")
+    _operator_action(lambda: operators.reset_pin(services().db, CLI, e164, reason))
     log.warning("PIN reset for %s by operator: %s", mask(e164), reason)
     click.echo(f"PIN cleared for {mask(e164)}; they will create a new one on their next dial")
 

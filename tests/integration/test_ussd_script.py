@@ -1,5 +1,7 @@
 """`python test_ussd.py URL` (every flow, exact balances) against the app under gunicorn: with
-simulated M-Pesa, and with MPESA_PROVIDER=daraja against the fake Daraja, whose callbacks reach
+simulated M-Pesa on four workers (the mock node is one node whichever worker a request reaches:
+the receive flow's invoice is made by one and paid through another), and with
+MPESA_PROVIDER=daraja against the fake Daraja, whose callbacks reach
 the gunicorn workers over loopback (two workers: each new OAuth token invalidates the other's);
 and with LIGHTNING_BACKEND=lnbits on a real LNbits, where the receive flow's invoice is paid from
 an outside LNbits wallet and must be credited exactly once (by LNbits' webhook or the poller)."""
@@ -17,8 +19,8 @@ from tests.conftest import TEST_PEPPER
 from tests.servers import ROOT, Gunicorn
 
 
-@pytest.mark.parametrize("provider", ["simulated", "daraja"])
-def test_the_end_to_end_script_passes(app, wallet, tmp_path, provider):
+@pytest.mark.parametrize(("provider", "workers"), [("simulated", 4), ("daraja", 2)])
+def test_the_end_to_end_script_passes(app, wallet, tmp_path, provider, workers):
     fake = fake_daraja.FakeDaraja() if provider == "daraja" else None
 
     def settings(url: str) -> dict[str, str]:
@@ -27,7 +29,8 @@ def test_the_end_to_end_script_passes(app, wallet, tmp_path, provider):
             extra.update(fake_daraja.app_settings(fake.url, url))
         return extra
 
-    server = Gunicorn(wallet.db.url, TEST_PEPPER, workers=2, log_path=tmp_path / "gunicorn.log", extra_env=settings)
+    server = Gunicorn(wallet.db.url, TEST_PEPPER, workers=workers, log_path=tmp_path / "gunicorn.log",
+                      extra_env=settings)
     try:
         result = subprocess.run([sys.executable, "test_ussd.py", server.url], cwd=ROOT, capture_output=True,  # noqa: S603
                                 text=True, timeout=600, check=False)
