@@ -1,6 +1,6 @@
 """The operator console in headless Chromium (Debian's), driven by Playwright, on a phone-sized
-screen: sign in, find a customer, credit them with a reason, see the audit line; a screenshot
-of each page is saved."""
+screen: sign in (password and TOTP code), find a customer, credit them with a reason, confirm,
+see the audit line; a screenshot of each page is saved."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from helpers.wallet import operators
 from models import AuditEntry
 from tests.conftest import DEMO, TEST_PEPPER, balance
 from tests.integration.test_simulator import ARTIFACTS, CHROMIUM, FLAGS
+from tests.unit.test_console import totp_code
 from tests.servers import Gunicorn
 
 playwright = pytest.importorskip("playwright.sync_api")
@@ -34,6 +35,7 @@ def test_sign_in_find_a_customer_and_credit_them(app, wallet, tmp_path):
             playwright.expect(page.locator("h1")).to_have_text("Sign in")  # no session: the login page
             page.fill("input[name=username]", "wanjiru")
             page.fill("input[name=password]", "correct horse battery")
+            page.fill("input[name=code]", totp_code(wallet.db))
             page.click("button[type=submit]")
             playwright.expect(page.locator("#coverage")).to_contain_text("%")
             width = page.evaluate("document.documentElement.scrollWidth")
@@ -46,6 +48,9 @@ def test_sign_in_find_a_customer_and_credit_them(app, wallet, tmp_path):
             page.fill("#adjust input[name=sats]", "2500")
             page.fill("#adjust input[name=reason]", "ticket 77: top-up lost, M-Pesa receipt seen")
             page.click("#adjust button")
+            playwright.expect(page.locator("#confirm-what")).to_have_text(f"Credit 2,500 sats to {DEMO[1]}?")
+            page.screenshot(path=str(ARTIFACTS / "console-confirm.png"), full_page=True)
+            page.click("#confirm button")
             playwright.expect(page.locator("[role=status]")).to_contain_text("Credited 2,500 sats")
             playwright.expect(page.locator("table.audit")).to_contain_text("ticket 77: top-up lost")
             page.screenshot(path=str(ARTIFACTS / "console-customer.png"), full_page=True)
