@@ -112,7 +112,11 @@ def handle_ussd(svc: Services, req: UssdRequest) -> tuple[str, str]:
             return "END " + t(language, "replay", ref=moved.reference), "replay"
         return "END " + t(language, "error.expired"), "ended"
     user = user or users.register(db, req.phone, svc.settings.default_language, svc.service_code)
-    ctx = Ctx(svc, req, user, text_key, dict(view.choices), open_requests=open_requests)
+    # No row yet: nothing was asked in this session, so a path typed now came in the dialled code.
+    # (A reply that asks for a PIN writes its row at once, below, so a PIN typed after the
+    # prompt always finds one.)
+    dialled = bool(req.text) and not view.exists
+    ctx = Ctx(svc, req, user, text_key, dict(view.choices), open_requests=open_requests, dialled=dialled)
     tokens = req.text.split("*") if req.text else []
     if user.pin_hash is None:
         root, skip = "pin.create", 0
@@ -127,7 +131,8 @@ def handle_ussd(svc: Services, req: UssdRequest) -> tuple[str, str]:
     if asked is not None:
         outcome = Outcome(asked if asked.startswith(("CON ", "END ")) else "CON " + asked, "resume", "", 0)
     else:
-        outcome = walk(SCREENS, ctx, root, tokens[skip:], skip, set_position=ctx.at, memory=ctx.choices)
+        outcome = walk(SCREENS, ctx, root, tokens[skip:], skip, set_position=ctx.at, memory=ctx.choices,
+                       dialled=ctx.t("pin.not-in-dial", code=svc.service_code) if dialled else None)
         resume.keep_path(ctx, SCREENS, outcome, onboarded_here=bool(skip) or root != "main")
     # Most steps are pure reads of the path and need no write. The row is written at once when
     # there is something to remember: a PIN step (so a repeated request cannot count a wrong PIN
@@ -138,6 +143,7 @@ def handle_ussd(svc: Services, req: UssdRequest) -> tuple[str, str]:
         or outcome.last_was_secret
         or ctx.choices != view.choices
         or outcome.onboarding_tokens != view.onboarding_tokens
+        or (not view.exists and getattr(SCREENS.get(outcome.screen), "secret", False))  # it asks for a PIN
     )
     if remember or not view.exists:
         trail = ">".join((["onboarding"] if skip else []) + ([outcome.trail] if outcome.trail else []))

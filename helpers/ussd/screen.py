@@ -42,6 +42,7 @@ class Ctx:
     # recorded (by this request, or by the earlier one it replays).
     recorded: bool = False
     acting: bool = False  # this request marked its session acting (sessions.begin_acting)
+    dialled: bool = False  # the first request of its session: the path came in the dialled code
 
     def at(self, position: int, final: bool) -> None:
         self.position, self.final = position, final
@@ -144,5 +145,8 @@ def pick_recent(ctx: Ctx, token: str, kind: str, recent: Callable[[], list[str]]
 
 
 def expired(ctx: Ctx) -> End:
-    """A path that goes on past a step that acts: a finished session replayed with more input."""
+    """A path that goes on past a step that acts: a finished session replayed with more input,
+    or a dialled code (`*384*123*...#`) that carries the path beyond such a step."""
+    if ctx.dialled:
+        return End(ctx.t("error.dialled-past", code=ctx.svc.service_code))
     return End(ctx.t("error.expired"))

@@ -93,12 +93,17 @@ def walk(
     onboarding_tokens: int = 0,
     set_position: Callable[[int, bool], None] | None = None,
     memory: dict[str, int] | None = None,
+    dialled: str | None = None,
 ) -> Outcome:
     """Replay `tokens` from `root` and render the screen reached.
 
     `memory` (kept in the session row) records which tokens were refused when they were the
     last one: some checks (balance, a code already used) depend on data that changes, so a
-    replay must not let through what the customer saw refused."""
+    replay must not let through what the customer saw refused.
+
+    `dialled`: the tokens came in the code the customer dialled (the session's first request),
+    and this is the END to answer if one of them falls on a secret screen: a PIN there would
+    stay in the phone's call log and the gateway's logs, so it is never checked or counted."""
     memory = {} if memory is None else memory
     stack = [Frame(root, {})]
     note = ""
@@ -121,6 +126,8 @@ def walk(
             stack.pop()
             note = ""
             continue
+        if dialled is not None and screen.secret:
+            return Outcome("END " + fit(dialled), frame.screen, ">".join(trail), onboarded)
         position = onboarding_tokens + index
         if not final and memory.get(f"r{position}"):
             continue  # refused when it was typed; the customer then typed something else

@@ -269,3 +269,41 @@ def test_the_resume_offer_names_the_payment_never_a_refusal(alice, wallet, lang)
     assert offered == "CON " + t(lang, "resume", what=heading)
     assert "2,000" in heading or "2000" in heading
     assert t(lang, "error.option") not in offered
+
+
+def pin_failures(wallet, phone: str) -> tuple[int, int]:
+    with wallet.db.read() as s:
+        found = s.execute(text("SELECT pin_failures, pin_locks FROM users WHERE phone = :p"), {"p": phone}).one()
+    return found[0], found[1]
+
+
+@pytest.mark.parametrize("pin", [PIN, "1357"])  # right and wrong: neither is checked nor counted
+def test_a_pin_in_the_dialled_code_is_never_taken(alice, wallet, pin):
+    """Issue 31, 8: *384*123*1*0787654321*2000*1*<PIN># arrives as one request: the PIN would sit
+    in the call log and the gateway's logs. Nothing is paid or counted; the customer is told to
+    dial again and type the PIN only when asked."""
+    b0, failures = balance(wallet, DEMO[1]), pin_failures(wallet, DEMO[0])
+    code = wallet.service_code
+    reply = alice.post(f"1*{BOB_LOCAL}*2000*1*{pin}", session_id=f"ATUid_dialled_{pin}")
+    assert reply == "END " + t("en", "pin.not-in-dial", code=code)
+    assert balance(wallet, DEMO[1]) == b0 and pin_failures(wallet, DEMO[0]) == failures
+    again = alice.post(f"1*{BOB_LOCAL}*2000*1*{pin}*1", session_id=f"ATUid_dialled_more_{pin}")
+    assert again == "END " + t("en", "pin.not-in-dial", code=code)  # deeper still: the same advice
+    assert alice.run("1", BOB_LOCAL, "2000", "1", PIN).startswith("END Sent")  # asked for: taken
+    assert balance(wallet, DEMO[1]) == b0 + 2000
+
+
+def test_a_new_customer_cannot_set_a_pin_in_the_dialled_code(dial, wallet):
+    phone = dial(DEMO[2])
+    assert phone.post(f"{PIN}*{PIN}", session_id="ATUid_dialled_new") == "END " + t(
+        "en", "pin.not-in-dial", code=wallet.service_code)
+    with wallet.db.read() as s:
+        assert s.execute(text("SELECT pin_hash FROM users WHERE phone = :p"), {"p": DEMO[2]}).scalar() is None
+    assert phone.run(PIN, PIN).startswith("CON " + t("en", "pin.set"))  # typed when asked: set
+
+
+def test_a_dialled_code_past_a_confirm_step_is_not_told_the_session_ended(alice, wallet):
+    """A first request deep in a menu: the customer never had a session to end."""
+    reply = alice.post(f"1*{BOB_LOCAL}*1*1000*1", session_id="ATUid_dialled_deep")  # past the KES quote
+    assert reply == "END " + t("en", "error.dialled-past", code=wallet.service_code)
+    assert reply != "END " + t("en", "error.expired")

@@ -36,7 +36,7 @@ def test_pins_packed_into_one_path_are_never_checked(alice, wallet):
     before = snapshot(wallet)
     right = alice.post("1*0787654321*1000*1*1357*" + PIN + "*0", session_id="pack-1")
     wrong = alice.post("1*0787654321*1000*1*1357*2468*0", session_id="pack-2")
-    assert right == wrong == "END " + t("en", "error.expired")
+    assert right == wrong == "END " + t("en", "pin.not-in-dial", code=wallet.service_code)
     assert alice.post("1*0787654321*1000*1*" + PIN + "*0", session_id="pack-3") == right
     assert failures(wallet, DEMO[0]) == (0, 0)
     assert snapshot(wallet) == before
@@ -45,7 +45,9 @@ def test_pins_packed_into_one_path_are_never_checked(alice, wallet):
 def test_pin_change_in_one_crafted_request_changes_nothing(alice, wallet):
     with wallet.db.read() as s:
         stored = s.scalar(select(User.pin_hash).where(User.phone == DEMO[0]))
-    assert alice.post(f"6*3*{PIN}*5739*5739", session_id="crafted") == "END " + t("en", "error.expired")
+    assert alice.post(f"6*3*{PIN}*5739*5739", session_id="crafted") == "END " + t(
+        "en", "pin.not-in-dial", code=wallet.service_code)
+    assert alice.run("6", "3", f"{PIN}*5739*5739") == "END " + t("en", "error.expired")  # packed after the prompt
     with wallet.db.read() as s:
         assert s.scalar(select(User.pin_hash).where(User.phone == DEMO[0])) == stored
 
