@@ -317,7 +317,7 @@ class RunBase:
         self.max_sats = self.p.value("payment-max-sats")
         # the server's price (GET /status; the fixed price of atoms.metta until it says otherwise)
         self.price, self.price_source = self.p.value("fixed-kes-per-btc"), "fixed"
-        self.kes_min, self.kes_max = self.p.kes_bounds(self.price)
+        self.kes_min, self.kes_max = self.p.kes_bounds()
         self.valid_min = -(-self.p.value("quote-valid-s") // 60)
         self.pin_digits = self.p.value("pin-length")
         self.pin_attempts = self.p.value("pin-max-attempts")
@@ -333,7 +333,7 @@ class RunBase:
         if not announced:
             raise Failure("the server has no price: KES operations are stopped (GET /status price is null)")
         self.price, self.price_source = int(announced["kes_per_btc"]), str(announced["source"])
-        self.kes_min, self.kes_max = self.p.kes_bounds(self.price)
+        self.kes_min, self.kes_max = self.p.kes_bounds()
         self.topup_kes = min(self.kes_max, self.kes_min * 20 + 1)
         self.withdraw_kes = self.kes_min + 50
 

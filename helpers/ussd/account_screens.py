@@ -36,7 +36,7 @@ class MainMenu:
             price = quoting.price_now(ctx)
             if price is None:
                 return quoting.no_price(ctx)
-            return Push(MAIN_OPTIONS[token], {"bounds": quoting.kes_bounds(ctx, price)})
+            return Push(MAIN_OPTIONS[token], {"bounds": quoting.kes_bounds(ctx)})
         if token in MAIN_OPTIONS:
             return Push(MAIN_OPTIONS[token])
         if token == "7":

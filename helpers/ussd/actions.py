@@ -80,7 +80,7 @@ def _paid_out(ctx: Ctx, quote: QuoteView, pay: Callable[[], use_cases.Withdrawal
     try:
         done = pay()
     except (QuoteExpired, MpesaUnreachable, InsufficientBalance, PolicyDenied) as exc:
-        return _refused(ctx, exc, ctx.svc.policy.kes_bounds(quote.kes_per_btc))
+        return _refused(ctx, exc, ctx.svc.policy.kes_bounds())
     ctx.recorded = True
     receipt, payout = done.receipt, done.payout
     if payout is None:

@@ -28,7 +28,7 @@ class TopupAmount:
         kes, price = typed
         decision = ctx.svc.policy.topup(kes, price.kes_per_btc)
         if not decision.allowed:
-            return Retry(deny_text(ctx, decision.reason or "", "KES", bounds=quoting.kes_bounds(ctx, price)))
+            return Retry(deny_text(ctx, decision.reason or "", "KES", bounds=quoting.kes_bounds(ctx)))
         if ctx.svc.mpesa.topup_by_push and not ctx.svc.mpesa.accepts_phone(ctx.user.phone):
             return End(ctx.t("error.mpesa-phone"))  # the prompt can only go to the caller's own phone
         slot = quoting.hold(ctx, TOPUP, kes)
@@ -78,7 +78,7 @@ class TopupConfirm:
         except CodeAlreadyUsed:
             return End(ctx.t("error.code-used"))
         except PolicyDenied as exc:
-            return End(deny_text(ctx, exc.reason, "KES", bounds=ctx.svc.policy.kes_bounds(quote.kes_per_btc)))
+            return End(deny_text(ctx, exc.reason, "KES", bounds=ctx.svc.policy.kes_bounds()))
         if receipt.replay:
             return End(ctx.t("replay", ref=receipt.reference))
         return End(ctx.t("topup.done", sats=receipt.amount_sats, kes=quote.kes, code=data["code"],
@@ -129,13 +129,19 @@ class WithdrawAmount:
 
 
 class WithdrawPhone:
+    """The number M-Pesa pays. "1 My number" is offered only when M-Pesa can pay the customer's
+    own number (a Safaricom one): an Airtel or Telkom customer is asked for a number."""
+
     secret = False
 
     def prompt(self, ctx: Ctx, data: dict) -> str:
+        if not ctx.svc.mpesa.accepts_phone(ctx.user.phone):
+            return ctx.t("withdraw.phone-other", kes=data["kes"])
         return ctx.t("withdraw.phone", kes=data["kes"], phone=ctx.user.phone)
 
     def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
-        phone = ctx.user.phone if token == "1" else normalise(token, ctx.svc.settings.default_region)
+        own = token == "1" and ctx.svc.mpesa.accepts_phone(ctx.user.phone)
+        phone = ctx.user.phone if own else normalise(token, ctx.svc.settings.default_region)
         if phone is None:
             return Retry(ctx.t("error.phone"))
         if not ctx.svc.mpesa.accepts_phone(phone):

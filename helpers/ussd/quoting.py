@@ -35,8 +35,9 @@ def typed_kes(ctx: Ctx, token: str) -> tuple[int, CurrentPrice] | Result:
     return kes, price
 
 
-def kes_bounds(ctx: Ctx, price: CurrentPrice) -> tuple[int, int]:
-    return ctx.svc.policy.kes_bounds(price.kes_per_btc)
+def kes_bounds(ctx: Ctx) -> tuple[int, int]:
+    """The KES a customer may type: atoms.metta's round numbers, whatever the price."""
+    return ctx.svc.policy.kes_bounds()
 
 
 def hold(ctx: Ctx, kind: str, kes: int) -> str | Result:
@@ -95,7 +96,7 @@ def payout_amount(ctx: Ctx, token: str, kind: str = WITHDRAW) -> tuple[int, str]
     decision = decide(kes, balance, sent, price.kes_per_btc)
     if not decision.allowed:
         kes_reason = decision.reason in ("below-minimum", "above-maximum")
-        bounds = (policy.airtime_bounds() if kind == AIRTIME else kes_bounds(ctx, price)) if kes_reason else None
+        bounds = (policy.airtime_bounds() if kind == AIRTIME else kes_bounds(ctx)) if kes_reason else None
         return Retry(deny_text(ctx, decision.reason or "", "KES" if kes_reason else "sats", bounds=bounds))
     slot = hold(ctx, kind, kes)
     return (kes, slot) if isinstance(slot, str) else slot

@@ -14,7 +14,7 @@ from helpers.ussd.screen import (Ctx, check_spend, deny_text, expired, parse_amo
                                  recent_screen, sats_range, sent_today)
 from helpers.ussd.walker import End, Push, Result, Retry
 from helpers.wallet import invoices, lnurl, payments
-from helpers.wallet.prices import SEND, CurrentPrice
+from helpers.wallet.prices import SEND
 
 log = logging.getLogger(__name__)
 
@@ -58,20 +58,12 @@ class SendAmount:
         return Push("send.confirm", {**data, "amount": amount, "fee": fee})
 
 
-def send_kes_bounds(ctx: Ctx, price: CurrentPrice) -> tuple[int, int]:
-    """The KES that buy a payment in bounds at `price`: the least that reaches the minimum in
-    sats, the most that stays within the maximum."""
-    policy, rate = ctx.svc.policy, price.kes_per_btc
-    low_sats, high_sats = ctx.value("payment-min-sats"), ctx.value("payment-max-sats")
-    low = policy.sats_to_kes(low_sats, rate)
-    if policy.kes_to_sats_send(low, rate) < low_sats:
-        low += 1
-    return low, policy.sats_to_kes(high_sats, rate)
-
-
 class SendKes:
-    """The amount of a send typed in KES: it is converted to sats at the price now (no spread:
-    sats move, not shillings) and the conversion is held as a quote until the PIN."""
+    """The amount of a send typed in KES, within the round KES bounds every amount typed in KES
+    has: it is converted to sats at the price now (no spread: sats move, not shillings) and the
+    conversion is held as a quote until the PIN. The sats it buys must still be a payment in
+    bounds (a transfer in sats): only a price far from today's makes the KES bounds reach past
+    them, and the screen then says so in sats."""
 
     secret = False
 
@@ -79,7 +71,7 @@ class SendKes:
         price = quoting.price_now(ctx)
         if price is None:
             return ctx.t("price.unavailable")
-        low, high = send_kes_bounds(ctx, price)
+        low, high = quoting.kes_bounds(ctx)
         return ctx.t("send.kes", phone=data["phone"], min=low, max=high)
 
     def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
@@ -88,7 +80,7 @@ class SendKes:
             return typed
         kes, price = typed
         policy = ctx.svc.policy
-        low, high = bounds = send_kes_bounds(ctx, price)
+        low, high = bounds = quoting.kes_bounds(ctx)
         if not low <= kes <= high:  # before converting: a 12-digit amount is no payment
             return Retry(deny_text(ctx, "below-minimum" if kes < low else "above-maximum", "KES", bounds=bounds))
         amount = policy.kes_to_sats_send(kes, price.kes_per_btc)

@@ -177,9 +177,10 @@ class Policy:
     def kes_to_sats_send(self, kes: int, price: int) -> int:
         return self._int(f"(kes-to-sats-send {int(kes)} {int(price)})")
 
-    def kes_bounds(self, price: int) -> tuple[int, int]:
-        """The KES a customer may type at `price`, for both top-ups and withdrawals."""
-        return self._int(f"(kes-min {int(price)})"), self._int(f"(kes-max {int(price)})")
+    def kes_bounds(self) -> tuple[int, int]:
+        """The KES a customer may type (top-up, withdrawal, till, paybill, a send in KES): round
+        numbers, whatever the price."""
+        return self.value("kes-min"), self.value("kes-max")
 
     # -------------------------------------------------------------- decisions
     def amount(self, amount_sats: int) -> Decision:

@@ -112,19 +112,6 @@ def test_conversions_round_in_the_house_favour_by_less_than_one_sat(price):
         assert Fraction(credit * price, per_btc) - 1 < shown <= Fraction(credit * price, per_btc)
 
 
-@pytest.mark.parametrize("price", PRICES)
-def test_the_kes_bounds_buy_a_payment_in_bounds_both_ways(price):
-    low, high = P.kes_bounds(price)
-    assert P.kes_to_sats_credit(low, price) >= P.value("payment-min-sats") > P.kes_to_sats_credit(low - 1, price)
-    top = P.value("payment-max-sats")
-    exact = Fraction(top * price * (10_000 - P.value_of("spread-bps", "sell")), P.value("sats-per-btc") * 10_000)
-    assert exact - 2 < high <= exact  # within one KES of the exact bound, never above it
-    assert P.kes_to_sats_debit(high, price) <= top
-    assert P.topup(low, price).allowed and P.topup(low - 1, price).reason == "below-minimum"
-    assert P.withdraw(high, 10**12, 0, price).allowed
-    assert P.withdraw(high + 1, 10**12, 0, price).reason == "above-maximum"
-
-
 @pytest.mark.parametrize("lang", ["en", "sw"])
 def test_a_balance_of_ten_bitcoin_shows_its_worth_and_the_price_age(lang):
     """The account screen keeps the KES worth for any balance up to 10 BTC at ten times today's
