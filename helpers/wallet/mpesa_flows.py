@@ -29,7 +29,7 @@ from helpers.mpesa.provider import MpesaProvider, PayoutResult
 from helpers.infra.phone import mask
 from helpers.infra.refs import new_reference
 from lightning import State
-from models import (B2B, B2C, CREDIT, FAILED, FLOAT, PENDING, SETTLED, STK, TOPUP, MpesaRequest,
+from models import (B2B, B2C, CREDIT, FAILED, FLOAT, PENDING, SETTLED, STK, TOPUP, WITHDRAW, MpesaRequest,
                     Transaction, User, utcnow)
 
 log = logging.getLogger(__name__)
@@ -161,55 +161,70 @@ def _finished_at_once(db: Database, transaction_id: int, kes: int, payout: Payou
     return PayoutResult(State.PENDING, error=payout.error)
 
 
-def pay_out(db: Database, provider: MpesaProvider, transaction_id: int, reference: str, phone: str,
-            kes: int, sats: int, user_id: int) -> PayoutResult:
+@dataclass(frozen=True)
+class PayoutRequest:
+    """The M-Pesa request of a payout, made before its sats are reserved: its row is added in the
+    reservation's transaction (`row`), so a reservation never exists without it; the provider is
+    asked after that commit (pay_out, pay_business_out)."""
+    kind: str  # B2C (a withdrawal) or B2B (a till or a paybill)
+    reference: str
+    user_id: int
+    phone: str  # B2C: the number paid; B2B: the payer's own
+    kes: int
+    sats: int
+
+    @classmethod
+    def new(cls, kind: str, user_id: int, phone: str, kes: int, sats: int) -> PayoutRequest:
+        return cls(kind, new_reference(), user_id, phone, kes, sats)
+
+    def row(self, transaction_id: int) -> MpesaRequest:
+        return MpesaRequest(kind=self.kind, reference=self.reference, user_id=self.user_id,
+                            transaction_id=transaction_id, phone=self.phone, amount_kes=self.kes,
+                            amount_sats=self.sats, status=PENDING,
+                            originator_conversation_id=originator_id(self.reference) if self.kind == B2C else None)
+
+
+def pay_out(db: Database, provider: MpesaProvider, transaction_id: int, request: PayoutRequest | None,
+            phone: str, kes: int) -> PayoutResult:
     """Pay out a reserved withdrawal. SUCCEEDED: settled now; FAILED: refunded now; PENDING: a
-    callback or the reconciler finishes it (the sats stay reserved)."""
-    if not provider.payouts_async:
-        return _finished_at_once(db, transaction_id, kes, provider.payout(phone, kes, reference))
-    request_ref = new_reference()
-    with db.write() as s:
-        s.add(MpesaRequest(kind=B2C, reference=request_ref, user_id=user_id, transaction_id=transaction_id,
-                           phone=phone, amount_kes=kes, amount_sats=sats, status=PENDING,
-                           originator_conversation_id=originator_id(request_ref)))
-    payout = provider.payout(phone, kes, request_ref)
+    callback or the reconciler finishes it (the sats stay reserved). `request`: its B2C request,
+    recorded with the reservation (None for a provider that answers at once)."""
+    if request is None:
+        return _finished_at_once(db, transaction_id, kes, provider.payout(phone, kes, new_reference()))
+    payout = provider.payout(phone, kes, request.reference)
     if payout.state is State.FAILED:
-        if finish_payout(db, request_ref, FAILED, None, "", payout.error):
+        if finish_payout(db, request.reference, FAILED, None, "", payout.error):
             return payout
         return PayoutResult(State.PENDING, error=payout.error)
     if payout.conversation_id:
         with db.write() as s:
             s.execute(update(MpesaRequest)
-                      .where(MpesaRequest.reference == request_ref, MpesaRequest.conversation_id.is_(None))
+                      .where(MpesaRequest.reference == request.reference, MpesaRequest.conversation_id.is_(None))
                       .values(conversation_id=payout.conversation_id))
-    log.info("b2c %s for %s KES to %s: %s", request_ref, kes, mask(phone),
+    log.info("b2c %s for %s KES to %s: %s", request.reference, kes, mask(phone),
              "accepted" if payout.conversation_id else f"unknown ({payout.error})")
     return PayoutResult(State.PENDING, error=payout.error, conversation_id=payout.conversation_id)
 
 
-def pay_business_out(db: Database, provider: MpesaProvider, transaction_id: int, command: str, party_b: str,
-                     account: str, kes: int, sats: int, user: UserView) -> PayoutResult:
+def pay_business_out(db: Database, provider: MpesaProvider, transaction_id: int, request: PayoutRequest | None,
+                     command: str, party_b: str, account: str, kes: int, payer_phone: str) -> PayoutResult:
     """Pay a reserved business payment (a till or a paybill) as pay_out pays a withdrawal:
     SUCCEEDED settled now, FAILED refunded now, PENDING settled by the callback or the status
-    query (the sats stay reserved)."""
-    if not provider.payouts_async:
+    query (the sats stay reserved). `request`: its B2B request, recorded with the reservation."""
+    if request is None:
         return _finished_at_once(db, transaction_id, kes,
-                                 provider.pay_business(command, party_b, account, kes, new_reference(), user.phone))
-    request_ref = new_reference()
-    with db.write() as s:
-        s.add(MpesaRequest(kind=B2B, reference=request_ref, user_id=user.id, transaction_id=transaction_id,
-                           phone=user.phone, amount_kes=kes, amount_sats=sats, status=PENDING))
-    payout = provider.pay_business(command, party_b, account, kes, request_ref, user.phone)
+                                 provider.pay_business(command, party_b, account, kes, new_reference(), payer_phone))
+    payout = provider.pay_business(command, party_b, account, kes, request.reference, payer_phone)
     if payout.state is State.FAILED:
-        if finish_payout(db, request_ref, FAILED, None, "", payout.error):
+        if finish_payout(db, request.reference, FAILED, None, "", payout.error):
             return payout
         return PayoutResult(State.PENDING, error=payout.error)
     if payout.conversation_id or payout.originator_id:
         with db.write() as s:
-            s.execute(update(MpesaRequest).where(MpesaRequest.reference == request_ref)
+            s.execute(update(MpesaRequest).where(MpesaRequest.reference == request.reference)
                       .values(conversation_id=payout.conversation_id or None,
                               originator_conversation_id=payout.originator_id or None))
-    log.info("b2b %s %s %s KES to %s: %s", request_ref, command, kes, party_b,
+    log.info("b2b %s %s %s KES to %s: %s", request.reference, command, kes, party_b,
              "accepted" if payout.conversation_id else f"unknown ({payout.error})")
     return PayoutResult(State.PENDING, error=payout.error, conversation_id=payout.conversation_id)
 
@@ -333,10 +348,56 @@ def _query(db: Database, provider: MpesaProvider, kind: str, reference: str, che
     return "payout-queried" if provider.query_payout(reference) else "payout-query-refused"
 
 
+def find_for_movement(db: Database, reference: str) -> MpesaRequest | None:
+    """The newest M-Pesa request of the movement the customer knows by `reference`."""
+    with db.read() as s:
+        return s.scalar(select(MpesaRequest).join(Transaction, Transaction.id == MpesaRequest.transaction_id)
+                        .where(Transaction.reference == reference).order_by(MpesaRequest.id.desc()).limit(1))
+
+
 def pending(db: Database) -> list[MpesaRequest]:
     """Every M-Pesa request still pending, oldest first (for operators)."""
     with db.read() as s:
         return list(s.scalars(select(MpesaRequest).where(MpesaRequest.status == PENDING).order_by(MpesaRequest.id)))
+
+
+# ------------------------------------------------------------------ reservations without a request
+# A payout in KES reserved with no M-Pesa request row: left by code before the request was written
+# in the reservation's transaction, or by a provider that answers at once (the simulated one) when
+# the process died between the reservation and its answer. M-Pesa was never asked by a request
+# row of ours, so the worker voids it (refund, SMS) once it is older than any request can run.
+ORPHAN_AFTER_S = 60  # five times gunicorn's timeout: a request still paying it is long dead
+
+
+def _no_request():
+    return ~select(MpesaRequest.id).where(MpesaRequest.transaction_id == Transaction.id).exists()
+
+
+def orphans(db: Database, older_than_s: int = 0, limit: int = 100) -> list[Transaction]:
+    """Reserved payouts in KES (withdrawals, tills, paybills) with no M-Pesa request, oldest first."""
+    since = utcnow() - dt.timedelta(seconds=older_than_s)
+    with db.read() as s:
+        return list(s.scalars(select(Transaction).where(
+            Transaction.type == WITHDRAW, Transaction.status == PENDING, Transaction.created_at <= since,
+            _no_request()).order_by(Transaction.id).limit(limit)))
+
+
+def void_orphan(db: Database, transaction_id: int, also: Callable[[Session], None] | None = None) -> bool:
+    """Refund a reserved payout that has no M-Pesa request (SMS to the customer), once; `also` (an
+    operator's audit line) in the same transaction. False if it has a request or is not pending."""
+    def work() -> bool:
+        with db.write() as s:
+            if s.scalar(select(MpesaRequest.id).where(MpesaRequest.transaction_id == transaction_id)) is not None:
+                return False
+            if not refund_withdrawal_in(s, transaction_id):
+                return False
+            if also is not None:
+                also(s)
+            return True
+    done = transactions.retry_deadlocks(work)
+    if done:
+        log.warning("withdrawal %d had no M-Pesa request: refunded", transaction_id)
+    return done
 
 
 # ------------------------------------------------------------------ the ledger side of M-Pesa

@@ -47,10 +47,9 @@ from models import (ADJUST, ADJUSTMENTS, AIRTIME, AIRTIME_FLOAT, AIRTIME_IN_FLIG
 log = logging.getLogger(__name__)
 
 _DEADLOCK_CODES = {1205, 1213}  # MySQL lock wait timeout, deadlock: the transaction is retried
-# A deadlock victim (MySQL), or on Galera a transaction another node's commit certified against
-# first: both rolled back, both safe to run again. Several tries, each after a short random wait,
-# so that twins on different nodes do not collide again at once (50 withdrawals at once from one
-# account on two Galera nodes exhausted 6 tries about one run in three; 10 wait up to ~1.1 s).
+# A deadlock victim (MySQL), or on Galera a transaction another node's commit certified against first: both
+# rolled back, both safe to run again. Several tries, each after a short random wait, so twins on two nodes
+# do not collide again at once (50 withdrawals from one account on two nodes ran out of 6 tries 1 run in 3).
 _ATTEMPTS = 10
 _jitter = random.Random()  # noqa: S311 - spreading retries, not security
 
@@ -58,7 +57,6 @@ _jitter = random.Random()  # noqa: S311 - spreading retries, not security
 @dataclass(frozen=True)
 class Receipt:
     """What a money step did, for the screen. `replay` means an earlier request did it."""
-
     reference: str
     amount_sats: int = 0
     fee_sats: int = 0
@@ -359,10 +357,11 @@ def code_used(session: Session, code: str) -> bool:
 
 def reserve_withdrawal(
     db: Database, policy: Policy, user: UserView, kes: int, sats: int, fee: int, price: int, mpesa_phone: str,
-    key: str, description: str = "",
+    key: str, description: str = "", payout_row: Callable[[int], object] | None = None,
 ) -> Receipt:
     """Debit `sats` + `fee` (what the quote at `price` said a payout of `kes` costs) as a pending
-    withdrawal. Raises InsufficientBalance or PolicyDenied."""
+    withdrawal, with `payout_row(its id)` (the provider's request) in the same transaction: never
+    one without the other. Raises InsufficientBalance or PolicyDenied."""
 
     def work() -> Receipt:
         with db.write() as s:
@@ -382,6 +381,7 @@ def reserve_withdrawal(
             journal.record(s, "withdraw-pending", ref, [journal.customer(user.id, sats + fee),
                                                         journal.house(MPESA_IN_FLIGHT, -(sats + fee))],
                            transaction_id=row.id)
+            s.add_all([payout_row(row.id)] if payout_row is not None else [])  # its B2C/B2B request
             return Receipt(ref, sats, fee, after, PENDING, row.id)
 
     return run_once(db, key, work)

@@ -18,7 +18,7 @@ from helpers.wallet.prices import QuoteView
 from helpers.wallet.services import Services
 from helpers.wallet.transactions import Receipt
 from helpers.wallet.users import PinProof, UserView
-from models import PENDING
+from models import B2B, B2C, PENDING
 
 
 class PinNotChecked(RuntimeError):
@@ -71,12 +71,14 @@ def withdraw(svc: Services, user: UserView, proof: PinProof | None, quote: Quote
     if not svc.mpesa.accepts_phone(phone):
         raise MpesaUnreachable(phone)
     kes = quote.kes
+    request = (mpesa_flows.PayoutRequest.new(B2C, user.id, phone, kes, quote.sats)
+               if svc.mpesa.payouts_async else None)
     receipt = transactions.reserve_withdrawal(svc.db, svc.policy, user, kes, quote.sats, quote.fee_sats,
-                                              quote.kes_per_btc, phone, key)
+                                              quote.kes_per_btc, phone, key,
+                                              payout_row=request.row if request else None)
     if receipt.replay:
         return Withdrawal(receipt, None)
-    payout = mpesa_flows.pay_out(svc.db, svc.mpesa, receipt.transaction_id, receipt.reference, phone, kes,
-                                 receipt.amount_sats, user.id)
+    payout = mpesa_flows.pay_out(svc.db, svc.mpesa, receipt.transaction_id, request, phone, kes)
     return Withdrawal(receipt, payout)
 
 
@@ -139,13 +141,16 @@ def pay_business(svc: Services, user: UserView, proof: PinProof | None, quote: Q
     PolicyDenied (nothing reserved)."""
     require_pin(proof, user)
     _check_quote(svc, quote, user, prices.WITHDRAW, key)
+    request = (mpesa_flows.PayoutRequest.new(B2B, user.id, user.phone, quote.kes, quote.sats)
+               if svc.mpesa.payouts_async else None)
     receipt = transactions.reserve_withdrawal(svc.db, svc.policy, user, quote.kes, quote.sats, quote.fee_sats,
                                               quote.kes_per_btc, payee, key,
-                                              description=f"M-Pesa payment KES {quote.kes} to {payee}")
+                                              description=f"M-Pesa payment KES {quote.kes} to {payee}",
+                                              payout_row=request.row if request else None)
     if receipt.replay:
         return Withdrawal(receipt, None)
-    payout = mpesa_flows.pay_business_out(svc.db, svc.mpesa, receipt.transaction_id, command, party_b, account,
-                                          quote.kes, receipt.amount_sats, user)
+    payout = mpesa_flows.pay_business_out(svc.db, svc.mpesa, receipt.transaction_id, request, command, party_b,
+                                          account, quote.kes, user.phone)
     return Withdrawal(receipt, payout)
 
 

@@ -178,7 +178,8 @@ def pending() -> str:
     lightning = [(row, svc.lightning.payment_status(row.payment_hash) if row.payment_hash else None)
                  for row in lightning_out.pending_lightning(svc.db.session(), limit=50)]
     return render_template("admin/pending.html", now=now, lightning=lightning,
-                           mpesa=mpesa_flows.pending(svc.db)[:100], airtime=airtime.pending(svc.db)[:100])
+                           mpesa=mpesa_flows.pending(svc.db)[:100], airtime=airtime.pending(svc.db)[:100],
+                           orphans=mpesa_flows.orphans(svc.db), orphan_after_s=mpesa_flows.ORPHAN_AFTER_S)
 
 
 @bp.get("/sms")

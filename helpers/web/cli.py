@@ -370,9 +370,23 @@ def resolve_payment(reference: str, outcome: str, reason: str) -> None:
 @click.option("--reason", required=True, help="the support case: ticket and how it was established")
 def resolve_mpesa(reference: str, outcome: str, receipt: str, reason: str) -> None:
     """End a pending M-Pesa payout or business payment (B2C, B2B) that no callback or status query
-    can settle (Daraja never answered with its id): settle it with its receipt, or refund it."""
+    can settle (Daraja never answered with its id): settle it with its receipt, or refund it.
+    REFERENCE: the M-Pesa request's, or the one the customer was given (statement, SMS); a payout
+    reserved without an M-Pesa request can only be refunded."""
     svc = services()
-    request = mpesa_flows.find_any(svc.db, reference.strip().upper())
+    reference = reference.strip().upper()
+    orphan = next((row for row in mpesa_flows.orphans(svc.db, limit=10_000) if row.reference == reference), None)
+    if orphan is not None:  # reserved, and M-Pesa never asked: it can only be refunded
+        if outcome == "paid":
+            raise click.ClickException(f"{reference} has no M-Pesa request: M-Pesa was never asked to pay it. "
+                                       "Use --outcome failed to refund it")
+        if not mpesa_flows.void_orphan(svc.db, orphan.id, also=lambda s: operators.audit(
+                s, CLI, "resolve-mpesa", reference, reason, "failed (no M-Pesa request)")):
+            raise click.ClickException(f"{reference} was settled meanwhile; nothing changed")
+        send_queued_sms(svc)
+        click.echo(f"{reference}: failed (refunded; M-Pesa was never asked)")
+        return
+    request = mpesa_flows.find_any(svc.db, reference) or mpesa_flows.find_for_movement(svc.db, reference)
     if request is None or request.kind not in ("b2c", "b2b") or request.status != PENDING:
         raise click.ClickException(f"no pending M-Pesa payout with reference {reference!r}")
     if outcome == "paid" and not re.fullmatch(r"[A-Z0-9]{10}", receipt.strip().upper()):

@@ -12,6 +12,7 @@ Kinds:
 - invoice <payment hash>, payment <transaction id>, mpesa <reference>, airtime <reference>: one
   pending item, asked
   about soon after it appears, then less and less often (backoff), until it is final.
+- orphan <transaction id>: a payout in KES reserved with no M-Pesa request to finish it: refunded.
 - every <task>: sweep (a job for each pending item that has none), sms (send the outbox), price
   (refresh the BTC/KES price), cleanup (expired sessions, old quotes, finished jobs).
 Web requests do no background work: items are found by the sweep.
@@ -39,6 +40,7 @@ from models import PENDING, AirtimeRequest, Invoice, Job, MpesaRequest, Transact
 log = logging.getLogger(__name__)
 
 INVOICE, PAYMENT, MPESA, AIRTIME, EVERY = "invoice", "payment", "mpesa", "airtime", "every"
+ORPHAN = "orphan"  # a payout in KES reserved without its M-Pesa request (mpesa_flows.orphans): voided
 LEASE_S = 60
 FIRST_DELAY_S = 2  # an item is first asked about this soon after the sweep finds it
 MAX_DELAY_S = 300  # ... then after INVOICE_POLL_S, twice that, four times ..., at most this
@@ -165,9 +167,14 @@ def _airtime(svc: Services, key: str) -> bool:
     return answer not in ("pending", "waiting")
 
 
+def _orphan(svc: Services, key: str) -> bool:
+    mpesa_flows.void_orphan(svc.db, int(key))  # once: not pending, or it has a request, then nothing
+    return True
+
+
 def sweep(svc: Services) -> int:
     """A job for every pending item that has none: invoices, payments out, M-Pesa requests,
-    airtime purchases."""
+    airtime purchases, and payouts reserved without their M-Pesa request."""
     with svc.db.read() as s:
         found = {
             INVOICE: set(s.scalars(select(Invoice.payment_hash).where(Invoice.status == PENDING).limit(5000))),
@@ -178,6 +185,7 @@ def sweep(svc: Services) -> int:
                        if svc.mpesa.payouts_async or svc.mpesa.topup_by_push else []),
             AIRTIME: set(s.scalars(select(AirtimeRequest.reference).where(AirtimeRequest.status == PENDING)
                                    .limit(5000))),
+            ORPHAN: {str(row.id) for row in mpesa_flows.orphans(svc.db, mpesa_flows.ORPHAN_AFTER_S, limit=5000)},
         }
         known = {(kind, key) for kind, key in s.execute(select(Job.kind, Job.key).where(Job.kind.in_(list(found))))}
     first = utcnow() + dt.timedelta(seconds=FIRST_DELAY_S)
@@ -218,7 +226,7 @@ def cleanup(svc: Services) -> None:
 
 
 HANDLERS: dict[str, Callable[[Services, str], bool]] = {INVOICE: _invoice, PAYMENT: _payment, MPESA: _mpesa,
-                                                        AIRTIME: _airtime}
+                                                        AIRTIME: _airtime, ORPHAN: _orphan}
 
 
 def run_one(svc: Services, job: Claimed, me: str) -> None:

@@ -28,8 +28,8 @@ LONGEST = {
 SCREEN_KEYS = [k for k in EN if not k.startswith(("sms.", "who.", "main.", "payreq.line", "history.line",
                                                    "account."))]
 # Messages shown above a prompt (re-prompts); the others only ever end a session on their own.
-END_ONLY = {"error.expired", "error.dialled-past", "error.unavailable", "error.lightning", "error.too-many", "quote.expired",
-            "price.unavailable"}
+END_ONLY = {"error.expired", "error.dialled-past", "error.unavailable", "error.lightning", "error.too-many",
+            "quote.expired", "price.unavailable"}
 PREFIXES = [k for k in EN if k.startswith(("error.", "deny.", "lnurl.", "pin.wrong", "pin.mismatch", "pin.set",
                                            "quote."))
             and k not in END_ONLY]

@@ -82,10 +82,10 @@ def test_the_confirmation_replayed_pays_once_and_fetches_one_invoice(insecure, p
     assert first.startswith("END ")
     again = alice.post(alice.text)  # Africa's Talking delivers the last step again
     assert again == first
-    # The same path in a fresh session row is ended by the walker before any money step (the
-    # idempotency key itself is tested by test_pay_address_twice_under_one_key_...).
+    # The same path in a fresh session (the dialled code) is ended by the walker before any money
+    # step (the idempotency key itself is tested by test_pay_address_twice_under_one_key_...).
     alice.session_id += "-twin"
-    assert alice.post(alice.text) == "END " + t("en", "error.expired")
+    assert alice.post(alice.text) == "END " + t("en", "error.dialled-past", code=wallet.service_code)
     assert balance(wallet, DEMO[0]) == a0 - AMOUNT
     assert len(payee.invoices) == 1
 
