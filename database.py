@@ -125,7 +125,7 @@ def _make_engine(url: str, pool_size: int, recycle_s: int, timeout_s: float) -> 
             return
         plain_rollback(dbapi_connection)
 
-    engine.dialect.do_rollback = _rollback_if_open
+    engine.dialect.do_rollback = _rollback_if_open  # type: ignore[method-assign]  # wraps the dialect's own
     return engine
 
 

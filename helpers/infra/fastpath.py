@@ -14,16 +14,17 @@ import os
 import re
 import threading
 from collections import namedtuple
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from typing import Any
+from typing import IO, Any, cast
 
 from sqlalchemy import String, literal_column
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import DBAPIError, NoResultFound
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import Executable
-from sqlalchemy.sql.elements import BindParameter
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import BindParameter, ClauseElement
 from sqlalchemy.sql.visitors import replacement_traverse
 
 
@@ -41,7 +42,7 @@ class WriterTurns:
         self.path = database_path + ".write-lock" if database_path else None
         self._thread_lock = threading.RLock()
         self._depth = 0
-        self._file = None
+        self._file: IO[str] | None = None
         self._pid = 0
         self.writes = 0  # write blocks that ended since the last checkpoint (see checkpoint_if_due)
 
@@ -54,7 +55,8 @@ class WriterTurns:
 
         with self._thread_lock:
             if self._depth == 0:
-                if self._pid != os.getpid():  # a forked child must not share its parent's lock
+                # a forked child must not share its parent's lock (None: close() reset _pid too)
+                if self._file is None or self._pid != os.getpid():
                     self._file = open(self.path, "a")  # noqa: SIM115 - held for the process's life
                     self._pid = os.getpid()
                 fcntl.flock(self._file, fcntl.LOCK_EX)
@@ -64,7 +66,8 @@ class WriterTurns:
             finally:
                 self._depth -= 1
                 if self._depth == 0:
-                    fcntl.flock(self._file, fcntl.LOCK_UN)
+                    if self._file is not None:  # None: close() in this block, which released the lock
+                        fcntl.flock(self._file, fcntl.LOCK_UN)
                     self.writes += 1
 
     def close(self) -> None:
@@ -142,14 +145,14 @@ class Prepared:
 _SAFE_TEXT = re.compile(r"[A-Za-z0-9._ -]{0,64}")
 
 
-def _inline_constants(statement: Executable) -> Executable:
+def _inline_constants(statement: Executable) -> ClauseElement:
     """The statement with its constant integers and plain words written into the SQL instead of
     sent as parameters (`status = 'pending'`, `pin_failures = 0`): each parameter costs the
     driver an escape per call and the database a substitution; the statement's SQL does not
     change between calls either way. Parameters a call gives, and any other constant, stay
     parameters."""
 
-    def inline(element: Any) -> Any:
+    def inline(element: Any, **_kw: Any) -> Any:
         if not isinstance(element, BindParameter) or not element.unique or element.required \
                 or element.callable is not None or element.expanding or element.literal_execute:
             return None  # only the anonymous ones a literal in the statement made (`status == "pending"`)
@@ -160,17 +163,22 @@ def _inline_constants(statement: Executable) -> Executable:
             return literal_column(f"'{value}'", type_=element.type)
         return None
 
-    return replacement_traverse(statement, {}, inline)
+    # every Executable given to Prepared is a ClauseElement (select, insert, update, text)
+    return cast(ClauseElement, replacement_traverse(cast(ClauseElement, statement), {}, inline))
+
+
+# namedtuple with fields known only at run time (a statement's columns): not a type mypy can name
+_namedtuple: Callable[..., Any] = namedtuple
 
 
 class _Compiled:
     def __init__(self, statement: Executable, dialect: Dialect) -> None:
-        statement = _inline_constants(statement)
-        compiled = statement.compile(dialect=dialect)
+        inlined = _inline_constants(statement)
+        compiled = cast(SQLCompiler, inlined.compile(dialect=dialect))  # a Core statement's compiler
         if any(bind.expanding for bind in compiled.binds.values()):
             raise ValueError("a Prepared statement cannot take expanding parameters")
         if compiled.literal_execute_params:  # e.g. MySQL's LIMIT: a constant, written into the SQL
-            compiled = statement.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
+            compiled = cast(SQLCompiler, inlined.compile(dialect=dialect, compile_kwargs={"render_postcompile": True}))
         defaulted = [column.name for column in (*compiled.insert_prefetch, *compiled.update_prefetch)]
         if defaulted:  # SQLAlchemy would compute these at each execution; this path does not
             raise ValueError(f"give {', '.join(defaulted)} a value in the statement: their defaults are Python's")
@@ -179,11 +187,15 @@ class _Compiled:
         self.constants = {name: bind.effective_value for bind, name in names.items() if not bind.required}
         self.converters = {name: conv for bind, name in names.items()
                            if (conv := bind.type.dialect_impl(dialect).bind_processor(dialect)) is not None}
-        self.order = tuple(compiled.positiontup) if compiled.positional else None
+        self.order = None
+        if compiled.positional:
+            if compiled.positiontup is None:  # a positional compile lists its parameters in order
+                raise RuntimeError("a positional statement compiled without its parameters' order")
+            self.order = tuple(compiled.positiontup)
         # A SELECT's columns, or what INSERT/UPDATE .. RETURNING returns: rows are named tuples
-        columns = list(getattr(statement, "exported_columns", ()))
-        self.row = namedtuple("Row", [str(getattr(c, "key", None) or "_") for c in columns],  # noqa: PYI024
-                              rename=True)._make if columns else tuple  # plain SQL: columns unknown
+        columns = list(getattr(inlined, "exported_columns", ()))
+        self.row = _namedtuple("Row", [str(getattr(c, "key", None) or "_") for c in columns],
+                               rename=True)._make if columns else tuple  # plain SQL: columns unknown
         self.results = [column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns]
         self.converts_rows = any(self.results)
 
@@ -194,7 +206,7 @@ class _Compiled:
                       for name, value in values.items()}
         return tuple(values[name] for name in self.order) if self.order is not None else values
 
-    def converted(self, rows: list[tuple]) -> list[tuple]:
+    def converted(self, rows: Sequence[tuple]) -> list[tuple]:
         if not self.converts_rows:
             return [self.row(row) for row in rows]
         return [self.row(conv(value) if conv else value for conv, value in zip(self.results, row, strict=True))
@@ -207,7 +219,7 @@ class Executed:
 
     __slots__ = ("rows", "rowcount", "lastrowid")
 
-    def __init__(self, rows: list[tuple], rowcount: int, lastrowid: int | None) -> None:
+    def __init__(self, rows: Sequence[tuple], rowcount: int, lastrowid: int | None) -> None:
         self.rows, self.rowcount, self.lastrowid = rows, rowcount, lastrowid
 
     def first(self) -> tuple | None:

@@ -50,12 +50,13 @@ def render(session: Session, backend: str) -> str:
     for n, (status, count) in enumerate(sorted(invoices)):
         out.append(_line("wallet_invoices", count, "Lightning invoices by status",
                          {"backend": backend, "status": status}, header=n == 0))
-    pending = session.scalar(select(func.count(Transaction.id)).where(Transaction.status == "pending"))
+    pending = session.execute(select(func.count(Transaction.id)).where(Transaction.status == "pending")).scalar_one()
     out.append(_line("wallet_pending_payments", pending, "Money movements whose outcome is not known yet"))
-    queue = session.scalar(select(func.count(SmsOutbox.id)).where(SmsOutbox.status.in_(("pending", "sending"))))
+    queue = session.execute(select(func.count(SmsOutbox.id))
+                            .where(SmsOutbox.status.in_(("pending", "sending")))).scalar_one()
     out.append(_line("wallet_sms_queue_depth", queue, "SMS waiting to be sent"))
-    failed = session.scalar(select(func.count(SmsOutbox.id)).where(SmsOutbox.status == "failed"))
+    failed = session.execute(select(func.count(SmsOutbox.id)).where(SmsOutbox.status == "failed")).scalar_one()
     out.append(_line("wallet_sms_failed", failed, "SMS given up after every retry"))
-    liabilities = session.scalar(select(func.coalesce(func.sum(User.balance_sats), 0)))
+    liabilities = session.execute(select(func.coalesce(func.sum(User.balance_sats), 0))).scalar_one()
     out.append(_line("wallet_liabilities_sats", int(liabilities), "Sum of customer balances"))
     return "".join(out)

@@ -12,10 +12,10 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import bindparam, insert, or_, select, update
-from sqlalchemy.engine import Connection
+from sqlalchemy import Table, bindparam, insert, or_, select, update
+from sqlalchemy.engine import Connection, CursorResult
 from sqlalchemy.orm import Session
 
 from helpers.infra.fastpath import Prepared
@@ -26,6 +26,7 @@ from helpers.infra.settings import Settings
 if TYPE_CHECKING:  # the dispatcher is handed the database; infra sits below database.py
     from database import Database
 
+_OUTBOX = cast(Table, SmsOutbox.__table__)
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 5
@@ -100,7 +101,7 @@ _queued = threading.local()
 @lru_cache(maxsize=4)
 def _insert(rows: int) -> Prepared:
     """INSERT of `rows` messages in one statement; message n's values are `phone_<n>`, `message_<n>`."""
-    return Prepared(insert(SmsOutbox.__table__).values([
+    return Prepared(insert(_OUTBOX).values([
         {"phone": bindparam(f"phone_{n}"), "message": bindparam(f"message_{n}"), "status": "pending", "attempts": 0,
          "next_attempt_at": bindparam("now"), "created_at": bindparam("now")}
         for n in range(rows)]))
@@ -169,7 +170,7 @@ class SmsDispatcher:
     def _send_one(self, sms_id: int) -> bool | None:
         now = utcnow()
         with self.db.write() as s:
-            claimed = s.execute(
+            claimed = cast(CursorResult, s.execute(
                 update(SmsOutbox)
                 .where(SmsOutbox.id == sms_id)
                 .where(or_(
@@ -177,7 +178,7 @@ class SmsDispatcher:
                     (SmsOutbox.status == "sending") & (SmsOutbox.next_attempt_at <= now - _STUCK_AFTER),
                 ))
                 .values(status="sending", next_attempt_at=now, attempts=SmsOutbox.attempts + 1)
-            ).rowcount
+            )).rowcount
             row = s.get(SmsOutbox, sms_id) if claimed else None
             if row is None:
                 return None  # another worker has it
@@ -206,7 +207,8 @@ class SmsDispatcher:
     def pending_count(self, session: Session) -> int:
         from sqlalchemy import func
 
-        return session.scalar(select(func.count(SmsOutbox.id)).where(SmsOutbox.status.in_(("pending", "sending"))))
+        return session.execute(select(func.count(SmsOutbox.id))
+                               .where(SmsOutbox.status.in_(("pending", "sending")))).scalar_one()
 
     def kick(self) -> None:
         """Ask this process's background thread to flush soon."""
