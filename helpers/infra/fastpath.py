@@ -16,7 +16,7 @@ import threading
 from collections import namedtuple
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from typing import IO, Any, cast
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from sqlalchemy import String, literal_column
 from sqlalchemy.engine import Connection, Dialect
@@ -26,6 +26,15 @@ from sqlalchemy.sql import Executable
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import BindParameter, ClauseElement
 from sqlalchemy.sql.visitors import replacement_traverse
+
+if TYPE_CHECKING:
+    class ResultRow(tuple[Any, ...]):
+        """A row a Prepared statement returned: a named tuple of its columns (made when the statement
+        is compiled, so its fields are not known to the type checker)."""
+
+        def __getattr__(self, name: str) -> Any: ...
+else:
+    ResultRow = tuple
 
 
 class WriterTurns:
@@ -194,8 +203,9 @@ class _Compiled:
             self.order = tuple(compiled.positiontup)
         # A SELECT's columns, or what INSERT/UPDATE .. RETURNING returns: rows are named tuples
         columns = list(getattr(inlined, "exported_columns", ()))
-        self.row = _namedtuple("Row", [str(getattr(c, "key", None) or "_") for c in columns],
-                               rename=True)._make if columns else tuple  # plain SQL: columns unknown
+        self.row: Callable[..., Any] = _namedtuple(
+            "Row", [str(getattr(c, "key", None) or "_") for c in columns], rename=True,
+        )._make if columns else tuple  # plain SQL: columns unknown
         self.results = [column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns]
         self.converts_rows = any(self.results)
 
@@ -206,7 +216,7 @@ class _Compiled:
                       for name, value in values.items()}
         return tuple(values[name] for name in self.order) if self.order is not None else values
 
-    def converted(self, rows: Sequence[tuple]) -> list[tuple]:
+    def converted(self, rows: Sequence[tuple]) -> list[ResultRow]:
         if not self.converts_rows:
             return [self.row(row) for row in rows]
         return [self.row(conv(value) if conv else value for conv, value in zip(self.results, row, strict=True))
@@ -219,13 +229,13 @@ class Executed:
 
     __slots__ = ("rows", "rowcount", "lastrowid")
 
-    def __init__(self, rows: Sequence[tuple], rowcount: int, lastrowid: int | None) -> None:
+    def __init__(self, rows: Sequence[ResultRow], rowcount: int, lastrowid: int | None) -> None:
         self.rows, self.rowcount, self.lastrowid = rows, rowcount, lastrowid
 
-    def first(self) -> tuple | None:
+    def first(self) -> ResultRow | None:
         return self.rows[0] if self.rows else None
 
-    def one(self) -> tuple:
+    def one(self) -> ResultRow:
         if len(self.rows) != 1:
             raise NoResultFound(f"{len(self.rows)} rows where exactly one was expected")
         return self.rows[0]

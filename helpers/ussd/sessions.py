@@ -9,10 +9,10 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import String, and_, bindparam, delete, func, insert, literal, null, or_, select, update
-from sqlalchemy.engine import Connection
+from sqlalchemy import String, Table, and_, bindparam, delete, func, insert, literal, null, or_, select, update
+from sqlalchemy.engine import Connection, CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -23,8 +23,8 @@ from helpers.wallet.users import UserView
 from helpers.infra.writebehind import WriteBehind, chunks
 from models import User, UssdSession, utcnow
 
-_SESSIONS = UssdSession.__table__
-_USERS = User.__table__
+_SESSIONS = cast(Table, UssdSession.__table__)
+_USERS = cast(Table, User.__table__)
 log = logging.getLogger(__name__)
 
 
@@ -262,14 +262,14 @@ def clean(db: Database, timeout_s: int, keep_days: int) -> tuple[int, int]:
     Returns (closed, deleted)."""
     now = utcnow()
     with db.write() as s:
-        closed = s.execute(
+        closed = cast(CursorResult, s.execute(
             update(UssdSession)
             .where(UssdSession.active.is_(True), UssdSession.last_activity < now - dt.timedelta(seconds=timeout_s))
             .values(active=False)
-        ).rowcount
-        deleted = s.execute(
+        )).rowcount
+        deleted = cast(CursorResult, s.execute(
             delete(UssdSession).where(UssdSession.last_activity < now - dt.timedelta(days=keep_days))
-        ).rowcount
+        )).rowcount
     return closed, deleted
 
 
@@ -288,9 +288,9 @@ def close_to_continue(db: Database, session_id: str) -> bool:
     again), if it is still open on a resumable screen. False: it ended, or its PIN step began
     meanwhile (its payment may be under way): it must not be continued."""
     with db.write() as s:
-        return s.execute(update(_SESSIONS).where(
+        return cast(CursorResult, s.execute(update(_SESSIONS).where(
             _SESSIONS.c.session_id == session_id, _SESSIONS.c.active.is_(True),
-            _SESSIONS.c.state.in_(RESUMABLE)).values(active=False)).rowcount == 1
+            _SESSIONS.c.state.in_(RESUMABLE)).values(active=False))).rowcount == 1
 
 
 def begin_acting(db: Database, session_id: str) -> bool:
@@ -300,9 +300,9 @@ def begin_acting(db: Database, session_id: str) -> bool:
     acting: it must not act. A session with no row yet (a whole path in one request) cannot have
     been taken over."""
     with db.write() as s:
-        if s.execute(update(_SESSIONS).where(_SESSIONS.c.session_id == session_id, _SESSIONS.c.active.is_(True),
-                                             _SESSIONS.c.state != ACTING)
-                     .values(state=ACTING)).rowcount == 1:
+        if cast(CursorResult, s.execute(update(_SESSIONS).where(
+                _SESSIONS.c.session_id == session_id, _SESSIONS.c.active.is_(True), _SESSIONS.c.state != ACTING)
+                .values(state=ACTING))).rowcount == 1:
             return True
         return s.scalar(select(_SESSIONS.c.id).where(_SESSIONS.c.session_id == session_id)) is None
 

@@ -75,17 +75,18 @@ def settled_lightning_out(session: Session) -> list[PaidOut]:
     ).all()
     grouped: dict[str, list] = {}
     for payment_hash, reference, amount, fee in rows:
-        grouped.setdefault(payment_hash, []).append((reference, amount, fee))
+        if payment_hash is not None:  # the query keeps only rows with a hash
+            grouped.setdefault(payment_hash, []).append((reference, amount, fee))
     return [PaidOut(h, tuple(r for r, _a, _f in items), sum(a for _r, a, _f in items), sum(f for _r, _a, f in items))
             for h, items in grouped.items()]
 
 
 def totals(session: Session) -> dict[str, int]:
     """Liabilities and fee income, for operators."""
-    liabilities = session.scalar(select(func.coalesce(func.sum(User.balance_sats), 0)))
-    fees = session.scalar(
+    liabilities = session.execute(select(func.coalesce(func.sum(User.balance_sats), 0))).scalar_one()
+    fees = session.execute(
         select(func.coalesce(func.sum(Transaction.fee_sats), 0)).where(Transaction.status == SETTLED)
-    )
+    ).scalar_one()
     return {"liabilities_sats": int(liabilities), "fees_earned_sats": int(fees)}
 
 

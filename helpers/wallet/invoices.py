@@ -6,13 +6,15 @@ import datetime as dt
 import logging
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import cast
 
 from sqlalchemy import ScalarSelect, Select, bindparam, func, select, update
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 
 from database import Database
 from helpers.infra.fastpath import Prepared
-from helpers.wallet import journal, limits, transactions
+from helpers.wallet import journal, limits, transactions, users
 from helpers.infra import sms
 from helpers.wallet.errors import LightningUnavailable, RateLimited
 from helpers.infra.phone import mask
@@ -211,9 +213,9 @@ def _report_double_payment(db: Database, payment_hash: str) -> None:
 def expire(db: Database, payment_hash: str) -> bool:
     with db.write() as s:
         invoice_id = s.scalar(select(Invoice.id).where(Invoice.payment_hash == payment_hash))
-        moved = s.execute(
+        moved = cast(CursorResult, s.execute(
             update(Invoice).where(Invoice.id == invoice_id, Invoice.status == PENDING).values(status=EXPIRED)
-        ).rowcount
+        )).rowcount
         if moved:
             s.execute(
                 update(PaymentRequest)
@@ -243,19 +245,20 @@ def credit_invoice(db: Database, payment_hash: str) -> transactions.Receipt | No
 
 def _credit_invoice(db: Database, payment_hash: str) -> transactions.Receipt | None:
     with db.write() as s:
-        claimed = s.execute(
+        claimed = cast(CursorResult, s.execute(
             update(Invoice)
             .where(Invoice.payment_hash == payment_hash, Invoice.status == PENDING)
             .values(status=PAID, paid_at=utcnow())
-        ).rowcount
+        )).rowcount
         if claimed != 1:
             return None
-        invoice = s.scalar(select(Invoice).where(Invoice.payment_hash == payment_hash))
-        is_request = s.execute(
+        # claimed above, in this transaction: NoResultFound if it is missing all the same
+        invoice = s.execute(select(Invoice).where(Invoice.payment_hash == payment_hash)).scalar_one()
+        is_request = cast(CursorResult, s.execute(
             update(PaymentRequest)
             .where(PaymentRequest.invoice_id == invoice.id, PaymentRequest.status == PENDING)
             .values(status=PAID)
-        ).rowcount
+        )).rowcount
         row = Transaction(
             user_id=invoice.user_id, type=INVOICE if is_request else RECEIVE, direction=CREDIT,
             amount_sats=invoice.amount_sats, fee_sats=0, status=SETTLED, reference=invoice.reference,
@@ -267,7 +270,7 @@ def _credit_invoice(db: Database, payment_hash: str) -> transactions.Receipt | N
         journal.record(s, "receive", invoice.reference, [journal.house(NODE, invoice.amount_sats),
                                                          journal.customer(invoice.user_id, -invoice.amount_sats)],
                        transaction_id=row.id)
-        owner = s.get(User, invoice.user_id)
+        owner = users.owner(s, invoice.user_id)
         sms.queue(s, owner.phone, t(owner.language, "sms.invoice-paid", ref=invoice.reference,
                                     amount=invoice.amount_sats, balance=after))
         return transactions.Receipt(invoice.reference, invoice.amount_sats, 0, after, SETTLED, row.id)

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import cast
 
 from sqlalchemy import delete, select, update
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -31,11 +33,10 @@ from models import (
     SETTLED,
     OutgoingPayment,
     Transaction,
-    User,
     utcnow,
 )
 
-from helpers.wallet import journal
+from helpers.wallet import journal, users
 from helpers.wallet.transactions import Receipt, balance, credit, debit, release, retry_deadlocks, run_once, sent_today
 
 log = logging.getLogger(__name__)
@@ -108,12 +109,12 @@ def _settle_in(s: Session, transaction_id: int, fee_paid: int, note: str) -> Rec
     if not 0 <= fee_paid <= reserved:
         log.error("payment %s cost %s sats in fees, more than the %s reserved", row.reference, fee_paid, reserved)
         fee_paid = reserved  # the node broke our limit: the wallet absorbs it, never the user
-    moved = s.execute(
+    moved = cast(CursorResult, s.execute(
         update(Transaction)
         .where(Transaction.id == transaction_id, Transaction.status == PENDING)
         .values(status=SETTLED, settled_at=utcnow(), fee_sats=fee_paid,
                 **({"description": note[:255]} if note else {}))
-    ).rowcount
+    )).rowcount
     if moved != 1:
         return None
     after = credit(s, row.user_id, reserved - fee_paid) if reserved > fee_paid else balance(s, row.user_id)
@@ -122,7 +123,7 @@ def _settle_in(s: Session, transaction_id: int, fee_paid: int, note: str) -> Rec
                     journal.house(NODE, -(row.amount_sats + fee_paid)),
                     journal.customer(row.user_id, -(reserved - fee_paid))],
                    transaction_id=row.id, follows=journal.entry_of(s, row.id, "lightning-pending"), memo=note)
-    user = s.get(User, row.user_id)
+    user = users.owner(s, row.user_id)
     sms.queue(s, user.phone, t(user.language, "sms.sent", amount=row.amount_sats, phone=row.counterparty,
                                fee=fee_paid, ref=row.reference, balance=after))
     return Receipt(row.reference, row.amount_sats, fee_paid, after, SETTLED, row.id)
@@ -174,3 +175,10 @@ def pending_lightning(session: Session, limit: int = 200, reference: str | None 
     if reference is not None:
         query = query.where(Transaction.reference == reference)
     return list(session.scalars(query.order_by(Transaction.id).limit(limit)))
+
+
+def payment_hash_of(row: Transaction) -> str:
+    """The payment hash of a row pending_lightning returned (it returns only rows with one)."""
+    if row.payment_hash is None:
+        raise ValueError(f"payment {row.reference} has no payment hash")
+    return row.payment_hash

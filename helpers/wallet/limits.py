@@ -13,10 +13,12 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from collections.abc import Sequence
 from functools import lru_cache
+from typing import cast
 
 from sqlalchemy import DateTime, bindparam, delete, text
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, CursorResult
 
 from database import Database
 from helpers.infra.fastpath import Prepared
@@ -55,7 +57,7 @@ _MYSQL_UPSERT = text(
 ).bindparams(bindparam("now", type_=DateTime()))
 
 
-def _count(db: Database, events: list[tuple[str, int]], amounts: list[int] | None = None) -> list[int]:
+def _count(db: Database, events: Sequence[tuple[str, int]], amounts: list[int] | None = None) -> list[int]:
     """Count `amounts` (default one) events for each distinct (key, bucket); return the new
     counts, in order."""
     amounts = amounts or [1] * len(events)
@@ -69,7 +71,7 @@ def count_in(conn: Connection, events: list[tuple[str, int]]) -> list[int]:
     return _count_on(conn, events, [1] * len(events))
 
 
-def _count_on(conn: Connection, events: list[tuple[str, int]], amounts: list[int]) -> list[int]:
+def _count_on(conn: Connection, events: Sequence[tuple[str, int]], amounts: list[int]) -> list[int]:
     """`_count` inside the caller's transaction."""
     now = utcnow()
     dialect = conn.dialect
@@ -175,4 +177,5 @@ class RequestCounter(WriteBehind):
 
 def clean(db: Database, older_than: dt.timedelta = dt.timedelta(days=2)) -> int:
     with db.write() as s:
-        return s.execute(delete(RateCounter).where(RateCounter.created_at < utcnow() - older_than)).rowcount
+        return cast(CursorResult, s.execute(
+            delete(RateCounter).where(RateCounter.created_at < utcnow() - older_than))).rowcount

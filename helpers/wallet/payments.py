@@ -82,9 +82,10 @@ def reconcile(svc: Services, limit: int = 200) -> dict[str, int]:
     with svc.db.read() as s:
         pending = lightning_out.pending_lightning(s, limit)
     for row in pending:
-        status = svc.lightning.payment_status(row.payment_hash)
+        payment_hash = lightning_out.payment_hash_of(row)
+        status = svc.lightning.payment_status(payment_hash)
         if status.state is State.FAILED:  # a refund needs two "failed" in a row
-            status = svc.lightning.payment_status(row.payment_hash)
+            status = svc.lightning.payment_status(payment_hash)
         receipt = None
         if status.state is State.SUCCEEDED:
             receipt = lightning_out.settle_lightning(svc.db, row.id, status.fee_sat)
@@ -144,9 +145,10 @@ def resolve_by_operator(svc: Services, reference: str, paid: bool, reason: str,
         row = next(iter(lightning_out.pending_lightning(s, limit=1, reference=reference)), None)
     if row is None:
         raise CannotResolve(f"no pending Lightning payment with reference {reference!r}")
-    status = svc.lightning.payment_status(row.payment_hash)
+    payment_hash = lightning_out.payment_hash_of(row)
+    status = svc.lightning.payment_status(payment_hash)
     if status.state is State.FAILED:
-        status = svc.lightning.payment_status(row.payment_hash)
+        status = svc.lightning.payment_status(payment_hash)
     said = f"{status.state.value}{' (' + status.error + ')' if status.error else ''}"
     if status.state is State.SUCCEEDED and not paid:
         raise CannotResolve(f"the node says {reference} was paid: not refunded (run `flask reconcile`)")

@@ -5,8 +5,10 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field, replace
 
-from sqlalchemy import bindparam, insert, select, update
-from sqlalchemy.engine import Connection
+from typing import cast
+
+from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy.engine import Connection, CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -44,6 +46,15 @@ def get(session: Session, phone: str) -> User | None:
     return session.scalar(select(User).where(User.phone == phone))
 
 
+def owner(session: Session, user_id: int) -> User:
+    """The user a row's `user_id` names: a foreign key, and users are never deleted. Raises
+    LookupError if the row is missing all the same."""
+    user = session.get(User, user_id)
+    if user is None:
+        raise LookupError(f"user {user_id} is missing")
+    return user
+
+
 def get_or_create(session: Session, phone: str, language: str, service_code: str) -> tuple[User, bool]:
     """The user with `phone`, created (with a welcome SMS) inside the caller's transaction."""
     user = get(session, phone)
@@ -72,20 +83,20 @@ def register(db: Database, phone: str, language: str, service_code: str) -> User
             return UserView.of(user)
     except IntegrityError:
         with db.read() as s:
-            user = get(s, phone)
-        if user is None:
+            found = get(s, phone)
+        if found is None:
             raise
-        return UserView.of(user)
+        return UserView.of(found)
 
 
 def set_first_pin(db: Database, user_id: int, pin: str, pepper: str) -> bool:
     """Set the PIN of a user who has none; False if one was set meanwhile (it is not replaced)."""
     with db.write() as s:
-        return s.execute(
+        return cast(CursorResult, s.execute(
             update(User)
             .where(User.id == user_id, User.pin_hash.is_(None))
             .values(pin_hash=hash_pin(pin, pepper), pin_failures=0, pin_locks=0, pin_locked_until=None)
-        ).rowcount == 1
+        )).rowcount == 1
 
 
 def change_pin(db: Database, user: UserView, pin: str, pepper: str) -> None:
@@ -120,7 +131,7 @@ class PinProof:
         return self.seal is _SEAL and self.user_id == user_id
 
 
-_USERS = User.__table__
+_USERS = cast(Table, User.__table__)
 _ID_AND_LANGUAGE = Prepared(select(_USERS.c.id, _USERS.c.language).where(_USERS.c.phone == bindparam("phone")))
 _PIN_ROW = Prepared(
     select(_USERS.c.phone, _USERS.c.language, _USERS.c.pin_hash, _USERS.c.pin_failures, _USERS.c.pin_locks,
@@ -139,10 +150,13 @@ def find_or_add(conn: Connection, phone: str, language: str) -> tuple[int, str, 
         return row[0], row[1], False
     try:
         with conn.begin_nested():
-            new_id = conn.execute(insert(_USERS), {
+            key = conn.execute(insert(_USERS), {
                 "phone": phone, "balance_sats": 0, "language": language, "pin_failures": 0, "pin_locks": 0,
                 "created_at": utcnow(),
-            }).inserted_primary_key[0]
+            }).inserted_primary_key
+            if key is None:  # a one-row INSERT without RETURNING always reports its key
+                raise RuntimeError("the database returned no id for a new user")
+            new_id = key[0]
     except IntegrityError:  # registered at the same moment by another request
         row = _ID_AND_LANGUAGE.run(conn, {"phone": phone}).first()
         if row is None:
