@@ -14,14 +14,16 @@ import datetime as dt
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 from sqlalchemy import or_, select, update
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from database import Database
 from helpers.infra import sms
-from helpers.wallet import journal, transactions
+from helpers.wallet import journal, transactions, users
 from helpers.wallet.users import UserView
 from helpers.mpesa.daraja import originator_id
 from helpers.infra.i18n import t
@@ -77,12 +79,12 @@ def start_topup(db: Database, provider: MpesaProvider, user: UserView, kes: int,
         return TopupStart(State.FAILED, reference)
     if pushed.checkout_request_id:
         with db.write() as s:
-            recorded = s.execute(
+            recorded = cast(CursorResult, s.execute(
                 update(MpesaRequest)
                 .where(MpesaRequest.reference == reference, MpesaRequest.checkout_request_id.is_(None))
                 .values(checkout_request_id=pushed.checkout_request_id,
                         merchant_request_id=pushed.merchant_request_id or None)
-            ).rowcount
+            )).rowcount
         if not recorded:  # the callback came first and brought the ids
             log.info("stk %s: callback arrived before the push answer", reference)
     log.info("stk push %s for %s KES to %s: %s", reference, kes, mask(user.phone),
@@ -98,17 +100,18 @@ def _credit_topup(db: Database, reference: str, receipt: str | None, code: str, 
     allowed = (PENDING, FAILED) if from_failed else (PENDING,)
     try:
         with db.write() as s:
-            moved = s.execute(
+            moved = cast(CursorResult, s.execute(
                 update(MpesaRequest)
                 .where(MpesaRequest.reference == reference, MpesaRequest.kind == STK,
                        MpesaRequest.status.in_(allowed))
                 .values(status=SETTLED, receipt=receipt, result_code=code[:16], result_desc=description[:255],
                         finished_at=utcnow())
-            ).rowcount
+            )).rowcount
             if moved != 1:
                 return False
-            request = s.scalar(select(MpesaRequest).where(MpesaRequest.reference == reference))
-            user = s.get(User, request.user_id)
+            # moved above, in this transaction (reference is unique): NoResultFound if missing all the same
+            request = s.execute(select(MpesaRequest).where(MpesaRequest.reference == reference)).scalar_one()
+            user = users.owner(s, request.user_id)
             row_id = credit_pushed_topup(s, user, request.amount_kes, request.amount_sats, receipt,
                                                       reference)
             request.transaction_id = row_id
@@ -129,16 +132,16 @@ def credit_topup(db: Database, reference: str, receipt: str | None, code: str, d
 def _fail_topup(db: Database, reference: str, code: str, description: str, notify: bool = True) -> bool:
     """The push was refused, cancelled or failed: nothing to credit; tell the customer by SMS."""
     with db.write() as s:
-        moved = s.execute(
+        moved = cast(CursorResult, s.execute(
             update(MpesaRequest)
             .where(MpesaRequest.reference == reference, MpesaRequest.kind == STK, MpesaRequest.status == PENDING)
             .values(status=FAILED, result_code=code[:16], result_desc=description[:255], finished_at=utcnow())
-        ).rowcount
+        )).rowcount
         if moved != 1:
             return False
         if notify:
-            request = s.scalar(select(MpesaRequest).where(MpesaRequest.reference == reference))
-            user = s.get(User, request.user_id)
+            request = s.execute(select(MpesaRequest).where(MpesaRequest.reference == reference)).scalar_one()
+            user = users.owner(s, request.user_id)
             sms.queue(s, user.phone, t(user.language, "sms.topup-failed", kes=request.amount_kes, ref=reference))
     log.info("stk %s failed: %s %s", reference, code, description)
     return True
@@ -236,16 +239,18 @@ def _finish_payout(db: Database, reference: str, outcome: str, receipt: str | No
     line) runs in the same transaction when it acts: both are written, or neither."""
     try:
         with db.write() as s:
-            moved = s.execute(
+            moved = cast(CursorResult, s.execute(
                 update(MpesaRequest)
                 .where(MpesaRequest.reference == reference, MpesaRequest.kind.in_((B2C, B2B)),
                        MpesaRequest.status == PENDING)
                 .values(status=outcome, receipt=receipt, result_code=code[:16], result_desc=description[:255],
                         finished_at=utcnow())
-            ).rowcount
+            )).rowcount
             if moved != 1:
                 return False
-            request = s.scalar(select(MpesaRequest).where(MpesaRequest.reference == reference))
+            request = s.execute(select(MpesaRequest).where(MpesaRequest.reference == reference)).scalar_one()
+            if request.transaction_id is None:  # a payout's request names its reservation (PayoutRequest.row)
+                raise _Undo
             if outcome == SETTLED:
                 done = settle_withdrawal_in(s, request.transaction_id, receipt or reference,
                                             request.amount_kes, payee_name)
@@ -280,10 +285,10 @@ def _claim(db: Database, request_id: int, last_query_at: dt.datetime | None, now
     same = (MpesaRequest.last_query_at.is_(None) if last_query_at is None
             else MpesaRequest.last_query_at == last_query_at)
     with db.write() as s:
-        return s.execute(
+        return cast(CursorResult, s.execute(
             update(MpesaRequest).where(MpesaRequest.id == request_id, MpesaRequest.status == PENDING, same)
             .values(last_query_at=now, queries=MpesaRequest.queries + 1)
-        ).rowcount == 1
+        )).rowcount == 1
 
 
 def reconcile(db: Database, provider: MpesaProvider, after_s: int, every_s: int, limit: int = 100) -> dict[str, int]:
