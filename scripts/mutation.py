@@ -109,6 +109,13 @@ NAMED: list[tuple[str, str, str, str]] = [
     ("named:totals-count-refunded-fees", "helpers/wallet/books.py",
      "select(func.coalesce(func.sum(Transaction.fee_sats), 0)).where(Transaction.status == SETTLED)",
      "select(func.coalesce(func.sum(Transaction.fee_sats), 0))"),
+    ("named:close-to-continue-without-resumable-state", "helpers/ussd/sessions.py",
+     "_SESSIONS.c.state.in_(RESUMABLE)).values(active=False)", "True).values(active=False)"),
+    ("named:begin-acting-on-a-taken-over-session", "helpers/ussd/sessions.py",
+     "_SESSIONS.c.session_id == session_id, _SESSIONS.c.active.is_(True), _SESSIONS.c.state != ACTING)",
+     "_SESSIONS.c.session_id == session_id, _SESSIONS.c.state != ACTING)"),
+    ("named:save-over-a-closed-session", "helpers/ussd/sessions.py",
+     "_SESSIONS.c.active.is_(True), state)", "state)"),
     ("named:debit-locked-without-balance-guard", "helpers/wallet/operators.py",
      "update(User).where(User.id == user_id, User.balance_sats >= amount)", "update(User).where(User.id == user_id)"),
 ]
