@@ -17,15 +17,15 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar, Union
+from typing import TypeVar, Union, cast
 
-from sqlalchemy import and_, bindparam, case, func, insert, or_, select, update
-from sqlalchemy.engine import Connection, Dialect, Row
+from sqlalchemy import Table, and_, bindparam, case, func, insert, or_, select, update
+from sqlalchemy.engine import Connection, CursorResult, Dialect
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from database import Database
-from helpers.infra.fastpath import Prepared
+from helpers.infra.fastpath import Prepared, ResultRow
 from helpers.infra import sms
 from helpers.wallet import journal, users
 from helpers.wallet.errors import (
@@ -70,30 +70,30 @@ class Receipt:
 # Core statements, built once: they run on an ORM session (db.write()) or on the request's
 # connection (db.begin()) alike, and skip the ORM's unit of work where it adds nothing.
 Executor = Union[Connection, Session]
-_USERS = User.__table__
-_LEDGER = Transaction.__table__
+_USERS = cast(Table, User.__table__)
+_LEDGER = cast(Table, Transaction.__table__)
 _BALANCE = Prepared(select(_USERS.c.balance_sats).where(_USERS.c.id == bindparam("uid")))
-_SENT_SINCE = select(func.coalesce(func.sum(_LEDGER.c.amount_sats), 0)).where(
+_SENT_SINCE_SQL = select(func.coalesce(func.sum(_LEDGER.c.amount_sats), 0)).where(
     _LEDGER.c.user_id == bindparam("uid"),
     _LEDGER.c.direction == DEBIT,
     or_(_LEDGER.c.status == PENDING, _LEDGER.c.status == SETTLED),
     _LEDGER.c.created_at >= bindparam("since", type_=Transaction.created_at.type),
 )
-_SPEND_FACTS = Prepared(select(_USERS.c.balance_sats, _SENT_SINCE.scalar_subquery())
+_SPEND_FACTS = Prepared(select(_USERS.c.balance_sats, _SENT_SINCE_SQL.scalar_subquery())
                         .where(_USERS.c.id == bindparam("uid")))
-_SENT_SINCE = Prepared(_SENT_SINCE)
-_DEBIT = (  # a PIN-locked account is never debited (users.check_pin counts on this)
+_SENT_SINCE = Prepared(_SENT_SINCE_SQL)
+_DEBIT_SQL = (  # a PIN-locked account is never debited (users.check_pin counts on this)
     update(_USERS)
     .where(_USERS.c.id == bindparam("uid"), _USERS.c.balance_sats >= bindparam("total"),
            or_(_USERS.c.pin_locked_until.is_(None), _USERS.c.pin_locked_until <= bindparam("now")))
     .values(balance_sats=_USERS.c.balance_sats - bindparam("total"))
 )
 _NOT_DEBITED = Prepared(select(_USERS.c.balance_sats, _USERS.c.pin_locked_until).where(_USERS.c.id == bindparam("uid")))
-_CREDIT = update(_USERS).where(_USERS.c.id == bindparam("uid")).values(
+_CREDIT_SQL = update(_USERS).where(_USERS.c.id == bindparam("uid")).values(
     balance_sats=_USERS.c.balance_sats + bindparam("amount"))
 # Where UPDATE .. RETURNING exists (SQLite, not MySQL/MariaDB) the new balance comes back with it.
-_DEBIT_RETURNING, _CREDIT_RETURNING = (Prepared(u.returning(_USERS.c.balance_sats)) for u in (_DEBIT, _CREDIT))
-_DEBIT, _CREDIT = Prepared(_DEBIT), Prepared(_CREDIT)
+_DEBIT_RETURNING, _CREDIT_RETURNING = (Prepared(u.returning(_USERS.c.balance_sats)) for u in (_DEBIT_SQL, _CREDIT_SQL))
+_DEBIT, _CREDIT = Prepared(_DEBIT_SQL), Prepared(_CREDIT_SQL)
 _LEDGER_COLUMNS = ("user_id", "type", "direction", "amount_sats", "fee_sats", "status", "reference", "counterparty",
                    "idempotency_key", "created_at", "settled_at")
 _ADD_LEDGER_ROW = Prepared(insert(_LEDGER).values({name: bindparam(name) for name in _LEDGER_COLUMNS}))
@@ -184,12 +184,12 @@ def _check_spend(session: Executor, policy: Policy, user_id: int, amount: int, f
         raise PolicyDenied(decision.reason or "denied")
 
 
-def find_by_key(db: Database, key: str) -> Row | None:
+def find_by_key(db: Database, key: str) -> ResultRow | None:
     """The movement recorded under an idempotency key: id, user_id, reference, amounts, status."""
     return db.execute(_BY_KEY, {"key": key}).first()
 
 
-def replay_of(db: Database, found: Row) -> Receipt:
+def replay_of(db: Database, found: ResultRow) -> Receipt:
     """The receipt of a movement done earlier (a replay), with the owner's balance now."""
     now_balance = db.execute(_BALANCE, {"uid": found.user_id}).scalar()
     return Receipt(
@@ -198,7 +198,7 @@ def replay_of(db: Database, found: Row) -> Receipt:
 
 
 def _deadlocked(exc: OperationalError) -> bool:
-    args = getattr(exc.orig, "args", ())
+    args: tuple = getattr(exc.orig, "args", ())
     return bool(args) and args[0] in _DEADLOCK_CODES
 
 
@@ -316,7 +316,7 @@ def transfer(
                                  balance=after)),
                 (recipient_phone, to_recipient),
             ])
-            return Receipt(ref, amount, fee, after, SETTLED, debit_id)
+            return Receipt(ref, amount, fee, after, SETTLED, debit_id or 0)  # 0: no id (the default)
 
     return run_once(db, key, work)
 
@@ -400,18 +400,18 @@ def post_reserved(s: Session, transaction_id: int, memo: str, **values: object) 
     settled once, inside the caller's transaction (`values`: more columns, e.g. the M-Pesa
     receipt); its reserve leaves the in-flight account for the asset that paid it, its fee for
     income. Returns the row and its owner (for the receipt), or None if it was not pending."""
-    moved = s.execute(update(Transaction).where(Transaction.id == transaction_id, Transaction.status == PENDING)
-                      .values(status=SETTLED, settled_at=utcnow(), **values)).rowcount
+    moved = cast(CursorResult, s.execute(update(Transaction).where(Transaction.id == transaction_id,
+        Transaction.status == PENDING).values(status=SETTLED, settled_at=utcnow(), **values))).rowcount
     if moved != 1:
         return None
-    row = s.get(Transaction, transaction_id)
+    row = s.get_one(Transaction, transaction_id)  # moved above: NoResultFound if missing all the same
     in_flight, pending_kind, _void = _RESERVED_BY[row.type]
     paid_from, post_kind = _PAID_FROM[row.type]
     journal.record(s, post_kind, row.reference, [journal.house(in_flight, row.amount_sats + row.fee_sats),
                                                  journal.house(paid_from, -row.amount_sats),
                                                  journal.house(FEES, -row.fee_sats)],
                    transaction_id=row.id, follows=journal.entry_of(s, row.id, pending_kind), memo=memo)
-    return row, s.get(User, row.user_id)
+    return row, users.owner(s, row.user_id)
 
 
 def release(s: Session, transaction_id: int, note: str = "") -> tuple[Transaction, int, User] | None:
@@ -419,21 +419,21 @@ def release(s: Session, transaction_id: int, note: str = "") -> tuple[Transactio
     inside the caller's transaction. Returns the row, the new balance and its owner (for the SMS),
     or None if it was not pending. `note` replaces the row's description (an operator's reason)."""
     values = {"status": FAILED, "settled_at": utcnow(), **({"description": note[:255]} if note else {})}
-    moved = s.execute(
+    moved = cast(CursorResult, s.execute(
         update(Transaction)
         .where(Transaction.id == transaction_id, Transaction.status == PENDING, Transaction.direction == DEBIT)
         .values(**values)
-    ).rowcount
+    )).rowcount
     if moved != 1:
         return None
-    row = s.get(Transaction, transaction_id)
+    row = s.get_one(Transaction, transaction_id)  # moved above: NoResultFound if missing all the same
     after = credit(s, row.user_id, row.amount_sats + row.fee_sats)
     reserved = row.amount_sats + row.fee_sats
     in_flight, pending_kind, void_kind = _RESERVED_BY.get(row.type, _RESERVED_BY[SEND])
     journal.record(s, void_kind, row.reference,
                    [journal.house(in_flight, reserved), journal.customer(row.user_id, -reserved)],
                    transaction_id=row.id, follows=journal.entry_of(s, row.id, pending_kind), memo=note)
-    return row, after, s.get(User, row.user_id)
+    return row, after, users.owner(s, row.user_id)
 
 
 def pay_request(db: Database, policy: Policy, payer: UserView, request_id: int, key: str) -> Receipt:
@@ -445,19 +445,19 @@ def pay_request(db: Database, policy: Policy, payer: UserView, request_id: int, 
             request = s.get(PaymentRequest, request_id)
             if request is None or request.status != PENDING or request.payer_phone != payer.phone:
                 raise RequestClosed(str(request_id))
-            claimed = s.execute(
+            claimed = cast(CursorResult, s.execute(
                 update(Invoice)
                 .where(Invoice.id == request.invoice_id, Invoice.status == PENDING, Invoice.expires_at > utcnow())
                 .values(status=PAID, paid_at=utcnow())
-            ).rowcount
+            )).rowcount
             if claimed != 1:
                 raise RequestClosed(str(request_id))
             s.execute(update(PaymentRequest).where(PaymentRequest.id == request_id).values(status=PAID))
             amount = request.amount_sats
             fee = policy.fee_sats("internal", amount)
             after, requester_balance = _move_between(s, policy, payer.id, request.requester_id, amount, fee)
-            requester = s.get(User, request.requester_id)
-            invoice = s.get(Invoice, request.invoice_id)
+            requester = users.owner(s, request.requester_id)
+            invoice = s.get_one(Invoice, request.invoice_id)  # claimed above
             row = Transaction(
                 user_id=payer.id, type=INVOICE, direction=DEBIT, amount_sats=amount, fee_sats=fee,
                 status=SETTLED, reference=invoice.reference, counterparty=requester.phone,
