@@ -6,7 +6,7 @@ from __future__ import annotations
 from helpers.infra.phone import normalise
 from helpers.mpesa.provider import normalise_code
 from helpers.ussd import quoting
-from helpers.ussd.screen import Ctx, deny_text, expired
+from helpers.ussd.screen import Ctx, begin_acting, deny_text, expired
 from helpers.ussd.walker import End, Push, Result, Retry
 from helpers.wallet import transactions, use_cases
 from helpers.wallet.errors import CodeAlreadyUsed, PolicyDenied, TopupNotConfirmed
@@ -71,6 +71,8 @@ class TopupConfirm:
         if again is not None:
             return again
         quote = quoting.quote_of(ctx, data["quote"])
+        if (refused := begin_acting(ctx)) is not None:  # continued elsewhere meanwhile: only there
+            return refused
         try:
             receipt = use_cases.top_up_with_code(ctx.svc, ctx.user, quote, data["code"], ctx.key)
         except TopupNotConfirmed:
@@ -105,6 +107,8 @@ class TopupPush:
         if again is not None:
             return again
         quote = quoting.quote_of(ctx, data["quote"])
+        if (refused := begin_acting(ctx)) is not None:  # continued elsewhere meanwhile: only there
+            return refused
         started = use_cases.top_up_by_push(ctx.svc, ctx.user, quote, ctx.key)
         if started.replay:
             return End(ctx.t("replay", ref=started.reference))

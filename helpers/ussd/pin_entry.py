@@ -11,9 +11,9 @@ from collections.abc import Callable
 
 from helpers.infra.phone import local
 from helpers.infra.text import is_digits
-from helpers.ussd import actions, quoting, sessions
+from helpers.ussd import actions, quoting
 from helpers.ussd.business_screens import payee
-from helpers.ussd.screen import Ctx, deny_text, expired
+from helpers.ussd.screen import Ctx, begin_acting, deny_text, expired
 from helpers.ussd.walker import Back, End, Home, Push, Result, Retry
 from helpers.wallet import transactions, users
 from helpers.wallet.errors import AccountLocked
@@ -123,23 +123,26 @@ class PinStep:
         refusal, check = check_pin(ctx, token, debit_follows=data["action"] in actions.DEBIT_FIRST)
         if check is None:  # wrong, locked or not a PIN: `refusal` says which
             return refusal or expired(ctx)
-        if not sessions.begin_acting(ctx.svc.db, ctx.req.session_id):
-            # continued in another session meanwhile (only that one may pay), or another request
-            # of this one is paying: say what it did, if it recorded a movement already
-            moved = transactions.find_by_key(ctx.svc.db, ctx.key)
-            return End(ctx.t("replay", ref=moved.reference)) if moved is not None else expired(ctx)
-        ctx.acting = True
+        refused = begin_acting(ctx)
+        if refused is not None:
+            return refused
         try:
             reply = actions.ACTIONS[data["action"]](ctx, data, check.proof)
         except AccountLocked as exc:  # a parallel wrong guess locked the account after our read
             return End(ctx.t("pin.locked", minutes=exc.minutes))
         except Exception:
             if check.unordered and (refusal := nothing_moved_recheck(ctx, token)) is not None:
-                return refusal
+                return _ended(refusal)
             raise
         if check.unordered and (refusal := nothing_moved_recheck(ctx, token)) is not None:
-            return refusal
+            return _ended(refusal)
         return End(reply)
+
+
+def _ended(result: Result) -> End:
+    """After acting, the session ends whatever the answer: a re-prompt would reopen it on a
+    resumable screen (the PIN) that another dial could continue."""
+    return result if isinstance(result, End) else End(getattr(result, "message", ""))
 
 
 def nothing_moved_recheck(ctx: Ctx, token: str) -> Result | None:

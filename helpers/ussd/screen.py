@@ -12,6 +12,7 @@ from helpers.infra.i18n import CATALOGS, gsm7_length, t
 from helpers.infra.refs import idempotency_key
 from helpers.infra.text import parse_digits
 from helpers.lightning.lnurl_pay import PayParams
+from helpers.ussd import sessions
 from helpers.ussd.walker import MAX_SCREEN, End, Result, Retry
 from helpers.wallet import invoices, transactions
 from helpers.wallet.services import Services
@@ -142,6 +143,17 @@ def pick_recent(ctx: Ctx, token: str, kind: str, recent: Callable[[], list[str]]
             return Retry(ctx.t("error.option"))
         ctx.choices[slot] = listed[int(token) - 1]
     return str(ctx.choices[slot])
+
+
+def begin_acting(ctx: Ctx) -> End | None:
+    """Mark this session acting before its step moves or starts money (sessions.begin_acting).
+    None: act. Else the END to answer: the session was continued in another one meanwhile (only
+    that one may act), or another request of this one is acting (what it recorded, if anything)."""
+    if not sessions.begin_acting(ctx.svc.db, ctx.req.session_id):
+        moved = transactions.find_by_key(ctx.svc.db, ctx.key)
+        return End(ctx.t("replay", ref=moved.reference)) if moved is not None else expired(ctx)
+    ctx.acting = True
+    return None
 
 
 def expired(ctx: Ctx) -> End:

@@ -311,4 +311,5 @@ def not_offered_again(db: Database, session_id: str) -> None:
     """A dropped session the caller chose not to continue: it is not offered again (its state is
     no longer a resumable screen), and left as it was otherwise."""
     with db.write() as s:
-        s.execute(update(_SESSIONS).where(_SESSIONS.c.session_id == session_id).values(state="declined"))
+        s.execute(update(_SESSIONS).where(_SESSIONS.c.session_id == session_id, _SESSIONS.c.active.is_(True),
+                                          _SESSIONS.c.state.in_(RESUMABLE)).values(state="declined"))

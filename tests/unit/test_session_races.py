@@ -172,3 +172,27 @@ def test_close_to_continue_takes_only_an_open_session_on_a_resumable_screen(alic
     assert row(wallet, alice.session_id)[0] is False
     assert sessions.close_to_continue(wallet.db, alice.session_id) is False  # once
     assert sessions.begin_acting(wallet.db, alice.session_id) is False  # taken over: never acts
+
+
+def test_declining_the_offer_does_not_undo_the_acting_mark(alice, wallet, client, monkeypatch):
+    """S2 was offered S1 (dropped at its PIN screen); S1's PIN step begins paying, then S2 answers
+    '2 Start over': the decline must not overwrite the mark, so S1 ends closed once paid and a
+    repeat of its PIN step does not act again."""
+    alice.run("1", BOB_LOCAL, str(SENT), "1")  # S1 at the PIN screen
+    s2 = Dialer(client, DEMO[0])
+    assert s2.start().startswith("CON " + t("en", "resume", what="x").split("\n")[0])
+    b0 = balance(wallet, DEMO[1])
+    during: list[tuple[bool, str]] = []
+
+    def decline() -> None:
+        assert main_menu(s2.press("2"))
+        during.append(row(wallet, alice.session_id))
+
+    hook_once(monkeypatch, "begin_acting", alice.session_id, after=decline)
+    assert alice.press(PIN).startswith("END Sent")
+    assert during == [(True, sessions.ACTING)]
+    assert row(wallet, alice.session_id)[0] is False  # ended once paid
+    repeat = Dialer(client, DEMO[0])
+    repeat.session_id, repeat.inputs = alice.session_id, list(alice.inputs[:-1])
+    assert repeat.press(PIN).startswith("END ")
+    assert balance(wallet, DEMO[1]) == b0 + SENT
