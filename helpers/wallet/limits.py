@@ -71,6 +71,11 @@ def count_in(conn: Connection, events: list[tuple[str, int]]) -> list[int]:
     return _count_on(conn, events, [1] * len(events))
 
 
+def uncount_in(conn: Connection, events: list[tuple[str, int]]) -> list[int]:
+    """Take back one event counted by count_in (its rows exist), in the caller's transaction."""
+    return _count_on(conn, events, [-1] * len(events))
+
+
 def _count_on(conn: Connection, events: Sequence[tuple[str, int]], amounts: list[int]) -> list[int]:
     """`_count` inside the caller's transaction."""
     now = utcnow()

@@ -13,10 +13,12 @@ import secrets
 import time
 import uuid
 from dataclasses import dataclass
+from typing import cast
 
 import pyotp
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -28,7 +30,7 @@ from helpers.infra.phone import mask
 from helpers.infra.refs import new_reference
 from helpers.wallet import journal, limits, transactions, users
 from helpers.wallet.errors import AccountLocked, InsufficientBalance
-from models import (ADJUST, ADJUSTMENTS, DEBIT, SETTLED, AuditEntry, Operator, RateCounter, Transaction, User,
+from models import (ADJUST, ADJUSTMENTS, DEBIT, SETTLED, AuditEntry, Operator, Transaction, User,
                     utcnow)
 
 log = logging.getLogger(__name__)
@@ -103,49 +105,54 @@ def login(db: Database, username: str, password: str, code: str, source: str) ->
     """Check a password and a TOTP code (each code once). From an address with MAX_FAILED_LOGINS
     wrong tries for this name, or MAX_FAILED_PER_ADDRESS for any names, in this window of
     THROTTLE_MINUTES, nothing is checked until the window ends. A wrong try is counted and audited
-    (action login-failed); unknown names take the same time and get the same answers as known ones."""
+    (action login-failed); unknown names take the same time and get the same answers as known ones.
+
+    The try is counted first, by the counters' atomic upsert, so parallel tries cannot all pass
+    the limit (a right one is uncounted after); the password is hashed outside any transaction,
+    so no try holds a lock (on SQLite, the one writer's) while it is checked. A sign-in issues a
+    new session key: every earlier console session of the operator ends."""
     window = THROTTLE_MINUTES * 60
     now_s = time.time()
     bucket = int(now_s // window)
-    keys = [_throttle_key("signin-name", username, source), _throttle_key("signin-addr", source)]
+    events = [(_throttle_key("signin-name", username, source), bucket), (_throttle_key("signin-addr", source), bucket)]
     retry = int((bucket + 1) * window - now_s) // 60 + 1
     with db.write() as s:
-        name_failures, address_failures = _failures(s, keys, bucket)
-        if name_failures >= MAX_FAILED_LOGINS or address_failures >= MAX_FAILED_PER_ADDRESS:
-            return Login(False, retry_minutes=retry)
-        operator = s.scalar(select(Operator).where(Operator.username == username).with_for_update())
-        right = _password_and_code_right(operator, password, code, now_s)
+        name_tries, address_tries = limits.count_in(s.connection(), events)
+    if name_tries > MAX_FAILED_LOGINS or address_tries > MAX_FAILED_PER_ADDRESS:
+        return Login(False, retry_minutes=retry)
+    with db.read() as s:
+        operator = s.scalar(select(Operator).where(Operator.username == username))
+    right = _password_and_code_right(operator, password, code, now_s)
+    with db.write() as s:
         if operator is None or right is None:
-            _count_failure(s, keys, bucket, operator)
+            if operator is not None:
+                s.execute(update(Operator).where(Operator.id == operator.id)
+                          .values(failed_logins=Operator.failed_logins + 1))
             audit(s, username[:64], "login-failed", source, "unknown operator" if operator is None else "wrong")
             return Login(False)
+        limits.uncount_in(s.connection(), events)  # a right try is not a failure
         if operator.locked_until is not None and operator.locked_until > utcnow():
             audit(s, username, "login-refused", source, "locked")
             return Login(False, locked=True)
         if operator.totp_secret is None:
             audit(s, username, "login-refused", source, "no second factor")
             return Login(False, no_second_factor=True)
-        operator.failed_logins, operator.last_login_at, operator.totp_last_step = 0, utcnow(), right
-        operator.session_key = operator.session_key or _new_session_key()
+        key = _new_session_key()
+        # the code's step is taken once, whatever the races: a second sign-in with it finds it used
+        taken = update(Operator).where(Operator.id == operator.id, or_(Operator.totp_last_step.is_(None),
+                                                                          Operator.totp_last_step < right))
+        if cast(CursorResult, s.execute(taken.values(failed_logins=0, last_login_at=utcnow(), totp_last_step=right,
+                                                     session_key=key))).rowcount != 1:
+            limits.count_in(s.connection(), events)
+            audit(s, username, "login-failed", source, "code used")
+            return Login(False)
         audit(s, username, "login", source, "")
-        return Login(True, operator_id=operator.id, session_key=operator.session_key)
+        return Login(True, operator_id=operator.id, session_key=key)
 
 
 def _throttle_key(kind: str, *parts: str) -> str:
     """A counter's key: a digest, so a long name and an IPv6 address fit the column."""
     return f"{kind}:" + hashlib.sha256("\0".join(parts).encode()).hexdigest()[:40]
-
-
-def _failures(s: Session, keys: list[str], bucket: int) -> list[int]:
-    found = dict(s.execute(select(RateCounter.key, RateCounter.count)
-                           .where(RateCounter.key.in_(keys), RateCounter.bucket == bucket)).all())
-    return [int(found.get(key, 0)) for key in keys]
-
-
-def _count_failure(s: Session, keys: list[str], bucket: int, operator: Operator | None) -> None:
-    limits.count_in(s.connection(), [(key, bucket) for key in keys])
-    if operator is not None:
-        operator.failed_logins += 1
 
 
 def _password_and_code_right(operator: Operator | None, password: str, code: str, now_s: float) -> int | None:
@@ -168,9 +175,9 @@ def _code_step(secret: str, code: str, now_s: float) -> int | None:
     """The 30-s time step whose code `code` is (this one, or one either side for clock drift)."""
     totp = pyotp.TOTP(secret)
     now_step = totp.timecode(dt.datetime.fromtimestamp(now_s, dt.UTC))
-    typed = "".join(code.split())
+    typed = "".join(code.split()).encode()  # bytes: compare_digest refuses non-ASCII text (a 500)
     for step in (now_step - 1, now_step, now_step + 1):
-        if hmac.compare_digest(totp.generate_otp(step), typed):
+        if hmac.compare_digest(totp.generate_otp(step).encode(), typed):
             return step
     return None
 

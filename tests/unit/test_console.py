@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import html
 import re
+import threading
+import time
 
 import pyotp
 import pytest
@@ -17,6 +19,16 @@ from models import ADJUSTMENTS, AuditEntry, JournalEntry, LedgerAccount, Operato
 from tests.conftest import DEMO, PIN, balance, configure, outbox
 
 PASSWORD = "correct horse battery"
+
+
+@pytest.fixture(autouse=True)
+def one_throttle_window():
+    """Sign-in tries are counted in fixed windows (operators.THROTTLE_MINUTES): a test that counts
+    them must not straddle a window's end. Near one, wait for the next window to begin."""
+    window = operators.THROTTLE_MINUTES * 60
+    left = window - time.time() % window
+    if left < 60:
+        time.sleep(left + 0.5)
 
 
 @pytest.fixture
@@ -406,3 +418,47 @@ def test_a_credit_from_the_command_line_is_audited_in_its_transaction(runner, wa
     (line,) = audit_lines(wallet, "credit")
     assert (line.operator, line.subject, line.reason) == ("cli", DEMO[0], "ticket 9: lost top-up")
     assert balance(wallet, DEMO[0]) == before + 900
+
+
+@pytest.mark.parametrize("code", ["１２３４５６", "12345é", "\u0661\u0662\u0663\u0664\u0665\u0666"])
+def test_a_code_in_other_characters_is_a_wrong_try_never_a_500(client, operator, wallet, code):
+    """Full-width or Arabic-Indic digits, or any non-ASCII text, as the TOTP code: refused and
+    counted like any wrong try (a TypeError here used to answer 500 and count nothing)."""
+    for n in range(operators.MAX_FAILED_LOGINS):
+        assert sign_in(client, code=code, address=ATTACKER).status_code == 401, n
+    assert sign_in(client, address=ATTACKER).status_code == 429
+    assert len(audit_lines(wallet, "login-failed")) == operators.MAX_FAILED_LOGINS
+
+
+def test_a_new_sign_in_ends_every_earlier_session_of_the_operator(client, operator, wallet):
+    sign_in(client)
+    thief = stolen_copy(client)
+    assert thief.get("/admin/").status_code == 200
+    other = client.application.test_client()
+    assert sign_in(other).status_code == 302  # the operator signs in again (another device)
+    assert thief.get("/admin/").status_code == 302 and client.get("/admin/").status_code == 302
+    assert other.get("/admin/").status_code == 200
+
+
+def test_parallel_wrong_tries_from_one_address_do_not_pass_the_limit(app, operator, wallet):
+    """Each try is counted before it is checked (the counters' atomic upsert), so tries sent at
+    once cannot all read a count under the limit and all be checked."""
+    tries = operators.MAX_FAILED_LOGINS * 2
+    gate = threading.Barrier(tries)
+    answers: list[int] = []
+
+    def attempt(n: int) -> None:
+        client = app.test_client()
+        token = csrf_of(client.get("/admin/login").get_data(as_text=True))
+        gate.wait()
+        answers.append(client.post("/admin/login", data={"csrf": token, "username": "wanjiru",
+                                                         "password": f"wrong {n}", "code": "000000"},
+                                   environ_base={"REMOTE_ADDR": ATTACKER}).status_code)
+
+    threads = [threading.Thread(target=attempt, args=(n,)) for n in range(tries)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(answers) == [401] * operators.MAX_FAILED_LOGINS + [429] * (tries - operators.MAX_FAILED_LOGINS)
+    assert len(audit_lines(wallet, "login-failed")) == operators.MAX_FAILED_LOGINS
