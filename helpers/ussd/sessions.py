@@ -294,17 +294,15 @@ def close_to_continue(db: Database, session_id: str) -> bool:
 
 
 def begin_acting(db: Database, session_id: str) -> bool:
-    """The PIN step of this session is about to move money: mark it so no other session offers
+    """A step of this session is about to move or start money: mark it so no other session offers
     or continues it, and no other request of it acts or saves over the mark. False: the session
     was taken over (continued in another session), has ended, or another of its requests is
-    acting: it must not act. A session with no row yet (a whole path in one request) cannot have
-    been taken over."""
+    acting: it must not act. A session with no row never acts: nothing was asked in it yet (its
+    path came in the dialled code; a reply that asks for a PIN writes the row at once)."""
     with db.write() as s:
-        if cast(CursorResult, s.execute(update(_SESSIONS).where(
-                _SESSIONS.c.session_id == session_id, _SESSIONS.c.active.is_(True), _SESSIONS.c.state != ACTING)
-                .values(state=ACTING))).rowcount == 1:
-            return True
-        return s.scalar(select(_SESSIONS.c.id).where(_SESSIONS.c.session_id == session_id)) is None
+        return cast(CursorResult, s.execute(update(_SESSIONS).where(
+            _SESSIONS.c.session_id == session_id, _SESSIONS.c.active.is_(True), _SESSIONS.c.state != ACTING)
+            .values(state=ACTING))).rowcount == 1
 
 
 def not_offered_again(db: Database, session_id: str) -> None:

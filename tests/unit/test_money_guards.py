@@ -143,3 +143,20 @@ def test_a_pin_typed_wrong_is_never_kept_for_a_resume_nor_replayed(alice, wallet
         alice.press("1")  # continue: whatever is replayed must not be a PIN typed before
     with wallet.db.read() as s:
         assert s.scalar(select(User.pin_failures).where(User.phone == alice.phone)) == failures
+
+
+# ------------------------------------------------------------------ survivors of make mutation (docs/mutation.md)
+def test_a_withdrawal_of_the_whole_balance_goes_through_and_is_described(alice, wallet):
+    """The policy sees the balance before the reservation (what is left + sats + fee): a customer
+    can withdraw everything they have, fee included. The statement line says what it was."""
+    from tests.conftest import withdraw_terms
+
+    kes, sats, fee, _price = withdraw_terms(KES_MIN)
+    rest = balance(wallet, DEMO[0]) - (sats + fee)
+    assert alice.run("1", BOB_LOCAL, str(rest), "1", PIN).startswith("END Sent")  # what is left: the cost
+    assert balance(wallet, DEMO[0]) == sats + fee
+    reply = alice.run("5", str(kes), "1", PIN)
+    assert reply.startswith("END ") and balance(wallet, DEMO[0]) == 0, reply
+    with wallet.db.read() as s:
+        described = s.scalar(text("SELECT description FROM transactions WHERE type = 'withdraw'"))
+    assert described == f"M-Pesa withdrawal KES {kes}"
