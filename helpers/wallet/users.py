@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field, replace
 
+from collections.abc import Callable
 from typing import cast
 
 from sqlalchemy import Table, bindparam, insert, select, update
@@ -72,13 +73,17 @@ def get_or_create(session: Session, phone: str, language: str, service_code: str
     return user, True
 
 
-def register(db: Database, phone: str, language: str, service_code: str) -> UserView:
-    """Find or create the user for a dialling phone; a new user gets a welcome SMS."""
+def register(db: Database, phone: str, language: str, service_code: str,
+             also: Callable[[Session], None] | None = None) -> UserView:
+    """Find or create the user for a dialling phone; a new user gets a welcome SMS, and `also` (an
+    operator's audit line) runs in the same transaction when the user is created."""
     try:
         with db.write() as s:
             user, created = get_or_create(s, phone, language, service_code)
             if created:
                 sms.queue(s, phone, t(language, "sms.welcome", code=service_code))
+                if also is not None:
+                    also(s)
                 s.flush()
             return UserView.of(user)
     except IntegrityError:

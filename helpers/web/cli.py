@@ -324,7 +324,8 @@ def create_user(phone: str, language: str) -> None:
     e164 = normalise(phone, svc.settings.default_region)
     if e164 is None:
         raise click.ClickException(f"{phone!r} is not a valid mobile number")
-    user = users.register(svc.db, e164, language, svc.service_code)
+    user = users.register(svc.db, e164, language, svc.service_code, also=lambda s: operators.audit(
+        s, CLI, "create-user", e164, "registered from the command line", language))
     click.echo(f"user {user.id} {mask(e164)} ready")
 
 @commands.command("credit")

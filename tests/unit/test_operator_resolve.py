@@ -101,3 +101,22 @@ class TestResolveMpesa:
         (line,) = audit_lines(wallet, "resolve-mpesa")
         assert (line.subject, line.detail) == (request.reference, "failed")
         assert balance(wallet, alice.phone) == before
+
+
+def test_create_user_and_its_audit_line_are_one_transaction(runner, wallet, monkeypatch):
+    """An operator registering a customer from the command line is audited with it: if the audit
+    line cannot be written, no customer is created (issue 31, item 6)."""
+    from models import User
+
+    def refuse(*_args, **_kwargs):
+        raise RuntimeError("audit log unavailable")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(operators, "audit", refuse)
+        assert runner.invoke(args=["create-user", "0744555777"]).exit_code != 0
+    with wallet.db.read() as s:
+        assert s.scalar(select(User.id).where(User.phone == "+254744555777")) is None
+    assert runner.invoke(args=["create-user", "0744555777"]).exit_code == 0
+    with wallet.db.read() as s:
+        lines = list(s.scalars(select(AuditEntry).where(AuditEntry.action == "create-user")))
+    assert [(a.subject, a.operator) for a in lines] == [("+254744555777", "cli")]
