@@ -378,13 +378,17 @@ def _no_request():
     return ~select(MpesaRequest.id).where(MpesaRequest.transaction_id == Transaction.id).exists()
 
 
-def orphans(db: Database, older_than_s: int = 0, limit: int = 100) -> list[Transaction]:
-    """Reserved payouts in KES (withdrawals, tills, paybills) with no M-Pesa request, oldest first."""
+def orphans(db: Database, older_than_s: int = 0, limit: int = 100, reference: str | None = None
+            ) -> list[Transaction]:
+    """Reserved payouts in KES (withdrawals, tills, paybills) with no M-Pesa request, oldest first
+    (with `reference`: that movement's, if it is one)."""
     since = utcnow() - dt.timedelta(seconds=older_than_s)
+    query = select(Transaction).where(Transaction.type == WITHDRAW, Transaction.status == PENDING,
+                                      Transaction.created_at <= since, _no_request())
+    if reference is not None:
+        query = query.where(Transaction.reference == reference)
     with db.read() as s:
-        return list(s.scalars(select(Transaction).where(
-            Transaction.type == WITHDRAW, Transaction.status == PENDING, Transaction.created_at <= since,
-            _no_request()).order_by(Transaction.id).limit(limit)))
+        return list(s.scalars(query.order_by(Transaction.id).limit(limit)))
 
 
 def void_orphan(db: Database, transaction_id: int, also: Callable[[Session], None] | None = None) -> bool:

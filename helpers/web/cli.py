@@ -376,7 +376,7 @@ def resolve_mpesa(reference: str, outcome: str, receipt: str, reason: str) -> No
     reserved without an M-Pesa request can only be refunded."""
     svc = services()
     reference = reference.strip().upper()
-    orphan = next((row for row in mpesa_flows.orphans(svc.db, limit=10_000) if row.reference == reference), None)
+    orphan = next(iter(mpesa_flows.orphans(svc.db, limit=1, reference=reference)), None)
     if orphan is not None:  # reserved, and M-Pesa never asked: it can only be refunded
         if outcome == "paid":
             raise click.ClickException(f"{reference} has no M-Pesa request: M-Pesa was never asked to pay it. "
