@@ -5,27 +5,46 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The interpreter the virtualenvs are made from: 3.11 or 3.12 (hyperon 0.2.10, the MeTTa engine,
+# ships wheels for CPython 3.10 to 3.12 only, and the code needs 3.11). Another: make PYTHON=python3.12
+PYTHON ?= python3
+PYTHON_OK := import sys; v = sys.version_info[:2]; sys.exit(0 if (3, 11) <= v <= (3, 12) else \
+	"$(PYTHON) is Python %d.%d: this project needs Python 3.11 or 3.12 (hyperon, the MeTTa engine, has no wheel " \
+	"for other versions). Install Python 3.11 or 3.12 and run, for example: make PYTHON=python3.11" % v)
 # A real LNbits for the Lightning tests, in its own virtualenv (its pins clash with ours).
 LNBITS_VENV ?= .lnbits-venv
 LNBITS_STAMP := $(LNBITS_VENV)/.installed
 
 .PHONY: run test test-fast mutation test-sqlite test-mysql test-galera stack lint bench clean golden-update lock
 
-$(STAMP): requirements.lock
-	python3 -m venv $(VENV)
+# The app and its tests at the versions of requirements-dev.lock, each file checked against its
+# hash; then the project itself, editable, for the `satspesa` command (.venv/bin/satspesa).
+$(STAMP): requirements-dev.lock pyproject.toml
+	@$(PYTHON) -c '$(PYTHON_OK)'
+	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements.lock
+	$(PY) -m pip install -q --require-hashes -r requirements-dev.lock
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-# The lock: resolve requirements-dev.txt (with requirements.txt) in a fresh venv, freeze it.
+# The locks, with every file's hash: requirements.lock (requirements.txt: what the image installs)
+# and requirements-dev.lock (requirements-dev.txt at the same versions: what `make` installs).
+# A version already locked stays (uv keeps the output file's pins); to move one:
+#   make lock LOCK_ARGS="--upgrade-package flask"
+UV_VERSION := 0.13.9
+LOCK_ARGS ?=
 lock:
-	rm -rf .lock-venv && python3 -m venv .lock-venv
-	.lock-venv/bin/python -m pip install -q -r requirements-dev.txt
-	{ head -n 3 requirements.lock; .lock-venv/bin/python -m pip freeze; } > requirements.lock.new
-	mv requirements.lock.new requirements.lock && rm -rf .lock-venv
+	@$(PYTHON) -c '$(PYTHON_OK)'
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install -q "uv==$(UV_VERSION)"
+	.lock-venv/bin/uv pip compile -q --generate-hashes --python-version 3.11 --custom-compile-command "make lock" \
+		$(LOCK_ARGS) -o requirements.lock requirements.txt
+	.lock-venv/bin/uv pip compile -q --generate-hashes --python-version 3.11 --custom-compile-command "make lock" \
+		$(LOCK_ARGS) -c requirements.lock -o requirements-dev.lock requirements-dev.txt
+	rm -rf .lock-venv
 
 $(LNBITS_STAMP):
-	python3 -m venv $(LNBITS_VENV)
+	$(PYTHON) -m venv $(LNBITS_VENV)
 	$(LNBITS_VENV)/bin/python -m pip install -q "lnbits==1.6.2" "bitstring<5"
 	touch $(LNBITS_STAMP)
 

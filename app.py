@@ -128,10 +128,50 @@ def _migrate(db: Database) -> None:
         db.migrate()
 
 
-if __name__ == "__main__":
+def _create_app_or_exit() -> Flask:
+    """create_app(), or exit with one line naming the setting that is wrong (no traceback)."""
     try:
-        application = create_app()
+        return create_app()
     except (ConfigError, LightningConfigError, MpesaConfigError, AirtimeConfigError, prices.PriceConfigError) as exc:
-        # one line naming the setting
         raise SystemExit(f"configuration: {exc}") from None
-    application.run(host=os.environ.get("HOST", "127.0.0.1"), port=int(os.environ.get("PORT", "5000")))
+
+
+def main() -> None:
+    """The `satspesa` command (pyproject.toml): the Flask CLI with this app, so `satspesa db-upgrade`,
+    `satspesa worker`, `satspesa operator add NAME`, `satspesa run` need no `--app`."""
+    from flask.cli import FlaskGroup
+
+    FlaskGroup(name="satspesa", create_app=_create_app_or_exit,
+               help="The USSD Lightning wallet's commands (the Flask CLI with this app).")()
+
+
+def first_minutes(app: Flask, host: str, port: int) -> str:
+    """What `make run` prints before serving: where everything is, in plain words."""
+    settings: Settings = app.extensions["wallet"].settings
+    base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"  # noqa: S104 (compared, not bound)
+    here = os.path.dirname(sys.executable)
+    command = os.path.join(here, "satspesa")
+    if not os.path.exists(command):
+        command = f"{sys.executable} -m flask --app app"
+    ussd = "/ussd/<USSD_CALLBACK_TOKEN>" if settings.ussd_callback_token else "/ussd"
+    lines = [
+        "",
+        f"The wallet is running ({'demo: ' if settings.demo_mode else ''}{settings.database_url.split(':')[0]} "
+        f"database, {settings.lightning_backend} Lightning). Stop it with Ctrl+C.",
+        f"  USSD endpoint (Africa's Talking posts here): {base}{ussd}",
+        f"  Phone simulator in your browser:             {base}/simulator" if settings.simulator_enabled
+        else "  Phone simulator: off (SIMULATOR_ENABLED=0)",
+        f"  Operator console:                            {base}/admin/",
+        f"  Health:                                      {base}/status",
+        f"  Create an operator for the console (in another terminal): {command} operator add NAME",
+        f"  Every command: {command} --help",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    application = _create_app_or_exit()
+    bind_host, bind_port = os.environ.get("HOST", "127.0.0.1"), int(os.environ.get("PORT", "5000"))
+    print(first_minutes(application, bind_host, bind_port), flush=True)
+    application.run(host=bind_host, port=bind_port)
