@@ -17,35 +17,39 @@ import multiprocessing
 import os
 import re
 import tempfile
+from pathlib import Path
 
 from gunicorn.glogging import Logger
 
 MAX_WORKERS = 8  # each worker holds its own MeTTa engine and DB pool (DB_POOL_SIZE connections)
 
 
-def _int_env(name: str, default: int, minimum: int = 1) -> int:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise SystemExit(f"gunicorn.conf.py: {name} must be an integer, got {raw!r}") from exc
-    if value < minimum:
-        raise SystemExit(f"gunicorn.conf.py: {name} must be >= {minimum}, got {value}")
-    return value
+def _checked_settings() -> dict:
+    """Every app setting checked as this file is read, before gunicorn starts anything (PORT,
+    WEB_CONCURRENCY and LOG_LEVEL among them, declared with the others in helpers/infra/settings.py):
+    a bad or refused one ends gunicorn with one line naming it, not a traceback per worker."""
+    from helpers.infra.config import ConfigError, finalise, load_config
 
+    try:
+        config = load_config(str(Path(__file__).resolve().parent / "instance"))
+        finalise(config)
+    except ConfigError as exc:
+        raise SystemExit(f"configuration: {exc}") from None
+    return config
+
+
+_SETTINGS = _checked_settings()
 
 # --- where we listen --------------------------------------------------------------------------
 # Always all interfaces: inside a container 127.0.0.1 would be unreachable. HOST is only for the
 # development server (`python app.py`), so it is deliberately ignored here.
-bind = [f"0.0.0.0:{_int_env('PORT', 8000)}"]
+bind = [f"0.0.0.0:{_SETTINGS['PORT'] or 8000}"]
 
 # --- workers ----------------------------------------------------------------------------------
 # cpu_count() sees the host's CPUs even inside a CPU-limited container, hence the cap; set
 # WEB_CONCURRENCY to match the container's real share. Mind the database: MySQL must accept
 # workers x (DB_POOL_SIZE + overflow) connections per machine.
-workers = _int_env("WEB_CONCURRENCY", min(2 * multiprocessing.cpu_count() + 1, MAX_WORKERS))
+workers = _SETTINGS["WEB_CONCURRENCY"] or min(2 * multiprocessing.cpu_count() + 1, MAX_WORKERS)
 
 # Sync workers, one request at a time per process: hyperon (MeTTa) objects are not thread-safe
 # and a USSD request is short. Scale with processes, not threads.
@@ -85,7 +89,7 @@ if os.path.isdir("/dev/shm"):
 # query) but not the body: AT's USSD form data (phone numbers, PIN entries) never appears in it.
 accesslog = "-"
 errorlog = "-"
-loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+loglevel = _SETTINGS["LOG_LEVEL"].lower()
 access_log_format = ACCESS_LOG_FORMAT = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms "%(a)s"'
 
 
@@ -184,19 +188,3 @@ def child_exit(server, worker):
 
     multiprocess.mark_process_dead(worker.pid)
 
-
-
-def _check_settings() -> None:
-    """Check the app's settings as this file is read, before gunicorn starts anything: a setting
-    that production refuses ends gunicorn with one line naming it, not a traceback per worker."""
-    from pathlib import Path
-
-    from helpers.infra.config import ConfigError, finalise, load_config
-
-    try:
-        finalise(load_config(str(Path(__file__).resolve().parent / "instance")))
-    except ConfigError as exc:
-        raise SystemExit(f"configuration: {exc}") from None
-
-
-_check_settings()
