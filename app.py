@@ -24,6 +24,7 @@ from helpers.infra import i18n, logs, sms
 from helpers.infra.config import ConfigError, finalise, load_config
 from helpers.infra.settings import Settings
 from helpers.airtime.provider import AirtimeConfigError, create_airtime
+from helpers.airtime.rail import AirtimeRail
 from helpers.mpesa.provider import MpesaConfigError, create_provider
 from helpers.ussd import sessions
 from helpers.wallet import demo, limits, prices
@@ -33,8 +34,25 @@ from helpers.web import admin, callbacks, cli, lnurl, probes, simulator, ussd_en
 from helpers.web import demo as demo_routes
 from helpers.web.common import plain, unavailable_reply
 from lightning import LightningConfigError, create_backend
+from models import AIRTIME_RAIL
 
 log = logging.getLogger("wallet")
+# What a bad setting raises while the app is built: each names the setting in one line.
+CONFIG_ERRORS = (ConfigError, LightningConfigError, MpesaConfigError, AirtimeConfigError, prices.PriceConfigError)
+
+
+def _one_line_for_a_bad_setting(kind: type[BaseException], value: BaseException, trace: Any) -> None:
+    """Every entry point that builds the app (`flask db-upgrade`, `flask worker`, any other `flask`
+    command, `python app.py`) stops on a bad setting with one line naming it and exit status 1,
+    not a traceback; any other uncaught error is printed as Python would."""
+    if isinstance(value, CONFIG_ERRORS):
+        print(f"configuration: {value}", file=sys.stderr)
+    else:
+        _python_hook(kind, value, trace)
+
+
+_python_hook = sys.excepthook
+sys.excepthook = _one_line_for_a_bad_setting
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
@@ -60,6 +78,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
                    sms.SmsDispatcher(db, sms.make_sender(settings)), settings)
     svc.openings = sessions.Openings(db, settings.write_behind_s)
     svc.airtime = create_airtime(settings)
+    svc.rails[AIRTIME_RAIL] = lambda made: AirtimeRail(made.airtime) if made.airtime is not None else None
     svc.prices = prices.PriceBook(db, settings, svc.policy)
     app.extensions["wallet"] = svc
     app.extensions["request_counter"] = limits.RequestCounter(db, settings.write_behind_s)
@@ -132,7 +151,7 @@ def _create_app_or_exit() -> Flask:
     """create_app(), or exit with one line naming the setting that is wrong (no traceback)."""
     try:
         return create_app()
-    except (ConfigError, LightningConfigError, MpesaConfigError, AirtimeConfigError, prices.PriceConfigError) as exc:
+    except CONFIG_ERRORS as exc:
         raise SystemExit(f"configuration: {exc}") from None
 
 
@@ -172,6 +191,7 @@ def first_minutes(app: Flask, host: str, port: int) -> str:
 
 if __name__ == "__main__":
     application = _create_app_or_exit()
-    bind_host, bind_port = os.environ.get("HOST", "127.0.0.1"), int(os.environ.get("PORT", "5000"))
+    served = application.extensions["wallet"].settings  # HOST and PORT checked with every other setting
+    bind_host, bind_port = served.host, served.port or 5000
     print(first_minutes(application, bind_host, bind_port), flush=True)
     application.run(host=bind_host, port=bind_port)
