@@ -219,7 +219,7 @@ class Settings:
     def from_mapping(cls, mapping: Mapping[str, Any]) -> Settings:
         """From upper-case names (a checked config mapping, or a test's few values); names it does
         not know (Flask's own) are left out, missing ones take the declared default. Raises ConfigError."""
-        values = {}
+        values: dict[str, Any] = {}
         for item in DECLARED:
             if item.name in mapping:
                 value = mapping[item.name]
