@@ -1,6 +1,7 @@
 """A fake BTCPay Server (Greenfield, the store's Lightning node) on loopback that checks every
-request against BTCPay's official OpenAPI templates in ../shared/specs/btcpay: path and method,
-the `Authorization: token <key>` header, and each body field against its schema."""
+request against what this project uses of BTCPay's official OpenAPI templates, condensed in
+tests/fakes/specs/btcpay.json (written from the official files by scripts/condense_specs.py):
+path and method, the `Authorization: token <key>` header, and each body field against its schema."""
 
 from __future__ import annotations
 
@@ -12,26 +13,21 @@ from urllib.parse import urlsplit
 
 from lightning import MockBackend, decode_invoice
 from tests.fakes.fake_http import FakeServer
-from tests.servers import ROOT
 
-SPEC_DIR = Path(ROOT).parent / "shared" / "specs" / "btcpay"
+CONDENSED = Path(__file__).resolve().parent / "specs" / "btcpay.json"
 API_KEY = "fake-btcpay-api-key-0123456789"
 STORE = "StoreId123"
 TYPES = {"string": str, "boolean": bool, "number": (int, float), "integer": int}
 
 
 class Spec:
-    def __init__(self, folder: Path = SPEC_DIR) -> None:
-        self.schemas: dict = {}
+    """The operations in tests/fakes/specs/btcpay.json."""
+
+    def __init__(self) -> None:
         self.operations: list[tuple[re.Pattern, str, dict]] = []
-        for path in sorted(folder.glob("swagger.template*.json")):
-            doc = json.loads(path.read_text())
-            self.schemas.update(doc.get("components", {}).get("schemas", {}))
-            for template, methods in doc.get("paths", {}).items():
-                pattern = re.compile("^" + re.sub(r"\{[^}]+\}", "([^/]+)", template) + "$")
-                for method, operation in methods.items():
-                    if isinstance(operation, dict) and method in ("get", "post", "put", "delete", "patch"):
-                        self.operations.append((pattern, method.upper(), operation))
+        for operation in json.loads(CONDENSED.read_text())["operations"]:
+            pattern = re.compile("^" + re.sub(r"\{[^}]+\}", "([^/]+)", operation["path"]) + "$")
+            self.operations.append((pattern, operation["method"], operation))
 
     def find(self, method: str, path: str) -> dict | None:
         for pattern, verb, operation in self.operations:
@@ -39,29 +35,18 @@ class Spec:
                 return operation
         return None
 
-    def _type(self, spec: dict) -> str | None:
-        if "type" in spec:
-            return spec["type"]
-        for part in spec.get("allOf", []):
-            ref = part.get("$ref", "").rsplit("/", 1)[-1]
-            if ref in self.schemas:
-                return self._type(self.schemas[ref])
-        return None
-
     def problems(self, operation: dict, body: object) -> list[str]:
-        request_body = operation.get("requestBody")
-        if request_body is None:
+        if operation["body"] is None:
             return ["a body where the spec takes none"] if body else []
         if not isinstance(body, dict):
             return ["the spec wants a JSON object body"]
-        ref = request_body["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
-        properties = self.schemas[ref].get("properties", {})
+        ref, properties = operation["body"]["schema"], operation["body"]["fields"]
         found = []
         for key, value in body.items():
             if key not in properties:
                 found.append(f"body field {key!r} is not in {ref}")
                 continue
-            kind = self._type(properties[key])
+            kind = properties[key].get("type")
             if value is not None and kind in TYPES and (not isinstance(value, TYPES[kind]) or (
                     kind != "boolean" and isinstance(value, bool))):
                 found.append(f"{key} must be a {kind}, got {value!r}")
@@ -87,7 +72,7 @@ class FakeBTCPay(FakeServer):
             return self.reply(request, 401, {"code": "unauthenticated", "message": "no"})
         operation = self.spec.find(method, path)
         if operation is None:
-            self.violations.append(f"{method} {path}: not in the BTCPay specs")
+            self.violations.append(f"{method} {path}: not in the BTCPay specs (tests/fakes/specs/btcpay.json)")
             return self.reply(request, 404, {"code": "not-found", "message": "no such route"})
         problems = self.spec.problems(operation, body)
         if problems:

@@ -1,7 +1,9 @@
-"""A fake LND REST server on loopback that checks every request against LND's official OpenAPI
-(swagger) specs in ../shared/specs/lnd: the path and method exist, the macaroon header is there,
-every body field is one the spec defines, with the JSON type grpc-gateway uses. Behaviour is
-scripted per test (payments that succeed, fail, stay in flight, time out, break)."""
+"""A fake LND REST server on loopback that checks every request against what this project uses of
+LND's official OpenAPI (swagger) specs, condensed in tests/fakes/specs/lnd.json (written from the
+official files by scripts/condense_specs.py): the path and method are ones we use and the spec has,
+the macaroon header is there, every body field is one the spec defines, with the JSON type
+grpc-gateway uses. Behaviour is scripted per test (payments that succeed, fail, stay in flight,
+time out, break)."""
 
 from __future__ import annotations
 
@@ -17,25 +19,22 @@ from urllib.parse import urlsplit
 
 from lightning import MockBackend, decode_invoice
 from tests.fakes.fake_http import FakeServer
-from tests.servers import ROOT
 
-SPEC_DIR = Path(ROOT).parent / "shared" / "specs" / "lnd"
-# LND master (what the backend is written against) and the latest release; see SOURCES.tsv there.
-SPEC_VERSIONS = {"master": SPEC_DIR, "v0.20.3-beta": SPEC_DIR / "v0.20.3-beta"}
+CONDENSED = Path(__file__).resolve().parent / "specs" / "lnd.json"
+# LND master (what the backend is written against) and the latest release; see
+# scripts/condense_specs.py for where each comes from.
+SPEC_VERSIONS = {name: name for name in json.loads(CONDENSED.read_text())["versions"]}
 MACAROON = "0201036c6e64" + "ab" * 20
 
 
 class Spec:
-    def __init__(self, folder: Path = SPEC_DIR) -> None:
+    """The operations of one LND version in tests/fakes/specs/lnd.json."""
+
+    def __init__(self, version: str = "master") -> None:
         self.operations: list[tuple[re.Pattern, str, dict]] = []
-        self.definitions: dict = {}
-        for name in ("lightning.swagger.json", "router.swagger.json", "invoices.swagger.json"):
-            doc = json.loads((folder / name).read_text())
-            self.definitions.update(doc.get("definitions", {}))
-            for template, methods in doc["paths"].items():
-                pattern = re.compile("^" + re.sub(r"\{[^}]+\}", "([^/]+)", template) + "$")
-                for method, operation in methods.items():
-                    self.operations.append((pattern, method.upper(), operation))
+        for operation in json.loads(CONDENSED.read_text())["versions"][version]["operations"]:
+            pattern = re.compile("^" + re.sub(r"\{[^}]+\}", "([^/]+)", operation["path"]) + "$")
+            self.operations.append((pattern, operation["method"], operation))
 
     def find(self, method: str, path: str) -> tuple[dict, list[str]] | None:
         for pattern, verb, operation in self.operations:
@@ -46,25 +45,21 @@ class Spec:
 
     def problems(self, operation: dict, params: list[str], query: str, body: dict | None) -> list[str]:
         found = []
-        path_params = [p for p in operation.get("parameters", []) if p["in"] == "path"]
-        for spec, value in zip(path_params, params, strict=False):
+        for (name, spec), value in zip(operation["path_params"].items(), params, strict=False):
             if spec.get("format") == "byte" and not _is_base64(value, url=True, size=32):
-                found.append(f"path {spec['name']}={value!r} is not base64 of 32 bytes")
-            if spec["name"] == "r_hash_str" and not re.fullmatch(r"[0-9a-f]{64}", value):
+                found.append(f"path {name}={value!r} is not base64 of 32 bytes")
+            if name == "r_hash_str" and not re.fullmatch(r"[0-9a-f]{64}", value):
                 found.append(f"path r_hash_str={value!r} is not 64 hex digits")
-        allowed_query = {p["name"] for p in operation.get("parameters", []) if p["in"] == "query"}
         for pair in filter(None, query.split("&")):
-            if pair.split("=")[0] not in allowed_query:
+            if pair.split("=")[0] not in operation["query"]:
                 found.append(f"query parameter {pair!r} is not in the spec")
-        body_param = next((p for p in operation.get("parameters", []) if p["in"] == "body"), None)
-        if body_param is None:
+        if operation["body"] is None:
             if body:
                 found.append("a body where the spec takes none")
             return found
         if not isinstance(body, dict):
             return found + ["the spec wants a JSON object body"]
-        ref = body_param["schema"].get("$ref", "").rsplit("/", 1)[-1]
-        properties = self.definitions.get(ref, {}).get("properties", {})
+        ref, properties = operation["body"]["schema"], operation["body"]["fields"]
         for key, value in body.items():
             spec = properties.get(key)
             if spec is None:
@@ -123,8 +118,8 @@ class FakeLnd(FakeServer):
     `ignore_fee_limit = True` makes a misbehaving node that pays and charges above the limit.
     `fee_limits` keeps the limit each payment hash was sent with."""
 
-    def __init__(self, spec_folder: Path = SPEC_DIR) -> None:
-        self.spec = Spec(spec_folder)
+    def __init__(self, spec_version: str = "master") -> None:
+        self.spec = Spec(spec_version)
         self.node = MockBackend(network="bcrt", seed="fake-lnd")
         self.invoices: dict[str, dict] = {}
         self.payments: dict[str, str] = {}  # payment hash -> mode
@@ -156,7 +151,7 @@ class FakeLnd(FakeServer):
             return self.reply(request, 401, {"code": 16, "message": "permission denied"})
         found = self.spec.find(method, parts.path)
         if found is None:
-            self.violations.append(f"{method} {parts.path}: not in the LND specs")
+            self.violations.append(f"{method} {parts.path}: not in the LND specs (tests/fakes/specs/lnd.json)")
             return self.reply(request, 404, {"code": 5, "message": "Not Found"})
         operation, params = found
         problems = self.spec.problems(operation, params, parts.query, body)

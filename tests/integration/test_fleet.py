@@ -12,7 +12,6 @@ import subprocess
 import sys
 import time
 
-import pytest
 from sqlalchemy import func, select
 
 from helpers.wallet import books, journal, lightning_out, transactions, users
@@ -22,7 +21,6 @@ from tests.conftest import TEST_PEPPER
 from tests.fakes import fake_lnd
 from tests.servers import ROOT, Gunicorn
 
-pytestmark = pytest.mark.skipif(not fake_lnd.SPEC_DIR.exists(), reason="needs ../shared/specs/lnd")
 PAYMENTS = 500
 LEASE_S = 4
 

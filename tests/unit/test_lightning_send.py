@@ -235,7 +235,6 @@ def _check_booked(wallet, row: Transaction, status: str, a0: int, fee_paid: int)
     assert row.fee_sats == (fee_paid if status == SETTLED else max_fee(wallet))
 
 
-@pytest.mark.skipif(not fake_lnd.SPEC_DIR.exists(), reason="needs ../shared/specs/lnd")
 @pytest.mark.parametrize("mode,first,final", LND_CASES)
 def test_lnd_payment_faults_never_create_or_lose_a_sat(insecure, payee, alice, mode, first, final):
     from helpers.lightning.lnd import LndBackend
@@ -273,7 +272,6 @@ BTCPAY_CASES = [
 ]
 
 
-@pytest.mark.skipif(not fake_btcpay.SPEC_DIR.exists(), reason="needs ../shared/specs/btcpay")
 @pytest.mark.parametrize("mode,first,later,final", BTCPAY_CASES)
 def test_btcpay_payment_faults_never_create_or_lose_a_sat(insecure, payee, alice, mode, first, later, final):
     from helpers.lightning.btcpay import BTCPayBackend
@@ -331,7 +329,6 @@ def test_a_node_charging_more_than_the_reserve_costs_the_customer_only_the_reser
                                      ref=row.reference, balance=a0 - AMOUNT - max_fee(wallet))
 
 
-@pytest.mark.skipif(not fake_lnd.SPEC_DIR.exists(), reason="needs ../shared/specs/lnd")
 def test_lnd_is_sent_the_policys_fee_limit_and_a_dearer_route_is_refunded(insecure, payee, alice):
     from helpers.lightning.lnd import LndBackend
 
@@ -394,7 +391,6 @@ def test_the_reconciler_refunds_only_on_two_failed_answers_in_a_row(insecure, pa
     assert row.payment_hash == sent_row(wallet).payment_hash
 
 
-@pytest.mark.skipif(not fake_lnd.SPEC_DIR.exists(), reason="needs ../shared/specs/lnd")
 def test_flask_reconcile_settles_payments_out(insecure, payee, alice, runner):
     wallet = insecure
     lnd = fake_lnd.FakeLnd()

@@ -1,5 +1,6 @@
 """The LND backend against a fake LND that rejects any request not in LND's official OpenAPI specs
-(../shared/specs/lnd, LND master), covering create, status, pay, balance and the faults."""
+(as condensed in tests/fakes/specs/lnd.json: LND master and the latest release), covering create,
+status, pay, balance and the faults."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ from lightning import LightningConfigError, MockBackend, State, create_backend, 
 from tests.fakes import fake_lnd
 from helpers.infra.settings import Settings
 
-pytestmark = pytest.mark.skipif(not fake_lnd.SPEC_DIR.exists(), reason="needs ../shared/specs/lnd")
 
 
 @pytest.fixture(params=sorted(fake_lnd.SPEC_VERSIONS))

@@ -178,6 +178,7 @@ def test_pip_install_makes_an_installed_app_with_the_satspesa_command(tmp_path):
     assert "Usage: satspesa" in helped.stdout
     for name in ("db-upgrade", "worker", "run", "operator", "ledger"):
         assert re.search(rf"^\s+{name}\s", helped.stdout, re.M), (name, helped.stdout)
-    where = subprocess.run([str(python), "-c", "import app, helpers.wallet.rules as r; print(app.__file__, r.ATOMS_PATH)"],
+    where = subprocess.run([str(python), "-c",
+                            "import app, helpers.wallet.rules as r; print(app.__file__, r.ATOMS_PATH)"],
                            capture_output=True, text=True, cwd=work, env=env, timeout=120, check=True).stdout
     assert where.split() == [str(site / "app.py"), str(site / "atoms.metta")]
