@@ -122,6 +122,15 @@ def finalise(config: dict[str, Any]) -> None:
         # /metrics and /ledger/solvency show customers' total balances and ask the node
         raise ConfigError("METRICS_TOKEN must be set in production (16+ random characters): it guards "
                           "/metrics and /ledger/solvency")
+    if production and config["DATABASE_URL"].startswith(("mysql", "mariadb")) and not _password(config["DATABASE_URL"]):
+        raise ConfigError("DATABASE_URL has no password; production's database needs one (docker compose: "
+                          "MARIADB_PASSWORD in .env)")
+
+
+def _password(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).password or ""
 
 
 def _check_prices(config: dict[str, Any], production: bool) -> None:

@@ -209,6 +209,8 @@ class Settings:
     worker_in_process: bool = flag(True, "Run background work in a thread of the server, or only in `flask worker`",
                                    default_doc="on, except in production", derived=_not_production)
     worker_lease_s: int = whole(60, "Seconds a worker holds a claimed job; a dead worker's jobs go to others after")
+    worker_heartbeat_file: str = text("", "File `flask worker` touches each round, for a health check: python -m "
+                                      "helpers.infra.heartbeat; empty: none", example="/home/app/worker.heartbeat")
 
     def by_variable(self) -> dict[str, Any]:
         """{VARIABLE_NAME: value}, for an adapter that checks its settings and names the variable
