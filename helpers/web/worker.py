@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from helpers.infra import heartbeat
 from helpers.ussd import sessions
 from helpers.wallet import airtime, invoices, lightning_out, limits, mpesa_flows
 from helpers.wallet.services import Services
@@ -265,6 +266,7 @@ def run(svc: Services, stop: threading.Event, me: str | None = None, idle_s: flo
     while not stop.is_set():
         try:
             claimed = claim(svc, me)
+            heartbeat.beat(svc.settings.worker_heartbeat_file)  # the database answered
         except Exception:  # noqa: BLE001 - a database outage: wait and try again
             log.exception("job claim failed")
             stop.wait(5)
@@ -273,6 +275,7 @@ def run(svc: Services, stop: threading.Event, me: str | None = None, idle_s: flo
             if stop.is_set():
                 break
             run_one(svc, job, me)
+            heartbeat.beat(svc.settings.worker_heartbeat_file)
         if not claimed:
             stop.wait(idle_s)
     log.info("worker %s stopped", me)
