@@ -16,7 +16,8 @@ from tests.integration.test_simulator import ARTIFACTS, CHROMIUM, FLAGS
 from tests.unit.test_console import totp_code
 from tests.servers import Gunicorn
 
-playwright = pytest.importorskip("playwright.sync_api")
+playwright = pytest.importorskip("playwright.sync_api",
+                                 reason="needs playwright: make installs it (requirements-dev.lock)")
 pytestmark = pytest.mark.skipif(CHROMIUM is None or shutil.which(CHROMIUM) is None,
                                 reason="needs Debian's chromium (apt-get install chromium)")
 PHONE_SCREEN = {"width": 390, "height": 844}  # a phone held upright

@@ -22,7 +22,8 @@ COMMAND = os.environ.get("TEST_MARIADB_COMMAND")
 
 pytestmark = pytest.mark.skipif(
     not (PIDFILE and COMMAND),
-    reason="needs a MariaDB this run may stop and start (scripts/mariadb_local.sh); SQLite is embedded",
+    reason="needs a MariaDB this run may stop and start: apt-get install mariadb-server, then make test "
+           "(its MariaDB run starts one with scripts/mariadb_local.sh); SQLite is embedded",
 )
 
 

@@ -27,7 +27,8 @@ from tests.integration.test_concurrency import fund, local, total_balance, fees_
 from tests.servers import RESUME_OFFERS, Caller, Gunicorn
 
 NODES = os.environ.get("GALERA_URLS", "").split()
-pytestmark = pytest.mark.skipif(len(NODES) < 3, reason="needs a Galera cluster: make test-galera")
+pytestmark = pytest.mark.skipif(len(NODES) < 3, reason="needs a 3-node Galera cluster: apt-get install "
+                                "mariadb-server galera-4 rsync, then make test-galera")
 CLEAN_ENDS = ("END Sent", "END Insufficient balance", "END Service unavailable", "END This session has ended",
               "END Huduma")
 

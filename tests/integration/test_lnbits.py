@@ -19,7 +19,8 @@ from tests.servers import free_port
 from helpers.infra.settings import Settings
 
 pytestmark = pytest.mark.skipif(not lnbits_server.available(),
-                                reason="needs LNbits in .lnbits-venv (make test installs it)")
+                                reason="needs LNbits in .lnbits-venv: make test installs it "
+                                       "(make .lnbits-venv/.installed)")
 
 
 @pytest.fixture(scope="module")

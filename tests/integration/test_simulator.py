@@ -14,7 +14,8 @@ from helpers.wallet.rules import policy
 from tests.conftest import DEMO, PIN, TEST_PEPPER, balance, configure
 from tests.servers import Gunicorn
 
-playwright = pytest.importorskip("playwright.sync_api")
+playwright = pytest.importorskip("playwright.sync_api",
+                                 reason="needs playwright: make installs it (requirements-dev.lock)")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)")
 ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS", Path(__file__).parents[1] / "artifacts"))

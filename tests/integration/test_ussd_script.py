@@ -47,7 +47,8 @@ def test_the_end_to_end_script_passes(app, wallet, tmp_path, provider, workers):
         assert all(status == 200 for _, _, status in fake.callbacks)
 
 
-@pytest.mark.skipif(not lnbits_server.available(), reason="needs LNbits in .lnbits-venv (make test installs it)")
+@pytest.mark.skipif(not lnbits_server.available(),
+                    reason="needs LNbits in .lnbits-venv: make test installs it (make .lnbits-venv/.installed)")
 def test_the_script_passes_with_lnbits(tmp_path):
     lnbits = lnbits_server.LNbits()
     app_server = None
