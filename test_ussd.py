@@ -19,7 +19,8 @@ waits for the callback's credit, checks that a cancelled push credits nothing an
 sent three times credits once, and waits for each withdrawal's B2C result to settle it.
 
 Exit status: 0 when every flow passed, 1 when any failed or was skipped, 2 when the server cannot
-be reached or the script is not run from the project folder.
+be reached, answers with its rate limits on (RATE_LIMITS=1: the flows dial one phone more often than
+production allows; the script says so and stops), or the script is not run from the project folder.
 """
 
 from __future__ import annotations

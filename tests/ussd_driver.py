@@ -55,6 +55,24 @@ class Failure(AssertionError):
     """A check failed; the message says what was sent, what came back and what was expected."""
 
 
+class RateLimited(Failure):
+    """The server refused a dial with its abuse limits (RATE_LIMITS=1): the flows cannot go on,
+    and that says nothing about the flows."""
+
+
+def _too_many_replies() -> set[str]:
+    from helpers.infra.i18n import CATALOGS
+
+    return {"END " + t(lang, "error.too-many") for lang in CATALOGS}
+
+
+RATE_LIMITED_ADVICE = (
+    "The server at {url} has its abuse limits on (RATE_LIMITS=1, as production requires): it answered "
+    "{reply!r} after {count} requests. The flows dial one phone many times a minute, more than "
+    "atoms.metta's requests-per-phone allows, so they cannot run against it. Run them against a server "
+    "started with RATE_LIMITS=0 (the embedded default: `make run`).")
+
+
 # ------------------------------------------------------------------ catalog helpers
 def num(text: str) -> int:
     """A number as the catalog shows it ("1,234") back to an int."""
@@ -180,6 +198,8 @@ class Client:
             raise Failure(f"POST /ussd text={text!r}: HTTP {response.status_code}, body {body[:200]!r}")
         if not (body.startswith("CON ") or body.startswith("END ")):
             raise Failure(f"POST /ussd text={text!r}: reply does not start with 'CON ' or 'END ': {body[:200]!r}")
+        if body in _too_many_replies():
+            raise RateLimited(RATE_LIMITED_ADVICE.format(url=self.base, reply=body, count=self.requests))
         screen = body[4:]
         if len(screen) > MAX_SCREEN:
             raise Failure(f"POST /ussd text={text!r}: screen is {len(screen)} characters (max {MAX_SCREEN}): "
@@ -479,15 +499,21 @@ def run_flows(run_class: type, flows: list[tuple[str, str, list[str]]], argv: li
     print(f"USSD end-to-end against {client.base}")
     outcomes: dict[str, Outcome] = {}
     started = time.monotonic()
+    limited: RateLimited | None = None
     for method, title, needs in flows:
         out = Outcome(title, "PASS")
         missing = [n for n in needs if outcomes.get(n) is None or outcomes[n].status != "PASS"]
         before = client.requests
-        if missing:
+        if limited is not None:
+            out.status, out.detail = "SKIP", "not run: the server's rate limits are on"
+        elif missing:
             out.status, out.detail = "SKIP", "needs " + ", ".join(m.removeprefix("flow_") for m in missing)
         else:
             try:
                 getattr(run, method)(out)
+            except RateLimited as exc:
+                limited = exc
+                out.status, out.detail = "SKIP", "stopped: the server's rate limits are on"
             except Failure as exc:
                 out.status, out.detail = "FAIL", str(exc)
             except Exception as exc:  # noqa: BLE001 - a script or server surprise: report it, keep going
@@ -507,6 +533,9 @@ def run_flows(run_class: type, flows: list[tuple[str, str, list[str]]], argv: li
           f"{client.requests} HTTP requests in {time.monotonic() - started:.1f}s")
     for user in run.users.values():
         print(f"  {user.name} {user.phone} [{user.lang}] balance {user.balance:,} sats")
+    if limited is not None:
+        print(f"RESULT: NOT RUN\n{limited}", file=sys.stderr)
+        return 2
     ok = passed == len(outcomes)
     print("RESULT: " + ("ALL PASSED" if ok else "FAILED"))
     return 0 if ok else 1
