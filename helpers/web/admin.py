@@ -13,7 +13,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
-from flask import Blueprint, abort, flash, g, redirect, render_template, request, session, url_for
+from flask import Blueprint, flash, g, redirect, render_template, request, session, url_for
 from sqlalchemy import func, select
 from werkzeug.wrappers import Response
 
@@ -57,7 +57,9 @@ def _guard() -> Response | None:
     if request.method == "POST":
         sent = request.form.get("csrf", "")
         if not sent or not hmac.compare_digest(sent, session.get("csrf", "")):
-            abort(400, "the form's CSRF token is missing or wrong: reload the page")
+            # The console's own page (an old tab is the usual cause), not the app's JSON error.
+            back = url_for("admin.dashboard" if session.get("operator_id") else "admin.login")
+            return Response(render_template("admin/form_expired.html", back=back), status=400, mimetype="text/html")
     if request.endpoint in ("admin.login", "admin.static"):
         return None
     seen = session.get("seen", 0)

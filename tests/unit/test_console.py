@@ -92,6 +92,31 @@ def test_a_form_without_its_csrf_token_is_refused(client, operator, wallet):
     assert forged.status_code == 400 and balance(wallet, DEMO[0]) == before
 
 
+def test_a_form_without_its_token_gets_the_consoles_own_page_not_json(client, operator):
+    """An old tab's form: the console's page (a plain message, a way back), not raw JSON."""
+    assert sign_in(client).status_code == 302
+    refused = client.post("/admin/reconcile", data={})
+    page = refused.get_data(as_text=True)
+    assert refused.status_code == 400 and refused.mimetype == "text/html"
+    assert "Nothing was done: this form's security token is missing or out of date" in page
+    assert 'href="/admin/"' in page and not page.lstrip().startswith("{")
+    signed_out = client.__class__(client.application)  # another browser, no session
+    assert 'href="/admin/login"' in signed_out.post("/admin/login", data={}).get_data(as_text=True)
+
+
+def test_the_console_fits_a_phone():
+    """Tables scroll inside their box and every touch target is at least 44 px high (base.html)."""
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[2] / "helpers" / "web" / "templates" / "admin"
+    css = (folder / "base.html").read_text()
+    assert ".scroll { overflow-x: auto; max-width: 100%;" in css
+    assert "button, input, select { min-height: 44px; }" in css and "min-width: 44px" in css
+    for page in folder.glob("*.html"):
+        text = page.read_text()
+        assert text.count("<table") == text.count('<div class="scroll"><table'), f"{page.name}: a table outside .scroll"
+
+
 ATTACKER = "203.0.113.9"
 
 
