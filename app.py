@@ -24,6 +24,7 @@ from helpers.infra import i18n, logs, sms
 from helpers.infra.config import ConfigError, finalise, load_config
 from helpers.infra.settings import Settings
 from helpers.airtime.provider import AirtimeConfigError, create_airtime
+from helpers.airtime.rail import AirtimeRail
 from helpers.mpesa.provider import MpesaConfigError, create_provider
 from helpers.ussd import sessions
 from helpers.wallet import demo, limits, prices
@@ -33,6 +34,7 @@ from helpers.web import admin, callbacks, cli, lnurl, probes, simulator, ussd_en
 from helpers.web import demo as demo_routes
 from helpers.web.common import plain, unavailable_reply
 from lightning import LightningConfigError, create_backend
+from models import AIRTIME_RAIL
 
 log = logging.getLogger("wallet")
 # What a bad setting raises while the app is built: each names the setting in one line.
@@ -76,6 +78,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
                    sms.SmsDispatcher(db, sms.make_sender(settings)), settings)
     svc.openings = sessions.Openings(db, settings.write_behind_s)
     svc.airtime = create_airtime(settings)
+    svc.rails[AIRTIME_RAIL] = lambda made: AirtimeRail(made.airtime) if made.airtime is not None else None
     svc.prices = prices.PriceBook(db, settings, svc.policy)
     app.extensions["wallet"] = svc
     app.extensions["request_counter"] = limits.RequestCounter(db, settings.write_behind_s)

@@ -175,22 +175,37 @@ class RateCounter(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, index=True)
 
 
-class AirtimeRequest(Base):
-    """Airtime bought through Africa's Talking for a reserved transaction: the answer to the send
-    (AT's requestId) and, later, the delivery status from AT's callback or a status query. Its
-    status moves once, pending -> settled | failed, in the same database transaction as the money."""
+# Payout.state: reserved (sats taken, the rail not yet asked or not answered) -> sent (the rail
+# accepted it and gave its own key) -> posted (paid: final) | voided (failed: the sats went back).
+RESERVED, SENT, POSTED, VOIDED = "reserved", "sent", "posted", "voided"
+OPEN_PAYOUT = (RESERVED, SENT)
+# Payout.rail: the rails' names (their adapters are registered by these in Services.rails)
+AIRTIME_RAIL = "airtime"
 
-    __tablename__ = "airtime_requests"
-    __table_args__ = (Index("ix_airtime_requests_status", "status"),)
+
+class Payout(Base):
+    """One payment out of the wallet on a rail (helpers/infra/rail.py), whatever the rail: its
+    reservation (a pending movement) is written with this row, and its state moves once to posted
+    or voided by a conditional UPDATE in the same database transaction as the money."""
+
+    __tablename__ = "payouts"
+    __table_args__ = (
+        UniqueConstraint("rail", "rail_key", name="uq_payouts_rail_key"),
+        Index("ix_payouts_state", "state"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    reference: Mapped[str] = mapped_column(String(16), unique=True)  # ours: the Idempotency-Key sent
+    reference: Mapped[str] = mapped_column(String(16), unique=True)  # ours: what the rail is given
+    rail: Mapped[str] = mapped_column(String(16))  # airtime, ...
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
-    transaction_id: Mapped[int] = mapped_column(ForeignKey("transactions.id"), unique=True)
-    phone: Mapped[str] = mapped_column(String(20))  # E.164: who gets the airtime
-    amount_kes: Mapped[int] = mapped_column(BigInteger)
-    status: Mapped[str] = mapped_column(String(16), default=PENDING)
-    request_id: Mapped[Optional[str]] = mapped_column(String(64), unique=True)  # AT's requestId (ATQid_...)
+    transaction_id: Mapped[int] = mapped_column(ForeignKey("transactions.id"), unique=True)  # the reservation
+    destination: Mapped[str] = mapped_column(String(255))  # the rail's words: a phone, a till, a payee
+    amount_sats: Mapped[int] = mapped_column(BigInteger)
+    fee_sats: Mapped[int] = mapped_column(BigInteger, default=0)
+    amount_kes: Mapped[Optional[int]] = mapped_column(BigInteger)  # rails that pay in KES
+    state: Mapped[str] = mapped_column(String(16), default=RESERVED)
+    rail_key: Mapped[Optional[str]] = mapped_column(String(64))  # the rail's id (AT requestId, ...)
+    receipt: Mapped[Optional[str]] = mapped_column(String(64))  # the rail's receipt, once paid
     result_desc: Mapped[Optional[str]] = mapped_column(String(255))
     queries: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)

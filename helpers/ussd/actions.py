@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable
 
 from helpers.lightning.lnurl_pay import LnurlPayError, PayParams
+from helpers.infra.rail import Said
 from helpers.ussd import quoting
 from helpers.infra.phone import local
 from helpers.ussd.business_screens import payee
@@ -118,13 +119,13 @@ def buy_airtime(ctx: Ctx, data: dict, proof: PinProof | None) -> str:
     except (AirtimeOff, QuoteExpired, InsufficientBalance, PolicyDenied) as exc:
         return _refused(ctx, exc, ctx.svc.policy.airtime_bounds())
     ctx.recorded = True
-    receipt, result = bought.receipt, bought.result
-    if result is None:
+    receipt, answer = bought.receipt, bought.answer
+    if answer is None:
         return ctx.t("replay", ref=receipt.reference)
-    if result.state is State.SUCCEEDED:
+    if answer.said is Said.PAID:
         return ctx.t("airtime.done", kes=quote.kes, phone=phone, sats=receipt.amount_sats, fee=receipt.fee_sats,
                      ref=receipt.reference, balance=receipt.balance_sats)
-    if result.state is State.FAILED:
+    if answer.said is Said.FAILED:
         return ctx.t("airtime.failed", ref=receipt.reference)
     return ctx.t("airtime.pending", kes=quote.kes, phone=phone, ref=receipt.reference)
 

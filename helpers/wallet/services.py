@@ -3,6 +3,7 @@ settings."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from database import Database
@@ -10,6 +11,7 @@ from helpers.airtime.provider import AirtimeProvider
 from helpers.mpesa.provider import MpesaProvider
 from helpers.wallet.prices import PriceBook
 from helpers.wallet.rules import Policy
+from helpers.infra.rail import Rail
 from helpers.infra.sms import SmsDispatcher
 from helpers.infra.writebehind import WriteBehind
 from lightning import LightningBackend
@@ -27,6 +29,13 @@ class Services:
     openings: WriteBehind | None = None  # session rows written behind (None: written at once)
     airtime: AirtimeProvider | None = None  # None: airtime is off
     prices: PriceBook = field(init=False)  # set by the app factory, after the database
+    # The payout rails by name, each made from these services when asked (None: that rail is off).
+    # The app factory registers the adapters; the wallet never imports one.
+    rails: dict[str, Callable[[Services], Rail | None]] = field(default_factory=dict)
+
+    def rail(self, name: str) -> Rail | None:
+        make = self.rails.get(name)
+        return make(self) if make is not None else None
 
     @property
     def pepper(self) -> str:

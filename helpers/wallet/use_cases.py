@@ -18,7 +18,7 @@ from helpers.wallet.prices import QuoteView
 from helpers.wallet.services import Services
 from helpers.wallet.transactions import Receipt
 from helpers.wallet.users import PinProof, UserView
-from models import B2B, B2C, PENDING
+from models import AIRTIME_RAIL, B2B, B2C, PENDING
 
 
 class PinNotChecked(RuntimeError):
@@ -160,11 +160,12 @@ def buy_airtime(svc: Services, user: UserView, proof: PinProof | None, quote: Qu
     quote's sats and fee are reserved, then the airtime asked of the provider. Raises AirtimeOff,
     QuoteExpired, InsufficientBalance, PolicyDenied (nothing reserved)."""
     require_pin(proof, user)
-    if svc.airtime is None:
+    rail = svc.rail(AIRTIME_RAIL)
+    if rail is None:
         raise AirtimeOff()
     _check_quote(svc, quote, user, prices.AIRTIME, key)
-    receipt = airtime.reserve(svc.db, svc.policy, user, phone, quote.kes, quote.sats, quote.fee_sats,
+    receipt = airtime.reserve(svc.db, svc.policy, rail, user, phone, quote.kes, quote.sats, quote.fee_sats,
                               quote.kes_per_btc, key, svc.settings.default_region)
     if receipt.replay:
         return airtime.Bought(receipt, None)
-    return airtime.Bought(receipt, airtime.send(svc.db, svc.airtime, receipt, phone, quote.kes))
+    return airtime.Bought(receipt, airtime.buy(svc.db, rail, receipt))

@@ -18,10 +18,11 @@ from sqlalchemy import func, select
 from werkzeug.wrappers import Response
 
 from helpers.infra.phone import normalise
-from helpers.wallet import airtime, journal, lightning_out, mpesa_flows, operators, payments, users
+from helpers.wallet import journal, lightning_out, mpesa_flows, operators, payments, users
 from helpers.wallet.errors import InsufficientBalance
 from helpers.wallet.operators import OperatorError
 from helpers.wallet.services import Services
+from helpers.wallet.payouts import machine as payouts
 from helpers.web import probes
 from helpers.web.common import services
 from models import DEBIT, FAILED, RECEIVE, SETTLED, TOPUP, SmsOutbox, Transaction, User, utcnow
@@ -180,7 +181,7 @@ def pending() -> str:
     lightning = [(row, svc.lightning.payment_status(row.payment_hash) if row.payment_hash else None)
                  for row in lightning_out.pending_lightning(svc.db.session(), limit=50)]
     return render_template("admin/pending.html", now=now, lightning=lightning,
-                           mpesa=mpesa_flows.pending(svc.db)[:100], airtime=airtime.pending(svc.db)[:100],
+                           mpesa=mpesa_flows.pending(svc.db)[:100], payouts=payouts.pending(svc.db, limit=100),
                            orphans=mpesa_flows.orphans(svc.db), orphan_after_s=mpesa_flows.ORPHAN_AFTER_S)
 
 

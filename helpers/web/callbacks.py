@@ -10,9 +10,11 @@ import re
 from flask import Blueprint, Response, jsonify, request
 
 from helpers.lightning import webhooks
-from helpers.wallet import airtime, invoices, mpesa_callbacks
+from helpers.wallet import invoices, mpesa_callbacks
+from helpers.wallet.payouts import machine as payouts
 from helpers.web import callers
 from helpers.web.common import send_queued_sms, services
+from models import AIRTIME_RAIL
 
 log = logging.getLogger("wallet")  # as the request log (README, Operations)
 bp = Blueprint("callbacks", __name__)
@@ -77,12 +79,13 @@ def airtime_status(token: str) -> tuple[Response, int]:
     phone and value the report must match, and AT's status query must agree before money moves."""
     svc = services()
     expected = svc.settings.airtime_callback_token
-    if svc.airtime is None or not expected or not callers.token_ok(expected, token):
+    rail = svc.rail(AIRTIME_RAIL)
+    if rail is None or not expected or not callers.token_ok(expected, token):
         log.warning("airtime callback refused: bad token from %s", request.remote_addr)
         return jsonify({"error": "forbidden"}), 403
     fields = request.form.to_dict() or (request.get_json(silent=True) or {})
     if not isinstance(fields, dict):
         fields = {}
-    status, outcome = airtime.status_report(svc.db, svc.airtime, fields)
+    status, outcome = payouts.callback(svc.db, rail, fields)
     send_queued_sms(svc)
     return jsonify({"status": outcome}), status

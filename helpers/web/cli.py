@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import re
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -17,11 +16,12 @@ from flask.cli import AppGroup
 
 from helpers.infra.phone import mask, normalise
 from helpers.ussd import sessions
-from helpers.wallet import (airtime, books, demo, invoices, journal, limits, mpesa_float, mpesa_flows, operators,
+from helpers.wallet import (books, demo, invoices, journal, limits, mpesa_float, mpesa_flows, operators,
                             payments, users)
-from helpers.web.common import send_queued_sms, services
+from helpers.web.common import services
+from helpers.web.resolve_cli import CLI, COMMANDS as RESOLVE_COMMANDS
 from helpers.prices import feed
-from models import FAILED, PENDING, SETTLED, utcnow
+from models import PENDING, utcnow
 
 log = logging.getLogger("wallet")  # as the request log (README, Operations)
 T = TypeVar("T")
@@ -30,6 +30,8 @@ commands = AppGroup("wallet", help="Operator commands (also at the top level: fl
 
 def register(app: Flask) -> None:
     """Every operator command, at the top level of `flask` and under `flask wallet`."""
+    for command in RESOLVE_COMMANDS:
+        commands.add_command(command)
     app.cli.add_command(commands)
     for command in commands.commands.values():
         app.cli.add_command(command)
@@ -202,7 +204,6 @@ def price_refresh() -> None:
 operator = AppGroup("operator", help="The people who sign in to the console at /admin.")
 
 
-CLI = "cli"  # the audit log's name for whoever runs an operator command
 
 
 def _operator_action(action: Callable[[], T]) -> T:
@@ -341,85 +342,6 @@ def credit(phone: str, sats: int, reason: str) -> None:
         raise click.ClickException(f"no customer with phone {phone!r}")
     balance = _operator_action(lambda: operators.adjust(svc.db, CLI, e164, sats, reason))
     click.echo(f"credited {sats} sats to {mask(e164)}; balance {balance}")
-
-@commands.command("resolve-payment")
-@click.argument("reference")
-@click.option("--outcome", type=click.Choice(["failed", "paid"]), required=True,
-              help="what you established with the node's operator (the node is asked first and wins)")
-@click.option("--reason", required=True, help="the support case: ticket and how it was established")
-def resolve_payment(reference: str, outcome: str, reason: str) -> None:
-    """End a pending Lightning payment out that the node cannot settle (it never heard of it):
-    refund it (--outcome failed) or settle it (--outcome paid). See README, Operations."""
-    svc = services()
-    try:
-        receipt, said = payments.resolve_by_operator(
-            svc, reference.strip().upper(), outcome == "paid", reason,
-            lambda s, done, said: operators.audit(s, CLI, "resolve-payment", reference.strip().upper(), reason,
-                                                 f"{done} (the node said {said})"))
-    except payments.CannotResolve as exc:
-        raise click.ClickException(str(exc)) from exc
-    log.warning("operator resolved payment %s as %s (node said %s): %s", receipt.reference, receipt.status,
-                said, reason)
-    click.echo(f"{receipt.reference}: {receipt.status} (the node said {said}); customer balance "
-               f"{receipt.balance_sats} sats")
-
-@commands.command("resolve-mpesa")
-@click.argument("reference")
-@click.option("--outcome", type=click.Choice(["failed", "paid"]), required=True,
-              help="what M-Pesa's statement (the org portal) shows for this payout or business payment")
-@click.option("--receipt", default="", help="the M-Pesa receipt, with --outcome paid")
-@click.option("--reason", required=True, help="the support case: ticket and how it was established")
-def resolve_mpesa(reference: str, outcome: str, receipt: str, reason: str) -> None:
-    """End a pending M-Pesa payout or business payment (B2C, B2B) that no callback or status query
-    can settle (Daraja never answered with its id): settle it with its receipt, or refund it.
-    REFERENCE: the M-Pesa request's, or the one the customer was given (statement, SMS); a payout
-    reserved without an M-Pesa request can only be refunded."""
-    svc = services()
-    reference = reference.strip().upper()
-    orphan = next(iter(mpesa_flows.orphans(svc.db, limit=1, reference=reference)), None)
-    if orphan is not None:  # reserved, and M-Pesa never asked: it can only be refunded
-        if outcome == "paid":
-            raise click.ClickException(f"{reference} has no M-Pesa request: M-Pesa was never asked to pay it. "
-                                       "Use --outcome failed to refund it")
-        if not mpesa_flows.void_orphan(svc.db, orphan.id, also=lambda s: operators.audit(
-                s, CLI, "resolve-mpesa", reference, reason, "failed (no M-Pesa request)")):
-            raise click.ClickException(f"{reference} was settled meanwhile; nothing changed")
-        send_queued_sms(svc)
-        click.echo(f"{reference}: failed (refunded; M-Pesa was never asked)")
-        return
-    request = mpesa_flows.find_any(svc.db, reference) or mpesa_flows.find_for_movement(svc.db, reference)
-    if request is None or request.kind not in ("b2c", "b2b") or request.status != PENDING:
-        raise click.ClickException(f"no pending M-Pesa payout with reference {reference!r}")
-    if outcome == "paid" and not re.fullmatch(r"[A-Z0-9]{10}", receipt.strip().upper()):
-        raise click.ClickException("--outcome paid needs the 10-character M-Pesa --receipt")
-    done = mpesa_flows.finish_payout(svc.db, request.reference, SETTLED if outcome == "paid" else FAILED,
-                                     receipt.strip().upper() or None, "operator", f"operator: {reason}"[:255],
-                                     also=lambda s: operators.audit(s, CLI, "resolve-mpesa", request.reference, reason,
-                                                                    f"{outcome} {receipt}".strip()))
-    if not done:
-        raise click.ClickException(f"{request.reference} was settled meanwhile; nothing changed")
-    click.echo(f"{request.reference}: {outcome}")
-
-
-@commands.command("resolve-airtime")
-@click.argument("reference")
-@click.option("--outcome", type=click.Choice(["failed", "delivered"]), required=True,
-              help="what Africa's Talking's dashboard (Airtime > Transactions) shows for this purchase")
-@click.option("--reason", required=True, help="the support case: ticket and how it was established")
-def resolve_airtime(reference: str, outcome: str, reason: str) -> None:
-    """End a pending airtime purchase that no callback or status query can settle (Africa's
-    Talking never answered the send with a requestId): settle it, or refund it."""
-    svc = services()
-    reference = reference.strip().upper()
-    if not any(request.reference == reference for request in airtime.pending(svc.db)):
-        raise click.ClickException(f"no pending airtime purchase with reference {reference!r}")
-    if not airtime.finish(svc.db, reference, SETTLED if outcome == "delivered" else FAILED,
-                          f"operator: {reason}"[:255],
-                          also=lambda s: operators.audit(s, CLI, "resolve-airtime", reference, reason, outcome)):
-        raise click.ClickException(f"{reference} was settled meanwhile; nothing changed")
-    send_queued_sms(svc)
-    click.echo(f"{reference}: {outcome}")
-
 
 @commands.command("export-transactions")
 @click.option("--out", type=click.File("w"), default="-", help="CSV file (default: standard output)")

@@ -9,9 +9,9 @@ the lease to expire and the job is taken again. Every handler is safe to run twi
 by conditional updates that act once.
 
 Kinds:
-- invoice <payment hash>, payment <transaction id>, mpesa <reference>, airtime <reference>: one
-  pending item, asked
-  about soon after it appears, then less and less often (backoff), until it is final.
+- invoice <payment hash>, payment <transaction id>, mpesa <reference>, payout <reference>: one
+  pending item, asked about soon after it appears, then less and less often (backoff), until it
+  is final. (airtime <reference>: what a payout of airtime was called before; run as payout.)
 - orphan <transaction id>: a payout in KES reserved with no M-Pesa request to finish it: refunded.
 - every <task>: sweep (a job for each pending item that has none), sms (send the outbox), price
   (refresh the BTC/KES price), cleanup (expired sessions, old quotes, finished jobs).
@@ -33,14 +33,17 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from helpers.infra import heartbeat
 from helpers.ussd import sessions
-from helpers.wallet import airtime, invoices, lightning_out, limits, mpesa_flows
+from helpers.wallet import invoices, lightning_out, limits, mpesa_flows
+from helpers.wallet.payouts import machine as payouts
 from helpers.wallet.services import Services
+from helpers.infra.rail import Said
 from lightning import State
-from models import PENDING, AirtimeRequest, Invoice, Job, MpesaRequest, Transaction, utcnow
+from models import OPEN_PAYOUT, PENDING, Invoice, Job, MpesaRequest, Payout, Transaction, utcnow
 
 log = logging.getLogger(__name__)
 
-INVOICE, PAYMENT, MPESA, AIRTIME, EVERY = "invoice", "payment", "mpesa", "airtime", "every"
+INVOICE, PAYMENT, MPESA, PAYOUT, EVERY = "invoice", "payment", "mpesa", "payout", "every"
+AIRTIME = "airtime"  # the old name of an airtime payout's job: rows left from before run as PAYOUT
 ORPHAN = "orphan"  # a payout in KES reserved without its M-Pesa request (mpesa_flows.orphans): voided
 LEASE_S = 60
 FIRST_DELAY_S = 2  # an item is first asked about this soon after the sweep finds it
@@ -108,7 +111,7 @@ def _finish(svc: Services, job: Claimed, me: str, done: bool, delay_s: float = 0
 
 # The longest wait between two questions about one pending item, by kind: an invoice may be paid
 # any moment (a webhook usually tells us first), a payment out or an M-Pesa request settles slower.
-MAX_DELAY = {INVOICE: 60, PAYMENT: MAX_DELAY_S, MPESA: MAX_DELAY_S, AIRTIME: MAX_DELAY_S}
+MAX_DELAY = {INVOICE: 60, PAYMENT: MAX_DELAY_S, MPESA: MAX_DELAY_S, PAYOUT: MAX_DELAY_S, AIRTIME: MAX_DELAY_S}
 
 
 def backoff(attempts: int, base: float = 5, cap: float = MAX_DELAY_S) -> float:
@@ -157,15 +160,20 @@ def _mpesa(svc: Services, key: str) -> bool:
     return request is None or request.status != PENDING
 
 
-def _airtime(svc: Services, key: str) -> bool:
-    if svc.airtime is None:
-        return False  # turned off with purchases pending: asked again when it is back (or resolved)
-    answer = airtime.query(svc.db, svc.airtime, key)
-    if answer == "no-request-id":
-        log.error("airtime %s: Africa's Talking never gave it a requestId; resolve it with "
-                  "`flask --app app resolve-airtime %s delivered|failed` once AT's dashboard says which", key, key)
+def _payout(svc: Services, key: str) -> bool:
+    payout = payouts.find(svc.db, key)
+    if payout is None or payout.state not in OPEN_PAYOUT:
         return True
-    return answer not in ("pending", "waiting")
+    rail = svc.rail(payout.rail)
+    if rail is None:
+        return False  # its rail is turned off with payouts open: asked again when it is back (or resolved)
+    answer = payouts.query(svc.db, rail, payout.reference)
+    if answer.needs_operator:
+        log.error("payout %s (%s): %s; no query can settle it: resolve it with `flask --app app resolve %s "
+                  "--outcome paid|failed --reason ...` once the rail's dashboard says which",
+                  key, payout.rail, answer.reason, key)
+        return True
+    return answer.said is not Said.PENDING or answer.reason == payouts.DONE
 
 
 def _orphan(svc: Services, key: str) -> bool:
@@ -175,7 +183,7 @@ def _orphan(svc: Services, key: str) -> bool:
 
 def sweep(svc: Services) -> int:
     """A job for every pending item that has none: invoices, payments out, M-Pesa requests,
-    airtime purchases, and payouts reserved without their M-Pesa request."""
+    open payouts, and payouts reserved without their M-Pesa request."""
     with svc.db.read() as s:
         found = {
             INVOICE: set(s.scalars(select(Invoice.payment_hash).where(Invoice.status == PENDING).limit(5000))),
@@ -184,8 +192,7 @@ def sweep(svc: Services) -> int:
                 Transaction.direction == "debit", Transaction.type == "send").limit(5000))},
             MPESA: set(s.scalars(select(MpesaRequest.reference).where(MpesaRequest.status == PENDING).limit(5000))
                        if svc.mpesa.payouts_async or svc.mpesa.topup_by_push else []),
-            AIRTIME: set(s.scalars(select(AirtimeRequest.reference).where(AirtimeRequest.status == PENDING)
-                                   .limit(5000))),
+            PAYOUT: set(s.scalars(select(Payout.reference).where(Payout.state.in_(OPEN_PAYOUT)).limit(5000))),
             ORPHAN: {str(row.id) for row in mpesa_flows.orphans(svc.db, mpesa_flows.ORPHAN_AFTER_S, limit=5000)},
         }
         known = {(kind, key) for kind, key in s.execute(select(Job.kind, Job.key).where(Job.kind.in_(list(found))))}
@@ -227,7 +234,7 @@ def cleanup(svc: Services) -> None:
 
 
 HANDLERS: dict[str, Callable[[Services, str], bool]] = {INVOICE: _invoice, PAYMENT: _payment, MPESA: _mpesa,
-                                                        AIRTIME: _airtime, ORPHAN: _orphan}
+                                                        PAYOUT: _payout, AIRTIME: _payout, ORPHAN: _orphan}
 
 
 def run_one(svc: Services, job: Claimed, me: str) -> None:

@@ -18,13 +18,15 @@ from app import create_app
 from helpers.lightning import lnurl_pay
 from helpers.lightning.lnurl_pay import PayParams
 from helpers.airtime.provider import AirtimeResult, SimulatedAirtime
-from helpers.wallet import airtime, books, demo, journal, mpesa_flows, payments, users
+from helpers.infra.rail import Answer
+from helpers.wallet import books, demo, journal, mpesa_flows, payments, users
 from helpers.wallet.errors import InsufficientBalance, PolicyDenied
 from helpers.web import demo as demo_routes
 from helpers.mpesa.provider import PayoutResult, SimulatedMpesa
 from helpers.wallet.rules import policy
 from lightning import MockBackend, PaymentResult, State, StatusResult, UnavailableBackend, decode_invoice
-from models import FAILED, PENDING, SEND, SETTLED, AirtimeRequest, Invoice, Posting, Transaction, User
+from helpers.wallet.payouts import machine as payouts
+from models import AIRTIME_RAIL, OPEN_PAYOUT, PENDING, SEND, Invoice, Payout, Posting, Transaction, User
 from tests.conftest import configure, DEMO, Dialer, KES_MIN, PIN, TEST_PEPPER
 
 P = policy()
@@ -172,10 +174,14 @@ class WalletMachine(RuleBasedStateMachine):
     def airtime_answers(self, delivered):
         """Africa's Talking's late delivery report on every purchase that had no final answer."""
         with self.svc.db.read() as s:
-            waiting = list(s.scalars(select(AirtimeRequest.reference).where(AirtimeRequest.status == PENDING)))
+            waiting = list(s.scalars(select(Payout.reference).where(Payout.rail == AIRTIME_RAIL,
+                                                                    Payout.state.in_(OPEN_PAYOUT))))
+        rail = self.svc.rail(AIRTIME_RAIL)
+        assert rail is not None
         for reference in waiting:
-            assert airtime.finish(self.svc.db, reference, SETTLED if delivered else FAILED, "scripted report")
-            assert not airtime.finish(self.svc.db, reference, SETTLED, "the same report again")
+            said = Answer.paid(reason="scripted report") if delivered else Answer.failed("scripted report")
+            assert payouts.finish(self.svc.db, rail, reference, said)
+            assert not payouts.finish(self.svc.db, rail, reference, Answer.paid(reason="the same report again"))
 
     @rule(a=PEOPLE, amount=SATS, node_up=st.booleans(), pay=st.booleans())
     def receive(self, a, amount, node_up, pay):

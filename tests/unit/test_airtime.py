@@ -15,9 +15,12 @@ from sqlalchemy import select
 
 from helpers.infra.config import ConfigError, finalise, load_config
 from helpers.infra.i18n import t
-from helpers.wallet import airtime, journal
+from helpers.airtime import rail as airtime_rail
+from helpers.infra.rail import Said
+from helpers.wallet import journal
+from helpers.wallet.payouts import machine as payouts
 from helpers.web import worker
-from models import FAILED, PENDING, SETTLED, AirtimeRequest, JournalEntry, Transaction
+from models import AIRTIME_RAIL, POSTED, RESERVED, SENT, VOIDED, JournalEntry, Payout, Transaction
 from tests.conftest import DEMO, PIN, VALID_MIN, Dialer, balance, outbox, snapshot
 from tests.fakes.fake_at_airtime import FakeAirtime
 
@@ -44,14 +47,14 @@ def terms(wallet, kes: int) -> tuple[int, int]:
     return sats, wallet.policy.fee_sats("airtime", sats)
 
 
-def request_of(wallet, reference: str) -> AirtimeRequest:
+def request_of(wallet, reference: str) -> Payout:
     with wallet.db.read() as s:
-        return s.scalar(select(AirtimeRequest).where(AirtimeRequest.reference == reference))
+        return s.scalar(select(Payout).where(Payout.reference == reference))
 
 
-def only_request(wallet) -> AirtimeRequest:
+def only_request(wallet) -> Payout:
     with wallet.db.read() as s:
-        rows = list(s.scalars(select(AirtimeRequest)))
+        rows = list(s.scalars(select(Payout)))
     assert len(rows) == 1
     return rows[0]
 
@@ -80,14 +83,14 @@ def test_airtime_accepted_is_reserved_then_settled_once_by_the_delivery_report(a
     request = only_request(wallet)
     assert reply == "END " + t(lang, "airtime.pending", kes=kes, phone=ALICE_LOCAL, ref=request.reference)
     assert [(s["phone"], s["kes"], s["key"]) for s in at.sends] == [(DEMO[0], f"KES {kes}", request.reference)]
-    assert request.status == PENDING and request.request_id == at.sends[0]["request_id"]
+    assert request.state == SENT and request.rail_key == at.sends[0]["request_id"]
     assert balance(wallet, DEMO[0]) == a0 - sats - fee  # reserved, not yet spent
 
-    at.final[request.request_id] = "Success"  # what AT's status query says from now on
-    answer = report(client, at.report(request.request_id))
+    at.final[request.rail_key] = "Success"  # what AT's status query says from now on
+    answer = report(client, at.report(request.rail_key))
     assert (answer.status_code, answer.json["status"]) == (200, "settled")
-    assert report(client, at.report(request.request_id)).json["status"] == "already-done"  # AT sends it again
-    assert request_of(wallet, request.reference).status == SETTLED
+    assert report(client, at.report(request.rail_key)).json["status"] == "already-done"  # AT sends it again
+    assert request_of(wallet, request.reference).state == POSTED
     assert balance(wallet, DEMO[0]) == a0 - sats - fee
     assert entries(wallet, request.reference) == ["airtime-pending", "airtime-post"]
     receipt = t(lang, "sms.airtime", kes=kes, phone=ALICE_LOCAL, ref=request.reference, sats=sats, fee=fee,
@@ -103,7 +106,7 @@ def test_airtime_delivered_at_once_is_settled_on_the_answer(alice, wallet, at):
     request = only_request(wallet)
     assert reply == "END " + t("en", "airtime.done", kes=50, phone=BOB_LOCAL, sats=sats, fee=fee,
                                ref=request.reference, balance=a0 - sats - fee)
-    assert at.sends[0]["phone"] == DEMO[1] and request.status == SETTLED
+    assert at.sends[0]["phone"] == DEMO[1] and request.state == POSTED
 
 
 def test_a_refused_send_gives_the_sats_back_at_once(alice, wallet, at):
@@ -112,7 +115,7 @@ def test_a_refused_send_gives_the_sats_back_at_once(alice, wallet, at):
     reply = alice.run("8", "3", "1", "100", PIN)
     request = only_request(wallet)
     assert reply == "END " + t("en", "airtime.failed", ref=request.reference)
-    assert balance(wallet, DEMO[0]) == a0 and request.status == FAILED
+    assert balance(wallet, DEMO[0]) == a0 and request.state == VOIDED
     assert entries(wallet, request.reference) == ["airtime-pending", "airtime-void"]
     assert len(at.sends) == 1
 
@@ -121,11 +124,11 @@ def test_a_failure_report_refunds_once_and_a_later_success_changes_nothing(alice
     a0 = balance(wallet, DEMO[0])
     alice.run("8", "3", "1", "100", PIN)
     request = only_request(wallet)
-    at.final[request.request_id] = "Failed"
-    assert report(client, at.report(request.request_id, "Failed")).json["status"] == "refunded"
+    at.final[request.rail_key] = "Failed"
+    assert report(client, at.report(request.rail_key, "Failed")).json["status"] == "refunded"
     assert balance(wallet, DEMO[0]) == a0
-    assert report(client, at.report(request.request_id, "Failed")).json["status"] == "already-done"
-    assert report(client, at.report(request.request_id, "Success")).json["status"] == "already-done"
+    assert report(client, at.report(request.rail_key, "Failed")).json["status"] == "already-done"
+    assert report(client, at.report(request.rail_key, "Success")).json["status"] == "already-done"
     assert balance(wallet, DEMO[0]) == a0
     assert entries(wallet, request.reference) == ["airtime-pending", "airtime-void"]
     assert any(request.reference in sms and "100" in sms for sms in outbox(wallet, DEMO[0]))
@@ -135,16 +138,16 @@ def test_forged_or_mismatched_reports_move_nothing(alice, wallet, client, at):
     alice.run("8", "3", "1", "100", PIN)
     request = only_request(wallet)
     before = snapshot(wallet)
-    assert report(client, at.report(request.request_id), token="wrong-token-0123456789").status_code == 403
-    assert report(client, at.report(request.request_id, phoneNumber=DEMO[1])).status_code == 400
-    assert report(client, at.report(request.request_id, value="KES 5000.0000")).status_code == 400
-    assert report(client, at.report(request.request_id, requestId="ATQid_forged")).status_code == 404
-    assert report(client, {"requestId": request.request_id, "status": "Maybe"}).status_code == 400
+    assert report(client, at.report(request.rail_key), token="wrong-token-0123456789").status_code == 403
+    assert report(client, at.report(request.rail_key, phoneNumber=DEMO[1])).status_code == 400
+    assert report(client, at.report(request.rail_key, value="KES 5000.0000")).status_code == 400
+    assert report(client, at.report(request.rail_key, requestId="ATQid_forged")).status_code == 404
+    assert report(client, {"requestId": request.rail_key, "status": "Maybe"}).status_code == 400
     # the URL and the id are right, but AT's own status query does not say so: nothing moves
-    assert report(client, at.report(request.request_id, "Failed")).status_code == 202  # AT: still "Sent"
-    at.final[request.request_id] = "Success"
-    assert report(client, at.report(request.request_id, "Failed")).status_code == 409  # AT: delivered
-    assert snapshot(wallet) == before and request_of(wallet, request.reference).status == PENDING
+    assert report(client, at.report(request.rail_key, "Failed")).status_code == 202  # AT: still "Sent"
+    at.final[request.rail_key] = "Success"
+    assert report(client, at.report(request.rail_key, "Failed")).status_code == 409  # AT: delivered
+    assert snapshot(wallet) == before and request_of(wallet, request.reference).state in (RESERVED, SENT)
 
 
 def test_refused_sends_one_after_another_each_give_the_sats_back(alice, wallet, at):
@@ -156,28 +159,28 @@ def test_refused_sends_one_after_another_each_give_the_sats_back(alice, wallet, 
         assert alice.run("8", "3", "1", "100", PIN).startswith("END " + t("en", "airtime.failed", ref="X")[:20])
     assert balance(wallet, DEMO[0]) == a0
     with wallet.db.read() as s:
-        assert [(r.status, r.request_id) for r in s.scalars(select(AirtimeRequest))] == [(FAILED, None)] * 3
+        assert [(r.state, r.rail_key) for r in s.scalars(select(Payout))] == [(VOIDED, None)] * 3
 
 
 def test_without_a_report_the_status_query_settles_it(alice, wallet, at):
     alice.run("8", "3", "1", "100", PIN)
     request = only_request(wallet)
     assert worker.sweep(wallet) >= 1  # the sweep gives the pending purchase its job
-    handle = worker.HANDLERS[worker.AIRTIME]
+    handle = worker.HANDLERS[worker.PAYOUT]
     assert handle(wallet, request.reference) is False  # AT: still "Sent"
-    assert request_of(wallet, request.reference).status == PENDING
-    at.final[request.request_id] = "Success"
+    assert request_of(wallet, request.reference).state in (RESERVED, SENT)
+    at.final[request.rail_key] = "Success"
     assert handle(wallet, request.reference) is True
-    assert request_of(wallet, request.reference).status == SETTLED
-    assert at.queries == [request.request_id] * 2
+    assert request_of(wallet, request.reference).state == POSTED
+    assert at.queries == [request.rail_key] * 2
 
 
 def test_a_query_that_says_failed_refunds(alice, wallet, at):
     a0 = balance(wallet, DEMO[0])
     alice.run("8", "3", "1", "100", PIN)
     request = only_request(wallet)
-    at.final[request.request_id] = "Failed"
-    assert airtime.query(wallet.db, wallet.airtime, request.reference) == "refunded"
+    at.final[request.rail_key] = "Failed"
+    assert payouts.query(wallet.db, wallet.rail(AIRTIME_RAIL), request.reference).said is Said.FAILED
     assert balance(wallet, DEMO[0]) == a0
 
 
@@ -189,14 +192,14 @@ def test_no_answer_keeps_the_sats_reserved_until_an_operator_resolves_it(alice, 
     reply = alice.run("8", "3", "1", "100", PIN)
     request = only_request(wallet)
     assert reply == "END " + t("en", "airtime.pending", kes=100, phone=ALICE_LOCAL, ref=request.reference)
-    assert request.request_id is None and balance(wallet, DEMO[0]) == a0 - sats - fee
-    handle = worker.HANDLERS[worker.AIRTIME]
+    assert request.rail_key is None and balance(wallet, DEMO[0]) == a0 - sats - fee
+    handle = worker.HANDLERS[worker.PAYOUT]
     assert handle(wallet, request.reference) is False  # its send may still be waiting: asked again later
     with wallet.db.write() as s:  # past the time a send can take
-        s.execute(AirtimeRequest.__table__.update().values(
-            created_at=request.created_at - dt.timedelta(seconds=airtime.SEND_GRACE_S + 1)))
+        s.execute(Payout.__table__.update().values(
+            created_at=request.created_at - dt.timedelta(seconds=airtime_rail.SEND_GRACE_S + 1)))
     assert handle(wallet, request.reference) is True  # nothing to ask: left to people
-    assert request_of(wallet, request.reference).status == PENDING
+    assert request_of(wallet, request.reference).state in (RESERVED, SENT)
     done = runner.invoke(args=["resolve-airtime", request.reference, "--outcome", "failed", "--reason", "T-1 AT says"])
     assert done.exit_code == 0, done.output
     assert balance(wallet, DEMO[0]) == a0
@@ -291,12 +294,12 @@ def test_production_refuses_simulated_airtime_and_a_missing_callback_token(tmp_p
 def test_solvency_counts_airtime_in_flight_and_the_airtime_float(alice, wallet, client, at):
     alice.run("8", "3", "1", "100", PIN)
     request = only_request(wallet)
-    at.final[request.request_id] = "Success"
+    at.final[request.rail_key] = "Success"
     with wallet.db.read() as s:
         reserved = s.scalar(select(Transaction.amount_sats + Transaction.fee_sats)
                             .where(Transaction.reference == request.reference))
         assert journal.solvency(s, 0).airtime_in_flight_sats == reserved
-    report(client, at.report(request.request_id))
+    report(client, at.report(request.rail_key))
     with wallet.db.read() as s:
         found = journal.solvency(s, 0)
     assert found.airtime_in_flight_sats == 0 and found.airtime_float_sats == -reserved
@@ -311,7 +314,7 @@ def test_operators_see_pending_airtime_with_its_request_id(alice, wallet, client
     operators.add(wallet.db, "wanjiru", PASSWORD)
     sign_in(client)
     page = client.get("/admin/pending").get_data(as_text=True)
-    assert request.reference in page and request.request_id in page
-    at.final[request.request_id] = "Success"
-    report(client, at.report(request.request_id))
+    assert request.reference in page and request.rail_key in page
+    at.final[request.rail_key] = "Success"
+    report(client, at.report(request.rail_key))
     assert request.reference not in client.get("/admin/pending").get_data(as_text=True)

@@ -23,8 +23,8 @@ def test_delivered_airtime_moves_assets_and_liabilities_alike(alice, wallet, cli
     before, _ = surplus(wallet)
     alice.run("8", "3", "1", str(kes), PIN)
     request = only_request(wallet)
-    at.final[request.request_id] = "Success"
-    report(client, at.report(request.request_id))
+    at.final[request.rail_key] = "Success"
+    report(client, at.report(request.rail_key))
     with wallet.db.read() as s:
         row = s.query(Transaction).filter(Transaction.reference == request.reference).one()
     assert row.status == SETTLED

@@ -1,0 +1,123 @@
+"""What a payout rail is, in the words the wallet and every rail share.
+
+A rail moves value out of the wallet on someone else's network: Lightning, M-Pesa B2C, a till or
+paybill (B2B), airtime. The wallet keeps one `payouts` row per payment out and moves it through
+one state machine (helpers/wallet/payouts); a rail is an adapter that does the talking:
+
+    send(payout)             -> Answer: PAID, FAILED (nothing was sent) or PENDING (accepted, or
+                                no answer: only a later query or callback can tell)
+    query(payout)            -> Answer: PAID, FAILED, or PENDING (not known yet)
+    parse_callback(fields)   -> Claim: which payout (the rail's key) and what the caller says,
+                                or CallbackRefused
+    confirm(payout, claim, fields) -> Answer: what to act on once the claim was checked against
+                                the payout (and, where the rail allows it, against its own
+                                status query); raises CallbackRefused
+
+and says what its money is (`Books`: where reserved sats wait, what pays the payout out) and
+what the customer is told (`posted_text`, `voided_text`). It lives below the wallet: it never
+imports it, and the wallet never imports an adapter; adapters are registered by name when the
+app is built (Services.rails).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+class Said(enum.Enum):
+    PAID = "paid"
+    FAILED = "failed"  # definitely: the reserved sats may go back
+    PENDING = "pending"  # accepted, or not known: the sats stay reserved
+
+
+@dataclass(frozen=True)
+class Answer:
+    said: Said
+    rail_key: str = ""  # the rail's own id for the payment (AT requestId, conversation id, hash)
+    receipt: str = ""  # the rail's receipt when paid
+    cost_sats: int = 0  # what the rail itself charged, out of the reserved fee limit (Lightning)
+    reason: str = ""  # the rail's words, for logs and the row
+    needs_operator: bool = False  # PENDING, and no query will ever tell: only an operator can end it
+
+    @classmethod
+    def paid(cls, receipt: str = "", rail_key: str = "", cost_sats: int = 0, reason: str = "paid") -> Answer:
+        return cls(Said.PAID, rail_key, receipt, cost_sats, reason)
+
+    @classmethod
+    def failed(cls, reason: str, rail_key: str = "") -> Answer:
+        return cls(Said.FAILED, rail_key, reason=reason)
+
+    @classmethod
+    def pending(cls, reason: str = "", rail_key: str = "", needs_operator: bool = False) -> Answer:
+        return cls(Said.PENDING, rail_key, reason=reason, needs_operator=needs_operator)
+
+
+@dataclass(frozen=True)
+class Books:
+    """Where a rail's money sits. A reservation moves the customer's amount + fee + fee limit to
+    `in_flight`; a posting moves it on to `paid_from` (the asset that paid: the node, the M-Pesa
+    float, the airtime float; amount + what the rail cost), our fee to income and what the fee
+    limit did not use back to the customer; a void moves it all back. Entries are of kind
+    "<kind>-pending", "<kind>-post" and "<kind>-void"; the reservation's movement row has type
+    `movement` (the statement and the history screens read it)."""
+
+    kind: str
+    label: str  # how the operator's statement names it: "Airtime", "M-Pesa", "Lightning"
+    movement: str
+    in_flight: str
+    paid_from: str
+
+
+@dataclass(frozen=True)
+class PayoutView:
+    """What a rail sees of a payout."""
+
+    reference: str  # ours, unique: what the rail is given (Idempotency-Key, originator id, ...)
+    rail: str
+    user_id: int
+    destination: str  # the rail's own words for where it goes (a phone, a till, a payee)
+    amount_sats: int
+    fee_sats: int
+    amount_kes: int | None
+    rail_key: str | None
+    state: str
+    created_at: dt.datetime
+    movement_reference: str = ""  # the reference the customer was given
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A callback's word on a payout, before it was checked."""
+
+    rail_key: str
+    answer: Answer
+    fields: dict = field(default_factory=dict)
+
+
+class CallbackRefused(Exception):
+    """A callback that moves nothing: malformed, unknown, forged or contradicted."""
+
+    def __init__(self, status: int, outcome: str) -> None:
+        super().__init__(outcome)
+        self.status = status
+        self.outcome = outcome
+
+
+class Rail(Protocol):
+    name: str
+    books: Books
+
+    def send(self, payout: PayoutView) -> Answer: ...
+
+    def query(self, payout: PayoutView) -> Answer: ...
+
+    def parse_callback(self, fields: dict) -> Claim: ...
+
+    def confirm(self, payout: PayoutView, claim: Claim) -> Answer: ...
+
+    def posted_text(self, payout: PayoutView, language: str, balance: int, receipt: str) -> str: ...
+
+    def voided_text(self, payout: PayoutView, language: str, balance: int) -> str: ...

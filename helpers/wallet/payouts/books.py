@@ -1,0 +1,131 @@
+"""The wallet's three verbs for a payout, each in the caller's transaction with one journal entry.
+
+reserve: the customer's amount + fee leave their balance for the rail's in-flight account; the
+         movement row (pending) and the payout row (reserved) are written with it: never one
+         without the other.
+post:    the payout moves to posted once (a conditional UPDATE); the reservation goes on to the
+         asset that paid it (amount + what the rail cost) and our fee to income.
+void:    the payout moves to voided once; the reservation goes back to the customer.
+A post or void whose movement row is not pending raises Undo: the caller's transaction rolls
+back with it, so the payout and its money never disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, select, update
+from sqlalchemy.orm import Session
+
+from helpers.infra import sms
+from helpers.infra.rail import Answer, PayoutView, Rail
+from helpers.infra.refs import new_reference
+from helpers.wallet import journal, transactions, users
+from helpers.wallet.transactions import Receipt
+from models import DEBIT, FAILED, FEES, OPEN_PAYOUT, PENDING, POSTED, RESERVED, SETTLED, VOIDED, Payout, \
+    Transaction, utcnow
+
+
+class Undo(Exception):
+    """The payout moved but its reservation was not pending: roll both back."""
+
+
+def _rows(result: Any) -> int:
+    return cast(CursorResult, result).rowcount
+
+
+def view(payout: Payout, movement_reference: str = "") -> PayoutView:
+    return PayoutView(payout.reference, payout.rail, payout.user_id, payout.destination, payout.amount_sats,
+                      payout.fee_sats, payout.amount_kes, payout.rail_key, payout.state, payout.created_at,
+                      movement_reference or payout.reference)
+
+
+def reserve(s: Session, rail: Rail, user_id: int, amount: int, fee: int, destination: str, key: str, *,
+            check: Callable[[int], None], amount_kes: int | None = None, counterparty: str = "",
+            description: str = "", reference: str | None = None) -> Receipt:
+    """Take `amount` + `fee` from the customer for a payout on `rail`, with its movement row and
+    payout row. `check(balance after)` asks the policy once the debit holds this customer's row
+    (raise PolicyDenied to refuse). `reference`: the payout's own, when the rail is given another
+    than the customer's. Raises InsufficientBalance, AccountLocked, PolicyDenied; a replay of
+    `key` fails on it (transactions.run_once gives the first receipt)."""
+    total = amount + fee
+    after = transactions.debit(s, user_id, total)
+    check(after)
+    ref = new_reference()
+    row = Transaction(user_id=user_id, type=rail.books.movement, direction=DEBIT, amount_sats=amount, fee_sats=fee,
+                      status=PENDING, reference=ref, counterparty=(counterparty or destination)[:64],
+                      idempotency_key=key, description=description[:255] or None)
+    s.add(row)
+    s.flush()  # a replay fails here, on the key
+    s.add(Payout(reference=reference or ref, rail=rail.name, user_id=user_id, transaction_id=row.id,
+                 destination=destination[:255], amount_sats=amount, fee_sats=fee, amount_kes=amount_kes,
+                 state=RESERVED, queries=0))
+    journal.record(s, f"{rail.books.kind}-pending", ref, [journal.customer(user_id, total),
+                                                           journal.house(rail.books.in_flight, -total)],
+                   transaction_id=row.id)
+    return Receipt(ref, amount, fee, after, PENDING, row.id)
+
+
+def _move(s: Session, reference: str, state: str, answer: Answer, note: str) -> Payout | None:
+    values: dict[str, object] = {"state": state, "result_desc": (note or answer.reason)[:255],
+                                 "finished_at": utcnow()}
+    if answer.receipt:
+        values["receipt"] = answer.receipt[:64]
+    moved = _rows(s.execute(update(Payout).where(Payout.reference == reference, Payout.state.in_(OPEN_PAYOUT))
+                            .values(**values)))
+    return s.scalar(select(Payout).where(Payout.reference == reference)) if moved == 1 else None
+
+
+def _memo(label: str, payout: Payout, answer: Answer, note: str) -> str:
+    """The posting's memo, as the operator's statement shows it: the rail's receipt and the KES."""
+    if payout.amount_kes is None:
+        return note
+    return f"{label} {answer.receipt or payout.rail_key or '-'} KES {payout.amount_kes}"
+
+
+def post(s: Session, rail: Rail, reference: str, answer: Answer, note: str = "") -> bool:
+    """The rail paid: posted once. False when the payout was not open. `note` (an operator's
+    reason) is kept as the payout's result instead of the rail's words."""
+    payout = _move(s, reference, POSTED, answer, note)
+    if payout is None:
+        return False
+    moved = _rows(s.execute(update(Transaction).where(Transaction.id == payout.transaction_id,
+                                                      Transaction.status == PENDING)
+                            .values(status=SETTLED, settled_at=utcnow())))
+    if moved != 1:
+        raise Undo(reference)
+    row = s.get_one(Transaction, payout.transaction_id)
+    books, total = rail.books, payout.amount_sats + payout.fee_sats
+    journal.record(s, f"{books.kind}-post", row.reference,
+                   [journal.house(books.in_flight, total), journal.house(books.paid_from, -payout.amount_sats),
+                    journal.house(FEES, -payout.fee_sats)],
+                   transaction_id=row.id, follows=journal.entry_of(s, row.id, f"{books.kind}-pending"),
+                   memo=_memo(books.label, payout, answer, note))
+    user = users.owner(s, payout.user_id)
+    sms.queue(s, user.phone, rail.posted_text(view(payout, row.reference), user.language, user.balance_sats,
+                                              answer.receipt))
+    return True
+
+
+def void(s: Session, rail: Rail, reference: str, answer: Answer, note: str = "") -> bool:
+    """The rail failed (or an operator says so): voided once, the sats back. False when the
+    payout was not open."""
+    payout = _move(s, reference, VOIDED, answer, note)
+    if payout is None:
+        return False
+    moved = _rows(s.execute(update(Transaction).where(Transaction.id == payout.transaction_id,
+                                                      Transaction.status == PENDING)
+                            .values(status=FAILED, settled_at=utcnow())))
+    if moved != 1:
+        raise Undo(reference)
+    row = s.get_one(Transaction, payout.transaction_id)
+    books, total = rail.books, payout.amount_sats + payout.fee_sats
+    after = transactions.credit(s, payout.user_id, total)
+    journal.record(s, f"{books.kind}-void", row.reference,
+                   [journal.house(books.in_flight, total), journal.customer(payout.user_id, -total)],
+                   transaction_id=row.id, follows=journal.entry_of(s, row.id, f"{books.kind}-pending"),
+                   memo=note)
+    user = users.owner(s, payout.user_id)
+    sms.queue(s, user.phone, rail.voided_text(view(payout, row.reference), user.language, after))
+    return True

@@ -1,0 +1,141 @@
+"""A payout's life around its rail. Reserved with its movement (books.reserve), it is sent; the
+rail's answer, a callback, the worker's status query or an operator then give the final word,
+which acts once (books.post or books.void: conditional on the payout being open).
+
+    reserved --send: accepted, the rail's key--> sent
+    reserved | sent --paid--> posted          reserved | sent --failed--> voided
+
+"No answer" leaves the sats reserved: only the rail's own word (or an operator's) ends a payout.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from database import Database
+from helpers.infra.phone import mask
+from helpers.infra.rail import Answer, CallbackRefused, Rail, Said
+from helpers.wallet import transactions
+from helpers.wallet.payouts import books
+from helpers.wallet.payouts.books import view
+from models import OPEN_PAYOUT, RESERVED, SENT, Payout, Transaction
+
+log = logging.getLogger(__name__)
+
+# A finished payout's word for callers (the callback's answer, the worker's log)
+POSTED_WORD, VOIDED_WORD = "settled", "refunded"
+DONE = "done"  # the reason of a pending answer about a payout that was not open: nothing to ask
+
+
+def find(db: Database, reference: str) -> Payout | None:
+    """The payout of `reference`: its own, or the movement's the customer was given."""
+    with db.read() as s:
+        return s.scalar(select(Payout).join(Transaction, Transaction.id == Payout.transaction_id)
+                        .where(or_(Payout.reference == reference, Transaction.reference == reference))
+                        .order_by(Payout.id.desc()).limit(1))
+
+
+def pending(db: Database, rail: str | None = None, limit: int = 500) -> list[Payout]:
+    """Open payouts (reserved or sent), oldest first."""
+    query = select(Payout).where(Payout.state.in_(OPEN_PAYOUT))
+    if rail is not None:
+        query = query.where(Payout.rail == rail)
+    with db.read() as s:
+        return list(s.scalars(query.order_by(Payout.id).limit(limit)))
+
+
+def finish(db: Database, rail: Rail, reference: str, answer: Answer, note: str = "",
+           also: Callable[[Session], None] | None = None) -> bool:
+    """The final word (PAID posts, FAILED voids), once; False when the payout was not open.
+    `also` (an operator's audit line) runs in the same transaction when it acts: both, or
+    neither. Retried whole on a deadlock or a Galera certification conflict."""
+    if answer.said is Said.PENDING:
+        raise ValueError("a pending answer is not a final word")
+
+    def work() -> bool:
+        try:
+            with db.write() as s:
+                verb = books.post if answer.said is Said.PAID else books.void
+                done = verb(s, rail, reference, answer, note)
+                if done and also is not None:
+                    also(s)
+                return done
+        except books.Undo:
+            log.error("payout %s: its movement is not pending; %s not applied", reference, answer.said.value)
+            return False
+        except IntegrityError:
+            log.error("payout %s: receipt %s is already another payout's; not applied", reference, answer.receipt)
+            return False
+
+    done = transactions.retry_deadlocks(work)
+    if done:
+        log.info("payout %s %s (%s)", reference, answer.said.value, note or answer.reason)
+    return done
+
+
+def _record_key(db: Database, reference: str, rail_key: str) -> None:
+    """The rail accepted the payout and named it: reserved -> sent, once."""
+    with db.write() as s:
+        s.execute(update(Payout).where(Payout.reference == reference, Payout.state == RESERVED,
+                                       Payout.rail_key.is_(None))
+                  .values(state=SENT, rail_key=rail_key[:64]))
+
+
+def send(db: Database, rail: Rail, reference: str) -> Answer:
+    """Ask the rail to pay a reserved payout. PAID: posted now; FAILED: voided now; PENDING: a
+    callback, the worker or an operator finishes it. Returns what took effect (PENDING when a
+    callback finished it meanwhile)."""
+    payout = find(db, reference)
+    if payout is None or payout.state != RESERVED:
+        return Answer.pending("not reserved")
+    answer = rail.send(view(payout))
+    if answer.rail_key:
+        _record_key(db, payout.reference, answer.rail_key)
+    if answer.said is Said.PENDING:
+        log.info("%s %s to %s: %s", rail.name, payout.reference, mask(payout.destination),
+                 "accepted" if answer.rail_key else f"unknown ({answer.reason})")
+        return answer
+    if finish(db, rail, payout.reference, answer):
+        return answer
+    return Answer.pending(answer.reason, answer.rail_key)
+
+
+def query(db: Database, rail: Rail, reference: str) -> Answer:
+    """Ask the rail about one open payout (a worker's job) and act on a final answer. Returns
+    the rail's answer (PENDING also when the payout was finished already: nothing to do)."""
+    with db.write() as s:
+        payout = s.scalar(select(Payout).where(Payout.reference == reference))
+        if payout is None or payout.state not in OPEN_PAYOUT:
+            return Answer.pending(DONE)
+        s.execute(update(Payout).where(Payout.id == payout.id).values(queries=Payout.queries + 1))
+        seen = view(payout)
+    answer = rail.query(seen)
+    if answer.said is not Said.PENDING and not finish(db, rail, reference, answer, f"status query: {answer.reason}"):
+        return Answer.pending(DONE)
+    return answer
+
+
+def callback(db: Database, rail: Rail, fields: dict) -> tuple[int, str]:
+    """A rail's callback: checked by the rail (which payout, is it who it says, does its status
+    query agree), then acted on once. Returns (HTTP status, outcome)."""
+    try:
+        claim = rail.parse_callback(fields)
+        with db.read() as s:
+            payout = s.scalar(select(Payout).where(Payout.rail == rail.name, Payout.rail_key == claim.rail_key[:64]))
+        if payout is None:
+            log.warning("%s callback for an unknown key %s...", rail.name, claim.rail_key[:12])
+            return 404, "unknown"
+        if payout.state not in OPEN_PAYOUT:
+            return 200, "already-done"
+        answer = rail.confirm(view(payout), claim)
+    except CallbackRefused as refused:
+        return refused.status, refused.outcome
+    if answer.said is Said.PENDING:
+        return 202, "checking"  # the rail's own query does not say so yet: the worker asks again
+    done = finish(db, rail, payout.reference, answer, answer.reason)
+    return 200, (POSTED_WORD if answer.said is Said.PAID else VOIDED_WORD) if done else "already-done"
