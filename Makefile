@@ -15,7 +15,7 @@ PYTHON_OK := import sys; v = sys.version_info[:2]; sys.exit(0 if (3, 11) <= v <=
 LNBITS_VENV ?= .lnbits-venv
 LNBITS_STAMP := $(LNBITS_VENV)/.installed
 
-.PHONY: run test test-fast mutation test-sqlite test-mysql test-galera stack lint bench clean golden-update lock
+.PHONY: run test test-fast mutation test-sqlite test-mysql test-galera stack lint bench clean golden-update lock env-example
 
 # The app and its tests at the versions of requirements-dev.lock, each file checked against its
 # hash; then the project itself, editable, for the `satspesa` command (.venv/bin/satspesa).
@@ -99,6 +99,11 @@ golden-update: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
+	$(PY) scripts/env_example.py --check
+
+# Write .env.example again from the settings' declaration (helpers/infra/settings.py).
+env-example: $(STAMP)
+	$(PY) scripts/env_example.py
 
 clean:
 	rm -rf $(VENV) $(LNBITS_VENV) instance .pytest_cache .ruff_cache
