@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from helpers.infra.i18n import gsm7_length, t
+from helpers.infra.i18n import CATALOGS, gsm7_length, t
 from helpers.infra.phone import local
 from helpers.ussd import quoting
 from helpers.ussd.screen import Ctx, expired
@@ -73,6 +73,15 @@ _WHO = {"receive": "lightning", "lightning-pending": "lightning", "lightning-pos
         "lightning-void": "lightning", "topup": "mpesa", "withdraw-pending": "mpesa", "withdraw-post": "mpesa",
         "withdraw-void": "mpesa", "adjustment": "adjust", "opening": "opening", "airtime-pending": "airtime",
         "airtime-post": "airtime", "airtime-void": "airtime"}
+def _who(kind: str) -> str:
+    """The catalog's word for the other side of an entry of `kind`: a payout rail's entries
+    ("<rail kind>-pending|post|void") are named by the rail's own "who.<rail kind>" text."""
+    if kind in _WHO:
+        return _WHO[kind]
+    rail = kind.rsplit("-", 1)[0]
+    return rail if f"who.{rail}" in CATALOGS["en"] else "adjust"
+
+
 HISTORY_LINES = 4  # the most a screen shows; fewer when long amounts would pass 160 characters
 
 
@@ -89,7 +98,7 @@ class History:
         region = ctx.svc.settings.default_region
         shown = [ctx.t("history.line", sign="+" if line.amount > 0 else "-", amount=abs(line.amount),
                        who=local(line.counterparty, region) if line.counterparty
-                       else ctx.t("who." + _WHO.get(line.kind, "adjust")),
+                       else ctx.t("who." + _who(line.kind)),
                        date=line.at.strftime("%d/%m") + ("*" if line.pending else ""), ref=line.reference)
                  for line in lines]
         while len(shown) > 1 and (gsm7_length(ctx.t("history", lines="".join(shown))) or MAX_SCREEN + 1) > MAX_SCREEN:

@@ -23,7 +23,7 @@ from helpers.infra.rail import Answer, CallbackRefused, Rail, Said
 from helpers.wallet import transactions
 from helpers.wallet.payouts import books
 from helpers.wallet.payouts.books import view
-from models import OPEN_PAYOUT, RESERVED, SENT, Payout, Transaction
+from models import ASSET, LIABILITY, OPEN_PAYOUT, RESERVED, SENT, LedgerAccount, Payout, Transaction
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,18 @@ def pending(db: Database, rail: str | None = None, limit: int = 500) -> list[Pay
         query = query.where(Payout.rail == rail)
     with db.read() as s:
         return list(s.scalars(query.order_by(Payout.id).limit(limit)))
+
+
+def open_accounts(db: Database, rail: Rail) -> list[str]:
+    """The house accounts a rail's money moves through (its in-flight liability, the asset that
+    pays it), added when missing: a new rail's migration does this; so may a deployment that
+    registers one. Returns the codes added."""
+    wanted = {rail.books.in_flight: LIABILITY, rail.books.paid_from: ASSET}
+    with db.write() as s:
+        have = set(s.scalars(select(LedgerAccount.code).where(LedgerAccount.code.in_(list(wanted)))))
+        added = sorted(set(wanted) - have)
+        s.add_all(LedgerAccount(code=code, kind=wanted[code], balance_sats=0) for code in added)
+    return added
 
 
 def finish(db: Database, rail: Rail, reference: str, answer: Answer, note: str = "",

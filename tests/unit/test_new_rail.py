@@ -1,0 +1,228 @@
+"""A new payout rail is an adapter: this file adds one (a bank transfer, faked here) and never
+touches helpers/wallet/. Its money is reserved, posted and voided by the wallet's payout machine,
+its callback is checked by the adapter and acted on once, the worker's one job kind asks it, the
+operator's `flask resolve` ends it (audited) and the console lists it; the books check clean
+after every path (conftest's ledger check after each test)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+import pytest
+from sqlalchemy import select
+
+from helpers.infra.i18n import CATALOGS, t
+from helpers.infra.rail import Answer, Books, CallbackRefused, Claim, PayoutView, Said
+from helpers.wallet import journal, operators, transactions, users
+from helpers.wallet.errors import InsufficientBalance, PolicyDenied
+from helpers.wallet.payouts import books, machine
+from helpers.web import worker
+from models import POSTED, SENT, VOIDED, AuditEntry, JournalEntry, LedgerAccount, Payout, utcnow
+from tests.conftest import DEMO, balance, outbox
+
+BANK = "bank"
+SECRET = "bank-callback-secret"
+
+
+@dataclass
+class FakeBank:
+    """A bank's transfer API as the adapter sees it: accepts a transfer with an id, answers a
+    status query, and later posts a signed callback."""
+
+    accept: bool = True
+    status: dict[str, str] = field(default_factory=dict)  # transfer id -> "done" | "rejected" | "queued"
+    sent: list[tuple[str, str, int]] = field(default_factory=list)
+
+
+class BankRail:
+    name = BANK
+    books = Books(kind="bank", label="Bank", movement="bank", in_flight="bank-in-flight", paid_from="bank-float")
+
+    def __init__(self, bank: FakeBank) -> None:
+        self.bank = bank
+
+    def send(self, payout: PayoutView) -> Answer:
+        self.bank.sent.append((payout.reference, payout.destination, payout.amount_kes or 0))
+        if not self.bank.accept:
+            return Answer.failed("account closed")
+        transfer = f"TR{len(self.bank.sent):06d}"
+        self.bank.status[transfer] = "queued"
+        return Answer.pending("queued", rail_key=transfer)
+
+    def query(self, payout: PayoutView) -> Answer:
+        said = self.bank.status.get(payout.rail_key or "", "queued")
+        if said == "done":
+            return Answer.paid(receipt=f"BK{payout.rail_key}", reason="done")
+        return Answer.failed("rejected") if said == "rejected" else Answer.pending("queued")
+
+    def parse_callback(self, fields: dict) -> Claim:
+        if fields.get("secret") != SECRET:
+            raise CallbackRefused(403, "forbidden")
+        if not fields.get("transfer") or fields.get("status") not in ("done", "rejected"):
+            raise CallbackRefused(400, "malformed")
+        answer = (Answer.paid(receipt=f"BK{fields['transfer']}", reason="done") if fields["status"] == "done"
+                  else Answer.failed("rejected"))
+        return Claim(str(fields["transfer"]), answer, dict(fields))
+
+    def confirm(self, payout: PayoutView, claim: Claim) -> Answer:
+        if int(claim.fields.get("kes", -1)) != payout.amount_kes:
+            raise CallbackRefused(400, "refused")
+        return claim.answer
+
+    def posted_text(self, payout: PayoutView, language: str, balance: int, receipt: str) -> str:
+        return (f"Bank transfer {payout.movement_reference} of KES {payout.amount_kes} sent ({receipt}). "
+                f"Balance {balance}")
+
+    def voided_text(self, payout: PayoutView, language: str, balance: int) -> str:
+        return f"Bank transfer {payout.movement_reference} failed; sats returned. Balance {balance}"
+
+
+@pytest.fixture
+def bank(wallet):
+    fake = FakeBank()
+    wallet.rails[BANK] = lambda svc: BankRail(fake)
+    assert machine.open_accounts(wallet.db, BankRail(fake)) == ["bank-float", "bank-in-flight"]
+    return fake
+
+
+def reserve(wallet, phone: str, kes: int, sats: int, fee: int, key: str):
+    """The use case a bank rail would bring with its screens: its own policy check, the wallet's
+    reserve."""
+    user = users.register(wallet.db, phone, "en", wallet.service_code)
+    rail = wallet.rail(BANK)
+    limit = wallet.policy.value("kes-max")  # the bank rail's policy: M-Pesa's KES bounds, say
+
+    def work():
+        with wallet.db.write() as s:
+            def check(after: int) -> None:
+                if kes > limit:
+                    raise PolicyDenied("above-maximum")
+            return books.reserve(s, rail, user.id, sats, fee, "KCB 1234567890", key, check=check, amount_kes=kes,
+                                 description=f"Bank transfer KES {kes}")
+    return transactions.run_once(wallet.db, key, work)
+
+
+def kinds(wallet, reference: str) -> list[str]:
+    with wallet.db.read() as s:
+        return list(s.scalars(select(JournalEntry.kind).where(JournalEntry.reference == reference)
+                              .order_by(JournalEntry.id)))
+
+
+def payout_of(wallet, reference: str) -> Payout:
+    found = machine.find(wallet.db, reference)
+    assert found is not None
+    return found
+
+
+def test_a_bank_payout_is_reserved_sent_and_posted_once_by_its_callback(app, wallet, client, bank):
+    a0 = balance(wallet, DEMO[0])
+    receipt = reserve(wallet, DEMO[0], 500, 5_000, 25, "bank-1")
+    assert balance(wallet, DEMO[0]) == a0 - 5_025
+    assert reserve(wallet, DEMO[0], 500, 5_000, 25, "bank-1").replay  # the same step again: nothing more
+    assert machine.send(wallet.db, wallet.rail(BANK), receipt.reference).said is Said.PENDING
+    payout = payout_of(wallet, receipt.reference)
+    assert (payout.state, payout.rail_key, bank.sent) == (SENT, "TR000001", [(payout.reference, "KCB 1234567890", 500)])
+
+    rail = wallet.rail(BANK)
+    assert machine.callback(wallet.db, rail, {"secret": "guess", "transfer": "TR000001", "status": "done"}) == (
+        403, "forbidden")
+    assert machine.callback(wallet.db, rail, {"secret": SECRET, "transfer": "TR999999", "status": "done",
+                                              "kes": 500}) == (404, "unknown")
+    assert machine.callback(wallet.db, rail, {"secret": SECRET, "transfer": "TR000001", "status": "done",
+                                              "kes": 5}) == (400, "refused")
+    done = {"secret": SECRET, "transfer": "TR000001", "status": "done", "kes": 500}
+    assert machine.callback(wallet.db, rail, done) == (200, machine.POSTED_WORD)
+    assert machine.callback(wallet.db, rail, done) == (200, "already-done")
+    assert payout_of(wallet, receipt.reference).state == POSTED
+    assert balance(wallet, DEMO[0]) == a0 - 5_025
+    assert kinds(wallet, receipt.reference) == ["bank-pending", "bank-post"]
+    assert outbox(wallet, DEMO[0])[-1].startswith(f"Bank transfer {receipt.reference} of KES 500 sent (BKTR000001)")
+    with wallet.db.read() as s:
+        assert s.get_one(LedgerAccount, "bank-float").balance_sats == -5_000  # paid out of the bank float
+        assert s.get_one(LedgerAccount, "bank-in-flight").balance_sats == 0
+        assert journal.balances(s)["fee-income"] <= -25
+
+
+def test_the_customer_s_history_and_statement_show_a_bank_payout(wallet, alice, bank, monkeypatch):
+    for lang, word in (("en", "Bank"), ("sw", "Benki")):  # the rail's texts, as its catalog entries
+        monkeypatch.setitem(CATALOGS[lang], "who.bank", word)
+    receipt = reserve(wallet, DEMO[0], 500, 5_000, 25, "bank-9")
+    history = alice.run("6", "1")
+    date = utcnow().strftime("%d/%m")
+    assert t("en", "history.line", sign="-", amount=5_025, who="Bank", date=date + "*", ref=receipt.reference) \
+        in history
+    with wallet.db.read() as s:
+        line = journal.statement(s, users.get(s, DEMO[0]).id, limit=1)[0]
+    assert (line.kind, line.reference, line.amount, line.pending) == ("bank-pending", receipt.reference, -5_025, True)
+
+
+def test_a_refused_transfer_gives_the_sats_back_at_once_and_a_late_success_changes_nothing(wallet, bank):
+    bank.accept = False
+    a0 = balance(wallet, DEMO[0])
+    receipt = reserve(wallet, DEMO[0], 300, 3_000, 10, "bank-2")
+    assert machine.send(wallet.db, wallet.rail(BANK), receipt.reference).said is Said.FAILED
+    assert payout_of(wallet, receipt.reference).state == VOIDED and balance(wallet, DEMO[0]) == a0
+    assert not machine.finish(wallet.db, wallet.rail(BANK), receipt.reference, Answer.paid(reason="late"))
+    assert balance(wallet, DEMO[0]) == a0
+    assert kinds(wallet, receipt.reference) == ["bank-pending", "bank-void"]
+    assert outbox(wallet, DEMO[0])[-1] == f"Bank transfer {receipt.reference} failed; sats returned. Balance {a0}"
+
+
+def test_the_worker_asks_the_bank_and_finishes_its_payouts(wallet, bank):
+    a0 = balance(wallet, DEMO[0])
+    first = reserve(wallet, DEMO[0], 100, 1_000, 0, "bank-3")
+    second = reserve(wallet, DEMO[0], 200, 2_000, 0, "bank-4")
+    for receipt in (first, second):
+        machine.send(wallet.db, wallet.rail(BANK), receipt.reference)
+    assert worker.sweep(wallet) >= 2  # one job kind for every rail's open payouts
+    handle = worker.HANDLERS[worker.PAYOUT]
+    one, two = payout_of(wallet, first.reference), payout_of(wallet, second.reference)
+    assert handle(wallet, one.reference) is False  # the bank: still queued
+    bank.status[one.rail_key] = "done"
+    bank.status[two.rail_key] = "rejected"
+    assert handle(wallet, one.reference) is True and handle(wallet, two.reference) is True
+    assert (payout_of(wallet, first.reference).state, payout_of(wallet, second.reference).state) == (POSTED, VOIDED)
+    assert payout_of(wallet, first.reference).queries == 2
+    assert balance(wallet, DEMO[0]) == a0 - 1_000
+
+
+def test_an_operator_resolves_a_bank_payout_audited_and_the_console_lists_it(wallet, runner, client, bank):
+    from tests.unit.test_console import PASSWORD, sign_in
+
+    a0 = balance(wallet, DEMO[0])
+    receipt = reserve(wallet, DEMO[0], 100, 1_000, 5, "bank-5")
+    operators.add(wallet.db, "wanjiru", PASSWORD)
+    sign_in(client)
+    assert receipt.reference in client.get("/admin/pending").get_data(as_text=True)
+    done = runner.invoke(args=["resolve", receipt.reference, "--outcome", "failed", "--reason", "T-9 bank says no"])
+    assert done.exit_code == 0, done.output
+    assert balance(wallet, DEMO[0]) == a0 and payout_of(wallet, receipt.reference).state == VOIDED
+    again = runner.invoke(args=["resolve", receipt.reference, "--outcome", "paid", "--reason", "T-9"])
+    assert again.exit_code != 0 and balance(wallet, DEMO[0]) == a0
+    with wallet.db.read() as s:
+        audit = list(s.scalars(select(AuditEntry).where(AuditEntry.action == "resolve")))
+    assert [(line.subject, line.detail) for line in audit] == [(payout_of(wallet, receipt.reference).reference,
+                                                               "failed")]
+    assert receipt.reference not in client.get("/admin/pending").get_data(as_text=True)
+
+
+def test_a_bank_payout_cannot_spend_what_is_not_there_or_pass_the_policy(wallet, bank):
+    have = balance(wallet, DEMO[0])
+    with pytest.raises(InsufficientBalance):
+        reserve(wallet, DEMO[0], 100, have, 1, "bank-6")
+    with pytest.raises(PolicyDenied):
+        reserve(wallet, DEMO[0], wallet.policy.value("kes-max") + 1, 1_000, 0, "bank-7")
+    assert balance(wallet, DEMO[0]) == have
+    with wallet.db.read() as s:
+        assert list(s.scalars(select(Payout).where(Payout.rail == BANK))) == []
+
+
+def test_a_payout_the_bank_never_named_waits_for_its_answer(wallet, bank):
+    receipt = reserve(wallet, DEMO[0], 100, 1_000, 0, "bank-8")  # the send never happened (a crash)
+    payout = payout_of(wallet, receipt.reference)
+    assert payout.rail_key is None and payout.created_at <= utcnow() + dt.timedelta(seconds=1)
+    assert machine.query(wallet.db, wallet.rail(BANK), payout.reference).said is Said.PENDING
+    assert machine.send(wallet.db, wallet.rail(BANK), payout.reference).said is Said.PENDING  # sent now, once
+    assert machine.send(wallet.db, wallet.rail(BANK), payout.reference).reason == "not reserved"
+    assert len(bank.sent) == 1
