@@ -27,6 +27,12 @@ BOOKS = Books(kind="airtime", label="Airtime", movement=AIRTIME, in_flight=AIRTI
 SEND_GRACE_S = 60
 
 
+def _kes(payout: PayoutView) -> int:
+    if payout.amount_kes is None:  # reserve() always sets it for airtime
+        raise ValueError(f"airtime payout {payout.reference} has no KES amount")
+    return payout.amount_kes
+
+
 class AirtimeRail:
     name = NAME
     books = BOOKS
@@ -35,9 +41,10 @@ class AirtimeRail:
         self.provider = provider
 
     def send(self, payout: PayoutView) -> Answer:
-        result = self.provider.send(payout.destination, payout.amount_kes or 0, payout.reference)
+        result = self.provider.send(payout.destination, _kes(payout), payout.reference)
         if result.state is State.SUCCEEDED:
-            return Answer.paid(rail_key=result.request_id, reason=result.error or "delivered")
+            return Answer.paid(receipt=result.request_id, rail_key=result.request_id,
+                               reason=result.error or "delivered")
         if result.state is State.FAILED:
             return Answer.failed(result.error or "failed", rail_key=result.request_id)
         return Answer.pending(result.error, rail_key=result.request_id)
@@ -50,7 +57,7 @@ class AirtimeRail:
             return Answer.pending("no-request-id", needs_operator=True)
         state = self.provider.query(payout.rail_key)
         if state is State.SUCCEEDED:
-            return Answer.paid(reason="Success")
+            return Answer.paid(receipt=payout.rail_key, reason="Success")
         if state is State.FAILED:
             return Answer.failed("Failed")
         return Answer.pending("pending")
@@ -63,7 +70,7 @@ class AirtimeRail:
         if not request_id or status not in ("Success", "Failed"):
             raise CallbackRefused(400, "malformed")
         said = str(fields.get("description") or status)
-        answer = Answer.paid(reason=said) if status == "Success" else Answer.failed(said)
+        answer = Answer.paid(receipt=request_id[:64], reason=said) if status == "Success" else Answer.failed(said)
         return Claim(request_id[:64], answer, dict(fields))
 
     def confirm(self, payout: PayoutView, claim: Claim) -> Answer:
@@ -71,7 +78,7 @@ class AirtimeRail:
             log.warning("airtime callback %s refused: phoneNumber is not the one asked for", payout.reference)
             raise CallbackRefused(400, "refused")
         value = kes_of(str(claim.fields.get("value") or ""))
-        if value is not None and value != Decimal(payout.amount_kes or 0):
+        if value is not None and value != Decimal(_kes(payout)):
             log.warning("airtime callback %s refused: value %s is not KES %s", payout.reference, value,
                         payout.amount_kes)
             raise CallbackRefused(400, "refused")

@@ -9,7 +9,7 @@ one state machine (helpers/wallet/payouts); a rail is an adapter that does the t
     query(payout)            -> Answer: PAID, FAILED, or PENDING (not known yet)
     parse_callback(fields)   -> Claim: which payout (the rail's key) and what the caller says,
                                 or CallbackRefused
-    confirm(payout, claim, fields) -> Answer: what to act on once the claim was checked against
+    confirm(payout, claim)   -> Answer: what to act on once the claim (and its fields) was checked against
                                 the payout (and, where the rail allows it, against its own
                                 status query); raises CallbackRefused
 

@@ -11,11 +11,11 @@ import re
 import click
 from flask.cli import AppGroup
 
-from helpers.infra.rail import Answer
+from helpers.infra.rail import Answer, Said
 from helpers.wallet import mpesa_flows, operators, payments
 from helpers.wallet.payouts import machine as payouts
 from helpers.web.common import send_queued_sms, services
-from models import FAILED, OPEN_PAYOUT, PENDING, SETTLED
+from models import AIRTIME_RAIL, FAILED, OPEN_PAYOUT, PENDING, SETTLED
 
 log = logging.getLogger("wallet")  # as the request log (README, Operations)
 CLI = "cli"  # the audit log's name for whoever runs an operator command
@@ -80,15 +80,22 @@ def resolve_mpesa(reference: str, outcome: str, receipt: str, reason: str) -> No
     click.echo(f"{request.reference}: {outcome}")
 
 
-def _resolve_payout(reference: str, paid: bool, reason: str, action: str, word: str) -> None:
+def _resolve_payout(reference: str, paid: bool, reason: str, action: str, word: str, rail_name: str = "") -> None:
     svc = services()
     reference = reference.strip().upper()
     payout = payouts.find(svc.db, reference)
-    if payout is None or payout.state not in OPEN_PAYOUT:
-        raise click.ClickException(f"no open payout with reference {reference!r}")
+    if payout is None or payout.state not in OPEN_PAYOUT or (rail_name and payout.rail != rail_name):
+        raise click.ClickException(f"no open {rail_name or 'payout'} with reference {reference!r}")
     rail = svc.rail(payout.rail)
     if rail is None:
         raise click.ClickException(f"{reference} is a payout on {payout.rail}, which is turned off here")
+    if payout.rail_key:  # the rail is asked first, and its own final word wins
+        said = payouts.query(svc.db, rail, payout.reference)
+        if said.reason == payouts.DONE:
+            raise click.ClickException(f"{reference} was settled meanwhile; nothing changed")
+        if said.said is not Said.PENDING:
+            raise click.ClickException(f"{payout.reference}: the rail itself says {said.said.value} "
+                                       f"({said.reason}); that was applied, nothing else changed")
     answer = Answer.paid(reason="operator") if paid else Answer.failed("operator")
     if not payouts.finish(svc.db, rail, payout.reference, answer, f"operator: {reason}"[:255],
                           also=lambda s: operators.audit(s, CLI, action, payout.reference, reason, word)):
@@ -117,7 +124,7 @@ def resolve_airtime(reference: str, outcome: str, reason: str) -> None:
     """End a pending airtime purchase that no callback or status query can settle (Africa's
     Talking never answered the send with a requestId): settle it, or refund it. (`resolve` does
     this for any payout; this name stays for runbooks that use it.)"""
-    _resolve_payout(reference, outcome == "delivered", reason, "resolve-airtime", outcome)
+    _resolve_payout(reference, outcome == "delivered", reason, "resolve-airtime", outcome, AIRTIME_RAIL)
 
 
 COMMANDS = (resolve, resolve_payment, resolve_mpesa, resolve_airtime)

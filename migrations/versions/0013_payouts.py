@@ -7,7 +7,10 @@ Create Date: 2026-12-06 22:00:00.000000
 Each airtime_requests row becomes a payouts row of rail 'airtime' with the same reference,
 owner, reservation and ids: pending with AT's requestId -> sent, pending without -> reserved,
 settled -> posted, failed -> voided. Amounts come from the reservation's movement row. The
-downgrade writes them back.
+downgrade writes them back. The worker's jobs about them (kind 'airtime') become 'payout' jobs.
+
+Stop the web and worker processes for this upgrade (seconds): code from before it reads
+airtime_requests, which it drops.
 """
 
 from alembic import op
@@ -59,6 +62,7 @@ def upgrade() -> None:
                a.created_at, a.finished_at
         FROM airtime_requests a JOIN transactions t ON t.id = a.transaction_id
         ORDER BY a.id""")
+    op.execute("UPDATE jobs SET kind = 'payout' WHERE kind = 'airtime'")
     op.drop_index('ix_airtime_requests_status', table_name='airtime_requests')
     op.drop_table('airtime_requests')
 
@@ -92,5 +96,6 @@ def downgrade() -> None:
                CASE WHEN state = 'posted' THEN 'settled' WHEN state = 'voided' THEN 'failed' ELSE 'pending' END,
                rail_key, result_desc, queries, created_at, finished_at
         FROM payouts WHERE rail = 'airtime' ORDER BY id""")
+    op.execute("UPDATE jobs SET kind = 'airtime' WHERE kind = 'payout'")
     op.drop_index('ix_payouts_state', table_name='payouts')
     op.drop_table('payouts')

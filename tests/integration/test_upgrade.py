@@ -16,7 +16,8 @@ from sqlalchemy import DateTime, MetaData, select, text
 from helpers.infra.rail import Answer
 from helpers.wallet import books, journal
 from helpers.wallet.payouts import machine as payouts
-from models import AIRTIME_RAIL, DEBIT, OPEN_PAYOUT, PENDING, Payout, Transaction, User
+from helpers.web import worker
+from models import AIRTIME_RAIL, DEBIT, OPEN_PAYOUT, PENDING, Job, Payout, Transaction, User
 
 FIXTURES = sorted((Path(__file__).parent.parent / "upgrade").glob("old_flows_*.json"))
 
@@ -87,6 +88,13 @@ def test_an_upgrade_keeps_every_balance_statement_line_and_open_payout(upgraded,
                for row in upgraded["tables"].get("airtime_requests", [])}
         assert {p.reference: (p.user_id, p.transaction_id, p.rail_key, p.state)
                 for p in s.scalars(select(Payout).where(Payout.rail == AIRTIME_RAIL))} == old
+        # the worker's jobs about them are payout jobs now (one each: the sweep adds no twin)
+        old_jobs = {row["key"] for row in upgraded["tables"].get("jobs", []) if row["kind"] == "airtime"}
+        assert old_jobs and set(s.scalars(select(Job.key).where(Job.kind == "payout"))) == old_jobs
+        assert list(s.scalars(select(Job.key).where(Job.kind == "airtime"))) == []
+    assert worker.sweep(wallet) >= 0
+    with wallet.db.read() as s:
+        assert sorted(s.scalars(select(Job.key).where(Job.kind == "payout"))) == sorted(old_jobs)
 
 
 def test_payouts_left_open_by_the_old_code_are_finished_by_the_new(upgraded, wallet):

@@ -226,3 +226,70 @@ def test_a_payout_the_bank_never_named_waits_for_its_answer(wallet, bank):
     assert machine.send(wallet.db, wallet.rail(BANK), payout.reference).said is Said.PENDING  # sent now, once
     assert machine.send(wallet.db, wallet.rail(BANK), payout.reference).reason == "not reserved"
     assert len(bank.sent) == 1
+
+
+def test_a_rail_answer_after_an_operator_void_keeps_its_key_and_is_reported(wallet, bank, caplog):
+    """The send is waiting for the bank when an operator voids the payout; the bank then says it
+    took the transfer: nothing moves again, the key is kept (its callback finds the payout) and
+    the contradiction is logged for people to reconcile."""
+    receipt = reserve(wallet, DEMO[0], 100, 1_000, 0, "bank-10")
+    a0 = balance(wallet, DEMO[0])
+    rail = wallet.rail(BANK)
+    real_send = rail.send
+
+    def send_while_an_operator_voids(payout):
+        assert machine.finish(wallet.db, rail, payout.reference, Answer.failed("operator"), "operator: T-1")
+        said = real_send(payout)
+        bank.status[said.rail_key] = "done"
+        return Answer.paid(receipt="BKLATE", rail_key=said.rail_key, reason="done")
+
+    rail.send = send_while_an_operator_voids
+    assert machine.send(wallet.db, rail, receipt.reference).said is Said.PENDING  # what took effect: not the pay
+    payout = payout_of(wallet, receipt.reference)
+    assert (payout.state, payout.rail_key) == (VOIDED, "TR000001")
+    assert balance(wallet, DEMO[0]) == a0 + 1_000
+    assert "reconcile it with the rail by hand" in caplog.text
+    done = {"secret": SECRET, "transfer": "TR000001", "status": "done", "kes": 100}
+    assert machine.callback(wallet.db, rail, done) == (200, "already-done")
+
+
+def test_resolve_asks_the_rail_first_and_the_rail_wins(wallet, runner, bank):
+    a0 = balance(wallet, DEMO[0])
+    receipt = reserve(wallet, DEMO[0], 100, 1_000, 0, "bank-11")
+    machine.send(wallet.db, wallet.rail(BANK), receipt.reference)
+    bank.status[payout_of(wallet, receipt.reference).rail_key] = "done"
+    said = runner.invoke(args=["resolve", receipt.reference, "--outcome", "failed", "--reason", "T-2 guess"])
+    assert said.exit_code != 0 and "the rail itself says paid" in said.output
+    assert payout_of(wallet, receipt.reference).state == POSTED and balance(wallet, DEMO[0]) == a0 - 1_000
+    with wallet.db.read() as s:
+        assert list(s.scalars(select(AuditEntry).where(AuditEntry.action == "resolve"))) == []
+
+
+def test_resolve_airtime_refuses_another_rail_s_payout(wallet, runner, bank):
+    receipt = reserve(wallet, DEMO[0], 100, 1_000, 0, "bank-12")
+    said = runner.invoke(args=["resolve-airtime", receipt.reference, "--outcome", "failed", "--reason", "T-3"])
+    assert said.exit_code != 0 and payout_of(wallet, receipt.reference).state not in (POSTED, VOIDED)
+
+
+def test_a_payout_whose_movement_is_not_pending_is_left_open_and_unchanged(wallet, bank):
+    from sqlalchemy import update
+
+    from models import FAILED, PENDING, Transaction
+
+    receipt = reserve(wallet, DEMO[0], 100, 1_000, 0, "bank-13")
+    before = balance(wallet, DEMO[0])
+    with wallet.db.write() as s:  # a movement finished behind the payout's back (it cannot be, by the code)
+        s.execute(update(Transaction).where(Transaction.id == receipt.transaction_id).values(status=FAILED))
+    rail = wallet.rail(BANK)
+    assert not machine.finish(wallet.db, rail, receipt.reference, Answer.failed("rejected"))
+    assert not machine.finish(wallet.db, rail, receipt.reference, Answer.paid(reason="done"))
+    assert payout_of(wallet, receipt.reference).state == books.RESERVED and balance(wallet, DEMO[0]) == before
+    with wallet.db.write() as s:  # as it was, for the ledger check after the test
+        s.execute(update(Transaction).where(Transaction.id == receipt.transaction_id).values(status=PENDING))
+
+
+def test_a_cost_the_books_cannot_book_is_refused_not_dropped(wallet, bank):
+    receipt = reserve(wallet, DEMO[0], 100, 1_000, 0, "bank-14")
+    with pytest.raises(ValueError, match="cannot be booked"):
+        machine.finish(wallet.db, wallet.rail(BANK), receipt.reference, Answer.paid(cost_sats=7))
+    assert payout_of(wallet, receipt.reference).state == books.RESERVED

@@ -22,6 +22,7 @@ from app import create_app
 from helpers.airtime.provider import AirtimeResult, SimulatedAirtime
 from helpers.mpesa.provider import PayoutResult, SimulatedMpesa
 from helpers.wallet import airtime, journal, lightning_out, mpesa_flows, transactions, users
+from helpers.web import worker
 from lightning import State
 from models import B2C, PENDING, DEBIT, Transaction, User
 
@@ -90,6 +91,7 @@ def main(out: str) -> None:
         mpesa_flows.pay_out(db, mpesa, receipt.transaction_id, request, who.phone, kes)
     receipt = lightning_out.reserve_lightning(db, policy, carol, 3_000, 30, (1, 10**9), "cd" * 32,
                                               "lnbc-upgrade", key())
+    worker.sweep(svc)  # the worker's jobs about what is pending, as a running deployment has them
 
     with db.read() as s:
         balances = {u.phone: u.balance_sats for u in s.scalars(select(User).order_by(User.id))}

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 
-from sqlalchemy import or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from database import Database
@@ -23,7 +23,8 @@ from helpers.infra.rail import Answer, CallbackRefused, Rail, Said
 from helpers.wallet import transactions
 from helpers.wallet.payouts import books
 from helpers.wallet.payouts.books import view
-from models import ASSET, LIABILITY, OPEN_PAYOUT, RESERVED, SENT, LedgerAccount, Payout, Transaction
+from models import (ASSET, LIABILITY, OPEN_PAYOUT, POSTED, RESERVED, SENT, VOIDED, LedgerAccount, Payout,
+                    Transaction)
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +34,14 @@ DONE = "done"  # the reason of a pending answer about a payout that was not open
 
 
 def find(db: Database, reference: str) -> Payout | None:
-    """The payout of `reference`: its own, or the movement's the customer was given."""
+    """The payout of `reference`: its own, or the movement's the customer was given (each looked
+    up by its unique index)."""
     with db.read() as s:
-        return s.scalar(select(Payout).join(Transaction, Transaction.id == Payout.transaction_id)
-                        .where(or_(Payout.reference == reference, Transaction.reference == reference))
-                        .order_by(Payout.id.desc()).limit(1))
+        found = s.scalar(select(Payout).where(Payout.reference == reference))
+        if found is None:
+            found = s.scalar(select(Payout).join(Transaction, Transaction.id == Payout.transaction_id)
+                             .where(Transaction.reference == reference).order_by(Payout.id.desc()).limit(1))
+        return found
 
 
 def pending(db: Database, rail: str | None = None, limit: int = 500) -> list[Payout]:
@@ -80,22 +84,35 @@ def finish(db: Database, rail: Rail, reference: str, answer: Answer, note: str =
         except books.Undo:
             log.error("payout %s: its movement is not pending; %s not applied", reference, answer.said.value)
             return False
-        except IntegrityError:
-            log.error("payout %s: receipt %s is already another payout's; not applied", reference, answer.receipt)
-            return False
 
     done = transactions.retry_deadlocks(work)
     if done:
         log.info("payout %s %s (%s)", reference, answer.said.value, note or answer.reason)
+    else:
+        _contradicted(db, reference, answer)
     return done
 
 
+def _contradicted(db: Database, reference: str, answer: Answer) -> None:
+    """A final word about a payout that ended the other way (an operator voided what the rail
+    then paid, say): nothing moves, but people must hear of it."""
+    with db.read() as s:
+        state = s.scalar(select(Payout.state).where(Payout.reference == reference))
+    if state == (VOIDED if answer.said is Said.PAID else POSTED):
+        log.error("payout %s was %s, but its rail now says %s (%s): reconcile it with the rail by hand",
+                  reference, state, answer.said.value, answer.reason)
+
+
 def _record_key(db: Database, reference: str, rail_key: str) -> None:
-    """The rail accepted the payout and named it: reserved -> sent, once."""
-    with db.write() as s:
-        s.execute(update(Payout).where(Payout.reference == reference, Payout.state == RESERVED,
-                                       Payout.rail_key.is_(None))
-                  .values(state=SENT, rail_key=rail_key[:64]))
+    """The rail accepted the payout and named it: its key kept whatever happened meanwhile (a
+    late report must still find it), and reserved -> sent."""
+    def work() -> None:
+        with db.write() as s:
+            s.execute(update(Payout).where(Payout.reference == reference, Payout.rail_key.is_(None))
+                      .values(rail_key=rail_key[:64]))
+            s.execute(update(Payout).where(Payout.reference == reference, Payout.state == RESERVED)
+                      .values(state=SENT))
+    transactions.retry_deadlocks(work)
 
 
 def send(db: Database, rail: Rail, reference: str) -> Answer:
@@ -127,8 +144,10 @@ def query(db: Database, rail: Rail, reference: str) -> Answer:
         s.execute(update(Payout).where(Payout.id == payout.id).values(queries=Payout.queries + 1))
         seen = view(payout)
     answer = rail.query(seen)
-    if answer.said is not Said.PENDING and not finish(db, rail, reference, answer, f"status query: {answer.reason}"):
-        return Answer.pending(DONE)
+    if answer.said is not Said.PENDING:
+        answer = replace(answer, reason=f"status query: {answer.reason}")
+        if not finish(db, rail, reference, answer):
+            return Answer.pending(DONE)
     return answer
 
 
@@ -149,5 +168,5 @@ def callback(db: Database, rail: Rail, fields: dict) -> tuple[int, str]:
         return refused.status, refused.outcome
     if answer.said is Said.PENDING:
         return 202, "checking"  # the rail's own query does not say so yet: the worker asks again
-    done = finish(db, rail, payout.reference, answer, answer.reason)
+    done = finish(db, rail, payout.reference, answer)
     return 200, (POSTED_WORD if answer.said is Said.PAID else VOIDED_WORD) if done else "already-done"
