@@ -181,6 +181,7 @@ RESERVED, SENT, POSTED, VOIDED = "reserved", "sent", "posted", "voided"
 OPEN_PAYOUT = (RESERVED, SENT)
 # Payout.rail: the rails' names (their adapters are registered by these in Services.rails)
 AIRTIME_RAIL = "airtime"
+MPESA_B2C_RAIL, MPESA_B2B_RAIL = "mpesa-b2c", "mpesa-b2b"  # a withdrawal; a till or paybill payment
 
 
 class Payout(Base):
@@ -204,23 +205,27 @@ class Payout(Base):
     fee_sats: Mapped[int] = mapped_column(BigInteger, default=0)
     amount_kes: Mapped[Optional[int]] = mapped_column(BigInteger)  # rails that pay in KES
     state: Mapped[str] = mapped_column(String(16), default=RESERVED)
-    rail_key: Mapped[Optional[str]] = mapped_column(String(64))  # the rail's id (AT requestId, ...)
+    rail_key: Mapped[Optional[str]] = mapped_column(String(64))  # the rail's id (AT requestId, Daraja's
+    # OriginatorConversationID, ...)
+    rail_ref: Mapped[Optional[str]] = mapped_column(String(64))  # a second id of the rail's (Daraja's ConversationID)
     receipt: Mapped[Optional[str]] = mapped_column(String(64))  # the rail's receipt, once paid
     result_desc: Mapped[Optional[str]] = mapped_column(String(255))
     queries: Mapped[int] = mapped_column(Integer, default=0)
+    last_query_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     finished_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
 
 
 # MpesaRequest.kind
-STK, B2C, B2B = "stk", "b2c", "b2b"  # B2B: a payment to a till or a paybill
+STK = "stk"  # the only kind left: payouts (B2C, B2B) are payouts rows since migration 0014
+B2C, B2B = "b2c", "b2b"  # what the payouts' kinds were called in mpesa_requests (and Daraja's callback URLs)
 
 
 class MpesaRequest(Base):
-    """One request to M-Pesa whose outcome arrives later: an STK push (a top-up) or a B2C payment
-    (a withdrawal, whose sats are reserved by a pending transaction). Callbacks find it by
-    `reference` (a segment of their URL) and must match its ids, amount and phone. Its status
-    moves once, pending -> settled | failed, in the same database transaction as the money."""
+    """One STK push (a top-up) whose outcome arrives later. Its callback finds it by `reference` (a
+    segment of its URL) and must match its ids, amount and phone. Its status moves once, pending ->
+    settled | failed, in the same database transaction as the money. (Payouts to M-Pesa are rows
+    of `payouts`, like every payout.)"""
 
     __tablename__ = "mpesa_requests"
     __table_args__ = (Index("ix_mpesa_requests_status_kind", "status", "kind"),)

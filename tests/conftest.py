@@ -291,3 +291,83 @@ def pytest_collection_modifyitems(config, items):
         path = item.path
         if path.parent.name == "integration" or path.stem in _SLOW_UNIT_MODULES:
             item.add_marker(pytest.mark.slow)
+
+
+@dataclasses.dataclass(frozen=True)
+class MpesaRequestView:
+    """An M-Pesa request as the M-Pesa tests read it: an STK push's mpesa_requests row, or a
+    payout's (B2C, B2B) payouts row under the names the tests used before payouts had a table."""
+
+    kind: str
+    reference: str
+    status: str  # pending, settled, failed
+    amount_kes: int
+    amount_sats: int
+    phone: str
+    originator_conversation_id: str | None
+    conversation_id: str | None
+    receipt: str | None
+    result_code: str | None
+    queries: int
+    transaction_id: int | None
+
+
+def mpesa_request_of(wallet, kind: str):
+    """The newest M-Pesa request of `kind`: an STK push's row, or a payout's (b2c, b2b) view."""
+    from models import MPESA_B2B_RAIL, MPESA_B2C_RAIL, POSTED, VOIDED, MpesaRequest, Payout
+
+    with wallet.db.read() as s:
+        if kind == "stk":
+            return s.scalars(select(MpesaRequest).where(MpesaRequest.kind == kind)
+                             .order_by(MpesaRequest.id.desc())).first()
+        rail = MPESA_B2C_RAIL if kind == "b2c" else MPESA_B2B_RAIL
+        payout = s.scalars(select(Payout).where(Payout.rail == rail).order_by(Payout.id.desc())).first()
+        if payout is None:
+            return None
+        payer = s.get_one(User, payout.user_id).phone
+    status = {POSTED: "settled", VOIDED: "failed"}.get(payout.state, "pending")
+    return MpesaRequestView(kind, payout.reference, status, payout.amount_kes or 0, payout.amount_sats,
+                            payout.destination if kind == "b2c" else payer, payout.rail_key, payout.rail_ref,
+                            payout.receipt, (payout.result_desc or "").split(" ")[0] or None, payout.queries,
+                            payout.transaction_id)
+
+
+def reserve_withdrawal(wallet, policy_, user, kes: int, sats: int, fee: int, price: int, phone: str, key: str):
+    """A B2C payout reserved with its payout row, as the withdrawal use case reserves it, under
+    `policy_` (the tests' own policy where they bring one); the payout's reference is the
+    movement's."""
+    from helpers.wallet import transactions
+    from helpers.wallet.errors import PolicyDenied
+    from helpers.wallet.payouts import books as payout_books
+    from models import MPESA_B2C_RAIL
+
+    rail = wallet.rail(MPESA_B2C_RAIL)
+
+    def work():
+        with wallet.db.write() as s:
+            def check(after: int) -> None:
+                decision = policy_.withdraw(kes, after + sats + fee, transactions.sent_today(s, user.id), price)
+                if not decision.allowed:
+                    raise PolicyDenied(decision.reason or "denied")
+            return payout_books.reserve(s, rail, user.id, sats, fee, phone, key, check=check, amount_kes=kes,
+                                        counterparty=phone, description=f"M-Pesa withdrawal KES {kes}")
+    return transactions.run_once(wallet.db, key, work)
+
+
+def settle_withdrawal(wallet, receipt, mpesa_receipt: str) -> bool:
+    """M-Pesa's word that a reserved withdrawal was paid, through the payout machine."""
+    from helpers.infra.rail import Answer
+    from helpers.wallet.payouts import machine
+    from models import MPESA_B2C_RAIL
+
+    return machine.finish(wallet.db, wallet.rail(MPESA_B2C_RAIL), receipt.reference,
+                          Answer.paid(receipt=mpesa_receipt, reason="test"))
+
+
+def refund_withdrawal(wallet, receipt) -> bool:
+    """M-Pesa's word that a reserved withdrawal failed, through the payout machine."""
+    from helpers.infra.rail import Answer
+    from helpers.wallet.payouts import machine
+    from models import MPESA_B2C_RAIL
+
+    return machine.finish(wallet.db, wallet.rail(MPESA_B2C_RAIL), receipt.reference, Answer.failed("test"))

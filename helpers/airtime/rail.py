@@ -91,7 +91,7 @@ class AirtimeRail:
             raise CallbackRefused(409, "refused")
         return claim.answer
 
-    def posted_text(self, payout: PayoutView, language: str, balance: int, receipt: str) -> str:
+    def posted_text(self, payout: PayoutView, language: str, balance: int, answer: Answer) -> str:
         return t(language, "sms.airtime", kes=payout.amount_kes, phone=local(payout.destination),
                  ref=payout.movement_reference, sats=payout.amount_sats, fee=payout.fee_sats, balance=balance)
 

@@ -40,19 +40,22 @@ class Answer:
     receipt: str = ""  # the rail's receipt when paid
     cost_sats: int = 0  # what the rail itself charged, out of the reserved fee limit (Lightning)
     reason: str = ""  # the rail's words, for logs and the row
+    rail_ref: str = ""  # a second id the rail gave (Daraja's ConversationID)
+    paid_to: str = ""  # the name the rail gave the payee (a business's public name), for the receipt
     needs_operator: bool = False  # PENDING, and no query will ever tell: only an operator can end it
 
     @classmethod
-    def paid(cls, receipt: str = "", rail_key: str = "", cost_sats: int = 0, reason: str = "paid") -> Answer:
-        return cls(Said.PAID, rail_key, receipt, cost_sats, reason)
+    def paid(cls, receipt: str = "", rail_key: str = "", cost_sats: int = 0, reason: str = "paid",
+             rail_ref: str = "", paid_to: str = "") -> Answer:
+        return cls(Said.PAID, rail_key, receipt, cost_sats, reason, rail_ref, paid_to)
 
     @classmethod
-    def failed(cls, reason: str, rail_key: str = "") -> Answer:
-        return cls(Said.FAILED, rail_key, reason=reason)
+    def failed(cls, reason: str, rail_key: str = "", rail_ref: str = "") -> Answer:
+        return cls(Said.FAILED, rail_key, reason=reason, rail_ref=rail_ref)
 
     @classmethod
-    def pending(cls, reason: str = "", rail_key: str = "", needs_operator: bool = False) -> Answer:
-        return cls(Said.PENDING, rail_key, reason=reason, needs_operator=needs_operator)
+    def pending(cls, reason: str = "", rail_key: str = "", needs_operator: bool = False, rail_ref: str = "") -> Answer:
+        return cls(Said.PENDING, rail_key, reason=reason, rail_ref=rail_ref, needs_operator=needs_operator)
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,9 @@ class Books:
     movement: str
     in_flight: str
     paid_from: str
+    # The rail's receipt is also the movement's M-Pesa code: unique across top-ups and payouts, so
+    # one receipt never settles two movements.
+    receipt_is_mpesa_code: bool = False
 
 
 @dataclass(frozen=True)
@@ -86,6 +92,8 @@ class PayoutView:
     state: str
     created_at: dt.datetime
     movement_reference: str = ""  # the reference the customer was given
+    rail_ref: str | None = None
+    counterparty: str = ""  # how the customer's movement names the payee
 
 
 @dataclass(frozen=True)
@@ -118,6 +126,6 @@ class Rail(Protocol):
 
     def confirm(self, payout: PayoutView, claim: Claim) -> Answer: ...
 
-    def posted_text(self, payout: PayoutView, language: str, balance: int, receipt: str) -> str: ...
+    def posted_text(self, payout: PayoutView, language: str, balance: int, answer: Answer) -> str: ...
 
     def voided_text(self, payout: PayoutView, language: str, balance: int) -> str: ...

@@ -83,13 +83,13 @@ def _paid_out(ctx: Ctx, quote: QuoteView, pay: Callable[[], use_cases.Withdrawal
     except (QuoteExpired, MpesaUnreachable, InsufficientBalance, PolicyDenied) as exc:
         return _refused(ctx, exc, ctx.svc.policy.kes_bounds())
     ctx.recorded = True
-    receipt, payout = done.receipt, done.payout
-    if payout is None:
+    receipt, answer = done.receipt, done.answer
+    if answer is None:
         return ctx.t("replay", ref=receipt.reference)
-    if payout.state is State.SUCCEEDED:
-        return ctx.t(f"{texts}.done", kes=quote.kes, code=payout.receipt, sats=receipt.amount_sats,
+    if answer.said is Said.PAID:
+        return ctx.t(f"{texts}.done", kes=quote.kes, code=answer.receipt, sats=receipt.amount_sats,
                      fee=receipt.fee_sats, balance=receipt.balance_sats, **to)
-    if payout.state is State.FAILED:
+    if answer.said is Said.FAILED:
         return ctx.t("withdraw.failed", ref=receipt.reference)
     return ctx.t(f"{texts}.pending", kes=quote.kes, ref=receipt.reference, **to)
 

@@ -1,8 +1,9 @@
 """Daraja's callbacks (shapes from the Daraja docs), after the route checked the URL's secret token.
 
 Each callback names our request by the reference in its URL; its ids, amount and phone must match
-what we asked for, or it changes nothing and is logged. Money moves through helpers/wallet/mpesa_flows.py,
-whose conditional updates make a repeated callback a no-op.
+what we asked for, or it changes nothing and is logged. A push's money moves through
+helpers/wallet/mpesa_flows.py, a payout's through the payout machine (helpers/wallet/payouts), whose
+conditional updates make a repeated callback a no-op.
 
 - STK push: {"Body": {"stkCallback": {MerchantRequestID, CheckoutRequestID, ResultCode, ResultDesc,
   CallbackMetadata: {Item: [{Name, Value}: Amount, MpesaReceiptNumber, TransactionDate, PhoneNumber]}}}}
@@ -23,13 +24,20 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from sqlalchemy import update
+from collections.abc import Callable
+
+from sqlalchemy import select, update
 
 from database import Database
-from helpers.wallet import mpesa_float, mpesa_flows
-from helpers.mpesa.daraja import msisdn
 from helpers.infra.phone import mask
-from models import B2B, B2C, FAILED, PENDING, SETTLED, STK, MpesaRequest
+from helpers.infra.rail import Answer, Rail
+from helpers.mpesa.daraja import msisdn
+from helpers.wallet import mpesa_float, mpesa_flows
+from helpers.wallet.payouts import machine
+from models import (FAILED, MPESA_B2B_RAIL, MPESA_B2C_RAIL, OPEN_PAYOUT, PENDING, SETTLED, STK, MpesaRequest,
+                    Payout)
+
+RailOf = Callable[[str], Rail | None]  # the payout rails by name (Services.rail)
 
 log = logging.getLogger(__name__)
 
@@ -79,20 +87,21 @@ def _duplicate(kind: str, reference: str, request: MpesaRequest) -> tuple[int, s
     return OK, "duplicate"
 
 
-def handle(db: Database, kind: str, event: str, reference: str, body: Any) -> tuple[int, str]:
-    """Apply one callback. Returns (HTTP status, what happened)."""
+def handle(db: Database, rail_of: RailOf, kind: str, event: str, reference: str, body: Any) -> tuple[int, str]:
+    """Apply one callback (`rail_of`: the payout rails by name). Returns (HTTP status, what
+    happened)."""
     if not isinstance(body, dict):
         return _refuse(kind, reference, "not a JSON object")
     if kind == "stk" and event == "":
         return stk(db, reference, body)
     if kind == "b2c" and event == "result":
-        return b2c_result(db, reference, body)
+        return b2c_result(db, rail_of, reference, body)
     if kind in ("b2c", "b2b", "status") and event == "timeout":
         return queue_timeout(db, kind, reference, body)
     if kind == "b2b" and event == "result":
-        return b2b_result(db, reference, body)
+        return b2b_result(db, rail_of, reference, body)
     if kind == "status" and event == "result":
-        return status_result(db, reference, body)
+        return status_result(db, rail_of, reference, body)
     if kind == "balance" and event in ("result", "timeout"):
         return balance_result(db, reference, body)
     log.warning("mpesa callback of unknown kind %s/%s", kind[:16], event[:16])
@@ -158,7 +167,7 @@ def _adopt(db: Database, request: MpesaRequest, **ids: str | None) -> None:
                   .values(**ids))
 
 
-# ------------------------------------------------------------------ B2C payment
+# ------------------------------------------------------------------ B2C and B2B payouts
 def _result(body: dict) -> dict | None:
     result = body.get("Result")
     return result if isinstance(result, dict) else None
@@ -170,12 +179,41 @@ def _result_params(result: dict) -> dict[str, Any]:
     return _pairs(holder.get("ResultParameter") if isinstance(holder, dict) else None, "Key")
 
 
+def _payout(db: Database, kind: str, reference: str) -> Payout | None:
+    """The payout a callback's URL names, on the rail of its kind (status: either)."""
+    rails = {"b2c": (MPESA_B2C_RAIL,), "b2b": (MPESA_B2B_RAIL,)}.get(kind, (MPESA_B2C_RAIL, MPESA_B2B_RAIL))
+    with db.read() as s:
+        found = s.scalar(select(Payout).where(Payout.reference == reference, Payout.rail.in_(rails)))
+    if found is None:
+        log.warning("mpesa %s callback for unknown reference %r; nothing changed", kind, reference[:16])
+    return found
+
+
+def _refuse_payout(kind: str, reference: str, why: str, payout: Payout) -> tuple[int, str]:
+    log.warning("mpesa %s callback for %s refused: %s (%s KES); nothing changed", kind, reference, why,
+                payout.amount_kes)
+    return REFUSED, why
+
+
+def _payout_duplicate(kind: str, reference: str, payout: Payout) -> tuple[int, str]:
+    log.info("mpesa %s callback for %s: already %s; nothing changed", kind, reference, payout.state)
+    return OK, "duplicate"
+
+
+def _finish(db: Database, rail_of: RailOf, payout: Payout, answer: Answer) -> bool:
+    rail = rail_of(payout.rail)
+    if rail is None:  # M-Pesa is turned off with payouts open: the worker or an operator ends them
+        log.error("mpesa callback for %s: its rail %s is off; nothing changed", payout.reference, payout.rail)
+        return False
+    return machine.finish(db, rail, payout.reference, answer)
+
+
 @dataclass(frozen=True)
 class _Paid:
-    """A payout's result that says it was paid, from a request still pending: for the checks of
-    its own kind."""
+    """A payout's result that says it was paid, from a payout still open: for the checks of its
+    own kind."""
 
-    request: MpesaRequest
+    payout: Payout
     result: dict
     params: dict
     code: str
@@ -183,70 +221,68 @@ class _Paid:
     conversation: str
 
 
-def _payout_result(db: Database, kind: str, reference: str, body: dict,
+def _payout_result(db: Database, rail_of: RailOf, kind: str, reference: str, body: dict,
                    strict_originator: bool) -> tuple[int, str] | _Paid:
-    """What B2C and B2B results share: the request the reference names, Daraja's ids matching it
+    """What B2C and B2B results share: the payout the reference names, Daraja's ids matching it
     (`strict_originator`: the OriginatorConversationID always, else only when Daraja gave one), a
     result code; a repeat answered as a duplicate, a failure refunded. The answer, or _Paid."""
     result = _result(body)
     if result is None:
         return _refuse(kind, reference, "no Result")
-    request = _request(db, reference, B2B if kind == "b2b" else B2C)
-    if request is None:
+    payout = _payout(db, kind, reference)
+    if payout is None:
         return UNKNOWN, "unknown reference"
     conversation, original = _text(result.get("ConversationID")), _text(result.get("OriginatorConversationID"))
-    if (strict_originator or request.originator_conversation_id) and original != request.originator_conversation_id:
-        return _refuse(kind, reference, "OriginatorConversationID differs from ours", request)
-    if request.conversation_id and conversation != request.conversation_id:
-        return _refuse(kind, reference, "ConversationID differs from the one M-Pesa gave", request)
+    if (strict_originator or payout.rail_key) and original != payout.rail_key:
+        return _refuse_payout(kind, reference, "OriginatorConversationID differs from ours", payout)
+    if payout.rail_ref and conversation != payout.rail_ref:
+        return _refuse_payout(kind, reference, "ConversationID differs from the one M-Pesa gave", payout)
     code, description = _text(result.get("ResultCode")), _text(result.get("ResultDesc"))
     if not code:
-        return _refuse(kind, reference, "ResultCode missing", request)
-    if request.status != PENDING:
-        return _duplicate(kind, reference, request)
+        return _refuse_payout(kind, reference, "ResultCode missing", payout)
+    if payout.state not in OPEN_PAYOUT:
+        return _payout_duplicate(kind, reference, payout)
     if code != "0":
-        mpesa_flows.finish_payout(db, reference, FAILED, None, code, description)
+        _finish(db, rail_of, payout, Answer.failed(f"{code} {description}".strip()))
         return OK, "refunded"
-    return _Paid(request, result, _result_params(result), code, description, conversation)
+    return _Paid(payout, result, _result_params(result), code, description, conversation)
 
 
-def b2c_result(db: Database, reference: str, body: dict) -> tuple[int, str]:
-    paid = _payout_result(db, "b2c", reference, body, strict_originator=True)
+def b2c_result(db: Database, rail_of: RailOf, reference: str, body: dict) -> tuple[int, str]:
+    paid = _payout_result(db, rail_of, "b2c", reference, body, strict_originator=True)
     if not isinstance(paid, _Paid):
         return paid
-    request, params = paid.request, paid.params
+    payout, params = paid.payout, paid.params
     receipt = _text(params.get("TransactionReceipt")) or _text(paid.result.get("TransactionID"))
-    if not _same_amount(params.get("TransactionAmount"), request.amount_kes):
-        return _refuse("b2c", reference, f"TransactionAmount {params.get('TransactionAmount')!r} is not what was "
-                                         "sent", request)
+    if not _same_amount(params.get("TransactionAmount"), payout.amount_kes or 0):
+        return _refuse_payout("b2c", reference, f"TransactionAmount {params.get('TransactionAmount')!r} is not "
+                                                "what was sent", payout)
     receiver = _text(params.get("ReceiverPartyPublicName")).split("-", 1)[0].strip()
-    if receiver != msisdn(request.phone):
-        return _refuse("b2c", reference, "ReceiverPartyPublicName is not the phone that was paid", request)
+    if receiver != msisdn(payout.destination):
+        return _refuse_payout("b2c", reference, "ReceiverPartyPublicName is not the phone that was paid", payout)
     if not RECEIPT.match(receipt):
-        return _refuse("b2c", reference, "TransactionReceipt missing or malformed", request)
-    if request.conversation_id is None and paid.conversation:
-        _adopt(db, request, conversation_id=paid.conversation[:64])
-    if mpesa_flows.finish_payout(db, reference, SETTLED, receipt, paid.code, paid.description):
-        return OK, "settled"
-    return OK, "duplicate"
+        return _refuse_payout("b2c", reference, "TransactionReceipt missing or malformed", payout)
+    if payout.rail_ref is None and paid.conversation:  # the answer to our request was lost: its id is kept
+        machine.record_ids(db, payout.reference, rail_ref=paid.conversation)
+    answer = Answer.paid(receipt=receipt, reason=f"{paid.code} {paid.description}".strip())
+    return (OK, "settled") if _finish(db, rail_of, payout, answer) else (OK, "duplicate")
 
 
-def b2b_result(db: Database, reference: str, body: dict) -> tuple[int, str]:
-    """A business payment's result: like B2C's, its ids must be the ones Daraja gave the request
+def b2b_result(db: Database, rail_of: RailOf, reference: str, body: dict) -> tuple[int, str]:
+    """A business payment's result: like B2C's, its ids must be the ones Daraja gave the payout
     (when it gave them), its Amount what we paid; TransactionID is the receipt."""
-    paid = _payout_result(db, "b2b", reference, body, strict_originator=False)
+    paid = _payout_result(db, rail_of, "b2b", reference, body, strict_originator=False)
     if not isinstance(paid, _Paid):
         return paid
-    request, params = paid.request, paid.params
-    if not _same_amount(params.get("Amount"), request.amount_kes):
-        return _refuse("b2b", reference, f"Amount {params.get('Amount')!r} is not what was paid", request)
+    payout, params = paid.payout, paid.params
+    if not _same_amount(params.get("Amount"), payout.amount_kes or 0):
+        return _refuse_payout("b2b", reference, f"Amount {params.get('Amount')!r} is not what was paid", payout)
     receipt = _text(paid.result.get("TransactionID"))
     if not RECEIPT.match(receipt):
-        return _refuse("b2b", reference, "TransactionID missing or malformed", request)
-    if mpesa_flows.finish_payout(db, reference, SETTLED, receipt, paid.code, paid.description,
-                                 payee_name=public_name(params.get("ReceiverPartyPublicName"))):
-        return OK, "settled"
-    return OK, "duplicate"
+        return _refuse_payout("b2b", reference, "TransactionID missing or malformed", payout)
+    answer = Answer.paid(receipt=receipt, reason=f"{paid.code} {paid.description}".strip(),
+                         paid_to=public_name(params.get("ReceiverPartyPublicName")))
+    return (OK, "settled") if _finish(db, rail_of, payout, answer) else (OK, "duplicate")
 
 
 def public_name(value: object) -> str:
@@ -259,10 +295,8 @@ def public_name(value: object) -> str:
 
 def queue_timeout(db: Database, kind: str, reference: str, body: dict) -> tuple[int, str]:
     """M-Pesa timed the request out in its queue: the outcome is not known, the payout stays
-    pending (its reserve is kept) until a result or the status query says what happened."""
-    request = _request(db, reference, B2B if kind == "b2b" else B2C) or (
-        _request(db, reference, B2B) if kind == "status" else None)
-    if request is None:
+    open (its reserve is kept) until a result or the status query says what happened."""
+    if _payout(db, kind, reference) is None:
         return UNKNOWN, "unknown reference"
     result = _result(body) or {}
     log.warning("mpesa %s queue timeout for %s (%s): left pending for the status query", kind, reference,
@@ -270,13 +304,13 @@ def queue_timeout(db: Database, kind: str, reference: str, body: dict) -> tuple[
     return OK, "timeout noted"
 
 
-def status_result(db: Database, reference: str, body: dict) -> tuple[int, str]:
+def status_result(db: Database, rail_of: RailOf, reference: str, body: dict) -> tuple[int, str]:
     """The answer to our Transaction Status query about a payout (B2C) or a business payment (B2B)."""
     result = _result(body)
     if result is None:
         return _refuse("status", reference, "no Result")
-    request = mpesa_flows.find(db, reference, B2C) or _request(db, reference, B2B)
-    if request is None:
+    payout = _payout(db, "status", reference)
+    if payout is None:
         return UNKNOWN, "unknown reference"
     code, description = _text(result.get("ResultCode")), _text(result.get("ResultDesc"))
     params = _result_params(result)
@@ -285,24 +319,23 @@ def status_result(db: Database, reference: str, body: dict) -> tuple[int, str]:
         return OK, "not known"
     original = _text(params.get("OriginatorConversationID"))
     conversation = _text(params.get("ConversationID"))
-    if original != request.originator_conversation_id and not (
-            request.conversation_id and conversation == request.conversation_id):
-        return _refuse("status", reference, "the ids are not those of our payment", request)
-    if request.status != PENDING:
-        return _duplicate("status", reference, request)
+    if original != payout.rail_key and not (payout.rail_ref and conversation == payout.rail_ref):
+        return _refuse_payout("status", reference, "the ids are not those of our payment", payout)
+    if payout.state not in OPEN_PAYOUT:
+        return _payout_duplicate("status", reference, payout)
     state = _text(params.get("TransactionStatus"))
     if state not in STATUS_FAILED and state != STATUS_COMPLETED:
         log.info("mpesa status of %s: %r; left pending", reference, state)
         return OK, "still pending"
-    if not _same_amount(params.get("Amount"), request.amount_kes):
-        return _refuse("status", reference, f"Amount {params.get('Amount')!r} is not what was sent", request)
+    if not _same_amount(params.get("Amount"), payout.amount_kes or 0):
+        return _refuse_payout("status", reference, f"Amount {params.get('Amount')!r} is not what was sent", payout)
     if state in STATUS_FAILED:
-        mpesa_flows.finish_payout(db, reference, FAILED, None, code, f"status: {state}")
+        _finish(db, rail_of, payout, Answer.failed(f"status: {state}"))
         return OK, "refunded"
     receipt = _text(params.get("ReceiptNo"))
     if not RECEIPT.match(receipt):
-        return _refuse("status", reference, "ReceiptNo missing or malformed", request)
-    if mpesa_flows.finish_payout(db, reference, SETTLED, receipt, code, f"status: {state}"):
+        return _refuse_payout("status", reference, "ReceiptNo missing or malformed", payout)
+    if _finish(db, rail_of, payout, Answer.paid(receipt=receipt, reason=f"status: {state}")):
         return OK, "settled"
     return OK, "duplicate"
 

@@ -1,11 +1,11 @@
-"""M-Pesa money around a provider: starting top-ups and payouts, finishing them (from callbacks
-or status queries), and reconciling the ones still pending.
+"""M-Pesa money around a provider: top-ups by STK push (started, finished from callbacks or
+status queries), reconciling pushes and payouts still pending, and reservations left without a
+payout row (orphans).
 
-An asynchronous request (an STK push, a B2C payment) is recorded as an MpesaRequest *before* the
-provider is called, so a crash in between leaves a row the reconciler can ask about. Its status
-moves once, pending -> settled | failed, by a conditional UPDATE in the same database transaction
-as the money it moves: however many callbacks and queries race, sats move once. Reserved sats
-are released only when M-Pesa says the payment failed; "no answer" and "not known" leave them.
+A push is recorded as an MpesaRequest *before* the provider is called, so a crash in between
+leaves a row the reconciler can ask about. Its status moves once, pending -> settled | failed, by
+a conditional UPDATE in the same database transaction as the money it moves. Payouts to M-Pesa
+(B2C, B2B) are payouts rows on the M-Pesa rails (helpers/mpesa/rail.py, helpers/wallet/payouts).
 """
 
 from __future__ import annotations
@@ -25,20 +25,17 @@ from database import Database
 from helpers.infra import sms
 from helpers.wallet import journal, transactions, users
 from helpers.wallet.users import UserView
-from helpers.mpesa.daraja import originator_id
 from helpers.infra.i18n import t
-from helpers.mpesa.provider import MpesaProvider, PayoutResult
 from helpers.infra.phone import mask
+from helpers.infra.rail import Rail, Said
 from helpers.infra.refs import new_reference
+from helpers.mpesa.provider import MpesaProvider
+from helpers.wallet.payouts import machine
 from lightning import State
-from models import (B2B, B2C, CREDIT, FAILED, FLOAT, PENDING, SETTLED, STK, TOPUP, WITHDRAW, MpesaRequest,
-                    Transaction, User, utcnow)
+from models import (CREDIT, FAILED, FLOAT, MPESA_B2B_RAIL, MPESA_B2C_RAIL, PENDING, SETTLED, STK, TOPUP, WITHDRAW,
+                    MpesaRequest, Payout, Transaction, User, utcnow)
 
 log = logging.getLogger(__name__)
-
-
-class _Undo(Exception):
-    """Roll the unit of work back: the money side was not in the state the request expected."""
 
 
 @dataclass(frozen=True)
@@ -153,135 +150,9 @@ def fail_topup(db: Database, reference: str, code: str, description: str, notify
 
 
 
-# ------------------------------------------------------------------ withdrawal payouts
-def _finished_at_once(db: Database, transaction_id: int, kes: int, payout: PayoutResult) -> PayoutResult:
-    """A provider that answers at once (the simulated one): paid, settled now; failed, refunded
-    now; else (or settled meanwhile) pending."""
-    if payout.state is State.SUCCEEDED and settle_withdrawal(db, transaction_id, payout.receipt, kes):
-        return payout
-    if payout.state is State.FAILED and refund_withdrawal(db, transaction_id):
-        return payout
-    return PayoutResult(State.PENDING, error=payout.error)
-
-
-@dataclass(frozen=True)
-class PayoutRequest:
-    """The M-Pesa request of a payout, made before its sats are reserved: its row is added in the
-    reservation's transaction (`row`), so a reservation never exists without it; the provider is
-    asked after that commit (pay_out, pay_business_out)."""
-    kind: str  # B2C (a withdrawal) or B2B (a till or a paybill)
-    reference: str
-    user_id: int
-    phone: str  # B2C: the number paid; B2B: the payer's own
-    kes: int
-    sats: int
-
-    @classmethod
-    def new(cls, kind: str, user_id: int, phone: str, kes: int, sats: int) -> PayoutRequest:
-        return cls(kind, new_reference(), user_id, phone, kes, sats)
-
-    def row(self, transaction_id: int) -> MpesaRequest:
-        return MpesaRequest(kind=self.kind, reference=self.reference, user_id=self.user_id,
-                            transaction_id=transaction_id, phone=self.phone, amount_kes=self.kes,
-                            amount_sats=self.sats, status=PENDING,
-                            originator_conversation_id=originator_id(self.reference) if self.kind == B2C else None)
-
-
-def pay_out(db: Database, provider: MpesaProvider, transaction_id: int, request: PayoutRequest | None,
-            phone: str, kes: int) -> PayoutResult:
-    """Pay out a reserved withdrawal. SUCCEEDED: settled now; FAILED: refunded now; PENDING: a
-    callback or the reconciler finishes it (the sats stay reserved). `request`: its B2C request,
-    recorded with the reservation (None for a provider that answers at once)."""
-    if request is None:
-        return _finished_at_once(db, transaction_id, kes, provider.payout(phone, kes, new_reference()))
-    payout = provider.payout(phone, kes, request.reference)
-    if payout.state is State.FAILED:
-        if finish_payout(db, request.reference, FAILED, None, "", payout.error):
-            return payout
-        return PayoutResult(State.PENDING, error=payout.error)
-    if payout.conversation_id:
-        with db.write() as s:
-            s.execute(update(MpesaRequest)
-                      .where(MpesaRequest.reference == request.reference, MpesaRequest.conversation_id.is_(None))
-                      .values(conversation_id=payout.conversation_id))
-    log.info("b2c %s for %s KES to %s: %s", request.reference, kes, mask(phone),
-             "accepted" if payout.conversation_id else f"unknown ({payout.error})")
-    return PayoutResult(State.PENDING, error=payout.error, conversation_id=payout.conversation_id)
-
-
-def pay_business_out(db: Database, provider: MpesaProvider, transaction_id: int, request: PayoutRequest | None,
-                     command: str, party_b: str, account: str, kes: int, payer_phone: str) -> PayoutResult:
-    """Pay a reserved business payment (a till or a paybill) as pay_out pays a withdrawal:
-    SUCCEEDED settled now, FAILED refunded now, PENDING settled by the callback or the status
-    query (the sats stay reserved). `request`: its B2B request, recorded with the reservation."""
-    if request is None:
-        return _finished_at_once(db, transaction_id, kes,
-                                 provider.pay_business(command, party_b, account, kes, new_reference(), payer_phone))
-    payout = provider.pay_business(command, party_b, account, kes, request.reference, payer_phone)
-    if payout.state is State.FAILED:
-        if finish_payout(db, request.reference, FAILED, None, "", payout.error):
-            return payout
-        return PayoutResult(State.PENDING, error=payout.error)
-    if payout.conversation_id or payout.originator_id:
-        with db.write() as s:
-            s.execute(update(MpesaRequest).where(MpesaRequest.reference == request.reference)
-                      .values(conversation_id=payout.conversation_id or None,
-                              originator_conversation_id=payout.originator_id or None))
-    log.info("b2b %s %s %s KES to %s: %s", request.reference, command, kes, party_b,
-             "accepted" if payout.conversation_id else f"unknown ({payout.error})")
-    return PayoutResult(State.PENDING, error=payout.error, conversation_id=payout.conversation_id)
-
-
-def _finish_payout(db: Database, reference: str, outcome: str, receipt: str | None, code: str,
-                   description: str, payee_name: str = "", also: Callable[[Session], None] | None = None) -> bool:
-    """M-Pesa's final word on a B2C payment: SETTLED makes the withdrawal final, FAILED gives the
-    reserved sats back. Once; False when the request was not pending. `also` (an operator's audit
-    line) runs in the same transaction when it acts: both are written, or neither."""
-    try:
-        with db.write() as s:
-            moved = cast(CursorResult, s.execute(
-                update(MpesaRequest)
-                .where(MpesaRequest.reference == reference, MpesaRequest.kind.in_((B2C, B2B)),
-                       MpesaRequest.status == PENDING)
-                .values(status=outcome, receipt=receipt, result_code=code[:16], result_desc=description[:255],
-                        finished_at=utcnow())
-            )).rowcount
-            if moved != 1:
-                return False
-            request = s.execute(select(MpesaRequest).where(MpesaRequest.reference == reference)).scalar_one()
-            if request.transaction_id is None:  # a payout's request names its reservation (PayoutRequest.row)
-                raise _Undo
-            if outcome == SETTLED:
-                done = settle_withdrawal_in(s, request.transaction_id, receipt or reference,
-                                            request.amount_kes, payee_name)
-            else:
-                done = refund_withdrawal_in(s, request.transaction_id)
-            if not done:
-                raise _Undo
-            if also is not None:
-                also(s)
-    except _Undo:
-        log.error("b2c %s: its withdrawal is not pending; %s not applied", reference, outcome)
-        return False
-    except IntegrityError:
-        log.error("b2c %s: receipt %s is already on another transaction; not applied", reference, receipt)
-        return False
-    log.info("b2c %s %s (%s %s)", reference, outcome, code, receipt or description)
-    return True
-
-def finish_payout(db: Database, reference: str, outcome: str, receipt: str | None, code: str,
-                  description: str, payee_name: str = "", also: Callable[[Session], None] | None = None) -> bool:
-    """_finish_payout, run again whole when the database rolled it back for a deadlock or a Galera
-    certification conflict (it acts once: its updates are conditional). `payee_name`: the name
-    M-Pesa gave the business paid (B2B's ReceiverPartyPublicName), for the receipt."""
-    return transactions.retry_deadlocks(
-        lambda: _finish_payout(db, reference, outcome, receipt, code, description, payee_name, also))
-
-
-
 # ------------------------------------------------------------------ reconciliation
 def _claim(db: Database, request_id: int, last_query_at: dt.datetime | None, now: dt.datetime) -> bool:
-    """Take a pending request for one status query, so two workers do not both ask."""
+    """Take a pending push for one status query, so two workers do not both ask."""
     same = (MpesaRequest.last_query_at.is_(None) if last_query_at is None
             else MpesaRequest.last_query_at == last_query_at)
     with db.write() as s:
@@ -291,66 +162,64 @@ def _claim(db: Database, request_id: int, last_query_at: dt.datetime | None, now
         )).rowcount == 1
 
 
-def reconcile(db: Database, provider: MpesaProvider, after_s: int, every_s: int, limit: int = 100) -> dict[str, int]:
-    """Ask M-Pesa about requests pending for more than `after_s` seconds (each at most every
-    `every_s` seconds): a push's query answer credits or fails it here; a payout's Transaction
-    Status query is answered by callback. Returns counts by what happened."""
+def reconcile(db: Database, provider: MpesaProvider, rail_of: Callable[[str], Rail | None], after_s: int,
+              every_s: int, limit: int = 100) -> dict[str, int]:
+    """Ask M-Pesa about pushes and payouts pending for more than `after_s` seconds (each at most
+    every `every_s` seconds): a push's query answer credits or fails it here; a payout's
+    Transaction Status query is answered by callback. Returns counts by what happened."""
     counts: dict[str, int] = {}
     if not (provider.topup_by_push or provider.payouts_async):
         return counts
     now = utcnow()
     grace = dt.timedelta(seconds=1)  # MySQL DATETIME keeps whole seconds (and rounds)
+    old_enough, not_lately = now - dt.timedelta(seconds=after_s) + grace, now - dt.timedelta(seconds=every_s) + grace
     with db.read() as s:
-        rows = s.execute(
-            select(MpesaRequest.id, MpesaRequest.kind, MpesaRequest.reference, MpesaRequest.checkout_request_id,
+        pushes = s.execute(
+            select(MpesaRequest.id, MpesaRequest.reference, MpesaRequest.checkout_request_id,
                    MpesaRequest.last_query_at)
-            .where(MpesaRequest.status == PENDING,
-                   MpesaRequest.created_at < now - dt.timedelta(seconds=after_s) + grace,
-                   or_(MpesaRequest.last_query_at.is_(None),
-                       MpesaRequest.last_query_at < now - dt.timedelta(seconds=every_s) + grace))
+            .where(MpesaRequest.status == PENDING, MpesaRequest.created_at < old_enough,
+                   or_(MpesaRequest.last_query_at.is_(None), MpesaRequest.last_query_at < not_lately))
             .order_by(MpesaRequest.id).limit(limit)
         ).all()
 
     def count(what: str) -> None:
         counts[what] = counts.get(what, 0) + 1
 
-    for request_id, kind, reference, checkout_id, last_query_at in rows:
-        if kind == STK and not checkout_id:
+    for request_id, reference, checkout_id, last_query_at in pushes:
+        if not checkout_id:
             count("topup-no-checkout-id")  # the push got no answer: only its callback can settle it
             continue
-        if not _claim(db, request_id, last_query_at, now):
+        if _claim(db, request_id, last_query_at, now):
+            count(_query_topup(db, provider, reference, checkout_id))
+    for name in (MPESA_B2C_RAIL, MPESA_B2B_RAIL) if provider.payouts_async else ():
+        rail = rail_of(name)
+        if rail is None:
             continue
-        count(_query(db, provider, kind, reference, checkout_id))
+        for payout in machine.due(db, name, old_enough, not_lately, limit):
+            if machine.claim(db, payout, now):
+                answer = machine.ask(db, rail, payout)
+                count(answer.reason if answer.said is Said.PENDING else answer.said.value)
     return counts
 
 
 def query_one(db: Database, provider: MpesaProvider, request: MpesaRequest) -> str:
-    """Ask M-Pesa about one pending request now (a worker's job, which holds it): what happened."""
-    if request.kind == STK and not request.checkout_request_id:
+    """Ask M-Pesa about one pending push now (a worker's job, which holds it): what happened."""
+    if not request.checkout_request_id:
         return "topup-no-checkout-id"
     if not _claim(db, request.id, request.last_query_at, utcnow()):
         return "claimed-elsewhere"
-    return _query(db, provider, request.kind, request.reference, request.checkout_request_id)
+    return _query_topup(db, provider, request.reference, request.checkout_request_id)
 
 
-def _query(db: Database, provider: MpesaProvider, kind: str, reference: str, checkout_id: str | None) -> str:
-    if kind == STK:
-        answer = provider.query_topup(checkout_id or "")
-        if answer.state is State.SUCCEEDED:
-            return ("topup-credited" if credit_topup(db, reference, None, answer.result_code, answer.description)
-                    else "topup-already-done")
-        if answer.state is State.FAILED:
-            return ("topup-failed" if fail_topup(db, reference, answer.result_code, answer.description)
-                    else "topup-already-done")
-        return "topup-pending"
-    if kind == B2B:
-        with db.read() as s:
-            original = s.scalar(select(MpesaRequest.originator_conversation_id)
-                                .where(MpesaRequest.reference == reference))
-        if not original:
-            return "payment-no-id"  # Daraja never answered with an id: only its callback can settle it
-        return "payout-queried" if provider.query_payout(reference, original) else "payout-query-refused"
-    return "payout-queried" if provider.query_payout(reference) else "payout-query-refused"
+def _query_topup(db: Database, provider: MpesaProvider, reference: str, checkout_id: str) -> str:
+    answer = provider.query_topup(checkout_id)
+    if answer.state is State.SUCCEEDED:
+        return ("topup-credited" if credit_topup(db, reference, None, answer.result_code, answer.description)
+                else "topup-already-done")
+    if answer.state is State.FAILED:
+        return ("topup-failed" if fail_topup(db, reference, answer.result_code, answer.description)
+                else "topup-already-done")
+    return "topup-pending"
 
 
 def find_for_movement(db: Database, reference: str) -> MpesaRequest | None:
@@ -367,15 +236,16 @@ def pending(db: Database) -> list[MpesaRequest]:
 
 
 # ------------------------------------------------------------------ reservations without a request
-# A payout in KES reserved with no M-Pesa request row: left by code before the request was written
-# in the reservation's transaction, or by a provider that answers at once (the simulated one) when
-# the process died between the reservation and its answer. M-Pesa was never asked by a request
-# row of ours, so the worker voids it (refund, SMS) once it is older than any request can run.
+# A payout in KES reserved with no payout row: left by code from before issue 31 wrote the request
+# in the reservation's transaction, or by the simulated provider's old path that wrote none (its
+# process died between the reservation and the answer). M-Pesa was never asked by a row of ours,
+# so the worker voids it (refund, SMS) once it is older than any request can run. Since the
+# payouts table, every payout is reserved with its row: no new ones arise.
 ORPHAN_AFTER_S = 60  # five times gunicorn's timeout: a request still paying it is long dead
 
 
 def _no_request():
-    return ~select(MpesaRequest.id).where(MpesaRequest.transaction_id == Transaction.id).exists()
+    return ~select(Payout.id).where(Payout.transaction_id == Transaction.id).exists()
 
 
 def orphans(db: Database, older_than_s: int = 0, limit: int = 100, reference: str | None = None
@@ -396,7 +266,7 @@ def void_orphan(db: Database, transaction_id: int, also: Callable[[Session], Non
     operator's audit line) in the same transaction. False if it has a request or is not pending."""
     def work() -> bool:
         with db.write() as s:
-            if s.scalar(select(MpesaRequest.id).where(MpesaRequest.transaction_id == transaction_id)) is not None:
+            if s.scalar(select(Payout.id).where(Payout.transaction_id == transaction_id)) is not None:
                 return False
             if not refund_withdrawal_in(s, transaction_id):
                 return False
@@ -410,29 +280,6 @@ def void_orphan(db: Database, transaction_id: int, also: Callable[[Session], Non
 
 
 # ------------------------------------------------------------------ the ledger side of M-Pesa
-def settle_withdrawal(db: Database, transaction_id: int, mpesa_receipt: str, kes: int) -> bool:
-    """The payout went through: the pending withdrawal becomes settled, once, and the user gets
-    a receipt. False if it was not pending. Retried whole on a deadlock or a Galera conflict."""
-    def work() -> bool:
-        with db.write() as s:
-            return settle_withdrawal_in(s, transaction_id, mpesa_receipt, kes)
-    return transactions.retry_deadlocks(work)
-
-
-def settle_withdrawal_in(s: Session, transaction_id: int, mpesa_receipt: str, kes: int, payee_name: str = "") -> bool:
-    """settle_withdrawal inside the caller's transaction."""
-    posted = transactions.post_reserved(s, transaction_id, f"M-Pesa {mpesa_receipt} KES {kes}",
-                                        mpesa_code=mpesa_receipt)
-    if posted is None:
-        return False
-    row, user = posted
-    payee = f"{row.counterparty} ({payee_name})" if payee_name else row.counterparty
-    sms.queue(s, user.phone, t(user.language, "sms.withdraw", kes=kes, phone=payee,
-                               code=mpesa_receipt, sats=row.amount_sats, fee=row.fee_sats,
-                               balance=user.balance_sats))
-    return True
-
-
 def refund_withdrawal(db: Database, transaction_id: int) -> bool:
     """A pending debit definitely failed: mark it failed and give amount + fee back, once."""
     def work() -> bool:

@@ -40,7 +40,7 @@ from helpers.infra.i18n import t
 from helpers.infra.refs import new_reference
 from helpers.wallet.rules import Policy
 from helpers.wallet.users import UserView
-from models import (ADJUST, ADJUSTMENTS, AIRTIME, AIRTIME_FLOAT, AIRTIME_IN_FLIGHT, CREDIT, DEBIT, FAILED, FEES, FLOAT,
+from models import (ADJUST, ADJUSTMENTS, AIRTIME, AIRTIME_IN_FLIGHT, CREDIT, DEBIT, FAILED, FEES, FLOAT,
                     INVOICE, LN_IN_FLIGHT, MPESA_IN_FLIGHT, PAID, PENDING, RECEIVE, SEND, SETTLED, TOPUP, WITHDRAW,
                     Invoice, PaymentRequest, Transaction, User, utcnow)
 
@@ -355,63 +355,11 @@ def code_used(session: Session, code: str) -> bool:
     return session.scalar(select(Transaction.id).where(Transaction.mpesa_code == code)) is not None
 
 
-def reserve_withdrawal(
-    db: Database, policy: Policy, user: UserView, kes: int, sats: int, fee: int, price: int, mpesa_phone: str,
-    key: str, description: str = "", payout_row: Callable[[int], object] | None = None,
-) -> Receipt:
-    """Debit `sats` + `fee` (what the quote at `price` said a payout of `kes` costs) as a pending
-    withdrawal, with `payout_row(its id)` (the provider's request) in the same transaction: never
-    one without the other. Raises InsufficientBalance or PolicyDenied."""
-
-    def work() -> Receipt:
-        with db.write() as s:
-            after = debit(s, user.id, sats + fee)
-            already = sent_today(s, user.id)
-            decision = policy.withdraw(kes, after + sats + fee, already, price)
-            if not decision.allowed:
-                raise PolicyDenied(decision.reason or "denied")
-            ref = new_reference()
-            row = Transaction(
-                user_id=user.id, type=WITHDRAW, direction=DEBIT, amount_sats=sats, fee_sats=fee,
-                status=PENDING, reference=ref, counterparty=mpesa_phone, idempotency_key=key,
-                description=description or f"M-Pesa withdrawal KES {kes}",
-            )
-            s.add(row)
-            s.flush()
-            journal.record(s, "withdraw-pending", ref, [journal.customer(user.id, sats + fee),
-                                                        journal.house(MPESA_IN_FLIGHT, -(sats + fee))],
-                           transaction_id=row.id)
-            s.add_all([payout_row(row.id)] if payout_row is not None else [])  # its B2C/B2B request
-            return Receipt(ref, sats, fee, after, PENDING, row.id)
-
-    return run_once(db, key, work)
-
-
-# Where a pending debit's sats wait, by its type: the in-flight account and its entries' kinds;
-# and, for a payout in KES, the asset that paid it and its settling entry's kind.
+# Where a pending debit's sats wait, by its type: the in-flight account and its entries' kinds (for
+# release: a Lightning payment's refund, a reservation left without its payout row).
 _RESERVED_BY = {WITHDRAW: (MPESA_IN_FLIGHT, "withdraw-pending", "withdraw-void"),
                 AIRTIME: (AIRTIME_IN_FLIGHT, "airtime-pending", "airtime-void"),
                 SEND: (LN_IN_FLIGHT, "lightning-pending", "lightning-void")}
-_PAID_FROM = {WITHDRAW: (FLOAT, "withdraw-post"), AIRTIME: (AIRTIME_FLOAT, "airtime-post")}
-
-
-def post_reserved(s: Session, transaction_id: int, memo: str, **values: object) -> tuple[Transaction, User] | None:
-    """A reserved payout in KES (a withdrawal, a till or paybill, airtime) that went through:
-    settled once, inside the caller's transaction (`values`: more columns, e.g. the M-Pesa
-    receipt); its reserve leaves the in-flight account for the asset that paid it, its fee for
-    income. Returns the row and its owner (for the receipt), or None if it was not pending."""
-    moved = cast(CursorResult, s.execute(update(Transaction).where(Transaction.id == transaction_id,
-        Transaction.status == PENDING).values(status=SETTLED, settled_at=utcnow(), **values))).rowcount
-    if moved != 1:
-        return None
-    row = s.get_one(Transaction, transaction_id)  # moved above: NoResultFound if missing all the same
-    in_flight, pending_kind, _void = _RESERVED_BY[row.type]
-    paid_from, post_kind = _PAID_FROM[row.type]
-    journal.record(s, post_kind, row.reference, [journal.house(in_flight, row.amount_sats + row.fee_sats),
-                                                 journal.house(paid_from, -row.amount_sats),
-                                                 journal.house(FEES, -row.fee_sats)],
-                   transaction_id=row.id, follows=journal.entry_of(s, row.id, pending_kind), memo=memo)
-    return row, users.owner(s, row.user_id)
 
 
 def release(s: Session, transaction_id: int, note: str = "") -> tuple[Transaction, int, User] | None:

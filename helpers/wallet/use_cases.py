@@ -11,14 +11,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from helpers.lightning.lnurl_pay import PayParams
-from helpers.mpesa.provider import PayoutResult
+from helpers.infra.rail import Answer, Rail
+from helpers.infra.refs import new_reference
+from helpers.mpesa.daraja import originator_id
+from helpers.mpesa.rail import b2b_destination
 from helpers.wallet import airtime, invoices, mpesa_flows, payments, prices, transactions, users
-from helpers.wallet.errors import AirtimeOff, MpesaUnreachable, QuoteExpired, RequestClosed, TopupNotConfirmed
+from helpers.wallet.errors import (AirtimeOff, MpesaUnreachable, PolicyDenied, QuoteExpired, RequestClosed,
+                                   TopupNotConfirmed)
+from helpers.wallet.payouts import books, machine
 from helpers.wallet.prices import QuoteView
 from helpers.wallet.services import Services
 from helpers.wallet.transactions import Receipt
 from helpers.wallet.users import PinProof, UserView
-from models import AIRTIME_RAIL, B2B, B2C, PENDING
+from models import AIRTIME_RAIL, MPESA_B2B_RAIL, MPESA_B2C_RAIL, PENDING
 
 
 class PinNotChecked(RuntimeError):
@@ -49,7 +54,7 @@ def pay_lightning(svc: Services, user: UserView, proof: PinProof | None, params:
 @dataclass(frozen=True)
 class Withdrawal:
     receipt: Receipt
-    payout: PayoutResult | None  # None: a replay, the first request paid out
+    answer: Answer | None  # None: a replay, the first request paid out
 
 
 def _check_quote(svc: Services, quote: QuoteView, user: UserView, kind: str, key: str) -> None:
@@ -70,16 +75,49 @@ def withdraw(svc: Services, user: UserView, proof: PinProof | None, quote: Quote
     _check_quote(svc, quote, user, prices.WITHDRAW, key)
     if not svc.mpesa.accepts_phone(phone):
         raise MpesaUnreachable(phone)
-    kes = quote.kes
-    request = (mpesa_flows.PayoutRequest.new(B2C, user.id, phone, kes, quote.sats)
-               if svc.mpesa.payouts_async else None)
-    receipt = transactions.reserve_withdrawal(svc.db, svc.policy, user, kes, quote.sats, quote.fee_sats,
-                                              quote.kes_per_btc, phone, key,
-                                              payout_row=request.row if request else None)
+    return _pay_out(svc, user, quote, MPESA_B2C_RAIL, phone, phone, f"M-Pesa withdrawal KES {quote.kes}", key)
+
+
+def _pay_out(svc: Services, user: UserView, quote: QuoteView, rail_name: str, destination: str, payee: str,
+             description: str, key: str) -> Withdrawal:
+    """A payout in KES on an M-Pesa rail at a quote: reserved with its payout row, then sent."""
+    reference = new_reference()
+    receipt = reserve_payout(svc, user, rail_name, quote.kes, quote.sats, quote.fee_sats, quote.kes_per_btc,
+                             destination, payee, description, key, reference)
     if receipt.replay:
         return Withdrawal(receipt, None)
-    payout = mpesa_flows.pay_out(svc.db, svc.mpesa, receipt.transaction_id, request, phone, kes)
-    return Withdrawal(receipt, payout)
+    return Withdrawal(receipt, machine.send(svc.db, _rail(svc, rail_name), reference))
+
+
+def _rail(svc: Services, name: str) -> Rail:
+    rail = svc.rail(name)
+    if rail is None:
+        raise RuntimeError(f"the {name} rail is not registered")
+    return rail
+
+
+def reserve_payout(svc: Services, user: UserView, rail_name: str, kes: int, sats: int, fee: int, price: int,
+                   destination: str, payee: str, description: str, key: str, reference: str | None = None
+                   ) -> Receipt:
+    """Reserve `sats` + `fee` (a quote for `kes` at `price`) for a payout in KES on an M-Pesa rail,
+    with its payout row; the policy's withdrawal rules are decided under the customer's row lock.
+    Callers check the PIN first. Raises InsufficientBalance, PolicyDenied (nothing reserved); a
+    replay of `key` gets the first receipt."""
+    rail = _rail(svc, rail_name)
+    reference = reference or new_reference()
+    rail_key = originator_id(reference) if rail_name == MPESA_B2C_RAIL else None
+
+    def work() -> Receipt:
+        with svc.db.write() as s:
+            def check(after: int) -> None:
+                decision = svc.policy.withdraw(kes, after + sats + fee, transactions.sent_today(s, user.id), price)
+                if not decision.allowed:
+                    raise PolicyDenied(decision.reason or "denied")
+            return books.reserve(s, rail, user.id, sats, fee, destination, key, check=check, amount_kes=kes,
+                                 counterparty=payee, description=description, reference=reference,
+                                 rail_key=rail_key)
+
+    return transactions.run_once(svc.db, key, work)
 
 
 def pay_request(svc: Services, user: UserView, proof: PinProof | None, request_id: int, payment_hash: str,
@@ -141,17 +179,8 @@ def pay_business(svc: Services, user: UserView, proof: PinProof | None, quote: Q
     PolicyDenied (nothing reserved)."""
     require_pin(proof, user)
     _check_quote(svc, quote, user, prices.WITHDRAW, key)
-    request = (mpesa_flows.PayoutRequest.new(B2B, user.id, user.phone, quote.kes, quote.sats)
-               if svc.mpesa.payouts_async else None)
-    receipt = transactions.reserve_withdrawal(svc.db, svc.policy, user, quote.kes, quote.sats, quote.fee_sats,
-                                              quote.kes_per_btc, payee, key,
-                                              description=f"M-Pesa payment KES {quote.kes} to {payee}",
-                                              payout_row=request.row if request else None)
-    if receipt.replay:
-        return Withdrawal(receipt, None)
-    payout = mpesa_flows.pay_business_out(svc.db, svc.mpesa, receipt.transaction_id, request, command, party_b,
-                                          account, quote.kes, user.phone)
-    return Withdrawal(receipt, payout)
+    return _pay_out(svc, user, quote, MPESA_B2B_RAIL, b2b_destination(command, party_b, account, user.phone), payee,
+                    f"M-Pesa payment KES {quote.kes} to {payee}", key)
 
 
 def buy_airtime(svc: Services, user: UserView, proof: PinProof | None, quote: QuoteView, phone: str,

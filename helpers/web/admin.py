@@ -264,7 +264,7 @@ def reconcile() -> Response:
     out = payments.reconcile(svc)
     done = f"lightning {out}"
     if svc.mpesa.payouts_async or svc.mpesa.topup_by_push:
-        done += f"; mpesa {mpesa_flows.reconcile(svc.db, svc.mpesa, 0, 0)}"
+        done += f"; mpesa {mpesa_flows.reconcile(svc.db, svc.mpesa, svc.rail, 0, 0)}"
     with svc.db.write() as s:
         operators.audit(s, operator(), "reconcile", "", "reconcile now", done)
     flash(f"Reconciled: {done}.", "ok")

@@ -67,7 +67,7 @@ def mpesa_callback(token: str, kind: str, reference: str, event: str = "") -> tu
         body = json.loads(request.get_data(as_text=True) or "null")
     except ValueError:
         body = None
-    status, outcome = mpesa_callbacks.handle(svc.db, kind, event, reference, body)
+    status, outcome = mpesa_callbacks.handle(svc.db, svc.rail, kind, event, reference, body)
     send_queued_sms(svc)
     return jsonify({"ResultCode": 0 if status == 200 else 1, "ResultDesc": outcome}), status
 

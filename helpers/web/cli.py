@@ -18,10 +18,11 @@ from helpers.infra.phone import mask, normalise
 from helpers.ussd import sessions
 from helpers.wallet import (books, demo, invoices, journal, limits, mpesa_float, mpesa_flows, operators,
                             payments, users)
+from helpers.wallet.payouts import machine as payouts
 from helpers.web.common import services
 from helpers.web.resolve_cli import CLI, COMMANDS as RESOLVE_COMMANDS
 from helpers.prices import feed
-from models import PENDING, utcnow
+from models import MPESA_B2B_RAIL, MPESA_B2C_RAIL, PENDING, utcnow
 
 log = logging.getLogger("wallet")  # as the request log (README, Operations)
 T = TypeVar("T")
@@ -370,10 +371,15 @@ def reconcile(older_than_minutes: int, mpesa_after_seconds: int | None) -> None:
     if svc.mpesa.payouts_async or svc.mpesa.topup_by_push:
         after = svc.settings.mpesa_query_after_s if mpesa_after_seconds is None else mpesa_after_seconds
         every = 0 if mpesa_after_seconds is not None else svc.settings.mpesa_query_every_s
-        click.echo(f"mpesa: {mpesa_flows.reconcile(svc.db, svc.mpesa, after, every)}")
+        click.echo(f"mpesa: {mpesa_flows.reconcile(svc.db, svc.mpesa, svc.rail, after, every)}")
         for req in mpesa_flows.pending(svc.db):
             click.echo(f"PENDING mpesa {req.kind} ref={req.reference} {req.amount_kes} KES {mask(req.phone)} "
                        f"queries={req.queries} since {req.created_at:%Y-%m-%d %H:%M}")
+        for payout in payouts.pending(svc.db):
+            if payout.rail in (MPESA_B2C_RAIL, MPESA_B2B_RAIL):
+                kind = "b2c" if payout.rail == MPESA_B2C_RAIL else "b2b"
+                click.echo(f"PENDING mpesa {kind} ref={payout.reference} {payout.amount_kes} KES "
+                           f"queries={payout.queries} since {payout.created_at:%Y-%m-%d %H:%M}")
     with svc.db.read() as s:
         stuck = books.pending_older_than(s, older_than_minutes)
     for row in stuck:

@@ -15,7 +15,7 @@ from helpers.infra.rail import Answer, Said
 from helpers.wallet import mpesa_flows, operators, payments
 from helpers.wallet.payouts import machine as payouts
 from helpers.web.common import send_queued_sms, services
-from models import AIRTIME_RAIL, FAILED, OPEN_PAYOUT, PENDING, SETTLED
+from models import AIRTIME_RAIL, MPESA_B2B_RAIL, MPESA_B2C_RAIL, OPEN_PAYOUT
 
 log = logging.getLogger("wallet")  # as the request log (README, Operations)
 CLI = "cli"  # the audit log's name for whoever runs an operator command
@@ -66,18 +66,23 @@ def resolve_mpesa(reference: str, outcome: str, receipt: str, reason: str) -> No
         send_queued_sms(svc)
         click.echo(f"{reference}: failed (refunded; M-Pesa was never asked)")
         return
-    request = mpesa_flows.find_any(svc.db, reference) or mpesa_flows.find_for_movement(svc.db, reference)
-    if request is None or request.kind not in ("b2c", "b2b") or request.status != PENDING:
+    payout = payouts.find(svc.db, reference)
+    if payout is None or payout.rail not in (MPESA_B2C_RAIL, MPESA_B2B_RAIL) or payout.state not in OPEN_PAYOUT:
         raise click.ClickException(f"no pending M-Pesa payout with reference {reference!r}")
-    if outcome == "paid" and not re.fullmatch(r"[A-Z0-9]{10}", receipt.strip().upper()):
+    receipt = receipt.strip().upper()
+    if outcome == "paid" and not re.fullmatch(r"[A-Z0-9]{10}", receipt):
         raise click.ClickException("--outcome paid needs the 10-character M-Pesa --receipt")
-    done = mpesa_flows.finish_payout(svc.db, request.reference, SETTLED if outcome == "paid" else FAILED,
-                                     receipt.strip().upper() or None, "operator", f"operator: {reason}"[:255],
-                                     also=lambda s: operators.audit(s, CLI, "resolve-mpesa", request.reference, reason,
-                                                                    f"{outcome} {receipt}".strip()))
+    rail = svc.rail(payout.rail)
+    if rail is None:
+        raise click.ClickException(f"{reference} is a payout on {payout.rail}, which is turned off here")
+    answer = Answer.paid(receipt=receipt, reason="operator") if outcome == "paid" else Answer.failed("operator")
+    done = payouts.finish(svc.db, rail, payout.reference, answer, f"operator: {reason}"[:255],
+                          also=lambda s: operators.audit(s, CLI, "resolve-mpesa", payout.reference, reason,
+                                                         f"{outcome} {receipt}".strip()))
     if not done:
-        raise click.ClickException(f"{request.reference} was settled meanwhile; nothing changed")
-    click.echo(f"{request.reference}: {outcome}")
+        raise click.ClickException(f"{payout.reference} was settled meanwhile; nothing changed")
+    send_queued_sms(svc)
+    click.echo(f"{payout.reference}: {outcome}")
 
 
 def _resolve_payout(reference: str, paid: bool, reason: str, action: str, word: str, rail_name: str = "") -> None:

@@ -9,10 +9,11 @@ the lease to expire and the job is taken again. Every handler is safe to run twi
 by conditional updates that act once.
 
 Kinds:
-- invoice <payment hash>, payment <transaction id>, mpesa <reference>, payout <reference>: one
+- invoice <payment hash>, payment <transaction id>, mpesa <reference> (an STK push), payout
+  <reference> (airtime, M-Pesa B2C and B2B, any rail): one
   pending item, asked about soon after it appears, then less and less often (backoff), until it
   is final. (airtime <reference>: what a payout of airtime was called before; run as payout.)
-- orphan <transaction id>: a payout in KES reserved with no M-Pesa request to finish it: refunded.
+- orphan <transaction id>: a payout in KES reserved with no payout row to finish it: refunded.
 - every <task>: sweep (a job for each pending item that has none), sms (send the outbox), price
   (refresh the BTC/KES price), cleanup (expired sessions, old quotes, finished jobs).
 Web requests do no background work: items are found by the sweep.
@@ -38,7 +39,8 @@ from helpers.wallet.payouts import machine as payouts
 from helpers.wallet.services import Services
 from helpers.infra.rail import Said
 from lightning import State
-from models import OPEN_PAYOUT, PENDING, Invoice, Job, MpesaRequest, Payout, Transaction, utcnow
+from models import (MPESA_B2B_RAIL, MPESA_B2C_RAIL, OPEN_PAYOUT, PENDING, Invoice, Job, MpesaRequest, Payout,
+                    Transaction, utcnow)
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +155,9 @@ def _payment(svc: Services, key: str) -> bool:
 
 def _mpesa(svc: Services, key: str) -> bool:
     request = mpesa_flows.find_any(svc.db, key)
-    if request is None or request.status != PENDING:
+    if request is None:  # a payout's job made before payouts had their table: it is a payout job
+        return _payout(svc, key)
+    if request.status != PENDING:
         return True
     mpesa_flows.query_one(svc.db, svc.mpesa, request)
     request = mpesa_flows.find_any(svc.db, key)
@@ -185,6 +189,8 @@ def sweep(svc: Services) -> int:
     """A job for every pending item that has none: invoices, payments out, M-Pesa requests,
     open payouts, and payouts reserved without their M-Pesa request."""
     with svc.db.read() as s:
+        payout_rails: dict[str, str] = {reference: rail for reference, rail in s.execute(
+            select(Payout.reference, Payout.rail).where(Payout.state.in_(OPEN_PAYOUT)).limit(5000))}
         found = {
             INVOICE: set(s.scalars(select(Invoice.payment_hash).where(Invoice.status == PENDING).limit(5000))),
             PAYMENT: {str(i) for i in s.scalars(select(Transaction.id).where(
@@ -192,7 +198,7 @@ def sweep(svc: Services) -> int:
                 Transaction.direction == "debit", Transaction.type == "send").limit(5000))},
             MPESA: set(s.scalars(select(MpesaRequest.reference).where(MpesaRequest.status == PENDING).limit(5000))
                        if svc.mpesa.payouts_async or svc.mpesa.topup_by_push else []),
-            PAYOUT: set(s.scalars(select(Payout.reference).where(Payout.state.in_(OPEN_PAYOUT)).limit(5000))),
+            PAYOUT: set(payout_rails),
             ORPHAN: {str(row.id) for row in mpesa_flows.orphans(svc.db, mpesa_flows.ORPHAN_AFTER_S, limit=5000)},
         }
         known = {(kind, key) for kind, key in s.execute(select(Job.kind, Job.key).where(Job.kind.in_(list(found))))}
@@ -205,7 +211,8 @@ def sweep(svc: Services) -> int:
                 continue
             try:
                 with svc.db.write() as s:
-                    s.add(Job(kind=kind, key=key, due_at=mpesa_first if kind == MPESA else first))
+                    asks_daraja = kind == MPESA or payout_rails.get(key) in (MPESA_B2C_RAIL, MPESA_B2B_RAIL)
+                    s.add(Job(kind=kind, key=key, due_at=mpesa_first if asks_daraja else first))
                 added += 1
             except IntegrityError:  # another worker's sweep added it first
                 continue

@@ -19,14 +19,14 @@ from helpers.lightning import lnurl_pay
 from helpers.lightning.lnurl_pay import PayParams
 from helpers.airtime.provider import AirtimeResult, SimulatedAirtime
 from helpers.infra.rail import Answer
-from helpers.wallet import books, demo, journal, mpesa_flows, payments, users
+from helpers.wallet import books, demo, journal, payments, users
 from helpers.wallet.errors import InsufficientBalance, PolicyDenied
 from helpers.web import demo as demo_routes
 from helpers.mpesa.provider import PayoutResult, SimulatedMpesa
 from helpers.wallet.rules import policy
 from lightning import MockBackend, PaymentResult, State, StatusResult, UnavailableBackend, decode_invoice
 from helpers.wallet.payouts import machine as payouts
-from models import AIRTIME_RAIL, OPEN_PAYOUT, PENDING, SEND, Invoice, Payout, Posting, Transaction, User
+from models import AIRTIME_RAIL, MPESA_B2C_RAIL, OPEN_PAYOUT, SEND, Invoice, Payout, Posting, Transaction, User
 from tests.conftest import configure, DEMO, Dialer, KES_MIN, PIN, TEST_PEPPER
 
 P = policy()
@@ -221,13 +221,14 @@ class WalletMachine(RuleBasedStateMachine):
     def mpesa_answers(self, paid):
         """M-Pesa's late word on every withdrawal that had no answer."""
         with self.svc.db.read() as s:
-            waiting = list(s.scalars(select(Transaction.id).where(Transaction.type == "withdraw",
-                                                                  Transaction.status == PENDING)))
-        for transaction_id in waiting:
-            if paid:
-                mpesa_flows.settle_withdrawal(self.svc.db, transaction_id, f"LATE{transaction_id:06d}", 0)
-            else:
-                mpesa_flows.refund_withdrawal(self.svc.db, transaction_id)
+            waiting = list(s.scalars(select(Payout).where(Payout.rail == MPESA_B2C_RAIL,
+                                                          Payout.state.in_(OPEN_PAYOUT))))
+        rail = self.svc.rail(MPESA_B2C_RAIL)
+        assert rail is not None
+        for payout in waiting:
+            said = Answer.paid(receipt=f"LT{payout.id:08d}") if paid else Answer.failed("scripted")
+            assert payouts.finish(self.svc.db, rail, payout.reference, said)
+            assert not payouts.finish(self.svc.db, rail, payout.reference, said)  # once
 
     @rule(a=PEOPLE)
     def replay(self, a):

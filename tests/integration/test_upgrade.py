@@ -17,7 +17,8 @@ from helpers.infra.rail import Answer
 from helpers.wallet import books, journal
 from helpers.wallet.payouts import machine as payouts
 from helpers.web import worker
-from models import AIRTIME_RAIL, DEBIT, OPEN_PAYOUT, PENDING, Job, Payout, Transaction, User
+from models import (AIRTIME_RAIL, DEBIT, MPESA_B2B_RAIL, MPESA_B2C_RAIL, OPEN_PAYOUT, PENDING, Job, MpesaRequest,
+                    Payout, Transaction, User)
 
 FIXTURES = sorted((Path(__file__).parent.parent / "upgrade").glob("old_flows_*.json"))
 
@@ -76,40 +77,57 @@ def test_an_upgrade_keeps_every_balance_statement_line_and_open_payout(upgraded,
         open_movements = sorted([row.reference, row.type, row.amount_sats, row.fee_sats] for row in s.scalars(
             select(Transaction).where(Transaction.status == PENDING, Transaction.direction == DEBIT)))
         assert open_movements == upgraded["open_payouts"]
-        # every open airtime movement is an open payout of the same money, and no other is open
-        open_airtime = {ref: (amount, fee) for ref, kind, amount, fee in upgraded["open_payouts"] if kind == "airtime"}
-        found = {p.reference: (p.amount_sats, p.fee_sats) for p in s.scalars(
-            select(Payout).where(Payout.rail == AIRTIME_RAIL, Payout.state.in_(OPEN_PAYOUT)))}
-        assert found == open_airtime and found
-        # each old airtime request is a payout with its reference, owner, reservation and AT's id
+        # every open airtime and M-Pesa movement is an open payout of the same money (its reference
+        # the movement's or, for M-Pesa, the request's); a Lightning payment's is not a payout yet
+        open_payouts = {(p.transaction_id, p.amount_sats, p.fee_sats) for p in s.scalars(
+            select(Payout).where(Payout.state.in_(OPEN_PAYOUT)))}
+        movements = {row.reference: row.id for row in s.scalars(select(Transaction))}
+        assert open_payouts == {(movements[ref], amount, fee) for ref, kind, amount, fee in upgraded["open_payouts"]
+                                if kind in ("airtime", "withdraw")} != set()
+        # each old request is a payout with its reference, owner, reservation and the rail's ids
         state = {"settled": "posted", "failed": "voided"}
-        old = {row["reference"]: (row["user_id"], row["transaction_id"], row["request_id"],
+        old = {row["reference"]: (AIRTIME_RAIL, row["user_id"], row["transaction_id"], row["request_id"], None,
                                   state.get(row["status"], "sent" if row["request_id"] else "reserved"))
                for row in upgraded["tables"].get("airtime_requests", [])}
-        assert {p.reference: (p.user_id, p.transaction_id, p.rail_key, p.state)
-                for p in s.scalars(select(Payout).where(Payout.rail == AIRTIME_RAIL))} == old
-        # the worker's jobs about them are payout jobs now (one each: the sweep adds no twin)
-        old_jobs = {row["key"] for row in upgraded["tables"].get("jobs", []) if row["kind"] == "airtime"}
+        old.update({row["reference"]: (MPESA_B2C_RAIL if row["kind"] == "b2c" else MPESA_B2B_RAIL, row["user_id"],
+                                       row["transaction_id"], row["originator_conversation_id"],
+                                       row["conversation_id"],
+                                       state.get(row["status"], "sent" if row["conversation_id"] else "reserved"))
+                    for row in upgraded["tables"].get("mpesa_requests", []) if row["kind"] in ("b2c", "b2b")})
+        assert {p.reference: (p.rail, p.user_id, p.transaction_id, p.rail_key, p.rail_ref, p.state)
+                for p in s.scalars(select(Payout))} == old
+        assert list(s.scalars(select(MpesaRequest.kind).where(MpesaRequest.kind != "stk"))) == []
+        # the worker's jobs about them are payout jobs now, and the sweep adds no twin
+        old_jobs = {row["key"] for row in upgraded["tables"].get("jobs", [])
+                    if row["kind"] == "airtime" or (row["kind"] == "mpesa" and row["key"] in old)}
         assert old_jobs and set(s.scalars(select(Job.key).where(Job.kind == "payout"))) == old_jobs
-        assert list(s.scalars(select(Job.key).where(Job.kind == "airtime"))) == []
-    assert worker.sweep(wallet) >= 0
+        assert list(s.scalars(select(Job.key).where(Job.kind.in_(["airtime", "mpesa"])))) == []
+    worker.sweep(wallet)
     with wallet.db.read() as s:
-        assert sorted(s.scalars(select(Job.key).where(Job.kind == "payout"))) == sorted(old_jobs)
+        keys = list(s.scalars(select(Job.key).where(Job.kind == "payout")))
+        assert sorted(keys) == sorted(set(keys)) and old_jobs <= set(keys)
+        assert {p.reference for p in s.scalars(select(Payout).where(Payout.state.in_(OPEN_PAYOUT)))} <= set(keys)
 
 
 def test_payouts_left_open_by_the_old_code_are_finished_by_the_new(upgraded, wallet):
-    rail = wallet.rail(AIRTIME_RAIL)
-    before = {p.reference: p for p in payouts.pending(wallet.db, AIRTIME_RAIL)}
-    assert before
+    """The first open payout of each rail is paid (an M-Pesa one with its receipt), the rest fail:
+    each acts once, the failed ones' sats go back, the books check clean."""
+    before = payouts.pending(wallet.db)
+    assert {p.rail for p in before} >= {AIRTIME_RAIL, MPESA_B2C_RAIL}
     with wallet.db.read() as s:
         balances = {u.id: u.balance_sats for u in s.scalars(select(User))}
-    delivered, refunded = sorted(before)[0], sorted(before)[1:]
-    assert payouts.finish(wallet.db, rail, delivered, Answer.paid(reason="late report"))
-    for reference in refunded:
-        assert payouts.finish(wallet.db, rail, reference, Answer.failed("late report"))
-        balances[before[reference].user_id] += before[reference].amount_sats + before[reference].fee_sats
-    assert not payouts.finish(wallet.db, rail, delivered, Answer.failed("again"))
+    paid_rails: set[str] = set()
+    for n, payout in enumerate(before):
+        rail = wallet.rail(payout.rail)
+        assert rail is not None
+        if payout.rail not in paid_rails:
+            paid_rails.add(payout.rail)
+            assert payouts.finish(wallet.db, rail, payout.reference, Answer.paid(receipt=f"UPG{n:07d}", reason="late"))
+            assert not payouts.finish(wallet.db, rail, payout.reference, Answer.failed("again"))
+        else:
+            assert payouts.finish(wallet.db, rail, payout.reference, Answer.failed("late report"))
+            balances[payout.user_id] += payout.amount_sats + payout.fee_sats
     with wallet.db.read() as s:
         assert journal.check(s) == [] and books.ledger_check(s) == []
         assert {u.id: u.balance_sats for u in s.scalars(select(User))} == balances
-    assert payouts.pending(wallet.db, AIRTIME_RAIL) == []
+    assert payouts.pending(wallet.db) == []

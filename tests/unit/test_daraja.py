@@ -30,7 +30,8 @@ from lightning import State
 from models import FloatReading, MpesaRequest, Transaction
 from tests.fakes import fake_daraja
 from tests.conftest import (
-    FIXED_PRICE, VALID_MIN, balance, configure, credit_sats, debit_sats, DEMO, KES_MIN, outbox, PIN, snapshot)
+    mpesa_request_of, FIXED_PRICE, VALID_MIN, balance, configure, credit_sats, debit_sats, DEMO, KES_MIN, outbox, PIN,
+    snapshot)
 from tests.fakes.fake_daraja import FakeDaraja, kes_for
 from tests.servers import free_port
 from helpers.infra.settings import Settings
@@ -85,9 +86,8 @@ def wait_until(check, timeout_s: float = 15) -> None:
         time.sleep(0.05)
 
 
-def request_of(wallet, kind: str) -> MpesaRequest:
-    with wallet.db.read() as s:
-        return s.scalars(select(MpesaRequest).where(MpesaRequest.kind == kind).order_by(MpesaRequest.id.desc())).first()
+def request_of(wallet, kind: str):
+    return mpesa_request_of(wallet, kind)
 
 
 def rows(wallet, kind: str) -> list[Transaction]:
@@ -318,7 +318,7 @@ def test_an_undecided_push_stays_pending_and_is_asked_again_later(alice, wallet,
     assert snapshot(wallet) == before and request_of(wallet, "stk").status == "pending"
     # the poller's pace: not asked again within MPESA_QUERY_EVERY_S
     asked = len([p for p, _ in daraja.received if p.endswith("/query")])
-    assert mpesa_flows.reconcile(wallet.db, wallet.mpesa, 0, 60) == {}
+    assert mpesa_flows.reconcile(wallet.db, wallet.mpesa, wallet.rail, 0, 60) == {}
     assert len([p for p, _ in daraja.received if p.endswith("/query")]) == asked
     assert request_of(wallet, "stk").queries == 1
 
@@ -629,7 +629,7 @@ def test_racing_callbacks_and_status_queries_credit_once(alice, wallet, daraja):
     before = balance(wallet, alice.phone)
     payload = FakeDaraja.stk_callback(record)
     _all_at_once(*[lambda: daraja.send(record["url"], payload)] * 6,
-                 lambda: mpesa_flows.reconcile(wallet.db, wallet.mpesa, 0, 0))
+                 lambda: mpesa_flows.reconcile(wallet.db, wallet.mpesa, wallet.rail, 0, 0))
     assert balance(wallet, alice.phone) == before + request.amount_sats
     assert len(rows(wallet, "topup")) == 1
 

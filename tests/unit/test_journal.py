@@ -10,10 +10,11 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 
-from helpers.wallet import journal, lightning_out, mpesa_flows, transactions, users
+from helpers.wallet import journal, lightning_out, users
 from lightning import MockBackend
 from models import (FEES, FLOAT, LN_IN_FLIGHT, MPESA_IN_FLIGHT, NODE, JournalEntry, LedgerAccount, Posting,
                     Transaction)
+from tests.conftest import refund_withdrawal, reserve_withdrawal, settle_withdrawal
 from tests.conftest import balance, DEMO, KES_MIN, PIN, withdraw_terms
 
 
@@ -58,11 +59,11 @@ def test_a_send_is_one_entry_from_the_sender_to_the_recipient_and_the_fee(wallet
 def test_a_withdrawal_is_pending_in_flight_then_posted_to_the_float_and_the_fee(wallet):
     alice = view(wallet, DEMO[0])
     kes = KES_MIN
-    receipt = transactions.reserve_withdrawal(wallet.db, wallet.policy, alice, *withdraw_terms(kes), DEMO[0],
+    receipt = reserve_withdrawal(wallet, wallet.policy, alice, *withdraw_terms(kes), DEMO[0],
                                               "w-1")
     reserved = receipt.amount_sats + receipt.fee_sats
     assert house(wallet, MPESA_IN_FLIGHT) == -reserved
-    assert mpesa_flows.settle_withdrawal(wallet.db, receipt.transaction_id, "SAB12CD34E", kes)
+    assert settle_withdrawal(wallet, receipt, "SAB12CD34E")
     (pending_kind, pending), (posted_kind, posted) = entries(wallet, receipt.reference)
     assert (pending_kind, pending) == ("withdraw-pending", [(alice.id, reserved), (MPESA_IN_FLIGHT, -reserved)])
     legs = [(MPESA_IN_FLIGHT, reserved), (FLOAT, -receipt.amount_sats)] + (
@@ -78,10 +79,10 @@ def test_a_withdrawal_is_pending_in_flight_then_posted_to_the_float_and_the_fee(
 def test_a_failed_withdrawal_is_voided_back_to_the_customer(wallet):
     alice = view(wallet, DEMO[0])
     before = balance(wallet, DEMO[0])
-    receipt = transactions.reserve_withdrawal(wallet.db, wallet.policy, alice, *withdraw_terms(KES_MIN),
+    receipt = reserve_withdrawal(wallet, wallet.policy, alice, *withdraw_terms(KES_MIN),
                                               DEMO[0], "w-2")
-    assert mpesa_flows.refund_withdrawal(wallet.db, receipt.transaction_id)
-    assert not mpesa_flows.refund_withdrawal(wallet.db, receipt.transaction_id)  # once
+    assert refund_withdrawal(wallet, receipt)
+    assert not refund_withdrawal(wallet, receipt)  # once
     reserved = receipt.amount_sats + receipt.fee_sats
     assert [kind for kind, _legs in entries(wallet, receipt.reference)] == ["withdraw-pending", "withdraw-void"]
     assert entries(wallet, receipt.reference)[1][1] == [(MPESA_IN_FLIGHT, reserved), (alice.id, -reserved)]
@@ -141,7 +142,7 @@ def test_ledger_check_finds_a_balance_the_journal_does_not_explain(wallet, runne
 def test_solvency_puts_liabilities_against_what_the_node_and_the_float_hold(wallet, runner, app, client):
     alice = view(wallet, DEMO[0])
     kes = KES_MIN
-    pending = transactions.reserve_withdrawal(wallet.db, wallet.policy, alice, *withdraw_terms(kes), DEMO[0],
+    pending = reserve_withdrawal(wallet, wallet.policy, alice, *withdraw_terms(kes), DEMO[0],
                                               "w-3")
     result = runner.invoke(args=["ledger", "solvency", "--json"])
     assert result.exit_code == 0, result.output
@@ -162,7 +163,7 @@ def test_solvency_puts_liabilities_against_what_the_node_and_the_float_hold(wall
     assert client.get("/ledger/solvency", headers={"Authorization": "Bearer ops-secret"}).json == report
     metrics = client.get("/metrics", headers={"Authorization": "Bearer ops-secret"}).get_data(as_text=True)
     assert f"wallet_coverage_ratio {report['coverage']:.6f}" in metrics
-    mpesa_flows.refund_withdrawal(wallet.db, pending.transaction_id)
+    refund_withdrawal(wallet, pending)
 
 
 def test_a_statement_lists_the_customers_postings(wallet, alice, runner):
@@ -179,7 +180,7 @@ def test_a_statement_lists_the_customers_postings(wallet, alice, runner):
 
 def test_a_pending_entry_is_marked_until_it_is_posted(wallet):
     alice = view(wallet, DEMO[0])
-    pending = transactions.reserve_withdrawal(wallet.db, wallet.policy, alice, *withdraw_terms(KES_MIN),
+    pending = reserve_withdrawal(wallet, wallet.policy, alice, *withdraw_terms(KES_MIN),
                                               DEMO[0], "w-4")
 
     def newest():
@@ -188,7 +189,7 @@ def test_a_pending_entry_is_marked_until_it_is_posted(wallet):
         return line.kind, line.pending, line.amount
 
     assert newest() == ("withdraw-pending", True, -(pending.amount_sats + pending.fee_sats))
-    assert mpesa_flows.settle_withdrawal(wallet.db, pending.transaction_id, "QK00000001", 1)
+    assert settle_withdrawal(wallet, pending, "QK00000001")
     # the post moves the in-flight sats to the float: no customer posting, the pending line is done
     assert newest() == ("withdraw-pending", False, -(pending.amount_sats + pending.fee_sats))
 

@@ -21,7 +21,7 @@ from helpers.infra.phone import safaricom
 from helpers.wallet import books, mpesa_callbacks, mpesa_flows
 from lightning import State
 from models import FAILED, PENDING, SETTLED, MpesaRequest, Transaction
-from tests.conftest import KES_MIN, PIN, balance, credit_sats, outbox, snapshot
+from tests.conftest import mpesa_request_of, KES_MIN, PIN, balance, credit_sats, outbox, snapshot
 from tests.fakes.fake_daraja import FakeDaraja
 
 _ids = itertools.count(1)
@@ -77,9 +77,8 @@ def daraja(wallet, monkeypatch):
     return provider
 
 
-def request_of(wallet, kind: str) -> MpesaRequest:
-    with wallet.db.read() as s:
-        return s.scalars(select(MpesaRequest).where(MpesaRequest.kind == kind).order_by(MpesaRequest.id.desc())).first()
+def request_of(wallet, kind: str):
+    return mpesa_request_of(wallet, kind)
 
 
 def payout_row(wallet) -> Transaction:
@@ -113,7 +112,7 @@ def status_answer(request: MpesaRequest, status: str, kes: int | None = None) ->
 
 
 def deliver(wallet, kind: str, event: str, request: MpesaRequest, body: dict) -> tuple[int, str]:
-    return mpesa_callbacks.handle(wallet.db, kind, event, request.reference, body)
+    return mpesa_callbacks.handle(wallet.db, wallet.rail, kind, event, request.reference, body)
 
 
 # ------------------------------------------------------------------ the steps a customer takes
@@ -164,7 +163,7 @@ def test_a_paid_callback_after_the_query_said_failed_still_credits(alice, wallet
     before = balance(wallet, alice.phone)
     request = top_up(alice, kes)
     daraja.query_answer = TopupQueryResult(State.FAILED, "1037", "DS timeout user cannot be reached")
-    assert mpesa_flows.reconcile(wallet.db, daraja, 0, 0) == {"topup-failed": 1}
+    assert mpesa_flows.reconcile(wallet.db, daraja, wallet.rail, 0, 0) == {"topup-failed": 1}
     assert request_of(wallet, "stk").status == FAILED and balance(wallet, alice.phone) == before
     assert deliver(wallet, "stk", "", request, paid_push(request)) == (200, "credited")
     assert balance(wallet, alice.phone) == before + credit_sats(kes)
@@ -181,7 +180,7 @@ def test_a_failed_answer_after_the_credit_changes_nothing(alice, wallet, daraja)
     request = top_up(alice, kes)
     daraja.before_query_answer = lambda: deliver(wallet, "stk", "", request, paid_push(request))
     daraja.query_answer = TopupQueryResult(State.FAILED, "1032", "Request cancelled by user")
-    assert mpesa_flows.reconcile(wallet.db, daraja, 0, 0) == {"topup-already-done": 1}
+    assert mpesa_flows.reconcile(wallet.db, daraja, wallet.rail, 0, 0) == {"topup-already-done": 1}
     assert not mpesa_flows.fail_topup(wallet.db, request.reference, "1032", "late")
     assert request_of(wallet, "stk").status == SETTLED
     assert balance(wallet, alice.phone) == before + credit_sats(kes)
@@ -243,7 +242,7 @@ def test_the_status_query_settles_a_withdrawal_without_result(alice, wallet, dar
     kes = KES_MIN
     before = balance(wallet, alice.phone)
     request = withdraw(alice, kes)
-    assert mpesa_flows.reconcile(wallet.db, daraja, 0, 0) == {"payout-queried": 1}
+    assert mpesa_flows.reconcile(wallet.db, daraja, wallet.rail, 0, 0) == {"payout-queried": 1}
     assert daraja.payout_queries == [request.reference]
     assert deliver(wallet, "status", "result", request, status_answer(request, "Authorized")) == (200, "still pending")
     assert payout_row(wallet).status == PENDING

@@ -70,8 +70,8 @@ class BankRail:
             raise CallbackRefused(400, "refused")
         return claim.answer
 
-    def posted_text(self, payout: PayoutView, language: str, balance: int, receipt: str) -> str:
-        return (f"Bank transfer {payout.movement_reference} of KES {payout.amount_kes} sent ({receipt}). "
+    def posted_text(self, payout: PayoutView, language: str, balance: int, answer: Answer) -> str:
+        return (f"Bank transfer {payout.movement_reference} of KES {payout.amount_kes} sent ({answer.receipt}). "
                 f"Balance {balance}")
 
     def voided_text(self, payout: PayoutView, language: str, balance: int) -> str:

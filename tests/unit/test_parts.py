@@ -29,6 +29,7 @@ from lightning import (
     decode_invoice,
 )
 from models import SmsOutbox, User, UssdSession, utcnow
+from tests.conftest import refund_withdrawal, reserve_withdrawal
 from tests.conftest import balance, configure, credit_sats, DEMO, Dialer, FIXED_PRICE, KES_MIN, PIN, withdraw_terms
 from helpers.infra.settings import Settings
 
@@ -392,7 +393,7 @@ def test_a_movement_run_twice_under_one_key_moves_money_once(wallet, movement):
     kes = KES_MIN
     calls = {
         "send": lambda: transactions.transfer(wallet.db, policy_, payer, DEMO[1], amount, "r" * 64, "*384#"),
-        "withdraw": lambda: transactions.reserve_withdrawal(wallet.db, policy_, payer, *withdraw_terms(kes), DEMO[0],
+        "withdraw": lambda: reserve_withdrawal(wallet, policy_, payer, *withdraw_terms(kes), DEMO[0],
                                                             "r" * 64),
         "topup": lambda: transactions.topup(wallet.db, policy_, payer, kes, credit_sats(kes), FIXED_PRICE,
                                             "QAB12CD34E", "r" * 64),
@@ -423,18 +424,18 @@ def test_a_movement_run_twice_under_one_key_moves_money_once(wallet, movement):
 def test_a_pending_debit_refunded_twice_is_credited_once(wallet, kind):
     """A refund only moves a row that is still pending: a second refund of the same withdrawal or
     Lightning payment (a late callback, the reconciler and an operator racing) credits nothing."""
-    from helpers.wallet import lightning_out, mpesa_flows, transactions, users
+    from helpers.wallet import lightning_out, users
 
     policy_ = wallet.policy
     with wallet.db.read() as s:
         payer = users.UserView.of(users.get(s, DEMO[0]))
     have = balance(wallet, DEMO[0])
     if kind == "withdrawal":
-        reserved = transactions.reserve_withdrawal(wallet.db, policy_, payer, *withdraw_terms(KES_MIN), DEMO[0],
+        reserved = reserve_withdrawal(wallet, policy_, payer, *withdraw_terms(KES_MIN), DEMO[0],
                                                    "refund-twice")
 
         def refund():
-            return mpesa_flows.refund_withdrawal(wallet.db, reserved.transaction_id)
+            return refund_withdrawal(wallet, reserved)
     else:
         amount = policy_.value("payment-min-sats")
         reserved = lightning_out.reserve_lightning(

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, select, update
+from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.orm import Session
 
 from helpers.infra import sms
@@ -35,19 +35,21 @@ def _rows(result: Any) -> int:
     return cast(CursorResult, result).rowcount
 
 
-def view(payout: Payout, movement_reference: str = "") -> PayoutView:
+def view(payout: Payout, movement: Transaction | None = None) -> PayoutView:
     return PayoutView(payout.reference, payout.rail, payout.user_id, payout.destination, payout.amount_sats,
                       payout.fee_sats, payout.amount_kes, payout.rail_key, payout.state, payout.created_at,
-                      movement_reference or payout.reference)
+                      movement.reference if movement is not None else payout.reference, payout.rail_ref,
+                      (movement.counterparty or "") if movement is not None else "")
 
 
 def reserve(s: Session, rail: Rail, user_id: int, amount: int, fee: int, destination: str, key: str, *,
             check: Callable[[int], None], amount_kes: int | None = None, counterparty: str = "",
-            description: str = "", reference: str | None = None) -> Receipt:
+            description: str = "", reference: str | None = None, rail_key: str | None = None) -> Receipt:
     """Take `amount` + `fee` from the customer for a payout on `rail`, with its movement row and
     payout row. `check(balance after)` asks the policy once the debit holds this customer's row
     (raise PolicyDenied to refuse). `reference`: the payout's own, when the rail is given another
-    than the customer's. Raises InsufficientBalance, AccountLocked, PolicyDenied; a replay of
+    than the customer's; `rail_key`: the rail's id when it is ours to choose (Daraja B2C's
+    originator id). Raises InsufficientBalance, AccountLocked, PolicyDenied; a replay of
     `key` fails on it (transactions.run_once gives the first receipt)."""
     total = amount + fee
     after = transactions.debit(s, user_id, total)
@@ -60,7 +62,7 @@ def reserve(s: Session, rail: Rail, user_id: int, amount: int, fee: int, destina
     s.flush()  # a replay fails here, on the key
     s.add(Payout(reference=reference or ref, rail=rail.name, user_id=user_id, transaction_id=row.id,
                  destination=destination[:255], amount_sats=amount, fee_sats=fee, amount_kes=amount_kes,
-                 state=RESERVED, queries=0))
+                 state=RESERVED, queries=0, rail_key=rail_key))
     journal.record(s, f"{rail.books.kind}-pending", ref, [journal.customer(user_id, total),
                                                            journal.house(rail.books.in_flight, -total)],
                    transaction_id=row.id)
@@ -72,6 +74,8 @@ def _move(s: Session, reference: str, state: str, answer: Answer, note: str) -> 
                                  "finished_at": utcnow()}
     if answer.receipt:
         values["receipt"] = answer.receipt[:64]
+    if answer.rail_ref:  # an id the rail gave late (its answer to the send was lost) is kept
+        values["rail_ref"] = func.coalesce(Payout.rail_ref, answer.rail_ref[:64])
     moved = _rows(s.execute(update(Payout).where(Payout.reference == reference, Payout.state.in_(OPEN_PAYOUT))
                             .values(**values)))
     return s.scalar(select(Payout).where(Payout.reference == reference)) if moved == 1 else None
@@ -92,21 +96,23 @@ def post(s: Session, rail: Rail, reference: str, answer: Answer, note: str = "")
     payout = _move(s, reference, POSTED, answer, note)
     if payout is None:
         return False
+    books = rail.books
+    settled: dict[str, object] = {"status": SETTLED, "settled_at": utcnow()}
+    if books.receipt_is_mpesa_code and answer.receipt:
+        settled["mpesa_code"] = answer.receipt[:32]  # unique: a receipt used before raises IntegrityError
     moved = _rows(s.execute(update(Transaction).where(Transaction.id == payout.transaction_id,
-                                                      Transaction.status == PENDING)
-                            .values(status=SETTLED, settled_at=utcnow())))
+                                                      Transaction.status == PENDING).values(**settled)))
     if moved != 1:
         raise Undo(reference)
     row = s.get_one(Transaction, payout.transaction_id)
-    books, total = rail.books, payout.amount_sats + payout.fee_sats
+    total = payout.amount_sats + payout.fee_sats
     journal.record(s, f"{books.kind}-post", row.reference,
                    [journal.house(books.in_flight, total), journal.house(books.paid_from, -payout.amount_sats),
                     journal.house(FEES, -payout.fee_sats)],
                    transaction_id=row.id, follows=journal.entry_of(s, row.id, f"{books.kind}-pending"),
                    memo=_memo(books.label, payout, answer, note))
     user = users.owner(s, payout.user_id)
-    sms.queue(s, user.phone, rail.posted_text(view(payout, row.reference), user.language, user.balance_sats,
-                                              answer.receipt))
+    sms.queue(s, user.phone, rail.posted_text(view(payout, row), user.language, user.balance_sats, answer))
     return True
 
 
@@ -129,5 +135,5 @@ def void(s: Session, rail: Rail, reference: str, answer: Answer, note: str = "")
                    transaction_id=row.id, follows=journal.entry_of(s, row.id, f"{books.kind}-pending"),
                    memo=note)
     user = users.owner(s, payout.user_id)
-    sms.queue(s, user.phone, rail.voided_text(view(payout, row.reference), user.language, after))
+    sms.queue(s, user.phone, rail.voided_text(view(payout, row), user.language, after))
     return True

@@ -10,11 +10,14 @@ which acts once (books.post or books.void: conditional on the payout being open)
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Callable
 from dataclasses import replace
+from typing import cast
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from database import Database
@@ -24,7 +27,7 @@ from helpers.wallet import transactions
 from helpers.wallet.payouts import books
 from helpers.wallet.payouts.books import view
 from models import (ASSET, LIABILITY, OPEN_PAYOUT, POSTED, RESERVED, SENT, VOIDED, LedgerAccount, Payout,
-                    Transaction)
+                    Transaction, utcnow)
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +87,10 @@ def finish(db: Database, rail: Rail, reference: str, answer: Answer, note: str =
         except books.Undo:
             log.error("payout %s: its movement is not pending; %s not applied", reference, answer.said.value)
             return False
+        except IntegrityError:  # the movement's M-Pesa code is unique (Books.receipt_is_mpesa_code)
+            log.error("payout %s: receipt %s settled another movement before; not applied", reference,
+                      answer.receipt)
+            return False
 
     done = transactions.retry_deadlocks(work)
     if done:
@@ -103,13 +110,18 @@ def _contradicted(db: Database, reference: str, answer: Answer) -> None:
                   reference, state, answer.said.value, answer.reason)
 
 
-def _record_key(db: Database, reference: str, rail_key: str) -> None:
-    """The rail accepted the payout and named it: its key kept whatever happened meanwhile (a
-    late report must still find it), and reserved -> sent."""
+def record_ids(db: Database, reference: str, rail_key: str = "", rail_ref: str = "") -> None:
+    """The rail named the payout (its answer, or a callback that brought the ids the answer
+    lost): each id kept if the payout had none, whatever happened meanwhile (a late report must
+    still find it), and reserved -> sent."""
+    values = {**({"rail_key": func.coalesce(Payout.rail_key, rail_key[:64])} if rail_key else {}),
+              **({"rail_ref": func.coalesce(Payout.rail_ref, rail_ref[:64])} if rail_ref else {})}
+    if not values:
+        return
+
     def work() -> None:
         with db.write() as s:
-            s.execute(update(Payout).where(Payout.reference == reference, Payout.rail_key.is_(None))
-                      .values(rail_key=rail_key[:64]))
+            s.execute(update(Payout).where(Payout.reference == reference).values(**values))
             s.execute(update(Payout).where(Payout.reference == reference, Payout.state == RESERVED)
                       .values(state=SENT))
     transactions.retry_deadlocks(work)
@@ -123,32 +135,57 @@ def send(db: Database, rail: Rail, reference: str) -> Answer:
     if payout is None or payout.state != RESERVED:
         return Answer.pending("not reserved")
     answer = rail.send(view(payout))
-    if answer.rail_key:
-        _record_key(db, payout.reference, answer.rail_key)
+    record_ids(db, payout.reference, answer.rail_key, answer.rail_ref)
     if answer.said is Said.PENDING:
         log.info("%s %s to %s: %s", rail.name, payout.reference, mask(payout.destination),
-                 "accepted" if answer.rail_key else f"unknown ({answer.reason})")
+                 "accepted" if answer.rail_key or answer.rail_ref else f"unknown ({answer.reason})")
         return answer
     if finish(db, rail, payout.reference, answer):
         return answer
     return Answer.pending(answer.reason, answer.rail_key)
 
 
-def query(db: Database, rail: Rail, reference: str) -> Answer:
-    """Ask the rail about one open payout (a worker's job) and act on a final answer. Returns
-    the rail's answer (PENDING also when the payout was finished already: nothing to do)."""
+def due(db: Database, rail: str, created_before: dt.datetime, asked_before: dt.datetime,
+        limit: int = 100) -> list[Payout]:
+    """Open payouts of `rail` older than `created_before` not asked since `asked_before`, oldest
+    first (for a reconciler)."""
+    with db.read() as s:
+        return list(s.scalars(select(Payout).where(
+            Payout.rail == rail, Payout.state.in_(OPEN_PAYOUT), Payout.created_at < created_before,
+            or_(Payout.last_query_at.is_(None), Payout.last_query_at < asked_before)).order_by(Payout.id).limit(limit)))
+
+
+def claim(db: Database, payout: Payout, now: dt.datetime | None = None) -> bool:
+    """Take an open payout for one question to its rail (counted), unless another asker took it
+    since `payout` was read: two reconcilers do not both ask."""
+    same = (Payout.last_query_at.is_(None) if payout.last_query_at is None
+            else Payout.last_query_at == payout.last_query_at)
     with db.write() as s:
-        payout = s.scalar(select(Payout).where(Payout.reference == reference))
-        if payout is None or payout.state not in OPEN_PAYOUT:
-            return Answer.pending(DONE)
-        s.execute(update(Payout).where(Payout.id == payout.id).values(queries=Payout.queries + 1))
-        seen = view(payout)
-    answer = rail.query(seen)
+        moved = s.execute(update(Payout).where(Payout.id == payout.id, Payout.state.in_(OPEN_PAYOUT), same)
+                          .values(last_query_at=now or utcnow(), queries=Payout.queries + 1))
+        return cast(CursorResult, moved).rowcount == 1
+
+
+def ask(db: Database, rail: Rail, payout: Payout) -> Answer:
+    """Ask the rail about a payout (claimed) and act on a final answer. Returns the rail's answer
+    (PENDING with DONE when the payout was finished meanwhile)."""
+    answer = rail.query(view(payout))
     if answer.said is not Said.PENDING:
         answer = replace(answer, reason=f"status query: {answer.reason}")
-        if not finish(db, rail, reference, answer):
+        if not finish(db, rail, payout.reference, answer):
             return Answer.pending(DONE)
     return answer
+
+
+def query(db: Database, rail: Rail, reference: str) -> Answer:
+    """Ask the rail about one open payout now (a worker's job, which holds it)."""
+    with db.read() as s:
+        payout = s.scalar(select(Payout).where(Payout.reference == reference))
+    if payout is None or payout.state not in OPEN_PAYOUT:
+        return Answer.pending(DONE)
+    if not claim(db, payout):
+        return Answer.pending("claimed-elsewhere")  # another asker has it now: asked again later
+    return ask(db, rail, payout)
 
 
 def callback(db: Database, rail: Rail, fields: dict) -> tuple[int, str]:
