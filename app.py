@@ -26,6 +26,7 @@ from helpers.infra.settings import Settings
 from helpers.airtime.provider import AirtimeConfigError, create_airtime
 from helpers.airtime.rail import AirtimeRail
 from helpers.mpesa.provider import MpesaConfigError, create_provider
+from helpers.lightning.rail import LightningRail
 from helpers.mpesa.rail import MpesaPayoutRail
 from helpers.ussd import sessions
 from helpers.wallet import demo, limits, prices
@@ -35,7 +36,7 @@ from helpers.web import admin, callbacks, cli, lnurl, probes, simulator, ussd_en
 from helpers.web import demo as demo_routes
 from helpers.web.common import plain, unavailable_reply
 from lightning import LightningConfigError, create_backend
-from models import AIRTIME_RAIL, MPESA_B2B_RAIL, MPESA_B2C_RAIL
+from models import AIRTIME_RAIL, LIGHTNING_RAIL, MPESA_B2B_RAIL, MPESA_B2C_RAIL
 
 log = logging.getLogger("wallet")
 # What a bad setting raises while the app is built: each names the setting in one line.
@@ -80,6 +81,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     svc.openings = sessions.Openings(db, settings.write_behind_s)
     svc.airtime = create_airtime(settings)
     svc.rails[AIRTIME_RAIL] = lambda made: AirtimeRail(made.airtime) if made.airtime is not None else None
+    svc.rails[LIGHTNING_RAIL] = lambda made: LightningRail(made.lightning)
     svc.rails[MPESA_B2C_RAIL] = lambda made: MpesaPayoutRail(made.mpesa, MPESA_B2C_RAIL)
     svc.rails[MPESA_B2B_RAIL] = lambda made: MpesaPayoutRail(made.mpesa, MPESA_B2B_RAIL)
     svc.prices = prices.PriceBook(db, settings, svc.policy)

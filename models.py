@@ -87,19 +87,6 @@ class Transaction(Base):
     settled_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
 
 
-class OutgoingPayment(Base):
-    """The guard that an outgoing payment hash is reserved once: a row exists while a payment of
-    that hash is pending or paid. It goes in the same transaction as the reservation (a second
-    one for the hash fails on the primary key, on every database and process) and goes away only
-    when the node confirmed the payment failed, so the invoice may be tried again."""
-
-    __tablename__ = "outgoing_payments"
-
-    payment_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
-    transaction_id: Mapped[int] = mapped_column(ForeignKey("transactions.id"), unique=True)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
-
-
 # Invoice.status
 PAID, EXPIRED = "paid", "expired"
 
@@ -182,6 +169,7 @@ OPEN_PAYOUT = (RESERVED, SENT)
 # Payout.rail: the rails' names (their adapters are registered by these in Services.rails)
 AIRTIME_RAIL = "airtime"
 MPESA_B2C_RAIL, MPESA_B2B_RAIL = "mpesa-b2c", "mpesa-b2b"  # a withdrawal; a till or paybill payment
+LIGHTNING_RAIL = "lightning"  # a payment out of the node (a Lightning address's invoice)
 
 
 class Payout(Base):
@@ -200,9 +188,10 @@ class Payout(Base):
     rail: Mapped[str] = mapped_column(String(16))  # airtime, ...
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     transaction_id: Mapped[int] = mapped_column(ForeignKey("transactions.id"), unique=True)  # the reservation
-    destination: Mapped[str] = mapped_column(String(255))  # the rail's words: a phone, a till, a payee
+    destination: Mapped[str] = mapped_column(Text)  # the rail's words: a phone, a till, a Lightning invoice
     amount_sats: Mapped[int] = mapped_column(BigInteger)
-    fee_sats: Mapped[int] = mapped_column(BigInteger, default=0)
+    fee_sats: Mapped[int] = mapped_column(BigInteger, default=0)  # ours
+    fee_limit_sats: Mapped[int] = mapped_column(BigInteger, default=0)  # the most the rail may cost (reserved)
     amount_kes: Mapped[Optional[int]] = mapped_column(BigInteger)  # rails that pay in KES
     state: Mapped[str] = mapped_column(String(16), default=RESERVED)
     rail_key: Mapped[Optional[str]] = mapped_column(String(64))  # the rail's id (AT requestId, Daraja's

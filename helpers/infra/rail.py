@@ -43,6 +43,7 @@ class Answer:
     rail_ref: str = ""  # a second id the rail gave (Daraja's ConversationID)
     paid_to: str = ""  # the name the rail gave the payee (a business's public name), for the receipt
     needs_operator: bool = False  # PENDING, and no query will ever tell: only an operator can end it
+    keeps_key: bool = False  # FAILED, but the rail's key is spent (an invoice paid already): never freed
 
     @classmethod
     def paid(cls, receipt: str = "", rail_key: str = "", cost_sats: int = 0, reason: str = "paid",
@@ -50,8 +51,8 @@ class Answer:
         return cls(Said.PAID, rail_key, receipt, cost_sats, reason, rail_ref, paid_to)
 
     @classmethod
-    def failed(cls, reason: str, rail_key: str = "", rail_ref: str = "") -> Answer:
-        return cls(Said.FAILED, rail_key, reason=reason, rail_ref=rail_ref)
+    def failed(cls, reason: str, rail_key: str = "", rail_ref: str = "", keeps_key: bool = False) -> Answer:
+        return cls(Said.FAILED, rail_key, reason=reason, rail_ref=rail_ref, keeps_key=keeps_key)
 
     @classmethod
     def pending(cls, reason: str = "", rail_key: str = "", needs_operator: bool = False, rail_ref: str = "") -> Answer:
@@ -71,10 +72,15 @@ class Books:
     label: str  # how the operator's statement names it: "Airtime", "M-Pesa", "Lightning"
     movement: str
     in_flight: str
-    paid_from: str
+    paid_from: str  # the asset that pays (its cost too: a Lightning route's fee is the node's)
     # The rail's receipt is also the movement's M-Pesa code: unique across top-ups and payouts, so
     # one receipt never settles two movements.
     receipt_is_mpesa_code: bool = False
+    # A voided payout frees its rail key (moved to rail_ref), so the same key may be paid again: a
+    # Lightning invoice whose payment definitely failed (unless the answer keeps_key).
+    frees_key_on_void: bool = False
+    # An operator's reason replaces the movement's description (Lightning's statement line says it).
+    notes_on_movement: bool = False
 
 
 @dataclass(frozen=True)
@@ -94,6 +100,7 @@ class PayoutView:
     movement_reference: str = ""  # the reference the customer was given
     rail_ref: str | None = None
     counterparty: str = ""  # how the customer's movement names the payee
+    fee_limit_sats: int = 0  # the most the rail itself may cost, reserved with the payout (Lightning's route)
 
 
 @dataclass(frozen=True)

@@ -1,171 +1,98 @@
-"""Lightning payments out in the ledger: reserved (amount + the most the route may cost) before the
-node is asked, then settled at the fee it really cost, or refunded once when the node confirms a
-failure. A payment hash is reserved once (outgoing_payments): an invoice is never paid twice."""
+"""Lightning payments out in the ledger: payouts on the Lightning rail (helpers/lightning/rail.py).
+Reserved (amount + the most the route may cost) with the payout row before the node is asked, then
+posted at the fee the route really cost, or voided once when the node confirms a failure. A
+payment hash is the payout's rail key, taken once: an invoice is never paid twice."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
-from typing import cast
 
-from sqlalchemy import delete, select, update
-from sqlalchemy.engine import CursorResult
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from database import Database
-from helpers.infra import sms
-from helpers.wallet.errors import (
-    InvoiceAlreadyPaid,
-    PolicyDenied,
-)
-from helpers.infra.i18n import t
-from helpers.infra.refs import new_reference
+from helpers.infra.rail import Answer, Rail
+from helpers.wallet import transactions
+from helpers.wallet.errors import InvoiceAlreadyPaid, PolicyDenied
+from helpers.wallet.payouts import books, machine
 from helpers.wallet.rules import Policy
+from helpers.wallet.transactions import Receipt
 from helpers.wallet.users import UserView
-from models import (
-    LN_IN_FLIGHT,
-    NODE,
-    DEBIT,
-    FAILED,
-    PENDING,
-    SEND,
-    SETTLED,
-    OutgoingPayment,
-    Transaction,
-    utcnow,
-)
-
-from helpers.wallet import journal, users
-from helpers.wallet.transactions import Receipt, balance, credit, debit, release, retry_deadlocks, run_once, sent_today
-
-log = logging.getLogger(__name__)
+from models import DEBIT, OPEN_PAYOUT, PENDING, SEND, Payout, Transaction, User
 
 
 def reserve_lightning(
-    db: Database, policy: Policy, user: UserView, amount: int, max_fee: int, payee_bounds: tuple[int, int],
-    payment_hash: str, payee: str, key: str,
+    db: Database, rail: Rail, policy: Policy, user: UserView, amount: int, max_fee: int,
+    payee_bounds: tuple[int, int], payment_hash: str, payee: str, key: str, bolt11: str = "",
 ) -> Receipt:
-    """Debit amount + the most the route may cost as a pending Lightning payment, before the node
-    is asked to pay. A payment hash is reserved once (outgoing_payments): while a payment of it is
-    pending or paid, another reservation raises InvoiceAlreadyPaid and nothing is debited.
-    Raises InsufficientBalance, PolicyDenied or InvoiceAlreadyPaid (a replay gets the first
-    receipt)."""
+    """Debit amount + the most the route may cost as a Lightning payout of `bolt11`, before the node
+    is asked to pay. A payment hash is taken once: while a payout of it is open or paid, another
+    reservation raises InvoiceAlreadyPaid and nothing is debited. Raises InsufficientBalance,
+    PolicyDenied or InvoiceAlreadyPaid (a replay gets the first receipt)."""
 
     def work() -> Receipt:
         with db.write() as s:
-            after = debit(s, user.id, amount + max_fee)
-            decision = policy.lightning_send(amount, max_fee, after + amount + max_fee, sent_today(s, user.id),
-                                             *payee_bounds)
-            if not decision.allowed:
-                raise PolicyDenied(decision.reason or "denied")
-            ref = new_reference()
-            row = Transaction(
-                user_id=user.id, type=SEND, direction=DEBIT, amount_sats=amount, fee_sats=max_fee,
-                status=PENDING, reference=ref, counterparty=payee[:64], payment_hash=payment_hash,
-                idempotency_key=key, description="Lightning payment",
-            )
-            s.add(row)
-            s.flush()  # a replay of this request fails here, on the key
-            s.add(OutgoingPayment(payment_hash=payment_hash, transaction_id=row.id))
+            def check(after: int) -> None:
+                decision = policy.lightning_send(amount, max_fee, after + amount + max_fee,
+                                                 transactions.sent_today(s, user.id), *payee_bounds)
+                if not decision.allowed:
+                    raise PolicyDenied(decision.reason or "denied")
             try:
-                s.flush()
-            except IntegrityError as exc:  # another reservation holds this hash: pending or paid
+                return books.reserve(s, rail, user.id, amount, 0, bolt11 or payee, key, check=check,
+                                     counterparty=payee[:64], description="Lightning payment", rail_key=payment_hash,
+                                     fee_limit=max_fee, payment_hash=payment_hash)
+            except books.RailKeyTaken as exc:  # another payout holds this hash: pending or paid
                 raise InvoiceAlreadyPaid(payment_hash) from exc
-            journal.record(s, "lightning-pending", ref, [journal.customer(user.id, amount + max_fee),
-                                                         journal.house(LN_IN_FLIGHT, -(amount + max_fee))],
-                           transaction_id=row.id)
-            return Receipt(ref, amount, max_fee, after, PENDING, row.id)
 
-    return run_once(db, key, work)
+    return transactions.run_once(db, key, work)
 
 
-def _settle_lightning(db: Database, transaction_id: int, fee_paid: int, note: str = "",
-                      also: Callable[[Session], None] | None = None) -> Receipt | None:
-    """The node paid: the pending payment is settled once, at the fee the route really cost;
-    what was reserved beyond it goes back. None if it was not pending. `note` (an operator's
-    reason) is kept in the row's description; `also` (their audit line) runs in the same
-    transaction when it acts: both are written, or neither."""
-    with db.write() as s:
-        receipt = _settle_in(s, transaction_id, fee_paid, note)
-        if receipt is not None and also is not None:
-            also(s)
-        return receipt
+def _payout_of(db: Database, transaction_id: int) -> Payout | None:
+    with db.read() as s:
+        return s.scalar(select(Payout).where(Payout.transaction_id == transaction_id))
 
 
-def _settle_in(s: Session, transaction_id: int, fee_paid: int, note: str) -> Receipt | None:
-    """_settle_lightning in the caller's transaction."""
-    row = s.get(Transaction, transaction_id)
-    if row is None or row.status != PENDING or row.direction != DEBIT:
-        return None
-    holder = s.scalar(select(OutgoingPayment.transaction_id)
-                      .where(OutgoingPayment.payment_hash == row.payment_hash))
-    if holder is not None and holder != row.id:
-        # The node's "succeeded" is another payment's: this hash is held by an earlier row (a
-        # duplicate left from before the guard existed). This attempt moved nothing.
-        log.error("payment %s: its hash was paid by transaction %s; refunded", row.reference, holder)
-        return _refund_in(s, transaction_id, note, keep_hash=True)
-    reserved = row.fee_sats
-    if not 0 <= fee_paid <= reserved:
-        log.error("payment %s cost %s sats in fees, more than the %s reserved", row.reference, fee_paid, reserved)
-        fee_paid = reserved  # the node broke our limit: the wallet absorbs it, never the user
-    moved = cast(CursorResult, s.execute(
-        update(Transaction)
-        .where(Transaction.id == transaction_id, Transaction.status == PENDING)
-        .values(status=SETTLED, settled_at=utcnow(), fee_sats=fee_paid,
-                **({"description": note[:255]} if note else {}))
-    )).rowcount
-    if moved != 1:
-        return None
-    after = credit(s, row.user_id, reserved - fee_paid) if reserved > fee_paid else balance(s, row.user_id)
-    journal.record(s, "lightning-post", row.reference,
-                   [journal.house(LN_IN_FLIGHT, row.amount_sats + reserved),
-                    journal.house(NODE, -(row.amount_sats + fee_paid)),
-                    journal.customer(row.user_id, -(reserved - fee_paid))],
-                   transaction_id=row.id, follows=journal.entry_of(s, row.id, "lightning-pending"), memo=note)
-    user = users.owner(s, row.user_id)
-    sms.queue(s, user.phone, t(user.language, "sms.sent", amount=row.amount_sats, phone=row.counterparty,
-                               fee=fee_paid, ref=row.reference, balance=after))
-    return Receipt(row.reference, row.amount_sats, fee_paid, after, SETTLED, row.id)
+def receipt_of(db: Database, transaction_id: int) -> Receipt | None:
+    """What a payment's movement says now, with its owner's balance."""
+    with db.read() as s:
+        row = s.get(Transaction, transaction_id)
+        if row is None:
+            return None
+        balance = s.scalar(select(User.balance_sats).where(User.id == row.user_id)) or 0
+        return Receipt(row.reference, row.amount_sats, row.fee_sats, balance, row.status, row.id)
 
-def settle_lightning(db: Database, transaction_id: int, fee_paid: int, note: str = "",
+
+def settle_lightning(db: Database, rail: Rail, transaction_id: int, fee_paid: int, note: str = "",
                      also: Callable[[Session], None] | None = None) -> Receipt | None:
-    """_settle_lightning, run again whole when the database rolled it back for a deadlock or a Galera
-    certification conflict (it acts once: its updates are conditional)."""
-    return retry_deadlocks(lambda: _settle_lightning(db, transaction_id, fee_paid, note, also))
-
-
-
-def _refund_lightning(db: Database, transaction_id: int, note: str = "", invoice_paid: bool = False,
-                      also: Callable[[Session], None] | None = None) -> Receipt | None:
-    """The node confirmed the payment failed (or an operator did): give amount + reserved fee
-    back, once. The payment hash is released for another try, unless `invoice_paid`: the node
-    refused because the invoice is paid already, and nobody may pay it again. `also` (an
-    operator's audit line) runs in the same transaction when it acts."""
-    with db.write() as s:
-        receipt = _refund_in(s, transaction_id, note, keep_hash=invoice_paid)
-        if receipt is not None and also is not None:
-            also(s)
-        return receipt
-
-def refund_lightning(db: Database, transaction_id: int, note: str = "", invoice_paid: bool = False,
-                     also: Callable[[Session], None] | None = None) -> Receipt | None:
-    """_refund_lightning, run again whole when the database rolled it back for a deadlock or a Galera
-    certification conflict (it acts once: its updates are conditional)."""
-    return retry_deadlocks(lambda: _refund_lightning(db, transaction_id, note, invoice_paid, also))
-
-
-
-def _refund_in(s: Session, transaction_id: int, note: str, keep_hash: bool) -> Receipt | None:
-    released = release(s, transaction_id, note)
-    if released is None:
+    """The node paid: the payout is posted once, at the fee the route really cost; what was
+    reserved beyond it goes back. None if it was not open. A payment left by older code whose
+    hash another payout holds is refunded instead (the node's "paid" is the holder's). `note`
+    (an operator's reason) is kept in the movement's description; `also` (their audit line) runs
+    in the same transaction when it acts: both are written, or neither."""
+    payout = _payout_of(db, transaction_id)
+    if payout is None or payout.state not in OPEN_PAYOUT:
         return None
-    row, after, user = released
-    if not keep_hash:
-        s.execute(delete(OutgoingPayment).where(OutgoingPayment.transaction_id == transaction_id))
-    sms.queue(s, user.phone, t(user.language, "sms.lightning-failed", amount=row.amount_sats,
-                               phone=row.counterparty, ref=row.reference, balance=after))
-    return Receipt(row.reference, row.amount_sats, row.fee_sats, after, FAILED, row.id)
+    if payout.rail_key is None:
+        answer = Answer.failed("its payment hash was another payout's", keeps_key=True)
+    else:
+        answer = Answer.paid(cost_sats=fee_paid, reason="paid")
+    if not machine.finish(db, rail, payout.reference, answer, note, also):
+        return None
+    return receipt_of(db, transaction_id)
+
+
+def refund_lightning(db: Database, rail: Rail, transaction_id: int, note: str = "", invoice_paid: bool = False,
+                     also: Callable[[Session], None] | None = None) -> Receipt | None:
+    """The node confirmed the payment failed (or an operator did): amount + reserved fee back,
+    once. The payment hash is freed for another try, unless `invoice_paid`: the node refused
+    because the invoice is paid already, and nobody may pay it again. `also` (an operator's audit
+    line) runs in the same transaction when it acts."""
+    payout = _payout_of(db, transaction_id)
+    if payout is None or payout.state not in OPEN_PAYOUT:
+        return None
+    if not machine.finish(db, rail, payout.reference, Answer.failed("failed", keeps_key=invoice_paid), note, also):
+        return None
+    return receipt_of(db, transaction_id)
 
 
 def pending_lightning(session: Session, limit: int = 200, reference: str | None = None) -> list[Transaction]:

@@ -17,17 +17,19 @@ from dataclasses import dataclass
 
 from helpers.lightning import lnurl_pay
 
+from helpers.infra.rail import Rail, Said
 from helpers.wallet import books, lightning_out, transactions
+from helpers.wallet.payouts import machine
 from helpers.lightning.lnurl_pay import PayParams
 from helpers.wallet.services import Services
 from helpers.wallet.transactions import Receipt
-from lightning import PaymentResult, State, decode_invoice
+from lightning import State, decode_invoice
 from helpers.wallet.users import UserView
 from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session
 
 from database import Database
-from models import AIRTIME, DEBIT, FAILED, PENDING, SEND, SETTLED, Transaction
+from models import AIRTIME, DEBIT, FAILED, LIGHTNING_RAIL, OPEN_PAYOUT, PENDING, SEND, SETTLED, Payout, Transaction
 
 log = logging.getLogger(__name__)
 
@@ -50,51 +52,36 @@ def pay_address(svc: Services, user: UserView, params: PayParams, amount: int, k
     max_fee = svc.policy.fee_sats("lightning", amount)
     bolt11 = lnurl_pay.fetch_invoice(params, amount, svc.settings)
     payment_hash = decode_invoice(bolt11).payment_hash
+    rail = _rail(svc)
     reserved = lightning_out.reserve_lightning(
-        svc.db, svc.policy, user, amount, max_fee, (params.min_sats, params.max_sats), payment_hash,
-        params.address, key,
+        svc.db, rail, svc.policy, user, amount, max_fee, (params.min_sats, params.max_sats), payment_hash,
+        params.address, key, bolt11,
     )
     if reserved.replay:  # a twin request reserved first; it pays
         return Payment(State.PENDING, reserved, replay=True)
-    try:
-        result = svc.lightning.pay_invoice(bolt11, max_fee)
-    except Exception:  # noqa: BLE001 - a backend bug must leave the reservation pending, not refund it
-        log.exception("paying %s raised; left pending", reserved.reference)
-        result = PaymentResult(State.PENDING, payment_hash, error="backend raised")
-    log.info("lightning payment %s: %s %s", reserved.reference, result.state.value, result.error)
-    return Payment(result.state, _apply(svc, reserved, result))
+    answer = machine.send(svc.db, rail, reserved.reference)
+    state = {Said.PAID: State.SUCCEEDED, Said.FAILED: State.FAILED}.get(answer.said, State.PENDING)
+    receipt = lightning_out.receipt_of(svc.db, reserved.transaction_id) if state is not State.PENDING else None
+    return Payment(state, receipt or reserved)
 
 
-def _apply(svc: Services, reserved: Receipt, result: PaymentResult) -> Receipt:
-    """Book what the node said. A FAILED `result` must already be confirmed by the node; one that
-    failed because the invoice is paid already refunds this attempt and keeps the hash taken."""
-    if result.state is State.SUCCEEDED:
-        return lightning_out.settle_lightning(svc.db, reserved.transaction_id, result.fee_sat) or reserved
-    if result.state is State.FAILED:
-        return lightning_out.refund_lightning(svc.db, reserved.transaction_id,
-                                             invoice_paid=result.already_paid) or reserved
-    return reserved
+def _rail(svc: Services) -> Rail:
+    rail = svc.rail(LIGHTNING_RAIL)
+    if rail is None:
+        raise RuntimeError("the Lightning rail is not registered")
+    return rail
 
 
 def reconcile(svc: Services, limit: int = 200) -> dict[str, int]:
     """Ask the node about every pending outgoing payment; settle or refund what it is sure of."""
     counts = {"settled": 0, "refunded": 0, "pending": 0}
+    rail = _rail(svc)
     with svc.db.read() as s:
-        pending = lightning_out.pending_lightning(s, limit)
-    for row in pending:
-        payment_hash = lightning_out.payment_hash_of(row)
-        status = svc.lightning.payment_status(payment_hash)
-        if status.state is State.FAILED:  # a refund needs two "failed" in a row
-            status = svc.lightning.payment_status(payment_hash)
-        receipt = None
-        if status.state is State.SUCCEEDED:
-            receipt = lightning_out.settle_lightning(svc.db, row.id, status.fee_sat)
-        if receipt is not None:  # settled, or refunded: the success was an earlier row's
-            counts["settled" if receipt.status == SETTLED else "refunded"] += 1
-        elif status.state is State.FAILED and lightning_out.refund_lightning(svc.db, row.id):
-            counts["refunded"] += 1
-        else:
-            counts["pending"] += 1
+        pending = list(s.scalars(select(Payout).where(Payout.rail == LIGHTNING_RAIL, Payout.state.in_(OPEN_PAYOUT))
+                                 .order_by(Payout.id).limit(limit)))
+    for payout in pending:
+        answer = machine.ask(svc.db, rail, payout)
+        counts[{Said.PAID: "settled", Said.FAILED: "refunded"}.get(answer.said, "pending")] += 1
     return counts
 
 
@@ -155,13 +142,15 @@ def resolve_by_operator(svc: Services, reference: str, paid: bool, reason: str,
     if status.state is State.FAILED and paid:
         raise CannotResolve(f"the node says {reference} failed: not settled (run `flask reconcile`)")
     note = f"Lightning payment; operator: {reason}"
+    rail = _rail(svc)
     if status.state is State.SUCCEEDED or (status.state is State.PENDING and paid):
         fee = status.fee_sat if status.state is State.SUCCEEDED else row.fee_sats
-        receipt = lightning_out.settle_lightning(svc.db, row.id, fee, note, _audit_as(audit, SETTLED, said))
+        receipt = lightning_out.settle_lightning(svc.db, rail, row.id, fee, note, _audit_as(audit, SETTLED, said))
     else:
         # Unless the node said FAILED, it may still pay this hash: keep it taken, so that nobody
         # reserves it again and gets settled by this payment's success.
-        receipt = lightning_out.refund_lightning(svc.db, row.id, note, invoice_paid=status.state is not State.FAILED,
+        receipt = lightning_out.refund_lightning(svc.db, rail, row.id, note,
+                                                 invoice_paid=status.state is not State.FAILED,
                                                  also=_audit_as(audit, FAILED, said))
     if receipt is None:
         raise CannotResolve(f"{reference} is no longer pending")

@@ -25,7 +25,7 @@ from helpers.wallet.services import Services
 from helpers.wallet.payouts import machine as payouts
 from helpers.web import probes
 from helpers.web.common import services
-from models import DEBIT, FAILED, RECEIVE, SETTLED, TOPUP, SmsOutbox, Transaction, User, utcnow
+from models import DEBIT, FAILED, LIGHTNING_RAIL, RECEIVE, SETTLED, TOPUP, SmsOutbox, Transaction, User, utcnow
 
 bp = Blueprint("admin", __name__, url_prefix="/admin", template_folder="templates")
 VOLUME_DAYS = 14
@@ -180,8 +180,9 @@ def pending() -> str:
     now = utcnow()
     lightning = [(row, svc.lightning.payment_status(row.payment_hash) if row.payment_hash else None)
                  for row in lightning_out.pending_lightning(svc.db.session(), limit=50)]
+    others = [p for p in payouts.pending(svc.db, limit=100) if p.rail != LIGHTNING_RAIL]  # Lightning's: above
     return render_template("admin/pending.html", now=now, lightning=lightning,
-                           mpesa=mpesa_flows.pending(svc.db)[:100], payouts=payouts.pending(svc.db, limit=100),
+                           mpesa=mpesa_flows.pending(svc.db)[:100], payouts=others,
                            orphans=mpesa_flows.orphans(svc.db), orphan_after_s=mpesa_flows.ORPHAN_AFTER_S)
 
 

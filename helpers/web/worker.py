@@ -9,10 +9,11 @@ the lease to expire and the job is taken again. Every handler is safe to run twi
 by conditional updates that act once.
 
 Kinds:
-- invoice <payment hash>, payment <transaction id>, mpesa <reference> (an STK push), payout
-  <reference> (airtime, M-Pesa B2C and B2B, any rail): one
+- invoice <payment hash>, mpesa <reference> (an STK push), payout <reference> (Lightning,
+  airtime, M-Pesa B2C and B2B: any rail): one
   pending item, asked about soon after it appears, then less and less often (backoff), until it
-  is final. (airtime <reference>: what a payout of airtime was called before; run as payout.)
+  is final. (airtime <reference> and payment <transaction id>: what payouts' jobs were before
+  they had their table; run as payout jobs.)
 - orphan <transaction id>: a payout in KES reserved with no payout row to finish it: refunded.
 - every <task>: sweep (a job for each pending item that has none), sms (send the outbox), price
   (refresh the BTC/KES price), cleanup (expired sessions, old quotes, finished jobs).
@@ -34,13 +35,12 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from helpers.infra import heartbeat
 from helpers.ussd import sessions
-from helpers.wallet import invoices, lightning_out, limits, mpesa_flows
+from helpers.wallet import invoices, limits, mpesa_flows
 from helpers.wallet.payouts import machine as payouts
 from helpers.wallet.services import Services
 from helpers.infra.rail import Said
-from lightning import State
 from models import (MPESA_B2B_RAIL, MPESA_B2C_RAIL, OPEN_PAYOUT, PENDING, Invoice, Job, MpesaRequest, Payout,
-                    Transaction, utcnow)
+                    utcnow)
 
 log = logging.getLogger(__name__)
 
@@ -136,21 +136,11 @@ def _invoice(svc: Services, key: str) -> bool:
 
 
 def _payment(svc: Services, key: str) -> bool:
+    """A Lightning payment's job from before payouts had their table (keyed by the movement's id):
+    run as its payout's job."""
     with svc.db.read() as s:
-        row = s.get(Transaction, int(key))
-        if row is None or row.status != PENDING or not row.payment_hash:
-            return True
-        payment_hash = row.payment_hash
-    status = svc.lightning.payment_status(payment_hash)
-    if status.state is State.FAILED:  # a refund needs two "failed" in a row
-        status = svc.lightning.payment_status(payment_hash)
-    if status.state is State.SUCCEEDED:
-        lightning_out.settle_lightning(svc.db, int(key), status.fee_sat)
-        return True
-    if status.state is State.FAILED:
-        lightning_out.refund_lightning(svc.db, int(key))
-        return True
-    return False
+        reference = s.scalar(select(Payout.reference).where(Payout.transaction_id == int(key)))
+    return True if reference is None else _payout(svc, reference)
 
 
 def _mpesa(svc: Services, key: str) -> bool:
@@ -193,9 +183,6 @@ def sweep(svc: Services) -> int:
             select(Payout.reference, Payout.rail).where(Payout.state.in_(OPEN_PAYOUT)).limit(5000))}
         found = {
             INVOICE: set(s.scalars(select(Invoice.payment_hash).where(Invoice.status == PENDING).limit(5000))),
-            PAYMENT: {str(i) for i in s.scalars(select(Transaction.id).where(
-                Transaction.status == PENDING, Transaction.payment_hash.is_not(None),
-                Transaction.direction == "debit", Transaction.type == "send").limit(5000))},
             MPESA: set(s.scalars(select(MpesaRequest.reference).where(MpesaRequest.status == PENDING).limit(5000))
                        if svc.mpesa.payouts_async or svc.mpesa.topup_by_push else []),
             PAYOUT: set(payout_rails),

@@ -53,7 +53,8 @@ def test_two_workers_settle_500_payments_each_once_one_killed_midway(wallet, tmp
         payment_hash = decode_invoice(bolt11).payment_hash
         node.payments[payment_hash] = "succeed"
         node.in_flight_answers[payment_hash] = 1  # asked once in flight, then done
-        receipt = lightning_out.reserve_lightning(wallet.db, wallet.policy, payer, 1000, 10, (1, 10**6),
+        receipt = lightning_out.reserve_lightning(wallet.db, wallet.rail("lightning"), wallet.policy, payer, 1000, 10,
+                                                  (1, 10**6),
                                                   payment_hash, "fleet@shop.example", f"fleet-pay-{n}")
         ids.append(receipt.transaction_id)
     node.track_delay_s = 0.005

@@ -17,7 +17,8 @@ from helpers.infra.rail import Answer
 from helpers.wallet import books, journal
 from helpers.wallet.payouts import machine as payouts
 from helpers.web import worker
-from models import (AIRTIME_RAIL, DEBIT, MPESA_B2B_RAIL, MPESA_B2C_RAIL, OPEN_PAYOUT, PENDING, Job, MpesaRequest,
+from models import (AIRTIME_RAIL, DEBIT, LIGHTNING_RAIL, MPESA_B2B_RAIL, MPESA_B2C_RAIL, OPEN_PAYOUT, PENDING, Job,
+                    MpesaRequest,
                     Payout, Transaction, User)
 
 FIXTURES = sorted((Path(__file__).parent.parent / "upgrade").glob("old_flows_*.json"))
@@ -69,6 +70,7 @@ def _statements(s, phones) -> dict:
 
 
 def test_an_upgrade_keeps_every_balance_statement_line_and_open_payout(upgraded, wallet):
+    state_of = {"pending": "sent", "settled": "posted", "failed": "voided"}
     with wallet.db.read() as s:
         assert journal.check(s) == [] and books.ledger_check(s) == []
         assert {u.phone: u.balance_sats for u in s.scalars(select(User))} == upgraded["balances"]
@@ -79,11 +81,18 @@ def test_an_upgrade_keeps_every_balance_statement_line_and_open_payout(upgraded,
         assert open_movements == upgraded["open_payouts"]
         # every open airtime and M-Pesa movement is an open payout of the same money (its reference
         # the movement's or, for M-Pesa, the request's); a Lightning payment's is not a payout yet
-        open_payouts = {(p.transaction_id, p.amount_sats, p.fee_sats) for p in s.scalars(
+        open_payouts = {(p.transaction_id, p.amount_sats, p.fee_sats + p.fee_limit_sats) for p in s.scalars(
             select(Payout).where(Payout.state.in_(OPEN_PAYOUT)))}
         movements = {row.reference: row.id for row in s.scalars(select(Transaction))}
         assert open_payouts == {(movements[ref], amount, fee) for ref, kind, amount, fee in upgraded["open_payouts"]
-                                if kind in ("airtime", "withdraw")} != set()
+                                if kind in ("airtime", "withdraw", "send")} != set()
+        # each Lightning payment out is a payout keyed by its payment hash (held once)
+        sends = {row["id"]: row for row in upgraded["tables"]["transactions"]
+                 if row["type"] == "send" and row["direction"] == "debit" and row["payment_hash"]}
+        assert {p.transaction_id: (p.rail_key, p.rail_ref, p.state) for p in s.scalars(
+            select(Payout).where(Payout.rail == LIGHTNING_RAIL))} == {
+            tid: (row["payment_hash"] if row["status"] != "failed" else None, row["payment_hash"],
+                  state_of[row["status"]]) for tid, row in sends.items()} != {}
         # each old request is a payout with its reference, owner, reservation and the rail's ids
         state = {"settled": "posted", "failed": "voided"}
         old = {row["reference"]: (AIRTIME_RAIL, row["user_id"], row["transaction_id"], row["request_id"], None,
@@ -95,7 +104,7 @@ def test_an_upgrade_keeps_every_balance_statement_line_and_open_payout(upgraded,
                                        state.get(row["status"], "sent" if row["conversation_id"] else "reserved"))
                     for row in upgraded["tables"].get("mpesa_requests", []) if row["kind"] in ("b2c", "b2b")})
         assert {p.reference: (p.rail, p.user_id, p.transaction_id, p.rail_key, p.rail_ref, p.state)
-                for p in s.scalars(select(Payout))} == old
+                for p in s.scalars(select(Payout).where(Payout.rail != LIGHTNING_RAIL))} == old
         assert list(s.scalars(select(MpesaRequest.kind).where(MpesaRequest.kind != "stk"))) == []
         # the worker's jobs about them are payout jobs now, and the sweep adds no twin
         old_jobs = {row["key"] for row in upgraded["tables"].get("jobs", [])
@@ -113,7 +122,7 @@ def test_payouts_left_open_by_the_old_code_are_finished_by_the_new(upgraded, wal
     """The first open payout of each rail is paid (an M-Pesa one with its receipt), the rest fail:
     each acts once, the failed ones' sats go back, the books check clean."""
     before = payouts.pending(wallet.db)
-    assert {p.rail for p in before} >= {AIRTIME_RAIL, MPESA_B2C_RAIL}
+    assert {p.rail for p in before} >= {AIRTIME_RAIL, MPESA_B2C_RAIL, LIGHTNING_RAIL}
     with wallet.db.read() as s:
         balances = {u.id: u.balance_sats for u in s.scalars(select(User))}
     paid_rails: set[str] = set()
@@ -123,10 +132,11 @@ def test_payouts_left_open_by_the_old_code_are_finished_by_the_new(upgraded, wal
         if payout.rail not in paid_rails:
             paid_rails.add(payout.rail)
             assert payouts.finish(wallet.db, rail, payout.reference, Answer.paid(receipt=f"UPG{n:07d}", reason="late"))
+            balances[payout.user_id] += payout.fee_limit_sats  # what the route did not cost (nothing) goes back
             assert not payouts.finish(wallet.db, rail, payout.reference, Answer.failed("again"))
         else:
             assert payouts.finish(wallet.db, rail, payout.reference, Answer.failed("late report"))
-            balances[payout.user_id] += payout.amount_sats + payout.fee_sats
+            balances[payout.user_id] += payout.amount_sats + payout.fee_sats + payout.fee_limit_sats
     with wallet.db.read() as s:
         assert journal.check(s) == [] and books.ledger_check(s) == []
         assert {u.id: u.balance_sats for u in s.scalars(select(User))} == balances

@@ -13,7 +13,7 @@ from helpers.wallet import journal, lightning_out, payments
 from helpers.wallet.errors import InvoiceAlreadyPaid
 from helpers.infra.i18n import t
 from lightning import MockBackend, PaymentResult, State, decode_invoice
-from models import (DEBIT, FAILED, LN_IN_FLIGHT, PENDING, SEND, SETTLED, Invoice, OutgoingPayment, SmsOutbox,
+from models import (DEBIT, FAILED, LN_IN_FLIGHT, PENDING, SEND, SETTLED, Invoice, Payout, SmsOutbox,
                     Transaction, User,
                     UssdSession)
 from tests.conftest import DEMO, PIN, balance, configure, snapshot
@@ -86,21 +86,24 @@ def test_the_database_refuses_a_second_reservation_of_one_hash(wallet, alice):
     fee = wallet.policy.fee_sats("lightning", AMOUNT)
     bounds = (wallet.policy.value("payment-min-sats"), wallet.policy.value("payment-max-sats"))
     payment_hash = "ab" * 32
-    lightning_out.reserve_lightning(wallet.db, wallet.policy, user, AMOUNT, fee, bounds, payment_hash, "x@y", "key-1")
+    rail = wallet.rail("lightning")
+    lightning_out.reserve_lightning(wallet.db, rail, wallet.policy, user, AMOUNT, fee, bounds, payment_hash, "x@y",
+                                    "key-1")
     with pytest.raises(InvoiceAlreadyPaid):
-        lightning_out.reserve_lightning(wallet.db, wallet.policy, user, AMOUNT, fee, bounds, payment_hash, "x@y",
+        lightning_out.reserve_lightning(wallet.db, rail, wallet.policy, user, AMOUNT, fee, bounds, payment_hash, "x@y",
                                        "key-2")
     assert balance(wallet, DEMO[0]) == a0 - AMOUNT - fee  # debited once
     # A replay under the first key is still answered with the first receipt, not refused.
-    again = lightning_out.reserve_lightning(wallet.db, wallet.policy, user, AMOUNT, fee, bounds, payment_hash,
+    again = lightning_out.reserve_lightning(wallet.db, rail, wallet.policy, user, AMOUNT, fee, bounds, payment_hash,
                                            "x@y", "key-1")
     assert again.replay
     first = sends(wallet)[0]
     # A payment the node confirmed failed releases the hash: the invoice may be tried again.
-    lightning_out.refund_lightning(wallet.db, first.id)
-    lightning_out.reserve_lightning(wallet.db, wallet.policy, user, AMOUNT, fee, bounds, payment_hash, "x@y", "key-3")
+    lightning_out.refund_lightning(wallet.db, rail, first.id)
+    lightning_out.reserve_lightning(wallet.db, rail, wallet.policy, user, AMOUNT, fee, bounds, payment_hash, "x@y",
+                                    "key-3")
     assert balance(wallet, DEMO[0]) == a0 - AMOUNT - fee
-    lightning_out.refund_lightning(wallet.db, sends(wallet)[-1].id)
+    lightning_out.refund_lightning(wallet.db, rail, sends(wallet)[-1].id)
 
 
 def test_a_node_saying_already_paid_refunds_that_attempt_once_and_keeps_the_hash(insecure, reusing_payee, alice):
@@ -115,8 +118,13 @@ def test_a_node_saying_already_paid_refunds_that_attempt_once_and_keeps_the_hash
     assert reply == "END " + t("en", "lnsend.failed", ref=row.reference)
     assert row.status == FAILED and balance(wallet, DEMO[0]) == a0
     with wallet.db.read() as s:  # nobody may pay that invoice again
-        assert s.get(OutgoingPayment, row.payment_hash) is not None
+        assert holder(s, row.payment_hash) == row.id
     assert pay(alice, reusing_payee) == "END " + t("en", "lnsend.already-paid")
+
+
+def holder(s, payment_hash: str) -> int | None:
+    """The movement whose payout holds this payment hash (nobody else may reserve it)."""
+    return s.scalar(select(Payout.transaction_id).where(Payout.rail == "lightning", Payout.rail_key == payment_hash))
 
 
 def in_flight(wallet, monkeypatch) -> list[str]:
@@ -132,8 +140,9 @@ def in_flight(wallet, monkeypatch) -> list[str]:
 
 def test_a_duplicate_left_pending_from_before_the_guard_is_refunded_not_settled(insecure, reusing_payee, alice,
                                                                                 monkeypatch):
-    """Rows from before the guard: two pending payments of one hash, the migration gave the hash
-    to the first. The node says the hash succeeded; only the holder is settled by it."""
+    """Rows from before the guard: two pending payments of one hash, the migrations gave the hash
+    to the first (0004, then 0015 made it the first payout's rail key). The node says the hash
+    succeeded; only the holder is settled by it."""
     wallet = insecure
     node_pays = type(wallet.lightning).pay_invoice
     taken = in_flight(wallet, monkeypatch)
@@ -146,6 +155,9 @@ def test_a_duplicate_left_pending_from_before_the_guard_is_refunded_not_settled(
                            status=PENDING, reference="DUPE0001", payment_hash=first.payment_hash)
         s.add(dupe)
         s.flush()
+        s.add(Payout(reference="DUPE0001", rail="lightning", user_id=first.user_id, transaction_id=dupe.id,
+                     destination="", amount_sats=AMOUNT, fee_sats=0, fee_limit_sats=0, state="sent", rail_key=None,
+                     rail_ref=first.payment_hash, queries=0))  # as migration 0015 moves such a row
         journal.record(s, "lightning-pending", "DUPE0001", [journal.customer(first.user_id, AMOUNT),
                                                             journal.house(LN_IN_FLIGHT, -AMOUNT)],
                        transaction_id=dupe.id)
@@ -156,7 +168,7 @@ def test_a_duplicate_left_pending_from_before_the_guard_is_refunded_not_settled(
     assert by_ref == {first.reference: SETTLED, "DUPE0001": FAILED}
     assert balance(wallet, DEMO[0]) == a0 + first.fee_sats - wallet.lightning.payment_status(first.payment_hash).fee_sat
     with wallet.db.read() as s:
-        assert s.get(OutgoingPayment, first.payment_hash).transaction_id == first.id
+        assert holder(s, first.payment_hash) == first.id
 
 
 def test_an_operator_refund_of_a_payment_the_node_may_still_make_keeps_the_hash(insecure, reusing_payee, alice,
@@ -167,7 +179,7 @@ def test_an_operator_refund_of_a_payment_the_node_may_still_make_keeps_the_hash(
     row = sends(wallet)[0]
     payments.resolve_by_operator(wallet, row.reference, paid=False, reason="ticket 7: customer asked")
     with wallet.db.read() as s:  # the node may still pay it: nobody else may reserve it meanwhile
-        assert s.get(OutgoingPayment, row.payment_hash) is not None
+        assert holder(s, row.payment_hash) == row.id
     assert pay(alice, reusing_payee) == "END " + t("en", "lnsend.already-paid")
 
 

@@ -94,11 +94,12 @@ def test_a_lightning_payment_posts_the_real_fee_and_returns_the_unused_limit(wal
     alice = view(wallet, DEMO[0])
     amount, max_fee = 2000, 10
     bolt11 = MockBackend(seed="payee").create_invoice(amount, "x", 600)
-    receipt = lightning_out.reserve_lightning(wallet.db, wallet.policy, alice, amount, max_fee, (1, 10**9),
+    receipt = lightning_out.reserve_lightning(wallet.db, wallet.rail("lightning"), wallet.policy, alice, amount,
+                                              max_fee, (1, 10**9),
                                               bolt11.payment_hash, "x@y", "ln-1")
     assert house(wallet, LN_IN_FLIGHT) == -(amount + max_fee)
     node_before = house(wallet, NODE)
-    lightning_out.settle_lightning(wallet.db, receipt.transaction_id, fee_paid)
+    lightning_out.settle_lightning(wallet.db, wallet.rail("lightning"), receipt.transaction_id, fee_paid)
     kinds = entries(wallet, receipt.reference)
     assert kinds[1] == ("lightning-post", [(LN_IN_FLIGHT, amount + max_fee), (NODE, -(amount + fee_paid)),
                                            (alice.id, -(max_fee - fee_paid))])

@@ -288,8 +288,14 @@ def test_a_payout_whose_movement_is_not_pending_is_left_open_and_unchanged(walle
         s.execute(update(Transaction).where(Transaction.id == receipt.transaction_id).values(status=PENDING))
 
 
-def test_a_cost_the_books_cannot_book_is_refused_not_dropped(wallet, bank):
+def test_a_cost_beyond_the_fee_limit_is_the_wallet_s_never_the_customer_s(wallet, bank, caplog):
+    """The bank reserved no fee limit; an answer that says the transfer cost 7 sats is posted with
+    the cost the reservation allowed (none), and logged: the customer never pays more than was
+    reserved."""
+    a0 = balance(wallet, DEMO[0])
     receipt = reserve(wallet, DEMO[0], 100, 1_000, 0, "bank-14")
-    with pytest.raises(ValueError, match="cannot be booked"):
-        machine.finish(wallet.db, wallet.rail(BANK), receipt.reference, Answer.paid(cost_sats=7))
-    assert payout_of(wallet, receipt.reference).state == books.RESERVED
+    assert machine.finish(wallet.db, wallet.rail(BANK), receipt.reference, Answer.paid(cost_sats=7))
+    assert payout_of(wallet, receipt.reference).state == POSTED and balance(wallet, DEMO[0]) == a0 - 1_000
+    assert "the wallet absorbs it" in caplog.text
+    with wallet.db.read() as s:
+        assert s.get_one(LedgerAccount, "bank-float").balance_sats == -1_000

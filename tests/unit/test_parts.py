@@ -439,11 +439,12 @@ def test_a_pending_debit_refunded_twice_is_credited_once(wallet, kind):
     else:
         amount = policy_.value("payment-min-sats")
         reserved = lightning_out.reserve_lightning(
-            wallet.db, policy_, payer, amount, policy_.fee_sats("lightning", amount), (amount, amount),
+            wallet.db, wallet.rail("lightning"), policy_, payer, amount, policy_.fee_sats("lightning", amount),
+            (amount, amount),
             "ab" * 32, "carol@example.com", "refund-twice")
 
         def refund():
-            return lightning_out.refund_lightning(wallet.db, reserved.transaction_id)
+            return lightning_out.refund_lightning(wallet.db, wallet.rail("lightning"), reserved.transaction_id)
     assert balance(wallet, DEMO[0]) == have - reserved.amount_sats - reserved.fee_sats < have
     assert refund()
     assert balance(wallet, DEMO[0]) == have

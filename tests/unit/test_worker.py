@@ -83,7 +83,8 @@ def test_a_pending_payment_is_asked_about_less_and_less_often(wallet):
     bolt11 = payee.create_invoice(1500, "x", 600).bolt11
     from lightning import decode_invoice
 
-    receipt = lightning_out.reserve_lightning(wallet.db, wallet.policy, alice, 1500, 10, (1, 10**6),
+    receipt = lightning_out.reserve_lightning(wallet.db, wallet.rail("lightning"), wallet.policy, alice, 1500, 10,
+                                              (1, 10**6),
                                               decode_invoice(bolt11).payment_hash, "x@y.z", "k" * 64)
     wallet.lightning = SlowNode()
     worker.sweep(wallet)
@@ -93,7 +94,7 @@ def test_a_pending_payment_is_asked_about_less_and_less_often(wallet):
             s.execute(text("UPDATE jobs SET due_at = :past"), {"past": dt.datetime(2026, 1, 1)})
         (job,) = worker.claim(wallet, "w")
         worker.run_one(wallet, job, "w")
-        row = jobs(wallet)[(worker.PAYMENT, str(receipt.transaction_id))]
+        row = jobs(wallet)[(worker.PAYOUT, receipt.reference)]
         delays.append(round((row.due_at - dt.datetime.now(dt.UTC).replace(tzinfo=None)).total_seconds()))
     base = wallet.settings.invoice_poll_s or 5
     assert all(abs(after - worker.backoff(n, base)) <= 1 for n, after in enumerate(delays, start=1)), delays
@@ -101,7 +102,7 @@ def test_a_pending_payment_is_asked_about_less_and_less_often(wallet):
     with wallet.db.read() as s:
         assert s.get(Transaction, receipt.transaction_id).status == "pending"  # never guessed
     wallet.lightning = MockBackend()
-    lightning_out.refund_lightning(wallet.db, receipt.transaction_id)  # leave clean books
+    lightning_out.refund_lightning(wallet.db, wallet.rail("lightning"), receipt.transaction_id)  # leave clean books
 
 
 def test_worker_once_from_the_command_line(alice, wallet, runner):

@@ -12,23 +12,35 @@ back with it, so the payout and its money never disagree.
 
 from __future__ import annotations
 
+import logging
+from dataclasses import replace
+
 from collections.abc import Callable
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from helpers.infra import sms
 from helpers.infra.rail import Answer, PayoutView, Rail
 from helpers.infra.refs import new_reference
 from helpers.wallet import journal, transactions, users
+from helpers.wallet.errors import WalletError
 from helpers.wallet.transactions import Receipt
 from models import DEBIT, FAILED, FEES, OPEN_PAYOUT, PENDING, POSTED, RESERVED, SETTLED, VOIDED, Payout, \
     Transaction, utcnow
 
 
+log = logging.getLogger(__name__)
+
+
 class Undo(Exception):
     """The payout moved but its reservation was not pending: roll both back."""
+
+
+class RailKeyTaken(WalletError):
+    """A reservation whose rail key another payout holds (an invoice pending or paid already)."""
 
 
 def _rows(result: Any) -> int:
@@ -39,34 +51,43 @@ def view(payout: Payout, movement: Transaction | None = None) -> PayoutView:
     return PayoutView(payout.reference, payout.rail, payout.user_id, payout.destination, payout.amount_sats,
                       payout.fee_sats, payout.amount_kes, payout.rail_key, payout.state, payout.created_at,
                       movement.reference if movement is not None else payout.reference, payout.rail_ref,
-                      (movement.counterparty or "") if movement is not None else "")
+                      (movement.counterparty or "") if movement is not None else "", payout.fee_limit_sats)
 
 
 def reserve(s: Session, rail: Rail, user_id: int, amount: int, fee: int, destination: str, key: str, *,
             check: Callable[[int], None], amount_kes: int | None = None, counterparty: str = "",
-            description: str = "", reference: str | None = None, rail_key: str | None = None) -> Receipt:
+            description: str = "", reference: str | None = None, rail_key: str | None = None,
+            fee_limit: int = 0, payment_hash: str | None = None) -> Receipt:
     """Take `amount` + `fee` from the customer for a payout on `rail`, with its movement row and
     payout row. `check(balance after)` asks the policy once the debit holds this customer's row
     (raise PolicyDenied to refuse). `reference`: the payout's own, when the rail is given another
     than the customer's; `rail_key`: the rail's id when it is ours to choose (Daraja B2C's
-    originator id). Raises InsufficientBalance, AccountLocked, PolicyDenied; a replay of
-    `key` fails on it (transactions.run_once gives the first receipt)."""
-    total = amount + fee
+    originator id, a Lightning invoice's payment hash: taken once, see RailKeyTaken); `fee_limit`:
+    the most the rail itself may cost, reserved too, what it did not cost given back at the post;
+    `payment_hash`: kept on the movement too (statements, the node comparison). Raises
+    InsufficientBalance, AccountLocked, PolicyDenied, RailKeyTaken; a replay of `key` fails on it
+    (transactions.run_once gives the first receipt)."""
+    total = amount + fee + fee_limit
     after = transactions.debit(s, user_id, total)
     check(after)
     ref = new_reference()
-    row = Transaction(user_id=user_id, type=rail.books.movement, direction=DEBIT, amount_sats=amount, fee_sats=fee,
-                      status=PENDING, reference=ref, counterparty=(counterparty or destination)[:64],
-                      idempotency_key=key, description=description[:255] or None)
+    row = Transaction(user_id=user_id, type=rail.books.movement, direction=DEBIT, amount_sats=amount,
+                      fee_sats=fee + fee_limit, status=PENDING, reference=ref,
+                      counterparty=(counterparty or destination)[:64], idempotency_key=key,
+                      description=description[:255] or None, payment_hash=payment_hash)
     s.add(row)
     s.flush()  # a replay fails here, on the key
     s.add(Payout(reference=reference or ref, rail=rail.name, user_id=user_id, transaction_id=row.id,
-                 destination=destination[:255], amount_sats=amount, fee_sats=fee, amount_kes=amount_kes,
-                 state=RESERVED, queries=0, rail_key=rail_key))
+                 destination=destination, amount_sats=amount, fee_sats=fee, fee_limit_sats=fee_limit,
+                 amount_kes=amount_kes, state=RESERVED, queries=0, rail_key=rail_key))
+    try:
+        s.flush()
+    except IntegrityError as exc:  # UNIQUE(rail, rail_key): another payout holds this key, open or paid
+        raise RailKeyTaken(rail_key or "") from exc
     journal.record(s, f"{rail.books.kind}-pending", ref, [journal.customer(user_id, total),
                                                            journal.house(rail.books.in_flight, -total)],
                    transaction_id=row.id)
-    return Receipt(ref, amount, fee, after, PENDING, row.id)
+    return Receipt(ref, amount, fee + fee_limit, after, PENDING, row.id)
 
 
 def _move(s: Session, reference: str, state: str, answer: Answer, note: str) -> Payout | None:
@@ -90,29 +111,40 @@ def _memo(label: str, payout: Payout, answer: Answer, note: str) -> str:
 
 def post(s: Session, rail: Rail, reference: str, answer: Answer, note: str = "") -> bool:
     """The rail paid: posted once. False when the payout was not open. `note` (an operator's
-    reason) is kept as the payout's result instead of the rail's words."""
-    if answer.cost_sats:  # a rail that charges out of a fee limit (Lightning) is not booked here yet
-        raise ValueError(f"payout {reference}: a cost of {answer.cost_sats} sats cannot be booked")
+    reason) is kept as the payout's result instead of the rail's words. What the rail cost
+    (`answer.cost_sats`, at most the fee limit reserved) goes to the asset that paid; the rest of
+    the fee limit goes back to the customer."""
     payout = _move(s, reference, POSTED, answer, note)
     if payout is None:
         return False
     books = rail.books
-    settled: dict[str, object] = {"status": SETTLED, "settled_at": utcnow()}
+    cost = answer.cost_sats
+    if not 0 <= cost <= payout.fee_limit_sats:
+        log.error("payout %s cost %s sats, beyond the %s reserved: the wallet absorbs it", reference, cost,
+                  payout.fee_limit_sats)
+        cost = payout.fee_limit_sats if cost > 0 else 0
+    settled: dict[str, object] = {"status": SETTLED, "settled_at": utcnow(), "fee_sats": payout.fee_sats + cost}
     if books.receipt_is_mpesa_code and answer.receipt:
         settled["mpesa_code"] = answer.receipt[:32]  # unique: a receipt used before raises IntegrityError
+    if books.notes_on_movement and note:
+        settled["description"] = note[:255]
     moved = _rows(s.execute(update(Transaction).where(Transaction.id == payout.transaction_id,
                                                       Transaction.status == PENDING).values(**settled)))
     if moved != 1:
         raise Undo(reference)
     row = s.get_one(Transaction, payout.transaction_id)
-    total = payout.amount_sats + payout.fee_sats
+    unused = payout.fee_limit_sats - cost
+    total = payout.amount_sats + payout.fee_sats + payout.fee_limit_sats
+    balance = transactions.credit(s, payout.user_id, unused) if unused else None
     journal.record(s, f"{books.kind}-post", row.reference,
-                   [journal.house(books.in_flight, total), journal.house(books.paid_from, -payout.amount_sats),
-                    journal.house(FEES, -payout.fee_sats)],
+                   [journal.house(books.in_flight, total), journal.house(books.paid_from, -(payout.amount_sats + cost)),
+                    journal.house(FEES, -payout.fee_sats), journal.customer(payout.user_id, -unused)],
                    transaction_id=row.id, follows=journal.entry_of(s, row.id, f"{books.kind}-pending"),
                    memo=_memo(books.label, payout, answer, note))
     user = users.owner(s, payout.user_id)
-    sms.queue(s, user.phone, rail.posted_text(view(payout, row), user.language, user.balance_sats, answer))
+    shown = replace(answer, cost_sats=cost)
+    sms.queue(s, user.phone, rail.posted_text(view(payout, row), user.language,
+                                              user.balance_sats if balance is None else balance, shown))
     return True
 
 
@@ -122,13 +154,18 @@ def void(s: Session, rail: Rail, reference: str, answer: Answer, note: str = "")
     payout = _move(s, reference, VOIDED, answer, note)
     if payout is None:
         return False
+    if rail.books.frees_key_on_void and not answer.keeps_key and payout.rail_key:
+        # the key may be paid again (a Lightning invoice whose payment definitely failed); kept as rail_ref
+        s.execute(update(Payout).where(Payout.id == payout.id).values(rail_key=None, rail_ref=payout.rail_key))
+    failed: dict[str, object] = {"status": FAILED, "settled_at": utcnow()}
+    if rail.books.notes_on_movement and note:
+        failed["description"] = note[:255]
     moved = _rows(s.execute(update(Transaction).where(Transaction.id == payout.transaction_id,
-                                                      Transaction.status == PENDING)
-                            .values(status=FAILED, settled_at=utcnow())))
+                                                      Transaction.status == PENDING).values(**failed)))
     if moved != 1:
         raise Undo(reference)
     row = s.get_one(Transaction, payout.transaction_id)
-    books, total = rail.books, payout.amount_sats + payout.fee_sats
+    books, total = rail.books, payout.amount_sats + payout.fee_sats + payout.fee_limit_sats
     after = transactions.credit(s, payout.user_id, total)
     journal.record(s, f"{books.kind}-void", row.reference,
                    [journal.house(books.in_flight, total), journal.customer(payout.user_id, -total)],
