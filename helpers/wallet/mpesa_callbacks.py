@@ -34,8 +34,8 @@ from helpers.infra.rail import Answer, Rail
 from helpers.mpesa.daraja import msisdn
 from helpers.wallet import mpesa_float, mpesa_flows
 from helpers.wallet.payouts import machine
-from models import (FAILED, MPESA_B2B_RAIL, MPESA_B2C_RAIL, OPEN_PAYOUT, PENDING, SETTLED, STK, MpesaRequest,
-                    Payout)
+from models import (FAILED, MPESA_B2B_RAIL, MPESA_B2C_RAIL, OPEN_PAYOUT, PENDING, POSTED, SETTLED, STK, VOIDED,
+                    MpesaRequest, Payout)
 
 RailOf = Callable[[str], Rail | None]  # the payout rails by name (Services.rail)
 
@@ -195,8 +195,14 @@ def _refuse_payout(kind: str, reference: str, why: str, payout: Payout) -> tuple
     return REFUSED, why
 
 
-def _payout_duplicate(kind: str, reference: str, payout: Payout) -> tuple[int, str]:
-    log.info("mpesa %s callback for %s: already %s; nothing changed", kind, reference, payout.state)
+def _payout_duplicate(kind: str, reference: str, payout: Payout, paid: bool | None = None) -> tuple[int, str]:
+    """A callback about a payout that is finished. `paid`: what it says, when it is a final word;
+    one that says the opposite of how the payout ended is logged for people to reconcile."""
+    if paid is not None and payout.state == (VOIDED if paid else POSTED):
+        log.error("mpesa %s callback for %s says %s, but the payout was %s: reconcile it with M-Pesa by hand",
+                  kind, reference, "paid" if paid else "failed", payout.state)
+    else:
+        log.info("mpesa %s callback for %s: already %s; nothing changed", kind, reference, payout.state)
     return OK, "duplicate"
 
 
@@ -241,7 +247,7 @@ def _payout_result(db: Database, rail_of: RailOf, kind: str, reference: str, bod
     if not code:
         return _refuse_payout(kind, reference, "ResultCode missing", payout)
     if payout.state not in OPEN_PAYOUT:
-        return _payout_duplicate(kind, reference, payout)
+        return _payout_duplicate(kind, reference, payout, paid=code == "0")
     if code != "0":
         _finish(db, rail_of, payout, Answer.failed(f"{code} {description}".strip()))
         return OK, "refunded"
@@ -321,9 +327,10 @@ def status_result(db: Database, rail_of: RailOf, reference: str, body: dict) -> 
     conversation = _text(params.get("ConversationID"))
     if original != payout.rail_key and not (payout.rail_ref and conversation == payout.rail_ref):
         return _refuse_payout("status", reference, "the ids are not those of our payment", payout)
-    if payout.state not in OPEN_PAYOUT:
-        return _payout_duplicate("status", reference, payout)
     state = _text(params.get("TransactionStatus"))
+    if payout.state not in OPEN_PAYOUT:
+        final = True if state == STATUS_COMPLETED else False if state in STATUS_FAILED else None
+        return _payout_duplicate("status", reference, payout, paid=final)
     if state not in STATUS_FAILED and state != STATUS_COMPLETED:
         log.info("mpesa status of %s: %r; left pending", reference, state)
         return OK, "still pending"

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -245,7 +245,10 @@ ORPHAN_AFTER_S = 60  # five times gunicorn's timeout: a request still paying it 
 
 
 def _no_request():
-    return ~select(Payout.id).where(Payout.transaction_id == Transaction.id).exists()
+    """Neither a payout row nor an M-Pesa request row (what code before the payouts table wrote
+    with the reservation, should such code still run beside this one) names the reservation."""
+    return and_(~select(Payout.id).where(Payout.transaction_id == Transaction.id).exists(),
+                ~select(MpesaRequest.id).where(MpesaRequest.transaction_id == Transaction.id).exists())
 
 
 def orphans(db: Database, older_than_s: int = 0, limit: int = 100, reference: str | None = None
@@ -267,6 +270,8 @@ def void_orphan(db: Database, transaction_id: int, also: Callable[[Session], Non
     def work() -> bool:
         with db.write() as s:
             if s.scalar(select(Payout.id).where(Payout.transaction_id == transaction_id)) is not None:
+                return False
+            if s.scalar(select(MpesaRequest.id).where(MpesaRequest.transaction_id == transaction_id)) is not None:
                 return False
             if not refund_withdrawal_in(s, transaction_id):
                 return False

@@ -105,7 +105,9 @@ def reserve_payout(svc: Services, user: UserView, rail_name: str, kes: int, sats
     replay of `key` gets the first receipt."""
     rail = _rail(svc, rail_name)
     reference = reference or new_reference()
-    rail_key = originator_id(reference) if rail_name == MPESA_B2C_RAIL else None
+    # a B2C payout's OriginatorConversationID is ours, from the start, where Daraja pays it; the
+    # simulated provider pays at once and names nothing (so a payout of it has no key)
+    rail_key = originator_id(reference) if rail_name == MPESA_B2C_RAIL and svc.mpesa.payouts_async else None
 
     def work() -> Receipt:
         with svc.db.write() as s:

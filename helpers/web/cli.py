@@ -378,7 +378,8 @@ def reconcile(older_than_minutes: int, mpesa_after_seconds: int | None) -> None:
         for payout in payouts.pending(svc.db):
             if payout.rail in (MPESA_B2C_RAIL, MPESA_B2B_RAIL):
                 kind = "b2c" if payout.rail == MPESA_B2C_RAIL else "b2b"
-                click.echo(f"PENDING mpesa {kind} ref={payout.reference} {payout.amount_kes} KES "
+                phone = payout.destination if kind == "b2c" else payout.destination.rsplit("|", 1)[-1]
+                click.echo(f"PENDING mpesa {kind} ref={payout.reference} {payout.amount_kes} KES {mask(phone)} "
                            f"queries={payout.queries} since {payout.created_at:%Y-%m-%d %H:%M}")
     with svc.db.read() as s:
         stuck = books.pending_older_than(s, older_than_minutes)

@@ -94,6 +94,9 @@ def _resolve_payout(reference: str, paid: bool, reason: str, action: str, word: 
     rail = svc.rail(payout.rail)
     if rail is None:
         raise click.ClickException(f"{reference} is a payout on {payout.rail}, which is turned off here")
+    if rail.books.receipt_is_mpesa_code:  # M-Pesa answers its status query later: its receipt is needed
+        raise click.ClickException(f"{payout.reference} is an M-Pesa payout: use `flask resolve-mpesa "
+                                   f"{payout.reference} --outcome paid --receipt ...` or `--outcome failed`")
     if payout.rail_key:  # the rail is asked first, and its own final word wins
         said = payouts.query(svc.db, rail, payout.reference)
         if said.reason == payouts.DONE:

@@ -121,10 +121,16 @@ def backoff(attempts: int, base: float = 5, cap: float = MAX_DELAY_S) -> float:
     return float(min(cap, base * 2 ** max(0, attempts - 1)))
 
 
+def _asks_daraja(svc: Services, reference: str) -> bool:
+    with svc.db.read() as s:
+        return s.scalar(select(Payout.rail).where(Payout.reference == reference)) in (MPESA_B2C_RAIL, MPESA_B2B_RAIL)
+
+
 def _delay(svc: Services, job: Claimed) -> float:
     base = max(1, svc.settings.invoice_poll_s or 5)
     cap = MAX_DELAY.get(job.kind, MAX_DELAY_S)
-    if job.kind == MPESA:  # never faster than Daraja is to be asked
+    # never faster than Daraja is to be asked
+    if job.kind == MPESA or (job.kind == PAYOUT and _asks_daraja(svc, job.key)):
         base = max(base, svc.settings.mpesa_query_every_s)
         cap = max(cap, svc.settings.mpesa_query_every_s)
     return backoff(job.attempts, base, cap)

@@ -8,7 +8,8 @@ payouts gains rail_ref (Daraja's ConversationID beside the OriginatorConversatio
 and last_query_at. Each b2c/b2b row of mpesa_requests becomes a payouts row of rail 'mpesa-b2c' or
 'mpesa-b2b' with its reference, owner, reservation, ids, receipt and queries: pending with an id
 from Daraja -> sent, without -> reserved (a B2C's originator id is ours from the start, so only a
-ConversationID counts as Daraja's answer), settled -> posted, failed -> voided. The worker's jobs
+ConversationID counts as Daraja's answer), settled -> posted, failed -> voided (by the movement's
+status where the two disagree). The worker's jobs
 about them (kind 'mpesa') become 'payout' jobs. mpesa_requests keeps the STK pushes.
 
 Stop the web and worker processes for this upgrade (seconds).
@@ -37,8 +38,8 @@ def upgrade() -> None:
         SELECT m.reference, CASE WHEN m.kind = 'b2c' THEN 'mpesa-b2c' ELSE 'mpesa-b2b' END, m.user_id, m.transaction_id,
                CASE WHEN m.kind = 'b2c' THEN m.phone ELSE COALESCE(t.counterparty, m.phone) END,
                t.amount_sats, t.fee_sats, m.amount_kes,
-               CASE WHEN m.status = 'settled' THEN 'posted'
-                    WHEN m.status = 'failed' THEN 'voided'
+               CASE WHEN t.status = 'settled' THEN 'posted'
+                    WHEN t.status = 'failed' THEN 'voided'
                     WHEN m.conversation_id IS NOT NULL THEN 'sent'
                     WHEN m.kind = 'b2b' AND m.originator_conversation_id IS NOT NULL THEN 'sent'
                     ELSE 'reserved' END,
@@ -52,7 +53,9 @@ def upgrade() -> None:
                .where(_JOBS.c.kind == 'mpesa',
                       _JOBS.c.key.in_(sa.select(requests.c.reference).where(requests.c.kind.in_(['b2c', 'b2b']))))
                .values(kind='payout'))  # core, not text: `key` is a reserved word on MySQL
-    op.execute("DELETE FROM mpesa_requests WHERE kind IN ('b2c', 'b2b')")
+    # only the rows copied: one whose movement is missing stays, for people to read
+    op.execute("DELETE FROM mpesa_requests WHERE kind IN ('b2c', 'b2b') "
+               "AND reference IN (SELECT reference FROM payouts)")
 
 
 def downgrade() -> None:
