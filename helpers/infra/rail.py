@@ -43,7 +43,7 @@ class Answer:
     rail_ref: str = ""  # a second id the rail gave (Daraja's ConversationID)
     paid_to: str = ""  # the name the rail gave the payee (a business's public name), for the receipt
     needs_operator: bool = False  # PENDING, and no query will ever tell: only an operator can end it
-    keeps_key: bool = False  # FAILED, but the rail's key is spent (an invoice paid already): never freed
+    frees_key: bool = False  # FAILED, and the rail confirms its key may be paid again (a Lightning failure)
 
     @classmethod
     def paid(cls, receipt: str = "", rail_key: str = "", cost_sats: int = 0, reason: str = "paid",
@@ -51,8 +51,8 @@ class Answer:
         return cls(Said.PAID, rail_key, receipt, cost_sats, reason, rail_ref, paid_to)
 
     @classmethod
-    def failed(cls, reason: str, rail_key: str = "", rail_ref: str = "", keeps_key: bool = False) -> Answer:
-        return cls(Said.FAILED, rail_key, reason=reason, rail_ref=rail_ref, keeps_key=keeps_key)
+    def failed(cls, reason: str, rail_key: str = "", rail_ref: str = "", frees_key: bool = False) -> Answer:
+        return cls(Said.FAILED, rail_key, reason=reason, rail_ref=rail_ref, frees_key=frees_key)
 
     @classmethod
     def pending(cls, reason: str = "", rail_key: str = "", needs_operator: bool = False, rail_ref: str = "") -> Answer:
@@ -77,7 +77,8 @@ class Books:
     # one receipt never settles two movements.
     receipt_is_mpesa_code: bool = False
     # A voided payout frees its rail key (moved to rail_ref), so the same key may be paid again: a
-    # Lightning invoice whose payment definitely failed (unless the answer keeps_key).
+    # Lightning invoice whose payment the node confirmed failed: only an answer that frees_key does;
+    # an operator's, or one that cannot tell, keeps it taken.
     frees_key_on_void: bool = False
     # An operator's reason replaces the movement's description (Lightning's statement line says it).
     notes_on_movement: bool = False

@@ -12,9 +12,10 @@ unreachable or in-flight payment is never refunded, because the node might still
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 from helpers.infra.i18n import t
-from helpers.infra.rail import Answer, Books, CallbackRefused, Claim, PayoutView
+from helpers.infra.rail import Answer, Books, CallbackRefused, Claim, PayoutView, Said
 from lightning import LightningBackend, PaymentResult, State
 from models import LIGHTNING_RAIL, LN_IN_FLIGHT, NODE, SEND
 
@@ -29,7 +30,7 @@ def answer_of(result: PaymentResult) -> Answer:
     if result.state is State.SUCCEEDED:
         return Answer.paid(receipt=result.preimage[:64], cost_sats=result.fee_sat, reason="paid")
     if result.state is State.FAILED:
-        return Answer.failed(result.error or "failed", keeps_key=result.already_paid)
+        return Answer.failed(result.error or "failed", frees_key=not result.already_paid)
     return Answer.pending(result.error)
 
 
@@ -45,9 +46,12 @@ class LightningRail:
             result = self.node.pay_invoice(payout.destination, payout.fee_limit_sats)
         except Exception:  # noqa: BLE001 - a backend bug must leave the reservation pending, not refund it
             log.exception("paying %s raised; left pending", payout.reference)
-            return Answer.pending("backend raised")
+            return Answer.pending("backend raised", rail_key=payout.rail_key or "")
         log.info("lightning payment %s: %s %s", payout.reference, result.state.value, result.error)
-        return answer_of(result)
+        answer = answer_of(result)
+        if answer.said is Said.PENDING:  # the node was asked: the payout is sent, under its hash
+            answer = replace(answer, rail_key=payout.rail_key or "")
+        return answer
 
     def query(self, payout: PayoutView) -> Answer:
         payment_hash = payout.rail_key or payout.rail_ref
@@ -60,11 +64,11 @@ class LightningRail:
             # a payment left by older code whose hash another payout holds: whatever the node says
             # of the hash is the holder's; this attempt moved nothing and is given back
             log.error("payment %s: its hash is another payout's; refunded", payout.reference)
-            return Answer.failed("its payment hash was another payout's", keeps_key=True)
+            return Answer.failed("its payment hash was another payout's")
         if status.state is State.SUCCEEDED:
             return Answer.paid(receipt=status.preimage[:64], cost_sats=status.fee_sat, reason="paid")
-        if status.state is State.FAILED:
-            return Answer.failed(status.error or "failed")
+        if status.state is State.FAILED:  # said twice: the hash may be paid again
+            return Answer.failed(status.error or "failed", frees_key=True)
         return Answer.pending(status.error or "pending")
 
     def parse_callback(self, fields: dict) -> Claim:

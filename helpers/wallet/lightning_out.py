@@ -73,7 +73,7 @@ def settle_lightning(db: Database, rail: Rail, transaction_id: int, fee_paid: in
     if payout is None or payout.state not in OPEN_PAYOUT:
         return None
     if payout.rail_key is None:
-        answer = Answer.failed("its payment hash was another payout's", keeps_key=True)
+        answer = Answer.failed("its payment hash was another payout's")
     else:
         answer = Answer.paid(cost_sats=fee_paid, reason="paid")
     if not machine.finish(db, rail, payout.reference, answer, note, also):
@@ -90,7 +90,8 @@ def refund_lightning(db: Database, rail: Rail, transaction_id: int, note: str = 
     payout = _payout_of(db, transaction_id)
     if payout is None or payout.state not in OPEN_PAYOUT:
         return None
-    if not machine.finish(db, rail, payout.reference, Answer.failed("failed", keeps_key=invoice_paid), note, also):
+    if not machine.finish(db, rail, payout.reference, Answer.failed("failed", frees_key=not invoice_paid), note,
+                          also):
         return None
     return receipt_of(db, transaction_id)
 

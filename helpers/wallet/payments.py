@@ -59,10 +59,11 @@ def pay_address(svc: Services, user: UserView, params: PayParams, amount: int, k
     )
     if reserved.replay:  # a twin request reserved first; it pays
         return Payment(State.PENDING, reserved, replay=True)
-    answer = machine.send(svc.db, rail, reserved.reference)
-    state = {Said.PAID: State.SUCCEEDED, Said.FAILED: State.FAILED}.get(answer.said, State.PENDING)
-    receipt = lightning_out.receipt_of(svc.db, reserved.transaction_id) if state is not State.PENDING else None
-    return Payment(state, receipt or reserved)
+    machine.send(svc.db, rail, reserved.reference)
+    # what the movement says now (the node's answer, or the worker's if it finished it meanwhile)
+    receipt = lightning_out.receipt_of(svc.db, reserved.transaction_id) or reserved
+    state = {SETTLED: State.SUCCEEDED, FAILED: State.FAILED}.get(receipt.status, State.PENDING)
+    return Payment(state, receipt)
 
 
 def _rail(svc: Services) -> Rail:

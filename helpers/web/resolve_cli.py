@@ -15,7 +15,7 @@ from helpers.infra.rail import Answer, Said
 from helpers.wallet import mpesa_flows, operators, payments
 from helpers.wallet.payouts import machine as payouts
 from helpers.web.common import send_queued_sms, services
-from models import AIRTIME_RAIL, MPESA_B2B_RAIL, MPESA_B2C_RAIL, OPEN_PAYOUT
+from models import AIRTIME_RAIL, LIGHTNING_RAIL, MPESA_B2B_RAIL, MPESA_B2C_RAIL, OPEN_PAYOUT
 
 log = logging.getLogger("wallet")  # as the request log (README, Operations)
 CLI = "cli"  # the audit log's name for whoever runs an operator command
@@ -94,6 +94,9 @@ def _resolve_payout(reference: str, paid: bool, reason: str, action: str, word: 
     rail = svc.rail(payout.rail)
     if rail is None:
         raise click.ClickException(f"{reference} is a payout on {payout.rail}, which is turned off here")
+    if payout.rail == LIGHTNING_RAIL:  # the node is asked twice, a pending one keeps its hash: resolve-payment
+        raise click.ClickException(f"{payout.reference} is a Lightning payment: use `flask resolve-payment "
+                                   f"{payout.reference} --outcome paid|failed --reason ...`")
     if rail.books.receipt_is_mpesa_code:  # M-Pesa answers its status query later: its receipt is needed
         raise click.ClickException(f"{payout.reference} is an M-Pesa payout: use `flask resolve-mpesa "
                                    f"{payout.reference} --outcome paid --receipt ...` or `--outcome failed`")
@@ -101,6 +104,8 @@ def _resolve_payout(reference: str, paid: bool, reason: str, action: str, word: 
         said = payouts.query(svc.db, rail, payout.reference)
         if said.reason == payouts.DONE:
             raise click.ClickException(f"{reference} was settled meanwhile; nothing changed")
+        if said.reason == payouts.CLAIMED_ELSEWHERE:  # the worker is asking the rail right now
+            raise click.ClickException(f"{reference} is being asked about by the worker; try again in a minute")
         if said.said is not Said.PENDING:
             raise click.ClickException(f"{payout.reference}: the rail itself says {said.said.value} "
                                        f"({said.reason}); that was applied, nothing else changed")

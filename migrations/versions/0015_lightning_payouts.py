@@ -10,7 +10,7 @@ payment out (a send debit with a payment hash) becomes a payouts row of rail 'li
 movement's reference, owner, amount and reserved fee (the fee limit; a settled one's is what it
 cost): pending -> sent (the node was asked and has not answered), settled -> posted, failed ->
 voided. Its rail key is the payment hash where outgoing_payments held it for this movement, or
-where no movement held it and this is the first pending or settled one of that hash (one payment
+where no movement held it and this is the first settled one of that hash (else the first pending one) (one payment
 per hash, as before); otherwise NULL (a duplicate from before the guard: refunded, never
 settled). rail_ref keeps the hash in every case. The worker's
 'payment' jobs are deleted: its sweep gives each open payout a 'payout' job. outgoing_payments
@@ -47,9 +47,11 @@ def upgrade() -> None:
                CASE WHEN o.payment_hash IS NOT NULL THEN o.payment_hash
                     WHEN t.status IN ('pending', 'settled')
                          AND NOT EXISTS (SELECT 1 FROM outgoing_payments o2 WHERE o2.payment_hash = t.payment_hash)
-                         AND t.id = (SELECT MIN(t2.id) FROM transactions t2
-                                     WHERE t2.payment_hash = t.payment_hash AND t2.type = 'send'
-                                       AND t2.direction = 'debit' AND t2.status IN ('pending', 'settled'))
+                         AND t.id = COALESCE(
+                             (SELECT MIN(t2.id) FROM transactions t2 WHERE t2.payment_hash = t.payment_hash
+                              AND t2.type = 'send' AND t2.direction = 'debit' AND t2.status = 'settled'),
+                             (SELECT MIN(t3.id) FROM transactions t3 WHERE t3.payment_hash = t.payment_hash
+                              AND t3.type = 'send' AND t3.direction = 'debit' AND t3.status = 'pending'))
                     THEN t.payment_hash END,
                t.payment_hash, NULL, NULL, 0, t.created_at, t.settled_at
         FROM transactions t LEFT JOIN outgoing_payments o ON o.transaction_id = t.id

@@ -18,7 +18,7 @@ from helpers.wallet import journal, operators, transactions, users
 from helpers.wallet.errors import InsufficientBalance, PolicyDenied
 from helpers.wallet.payouts import books, machine
 from helpers.web import worker
-from models import POSTED, SENT, VOIDED, AuditEntry, JournalEntry, LedgerAccount, Payout, utcnow
+from models import ADJUSTMENTS, POSTED, SENT, VOIDED, AuditEntry, JournalEntry, LedgerAccount, Payout, utcnow
 from tests.conftest import DEMO, balance, outbox
 
 BANK = "bank"
@@ -289,13 +289,16 @@ def test_a_payout_whose_movement_is_not_pending_is_left_open_and_unchanged(walle
 
 
 def test_a_cost_beyond_the_fee_limit_is_the_wallet_s_never_the_customer_s(wallet, bank, caplog):
-    """The bank reserved no fee limit; an answer that says the transfer cost 7 sats is posted with
-    the cost the reservation allowed (none), and logged: the customer never pays more than was
-    reserved."""
+    """The bank reserved no fee limit; an answer that says the transfer cost 7 sats: the 7 sats
+    leave the bank float as they did, the wallet's adjustments carry them (logged), and the
+    customer pays nothing more than was reserved."""
+    with wallet.db.read() as s:
+        adjustments = s.get_one(LedgerAccount, ADJUSTMENTS).balance_sats
     a0 = balance(wallet, DEMO[0])
     receipt = reserve(wallet, DEMO[0], 100, 1_000, 0, "bank-14")
     assert machine.finish(wallet.db, wallet.rail(BANK), receipt.reference, Answer.paid(cost_sats=7))
     assert payout_of(wallet, receipt.reference).state == POSTED and balance(wallet, DEMO[0]) == a0 - 1_000
-    assert "the wallet absorbs it" in caplog.text
+    assert "the wallet absorbs 7" in caplog.text
     with wallet.db.read() as s:
-        assert s.get_one(LedgerAccount, "bank-float").balance_sats == -1_000
+        assert s.get_one(LedgerAccount, "bank-float").balance_sats == -1_007
+        assert s.get_one(LedgerAccount, ADJUSTMENTS).balance_sats == adjustments + 7

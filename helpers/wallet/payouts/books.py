@@ -28,7 +28,7 @@ from helpers.infra.refs import new_reference
 from helpers.wallet import journal, transactions, users
 from helpers.wallet.errors import WalletError
 from helpers.wallet.transactions import Receipt
-from models import DEBIT, FAILED, FEES, OPEN_PAYOUT, PENDING, POSTED, RESERVED, SETTLED, VOIDED, Payout, \
+from models import ADJUSTMENTS, DEBIT, FAILED, FEES, OPEN_PAYOUT, PENDING, POSTED, RESERVED, SETTLED, VOIDED, Payout, \
     Transaction, utcnow
 
 
@@ -83,7 +83,9 @@ def reserve(s: Session, rail: Rail, user_id: int, amount: int, fee: int, destina
     try:
         s.flush()
     except IntegrityError as exc:  # UNIQUE(rail, rail_key): another payout holds this key, open or paid
-        raise RailKeyTaken(rail_key or "") from exc
+        if rail_key is None:
+            raise
+        raise RailKeyTaken(rail_key) from exc
     journal.record(s, f"{rail.books.kind}-pending", ref, [journal.customer(user_id, total),
                                                            journal.house(rail.books.in_flight, -total)],
                    transaction_id=row.id)
@@ -112,18 +114,19 @@ def _memo(label: str, payout: Payout, answer: Answer, note: str) -> str:
 def post(s: Session, rail: Rail, reference: str, answer: Answer, note: str = "") -> bool:
     """The rail paid: posted once. False when the payout was not open. `note` (an operator's
     reason) is kept as the payout's result instead of the rail's words. What the rail cost
-    (`answer.cost_sats`, at most the fee limit reserved) goes to the asset that paid; the rest of
-    the fee limit goes back to the customer."""
+    (`answer.cost_sats`) leaves the asset that paid; the customer pays it up to the fee limit
+    reserved and gets the rest of the limit back; a cost beyond the limit is the wallet's
+    (adjustments), booked and logged, never the customer's."""
     payout = _move(s, reference, POSTED, answer, note)
     if payout is None:
         return False
     books = rail.books
-    cost = answer.cost_sats
-    if not 0 <= cost <= payout.fee_limit_sats:
-        log.error("payout %s cost %s sats, beyond the %s reserved: the wallet absorbs it", reference, cost,
-                  payout.fee_limit_sats)
-        cost = payout.fee_limit_sats if cost > 0 else 0
-    settled: dict[str, object] = {"status": SETTLED, "settled_at": utcnow(), "fee_sats": payout.fee_sats + cost}
+    cost = max(0, answer.cost_sats)  # what left the paying asset for the rail itself
+    charged = min(cost, payout.fee_limit_sats)  # the customer pays at most the limit reserved
+    if cost > charged:
+        log.error("payout %s cost %s sats, beyond the %s reserved: the wallet absorbs %s", reference, cost,
+                  payout.fee_limit_sats, cost - charged)
+    settled: dict[str, object] = {"status": SETTLED, "settled_at": utcnow(), "fee_sats": payout.fee_sats + charged}
     if books.receipt_is_mpesa_code and answer.receipt:
         settled["mpesa_code"] = answer.receipt[:32]  # unique: a receipt used before raises IntegrityError
     if books.notes_on_movement and note:
@@ -133,16 +136,17 @@ def post(s: Session, rail: Rail, reference: str, answer: Answer, note: str = "")
     if moved != 1:
         raise Undo(reference)
     row = s.get_one(Transaction, payout.transaction_id)
-    unused = payout.fee_limit_sats - cost
+    unused = payout.fee_limit_sats - charged
     total = payout.amount_sats + payout.fee_sats + payout.fee_limit_sats
     balance = transactions.credit(s, payout.user_id, unused) if unused else None
     journal.record(s, f"{books.kind}-post", row.reference,
                    [journal.house(books.in_flight, total), journal.house(books.paid_from, -(payout.amount_sats + cost)),
-                    journal.house(FEES, -payout.fee_sats), journal.customer(payout.user_id, -unused)],
+                    journal.house(FEES, -payout.fee_sats), journal.customer(payout.user_id, -unused),
+                    journal.house(ADJUSTMENTS, cost - charged)],
                    transaction_id=row.id, follows=journal.entry_of(s, row.id, f"{books.kind}-pending"),
                    memo=_memo(books.label, payout, answer, note))
     user = users.owner(s, payout.user_id)
-    shown = replace(answer, cost_sats=cost)
+    shown = replace(answer, cost_sats=charged)
     sms.queue(s, user.phone, rail.posted_text(view(payout, row), user.language,
                                               user.balance_sats if balance is None else balance, shown))
     return True
@@ -154,7 +158,7 @@ def void(s: Session, rail: Rail, reference: str, answer: Answer, note: str = "")
     payout = _move(s, reference, VOIDED, answer, note)
     if payout is None:
         return False
-    if rail.books.frees_key_on_void and not answer.keeps_key and payout.rail_key:
+    if rail.books.frees_key_on_void and answer.frees_key and payout.rail_key:
         # the key may be paid again (a Lightning invoice whose payment definitely failed); kept as rail_ref
         s.execute(update(Payout).where(Payout.id == payout.id).values(rail_key=None, rail_ref=payout.rail_key))
     failed: dict[str, object] = {"status": FAILED, "settled_at": utcnow()}

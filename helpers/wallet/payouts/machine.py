@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 # A finished payout's word for callers (the callback's answer, the worker's log)
 POSTED_WORD, VOIDED_WORD = "settled", "refunded"
 DONE = "done"  # the reason of a pending answer about a payout that was not open: nothing to ask
+CLAIMED_ELSEWHERE = "claimed-elsewhere"  # another asker has it now: asked again later
 
 
 def find(db: Database, reference: str) -> Payout | None:
@@ -184,7 +185,7 @@ def query(db: Database, rail: Rail, reference: str) -> Answer:
     if payout is None or payout.state not in OPEN_PAYOUT:
         return Answer.pending(DONE)
     if not claim(db, payout):
-        return Answer.pending("claimed-elsewhere")  # another asker has it now: asked again later
+        return Answer.pending(CLAIMED_ELSEWHERE)
     return ask(db, rail, payout)
 
 
