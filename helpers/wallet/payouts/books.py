@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from helpers.infra import sms
-from helpers.infra.rail import Answer, PayoutView, Rail
+from helpers.infra.rail import Answer, Books, PayoutView, Rail
 from helpers.infra.refs import new_reference
 from helpers.wallet import journal, transactions, users
 from helpers.wallet.errors import WalletError
@@ -111,6 +111,20 @@ def _memo(label: str, payout: Payout, answer: Answer, note: str) -> str:
     return f"{label} {answer.receipt or payout.rail_key or '-'} KES {payout.amount_kes}"
 
 
+def _end_movement(s: Session, books: Books, payout: Payout, status: str, note: str,
+                  values: dict[str, object]) -> Transaction:
+    """The payout's movement from pending to `status` (with `values`), in the caller's transaction;
+    Undo when it was not pending (the payout's move rolls back with it)."""
+    values = {"status": status, "settled_at": utcnow(), **values}
+    if books.notes_on_movement and note:
+        values["description"] = note[:255]
+    moved = _rows(s.execute(update(Transaction).where(Transaction.id == payout.transaction_id,
+                                                      Transaction.status == PENDING).values(**values)))
+    if moved != 1:
+        raise Undo(payout.reference)
+    return s.get_one(Transaction, payout.transaction_id)
+
+
 def post(s: Session, rail: Rail, reference: str, answer: Answer, note: str = "") -> bool:
     """The rail paid: posted once. False when the payout was not open. `note` (an operator's
     reason) is kept as the payout's result instead of the rail's words. What the rail cost
@@ -126,16 +140,10 @@ def post(s: Session, rail: Rail, reference: str, answer: Answer, note: str = "")
     if cost > charged:
         log.error("payout %s cost %s sats, beyond the %s reserved: the wallet absorbs %s", reference, cost,
                   payout.fee_limit_sats, cost - charged)
-    settled: dict[str, object] = {"status": SETTLED, "settled_at": utcnow(), "fee_sats": payout.fee_sats + charged}
+    settled: dict[str, object] = {"fee_sats": payout.fee_sats + charged}
     if books.receipt_is_mpesa_code and answer.receipt:
         settled["mpesa_code"] = answer.receipt[:32]  # unique: a receipt used before raises IntegrityError
-    if books.notes_on_movement and note:
-        settled["description"] = note[:255]
-    moved = _rows(s.execute(update(Transaction).where(Transaction.id == payout.transaction_id,
-                                                      Transaction.status == PENDING).values(**settled)))
-    if moved != 1:
-        raise Undo(reference)
-    row = s.get_one(Transaction, payout.transaction_id)
+    row = _end_movement(s, books, payout, SETTLED, note, settled)
     unused = payout.fee_limit_sats - charged
     total = payout.amount_sats + payout.fee_sats + payout.fee_limit_sats
     balance = transactions.credit(s, payout.user_id, unused) if unused else None
@@ -161,14 +169,7 @@ def void(s: Session, rail: Rail, reference: str, answer: Answer, note: str = "")
     if rail.books.frees_key_on_void and answer.frees_key and payout.rail_key:
         # the key may be paid again (a Lightning invoice whose payment definitely failed); kept as rail_ref
         s.execute(update(Payout).where(Payout.id == payout.id).values(rail_key=None, rail_ref=payout.rail_key))
-    failed: dict[str, object] = {"status": FAILED, "settled_at": utcnow()}
-    if rail.books.notes_on_movement and note:
-        failed["description"] = note[:255]
-    moved = _rows(s.execute(update(Transaction).where(Transaction.id == payout.transaction_id,
-                                                      Transaction.status == PENDING).values(**failed)))
-    if moved != 1:
-        raise Undo(reference)
-    row = s.get_one(Transaction, payout.transaction_id)
+    row = _end_movement(s, rail.books, payout, FAILED, note, {})
     books, total = rail.books, payout.amount_sats + payout.fee_sats + payout.fee_limit_sats
     after = transactions.credit(s, payout.user_id, total)
     journal.record(s, f"{books.kind}-void", row.reference,
