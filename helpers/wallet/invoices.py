@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 
 from database import Database
 from helpers.infra.fastpath import Prepared
-from helpers.wallet import journal, limits, transactions, users
+from helpers.wallet import limits, transactions, users
 from helpers.infra import sms
 from helpers.wallet.errors import LightningUnavailable, RateLimited
 from helpers.infra.phone import mask
@@ -23,7 +23,7 @@ from helpers.wallet.users import UserView
 from helpers.infra.i18n import t
 from helpers.infra.refs import new_reference
 from lightning import LightningBackend, State
-from models import (CREDIT, EXPIRED, INVOICE, NODE, PAID, PENDING, RECEIVE, SETTLED, Invoice, PaymentRequest,
+from models import (EXPIRED, INVOICE, NODE, PAID, PENDING, RECEIVE, SETTLED, Invoice, PaymentRequest,
                     Transaction, User, utcnow)
 
 log = logging.getLogger(__name__)
@@ -259,18 +259,11 @@ def _credit_invoice(db: Database, payment_hash: str) -> transactions.Receipt | N
             .where(PaymentRequest.invoice_id == invoice.id, PaymentRequest.status == PENDING)
             .values(status=PAID)
         )).rowcount
-        row = Transaction(
-            user_id=invoice.user_id, type=INVOICE if is_request else RECEIVE, direction=CREDIT,
-            amount_sats=invoice.amount_sats, fee_sats=0, status=SETTLED, reference=invoice.reference,
-            counterparty="lightning", invoice_id=invoice.id, payment_hash=payment_hash, settled_at=utcnow(),
-        )
-        s.add(row)
-        s.flush()
-        after = transactions.credit(s, invoice.user_id, invoice.amount_sats)
-        journal.record(s, "receive", invoice.reference, [journal.house(NODE, invoice.amount_sats),
-                                                         journal.customer(invoice.user_id, -invoice.amount_sats)],
-                       transaction_id=row.id)
+        came = transactions.Incoming("receive", NODE, INVOICE if is_request else RECEIVE, counterparty="lightning")
+        row_id, after, _ref = transactions.credit_in(s, invoice.user_id, invoice.amount_sats, came,
+                                                     reference=invoice.reference, invoice_id=invoice.id,
+                                                     payment_hash=payment_hash)
         owner = users.owner(s, invoice.user_id)
         sms.queue(s, owner.phone, t(owner.language, "sms.invoice-paid", ref=invoice.reference,
                                     amount=invoice.amount_sats, balance=after))
-        return transactions.Receipt(invoice.reference, invoice.amount_sats, 0, after, SETTLED, row.id)
+        return transactions.Receipt(invoice.reference, invoice.amount_sats, 0, after, SETTLED, row_id)

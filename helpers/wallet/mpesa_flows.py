@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from database import Database
 from helpers.infra import sms
-from helpers.wallet import journal, transactions, users
+from helpers.wallet import transactions, users
 from helpers.wallet.users import UserView
 from helpers.infra.i18n import t
 from helpers.infra.phone import mask
@@ -32,7 +32,7 @@ from helpers.infra.refs import new_reference
 from helpers.mpesa.provider import MpesaProvider
 from helpers.wallet.payouts import machine
 from lightning import State
-from models import (CREDIT, FAILED, FLOAT, MPESA_B2B_RAIL, MPESA_B2C_RAIL, PENDING, SETTLED, STK, TOPUP, WITHDRAW,
+from models import (FAILED, MPESA_B2B_RAIL, MPESA_B2C_RAIL, PENDING, SETTLED, STK, WITHDRAW,
                     MpesaRequest, Payout, Transaction, User, utcnow)
 
 log = logging.getLogger(__name__)
@@ -307,15 +307,8 @@ def credit_pushed_topup(s: Session, user: User, kes: int, sats: int, receipt: st
     """Credit a top-up M-Pesa confirmed (STK push), inside the caller's transaction, which also
     moves the M-Pesa request from pending so it credits once. A receipt credits once, ever (a
     reused one raises IntegrityError). Returns the new transaction's id."""
-    row = Transaction(
-        user_id=user.id, type=TOPUP, direction=CREDIT, amount_sats=sats, fee_sats=0, status=SETTLED,
-        reference=reference, mpesa_code=receipt, description=f"M-Pesa top-up KES {kes}", settled_at=utcnow(),
-    )
-    s.add(row)
-    s.flush()
-    after = transactions.credit(s, user.id, sats)
-    journal.record(s, "topup", reference, [journal.house(FLOAT, sats), journal.customer(user.id, -sats)],
-                   transaction_id=row.id, memo=f"M-Pesa {receipt or '-'} KES {kes}")
+    row_id, after, _ref = transactions.credit_in(s, user.id, sats, transactions.topped_up(kes, receipt),
+                                                 reference=reference, mpesa_code=receipt)
     sms.queue(s, user.phone, t(user.language, "sms.topup", kes=kes, code=receipt or reference, sats=sats,
                                balance=after))
-    return row.id
+    return row_id

@@ -331,19 +331,9 @@ def topup(db: Database, policy: Policy, user: UserView, kes: int, sats: int, pri
 
     def work() -> Receipt:
         with db.write() as s:
-            ref = new_reference()
-            row = Transaction(
-                user_id=user.id, type=TOPUP, direction=CREDIT, amount_sats=sats, fee_sats=0,
-                status=SETTLED, reference=ref, mpesa_code=code, idempotency_key=key,
-                description=f"M-Pesa top-up KES {kes}", settled_at=utcnow(),
-            )
-            s.add(row)
-            s.flush()
-            after = credit(s, user.id, sats)
-            journal.record(s, "topup", ref, [journal.house(FLOAT, sats), journal.customer(user.id, -sats)],
-                           transaction_id=row.id, memo=f"M-Pesa {code} KES {kes}")
+            row_id, after, ref = credit_in(s, user.id, sats, topped_up(kes, code), key=key, mpesa_code=code)
             sms.queue(s, user.phone, t(user.language, "sms.topup", kes=kes, code=code, sats=sats, balance=after))
-            return Receipt(ref, sats, 0, after, SETTLED, row.id)
+            return Receipt(ref, sats, 0, after, SETTLED, row_id)
 
     try:
         return run_once(db, key, work)
@@ -434,15 +424,47 @@ def pay_request(db: Database, policy: Policy, payer: UserView, request_id: int, 
 
 def credit_adjustment(session: Session, user_id: int, amount: int, reason: str, key: str) -> int:
     """An operator's credit inside the caller's transaction (demo balances, support cases)."""
-    row = Transaction(
-        user_id=user_id, type=ADJUST, direction=CREDIT, amount_sats=amount, fee_sats=0, status=SETTLED,
-        reference=new_reference(), counterparty="operator", description=reason[:255],
-        idempotency_key=key, settled_at=utcnow(),
-    )
-    session.add(row)
-    session.flush()
-    after = credit(session, user_id, amount)
-    journal.record(session, "adjustment", row.reference, [journal.house(ADJUSTMENTS, amount),
-                                                          journal.customer(user_id, -amount)],
-                   transaction_id=row.id, memo=reason)
-    return after
+    came = Incoming("adjustment", ADJUSTMENTS, ADJUST, counterparty="operator", memo=reason, description=reason)
+    return credit_in(session, user_id, amount, came, key=key)[1]
+
+
+# ------------------------------------------------------------------ money in
+@dataclass(frozen=True)
+class Incoming:
+    """Where money coming in to a customer came from: the journal entry's kind, the house account
+    it comes out of (the M-Pesa float, the node, the operators' adjustments), the movement's type
+    and how the statement names it."""
+
+    kind: str
+    house: str
+    movement: str
+    counterparty: str | None = None
+    memo: str = ""
+    description: str | None = None
+
+
+def topped_up(kes: int, code: str | None) -> Incoming:
+    """A top-up M-Pesa confirmed (by its code, or its receipt after a push)."""
+    return Incoming("topup", FLOAT, TOPUP, memo=f"M-Pesa {code or '-'} KES {kes}",
+                    description=f"M-Pesa top-up KES {kes}")
+
+
+def credit_in(s: Session, user_id: int, amount: int, came: Incoming, *, reference: str | None = None,
+              key: str | None = None, mpesa_code: str | None = None, invoice_id: int | None = None,
+              payment_hash: str | None = None) -> tuple[int, int, str]:
+    """The one way money comes in (a top-up, a paid invoice, an operator's credit), inside the
+    caller's transaction, with whatever state it moves: its settled movement row (unique `key`
+    and `mpesa_code`: a second credit of one fails on them), the customer's balance, and one
+    journal entry from `came.house` to the customer. Returns (movement id, new balance,
+    reference)."""
+    ref = reference or new_reference()
+    row = Transaction(user_id=user_id, type=came.movement, direction=CREDIT, amount_sats=amount, fee_sats=0,
+                      status=SETTLED, reference=ref, counterparty=came.counterparty,
+                      description=came.description[:255] if came.description else None, idempotency_key=key,
+                      mpesa_code=mpesa_code, invoice_id=invoice_id, payment_hash=payment_hash, settled_at=utcnow())
+    s.add(row)
+    s.flush()
+    after = credit(s, user_id, amount)
+    journal.record(s, came.kind, ref, [journal.house(came.house, amount), journal.customer(user_id, -amount)],
+                   transaction_id=row.id, memo=came.memo)
+    return row.id, after, ref
