@@ -28,8 +28,11 @@ def _checked_settings() -> dict:
     """Every app setting checked as this file is read, before gunicorn starts anything (PORT,
     WEB_CONCURRENCY and LOG_LEVEL among them, declared with the others in helpers/infra/settings.py):
     a bad or refused one ends gunicorn with one line naming it, not a traceback per worker."""
+    from dotenv import load_dotenv
+
     from helpers.infra.config import ConfigError, finalise, load_config
 
+    load_dotenv()  # as the app does: a .env beside the real environment (which wins)
     try:
         config = load_config(str(Path(__file__).resolve().parent / "instance"))
         finalise(config)
@@ -89,7 +92,7 @@ if os.path.isdir("/dev/shm"):
 # query) but not the body: AT's USSD form data (phone numbers, PIN entries) never appears in it.
 accesslog = "-"
 errorlog = "-"
-loglevel = _SETTINGS["LOG_LEVEL"].lower()
+loglevel = {"warn": "warning", "fatal": "critical"}.get(_SETTINGS["LOG_LEVEL"].lower(), _SETTINGS["LOG_LEVEL"].lower())
 access_log_format = ACCESS_LOG_FORMAT = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms "%(a)s"'
 
 

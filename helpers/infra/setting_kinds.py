@@ -162,20 +162,53 @@ def web_address(value: str) -> str:
     parts = urlparse(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return "must be an http:// or https:// address with a host, e.g. https://wallet.example.com"
+    if parts.path not in ("",) or parts.query or parts.fragment:
+        # the reverse proxy (deploy/Caddyfile) would serve only that path: no path, no trailing slash
+        return "must be the scheme and host alone, with no path and no trailing slash, e.g. https://wallet.example.com"
     return ""
 
 
+DATABASE_DRIVERS = ("sqlite", "mysql+pymysql", "mariadb+pymysql")  # what the app has a driver for
+
+
 def database_address(value: str) -> str:
+    import os
+
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
     try:
-        backend = make_url(value).get_backend_name()
+        url = make_url(value)
     except ArgumentError:
-        backend = ""
-    if backend not in ("sqlite", "mysql", "mariadb"):
-        return "must be sqlite:///<file> or mysql+pymysql://<user>:<password>@<host>:3306/<db>?charset=utf8mb4"
+        url = None
+    if url is None or url.drivername not in DATABASE_DRIVERS:
+        return ("must be sqlite:///<file> or mysql+pymysql://<user>:<password>@<host>:3306/<db>?charset=utf8mb4 "
+                "(the driver named: sqlite, mysql+pymysql or mariadb+pymysql)")
+    folder = os.path.dirname(url.database or "")
+    if url.drivername == "sqlite" and os.path.isabs(url.database or "") and not os.path.isdir(folder):
+        return f"the folder {folder} of the SQLite file does not exist"
     return ""
+
+
+def listen_address(value: str) -> str:
+    import ipaddress
+    import re
+
+    try:
+        ipaddress.ip_address(value)
+        return ""
+    except ValueError:
+        pass
+    if value == "localhost" or re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9-]{0,62}[A-Za-z0-9])?"
+                                            r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}[A-Za-z0-9])?)*", value):
+        import socket
+
+        try:
+            socket.getaddrinfo(value, None)
+            return ""
+        except OSError:
+            return "is not an address this machine can listen on (0.0.0.0, 127.0.0.1 or one of its names)"
+    return "must be an IP address or a host name, e.g. 127.0.0.1 or 0.0.0.0"
 
 
 def long_secret(value: str) -> str:

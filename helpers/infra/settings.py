@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from helpers.infra.setting_kinds import (ConfigError, Context, Declared, database_address, decimal, declarations,
+                                         listen_address,
                                          flag, long_secret, networks, parse, phone_region, text, web_address, whole)
 
 # The values APP_ENV may take (exactly these, lower case): production turns on every check of
@@ -62,8 +63,8 @@ class Settings:
                            derived=lambda ctx: "" if ctx.production else DEV_PIN_PEPPER)
     demo_mode: bool = flag(True, "Seed the demo users and serve the /test helpers (refused in production)",
                            default_doc=EMBEDDED_ONLY, derived=_embedded)
-    log_level: str = text("INFO", "Log level of the app and of gunicorn", choices=(
-        "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"), case="upper")
+    log_level: str = text("INFO", "Log level of the app and of gunicorn (WARN and FATAL: WARNING, CRITICAL)",
+                          choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", "WARN", "FATAL"), case="upper")
 
     # --- Database
     database_url: str = text("sqlite:///instance/wallet.db", "SQLAlchemy URL: sqlite:///<file> or "
@@ -186,7 +187,7 @@ class Settings:
 
     # --- Serving
     host: str = text("127.0.0.1", "Address of the development server (python app.py); gunicorn always binds "
-                     "0.0.0.0", section="Serving")
+                     "0.0.0.0", section="Serving", check=listen_address)
     port: int | None = whole(None, "Listen port", minimum=1, maximum=65535, example="8000",
                              default_doc="8000 under gunicorn (the image), 5000 for python app.py")
     web_concurrency: int | None = whole(None, "gunicorn worker processes", minimum=1, example="4",

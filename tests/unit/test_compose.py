@@ -117,7 +117,8 @@ def test_migrate_runs_once_before_web_and_worker_and_the_database_is_healthy_fir
             assert services[name]["depends_on"] == migrate
             assert services[name]["environment"]["WORKER_IN_PROCESS"] == "0"
         assert services[f"{prefix}worker"]["command"][-1] == "worker"
-        assert "/ready" in " ".join(services[f"{prefix}web"]["healthcheck"]["test"])
+        assert "/health" in " ".join(services[f"{prefix}web"]["healthcheck"]["test"])  # not /ready: a node
+        # outage must not take the only web container (and the proxy behind its health) down
     assert services["migrate"]["depends_on"]["db"]["condition"] == "service_healthy"
     for name in ("migrate", "web", "worker"):
         assert services[name]["environment"]["APP_ENV"] == "production"
@@ -127,7 +128,7 @@ def test_a_port_in_env_does_not_move_the_web_server_away_from_its_mapping_and_he
     for name in ("web", "demo-web"):
         web = compose()["services"][name]
         assert web["environment"]["PORT"] == "8000"  # wins over .env's PORT (env_file) and the image's
-        assert "127.0.0.1:8000/ready" in " ".join(web["healthcheck"]["test"])
+        assert "127.0.0.1:8000/health" in " ".join(web["healthcheck"]["test"])
         assert all(str(port).endswith(":8000") for port in web.get("ports", []))
 
 
@@ -184,3 +185,41 @@ def test_no_secret_is_written_in_it():
                 assert re.search(r":\$\{[A-Z_]+[^}]*\}@", str(value)), (name, key)
         if "production" in service.get("profiles", []) and service.get("image", "").startswith("${WALLET_IMAGE"):
             assert service["env_file"][0]["path"] == ".env", name
+
+
+def test_the_proxy_checks_liveness_not_readiness():
+    """Caddy's active health check on its only upstream: /ready answers 503 while the node does
+    not answer, and Caddy would then refuse every request (USSD, callbacks, console)."""
+    caddyfile = (ROOT / "deploy" / "Caddyfile").read_text()
+    assert "health_uri /health" in caddyfile and "/ready" not in caddyfile.split("{", 1)[1]
+
+
+def test_the_database_container_refuses_to_start_without_a_password(tmp_path):
+    """MariaDB makes its user only on an empty volume's first start, and only with a password:
+    the container's entrypoint refuses an empty one before the volume is initialised."""
+    import os
+    import subprocess
+
+    entry = compose()["services"]["db"]["entrypoint"]
+    script = entry[2].replace("$$", "$")  # what compose hands the shell
+    fake = tmp_path / "docker-entrypoint.sh"  # stands for the image's own entrypoint
+    fake.write_text('#!/bin/sh\necho "started: $*"\n')
+    fake.chmod(0o755)
+    command = compose()["services"]["db"]["command"]
+    env = {"PATH": f"{tmp_path}:{os.environ['PATH']}"}
+    refused = subprocess.run([entry[0], entry[1], script, entry[3], *command], capture_output=True, text=True,  # noqa: S603
+                             env={**env, "MARIADB_PASSWORD": ""}, timeout=10)
+    assert refused.returncode == 1 and "MARIADB_PASSWORD is empty" in refused.stderr and refused.stdout == ""
+    started = subprocess.run([entry[0], entry[1], script, entry[3], *command], capture_output=True, text=True,  # noqa: S603
+                             env={**env, "MARIADB_PASSWORD": "s3cret"}, timeout=10)
+    assert started.returncode == 0 and started.stdout.strip() == "started: " + " ".join(command)
+
+
+def test_every_virtualenv_the_makefile_makes_stays_out_of_the_image():
+    import re
+
+    ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()}
+    makefile = (ROOT / "Makefile").read_text()
+    venvs = set(re.findall(r"^(?:VENV|LNBITS_VENV) \?= (\S+)", makefile, re.MULTILINE))
+    venvs |= set(re.findall(r"python3? -m venv (\.[\w-]+)", makefile))
+    assert {".venv", ".lnbits-venv"} <= venvs and venvs <= ignored

@@ -21,7 +21,8 @@ from helpers.infra.settings import (B2C_COMMANDS, COMPOSE_ONLY, DECLARED, LIGHTN
 ROOT = Path(__file__).resolve().parents[2]
 # A value of each kind of check that the declaration must refuse.
 BAD_FOR_CHECK = {setting_kinds.long_secret: "x", setting_kinds.phone_region: "ZZ",
-                 setting_kinds.database_address: "postgresql://u:hunter2@h/d", setting_kinds.web_address: "ftp://x"}
+                 setting_kinds.database_address: "postgresql://u:hunter2@h/d", setting_kinds.web_address: "ftp://x",
+                 setting_kinds.listen_address: "not a host"}
 BAD_FOR_KIND = {"whole": "five", "decimal": "fast", "flag": "maybe", "networks": "10.0.0.0/99"}
 
 
@@ -103,12 +104,17 @@ def test_a_bad_value_of_any_setting_is_refused_in_one_line_naming_it(tmp_path, i
 
 def test_the_issue_s_examples_are_refused(tmp_path):
     for env in ({"PIN_PEPPER": "x"}, {"LIGHTNING_NETWORK": "xyz"}, {"DEFAULT_REGION": "ZZ"}, {"PORT": "70000"},
-                {"WEB_CONCURRENCY": "0"}, {"LOG_LEVEL": "chatty"}, {"DATABASE_URL": "wallet.db"}):
+                {"WEB_CONCURRENCY": "0"}, {"LOG_LEVEL": "chatty"}, {"DATABASE_URL": "wallet.db"},
+                {"DATABASE_URL": "mysql://u:p@db/wallet"},  # no driver we install: a traceback at first use
+                {"DATABASE_URL": f"sqlite:///{tmp_path}/no/such/folder/wallet.db"},
+                {"HOST": "not a host"}, {"PUBLIC_URL": "https://wallet.example.com/"},
+                {"PUBLIC_URL": "https://wallet.example.com/wallet"}):
         with pytest.raises(ConfigError, match=next(iter(env))):
             finalise(load_config(str(tmp_path), env))
 
 
 def test_good_values_are_read_as_their_type(tmp_path):
+    assert load_config(str(tmp_path), {"LOG_LEVEL": "warn"})["LOG_LEVEL"] == "WARN"  # as logging reads it
     config = load_config(str(tmp_path), {"LOG_LEVEL": "warning", "DEFAULT_REGION": "tz", "PORT": "8080",
                                          "DEMO_MODE": "off", "LIGHTNING_API_TYPE": "LNbits",
                                          "RATE_LIMIT_FLUSH_S": "0.5", "PIN_PEPPER": "p" * 16})
