@@ -13,10 +13,9 @@ from __future__ import annotations
 
 from helpers.infra.i18n import t
 from helpers.infra.rail import Answer, Books, CallbackRefused, Claim, PayoutView
-from helpers.mpesa.daraja import originator_id
 from helpers.mpesa.provider import MpesaProvider, PayoutResult
 from lightning import State
-from models import FLOAT, MPESA_B2B_RAIL, MPESA_B2C_RAIL, MPESA_IN_FLIGHT, WITHDRAW, utcnow
+from models import FLOAT, MPESA_B2B_RAIL, MPESA_B2C_RAIL, MPESA_IN_FLIGHT, RESERVED, WITHDRAW, utcnow
 
 BOOKS = Books(kind="withdraw", label="M-Pesa", movement=WITHDRAW, in_flight=MPESA_IN_FLIGHT, paid_from=FLOAT,
               receipt_is_mpesa_code=True)
@@ -48,11 +47,6 @@ class MpesaPayoutRail:
         self.provider = provider
         self.name = name
 
-    @staticmethod
-    def rail_key_of(reference: str) -> str:
-        """A B2C payout's OriginatorConversationID: ours, chosen before it is sent."""
-        return originator_id(reference)
-
     def send(self, payout: PayoutView) -> Answer:
         kes = payout.amount_kes or 0
         if self.name == MPESA_B2C_RAIL:
@@ -63,7 +57,7 @@ class MpesaPayoutRail:
 
     def query(self, payout: PayoutView) -> Answer:
         if not self.provider.payouts_async:  # pays at once and keeps no record
-            if payout.rail_key or payout.rail_ref or payout.state != "reserved":
+            if payout.rail_key or payout.rail_ref or payout.state != RESERVED:
                 # Daraja's (it named it, or accepted it) while M-Pesa is simulated here now: never guessed
                 return Answer.pending("daraja's payout, and daraja is off", needs_operator=True)
             if (utcnow() - payout.created_at).total_seconds() < UNANSWERED_AFTER_S:

@@ -167,7 +167,7 @@ def _payout(svc: Services, key: str) -> bool:
     rail = svc.rail(payout.rail)
     if rail is None:
         return False  # its rail is turned off with payouts open: asked again when it is back (or resolved)
-    answer = payouts.query(svc.db, rail, payout.reference)
+    answer = payouts.query(svc.db, rail, payout.reference, payout)
     if answer.needs_operator:
         log.error("payout %s (%s): %s; no query can settle it: resolve it with `flask --app app resolve %s "
                   "--outcome paid|failed --reason ...` once the rail's dashboard says which",

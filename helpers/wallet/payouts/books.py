@@ -1,8 +1,8 @@
 """The wallet's three verbs for a payout, each in the caller's transaction with one journal entry.
 
-reserve: the customer's amount + fee leave their balance for the rail's in-flight account; the
-         movement row (pending) and the payout row (reserved) are written with it: never one
-         without the other.
+reserve: the customer's amount + fee (+ the rail's fee limit) leave their balance for the rail's
+         in-flight account; the movement row (pending) and the payout row (reserved) are written
+         with it: never one without the other.
 post:    the payout moves to posted once (a conditional UPDATE); the reservation goes on to the
          asset that paid it (amount + what the rail cost) and our fee to income.
 void:    the payout moves to voided once; the reservation goes back to the customer.
@@ -13,9 +13,8 @@ back with it, so the payout and its money never disagree.
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
-
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, func, select, update
@@ -28,9 +27,8 @@ from helpers.infra.refs import new_reference
 from helpers.wallet import journal, transactions, users
 from helpers.wallet.errors import WalletError
 from helpers.wallet.transactions import Receipt
-from models import ADJUSTMENTS, DEBIT, FAILED, FEES, OPEN_PAYOUT, PENDING, POSTED, RESERVED, SETTLED, VOIDED, Payout, \
-    Transaction, utcnow
-
+from models import (ADJUSTMENTS, DEBIT, FAILED, FEES, OPEN_PAYOUT, PENDING, POSTED, RESERVED, SETTLED, VOIDED,
+                    Payout, Transaction, utcnow)
 
 log = logging.getLogger(__name__)
 

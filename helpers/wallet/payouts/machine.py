@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import cast
 
-from sqlalchemy import CursorResult, func, or_, select, update
+from sqlalchemy import CursorResult, case, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -115,16 +115,16 @@ def record_ids(db: Database, reference: str, rail_key: str = "", rail_ref: str =
     """The rail named the payout (its answer, or a callback that brought the ids the answer
     lost): each id kept if the payout had none, whatever happened meanwhile (a late report must
     still find it), and reserved -> sent."""
-    values = {**({"rail_key": func.coalesce(Payout.rail_key, rail_key[:64])} if rail_key else {}),
+    values: dict[str, object] = {**({"rail_key": func.coalesce(Payout.rail_key, rail_key[:64])} if rail_key else {}),
               **({"rail_ref": func.coalesce(Payout.rail_ref, rail_ref[:64])} if rail_ref else {})}
     if not values:
         return
 
+    values["state"] = case((Payout.state == RESERVED, SENT), else_=Payout.state)
+
     def work() -> None:
         with db.write() as s:
             s.execute(update(Payout).where(Payout.reference == reference).values(**values))
-            s.execute(update(Payout).where(Payout.reference == reference, Payout.state == RESERVED)
-                      .values(state=SENT))
     transactions.retry_deadlocks(work)
 
 
@@ -178,10 +178,12 @@ def ask(db: Database, rail: Rail, payout: Payout) -> Answer:
     return answer
 
 
-def query(db: Database, rail: Rail, reference: str) -> Answer:
-    """Ask the rail about one open payout now (a worker's job, which holds it)."""
-    with db.read() as s:
-        payout = s.scalar(select(Payout).where(Payout.reference == reference))
+def query(db: Database, rail: Rail, reference: str, payout: Payout | None = None) -> Answer:
+    """Ask the rail about one open payout now (a worker's job, which holds it); `payout`: its row,
+    when the caller has just read it."""
+    if payout is None:
+        with db.read() as s:
+            payout = s.scalar(select(Payout).where(Payout.reference == reference))
     if payout is None or payout.state not in OPEN_PAYOUT:
         return Answer.pending(DONE)
     if not claim(db, payout):
@@ -193,15 +195,16 @@ def callback(db: Database, rail: Rail, fields: dict) -> tuple[int, str]:
     """A rail's callback: checked by the rail (which payout, is it who it says, does its status
     query agree), then acted on once. Returns (HTTP status, outcome)."""
     try:
-        claim = rail.parse_callback(fields)
+        claimed = rail.parse_callback(fields)
         with db.read() as s:
-            payout = s.scalar(select(Payout).where(Payout.rail == rail.name, Payout.rail_key == claim.rail_key[:64]))
+            payout = s.scalar(select(Payout).where(Payout.rail == rail.name,
+                                                   Payout.rail_key == claimed.rail_key[:64]))
         if payout is None:
-            log.warning("%s callback for an unknown key %s...", rail.name, claim.rail_key[:12])
+            log.warning("%s callback for an unknown key %s...", rail.name, claimed.rail_key[:12])
             return 404, "unknown"
         if payout.state not in OPEN_PAYOUT:
             return 200, "already-done"
-        answer = rail.confirm(view(payout), claim)
+        answer = rail.confirm(view(payout), claimed)
     except CallbackRefused as refused:
         return refused.status, refused.outcome
     if answer.said is Said.PENDING:
