@@ -373,3 +373,50 @@ class Database:
         self._release_connection()
         self.engine.dispose()
         self._writer_turn.close()
+
+
+# ------------------------------------------------------------------ what the database refuses
+# Posted rows are never edited: the database refuses it (the same statements in the migration).
+APPEND_ONLY = ("postings", "audit_log")
+
+
+def _append_only_ddl(table: str, dialect: str) -> list[str]:
+    if dialect == "sqlite":
+        return [f"CREATE TRIGGER {table}_no_{op} BEFORE {op.upper()} ON {table} "
+                f"BEGIN SELECT RAISE(ABORT, '{table} are append-only'); END" for op in ("update", "delete")]
+    return [f"CREATE TRIGGER {table}_no_{op} BEFORE {op.upper()} ON {table} FOR EACH ROW "
+            f"SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = '{table} are append-only'" for op in ("update", "delete")]
+
+
+# A movement's money and place in the journal never change; its state may (status, settled_at, the
+# fee the rail cost, M-Pesa's receipt, an operator's note), once, when it is posted or voided.
+FIXED_MOVEMENT_COLUMNS = ("user_id", "type", "kind", "direction", "amount_sats", "reference", "follows_id")
+
+
+def fixed_movement_ddl(dialect: str) -> list[str]:
+    message = "a movement is never edited or deleted: post or void it"
+    if dialect == "sqlite":
+        return [f"CREATE TRIGGER transactions_money_fixed BEFORE UPDATE OF {', '.join(FIXED_MOVEMENT_COLUMNS)} "
+                f"ON transactions BEGIN SELECT RAISE(ABORT, '{message}'); END",
+                f"CREATE TRIGGER transactions_no_delete BEFORE DELETE ON transactions "
+                f"BEGIN SELECT RAISE(ABORT, '{message}'); END"]
+    changed = " OR ".join(f"NOT (NEW.{c} <=> OLD.{c})" for c in FIXED_MOVEMENT_COLUMNS)
+    return [f"CREATE TRIGGER transactions_money_fixed BEFORE UPDATE ON transactions FOR EACH ROW "  # noqa: S608 - constant column names
+            f"BEGIN IF {changed} THEN SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = '{message}'; END IF; END",
+            f"CREATE TRIGGER transactions_no_delete BEFORE DELETE ON transactions FOR EACH ROW "
+            f"SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = '{message}'"]
+
+
+def _install_append_only(target, connection, **_kw) -> None:
+    for statement in _append_only_ddl(target.name, connection.dialect.name):
+        connection.execute(text(statement))
+
+
+def _install_fixed_movements(target, connection, **_kw) -> None:
+    for statement in fixed_movement_ddl(connection.dialect.name):
+        connection.execute(text(statement))
+
+
+for _table in APPEND_ONLY:
+    event.listen(Base.metadata.tables[_table], "after_create", _install_append_only)
+event.listen(Base.metadata.tables["transactions"], "after_create", _install_fixed_movements)

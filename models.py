@@ -54,12 +54,24 @@ AIRTIME = "airtime"  # airtime bought for a phone through Africa's Talking
 ADJUST = "adjust"  # an operator's credit (demo opening balances, support cases), with a reason
 # Transaction.direction
 CREDIT, DEBIT = "credit", "debit"
-# Transaction.status
+# Transaction.status: a movement's (pending -> settled | failed); an entry that posts or voids a
+# pending one is `post` or `void`
 PENDING, SETTLED, FAILED = "pending", "settled", "failed"
+POST, VOID = "post", "void"
+# Transaction.kind of a movement from before the journal (migration 0005 opened the books with one
+# entry per balance): history, with no postings of its own
+BEFORE_JOURNAL = "before-journal"
 
 
 class Transaction(Base):
-    """One line of a user's ledger. balance = settled credits - (settled + pending) debits."""
+    """A journal entry: one movement of money, whose postings (two or more, summing to zero) are
+    the record of it; the balances (`users.balance_sats`, `ledger_accounts.balance_sats`) are
+    caches that only journal.record writes. A pending entry (a payout reserved) is posted or
+    voided once by a second entry that names it (`follows_id`, status `post` or `void`); its own
+    status (pending -> settled | failed) says which, for the customer's line. The money columns
+    never change once written (database triggers refuse it); `amount_sats` and `fee_sats` are
+    the movement's terms as the customer saw them (the fee grows by what the rail cost, at the
+    post)."""
 
     __tablename__ = "transactions"
     __table_args__ = (
@@ -69,15 +81,18 @@ class Transaction(Base):
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))  # whose movement: the payer, or the one paid
     type: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[str] = mapped_column(String(24), default="")  # the entry's: transfer, withdraw-pending, topup ...
     direction: Mapped[str] = mapped_column(String(8))
     amount_sats: Mapped[int] = mapped_column(BigInteger)
     fee_sats: Mapped[int] = mapped_column(BigInteger, default=0)
     status: Mapped[str] = mapped_column(String(16), default=PENDING)
     reference: Mapped[str] = mapped_column(String(16), index=True)  # shown to users; shared by both sides
+    follows_id: Mapped[Optional[int]] = mapped_column(ForeignKey("transactions.id"), index=True)  # posts/voids it
     counterparty: Mapped[Optional[str]] = mapped_column(String(64))
     description: Mapped[Optional[str]] = mapped_column(String(255))
+    memo: Mapped[str] = mapped_column(String(255), default="")  # the entry's, as the statement shows it
     invoice_id: Mapped[Optional[int]] = mapped_column(ForeignKey("invoices.id"))
     payment_hash: Mapped[Optional[str]] = mapped_column(String(64), index=True)
     mpesa_code: Mapped[Optional[str]] = mapped_column(String(32), unique=True)
@@ -292,23 +307,9 @@ class LedgerAccount(Base):
     balance_sats: Mapped[int] = mapped_column(BigInteger, default=0)  # sum of postings (+ debit)
 
 
-class JournalEntry(Base):
-    """One money event: two or more postings that sum to zero. Never updated or deleted (database
-    triggers refuse it); a posting or voiding of a pending entry is a new entry that names it."""
-
-    __tablename__ = "journal_entries"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    kind: Mapped[str] = mapped_column(String(24))
-    reference: Mapped[str] = mapped_column(String(24), index=True)  # the transaction's reference
-    transaction_id: Mapped[Optional[int]] = mapped_column(ForeignKey("transactions.id"), index=True)
-    follows_id: Mapped[Optional[int]] = mapped_column(ForeignKey("journal_entries.id"))  # posts or voids it
-    memo: Mapped[str] = mapped_column(String(255), default="")
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
-
-
 class Posting(Base):
-    """One leg of an entry: a customer's (user_id) or a house account's (account), signed."""
+    """One leg of an entry (a `transactions` row): a customer's (user_id) or a house account's
+    (account), + debit / - credit. Never updated or deleted (database triggers refuse it)."""
 
     __tablename__ = "postings"
     __table_args__ = (
@@ -318,7 +319,7 @@ class Posting(Base):
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    entry_id: Mapped[int] = mapped_column(ForeignKey("journal_entries.id"), index=True)
+    entry_id: Mapped[int] = mapped_column(ForeignKey("transactions.id"), index=True)
     user_id: Mapped[Optional[int]] = mapped_column(ForeignKey("users.id"))
     account: Mapped[Optional[str]] = mapped_column(ForeignKey("ledger_accounts.code"))
     amount_sats: Mapped[int] = mapped_column(BigInteger)
@@ -457,32 +458,11 @@ class MockNodeEntry(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
 
 
-# Posted rows are never edited: the database refuses it (the same statements in the migration).
-APPEND_ONLY = ("journal_entries", "postings", "audit_log")
-
-
-def _append_only_ddl(table: str, dialect: str) -> list[str]:
-    if dialect == "sqlite":
-        return [f"CREATE TRIGGER {table}_no_{op} BEFORE {op.upper()} ON {table} "
-                f"BEGIN SELECT RAISE(ABORT, '{table} are append-only'); END" for op in ("update", "delete")]
-    return [f"CREATE TRIGGER {table}_no_{op} BEFORE {op.upper()} ON {table} FOR EACH ROW "
-            f"SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = '{table} are append-only'" for op in ("update", "delete")]
-
-
-def _install_append_only(target, connection, **_kw) -> None:
-    from sqlalchemy import text
-
-    for statement in _append_only_ddl(target.name, connection.dialect.name):
-        connection.execute(text(statement))
-
-
 def _seed_house_accounts(target, connection, **_kw) -> None:
     connection.execute(target.insert(), [{"code": code, "kind": kind, "balance_sats": 0}
                                           for code, kind in HOUSE_ACCOUNTS.items()])
 
 
-from sqlalchemy import event  # noqa: E402 - the listeners belong with the tables they guard
+from sqlalchemy import event  # noqa: E402 - the listener belongs with the table it fills
 
-for _table in APPEND_ONLY:
-    event.listen(Base.metadata.tables[_table], "after_create", _install_append_only)
 event.listen(LedgerAccount.__table__, "after_create", _seed_house_accounts)

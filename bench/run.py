@@ -29,9 +29,10 @@ sys.path.insert(0, str(ROOT))
 
 from database import Database  # noqa: E402
 from helpers.wallet.pins import hash_pin  # noqa: E402
+from helpers.wallet import journal  # noqa: E402
 from helpers.infra.refs import new_reference  # noqa: E402
 from helpers.wallet.rules import Policy  # noqa: E402
-from models import ADJUST, CREDIT, SETTLED, Transaction, User, utcnow  # noqa: E402
+from models import ADJUST, ADJUSTMENTS, CREDIT, User, utcnow  # noqa: E402
 
 PEPPER = "bench-pepper-not-secret-0123456789"
 PIN = "4821"
@@ -66,13 +67,10 @@ def seed(url: str) -> None:
             for n in range(PHONES)
         ])
         ids = s.scalars(select(User.id)).all()
-        s.execute(insert(Transaction), [
-            {"user_id": uid, "type": ADJUST, "direction": CREDIT, "amount_sats": 1_000_000_000, "fee_sats": 0,
-             "status": SETTLED, "reference": new_reference(), "counterparty": "operator",
-             "description": "bench funding", "created_at": now, "settled_at": now}
-            for uid in ids
-        ])
-        s.execute(User.__table__.update().values(balance_sats=1_000_000_000))
+        for uid in ids:  # funded through the journal, as an operator's credit is
+            journal.record(s, journal.Entry("adjustment", new_reference(), uid, ADJUST, CREDIT, 1_000_000_000,
+                                            counterparty="operator", description="bench funding"),
+                           [journal.house(ADJUSTMENTS, 1_000_000_000), journal.customer(uid, -1_000_000_000)])
     db.dispose()
 
 

@@ -1,5 +1,5 @@
-"""Reading the books: a customer's recent movements, the ledger check (balances against their
-rows), what left through Lightning, totals, the CSV export and what is still pending."""
+"""Reading the books: what left through Lightning, totals, the CSV export and what is still
+pending. (The proof of the books is journal.check.)"""
 
 from __future__ import annotations
 
@@ -7,11 +7,10 @@ import datetime as dt
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy import case, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from models import (
-    CREDIT,
     DEBIT,
     PENDING,
     SEND,
@@ -23,36 +22,6 @@ from models import (
 
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class LedgerMismatch:
-    user_id: int
-    phone: str
-    balance_sats: int
-    ledger_sats: int
-
-
-def ledger_check(session: Session) -> list[LedgerMismatch]:
-    """Users whose balance differs from settled credits minus settled and pending debits."""
-    signed = case(
-        ((Transaction.direction == CREDIT) & (Transaction.status == SETTLED), Transaction.amount_sats),
-        (
-            (Transaction.direction == DEBIT) & Transaction.status.in_((PENDING, SETTLED)),
-            -(Transaction.amount_sats + Transaction.fee_sats),
-        ),
-        else_=0,
-    )
-    sums = (
-        select(Transaction.user_id, func.sum(signed).label("total"))
-        .group_by(Transaction.user_id)
-        .subquery()
-    )
-    rows = session.execute(
-        select(User.id, User.phone, User.balance_sats, func.coalesce(sums.c.total, 0))
-        .outerjoin(sums, sums.c.user_id == User.id)
-    ).all()
-    return [LedgerMismatch(uid, phone, bal, int(total)) for uid, phone, bal, total in rows if bal != int(total)]
 
 
 @dataclass(frozen=True)

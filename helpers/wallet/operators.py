@@ -29,8 +29,7 @@ from helpers.infra.i18n import t
 from helpers.infra.phone import mask
 from helpers.infra.refs import new_reference
 from helpers.wallet import journal, limits, transactions, users
-from helpers.wallet.errors import AccountLocked, InsufficientBalance
-from models import (ADJUST, ADJUSTMENTS, DEBIT, SETTLED, AuditEntry, Operator, Transaction, User,
+from models import (ADJUST, ADJUSTMENTS, DEBIT, AuditEntry, Operator, User,
                     utcnow)
 
 log = logging.getLogger(__name__)
@@ -349,27 +348,13 @@ def _adjust(db: Database, operator: str, phone: str, sats: int, why: str, key: s
 
 
 def _debit_adjustment(s: Session, user_id: int, amount: int, reason: str, key: str) -> int:
-    try:
-        after = transactions.debit(s, user_id, amount)
-    except AccountLocked:  # a PIN lock does not stop an operator's correction
-        after = _debit_locked(s, user_id, amount)
-    row = Transaction(user_id=user_id, type=ADJUST, direction=DEBIT, amount_sats=amount, fee_sats=0,
-                      status=SETTLED, reference=new_reference(), counterparty="operator",
-                      description=reason[:255], idempotency_key=key, settled_at=utcnow())
-    s.add(row)
-    s.flush()
-    journal.record(s, "adjustment", row.reference, [journal.customer(user_id, amount),
-                                                    journal.house(ADJUSTMENTS, -amount)],
-                   transaction_id=row.id, memo=reason)
-    return after
-
-
-def _debit_locked(s: Session, user_id: int, amount: int) -> int:
-    moved = s.execute(update(User).where(User.id == user_id, User.balance_sats >= amount)
-                      .values(balance_sats=User.balance_sats - amount)).rowcount  # type: ignore[attr-defined]
-    if moved != 1:
-        raise InsufficientBalance(s.scalar(select(User.balance_sats).where(User.id == user_id)) or 0)
-    return int(s.scalar(select(User.balance_sats).where(User.id == user_id)) or 0)
+    """An operator's debit inside the caller's transaction: never an overdraft, but a PIN lock
+    does not stop a correction."""
+    recorded = journal.record(
+        s, journal.Entry("adjustment", new_reference(), user_id, ADJUST, DEBIT, amount, counterparty="operator",
+                         description=reason, memo=reason, idempotency_key=key),
+        [journal.customer(user_id, amount), journal.house(ADJUSTMENTS, -amount)], any_lock=True)
+    return recorded.balances[user_id]
 
 
 def unlock_pin(db: Database, operator: str, phone: str, reason: str) -> None:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar, Union, cast
 
-from sqlalchemy import Table, and_, bindparam, case, func, insert, or_, select, update
+from sqlalchemy import Table, bindparam, func, or_, select, update
 from sqlalchemy.engine import Connection, CursorResult, Dialect
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
@@ -41,7 +41,7 @@ from helpers.infra.refs import new_reference
 from helpers.wallet.rules import Policy
 from helpers.wallet.users import UserView
 from models import (ADJUST, ADJUSTMENTS, AIRTIME, AIRTIME_IN_FLIGHT, CREDIT, DEBIT, FAILED, FEES, FLOAT,
-                    INVOICE, LN_IN_FLIGHT, MPESA_IN_FLIGHT, PAID, PENDING, RECEIVE, SEND, SETTLED, TOPUP, WITHDRAW,
+                    INVOICE, LN_IN_FLIGHT, MPESA_IN_FLIGHT, PAID, PENDING, SEND, SETTLED, TOPUP, VOID, WITHDRAW,
                     Invoice, PaymentRequest, Transaction, User, utcnow)
 
 log = logging.getLogger(__name__)
@@ -82,24 +82,8 @@ _SENT_SINCE_SQL = select(func.coalesce(func.sum(_LEDGER.c.amount_sats), 0)).wher
 _SPEND_FACTS = Prepared(select(_USERS.c.balance_sats, _SENT_SINCE_SQL.scalar_subquery())
                         .where(_USERS.c.id == bindparam("uid")))
 _SENT_SINCE = Prepared(_SENT_SINCE_SQL)
-_DEBIT_SQL = (  # a PIN-locked account is never debited (users.check_pin counts on this)
-    update(_USERS)
-    .where(_USERS.c.id == bindparam("uid"), _USERS.c.balance_sats >= bindparam("total"),
-           or_(_USERS.c.pin_locked_until.is_(None), _USERS.c.pin_locked_until <= bindparam("now")))
-    .values(balance_sats=_USERS.c.balance_sats - bindparam("total"))
-)
-_NOT_DEBITED = Prepared(select(_USERS.c.balance_sats, _USERS.c.pin_locked_until).where(_USERS.c.id == bindparam("uid")))
-_CREDIT_SQL = update(_USERS).where(_USERS.c.id == bindparam("uid")).values(
-    balance_sats=_USERS.c.balance_sats + bindparam("amount"))
-# Where UPDATE .. RETURNING exists (SQLite, not MySQL/MariaDB) the new balance comes back with it.
-_DEBIT_RETURNING, _CREDIT_RETURNING = (Prepared(u.returning(_USERS.c.balance_sats)) for u in (_DEBIT_SQL, _CREDIT_SQL))
-_DEBIT, _CREDIT = Prepared(_DEBIT_SQL), Prepared(_CREDIT_SQL)
-_LEDGER_COLUMNS = ("user_id", "type", "direction", "amount_sats", "fee_sats", "status", "reference", "counterparty",
-                   "idempotency_key", "created_at", "settled_at")
-_ADD_LEDGER_ROW = Prepared(insert(_LEDGER).values({name: bindparam(name) for name in _LEDGER_COLUMNS}))
 # A transfer's two rows, locked in id order (MySQL; SQLite's BEGIN IMMEDIATE already holds the
-# writer's lock), then both balances moved by one UPDATE that still refuses an overdraft or a
-# PIN-locked sender on its own, and both ledger rows added by one INSERT.
+# writer's lock) and read; journal.record then moves both balances by one UPDATE.
 _LOCK_PAIR = Prepared(
     select(_USERS.c.id, _USERS.c.balance_sats, _USERS.c.pin_locked_until)
     .where(_USERS.c.id.in_([bindparam("a"), bindparam("b")])).order_by(_USERS.c.id).with_for_update()
@@ -113,17 +97,6 @@ _LOCK_SENDER_AND_RECIPIENT = Prepared(
                             select(_BY_PHONE.c.id).where(_BY_PHONE.c.phone == bindparam("phone")).scalar_subquery()]))
     .order_by(_USERS.c.id).with_for_update()
 )
-_MOVE_PAIR = Prepared(
-    update(_USERS)
-    .where(_USERS.c.id.in_([bindparam("a"), bindparam("b")]),
-           or_(_USERS.c.id != bindparam("a"),
-               and_(_USERS.c.balance_sats >= bindparam("total"),
-                    or_(_USERS.c.pin_locked_until.is_(None), _USERS.c.pin_locked_until <= bindparam("now")))))
-    .values(balance_sats=case((_USERS.c.id == bindparam("a"), _USERS.c.balance_sats - bindparam("total")),
-                              else_=_USERS.c.balance_sats + bindparam("amount")))
-)
-_ADD_TWO_LEDGER_ROWS = Prepared(insert(_LEDGER).values(
-    [{name: bindparam(f"{name}_{n}") for name in _LEDGER_COLUMNS} for n in (0, 1)]))
 _BY_KEY = Prepared(select(_LEDGER.c.id, _LEDGER.c.user_id, _LEDGER.c.reference, _LEDGER.c.amount_sats,
                           _LEDGER.c.fee_sats, _LEDGER.c.status).where(_LEDGER.c.idempotency_key == bindparam("key")))
 
@@ -149,31 +122,6 @@ def spend_facts(db: Database, user_id: int) -> tuple[int, int]:
     """(balance, sent today) of a user, read together on the request connection."""
     row = db.execute(_SPEND_FACTS, {"uid": user_id, "since": _midnight()}).first()
     return (row[0], row[1]) if row is not None else (0, 0)
-
-
-def debit(session: Executor, user_id: int, total: int) -> int:
-    """Take `total` sats if the balance covers them and the account is not PIN-locked; return
-    the new balance. Raises InsufficientBalance or AccountLocked."""
-    now = utcnow()
-    params = {"uid": user_id, "total": total, "now": now}
-    if _dialect(session).update_returning:  # SQLite: the new balance comes back with the UPDATE
-        after = _DEBIT_RETURNING.run(session, params).scalar()
-        if after is not None:
-            return after
-    elif _DEBIT.run(session, params).rowcount == 1:
-        return balance(session, user_id)
-    have, locked_until = _NOT_DEBITED.run(session, {"uid": user_id}).one()
-    if locked_until is not None and locked_until > now:
-        raise AccountLocked(users.minutes_left(locked_until, now))
-    raise InsufficientBalance(have)
-
-
-def credit(session: Executor, user_id: int, amount: int) -> int:
-    """Add `amount` sats; return the new balance."""
-    if _dialect(session).update_returning:
-        return _CREDIT_RETURNING.run(session, {"uid": user_id, "amount": amount}).scalar()
-    _CREDIT.run(session, {"uid": user_id, "amount": amount})
-    return balance(session, user_id)
 
 
 def _check_spend(session: Executor, policy: Policy, user_id: int, amount: int, fee: int, after: int) -> None:
@@ -219,14 +167,14 @@ def retry_deadlocks(work: Callable[[], T]) -> T:
     raise AssertionError("unreachable")
 
 
-def _move_between(conn: Executor, policy: Policy, payer_id: int, payee_id: int, amount: int, fee: int,
-                  found: dict[int, tuple[int, dt.datetime | None]] | None = None) -> tuple[int, int]:
-    """`amount` + `fee` from one customer, `amount` to another, in the caller's transaction: both
-    rows locked in id order (two movements between the same people, either way, queue instead
-    of deadlocking), the payer's lock and balance checked, the policy asked with the day's spends
-    read under the lock, then both balances moved by one UPDATE. Returns the payer's and the
-    payee's new balances. `found`: both rows' (balance, PIN lock) when the caller locked them.
-    Raises AccountLocked, InsufficientBalance or PolicyDenied."""
+def _lock_pair(conn: Executor, policy: Policy, payer_id: int, payee_id: int, amount: int, fee: int,
+               found: dict[int, tuple[int, dt.datetime | None]] | None = None) -> dict[int, int]:
+    """Before `amount` + `fee` move from one customer to another, in the caller's transaction: both
+    rows locked in id order (two movements between the same people, either way, queue instead of
+    deadlocking), the payer's lock and balance checked, the policy asked with the day's spends
+    read under the lock. Returns both balances as read (journal.record moves them by one UPDATE).
+    `found`: both rows' (balance, PIN lock) when the caller locked them. Raises AccountLocked,
+    InsufficientBalance or PolicyDenied."""
     if payer_id == payee_id:
         raise PolicyDenied("own-phone")  # the screens refuse it first
     if found is None:
@@ -240,11 +188,7 @@ def _move_between(conn: Executor, policy: Policy, payer_id: int, payee_id: int, 
     if have < amount + fee:
         raise InsufficientBalance(have)
     _check_spend(conn, policy, payer_id, amount, fee, have - amount - fee)
-    moved = _MOVE_PAIR.run(conn, {"a": payer_id, "b": payee_id, "total": amount + fee, "amount": amount,
-                                  "now": now}).rowcount
-    if moved != 2:  # the rows are locked and were just read: this cannot happen
-        raise InsufficientBalance(have)
-    return have - amount - fee, found[payee_id][0] + amount
+    return {user_id: balance for user_id, (balance, _lock) in found.items()}
 
 
 def run_once(db: Database, key: str, work: Callable[[], Receipt]) -> Receipt:
@@ -288,23 +232,14 @@ def transfer(
                 recipient_id, recipient_language, created = users.find_or_add(conn, recipient_phone, "en")
                 # registered meanwhile by another request instead: lock both again, as a pair
                 found = {**(found or {}), recipient_id: (0, None)} if created else None
-            after, recipient_balance = _move_between(conn, policy, sender.id, recipient_id, amount, fee, found)
-            ref, now = new_reference(), utcnow()
-            rows = [{"user_id": sender.id, "type": SEND, "direction": DEBIT, "amount_sats": amount, "fee_sats": fee,
-                     "status": SETTLED, "reference": ref, "counterparty": recipient_phone, "idempotency_key": key,
-                     "created_at": now, "settled_at": now},
-                    {"user_id": recipient_id, "type": RECEIVE, "direction": CREDIT, "amount_sats": amount,
-                     "fee_sats": 0, "status": SETTLED, "reference": ref, "counterparty": sender.phone,
-                     "idempotency_key": None, "created_at": now, "settled_at": now}]
-            if _dialect(conn).name == "sqlite":  # its lastrowid is the last row's: one INSERT each
-                debit_id = _ADD_LEDGER_ROW.run(conn, rows[0]).lastrowid
-                _ADD_LEDGER_ROW.run(conn, rows[1])
-            else:  # MySQL's lastrowid of a multi-row INSERT is its first row's
-                debit_id = _ADD_TWO_LEDGER_ROWS.run(conn, {f"{name}_{n}": value for n, row in enumerate(rows)
-                                                           for name, value in row.items()}).lastrowid
-            journal.record(conn, "transfer", ref, [journal.customer(sender.id, amount + fee),
-                                                   journal.customer(recipient_id, -amount), journal.house(FEES, -fee)],
-                           transaction_id=debit_id)
+            known = _lock_pair(conn, policy, sender.id, recipient_id, amount, fee, found)
+            ref = new_reference()
+            recorded = journal.record(
+                conn, journal.Entry("transfer", ref, sender.id, SEND, DEBIT, amount, fee, counterparty=recipient_phone,
+                                    idempotency_key=key),
+                [journal.customer(sender.id, amount + fee), journal.customer(recipient_id, -amount),
+                 journal.house(FEES, -fee)], known=known)
+            after, recipient_balance = recorded.balances[sender.id], recorded.balances[recipient_id]
             if created:
                 to_recipient = t(recipient_language, "sms.new-recipient", phone=sender.phone, amount=amount,
                                  code=service_code)
@@ -316,7 +251,7 @@ def transfer(
                                  balance=after)),
                 (recipient_phone, to_recipient),
             ])
-            return Receipt(ref, amount, fee, after, SETTLED, debit_id or 0)  # 0: no id (the default)
+            return Receipt(ref, amount, fee, after, SETTLED, recorded.id)
 
     return run_once(db, key, work)
 
@@ -347,15 +282,15 @@ def code_used(session: Session, code: str) -> bool:
 
 # Where a pending debit's sats wait, by its type: the in-flight account and its entries' kinds (for
 # release: a Lightning payment's refund, a reservation left without its payout row).
-_RESERVED_BY = {WITHDRAW: (MPESA_IN_FLIGHT, "withdraw-pending", "withdraw-void"),
-                AIRTIME: (AIRTIME_IN_FLIGHT, "airtime-pending", "airtime-void"),
-                SEND: (LN_IN_FLIGHT, "lightning-pending", "lightning-void")}
+_RESERVED_BY = {WITHDRAW: (MPESA_IN_FLIGHT, "withdraw-void"), AIRTIME: (AIRTIME_IN_FLIGHT, "airtime-void"),
+                SEND: (LN_IN_FLIGHT, "lightning-void")}
 
 
 def release(s: Session, transaction_id: int, note: str = "") -> tuple[Transaction, int, User] | None:
-    """A pending debit that definitely failed: mark it failed and give amount + fee back, once,
-    inside the caller's transaction. Returns the row, the new balance and its owner (for the SMS),
-    or None if it was not pending. `note` replaces the row's description (an operator's reason)."""
+    """A pending debit that definitely failed: mark it failed and give amount + fee back by the
+    entry that voids it, once, inside the caller's transaction. Returns the row, the new balance
+    and its owner (for the SMS), or None if it was not pending. `note` replaces the row's
+    description (an operator's reason)."""
     values = {"status": FAILED, "settled_at": utcnow(), **({"description": note[:255]} if note else {})}
     moved = cast(CursorResult, s.execute(
         update(Transaction)
@@ -365,13 +300,11 @@ def release(s: Session, transaction_id: int, note: str = "") -> tuple[Transactio
     if moved != 1:
         return None
     row = s.get_one(Transaction, transaction_id)  # moved above: NoResultFound if missing all the same
-    after = credit(s, row.user_id, row.amount_sats + row.fee_sats)
     reserved = row.amount_sats + row.fee_sats
-    in_flight, pending_kind, void_kind = _RESERVED_BY.get(row.type, _RESERVED_BY[SEND])
-    journal.record(s, void_kind, row.reference,
-                   [journal.house(in_flight, reserved), journal.customer(row.user_id, -reserved)],
-                   transaction_id=row.id, follows=journal.entry_of(s, row.id, pending_kind), memo=note)
-    return row, after, users.owner(s, row.user_id)
+    in_flight, void_kind = _RESERVED_BY.get(row.type, _RESERVED_BY[SEND])
+    recorded = journal.record(s, journal.following(row, void_kind, VOID, reserved, memo=note),
+                              [journal.house(in_flight, reserved), journal.customer(row.user_id, -reserved)])
+    return row, recorded.balances[row.user_id], users.owner(s, row.user_id)
 
 
 def pay_request(db: Database, policy: Policy, payer: UserView, request_id: int, key: str) -> Receipt:
@@ -393,31 +326,23 @@ def pay_request(db: Database, policy: Policy, payer: UserView, request_id: int, 
             s.execute(update(PaymentRequest).where(PaymentRequest.id == request_id).values(status=PAID))
             amount = request.amount_sats
             fee = policy.fee_sats("internal", amount)
-            after, requester_balance = _move_between(s, policy, payer.id, request.requester_id, amount, fee)
+            known = _lock_pair(s, policy, payer.id, request.requester_id, amount, fee)
             requester = users.owner(s, request.requester_id)
             invoice = s.get_one(Invoice, request.invoice_id)  # claimed above
-            row = Transaction(
-                user_id=payer.id, type=INVOICE, direction=DEBIT, amount_sats=amount, fee_sats=fee,
-                status=SETTLED, reference=invoice.reference, counterparty=requester.phone,
-                invoice_id=invoice.id, idempotency_key=key, settled_at=utcnow(),
-            )
-            s.add(row)
-            s.add(Transaction(
-                user_id=requester.id, type=INVOICE, direction=CREDIT, amount_sats=amount, fee_sats=0,
-                status=SETTLED, reference=invoice.reference, counterparty=payer.phone,
-                invoice_id=invoice.id, payment_hash=invoice.payment_hash, settled_at=utcnow(),
-            ))
-            s.flush()
-            journal.record(s, "request-paid", invoice.reference,
-                           [journal.customer(payer.id, amount + fee), journal.customer(requester.id, -amount),
-                            journal.house(FEES, -fee)], transaction_id=row.id)
+            recorded = journal.record(
+                s, journal.Entry("request-paid", invoice.reference, payer.id, INVOICE, DEBIT, amount, fee,
+                                 counterparty=requester.phone, invoice_id=invoice.id,
+                                 payment_hash=invoice.payment_hash, idempotency_key=key),
+                [journal.customer(payer.id, amount + fee), journal.customer(requester.id, -amount),
+                 journal.house(FEES, -fee)], known=known)
+            after, requester_balance = recorded.balances[payer.id], recorded.balances[requester.id]
             sms.queue_all(s, [
                 (payer.phone, t(payer.language, "sms.sent", amount=amount, phone=requester.phone, fee=fee,
                                 ref=invoice.reference, balance=after)),
                 (requester.phone, t(requester.language, "sms.invoice-paid", ref=invoice.reference, amount=amount,
                                     balance=requester_balance)),
             ])
-            return Receipt(invoice.reference, amount, fee, after, SETTLED, row.id)
+            return Receipt(invoice.reference, amount, fee, after, SETTLED, recorded.id)
 
     return run_once(db, key, work)
 
@@ -458,13 +383,9 @@ def credit_in(s: Session, user_id: int, amount: int, came: Incoming, *, referenc
     journal entry from `came.house` to the customer. Returns (movement id, new balance,
     reference)."""
     ref = reference or new_reference()
-    row = Transaction(user_id=user_id, type=came.movement, direction=CREDIT, amount_sats=amount, fee_sats=0,
-                      status=SETTLED, reference=ref, counterparty=came.counterparty,
-                      description=came.description[:255] if came.description else None, idempotency_key=key,
-                      mpesa_code=mpesa_code, invoice_id=invoice_id, payment_hash=payment_hash, settled_at=utcnow())
-    s.add(row)
-    s.flush()
-    after = credit(s, user_id, amount)
-    journal.record(s, came.kind, ref, [journal.house(came.house, amount), journal.customer(user_id, -amount)],
-                   transaction_id=row.id, memo=came.memo)
-    return row.id, after, ref
+    recorded = journal.record(
+        s, journal.Entry(came.kind, ref, user_id, came.movement, CREDIT, amount, counterparty=came.counterparty,
+                         description=came.description, memo=came.memo, idempotency_key=key, mpesa_code=mpesa_code,
+                         invoice_id=invoice_id, payment_hash=payment_hash),
+        [journal.house(came.house, amount), journal.customer(user_id, -amount)])
+    return recorded.id, recorded.balances[user_id], ref

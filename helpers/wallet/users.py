@@ -175,7 +175,7 @@ def check_pin(db: Database, policy: Policy, user: UserView, pin: str, pepper: st
     """Verify `pin`. Every wrong PIN goes through the counted check (_check_counted).
 
     `debit_follows`: the caller's action does nothing outside its debit's transaction before the
-    debit, and a debit refuses a PIN-locked account (transactions.debit), serialised with the
+    debit, and a debit refuses a PIN-locked account (journal.record), serialised with the
     counted check (row lock on MySQL, one writer at a time on SQLite). Then the right PIN of a
     user whose request read no failed try and no lock (`user.pin_clean`: nothing to clear)
     passes without a write transaction, `unordered`: a lock taken by a parallel guess after our

@@ -14,10 +14,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from sqlalchemy import func, select
 
-from helpers.wallet import books, transactions
+from helpers.wallet import journal, transactions
 from helpers.infra.i18n import t
 from helpers.wallet.rules import policy
-from models import Transaction, User
+from models import Posting, Transaction, User
 from tests.conftest import balance, credit_sats, debit_sats, DEMO, KES_MIN, outbox, PIN
 from tests.servers import Caller
 
@@ -42,7 +42,7 @@ def fees_settled(wallet) -> int:
 
 def assert_books_balance(wallet) -> None:
     with wallet.db.read() as s:
-        assert books.ledger_check(s) == []
+        assert journal.check(s) == []
         assert s.scalar(select(func.min(User.balance_sats))) >= 0
 
 
@@ -106,6 +106,37 @@ def test_concurrent_sends_from_one_account_exactly_k_succeed(wallet, servers):
     assert_books_balance(wallet)
 
 
+def test_concurrent_sends_stop_at_the_daily_limit_exactly(wallet, servers):
+    """The daily limit, not the balance, is what runs out: of 50 sends confirmed at once exactly
+    limit // amount go through. Each send reads what its sender sent today under the sender's
+    row lock, so none can miss a twin that committed while it waited."""
+    callers = [Caller(s.url) for s in servers]
+    limit = P.value("daily-send-limit-sats")
+    amount = max(P.value("payment-min-sats"), min(P.value("payment-max-sats"), limit // 20))
+    fee = P.fee_sats("internal", amount)
+    k = limit // amount
+    assert 0 < k < CONCURRENT
+    sender, recipient = "+254700100004", DEMO[1]
+    fund(wallet, callers, sender, CONCURRENT * (amount + fee))  # the balance covers every one of them
+    inputs = ["1", local(recipient), str(amount), "1"]
+    sessions = [(f"limit-{n}", sender, inputs) for n in range(CONCURRENT)]
+    prepare(callers, sessions)
+    replies = fire(callers, [(sid, phone, "*".join(inputs + [PIN])) for sid, phone, _ in sessions])
+    done_prefix = "END " + t("en", "send.done", amount=amount, phone=recipient, fee=fee, ref="", balance=0).split(
+        " Ref")[0]
+    over = "END " + t("en", "deny.daily-limit", limit=limit)
+    done = sum(r.startswith(done_prefix) for _, r in replies)
+    refused = sum(r == over for _, r in replies)
+    print(f"\nFIGURES daily limit: {len(replies)} concurrent sends of {amount} against a limit of {limit} "
+          f"({wallet.db.engine.dialect.name}): {done} sent, {refused} refused at the limit; other replies "
+          f"{sorted({r[:40] for _, r in replies if not r.startswith(done_prefix) and r != over})}")
+    assert {status for status, _ in replies} == {200}
+    assert (done, refused) == (k, CONCURRENT - k)
+    with wallet.db.read() as s:
+        assert transactions.sent_today(s, s.scalar(select(User.id).where(User.phone == sender))) == k * amount
+    assert_books_balance(wallet)
+
+
 def test_crossing_sends_report_the_balance_each_left(wallet, servers):
     """Two people send to each other many times at the same moment. Every receipt (the screen, both
     SMS) tells the balance right after its own movement: walking each one's ledger in the order
@@ -128,26 +159,25 @@ def test_crossing_sends_report_the_balance_each_left(wallet, servers):
     by_session = dict(zip([sid for sid, _, _ in plans], [reply for _, reply in replies], strict=True))
     screens = sms = 0
     for me in (a, b):
-        with wallet.db.read() as s:
-            rows = s.execute(select(Transaction).where(Transaction.user_id == select(User.id).where(
-                User.phone == me).scalar_subquery()).order_by(Transaction.id)).scalars().all()
+        with wallet.db.read() as s:  # the customer's postings, oldest first
+            lines = list(reversed(journal.statement(s, s.scalar(select(User.id).where(User.phone == me)))))
         messages, running = outbox(wallet, me), 0
-        assert [row.type for row in rows].count("send") == each
-        for row in rows:
-            if row.direction == "debit":
-                running -= row.amount_sats + row.fee_sats
-                assert t("en", "sms.sent", amount=amount, phone=row.counterparty, fee=fee, ref=row.reference,
+        assert [line.kind == "transfer" and line.amount < 0 for line in lines].count(True) == each
+        for line in lines:
+            running += line.amount
+            if line.kind != "transfer":  # the funding
+                continue
+            if line.amount < 0:
+                assert t("en", "sms.sent", amount=amount, phone=line.counterparty, fee=fee, ref=line.reference,
                          balance=running) in messages
-                session = next(sid for sid, reply in by_session.items() if row.reference in reply)
-                assert by_session[session] == "END " + t("en", "send.done", amount=amount, phone=row.counterparty,
-                                                         fee=fee, ref=row.reference, balance=running)
+                session = next(sid for sid, reply in by_session.items() if line.reference in reply)
+                assert by_session[session] == "END " + t("en", "send.done", amount=amount, phone=line.counterparty,
+                                                         fee=fee, ref=line.reference, balance=running)
                 screens, sms = screens + 1, sms + 1
             else:
-                running += row.amount_sats
-                if row.type == "receive":
-                    assert t("en", "sms.received", amount=amount, phone=row.counterparty, ref=row.reference,
-                             balance=running) in messages
-                    sms += 1
+                assert t("en", "sms.received", amount=amount, phone=line.counterparty, ref=line.reference,
+                         balance=running) in messages
+                sms += 1
         assert running == balance(wallet, me)
     print(f"\nFIGURES crossing sends ({wallet.db.engine.dialect.name}): {screens} screens and {sms} SMS quote "
           f"the balance each movement left")
@@ -224,7 +254,7 @@ def test_replayed_confirmations_move_money_once(wallet, servers, flow):
     moved = total_balance(wallet) + (fees_settled(wallet) - fees0) - total0
     with wallet.db.read() as s:
         rows = s.scalar(select(func.count(Transaction.id)).where(Transaction.user_id == select(User.id).where(
-            User.phone == phone).scalar_subquery(), Transaction.type != "adjust"))
+            User.phone == phone).scalar_subquery(), Transaction.type != "adjust", Transaction.follows_id.is_(None)))
     print(f"\nFIGURES replay {flow}: {len(sequential)} sequential + 5 parallel deliveries of two confirmations, "
           f"{rows} ledger rows for the user, {moved} sats into/out of the system")
     assert all(status == 200 for status, _ in sequential + parallel)
@@ -274,12 +304,13 @@ def test_a_worker_killed_mid_transfer_leaves_no_partial_transfer(wallet, servers
     for thread in threads:
         thread.join()
     with wallet.db.read() as s:
-        debits = s.execute(select(Transaction.reference).where(Transaction.type == "send")).scalars().all()
-        credits = s.execute(select(Transaction.reference).where(Transaction.type == "receive")).scalars().all()
+        sends = s.execute(select(Transaction.id).where(Transaction.kind == "transfer")).scalars().all()
+        sides = dict(s.execute(select(Posting.entry_id, func.count()).where(
+            Posting.entry_id.in_(sends), Posting.user_id.is_not(None)).group_by(Posting.entry_id)).all())
     print(f"\nFIGURES SIGKILL: worker {killed} killed during {counts['requests']} requests; "
-          f"{counts['sent']} sends completed, {counts['errors']} sessions cut; {len(debits)} send rows, "
-          f"{len(credits)} receive rows; total {total_balance(wallet)} (+fees) vs {total0}")
+          f"{counts['sent']} sends completed, {counts['errors']} sessions cut; {len(sends)} transfers, "
+          f"{sum(sides.values())} customer postings; total {total_balance(wallet)} (+fees) vs {total0}")
     assert killed and counts["sent"] > 0
-    assert sorted(debits) == sorted(credits)  # every debit has its credit: no half transfer
+    assert all(sides.get(entry_id) == 2 for entry_id in sends)  # a payer and a payee each: no half transfer
     assert total_balance(wallet) + fees_settled(wallet) - fees0 == total0
     assert_books_balance(wallet)

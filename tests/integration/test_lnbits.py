@@ -170,7 +170,8 @@ def paying(lnbits, wallet):
 
 def _sent(wallet) -> Transaction:
     with wallet.db.read() as s:
-        return s.scalar(select(Transaction).where(Transaction.type == "send", Transaction.payment_hash.is_not(None)))
+        return s.scalar(select(Transaction).where(Transaction.type == "send", Transaction.payment_hash.is_not(None),
+                                           Transaction.follows_id.is_(None)))
 
 
 def test_a_user_pays_a_lightning_address_served_by_another_lnbits_wallet(paying, app, alice, wallet):

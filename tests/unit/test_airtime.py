@@ -20,7 +20,7 @@ from helpers.infra.rail import Said
 from helpers.wallet import journal
 from helpers.wallet.payouts import machine as payouts
 from helpers.web import worker
-from models import AIRTIME_RAIL, POSTED, RESERVED, SENT, VOIDED, JournalEntry, Payout, Transaction
+from models import AIRTIME_RAIL, POSTED, RESERVED, SENT, VOIDED, Payout, Transaction
 from tests.conftest import DEMO, PIN, VALID_MIN, Dialer, balance, outbox, snapshot
 from tests.fakes.fake_at_airtime import FakeAirtime
 
@@ -61,8 +61,8 @@ def only_request(wallet) -> Payout:
 
 def entries(wallet, reference: str) -> list[str]:
     with wallet.db.read() as s:
-        return list(s.scalars(select(JournalEntry.kind).where(JournalEntry.reference == reference)
-                              .order_by(JournalEntry.id)))
+        return list(s.scalars(select(Transaction.kind).where(Transaction.reference == reference)
+                              .order_by(Transaction.id)))
 
 
 def report(client, fields: dict, token: str = TOKEN):

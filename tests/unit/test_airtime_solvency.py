@@ -26,7 +26,8 @@ def test_delivered_airtime_moves_assets_and_liabilities_alike(alice, wallet, cli
     at.final[request.rail_key] = "Success"
     report(client, at.report(request.rail_key))
     with wallet.db.read() as s:
-        row = s.query(Transaction).filter(Transaction.reference == request.reference).one()
+        row = s.query(Transaction).filter(Transaction.reference == request.reference,
+                                          Transaction.follows_id.is_(None)).one()
     assert row.status == SETTLED
     after, found = surplus(wallet)
     assert found.airtime_float_sats == -row.amount_sats  # the seed's float was untouched

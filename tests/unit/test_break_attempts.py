@@ -13,7 +13,7 @@ from helpers.wallet import journal, lightning_out, payments
 from helpers.wallet.errors import InvoiceAlreadyPaid
 from helpers.infra.i18n import t
 from lightning import MockBackend, PaymentResult, State, decode_invoice
-from models import (DEBIT, FAILED, LN_IN_FLIGHT, PENDING, SEND, SETTLED, Invoice, Payout, SmsOutbox,
+from models import (DEBIT, FAILED, LN_IN_FLIGHT, NODE, PENDING, SEND, SETTLED, Invoice, Payout, SmsOutbox,
                     Transaction, User,
                     UssdSession)
 from tests.conftest import DEMO, PIN, balance, configure, snapshot
@@ -54,7 +54,8 @@ def pay(phone, payee, amount: int = AMOUNT) -> str:
 def sends(wallet) -> list[Transaction]:
     with wallet.db.read() as s:
         return list(s.scalars(select(Transaction).where(Transaction.type == SEND, Transaction.direction == DEBIT,
-                                                        Transaction.payment_hash.is_not(None))
+                                                        Transaction.payment_hash.is_not(None),
+                                                        Transaction.follows_id.is_(None))
                               .order_by(Transaction.id)))
 
 
@@ -150,17 +151,12 @@ def test_a_duplicate_left_pending_from_before_the_guard_is_refunded_not_settled(
     first = sends(wallet)[0]
     a0 = balance(wallet, DEMO[0])
     with wallet.db.write() as s:  # the duplicate the old code could make, with no guard row
-        s.execute(update(User).where(User.id == first.user_id).values(balance_sats=User.balance_sats - AMOUNT))
-        dupe = Transaction(user_id=first.user_id, type=SEND, direction=DEBIT, amount_sats=AMOUNT, fee_sats=0,
-                           status=PENDING, reference="DUPE0001", payment_hash=first.payment_hash)
-        s.add(dupe)
-        s.flush()
-        s.add(Payout(reference="DUPE0001", rail="lightning", user_id=first.user_id, transaction_id=dupe.id,
+        dupe_id = journal.record(s, journal.Entry("lightning-pending", "DUPE0001", first.user_id, SEND, DEBIT, AMOUNT,
+                                                  status=PENDING, payment_hash=first.payment_hash),
+                                 [journal.customer(first.user_id, AMOUNT), journal.house(LN_IN_FLIGHT, -AMOUNT)]).id
+        s.add(Payout(reference="DUPE0001", rail="lightning", user_id=first.user_id, transaction_id=dupe_id,
                      destination="", amount_sats=AMOUNT, fee_sats=0, fee_limit_sats=0, state="sent", rail_key=None,
                      rail_ref=first.payment_hash, queries=0))  # as migration 0015 moves such a row
-        journal.record(s, "lightning-pending", "DUPE0001", [journal.customer(first.user_id, AMOUNT),
-                                                            journal.house(LN_IN_FLIGHT, -AMOUNT)],
-                       transaction_id=dupe.id)
     assert node_pays(wallet.lightning, taken[0], first.fee_sats).state is State.SUCCEEDED  # the node pays it once
     counts = payments.reconcile(wallet)
     assert counts["settled"] == 1 and counts["refunded"] == 1
@@ -212,20 +208,19 @@ def test_ledger_check_names_a_hash_settled_twice_and_one_the_node_never_paid(ins
     assert runner.invoke(args=["ledger-check"]).exit_code == 0
     row = sends(wallet)[0]
     with wallet.db.write() as s:  # what the defect did: a second settled row for the same hash
-        s.execute(update(User).where(User.id == row.user_id).values(balance_sats=User.balance_sats - AMOUNT))
-        s.add(Transaction(user_id=row.user_id, type=SEND, direction=DEBIT, amount_sats=AMOUNT, fee_sats=0,
-                          status=SETTLED, reference="TWICE001", payment_hash=row.payment_hash))
-        s.add(Transaction(user_id=row.user_id, type=SEND, direction=DEBIT, amount_sats=AMOUNT, fee_sats=0,
-                          status=SETTLED, reference="NEVER001", payment_hash="cd" * 32))
-        s.execute(update(User).where(User.id == row.user_id).values(balance_sats=User.balance_sats - AMOUNT))
+        for reference, payment_hash in (("TWICE001", row.payment_hash), ("NEVER001", "cd" * 32)):
+            journal.record(s, journal.Entry("lightning-defect", reference, row.user_id, SEND, DEBIT, AMOUNT,
+                                            payment_hash=payment_hash),
+                           [journal.customer(row.user_id, AMOUNT), journal.house(NODE, -AMOUNT)])
     result = runner.invoke(args=["ledger-check"])
     assert result.exit_code == 1
     assert f"hash={row.payment_hash} refs={row.reference},TWICE001: settled 2 times" in result.output
     assert f"hash={'cd' * 32} refs=NEVER001: node says pending" in result.output
-    with wallet.db.write() as s:  # leave books the fixture's own check accepts
+    with wallet.db.write() as s:  # leave books the fixture's own check accepts: both failed, and given back
         s.execute(update(Transaction).where(Transaction.reference.in_(["TWICE001", "NEVER001"]))
                   .values(status=FAILED))
-        s.execute(update(User).where(User.id == row.user_id).values(balance_sats=User.balance_sats + 2 * AMOUNT))
+        journal.record(s, journal.Entry("adjustment", "UNDO0001", row.user_id, "adjust", "credit", 2 * AMOUNT),
+                       [journal.house(NODE, 2 * AMOUNT), journal.customer(row.user_id, -2 * AMOUNT)])
 
 
 # ------------------------------------------------------------------ 2. an ended session acts on nothing

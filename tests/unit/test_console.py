@@ -15,7 +15,7 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import DBAPIError
 
 from helpers.wallet import operators
-from models import ADJUSTMENTS, AuditEntry, JournalEntry, LedgerAccount, Operator, User
+from models import ADJUSTMENTS, AuditEntry, Transaction, LedgerAccount, Operator, User
 from tests.conftest import DEMO, PIN, balance, configure, outbox
 
 PASSWORD = "correct horse battery"
@@ -233,8 +233,8 @@ def test_a_credit_and_a_debit_with_reasons_are_entries_and_audit_lines(client, o
     assert debit.detail.startswith("-500 sats")
     with wallet.db.read() as s:
         assert s.get(LedgerAccount, ADJUSTMENTS).balance_sats == adjustments + 1000
-        memos = list(s.scalars(select(JournalEntry.memo).where(JournalEntry.kind == "adjustment")
-                               .order_by(JournalEntry.id.desc()).limit(2)))
+        memos = list(s.scalars(select(Transaction.memo).where(Transaction.kind == "adjustment")
+                               .order_by(Transaction.id.desc()).limit(2)))
     assert memos == ["operator wanjiru: ticket 43: double credit", f"operator wanjiru: {why}"]
     assert any("credited you 1,500 sats" in sms for sms in outbox(wallet, DEMO[0]))
     page = client.get("/admin/customer", query_string={"phone": DEMO[0]}).get_data(as_text=True)

@@ -29,6 +29,7 @@ from helpers.wallet.rules import policy
 from lightning import State
 from models import FloatReading, MpesaRequest, Transaction
 from tests.fakes import fake_daraja
+from tests.conftest import movements
 from tests.conftest import (
     mpesa_request_of, FIXED_PRICE, VALID_MIN, balance, configure, credit_sats, debit_sats, DEMO, KES_MIN, outbox, PIN,
     snapshot)
@@ -92,7 +93,7 @@ def request_of(wallet, kind: str):
 
 def rows(wallet, kind: str) -> list[Transaction]:
     with wallet.db.read() as s:
-        return list(s.scalars(select(Transaction).where(Transaction.type == kind).order_by(Transaction.id)))
+        return list(s.scalars(movements().where(Transaction.type == kind).order_by(Transaction.id)))
 
 
 def reconcile(runner) -> str:

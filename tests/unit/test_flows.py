@@ -13,6 +13,7 @@ from helpers.wallet.rules import policy
 from lightning import decode_invoice
 from models import Invoice, PaymentRequest, Transaction, User, utcnow
 from helpers.ussd.account_screens import HISTORY_LINES
+from tests.conftest import movements
 from tests.conftest import (
     VALID_MIN, balance, credit_sats, debit_sats, DEMO, KES_MAX, KES_MIN, kes_worth, outbox, PIN, snapshot)
 
@@ -389,7 +390,7 @@ def test_withdraw_debits_sats_and_fee_and_records_the_payout(alice, wallet, lang
     assert alice.press("0798765432") == "CON " + t(lang, "withdraw.pin", kes=kes, phone=DEMO[2], sats=sats, fee=fee,
                                                    valid=VALID_MIN)
     reply = alice.press(PIN)
-    row = wallet.db.session.scalar(select(Transaction).where(Transaction.type == "withdraw"))
+    row = wallet.db.session.scalar(movements().where(Transaction.type == "withdraw"))
     assert row.status == "settled" and row.mpesa_code and row.counterparty == DEMO[2]
     assert reply == "END " + t(lang, "withdraw.done", kes=kes, phone=DEMO[2], code=row.mpesa_code, sats=sats,
                                fee=fee, balance=a0 - sats - fee)
@@ -425,7 +426,7 @@ def test_failed_payout_refunds_and_unknown_payout_stays_pending(alice, wallet):
     a0 = balance(wallet, DEMO[0])
     wallet.mpesa.payout = lambda phone, kes, ref: PayoutResult(State.FAILED, error="rejected")
     reply = alice.run("5", "300", "1", PIN)
-    failed = wallet.db.session.scalar(select(Transaction).where(Transaction.type == "withdraw"))
+    failed = wallet.db.session.scalar(movements().where(Transaction.type == "withdraw"))
     assert reply == "END " + t("en", "withdraw.failed", ref=failed.reference)
     assert failed.status == "failed" and balance(wallet, DEMO[0]) == a0
     wallet.mpesa.payout = lambda phone, kes, ref: PayoutResult(State.PENDING, error="timeout")

@@ -15,6 +15,7 @@ from helpers.wallet import mpesa_flows
 from helpers.wallet.payouts import machine
 from helpers.web import worker
 from models import MPESA_B2B_RAIL, MPESA_B2C_RAIL, RESERVED, AuditEntry, Job, Payout, Transaction
+from tests.conftest import movements
 from tests.conftest import KES_MIN, PIN, balance, outbox
 from tests.fakes.fake_daraja import kes_for
 from tests.unit.test_daraja import alice, app_overrides, callback_port, daraja, served  # noqa: F401 - fixtures
@@ -27,7 +28,7 @@ def killed_after_the_reservation(*_args, **_kwargs):
 
 def the_payout(wallet) -> Transaction:
     with wallet.db.read() as s:
-        return s.scalars(select(Transaction).where(Transaction.type == "withdraw")).one()
+        return s.scalars(movements().where(Transaction.type == "withdraw")).one()
 
 
 def audited(wallet, action: str) -> list[AuditEntry]:

@@ -41,8 +41,8 @@ def insecure(wallet):
 
 def sent_row(wallet) -> Transaction:
     with wallet.db.read() as s:
-        return s.scalar(select(Transaction).where(Transaction.payment_hash.is_not(None),
-                                                  Transaction.type == "send").order_by(Transaction.id.desc()))
+        return s.scalar(select(Transaction).where(Transaction.payment_hash.is_not(None), Transaction.type == "send",
+                                                  Transaction.follows_id.is_(None)).order_by(Transaction.id.desc()))
 
 
 def max_fee(wallet, amount: int = AMOUNT) -> int:

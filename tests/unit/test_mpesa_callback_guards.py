@@ -30,11 +30,11 @@ import re
 from urllib.parse import urlsplit
 
 import pytest
-from sqlalchemy import select
 
 from helpers.infra.i18n import t
 from helpers.web import worker
 from models import Transaction
+from tests.conftest import movements
 from tests.conftest import KES_MIN, PIN, balance, credit_sats, outbox, snapshot
 from tests.fakes import fake_daraja
 from tests.fakes.fake_daraja import FakeDaraja, kes_for, receipt
@@ -110,7 +110,7 @@ def daraja(app, fake):
 # ------------------------------------------------------------------ helpers
 def withdrawals(wallet) -> list[Transaction]:
     with wallet.db.read() as s:
-        return list(s.scalars(select(Transaction).where(Transaction.type == "withdraw").order_by(Transaction.id)))
+        return list(s.scalars(movements().where(Transaction.type == "withdraw").order_by(Transaction.id)))
 
 
 def reference_in(url: str) -> str:

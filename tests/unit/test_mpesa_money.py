@@ -12,7 +12,6 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from sqlalchemy import select
 
 from helpers.infra.i18n import t
 from helpers.mpesa.daraja import msisdn
@@ -21,6 +20,7 @@ from helpers.infra.phone import safaricom
 from helpers.wallet import books, mpesa_callbacks, mpesa_flows
 from lightning import State
 from models import FAILED, PENDING, SETTLED, MpesaRequest, Transaction
+from tests.conftest import movements
 from tests.conftest import mpesa_request_of, KES_MIN, PIN, balance, credit_sats, outbox, snapshot
 from tests.fakes.fake_daraja import FakeDaraja
 
@@ -83,7 +83,7 @@ def request_of(wallet, kind: str):
 
 def payout_row(wallet) -> Transaction:
     with wallet.db.read() as s:
-        return s.scalars(select(Transaction).where(Transaction.type == "withdraw")
+        return s.scalars(movements().where(Transaction.type == "withdraw")
                          .order_by(Transaction.id.desc())).first()
 
 

@@ -18,7 +18,7 @@ from helpers.wallet import journal, operators, transactions, users
 from helpers.wallet.errors import InsufficientBalance, PolicyDenied
 from helpers.wallet.payouts import books, machine
 from helpers.web import worker
-from models import ADJUSTMENTS, POSTED, SENT, VOIDED, AuditEntry, JournalEntry, LedgerAccount, Payout, utcnow
+from models import ADJUSTMENTS, POSTED, SENT, VOIDED, AuditEntry, Transaction, LedgerAccount, Payout, utcnow
 from tests.conftest import DEMO, balance, outbox
 
 BANK = "bank"
@@ -105,8 +105,8 @@ def reserve(wallet, phone: str, kes: int, sats: int, fee: int, key: str):
 
 def kinds(wallet, reference: str) -> list[str]:
     with wallet.db.read() as s:
-        return list(s.scalars(select(JournalEntry.kind).where(JournalEntry.reference == reference)
-                              .order_by(JournalEntry.id)))
+        return list(s.scalars(select(Transaction.kind).where(Transaction.reference == reference)
+                              .order_by(Transaction.id)))
 
 
 def payout_of(wallet, reference: str) -> Payout:

@@ -1,12 +1,14 @@
 """The wallet's three verbs for a payout, each in the caller's transaction with one journal entry.
 
 reserve: the customer's amount + fee (+ the rail's fee limit) leave their balance for the rail's
-         in-flight account; the movement row (pending) and the payout row (reserved) are written
-         with it: never one without the other.
-post:    the payout moves to posted once (a conditional UPDATE); the reservation goes on to the
-         asset that paid it (amount + what the rail cost) and our fee to income.
-void:    the payout moves to voided once; the reservation goes back to the customer.
-A post or void whose movement row is not pending raises Undo: the caller's transaction rolls
+         in-flight account by a pending entry; the payout row (reserved) is written with it: never
+         one without the other.
+post:    the payout moves to posted once (a conditional UPDATE); an entry that follows the pending
+         one takes the reservation on to the asset that paid it (amount + what the rail cost) and
+         our fee to income.
+void:    the payout moves to voided once; an entry that follows the pending one gives the
+         reservation back to the customer.
+A post or void whose pending entry is no longer pending raises Undo: the caller's transaction rolls
 back with it, so the payout and its money never disagree.
 """
 
@@ -24,11 +26,11 @@ from sqlalchemy.orm import Session
 from helpers.infra import sms
 from helpers.infra.rail import Answer, Books, PayoutView, Rail
 from helpers.infra.refs import new_reference
-from helpers.wallet import journal, transactions, users
+from helpers.wallet import journal, users
 from helpers.wallet.errors import WalletError
 from helpers.wallet.transactions import Receipt
-from models import (ADJUSTMENTS, DEBIT, FAILED, FEES, OPEN_PAYOUT, PENDING, POSTED, RESERVED, SETTLED, VOIDED,
-                    Payout, Transaction, utcnow)
+from models import (ADJUSTMENTS, DEBIT, FAILED, FEES, OPEN_PAYOUT, PENDING, POST, POSTED, RESERVED, SETTLED, VOID,
+                    VOIDED, Payout, Transaction, utcnow)
 
 log = logging.getLogger(__name__)
 
@@ -66,16 +68,15 @@ def reserve(s: Session, rail: Rail, user_id: int, amount: int, fee: int, destina
     InsufficientBalance, AccountLocked, PolicyDenied, RailKeyTaken; a replay of `key` fails on it
     (transactions.run_once gives the first receipt)."""
     total = amount + fee + fee_limit
-    after = transactions.debit(s, user_id, total)
-    check(after)
     ref = new_reference()
-    row = Transaction(user_id=user_id, type=rail.books.movement, direction=DEBIT, amount_sats=amount,
-                      fee_sats=fee + fee_limit, status=PENDING, reference=ref,
-                      counterparty=(counterparty or destination)[:64], idempotency_key=key,
-                      description=description[:255] or None, payment_hash=payment_hash)
-    s.add(row)
-    s.flush()  # a replay fails here, on the key
-    s.add(Payout(reference=reference or ref, rail=rail.name, user_id=user_id, transaction_id=row.id,
+    recorded = journal.record(
+        s, journal.Entry(f"{rail.books.kind}-pending", ref, user_id, rail.books.movement, DEBIT, amount,
+                         fee + fee_limit, status=PENDING, counterparty=counterparty or destination,
+                         description=description or None,
+                         idempotency_key=key, payment_hash=payment_hash),
+        [journal.customer(user_id, total), journal.house(rail.books.in_flight, -total)],
+        check=lambda balances: check(balances[user_id]))  # a replay fails on the key, after the check
+    s.add(Payout(reference=reference or ref, rail=rail.name, user_id=user_id, transaction_id=recorded.id,
                  destination=destination, amount_sats=amount, fee_sats=fee, fee_limit_sats=fee_limit,
                  amount_kes=amount_kes, state=RESERVED, queries=0, rail_key=rail_key))
     try:
@@ -84,10 +85,7 @@ def reserve(s: Session, rail: Rail, user_id: int, amount: int, fee: int, destina
         if rail_key is None:
             raise
         raise RailKeyTaken(rail_key) from exc
-    journal.record(s, f"{rail.books.kind}-pending", ref, [journal.customer(user_id, total),
-                                                           journal.house(rail.books.in_flight, -total)],
-                   transaction_id=row.id)
-    return Receipt(ref, amount, fee + fee_limit, after, PENDING, row.id)
+    return Receipt(ref, amount, fee + fee_limit, recorded.balances[user_id], PENDING, recorded.id)
 
 
 def _move(s: Session, reference: str, state: str, answer: Answer, note: str) -> Payout | None:
@@ -144,13 +142,12 @@ def post(s: Session, rail: Rail, reference: str, answer: Answer, note: str = "")
     row = _end_movement(s, books, payout, SETTLED, note, settled)
     unused = payout.fee_limit_sats - charged
     total = payout.amount_sats + payout.fee_sats + payout.fee_limit_sats
-    balance = transactions.credit(s, payout.user_id, unused) if unused else None
-    journal.record(s, f"{books.kind}-post", row.reference,
-                   [journal.house(books.in_flight, total), journal.house(books.paid_from, -(payout.amount_sats + cost)),
-                    journal.house(FEES, -payout.fee_sats), journal.customer(payout.user_id, -unused),
-                    journal.house(ADJUSTMENTS, cost - charged)],
-                   transaction_id=row.id, follows=journal.entry_of(s, row.id, f"{books.kind}-pending"),
-                   memo=_memo(books.label, payout, answer, note))
+    recorded = journal.record(
+        s, journal.following(row, f"{books.kind}-post", POST, total, memo=_memo(books.label, payout, answer, note)),
+        [journal.house(books.in_flight, total), journal.house(books.paid_from, -(payout.amount_sats + cost)),
+         journal.house(FEES, -payout.fee_sats), journal.customer(payout.user_id, -unused),
+         journal.house(ADJUSTMENTS, cost - charged)])
+    balance = recorded.balances.get(payout.user_id)
     user = users.owner(s, payout.user_id)
     shown = replace(answer, cost_sats=charged)
     sms.queue(s, user.phone, rail.posted_text(view(payout, row), user.language,
@@ -169,11 +166,9 @@ def void(s: Session, rail: Rail, reference: str, answer: Answer, note: str = "")
         s.execute(update(Payout).where(Payout.id == payout.id).values(rail_key=None, rail_ref=payout.rail_key))
     row = _end_movement(s, rail.books, payout, FAILED, note, {})
     books, total = rail.books, payout.amount_sats + payout.fee_sats + payout.fee_limit_sats
-    after = transactions.credit(s, payout.user_id, total)
-    journal.record(s, f"{books.kind}-void", row.reference,
-                   [journal.house(books.in_flight, total), journal.customer(payout.user_id, -total)],
-                   transaction_id=row.id, follows=journal.entry_of(s, row.id, f"{books.kind}-pending"),
-                   memo=note)
+    recorded = journal.record(s, journal.following(row, f"{books.kind}-void", VOID, total, memo=note),
+                              [journal.house(books.in_flight, total), journal.customer(payout.user_id, -total)])
+    after = recorded.balances[payout.user_id]
     user = users.owner(s, payout.user_id)
     sms.queue(s, user.phone, rail.voided_text(view(payout, row), user.language, after))
     return True
