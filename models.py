@@ -88,8 +88,9 @@ class Transaction(Base):
     amount_sats: Mapped[int] = mapped_column(BigInteger)
     fee_sats: Mapped[int] = mapped_column(BigInteger, default=0)
     status: Mapped[str] = mapped_column(String(16), default=PENDING)
-    reference: Mapped[str] = mapped_column(String(16), index=True)  # shown to users; shared by both sides
-    follows_id: Mapped[Optional[int]] = mapped_column(ForeignKey("transactions.id"), index=True)  # posts/voids it
+    reference: Mapped[str] = mapped_column(String(16), index=True)  # shown to users; a post/void shares it
+    # the pending movement this entry posts or voids: once (unique)
+    follows_id: Mapped[Optional[int]] = mapped_column(ForeignKey("transactions.id"), index=True, unique=True)
     counterparty: Mapped[Optional[str]] = mapped_column(String(64))
     description: Mapped[Optional[str]] = mapped_column(String(255))
     memo: Mapped[str] = mapped_column(String(255), default="")  # the entry's, as the statement shows it

@@ -42,9 +42,10 @@ def render(session: Session, backend: str) -> str:
     """The exposition text: process metrics, then money metrics from the database."""
     out = [_process_metrics().decode()]
     rows = session.execute(select(Transaction.type, Transaction.status, func.count(Transaction.id))
+                           .where(Transaction.follows_id.is_(None))  # movements, not the entries ending them
                            .group_by(Transaction.type, Transaction.status)).all()
     for n, (kind, status, count) in enumerate(sorted(rows)):
-        out.append(_line("wallet_payments", count, "Ledger rows by type and status",
+        out.append(_line("wallet_payments", count, "Money movements by type and status (a transfer is one)",
                          {"backend": backend, "type": kind, "status": status}, header=n == 0))
     invoices = session.execute(select(Invoice.status, func.count(Invoice.id)).group_by(Invoice.status)).all()
     for n, (status, count) in enumerate(sorted(invoices)):

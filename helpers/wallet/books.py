@@ -5,20 +5,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
-from models import (
-    DEBIT,
-    PENDING,
-    SEND,
-    SETTLED,
-    Transaction,
-    User,
-    utcnow,
-)
+from models import CREDIT, DEBIT, PENDING, RECEIVE, SEND, SETTLED, Posting, Transaction, User, utcnow
 
 
 log = logging.getLogger(__name__)
@@ -59,18 +52,28 @@ def totals(session: Session) -> dict[str, int]:
     return {"liabilities_sats": int(liabilities), "fees_earned_sats": int(fees)}
 
 
-def export_rows(session: Session, since: dt.datetime | None = None):
-    """Ledger rows with the owner's phone, oldest first, for CSV export."""
+def export_rows(session: Session, since: dt.datetime | None = None) -> Iterator[tuple]:
+    """Each customer's postings as statement lines with their phone, oldest first, for the CSV
+    export: a movement between two customers is a line for each, a post or void is a line of its
+    own (status post or void) where it moves the customer's balance. The amount is what moved on
+    the balance, less the movement's fee on its own customer's debit (shown beside it)."""
+    owner, customer = aliased(User), aliased(User)
     query = (
-        select(Transaction.id, Transaction.created_at, User.phone, Transaction.type, Transaction.direction,
-               Transaction.amount_sats, Transaction.fee_sats, Transaction.status, Transaction.reference,
-               Transaction.counterparty, Transaction.mpesa_code, Transaction.payment_hash, Transaction.description)
-        .join(User, User.id == Transaction.user_id)
-        .order_by(Transaction.id)
+        select(Transaction.id, Transaction.created_at, customer.phone, Transaction.type, Posting.amount_sats,
+               Posting.user_id == Transaction.user_id, Transaction.follows_id, Transaction.fee_sats,
+               Transaction.status, Transaction.reference, Transaction.counterparty, owner.phone,
+               Transaction.mpesa_code, Transaction.payment_hash, Transaction.description)
+        .join(Posting, Posting.entry_id == Transaction.id).join(customer, customer.id == Posting.user_id)
+        .join(owner, owner.id == Transaction.user_id).order_by(Transaction.id, Posting.id)
     )
     if since is not None:
         query = query.where(Transaction.created_at >= since)
-    yield from session.execute(query)
+    for (entry_id, at, phone, kind, posted, own, follows, fee, status, reference, counterparty, owner_phone, code,
+         payment_hash, description) in session.execute(query):
+        debit = posted > 0
+        fee = fee if own and debit and follows is None else 0
+        yield (entry_id, at, phone, kind if own else RECEIVE, DEBIT if debit else CREDIT, abs(posted) - fee, fee,
+               status, reference, counterparty if own else owner_phone, code, payment_hash, description)
 
 
 def pending_older_than(session: Session, minutes: int) -> list[Transaction]:

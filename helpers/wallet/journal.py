@@ -108,6 +108,11 @@ class Entry:
     payment_hash: str | None = None
     follows: int | None = None
 
+    def __post_init__(self) -> None:
+        if len(self.kind) > 24 or len(self.type) > 16 or len(self.reference) > 16:  # the columns' sizes
+            raise ValueError(f"an entry's kind, type or reference is too long: {self.kind} {self.type} "
+                             f"{self.reference}")
+
     def row(self, now: dt.datetime) -> dict:
         return {"user_id": self.user_id, "type": self.type, "kind": self.kind, "direction": self.direction,
                 "amount_sats": self.amount, "fee_sats": self.fee, "status": self.status, "reference": self.reference,

@@ -10,12 +10,15 @@ entry that posts or voids a pending one (status `post` or `void`, `follows_id` t
 for an entry with no movement (the opening balances of 0005). Postings move to the rows their
 entries became, and `journal_entries` is dropped. A movement's second row (the recipient's side
 of a transfer or of a paid request, which had no entry: the one entry's postings already say it)
-is deleted; rows from before the journal (0005 opened the books with one entry per balance) stay
-as history, kind `before-journal`, with no postings. Balances, postings and statements are
-unchanged. From now on the database refuses an UPDATE of a movement's money columns and any
-DELETE (triggers), as it refuses edits of postings.
+is deleted (a credit row with no entry, of the customer a transfer or paid request with its
+reference credits); rows from before the journal (0005 opened the books with one entry per
+balance) stay as history, kind `before-journal`, with no postings. Balances, postings and
+statements are unchanged. From now on a movement is posted or voided once (a unique index on
+follows_id), and the database refuses an UPDATE of a movement's money columns and any DELETE
+(triggers), as it refuses edits of postings.
 
-Stop the web and worker processes for this upgrade (seconds).
+Stop the web and worker processes for this upgrade, and take a backup: it cannot be undone (a
+minute per few hundred thousand movements: it places the entries one by one).
 """
 
 from alembic import op
@@ -62,8 +65,10 @@ def _add_entry_columns(dialect: str) -> None:
         op.add_column('transactions', sa.Column('kind', sa.String(length=24), nullable=False, server_default=''))
         op.add_column('transactions', sa.Column('memo', sa.String(length=255), nullable=False, server_default=''))
         op.add_column('transactions', sa.Column('follows_id', sa.Integer(), nullable=True))
+    # unique: a pending movement is posted or voided by one entry, never two (NULLs do not collide)
+    op.create_index('ix_transactions_follows_id', 'transactions', ['follows_id'], unique=True)
+    if dialect != "sqlite":
         op.create_foreign_key('fk_transactions_follows', 'transactions', 'transactions', ['follows_id'], ['id'])
-    op.create_index('ix_transactions_follows_id', 'transactions', ['follows_id'], unique=False)
 
 
 def _entries_to_rows(bind) -> dict[int, int]:
@@ -128,10 +133,7 @@ def upgrade() -> None:
     op.execute("INSERT INTO postings_moved (id, entry_id, user_id, account, amount_sats) "
                "SELECT p.id, m.row_id, p.user_id, p.account, p.amount_sats FROM postings p "
                "JOIN entry_map m ON m.entry_id = p.entry_id")
-    op.drop_index('ix_postings_account', table_name='postings')
-    op.drop_index('ix_postings_user', table_name='postings')
-    op.drop_index('ix_postings_entry_id', table_name='postings')
-    op.drop_table('postings')
+    op.drop_table('postings')  # and its indexes (InnoDB refuses to drop one a foreign key needs first)
     op.create_table('postings',
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
     sa.Column('entry_id', sa.Integer(), nullable=False),
@@ -151,23 +153,29 @@ def upgrade() -> None:
     op.create_index('ix_postings_entry_id', 'postings', ['entry_id'], unique=False)
     op.create_index('ix_postings_user', 'postings', ['user_id'], unique=False)
     op.create_index('ix_postings_account', 'postings', ['account'], unique=False)
-    op.drop_index('ix_journal_entries_transaction_id', table_name='journal_entries')
-    op.drop_index('ix_journal_entries_reference', table_name='journal_entries')
     op.drop_table('journal_entries')
-    # A movement's second side (no entry of its own, a sibling with the same reference has one) goes;
-    # rows from before the journal stay as history.
+    # A movement's second side goes: a credit row with no entry of its own, the same reference as a
+    # transfer or paid request, whose customer that entry credits. Rows from before the journal stay
+    # as history.
     placed = set(rows.values())
-    unplaced = bind.execute(sa.text("SELECT id, reference FROM transactions WHERE kind = ''")).all()
-    references_placed = {reference for (reference,) in bind.execute(sa.text(
-        "SELECT reference FROM transactions WHERE kind <> ''"))}
-    for row_id, reference in unplaced:
+    credited = {(entry_id, user_id) for entry_id, user_id in bind.execute(sa.text(
+        "SELECT entry_id, user_id FROM postings WHERE user_id IS NOT NULL AND amount_sats < 0"))}
+    between_customers = {reference: row_id for row_id, reference in bind.execute(sa.text(
+        "SELECT id, reference FROM transactions WHERE kind IN ('transfer', 'request-paid')"))}
+    second_sides = history = 0
+    for row_id, reference, user_id, direction in bind.execute(sa.text(
+            "SELECT id, reference, user_id, direction FROM transactions WHERE kind = ''")).all():
         if row_id in placed:
             continue
-        if reference in references_placed:
+        entry_id = between_customers.get(reference)
+        if direction == "credit" and entry_id is not None and (entry_id, user_id) in credited:
             bind.execute(sa.text("DELETE FROM transactions WHERE id = :i"), {"i": row_id})
+            second_sides += 1
         else:
             bind.execute(sa.text("UPDATE transactions SET kind = :k WHERE id = :i"),
                          {"k": BEFORE_JOURNAL, "i": row_id})
+            history += 1
+    print(f"0016: {len(rows)} entries placed, {second_sides} second sides deleted, {history} rows kept as history")
     if dialect != "sqlite":
         for column in ('kind', 'memo'):
             op.alter_column('transactions', column, server_default=None, existing_nullable=False,

@@ -77,6 +77,9 @@ def test_the_journal_migration_opens_the_books_with_every_balance_unchanged(app,
         assert s.get(LedgerAccount, LN_IN_FLIGHT).balance_sats == -2_010
         assert s.get(LedgerAccount, MPESA_IN_FLIGHT).balance_sats == -490
         assert dict(s.execute(text("SELECT id, balance_sats FROM users")).all()) == {1: 50_000, 2: 0}
+        # the row from before the journal stays as history (0016), though the opening entry shares its reference
+        assert s.execute(text("SELECT kind, amount_sats FROM transactions WHERE id = 1")).one() == (
+            "before-journal", 52_500)
     assert lightning_out.settle_lightning(db, wallet.rail("lightning"), 2, 4) is not None
     assert mpesa_flows.refund_withdrawal(db, 3)
     with db.read() as s:

@@ -257,6 +257,26 @@ def test_operator_commands_create_credit_export_reconcile(runner, wallet):
     assert result.exit_code == 0 and "pending money movements older than 0 min: 0" in result.output
 
 
+def test_the_export_shows_a_transfer_on_both_customers_lines(runner, wallet, alice):
+    """One movement between two customers is one row of the books and a line for each of them."""
+    import csv
+    import io
+
+    amount = wallet.policy.value("payment-min-sats")
+    fee = wallet.policy.fee_sats("internal", amount)
+    alice.run("1", "0" + DEMO[1][4:], str(amount), "1", PIN)
+    rows = list(csv.DictReader(io.StringIO(runner.invoke(args=["export-transactions"]).output)))
+    reference = next(r["reference"] for r in rows if r["type"] == "send")
+    lines = {r["phone"]: r for r in rows if r["reference"] == reference}
+    assert set(lines) == {DEMO[0], DEMO[1]}
+    payer, payee = lines[DEMO[0]], lines[DEMO[1]]
+    assert (payer["direction"], payer["amount_sats"], payer["fee_sats"], payer["counterparty"]) == (
+        "debit", str(amount), str(fee), DEMO[1])
+    assert (payee["type"], payee["direction"], payee["amount_sats"], payee["fee_sats"], payee["counterparty"]) == (
+        "receive", "credit", str(amount), "0", DEMO[0])
+    assert payer["id"] == payee["id"]  # one entry
+
+
 def test_metrics_report_requests_and_money(client, wallet, alice, app):
     alice.run("1", "0787654321", "1000", "1", PIN)
     assert client.get("/metrics").status_code == 403  # no METRICS_TOKEN configured: nobody is let in
