@@ -131,8 +131,10 @@ def handle_ussd(svc: Services, req: UssdRequest) -> tuple[str, str]:
     if asked is not None:
         outcome = Outcome(asked if asked.startswith(("CON ", "END ")) else "CON " + asked, "resume", "", 0)
     else:
+        ctx.walked = ["onboarding"] if skip else []
         outcome = walk(SCREENS, ctx, root, tokens[skip:], skip, set_position=ctx.at, memory=ctx.choices,
-                       dialled=ctx.t("pin.not-in-dial", code=svc.service_code) if dialled else None)
+                       dialled=ctx.t("pin.not-in-dial", code=svc.service_code) if dialled else None,
+                       trail=ctx.walked)
         resume.keep_path(ctx, SCREENS, outcome, onboarded_here=bool(skip) or root != "main")
     # Most steps are pure reads of the path and need no write. The row is written at once when
     # there is something to remember: a PIN step (so a repeated request cannot count a wrong PIN
@@ -145,7 +147,9 @@ def handle_ussd(svc: Services, req: UssdRequest) -> tuple[str, str]:
         or outcome.onboarding_tokens != view.onboarding_tokens
         or (not view.exists and getattr(SCREENS.get(outcome.screen), "secret", False))  # it asks for a PIN
     )
-    if remember or not view.exists:
+    if ctx.saved:  # saved with the money it reports, in one transaction (actions.send)
+        pass
+    elif remember or not view.exists:
         trail = ">".join((["onboarding"] if skip else []) + ([outcome.trail] if outcome.trail else []))
         try:
             saved = sessions.save(db, req.session_id, req.phone, req.service_code, exists=view.exists,

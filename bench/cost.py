@@ -55,6 +55,8 @@ class Counters:
         svc = app.extensions["wallet"]
         self.statements = 0
         self.evaluations = 0
+        self.texts: list[str] = []  # each statement's first words, while `listing`
+        self.listing = False
         event.listen(svc.db.engine, "before_cursor_execute", self._statement)
         from helpers.infra.fastpath import Prepared
 
@@ -62,6 +64,7 @@ class Counters:
 
         def counted_run(prepared, *args, **kwargs):
             self.statements += 1
+            self._list(str(prepared.statement))
             return run_prepared(prepared, *args, **kwargs)
 
         Prepared.run = counted_run
@@ -69,6 +72,7 @@ class Counters:
 
         def counted_run_many(prepared, *args, **kwargs):
             self.statements += 1
+            self._list(str(prepared.statement))
             return run_many(prepared, *args, **kwargs)
 
         Prepared.run_many = counted_run_many
@@ -82,8 +86,13 @@ class Counters:
 
         engine.run = counted_run
 
-    def _statement(self, *_args) -> None:
+    def _statement(self, _conn, _cursor, statement, *_args) -> None:
         self.statements += 1
+        self._list(statement)
+
+    def _list(self, statement: str) -> None:
+        if self.listing:
+            self.texts.append(" ".join(statement.split())[:110])
 
     def snapshot(self) -> tuple[int, int]:
         return self.statements, self.evaluations
@@ -168,6 +177,11 @@ def drive(app, counters: Counters, scenario: str, requests: int, per_step: dict[
             total.add(*args)
             if per_step is not None:
                 per_step.setdefault(f"{step} {STEP_NAMES[step]}", Stats()).add(*args)
+            if counters.listing and scenario == "send" and step == len(STEP_NAMES) - 1:
+                print("  the statements of one send's PIN step:")
+                print("\n".join(f"    {n + 1:2}. {text}" for n, text in enumerate(counters.texts)))
+                counters.listing = False
+            counters.texts.clear()
     return total, session_no
 
 
@@ -193,6 +207,8 @@ def main() -> int:
     parser.add_argument("--fresh-decisions", action="store_true",
                         help="worst case: every policy decision evaluated by MeTTa, none from the cache")
     parser.add_argument("--cprofile", default="", help="profile this scenario and print the top functions")
+    parser.add_argument("--list-statements", action="store_true",
+                        help="print the SQL statements of one send's PIN step (their first words)")
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument("--profile-out", default="", help="also write the cProfile data to this file")
     parser.add_argument("--sort", default="cumulative", help="cProfile order: cumulative or tottime")
@@ -210,6 +226,7 @@ def main() -> int:
         session_no = 0
         for scenario in args.scenarios.split(","):
             _, session_no = drive(app, counters, scenario, args.warm, None, session_no)
+            counters.listing = args.list_statements
             per_step: dict[str, Stats] | None = {} if args.steps and scenario == "send" else None
             profiler = cProfile.Profile() if args.cprofile == scenario else None
             if profiler:

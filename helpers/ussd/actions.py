@@ -6,16 +6,22 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session
+
 from helpers.lightning.lnurl_pay import LnurlPayError, PayParams
 from helpers.infra.rail import Said
 from helpers.ussd import quoting
 from helpers.infra.phone import local
 from helpers.ussd.business_screens import payee
-from helpers.ussd.screen import Ctx, deny_text, payee_bounds
+from helpers.ussd import sessions
+from helpers.ussd.screen import Ctx, acting_refused, deny_text, payee_bounds
+from helpers.ussd.walker import fit
 from helpers.wallet import use_cases
 from helpers.wallet.errors import (AirtimeOff, InsufficientBalance, InvoiceAlreadyPaid, MpesaUnreachable,
                                    PolicyDenied, QuoteExpired, RequestClosed)
 from helpers.wallet.prices import QuoteView
+from helpers.wallet.transactions import Interrupted, Receipt, Within
 from helpers.wallet.users import PinProof
 from lightning import State
 
@@ -23,18 +29,35 @@ log = logging.getLogger(__name__)
 
 
 def send(ctx: Ctx, data: dict, proof: PinProof | None) -> str:
+    """One transaction per confirmation: the money and the END that ends the session are written
+    together (sessions.acted_in), or neither."""
+    phone = data["phone"]
+
+    def done(receipt: Receipt) -> str:
+        return ctx.t("send.done", amount=receipt.amount_sats, phone=phone, fee=receipt.fee_sats,
+                     ref=receipt.reference, balance=receipt.balance_sats)
+
+    def last(conn: Connection | Session, receipt: Receipt) -> bool:
+        ctx.saved = sessions.acted_in(conn, ctx.req.session_id, "pin", ">".join(ctx.walked), ctx.key,
+                                      "END " + fit(done(receipt)))
+        return ctx.saved
+
+    within = Within(last)
     try:
         amount = quoting.quote_of(ctx, data["quote"]).sats if "quote" in data else data["amount"]
-        receipt = use_cases.send(ctx.svc, ctx.user, proof, data["phone"], amount, ctx.key)
+        receipt = use_cases.send(ctx.svc, ctx.user, proof, phone, amount, ctx.key, within)
     except InsufficientBalance as exc:
         return deny_text(ctx, "insufficient-balance", balance=exc.balance_sats)
     except PolicyDenied as exc:
         return deny_text(ctx, exc.reason)
+    except Interrupted:  # continued in another session, ended, or another request of it acting
+        ctx.saved = False
+        return acting_refused(ctx).text
     ctx.recorded = True
     if receipt.replay:
+        ctx.saved = False
         return ctx.t("replay", ref=receipt.reference)
-    return ctx.t("send.done", amount=receipt.amount_sats, phone=data["phone"], fee=receipt.fee_sats,
-                 ref=receipt.reference, balance=receipt.balance_sats)
+    return done(receipt)
 
 
 def pay_lightning(ctx: Ctx, data: dict, proof: PinProof | None) -> str:
@@ -155,3 +178,6 @@ ACTIONS: dict[str, Callable[[Ctx, dict, PinProof | None], str]] = {
 # was right. Not "payreq": it asks the node about the request's invoice first, which may credit
 # the requester and close the request.
 DEBIT_FIRST = frozenset({"send", "withdraw", "mpesapay", "airtime"})
+# The actions that end their session in the transaction that moves the money (sessions.acted_in);
+# the others mark it acting before they run (screen.begin_acting).
+MARK_WITHIN = frozenset({"send"})

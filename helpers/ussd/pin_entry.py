@@ -123,9 +123,10 @@ class PinStep:
         refusal, check = check_pin(ctx, token, debit_follows=data["action"] in actions.DEBIT_FIRST)
         if check is None:  # wrong, locked or not a PIN: `refusal` says which
             return refusal or expired(ctx)
-        refused = begin_acting(ctx)
-        if refused is not None:
-            return refused
+        if data["action"] not in actions.MARK_WITHIN:  # those end the session with their money
+            refused = begin_acting(ctx)
+            if refused is not None:
+                return refused
         try:
             reply = actions.ACTIONS[data["action"]](ctx, data, check.proof)
         except AccountLocked as exc:  # a parallel wrong guess locked the account after our read

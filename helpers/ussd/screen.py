@@ -5,7 +5,7 @@ and `handle(ctx, data, token)`, which returns one of the walker's results."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from helpers.infra.i18n import CATALOGS, gsm7_length, t
@@ -43,6 +43,8 @@ class Ctx:
     # recorded (by this request, or by the earlier one it replays).
     recorded: bool = False
     acting: bool = False  # this request marked its session acting (sessions.begin_acting)
+    saved: bool = False  # this request's END is saved already, with its money (sessions.acted_in)
+    walked: list[str] = field(default_factory=list)  # the session row's trail so far, as the walk goes
     dialled: bool = False  # the first request of its session: the path came in the dialled code
 
     def at(self, position: int, final: bool) -> None:
@@ -150,10 +152,16 @@ def begin_acting(ctx: Ctx) -> End | None:
     None: act. Else the END to answer: the session was continued in another one meanwhile (only
     that one may act), or another request of this one is acting (what it recorded, if anything)."""
     if not sessions.begin_acting(ctx.svc.db, ctx.req.session_id):
-        moved = transactions.find_by_key(ctx.svc.db, ctx.key)
-        return End(ctx.t("replay", ref=moved.reference)) if moved is not None else expired(ctx)
+        return acting_refused(ctx)
     ctx.acting = True
     return None
+
+
+def acting_refused(ctx: Ctx) -> End:
+    """The END of a request that may not act: what another request of this session recorded under
+    its key, if anything, else that the session is over."""
+    moved = transactions.find_by_key(ctx.svc.db, ctx.key)
+    return End(ctx.t("replay", ref=moved.reference)) if moved is not None else expired(ctx)
 
 
 def expired(ctx: Ctx) -> End:

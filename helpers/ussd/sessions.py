@@ -293,6 +293,25 @@ def close_to_continue(db: Database, session_id: str) -> bool:
             _SESSIONS.c.state.in_(RESUMABLE)).values(active=False))).rowcount == 1
 
 
+_ACTED = Prepared(update(_SESSIONS).where(_SESSIONS.c.session_id == bindparam("sid"), _SESSIONS.c.active.is_(True),
+                                          _SESSIONS.c.state != ACTING)
+                  .values(state=bindparam("state"), input_buffer=bindparam("trail"),
+                          last_text_hash=bindparam("text_hash"), last_reply=bindparam("reply"), active=False,
+                          last_activity=bindparam("now")))
+
+
+def acted_in(conn: Connection | Session, session_id: str, state: str, trail: str, text_hash: str,
+             reply: str) -> bool:
+    """The END of a step that moved money, written in the transaction that moved it: the session
+    ends with its reply (a repeat of the request is answered with it) only if it is still open and
+    no other request of it is acting, and the money moves only if it does (False: the caller rolls
+    back). So a session continued elsewhere, ended or acting meanwhile never pays here, and one
+    that pays here is never continued or acted on again. It takes the place of begin_acting's
+    mark for the actions that end their session in their own transaction (actions.MARK_WITHIN)."""
+    return _ACTED.run(conn, {"sid": session_id, "state": state[:32], "trail": trail[-2000:], "text_hash": text_hash,
+                             "reply": reply, "now": utcnow()}).rowcount == 1
+
+
 def begin_acting(db: Database, session_id: str) -> bool:
     """A step of this session is about to move or start money: mark it so no other session offers
     or continues it, and no other request of it acts or saves over the mark. False: the session

@@ -94,6 +94,7 @@ def walk(
     set_position: Callable[[int, bool], None] | None = None,
     memory: dict[str, int] | None = None,
     dialled: str | None = None,
+    trail: list[str] | None = None,
 ) -> Outcome:
     """Replay `tokens` from `root` and render the screen reached.
 
@@ -103,11 +104,15 @@ def walk(
 
     `dialled`: the tokens came in the code the customer dialled (the session's first request),
     and this is the END to answer if one of them falls on a secret screen: a PIN there would
-    stay in the phone's call log and the gateway's logs, so it is never checked or counted."""
+    stay in the phone's call log and the gateway's logs, so it is never checked or counted.
+
+    `trail`: the caller's list, to which the walk appends each screen a token was typed on (so a
+    screen that saves its session itself can save it too)."""
     memory = {} if memory is None else memory
     stack = [Frame(root, {})]
     note = ""
-    trail: list[str] = []
+    trail = [] if trail is None else trail
+    start = len(trail)
     secret_last = False
     onboarded = onboarding_tokens
     navigable = root == "main"
@@ -127,7 +132,7 @@ def walk(
             note = ""
             continue
         if dialled is not None and screen.secret:
-            return Outcome("END " + fit(dialled), frame.screen, ">".join(trail), onboarded)
+            return Outcome("END " + fit(dialled), frame.screen, ">".join(trail[start:]), onboarded)
         position = onboarding_tokens + index
         if not final and memory.get(f"r{position}"):
             continue  # refused when it was typed; the customer then typed something else
@@ -149,11 +154,11 @@ def walk(
                 onboarded = index + 1
             navigable = True
         else:  # End
-            return Outcome("END " + fit(result.text), frame.screen, ">".join(trail), onboarded, secret_last)
+            return Outcome("END " + fit(result.text), frame.screen, ">".join(trail[start:]), onboarded, secret_last)
     frame = stack[-1]
     body = screens[frame.screen].prompt(ctx, frame.data)
     text = f"{note}\n{body}" if note else body
     if note and (gsm7_length(text) or MAX_SCREEN + 1) > MAX_SCREEN:
         text = body  # the screen itself fits; a note that does not is dropped, not the menu's end
-    return Outcome("CON " + fit(text), frame.screen, ">".join(trail), onboarded, secret_last,
+    return Outcome("CON " + fit(text), frame.screen, ">".join(trail[start:]), onboarded, secret_last,
                    heading=body.split("\n", 1)[0])

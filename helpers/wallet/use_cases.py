@@ -37,10 +37,12 @@ def require_pin(proof: PinProof | None, user: UserView) -> None:
 
 
 # ------------------------------------------------------------------ money out (PIN first)
-def send(svc: Services, user: UserView, proof: PinProof | None, phone: str, amount: int, key: str) -> Receipt:
-    """Sats to another phone (registered or not). Raises InsufficientBalance, PolicyDenied."""
+def send(svc: Services, user: UserView, proof: PinProof | None, phone: str, amount: int, key: str,
+         within: transactions.Within | None = None) -> Receipt:
+    """Sats to another phone (registered or not), with `within`'s rows in its transaction. Raises
+    InsufficientBalance, PolicyDenied, Interrupted."""
     require_pin(proof, user)
-    return transactions.transfer(svc.db, svc.policy, user, phone, amount, key, svc.service_code)
+    return transactions.transfer(svc.db, svc.policy, user, phone, amount, key, svc.service_code, within)
 
 
 def pay_lightning(svc: Services, user: UserView, proof: PinProof | None, params: PayParams, amount: int,

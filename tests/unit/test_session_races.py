@@ -9,12 +9,12 @@ import threading
 from collections.abc import Callable
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from helpers.infra.i18n import t
 from helpers.ussd import sessions
-from models import UssdSession
-from tests.conftest import DEMO, PIN, Dialer, balance
+from models import Transaction, UssdSession
+from tests.conftest import DEMO, KES_MIN, PIN, Dialer, balance, withdraw_terms
 
 BOB_LOCAL = "0" + DEMO[1][4:]
 SENT = 2000
@@ -61,6 +61,12 @@ def hook_once(monkeypatch, name: str, session_id: str, before: Callable[[], None
     return results
 
 
+def withdrawn() -> int:
+    """What one withdrawal of KES_MIN takes from the balance: its sats and its fee."""
+    _kes, sats, fee, _price = withdraw_terms(KES_MIN)
+    return sats + fee
+
+
 def row(wallet, session_id: str) -> tuple[bool, str]:
     with wallet.db.read() as s:
         found = s.execute(select(UssdSession.active, UssdSession.state)
@@ -104,12 +110,13 @@ def test_a_late_save_of_the_dropped_session_does_not_reopen_it_after_it_was_cont
 
 
 def test_a_late_save_cannot_undo_the_acting_mark(alice, wallet, client, monkeypatch):
-    """While S1's PIN step is paying, a late request of S1 read before the mark saves: the mark
+    """(A withdrawal: marked before it pays; a send takes the mark with its money, below.) While
+    S1's PIN step is paying, a late request of S1 read before the mark saves: the mark
     stays, so no new dial is offered (or continues) what S1 is paying."""
-    alice.run("1", BOB_LOCAL, str(SENT))  # S1 at the confirm screen
+    alice.run("5", str(KES_MIN))  # S1 at the withdrawal's phone screen
     stale = Dialer(client, DEMO[0])
     stale.session_id, stale.inputs = alice.session_id, list(alice.inputs)
-    b0 = balance(wallet, DEMO[1])
+    a0 = balance(wallet, DEMO[0])
     seen: dict[str, object] = {}
 
     def late_request_and_a_redial() -> None:
@@ -123,13 +130,13 @@ def test_a_late_save_cannot_undo_the_acting_mark(alice, wallet, client, monkeypa
     assert seen["row"] == (True, sessions.ACTING)
     assert seen["late"] == "END " + t("en", "error.expired")
     assert main_menu(str(seen["redial"]))
-    assert balance(wallet, DEMO[1]) == b0 + SENT
+    assert balance(wallet, DEMO[0]) == a0 - withdrawn()
 
 
 def test_a_session_taken_over_between_its_pin_check_and_its_mark_does_not_pay(alice, wallet, client,
                                                                             monkeypatch):
-    alice.run("1", BOB_LOCAL, str(SENT), "1")  # S1 at the PIN screen
-    b0 = balance(wallet, DEMO[1])
+    alice.run("5", str(KES_MIN), "1")  # S1 at the PIN screen
+    a0 = balance(wallet, DEMO[0])
     taken: list[str] = []
 
     def continue_elsewhere() -> None:
@@ -140,21 +147,21 @@ def test_a_session_taken_over_between_its_pin_check_and_its_mark_does_not_pay(al
     hook_once(monkeypatch, "begin_acting", alice.session_id, before=continue_elsewhere)
     assert not alice.press(PIN).startswith("END Sent")
     assert taken and taken[0].startswith("CON ")  # S2 holds it now
-    assert balance(wallet, DEMO[1]) == b0
+    assert balance(wallet, DEMO[0]) == a0
 
 
 def test_two_requests_of_one_session_act_once(alice, wallet, client, monkeypatch):
     """Africa's Talking sends the PIN step again while the first is still paying: the second is
     not let act; it says what the first did."""
-    alice.run("1", BOB_LOCAL, str(SENT), "1")
+    alice.run("5", str(KES_MIN), "1")
     again = Dialer(client, DEMO[0])
     again.session_id, again.inputs = alice.session_id, list(alice.inputs)
-    b0 = balance(wallet, DEMO[1])
+    a0 = balance(wallet, DEMO[0])
     second: list[str] = []
     hook_once(monkeypatch, "begin_acting", alice.session_id, after=lambda: second.append(again.press(PIN)))
     assert alice.press(PIN).startswith("END Sent")
     assert second and second[0].startswith("END ") and not second[0].startswith("END Sent")
-    assert balance(wallet, DEMO[1]) == b0 + SENT
+    assert balance(wallet, DEMO[0]) == a0 - withdrawn()
 
 
 @pytest.mark.parametrize("state", ["send.confirm", "pin"])
@@ -178,10 +185,10 @@ def test_declining_the_offer_does_not_undo_the_acting_mark(alice, wallet, client
     """S2 was offered S1 (dropped at its PIN screen); S1's PIN step begins paying, then S2 answers
     '2 Start over': the decline must not overwrite the mark, so S1 ends closed once paid and a
     repeat of its PIN step does not act again."""
-    alice.run("1", BOB_LOCAL, str(SENT), "1")  # S1 at the PIN screen
+    alice.run("5", str(KES_MIN), "1")  # S1 at the PIN screen
     s2 = Dialer(client, DEMO[0])
     assert s2.start().startswith("CON " + t("en", "resume", what="x").split("\n")[0])
-    b0 = balance(wallet, DEMO[1])
+    a0 = balance(wallet, DEMO[0])
     during: list[tuple[bool, str]] = []
 
     def decline() -> None:
@@ -195,4 +202,101 @@ def test_declining_the_offer_does_not_undo_the_acting_mark(alice, wallet, client
     repeat = Dialer(client, DEMO[0])
     repeat.session_id, repeat.inputs = alice.session_id, list(alice.inputs[:-1])
     assert repeat.press(PIN).startswith("END ")
+    assert balance(wallet, DEMO[0]) == a0 - withdrawn()
+
+
+# ------------------------------------------------------------------ a send: one transaction per confirmation
+def hook_call(monkeypatch, module, name: str, before: Callable[[], None] | None = None,
+              after: Callable[[], None] | None = None) -> None:
+    """Wrap module.<name> so that its first call has `before` run ahead of it and `after` behind it,
+    each in another thread while the request waits (outside the call's own transaction)."""
+    real = getattr(module, name)
+    calls: list[int] = []
+
+    def hooked(*args, **kwargs):
+        first = not calls
+        calls.append(1)
+        if first and before:
+            meanwhile(before)
+        result = real(*args, **kwargs)
+        if first and after:
+            meanwhile(after)
+        return result
+
+    monkeypatch.setattr(module, name, hooked)
+
+
+def test_a_send_marks_pays_and_ends_its_session_in_one_commit(alice, wallet):
+    from sqlalchemy import event
+
+    alice.run("1", BOB_LOCAL, str(SENT), "1")
+    a0, b0 = balance(wallet, DEMO[0]), balance(wallet, DEMO[1])
+    commits: list[int] = []
+    listener = lambda _conn: commits.append(1)  # noqa: E731
+    event.listen(wallet.db.engine, "commit", listener)
+    try:
+        reply = alice.press(PIN)
+    finally:
+        event.remove(wallet.db.engine, "commit", listener)
+    assert reply.startswith("END Sent") and commits == [1]
+    assert balance(wallet, DEMO[0]) < a0 and balance(wallet, DEMO[1]) == b0 + SENT
+    with wallet.db.read() as s:
+        saved = s.execute(select(UssdSession.active, UssdSession.last_reply, UssdSession.input_buffer)
+                          .where(UssdSession.session_id == alice.session_id)).one()
+    assert saved == (False, reply, "main>send.phone>send.amount>send.confirm>pin")
+    again = Dialer(alice.client, DEMO[0])  # Africa's Talking sends the step again: the same answer, no money
+    again.session_id, again.inputs = alice.session_id, list(alice.inputs[:-1])
+    assert again.press(PIN) == reply
+    assert balance(wallet, DEMO[1]) == b0 + SENT
+
+
+def test_a_send_whose_session_cannot_end_moves_nothing(alice, wallet, monkeypatch):
+    """The session's END is written in the money's transaction: if it cannot be (another request
+    of the session holds it), the money rolls back with it."""
+    alice.run("1", BOB_LOCAL, str(SENT), "1")
+    a0, b0 = balance(wallet, DEMO[0]), balance(wallet, DEMO[1])
+    monkeypatch.setattr(sessions, "acted_in", lambda *args, **kwargs: False)
+    assert alice.press(PIN) == "END " + t("en", "error.expired")
+    assert (balance(wallet, DEMO[0]), balance(wallet, DEMO[1])) == (a0, b0)
+    assert row(wallet, alice.session_id)[1] != sessions.ACTING  # nothing of it stays
+    with wallet.db.read() as s:
+        assert s.scalar(select(func.count()).select_from(Transaction).where(Transaction.kind == "transfer")) == 0
+
+
+def test_a_send_taken_over_after_its_pin_check_does_not_pay(alice, wallet, client, monkeypatch):
+    from helpers.wallet import use_cases
+
+    alice.run("1", BOB_LOCAL, str(SENT), "1")  # S1 at the PIN screen
+    b0 = balance(wallet, DEMO[1])
+    taken: list[str] = []
+
+    def continue_elsewhere() -> None:
+        s2 = Dialer(client, DEMO[0])
+        s2.start()
+        taken.append(s2.press("1"))
+
+    hook_call(monkeypatch, use_cases, "send", before=continue_elsewhere)
+    assert alice.press(PIN) == "END " + t("en", "error.expired")
+    assert taken and taken[0].startswith("CON ")  # S2 holds it now, and may pay it once
+    assert balance(wallet, DEMO[1]) == b0
+
+
+def test_a_late_request_of_a_send_that_paid_reopens_nothing(alice, wallet, client, monkeypatch):
+    from helpers.wallet import use_cases
+
+    alice.run("1", BOB_LOCAL, str(SENT))  # S1 at the confirm screen
+    stale = Dialer(client, DEMO[0])
+    stale.session_id, stale.inputs = alice.session_id, list(alice.inputs)
+    b0 = balance(wallet, DEMO[1])
+    seen: dict[str, str] = {}
+
+    def late_request_and_a_redial() -> None:
+        seen["late"] = stale.press("5")
+        seen["redial"] = Dialer(client, DEMO[0]).start()
+
+    hook_call(monkeypatch, use_cases, "send", after=late_request_and_a_redial)
+    assert alice.press("1", PIN).startswith("END Sent")
+    assert seen["late"] == "END " + t("en", "error.expired")
+    assert main_menu(seen["redial"])  # nothing offered: it paid
+    assert row(wallet, alice.session_id)[0] is False
     assert balance(wallet, DEMO[1]) == b0 + SENT
