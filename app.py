@@ -29,7 +29,9 @@ from helpers.mpesa.provider import MpesaConfigError, create_provider
 from helpers.lightning.rail import LightningRail
 from helpers.mpesa.rail import MpesaPayoutRail
 from helpers.ussd import sessions
-from helpers.wallet import demo, limits, prices
+from helpers.wallet import prices
+from helpers.wallet.customers import limits
+from helpers.wallet import demo
 from helpers.wallet.rules import policy
 from helpers.wallet.services import Services
 from helpers.web import admin, callbacks, cli, lnurl, probes, simulator, ussd_endpoint, worker

@@ -37,7 +37,8 @@ from helpers.ussd.send_screens import (
     SendRecipient,
 )
 from helpers.ussd.walker import Outcome, Screen, walk
-from helpers.wallet import transactions, users
+from helpers.wallet.customers import users
+from helpers.wallet.ledger import movements
 from helpers.wallet.services import Services
 from models import utcnow
 
@@ -106,7 +107,7 @@ def handle_ussd(svc: Services, req: UssdRequest) -> tuple[str, str]:
         # Ended (an END went out) or past Africa's Talking's session life: nothing more is done
         # in it, whatever the path says; a new dial is a new session.
         language = user.language if user is not None and user.language in CATALOGS else svc.settings.default_language
-        if req.text and (moved := transactions.find_by_key(db, text_key)) is not None:
+        if req.text and (moved := movements.find_by_key(db, text_key)) is not None:
             # a retry of a money step whose first answer was never saved (still paying, or lost):
             # it says what happened, so nobody dials again to pay twice
             return "END " + t(language, "replay", ref=moved.reference), "replay"

@@ -28,8 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from database import Database  # noqa: E402
-from helpers.wallet.pins import hash_pin  # noqa: E402
-from helpers.wallet import journal  # noqa: E402
+from helpers.wallet.customers.pins import hash_pin  # noqa: E402
+from helpers.wallet.ledger import journal  # noqa: E402
 from helpers.infra.refs import new_reference  # noqa: E402
 from helpers.wallet.rules import Policy  # noqa: E402
 from models import ADJUST, ADJUSTMENTS, CREDIT, User, utcnow  # noqa: E402

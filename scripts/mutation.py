@@ -51,13 +51,13 @@ FAST = ["tests/unit", "-m", "not slow"]
 
 # Where the mutants are: module -> (the functions to mutate, the fast test files that exercise them).
 TARGETS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "helpers/wallet/mpesa_flows.py": (
+    "helpers/wallet/mpesa/flows.py": (
         ("_credit_topup", "_fail_topup", "_claim", "_query_topup", "reconcile"),
         ("tests/unit/test_mpesa_money.py", "tests/unit/test_mpesa_callback_guards.py", "tests/unit/test_flows.py")),
-    "helpers/wallet/mpesa_callbacks.py": (
+    "helpers/wallet/mpesa/callbacks.py": (
         ("_same_amount", "stk", "_payout_result", "b2c_result", "b2b_result", "status_result"),
         ("tests/unit/test_mpesa_money.py", "tests/unit/test_mpesa_callback_guards.py")),
-    "helpers/wallet/transactions.py": (
+    "helpers/wallet/ledger/movements.py": (
         ("debit", "release"),
         ("tests/unit/test_journal.py", "tests/unit/test_mpesa_money.py", "tests/unit/test_flows.py")),
     "helpers/wallet/payouts/books.py": (
@@ -67,10 +67,10 @@ TARGETS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "helpers/wallet/payouts/machine.py": (
         ("finish", "record_ids", "send", "claim", "ask", "callback"),
         ("tests/unit/test_new_rail.py", "tests/unit/test_airtime.py", "tests/unit/test_mpesa_callback_guards.py")),
-    "helpers/wallet/journal.py": (
+    "helpers/wallet/ledger/journal.py": (
         ("liabilities_sats", "assets_sats", "solvency"),
         ("tests/unit/test_journal.py", "tests/unit/test_airtime_solvency.py", "tests/unit/test_airtime.py")),
-    "helpers/wallet/books.py": (
+    "helpers/wallet/reports/books.py": (
         ("totals",), ("tests/unit/test_mpesa_money.py", "tests/unit/test_journal.py", "tests/unit/test_console.py")),
     "helpers/wallet/operators.py": (
         ("adjust", "_debit_adjustment", "_debit_locked"),
@@ -89,11 +89,11 @@ TARGETS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 
 # The slips issue 31 (item 12) names, as exact edits: (id, path, text, replacement).
 NAMED: list[tuple[str, str, str, str]] = [
-    ("named:paid-after-failed-query-ignored", "helpers/wallet/mpesa_flows.py",
+    ("named:paid-after-failed-query-ignored", "helpers/wallet/mpesa/flows.py",
      "allowed = (PENDING, FAILED) if from_failed else (PENDING,)", "allowed = (PENDING,)"),
-    ("named:fail-topup-without-pending", "helpers/wallet/mpesa_flows.py",
+    ("named:fail-topup-without-pending", "helpers/wallet/mpesa/flows.py",
      "MpesaRequest.kind == STK, MpesaRequest.status == PENDING)", "MpesaRequest.kind == STK)"),
-    ("named:status-result-without-amount", "helpers/wallet/mpesa_callbacks.py",
+    ("named:status-result-without-amount", "helpers/wallet/mpesa/callbacks.py",
      'if not _same_amount(params.get("Amount"), payout.amount_kes or 0):\n        return _refuse_payout("status"',
      'if False:\n        return _refuse_payout("status"'),
     ("named:keep-path-without-secret-screens", "helpers/ussd/resume.py",
@@ -109,11 +109,11 @@ NAMED: list[tuple[str, str, str, str]] = [
      "(> (+ $sent-today $sats) (daily-send-limit-sats)))))))", "False)))))"),
     ("named:withdraw-without-mpesa-fee", "atoms.metta",
      "(fee-sats mpesa-withdraw $sats)", "0"),
-    ("named:solvency-without-airtime-float", "helpers/wallet/journal.py",
+    ("named:solvency-without-airtime-float", "helpers/wallet/ledger/journal.py",
      "-kept.get(AIRTIME_IN_FLIGHT, 0), kept.get(AIRTIME_FLOAT, 0))", "-kept.get(AIRTIME_IN_FLIGHT, 0), 0)"),
-    ("named:assets-without-airtime-float", "helpers/wallet/journal.py",
+    ("named:assets-without-airtime-float", "helpers/wallet/ledger/journal.py",
      "self.node_sats + self.float_sats + self.airtime_float_sats", "self.node_sats + self.float_sats"),
-    ("named:totals-count-refunded-fees", "helpers/wallet/books.py",
+    ("named:totals-count-refunded-fees", "helpers/wallet/reports/books.py",
      "select(func.coalesce(func.sum(Transaction.fee_sats), 0)).where(Transaction.status == SETTLED)",
      "select(func.coalesce(func.sum(Transaction.fee_sats), 0))"),
     ("named:close-to-continue-without-resumable-state", "helpers/ussd/sessions.py",

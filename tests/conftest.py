@@ -16,7 +16,9 @@ from sqlalchemy import select
 
 from app import create_app
 from database import Database
-from helpers.wallet import books, demo, journal
+from helpers.wallet import demo
+from helpers.wallet.ledger import journal
+from helpers.wallet.reports import books
 from helpers.wallet.rules import policy
 from helpers.web import demo as demo_routes
 from helpers.infra.i18n import CATALOGS, gsm7_length
@@ -340,7 +342,7 @@ def reserve_withdrawal(wallet, policy_, user, kes: int, sats: int, fee: int, pri
     """A B2C payout reserved with its payout row, as the withdrawal use case reserves it, under
     `policy_` (the tests' own policy where they bring one); the payout's reference is the
     movement's."""
-    from helpers.wallet import transactions
+    from helpers.wallet.ledger import movements
     from helpers.wallet.errors import PolicyDenied
     from helpers.wallet.payouts import books as payout_books
     from models import MPESA_B2C_RAIL
@@ -350,12 +352,12 @@ def reserve_withdrawal(wallet, policy_, user, kes: int, sats: int, fee: int, pri
     def work():
         with wallet.db.write() as s:
             def check(after: int) -> None:
-                decision = policy_.withdraw(kes, after + sats + fee, transactions.sent_today(s, user.id), price)
+                decision = policy_.withdraw(kes, after + sats + fee, movements.sent_today(s, user.id), price)
                 if not decision.allowed:
                     raise PolicyDenied(decision.reason or "denied")
             return payout_books.reserve(s, rail, user.id, sats, fee, phone, key, check=check, amount_kes=kes,
                                         counterparty=phone, description=f"M-Pesa withdrawal KES {kes}")
-    return transactions.run_once(wallet.db, key, work)
+    return movements.run_once(wallet.db, key, work)
 
 
 def settle_withdrawal(wallet, receipt, mpesa_receipt: str) -> bool:

@@ -9,7 +9,7 @@ median, 51 ms at worst, in a send benchmark). A thread of its own, started in ea
 on first use (after gunicorn's fork), writes only when no request has done it for two intervals:
 an idle worker's last counts and openings still reach the database within 3 x `flush_s`. What is
 not yet written when a worker dies is lost, so only what may be lost is kept this way: counts of
-the abuse limits (helpers/wallet/limits.py) and the rows of sessions that only opened
+the abuse limits (helpers/wallet/customers/limits.py) and the rows of sessions that only opened
 (helpers/ussd/sessions.py). `flush_s` <= 0: nothing is kept, callers write on the request path."""
 
 from __future__ import annotations

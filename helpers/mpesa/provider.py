@@ -4,7 +4,7 @@
   pays withdrawals out at once with a made-up receipt.
 - `daraja` (helpers/mpesa/daraja.py) is Safaricom's API: a top-up is an STK push (the M-Pesa PIN prompt
   pops up on the customer's phone), a withdrawal a B2C payment; both finish later, by a callback
-  or a status query (helpers/wallet/mpesa_flows.py and helpers/wallet/mpesa_callbacks.py).
+  or a status query (helpers/wallet/mpesa/flows.py and helpers/wallet/mpesa/callbacks.py).
 
 `topup_by_push` tells the menu which top-up a provider does; `payouts_async` whether a payout
 can only be "accepted" (pending) at first.

@@ -4,7 +4,7 @@ or a paybill), through any MpesaProvider.
 Daraja answers a payout request at once only with "accepted" (its ConversationID; for B2B also
 the OriginatorConversationID it chose); the result comes later to the callback URL that carries
 our reference, or to the Transaction Status query, whose answer is a callback too. So `query`
-only asks (PENDING), and Daraja's callbacks are read by helpers/wallet/mpesa_callbacks.py, which
+only asks (PENDING), and Daraja's callbacks are read by helpers/wallet/mpesa/callbacks.py, which
 finds the payout by the reference in its URL. The simulated provider pays at once and keeps no
 record: a payout of it that never got its answer (the process died) failed.
 """

@@ -7,7 +7,9 @@ from helpers.infra.phone import local
 from helpers.ussd import quoting
 from helpers.ussd.screen import Ctx, expired
 from helpers.ussd.walker import MAX_SCREEN, End, Push, Result, Retry
-from helpers.wallet import journal, lnurl, users
+from helpers.wallet.customers import users
+from helpers.wallet.incoming import lnurl
+from helpers.wallet.ledger import journal
 from helpers.wallet.prices import FIXED
 
 MAIN_OPTIONS = {

@@ -21,8 +21,8 @@ from helpers.wallet import use_cases
 from helpers.wallet.errors import (AirtimeOff, InsufficientBalance, InvoiceAlreadyPaid, MpesaUnreachable,
                                    PolicyDenied, QuoteExpired, RequestClosed)
 from helpers.wallet.prices import QuoteView
-from helpers.wallet.transactions import Interrupted, Receipt, Within
-from helpers.wallet.users import PinProof
+from helpers.wallet.ledger.movements import Interrupted, Receipt, Within
+from helpers.wallet.customers.users import PinProof
 from lightning import State
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ from helpers.ussd import quoting
 from helpers.ussd.screen import Ctx, pick_recent, recent_screen
 from helpers.ussd.send_screens import shown_payee
 from helpers.ussd.walker import Push, Result, Retry
-from helpers.wallet import payments
+from helpers.wallet.payouts import payments
 from helpers.wallet.prices import AIRTIME
 
 

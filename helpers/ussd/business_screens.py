@@ -10,7 +10,7 @@ from helpers.mpesa.provider import BUY_GOODS, PAY_BILL
 from helpers.ussd import quoting
 from helpers.ussd.screen import Ctx, pick_recent, recent_screen
 from helpers.ussd.walker import Push, Result, Retry
-from helpers.wallet import payments
+from helpers.wallet.payouts import payments
 
 _SHORTCODE = re.compile(r"[0-9]{5,7}")  # tills and paybills are 5-7 digits
 _ACCOUNT = re.compile(r"[A-Za-z0-9-]{1,13}")  # Daraja's AccountReference: up to 13 characters

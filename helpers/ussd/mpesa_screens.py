@@ -8,7 +8,8 @@ from helpers.mpesa.provider import normalise_code
 from helpers.ussd import quoting
 from helpers.ussd.screen import Ctx, begin_acting, deny_text, expired
 from helpers.ussd.walker import End, Push, Result, Retry
-from helpers.wallet import transactions, use_cases
+from helpers.wallet import use_cases
+from helpers.wallet.ledger import movements
 from helpers.wallet.errors import CodeAlreadyUsed, PolicyDenied, TopupNotConfirmed
 from helpers.wallet.prices import TOPUP
 from lightning import State
@@ -49,7 +50,7 @@ class TopupCode:
             return Retry(ctx.t("error.code"))
         if ctx.final:
             with ctx.svc.db.read() as s:
-                if transactions.code_used(s, code):
+                if movements.code_used(s, code):
                     return Retry(ctx.t("error.code-used"))
         return Push("topup.confirm", {**data, "code": code})
 

@@ -15,7 +15,8 @@ from helpers.ussd import actions, quoting
 from helpers.ussd.business_screens import payee
 from helpers.ussd.screen import Ctx, begin_acting, deny_text, expired
 from helpers.ussd.walker import Back, End, Home, Push, Result, Retry
-from helpers.wallet import transactions, users
+from helpers.wallet.customers import users
+from helpers.wallet.ledger import movements
 from helpers.wallet.errors import AccountLocked
 
 
@@ -152,7 +153,7 @@ def nothing_moved_recheck(ctx: Ctx, token: str) -> Result | None:
     PIN was right, so take the counted check first; it answers "locked" if a parallel guess
     locked the account meanwhile. None: answer as the action did. An action that holds a receipt
     has said so (`ctx.recorded`); otherwise the key is looked up."""
-    if ctx.recorded or transactions.find_by_key(ctx.svc.db, ctx.key) is not None:
+    if ctx.recorded or movements.find_by_key(ctx.svc.db, ctx.key) is not None:
         return None
     return verify_pin(ctx, token)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from helpers.ussd.screen import Ctx, deny_text, expired, parse_amount, sent_today
 from helpers.ussd.walker import End, Result, Retry
-from helpers.wallet import transactions
+from helpers.wallet.ledger import movements
 from helpers.wallet.prices import AIRTIME, WITHDRAW, CurrentPrice, QuoteView
 
 
@@ -65,7 +65,7 @@ def renewed(ctx: Ctx, slot: str) -> Result | None:
     An expired quote is replaced by one at the price now and the screen asks again, unless this
     very request already acted (a retry of it by Africa's Talking: the action answers it)."""
     quote = quote_of(ctx, slot)
-    if quote.valid() or transactions.find_by_key(ctx.svc.db, ctx.key) is not None:
+    if quote.valid() or movements.find_by_key(ctx.svc.db, ctx.key) is not None:
         return None
     price = price_now(ctx)
     if price is None:

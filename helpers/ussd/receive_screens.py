@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from helpers.ussd.screen import Ctx, deny_text, expired, parse_amount, sats_range
 from helpers.ussd.walker import End, Result, Retry
-from helpers.wallet import lnurl, use_cases
+from helpers.wallet import use_cases
+from helpers.wallet.incoming import lnurl
 from helpers.wallet.errors import LightningUnavailable, RateLimited
 
 

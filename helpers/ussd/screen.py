@@ -14,9 +14,10 @@ from helpers.infra.text import parse_digits
 from helpers.lightning.lnurl_pay import PayParams
 from helpers.ussd import sessions
 from helpers.ussd.walker import MAX_SCREEN, End, Result, Retry
-from helpers.wallet import invoices, transactions
+from helpers.wallet.incoming import invoices
+from helpers.wallet.ledger import movements
 from helpers.wallet.services import Services
-from helpers.wallet.users import UserView
+from helpers.wallet.customers.users import UserView
 
 MAX_AMOUNT_DIGITS = 12  # beyond this it is not an amount (and would overflow the policy engine)
 
@@ -109,7 +110,7 @@ def payee_bounds(ctx: Ctx, params: PayParams) -> tuple[int, int]:
 
 
 def sent_today(ctx: Ctx) -> int:
-    return transactions.spend_facts(ctx.svc.db, ctx.user.id)[1]
+    return movements.spend_facts(ctx.svc.db, ctx.user.id)[1]
 
 
 def check_spend(ctx: Ctx, amount: int, fee: int) -> str | None:
@@ -160,7 +161,7 @@ def begin_acting(ctx: Ctx) -> End | None:
 def acting_refused(ctx: Ctx) -> End:
     """The END of a request that may not act: what another request of this session recorded under
     its key, if anything, else that the session is over."""
-    moved = transactions.find_by_key(ctx.svc.db, ctx.key)
+    moved = movements.find_by_key(ctx.svc.db, ctx.key)
     return End(ctx.t("replay", ref=moved.reference)) if moved is not None else expired(ctx)
 
 

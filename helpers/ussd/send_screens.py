@@ -13,7 +13,8 @@ from helpers.ussd import quoting
 from helpers.ussd.screen import (Ctx, check_spend, deny_text, expired, parse_amount, payee_bounds, pick_recent,
                                  recent_screen, sats_range, sent_today)
 from helpers.ussd.walker import End, Push, Result, Retry
-from helpers.wallet import invoices, lnurl, payments
+from helpers.wallet.incoming import invoices, lnurl
+from helpers.wallet.payouts import payments
 from helpers.wallet.prices import SEND
 
 log = logging.getLogger(__name__)

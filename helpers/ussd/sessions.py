@@ -18,8 +18,8 @@ from sqlalchemy.orm import Session
 
 from database import Database
 from helpers.infra.fastpath import Prepared
-from helpers.wallet.invoices import open_requests_count
-from helpers.wallet.users import UserView
+from helpers.wallet.incoming.invoices import open_requests_count
+from helpers.wallet.customers.users import UserView
 from helpers.infra.writebehind import WriteBehind, chunks
 from models import User, UssdSession, utcnow
 

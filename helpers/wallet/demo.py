@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from database import Database
-from helpers.wallet import transactions, users
+from helpers.wallet.customers import users
+from helpers.wallet.ledger import movements
 
 DEMO_USERS = (("+254712345678", 100_000), ("+254787654321", 50_000), ("+254798765432", 75_000))
 
@@ -17,6 +18,6 @@ def seed_demo(db: Database) -> int:
             user, new = users.get_or_create(s, phone, "en", "")
             if new:
                 s.flush()
-                transactions.credit_adjustment(s, user.id, sats, "demo opening balance", key=f"demo:{phone}")
+                movements.credit_adjustment(s, user.id, sats, "demo opening balance", key=f"demo:{phone}")
                 created += 1
     return created

@@ -28,7 +28,8 @@ from helpers.infra import sms
 from helpers.infra.i18n import t
 from helpers.infra.phone import mask
 from helpers.infra.refs import new_reference
-from helpers.wallet import journal, limits, transactions, users
+from helpers.wallet.customers import limits, users
+from helpers.wallet.ledger import journal, movements
 from models import (ADJUST, ADJUSTMENTS, DEBIT, AuditEntry, Operator, User,
                     utcnow)
 
@@ -337,7 +338,7 @@ def _adjust(db: Database, operator: str, phone: str, sats: int, why: str, key: s
     with db.write() as s:
         user = _customer(s, phone)
         if sats > 0:
-            balance = transactions.credit_adjustment(s, user.id, sats, f"operator {operator}: {why}", key)
+            balance = movements.credit_adjustment(s, user.id, sats, f"operator {operator}: {why}", key)
         else:
             balance = _debit_adjustment(s, user.id, -sats, f"operator {operator}: {why}", key)
         audit(s, operator, "credit" if sats > 0 else "debit", phone, why, f"{sats:+} sats, balance {balance}")

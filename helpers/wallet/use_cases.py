@@ -15,14 +15,19 @@ from helpers.infra.rail import Answer, Rail
 from helpers.infra.refs import new_reference
 from helpers.mpesa.daraja import originator_id
 from helpers.mpesa.rail import b2b_destination
-from helpers.wallet import airtime, invoices, mpesa_flows, payments, prices, transactions, users
+from helpers.wallet import prices
+from helpers.wallet.customers import users
+from helpers.wallet.incoming import invoices
+from helpers.wallet.ledger import movements
+from helpers.wallet.mpesa import flows as mpesa_flows
+from helpers.wallet.payouts import airtime, payments
 from helpers.wallet.errors import (AirtimeOff, MpesaUnreachable, PolicyDenied, QuoteExpired, RequestClosed,
                                    TopupNotConfirmed)
 from helpers.wallet.payouts import books, machine
 from helpers.wallet.prices import QuoteView
 from helpers.wallet.services import Services
-from helpers.wallet.transactions import Receipt
-from helpers.wallet.users import PinProof, UserView
+from helpers.wallet.ledger.movements import Receipt
+from helpers.wallet.customers.users import PinProof, UserView
 from models import AIRTIME_RAIL, MPESA_B2B_RAIL, MPESA_B2C_RAIL, PENDING
 
 
@@ -38,11 +43,11 @@ def require_pin(proof: PinProof | None, user: UserView) -> None:
 
 # ------------------------------------------------------------------ money out (PIN first)
 def send(svc: Services, user: UserView, proof: PinProof | None, phone: str, amount: int, key: str,
-         within: transactions.Within | None = None) -> Receipt:
+         within: movements.Within | None = None) -> Receipt:
     """Sats to another phone (registered or not), with `within`'s rows in its transaction. Raises
     InsufficientBalance, PolicyDenied, Interrupted."""
     require_pin(proof, user)
-    return transactions.transfer(svc.db, svc.policy, user, phone, amount, key, svc.service_code, within)
+    return movements.transfer(svc.db, svc.policy, user, phone, amount, key, svc.service_code, within)
 
 
 def pay_lightning(svc: Services, user: UserView, proof: PinProof | None, params: PayParams, amount: int,
@@ -64,7 +69,7 @@ def _check_quote(svc: Services, quote: QuoteView, user: UserView, kind: str, key
     retry of a request that already moved money may come later: it answers as a replay)."""
     if quote.user_id != user.id or quote.kind != kind:
         raise QuoteExpired(quote.reference)  # not theirs: as good as none
-    if not quote.valid() and transactions.find_by_key(svc.db, key) is None:
+    if not quote.valid() and movements.find_by_key(svc.db, key) is None:
         raise QuoteExpired(quote.reference)
 
 
@@ -114,14 +119,14 @@ def reserve_payout(svc: Services, user: UserView, rail_name: str, kes: int, sats
     def work() -> Receipt:
         with svc.db.write() as s:
             def check(after: int) -> None:
-                decision = svc.policy.withdraw(kes, after + sats + fee, transactions.sent_today(s, user.id), price)
+                decision = svc.policy.withdraw(kes, after + sats + fee, movements.sent_today(s, user.id), price)
                 if not decision.allowed:
                     raise PolicyDenied(decision.reason or "denied")
             return books.reserve(s, rail, user.id, sats, fee, destination, key, check=check, amount_kes=kes,
                                  counterparty=payee, description=description, reference=reference,
                                  rail_key=rail_key)
 
-    return transactions.run_once(svc.db, key, work)
+    return movements.run_once(svc.db, key, work)
 
 
 def pay_request(svc: Services, user: UserView, proof: PinProof | None, request_id: int, payment_hash: str,
@@ -132,7 +137,7 @@ def pay_request(svc: Services, user: UserView, proof: PinProof | None, request_i
     require_pin(proof, user)
     if invoices.sync(svc.db, svc.lightning, payment_hash) != PENDING:
         raise RequestClosed(request_id)
-    return transactions.pay_request(svc.db, svc.policy, user, request_id, key)
+    return movements.pay_request(svc.db, svc.policy, user, request_id, key)
 
 
 # ------------------------------------------------------------------ money in
@@ -165,7 +170,7 @@ def top_up_with_code(svc: Services, user: UserView, quote: QuoteView, code: str,
     _check_quote(svc, quote, user, prices.TOPUP, key)
     if not svc.mpesa.confirm_topup(code, user.phone, quote.kes):
         raise TopupNotConfirmed(code)
-    return transactions.topup(svc.db, svc.policy, user, quote.kes, quote.sats, quote.kes_per_btc, code, key)
+    return movements.topup(svc.db, svc.policy, user, quote.kes, quote.sats, quote.kes_per_btc, code, key)
 
 
 def top_up_by_push(svc: Services, user: UserView, quote: QuoteView, key: str) -> mpesa_flows.TopupStart:

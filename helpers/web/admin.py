@@ -18,7 +18,12 @@ from sqlalchemy import func, select
 from werkzeug.wrappers import Response
 
 from helpers.infra.phone import normalise
-from helpers.wallet import journal, lightning_out, mpesa_flows, operators, payments, users
+from helpers.wallet import operators
+from helpers.wallet.customers import users
+from helpers.wallet.ledger import journal
+from helpers.wallet.reports import books
+from helpers.wallet.mpesa import flows as mpesa_flows
+from helpers.wallet.payouts import lightning_out, payments
 from helpers.wallet.errors import InsufficientBalance
 from helpers.wallet.operators import OperatorError
 from helpers.wallet.services import Services
@@ -147,7 +152,7 @@ def dashboard() -> str:
     svc = services()
     s = svc.db.session()
     node = svc.lightning.balance()
-    solvency = journal.solvency(s, node.balance_sat if node.ok else None)
+    solvency = books.solvency(s, node.balance_sat if node.ok else None)
     return render_template("admin/dashboard.html", customers=s.scalar(select(func.count()).select_from(User)),
                            volume=_volume(svc), solvency=solvency, details=probes.details(svc),
                            price=svc.prices.current(), audit=operators.recent_audit(s, 10),

@@ -10,7 +10,8 @@ import re
 from flask import Blueprint, Response, jsonify, request
 
 from helpers.lightning import webhooks
-from helpers.wallet import invoices, mpesa_callbacks
+from helpers.wallet.incoming import invoices
+from helpers.wallet.mpesa import callbacks as mpesa_callbacks
 from helpers.wallet.payouts import machine as payouts
 from helpers.web import callers
 from helpers.web.common import send_queued_sms, services

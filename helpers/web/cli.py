@@ -16,8 +16,15 @@ from flask.cli import AppGroup
 
 from helpers.infra.phone import mask, normalise
 from helpers.ussd import sessions
-from helpers.wallet import (books, demo, invoices, journal, limits, mpesa_float, mpesa_flows, operators,
-                            payments, users)
+from helpers.wallet import operators
+from helpers.wallet.customers import limits, users
+from helpers.wallet import demo
+from helpers.wallet.incoming import invoices
+from helpers.wallet.ledger import journal
+from helpers.wallet.mpesa import flows as mpesa_flows
+from helpers.wallet.reports import mpesa_float
+from helpers.wallet.payouts import payments
+from helpers.wallet.reports import books
 from helpers.wallet.payouts import machine as payouts
 from helpers.web.common import services
 from helpers.web.resolve_cli import CLI, COMMANDS as RESOLVE_COMMANDS
@@ -99,7 +106,7 @@ def ledger_solvency(as_json: bool, query_float: bool, wait: float) -> None:
         _query_float(svc, wait)
     node = svc.lightning.balance()
     with svc.db.read() as s:
-        found = journal.solvency(s, node.balance_sat if node.ok else None)
+        found = books.solvency(s, node.balance_sat if node.ok else None)
     if as_json:
         click.echo(json.dumps(found.as_dict()))
         return

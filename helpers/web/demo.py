@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
 
-from helpers.wallet import demo, invoices, users
+from helpers.wallet.customers import users
+
+from helpers.wallet import demo
+from helpers.wallet.incoming import invoices
 from helpers.web.common import send_queued_sms, services
 from lightning import MockBackend
 from models import Invoice

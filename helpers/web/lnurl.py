@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
 
-from helpers.wallet import lnurl
+from helpers.wallet.incoming import lnurl
 from helpers.web.common import send_queued_sms, services
 
 bp = Blueprint("lnurl", __name__)

@@ -13,7 +13,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from helpers.infra import metrics
 from helpers.infra.version import VERSION
 from helpers.ussd import sessions
-from helpers.wallet import books, journal, lnurl
+from helpers.wallet.incoming import lnurl
+from helpers.wallet.reports import books
 from helpers.wallet.services import Services
 from helpers.web import callers
 from helpers.web.common import plain, services
@@ -66,10 +67,10 @@ def _price_metrics(svc: Services) -> str:
     return "".join(lines)
 
 
-def _solvency() -> journal.Solvency:
+def _solvency() -> books.Solvency:
     svc = services()
     node = svc.lightning.balance()
-    return journal.solvency(svc.db.session(), node.balance_sat if node.ok else None)
+    return books.solvency(svc.db.session(), node.balance_sat if node.ok else None)
 
 
 @bp.get("/ledger/solvency")

@@ -12,7 +12,9 @@ import click
 from flask.cli import AppGroup
 
 from helpers.infra.rail import Answer, Said
-from helpers.wallet import mpesa_flows, operators, payments
+from helpers.wallet import operators
+from helpers.wallet.mpesa import flows as mpesa_flows
+from helpers.wallet.payouts import payments
 from helpers.wallet.payouts import machine as payouts
 from helpers.web.common import send_queued_sms, services
 from models import AIRTIME_RAIL, LIGHTNING_RAIL, MPESA_B2B_RAIL, MPESA_B2C_RAIL, OPEN_PAYOUT

@@ -18,7 +18,7 @@ from handlers import UssdRequest, handle_ussd
 from helpers.infra import logs, metrics
 from helpers.infra.i18n import t
 from helpers.infra.phone import mask, normalise
-from helpers.wallet import limits
+from helpers.wallet.customers import limits
 from helpers.wallet.services import Services
 from helpers.web import callers
 from helpers.web.common import plain, send_queued_sms, services, unavailable_reply

@@ -35,7 +35,9 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from helpers.infra import heartbeat
 from helpers.ussd import sessions
-from helpers.wallet import invoices, limits, mpesa_flows
+from helpers.wallet.customers import limits
+from helpers.wallet.incoming import invoices
+from helpers.wallet.mpesa import flows as mpesa_flows
 from helpers.wallet.payouts import machine as payouts
 from helpers.wallet.services import Services
 from helpers.infra.rail import Said

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from sqlalchemy import func, select
 
-from helpers.wallet import journal, transactions
+from helpers.wallet.ledger import journal, movements
 from helpers.infra.i18n import t
 from helpers.wallet.rules import policy
 from models import Posting, Transaction, User
@@ -51,7 +51,7 @@ def fund(wallet, callers, phone: str, sats: int) -> None:
     callers[0].walk(f"register-{phone}", phone, PIN, PIN)
     with wallet.db.write() as s:
         user_id = s.scalar(select(User.id).where(User.phone == phone))
-        transactions.credit_adjustment(s, user_id, sats, "test funding", key=f"fund:{phone}:{sats}")
+        movements.credit_adjustment(s, user_id, sats, "test funding", key=f"fund:{phone}:{sats}")
 
 
 def prepare(callers, sessions: list[tuple[str, str, list[str]]]) -> None:
@@ -133,7 +133,7 @@ def test_concurrent_sends_stop_at_the_daily_limit_exactly(wallet, servers):
     assert {status for status, _ in replies} == {200}
     assert (done, refused) == (k, CONCURRENT - k)
     with wallet.db.read() as s:
-        assert transactions.sent_today(s, s.scalar(select(User.id).where(User.phone == sender))) == k * amount
+        assert movements.sent_today(s, s.scalar(select(User.id).where(User.phone == sender))) == k * amount
     assert_books_balance(wallet)
 
 
@@ -143,7 +143,7 @@ def test_crossing_sends_report_the_balance_each_left(wallet, servers):
     the movements were serialised (row id: each transfer holds both rows' locks, or SQLite's
     single writer, from before its ledger rows to its commit), the running balance after every
     row is the one its receipts quote. On MySQL these balances are not read back after the
-    UPDATEs but kept from the locking read (transactions._lock_users)."""
+    UPDATEs but kept from the locking read (movements._lock_pair)."""
     callers = [Caller(s.url) for s in servers]
     amount = P.value("payment-min-sats")
     fee = P.fee_sats("internal", amount)

@@ -14,7 +14,9 @@ import time
 
 from sqlalchemy import func, select
 
-from helpers.wallet import journal, lightning_out, transactions, users
+from helpers.wallet.customers import users
+from helpers.wallet.ledger import journal, movements
+from helpers.wallet.payouts import lightning_out
 from lightning import MockBackend, decode_invoice
 from models import Transaction, User
 from tests.conftest import TEST_PEPPER
@@ -43,7 +45,7 @@ def test_two_workers_settle_500_payments_each_once_one_killed_midway(wallet, tmp
         for n in range(10):
             user, _ = users.get_or_create(s, f"+2547009000{n:02d}", "en", "*384*123#")
             s.flush()
-            transactions.credit_adjustment(s, user.id, 200_000, "fleet test", key=f"fleet:{n}")
+            movements.credit_adjustment(s, user.id, 200_000, "fleet test", key=f"fleet:{n}")
             payer_ids.append(user.id)
     ids = []
     for n in range(PAYMENTS):

@@ -3,7 +3,7 @@ runs this file with the concurrency tests, whose two app instances then sit on t
 
 Galera's row locks are not cluster-wide: two nodes can each pass the same conditional UPDATE and
 one of them fails at COMMIT with a deadlock error (1213). The wallet retries the whole
-transaction (transactions.retry_deadlocks), which then sees the other node's commit. Here: a node
+transaction (movements.retry_deadlocks), which then sees the other node's commit. Here: a node
 killed under traffic: its instance's customers get a clean END, the others carry on, the node
 rejoins, and the books are clean on every node."""
 
@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy import func, select, text
 
 from database import Database
-from helpers.wallet import journal
+from helpers.wallet.ledger import journal
 from models import User
 from tests.conftest import DEMO, PIN, TEST_PEPPER
 from tests.integration.test_concurrency import fund, local, total_balance, fees_settled

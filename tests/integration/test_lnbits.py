@@ -8,7 +8,7 @@ import time
 import pytest
 from sqlalchemy import select
 
-from helpers.wallet import invoices
+from helpers.wallet.incoming import invoices
 from helpers.lightning.lnbits import LNbitsBackend
 from helpers.infra.i18n import t
 from lightning import LightningConfigError, State, create_backend
@@ -194,7 +194,7 @@ def test_a_user_pays_a_lightning_address_served_by_another_lnbits_wallet(paying,
 @pytest.mark.parametrize("mode", ["pay_timeout", "pay_500", "pay_malformed", "status_500"])
 def test_lnbits_answers_lost_after_paying_leave_it_pending_until_the_node_is_asked_again(
         paying, app, alice, wallet, mode):
-    from helpers.wallet import payments
+    from helpers.wallet.payouts import payments
     from tests.fakes.fault_proxy import FaultProxy
 
     server, pool, receiver, payee = paying

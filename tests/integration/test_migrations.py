@@ -48,7 +48,9 @@ def test_the_journal_migration_opens_the_books_with_every_balance_unchanged(app,
     """A database at 0004 (no journal) with customers' balances and payments in flight: after the
     migration every balance is the same, the journal proves them, and a payment pending from
     before is posted or voided through the journal like any other."""
-    from helpers.wallet import journal, lightning_out, mpesa_flows
+    from helpers.wallet.ledger import journal
+    from helpers.wallet.mpesa import flows as mpesa_flows
+    from helpers.wallet.payouts import lightning_out
     from models import LN_IN_FLIGHT, MPESA_IN_FLIGHT, LedgerAccount
 
     db = wallet.db

@@ -19,7 +19,10 @@ from helpers.lightning import lnurl_pay
 from helpers.lightning.lnurl_pay import PayParams
 from helpers.airtime.provider import AirtimeResult, SimulatedAirtime
 from helpers.infra.rail import Answer
-from helpers.wallet import demo, journal, payments, users
+from helpers.wallet.customers import users
+from helpers.wallet import demo
+from helpers.wallet.ledger import journal
+from helpers.wallet.payouts import payments
 from helpers.wallet.errors import InsufficientBalance, PolicyDenied
 from helpers.web import demo as demo_routes
 from helpers.mpesa.provider import PayoutResult, SimulatedMpesa

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import DateTime, MetaData, select, text
 
 from helpers.infra.rail import Answer
-from helpers.wallet import journal
+from helpers.wallet.ledger import journal
 from helpers.wallet.payouts import machine as payouts
 from helpers.web import worker
 from models import (AIRTIME_RAIL, DEBIT, LIGHTNING_RAIL, MPESA_B2B_RAIL, MPESA_B2C_RAIL, OPEN_PAYOUT, PENDING, Job,

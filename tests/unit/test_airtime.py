@@ -17,7 +17,7 @@ from helpers.infra.config import ConfigError, finalise, load_config
 from helpers.infra.i18n import t
 from helpers.airtime import rail as airtime_rail
 from helpers.infra.rail import Said
-from helpers.wallet import journal
+from helpers.wallet.reports import books
 from helpers.wallet.payouts import machine as payouts
 from helpers.web import worker
 from models import AIRTIME_RAIL, POSTED, RESERVED, SENT, VOIDED, Payout, Transaction
@@ -298,10 +298,10 @@ def test_solvency_counts_airtime_in_flight_and_the_airtime_float(alice, wallet, 
     with wallet.db.read() as s:
         reserved = s.scalar(select(Transaction.amount_sats + Transaction.fee_sats)
                             .where(Transaction.reference == request.reference))
-        assert journal.solvency(s, 0).airtime_in_flight_sats == reserved
+        assert books.solvency(s, 0).airtime_in_flight_sats == reserved
     report(client, at.report(request.rail_key))
     with wallet.db.read() as s:
-        found = journal.solvency(s, 0)
+        found = books.solvency(s, 0)
     assert found.airtime_in_flight_sats == 0 and found.airtime_float_sats == -reserved
 
 

@@ -5,15 +5,17 @@ tests/unit/test_airtime.py uses."""
 
 from __future__ import annotations
 
-from helpers.wallet import journal
+from helpers.wallet.ledger import journal
+
+from helpers.wallet.reports import books
 from models import AIRTIME_FLOAT, SETTLED, Transaction
 from tests.conftest import PIN
 from tests.unit.test_airtime import app_overrides, at, only_request, report  # noqa: F401 - its fixtures
 
 
-def surplus(wallet, node_sats: int = 10**9) -> tuple[int, journal.Solvency]:
+def surplus(wallet, node_sats: int = 10**9) -> tuple[int, books.Solvency]:
     with wallet.db.read() as s:
-        found = journal.solvency(s, node_sats)
+        found = books.solvency(s, node_sats)
         assert found.airtime_float_sats == journal.balances(s).get(AIRTIME_FLOAT, 0)
     return found.assets_sats - found.liabilities_sats, found
 

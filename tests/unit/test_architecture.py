@@ -135,9 +135,9 @@ def test_the_architecture_check_sees_a_circle_and_an_upward_import(tmp_path, mon
     """The checks above can fail: a module importing upward is found, both ways it can be written."""
     modules = project_modules()
     probe = tmp_path / "probe.py"
-    probe.write_text("def f():\n    from helpers.wallet import transactions\n    import handlers\n")
-    assert imports_of(probe, modules) == {"helpers.wallet.transactions", "handlers", "helpers.wallet"}
-    assert layer_of("handlers") < layer_of("helpers.wallet.transactions")
+    probe.write_text("def f():\n    from helpers.wallet.ledger import movements\n    import handlers\n")
+    assert imports_of(probe, modules) == {"helpers.wallet.ledger.movements", "handlers", "helpers.wallet.ledger"}
+    assert layer_of("handlers") < layer_of("helpers.wallet.ledger.movements")
     probe.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import handlers\n")
     assert imports_of(probe, modules) == set()
 

@@ -9,7 +9,8 @@ import datetime as dt
 import pytest
 from sqlalchemy import select, update
 
-from helpers.wallet import journal, lightning_out, payments
+from helpers.wallet.ledger import journal
+from helpers.wallet.payouts import lightning_out, payments
 from helpers.wallet.errors import InvoiceAlreadyPaid
 from helpers.infra.i18n import t
 from lightning import MockBackend, PaymentResult, State, decode_invoice
@@ -350,7 +351,7 @@ def test_a_phone_number_with_letters_or_an_extension_is_no_number(typed):
 
 def test_an_mpesa_code_or_amount_in_look_alike_characters_is_refused():
     from helpers.mpesa.provider import normalise_code
-    from helpers.wallet.mpesa_callbacks import _same_amount
+    from helpers.wallet.mpesa.callbacks import _same_amount
 
     assert normalise_code("qk12ab34cd") == "QK12AB34CD"
     for look_alike in ("QK12AB34Cı", "QK12AB34Cſ", "QK12AB34ﬁ"):  # upper() makes each ASCII

@@ -20,7 +20,8 @@ from sqlalchemy import func, select
 from werkzeug.serving import make_server
 
 from app import create_app
-from helpers.wallet import mpesa_float, mpesa_flows
+from helpers.wallet.mpesa import flows as mpesa_flows
+from helpers.wallet.reports import mpesa_float
 from helpers.infra.config import ConfigError, finalise, load_config
 from helpers.mpesa.daraja import REQUIRED, DarajaMpesa, msisdn, stk_password
 from helpers.infra.i18n import t
@@ -359,7 +360,7 @@ def test_a_push_whose_answer_was_lost_is_still_credited_by_its_callback(alice, w
 def test_the_same_confirmation_pushes_once(alice, wallet, daraja):
     kes = kes_for("never", KES_MIN)
     with wallet.db.read() as s:
-        from helpers.wallet import users
+        from helpers.wallet.customers import users
 
         user = users.get(s, alice.phone)
     first = mpesa_flows.start_topup(wallet.db, wallet.mpesa, user, kes, credit_sats(kes), "k" * 64)
@@ -373,9 +374,10 @@ def test_a_number_m_pesa_cannot_reach_is_refused(dial, wallet, served, monkeypat
     caller = dial("+256712345678")
     caller.run(PIN, PIN)
     with wallet.db.write() as s:
-        from helpers.wallet import transactions, users
+        from helpers.wallet.customers import users
+        from helpers.wallet.ledger import movements
 
-        transactions.credit_adjustment(s, users.get(s, caller.phone).id, reserved(KES_MIN), "test", "test:ug")
+        movements.credit_adjustment(s, users.get(s, caller.phone).id, reserved(KES_MIN), "test", "test:ug")
     before = snapshot(wallet)
     assert caller.run("4", str(KES_MIN)) == "END " + t("en", "error.mpesa-phone")
     prompt = t("en", "withdraw.phone-other", kes=KES_MIN)  # no "1 My number": M-Pesa cannot pay it
@@ -415,7 +417,7 @@ def _altered(record: dict, **changes) -> dict:
 def test_an_altered_stk_callback_changes_nothing_and_is_logged(alice, wallet, daraja, change, status, caplog):
     request, record = _pending_push(alice, wallet, daraja)
     before, before_sats = snapshot(wallet), balance(wallet, alice.phone)
-    with caplog.at_level(logging.WARNING, logger="helpers.wallet.mpesa_callbacks"):
+    with caplog.at_level(logging.WARNING, logger="helpers.wallet.mpesa.callbacks"):
         assert daraja.send(record["url"], _altered(record, **change)) == status
     assert snapshot(wallet) == before and request_of(wallet, "stk").status == "pending"
     assert any("refused" in message for message in caplog.messages)
@@ -594,7 +596,7 @@ def test_an_altered_b2c_result_changes_nothing(alice, wallet, daraja, change, ca
     if "TransactionReceipt" in change:
         result["TransactionID"] = "bad"
     before = snapshot(wallet)
-    with caplog.at_level(logging.WARNING, logger="helpers.wallet.mpesa_callbacks"):
+    with caplog.at_level(logging.WARNING, logger="helpers.wallet.mpesa.callbacks"):
         assert daraja.send(record_url(wallet, "result"), payload) == 400
     assert snapshot(wallet) == before and rows(wallet, "withdraw")[0].status == "pending"
     assert any("refused" in message for message in caplog.messages)

@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 from sqlalchemy import select
 
-from helpers.wallet import lnurl
+from helpers.wallet.incoming import lnurl
 from helpers.infra.i18n import t
 from helpers.wallet.rules import policy
 from lightning import decode_invoice

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from helpers.infra.i18n import t
-from helpers.wallet import mpesa_flows
+from helpers.wallet.mpesa import flows as mpesa_flows
 from helpers.wallet.payouts import machine
 from helpers.web import worker
 from models import MPESA_B2B_RAIL, MPESA_B2C_RAIL, RESERVED, AuditEntry, Job, Payout, Transaction

@@ -10,7 +10,9 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 
-from helpers.wallet import journal, lightning_out, users
+from helpers.wallet.customers import users
+from helpers.wallet.ledger import journal
+from helpers.wallet.payouts import lightning_out
 from lightning import MockBackend
 from models import (FEES, FLOAT, LN_IN_FLIGHT, MPESA_IN_FLIGHT, NODE, LedgerAccount, Posting,
                     Transaction)

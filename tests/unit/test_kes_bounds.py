@@ -8,7 +8,8 @@ import pytest
 
 from helpers.infra.i18n import t
 from helpers.wallet.rules import policy
-from helpers.wallet import transactions, users
+from helpers.wallet.customers import users
+from helpers.wallet.ledger import movements
 from tests.conftest import FIXED_PRICE, PIN, snapshot
 
 P = policy()
@@ -66,7 +67,7 @@ def test_the_amount_screens_show_the_round_bounds(alice, wallet, lang):
 
 def _fund(wallet, phone: str) -> None:
     with wallet.db.write() as s:
-        transactions.credit_adjustment(s, users.get(s, phone).id, P.value("payment-max-sats"), "test", f"test:{phone}")
+        movements.credit_adjustment(s, users.get(s, phone).id, P.value("payment-max-sats"), "test", f"test:{phone}")
 
 
 def test_my_number_is_offered_only_when_m_pesa_can_pay_it(dial, wallet):

@@ -10,7 +10,7 @@ import logging
 
 from sqlalchemy import select
 
-from helpers.wallet import lightning_out, payments
+from helpers.wallet.payouts import lightning_out, payments
 from helpers.wallet.payouts import machine
 from helpers.web import worker
 from lightning import State, StatusResult
@@ -39,7 +39,7 @@ def test_the_generic_resolve_sends_lightning_payments_to_resolve_payment(insecur
 
 
 def _reserved(wallet, key: str):
-    from helpers.wallet import users
+    from helpers.wallet.customers import users
     from lightning import MockBackend
 
     alice = users.UserView.of(users.get(wallet.db.session, DEMO[0]))

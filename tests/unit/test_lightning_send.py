@@ -11,7 +11,7 @@ import socket
 import pytest
 from sqlalchemy import select
 
-from helpers.wallet import payments
+from helpers.wallet.payouts import payments
 from helpers.infra.i18n import t
 from helpers.infra.settings import Settings
 from helpers.lightning.lnurl_pay import LnurlPayError, parse_address, resolve
@@ -92,7 +92,7 @@ def test_the_confirmation_replayed_pays_once_and_fetches_one_invoice(insecure, p
 
 def test_an_address_at_our_own_domain_is_an_internal_send(insecure, payee, alice):
     wallet = insecure
-    from helpers.wallet import lnurl
+    from helpers.wallet.incoming import lnurl
 
     a0, b0 = balance(wallet, DEMO[0]), balance(wallet, DEMO[1])
     ours = lnurl.address(wallet.settings, DEMO[1])
@@ -107,7 +107,7 @@ def test_an_address_at_our_own_domain_is_an_internal_send(insecure, payee, alice
 def test_pay_address_twice_under_one_key_fetches_one_invoice_and_debits_once(insecure, payee):
     """The replay lookup at the top of pay_address: a second call with the key never asks the
     payee's server for another invoice nor the node to pay, and gets the first payment's result."""
-    from helpers.wallet import users
+    from helpers.wallet.customers import users
     from lightning import State
 
     wallet = insecure

@@ -113,7 +113,7 @@ def test_a_wrong_macaroon_is_refused_and_reported_as_unavailable(lnd):
 
 
 def test_the_menu_receives_through_lnd(lnd, node, app, alice, wallet):
-    from helpers.wallet import invoices
+    from helpers.wallet.incoming import invoices
     from models import Invoice
     from sqlalchemy import select
     from tests.conftest import DEMO, balance

@@ -8,7 +8,7 @@ import json
 import pytest
 from sqlalchemy import select
 
-from helpers.wallet import lnurl
+from helpers.wallet.incoming import lnurl
 from lightning import decode_invoice
 from helpers.wallet.rules import policy
 from models import Invoice, Transaction

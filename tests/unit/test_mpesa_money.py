@@ -1,6 +1,6 @@
 """The M-Pesa money paths of Daraja (STK push top-up, B2C withdrawal, B2B till and paybill payment,
 the status queries) in the fast tier: an in-process provider answers as Daraja does ("accepted",
-then the outcome by callback), and the callbacks go straight to helpers/wallet/mpesa_callbacks.py
+then the outcome by callback), and the callbacks go straight to helpers/wallet/mpesa/callbacks.py
 with Daraja's bodies (tests/fakes/fake_daraja.py builds them; no server, no waiting). The real
 HTTP exchange with a fake Daraja is tests/unit/test_daraja.py, in the slow tier.
 
@@ -17,7 +17,8 @@ from helpers.infra.i18n import t
 from helpers.mpesa.daraja import msisdn
 from helpers.mpesa.provider import MpesaProvider, PayoutResult, PushResult, TopupQueryResult
 from helpers.infra.phone import safaricom
-from helpers.wallet import books, mpesa_callbacks, mpesa_flows
+from helpers.wallet.mpesa import callbacks as mpesa_callbacks, flows as mpesa_flows
+from helpers.wallet.reports import books
 from lightning import State
 from models import FAILED, PENDING, SETTLED, MpesaRequest, Transaction
 from tests.conftest import movements

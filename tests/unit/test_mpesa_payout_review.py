@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import delete, select, text
 
 from helpers.mpesa.provider import SimulatedMpesa
-from helpers.wallet import mpesa_flows
+from helpers.wallet.mpesa import flows as mpesa_flows
 from helpers.wallet.payouts import machine
 from helpers.web import worker
 from models import MPESA_B2C_RAIL, SENT, MpesaRequest, Payout, utcnow

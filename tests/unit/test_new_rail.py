@@ -14,7 +14,9 @@ from sqlalchemy import select
 
 from helpers.infra.i18n import CATALOGS, t
 from helpers.infra.rail import Answer, Books, CallbackRefused, Claim, PayoutView, Said
-from helpers.wallet import journal, operators, transactions, users
+from helpers.wallet import operators
+from helpers.wallet.customers import users
+from helpers.wallet.ledger import journal, movements
 from helpers.wallet.errors import InsufficientBalance, PolicyDenied
 from helpers.wallet.payouts import books, machine
 from helpers.web import worker
@@ -100,7 +102,7 @@ def reserve(wallet, phone: str, kes: int, sats: int, fee: int, key: str):
                     raise PolicyDenied("above-maximum")
             return books.reserve(s, rail, user.id, sats, fee, "KCB 1234567890", key, check=check, amount_kes=kes,
                                  description=f"Bank transfer KES {kes}")
-    return transactions.run_once(wallet.db, key, work)
+    return movements.run_once(wallet.db, key, work)
 
 
 def kinds(wallet, reference: str) -> list[str]:

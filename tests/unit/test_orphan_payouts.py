@@ -16,7 +16,7 @@ from sqlalchemy import delete, select
 
 from helpers.infra.i18n import t
 from helpers.mpesa import rail as mpesa_rail
-from helpers.wallet import mpesa_flows
+from helpers.wallet.mpesa import flows as mpesa_flows
 from helpers.wallet.payouts import machine
 from helpers.web import worker
 from models import RESERVED, VOIDED, Job, Payout, Transaction, utcnow

@@ -306,7 +306,7 @@ def test_rate_counters_count_every_event_in_each_dialects_statement(wallet):
     """The counters' upserts: all of a request's counters in one statement where the database
     returns rows from an upsert, one LAST_INSERT_ID statement each on MySQL (checked here on any
     MySQL-family server)."""
-    from helpers.wallet import limits
+    from helpers.wallet.customers import limits
 
     db = wallet.db
     assert [limits._count(db, [("t:a", 1), ("t:b", 1)]) for _ in range(3)] == [[1, 1], [2, 2], [3, 3]]
@@ -401,7 +401,8 @@ def test_a_movement_run_twice_under_one_key_moves_money_once(wallet, movement):
     """A replay that gets past the session row reaches the money function itself: with nothing
     read first, it fails on the ledger's unique key (or is refused, the first having spent the
     money) and gets the first movement's receipt; its own transaction leaves nothing behind."""
-    from helpers.wallet import journal, transactions, users
+    from helpers.wallet.customers import users
+    from helpers.wallet.ledger import journal, movements
     from helpers.wallet.rules import policy
     from models import ADJUSTMENTS, Transaction
 
@@ -412,10 +413,10 @@ def test_a_movement_run_twice_under_one_key_moves_money_once(wallet, movement):
     amount = policy_.value("payment-min-sats")
     kes = KES_MIN
     calls = {
-        "send": lambda: transactions.transfer(wallet.db, policy_, payer, DEMO[1], amount, "r" * 64, "*384#"),
+        "send": lambda: movements.transfer(wallet.db, policy_, payer, DEMO[1], amount, "r" * 64, "*384#"),
         "withdraw": lambda: reserve_withdrawal(wallet, policy_, payer, *withdraw_terms(kes), DEMO[0],
                                                             "r" * 64),
-        "topup": lambda: transactions.topup(wallet.db, policy_, payer, kes, credit_sats(kes), FIXED_PRICE,
+        "topup": lambda: movements.topup(wallet.db, policy_, payer, kes, credit_sats(kes), FIXED_PRICE,
                                             "QAB12CD34E", "r" * 64),
     }
     first = calls[movement]()
@@ -441,7 +442,8 @@ def test_a_movement_run_twice_under_one_key_moves_money_once(wallet, movement):
 def test_a_pending_debit_refunded_twice_is_credited_once(wallet, kind):
     """A refund only moves a row that is still pending: a second refund of the same withdrawal or
     Lightning payment (a late callback, the reconciler and an operator racing) credits nothing."""
-    from helpers.wallet import lightning_out, users
+    from helpers.wallet.customers import users
+    from helpers.wallet.payouts import lightning_out
 
     policy_ = wallet.policy
     with wallet.db.read() as s:

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from helpers.lightning.lnurl_pay import PayParams
-from helpers.wallet import use_cases, users
+from helpers.wallet import use_cases
+from helpers.wallet.customers import users
 from helpers.wallet.use_cases import PinNotChecked
-from helpers.wallet.users import PinProof
+from helpers.wallet.customers.users import PinProof
 from tests.conftest import DEMO, PIN, snapshot
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,7 +27,7 @@ def money_calls(extra: tuple[Path, ...] = ()):
                  *(ROOT / "helpers" / "web").glob("*.py"), *extra]:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Attribute) and node.attr in MONEY_OUT and isinstance(node.value, ast.Name) \
-                    and node.value.id in ("transactions", "payments", "mpesa_flows", "books", "machine"):
+                    and node.value.id in ("movements", "payments", "mpesa_flows", "books", "machine"):
                 found.append((path.name, node.lineno, node.attr))
     return found
 
@@ -37,8 +38,8 @@ def test_only_the_wallets_use_cases_move_money_out():
 
 def test_a_screen_calling_a_money_function_directly_is_found(tmp_path):
     sneaky = tmp_path / "zz_probe_screen.py"  # not in the tree: tests run in parallel
-    sneaky.write_text("from helpers.wallet import transactions\n"
-                      "def go(ctx):\n    return transactions.transfer(ctx.svc.db, None, None, '', 1, '', '')\n")
+    sneaky.write_text("from helpers.wallet.ledger import movements\n"
+                      "def go(ctx):\n    return movements.transfer(ctx.svc.db, None, None, '', 1, '', '')\n")
     assert ("zz_probe_screen.py", 3, "transfer") in money_calls((sneaky,))
 
 

@@ -14,7 +14,7 @@ from sqlalchemy.exc import OperationalError
 
 from helpers.infra.i18n import t
 from helpers.infra.version import VERSION
-from helpers.wallet import lnurl
+from helpers.wallet.incoming import lnurl
 from helpers.web import probes
 from lightning import UnavailableBackend
 from helpers.wallet.rules import policy

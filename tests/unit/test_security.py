@@ -294,7 +294,7 @@ def test_write_behind_counts_are_shared_by_workers_and_overshoot_only_by_the_unw
     """Two workers' counters on one database: each refuses past the limit on what it knows; what
     another worker accepted but has not written yet is the only overshoot, and once written,
     every worker refuses."""
-    from helpers.wallet.limits import RequestCounter
+    from helpers.wallet.customers.limits import RequestCounter
 
     limit, _window = P.rate_limit("requests-per-phone")
     at_start_of_window(60)
@@ -316,7 +316,7 @@ def test_write_behind_counts_are_shared_by_workers_and_overshoot_only_by_the_unw
 
 
 def test_counts_that_could_not_be_written_are_kept_for_the_next_flush(wallet, monkeypatch):
-    from helpers.wallet import limits
+    from helpers.wallet.customers import limits
 
     counter = limits.RequestCounter(wallet.db, 60)
     try:

@@ -87,7 +87,7 @@ def _lock_right_after_the_step_is_read(monkeypatch, wallet, phone):
 
     from helpers.ussd import sessions
 
-    from helpers.wallet import users
+    from helpers.wallet.customers import users
 
     read = sessions.load_step
     until = utcnow() + dt.timedelta(minutes=5, seconds=30)
@@ -104,7 +104,7 @@ def _lock_right_after_the_step_is_read(monkeypatch, wallet, phone):
 
 
 def _counted_checks(monkeypatch):
-    from helpers.wallet import users
+    from helpers.wallet.customers import users
 
     calls = []
     counted = users._check_counted
@@ -135,11 +135,11 @@ def test_a_short_way_payment_that_holds_a_receipt_is_not_looked_up_again(alice, 
     """The check for "nothing moved" after a short-way PIN reads the request's key only when the
     action ends without a receipt: a paid send reads no key at all (a replay would fail on the
     unique key instead), a refused one reads it before the counted check."""
-    from helpers.wallet import transactions
+    from helpers.wallet.ledger import movements
 
     looked = []
-    find = transactions.find_by_key
-    monkeypatch.setattr(transactions, "find_by_key", lambda db, key: looked.append(key) or find(db, key))
+    find = movements.find_by_key
+    monkeypatch.setattr(movements, "find_by_key", lambda db, key: looked.append(key) or find(db, key))
     counted = _counted_checks(monkeypatch)
     low = P.value("payment-min-sats")
     low_cost = low + P.fee_sats("internal", low)

@@ -9,7 +9,8 @@ import threading
 
 from sqlalchemy import select, text
 
-from helpers.wallet import lightning_out, users
+from helpers.wallet.customers import users
+from helpers.wallet.payouts import lightning_out
 from helpers.web import worker
 from lightning import MockBackend, PaymentResult, State, StatusResult
 from models import Invoice, Job, Transaction

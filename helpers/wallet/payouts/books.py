@@ -26,9 +26,10 @@ from sqlalchemy.orm import Session
 from helpers.infra import sms
 from helpers.infra.rail import Answer, Books, PayoutView, Rail
 from helpers.infra.refs import new_reference
-from helpers.wallet import journal, users
+from helpers.wallet.customers import users
+from helpers.wallet.ledger import journal
 from helpers.wallet.errors import WalletError
-from helpers.wallet.transactions import Receipt
+from helpers.wallet.ledger.movements import Receipt
 from models import (ADJUSTMENTS, DEBIT, FAILED, FEES, OPEN_PAYOUT, PENDING, POST, POSTED, RESERVED, SETTLED, VOID,
                     VOIDED, Payout, Transaction, utcnow)
 
@@ -66,7 +67,7 @@ def reserve(s: Session, rail: Rail, user_id: int, amount: int, fee: int, destina
     the most the rail itself may cost, reserved too, what it did not cost given back at the post;
     `payment_hash`: kept on the movement too (statements, the node comparison). Raises
     InsufficientBalance, AccountLocked, PolicyDenied, RailKeyTaken; a replay of `key` fails on it
-    (transactions.run_once gives the first receipt)."""
+    (movements.run_once gives the first receipt)."""
     total = amount + fee + fee_limit
     ref = new_reference()
     recorded = journal.record(

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from database import Database
 from helpers.infra.phone import mask
 from helpers.infra.rail import Answer, CallbackRefused, Rail, Said
-from helpers.wallet import transactions
+from helpers.wallet.ledger import movements
 from helpers.wallet.payouts import books
 from helpers.wallet.payouts.books import view
 from models import (ASSET, LIABILITY, OPEN_PAYOUT, POSTED, RESERVED, SENT, VOIDED, LedgerAccount, Payout,
@@ -93,7 +93,7 @@ def finish(db: Database, rail: Rail, reference: str, answer: Answer, note: str =
                       answer.receipt)
             return False
 
-    done = transactions.retry_deadlocks(work)
+    done = movements.retry_deadlocks(work)
     if done:
         log.info("payout %s %s (%s)", reference, answer.said.value, note or answer.reason)
     else:
@@ -125,7 +125,7 @@ def record_ids(db: Database, reference: str, rail_key: str = "", rail_ref: str =
     def work() -> None:
         with db.write() as s:
             s.execute(update(Payout).where(Payout.reference == reference).values(**values))
-    transactions.retry_deadlocks(work)
+    movements.retry_deadlocks(work)
 
 
 def send(db: Database, rail: Rail, reference: str) -> Answer:

@@ -14,12 +14,13 @@ from sqlalchemy.exc import IntegrityError
 
 from database import Database
 from helpers.infra.fastpath import Prepared
-from helpers.wallet import limits, transactions, users
+from helpers.wallet.customers import limits, users
+from helpers.wallet.ledger import movements
 from helpers.infra import sms
 from helpers.wallet.errors import LightningUnavailable, RateLimited
 from helpers.infra.phone import mask
 from helpers.wallet.rules import Policy
-from helpers.wallet.users import UserView
+from helpers.wallet.customers.users import UserView
 from helpers.infra.i18n import t
 from helpers.infra.refs import new_reference
 from lightning import LightningBackend, State
@@ -237,13 +238,13 @@ def poll_pending(db: Database, backend: LightningBackend, limit: int = 500) -> d
 
 
 # ------------------------------------------------------------------ a paid invoice
-def credit_invoice(db: Database, payment_hash: str) -> transactions.Receipt | None:
+def credit_invoice(db: Database, payment_hash: str) -> movements.Receipt | None:
     """Credit the owner of a paid invoice, exactly once (None if it was not pending).
     Call only after the Lightning node has confirmed the payment."""
-    return transactions.retry_deadlocks(lambda: _credit_invoice(db, payment_hash))
+    return movements.retry_deadlocks(lambda: _credit_invoice(db, payment_hash))
 
 
-def _credit_invoice(db: Database, payment_hash: str) -> transactions.Receipt | None:
+def _credit_invoice(db: Database, payment_hash: str) -> movements.Receipt | None:
     with db.write() as s:
         claimed = cast(CursorResult, s.execute(
             update(Invoice)
@@ -259,11 +260,11 @@ def _credit_invoice(db: Database, payment_hash: str) -> transactions.Receipt | N
             .where(PaymentRequest.invoice_id == invoice.id, PaymentRequest.status == PENDING)
             .values(status=PAID)
         )).rowcount
-        came = transactions.Incoming("receive", NODE, INVOICE if is_request else RECEIVE, counterparty="lightning")
-        row_id, after, _ref = transactions.credit_in(s, invoice.user_id, invoice.amount_sats, came,
+        came = movements.Incoming("receive", NODE, INVOICE if is_request else RECEIVE, counterparty="lightning")
+        row_id, after, _ref = movements.credit_in(s, invoice.user_id, invoice.amount_sats, came,
                                                      reference=invoice.reference, invoice_id=invoice.id,
                                                      payment_hash=payment_hash)
         owner = users.owner(s, invoice.user_id)
         sms.queue(s, owner.phone, t(owner.language, "sms.invoice-paid", ref=invoice.reference,
                                     amount=invoice.amount_sats, balance=after))
-        return transactions.Receipt(invoice.reference, invoice.amount_sats, 0, after, SETTLED, row_id)
+        return movements.Receipt(invoice.reference, invoice.amount_sats, 0, after, SETTLED, row_id)

@@ -11,7 +11,8 @@ import json
 from urllib.parse import urlparse
 
 from database import Database
-from helpers.wallet import invoices, users
+from helpers.wallet.customers import users
+from helpers.wallet.incoming import invoices
 from helpers.wallet.errors import LightningUnavailable, RateLimited
 from helpers.infra.phone import normalise
 from helpers.infra.text import is_digits

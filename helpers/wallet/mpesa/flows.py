@@ -23,8 +23,9 @@ from sqlalchemy.orm import Session
 
 from database import Database
 from helpers.infra import sms
-from helpers.wallet import transactions, users
-from helpers.wallet.users import UserView
+from helpers.wallet.customers import users
+from helpers.wallet.ledger import movements
+from helpers.wallet.customers.users import UserView
 from helpers.infra.i18n import t
 from helpers.infra.phone import mask
 from helpers.infra.rail import Rail, Said
@@ -122,7 +123,7 @@ def _credit_topup(db: Database, reference: str, receipt: str | None, code: str, 
 def credit_topup(db: Database, reference: str, receipt: str | None, code: str, description: str,
                  from_failed: bool = False) -> bool:
     """_credit_topup, run again whole after a deadlock or a Galera certification conflict."""
-    return transactions.retry_deadlocks(
+    return movements.retry_deadlocks(
         lambda: _credit_topup(db, reference, receipt, code, description, from_failed))
 
 
@@ -146,7 +147,7 @@ def _fail_topup(db: Database, reference: str, code: str, description: str, notif
 def fail_topup(db: Database, reference: str, code: str, description: str, notify: bool = True) -> bool:
     """_fail_topup, run again whole when the database rolled it back for a deadlock or a Galera
     certification conflict (it acts once: its updates are conditional)."""
-    return transactions.retry_deadlocks(lambda: _fail_topup(db, reference, code, description, notify))
+    return movements.retry_deadlocks(lambda: _fail_topup(db, reference, code, description, notify))
 
 
 
@@ -278,7 +279,7 @@ def void_orphan(db: Database, transaction_id: int, also: Callable[[Session], Non
             if also is not None:
                 also(s)
             return True
-    done = transactions.retry_deadlocks(work)
+    done = movements.retry_deadlocks(work)
     if done:
         log.warning("withdrawal %d had no M-Pesa request: refunded", transaction_id)
     return done
@@ -290,12 +291,12 @@ def refund_withdrawal(db: Database, transaction_id: int) -> bool:
     def work() -> bool:
         with db.write() as s:
             return refund_withdrawal_in(s, transaction_id)
-    return transactions.retry_deadlocks(work)
+    return movements.retry_deadlocks(work)
 
 
 def refund_withdrawal_in(s: Session, transaction_id: int) -> bool:
     """refund_withdrawal inside the caller's transaction."""
-    released = transactions.release(s, transaction_id)
+    released = movements.release(s, transaction_id)
     if released is None:
         return False
     row, _after, user = released
@@ -307,7 +308,7 @@ def credit_pushed_topup(s: Session, user: User, kes: int, sats: int, receipt: st
     """Credit a top-up M-Pesa confirmed (STK push), inside the caller's transaction, which also
     moves the M-Pesa request from pending so it credits once. A receipt credits once, ever (a
     reused one raises IntegrityError). Returns the new transaction's id."""
-    row_id, after, _ref = transactions.credit_in(s, user.id, sats, transactions.topped_up(kes, receipt),
+    row_id, after, _ref = movements.credit_in(s, user.id, sats, movements.topped_up(kes, receipt),
                                                  reference=reference, mpesa_code=receipt)
     sms.queue(s, user.phone, t(user.language, "sms.topup", kes=kes, code=receipt or reference, sats=sats,
                                balance=after))

@@ -18,13 +18,15 @@ from dataclasses import dataclass
 from helpers.lightning import lnurl_pay
 
 from helpers.infra.rail import Rail, Said
-from helpers.wallet import books, lightning_out, transactions
+from helpers.wallet.ledger import movements
+from helpers.wallet.payouts import lightning_out
+from helpers.wallet.reports import books
 from helpers.wallet.payouts import machine
 from helpers.lightning.lnurl_pay import PayParams
 from helpers.wallet.services import Services
-from helpers.wallet.transactions import Receipt
+from helpers.wallet.ledger.movements import Receipt
 from lightning import State, decode_invoice
-from helpers.wallet.users import UserView
+from helpers.wallet.customers.users import UserView
 from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session
 
@@ -45,10 +47,10 @@ def pay_address(svc: Services, user: UserView, params: PayParams, amount: int, k
     """Pay `amount` sats to the Lightning address behind `params`. Raises LnurlPayError (nothing
     reserved), InsufficientBalance, PolicyDenied or InvoiceAlreadyPaid (the payee answered with
     an invoice that is pending or paid here already: nothing reserved)."""
-    earlier = transactions.find_by_key(svc.db, key)
+    earlier = movements.find_by_key(svc.db, key)
     if earlier is not None:  # a replay: never fetch or pay a second invoice
         state = {SETTLED: State.SUCCEEDED, FAILED: State.FAILED}.get(earlier.status, State.PENDING)
-        return Payment(state, transactions.replay_of(svc.db, earlier), replay=True)
+        return Payment(state, movements.replay_of(svc.db, earlier), replay=True)
     max_fee = svc.policy.fee_sats("lightning", amount)
     bolt11 = lnurl_pay.fetch_invoice(params, amount, svc.settings)
     payment_hash = decode_invoice(bolt11).payment_hash

@@ -2,7 +2,7 @@
 
 Each callback names our request by the reference in its URL; its ids, amount and phone must match
 what we asked for, or it changes nothing and is logged. A push's money moves through
-helpers/wallet/mpesa_flows.py, a payout's through the payout machine (helpers/wallet/payouts), whose
+helpers/wallet/mpesa/flows.py, a payout's through the payout machine (helpers/wallet/payouts), whose
 conditional updates make a repeated callback a no-op.
 
 - STK push: {"Body": {"stkCallback": {MerchantRequestID, CheckoutRequestID, ResultCode, ResultDesc,
@@ -32,7 +32,8 @@ from database import Database
 from helpers.infra.phone import mask
 from helpers.infra.rail import Answer, Rail
 from helpers.mpesa.daraja import msisdn
-from helpers.wallet import mpesa_float, mpesa_flows
+from helpers.wallet.mpesa import flows as mpesa_flows
+from helpers.wallet.reports import mpesa_float
 from helpers.wallet.payouts import machine
 from models import (FAILED, MPESA_B2B_RAIL, MPESA_B2C_RAIL, OPEN_PAYOUT, PENDING, POSTED, SETTLED, STK, VOIDED,
                     MpesaRequest, Payout)

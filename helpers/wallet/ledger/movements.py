@@ -27,7 +27,8 @@ from sqlalchemy.orm import Session
 from database import Database
 from helpers.infra.fastpath import Prepared, ResultRow
 from helpers.infra import sms
-from helpers.wallet import journal, users
+from helpers.wallet.customers import users
+from helpers.wallet.ledger import journal
 from helpers.wallet.errors import (
     AccountLocked,
     CodeAlreadyUsed,
@@ -39,7 +40,7 @@ from helpers.wallet.errors import (
 from helpers.infra.i18n import t
 from helpers.infra.refs import new_reference
 from helpers.wallet.rules import Policy
-from helpers.wallet.users import UserView
+from helpers.wallet.customers.users import UserView
 from models import (ADJUST, ADJUSTMENTS, AIRTIME, AIRTIME_IN_FLIGHT, CREDIT, DEBIT, FAILED, FEES, FLOAT,
                     INVOICE, LN_IN_FLIGHT, MPESA_IN_FLIGHT, PAID, PENDING, SEND, SETTLED, TOPUP, VOID, WITHDRAW,
                     Invoice, PaymentRequest, Transaction, User, utcnow)

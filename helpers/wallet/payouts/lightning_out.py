@@ -12,12 +12,12 @@ from sqlalchemy.orm import Session
 
 from database import Database
 from helpers.infra.rail import Answer, Rail
-from helpers.wallet import transactions
+from helpers.wallet.ledger import movements
 from helpers.wallet.errors import InvoiceAlreadyPaid, PolicyDenied
 from helpers.wallet.payouts import books, machine
 from helpers.wallet.rules import Policy
-from helpers.wallet.transactions import Receipt
-from helpers.wallet.users import UserView
+from helpers.wallet.ledger.movements import Receipt
+from helpers.wallet.customers.users import UserView
 from models import DEBIT, OPEN_PAYOUT, PENDING, SEND, Payout, Transaction, User
 
 
@@ -34,7 +34,7 @@ def reserve_lightning(
         with db.write() as s:
             def check(after: int) -> None:
                 decision = policy.lightning_send(amount, max_fee, after + amount + max_fee,
-                                                 transactions.sent_today(s, user.id), *payee_bounds)
+                                                 movements.sent_today(s, user.id), *payee_bounds)
                 if not decision.allowed:
                     raise PolicyDenied(decision.reason or "denied")
             try:
@@ -44,7 +44,7 @@ def reserve_lightning(
             except books.RailKeyTaken as exc:  # another payout holds this hash: pending or paid
                 raise InvoiceAlreadyPaid(payment_hash) from exc
 
-    return transactions.run_once(db, key, work)
+    return movements.run_once(db, key, work)
 
 
 def _payout_of(db: Database, transaction_id: int) -> Payout | None:

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from database import Database
 from helpers.infra.phone import local
 from helpers.infra.rail import Answer, Rail
-from helpers.wallet import transactions
+from helpers.wallet.ledger import movements
 from helpers.wallet.errors import PolicyDenied
 from helpers.wallet.payouts import books, machine
 from helpers.wallet.rules import Policy
-from helpers.wallet.transactions import Receipt
-from helpers.wallet.users import UserView
+from helpers.wallet.ledger.movements import Receipt
+from helpers.wallet.customers.users import UserView
 
 
 @dataclass(frozen=True)
@@ -36,14 +36,14 @@ def reserve(db: Database, policy: Policy, rail: Rail, user: UserView, phone: str
     def work() -> Receipt:
         with db.write() as s:
             def check(after: int) -> None:
-                decision = policy.airtime(kes, after + sats + fee, transactions.sent_today(s, user.id), price)
+                decision = policy.airtime(kes, after + sats + fee, movements.sent_today(s, user.id), price)
                 if not decision.allowed:
                     raise PolicyDenied(decision.reason or "denied")
             receipt = books.reserve(s, rail, user.id, sats, fee, phone, key, check=check, amount_kes=kes,
                                     description=f"Airtime KES {kes} for {local(phone, region)}")
             return receipt
 
-    return transactions.run_once(db, key, work)
+    return movements.run_once(db, key, work)
 
 
 def buy(db: Database, rail: Rail, receipt: Receipt) -> Answer:

@@ -22,10 +22,9 @@ from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.orm import Session
 
 from helpers.infra.fastpath import Prepared
-from helpers.wallet import mpesa_float
 from helpers.wallet.errors import AccountLocked, InsufficientBalance
-from models import (AIRTIME_FLOAT, AIRTIME_IN_FLIGHT, BEFORE_JOURNAL, FAILED, FLOAT, LN_IN_FLIGHT, MPESA_IN_FLIGHT,
-                    PENDING, POST, SETTLED, VOID, LedgerAccount, Posting, Transaction, User, utcnow)
+from models import (BEFORE_JOURNAL, FAILED, PENDING, POST, SETTLED, VOID, LedgerAccount, Posting, Transaction, User,
+                    utcnow)
 
 Executor = Connection | Session
 
@@ -293,58 +292,7 @@ def balances(session: Session) -> dict[str, int]:
     return found
 
 
-# ------------------------------------------------------------------ solvency and statements
-@dataclass(frozen=True)
-class Solvency:
-    """What we owe against what we hold. Liabilities: customers' balances plus what is reserved
-    for payments in flight (those sats are still ours until the rail says they left). Assets: the
-    node's balance as the node reports it (None: unreachable) and the M-Pesa float as recorded,
-    beside the float as M-Pesa last reported it (Daraja's Account Balance, in KES: evidence, not
-    counted in the ratio, whose units are sats)."""
-
-    customers_sats: int
-    lightning_in_flight_sats: int
-    mpesa_in_flight_sats: int
-    node_sats: int | None
-    float_sats: int
-    float_reading: mpesa_float.Reading | None = None  # what M-Pesa last said the float holds, in KES
-    airtime_in_flight_sats: int = 0  # reserved for airtime not delivered yet
-    airtime_float_sats: int = 0  # the airtime prepaid at Africa's Talking, as recorded (sold: negative)
-
-    @property
-    def liabilities_sats(self) -> int:
-        return (self.customers_sats + self.lightning_in_flight_sats + self.mpesa_in_flight_sats
-                + self.airtime_in_flight_sats)
-
-    @property
-    def assets_sats(self) -> int | None:
-        return None if self.node_sats is None else self.node_sats + self.float_sats + self.airtime_float_sats
-
-    @property
-    def coverage(self) -> float | None:
-        """assets / liabilities (1.0 = every sat covered); None when the node cannot be asked."""
-        if self.assets_sats is None:
-            return None
-        return float("inf") if self.liabilities_sats == 0 else self.assets_sats / self.liabilities_sats
-
-    def as_dict(self) -> dict:
-        reading = self.float_reading
-        return {"customers_sats": self.customers_sats, "lightning_in_flight_sats": self.lightning_in_flight_sats,
-                "mpesa_in_flight_sats": self.mpesa_in_flight_sats,
-                "airtime_in_flight_sats": self.airtime_in_flight_sats, "liabilities_sats": self.liabilities_sats,
-                "node_sats": self.node_sats, "mpesa_float_sats": self.float_sats,
-                "airtime_float_sats": self.airtime_float_sats, "assets_sats": self.assets_sats,
-                "coverage": self.coverage,
-                "mpesa_float_queried_kes": None if reading is None else str(reading.available_kes),
-                "mpesa_float_queried_at": None if reading is None else reading.at.isoformat()}
-
-
-def solvency(session: Session, node_balance_sats: int | None) -> Solvency:
-    kept = balances(session)
-    return Solvency(kept["customers"], -kept[LN_IN_FLIGHT], -kept[MPESA_IN_FLIGHT], node_balance_sats, kept[FLOAT],
-                    mpesa_float.latest(session), -kept.get(AIRTIME_IN_FLIGHT, 0), kept.get(AIRTIME_FLOAT, 0))
-
-
+# ------------------------------------------------------------------ statements
 @dataclass(frozen=True)
 class StatementLine:
     """One posting on a customer's account, as their statement shows it."""

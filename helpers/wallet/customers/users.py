@@ -17,7 +17,7 @@ from database import Database
 from helpers.infra.fastpath import Prepared
 from helpers.infra import sms
 from helpers.infra.i18n import t
-from helpers.wallet.pins import hash_pin, verify_pin
+from helpers.wallet.customers.pins import hash_pin, verify_pin
 from helpers.wallet.rules import Policy
 from models import User, utcnow
 

@@ -1,0 +1,1 @@
+"""Customers: accounts, PINs, limits on what they may do, the demo accounts."""

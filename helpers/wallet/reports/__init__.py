@@ -1,0 +1,1 @@
+"""Reading the books: exports, totals, what is pending."""
