@@ -31,7 +31,8 @@ sys.path.insert(0, str(ROOT))
 from bench.run import PEPPER, PHONE_FIRST, PHONES, PIN, seed  # noqa: E402
 
 AMOUNT = "1000"
-STEP_NAMES = ("dial", "option", "phone", "amount", "confirm", "pin")
+STEP_NAMES = {"send": ("dial", "option", "phone", "amount", "confirm", "pin"),
+              "receive": ("dial", "option", "invoice"), "menu": ("dial",)}
 
 
 def steps_for(scenario: str, phone_index: int) -> list[str]:
@@ -176,9 +177,9 @@ def drive(app, counters: Counters, scenario: str, requests: int, per_step: dict[
             args = (cpu, wall, after[0] - before[0], after[1] - before[1], reply)
             total.add(*args)
             if per_step is not None:
-                per_step.setdefault(f"{step} {STEP_NAMES[step]}", Stats()).add(*args)
-            if counters.listing and scenario == "send" and step == len(STEP_NAMES) - 1:
-                print("  the statements of one send's PIN step:")
+                per_step.setdefault(f"{step} {STEP_NAMES[scenario][step]}", Stats()).add(*args)
+            if counters.listing and step == len(STEP_NAMES[scenario]) - 1:
+                print(f"  the statements of one {scenario}'s last step:")
                 print("\n".join(f"    {n + 1:2}. {text}" for n, text in enumerate(counters.texts)))
                 counters.listing = False
             counters.texts.clear()
@@ -203,12 +204,12 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="measure this many times, keep the cheapest")
     parser.add_argument("--database-url", default="")
     parser.add_argument("--scenarios", default="menu,send,receive")
-    parser.add_argument("--steps", action="store_true", help="print the send scenario step by step")
+    parser.add_argument("--steps", action="store_true", help="print the send and receive scenarios step by step")
     parser.add_argument("--fresh-decisions", action="store_true",
                         help="worst case: every policy decision evaluated by MeTTa, none from the cache")
     parser.add_argument("--cprofile", default="", help="profile this scenario and print the top functions")
     parser.add_argument("--list-statements", action="store_true",
-                        help="print the SQL statements of one send's PIN step (their first words)")
+                        help="print the SQL statements of one send's PIN step and one receive's invoice step")
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument("--profile-out", default="", help="also write the cProfile data to this file")
     parser.add_argument("--sort", default="cumulative", help="cProfile order: cumulative or tottime")
@@ -226,8 +227,8 @@ def main() -> int:
         session_no = 0
         for scenario in args.scenarios.split(","):
             _, session_no = drive(app, counters, scenario, args.warm, None, session_no)
-            counters.listing = args.list_statements
-            per_step: dict[str, Stats] | None = {} if args.steps and scenario == "send" else None
+            counters.listing = args.list_statements and scenario in ("send", "receive")
+            per_step: dict[str, Stats] | None = {} if args.steps and scenario in ("send", "receive") else None
             profiler = cProfile.Profile() if args.cprofile == scenario else None
             if profiler:
                 profiler.enable()
