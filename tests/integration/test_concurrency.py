@@ -207,7 +207,8 @@ def test_concurrent_withdrawals_from_one_account_exactly_k_succeed(wallet, serve
         rows = s.scalar(select(func.count(Transaction.id)).where(Transaction.type == "withdraw",
                                                                  Transaction.status == "settled"))
     print(f"\nFIGURES withdrawals: {len(replies)} concurrent, {done} paid out, {refused} refused, "
-          f"{rows} settled rows, balance {before} -> {balance(wallet, phone)}")
+          f"{rows} settled rows, balance {before} -> {balance(wallet, phone)}; other replies "
+          f"{sorted({r[:60] for _, r in replies if not r.startswith((done_prefix, refused_prefix))})}")
     assert {status for status, _ in replies} == {200}
     assert (done, refused, rows) == (k, CONCURRENT - k, k)
     assert balance(wallet, phone) == before - k * (sats + fee)
