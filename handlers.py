@@ -16,10 +16,11 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from helpers.infra.i18n import CATALOGS, t
 from helpers.infra.refs import idempotency_key
-from helpers.ussd import resume, sessions
+from helpers.ussd import guard, resume, sessions
 from helpers.mpesa.provider import BUY_GOODS, PAY_BILL
 from helpers.ussd.account_screens import Account, History, Language, MainMenu
 from helpers.ussd.airtime_screens import AirtimeAmount, AirtimeFor, AirtimePhone
+from helpers.ussd.forgot_screens import ForgotConfirm, ResetPending
 from helpers.ussd.business_screens import BusinessAmount, BusinessKind, BusinessNumber, PaybillAccount
 from helpers.ussd.mpesa_screens import TopupAmount, TopupCode, TopupConfirm, TopupPush, WithdrawAmount, WithdrawPhone
 from helpers.ussd.pin_entry import NewPin, PinChangeOld, PinStep, RepeatNewPin, save_changed_pin, save_first_pin
@@ -81,6 +82,8 @@ SCREENS: dict[str, Screen] = {
     "pinchange.old": PinChangeOld(),
     "pinchange.new": NewPin("pinchange.new", "pinchange.repeat"),
     "pinchange.repeat": RepeatNewPin("pinchange.repeat", save_changed_pin),
+    "forgot": ForgotConfirm(),
+    "reset.pending": ResetPending(),
 }
 
 
@@ -112,6 +115,8 @@ def handle_ussd(svc: Services, req: UssdRequest) -> tuple[str, str]:
             return "END " + t(language, "replay", ref=moved.reference), "replay"
         return "END " + t(language, "error.expired"), "ended"
     user = user or users.register(db, req.phone, svc.settings.default_language, svc.service_code)
+    if first and user.pin_hash is not None:  # a reset now due is completed; the SIM asked about ahead
+        user = guard.first_step(svc, user, view)
     # No row yet: nothing was asked in this session, so a path typed now came in the dialled code.
     # (A reply that asks for a PIN writes its row at once, below, so a PIN typed after the
     # prompt always finds one.)

@@ -9,18 +9,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Optional
 
-from sqlalchemy import (
-    BigInteger,
-    Boolean,
-    CheckConstraint,
-    DateTime,
-    ForeignKey,
-    Index,
-    Integer,
-    String,
-    Text,
-    UniqueConstraint,
-)
+from sqlalchemy import (BigInteger, Boolean, CheckConstraint, DateTime, ForeignKey, Index, Integer, String, Text,
+                        UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -430,8 +420,29 @@ class Job(Base):
     done_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
 
 
-# MockNodeEntry.kind
-MOCK_INVOICE, MOCK_PAYMENT = "invoice", "payment"
+# PhoneGuard.swap_answer: what the phone's SIM swap provider last said ("none": no answer yet)
+SWAPPED, NOT_SWAPPED, NO_ANSWER = "swapped", "not-swapped", "none"
+
+
+class PhoneGuard(Base):
+    """What stands between a phone and money out (issue 33): its last SIM swap as the provider said
+    (cached; atoms.metta says how long, and how long a swap holds money out), an operator's release
+    of that hold, and a Forgot-PIN reset under way (the current PIN cancels it; when due, the PIN is
+    cleared). Self-service resets are audit_log lines too (operator "customer")."""
+
+    __tablename__ = "phone_guards"
+
+    phone: Mapped[str] = mapped_column(String(20), primary_key=True)  # E.164
+    swap_answer: Mapped[str] = mapped_column(String(16), default=NO_ANSWER)
+    last_swap_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)  # the last swap it reported
+    answered_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)  # the cached answer's age
+    request_id: Mapped[Optional[str]] = mapped_column(String(64), index=True)  # the open question (AT requestId)
+    next_ask_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)  # a session's first step asks from then
+    cleared_swap_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)  # the swap an operator verified
+    reset_due_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime, index=True)  # Forgot PIN under way
+
+
+MOCK_INVOICE, MOCK_PAYMENT = "invoice", "payment"  # MockNodeEntry.kind
 
 
 class MockNodeEntry(Base):

@@ -28,7 +28,7 @@ from helpers.infra import sms
 from helpers.infra.i18n import t
 from helpers.infra.phone import mask
 from helpers.infra.refs import new_reference
-from helpers.wallet import journal, limits, transactions, users
+from helpers.wallet import journal, limits, sim_swap, transactions, users
 from helpers.wallet.errors import AccountLocked, InsufficientBalance
 from models import (ADJUST, ADJUSTMENTS, DEBIT, SETTLED, AuditEntry, Operator, Transaction, User,
                     utcnow)
@@ -389,6 +389,20 @@ def reset_pin(db: Database, operator: str, phone: str, reason: str) -> None:
         if not users.reset_pin_in(s, phone):
             raise OperatorError(f"no customer with phone {phone}")
         audit(s, operator, "reset-pin", phone, why)
+
+
+def clear_sim_swap(db: Database, operator: str, phone: str, reason: str) -> dt.datetime:
+    """Release the hold a recent SIM swap put on a customer's money out (the operator verified the
+    owner, ID seen): the customer is told by SMS, and the audit line is in the same transaction.
+    Returns the swap released."""
+    why = _reason(reason)
+    with db.write() as s:
+        _customer(s, phone)
+        swap = sim_swap.clear_in(s, phone)
+        if swap is None:
+            raise OperatorError(f"{phone} has no SIM swap on hold")
+        audit(s, operator, "clear-sim-swap", phone, why, f"swap of {swap:%Y-%m-%d %H:%M} UTC")
+    return swap
 
 
 def pin_locked(user: User) -> bool:

@@ -214,6 +214,17 @@ class Policy:
         """The KES a customer may buy airtime for, whatever the price."""
         return self.value("airtime-min-kes"), self.value("airtime-max-kes")
 
+    SIM_SWAP_WHATS = ("money-out", "pin-change", "pin-reset")
+
+    def sim_swap(self, what: str, days_since_swap: int, cleared: bool, answered: bool, amount_sats: int) -> Decision:
+        """May `what` (money-out, pin-change, pin-reset) go on, given the last SIM swap we know of
+        (`days_since_swap` whole days ago, -1: none), whether an operator cleared it, whether the
+        provider's answer is fresh, and the sats leaving? Deny reasons: sim-swap-hold, sim-swap-unknown."""
+        if what not in self.SIM_SWAP_WHATS:
+            raise PolicyError(f"unknown sim-swap question {what!r}")
+        return self._decision(f"(sim-swap-decision {what} {max(-1, int(days_since_swap))} {bool(cleared)} "
+                              f"{bool(answered)} {max(0, int(amount_sats))})")
+
     def pin(self, pin: str) -> Decision:
         """Is `pin` (already checked to be digits of the right length) strong enough?"""
         if not is_digits(pin):

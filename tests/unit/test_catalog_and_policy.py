@@ -23,7 +23,7 @@ LONGEST = {
     "unit": "sats", "n": 3, "sign": "+", "kind": "withdraw", "date": "30/12*",
     "address": "254712345678@" + "w" * MAX_ADDRESS_DOMAIN, "payee": "w" * MAX_TYPED_ADDRESS,
     "what": "W" * 90, "party": "1234567", "valid": -(-P.value("quote-valid-s") // 60),
-    "age": P.value("price-max-age-s") // 60,
+    "age": P.value("price-max-age-s") // 60, "hours": P.value("pin-reset-delay-h"),
 }
 SCREEN_KEYS = [k for k in EN if not k.startswith(("sms.", "who.", "main.", "payreq.line", "history.line",
                                                    "account."))]
@@ -71,11 +71,25 @@ def test_every_screen_fits_160_gsm7_characters_with_its_longest_values(lang, key
 @pytest.mark.parametrize("lang", ["en", "sw"])
 @pytest.mark.parametrize("prefix", PREFIXES)
 def test_a_refusal_above_any_prompt_still_fits(lang, prefix):
-    longest_prompt = max(("send.amount", "topup.amount", "withdraw.phone", "pin.create", "pin.enter",
-                          "withdraw.pin", "send.phone", "send.ln.amount", "request.amount", "pinchange.new"),
+    longest_prompt = max(("send.amount", "topup.amount", "withdraw.phone", "pin.create", "send.phone",
+                          "send.ln.amount", "request.amount", "pinchange.new"),
                          key=lambda k: len(fill(lang, k)))
     screen = fill(lang, prefix) + "\n" + fill(lang, longest_prompt)
     assert gsm7_length(screen) <= 160, screen
+
+
+# The screens that ask for the PIN (with their "9 Forgot PIN" line, issue 33) are shown again only
+# under the PIN step's own refusals: a wrong PIN, or not a PIN. (mpesapay.pin and airtime.pin with
+# every value at its longest at once do not leave room: there, as before, the walker drops the note.)
+PIN_PROMPTS = ("pin.enter", "withdraw.pin", "pinchange.old", "reset.pending")
+
+
+@pytest.mark.parametrize("lang", ["en", "sw"])
+@pytest.mark.parametrize("prompt", PIN_PROMPTS)
+def test_a_pin_refusal_above_any_pin_prompt_still_fits(lang, prompt):
+    for refusal in ("pin.wrong", "pin.format"):
+        screen = fill(lang, refusal) + "\n" + fill(lang, prompt)
+        assert gsm7_length(screen) <= 160, screen
 
 
 @pytest.mark.parametrize("lang", ["en", "sw"])

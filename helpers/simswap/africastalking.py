@@ -1,0 +1,108 @@
+"""Africa's Talking Insights: a phone's SIM swap state (specs/africastalking/Insights-SimSwap.md).
+
+`POST <insights>/v1/sim-swap` (the SDK's InsightService.check_sim_swap_state) with `username` and
+`phoneNumbers` queues the check: `{"status": "Queued", "requestId", "transactionId"}`. The result
+comes to the callback URL set in AT's dashboard (`<PUBLIC_URL>/insights/<SIM_SWAP_CALLBACK_TOKEN>/
+sim-swap`), one per number: status Swapped | NotSwapped, lastSimSwapDate ("01-01-1900": none
+known), phoneNumber, requestId, transactionId. Some descriptions show the same fields under
+`data.phoneNumbers[]`, also as the immediate answer: both shapes are read. Any other status is no
+answer.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import re
+from typing import Any
+
+from helpers.infra.phone import mask
+from helpers.simswap.provider import Asked, Reported, SimSwapProvider
+
+log = logging.getLogger(__name__)
+
+_E164 = re.compile(r"\+[0-9]{7,15}")
+_DATE_FORMATS = ("%d-%m-%Y", "%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%d-%m-%Y %H:%M:%S",
+                 "%Y-%m-%dT%H:%M:%S.%f", "%d/%m/%Y")
+_NO_SWAP_BEFORE = 2000  # "01-01-1900" is how AT says it knows of no swap
+
+
+def swap_date(text: Any) -> tuple[bool, dt.datetime | None]:
+    """(readable, the date) of a lastSimSwapDate: (True, None) for AT's "none known" date."""
+    raw = str(text or "").strip().rstrip("Z")
+    for form in _DATE_FORMATS:
+        try:
+            when = dt.datetime.strptime(raw, form)
+        except ValueError:
+            continue
+        return True, (None if when.year < _NO_SWAP_BEFORE else when)
+    return False, None
+
+
+def read_results(body: Any) -> list[Reported]:
+    """Every Swapped/NotSwapped answer in a body of either shape; anything else is left out. A
+    Swapped answer whose date cannot be read counts as a swap now (the cautious reading)."""
+    if isinstance(body, dict) and isinstance(body.get("data"), dict):
+        items = body["data"].get("phoneNumbers")
+        outer_id = str(body.get("requestId") or body["data"].get("requestId") or "")
+    else:
+        items, outer_id = [body], ""
+    found: list[Reported] = []
+    for item in items if isinstance(items, list) else []:
+        if not isinstance(item, dict) or item.get("status") not in ("Swapped", "NotSwapped"):
+            continue
+        phone = str(item.get("phoneNumber") or "")
+        if not _E164.fullmatch(phone):
+            continue
+        readable, when = swap_date(item.get("lastSimSwapDate"))
+        swapped = item["status"] == "Swapped"
+        if swapped and not readable:
+            log.warning("sim swap of %s: unreadable lastSimSwapDate, taken as now", mask(phone))
+            when = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        found.append(Reported(phone, swapped, when, str(item.get("requestId") or outer_id)[:64]))
+    return found
+
+
+class AfricasTalkingSimSwap(SimSwapProvider):
+    name = "africastalking"
+    asks_ahead = True
+
+    def __init__(self, username: str, api_key: str, base_url: str = "", timeout_s: float = 10.0) -> None:
+        self.username, self.api_key, self.timeout_s = username, api_key, timeout_s
+        self.base_url = base_url.rstrip("/")  # a test server instead of Africa's Talking
+
+    def _service(self) -> Any:
+        import africastalking  # imported here: only deployments with AT credentials need it
+
+        service = africastalking.InsightService(self.username, self.api_key)
+        if self.base_url:
+            service._baseUrl = self.base_url + "/v1"
+        return service
+
+    def ask(self, phone: str) -> Asked:
+        if not _E164.fullmatch(phone):  # what the SDK would refuse, refused before any request
+            return Asked(error="not an E.164 number")
+        try:
+            answer = self._service().check_sim_swap_state([phone], timeout=(3.05, self.timeout_s))
+        except Exception as exc:  # noqa: BLE001 - the SDK raises bare Exceptions (HTTP errors, timeouts)
+            log.warning("sim swap check of %s: no answer (%s)", mask(phone), type(exc).__name__)
+            return Asked(error=f"{type(exc).__name__}: {str(exc)[:80]}")
+        if isinstance(answer, str):  # the SDK parses JSON only under exactly "application/json"
+            try:
+                answer = json.loads(answer)
+            except ValueError:
+                answer = None
+        if not isinstance(answer, dict):
+            return Asked(error="no JSON answer")
+        reported = tuple(r for r in read_results(answer) if r.phone == phone)
+        request_id = str(answer.get("requestId") or "")[:64]
+        if reported:
+            return Asked(request_id=request_id or reported[0].request_id, reported=reported)
+        if answer.get("status") == "Queued" and request_id:
+            return Asked(request_id=request_id)
+        log.warning("sim swap check of %s: unexpected answer %r", mask(phone), str(answer.get("status"))[:40])
+        return Asked(error=f"status {str(answer.get('status'))[:40]}")
+
+    def parse_callback(self, body: Any) -> list[Reported]:
+        return read_results(body)
