@@ -10,7 +10,7 @@ import re
 from flask import Blueprint, Response, jsonify, request
 
 from helpers.lightning import webhooks
-from helpers.wallet import invoices, mpesa_callbacks
+from helpers.wallet import invoices, mpesa_callbacks, sim_swap
 from helpers.wallet.payouts import machine as payouts
 from helpers.web import callers
 from helpers.web.common import send_queued_sms, services
@@ -89,3 +89,24 @@ def airtime_status(token: str) -> tuple[Response, int]:
     status, outcome = payouts.callback(svc.db, rail, fields)
     send_queued_sms(svc)
     return jsonify({"status": outcome}), status
+
+
+@bp.post("/insights/<token>/sim-swap")
+def sim_swap_state(token: str) -> tuple[Response, int]:
+    """Africa's Talking Insights' SIM swap results (JSON; form fields accepted too). No signature:
+    the secret token in the URL (constant time), as the airtime callback; then only an answer to
+    an open question of ours (its requestId and phone) changes anything."""
+    svc = services()
+    expected = svc.settings.sim_swap_callback_token
+    if svc.sim_swap is None or not svc.sim_swap.asks_ahead or not expected or not callers.token_ok(expected, token):
+        log.warning("sim swap callback refused: bad token from %s", request.remote_addr)
+        return jsonify({"error": "forbidden"}), 403
+    try:
+        body = json.loads(request.get_data(as_text=True) or "null")
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        body = request.form.to_dict() or None
+    found, recorded = sim_swap.callback(svc, body)
+    send_queued_sms(svc)
+    return jsonify({"answers": found, "recorded": recorded}), 200
