@@ -23,26 +23,45 @@ from helpers.simswap.provider import Asked, Reported, SimSwapProvider
 log = logging.getLogger(__name__)
 
 _E164 = re.compile(r"\+[0-9]{7,15}")
-_DATE_FORMATS = ("%d-%m-%Y", "%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%d-%m-%Y %H:%M:%S",
-                 "%Y-%m-%dT%H:%M:%S.%f", "%d/%m/%Y")
+# lastSimSwapDate as the spec shows it ("01-01-1900"): two digits, two digits, four digits. Nothing
+# else is guessed at: another form is unusable (a Swapped answer then counts as a swap now, a
+# NotSwapped one as no answer).
+_DATE = re.compile(r"([0-9]{2})-([0-9]{2})-([0-9]{4})")
 _NO_SWAP_BEFORE = 2000  # "01-01-1900" is how AT says it knows of no swap
 
 
 def swap_date(text: Any) -> tuple[bool, dt.datetime | None]:
-    """(readable, the date) of a lastSimSwapDate: (True, None) for AT's "none known" date."""
-    raw = str(text or "").strip().rstrip("Z")
-    for form in _DATE_FORMATS:
+    """(readable, the date) of a lastSimSwapDate: (True, None) for AT's "none known" date. The spec
+    names no day/month order: when both readings are dates and differ, the later one is taken
+    (the cautious reading: a more recent swap)."""
+    match = _DATE.fullmatch(str(text or "").strip())
+    if match is None:
+        return False, None
+    first, second, year = (int(part) for part in match.groups())
+    readings = []
+    for day, month in ((first, second), (second, first)):
         try:
-            when = dt.datetime.strptime(raw, form)
+            readings.append(dt.datetime(year, month, day))
         except ValueError:
             continue
-        return True, (None if when.year < _NO_SWAP_BEFORE else when)
-    return False, None
+    if not readings:
+        return False, None
+    when = max(readings)
+    return True, (None if when.year < _NO_SWAP_BEFORE else when)
+
+
+def e164(text: Any) -> str | None:
+    """A phoneNumber as E.164 ("+" added to bare international digits), or None."""
+    raw = re.sub(r"[ \-]", "", str(text or ""))
+    if raw.isdigit():
+        raw = "+" + raw
+    return raw if _E164.fullmatch(raw) else None
 
 
 def read_results(body: Any) -> list[Reported]:
     """Every Swapped/NotSwapped answer in a body of either shape; anything else is left out. A
-    Swapped answer whose date cannot be read counts as a swap now (the cautious reading)."""
+    Swapped answer whose date is unusable (unreadable, or AT's "none known") counts as a swap now
+    (the cautious reading); a NotSwapped one with an unreadable date is no answer."""
     if isinstance(body, dict) and isinstance(body.get("data"), dict):
         items = body["data"].get("phoneNumbers")
         outer_id = str(body.get("requestId") or body["data"].get("requestId") or "")
@@ -52,14 +71,17 @@ def read_results(body: Any) -> list[Reported]:
     for item in items if isinstance(items, list) else []:
         if not isinstance(item, dict) or item.get("status") not in ("Swapped", "NotSwapped"):
             continue
-        phone = str(item.get("phoneNumber") or "")
-        if not _E164.fullmatch(phone):
+        phone = e164(item.get("phoneNumber"))
+        if phone is None:
             continue
         readable, when = swap_date(item.get("lastSimSwapDate"))
         swapped = item["status"] == "Swapped"
-        if swapped and not readable:
-            log.warning("sim swap of %s: unreadable lastSimSwapDate, taken as now", mask(phone))
+        if swapped and when is None:
+            log.warning("sim swap of %s: no usable lastSimSwapDate, taken as now", mask(phone))
             when = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        elif not swapped and not readable:
+            log.warning("sim swap answer for %s: unreadable lastSimSwapDate, taken as no answer", mask(phone))
+            continue
         found.append(Reported(phone, swapped, when, str(item.get("requestId") or outer_id)[:64]))
     return found
 

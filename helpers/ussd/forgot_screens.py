@@ -1,12 +1,15 @@
-"""Forgot PIN (issue 33): the confirmation that schedules the reset, and the screen a reset under
-way shows before money out, where the current PIN cancels it."""
+"""Forgot PIN (issue 33): the confirmation that schedules the reset, the screen a reset under way
+shows before money out (where the current PIN cancels it), and the new PIN set at the owner's dial
+once the reset is due."""
 
 from __future__ import annotations
+
+import datetime as dt
 
 from helpers.ussd import guard
 from helpers.ussd.pin_entry import verify_pin
 from helpers.ussd.screen import Ctx, expired
-from helpers.ussd.walker import End, Result, Retry
+from helpers.ussd.walker import End, Home, Result, Retry
 from helpers.wallet import pin_reset, sim_swap
 
 
@@ -46,8 +49,27 @@ class ResetPending:
     def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
         if not ctx.final:
             return expired(ctx)
+        decision, _ = guard.check(ctx, sim_swap.MONEY_OUT)  # as the PIN step: no PIN is checked after a swap
+        if not decision.allowed:
+            return End(guard.refusal_text(ctx, decision.reason))
         refusal = verify_pin(ctx, token)
         if refusal is not None:
             return refusal
-        pin_reset.cancel(ctx.svc.db, ctx.user.phone, ctx.lang)
+        if not pin_reset.cancel(ctx.svc.db, ctx.user.phone, ctx.lang):
+            return End(ctx.t("reset.gone"))
         return End(ctx.t("reset.cancelled"))
+
+
+def save_reset_pin(ctx: Ctx, pin: str) -> Result:
+    """The new PIN of a reset now due (the session began with it due): set only with a fresh
+    answer about the SIM that came after the due time, and no swap that stops it."""
+    due = dt.datetime.fromisoformat(ctx.choices[guard.RESET_DUE])
+    done = pin_reset.complete(ctx.svc, ctx.user, due, pin, ctx.started_at)
+    if done == pin_reset.WAITING:
+        return End(ctx.t("simswap.retry"))
+    ctx.choices.pop(guard.RESET_DUE, None)
+    if done == pin_reset.STOPPED:
+        return End(ctx.t("simswap.hold"))
+    if done == pin_reset.NOTHING:
+        return End(ctx.t("reset.gone"))
+    return Home(ctx.t("pin.set"), onboarded=True)

@@ -4,16 +4,14 @@ out begins (a menu choice, only when it is the screen shown now) and again at th
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 
 from helpers.ussd import quoting
 from helpers.ussd.screen import Ctx
-from helpers.ussd.sessions import SessionView
 from helpers.ussd.walker import End, Push, Result
+from helpers.wallet.rules import Decision
 from helpers.wallet import pin_reset, sim_swap
 from helpers.wallet.services import Services
-from helpers.wallet.users import UserView
 from models import utcnow
 
 FORGOT = "9"  # the choice on every screen that asks for the PIN (never a PIN: PINs are longer)
@@ -22,11 +20,28 @@ _RESET = "g"  # session memory: the reset under way shown at this token's positi
 
 def refusal_text(ctx: Ctx, reason: str | None, what: str = sim_swap.MONEY_OUT) -> str:
     """Why a SIM swap stops `what`, and what to do."""
+    if reason == "sim-swap-off":
+        return ctx.t("forgot.off")
     if reason == "sim-swap-unknown":
         if what == sim_swap.MONEY_OUT:
             return ctx.t("simswap.unknown", max=ctx.value("sim-swap-unknown-max-sats"))
         return ctx.t("simswap.retry")
     return ctx.t("simswap.hold")
+
+
+def check(ctx: Ctx, what: str, amount_sats: int = 0) -> tuple[Decision, sim_swap.Guard]:
+    """The SIM decision for `what` now (the row read again), asking the provider when its answer
+    is not fresh. Money out counts what left since the last answer."""
+    row = sim_swap.read(ctx.svc.db, ctx.user.phone)
+    decision = sim_swap.decide(ctx.svc, row, what, amount_sats, started=ctx.started_at, user_id=ctx.user.id)
+    sim_swap.ask_if_stale(ctx.svc, row, ctx.started_at)
+    return decision, row
+
+
+def forgot(ctx: Ctx) -> Result:
+    """"9 Forgot PIN" pressed: its confirmation, or (the SIM swap provider off: a reset could hand
+    the account to whoever holds the SIM) a screen that says to call customer care."""
+    return Push("forgot") if ctx.svc.sim_swap is not None else End(ctx.t("forgot.off"))
 
 
 def before_money_out(ctx: Ctx) -> Result | None:
@@ -39,27 +54,31 @@ def before_money_out(ctx: Ctx) -> Result | None:
         return Push("reset.pending", {"due": ctx.choices[slot]})
     if not ctx.final:
         return None
-    decision, guard = sim_swap.check(ctx.svc, ctx.user.phone, sim_swap.MONEY_OUT)
+    decision, row = check(ctx, sim_swap.MONEY_OUT)
     if not decision.allowed:
         return End(refusal_text(ctx, decision.reason))
-    if guard.reset_due_at is not None:
-        ctx.choices[slot] = guard.reset_due_at.isoformat()
+    if row.reset_due_at is not None:
+        ctx.choices[slot] = row.reset_due_at.isoformat()
         return Push("reset.pending", {"due": ctx.choices[slot]})
     return None
 
 
 def before_pin_change(ctx: Ctx) -> Result | None:
-    """Before a PIN change (the choice, and again the step that saves it): a SIM swap hold refuses."""
-    decision, _ = sim_swap.check(ctx.svc, ctx.user.phone, sim_swap.PIN_CHANGE)
+    """Before a PIN change (the choice, the current PIN, and the step that saves it): a SIM swap
+    hold, or no fresh answer, refuses."""
+    decision, _ = check(ctx, sim_swap.PIN_CHANGE)
     return None if decision.allowed else End(refusal_text(ctx, decision.reason, sim_swap.PIN_CHANGE))
 
 
 def amount_out(ctx: Ctx, data: dict) -> int:
-    """The sats a PIN step's action takes out (a quote's sats and fee, or the amount)."""
+    """The sats a PIN step's action takes out, fee included (a quote's sats and fee; an amount and
+    the policy's fee for its kind: the most a Lightning payment may cost)."""
     if "quote" in data:
         quote = quoting.quote_of(ctx, data["quote"])
         return quote.sats + quote.fee_sats
-    return int(data.get("amount") or 0)
+    amount = int(data.get("amount") or 0)
+    kind = "lightning" if data.get("action") == "lnsend" else "internal"
+    return amount + (ctx.svc.policy.fee_sats(kind, amount) if amount > 0 else 0)
 
 
 def hours_left(due: str) -> int:
@@ -67,14 +86,18 @@ def hours_left(due: str) -> int:
     return max(1, pin_reset.hours_left(dt.datetime.fromisoformat(due)))
 
 
-def first_step(svc: Services, user: UserView, view: SessionView) -> UserView:
-    """A registered caller's first step of a session: a Forgot-PIN reset now due is completed (this
-    dial then asks for a new PIN), and a provider that answers later is asked ahead about the SIM
-    when its cached answer is old (a job for the worker). Both facts came with the step's read."""
+RESET_DUE = "reset"  # session memory: a Forgot-PIN reset is due, so this dial sets the new PIN
+
+
+def first_step(svc: Services, phone: str, ask_after: dt.datetime | None, reset_due_at: dt.datetime | None,
+               choices: dict) -> None:
+    """A registered caller's first request of a session (the main menu, or a dialled shortcut): a
+    Forgot-PIN reset now due makes this session the one that sets the new PIN (remembered in
+    `choices`), and a provider that answers later is asked again about the SIM once its answer is
+    older than `sim-swap-ask-again-minutes` (a job for the worker). Both facts came with the step's
+    read (the main menu) or one index lookup (a dialled shortcut)."""
     now = utcnow()
-    if view.reset_due_at is not None and view.reset_due_at <= now \
-            and pin_reset.complete(svc, user.phone) == pin_reset.DONE:
-        user = dataclasses.replace(user, pin_hash=None, pin_clean=True)
-    if svc.sim_swap is not None and svc.sim_swap.asks_ahead and (view.ask_after is None or view.ask_after <= now):
-        sim_swap.want_answer(svc.db, svc.policy, user.phone)
-    return user
+    if reset_due_at is not None and reset_due_at <= now:
+        choices[RESET_DUE] = reset_due_at.isoformat()
+    if svc.sim_swap is not None and svc.sim_swap.asks_ahead and (ask_after is None or ask_after <= now):
+        sim_swap.want_answer(svc.db, svc.policy, phone)

@@ -65,7 +65,8 @@ def save_changed_pin(ctx: Ctx, pin: str) -> Result:
     held = guard.before_pin_change(ctx)  # a SIM swap reported while the new PIN was typed
     if held is not None:
         return held
-    users.change_pin(ctx.svc.db, ctx.user, pin, ctx.svc.pepper)
+    if not users.change_pin(ctx.svc.db, ctx.user, pin, ctx.svc.pepper):
+        return expired(ctx)  # replaced meanwhile (a Forgot-PIN reset in another session)
     return End(ctx.t("pinchange.done"))
 
 
@@ -85,10 +86,13 @@ class PinChangeOld:
 
     def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
         if token == guard.FORGOT:
-            return Push("forgot")
+            return guard.forgot(ctx)
         accepted = f"ok{ctx.position}"
         if not ctx.final:  # accepted only if it was checked, and right, when this very path typed it
             return Push("pinchange.new") if ctx.choices.get(accepted) == ctx.path_tag() else expired(ctx)
+        held = guard.before_pin_change(ctx)  # read again before the PIN is looked at (no PIN oracle)
+        if held is not None:
+            return held
         refusal = verify_pin(ctx, token)
         if refusal is not None:
             return refusal
@@ -120,7 +124,7 @@ class PinStep:
 
     def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
         if token == guard.FORGOT:
-            return Push("forgot")
+            return guard.forgot(ctx)
         if not ctx.final:
             # A wrong PIN typed earlier in this session is skipped by the walker (it remembers
             # refusals), and a right one ended the session. Anything else here is a path nobody
@@ -131,15 +135,15 @@ class PinStep:
         # SIM swap and Forgot PIN (issue 33), read again now: a swap reported, or a reset asked for,
         # since the menu choice. A hold refuses before the PIN is looked at (no PIN is confirmed
         # to a thief); under a reset, the right PIN cancels it and nothing is paid in this session.
-        decision, held = sim_swap.check(ctx.svc, ctx.user.phone, sim_swap.MONEY_OUT,
-                                              guard.amount_out(ctx, data))
+        decision, held = guard.check(ctx, sim_swap.MONEY_OUT, guard.amount_out(ctx, data))
         if not decision.allowed:
             return End(guard.refusal_text(ctx, decision.reason))
         if held.reset_due_at is not None:
             refusal = verify_pin(ctx, token)
             if refusal is not None:
                 return refusal
-            pin_reset.cancel(ctx.svc.db, ctx.user.phone, ctx.lang)
+            if not pin_reset.cancel(ctx.svc.db, ctx.user.phone, ctx.lang):
+                return End(ctx.t("reset.gone"))  # finished or cancelled by another session meanwhile
             return End(ctx.t("reset.cancelled-pay"))
         refusal, check = check_pin(ctx, token, debit_follows=data["action"] in actions.DEBIT_FIRST)
         if check is None:  # wrong, locked or not a PIN: `refusal` says which

@@ -4,6 +4,8 @@ and `handle(ctx, data, token)`, which returns one of the walker's results."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +46,7 @@ class Ctx:
     recorded: bool = False
     acting: bool = False  # this request marked its session acting (sessions.begin_acting)
     dialled: bool = False  # the first request of its session: the path came in the dialled code
+    started_at: dt.datetime | None = None  # when the session began (a SIM answer after it is fresh)
 
     def at(self, position: int, final: bool) -> None:
         self.position, self.final = position, final

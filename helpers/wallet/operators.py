@@ -30,7 +30,7 @@ from helpers.infra.phone import mask
 from helpers.infra.refs import new_reference
 from helpers.wallet import journal, limits, sim_swap, transactions, users
 from helpers.wallet.errors import AccountLocked, InsufficientBalance
-from models import (ADJUST, ADJUSTMENTS, DEBIT, SETTLED, AuditEntry, Operator, Transaction, User,
+from models import (ADJUST, ADJUSTMENTS, DEBIT, SETTLED, AuditEntry, Operator, PhoneGuard, Transaction, User,
                     utcnow)
 
 log = logging.getLogger(__name__)
@@ -388,6 +388,9 @@ def reset_pin(db: Database, operator: str, phone: str, reason: str) -> None:
     with db.write() as s:
         if not users.reset_pin_in(s, phone):
             raise OperatorError(f"no customer with phone {phone}")
+        # a self-service reset under way ends here: the owner sets the new PIN at the next dial
+        s.execute(update(PhoneGuard).where(PhoneGuard.phone == phone, PhoneGuard.reset_due_at.is_not(None))
+                  .values(reset_due_at=None, reset_told_at=None))
         audit(s, operator, "reset-pin", phone, why)
 
 

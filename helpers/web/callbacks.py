@@ -83,7 +83,10 @@ def airtime_status(token: str) -> tuple[Response, int]:
     if rail is None or not expected or not callers.token_ok(expected, token):
         log.warning("airtime callback refused: bad token from %s", request.remote_addr)
         return jsonify({"error": "forbidden"}), 403
-    fields = request.form.to_dict() or (request.get_json(silent=True) or {})
+    try:
+        fields = request.form.to_dict() or (request.get_json(silent=True) or {})
+    except RecursionError:  # JSON nested too deep to read: a bad request, never a 500
+        return jsonify({"error": "unreadable body"}), 400
     if not isinstance(fields, dict):
         fields = {}
     status, outcome = payouts.callback(svc.db, rail, fields)
@@ -105,6 +108,8 @@ def sim_swap_state(token: str) -> tuple[Response, int]:
         body = json.loads(request.get_data(as_text=True) or "null")
     except ValueError:
         body = None
+    except RecursionError:  # nested too deep to read: a bad request, never a 500
+        return jsonify({"error": "unreadable body"}), 400
     if not isinstance(body, dict):
         body = request.form.to_dict() or None
     found, recorded = sim_swap.callback(svc, body)

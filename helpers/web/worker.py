@@ -17,8 +17,9 @@ Kinds:
 - orphan <transaction id>: a payout in KES reserved with no payout row to finish it: refunded.
 - simswap <phone>: ask the SIM swap provider about a phone (a session's first step made the job;
   the answer comes by callback).
-- every <task>: sweep (a job for each pending item that has none; Forgot-PIN resets now due are
-  completed), sms (send the outbox), price (refresh the BTC/KES price), cleanup (expired
+- every <task>: sweep (a job for each pending item that has none; a Forgot-PIN reset now due gets
+  one reminder SMS: only the owner's dial sets the new PIN), sms (send the outbox), price
+  (refresh the BTC/KES price), cleanup (expired
   sessions, old quotes, finished jobs).
 Web requests do no background work: items are found by the sweep.
 """
@@ -218,8 +219,8 @@ def sweep(svc: Services) -> int:
 def _every(svc: Services, task: str) -> None:
     if task == "sweep":
         sweep(svc)
-        for phone in pin_reset.due(svc.db):  # Forgot PIN resets now due (each completes once)
-            pin_reset.complete(svc, phone)
+        for phone in pin_reset.due(svc.db):  # Forgot PIN resets now due: one reminder SMS each
+            pin_reset.remind(svc, phone)
     elif task == "sms":
         svc.sms.flush()
     elif task == "price":

@@ -106,9 +106,9 @@ def test_after_the_delay_the_next_dial_asks_for_a_new_pin(monkeypatch, wallet, a
     later(monkeypatch, hours - 1)
     assert alice.run().startswith("CON Balance")  # not yet
     later(monkeypatch, hours)
-    assert alice.run() == "CON " + t("en", "pin.create", digits=wallet.policy.value("pin-length"))
-    assert t("en", "sms.pin-reset-ready", code=CODE) in outbox(wallet, alice.phone)
+    assert alice.run() == "CON " + t("en", "reset.new", digits=wallet.policy.value("pin-length"))
     assert alice.press(NEW_PIN, NEW_PIN).startswith("CON " + t("en", "pin.set"))
+    assert t("en", "sms.pin-changed") in outbox(wallet, alice.phone)
     amount = wallet.policy.value("payment-min-sats")
     assert alice.run("1", BOB_LOCAL, str(amount), "1", PIN).startswith("CON Wrong PIN")  # the old one is gone
     assert alice.run("1", BOB_LOCAL, str(amount), "1", NEW_PIN).startswith("END Sent")
@@ -116,16 +116,18 @@ def test_after_the_delay_the_next_dial_asks_for_a_new_pin(monkeypatch, wallet, a
         assert "pin-reset-done" in s.scalars(select(AuditEntry.action).where(AuditEntry.subject == alice.phone)).all()
 
 
-def test_the_worker_completes_a_due_reset(monkeypatch, wallet, alice):
+def test_the_worker_sends_one_reminder_and_changes_no_pin(monkeypatch, wallet, alice):
     ask_reset(alice)
     worker._every(wallet, "sweep")
-    assert reset_due(wallet, alice.phone) is not None  # not due yet
+    ready = t("en", "sms.pin-reset-ready", code=CODE)
+    assert ready not in outbox(wallet, alice.phone)  # not due yet
     later(monkeypatch, wallet.policy.value("pin-reset-delay-h"))
     worker._every(wallet, "sweep")
-    assert reset_due(wallet, alice.phone) is None
+    worker._every(wallet, "sweep")
+    assert outbox(wallet, alice.phone).count(ready) == 1
+    assert reset_due(wallet, alice.phone) is not None
     with wallet.db.read() as s:
-        assert s.scalar(select(User.pin_hash).where(User.phone == alice.phone)) is None
-    assert pin_reset.complete(wallet, alice.phone) == pin_reset.NOTHING  # once
+        assert s.scalar(select(User.pin_hash).where(User.phone == alice.phone)) is not None
 
 
 def test_forgot_pin_is_refused_after_a_sim_swap(client, wallet, alice):
@@ -141,7 +143,8 @@ def test_a_swap_reported_while_a_reset_waits_stops_it(monkeypatch, client, walle
     ask_reset(alice)
     client.post("/test/sim-swap", data={"phoneNumber": alice.phone})
     later(monkeypatch, wallet.policy.value("pin-reset-delay-h"))
-    assert pin_reset.complete(wallet, alice.phone) == pin_reset.STOPPED
+    assert alice.run() == "CON " + t("en", "reset.new", digits=wallet.policy.value("pin-length"))
+    assert alice.press(NEW_PIN, NEW_PIN) == "END " + t("en", "simswap.hold")
     assert reset_due(wallet, alice.phone) is None
     assert t("en", "sms.pin-reset-stopped") in outbox(wallet, alice.phone)
     with wallet.db.read() as s:

@@ -16,7 +16,7 @@ from helpers.infra.i18n import t
 from helpers.infra.settings import SIM_SWAP_PROVIDERS
 from helpers.simswap import provider as simswap_provider
 from helpers.simswap.africastalking import read_results, swap_date
-from helpers.wallet import operators, sim_swap
+from helpers.wallet import operators, pin_reset, sim_swap
 from helpers.web import worker
 from models import AuditEntry, Job, PhoneGuard
 from tests.conftest import DEMO, PIN, balance, configure, outbox, snapshot
@@ -120,11 +120,10 @@ def test_an_operator_clears_the_hold_from_the_console_audited(client, wallet, al
     assert again.status_code == 302  # nothing held: a message, not an error page
 
 
-def test_a_swap_older_than_the_hold_holds_nothing(client, wallet, alice):
-    swap(client, alice.phone)
+def test_a_swap_already_older_than_the_hold_when_told_holds_nothing(client, wallet, alice):
     days = wallet.policy.value("sim-swap-hold-days")
-    with wallet.db.write() as s:
-        s.get(PhoneGuard, alice.phone).last_swap_at -= dt.timedelta(days=days)
+    sim_swap.record(wallet.db, wallet.policy, sim_swap.Reported(
+        alice.phone, True, sim_swap.utcnow() - dt.timedelta(days=days)), request_id=None)
     assert alice.run("1").startswith("CON ")
     assert sim_swap.held(wallet.db, wallet.policy) == []
 
@@ -179,8 +178,9 @@ def test_no_answer_small_amounts_go_on_large_ones_wait(insights, client, wallet,
     assert small >= min_sats(wallet) and large <= wallet.policy.value("payment-max-sats")
     assert alice.run("1", BOB_LOCAL, str(small), "1", PIN).startswith("END Sent")
     assert alice.run("1", BOB_LOCAL, str(large), "1", PIN) == "END " + t("en", "simswap.unknown", max=most)
-    assert alice.run("6", "3", PIN).startswith("CON ")  # a PIN change goes on (it needs the current PIN)
-    assert alice.run("6", "3", "9", "1") == "END " + t("en", "simswap.retry")  # a Forgot PIN waits
+    assert alice.run("6", "3") == "END " + t("en", "simswap.retry")  # a PIN change waits
+    with pytest.raises(pin_reset.ResetRefused):  # and so does a Forgot PIN
+        pin_reset.request(wallet, _view(wallet, alice.phone))
     assert insights.violations == []
 
 
@@ -213,8 +213,10 @@ def test_the_first_step_asks_ahead_once_and_the_callback_answers(insights, clien
 
 
 def test_callbacks_that_match_no_question_change_nothing(insights, client, wallet, alice):
-    sim_swap.want_answer(wallet.db, wallet.policy, alice.phone) or None
+    assert sim_swap.want_answer(wallet.db, wallet.policy, alice.phone) is True  # never asked
+    assert sim_swap.want_answer(wallet.db, wallet.policy, alice.phone) is False  # asked a moment ago
     sim_swap.ask(wallet, alice.phone)
+    assert sim_swap.read(wallet.db, alice.phone).swap_answer == "none"
     today = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     for body in (insights.result(alice.phone, swapped_at=today, requestId="ATSwpid_other"),
                  insights.result(alice.phone, swapped_at=today, phoneNumber=DEMO[1]),
@@ -232,8 +234,12 @@ def test_a_provider_that_does_not_answer_leaves_the_policy_to_decide(mode, insig
     insights.mode = mode
     configure(wallet, mpesa_timeout_s=0.5)
     wallet.sim_swap = simswap_provider.create_sim_swap(wallet.settings)
-    assert sim_swap.ask(wallet, alice.phone) is True  # logged, done: the next session asks again later
+    sim_swap.ask(wallet, alice.phone)  # logged, done: the next session asks again later
     guard = sim_swap.read(wallet.db, alice.phone)
+    assert (guard.swap_answer, guard.answered_at) == ("none", None)  # no answer recorded
+    with wallet.db.read() as s:
+        row = s.get(PhoneGuard, alice.phone)
+        assert row.request_id is None and row.asked_at is None  # no question left open
     assert sim_swap.decide(wallet, guard, sim_swap.MONEY_OUT, 1).allowed
     assert not sim_swap.decide(wallet, guard, sim_swap.MONEY_OUT,
                                wallet.policy.value("sim-swap-unknown-max-sats") + 1).allowed
@@ -257,6 +263,7 @@ def test_insights_answers_are_read_in_both_shapes():
     assert read_results({**one, "status": "Queued"}) == [] and read_results({**one, "phoneNumber": "0712"}) == []
     assert swap_date("garbage") == (False, None)
     unreadable = read_results({**one, "status": "Swapped", "lastSimSwapDate": "soon"})[0]
+    assert read_results({**one, "lastSimSwapDate": "soon"}) == []  # NotSwapped, unreadable: no answer
     assert unreadable.swapped and unreadable.last_swap_at is not None  # taken as now: the cautious reading
 
 
@@ -284,3 +291,10 @@ def _check_sim_swap_only(config: dict, finalise) -> None:
                   RATE_LIMITS=True, USSD_CALLBACK_TOKEN="u" * 20, LIGHTNING_BACKEND="lnd",
                   PUBLIC_URL="https://wallet.example.com", SIMULATOR_ENABLED=False)
     finalise(config)
+
+
+def _view(wallet, phone: str):
+    from helpers.wallet import users
+
+    with wallet.db.read() as s:
+        return users.UserView.of(users.get(s, phone))
