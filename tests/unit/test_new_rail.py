@@ -411,8 +411,8 @@ def test_a_customer_pays_a_bank_account_through_the_rail_s_own_screens(wallet, a
     with wallet.db.read() as s:
         row = s.scalars(select(Payout).where(Payout.rail == BANK)).one()
     assert reply == "END " + t("en", "bank.sent", kes=kes_min, account="1234567890", ref=row.reference)
-    assert (row.state, row.destination, bank_screens.sent) == (SENT, "KCB 1234567890", [(row.reference, "KCB 1234567890",
-                                                                                   kes_min)])
+    assert (row.state, row.destination) == (SENT, "KCB 1234567890")
+    assert bank_screens.sent == [(row.reference, "KCB 1234567890", kes_min)]
     sats = wallet.policy.kes_to_sats_debit(kes_min, FIXED_PRICE)
     assert balance(wallet, DEMO[0]) == a0 - sats - wallet.policy.fee_sats("mpesa-withdraw", sats)
     done = {"secret": SECRET, "transfer": row.rail_key, "status": "done", "kes": kes_min}
