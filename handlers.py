@@ -94,10 +94,11 @@ SCREENS: dict[str, Screen] = {
 
 
 # ------------------------------------------------------------------ one request
-def _guard_facts(svc: Services, phone: str) -> tuple[dt.datetime | None, dt.datetime | None]:
-    """(when the SIM may be asked about again, when a Forgot-PIN reset is due) of a phone."""
-    row = sim_swap.read(svc.db, phone)
-    return row.next_ask_at, row.reset_due_at
+def _guard_facts(ctx: Ctx, phone: str) -> tuple[dt.datetime | None, dt.datetime | None]:
+    """(when the SIM may be asked about again, when a Forgot-PIN reset is due) of a phone; the row
+    is kept for this request's own check (a menu choice that leads to money out reads no more)."""
+    ctx.guard_row = sim_swap.read(ctx.svc.db, phone)
+    return ctx.guard_row.next_ask_at, ctx.guard_row.reset_due_at
 
 
 def handle_ussd(svc: Services, req: UssdRequest) -> tuple[str, str]:
@@ -136,7 +137,7 @@ def handle_ussd(svc: Services, req: UssdRequest) -> tuple[str, str]:
         # A session's first request (the main menu, or a dialled shortcut): a reset now due makes
         # this session set the new PIN; the SIM is asked about again when its answer is old. The
         # main menu read the guard row with its step; a dialled shortcut reads it now.
-        facts = (view.ask_after, view.reset_due_at) if first else _guard_facts(svc, req.phone)
+        facts = (view.ask_after, view.reset_due_at) if first else _guard_facts(ctx, req.phone)
         guard.first_step(svc, req.phone, facts[0], facts[1], ctx.choices)
     tokens = req.text.split("*") if req.text else []
     if user.pin_hash is None:

@@ -32,7 +32,8 @@ def refusal_text(ctx: Ctx, reason: str | None, what: str = sim_swap.MONEY_OUT) -
 def check(ctx: Ctx, what: str, amount_sats: int = 0) -> tuple[Decision, sim_swap.Guard]:
     """The SIM decision for `what` now (the row read again), asking the provider when its answer
     is not fresh. Money out counts what left since the last answer."""
-    row = sim_swap.read(ctx.svc.db, ctx.user.phone)
+    row = ctx.guard_row if ctx.guard_row is not None else sim_swap.read(ctx.svc.db, ctx.user.phone)
+    ctx.guard_row = None  # read again by a later check of this request (a PIN step's, after the menu's)
     decision = sim_swap.decide(ctx.svc, row, what, amount_sats, started=ctx.started_at, user_id=ctx.user.id)
     sim_swap.ask_if_stale(ctx.svc, row, ctx.started_at)
     return decision, row

@@ -50,6 +50,7 @@ class Ctx:
     walked: list[str] = field(default_factory=list)  # the session row's trail so far, as the walk goes
     dialled: bool = False  # the first request of its session: the path came in the dialled code
     started_at: dt.datetime | None = None  # when the session began (a SIM answer after it is fresh)
+    guard_row: Any = None  # the phone's SIM-swap row (sim_swap.Guard) when this request read it already
 
     def at(self, position: int, final: bool) -> None:
         self.position, self.final = position, final
