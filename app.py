@@ -26,6 +26,7 @@ from helpers.infra.settings import Settings
 from helpers.airtime.provider import AirtimeConfigError, create_airtime
 from helpers.airtime.rail import AirtimeRail
 from helpers.mpesa.provider import MpesaConfigError, create_provider
+from helpers.simswap.provider import SimSwapConfigError, create_sim_swap
 from helpers.lightning.rail import LightningRail
 from helpers.mpesa.rail import MpesaPayoutRail
 from helpers.ussd import sessions
@@ -42,7 +43,8 @@ from models import AIRTIME_RAIL, LIGHTNING_RAIL, MPESA_B2B_RAIL, MPESA_B2C_RAIL
 
 log = logging.getLogger("wallet")
 # What a bad setting raises while the app is built: each names the setting in one line.
-CONFIG_ERRORS = (ConfigError, LightningConfigError, MpesaConfigError, AirtimeConfigError, prices.PriceConfigError)
+CONFIG_ERRORS = (ConfigError, LightningConfigError, MpesaConfigError, AirtimeConfigError, prices.PriceConfigError,
+                 SimSwapConfigError)
 
 
 def _one_line_for_a_bad_setting(kind: type[BaseException], value: BaseException, trace: Any) -> None:
@@ -82,6 +84,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
                    sms.SmsDispatcher(db, sms.make_sender(settings)), settings)
     svc.openings = sessions.Openings(db, settings.write_behind_s)
     svc.airtime = create_airtime(settings)
+    svc.sim_swap = create_sim_swap(settings)
     svc.rails[AIRTIME_RAIL] = lambda made: AirtimeRail(made.airtime) if made.airtime is not None else None
     svc.rails[LIGHTNING_RAIL] = lambda made: LightningRail(made.lightning)
     svc.rails[MPESA_B2C_RAIL] = lambda made: MpesaPayoutRail(made.mpesa, MPESA_B2C_RAIL)

@@ -9,6 +9,7 @@ only behind the PIN step (helpers/ussd/pin_entry.py), through the wallet's use c
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import logging
 from typing import cast
 
@@ -16,10 +17,11 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from helpers.infra.i18n import CATALOGS, t
 from helpers.infra.refs import idempotency_key
-from helpers.ussd import resume, sessions
+from helpers.ussd import guard, resume, sessions
 from helpers.mpesa.provider import BUY_GOODS, PAY_BILL
 from helpers.ussd.account_screens import Account, History, Language, MainMenu
 from helpers.ussd.airtime_screens import AirtimeAmount, AirtimeFor, AirtimePhone
+from helpers.ussd.forgot_screens import ForgotConfirm, ResetPending, save_reset_pin
 from helpers.ussd.business_screens import BusinessAmount, BusinessKind, BusinessNumber, PaybillAccount
 from helpers.ussd.mpesa_screens import TopupAmount, TopupCode, TopupConfirm, TopupPush, WithdrawAmount, WithdrawPhone
 from helpers.ussd.pin_entry import NewPin, PinChangeOld, PinStep, RepeatNewPin, save_changed_pin, save_first_pin
@@ -37,6 +39,7 @@ from helpers.ussd.send_screens import (
     SendRecipient,
 )
 from helpers.ussd.walker import Outcome, Screen, walk
+from helpers.wallet import sim_swap
 from helpers.wallet.customers import users
 from helpers.wallet.ledger import movements
 from helpers.wallet.services import Services
@@ -82,11 +85,22 @@ SCREENS: dict[str, Screen] = {
     "pinchange.old": PinChangeOld(),
     "pinchange.new": NewPin("pinchange.new", "pinchange.repeat"),
     "pinchange.repeat": RepeatNewPin("pinchange.repeat", save_changed_pin),
+    "forgot": ForgotConfirm(),
+    "reset.pending": ResetPending(),
+    "reset.new": NewPin("reset.new", "reset.repeat"),
+    "reset.repeat": RepeatNewPin("pin.repeat", save_reset_pin),
 }
 
 
 
 # ------------------------------------------------------------------ one request
+def _guard_facts(ctx: Ctx, phone: str) -> tuple[dt.datetime | None, dt.datetime | None]:
+    """(when the SIM may be asked about again, when a Forgot-PIN reset is due) of a phone; the row
+    is kept for this request's own check (a menu choice that leads to money out reads no more)."""
+    ctx.guard_row = sim_swap.read(ctx.svc.db, phone)
+    return ctx.guard_row.next_ask_at, ctx.guard_row.reset_due_at
+
+
 def handle_ussd(svc: Services, req: UssdRequest) -> tuple[str, str]:
     """Answer one USSD step. Returns (reply, screen name). Database errors propagate (the app
     turns them into a 'service unavailable' END)."""
@@ -117,10 +131,19 @@ def handle_ussd(svc: Services, req: UssdRequest) -> tuple[str, str]:
     # (A reply that asks for a PIN writes its row at once, below, so a PIN typed after the
     # prompt always finds one.)
     dialled = bool(req.text) and not view.exists
-    ctx = Ctx(svc, req, user, text_key, dict(view.choices), open_requests=open_requests, dialled=dialled)
+    ctx = Ctx(svc, req, user, text_key, dict(view.choices), open_requests=open_requests, dialled=dialled,
+              started_at=view.created_at if view.exists else utcnow())
+    if not view.exists and user.pin_hash is not None:
+        # A session's first request (the main menu, or a dialled shortcut): a reset now due makes
+        # this session set the new PIN; the SIM is asked about again when its answer is old. The
+        # main menu read the guard row with its step; a dialled shortcut reads it now.
+        facts = (view.ask_after, view.reset_due_at) if first else _guard_facts(ctx, req.phone)
+        guard.first_step(svc, req.phone, facts[0], facts[1], ctx.choices)
     tokens = req.text.split("*") if req.text else []
     if user.pin_hash is None:
         root, skip = "pin.create", 0
+    elif guard.RESET_DUE in ctx.choices:  # a Forgot-PIN reset is due: this session sets the new PIN
+        root, skip = "reset.new", 0
     else:
         root, skip = "main", min(view.onboarding_tokens, len(tokens))
     asked = None

@@ -9,18 +9,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Optional
 
-from sqlalchemy import (
-    BigInteger,
-    Boolean,
-    CheckConstraint,
-    DateTime,
-    ForeignKey,
-    Index,
-    Integer,
-    String,
-    Text,
-    UniqueConstraint,
-)
+from sqlalchemy import (BigInteger, Boolean, CheckConstraint, DateTime, ForeignKey, Index, Integer, String, Text,
+                        UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -46,6 +36,7 @@ class User(Base):
     pin_locks: Mapped[int] = mapped_column(Integer, default=0)  # locks in a row, for growing lock time
     pin_locked_until: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    pin_set_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)  # None: unknown (issue 33)
 
 
 # Transaction.type
@@ -432,8 +423,29 @@ class Job(Base):
     done_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
 
 
-# MockNodeEntry.kind
-MOCK_INVOICE, MOCK_PAYMENT = "invoice", "payment"
+SWAPPED, NOT_SWAPPED, NO_ANSWER = "swapped", "not-swapped", "none"  # PhoneGuard.swap_answer ("none": no answer)
+
+
+class PhoneGuard(Base):
+    """What stands between a phone and money out (issue 33): its SIM swaps as the provider said, the
+    hold one started and an operator's release of it, and a Forgot-PIN reset under way."""
+
+    __tablename__ = "phone_guards"
+
+    phone: Mapped[str] = mapped_column(String(20), primary_key=True)  # E.164
+    swap_answer: Mapped[str] = mapped_column(String(16), default=NO_ANSWER)
+    last_swap_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)  # the last swap it reported
+    held_swap_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)  # the swap that put the number on hold
+    answered_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)  # the cached answer's age
+    request_id: Mapped[Optional[str]] = mapped_column(String(64), index=True)  # the open question (AT requestId)
+    asked_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)  # a question on its way (no id yet)
+    early_answer: Mapped[Optional[str]] = mapped_column(String(255))  # a callback that beat its question's id (JSON)
+    next_ask_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)  # a session's first step asks from then
+    cleared_swap_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)  # the swap an operator verified
+    reset_due_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime, index=True)  # Forgot PIN under way
+    reset_told_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)  # the reminder SMS went out
+
+MOCK_INVOICE, MOCK_PAYMENT = "invoice", "payment"  # MockNodeEntry.kind
 
 
 class MockNodeEntry(Base):

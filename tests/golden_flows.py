@@ -103,7 +103,14 @@ class SetConfig:
     value: Any
 
 
-Step = Union[Session, PayInvoice, SetConfig]
+@dataclass(frozen=True)
+class SimSwap:
+    """`phone`'s SIM card is swapped now (the simulated provider: POST /test/sim-swap)."""
+
+    phone: str
+
+
+Step = Union[Session, PayInvoice, SetConfig, SimSwap]
 
 
 def dial(phone: str, *inputs: Input, note: str = "") -> Session:
@@ -422,6 +429,29 @@ def change_pin_wrong_old(lang: str):
     ]
 
 
+def forgot_pin(lang: str):
+    return (ALICE, BOB), [
+        dial(ALICE, "6", "3", "9", "1", note="Forgot PIN from My Account > Change PIN"),
+        dial(ALICE, "1", PIN, note="money out waits; the current PIN cancels the reset"),
+        dial(ALICE, "1", BOB_LOCAL, "5000", "1", "9", "1", note="Forgot PIN from the PIN step"),
+        dial(ALICE, "5", WRONG_PIN, "0", "0", note="a wrong PIN does not cancel it"),
+    ]
+
+
+def sim_swap_hold(lang: str):
+    return (ALICE, BOB), [
+        dial(ALICE, "1", BOB_LOCAL, "5000", "1", note="at the PIN step when the SIM is swapped"),
+        SimSwap(ALICE),
+        dial(ALICE, "1", "1", PIN, note="continued where it stopped: the PIN step reads the swap"),
+        dial(ALICE, "5", note="withdraw"),
+        dial(ALICE, "8", note="pay a till, a paybill or airtime"),
+        dial(ALICE, "3", note="request a payment"),
+        dial(ALICE, "6", "3", note="change the PIN"),
+        dial(BOB, "1", ALICE_LOCAL, "5000", "1", PIN, note="receiving goes on"),
+        dial(ALICE, "2", "2000", note="so does an invoice"),
+    ]
+
+
 BUILDERS = {
     "onboarding-success": onboarding_success,
     "onboarding-pin-mismatch": onboarding_pin_mismatch,
@@ -457,6 +487,8 @@ BUILDERS = {
     "account-language": language_change,
     "account-change-pin": change_pin,
     "account-change-pin-wrong-old": change_pin_wrong_old,
+    "forgot-pin": forgot_pin,
+    "sim-swap-hold": sim_swap_hold,
 }
 
 

@@ -25,7 +25,7 @@ from sqlalchemy import select
 
 from models import SmsOutbox
 from tests.conftest import Dialer, configure
-from tests.golden_flows import Flow, PayInvoice, Session, SetConfig, resolve_inputs
+from tests.golden_flows import Flow, PayInvoice, Session, SetConfig, SimSwap, resolve_inputs
 
 # ------------------------------------------------------------------ normalising
 _ALPHABET = "A-HJ-NP-Z2-9"  # helpers/infra/refs.py: new_reference's alphabet (no 0/O, 1/I)
@@ -123,6 +123,11 @@ class Replay:
                 self._session(step)
             elif isinstance(step, PayInvoice):
                 self._pay_invoice(step)
+            elif isinstance(step, SimSwap):
+                self.lines.append(f"--- action: {step.phone}'s SIM card is swapped (simulated provider)")
+                response = self.client.post("/test/sim-swap", data={"phoneNumber": step.phone})
+                self.lines.append(f"= HTTP {response.status_code}")
+                self._new_sms()
             elif isinstance(step, SetConfig):
                 self.lines.append(f"--- setting: {step.key} = {step.value!r}")
                 configure(self.wallet, **{step.key.lower(): step.value})

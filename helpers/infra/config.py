@@ -81,6 +81,12 @@ def finalise(config: dict[str, Any]) -> None:
     if config["AIRTIME_PROVIDER"] == "africastalking" and len(config["AIRTIME_CALLBACK_TOKEN"]) < 16 and production:
         raise ConfigError("AIRTIME_CALLBACK_TOKEN must be set (16+ random characters) for Africa's Talking's airtime "
                           "status callback <PUBLIC_URL>/airtime/<token>/status")
+    if production and config["SIM_SWAP_PROVIDER"] == "simulated":
+        # it never reports a swap by itself: a thief with a new SIM would pass every check
+        raise ConfigError("SIM_SWAP_PROVIDER=simulated is not allowed in production (africastalking, or off)")
+    if config["SIM_SWAP_PROVIDER"] == "africastalking" and production and len(config["SIM_SWAP_CALLBACK_TOKEN"]) < 16:
+        raise ConfigError("SIM_SWAP_CALLBACK_TOKEN must be set (16+ random characters) for Africa's Talking's "
+                          "Insights callback <PUBLIC_URL>/insights/<token>/sim-swap")
     if production and not config["RATE_LIMITS"]:
         raise ConfigError("RATE_LIMITS must be on in production")
     token = config["USSD_CALLBACK_TOKEN"]

@@ -29,6 +29,7 @@ DARAJA_LIVE_URL = "https://api.safaricom.co.ke"
 LIGHTNING_BACKENDS = ("mock", "lnbits", "lnd", "btcpay")  # lightning.BACKENDS (a test keeps them equal)
 MPESA_PROVIDERS = ("simulated", "daraja")  # helpers.mpesa.provider.PROVIDERS (the same)
 B2C_COMMANDS = ("BusinessPayment", "SalaryPayment", "PromotionPayment")
+SIM_SWAP_PROVIDERS = ("simulated", "africastalking", "off")  # helpers.simswap.provider.PROVIDERS (the same)
 
 
 def _not_production(ctx: Context) -> bool:
@@ -41,6 +42,15 @@ def _airtime_default(ctx: Context) -> str:
         return "off"
     return "africastalking" if ctx.env.get("AFRICASTALKING_USERNAME") and ctx.env.get("AFRICASTALKING_API_KEY") \
         else "simulated"
+
+
+def _sim_swap_default(ctx: Context) -> str:
+    # Production checks with Africa's Talking when it has the credentials; the simulated provider
+    # never reports a swap by itself, so it is for development and demos only.
+    if not ctx.production:
+        return "simulated"
+    return "africastalking" if ctx.env.get("AFRICASTALKING_USERNAME") and ctx.env.get("AFRICASTALKING_API_KEY") \
+        else "off"
 
 
 def _embedded(ctx: Context) -> bool:
@@ -134,8 +144,15 @@ class Settings:
                                              "simulated")
     airtime_callback_token: str = text("", "Secret of AT's airtime status callback <PUBLIC_URL>/airtime/<token>/"
                                        "status (16+ characters; required in production)", secret=True)
+    sim_swap_provider: str = text("simulated", "SIM swap checks before money out and PIN changes: africastalking "
+                                  "(Insights), simulated (demo marks; refused in production) or off",
+                                  choices=SIM_SWAP_PROVIDERS, case="lower", derived=_sim_swap_default,
+                                  default_doc="simulated; in production africastalking with AT credentials, else off")
+    sim_swap_callback_token: str = text("", "Secret of AT's Insights callback <PUBLIC_URL>/insights/<token>/sim-swap "
+                                        "(16+ characters; required in production)", secret=True)
     africastalking_sms_url: str = text("", "A test server instead of AT's SMS API", from_env=False)
     africastalking_airtime_url: str = text("", "A test server instead of AT's Airtime API", from_env=False)
+    africastalking_insights_url: str = text("", "A test server instead of AT's Insights API", from_env=False)
 
     # --- M-Pesa
     mpesa_provider: str = text("simulated", "simulated (each typed code credits once; refused in production) or "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from helpers.infra.i18n import CATALOGS, gsm7_length, t
 from helpers.infra.phone import local
-from helpers.ussd import quoting
+from helpers.ussd import guard, quoting
 from helpers.ussd.screen import Ctx, expired
 from helpers.ussd.walker import MAX_SCREEN, End, Push, Result, Retry
 from helpers.wallet.customers import users
@@ -21,6 +21,7 @@ MAIN_OPTIONS = {
     "6": "account",
     "8": "mpesapay",
 }
+MONEY_OUT_OPTIONS = ("1", "3", "5", "7", "8")  # SIM swap and Forgot PIN guard them (issue 33)
 
 
 class MainMenu:
@@ -34,6 +35,8 @@ class MainMenu:
     def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
         if token == "0":
             return End(ctx.t("exit"))
+        if token in MONEY_OUT_OPTIONS and (held := guard.before_money_out(ctx)) is not None:
+            return held
         if token in ("4", "5", "8"):  # in KES: only at a price, whose bounds the amount screen shows
             price = quoting.price_now(ctx)
             if price is None:
@@ -67,6 +70,8 @@ class Account:
 
     def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
         target = {"1": "history", "2": "language", "3": "pinchange.old"}.get(token)
+        if token == "3" and ctx.final and (held := guard.before_pin_change(ctx)) is not None:
+            return held
         return Push(target) if target else Retry(ctx.t("error.option"))
 
 

@@ -11,10 +11,11 @@ from collections.abc import Callable
 
 from helpers.infra.phone import local
 from helpers.infra.text import is_digits
-from helpers.ussd import actions, quoting
+from helpers.ussd import actions, guard, quoting
 from helpers.ussd.business_screens import payee
 from helpers.ussd.screen import Ctx, begin_acting, deny_text, expired
 from helpers.ussd.walker import Back, End, Home, Push, Result, Retry
+from helpers.wallet import pin_reset, sim_swap
 from helpers.wallet.customers import users
 from helpers.wallet.ledger import movements
 from helpers.wallet.errors import AccountLocked
@@ -63,7 +64,11 @@ def save_first_pin(ctx: Ctx, pin: str) -> Result:
 
 
 def save_changed_pin(ctx: Ctx, pin: str) -> Result:
-    users.change_pin(ctx.svc.db, ctx.user, pin, ctx.svc.pepper)
+    held = guard.before_pin_change(ctx)  # a SIM swap reported while the new PIN was typed
+    if held is not None:
+        return held
+    if not users.change_pin(ctx.svc.db, ctx.user, pin, ctx.svc.pepper):
+        return expired(ctx)  # replaced meanwhile (a Forgot-PIN reset in another session)
     return End(ctx.t("pinchange.done"))
 
 
@@ -82,12 +87,18 @@ class PinChangeOld:
         return ctx.t("pinchange.old")
 
     def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
+        if token == guard.FORGOT:
+            return guard.forgot(ctx)
         accepted = f"ok{ctx.position}"
         if not ctx.final:  # accepted only if it was checked, and right, when this very path typed it
             return Push("pinchange.new") if ctx.choices.get(accepted) == ctx.path_tag() else expired(ctx)
+        held = guard.before_pin_change(ctx)  # read again before the PIN is looked at (no PIN oracle)
+        if held is not None:
+            return held
         refusal = verify_pin(ctx, token)
         if refusal is not None:
             return refusal
+        pin_reset.cancel(ctx.svc.db, ctx.user.phone, ctx.lang)  # the current PIN cancels a reset under way
         ctx.choices[accepted] = ctx.path_tag()
         return Push("pinchange.new")
 
@@ -114,6 +125,8 @@ class PinStep:
         return ctx.t("pin.enter")
 
     def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
+        if token == guard.FORGOT:
+            return guard.forgot(ctx)
         if not ctx.final:
             # A wrong PIN typed earlier in this session is skipped by the walker (it remembers
             # refusals), and a right one ended the session. Anything else here is a path nobody
@@ -121,6 +134,19 @@ class PinStep:
             return expired(ctx)
         if "quote" in data and (again := quoting.renewed(ctx, data["quote"])) is not None:
             return again  # the PIN typed for the old numbers is not checked: asked again
+        # SIM swap and Forgot PIN (issue 33), read again now: a swap reported, or a reset asked for,
+        # since the menu choice. A hold refuses before the PIN is looked at (no PIN is confirmed
+        # to a thief); under a reset, the right PIN cancels it and nothing is paid in this session.
+        decision, held = guard.check(ctx, sim_swap.MONEY_OUT, guard.amount_out(ctx, data))
+        if not decision.allowed:
+            return End(guard.refusal_text(ctx, decision.reason))
+        if held.reset_due_at is not None:
+            refusal = verify_pin(ctx, token)
+            if refusal is not None:
+                return refusal
+            if not pin_reset.cancel(ctx.svc.db, ctx.user.phone, ctx.lang):
+                return End(ctx.t("reset.gone"))  # finished or cancelled by another session meanwhile
+            return End(ctx.t("reset.cancelled-pay"))
         refusal, check = check_pin(ctx, token, debit_follows=data["action"] in actions.DEBIT_FIRST)
         if check is None:  # wrong, locked or not a PIN: `refusal` says which
             return refusal or expired(ctx)

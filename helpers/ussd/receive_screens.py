@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from helpers.ussd import guard
 from helpers.ussd.screen import Ctx, deny_text, expired, parse_amount, sats_range
 from helpers.ussd.walker import End, Result, Retry
-from helpers.wallet import use_cases
+from helpers.wallet import sim_swap, use_cases
 from helpers.wallet.incoming import lnurl
 from helpers.wallet.errors import LightningUnavailable, RateLimited
 
@@ -24,6 +25,10 @@ class ReceiveAmount:
             return Retry(deny_text(ctx, decision.reason or ""))
         if not ctx.final:
             return expired(ctx)
+        if self.payer(data) is not None:  # a payment request in this number's name: not after a SIM swap
+            decision, _ = sim_swap.check(ctx.svc, ctx.user.phone, sim_swap.MONEY_OUT)
+            if not decision.allowed:
+                return End(guard.refusal_text(ctx, decision.reason))
         return End(_issue(ctx, amount, self.payer(data)))
 
     def payer(self, data: dict) -> str | None:

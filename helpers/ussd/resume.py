@@ -32,7 +32,7 @@ def keep_path(ctx: Ctx, screens: dict[str, Screen], outcome: Outcome, onboarded_
         ctx.choices.pop(WHAT, None)
         return
     first_line = outcome.heading[:90]  # what the screen is about, never a note above it ("Invalid choice.")
-    if outcome.screen == "pin" and first_line == ctx.t("pin.enter"):
+    if outcome.screen == "pin" and first_line == ctx.t("pin.enter").split("\n", 1)[0]:
         # a bare PIN prompt says nothing of the payment: continue at the screen before it, which
         # does (and said so when it was shown); reached in one request, it cannot be offered
         if WHAT in ctx.choices:

@@ -4,6 +4,8 @@ and `handle(ctx, data, token)`, which returns one of the walker's results."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,6 +49,8 @@ class Ctx:
     saved: bool = False  # this request's END is saved already, with its money (sessions.acted_in)
     walked: list[str] = field(default_factory=list)  # the session row's trail so far, as the walk goes
     dialled: bool = False  # the first request of its session: the path came in the dialled code
+    started_at: dt.datetime | None = None  # when the session began (a SIM answer after it is fresh)
+    guard_row: Any = None  # the phone's SIM-swap row (sim_swap.Guard) when this request read it already
 
     def at(self, position: int, final: bool) -> None:
         self.position, self.final = position, final

@@ -15,16 +15,18 @@ from sqlalchemy import String, Table, and_, bindparam, delete, func, insert, lit
 from sqlalchemy.engine import Connection, CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.selectable import Join
 
 from database import Database
 from helpers.infra.fastpath import Prepared
 from helpers.wallet.incoming.invoices import open_requests_count
 from helpers.wallet.customers.users import UserView
 from helpers.infra.writebehind import WriteBehind, chunks
-from models import User, UssdSession, utcnow
+from models import PhoneGuard, User, UssdSession, utcnow
 
 _SESSIONS = cast(Table, UssdSession.__table__)
 _USERS = cast(Table, User.__table__)
+_GUARDS = cast(Table, PhoneGuard.__table__)
 log = logging.getLogger(__name__)
 
 
@@ -39,6 +41,10 @@ class SessionView:
     active: bool = True  # False once an END was answered
     created_at: dt.datetime | None = None
     dropped: str | None = None  # a new session's: the caller's session that dropped mid-flow, if any
+    # Read with a session's first step, from the phone's guard row (issue 33): when its SIM swap
+    # provider may be asked again (None: never asked), and when a Forgot-PIN reset is due (None: none).
+    ask_after: dt.datetime | None = None
+    reset_due_at: dt.datetime | None = None
 
     def over(self, now: dt.datetime, life_s: int) -> bool:
         """The session has ended (an END was sent) or is older than a session may live."""
@@ -60,10 +66,16 @@ def _load_step(with_requests: bool) -> Prepared:
         _SESSIONS.c.last_reply, _SESSIONS.c.choices, open_requests_count() if with_requests else null(),
         _SESSIONS.c.active, _SESSIONS.c.created_at,
         _resumable() if with_requests else null(),
-    ).select_from(
-        _KEYS.outerjoin(_USERS, _USERS.c.phone == _KEYS.c.phone)
-        .outerjoin(_SESSIONS, _SESSIONS.c.session_id == _KEYS.c.session_id)
-    ))
+        _GUARDS.c.next_ask_at if with_requests else null(), _GUARDS.c.reset_due_at if with_requests else null(),
+    ).select_from(_joined(with_requests)))
+
+
+def _joined(with_requests: bool) -> Join:
+    """The request's keys, its caller's user row and its session row; on a first step (the main
+    menu) also the phone's guard row (one more index lookup, in the same statement)."""
+    joined = (_KEYS.outerjoin(_USERS, _USERS.c.phone == _KEYS.c.phone)
+              .outerjoin(_SESSIONS, _SESSIONS.c.session_id == _KEYS.c.session_id))
+    return joined.outerjoin(_GUARDS, _GUARDS.c.phone == _KEYS.c.phone) if with_requests else joined
 
 
 # Screens a dropped session may be resumed at: a money flow under way, before its PIN was typed.
@@ -100,9 +112,10 @@ def load_step(db: Database, session_id: str, phone: str, *, with_requests: bool,
     row = db.execute(_LOAD_STEP[with_requests], params).one()  # always one row (outer joins)
     user = UserView(row[0], row[1], row[2], row[3], row[4], bool(row[5])) if row[0] is not None else None
     if row[6] is None:
-        return SessionView(False, dropped=row[15] if resume_window_s else None), user, row[12]
+        return SessionView(False, dropped=row[15] if resume_window_s else None, ask_after=row[16],
+                           reset_due_at=row[17]), user, row[12]
     view = SessionView(True, row[7], row[8], row[9], row[10], json.loads(row[11]) if row[11] else {},
-                       bool(row[13]), row[14])
+                       bool(row[13]), row[14], ask_after=row[16], reset_due_at=row[17])
     return view, user, row[12]
 
 

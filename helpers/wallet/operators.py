@@ -28,9 +28,10 @@ from helpers.infra import sms
 from helpers.infra.i18n import t
 from helpers.infra.phone import mask
 from helpers.infra.refs import new_reference
+from helpers.wallet import sim_swap
 from helpers.wallet.customers import limits, users
 from helpers.wallet.ledger import journal, movements
-from models import (ADJUST, ADJUSTMENTS, DEBIT, AuditEntry, Operator, User,
+from models import (ADJUST, ADJUSTMENTS, DEBIT, AuditEntry, Operator, PhoneGuard, User,
                     utcnow)
 
 log = logging.getLogger(__name__)
@@ -374,7 +375,24 @@ def reset_pin(db: Database, operator: str, phone: str, reason: str) -> None:
     with db.write() as s:
         if not users.reset_pin_in(s, phone):
             raise OperatorError(f"no customer with phone {phone}")
+        # a self-service reset under way ends here: the owner sets the new PIN at the next dial
+        s.execute(update(PhoneGuard).where(PhoneGuard.phone == phone, PhoneGuard.reset_due_at.is_not(None))
+                  .values(reset_due_at=None, reset_told_at=None))
         audit(s, operator, "reset-pin", phone, why)
+
+
+def clear_sim_swap(db: Database, operator: str, phone: str, reason: str) -> dt.datetime:
+    """Release the hold a recent SIM swap put on a customer's money out (the operator verified the
+    owner, ID seen): the customer is told by SMS, and the audit line is in the same transaction.
+    Returns the swap released."""
+    why = _reason(reason)
+    with db.write() as s:
+        _customer(s, phone)
+        swap = sim_swap.clear_in(s, phone)
+        if swap is None:
+            raise OperatorError(f"{phone} has no SIM swap on hold")
+        audit(s, operator, "clear-sim-swap", phone, why, f"swap of {swap:%Y-%m-%d %H:%M} UTC")
+    return swap
 
 
 def pin_locked(user: User) -> bool:

@@ -131,8 +131,18 @@ class Policy:
             return Decision(False, text[len("(Deny ") : -1])
         raise PolicyError(f"{expression} -> {text} is not a decision")
 
+    @staticmethod
+    def _parse_bool(expression: str, atoms: list) -> bool:
+        text = str(atoms[0])
+        if text not in ("True", "False"):
+            raise PolicyError(f"{expression} -> {text} is not True or False")
+        return text == "True"
+
     def _int(self, expression: str) -> int:
         return self._answer(expression, self._parse_int)
+
+    def _bool(self, expression: str) -> bool:
+        return self._answer(expression, self._parse_bool)
 
     def _decision(self, expression: str, secret: bool = False) -> Decision:
         if secret:  # a PIN is never kept in memory longer than its question
@@ -213,6 +223,24 @@ class Policy:
     def airtime_bounds(self) -> tuple[int, int]:
         """The KES a customer may buy airtime for, whatever the price."""
         return self.value("airtime-min-kes"), self.value("airtime-max-kes")
+
+    SIM_SWAP_WHATS = ("money-out", "pin-change", "pin-reset")
+
+    def sim_swap(self, what: str, held: bool, swap_since_pin: bool, fresh: bool, amount_sats: int,
+                 spent_sats: int) -> Decision:
+        """May `what` (money-out, pin-change, pin-reset) go on, given whether a SIM swap holds the
+        number (no operator cleared it), whether a swap no operator cleared came since the PIN was
+        set, whether the provider's answer is fresh, the sats leaving now and those that left since
+        the last answer (fees included)? Deny reasons: sim-swap-hold, sim-swap-unknown."""
+        if what not in self.SIM_SWAP_WHATS:
+            raise PolicyError(f"unknown sim-swap question {what!r}")
+        return self._decision(f"(sim-swap-decision {what} {bool(held)} {bool(swap_since_pin)} {bool(fresh)} "
+                              f"{max(0, int(amount_sats))} {max(0, int(spent_sats))})")
+
+    def sim_swap_starts_hold(self, days_old: int, after_answer: bool) -> bool:
+        """Does a swap newly told, `days_old` whole days old then (happening on or after the day of an
+        earlier answer: `after_answer`), put the number on hold until an operator clears it?"""
+        return self._bool(f"(sim-swap-starts-hold {max(0, int(days_old))} {bool(after_answer)})")
 
     def pin(self, pin: str) -> Decision:
         """Is `pin` (already checked to be digits of the right length) strong enough?"""

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from database import Database
 from helpers.airtime.provider import AirtimeProvider
 from helpers.mpesa.provider import MpesaProvider
+from helpers.simswap.provider import SimSwapProvider
 from helpers.wallet.prices import PriceBook
 from helpers.wallet.rules import Policy
 from helpers.infra.rail import Rail
@@ -28,6 +29,7 @@ class Services:
     settings: Settings
     openings: WriteBehind | None = None  # session rows written behind (None: written at once)
     airtime: AirtimeProvider | None = None  # None: airtime is off
+    sim_swap: SimSwapProvider | None = None  # None: SIM swaps are not checked (SIM_SWAP_PROVIDER=off)
     prices: PriceBook = field(init=False)  # set by the app factory, after the database
     # The payout rails by name, each made from these services when asked (None: that rail is off).
     # The app factory registers the adapters; the wallet never imports one.

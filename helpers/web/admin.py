@@ -18,12 +18,12 @@ from sqlalchemy import func, select
 from werkzeug.wrappers import Response
 
 from helpers.infra.phone import normalise
-from helpers.wallet import operators
+from helpers.wallet import operators, sim_swap
 from helpers.wallet.customers import users
 from helpers.wallet.ledger import journal
-from helpers.wallet.reports import books
 from helpers.wallet.mpesa import flows as mpesa_flows
 from helpers.wallet.payouts import lightning_out, payments
+from helpers.wallet.reports import books
 from helpers.wallet.errors import InsufficientBalance
 from helpers.wallet.operators import OperatorError
 from helpers.wallet.services import Services
@@ -262,6 +262,24 @@ def reset_pin(phone: str) -> Response:
     operators.reset_pin(services().db, operator(), phone, request.form.get("reason", ""))
     flash("PIN cleared: the customer creates a new one at the next dial.", "ok")
     return redirect(url_for("admin.customer", phone=phone))
+
+
+@bp.get("/sim-swaps")
+def sim_swaps() -> str:
+    """The queue of customers a recent SIM swap holds (issue 33), each cleared after the owner is
+    verified."""
+    svc = services()
+    return render_template("admin/sim_swaps.html", rows=sim_swap.held(svc.db, svc.policy),
+                           hold_days=svc.policy.value("sim-swap-hold-days"))
+
+
+@bp.post("/sim-swaps/<phone>/clear")
+@_logged
+def clear_sim_swap(phone: str) -> Response:
+    svc = services()
+    operators.clear_sim_swap(svc.db, operator(), phone, request.form.get("reason", ""))
+    flash(f"SIM swap hold of {phone} cleared: money out works again.", "ok")
+    return redirect(url_for("admin.sim_swaps"))
 
 
 @bp.post("/reconcile")

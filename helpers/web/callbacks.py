@@ -10,6 +10,7 @@ import re
 from flask import Blueprint, Response, jsonify, request
 
 from helpers.lightning import webhooks
+from helpers.wallet import sim_swap
 from helpers.wallet.incoming import invoices
 from helpers.wallet.mpesa import callbacks as mpesa_callbacks
 from helpers.wallet.payouts import machine as payouts
@@ -84,9 +85,35 @@ def airtime_status(token: str) -> tuple[Response, int]:
     if rail is None or not expected or not callers.token_ok(expected, token):
         log.warning("airtime callback refused: bad token from %s", request.remote_addr)
         return jsonify({"error": "forbidden"}), 403
-    fields = request.form.to_dict() or (request.get_json(silent=True) or {})
+    try:
+        fields = request.form.to_dict() or (request.get_json(silent=True) or {})
+    except RecursionError:  # JSON nested too deep to read: a bad request, never a 500
+        return jsonify({"error": "unreadable body"}), 400
     if not isinstance(fields, dict):
         fields = {}
     status, outcome = payouts.callback(svc.db, rail, fields)
     send_queued_sms(svc)
     return jsonify({"status": outcome}), status
+
+
+@bp.post("/insights/<token>/sim-swap")
+def sim_swap_state(token: str) -> tuple[Response, int]:
+    """Africa's Talking Insights' SIM swap results (JSON; form fields accepted too). No signature:
+    the secret token in the URL (constant time), as the airtime callback; then only an answer to
+    an open question of ours (its requestId and phone) changes anything."""
+    svc = services()
+    expected = svc.settings.sim_swap_callback_token
+    if svc.sim_swap is None or not svc.sim_swap.asks_ahead or not expected or not callers.token_ok(expected, token):
+        log.warning("sim swap callback refused: bad token from %s", request.remote_addr)
+        return jsonify({"error": "forbidden"}), 403
+    try:
+        body = json.loads(request.get_data(as_text=True) or "null")
+    except ValueError:
+        body = None
+    except RecursionError:  # nested too deep to read: a bad request, never a 500
+        return jsonify({"error": "unreadable body"}), 400
+    if not isinstance(body, dict):
+        body = request.form.to_dict() or None
+    found, recorded = sim_swap.callback(svc, body)
+    send_queued_sms(svc)
+    return jsonify({"answers": found, "recorded": recorded}), 200

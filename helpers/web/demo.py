@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
 
+from helpers.infra.phone import normalise
+from helpers.wallet import demo, sim_swap
 from helpers.wallet.customers import users
-
-from helpers.wallet import demo
 from helpers.wallet.incoming import invoices
 from helpers.web.common import send_queued_sms, services
 from lightning import MockBackend
@@ -63,3 +63,17 @@ def invoice_of() -> tuple[Response, int]:
     if invoice is None:
         return jsonify({"error": "unknown invoice reference"}), 404
     return jsonify({"reference": reference, "bolt11": invoice.bolt11, "status": invoice.status}), 200
+
+
+@bp.post("/test/sim-swap")
+def mark_sim_swap() -> tuple[Response, int]:
+    """With the simulated SIM swap provider: `phoneNumber`'s SIM was swapped now (issue 33)."""
+    svc = services()
+    if svc.sim_swap is None or svc.sim_swap.name != "simulated":
+        return jsonify({"error": "only with SIM_SWAP_PROVIDER=simulated"}), 404
+    phone = normalise((request.values.get("phoneNumber") or "")[:32], svc.settings.default_region)
+    if phone is None:
+        return jsonify({"error": "phoneNumber is not a phone number"}), 400
+    sim_swap.mark_swapped(svc.db, svc.policy, phone)
+    send_queued_sms(svc)
+    return jsonify({"phoneNumber": phone, "swapped": True}), 200

@@ -15,8 +15,12 @@ Kinds:
   is final. (airtime <reference> and payment <transaction id>: what payouts' jobs were before
   they had their table; run as payout jobs.)
 - orphan <transaction id>: a payout in KES reserved with no payout row to finish it: refunded.
-- every <task>: sweep (a job for each pending item that has none), sms (send the outbox), price
-  (refresh the BTC/KES price), cleanup (expired sessions, old quotes, finished jobs).
+- simswap <phone>: ask the SIM swap provider about a phone (a session's first step made the job;
+  the answer comes by callback).
+- every <task>: sweep (a job for each pending item that has none; a Forgot-PIN reset now due gets
+  one reminder SMS: only the owner's dial sets the new PIN), sms (send the outbox), price
+  (refresh the BTC/KES price), cleanup (expired
+  sessions, old quotes, finished jobs).
 Web requests do no background work: items are found by the sweep.
 """
 
@@ -35,6 +39,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from helpers.infra import heartbeat
 from helpers.ussd import sessions
+from helpers.wallet import pin_reset, sim_swap
 from helpers.wallet.customers import limits
 from helpers.wallet.incoming import invoices
 from helpers.wallet.mpesa import flows as mpesa_flows
@@ -217,6 +222,8 @@ def sweep(svc: Services) -> int:
 def _every(svc: Services, task: str) -> None:
     if task == "sweep":
         sweep(svc)
+        for phone in pin_reset.due(svc.db):  # Forgot PIN resets now due: one reminder SMS each
+            pin_reset.remind(svc, phone)
     elif task == "sms":
         svc.sms.flush()
     elif task == "price":
@@ -236,7 +243,8 @@ def cleanup(svc: Services) -> None:
 
 
 HANDLERS: dict[str, Callable[[Services, str], bool]] = {INVOICE: _invoice, PAYMENT: _payment, MPESA: _mpesa,
-                                                        PAYOUT: _payout, AIRTIME: _payout, ORPHAN: _orphan}
+                                                        PAYOUT: _payout, AIRTIME: _payout, ORPHAN: _orphan,
+                                                        sim_swap.JOB_KIND: sim_swap.ask}
 
 
 def run_one(svc: Services, job: Claimed, me: str) -> None:

@@ -318,3 +318,9 @@ def test_operators_see_pending_airtime_with_its_request_id(alice, wallet, client
     at.final[request.rail_key] = "Success"
     report(client, at.report(request.rail_key))
     assert request.reference not in client.get("/admin/pending").get_data(as_text=True)
+
+
+def test_deeply_nested_json_is_a_bad_request(client):
+    deep = "[" * 3000 + "]" * 3000  # within the size limit, past the parser's recursion limit
+    response = client.post(f"/airtime/{TOKEN}/status", data=deep, content_type="application/json")
+    assert response.status_code == 400

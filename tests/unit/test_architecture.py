@@ -23,7 +23,7 @@ LAYERS = (
     ("handlers",),
     ("helpers.ussd",),
     ("helpers.wallet",),
-    ("helpers.mpesa", "helpers.lightning", "helpers.prices", "helpers.airtime"),
+    ("helpers.mpesa", "helpers.lightning", "helpers.prices", "helpers.airtime", "helpers.simswap"),
     ("lightning",),
     ("database",),
     ("helpers.infra",),

@@ -100,15 +100,21 @@ def set_first_pin(db: Database, user_id: int, pin: str, pepper: str) -> bool:
         return cast(CursorResult, s.execute(
             update(User)
             .where(User.id == user_id, User.pin_hash.is_(None))
-            .values(pin_hash=hash_pin(pin, pepper), pin_failures=0, pin_locks=0, pin_locked_until=None)
+            .values(pin_hash=hash_pin(pin, pepper), pin_failures=0, pin_locks=0, pin_locked_until=None,
+                    pin_set_at=utcnow())
         )).rowcount == 1
 
 
-def change_pin(db: Database, user: UserView, pin: str, pepper: str) -> None:
-    """Replace the PIN (the caller checked the old one) and tell the owner by SMS."""
+def change_pin(db: Database, user: UserView, pin: str, pepper: str) -> bool:
+    """Replace the PIN the caller checked (`user.pin_hash`) and tell the owner by SMS. False: it was
+    replaced meanwhile (a Forgot-PIN reset in another session), and stays."""
     with db.write() as s:
-        s.execute(update(User).where(User.id == user.id).values(pin_hash=hash_pin(pin, pepper)))
-        sms.queue(s, user.phone, t(user.language, "sms.pin-changed"))
+        changed = cast(CursorResult, s.execute(
+            update(User).where(User.id == user.id, User.pin_hash == user.pin_hash)
+            .values(pin_hash=hash_pin(pin, pepper), pin_set_at=utcnow()))).rowcount == 1
+        if changed:
+            sms.queue(s, user.phone, t(user.language, "sms.pin-changed"))
+    return changed
 
 
 @dataclass(frozen=True)

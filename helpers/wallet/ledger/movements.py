@@ -119,6 +119,20 @@ def sent_today(session: Executor, user_id: int, now: dt.datetime | None = None) 
     return _SENT_SINCE.run(session, {"uid": user_id, "since": _midnight(now)}).scalar()
 
 
+_OUT_SQL = select(func.coalesce(func.sum(_LEDGER.c.amount_sats + _LEDGER.c.fee_sats), 0)).where(
+    _LEDGER.c.user_id == bindparam("uid"),
+    _LEDGER.c.direction == DEBIT,
+    or_(_LEDGER.c.status == PENDING, _LEDGER.c.status == SETTLED),
+)
+
+
+def out_since(session: Executor, user_id: int, since: dt.datetime | None) -> int:
+    """Sats (fees included) that left this user's wallet since `since` (None: ever), pending
+    included: what the SIM swap guard's no-answer cap counts."""
+    query = _OUT_SQL if since is None else _OUT_SQL.where(_LEDGER.c.created_at >= since)
+    return int(session.execute(query, {"uid": user_id}).scalar() or 0)
+
+
 def spend_facts(db: Database, user_id: int) -> tuple[int, int]:
     """(balance, sent today) of a user, read together on the request connection."""
     row = db.execute(_SPEND_FACTS, {"uid": user_id, "since": _midnight()}).first()
