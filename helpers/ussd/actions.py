@@ -38,9 +38,8 @@ def send(ctx: Ctx, data: dict, proof: PinProof | None) -> str:
                      ref=receipt.reference, balance=receipt.balance_sats)
 
     def last(conn: Connection | Session, receipt: Receipt) -> bool:
-        ctx.saved = sessions.acted_in(conn, ctx.req.session_id, "pin", ">".join(ctx.walked), ctx.key,
-                                      "END " + fit(done(receipt)))
-        return ctx.saved
+        return sessions.acted_in(conn, ctx.req.session_id, "pin", ">".join(ctx.walked), ctx.key,
+                                 "END " + fit(done(receipt)))
 
     within = Within(last)
     try:
@@ -51,12 +50,13 @@ def send(ctx: Ctx, data: dict, proof: PinProof | None) -> str:
     except PolicyDenied as exc:
         return deny_text(ctx, exc.reason)
     except Interrupted:  # continued in another session, ended, or another request of it acting
-        ctx.saved = False
         return acting_refused(ctx).text
     ctx.recorded = True
     if receipt.replay:
-        ctx.saved = False
         return ctx.t("replay", ref=receipt.reference)
+    # A receipt of this request's own movement: its transaction committed with the session's END
+    # (a try that `last` saved in and then rolled back, a deadlock's or Galera's, left nothing).
+    ctx.saved = True
     return done(receipt)
 
 

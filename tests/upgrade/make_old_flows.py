@@ -21,10 +21,7 @@ from sqlalchemy import MetaData, select, text
 from app import create_app
 from helpers.airtime.provider import AirtimeResult, SimulatedAirtime
 from helpers.mpesa.provider import PayoutResult, SimulatedMpesa
-from helpers.wallet.customers import users
-from helpers.wallet.ledger import journal, movements
-from helpers.wallet.mpesa import flows as mpesa_flows
-from helpers.wallet.payouts import airtime, lightning_out
+from helpers.wallet import airtime, journal, lightning_out, mpesa_flows, transactions, users
 from helpers.web import worker
 from lightning import State
 from models import B2C, PENDING, DEBIT, Transaction, User
@@ -71,9 +68,9 @@ def main(out: str) -> None:
     def key() -> str:
         return f"upgrade-{next(n)}"
 
-    movements.transfer(db, policy, alice, bob.phone, 5_000, key(), "*483#")
-    movements.transfer(db, policy, bob, carol.phone, 1_200, key(), "*483#")
-    movements.topup(db, policy, carol, 500, 5_000, price, "UPG0000001", key())
+    transactions.transfer(db, policy, alice, bob.phone, 5_000, key(), "*483#")
+    transactions.transfer(db, policy, bob, carol.phone, 1_200, key(), "*483#")
+    transactions.topup(db, policy, carol, 500, 5_000, price, "UPG0000001", key())
     provider = ScriptedAirtime()
     for who, kes, said in ((alice, 100, AirtimeResult(State.SUCCEEDED, "ATQid_delivered")),
                            (alice, 50, AirtimeResult(State.FAILED, "", "refused")),
@@ -89,7 +86,7 @@ def main(out: str) -> None:
         mpesa.next = said
         sats, fee = kes * 10, 10
         request = mpesa_flows.PayoutRequest.new(B2C, who.id, who.phone, kes, sats)
-        receipt = movements.reserve_withdrawal(db, policy, who, kes, sats, fee, price, who.phone, key(),
+        receipt = transactions.reserve_withdrawal(db, policy, who, kes, sats, fee, price, who.phone, key(),
                                                   payout_row=request.row)
         mpesa_flows.pay_out(db, mpesa, receipt.transaction_id, request, who.phone, kes)
     receipt = lightning_out.reserve_lightning(db, policy, carol, 3_000, 30, (1, 10**9), "cd" * 32,
