@@ -152,10 +152,10 @@ def handle_ussd(svc: Services, req: UssdRequest) -> tuple[str, str]:
     elif user.pin_hash is not None and resume.FROM in ctx.choices:
         tokens, asked = resume.answer(ctx, tokens)
         ctx.req = dataclasses.replace(req, text="*".join(tokens))  # positions are those of the walked path
+    ctx.walked = ["onboarding"] if skip else []  # the session row's trail: the walk adds its screens
     if asked is not None:
         outcome = Outcome(asked if asked.startswith(("CON ", "END ")) else "CON " + asked, "resume", "", 0)
     else:
-        ctx.walked = ["onboarding"] if skip else []
         outcome = walk(SCREENS, ctx, root, tokens[skip:], skip, set_position=ctx.at, memory=ctx.choices,
                        dialled=ctx.t("pin.not-in-dial", code=svc.service_code) if dialled else None,
                        trail=ctx.walked)
@@ -171,10 +171,9 @@ def handle_ussd(svc: Services, req: UssdRequest) -> tuple[str, str]:
         or outcome.onboarding_tokens != view.onboarding_tokens
         or (not view.exists and getattr(SCREENS.get(outcome.screen), "secret", False))  # it asks for a PIN
     )
-    if ctx.saved:  # saved with the money it reports, in one transaction (actions.send)
-        pass
-    elif remember or not view.exists:
-        trail = ">".join((["onboarding"] if skip else []) + ([outcome.trail] if outcome.trail else []))
+    # (A send's END is saved already, with the money it reports, in one transaction: ctx.saved.)
+    if not ctx.saved and (remember or not view.exists):
+        trail = ">".join(ctx.walked)
         try:
             saved = sessions.save(db, req.session_id, req.phone, req.service_code, exists=view.exists,
                                   state=outcome.screen, trail=trail, text_hash=text_key, reply=outcome.reply,

@@ -109,7 +109,7 @@ class AfricasTalkingSimSwap(SimSwapProvider):
             answer = self._service().check_sim_swap_state([phone], timeout=(3.05, self.timeout_s))
         except Exception as exc:  # noqa: BLE001 - the SDK raises bare Exceptions (HTTP errors, timeouts)
             log.warning("sim swap check of %s: no answer (%s)", mask(phone), type(exc).__name__)
-            return Asked(error=f"{type(exc).__name__}: {str(exc)[:80]}")
+            return Asked(error=type(exc).__name__)  # its text may carry the provider's answer: not logged
         if isinstance(answer, str):  # the SDK parses JSON only under exactly "application/json"
             try:
                 answer = json.loads(answer)

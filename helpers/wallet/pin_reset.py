@@ -119,7 +119,10 @@ def complete(svc: Services, user: UserView, due: dt.datetime, pin: str, started:
     stopped = not decision.allowed
     with svc.db.write() as s:
         taken = cast(CursorResult, s.execute(
-            update(PhoneGuard).where(PhoneGuard.phone == user.phone, PhoneGuard.reset_due_at == due)
+            # the answer decided on is still the latest: a swap told meanwhile stops this and asks again
+            update(PhoneGuard).where(PhoneGuard.phone == user.phone, PhoneGuard.reset_due_at == due,
+                                     PhoneGuard.answered_at.is_(None) if guard.answered_at is None
+                                     else PhoneGuard.answered_at == guard.answered_at)
             .values(reset_due_at=None, reset_told_at=None))).rowcount == 1
         if not taken:  # cancelled or completed meanwhile
             return NOTHING

@@ -235,8 +235,11 @@ def want_answer(db: Database, policy: Policy, phone: str) -> bool:
 
 def ask_if_stale(svc: Services, guard: Guard, started: dt.datetime | None) -> None:
     """Ask the provider (rate-limited by want_answer) when the answer is not fresh."""
-    if svc.sim_swap is not None and svc.sim_swap.asks_ahead and not fresh(svc, guard, started):
-        want_answer(svc.db, svc.policy, guard.phone)
+    if svc.sim_swap is None or not svc.sim_swap.asks_ahead or fresh(svc, guard, started):
+        return
+    if guard.next_ask_at is not None and guard.next_ask_at > utcnow():
+        return  # asked lately (want_answer's own condition, known from the row read: no write transaction)
+    want_answer(svc.db, svc.policy, guard.phone)
 
 
 def ask(svc: Services, phone: str) -> bool:

@@ -22,6 +22,7 @@ from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.orm import Session
 
 from helpers.infra.fastpath import Prepared
+from helpers.wallet.customers import users
 from helpers.wallet.errors import AccountLocked, InsufficientBalance
 from models import (BEFORE_JOURNAL, FAILED, PENDING, POST, SETTLED, VOID, LedgerAccount, Posting, Transaction, User,
                     utcnow)
@@ -162,7 +163,7 @@ def _move_customer(executor: Executor, user_id: int, amount: int, any_lock: bool
         return None
     have, locked_until = _NOT_DEBITED.run(executor, {"uid": user_id}).one()
     if locked_until is not None and locked_until > now and not any_lock:
-        raise AccountLocked(int((locked_until - now).total_seconds() // 60) + 1)
+        raise AccountLocked(users.minutes_left(locked_until, now))
     raise InsufficientBalance(have)
 
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import cast
 
-from sqlalchemy import CursorResult, case, func, or_, select, update
+from sqlalchemy import CursorResult, and_, case, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -115,7 +115,10 @@ def record_ids(db: Database, reference: str, rail_key: str = "", rail_ref: str =
     """The rail named the payout (its answer, or a callback that brought the ids the answer
     lost): each id kept if the payout had none, whatever happened meanwhile (a late report must
     still find it), and reserved -> sent."""
-    values: dict[str, object] = {**({"rail_key": func.coalesce(Payout.rail_key, rail_key[:64])} if rail_key else {}),
+    # a key its void freed (kept as rail_ref, for the invoice to be paid again) is not taken back
+    freed = and_(Payout.state == VOIDED, Payout.rail_ref == rail_key[:64])
+    kept = case((freed, Payout.rail_key), else_=func.coalesce(Payout.rail_key, rail_key[:64]))
+    values: dict[str, object] = {**({"rail_key": kept} if rail_key else {}),
               **({"rail_ref": func.coalesce(Payout.rail_ref, rail_ref[:64])} if rail_ref else {})}
     if not values:
         return
