@@ -351,10 +351,12 @@ def reserve_withdrawal(wallet, policy_, user, kes: int, sats: int, fee: int, pri
 
     def work():
         with wallet.db.write() as s:
-            def check(after: int) -> None:
-                decision = policy_.withdraw(kes, after + sats + fee, movements.sent_today(s, user.id), price)
+            def check(after: int) -> int:
+                sent = movements.sent_today(s, user.id)
+                decision = policy_.withdraw(kes, after + sats + fee, sent, price)
                 if not decision.allowed:
                     raise PolicyDenied(decision.reason or "denied")
+                return sent
             return payout_books.reserve(s, rail, user.id, sats, fee, phone, key, check=check, amount_kes=kes,
                                         counterparty=phone, description=f"M-Pesa withdrawal KES {kes}")
     return movements.run_once(wallet.db, key, work)

@@ -12,7 +12,7 @@ import logging
 from decimal import Decimal
 
 from helpers.airtime.provider import AirtimeProvider, kes_of
-from helpers.infra.i18n import t
+from helpers.infra.i18n import receipt_text, t
 from helpers.infra.phone import local
 from helpers.infra.rail import Answer, Books, CallbackRefused, Claim, PayoutView, Said
 from lightning import State
@@ -91,9 +91,10 @@ class AirtimeRail:
             raise CallbackRefused(409, "refused")
         return claim.answer
 
-    def posted_text(self, payout: PayoutView, language: str, balance: int, answer: Answer) -> str:
-        return t(language, "sms.airtime", kes=payout.amount_kes, phone=local(payout.destination),
-                 ref=payout.movement_reference, sats=payout.amount_sats, fee=payout.fee_sats, balance=balance)
+    def posted_text(self, payout: PayoutView, language: str, balance: int, answer: Answer, left: int | None) -> str:
+        return receipt_text(language, "sms.airtime", left, kes=payout.amount_kes, phone=local(payout.destination),
+                            ref=payout.movement_reference, sats=payout.amount_sats, fee=payout.fee_sats,
+                            balance=balance)
 
     def voided_text(self, payout: PayoutView, language: str, balance: int) -> str:
         return t(language, "sms.airtime-failed", kes=payout.amount_kes, phone=local(payout.destination),

@@ -163,6 +163,7 @@ EN: dict[str, str] = {
     "who.airtime": "Airtime",
     # SMS
     "sms.welcome": "Welcome to SatsPesa! Dial {code} to use your Bitcoin wallet: send, receive, top up and withdraw with M-Pesa.",
+    "left.today": "You can send {left} sats more today.",
     "sms.new-recipient": "{phone} sent you {amount} sats on SatsPesa. Dial {code} and create a PIN to use them.",
     "sms.sent": "SatsPesa: you sent {amount} sats to {phone}. Fee {fee} sats. Ref {ref}. Balance {balance} sats.",
     "sms.received": "SatsPesa: you received {amount} sats from {phone}. Ref {ref}. Balance {balance} sats.",
@@ -329,6 +330,7 @@ SW: dict[str, str] = {
     "who.opening": "Salio awali",
     "who.airtime": "Airtime",
     "sms.welcome": "Karibu SatsPesa! Piga {code} kutumia pochi yako ya Bitcoin: tuma, pokea, weka na toa kwa M-Pesa.",
+    "left.today": "Baki ya kutuma leo: sats {left}.",
     "sms.new-recipient": "{phone} amekutumia sats {amount} kwenye SatsPesa. Piga {code} na uunde PIN kuzitumia.",
     "sms.sent": "SatsPesa: umetuma sats {amount} kwa {phone}. Ada sats {fee}. Kumb {ref}. Salio sats {balance}.",
     "sms.received": "SatsPesa: umepokea sats {amount} kutoka {phone}. Kumb {ref}. Salio sats {balance}.",
@@ -339,8 +341,8 @@ SW: dict[str, str] = {
     "sms.request-user": "{phone} anakuomba ulipe sats {amount} (kumb {ref}). Piga {code} uchague Maombi ya malipo.",
     "sms.topup": "SatsPesa: KES {kes} zimepokelewa, nambari {code}. Umepata sats {sats}. Salio sats {balance}.",
     "sms.topup-failed": "SatsPesa: malipo yako ya M-Pesa ya KES {kes} hayakufaulu (yameghairiwa au yamekataliwa). Hakuna sats zilizowekwa. Kumb {ref}.",
-    "sms.withdraw": "SatsPesa: KES {kes} zimetumwa kwa {phone} kwa M-Pesa, kumb {code}. Gharama sats {sats} + ada {fee}. Salio sats {balance}.",
-    "sms.airtime": "SatsPesa: muda wa maongezi KES {kes} umetumwa kwa {phone}, kumb {ref}. Gharama sats {sats} + ada {fee}. Salio sats {balance}.",
+    "sms.withdraw": "SatsPesa: KES {kes} zimetumwa kwa {phone} (M-Pesa), kumb {code}. Gharama sats {sats}, ada {fee}. Salio sats {balance}.",
+    "sms.airtime": "SatsPesa: muda wa maongezi KES {kes} kwa {phone}, kumb {ref}. Gharama sats {sats}, ada {fee}. Salio sats {balance}.",
     "sms.airtime-failed": "SatsPesa: muda wa maongezi KES {kes} kwa {phone} haukutumwa. Sats {sats} zimerudishwa. Kumb {ref}. Salio sats {balance}.",
     "sms.pin-locked": "SatsPesa: PIN isiyo sahihi imewekwa mara nyingi. Huduma za pesa zimefungwa kwa dakika {minutes}.",
     "sms.pin-changed": "SatsPesa: PIN yako imebadilishwa. Kama si wewe, piga huduma kwa wateja.",
@@ -384,6 +386,7 @@ def _show(value: object) -> object:
     return value
 
 
+MAX_TEXT = 160  # GSM-7 characters: one SMS, one USSD screen
 BRAND = "SatsPesa"  # the short name the catalogs are written with
 # Messages that send the customer to customer care, or confirm money: they end with the support
 # number when the operator has set one (SUPPORT_PHONE).
@@ -406,9 +409,25 @@ def t(lang: str, key: str, **values: object) -> str:
     """The message `key` in `lang` (English if unknown), formatted with `values`, in the
     service's name, with customer care's number where the message needs it."""
     catalog = CATALOGS.get(lang, EN)
-    text = catalog[key].format(**{k: _show(v) for k, v in values.items()})
+    return _finish(catalog, key, catalog[key].format(**{k: _show(v) for k, v in values.items()}))
+
+
+def _finish(catalog: dict[str, str], key: str, text: str) -> str:
     if _care["name"] != BRAND:
         text = text.replace(BRAND, _care["name"])
     if _care["phone"] and key in HELP_KEYS:
         text += catalog["help"].format(phone=_care["phone"])
     return text
+
+
+def receipt_text(lang: str, key: str, left: int | None, **values: object) -> str:
+    """A receipt of money out (`key`, like t) that also says what is left of today's limit, `left`
+    sats (None: not known, a replay), where that still fits one SMS or screen (160 GSM-7
+    characters, customer care's number included): the money's own facts come first."""
+    catalog = CATALOGS.get(lang, EN)
+    text = catalog[key].format(**{k: _show(v) for k, v in values.items()})
+    if left is not None:
+        longer = _finish(catalog, key, text + " " + catalog["left.today"].format(left=_show(left)))
+        if (gsm7_length(longer) or MAX_TEXT + 1) <= MAX_TEXT:
+            return longer
+    return _finish(catalog, key, text)

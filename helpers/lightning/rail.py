@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 
-from helpers.infra.i18n import t
+from helpers.infra.i18n import receipt_text, t
 from helpers.infra.rail import Answer, Books, CallbackRefused, Claim, PayoutView, Said
 from lightning import LightningBackend, PaymentResult, State
 from models import LIGHTNING_RAIL, LN_IN_FLIGHT, NODE, SEND
@@ -77,9 +77,9 @@ class LightningRail:
     def confirm(self, payout: PayoutView, claim: Claim) -> Answer:
         raise CallbackRefused(404, "unknown callback")
 
-    def posted_text(self, payout: PayoutView, language: str, balance: int, answer: Answer) -> str:
-        return t(language, "sms.sent", amount=payout.amount_sats, phone=payout.counterparty,
-                 fee=payout.fee_sats + answer.cost_sats, ref=payout.movement_reference, balance=balance)
+    def posted_text(self, payout: PayoutView, language: str, balance: int, answer: Answer, left: int | None) -> str:
+        return receipt_text(language, "sms.sent", left, amount=payout.amount_sats, phone=payout.counterparty,
+                            fee=payout.fee_sats + answer.cost_sats, ref=payout.movement_reference, balance=balance)
 
     def voided_text(self, payout: PayoutView, language: str, balance: int) -> str:
         return t(language, "sms.lightning-failed", amount=payout.amount_sats, phone=payout.counterparty,

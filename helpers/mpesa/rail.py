@@ -11,7 +11,7 @@ record: a payout of it that never got its answer (the process died) failed.
 
 from __future__ import annotations
 
-from helpers.infra.i18n import t
+from helpers.infra.i18n import receipt_text, t
 from helpers.infra.rail import Answer, Books, CallbackRefused, Claim, PayoutView
 from helpers.mpesa.provider import MpesaProvider, PayoutResult
 from lightning import State
@@ -75,10 +75,11 @@ class MpesaPayoutRail:
     def confirm(self, payout: PayoutView, claim: Claim) -> Answer:
         raise CallbackRefused(404, "unknown callback")
 
-    def posted_text(self, payout: PayoutView, language: str, balance: int, answer: Answer) -> str:
+    def posted_text(self, payout: PayoutView, language: str, balance: int, answer: Answer, left: int | None) -> str:
         payee = f"{payout.counterparty} ({answer.paid_to})" if answer.paid_to else payout.counterparty
-        return t(language, "sms.withdraw", kes=payout.amount_kes, phone=payee, code=answer.receipt or payout.reference,
-                 sats=payout.amount_sats, fee=payout.fee_sats, balance=balance)
+        return receipt_text(language, "sms.withdraw", left, kes=payout.amount_kes, phone=payee,
+                            code=answer.receipt or payout.reference, sats=payout.amount_sats, fee=payout.fee_sats,
+                            balance=balance)
 
     def voided_text(self, payout: PayoutView, language: str, balance: int) -> str:
         return t(language, "withdraw.failed", ref=payout.movement_reference)

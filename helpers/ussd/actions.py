@@ -34,8 +34,8 @@ def send(ctx: Ctx, data: dict, proof: PinProof | None) -> str:
     phone = data["phone"]
 
     def done(receipt: Receipt) -> str:
-        return ctx.t("send.done", amount=receipt.amount_sats, phone=phone, fee=receipt.fee_sats,
-                     ref=receipt.reference, balance=receipt.balance_sats)
+        return ctx.receipt("send.done", receipt, amount=receipt.amount_sats, phone=phone, fee=receipt.fee_sats,
+                           ref=receipt.reference, balance=receipt.balance_sats)
 
     def last(conn: Connection | Session, receipt: Receipt) -> bool:
         return sessions.acted_in(conn, ctx.req.session_id, "pin", ">".join(ctx.walked), ctx.key,
@@ -77,8 +77,8 @@ def pay_lightning(ctx: Ctx, data: dict, proof: PinProof | None) -> str:
     if paid.replay:
         return ctx.t("replay", ref=receipt.reference)
     if paid.state is State.SUCCEEDED:
-        return ctx.t("lnsend.done", amount=receipt.amount_sats, payee=params.address, fee=receipt.fee_sats,
-                     ref=receipt.reference, balance=receipt.balance_sats)
+        return ctx.receipt("lnsend.done", receipt, amount=receipt.amount_sats, payee=params.address,
+                           fee=receipt.fee_sats, ref=receipt.reference, balance=receipt.balance_sats)
     if paid.state is State.FAILED:
         return ctx.t("lnsend.failed", ref=receipt.reference)
     return ctx.t("lnsend.pending", amount=receipt.amount_sats, payee=params.address, ref=receipt.reference)
@@ -110,8 +110,8 @@ def _paid_out(ctx: Ctx, quote: QuoteView, pay: Callable[[], use_cases.Withdrawal
     if answer is None:
         return ctx.t("replay", ref=receipt.reference)
     if answer.said is Said.PAID:
-        return ctx.t(f"{texts}.done", kes=quote.kes, code=answer.receipt, sats=receipt.amount_sats,
-                     fee=receipt.fee_sats, balance=receipt.balance_sats, **to)
+        return ctx.receipt(f"{texts}.done", receipt, kes=quote.kes, code=answer.receipt, sats=receipt.amount_sats,
+                           fee=receipt.fee_sats, balance=receipt.balance_sats, **to)
     if answer.said is Said.FAILED:
         return ctx.t("withdraw.failed", ref=receipt.reference)
     return ctx.t(f"{texts}.pending", kes=quote.kes, ref=receipt.reference, **to)
@@ -146,8 +146,8 @@ def buy_airtime(ctx: Ctx, data: dict, proof: PinProof | None) -> str:
     if answer is None:
         return ctx.t("replay", ref=receipt.reference)
     if answer.said is Said.PAID:
-        return ctx.t("airtime.done", kes=quote.kes, phone=phone, sats=receipt.amount_sats, fee=receipt.fee_sats,
-                     ref=receipt.reference, balance=receipt.balance_sats)
+        return ctx.receipt("airtime.done", receipt, kes=quote.kes, phone=phone, sats=receipt.amount_sats,
+                           fee=receipt.fee_sats, ref=receipt.reference, balance=receipt.balance_sats)
     if answer.said is Said.FAILED:
         return ctx.t("airtime.failed", ref=receipt.reference)
     return ctx.t("airtime.pending", kes=quote.kes, phone=phone, ref=receipt.reference)
@@ -164,8 +164,8 @@ def pay_request(ctx: Ctx, data: dict, proof: PinProof | None) -> str:
         return deny_text(ctx, exc.reason)
     if receipt.replay:
         return ctx.t("replay", ref=receipt.reference)
-    return ctx.t("payreq.done", amount=receipt.amount_sats, phone=data["phone"], ref=receipt.reference,
-                 balance=receipt.balance_sats)
+    return ctx.receipt("payreq.done", receipt, amount=receipt.amount_sats, phone=data["phone"],
+                       ref=receipt.reference, balance=receipt.balance_sats)
 
 
 ACTIONS: dict[str, Callable[[Ctx, dict, PinProof | None], str]] = {

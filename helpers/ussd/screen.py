@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from helpers.infra.i18n import CATALOGS, gsm7_length, t
+from helpers.infra.i18n import CATALOGS, gsm7_length, receipt_text, t
 from helpers.infra.refs import idempotency_key
 from helpers.infra.text import parse_digits
 from helpers.lightning.lnurl_pay import PayParams
@@ -18,6 +18,7 @@ from helpers.ussd import sessions
 from helpers.ussd.walker import MAX_SCREEN, End, Result, Retry
 from helpers.wallet.incoming import invoices
 from helpers.wallet.ledger import movements
+from helpers.wallet.ledger.movements import Receipt
 from helpers.wallet.services import Services
 from helpers.wallet.customers.users import UserView
 
@@ -61,6 +62,11 @@ class Ctx:
 
     def t(self, key: str, **values: Any) -> str:
         return t(self.lang, key, **values)
+
+    def receipt(self, key: str, receipt: Receipt, **values: Any) -> str:
+        """A money-out END (`key`) that also says what is left of today's limit after `receipt`."""
+        left = None if receipt.sent_today is None else self.svc.policy.left_today(receipt.sent_today)
+        return receipt_text(self.lang, key, left, **values)
 
     def value(self, name: str) -> int:
         return self.svc.policy.value(name)

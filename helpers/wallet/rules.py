@@ -201,6 +201,10 @@ class Policy:
             f"(spend-decision {int(amount_sats)} {int(fee_sats)} {int(balance_sats)} {int(sent_today_sats)})"
         )
 
+    def left_today(self, sent_today_sats: int) -> int:
+        """What a customer who sent `sent_today_sats` today may still send before midnight UTC."""
+        return max(0, self.value("daily-send-limit-sats") - sent_today_sats)
+
     def lightning_send(self, amount_sats: int, fee_sats: int, balance_sats: int, sent_today_sats: int,
                        payee_min_sats: int, payee_max_sats: int) -> Decision:
         """A payment to a Lightning address: the payee's bounds, then spend-decision."""

@@ -118,10 +118,12 @@ def reserve_payout(svc: Services, user: UserView, rail_name: str, kes: int, sats
 
     def work() -> Receipt:
         with svc.db.write() as s:
-            def check(after: int) -> None:
-                decision = svc.policy.withdraw(kes, after + sats + fee, movements.sent_today(s, user.id), price)
+            def check(after: int) -> int:
+                sent = movements.sent_today(s, user.id)
+                decision = svc.policy.withdraw(kes, after + sats + fee, sent, price)
                 if not decision.allowed:
                     raise PolicyDenied(decision.reason or "denied")
+                return sent
             return books.reserve(s, rail, user.id, sats, fee, destination, key, check=check, amount_kes=kes,
                                  counterparty=payee, description=description, reference=reference,
                                  rail_key=rail_key)

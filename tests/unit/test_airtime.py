@@ -14,7 +14,8 @@ import pytest
 from sqlalchemy import select
 
 from helpers.infra.config import ConfigError, finalise, load_config
-from helpers.infra.i18n import t
+from helpers.infra.i18n import receipt_text, t
+from helpers.wallet.rules import policy
 from helpers.airtime import rail as airtime_rail
 from helpers.infra.rail import Said
 from helpers.wallet.reports import books
@@ -93,8 +94,9 @@ def test_airtime_accepted_is_reserved_then_settled_once_by_the_delivery_report(a
     assert request_of(wallet, request.reference).state == POSTED
     assert balance(wallet, DEMO[0]) == a0 - sats - fee
     assert entries(wallet, request.reference) == ["airtime-pending", "airtime-post"]
-    receipt = t(lang, "sms.airtime", kes=kes, phone=ALICE_LOCAL, ref=request.reference, sats=sats, fee=fee,
-                balance=a0 - sats - fee)
+    left = policy().value("daily-send-limit-sats") - sats  # the day's only payment
+    receipt = receipt_text(lang, "sms.airtime", left, kes=kes, phone=ALICE_LOCAL, ref=request.reference, sats=sats,
+                           fee=fee, balance=a0 - sats - fee)
     assert outbox(wallet, DEMO[0])[-1] == receipt
 
 
@@ -104,8 +106,9 @@ def test_airtime_delivered_at_once_is_settled_on_the_answer(alice, wallet, at):
     a0 = balance(wallet, DEMO[0])
     reply = alice.run("8", "3", "2", BOB_LOCAL, "50", PIN)
     request = only_request(wallet)
-    assert reply == "END " + t("en", "airtime.done", kes=50, phone=BOB_LOCAL, sats=sats, fee=fee,
-                               ref=request.reference, balance=a0 - sats - fee)
+    assert reply == "END " + receipt_text("en", "airtime.done", policy().value("daily-send-limit-sats") - sats,
+                                          kes=50, phone=BOB_LOCAL, sats=sats, fee=fee, ref=request.reference,
+                                          balance=a0 - sats - fee)
     assert at.sends[0]["phone"] == DEMO[1] and request.state == POSTED
 
 

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import select
 
 from helpers.wallet.incoming import lnurl
-from helpers.infra.i18n import t
+from helpers.infra.i18n import receipt_text, t
 from helpers.wallet.rules import policy
 from lightning import decode_invoice
 from models import Invoice, PaymentRequest, Transaction, User, utcnow
@@ -117,12 +117,14 @@ def test_send_to_a_phone_number(alice, bob, wallet, lang):
     assert alice.press("1") == "CON " + t(lang, "pin.enter")
     done = alice.press(PIN)
     ref = wallet.db.session.scalar(select(Transaction.reference).where(Transaction.type == "send"))
-    assert done == "END " + t(lang, "send.done", amount=amount, phone=DEMO[1], fee=fee, ref=ref,
-                              balance=a0 - amount - fee)
+    left = P.value("daily-send-limit-sats") - amount  # alice sent nothing else today
+    assert done == "END " + receipt_text(lang, "send.done", left, amount=amount, phone=DEMO[1], fee=fee, ref=ref,
+                                         balance=a0 - amount - fee)
+    assert t(lang, "left.today", left=left) in done
     assert balance(wallet, DEMO[0]) == a0 - amount - fee
     assert balance(wallet, DEMO[1]) == b0 + amount
-    assert t(lang, "sms.sent", amount=amount, phone=DEMO[1], fee=fee, ref=ref, balance=a0 - amount - fee) in outbox(
-        wallet, DEMO[0])
+    assert receipt_text(lang, "sms.sent", left, amount=amount, phone=DEMO[1], fee=fee, ref=ref,
+                        balance=a0 - amount - fee) in outbox(wallet, DEMO[0])
     assert t("en", "sms.received", amount=amount, phone=DEMO[0], ref=ref, balance=b0 + amount) in outbox(
         wallet, DEMO[1])
 
@@ -284,14 +286,15 @@ def test_request_payment_then_payer_pays_from_the_menu(alice, bob, wallet):
     bob.press("1")
     done = bob.press(PIN)
     fee = P.fee_sats("internal", amount)
-    assert done == "END " + t("en", "payreq.done", amount=amount, phone=DEMO[0], ref=invoice.reference,
-                              balance=b0 - amount - fee)
+    left = P.value("daily-send-limit-sats") - amount
+    assert done == "END " + receipt_text("en", "payreq.done", left, amount=amount, phone=DEMO[0],
+                                         ref=invoice.reference, balance=b0 - amount - fee)
     assert balance(wallet, DEMO[0]) == a0 + amount
     assert balance(wallet, DEMO[1]) == b0 - amount - fee
     assert outbox(wallet, DEMO[0])[-1] == t("en", "sms.invoice-paid", ref=invoice.reference, amount=amount,
                                             balance=a0 + amount)
-    assert outbox(wallet, DEMO[1])[-1] == t("en", "sms.sent", amount=amount, phone=DEMO[0], fee=fee,
-                                            ref=invoice.reference, balance=b0 - amount - fee)
+    assert outbox(wallet, DEMO[1])[-1] == receipt_text("en", "sms.sent", left, amount=amount, phone=DEMO[0], fee=fee,
+                                                       ref=invoice.reference, balance=b0 - amount - fee)
     assert wallet.db.session.scalar(select(PaymentRequest.status)) == "paid"
     # paid: gone from the menu, and the Lightning invoice can no longer credit it
     assert bob.start() == "CON " + t("en", "main", balance=b0 - amount - fee, requests="")
@@ -392,8 +395,9 @@ def test_withdraw_debits_sats_and_fee_and_records_the_payout(alice, wallet, lang
     reply = alice.press(PIN)
     row = wallet.db.session.scalar(movements().where(Transaction.type == "withdraw"))
     assert row.status == "settled" and row.mpesa_code and row.counterparty == DEMO[2]
-    assert reply == "END " + t(lang, "withdraw.done", kes=kes, phone=DEMO[2], code=row.mpesa_code, sats=sats,
-                               fee=fee, balance=a0 - sats - fee)
+    assert reply == "END " + receipt_text(lang, "withdraw.done", P.value("daily-send-limit-sats") - sats, kes=kes,
+                                          phone=DEMO[2], code=row.mpesa_code, sats=sats, fee=fee,
+                                          balance=a0 - sats - fee)
     assert balance(wallet, DEMO[0]) == a0 - sats - fee
 
 

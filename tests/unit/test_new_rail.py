@@ -72,9 +72,10 @@ class BankRail:
             raise CallbackRefused(400, "refused")
         return claim.answer
 
-    def posted_text(self, payout: PayoutView, language: str, balance: int, answer: Answer) -> str:
+    def posted_text(self, payout: PayoutView, language: str, balance: int, answer: Answer,
+                    left: int | None) -> str:
         return (f"Bank transfer {payout.movement_reference} of KES {payout.amount_kes} sent ({answer.receipt}). "
-                f"Balance {balance}")
+                f"Balance {balance}. Left today {left}")
 
     def voided_text(self, payout: PayoutView, language: str, balance: int) -> str:
         return f"Bank transfer {payout.movement_reference} failed; sats returned. Balance {balance}"
@@ -97,9 +98,10 @@ def reserve(wallet, phone: str, kes: int, sats: int, fee: int, key: str):
 
     def work():
         with wallet.db.write() as s:
-            def check(after: int) -> None:
+            def check(after: int) -> int:
                 if kes > limit:
                     raise PolicyDenied("above-maximum")
+                return movements.sent_today(s, user.id)
             return books.reserve(s, rail, user.id, sats, fee, "KCB 1234567890", key, check=check, amount_kes=kes,
                                  description=f"Bank transfer KES {kes}")
     return movements.run_once(wallet.db, key, work)
@@ -351,7 +353,7 @@ def pay_to_bank(svc, user, proof, account: str, kes: int, key: str):
     def work():
         with svc.db.write() as s:
             return books.reserve(s, rail, user.id, sats, fee, f"KCB {account}", key,
-                                 check=lambda after: None, amount_kes=kes, description=f"Bank transfer KES {kes}")
+                                 check=lambda after: 0, amount_kes=kes, description=f"Bank transfer KES {kes}")
     receipt = movements.run_once(svc.db, key, work)
     if not receipt.replay:
         machine.send(svc.db, rail, receipt.reference)

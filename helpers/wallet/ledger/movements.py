@@ -37,7 +37,7 @@ from helpers.wallet.errors import (
     RequestClosed,
     WalletError,
 )
-from helpers.infra.i18n import t
+from helpers.infra.i18n import receipt_text, t
 from helpers.infra.refs import new_reference
 from helpers.wallet.rules import Policy
 from helpers.wallet.customers.users import UserView
@@ -65,6 +65,7 @@ class Receipt:
     status: str = SETTLED
     transaction_id: int = 0
     replay: bool = False
+    sent_today: int | None = None  # sats sent today with this movement, as its policy check read them
 
 
 # ------------------------------------------------------------------ primitives
@@ -139,7 +140,7 @@ def spend_facts(db: Database, user_id: int) -> tuple[int, int]:
     return (row[0], row[1]) if row is not None else (0, 0)
 
 
-def _check_spend(session: Executor, policy: Policy, user_id: int, amount: int, fee: int, after: int) -> None:
+def _check_spend(session: Executor, policy: Policy, user_id: int, amount: int, fee: int, after: int) -> int:
     """Ask the policy about a spend whose payer's row is locked, with what the payer sent today read
     now, after the lock was granted (this spend's own row is added after the decision). Not in the
     locking SELECT: MariaDB reads a subquery there from a snapshot that can predate the lock, and 50
@@ -148,6 +149,7 @@ def _check_spend(session: Executor, policy: Policy, user_id: int, amount: int, f
     decision = policy.spend(amount, fee, after + amount + fee, already)
     if not decision.allowed:
         raise PolicyDenied(decision.reason or "denied")
+    return already
 
 
 def find_by_key(db: Database, key: str) -> ResultRow | None:
@@ -186,11 +188,12 @@ def retry_deadlocks(work: Callable[[], T]) -> T:
 
 
 def _lock_pair(conn: Executor, policy: Policy, payer_id: int, payee_id: int, amount: int, fee: int,
-               found: dict[int, tuple[int, dt.datetime | None]] | None = None) -> dict[int, int]:
+               found: dict[int, tuple[int, dt.datetime | None]] | None = None) -> tuple[dict[int, int], int]:
     """Before `amount` + `fee` move from one customer to another, in the caller's transaction: both
     rows locked in id order (two movements between the same people, either way, queue instead of
     deadlocking), the payer's lock and balance checked, the policy asked with the day's spends
-    read under the lock. Returns both balances as read (journal.record moves them by one UPDATE).
+    read under the lock. Returns both balances as read (journal.record moves them by one UPDATE)
+    and what the payer had sent today before this movement.
     `found`: both rows' (balance, PIN lock) when the caller locked them. Raises AccountLocked,
     InsufficientBalance or PolicyDenied."""
     if payer_id == payee_id:
@@ -205,8 +208,8 @@ def _lock_pair(conn: Executor, policy: Policy, payer_id: int, payee_id: int, amo
         raise AccountLocked(users.minutes_left(locked_until, now))
     if have < amount + fee:
         raise InsufficientBalance(have)
-    _check_spend(conn, policy, payer_id, amount, fee, have - amount - fee)
-    return {user_id: balance for user_id, (balance, _lock) in found.items()}
+    already = _check_spend(conn, policy, payer_id, amount, fee, have - amount - fee)
+    return {user_id: balance for user_id, (balance, _lock) in found.items()}, already
 
 
 def run_once(db: Database, key: str, work: Callable[[], Receipt]) -> Receipt:
@@ -265,7 +268,7 @@ def transfer(
                 recipient_id, recipient_language, created = users.find_or_add(conn, recipient_phone, "en")
                 # registered meanwhile by another request instead: lock both again, as a pair
                 found = {**(found or {}), recipient_id: (0, None)} if created else None
-            known = _lock_pair(conn, policy, sender.id, recipient_id, amount, fee, found)
+            known, already = _lock_pair(conn, policy, sender.id, recipient_id, amount, fee, found)
             ref = new_reference()
             recorded = journal.record(
                 conn, journal.Entry("transfer", ref, sender.id, SEND, DEBIT, amount, fee, counterparty=recipient_phone,
@@ -280,11 +283,11 @@ def transfer(
                 to_recipient = t(recipient_language, "sms.received", amount=amount, phone=sender.phone, ref=ref,
                                  balance=recipient_balance)
             sms.queue_all(conn, [
-                (sender.phone, t(sender.language, "sms.sent", amount=amount, phone=recipient_phone, fee=fee, ref=ref,
-                                 balance=after)),
+                (sender.phone, receipt_text(sender.language, "sms.sent", policy.left_today(already + amount),
+                                            amount=amount, phone=recipient_phone, fee=fee, ref=ref, balance=after)),
                 (recipient_phone, to_recipient),
             ])
-            receipt = Receipt(ref, amount, fee, after, SETTLED, recorded.id)
+            receipt = Receipt(ref, amount, fee, after, SETTLED, recorded.id, sent_today=already + amount)
             if within is not None and not within.last(conn, receipt):
                 raise Interrupted(key)
             return receipt
@@ -362,7 +365,7 @@ def pay_request(db: Database, policy: Policy, payer: UserView, request_id: int, 
             s.execute(update(PaymentRequest).where(PaymentRequest.id == request_id).values(status=PAID))
             amount = request.amount_sats
             fee = policy.fee_sats("internal", amount)
-            known = _lock_pair(s, policy, payer.id, request.requester_id, amount, fee)
+            known, already = _lock_pair(s, policy, payer.id, request.requester_id, amount, fee)
             requester = users.owner(s, request.requester_id)
             invoice = s.get_one(Invoice, request.invoice_id)  # claimed above
             recorded = journal.record(
@@ -373,12 +376,13 @@ def pay_request(db: Database, policy: Policy, payer: UserView, request_id: int, 
                  journal.house(FEES, -fee)], known=known)
             after, requester_balance = recorded.balances[payer.id], recorded.balances[requester.id]
             sms.queue_all(s, [
-                (payer.phone, t(payer.language, "sms.sent", amount=amount, phone=requester.phone, fee=fee,
-                                ref=invoice.reference, balance=after)),
+                (payer.phone, receipt_text(payer.language, "sms.sent", policy.left_today(already + amount),
+                                           amount=amount, phone=requester.phone, fee=fee, ref=invoice.reference,
+                                           balance=after)),
                 (requester.phone, t(requester.language, "sms.invoice-paid", ref=invoice.reference, amount=amount,
                                     balance=requester_balance)),
             ])
-            return Receipt(invoice.reference, amount, fee, after, SETTLED, recorded.id)
+            return Receipt(invoice.reference, amount, fee, after, SETTLED, recorded.id, sent_today=already + amount)
 
     return run_once(db, key, work)
 

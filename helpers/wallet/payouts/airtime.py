@@ -35,10 +35,12 @@ def reserve(db: Database, policy: Policy, rail: Rail, user: UserView, phone: str
 
     def work() -> Receipt:
         with db.write() as s:
-            def check(after: int) -> None:
-                decision = policy.airtime(kes, after + sats + fee, movements.sent_today(s, user.id), price)
+            def check(after: int) -> int:
+                sent = movements.sent_today(s, user.id)
+                decision = policy.airtime(kes, after + sats + fee, sent, price)
                 if not decision.allowed:
                     raise PolicyDenied(decision.reason or "denied")
+                return sent
             receipt = books.reserve(s, rail, user.id, sats, fee, phone, key, check=check, amount_kes=kes,
                                     description=f"Airtime KES {kes} for {local(phone, region)}")
             return receipt

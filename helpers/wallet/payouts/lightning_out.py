@@ -32,11 +32,12 @@ def reserve_lightning(
 
     def work() -> Receipt:
         with db.write() as s:
-            def check(after: int) -> None:
-                decision = policy.lightning_send(amount, max_fee, after + amount + max_fee,
-                                                 movements.sent_today(s, user.id), *payee_bounds)
+            def check(after: int) -> int:
+                sent = movements.sent_today(s, user.id)
+                decision = policy.lightning_send(amount, max_fee, after + amount + max_fee, sent, *payee_bounds)
                 if not decision.allowed:
                     raise PolicyDenied(decision.reason or "denied")
+                return sent
             try:
                 return books.reserve(s, rail, user.id, amount, 0, bolt11 or payee, key, check=check,
                                      counterparty=payee[:64], description="Lightning payment", rail_key=payment_hash,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from helpers.lightning import lnurl_pay
 
@@ -64,6 +64,7 @@ def pay_address(svc: Services, user: UserView, params: PayParams, amount: int, k
     machine.send(svc.db, rail, reserved.reference)
     # what the movement says now (the node's answer, or the worker's if it finished it meanwhile)
     receipt = lightning_out.receipt_of(svc.db, reserved.transaction_id) or reserved
+    receipt = replace(receipt, sent_today=reserved.sent_today)
     state = {SETTLED: State.SUCCEEDED, FAILED: State.FAILED}.get(receipt.status, State.PENDING)
     return Payment(state, receipt)
 
