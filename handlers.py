@@ -19,7 +19,7 @@ from helpers.infra.i18n import CATALOGS, t
 from helpers.infra.refs import idempotency_key
 from helpers.ussd import guard, resume, sessions
 from helpers.mpesa.provider import BUY_GOODS, PAY_BILL
-from helpers.ussd.account_screens import Account, History, Language, MainMenu
+from helpers.ussd.account_screens import Account, History, Language, MainMenu, NameSet
 from helpers.ussd.airtime_screens import AirtimeAmount, AirtimeFor, AirtimePhone
 from helpers.ussd.forgot_screens import ForgotConfirm, ResetPending, save_reset_pin
 from helpers.ussd.business_screens import BusinessAmount, BusinessKind, BusinessNumber, PaybillAccount
@@ -82,6 +82,7 @@ SCREENS: dict[str, Screen] = {
     "account": Account(),
     "history": History(),
     "language": Language(),
+    "name.set": NameSet(),
     "pinchange.old": PinChangeOld(),
     "pinchange.new": NewPin("pinchange.new", "pinchange.repeat"),
     "pinchange.repeat": RepeatNewPin("pinchange.repeat", save_changed_pin),

@@ -37,6 +37,10 @@ class User(Base):
     pin_locked_until: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     pin_set_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)  # None: unknown (issue 33)
+    # The name people who send to this number see before their PIN (issue 33): the customer's own
+    # words until verified (issue 34), then fixed.
+    name: Mapped[Optional[str]] = mapped_column(String(40))
+    name_verified_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
 
 
 # Transaction.type

@@ -198,7 +198,7 @@ def navigation_back_home(lang: str):
 def invalid_options(lang: str):
     return (ALICE,), [
         dial(ALICE, "9", "x", "11", "8", note="unknown main-menu options re-prompt"),
-        dial(ALICE, "7", "1", "5", "0", "6", "4", "x", "1", "2", "0", "2", "9", "00", "0",
+        dial(ALICE, "7", "1", "5", "0", "6", "5", "x", "1", "2", "0", "2", "9", "00", "0",
              note="no requests to pay; account, history and language refuse other keys"),
         dial(ALICE, "1", BOB_LOCAL, "5000", "2", "x", "00", "4", "500", MPESA_CODE, "3", "00", "0",
              note="confirmation screens accept only 1 (or 0)"),
@@ -452,6 +452,15 @@ def sim_swap_hold(lang: str):
     ]
 
 
+def names_before_the_pin(lang: str):
+    return (ALICE, BOB), [
+        dial(BOB, "6", "4", "x", "12345", "Juma  otieno", note="My Account > Name: too short, digits, then a name"),
+        dial(BOB, "6", "4", "0", "0", "0", note="the name is shown; back out"),
+        dial(ALICE, "1", BOB_LOCAL, "5000", "1", PIN, note="the confirm screen names the recipient"),
+        dial(ALICE, "1", "0722000999", "2000", "00", "0", note="a number nobody registered"),
+    ]
+
+
 BUILDERS = {
     "onboarding-success": onboarding_success,
     "onboarding-pin-mismatch": onboarding_pin_mismatch,
@@ -489,6 +498,7 @@ BUILDERS = {
     "account-change-pin-wrong-old": change_pin_wrong_old,
     "forgot-pin": forgot_pin,
     "sim-swap-hold": sim_swap_hold,
+    "names-before-the-pin": names_before_the_pin,
 }
 
 

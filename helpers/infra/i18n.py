@@ -28,8 +28,8 @@ EN: dict[str, str] = {
     "send.recent-line": "\n{n} {payee}",
     "send.amount": "Send to {phone}\nEnter amount in sats ({min}-{max})\nor 1 to enter KES",
     "send.kes": "Send to {phone}\nEnter amount in KES ({min}-{max}):",
-    "send.confirm-kes": "Send {amount} sats ({kes} KES) to {phone}\nFee: {fee} sats\nRate valid {valid} min\n1 Confirm\n0 Cancel",
-    "send.confirm": "Send {amount} sats to {phone}\nFee: {fee} sats\nTotal: {total} sats\n1 Confirm\n0 Cancel",
+    "send.confirm-kes": "Send {amount} sats ({kes} KES) to {phone}{recipient}\nFee: {fee} sats\nRate valid {valid} min\n1 Confirm\n0 Cancel",
+    "send.confirm": "Send {amount} sats to {phone}{recipient}\nFee: {fee} sats\nTotal: {total} sats\n1 Confirm\n0 Cancel",
     "send.done": "Sent {amount} sats to {phone}. Fee {fee} sats. Ref {ref}. Balance: {balance} sats.",
     "send.ln.amount": "Pay {payee}\nAmount in sats ({min}-{max}):",
     "send.ln.confirm": "Pay {amount} sats to {payee}\nFee up to {fee} sats\nTotal up to {total} sats\n1 Confirm\n0 Cancel",
@@ -99,7 +99,7 @@ EN: dict[str, str] = {
     # account
     "account": (
         "My Account\nBalance: {balance} sats{kes}\n{address}\n"
-        "1 Last transactions\n2 Language\n3 Change PIN\n0 Back"
+        "1 Statement\n2 Language\n3 Change PIN\n4 Name\n0 Back"
     ),
     "account.kes": " (about {kes} KES)",
     "account.kes-age": " (KES {kes}, {age} min old)",
@@ -108,6 +108,14 @@ EN: dict[str, str] = {
     "history.empty": "\nNone yet.",
     "language": "Choose language:\n1 English\n2 Kiswahili\n0 Back",
     "language.done": "Language set to English.",
+    "name.set": "Your name, as people who send to you will see it{now}:\n0 Back",
+    "name.now": " (now {name})",
+    "name.done": "Your name is {name}. People who send to you see: {shown}",
+    "name.fixed": "Your name {name} is verified and cannot be changed here. Call customer care to correct it.",
+    "error.name": "A name is 2 to 30 letters and spaces.",
+    "recipient.name": "\nName: {name}",
+    "recipient.new": "\nNot on SatsPesa yet: they get an SMS to claim.",
+    "recipient.unnamed": "\nOn SatsPesa, no name given.",
     "pinchange.old": "Enter your current PIN:\n9 Forgot PIN",
     "pinchange.new": "Enter your new {digits}-digit PIN:",
     "pinchange.repeat": "Enter the new PIN again:",
@@ -162,7 +170,7 @@ EN: dict[str, str] = {
     "who.opening": "Opening",
     "who.airtime": "Airtime",
     # SMS
-    "sms.welcome": "Welcome to SatsPesa! Dial {code} to use your Bitcoin wallet: send, receive, top up and withdraw with M-Pesa.",
+    "sms.welcome": "Welcome to SatsPesa! Dial {code} to use your Bitcoin wallet: send, receive, top up and withdraw with M-Pesa. Add your name in My Account.",
     "left.today": "You can send {left} sats more today.",
     "sms.new-recipient": "{phone} sent you {amount} sats on SatsPesa. Dial {code} and create a PIN to use them.",
     "sms.sent": "SatsPesa: you sent {amount} sats to {phone}. Fee {fee} sats. Ref {ref}. Balance {balance} sats.",
@@ -206,8 +214,8 @@ SW: dict[str, str] = {
     "send.recent-line": "\n{n} {payee}",
     "send.amount": "Tuma kwa {phone}\nWeka kiasi kwa sats ({min}-{max})\nau 1 kuweka KES",
     "send.kes": "Tuma kwa {phone}\nWeka kiasi kwa KES ({min}-{max}):",
-    "send.confirm-kes": "Tuma sats {amount} (KES {kes}) kwa {phone}\nAda: sats {fee}\nBei halali dak {valid}\n1 Thibitisha\n0 Ghairi",
-    "send.confirm": "Tuma sats {amount} kwa {phone}\nAda: sats {fee}\nJumla: sats {total}\n1 Thibitisha\n0 Ghairi",
+    "send.confirm-kes": "Tuma sats {amount} (KES {kes}) kwa {phone}{recipient}\nAda: sats {fee}\nBei halali dak {valid}\n1 Thibitisha\n0 Ghairi",
+    "send.confirm": "Tuma sats {amount} kwa {phone}{recipient}\nAda: sats {fee}\nJumla: sats {total}\n1 Thibitisha\n0 Ghairi",
     "send.done": "Umetuma sats {amount} kwa {phone}. Ada sats {fee}. Kumb {ref}. Salio: sats {balance}.",
     "send.ln.amount": "Lipa {payee}\nKiasi kwa sats ({min}-{max}):",
     "send.ln.confirm": "Lipa sats {amount} kwa {payee}\nAda hadi sats {fee}\nJumla hadi sats {total}\n1 Thibitisha\n0 Ghairi",
@@ -270,7 +278,7 @@ SW: dict[str, str] = {
     "withdraw.failed": "Malipo ya M-Pesa hayakufaulu. Sats zako zimerudishwa. Kumb {ref}.",
     "account": (
         "Akaunti Yangu\nSalio: sats {balance}{kes}\n{address}\n"
-        "1 Miamala ya mwisho\n2 Lugha\n3 Badilisha PIN\n0 Rudi"
+        "1 Taarifa\n2 Lugha\n3 Badilisha PIN\n4 Jina\n0 Rudi"
     ),
     "account.kes": " (takriban KES {kes})",
     "account.kes-age": " (KES {kes}, bei dak {age})",
@@ -279,6 +287,14 @@ SW: dict[str, str] = {
     "history.empty": "\nHakuna bado.",
     "language": "Chagua lugha:\n1 English\n2 Kiswahili\n0 Rudi",
     "language.done": "Lugha imewekwa: Kiswahili.",
+    "name.set": "Jina lako, kama wanaokutumia pesa watakavyoliona{now}:\n0 Rudi",
+    "name.now": " (sasa {name})",
+    "name.done": "Jina lako ni {name}. Wanaokutumia wanaona: {shown}",
+    "name.fixed": "Jina lako {name} limethibitishwa na haliwezi kubadilishwa hapa. Piga huduma kwa wateja kulirekebisha.",
+    "error.name": "Jina ni herufi na nafasi 2 hadi 30.",
+    "recipient.name": "\nJina: {name}",
+    "recipient.new": "\nBado hayuko SatsPesa: atapata SMS ya kuzidai.",
+    "recipient.unnamed": "\nYuko SatsPesa, bila jina.",
     "pinchange.old": "Weka PIN yako ya sasa:\n9 Umesahau PIN",
     "pinchange.new": "Weka PIN mpya ya tarakimu {digits}:",
     "pinchange.repeat": "Weka PIN mpya tena:",
@@ -329,7 +345,7 @@ SW: dict[str, str] = {
     "who.adjust": "Nyongeza",
     "who.opening": "Salio awali",
     "who.airtime": "Airtime",
-    "sms.welcome": "Karibu SatsPesa! Piga {code} kutumia pochi yako ya Bitcoin: tuma, pokea, weka na toa kwa M-Pesa.",
+    "sms.welcome": "Karibu SatsPesa! Piga {code} kutumia pochi yako ya Bitcoin: tuma, pokea, weka na toa kwa M-Pesa. Weka jina lako kwenye Akaunti Yangu.",
     "left.today": "Baki ya kutuma leo: sats {left}.",
     "sms.new-recipient": "{phone} amekutumia sats {amount} kwenye SatsPesa. Piga {code} na uunde PIN kuzitumia.",
     "sms.sent": "SatsPesa: umetuma sats {amount} kwa {phone}. Ada sats {fee}. Kumb {ref}. Salio sats {balance}.",
@@ -395,7 +411,7 @@ HELP_KEYS = frozenset({
     "lnsend.pending", "sms.sent", "sms.received", "sms.lightning-failed", "sms.invoice-paid", "sms.topup",
     "sms.topup-failed", "sms.withdraw", "sms.pin-locked", "sms.pin-changed", "sms.pin-reset", "sms.adjusted",
     "sms.debited", "airtime.failed", "airtime.pending", "sms.airtime", "sms.airtime-failed",
-    "simswap.hold", "sms.sim-swap-hold", "sms.pin-reset-stopped", "forgot.off",
+    "simswap.hold", "sms.sim-swap-hold", "sms.pin-reset-stopped", "forgot.off", "name.fixed",
 })
 _care = {"name": BRAND, "phone": ""}  # set once at start (set_customer_care); the same in every process
 

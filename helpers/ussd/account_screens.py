@@ -69,7 +69,7 @@ class Account:
         return screen
 
     def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
-        target = {"1": "history", "2": "language", "3": "pinchange.old"}.get(token)
+        target = {"1": "history", "2": "language", "3": "pinchange.old", "4": "name.set"}.get(token)
         if token == "3" and ctx.final and (held := guard.before_pin_change(ctx)) is not None:
             return held
         return Push(target) if target else Retry(ctx.t("error.option"))
@@ -131,3 +131,25 @@ class Language:
         users.set_language(ctx.svc.db, ctx.user.id, chosen)
         return End(t(chosen, "language.done"))
 
+
+
+class NameSet:
+    """The customer's name, as people who send to their number see it on the confirm screen
+    (issue 33): typed on the keypad, tidied, saved; fixed once verified."""
+
+    secret = False
+
+    def prompt(self, ctx: Ctx, data: dict) -> str:
+        name, _verified = users.name_of(ctx.svc.db, ctx.user.id)
+        return ctx.t("name.set", now=ctx.t("name.now", name=name) if name else "")
+
+    def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
+        name = users.clean_name(token)
+        if name is None:
+            return Retry(ctx.t("error.name"))
+        if not ctx.final:
+            return expired(ctx)
+        if not users.set_name(ctx.svc.db, ctx.user.id, name):
+            fixed, _verified = users.name_of(ctx.svc.db, ctx.user.id)
+            return End(ctx.t("name.fixed", name=fixed or ""))
+        return End(ctx.t("name.done", name=name, shown=users.shown_name(name)))

@@ -13,6 +13,7 @@ from helpers.ussd import quoting
 from helpers.ussd.screen import (Ctx, check_spend, deny_text, expired, parse_amount, payee_bounds, pick_recent,
                                  recent_screen, sats_range, sent_today)
 from helpers.ussd.walker import End, Push, Result, Retry
+from helpers.wallet.customers import limits, users
 from helpers.wallet.incoming import invoices, lnurl
 from helpers.wallet.payouts import payments
 from helpers.wallet.prices import SEND
@@ -94,16 +95,41 @@ class SendKes:
         return Push("send.confirm", {**data, "quote": slot})
 
 
+def recipient_line(ctx: Ctx, phone: str) -> str:
+    """Who a payer is about to send to, before their PIN, as M-Pesa names a recipient: their name
+    (first name, last initial), that they are a customer without a name, or that they are not one
+    yet and will get an SMS to claim. Counted against the payer's daily look-ups (atoms.metta
+    `name-lookups`); past them the screen names no one. Looked up once per number in a session
+    (kept in the session's memory, so showing the screen again counts nothing)."""
+    slot = "nm:" + phone
+    if slot not in ctx.choices:
+        # always counted, whatever RATE_LIMITS says: this limit keeps customers' names private
+        capped = limits.allow(ctx.svc.db, ctx.svc.policy, ("name-lookups", ctx.user.phone)) is not None
+        if capped:
+            ctx.choices[slot] = ""
+        else:
+            who = users.recipient(ctx.svc.db, phone)
+            if not who.registered:
+                ctx.choices[slot] = ctx.t("recipient.new")
+            elif who.name:
+                ctx.choices[slot] = ctx.t("recipient.name", name=users.shown_name(who.name))
+            else:
+                ctx.choices[slot] = ctx.t("recipient.unnamed")
+    return str(ctx.choices[slot])
+
+
 class SendConfirm:
     secret = False
 
     def prompt(self, ctx: Ctx, data: dict) -> str:
+        recipient = recipient_line(ctx, data["phone"])
         if "quote" in data:
             quote = quoting.quote_of(ctx, data["quote"])
             return ctx.t("send.confirm-kes", amount=quote.sats, kes=quote.kes, phone=data["phone"],
-                         fee=quote.fee_sats, valid=quoting.valid_minutes(ctx))
+                         fee=quote.fee_sats, valid=quoting.valid_minutes(ctx), recipient=recipient)
         total = data["amount"] + data["fee"]
-        return ctx.t("send.confirm", amount=data["amount"], phone=data["phone"], fee=data["fee"], total=total)
+        return ctx.t("send.confirm", amount=data["amount"], phone=data["phone"], fee=data["fee"], total=total,
+                     recipient=recipient)
 
     def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
         if token == "1":

@@ -8,6 +8,7 @@ from fractions import Fraction
 import pytest
 
 from helpers.infra.config import MAX_ADDRESS_DOMAIN, MAX_SERVICE_NAME, MAX_SUPPORT_PHONE
+from helpers.wallet.customers import users
 from helpers.infra.i18n import BRAND, CATALOGS, EN, HELP_KEYS, SW, gsm7_length, set_customer_care, t
 from helpers.lightning.lnurl_pay import MAX_TYPED_ADDRESS
 from helpers.wallet.rules import Policy, PolicyError, policy
@@ -26,7 +27,7 @@ LONGEST = {
     "age": P.value("price-max-age-s") // 60, "hours": P.value("pin-reset-delay-h"),
 }
 SCREEN_KEYS = [k for k in EN if not k.startswith(("sms.", "who.", "main.", "payreq.line", "history.line",
-                                                   "account."))]
+                                                   "account.", "name.now", "recipient.", "left.today"))]
 # Messages shown above a prompt (re-prompts); the others only ever end a session on their own.
 END_ONLY = {"error.expired", "error.dialled-past", "error.unavailable", "error.lightning", "error.too-many",
             "quote.expired", "price.unavailable"}
@@ -39,6 +40,9 @@ def fill(lang: str, key: str) -> str:
     values = dict(LONGEST)
     values["requests"] = t(lang, "main.requests", count=3)
     values["lines"] = "".join(t(lang, "payreq.line", n=n, amount=10**6, phone="+254712345678") for n in (1, 2, 3))
+    values["name"] = values["shown"] = "W" * users.NAME_LENGTH[1]
+    values["now"] = t(lang, "name.now", name=values["name"])
+    values["recipient"] = max((t(lang, k, name=values["name"]) for k in EN if k.startswith("recipient.")), key=len)
     if key == "account":  # the screen drops the KES worth where it would not fit; without, it must
         values["kes"] = ""
     if key.startswith("mpesapay"):  # the longest business a payment names

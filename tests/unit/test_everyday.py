@@ -88,7 +88,7 @@ def test_a_shortcut_dial_carries_the_whole_path(alice, wallet):
     alice.session_id = "ATUid_shortcut"
     reply = alice.post(f"1*{BOB_LOCAL}*2000", session_id="ATUid_shortcut")
     assert reply.startswith("CON " + t("en", "send.confirm", amount=2000, phone=DEMO[1], fee=0,
-                                       total=2000).split("\n")[0])
+                                       total=2000, recipient="").split("\n")[0])
     b0 = balance(wallet, DEMO[1])
     assert alice.post(f"1*{BOB_LOCAL}*2000*1", session_id="ATUid_shortcut") == "CON " + t("en", "pin.enter")
     alice.post(f"1*{BOB_LOCAL}*2000*1*{PIN}", session_id="ATUid_shortcut")
@@ -232,7 +232,7 @@ def test_a_continued_session_can_no_longer_pay_in_its_old_session(alice, wallet,
     b0 = balance(wallet, DEMO[1])
     continued = new.press("1")  # taken over: at the confirm screen again (the bare PIN prompt says nothing)
     assert continued.startswith("CON " + t("en", "send.confirm", amount=2000, phone=DEMO[1], fee=0,
-                                           total=2000).split("\n")[0])
+                                           total=2000, recipient="").split("\n")[0])
     assert old.press(PIN) == "END " + t("en", "error.expired")  # the old session is done with
     assert balance(wallet, DEMO[1]) == b0
     new.press("1", PIN)

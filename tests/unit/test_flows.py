@@ -113,7 +113,8 @@ def test_send_to_a_phone_number(alice, bob, wallet, lang):
     assert alice.press("0787654321") == "CON " + t(lang, "send.amount", phone=DEMO[1],
                                                    min=P.value("payment-min-sats"), max=P.value("payment-max-sats"))
     confirm = alice.press(str(amount))
-    assert confirm == "CON " + t(lang, "send.confirm", amount=amount, phone=DEMO[1], fee=fee, total=amount + fee)
+    assert confirm == "CON " + t(lang, "send.confirm", amount=amount, phone=DEMO[1], fee=fee, total=amount + fee,
+                                 recipient=t(lang, "recipient.unnamed"))  # bob set his PIN, and no name
     assert alice.press("1") == "CON " + t(lang, "pin.enter")
     done = alice.press(PIN)
     ref = wallet.db.session.scalar(select(Transaction.reference).where(Transaction.type == "send"))

@@ -197,7 +197,7 @@ def test_a_send_typed_in_kes_moves_the_quoted_sats(alice, wallet, priced, lang):
     alice.run("1", "0" + DEMO[1][4:], "1")
     assert alice.reply.startswith("CON " + t(lang, "send.kes", phone=DEMO[1], min=1, max=1)[:20])
     assert alice.press(str(kes)) == "CON " + t(lang, "send.confirm-kes", amount=sats, kes=kes, phone=DEMO[1],
-                                               fee=fee, valid=VALID_MIN)
+                                               fee=fee, valid=VALID_MIN, recipient=t(lang, "recipient.new"))
     alice.press("1", PIN)
     assert balance(wallet, DEMO[0]) == a0 - sats - fee and balance(wallet, DEMO[1]) == b0 + sats
 

@@ -248,7 +248,7 @@ def test_an_input_refused_for_balance_stays_refused_when_the_path_is_replayed(di
     amount = wallet.policy.value("payment-min-sats")
     fee = wallet.policy.fee_sats("internal", amount)
     assert carol.press(str(amount)) == "CON " + t("en", "send.confirm", amount=amount, phone=DEMO[1], fee=fee,
-                                                  total=amount + fee)
+                                                  total=amount + fee, recipient=t("en", "recipient.new"))
     carol.press("1", PIN)
     assert balance(wallet, DEMO[2]) == have - amount - fee
 

@@ -247,3 +247,62 @@ def reset_pin_in(s: Session, phone: str) -> bool:
 def set_language(db: Database, user_id: int, language: str) -> None:
     with db.write() as s:
         s.execute(update(User).where(User.id == user_id).values(language=language))
+
+
+# ------------------------------------------------------------------ names (issue 33)
+NAME_LENGTH = (2, 30)  # letters a person types on a keypad; the column holds 40
+_NAME_MARKS = frozenset(" '-.")
+
+
+def clean_name(typed: str) -> str | None:
+    """A name as typed on a keypad, tidied (single spaces, upper case), or None when it is not a
+    name: NAME_LENGTH letters, spaces, apostrophes, hyphens and dots, with at least two letters."""
+    name = " ".join(typed.split()).upper()
+    low, high = NAME_LENGTH
+    if not low <= len(name) <= high:
+        return None
+    if any(not (char.isalpha() and char.isascii()) and char not in _NAME_MARKS for char in name):
+        return None
+    return name if sum(char.isalpha() for char in name) >= 2 else None
+
+
+def shown_name(name: str) -> str:
+    """A name as a payer sees it before their PIN, as M-Pesa shows one: the first name and the
+    last name's initial (AMINA OTIENO -> AMINA O.), enough to tell a wrong number, not a record."""
+    words = name.split()
+    return words[0] if len(words) == 1 else f"{words[0]} {words[-1][0]}."
+
+
+@dataclass(frozen=True)
+class Recipient:
+    registered: bool  # a PIN set: a customer, not a number sats wait for
+    name: str | None
+    verified: bool
+
+
+_RECIPIENT = Prepared(select(_USERS.c.pin_hash.is_not(None), _USERS.c.name, _USERS.c.name_verified_at.is_not(None))
+                      .where(_USERS.c.phone == bindparam("phone")))
+
+
+def recipient(db: Database, phone: str) -> Recipient:
+    """Who a number is, for a payer's confirm screen (the caller counts the look-up first)."""
+    row = db.execute(_RECIPIENT, {"phone": phone}).first()
+    if row is None:
+        return Recipient(False, None, False)
+    return Recipient(bool(row[0]), row[1], bool(row[2]))
+
+
+def set_name(db: Database, user_id: int, name: str) -> bool:
+    """Give a customer's name; False when it is verified already (fixed: only an operator who
+    verified the person changes it)."""
+    with db.write() as s:
+        moved = cast(CursorResult, s.execute(update(User).where(User.id == user_id, User.name_verified_at.is_(None))
+                                             .values(name=name))).rowcount
+    return moved == 1
+
+
+def name_of(db: Database, user_id: int) -> tuple[str | None, bool]:
+    """(name, verified) of a customer."""
+    with db.read() as s:
+        row = s.execute(select(User.name, User.name_verified_at).where(User.id == user_id)).one()
+    return row[0], row[1] is not None

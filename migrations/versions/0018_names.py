@@ -1,0 +1,31 @@
+"""Names before the PIN (issue 33): users.name and users.name_verified_at
+
+Revision ID: 0018_names
+Revises: 0017_sim_swap
+Create Date: 2026-12-07 04:00:00.000000
+
+A customer may give the name that people who send to their number see on the confirm screen
+(as M-Pesa shows a recipient's); once verified it is fixed.
+
+"""
+
+from alembic import op
+import sqlalchemy as sa
+
+
+revision = '0018_names'
+down_revision = '0017_sim_swap'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table('users', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('name', sa.String(length=40), nullable=True))
+        batch_op.add_column(sa.Column('name_verified_at', sa.DateTime(), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table('users', schema=None) as batch_op:
+        batch_op.drop_column('name_verified_at')
+        batch_op.drop_column('name')
