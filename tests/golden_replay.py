@@ -42,8 +42,10 @@ NUMBERED = (
     # references: new_reference() (8 characters of its alphabet)
     ("REF", re.compile(_EDGE_L + rf"[{_ALPHABET}]{{8}}" + _EDGE_R)),
 )
-# Unnumbered: the day a row was made (history shows dd/mm) changes with the calendar only.
+# Unnumbered: the day a row was made (history shows dd/mm) and the last day to claim a send (its
+# SMS shows dd/mm/yyyy) change with the calendar only.
 FIXED = (
+    ("<DD/MM/YYYY>", re.compile(r"(?<![0-9/])[0-3][0-9]/[01][0-9]/[0-9]{4}(?![0-9/])")),
     ("<DD/MM>", re.compile(r"(?<![0-9/])[0-3][0-9]/[01][0-9](?![0-9/])")),
 )
 

@@ -172,7 +172,9 @@ EN: dict[str, str] = {
     # SMS
     "sms.welcome": "Welcome to SatsPesa! Dial {code} to use your Bitcoin wallet: send, receive, top up and withdraw with M-Pesa. Add your name in My Account.",
     "left.today": "You can send {left} sats more today.",
-    "sms.new-recipient": "{phone} sent you {amount} sats on SatsPesa. Dial {code} and create a PIN to use them.",
+    "sms.new-recipient": "{phone} sent you {amount} sats on SatsPesa. Dial {code} and create a PIN by {date} to use them, or they go back.",
+    "sms.unclaimed-returned": "SatsPesa: {phone} did not claim your {amount} sats in {days} days; they are back. Ref {ref}. Balance {balance} sats.",
+    "sms.unclaimed-gone": "SatsPesa: {amount} sats from {phone} went back to them: no PIN was created in {days} days. Ref {ref}.",
     "sms.sent": "SatsPesa: you sent {amount} sats to {phone}. Fee {fee} sats. Ref {ref}. Balance {balance} sats.",
     "sms.received": "SatsPesa: you received {amount} sats from {phone}. Ref {ref}. Balance {balance} sats.",
     "sms.lightning-failed": "SatsPesa: your payment of {amount} sats to {phone} failed. Your sats were returned. Ref {ref}. Balance {balance} sats.",
@@ -347,7 +349,9 @@ SW: dict[str, str] = {
     "who.airtime": "Airtime",
     "sms.welcome": "Karibu SatsPesa! Piga {code} kutumia pochi yako ya Bitcoin: tuma, pokea, weka na toa kwa M-Pesa. Weka jina lako kwenye Akaunti Yangu.",
     "left.today": "Baki ya kutuma leo: sats {left}.",
-    "sms.new-recipient": "{phone} amekutumia sats {amount} kwenye SatsPesa. Piga {code} na uunde PIN kuzitumia.",
+    "sms.new-recipient": "{phone} amekutumia sats {amount} kwenye SatsPesa. Piga {code} na uunde PIN kufikia {date} kuzitumia, la sivyo zitarudi.",
+    "sms.unclaimed-returned": "SatsPesa: {phone} hakudai sats {amount} ulizotuma ndani ya siku {days}; zimerudi. Kumb {ref}. Salio sats {balance}.",
+    "sms.unclaimed-gone": "SatsPesa: sats {amount} kutoka {phone} zimerudishwa kwake: hukuunda PIN ndani ya siku {days}. Kumb {ref}.",
     "sms.sent": "SatsPesa: umetuma sats {amount} kwa {phone}. Ada sats {fee}. Kumb {ref}. Salio sats {balance}.",
     "sms.received": "SatsPesa: umepokea sats {amount} kutoka {phone}. Kumb {ref}. Salio sats {balance}.",
     "sms.lightning-failed": "SatsPesa: malipo yako ya sats {amount} kwa {phone} hayakufaulu. Sats zimerudishwa. Kumb {ref}. Salio sats {balance}.",
@@ -411,7 +415,8 @@ HELP_KEYS = frozenset({
     "lnsend.pending", "sms.sent", "sms.received", "sms.lightning-failed", "sms.invoice-paid", "sms.topup",
     "sms.topup-failed", "sms.withdraw", "sms.pin-locked", "sms.pin-changed", "sms.pin-reset", "sms.adjusted",
     "sms.debited", "airtime.failed", "airtime.pending", "sms.airtime", "sms.airtime-failed",
-    "simswap.hold", "sms.sim-swap-hold", "sms.pin-reset-stopped", "forgot.off", "name.fixed",
+    "simswap.hold", "sms.sim-swap-hold", "sms.pin-reset-stopped", "forgot.off", "name.fixed", "sms.unclaimed-returned",
+    "sms.unclaimed-gone",
 })
 _care = {"name": BRAND, "phone": ""}  # set once at start (set_customer_care); the same in every process
 

@@ -20,13 +20,15 @@ Kinds:
 - every <task>: sweep (a job for each pending item that has none; a Forgot-PIN reset now due gets
   one reminder SMS: only the owner's dial sets the new PIN), sms (send the outbox), price
   (refresh the BTC/KES price), cleanup (expired
-  sessions, old quotes, finished jobs).
+  sessions, old quotes, finished jobs), unclaimed (hourly: each send whose recipient never created
+  a PIN in `unclaimed-return-days` goes back to its sender, each in its own short transaction).
 Web requests do no background work: items are found by the sweep.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import os
 import socket
@@ -42,6 +44,7 @@ from helpers.ussd import sessions
 from helpers.wallet import pin_reset, sim_swap
 from helpers.wallet.customers import limits
 from helpers.wallet.incoming import invoices
+from helpers.wallet.ledger import movements, unclaimed
 from helpers.wallet.mpesa import flows as mpesa_flows
 from helpers.wallet.payouts import machine as payouts
 from helpers.wallet.services import Services
@@ -66,7 +69,7 @@ def worker_id() -> str:
 
 def _periodic(svc: Services) -> dict[str, int]:
     """Periodic tasks and their intervals in seconds."""
-    tasks = {"sweep": max(1, svc.settings.invoice_poll_s or 15), "sms": 5, "cleanup": 3600}
+    tasks = {"sweep": max(1, svc.settings.invoice_poll_s or 15), "sms": 5, "cleanup": 3600, "unclaimed": 3600}
     if svc.prices.sources:
         tasks["price"] = svc.settings.price_refresh_s
     return tasks
@@ -232,6 +235,22 @@ def _every(svc: Services, task: str) -> None:
             log.warning("price refresh: too few sources agree (%s)", reference.describe().replace("\n", "; "))
     elif task == "cleanup":
         cleanup(svc)
+    elif task == "unclaimed":
+        return_unclaimed(svc)
+
+
+def return_unclaimed(svc: Services) -> int:
+    """Give back every send now due (ledger/unclaimed.py), each in its own transaction: one that
+    fails is logged and the others go on; the next run tries it again. Returns how many went back."""
+    returned = 0
+    for transfer_id in unclaimed.due(svc.db, svc.policy):
+        try:
+            outcome = movements.retry_deadlocks(functools.partial(unclaimed.give_back, svc.db, svc.policy, transfer_id))
+        except Exception:  # noqa: BLE001 - one send's failure must not keep the others back
+            log.exception("unclaimed send %s could not be returned", transfer_id)
+            continue
+        returned += outcome == unclaimed.RETURNED
+    return returned
 
 
 def cleanup(svc: Services) -> None:

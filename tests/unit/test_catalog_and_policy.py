@@ -25,7 +25,11 @@ LONGEST = {
     "address": "254712345678@" + "w" * MAX_ADDRESS_DOMAIN, "payee": "w" * MAX_TYPED_ADDRESS,
     "what": "W" * 90, "party": "1234567", "valid": -(-P.value("quote-valid-s") // 60),
     "age": P.value("price-max-age-s") // 60, "hours": P.value("pin-reset-delay-h"),
+    "days": P.value("unclaimed-return-days"),
 }
+# A claim SMS names the last day to claim a send in full (dd/mm/yyyy), where a statement line's
+# date is dd/mm.
+FULL_DATE_KEYS = {"sms.new-recipient": "30/12/2026"}
 SCREEN_KEYS = [k for k in EN if not k.startswith(("sms.", "who.", "main.", "payreq.line", "history.line",
                                                    "account.", "name.now", "recipient.", "left.today"))]
 # Messages shown above a prompt (re-prompts); the others only ever end a session on their own.
@@ -43,6 +47,8 @@ def fill(lang: str, key: str) -> str:
     values["name"] = values["shown"] = "W" * users.NAME_LENGTH[1]
     values["now"] = t(lang, "name.now", name=values["name"])
     values["recipient"] = max((t(lang, k, name=values["name"]) for k in EN if k.startswith("recipient.")), key=len)
+    if key in FULL_DATE_KEYS:
+        values["date"] = FULL_DATE_KEYS[key]
     if key == "account":  # the screen drops the KES worth where it would not fit; without, it must
         values["kes"] = ""
     if key.startswith("mpesapay"):  # the longest business a payment names
@@ -101,6 +107,7 @@ LONG_SMS = {"sms.invoice", "sms.request"}
 # Issue 33's SMS texts: they fit one SMS with the longest service name and support number too.
 SIM_SWAP_SMS = ("sms.sim-swap-hold", "sms.sim-swap-cleared", "sms.pin-reset-requested", "sms.pin-reset-cancelled",
                 "sms.pin-reset-ready", "sms.pin-reset-stopped")
+UNCLAIMED_SMS = ("sms.new-recipient", "sms.unclaimed-returned", "sms.unclaimed-gone")
 
 
 @pytest.mark.parametrize("lang", ["en", "sw"])
@@ -112,8 +119,8 @@ def test_every_sms_fits_one_message_with_its_longest_values(lang):
 
 
 @pytest.mark.parametrize("lang", ["en", "sw"])
-def test_sim_swap_sms_fit_with_the_longest_name_and_support_number(lang, longest_care):
-    for key in SIM_SWAP_SMS:
+def test_issue_33_sms_fit_with_the_longest_name_and_support_number(lang, longest_care):
+    for key in SIM_SWAP_SMS + UNCLAIMED_SMS:
         text = fill(lang, key)
         assert gsm7_length(text) is not None and gsm7_length(text) <= 160, (key, len(text), text)
 

@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import select
 
 from helpers.wallet.incoming import lnurl
+from helpers.wallet.ledger import unclaimed
 from helpers.infra.i18n import receipt_text, t
 from helpers.wallet.rules import policy
 from lightning import decode_invoice
@@ -134,8 +135,11 @@ def test_send_to_a_new_number_creates_the_account_and_tells_them(alice, wallet):
     amount = P.value("payment-min-sats")
     alice.run("1", "0733444555", str(amount), "1", PIN)
     assert balance(wallet, "+254733444555") == amount
+    with wallet.db.read() as s:
+        sent_at = s.scalar(movements().where(Transaction.counterparty == "+254733444555")).created_at
     assert outbox(wallet, "+254733444555") == [
-        t("en", "sms.new-recipient", phone=DEMO[0], amount=amount, code="*384*123#")]
+        t("en", "sms.new-recipient", phone=DEMO[0], amount=amount, code="*384*123#",
+          date=unclaimed.claim_by(P, sent_at).strftime("%d/%m/%Y"))]
 
 
 def _amount_errors():

@@ -94,11 +94,11 @@ def test_normaliser_numbers_volatile_values_and_keeps_the_rest():
     normalise = Normaliser()
     bolt11 = "lnbcrt25u1pjq9x7wpp5" + "q" * 40 + "xyz"
     text = (f"Invoice for 2,500 sats created, ref 7KQ2MZXA. Pay: {bolt11} "
-            "M-Pesa ref SABCDEFGH2 on 05/12* and 31/01, code QK10TX4N7P, phone +254712345678, "
+            "M-Pesa ref SABCDEFGH2 on 05/12* and 31/01, by 06/01/2027, code QK10TX4N7P, phone +254712345678, "
             "ref 7KQ2MZXA again, ref HJ3RT8WN, (1,000-1,000,000) SatsPesa 254712345678@localhost:5000")
     assert normalise(text) == (
         "Invoice for 2,500 sats created, ref <REF-1>. Pay: <BOLT11-1> "
-        "M-Pesa ref <RECEIPT-1> on <DD/MM>* and <DD/MM>, code QK10TX4N7P, phone +254712345678, "
+        "M-Pesa ref <RECEIPT-1> on <DD/MM>* and <DD/MM>, by <DD/MM/YYYY>, code QK10TX4N7P, phone +254712345678, "
         "ref <REF-1> again, ref <REF-2>, (1,000-1,000,000) SatsPesa 254712345678@localhost:5000")
     assert normalise.raw("<REF-2>") == "HJ3RT8WN"
     # everything that is not volatile stays byte-exact

@@ -28,7 +28,7 @@ from database import Database
 from helpers.infra.fastpath import Prepared, ResultRow
 from helpers.infra import sms
 from helpers.wallet.customers import users
-from helpers.wallet.ledger import journal
+from helpers.wallet.ledger import journal, unclaimed
 from helpers.wallet.errors import (
     AccountLocked,
     CodeAlreadyUsed,
@@ -94,7 +94,8 @@ _LOCK_PAIR = Prepared(
 # recipient's id by a subquery: a phone's user never changes), with what the movement needs.
 _BY_PHONE = _USERS.alias("by_phone")
 _LOCK_SENDER_AND_RECIPIENT = Prepared(
-    select(_USERS.c.id, _USERS.c.balance_sats, _USERS.c.pin_locked_until, _USERS.c.phone, _USERS.c.language)
+    select(_USERS.c.id, _USERS.c.balance_sats, _USERS.c.pin_locked_until, _USERS.c.phone, _USERS.c.language,
+           _USERS.c.pin_hash, _USERS.c.pin_set_at)
     .where(_USERS.c.id.in_([bindparam("a"),
                             select(_BY_PHONE.c.id).where(_BY_PHONE.c.phone == bindparam("phone")).scalar_subquery()]))
     .order_by(_USERS.c.id).with_for_update()
@@ -246,8 +247,9 @@ def transfer(
     within: Within | None = None,
 ) -> Receipt:
     """Move `amount` sats (plus the internal fee) from `sender` to the owner of `recipient_phone`,
-    creating that account if needed, with `within`'s rows in the same transaction. Raises
-    InsufficientBalance, PolicyDenied or Interrupted."""
+    creating that account if needed, with `within`'s rows in the same transaction. A recipient
+    who never created a PIN is told the last day to claim the sats (they go back after it:
+    ledger/unclaimed.py). Raises InsufficientBalance, PolicyDenied or Interrupted."""
     fee = policy.fee_sats("internal", amount)
     if db.is_sqlite:
         # SQLite's one writer at a time: ask the policy before taking the writer's turn, so a
@@ -264,10 +266,12 @@ def transfer(
             recipient = next((row for row in locked if row[3] == recipient_phone), None)
             if recipient is not None:
                 recipient_id, recipient_language, created = recipient[0], recipient[4], False
+                unclaimed_recipient = unclaimed.never_claimed(recipient[5], recipient[6])
             else:  # never dialled: registered now, in this transaction (its new row is ours alone)
                 recipient_id, recipient_language, created = users.find_or_add(conn, recipient_phone, "en")
                 # registered meanwhile by another request instead: lock both again, as a pair
                 found = {**(found or {}), recipient_id: (0, None)} if created else None
+                unclaimed_recipient = True  # new, or registered a moment ago: no PIN yet
             known, already = _lock_pair(conn, policy, sender.id, recipient_id, amount, fee, found)
             ref = new_reference()
             recorded = journal.record(
@@ -276,9 +280,9 @@ def transfer(
                 [journal.customer(sender.id, amount + fee), journal.customer(recipient_id, -amount),
                  journal.house(FEES, -fee)], known=known)
             after, recipient_balance = recorded.balances[sender.id], recorded.balances[recipient_id]
-            if created:
+            if unclaimed_recipient:
                 to_recipient = t(recipient_language, "sms.new-recipient", phone=sender.phone, amount=amount,
-                                 code=service_code)
+                                 code=service_code, date=unclaimed.claim_by(policy, utcnow()).strftime("%d/%m/%Y"))
             else:
                 to_recipient = t(recipient_language, "sms.received", amount=amount, phone=sender.phone, ref=ref,
                                  balance=recipient_balance)
