@@ -163,3 +163,46 @@ def sim_swap_user(wallet, phone: str):
 
     with wallet.db.read() as s:
         return users.UserView.of(users.get(s, phone))
+
+
+# ------------------------------------------------------------------ races: a reset completing while a session is open
+def test_a_session_open_when_the_reset_completes_cannot_pay_with_the_old_pin(monkeypatch, wallet, alice, dial):
+    ask_reset(alice)
+    hours = wallet.policy.value("pin-reset-delay-h")
+    later(monkeypatch, hours - 1)
+    other = dial(alice.phone)  # another session of the owner (or of whoever holds the phone), open before the due time
+    assert other.start().startswith("CON Balance")
+    later(monkeypatch, hours)
+    assert alice.run() == "CON " + t("en", "reset.new", digits=wallet.policy.value("pin-length"))
+    assert alice.press(NEW_PIN, NEW_PIN).startswith("CON " + t("en", "pin.set"))  # the reset completes
+    before = snapshot(wallet)
+    amount = wallet.policy.value("payment-min-sats")
+    assert other.press("1", BOB_LOCAL, str(amount), "1").startswith("CON ")
+    assert other.press(PIN).startswith("CON " + t("en", "pin.wrong", left=wallet.policy.value("pin-max-attempts") - 1))
+    assert snapshot(wallet) == before  # the old PIN moves nothing in a session that began before the reset
+    assert t("en", "sms.pin-reset-cancelled") not in outbox(wallet, alice.phone)  # nothing left to cancel
+    assert other.press(NEW_PIN).startswith("END Sent")  # the owner's new PIN works in it
+
+
+def test_the_current_pin_typed_while_the_reset_completes_leaves_one_outcome(monkeypatch, wallet, alice, dial):
+    """The old PIN typed in another session (a cancel) lands between the reset's read and its write:
+    the reset's conditional write finds it gone, the new PIN is not set, and the screen says so."""
+    ask_reset(alice)
+    later(monkeypatch, wallet.policy.value("pin-reset-delay-h"))
+    assert alice.run() == "CON " + t("en", "reset.new", digits=wallet.policy.value("pin-length"))
+    decide = sim_swap.decide
+
+    def cancelled_meanwhile(*args, **kwargs):
+        verdict = decide(*args, **kwargs)
+        assert pin_reset.cancel(wallet.db, alice.phone, "en")  # the current PIN, typed elsewhere just now
+        return verdict
+
+    monkeypatch.setattr(sim_swap, "decide", cancelled_meanwhile)
+    assert alice.press(NEW_PIN, NEW_PIN) == "END " + t("en", "reset.gone")
+    monkeypatch.setattr(sim_swap, "decide", decide)
+    with wallet.db.read() as s:
+        assert s.scalar(select(AuditEntry.action).where(AuditEntry.subject == alice.phone,
+                                                        AuditEntry.action == "pin-reset-done")) is None
+    amount = wallet.policy.value("payment-min-sats")
+    assert alice.run("1", BOB_LOCAL, str(amount), "1", PIN).startswith("END Sent")  # the old PIN stands
+    assert reset_due(wallet, alice.phone) is None
