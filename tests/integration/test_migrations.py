@@ -97,3 +97,31 @@ def test_the_journal_migration_opens_the_books_with_every_balance_unchanged(app,
     from helpers.wallet import demo
 
     demo.seed_demo(db)
+
+
+def test_a_pin_from_before_0017_counts_as_set_when_the_account_was_made(app, wallet):
+    """0018: customers with a PIN and no pin_set_at get their account's creation time; a number
+    that never set a PIN keeps none (its received sats may go back, unclaimed)."""
+    db = wallet.db
+    db.session.remove()
+    db.drop_schema()
+    with db.engine.begin() as conn:
+        conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+    db.migrate("0017_sim_swap")
+    with db.engine.begin() as conn:
+        for uid, phone, pin in ((1, "+254712000001", "scrypt$x"), (2, "+254712000002", None)):
+            conn.execute(text("INSERT INTO users (id, phone, balance_sats, language, pin_hash, pin_failures, "
+                              "pin_locks, created_at) VALUES (:i, :p, 0, 'en', :h, 0, 0, '2025-01-02 03:04:05')"),
+                         {"i": uid, "p": phone, "h": pin})
+    db.migrate()
+    with db.engine.connect() as conn:
+        found = dict(conn.execute(text("SELECT id, pin_set_at FROM users")).all())
+    assert str(found[1])[:19] == "2025-01-02 03:04:05" and found[2] is None
+    db.session.remove()
+    db.drop_schema()
+    with db.engine.begin() as conn:
+        conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+    db.create_schema()  # leave what the fixture expects
+    from helpers.wallet import demo
+
+    demo.seed_demo(db)

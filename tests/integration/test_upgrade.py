@@ -19,7 +19,7 @@ from helpers.wallet.payouts import machine as payouts
 from helpers.web import worker
 from models import (AIRTIME_RAIL, DEBIT, LIGHTNING_RAIL, MPESA_B2B_RAIL, MPESA_B2C_RAIL, OPEN_PAYOUT, PENDING, Job,
                     MpesaRequest,
-                    Payout, Transaction, User, utcnow)
+                    Payout, Transaction, User)
 
 FIXTURES = sorted((Path(__file__).parent.parent / "upgrade").glob("old_flows_*.json"))
 
@@ -74,9 +74,6 @@ def test_an_upgrade_keeps_every_balance_statement_line_and_open_payout(upgraded,
     with wallet.db.read() as s:
         assert journal.check(s) == []
         assert {u.phone: u.balance_sats for u in s.scalars(select(User))} == upgraded["balances"]
-        with_pin = list(s.scalars(select(User).where(User.pin_hash.is_not(None))))
-        # 0018: a PIN from before 0017 counts as set when the account was made (never "unclaimed")
-        assert with_pin and all(u.pin_set_at is not None and u.pin_set_at <= utcnow() for u in with_pin)
         assert _statements(s, upgraded["balances"]) == upgraded["statements"]
         assert journal.balances(s) == upgraded["house"]
         open_movements = sorted([row.reference, row.type, row.amount_sats, row.fee_sats] for row in s.scalars(
