@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Optional
 
-from sqlalchemy import (BigInteger, Boolean, CheckConstraint, DateTime, ForeignKey, Index, Integer, String, Text,
+from sqlalchemy import (BigInteger, Boolean, CheckConstraint, Date, DateTime, ForeignKey, Index, Integer, String, Text,
                         UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -41,6 +41,13 @@ class User(Base):
     # words until verified (issue 34), then fixed.
     name: Mapped[Optional[str]] = mapped_column(String(40))
     name_verified_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
+    # Identity tier (issue 34): 0 phone only, 1 ID matched with the registry, 2 verified by an
+    # operator. The ID number is kept as a keyed hash (one account per ID) and its last digits.
+    tier: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    tier_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
+    id_number_hash: Mapped[Optional[str]] = mapped_column(String(64), unique=True)
+    id_last_digits: Mapped[Optional[str]] = mapped_column(String(4))
+    birth_date: Mapped[Optional[dt.date]] = mapped_column(Date)
 
 
 # Transaction.type

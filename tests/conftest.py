@@ -342,6 +342,7 @@ def reserve_withdrawal(wallet, policy_, user, kes: int, sats: int, fee: int, pri
     """A B2C payout reserved with its payout row, as the withdrawal use case reserves it, under
     `policy_` (the tests' own policy where they bring one); the payout's reference is the
     movement's."""
+    from helpers.wallet.customers import tiers
     from helpers.wallet.ledger import movements
     from helpers.wallet.errors import PolicyDenied
     from helpers.wallet.payouts import books as payout_books
@@ -352,11 +353,11 @@ def reserve_withdrawal(wallet, policy_, user, kes: int, sats: int, fee: int, pri
     def work():
         with wallet.db.write() as s:
             def check(after: int) -> int:
-                sent = movements.sent_today(s, user.id)
-                decision = policy_.withdraw(kes, after + sats + fee, sent, price)
-                if not decision.allowed:
-                    raise PolicyDenied(decision.reason or "denied")
-                return sent
+                def decide(today: int) -> None:
+                    decision = policy_.withdraw(kes, after + sats + fee, today, price)
+                    if not decision.allowed:
+                        raise PolicyDenied(decision.reason or "denied")
+                return movements.check_out(s, policy_, user.id, tiers.caps(policy_, user.tier, price), sats, decide)
             return payout_books.reserve(s, rail, user.id, sats, fee, phone, key, check=check, amount_kes=kes,
                                         counterparty=phone, description=f"M-Pesa withdrawal KES {kes}")
     return movements.run_once(wallet.db, key, work)

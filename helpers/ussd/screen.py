@@ -65,8 +65,7 @@ class Ctx:
 
     def receipt(self, key: str, receipt: Receipt, **values: Any) -> str:
         """A money-out END (`key`) that also says what is left of today's limit after `receipt`."""
-        left = None if receipt.sent_today is None else self.svc.policy.left_today(receipt.sent_today)
-        return receipt_text(self.lang, key, left, **values)
+        return receipt_text(self.lang, key, receipt.left_today, **values)
 
     def value(self, name: str) -> int:
         return self.svc.policy.value(name)

@@ -67,6 +67,7 @@ def _load_step(with_requests: bool) -> Prepared:
         _SESSIONS.c.active, _SESSIONS.c.created_at,
         _resumable() if with_requests else null(),
         _GUARDS.c.next_ask_at if with_requests else null(), _GUARDS.c.reset_due_at if with_requests else null(),
+        _USERS.c.tier,
     ).select_from(_joined(with_requests)))
 
 
@@ -110,7 +111,7 @@ def load_step(db: Database, session_id: str, phone: str, *, with_requests: bool,
     if with_requests:
         params["resume_since"] = now - dt.timedelta(seconds=resume_window_s)
     row = db.execute(_LOAD_STEP[with_requests], params).one()  # always one row (outer joins)
-    user = UserView(row[0], row[1], row[2], row[3], row[4], bool(row[5])) if row[0] is not None else None
+    user = UserView(row[0], row[1], row[2], row[3], row[4], bool(row[5]), row[18]) if row[0] is not None else None
     if row[6] is None:
         return SessionView(False, dropped=row[15] if resume_window_s else None, ask_after=row[16],
                            reset_due_at=row[17]), user, row[12]

@@ -112,6 +112,12 @@ class PriceBook:
             return None
         return newest
 
+    def for_limits(self) -> int:
+        """KES per BTC to convert the tier caps at (issue 34): the price now, else the newest stored
+        however old, else the fixed price (a limit, not a trade: no request stops for want of it)."""
+        found = self.current() or self._newest()
+        return found.kes_per_btc if found is not None else self.policy.value("fixed-kes-per-btc")
+
     def newest(self) -> CurrentPrice | None:
         """The newest price the feed stored, however old (for operators and metrics)."""
         return self._newest()

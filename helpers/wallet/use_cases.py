@@ -16,7 +16,7 @@ from helpers.infra.refs import new_reference
 from helpers.mpesa.daraja import originator_id
 from helpers.mpesa.rail import b2b_destination
 from helpers.wallet import prices
-from helpers.wallet.customers import users
+from helpers.wallet.customers import tiers, users
 from helpers.wallet.incoming import invoices
 from helpers.wallet.ledger import movements
 from helpers.wallet.mpesa import flows as mpesa_flows
@@ -47,7 +47,8 @@ def send(svc: Services, user: UserView, proof: PinProof | None, phone: str, amou
     """Sats to another phone (registered or not), with `within`'s rows in its transaction. Raises
     InsufficientBalance, PolicyDenied, Interrupted."""
     require_pin(proof, user)
-    return movements.transfer(svc.db, svc.policy, user, phone, amount, key, svc.service_code, within)
+    return movements.transfer(svc.db, svc.policy, user, phone, amount, key, svc.service_code, within,
+                              svc.prices.for_limits())
 
 
 def pay_lightning(svc: Services, user: UserView, proof: PinProof | None, params: PayParams, amount: int,
@@ -119,11 +120,12 @@ def reserve_payout(svc: Services, user: UserView, rail_name: str, kes: int, sats
     def work() -> Receipt:
         with svc.db.write() as s:
             def check(after: int) -> int:
-                sent = movements.sent_today(s, user.id)
-                decision = svc.policy.withdraw(kes, after + sats + fee, sent, price)
-                if not decision.allowed:
-                    raise PolicyDenied(decision.reason or "denied")
-                return sent
+                def decide(today: int) -> None:
+                    decision = svc.policy.withdraw(kes, after + sats + fee, today, price)
+                    if not decision.allowed:
+                        raise PolicyDenied(decision.reason or "denied")
+                return movements.check_out(s, svc.policy, user.id, tiers.caps(svc.policy, user.tier, price), sats,
+                                           decide)
             return books.reserve(s, rail, user.id, sats, fee, destination, key, check=check, amount_kes=kes,
                                  counterparty=payee, description=description, reference=reference,
                                  rail_key=rail_key)
@@ -139,7 +141,7 @@ def pay_request(svc: Services, user: UserView, proof: PinProof | None, request_i
     require_pin(proof, user)
     if invoices.sync(svc.db, svc.lightning, payment_hash) != PENDING:
         raise RequestClosed(request_id)
-    return movements.pay_request(svc.db, svc.policy, user, request_id, key)
+    return movements.pay_request(svc.db, svc.policy, user, request_id, key, svc.prices.for_limits())
 
 
 # ------------------------------------------------------------------ money in

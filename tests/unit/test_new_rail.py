@@ -101,7 +101,7 @@ def reserve(wallet, phone: str, kes: int, sats: int, fee: int, key: str):
             def check(after: int) -> int:
                 if kes > limit:
                     raise PolicyDenied("above-maximum")
-                return movements.sent_today(s, user.id)
+                return wallet.policy.left_today(movements.sent_today(s, user.id) + sats)
             return books.reserve(s, rail, user.id, sats, fee, "KCB 1234567890", key, check=check, amount_kes=kes,
                                  description=f"Bank transfer KES {kes}")
     return movements.run_once(wallet.db, key, work)

@@ -36,11 +36,12 @@ class UserView:
     language: str
     pin_hash: str | None
     pin_clean: bool = False
+    tier: int = 0  # identity tier (issue 34; customers/tiers.py)
 
     @classmethod
     def of(cls, user: User) -> UserView:
         return cls(user.id, user.phone, user.balance_sats, user.language, user.pin_hash,
-                   user.pin_failures == 0 and user.pin_locks == 0)
+                   user.pin_failures == 0 and user.pin_locks == 0, user.tier or 0)
 
 
 def get(session: Session, phone: str) -> User | None:

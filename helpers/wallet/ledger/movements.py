@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar, Union, cast
 
-from sqlalchemy import Table, bindparam, func, or_, select, update
+from sqlalchemy import Table, bindparam, case, func, or_, select, update
 from sqlalchemy.engine import Connection, CursorResult, Dialect
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 from database import Database
 from helpers.infra.fastpath import Prepared, ResultRow
 from helpers.infra import sms
-from helpers.wallet.customers import users
+from helpers.wallet.customers import tiers, users
 from helpers.wallet.ledger import journal, unclaimed
 from helpers.wallet.errors import (
     AccountLocked,
@@ -65,7 +65,7 @@ class Receipt:
     status: str = SETTLED
     transaction_id: int = 0
     replay: bool = False
-    sent_today: int | None = None  # sats sent today with this movement, as its policy check read them
+    left_today: int | None = None  # what may still go out today after it, as its policy check counted (None: a replay)
 
 
 # ------------------------------------------------------------------ primitives
@@ -83,11 +83,19 @@ _SENT_SINCE_SQL = select(func.coalesce(func.sum(_LEDGER.c.amount_sats), 0)).wher
 )
 _SPEND_FACTS = Prepared(select(_USERS.c.balance_sats, _SENT_SINCE_SQL.scalar_subquery())
                         .where(_USERS.c.id == bindparam("uid")))
-_SENT_SINCE = Prepared(_SENT_SINCE_SQL)
+# What a customer sent since midnight and since the month began, by one statement (the month
+# began no later than today).
+_OUT_SINCE = Prepared(
+    select(func.coalesce(func.sum(case((_LEDGER.c.created_at >= bindparam("day", type_=Transaction.created_at.type),
+                                        _LEDGER.c.amount_sats), else_=0)), 0),
+           func.coalesce(func.sum(_LEDGER.c.amount_sats), 0))
+    .where(_LEDGER.c.user_id == bindparam("uid"), _LEDGER.c.direction == DEBIT,
+           or_(_LEDGER.c.status == PENDING, _LEDGER.c.status == SETTLED),
+           _LEDGER.c.created_at >= bindparam("month", type_=Transaction.created_at.type)))
 # A transfer's two rows, locked in id order (MySQL; SQLite's BEGIN IMMEDIATE already holds the
 # writer's lock) and read; journal.record then moves both balances by one UPDATE.
 _LOCK_PAIR = Prepared(
-    select(_USERS.c.id, _USERS.c.balance_sats, _USERS.c.pin_locked_until)
+    select(_USERS.c.id, _USERS.c.balance_sats, _USERS.c.pin_locked_until, _USERS.c.tier)
     .where(_USERS.c.id.in_([bindparam("a"), bindparam("b")])).order_by(_USERS.c.id).with_for_update()
 )
 # A send's payer and its recipient named by phone, locked by one statement, in id order (the
@@ -95,7 +103,7 @@ _LOCK_PAIR = Prepared(
 _BY_PHONE = _USERS.alias("by_phone")
 _LOCK_SENDER_AND_RECIPIENT = Prepared(
     select(_USERS.c.id, _USERS.c.balance_sats, _USERS.c.pin_locked_until, _USERS.c.phone, _USERS.c.language,
-           _USERS.c.pin_hash, _USERS.c.pin_set_at)
+           _USERS.c.pin_hash, _USERS.c.pin_set_at, _USERS.c.tier)
     .where(_USERS.c.id.in_([bindparam("a"),
                             select(_BY_PHONE.c.id).where(_BY_PHONE.c.phone == bindparam("phone")).scalar_subquery()]))
     .order_by(_USERS.c.id).with_for_update()
@@ -118,7 +126,26 @@ def balance(session: Executor, user_id: int) -> int:
 
 def sent_today(session: Executor, user_id: int, now: dt.datetime | None = None) -> int:
     """Sats this user sent or withdrew since midnight UTC (pending included, fees excluded)."""
-    return _SENT_SINCE.run(session, {"uid": user_id, "since": _midnight(now)}).scalar()
+    return sent_out(session, user_id, now)[0]
+
+
+def sent_out(session: Executor, user_id: int, now: dt.datetime | None = None) -> tuple[int, int]:
+    """(today, this month): sats this user sent or withdrew since midnight UTC and since the month
+    began (pending included, fees excluded), read by one statement."""
+    now = now or utcnow()
+    row = _OUT_SINCE.run(session, {"uid": user_id, "day": _midnight(now), "month": tiers.month_start(now)}).one()
+    return int(row[0]), int(row[1])
+
+
+def check_out(session: Executor, policy: Policy, user_id: int, limits: tiers.Caps, amount: int,
+              decide: Callable[[int], None]) -> int:
+    """Money out of `amount` sats by a customer whose row this transaction holds: what they sent
+    today and this month read now, `decide(sent today)` (the policy's own rules: raise
+    PolicyDenied to refuse), then their tier's caps. Returns what may still go out today after it."""
+    today, month = sent_out(session, user_id)
+    decide(today)
+    tiers.check_out(limits, amount, today, month)
+    return min(policy.left_today(today + amount), tiers.left(limits, today + amount, month + amount))
 
 
 _OUT_SQL = select(func.coalesce(func.sum(_LEDGER.c.amount_sats + _LEDGER.c.fee_sats), 0)).where(
@@ -141,16 +168,27 @@ def spend_facts(db: Database, user_id: int) -> tuple[int, int]:
     return (row[0], row[1]) if row is not None else (0, 0)
 
 
-def _check_spend(session: Executor, policy: Policy, user_id: int, amount: int, fee: int, after: int) -> int:
-    """Ask the policy about a spend whose payer's row is locked, with what the payer sent today read
-    now, after the lock was granted (this spend's own row is added after the decision). Not in the
-    locking SELECT: MariaDB reads a subquery there from a snapshot that can predate the lock, and 50
-    concurrent sends then passed the daily limit (tests/integration/test_concurrency.py)."""
-    already = sent_today(session, user_id)
-    decision = policy.spend(amount, fee, after + amount + fee, already)
-    if not decision.allowed:
-        raise PolicyDenied(decision.reason or "denied")
-    return already
+def left_now(session: Executor, policy: Policy, user_id: int, tier: int, price: int) -> int:
+    """What may still go out of a customer's account today: the policy's daily limit and their
+    tier's day and month caps at `price`."""
+    today, month = sent_out(session, user_id)
+    return min(policy.left_today(today), tiers.left(tiers.caps(policy, tier, price), today, month))
+
+
+def _check_spend(session: Executor, policy: Policy, user_id: int, amount: int, fee: int, after: int,
+                 limits: tiers.Caps) -> int:
+    """Ask the policy about a spend whose payer's row is locked, with what the payer sent today and
+    this month read now, after the lock was granted (this spend's own row is added after the
+    decision); then the payer's tier caps. Not in the locking SELECT: MariaDB reads a subquery there
+    from a snapshot that can predate the lock, and 50 concurrent sends then passed the daily limit
+    (tests/integration/test_concurrency.py). Returns what may still go out today after it."""
+
+    def decide(today: int) -> None:
+        decision = policy.spend(amount, fee, after + amount + fee, today)
+        if not decision.allowed:
+            raise PolicyDenied(decision.reason or "denied")
+
+    return check_out(session, policy, user_id, limits, amount, decide)
 
 
 def find_by_key(db: Database, key: str) -> ResultRow | None:
@@ -188,29 +226,34 @@ def retry_deadlocks(work: Callable[[], T]) -> T:
     raise AssertionError("unreachable")
 
 
-def _lock_pair(conn: Executor, policy: Policy, payer_id: int, payee_id: int, amount: int, fee: int,
-               found: dict[int, tuple[int, dt.datetime | None]] | None = None) -> tuple[dict[int, int], int]:
+def _lock_pair(conn: Executor, policy: Policy, payer_id: int, payee_id: int, amount: int, fee: int, price: int,
+               found: dict[int, tuple[int, dt.datetime | None, int]] | None = None) -> tuple[dict[int, int], int]:
     """Before `amount` + `fee` move from one customer to another, in the caller's transaction: both
     rows locked in id order (two movements between the same people, either way, queue instead of
     deadlocking), the payer's lock and balance checked, the policy asked with the day's spends
-    read under the lock. Returns both balances as read (journal.record moves them by one UPDATE)
-    and what the payer had sent today before this movement.
-    `found`: both rows' (balance, PIN lock) when the caller locked them. Raises AccountLocked,
-    InsufficientBalance or PolicyDenied."""
+    read under the lock, the payer's tier caps and the payee's balance cap at `price` (KES per BTC).
+    Returns both balances as read (journal.record moves them by one UPDATE) and what may still go
+    out of the payer's account today after it.
+    `found`: both rows' (balance, PIN lock, tier) when the caller locked them. Raises
+    AccountLocked, InsufficientBalance or PolicyDenied (tiers.RECIPIENT_FULL: the payee's balance
+    cap)."""
     if payer_id == payee_id:
         raise PolicyDenied("own-phone")  # the screens refuse it first
     if found is None:
-        found = {row[0]: (row[1], row[2]) for row in _LOCK_PAIR.run(conn, {"a": payer_id, "b": payee_id}).rows}
+        found = {row[0]: (row[1], row[2], row[3])
+                 for row in _LOCK_PAIR.run(conn, {"a": payer_id, "b": payee_id}).rows}
     if len(found) != 2:
-        raise InsufficientBalance(found.get(payer_id, (0, None))[0])  # a user row that is not there
-    have, locked_until = found[payer_id]
+        raise InsufficientBalance(found.get(payer_id, (0, None, 0))[0])  # a user row that is not there
+    have, locked_until, tier = found[payer_id]
     now = utcnow()
     if locked_until is not None and locked_until > now:
         raise AccountLocked(users.minutes_left(locked_until, now))
     if have < amount + fee:
         raise InsufficientBalance(have)
-    already = _check_spend(conn, policy, payer_id, amount, fee, have - amount - fee)
-    return {user_id: balance for user_id, (balance, _lock) in found.items()}, already
+    left = _check_spend(conn, policy, payer_id, amount, fee, have - amount - fee, tiers.caps(policy, tier, price))
+    payee_balance, _lock, payee_tier = found[payee_id]
+    tiers.check_in(tiers.caps(policy, payee_tier, price), payee_balance, amount, tiers.RECIPIENT_FULL)
+    return {user_id: balance for user_id, (balance, _lock, _tier) in found.items()}, left
 
 
 def run_once(db: Database, key: str, work: Callable[[], Receipt]) -> Receipt:
@@ -244,13 +287,15 @@ class Interrupted(WalletError):
 
 def transfer(
     db: Database, policy: Policy, sender: UserView, recipient_phone: str, amount: int, key: str, service_code: str,
-    within: Within | None = None,
+    within: Within | None = None, price: int | None = None,
 ) -> Receipt:
     """Move `amount` sats (plus the internal fee) from `sender` to the owner of `recipient_phone`,
     creating that account if needed, with `within`'s rows in the same transaction. A recipient
     who never created a PIN is told the last day to claim the sats (they go back after it:
-    ledger/unclaimed.py). Raises InsufficientBalance, PolicyDenied or Interrupted."""
+    ledger/unclaimed.py). Both customers' tier caps hold at `price` (KES per BTC; None: the policy's
+    fixed price). Raises InsufficientBalance, PolicyDenied or Interrupted."""
     fee = policy.fee_sats("internal", amount)
+    price = price or policy.value("fixed-kes-per-btc")
     if db.is_sqlite:
         # SQLite's one writer at a time: ask the policy before taking the writer's turn, so a
         # decision MeTTa must evaluate (~2 ms) is not made while every other writer waits; the
@@ -262,7 +307,8 @@ def transfer(
     def work() -> Receipt:
         with db.begin() as conn:
             locked = _LOCK_SENDER_AND_RECIPIENT.run(conn, {"a": sender.id, "phone": recipient_phone}).rows
-            found: dict[int, tuple[int, dt.datetime | None]] | None = {row[0]: (row[1], row[2]) for row in locked}
+            found: dict[int, tuple[int, dt.datetime | None, int]] | None = {row[0]: (row[1], row[2], row[7])
+                                                                              for row in locked}
             recipient = next((row for row in locked if row[3] == recipient_phone), None)
             if recipient is not None:
                 recipient_id, recipient_language, created = recipient[0], recipient[4], False
@@ -270,9 +316,9 @@ def transfer(
             else:  # never dialled: registered now, in this transaction (its new row is ours alone)
                 recipient_id, recipient_language, created = users.find_or_add(conn, recipient_phone, "en")
                 # registered meanwhile by another request instead: lock both again, as a pair
-                found = {**(found or {}), recipient_id: (0, None)} if created else None
+                found = {**(found or {}), recipient_id: (0, None, tiers.PHONE_ONLY)} if created else None
                 unclaimed_recipient = True  # new, or registered a moment ago: no PIN yet
-            known, already = _lock_pair(conn, policy, sender.id, recipient_id, amount, fee, found)
+            known, left = _lock_pair(conn, policy, sender.id, recipient_id, amount, fee, price, found)
             ref = new_reference()
             recorded = journal.record(
                 conn, journal.Entry("transfer", ref, sender.id, SEND, DEBIT, amount, fee, counterparty=recipient_phone,
@@ -287,11 +333,11 @@ def transfer(
                 to_recipient = t(recipient_language, "sms.received", amount=amount, phone=sender.phone, ref=ref,
                                  balance=recipient_balance)
             sms.queue_all(conn, [
-                (sender.phone, receipt_text(sender.language, "sms.sent", policy.left_today(already + amount),
-                                            amount=amount, phone=recipient_phone, fee=fee, ref=ref, balance=after)),
+                (sender.phone, receipt_text(sender.language, "sms.sent", left, amount=amount, phone=recipient_phone,
+                                            fee=fee, ref=ref, balance=after)),
                 (recipient_phone, to_recipient),
             ])
-            receipt = Receipt(ref, amount, fee, after, SETTLED, recorded.id, sent_today=already + amount)
+            receipt = Receipt(ref, amount, fee, after, SETTLED, recorded.id, left_today=left)
             if within is not None and not within.last(conn, receipt):
                 raise Interrupted(key)
             return receipt
@@ -350,9 +396,12 @@ def release(s: Session, transaction_id: int, note: str = "") -> tuple[Transactio
     return row, recorded.balances[row.user_id], users.owner(s, row.user_id)
 
 
-def pay_request(db: Database, policy: Policy, payer: UserView, request_id: int, key: str) -> Receipt:
-    """Pay another user's payment request from `payer`'s balance (no Lightning round trip).
-    Raises RequestClosed, InsufficientBalance or PolicyDenied."""
+def pay_request(db: Database, policy: Policy, payer: UserView, request_id: int, key: str,
+                price: int | None = None) -> Receipt:
+    """Pay another user's payment request from `payer`'s balance (no Lightning round trip), both
+    customers' tier caps at `price` (None: the fixed price). Raises RequestClosed,
+    InsufficientBalance or PolicyDenied."""
+    price = price or policy.value("fixed-kes-per-btc")
 
     def work() -> Receipt:
         with db.write() as s:
@@ -369,7 +418,7 @@ def pay_request(db: Database, policy: Policy, payer: UserView, request_id: int, 
             s.execute(update(PaymentRequest).where(PaymentRequest.id == request_id).values(status=PAID))
             amount = request.amount_sats
             fee = policy.fee_sats("internal", amount)
-            known, already = _lock_pair(s, policy, payer.id, request.requester_id, amount, fee)
+            known, left = _lock_pair(s, policy, payer.id, request.requester_id, amount, fee, price)
             requester = users.owner(s, request.requester_id)
             invoice = s.get_one(Invoice, request.invoice_id)  # claimed above
             recorded = journal.record(
@@ -380,13 +429,12 @@ def pay_request(db: Database, policy: Policy, payer: UserView, request_id: int, 
                  journal.house(FEES, -fee)], known=known)
             after, requester_balance = recorded.balances[payer.id], recorded.balances[requester.id]
             sms.queue_all(s, [
-                (payer.phone, receipt_text(payer.language, "sms.sent", policy.left_today(already + amount),
-                                           amount=amount, phone=requester.phone, fee=fee, ref=invoice.reference,
-                                           balance=after)),
+                (payer.phone, receipt_text(payer.language, "sms.sent", left, amount=amount, phone=requester.phone,
+                                           fee=fee, ref=invoice.reference, balance=after)),
                 (requester.phone, t(requester.language, "sms.invoice-paid", ref=invoice.reference, amount=amount,
                                     balance=requester_balance)),
             ])
-            return Receipt(invoice.reference, amount, fee, after, SETTLED, recorded.id, sent_today=already + amount)
+            return Receipt(invoice.reference, amount, fee, after, SETTLED, recorded.id, left_today=left)
 
     return run_once(db, key, work)
 

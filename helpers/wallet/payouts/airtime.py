@@ -19,6 +19,7 @@ from helpers.wallet.errors import PolicyDenied
 from helpers.wallet.payouts import books, machine
 from helpers.wallet.rules import Policy
 from helpers.wallet.ledger.movements import Receipt
+from helpers.wallet.customers import tiers
 from helpers.wallet.customers.users import UserView
 
 
@@ -36,11 +37,11 @@ def reserve(db: Database, policy: Policy, rail: Rail, user: UserView, phone: str
     def work() -> Receipt:
         with db.write() as s:
             def check(after: int) -> int:
-                sent = movements.sent_today(s, user.id)
-                decision = policy.airtime(kes, after + sats + fee, sent, price)
-                if not decision.allowed:
-                    raise PolicyDenied(decision.reason or "denied")
-                return sent
+                def decide(today: int) -> None:
+                    decision = policy.airtime(kes, after + sats + fee, today, price)
+                    if not decision.allowed:
+                        raise PolicyDenied(decision.reason or "denied")
+                return movements.check_out(s, policy, user.id, tiers.caps(policy, user.tier, price), sats, decide)
             receipt = books.reserve(s, rail, user.id, sats, fee, phone, key, check=check, amount_kes=kes,
                                     description=f"Airtime KES {kes} for {local(phone, region)}")
             return receipt

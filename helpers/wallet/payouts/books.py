@@ -27,7 +27,7 @@ from helpers.infra import sms
 from helpers.infra.rail import Answer, Books, PayoutView, Rail
 from helpers.infra.refs import new_reference
 from helpers.wallet import rules
-from helpers.wallet.customers import users
+from helpers.wallet.customers import tiers, users
 from helpers.wallet.ledger import journal, movements
 from helpers.wallet.errors import WalletError
 from helpers.wallet.ledger.movements import Receipt
@@ -62,9 +62,9 @@ def reserve(s: Session, rail: Rail, user_id: int, amount: int, fee: int, destina
             fee_limit: int = 0, payment_hash: str | None = None) -> Receipt:
     """Take `amount` + `fee` from the customer for a payout on `rail`, with its movement row and
     payout row. `check(balance after)` asks the policy once the debit holds this customer's row
-    (raise PolicyDenied to refuse) and returns the sats they had sent today before this payout (the
-    receipt says what is left of the day's limit). `reference`: the payout's own, when the rail is given another
-    than the customer's; `rail_key`: the rail's id when it is ours to choose (Daraja B2C's
+    (raise PolicyDenied to refuse) and returns what may still go out of their account today after
+    this payout (movements.check_out: the receipt says it). `reference`: the payout's own, when the
+    rail is given another than the customer's; `rail_key`: the rail's id when it is ours to choose (Daraja B2C's
     originator id, a Lightning invoice's payment hash: taken once, see RailKeyTaken); `fee_limit`:
     the most the rail itself may cost, reserved too, what it did not cost given back at the post;
     `payment_hash`: kept on the movement too (statements, the node comparison). Raises
@@ -72,14 +72,14 @@ def reserve(s: Session, rail: Rail, user_id: int, amount: int, fee: int, destina
     (movements.run_once gives the first receipt)."""
     total = amount + fee + fee_limit
     ref = new_reference()
-    sent: list[int] = []
+    left: list[int] = []
     recorded = journal.record(
         s, journal.Entry(f"{rail.books.kind}-pending", ref, user_id, rail.books.movement, DEBIT, amount,
                          fee + fee_limit, status=PENDING, counterparty=counterparty or destination,
                          description=description or None,
                          idempotency_key=key, payment_hash=payment_hash),
         [journal.customer(user_id, total), journal.house(rail.books.in_flight, -total)],
-        check=lambda balances: sent.append(check(balances[user_id])))  # a replay fails on the key, after it
+        check=lambda balances: left.append(check(balances[user_id])))  # a replay fails on the key, after it
     s.add(Payout(reference=reference or ref, rail=rail.name, user_id=user_id, transaction_id=recorded.id,
                  destination=destination, amount_sats=amount, fee_sats=fee, fee_limit_sats=fee_limit,
                  amount_kes=amount_kes, state=RESERVED, queries=0, rail_key=rail_key))
@@ -90,7 +90,7 @@ def reserve(s: Session, rail: Rail, user_id: int, amount: int, fee: int, destina
             raise
         raise RailKeyTaken(rail_key) from exc
     return Receipt(ref, amount, fee + fee_limit, recorded.balances[user_id], PENDING, recorded.id,
-                   sent_today=sent[0] + amount)
+                   left_today=left[0])
 
 
 def _move(s: Session, reference: str, state: str, answer: Answer, note: str) -> Payout | None:
@@ -155,7 +155,8 @@ def post(s: Session, rail: Rail, reference: str, answer: Answer, note: str = "")
     balance = recorded.balances.get(payout.user_id)
     user = users.owner(s, payout.user_id)
     shown = replace(answer, cost_sats=charged)
-    left = rules.policy().left_today(movements.sent_today(s, payout.user_id))  # what is left of today's limit now
+    policy = rules.policy()  # what is left of today's limits now, at the newest stored price
+    left = movements.left_now(s, policy, payout.user_id, user.tier, tiers.stored_price(s, policy))
     sms.queue(s, user.phone, rail.posted_text(view(payout, row), user.language,
                                               user.balance_sats if balance is None else balance, shown, left))
     return True

@@ -17,6 +17,7 @@ from helpers.wallet.errors import InvoiceAlreadyPaid, PolicyDenied
 from helpers.wallet.payouts import books, machine
 from helpers.wallet.rules import Policy
 from helpers.wallet.ledger.movements import Receipt
+from helpers.wallet.customers import tiers
 from helpers.wallet.customers.users import UserView
 from models import DEBIT, OPEN_PAYOUT, PENDING, SEND, Payout, Transaction, User
 
@@ -24,20 +25,23 @@ from models import DEBIT, OPEN_PAYOUT, PENDING, SEND, Payout, Transaction, User
 def reserve_lightning(
     db: Database, rail: Rail, policy: Policy, user: UserView, amount: int, max_fee: int,
     payee_bounds: tuple[int, int], payment_hash: str, payee: str, key: str, bolt11: str = "",
+    price: int | None = None,
 ) -> Receipt:
     """Debit amount + the most the route may cost as a Lightning payout of `bolt11`, before the node
     is asked to pay. A payment hash is taken once: while a payout of it is open or paid, another
     reservation raises InvoiceAlreadyPaid and nothing is debited. Raises InsufficientBalance,
-    PolicyDenied or InvoiceAlreadyPaid (a replay gets the first receipt)."""
+    PolicyDenied or InvoiceAlreadyPaid (a replay gets the first receipt). The customer's tier caps
+    hold at `price` (KES per BTC; None: the policy's fixed price)."""
+    price = price or policy.value("fixed-kes-per-btc")
 
     def work() -> Receipt:
         with db.write() as s:
             def check(after: int) -> int:
-                sent = movements.sent_today(s, user.id)
-                decision = policy.lightning_send(amount, max_fee, after + amount + max_fee, sent, *payee_bounds)
-                if not decision.allowed:
-                    raise PolicyDenied(decision.reason or "denied")
-                return sent
+                def decide(today: int) -> None:
+                    decision = policy.lightning_send(amount, max_fee, after + amount + max_fee, today, *payee_bounds)
+                    if not decision.allowed:
+                        raise PolicyDenied(decision.reason or "denied")
+                return movements.check_out(s, policy, user.id, tiers.caps(policy, user.tier, price), amount, decide)
             try:
                 return books.reserve(s, rail, user.id, amount, 0, bolt11 or payee, key, check=check,
                                      counterparty=payee[:64], description="Lightning payment", rail_key=payment_hash,

@@ -57,14 +57,14 @@ def pay_address(svc: Services, user: UserView, params: PayParams, amount: int, k
     rail = _rail(svc)
     reserved = lightning_out.reserve_lightning(
         svc.db, rail, svc.policy, user, amount, max_fee, (params.min_sats, params.max_sats), payment_hash,
-        params.address, key, bolt11,
+        params.address, key, bolt11, svc.prices.for_limits(),
     )
     if reserved.replay:  # a twin request reserved first; it pays
         return Payment(State.PENDING, reserved, replay=True)
     machine.send(svc.db, rail, reserved.reference)
     # what the movement says now (the node's answer, or the worker's if it finished it meanwhile)
     receipt = lightning_out.receipt_of(svc.db, reserved.transaction_id) or reserved
-    receipt = replace(receipt, sent_today=reserved.sent_today)
+    receipt = replace(receipt, left_today=reserved.left_today)
     state = {SETTLED: State.SUCCEEDED, FAILED: State.FAILED}.get(receipt.status, State.PENDING)
     return Payment(state, receipt)
 
