@@ -118,7 +118,7 @@ def balance(session: Executor, user_id: int) -> int:
 
 def sent_today(session: Executor, user_id: int, now: dt.datetime | None = None) -> int:
     """Sats this user sent or withdrew since midnight UTC (pending included, fees excluded)."""
-    return _SENT_SINCE.run(session, {"uid": user_id, "since": _midnight(now)}).scalar()
+    return int(_SENT_SINCE.run(session, {"uid": user_id, "since": _midnight(now)}).scalar() or 0)  # MySQL: a Decimal
 
 
 _OUT_SQL = select(func.coalesce(func.sum(_LEDGER.c.amount_sats + _LEDGER.c.fee_sats), 0)).where(
