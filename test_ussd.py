@@ -148,14 +148,16 @@ class Run(RunBase):
         d.expect(d.send("1"), "CON", d.tx("send.phone"))
         d.expect(d.send(local_form(b.phone)), "CON",
                  d.tx("send.amount", phone=b.phone, min=self.min_sats, max=self.max_sats))
-        d.expect(d.send(str(amount)), "CON",
-                 d.tx("send.confirm", amount=amount, phone=b.phone, fee=fee, total=amount + fee))
+        d.expect(d.send(str(amount)), "CON", d.tx("send.confirm", amount=amount, phone=b.phone, fee=fee,
+                                                  total=amount + fee, recipient=d.tx("recipient.unnamed")))
         prompt = d.tx("pin.enter")
         d.expect(d.send("1"), "CON", prompt)
         self.pin_step(d, prompt, wrong_first=True)
         a.balance -= amount + fee
+        a.sent += amount
         reply = d.send(a.pin)
-        found = d.expect_match(reply, "END", "send.done", amount=amount, phone=b.phone, fee=fee, balance=a.balance)
+        found = d.expect_match(reply, "END", "send.done", left_today=self.left_today(a), amount=amount, phone=b.phone,
+                               fee=fee, balance=a.balance)
         # Africa's Talking re-sends a request it got no answer to: same reply, no second transfer
         again = d.repost()
         d.expect(again, "END", reply.screen)
@@ -175,11 +177,13 @@ class Run(RunBase):
         d.send("1")
         typed = c.phone[1:]  # 2547XXXXXXXX, as a keypad without '+' makes easy
         d.expect(d.send(typed), "CON", d.tx("send.amount", phone=c.phone, min=self.min_sats, max=self.max_sats))
-        d.expect(d.send(str(amount)), "CON",
-                 d.tx("send.confirm", amount=amount, phone=c.phone, fee=fee, total=amount + fee))
+        d.expect(d.send(str(amount)), "CON", d.tx("send.confirm", amount=amount, phone=c.phone, fee=fee,
+                                                  total=amount + fee, recipient=d.tx("recipient.new")))
         d.expect(d.send("1"), "CON", d.tx("pin.enter"))
         a.balance -= amount + fee
-        d.expect_match(d.send(a.pin), "END", "send.done", amount=amount, phone=c.phone, fee=fee, balance=a.balance)
+        a.sent += amount
+        d.expect_match(d.send(a.pin), "END", "send.done", left_today=self.left_today(a), amount=amount,
+                       phone=c.phone, fee=fee, balance=a.balance)
         a.history.insert(0, ("-", amount + fee, "send"))
         c.balance += amount
         # C has never dialled: first PIN creation, then the money is there
@@ -271,7 +275,9 @@ class Run(RunBase):
         d.expect(d.send("1"), "CON", d.tx("pin.enter"))
         b.balance -= amount + fee
         b.open_requests -= 1
-        d.expect(d.send(b.pin), "END", d.tx("payreq.done", amount=amount, phone=a.phone, ref=ref, balance=b.balance))
+        b.sent += amount
+        d.expect(d.send(b.pin), "END", d.receipt("payreq.done", self.left_today(b), amount=amount, phone=a.phone,
+                                                 ref=ref, balance=b.balance))
         a.balance += amount
         a.history.insert(0, ("+", amount, "invoice"))
         b.history.insert(0, ("-", amount + fee, "invoice"))
@@ -294,6 +300,7 @@ class Run(RunBase):
         d.expect(d.send("1"), "CON", d.tx("withdraw.pin", kes=kes, phone=a.phone, sats=sats, fee=fee,
                                           valid=self.valid_min))
         a.balance -= sats + fee
+        a.sent += sats  # pending or paid: the day's limit counts it
         a.history.insert(0, ("-", sats + fee, "withdraw"))
         if self.mpesa == "daraja":  # B2C: reserved now, settled by the result callback
             found = d.expect_match(d.send(a.pin), "END", "withdraw.pending", kes=kes, phone=a.phone)
@@ -302,8 +309,8 @@ class Run(RunBase):
             self.check_balance(a)
             out.notes.append(f"{kes:,} KES = {sats:,} sats + fee {fee:,}, ref {found['ref']}, settled by B2C result")
             return
-        found = d.expect_match(d.send(a.pin), "END", "withdraw.done", kes=kes, phone=a.phone, sats=sats, fee=fee,
-                               balance=a.balance)
+        found = d.expect_match(d.send(a.pin), "END", "withdraw.done", left_today=self.left_today(a), kes=kes,
+                               phone=a.phone, sats=sats, fee=fee, balance=a.balance)
         self.check_balance(a)
         out.notes.append(f"{kes:,} KES = {sats:,} sats + fee {fee:,}, M-Pesa ref {found['code']}")
 
@@ -327,7 +334,9 @@ class Run(RunBase):
         a.history.insert(0, ("-", sats + fee, "airtime"))
         key = "airtime.done" if self.airtime == "simulated" else "airtime.pending"
         known = {"sats": sats, "fee": fee, "balance": a.balance} if key == "airtime.done" else {}
-        found = d.expect_match(d.send(a.pin), "END", key, kes=kes, phone=local_form(a.phone), **known)
+        a.sent += sats
+        left = self.left_today(a) if key == "airtime.done" else None  # pending: the SMS at the post says it
+        found = d.expect_match(d.send(a.pin), "END", key, left_today=left, kes=kes, phone=local_form(a.phone), **known)
         self.check_balance(a)
         out.notes.append(f"{kes:,} KES = {sats:,} sats + fee {fee:,}, ref {found['ref']} ({self.airtime})")
 
@@ -426,8 +435,8 @@ class Run(RunBase):
         d.expect(d.send(str(too_much)), "CON", lines(d.tx("deny.insufficient-balance", balance=b.balance), send_amount))
         amount = self.min_sats
         fee = self.p.fee_sats("internal", amount)
-        d.expect(d.send(str(amount)), "CON",
-                 d.tx("send.confirm", amount=amount, phone=c.phone, fee=fee, total=amount + fee))
+        d.expect(d.send(str(amount)), "CON", d.tx("send.confirm", amount=amount, phone=c.phone, fee=fee,
+                                                  total=amount + fee, recipient=d.tx("recipient.unnamed")))
         if self.mpesa == "daraja":
             out.notes.append("no M-Pesa codes with daraja: the used-code part does not apply")
             return

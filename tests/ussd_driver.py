@@ -19,7 +19,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 try:
-    from helpers.infra.i18n import t
+    from helpers.infra.i18n import receipt_text, t
     from helpers.wallet.rules import policy
 except ImportError as _exc:  # pragma: no cover - depends on where it is run from
     print(f"cannot import the catalog and the policy ({_exc}); run this from the project folder "
@@ -233,6 +233,7 @@ class User:
     pin: str = ""
     lang: str = "en"
     balance: int = 0  # what the server must show
+    sent: int = 0  # sats out today (fees excluded): what the day's limit counts
     open_requests: int = 0  # payment requests addressed to this user, still open
     history: list[tuple[str, int, str]] = field(default_factory=list)  # (sign, sats, kind), newest first
 
@@ -292,9 +293,13 @@ class Dial:
                           f"    expected: {kind} {screen!r}")
         return reply
 
-    def expect_match(self, reply: Reply, want: str, key: str, /, **known: object) -> dict[str, str]:
-        """The screen must be catalog message `key` with the `known` values; returns the others."""
+    def expect_match(self, reply: Reply, want: str, key: str, /, left_today: int | None = None,
+                     **known: object) -> dict[str, str]:
+        """The screen must be catalog message `key` with the `known` values (and, with
+        `left_today`, the receipt's line of what is left of the day); returns the others."""
         pattern = screen_pattern(self.user.lang, key, **known)
+        if left_today is not None:
+            pattern = re.compile(pattern.pattern + re.escape(" " + self.tx("left.today", left=left_today)), re.S)
         found = pattern.fullmatch(reply.screen)
         if reply.kind != want or found is None:
             raise Failure(f"{self._where(reply)}\n    got:      {reply.kind} {reply.screen!r}\n"
@@ -302,6 +307,9 @@ class Dial:
         return found.groupdict()
 
     # shortcuts for screens of this user's language
+    def receipt(self, key: str, left_today: int, **values: object) -> str:
+        return receipt_text(self.user.lang, key, left_today, **values)
+
     def tx(self, key: str, **values: object) -> str:
         values.setdefault("address", f"{self.user.phone.lstrip('+')}@{ADDRESS_DOMAIN[0]}")
         return t(self.user.lang, key, **values)
@@ -372,6 +380,10 @@ class RunBase:
         return Dial(self.client, user)
 
     # -------------------------------------------------------------- shared steps
+    def left_today(self, user: User) -> int:
+        """What the server's receipts say `user` may still send today (the policy's daily limit)."""
+        return self.p.left_today(user.sent)
+
     def check_balance(self, user: User) -> int:
         """Dial, read 'Balance: N sats' from the main menu, compare with the expected balance and
         the whole screen with the catalog; hang up with 0."""

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from helpers.wallet.incoming import invoices
 from helpers.lightning.lnbits import LNbitsBackend
-from helpers.infra.i18n import t
+from helpers.infra.i18n import receipt_text, t
 from lightning import LightningConfigError, State, create_backend
 from models import Invoice, Transaction
 from tests import lnbits_server
@@ -183,8 +183,9 @@ def test_a_user_pays_a_lightning_address_served_by_another_lnbits_wallet(paying,
     carol0 = server.balance_sat(receiver["inkey"])
     reply = alice.run("1", payee.address("carol"), "2500", "1", PIN)
     row = _sent(wallet)
-    assert reply == "END " + t("en", "lnsend.done", amount=2500, payee=payee.address("carol"), fee=row.fee_sats,
-                               ref=row.reference, balance=a0 - 2500 - row.fee_sats)
+    assert reply == "END " + receipt_text("en", "lnsend.done", wallet.policy.value("daily-send-limit-sats") - 2500,
+                                          amount=2500, payee=payee.address("carol"), fee=row.fee_sats,
+                                          ref=row.reference, balance=a0 - 2500 - row.fee_sats)
     assert row.status == "settled"
     assert server.balance_sat(receiver["inkey"]) == carol0 + 2500
     assert server.balance_sat(pool["inkey"]) == pool0 - 2500 - row.fee_sats  # the fee the user paid is the node's

@@ -54,7 +54,7 @@ def test_a_send_flow_on_the_simulator(app, wallet, tmp_path):
             answer("1", t("en", "send.phone"))
             answer("0" + DEMO[1][4:], t("en", "send.amount", phone=DEMO[1], min=1000, max=1000000).splitlines()[0])
             answer(str(amount), t("en", "send.confirm", amount=amount, phone=DEMO[1], fee=fee,
-                                  total=amount + fee).splitlines()[0])
+                                  total=amount + fee, recipient="").splitlines()[0])
             answer("1", t("en", "pin.enter"))
             answer(PIN, t("en", "send.done", amount=amount, phone=DEMO[1], fee=fee, ref="", balance=0).split(" Ref")[0])
             assert page.locator("#screen").get_attribute("data-state") == "end"
@@ -75,7 +75,7 @@ def test_the_simulator_is_off_in_production_unless_enabled(app, client):
     assert client.get("/simulator").status_code == 404
 
 
-def test_the_sms_panel_shows_what_the_phone_received(app, client, wallet, alice):
+def test_the_sms_panel_shows_what_the_phone_received(app, client, wallet, alice, bob):  # bob has a PIN
     amount = policy().value("payment-min-sats")
     alice.run("1", "0" + DEMO[1][4:], str(amount), "1", PIN)
     found = client.get("/simulator/sms", query_string={"phone": "0" + DEMO[1][4:]}).get_json()

@@ -24,7 +24,7 @@ from helpers.wallet.mpesa import flows as mpesa_flows
 from helpers.wallet.reports import mpesa_float
 from helpers.infra.config import ConfigError, finalise, load_config
 from helpers.mpesa.daraja import REQUIRED, DarajaMpesa, msisdn, stk_password
-from helpers.infra.i18n import t
+from helpers.infra.i18n import receipt_text, t
 from helpers.mpesa.provider import MpesaConfigError, create_provider
 from helpers.wallet.rules import policy
 from lightning import State
@@ -475,8 +475,9 @@ def test_a_paid_withdrawal_is_debited_once(alice, wallet, daraja):
     paid = _b2c(daraja)
     assert (row.status, row.mpesa_code) == ("settled", paid["receipt"])
     assert balance(wallet, alice.phone) == before - reserved(kes)
-    sms_text = t("en", "sms.withdraw", kes=kes, phone=alice.phone, code=paid["receipt"], sats=row.amount_sats,
-                 fee=row.fee_sats, balance=before - reserved(kes))
+    sms_text = receipt_text("en", "sms.withdraw", wallet.policy.value("daily-send-limit-sats") - row.amount_sats,
+                            kes=kes, phone=alice.phone, code=paid["receipt"], sats=row.amount_sats, fee=row.fee_sats,
+                            balance=before - reserved(kes))
     assert sms_text in outbox(wallet, alice.phone)
 
 

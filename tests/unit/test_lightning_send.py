@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from helpers.wallet.payouts import payments
-from helpers.infra.i18n import t
+from helpers.infra.i18n import receipt_text, t
 from helpers.infra.settings import Settings
 from helpers.lightning.lnurl_pay import LnurlPayError, parse_address, resolve
 from lightning import MockBackend, decode_invoice
@@ -64,15 +64,16 @@ def test_a_user_pays_a_lightning_address(insecure, payee, alice):
     alice.press("1")
     reply = alice.press(PIN)
     row = sent_row(wallet)
-    assert reply == "END " + t("en", "lnsend.done", amount=AMOUNT, payee=address, fee=0, ref=row.reference,
-                               balance=a0 - AMOUNT)
+    left = wallet.policy.value("daily-send-limit-sats") - AMOUNT
+    assert reply == "END " + receipt_text("en", "lnsend.done", left, amount=AMOUNT, payee=address, fee=0,
+                                          ref=row.reference, balance=a0 - AMOUNT)
     assert balance(wallet, DEMO[0]) == a0 - AMOUNT  # the unused fee reserve came back
     assert (row.status, row.amount_sats, row.fee_sats, row.counterparty) == (SETTLED, AMOUNT, 0, address)
     assert row.payment_hash == decode_invoice(payee.invoices[-1]).payment_hash
     assert wallet.lightning.balance().balance_sat == node_before - AMOUNT
     assert payee.requests == ["/.well-known/lnurlp/carol", "/cb/carol/callback"]
-    assert outbox(wallet, DEMO[0])[-1] == t("en", "sms.sent", amount=AMOUNT, phone=address, fee=0,
-                                            ref=row.reference, balance=a0 - AMOUNT)
+    assert outbox(wallet, DEMO[0])[-1] == receipt_text("en", "sms.sent", left, amount=AMOUNT, phone=address, fee=0,
+                                                       ref=row.reference, balance=a0 - AMOUNT)
 
 
 def test_the_confirmation_replayed_pays_once_and_fetches_one_invoice(insecure, payee, alice):
@@ -325,8 +326,9 @@ def test_a_node_charging_more_than_the_reserve_costs_the_customer_only_the_reser
     assert wallet.lightning.payment_status(row.payment_hash).fee_sat == max_fee(wallet) + 7
     assert (row.status, row.fee_sats) == (SETTLED, max_fee(wallet))
     assert balance(wallet, DEMO[0]) == a0 - AMOUNT - max_fee(wallet)
-    assert alice.reply == "END " + t("en", "lnsend.done", amount=AMOUNT, payee=payee.address(), fee=max_fee(wallet),
-                                     ref=row.reference, balance=a0 - AMOUNT - max_fee(wallet))
+    assert alice.reply == "END " + receipt_text("en", "lnsend.done", wallet.policy.value("daily-send-limit-sats")
+                                                - AMOUNT, amount=AMOUNT, payee=payee.address(), fee=max_fee(wallet),
+                                                ref=row.reference, balance=a0 - AMOUNT - max_fee(wallet))
 
 
 def test_lnd_is_sent_the_policys_fee_limit_and_a_dearer_route_is_refunded(insecure, payee, alice):
