@@ -26,6 +26,7 @@ from helpers.infra.settings import Settings
 from helpers.airtime.provider import AirtimeConfigError, create_airtime
 from helpers.airtime.rail import AirtimeRail
 from helpers.mpesa.provider import MpesaConfigError, create_provider
+from helpers.idcheck.registry import create_registry
 from helpers.simswap.provider import SimSwapConfigError, create_sim_swap
 from helpers.lightning.rail import LightningRail
 from helpers.mpesa.rail import MpesaPayoutRail
@@ -85,6 +86,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     svc.openings = sessions.Openings(db, settings.write_behind_s)
     svc.airtime = create_airtime(settings)
     svc.sim_swap = create_sim_swap(settings)
+    svc.id_registry = create_registry(settings)
     svc.rails[AIRTIME_RAIL] = lambda made: AirtimeRail(made.airtime) if made.airtime is not None else None
     svc.rails[LIGHTNING_RAIL] = lambda made: LightningRail(made.lightning)
     svc.rails[MPESA_B2C_RAIL] = lambda made: MpesaPayoutRail(made.mpesa, MPESA_B2C_RAIL)

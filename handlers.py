@@ -21,6 +21,7 @@ from helpers.ussd import guard, resume, sessions
 from helpers.mpesa.provider import BUY_GOODS, PAY_BILL
 from helpers.ussd.account_screens import Account, History, Language, MainMenu, NameSet
 from helpers.ussd.airtime_screens import AirtimeAmount, AirtimeFor, AirtimePhone
+from helpers.ussd.limits_screens import IdBirth, IdNames, IdNumber, Limits
 from helpers.ussd.forgot_screens import ForgotConfirm, ResetPending, save_reset_pin
 from helpers.ussd.business_screens import BusinessAmount, BusinessKind, BusinessNumber, PaybillAccount
 from helpers.ussd.mpesa_screens import TopupAmount, TopupCode, TopupConfirm, TopupPush, WithdrawAmount, WithdrawPhone
@@ -83,6 +84,10 @@ SCREENS: dict[str, Screen] = {
     "history": History(),
     "language": Language(),
     "name.set": NameSet(),
+    "limits": Limits(),
+    "kyc.id": IdNumber(),
+    "kyc.names": IdNames(),
+    "kyc.birth": IdBirth(),
     "pinchange.old": PinChangeOld(),
     "pinchange.new": NewPin("pinchange.new", "pinchange.repeat"),
     "pinchange.repeat": RepeatNewPin("pinchange.repeat", save_changed_pin),

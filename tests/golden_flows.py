@@ -198,7 +198,7 @@ def navigation_back_home(lang: str):
 def invalid_options(lang: str):
     return (ALICE,), [
         dial(ALICE, "9", "x", "11", "8", note="unknown main-menu options re-prompt"),
-        dial(ALICE, "7", "1", "5", "0", "6", "5", "x", "1", "2", "0", "2", "9", "00", "0",
+        dial(ALICE, "7", "1", "5", "0", "6", "7", "x", "1", "2", "0", "2", "9", "00", "0",
              note="no requests to pay; account, history and language refuse other keys"),
         dial(ALICE, "1", BOB_LOCAL, "5000", "2", "x", "00", "4", "500", MPESA_CODE, "3", "00", "0",
              note="confirmation screens accept only 1 (or 0)"),
@@ -461,6 +461,19 @@ def names_before_the_pin(lang: str):
     ]
 
 
+def identity_tiers(lang: str):
+    newcomer = "+254722000114"  # tier 0: the phone only
+    return (ALICE,), [
+        *([SetConfig("DEFAULT_LANGUAGE", lang)] if lang != "en" else []),
+        dial(newcomer, PIN, PIN, "6", "5", "0", "0", "0", note="a newcomer: the limits of the phone alone"),
+        dial(ALICE, "1", "0722000114", "40000", "1", PIN, note="a verified customer sends them 40,000 sats"),
+        dial(newcomer, "1", ALICE_LOCAL, "35000", note="more than the phone alone may send a day"),
+        dial(newcomer, "6", "5", "1", "123", "12345678", "Amina", "Amina Wanjiru", "3101", "31011990", PIN,
+             note="Verify my ID: a short ID number, one name, a short date re-prompt; the registry matches"),
+        dial(newcomer, "1", ALICE_LOCAL, "35000", "1", PIN, note="the same send now goes through"),
+    ]
+
+
 BUILDERS = {
     "onboarding-success": onboarding_success,
     "onboarding-pin-mismatch": onboarding_pin_mismatch,
@@ -499,6 +512,7 @@ BUILDERS = {
     "forgot-pin": forgot_pin,
     "sim-swap-hold": sim_swap_hold,
     "names-before-the-pin": names_before_the_pin,
+    "identity-tiers": identity_tiers,
 }
 
 

@@ -84,6 +84,8 @@ def finalise(config: dict[str, Any]) -> None:
     if production and config["SIM_SWAP_PROVIDER"] == "simulated":
         # it never reports a swap by itself: a thief with a new SIM would pass every check
         raise ConfigError("SIM_SWAP_PROVIDER=simulated is not allowed in production (africastalking, or off)")
+    if production and config["ID_REGISTRY"] == "simulated":
+        raise ConfigError("ID_REGISTRY=simulated is not allowed in production (off, or a registry adapter)")
     if config["SIM_SWAP_PROVIDER"] == "africastalking" and production and len(config["SIM_SWAP_CALLBACK_TOKEN"]) < 16:
         raise ConfigError("SIM_SWAP_CALLBACK_TOKEN must be set (16+ random characters) for Africa's Talking's "
                           "Insights callback <PUBLIC_URL>/insights/<token>/sim-swap")

@@ -6,6 +6,8 @@ Screens must fit 160 GSM-7 characters: tests format every key with its longest v
 
 from __future__ import annotations
 
+from helpers.infra import identity_texts
+
 LANGUAGES = ("en", "sw")
 LANGUAGE_NAMES = {"en": "English", "sw": "Kiswahili"}
 
@@ -99,7 +101,7 @@ EN: dict[str, str] = {
     # account
     "account": (
         "My Account\nBalance: {balance} sats{kes}\n{address}\n"
-        "1 Statement\n2 Language\n3 Change PIN\n4 Name\n0 Back"
+        "1 Statement\n2 Language\n3 PIN\n4 Name\n5 Limits\n0 Back"
     ),
     "account.kes": " (about {kes} KES)",
     "account.kes-age": " (KES {kes}, {age} min old)",
@@ -280,7 +282,7 @@ SW: dict[str, str] = {
     "withdraw.failed": "Malipo ya M-Pesa hayakufaulu. Sats zako zimerudishwa. Kumb {ref}.",
     "account": (
         "Akaunti Yangu\nSalio: sats {balance}{kes}\n{address}\n"
-        "1 Taarifa\n2 Lugha\n3 Badilisha PIN\n4 Jina\n0 Rudi"
+        "1 Taarifa\n2 Lugha\n3 PIN\n4 Jina\n5 Vikomo\n0 Rudi"
     ),
     "account.kes": " (takriban KES {kes})",
     "account.kes-age": " (KES {kes}, bei dak {age})",
@@ -377,6 +379,8 @@ SW: dict[str, str] = {
     "sms.pin-reset-stopped": "SatsPesa: kuweka upya PIN kumesimamishwa kwa sababu SIM kadi yako ilibadilishwa. Piga huduma kwa wateja na kitambulisho.",
 }
 
+EN.update(identity_texts.EN)
+SW.update(identity_texts.SW)
 CATALOGS = {"en": EN, "sw": SW}
 
 # The GSM 03.38 default alphabet (basic set) and the extension characters that cost two septets.
@@ -415,7 +419,7 @@ HELP_KEYS = frozenset({
     "lnsend.pending", "sms.sent", "sms.received", "sms.lightning-failed", "sms.invoice-paid", "sms.topup",
     "sms.topup-failed", "sms.withdraw", "sms.pin-locked", "sms.pin-changed", "sms.pin-reset", "sms.adjusted",
     "sms.debited", "airtime.failed", "airtime.pending", "sms.airtime", "sms.airtime-failed",
-    "simswap.hold", "sms.sim-swap-hold", "sms.pin-reset-stopped", "forgot.off", "name.fixed", "sms.unclaimed-returned",
+    "simswap.hold", "sms.sim-swap-hold", "sms.pin-reset-stopped", "forgot.off", "name.fixed", "kyc.off", "kyc.id-taken", "sms.unclaimed-returned",
     "sms.unclaimed-gone",
 })
 _care = {"name": BRAND, "phone": ""}  # set once at start (set_customer_care); the same in every process

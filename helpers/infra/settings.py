@@ -29,6 +29,7 @@ DARAJA_LIVE_URL = "https://api.safaricom.co.ke"
 LIGHTNING_BACKENDS = ("mock", "lnbits", "lnd", "btcpay")  # lightning.BACKENDS (a test keeps them equal)
 MPESA_PROVIDERS = ("simulated", "daraja")  # helpers.mpesa.provider.PROVIDERS (the same)
 B2C_COMMANDS = ("BusinessPayment", "SalaryPayment", "PromotionPayment")
+ID_REGISTRIES = ("simulated", "off")  # helpers.idcheck.registry.REGISTRIES (the same)
 SIM_SWAP_PROVIDERS = ("simulated", "africastalking", "off")  # helpers.simswap.provider.PROVIDERS (the same)
 
 
@@ -51,6 +52,11 @@ def _sim_swap_default(ctx: Context) -> str:
         return "simulated"
     return "africastalking" if ctx.env.get("AFRICASTALKING_USERNAME") and ctx.env.get("AFRICASTALKING_API_KEY") \
         else "off"
+
+
+def _id_registry_default(ctx: Context) -> str:
+    # the simulated registry matches any well-formed ID: development and demos only
+    return "off" if ctx.production else "simulated"
 
 
 def _embedded(ctx: Context) -> bool:
@@ -148,6 +154,10 @@ class Settings:
                                   "(Insights), simulated (demo marks; refused in production) or off",
                                   choices=SIM_SWAP_PROVIDERS, case="lower", derived=_sim_swap_default,
                                   default_doc="simulated; in production africastalking with AT credentials, else off")
+    id_registry: str = text("simulated", "Identity checks for tier 1 (My Account > Limits > Verify my ID): simulated "
+                            "(refused in production) or off (only an operator raises limits, from documents)",
+                            choices=ID_REGISTRIES, case="lower", derived=_id_registry_default,
+                            default_doc="simulated; in production off until a registry adapter is configured")
     sim_swap_callback_token: str = text("", "Secret of AT's Insights callback <PUBLIC_URL>/insights/<token>/sim-swap "
                                         "(16+ characters; required in production)", secret=True)
     africastalking_sms_url: str = text("", "A test server instead of AT's SMS API", from_env=False)

@@ -3,6 +3,7 @@ turns its result, or its refusal, into the final screen's text."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Callable
 
@@ -17,7 +18,7 @@ from helpers.ussd.business_screens import payee
 from helpers.ussd import sessions
 from helpers.ussd.screen import Ctx, acting_refused, deny_text, payee_bounds
 from helpers.ussd.walker import fit
-from helpers.wallet import use_cases
+from helpers.wallet import identity, use_cases
 from helpers.wallet.errors import (AirtimeOff, InsufficientBalance, InvoiceAlreadyPaid, MpesaUnreachable,
                                    PolicyDenied, QuoteExpired, RequestClosed)
 from helpers.wallet.prices import QuoteView
@@ -168,9 +169,19 @@ def pay_request(ctx: Ctx, data: dict, proof: PinProof | None) -> str:
                        ref=receipt.reference, balance=receipt.balance_sats)
 
 
+def verify_identity(ctx: Ctx, data: dict, proof: PinProof | None) -> str:
+    """Verify my ID (issue 34): the registry's answer, or why not."""
+    try:
+        done = use_cases.verify_identity(ctx.svc, ctx.user, proof, data["id"], data["names"],
+                                         dt.date.fromisoformat(data["born"]))
+    except identity.IdRefused as exc:
+        return ctx.t(f"kyc.{exc.reason}", age=ctx.value("id-min-age-years"))
+    return ctx.t("kyc.done", name=done.name, tier=done.tier)
+
+
 ACTIONS: dict[str, Callable[[Ctx, dict, PinProof | None], str]] = {
     "send": send, "lnsend": pay_lightning, "withdraw": withdraw, "payreq": pay_request, "mpesapay": pay_business,
-    "airtime": buy_airtime,
+    "airtime": buy_airtime, "kyc": verify_identity,
 }
 # Actions that do nothing outside their debit's transaction before the debit, so a right PIN
 # may skip the counted check (users.check_pin). Not "lnsend": it asks the payee's server for an

@@ -9,6 +9,7 @@ from helpers.ussd import quoting
 from helpers.ussd.screen import Ctx, begin_acting, deny_text, expired
 from helpers.ussd.walker import End, Push, Result, Retry
 from helpers.wallet import use_cases
+from helpers.wallet.customers import tiers
 from helpers.wallet.ledger import movements
 from helpers.wallet.errors import CodeAlreadyUsed, PolicyDenied, TopupNotConfirmed
 from helpers.wallet.prices import TOPUP
@@ -32,6 +33,12 @@ class TopupAmount:
             return Retry(deny_text(ctx, decision.reason or "", "KES", bounds=quoting.kes_bounds(ctx)))
         if ctx.svc.mpesa.topup_by_push and not ctx.svc.mpesa.accepts_phone(ctx.user.phone):
             return End(ctx.t("error.mpesa-phone"))  # the prompt can only go to the caller's own phone
+        if ctx.final:  # the tier's balance cap, before the customer pays anything (issue 34)
+            try:
+                tiers.check_in(ctx.caps(), ctx.user.balance_sats,
+                               ctx.svc.policy.kes_to_sats_credit(kes, price.kes_per_btc))
+            except PolicyDenied as exc:
+                return End(deny_text(ctx, exc.reason))
         slot = quoting.hold(ctx, TOPUP, kes)
         if not isinstance(slot, str):
             return slot

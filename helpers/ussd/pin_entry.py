@@ -7,6 +7,7 @@ request, or replayed with a different PIN, cannot be used to guess."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 
 from helpers.infra.phone import local
@@ -122,6 +123,9 @@ class PinStep:
             quote = quoting.quote_of(ctx, data["quote"])
             return ctx.t("airtime.pin", kes=quote.kes, phone=local(data["phone"], ctx.svc.settings.default_region),
                          sats=quote.sats, fee=quote.fee_sats, valid=quoting.valid_minutes(ctx))
+        if data["action"] == "kyc":
+            born = dt.date.fromisoformat(data["born"])
+            return ctx.t("kyc.pin", id=data["id"], names=data["names"], born=born.strftime("%d/%m/%Y"))
         return ctx.t("pin.enter")
 
     def handle(self, ctx: Ctx, data: dict, token: str) -> Result:

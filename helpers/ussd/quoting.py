@@ -9,7 +9,7 @@ never confirms numbers they did not see). No price: the screen says so and the s
 
 from __future__ import annotations
 
-from helpers.ussd.screen import Ctx, deny_text, expired, parse_amount, sent_today
+from helpers.ussd.screen import Ctx, deny_text, expired, parse_amount, sent_today, tier_problem
 from helpers.ussd.walker import End, Result, Retry
 from helpers.wallet.ledger import movements
 from helpers.wallet.prices import AIRTIME, WITHDRAW, CurrentPrice, QuoteView
@@ -98,5 +98,7 @@ def payout_amount(ctx: Ctx, token: str, kind: str = WITHDRAW) -> tuple[int, str]
         kes_reason = decision.reason in ("below-minimum", "above-maximum")
         bounds = (policy.airtime_bounds() if kind == AIRTIME else kes_bounds(ctx)) if kes_reason else None
         return Retry(deny_text(ctx, decision.reason or "", "KES" if kes_reason else "sats", bounds=bounds))
+    if ctx.final and (past_tier := tier_problem(ctx, policy.kes_to_sats_debit(kes, price.kes_per_btc))) is not None:
+        return past_tier
     slot = hold(ctx, kind, kes)
     return (kes, slot) if isinstance(slot, str) else slot

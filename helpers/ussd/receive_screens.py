@@ -7,7 +7,7 @@ from helpers.ussd.screen import Ctx, deny_text, expired, parse_amount, sats_rang
 from helpers.ussd.walker import End, Result, Retry
 from helpers.wallet import sim_swap, use_cases
 from helpers.wallet.incoming import lnurl
-from helpers.wallet.errors import LightningUnavailable, RateLimited
+from helpers.wallet.errors import LightningUnavailable, PolicyDenied, RateLimited
 
 
 class ReceiveAmount:
@@ -50,6 +50,8 @@ def _issue(ctx: Ctx, amount: int, payer_phone: str | None) -> str:
         return ctx.t("error.too-many")
     except LightningUnavailable:
         return ctx.t("error.lightning")
+    except PolicyDenied as exc:  # the tier's balance cap (issue 34)
+        return deny_text(ctx, exc.reason)
     if payer_phone is None:
         return ctx.t("receive.done", amount=amount, ref=issued.reference, minutes=issued.expiry_s // 60)
     return ctx.t("request.done", amount=amount, phone=payer_phone, ref=issued.reference)

@@ -17,6 +17,8 @@ from helpers.lightning.lnurl_pay import PayParams
 from helpers.ussd import sessions
 from helpers.ussd.walker import MAX_SCREEN, End, Result, Retry
 from helpers.wallet.incoming import invoices
+from helpers.wallet.customers import tiers
+from helpers.wallet.errors import PolicyDenied
 from helpers.wallet.ledger import movements
 from helpers.wallet.ledger.movements import Receipt
 from helpers.wallet.services import Services
@@ -48,6 +50,7 @@ class Ctx:
     recorded: bool = False
     acting: bool = False  # this request marked its session acting (sessions.begin_acting)
     saved: bool = False  # this request's END is saved already, with its money (sessions.acted_in)
+    sent_out: tuple[int, int] | None = None  # (today, this month) sent by the caller, once read
     walked: list[str] = field(default_factory=list)  # the session row's trail so far, as the walk goes
     dialled: bool = False  # the first request of its session: the path came in the dialled code
     started_at: dt.datetime | None = None  # when the session began (a SIM answer after it is fresh)
@@ -62,6 +65,10 @@ class Ctx:
 
     def t(self, key: str, **values: Any) -> str:
         return t(self.lang, key, **values)
+
+    def caps(self) -> tiers.Caps:
+        """The caller's tier caps at the price for limits (customers/tiers.py)."""
+        return tiers.caps(self.svc.policy, self.user.tier, self.svc.prices.for_limits())
 
     def receipt(self, key: str, receipt: Receipt, **values: Any) -> str:
         """A money-out END (`key`) that also says what is left of today's limit after `receipt`."""
@@ -104,7 +111,17 @@ def deny_text(ctx: Ctx, reason: str, unit: str = "sats", balance: int | None = N
         unit=unit,
         balance=ctx.user.balance_sats if balance is None else balance,
         limit=ctx.value("daily-send-limit-sats"),
+        **tier_values(ctx),
     )
+
+
+def tier_values(ctx: Ctx) -> dict[str, Any]:
+    """The caller's tier caps in KES, and how to raise them (nothing at the top tier), for the
+    messages that name them."""
+    limits = tiers.caps(ctx.svc.policy, ctx.user.tier, ctx.svc.policy.value("fixed-kes-per-btc"))  # KES only
+    top = ctx.user.tier >= ctx.value("top-tier")
+    return {"cap_payment": limits.payment_kes, "cap_day": limits.day_kes, "cap_month": limits.month_kes,
+            "cap_balance": limits.balance_kes, "how": "" if top else ctx.t("tier.how")}
 
 
 def sats_range(ctx: Ctx) -> dict[str, int]:
@@ -119,18 +136,39 @@ def payee_bounds(ctx: Ctx, params: PayParams) -> tuple[int, int]:
 
 
 def sent_today(ctx: Ctx) -> int:
-    return movements.spend_facts(ctx.svc.db, ctx.user.id)[1]
+    """What the caller sent today (and, kept for tier_problem, this month): one read per request."""
+    if ctx.sent_out is None:
+        ctx.sent_out = movements.out_facts(ctx.svc.db, ctx.user.id)
+    return ctx.sent_out[0]
 
 
-def check_spend(ctx: Ctx, amount: int, fee: int) -> str | None:
-    """Pre-check a spend for a friendly re-prompt; the money step checks again atomically.
-    Balance and daily limit are only looked up for the last token (the screen shown now)."""
+def tier_problem(ctx: Ctx, amount: int) -> End | None:
+    """Money out of `amount` sats past the caller's tier caps: an END that says which cap and how
+    to raise it (nothing typed now would pass it; the money step checks again under the lock).
+    Only for the screen shown now (the last token)."""
+    if not ctx.final:
+        return None
+    sent_today(ctx)
+    today, month = ctx.sent_out or (0, 0)
+    try:
+        tiers.check_out(ctx.caps(), amount, today, month)
+    except PolicyDenied as exc:
+        return End(deny_text(ctx, exc.reason))
+    return None
+
+
+def check_spend(ctx: Ctx, amount: int, fee: int) -> Result | None:
+    """Pre-check a spend for a friendly re-prompt (or, past a tier cap, an END); the money step
+    checks again atomically. Balance and limits are only looked up for the last token (the screen
+    shown now)."""
     policy = ctx.svc.policy
     if not ctx.final:
         decision = policy.amount(amount)
     else:
         decision = policy.spend(amount, fee, ctx.user.balance_sats, sent_today(ctx))
-    return None if decision.allowed else deny_text(ctx, decision.reason or "")
+    if not decision.allowed:
+        return Retry(deny_text(ctx, decision.reason or ""))
+    return tier_problem(ctx, amount)
 
 
 def recent_screen(ctx: Ctx, key: str, shown: list[str], **values: str) -> str:

@@ -11,7 +11,7 @@ from helpers.lightning import lnurl_pay
 from helpers.lightning.lnurl_pay import LnurlPayError, PayParams
 from helpers.ussd import quoting
 from helpers.ussd.screen import (Ctx, check_spend, deny_text, expired, parse_amount, payee_bounds, pick_recent,
-                                 recent_screen, sats_range, sent_today)
+                                 recent_screen, sats_range, sent_today, tier_problem)
 from helpers.ussd.walker import End, Push, Result, Retry
 from helpers.wallet.customers import limits, users
 from helpers.wallet.incoming import invoices, lnurl
@@ -56,7 +56,7 @@ class SendAmount:
         fee = ctx.svc.policy.fee_sats("internal", amount)
         problem = check_spend(ctx, amount, fee)
         if problem:
-            return Retry(problem)
+            return problem
         return Push("send.confirm", {**data, "amount": amount, "fee": fee})
 
 
@@ -88,7 +88,7 @@ class SendKes:
         amount = policy.kes_to_sats_send(kes, price.kes_per_btc)
         problem = check_spend(ctx, amount, policy.fee_sats("internal", amount))
         if problem:
-            return Retry(problem)
+            return problem
         slot = quoting.hold(ctx, SEND, kes)
         if not isinstance(slot, str):
             return slot
@@ -211,6 +211,8 @@ class LightningAmount:
         decision = ctx.svc.policy.lightning_send(amount, fee, balance, sent, params.min_sats, params.max_sats)
         if not decision.allowed:
             return Retry(deny_text(ctx, decision.reason or "", bounds=payee_bounds(ctx, params)))
+        if (past_tier := tier_problem(ctx, amount)) is not None:
+            return past_tier
         return Push("send.ln.confirm", {**data, "amount": amount, "fee": fee})
 
 
@@ -271,6 +273,6 @@ class PayRequestConfirm:
             return Retry(ctx.t("error.option"))
         problem = check_spend(ctx, data["amount"], data["fee"])
         if problem:
-            return Retry(problem)
+            return problem
         return Push("pin", {**data, "action": "payreq"})
 

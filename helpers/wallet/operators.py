@@ -28,8 +28,8 @@ from helpers.infra import sms
 from helpers.infra.i18n import t
 from helpers.infra.phone import mask
 from helpers.infra.refs import new_reference
-from helpers.wallet import sim_swap
-from helpers.wallet.customers import limits, users
+from helpers.wallet import rules, sim_swap
+from helpers.wallet.customers import limits, tiers, users
 from helpers.wallet.ledger import journal, movements
 from models import (ADJUST, ADJUSTMENTS, DEBIT, AuditEntry, Operator, PhoneGuard, User,
                     utcnow)
@@ -401,3 +401,19 @@ def pin_locked(user: User) -> bool:
 
 def count(session: Session) -> int:
     return int(session.scalar(select(func.count()).select_from(Operator)) or 0)
+
+
+def set_tier(db: Database, operator: str, phone: str, tier: int, reason: str) -> None:
+    """An operator sets a customer's identity tier (issue 34): 2 after checking their documents, or
+    lower (a verification found wrong). Audited, with an SMS saying the new limits."""
+    why = _reason(reason)
+    top = rules.policy().value("top-tier")
+    if not 0 <= tier <= top:
+        raise OperatorError(f"a tier is 0 to {top}")
+    with db.write() as s:
+        user = _customer(s, phone)
+        before = user.tier
+        s.execute(update(User).where(User.id == user.id).values(tier=tier, tier_at=utcnow()))
+        caps = tiers.caps(rules.policy(), tier, rules.policy().value("fixed-kes-per-btc"))
+        sms.queue(s, phone, t(user.language, "sms.tier", tier=tier, cap_day=caps.day_kes))
+        audit(s, operator, "tier", phone, why, f"tier {before} -> {tier}")

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from database import Database
 from helpers.airtime.provider import AirtimeProvider
+from helpers.idcheck.registry import IdRegistry
 from helpers.mpesa.provider import MpesaProvider
 from helpers.simswap.provider import SimSwapProvider
 from helpers.wallet.prices import PriceBook
@@ -30,6 +31,7 @@ class Services:
     openings: WriteBehind | None = None  # session rows written behind (None: written at once)
     airtime: AirtimeProvider | None = None  # None: airtime is off
     sim_swap: SimSwapProvider | None = None  # None: SIM swaps are not checked (SIM_SWAP_PROVIDER=off)
+    id_registry: IdRegistry | None = None  # None: no registry (ID_REGISTRY=off): tier 1 cannot be reached
     prices: PriceBook = field(init=False)  # set by the app factory, after the database
     # The payout rails by name, each made from these services when asked (None: that rail is off).
     # The app factory registers the adapters; the wallet never imports one.

@@ -8,6 +8,7 @@ Money that leaves an account (send, Lightning payment, withdrawal, paying a requ
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 from helpers.lightning.lnurl_pay import PayParams
@@ -15,8 +16,10 @@ from helpers.infra.rail import Answer, Rail
 from helpers.infra.refs import new_reference
 from helpers.mpesa.daraja import originator_id
 from helpers.mpesa.rail import b2b_destination
-from helpers.wallet import prices
-from helpers.wallet.customers import tiers, users
+from helpers.wallet import identity, prices
+from helpers.infra import sms
+from helpers.infra.i18n import t
+from helpers.wallet.customers import limits, tiers, users
 from helpers.wallet.incoming import invoices
 from helpers.wallet.ledger import movements
 from helpers.wallet.mpesa import flows as mpesa_flows
@@ -47,8 +50,13 @@ def send(svc: Services, user: UserView, proof: PinProof | None, phone: str, amou
     """Sats to another phone (registered or not), with `within`'s rows in its transaction. Raises
     InsufficientBalance, PolicyDenied, Interrupted."""
     require_pin(proof, user)
-    return movements.transfer(svc.db, svc.policy, user, phone, amount, key, svc.service_code, within,
-                              svc.prices.for_limits())
+    try:
+        return movements.transfer(svc.db, svc.policy, user, phone, amount, key, svc.service_code, within,
+                                  svc.prices.for_limits())
+    except PolicyDenied as exc:
+        if exc.reason == tiers.RECIPIENT_FULL:
+            notify_full(svc, user, phone, amount)
+        raise
 
 
 def pay_lightning(svc: Services, user: UserView, proof: PinProof | None, params: PayParams, amount: int,
@@ -145,6 +153,27 @@ def pay_request(svc: Services, user: UserView, proof: PinProof | None, request_i
 
 
 # ------------------------------------------------------------------ money in
+def check_room(svc: Services, user: UserView, amount: int) -> None:
+    """Money in of `amount` sats that would lift the customer over their tier's balance cap is
+    refused before it moves (PolicyDenied tiers.OVER_BALANCE). Money that came in anyway (an
+    invoice paid late, a top-up M-Pesa confirmed) is credited: it is the customer's."""
+    tiers.check_in(tiers.caps(svc.policy, user.tier, svc.prices.for_limits()), user.balance_sats, amount)
+
+
+def notify_full(svc: Services, sender: UserView, phone: str, amount: int) -> None:
+    """A send refused because the recipient's balance cap is reached: the recipient is told (at
+    most once a day, so a sender cannot flood them) how to raise it."""
+    if limits.allow(svc.db, svc.policy, ("cap-notices", phone)) is not None:
+        return
+    with svc.db.write() as s:
+        recipient = users.get(s, phone)
+        if recipient is None:
+            return
+        caps = tiers.caps(svc.policy, recipient.tier, svc.prices.for_limits())
+        sms.queue(s, phone, t(recipient.language, "sms.recipient-full", phone=sender.phone, amount=amount,
+                              cap_balance=caps.balance_kes, code=svc.service_code))
+
+
 @dataclass(frozen=True)
 class Issued:
     reference: str
@@ -155,7 +184,9 @@ class Issued:
 
 def issue_invoice(svc: Services, user: UserView, amount: int, payer_phone: str | None, key: str) -> Issued:
     """An invoice for `amount` sats: sent to the user by SMS (receive), or, with `payer_phone`, a
-    payment request sent to that payer in their language. Raises RateLimited, LightningUnavailable."""
+    payment request sent to that payer in their language. Raises RateLimited, LightningUnavailable,
+    PolicyDenied (tiers.OVER_BALANCE: paid, it would lift the balance over the tier's cap)."""
+    check_room(svc, user, amount)
     payer_language = "en"
     if payer_phone is not None:
         with svc.db.read() as s:
@@ -179,8 +210,10 @@ def top_up_with_code(svc: Services, user: UserView, quote: QuoteView, code: str,
 
 def top_up_by_push(svc: Services, user: UserView, quote: QuoteView, key: str) -> mpesa_flows.TopupStart:
     """Ask M-Pesa to prompt the user's own phone; the quote's sats are credited when M-Pesa
-    confirms, however late. Raises QuoteExpired."""
+    confirms, however late. Raises QuoteExpired, PolicyDenied (the tier's balance cap: asked
+    before the customer pays, as money that came in is always credited)."""
     _check_quote(svc, quote, user, prices.TOPUP, key)
+    check_room(svc, user, quote.sats)
     return mpesa_flows.start_topup(svc.db, svc.mpesa, user, quote.kes, quote.sats, key)
 
 
@@ -211,3 +244,12 @@ def buy_airtime(svc: Services, user: UserView, proof: PinProof | None, quote: Qu
     if receipt.replay:
         return airtime.Bought(receipt, None)
     return airtime.Bought(receipt, airtime.buy(svc.db, rail, receipt))
+
+
+# ------------------------------------------------------------------ identity (issue 34)
+def verify_identity(svc: Services, user: UserView, proof: PinProof | None, id_number: str, names: str,
+                    birth_date: dt.date) -> identity.Verified:
+    """Tier 1 from the population registry, behind the PIN (a thief with the phone must not bind
+    their own ID to it). Raises identity.IdRefused."""
+    require_pin(proof, user)
+    return identity.verify(svc, user, id_number, names, birth_date)

@@ -23,7 +23,7 @@ LAYERS = (
     ("handlers",),
     ("helpers.ussd",),
     ("helpers.wallet",),
-    ("helpers.mpesa", "helpers.lightning", "helpers.prices", "helpers.airtime", "helpers.simswap"),
+    ("helpers.mpesa", "helpers.lightning", "helpers.prices", "helpers.airtime", "helpers.simswap", "helpers.idcheck"),
     ("lightning",),
     ("database",),
     ("helpers.infra",),

@@ -8,6 +8,7 @@ from fractions import Fraction
 import pytest
 
 from helpers.infra.config import MAX_ADDRESS_DOMAIN, MAX_SERVICE_NAME, MAX_SUPPORT_PHONE
+from helpers.wallet import identity
 from helpers.wallet.customers import users
 from helpers.infra.i18n import BRAND, CATALOGS, EN, HELP_KEYS, SW, gsm7_length, set_customer_care, t
 from helpers.lightning.lnurl_pay import MAX_TYPED_ADDRESS
@@ -15,6 +16,9 @@ from helpers.wallet.rules import Policy, PolicyError, policy
 from tests.conftest import FIXED_PRICE, KES_MAX
 
 P = policy()
+# The largest tier cap of each kind, in KES (issue 34)
+TIER_KES = {what: max(P.value_of(f"tier-{what}-kes", str(n)) for n in range(P.value("top-tier") + 1))
+            for what in ("payment", "day", "month", "balance")}
 # The longest values a placeholder can take on a screen.
 LONGEST = {
     "balance": 10**12, "amount": P.value("payment-max-sats"), "fee": 10**5, "total": 10**6 + 10**5,
@@ -26,6 +30,12 @@ LONGEST = {
     "what": "W" * 90, "party": "1234567", "valid": -(-P.value("quote-valid-s") // 60),
     "age": P.value("price-max-age-s") // 60, "hours": P.value("pin-reset-delay-h"),
     "days": P.value("unclaimed-return-days"),
+    # issue 34: tiers and Verify my ID
+    "tier": P.value("top-tier"), "day": TIER_KES["month"], "month": TIER_KES["month"],
+    "cap": f"KES {TIER_KES['balance']:,}", "id": "9" * identity.ID_DIGITS[1], "names": "W" * users.NAME_LENGTH[1],
+    "born": "31/12/1999", "low": identity.ID_DIGITS[1], "high": identity.ID_DIGITS[1],
+    "cap_payment": TIER_KES["payment"], "cap_day": TIER_KES["day"], "cap_month": TIER_KES["month"],
+    "cap_balance": TIER_KES["balance"], "name": "W" * users.NAME_LENGTH[1],
 }
 # A claim SMS names the last day to claim a send in full (dd/mm/yyyy), where a statement line's
 # date is dd/mm.
@@ -34,7 +44,10 @@ SCREEN_KEYS = [k for k in EN if not k.startswith(("sms.", "who.", "main.", "payr
                                                    "account.", "name.now", "recipient.", "left.today"))]
 # Messages shown above a prompt (re-prompts); the others only ever end a session on their own.
 END_ONLY = {"error.expired", "error.dialled-past", "error.unavailable", "error.lightning", "error.too-many",
-            "quote.expired", "price.unavailable"}
+            "quote.expired", "price.unavailable",
+            # only the movement under the lock knows the recipient's room (the PIN step's END); a tier
+            # cap ends the session: nothing typed now would pass it
+            "deny.recipient-full", "deny.tier-payment", "deny.tier-day", "deny.tier-month", "deny.tier-balance"}
 PREFIXES = [k for k in EN if k.startswith(("error.", "deny.", "lnurl.", "pin.wrong", "pin.mismatch", "pin.set",
                                            "quote."))
             and k not in END_ONLY]
@@ -44,6 +57,8 @@ def fill(lang: str, key: str) -> str:
     values = dict(LONGEST)
     values["requests"] = t(lang, "main.requests", count=3)
     values["lines"] = "".join(t(lang, "payreq.line", n=n, amount=10**6, phone="+254712345678") for n in (1, 2, 3))
+    values["how"], values["verify"] = t(lang, "tier.how"), t(lang, "limits.verify")
+    values["level"] = max((t(lang, f"tier.{n}") for n in range(P.value("top-tier") + 1)), key=len)
     values["name"] = values["shown"] = "W" * users.NAME_LENGTH[1]
     values["now"] = t(lang, "name.now", name=values["name"])
     values["recipient"] = max((t(lang, k, name=values["name"]) for k in EN if k.startswith("recipient.")), key=len)

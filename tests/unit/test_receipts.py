@@ -80,7 +80,7 @@ def test_a_replay_of_a_send_says_nothing_of_the_day(alice, wallet):
     alice.run("1", BOB_LOCAL, str(amount), "1", PIN)
     receipt = movements_module.replay_of(wallet.db, movements_module.find_by_key(wallet.db, last_send(wallet)
                                                                                   .idempotency_key))
-    assert receipt.replay and receipt.sent_today is None
+    assert receipt.replay and receipt.left_today is None
 
 
 @pytest.mark.parametrize("lang", list(CATALOGS))

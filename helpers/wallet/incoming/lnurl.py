@@ -11,9 +11,9 @@ import json
 from urllib.parse import urlparse
 
 from database import Database
-from helpers.wallet.customers import users
+from helpers.wallet.customers import tiers, users
 from helpers.wallet.incoming import invoices
-from helpers.wallet.errors import LightningUnavailable, RateLimited
+from helpers.wallet.errors import LightningUnavailable, PolicyDenied, RateLimited
 from helpers.infra.phone import normalise
 from helpers.infra.text import is_digits
 from helpers.wallet.services import Services
@@ -74,6 +74,10 @@ def invoice(svc: Services, name: str, amount_msat: str | None, source: str) -> d
     decision = svc.policy.amount(msat // 1000)
     if not decision.allowed:
         raise LnurlError(f"amount refused: {decision.reason}")
+    try:  # the tier's balance cap (issue 34): refused before it moves, like any money in
+        tiers.check_in(tiers.caps(svc.policy, user.tier, svc.prices.for_limits()), user.balance_sats, msat // 1000)
+    except PolicyDenied as exc:
+        raise LnurlError("amount refused: the recipient's account limit") from exc
     try:
         issued = invoices.issue(svc.db, svc.policy, svc.lightning, users.UserView.of(user), msat // 1000,
                                 f"Lightning address {name}",

@@ -165,7 +165,14 @@ def out_since(session: Executor, user_id: int, since: dt.datetime | None) -> int
 def spend_facts(db: Database, user_id: int) -> tuple[int, int]:
     """(balance, sent today) of a user, read together on the request connection."""
     row = db.execute(_SPEND_FACTS, {"uid": user_id, "since": _midnight()}).first()
-    return (row[0], row[1]) if row is not None else (0, 0)
+    return (int(row[0]), int(row[1] or 0)) if row is not None else (0, 0)
+
+
+def out_facts(db: Database, user_id: int) -> tuple[int, int]:
+    """(sent today, sent this month) of a user, on the request connection (a screen's pre-check)."""
+    now = utcnow()
+    row = db.execute(_OUT_SINCE, {"uid": user_id, "day": _midnight(now), "month": tiers.month_start(now)}).one()
+    return int(row[0]), int(row[1])
 
 
 def left_now(session: Executor, policy: Policy, user_id: int, tier: int, price: int) -> int:
