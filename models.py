@@ -10,7 +10,7 @@ import datetime as dt
 from typing import Optional
 
 from sqlalchemy import (BigInteger, Boolean, CheckConstraint, DateTime, ForeignKey, Index, Integer, String, Text,
-                        UniqueConstraint)
+                        UniqueConstraint, event)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -448,6 +448,23 @@ class PhoneGuard(Base):
     cleared_swap_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)  # the swap an operator verified
     reset_due_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime, index=True)  # Forgot PIN under way
     reset_told_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)  # the reminder SMS went out
+    aml_hold_case_id: Mapped[Optional[int]] = mapped_column(Integer)  # a monitoring case holds money out
+
+class AmlCase(Base):
+    """A monitoring rule's hit on a customer (issue 34, helpers/wallet/aml/): one per rule, customer, window."""
+    __tablename__ = "aml_cases"
+    __table_args__ = (UniqueConstraint("rule", "phone", "window_key", name="uq_aml_cases_rule_phone_window"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    rule: Mapped[str] = mapped_column(String(32))  # atoms.metta's aml-<rule>
+    phone: Mapped[str] = mapped_column(ForeignKey("users.phone"), index=True)  # the customer (E.164)
+    window_key: Mapped[str] = mapped_column(String(32))  # the day (UTC) the pattern began
+    status: Mapped[str] = mapped_column(String(16), default="open", index=True)  # open, assigned, held, closed
+    assigned_to: Mapped[Optional[str]] = mapped_column(String(64))
+    suspicious: Mapped[bool] = mapped_column(Boolean, default=False)
+    facts: Mapped[str] = mapped_column(Text)  # JSON: what the rule decided on, the movements' ids
+    opened_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    close_reason: Mapped[Optional[str]] = mapped_column(String(255))  # when, who, what else: audit lines
+
 
 MOCK_INVOICE, MOCK_PAYMENT = "invoice", "payment"  # MockNodeEntry.kind
 
@@ -479,7 +496,5 @@ def _seed_house_accounts(target, connection, **_kw) -> None:
     connection.execute(target.insert(), [{"code": code, "kind": kind, "balance_sats": 0}
                                           for code, kind in HOUSE_ACCOUNTS.items()])
 
-
-from sqlalchemy import event  # noqa: E402 - the listener belongs with the table it fills
 
 event.listen(LedgerAccount.__table__, "after_create", _seed_house_accounts)
