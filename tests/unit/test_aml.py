@@ -108,6 +108,25 @@ def test_structuring_opens_a_case_and_a_second_scan_opens_none(wallet, clock):
     assert len(cases_of(wallet, facts.STRUCTURING)) == 1
 
 
+def test_a_closed_case_is_not_opened_again_as_its_window_slides(wallet, clock, monkeypatch):
+    count, hours = P.value("aml-structuring-min-count"), P.value("aml-structuring-window-h")
+    sender = new_customer(wallet, near_cap() * (count + 1) + 10 * P.value("payment-min-sats"))
+    step = hours // count
+    for i in range(count + 1):  # one more than the rule needs, the first near the window's start
+        clock(hours - 1 - step * i if i < count else 1)
+        send(wallet, sender, DEMO[1], near_cap())
+    clock(0)
+    scan(wallet)
+    first = cases_of(wallet, facts.STRUCTURING)
+    cases.close(wallet.db, "cli", first[0].id, "ticket 3: salary split by the employer")
+    later = utcnow() + dt.timedelta(hours=step)  # the first send has left the window, the rest still hit
+    monkeypatch.setattr(facts, "utcnow", lambda: later)
+    assert [h.rule for h in facts.hits(wallet.db.session(), P, later)].count(facts.STRUCTURING) == 1
+    assert scan(wallet).opened == []
+    monkeypatch.setattr(cases, "utcnow", lambda: later + dt.timedelta(hours=hours))
+    assert scan(wallet).opened != []  # a window later, the same facts open a case again
+
+
 def test_fewer_near_cap_sends_or_smaller_ones_are_normal(wallet, clock):
     structure(wallet, clock, P.value("aml-structuring-min-count") - 1)
     small = new_customer(wallet, near_cap() * 3)
@@ -291,6 +310,8 @@ def test_the_console_works_a_case_and_exports_the_report(client, wallet, clock):
         response = client.post(f"/admin/aml/{case.id}/{action}", data={"csrf": token, **form})
         assert response.status_code == 302, action
     assert sim_swap.read(wallet.db, sender.phone).aml_hold_case_id == case.id
+    customer = client.get(f"/admin/customer?phone={sender.phone}").get_data(as_text=True)
+    assert 'id="aml-hold"' in customer and f"#{case.id}" in customer
     report = client.get(f"/admin/aml/{case.id}/report.xml")
     assert report.status_code == 200 and "attachment" in report.headers["Content-Disposition"]
     root = ET.fromstring(report.get_data(as_text=True))  # noqa: S314 - our own export

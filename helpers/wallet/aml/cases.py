@@ -9,6 +9,7 @@ money out is held (tipping off is an offence): the screen only says to call cust
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 from dataclasses import dataclass
@@ -41,8 +42,9 @@ class Scan:
 
 def scan(db: Database, policy: Policy, by: str = SCANNER) -> Scan:
     """Run every rule over the journal now and open a case for each new hit: none while a case of
-    the same rule and customer is still open, none twice for one rule, customer and window (the
-    unique key: scans at the same moment open one). Returns the hits and the cases opened."""
+    the same rule and customer is still open or was opened within the rule's window (a closed
+    case's pattern seen again as the window slides), none twice for one rule, customer and window
+    (the unique key: scans at the same moment open one). Returns the hits and the cases opened."""
     with db.read() as s:
         found = facts.hits(s, policy)
     opened: list[int] = []
@@ -61,12 +63,17 @@ def _open(db: Database, hit: facts.Hit, by: str) -> int | None:
                                                            AmlCase.status != AML_CLOSED).limit(1))
             if still_open is not None:
                 return None
+            now = utcnow()
+            # The same pattern seen again: its window's day (unique), or any case of this rule and
+            # customer opened within the rule's window (a closed case's movements, the window slid on).
+            since = now - dt.timedelta(hours=int(hit.facts.get("window_h", 0)))
             known = s.scalar(select(AmlCase.id).where(AmlCase.rule == hit.rule, AmlCase.phone == hit.phone,
-                                                      AmlCase.window_key == hit.window_key))
+                                                      (AmlCase.window_key == hit.window_key)
+                                                      | (AmlCase.opened_at >= since)).limit(1))
             if known is not None:
                 return None
             case = AmlCase(rule=hit.rule, phone=hit.phone, window_key=hit.window_key,
-                           status=AML_OPEN, suspicious=False, opened_at=utcnow(),
+                           status=AML_OPEN, suspicious=False, opened_at=now,
                            facts=json.dumps({**hit.facts, "movement_ids": list(hit.movement_ids)}, sort_keys=True))
             s.add(case)
             s.flush()
