@@ -195,11 +195,14 @@ def test_dormant_then_active_opens_a_case_recent_activity_does_not(wallet, clock
     wake = P.value("aml-dormant-wake-sats")
     clock(24 * (P.value("aml-dormant-days") + 5))
     sleeper = new_customer(wallet, 2 * wake)
+    receiver = new_customer(wallet, 2 * wake)
     clock(24 * 10)
     regular = new_customer(wallet, 2 * wake)
+    send(wallet, regular, receiver.phone, P.value("payment-min-sats"))  # receiving is activity too
     clock(0)
     send(wallet, sleeper, DEMO[1], wake)
     send(wallet, regular, DEMO[1], wake)
+    send(wallet, receiver, DEMO[1], wake)
     scan(wallet)
     found = cases_of(wallet, facts.DORMANT)
     assert [c.phone for c in found] == [sleeper.phone]

@@ -146,7 +146,7 @@ def rapid_in_out(s: Session, policy: Policy, now: dt.datetime) -> list[Hit]:
 
 
 def dormant_active(s: Session, policy: Policy, now: dt.datetime) -> list[Hit]:
-    """No movement for a long time, then money out within the window."""
+    """No money in or out for a long time, then money out within the window."""
     hours, since = _window(policy, "aml-dormant-window-h", now)
     out = _OUT & (Transaction.created_at >= since)
     woke = {uid: (int(total), first) for uid, total, first in s.execute(
@@ -154,10 +154,12 @@ def dormant_active(s: Session, policy: Policy, now: dt.datetime) -> list[Hit]:
         .where(out).group_by(Transaction.user_id)).all()}
     if not woke:
         return []
+    # the last entry that moved the customer's balance before the window, either side of it (a
+    # transfer received is the payer's movement, and the payee's posting)
     before = {uid: last for uid, last in s.execute(
-        select(Transaction.user_id, func.max(Transaction.created_at))
-        .where(_MOVEMENT, Transaction.created_at < since, Transaction.user_id.in_(list(woke)))
-        .group_by(Transaction.user_id))}
+        select(Posting.user_id, func.max(Transaction.created_at)).join(Transaction, Transaction.id == Posting.entry_id)
+        .where(Transaction.created_at < since, Posting.user_id.in_(list(woke)))
+        .group_by(Posting.user_id))}
     created = {uid: at for uid, at in s.execute(select(User.id, User.created_at).where(User.id.in_(list(woke))))}
     hits = []
     for uid, (total, first) in woke.items():
