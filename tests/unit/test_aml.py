@@ -127,6 +127,24 @@ def test_a_closed_case_is_not_opened_again_as_its_window_slides(wallet, clock, m
     assert scan(wallet).opened != []  # a window later, the same facts open a case again
 
 
+def test_two_scans_at_once_open_one_case(wallet, clock):
+    """Both scans read before either wrote: the write transaction's own check (and the unique key) lets one open."""
+    structure(wallet, clock, P.value("aml-structuring-min-count"))
+    with wallet.db.read() as s:
+        hit = next(h for h in facts.hits(s, P) if h.rule == facts.STRUCTURING)
+    assert cases._open(wallet.db, hit, "worker-1") is not None
+    assert cases._open(wallet.db, hit, "worker-2") is None
+    assert len(cases_of(wallet, facts.STRUCTURING)) == 1
+
+
+def test_the_hold_is_told_in_the_customers_language(wallet, alice):
+    users.set_language(wallet.db, view(wallet, alice.phone).id, "sw")
+    with wallet.db.write() as s:
+        s.add(AmlCase(rule="fan-out", phone=alice.phone, window_key="t", status="open", suspicious=False, facts="{}"))
+    cases.hold(wallet.db, "cli", cases_of(wallet, "fan-out")[0].id, "ticket 8: source of funds")
+    assert alice.run("1") == "END " + t("sw", "aml.hold")
+
+
 def test_fewer_near_cap_sends_or_smaller_ones_are_normal(wallet, clock):
     structure(wallet, clock, P.value("aml-structuring-min-count") - 1)
     small = new_customer(wallet, near_cap() * 3)

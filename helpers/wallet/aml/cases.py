@@ -47,8 +47,21 @@ def scan(db: Database, policy: Policy, by: str = SCANNER) -> Scan:
     (the unique key: scans at the same moment open one). Returns the hits and the cases opened."""
     with db.read() as s:
         found = facts.hits(s, policy)
+        phones = list({hit.phone for hit in found})
+        known = s.execute(select(AmlCase.rule, AmlCase.phone, AmlCase.window_key, AmlCase.status, AmlCase.opened_at)
+                          .where(AmlCase.phone.in_(phones))).all() if phones else []
+    now = utcnow()
+
+    def seen(hit: facts.Hit) -> bool:  # what _open would refuse, known without a write transaction
+        since = now - dt.timedelta(hours=int(hit.facts.get("window_h", 0)))
+        return any(rule == hit.rule and phone == hit.phone
+                   and (status != AML_CLOSED or key == hit.window_key or opened >= since)
+                   for rule, phone, key, status, opened in known)
+
     opened: list[int] = []
     for hit in found:
+        if seen(hit):
+            continue
         case_id = _open(db, hit, by)
         if case_id is not None:
             opened.append(case_id)
