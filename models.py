@@ -94,7 +94,7 @@ class Transaction(Base):
     mpesa_code: Mapped[Optional[str]] = mapped_column(String(32), unique=True)
     # The natural key of the request that moved the money (hash of AT sessionId + path).
     idempotency_key: Mapped[Optional[str]] = mapped_column(String(64), unique=True)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, index=True)  # monitoring windows
     settled_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
 
 

@@ -6,7 +6,8 @@ Create Date: 2026-12-07 05:00:00.000000
 
 A monitoring rule's hit opens a case (one per rule, customer and window: unique); operators' notes
 and actions on it are audit lines; they may hold the customer's money out while they look (the
-phone's guard row names the case, so the guard reads it with the row it already reads).
+phone's guard row names the case, so the guard reads it with the row it already reads). The rules
+read the journal by time over every customer: transactions.created_at gets an index.
 
 """
 
@@ -41,9 +42,14 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_aml_cases_status'), ['status'], unique=False)
     with op.batch_alter_table('phone_guards', schema=None) as batch_op:
         batch_op.add_column(sa.Column('aml_hold_case_id', sa.Integer(), nullable=True))
+    # the rules read the journal by time, over every customer
+    with op.batch_alter_table('transactions', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_transactions_created_at'), ['created_at'], unique=False)
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('transactions', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_transactions_created_at'))
     with op.batch_alter_table('phone_guards', schema=None) as batch_op:
         batch_op.drop_column('aml_hold_case_id')
     with op.batch_alter_table('aml_cases', schema=None) as batch_op:
