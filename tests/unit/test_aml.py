@@ -22,7 +22,7 @@ from sqlalchemy.exc import DBAPIError
 
 from helpers.infra.i18n import t
 from helpers.wallet import operators, sim_swap
-from helpers.wallet.aml import cases, facts
+from helpers.wallet.aml import cases, facts, report
 from helpers.wallet.customers import users
 from helpers.wallet.ledger import journal, movements
 from helpers.wallet.rules import policy
@@ -206,7 +206,14 @@ def test_top_up_then_withdraw_soon_opens_a_case_withdrawing_less_does_not(wallet
         terms = withdraw_terms(amount)
         reserve_withdrawal(wallet, P, view(wallet, user.phone), *terms, user.phone, key())
     scan(wallet)
-    assert [c.phone for c in cases_of(wallet, facts.RAPID)] == [quick.phone]
+    found = cases_of(wallet, facts.RAPID)
+    assert [c.phone for c in found] == [quick.phone]
+    # its report gives the KES of the withdrawal (the payout's) beside the sats
+    cases.mark_suspicious(wallet.db, "cli", found[0].id, "in and out the same day")
+    root = ET.fromstring(report.export(wallet.db, found[0].id, "FRC-1", "SatsPesa", "cli"))  # noqa: S314
+    assert root.findtext("rentity_id") == "FRC-1"
+    kes = {x.findtext("transmode_code"): x.findtext("amount_local") for x in root.iter("transaction")}
+    assert kes["withdraw"] == str(out_kes)
 
 
 def test_dormant_then_active_opens_a_case_recent_activity_does_not(wallet, clock):
