@@ -36,7 +36,7 @@ from helpers.wallet.customers import limits
 from helpers.wallet import demo
 from helpers.wallet.rules import policy
 from helpers.wallet.services import Services
-from helpers.web import admin, callbacks, cli, lnurl, probes, simulator, ussd_endpoint, worker
+from helpers.web import admin, aml_admin, callbacks, cli, lnurl, probes, simulator, ussd_endpoint, worker
 from helpers.web import demo as demo_routes
 from helpers.web.common import plain, unavailable_reply
 from lightning import LightningConfigError, create_backend
@@ -120,7 +120,8 @@ def _register_blueprints(app: Flask, settings: Settings) -> None:
     app.secret_key = hmac.new(settings.pin_pepper.encode(), b"operator console session", hashlib.sha256).hexdigest()
     app.config.update(SESSION_COOKIE_SAMESITE="Strict", SESSION_COOKIE_HTTPONLY=True,
                       SESSION_COOKIE_SECURE=settings.public_url.startswith("https://"))
-    for blueprint in (ussd_endpoint.bp, callbacks.bp, lnurl.bp, probes.bp, simulator.bp, admin.bp):
+    for blueprint in (ussd_endpoint.bp, callbacks.bp, lnurl.bp, probes.bp, simulator.bp, admin.bp,
+                      aml_admin.bp):
         app.register_blueprint(blueprint)
     if settings.demo_mode:
         app.register_blueprint(demo_routes.bp)

@@ -10,7 +10,7 @@ import datetime as dt
 from typing import Optional
 
 from sqlalchemy import (BigInteger, Boolean, CheckConstraint, Date, DateTime, ForeignKey, Index, Integer, String, Text,
-                        UniqueConstraint)
+                        UniqueConstraint, event)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -101,7 +101,7 @@ class Transaction(Base):
     mpesa_code: Mapped[Optional[str]] = mapped_column(String(32), unique=True)
     # The natural key of the request that moved the money (hash of AT sessionId + path).
     idempotency_key: Mapped[Optional[str]] = mapped_column(String(64), unique=True)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, index=True)  # monitoring windows
     settled_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
 
 
@@ -455,6 +455,7 @@ class PhoneGuard(Base):
     cleared_swap_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)  # the swap an operator verified
     reset_due_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime, index=True)  # Forgot PIN under way
     reset_told_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)  # the reminder SMS went out
+    aml_hold_case_id: Mapped[Optional[int]] = mapped_column(Integer)  # a monitoring case holds money out
 
 MOCK_INVOICE, MOCK_PAYMENT = "invoice", "payment"  # MockNodeEntry.kind
 
@@ -486,7 +487,5 @@ def _seed_house_accounts(target, connection, **_kw) -> None:
     connection.execute(target.insert(), [{"code": code, "kind": kind, "balance_sats": 0}
                                           for code, kind in HOUSE_ACCOUNTS.items()])
 
-
-from sqlalchemy import event  # noqa: E402 - the listener belongs with the table it fills
 
 event.listen(LedgerAccount.__table__, "after_create", _seed_house_accounts)

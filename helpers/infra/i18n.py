@@ -133,6 +133,7 @@ EN: dict[str, str] = {
     "reset.new": "Your PIN reset is due.\nCreate your new {digits}-digit PIN:",
     "forgot.off": "To reset a forgotten PIN, please call customer care with your ID.",
     "simswap.hold": "For your safety, sending and PIN changes are paused: this SIM card was changed lately. Call customer care with your ID. Receiving works.",
+    "aml.hold": "Sending and withdrawing from this account are paused for a review. Please call customer care with your ID. Receiving works.",
     "simswap.unknown": "We could not check your SIM card just now, so payments above {max} sats wait. Try a smaller amount or try later.",
     "simswap.retry": "We could not check your SIM card just now. Please try again in a few minutes.",
     # shared prompts and refusals
@@ -313,6 +314,7 @@ SW: dict[str, str] = {
     "reset.new": "Muda wa kuweka upya PIN umefika.\nUnda PIN mpya ya tarakimu {digits}:",
     "forgot.off": "Kuweka upya PIN uliyosahau, tafadhali piga huduma kwa wateja na kitambulisho.",
     "simswap.hold": "Kutuma na kubadili PIN kumesitishwa: SIM kadi hii ilibadilishwa karibuni. Piga huduma kwa wateja na kitambulisho. Kupokea kunaendelea.",
+    "aml.hold": "Kutuma na kutoa pesa kutoka akaunti hii kumesitishwa kwa ukaguzi. Piga huduma kwa wateja na kitambulisho. Kupokea kunaendelea.",
     "simswap.unknown": "Hatukuweza kukagua SIM kadi yako sasa, kwa hivyo malipo ya zaidi ya sats {max} yanasubiri. Jaribu kiasi kidogo au baadaye.",
     "simswap.retry": "Hatukuweza kukagua SIM kadi yako sasa. Tafadhali jaribu tena baada ya dakika chache.",
     "pin.enter": "Weka PIN yako kuthibitisha:\n9 Umesahau PIN",
@@ -419,8 +421,8 @@ HELP_KEYS = frozenset({
     "lnsend.pending", "sms.sent", "sms.received", "sms.lightning-failed", "sms.invoice-paid", "sms.topup",
     "sms.topup-failed", "sms.withdraw", "sms.pin-locked", "sms.pin-changed", "sms.pin-reset", "sms.adjusted",
     "sms.debited", "airtime.failed", "airtime.pending", "sms.airtime", "sms.airtime-failed",
-    "simswap.hold", "sms.sim-swap-hold", "sms.pin-reset-stopped", "forgot.off", "name.fixed", "kyc.off", "kyc.id-taken", "sms.unclaimed-returned",
-    "sms.unclaimed-gone",
+    "simswap.hold", "sms.sim-swap-hold", "sms.pin-reset-stopped", "forgot.off", "name.fixed", "sms.unclaimed-returned",
+    "sms.unclaimed-gone", "kyc.off", "kyc.id-taken", "aml.hold",
 })
 _care = {"name": BRAND, "phone": ""}  # set once at start (set_customer_care); the same in every process
 

@@ -206,6 +206,8 @@ class Settings:
     support_phone: str = text("", "Customer care's number on error screens and money SMS; empty: none",
                               example="0700 123 456")
     admin_session_minutes: int = whole(30, "Minutes without a request before a console (/admin) session ends")
+    frc_entity_id: str = text("", "Our reporting entity id at the Financial Reporting Centre (goAML), written in "
+                              "suspicious-activity report exports (issue 34)", example="12345")
     public_url: str = text("http://localhost:5000", "Where the world reaches us (https in production): webhooks, "
                            "callbacks, Lightning addresses", check=web_address)
     default_region: str = text("KE", "Region of phone numbers typed without a country code (ISO 3166)",

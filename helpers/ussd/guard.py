@@ -20,6 +20,8 @@ _RESET = "g"  # session memory: the reset under way shown at this token's positi
 
 def refusal_text(ctx: Ctx, reason: str | None, what: str = sim_swap.MONEY_OUT) -> str:
     """Why a SIM swap stops `what`, and what to do."""
+    if reason == sim_swap.AML_HOLD:
+        return ctx.t("aml.hold")
     if reason == "sim-swap-off":
         return ctx.t("forgot.off")
     if reason == "sim-swap-unknown":

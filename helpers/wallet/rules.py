@@ -246,6 +246,20 @@ class Policy:
         earlier answer: `after_answer`), put the number on hold until an operator clears it?"""
         return self._bool(f"(sim-swap-starts-hold {max(0, int(days_old))} {bool(after_answer)})")
 
+    # Monitoring (issue 34): each rule gets the aggregated facts of one customer and says hit or not.
+    AML_RULES = {"structuring": 1, "fan-in": 1, "fan-out": 1, "rapid-in-out": 2, "dormant-active": 2,
+                 "after-reset": 1, "shared-destination": 1}
+
+    def aml_hit(self, rule: str, *facts: int) -> bool:
+        """Do `facts` (whole numbers, as the rule in atoms.metta takes them) make a hit of `rule`?"""
+        if self.AML_RULES.get(rule) != len(facts):
+            raise PolicyError(f"unknown monitoring rule or facts: {rule} {facts}")
+        return self._bool(f"(aml-{rule} " + " ".join(str(max(0, int(f))) for f in facts) + ")")
+
+    def aml_near_cap_floor(self, cap_sats: int) -> int:
+        """The smallest amount that is 'just under' a cap of `cap_sats` (aml-near-cap-pct below)."""
+        return self._int(f"(aml-near-cap-floor {int(cap_sats)})")
+
     def pin(self, pin: str) -> Decision:
         """Is `pin` (already checked to be digits of the right length) strong enough?"""
         if not is_digits(pin):

@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 JOB_KIND = "simswap"  # the worker's job that asks the provider about one phone (key: the phone)
 MONEY_OUT, PIN_CHANGE, PIN_RESET = "money-out", "pin-change", "pin-reset"
+AML_HOLD = "aml-hold"  # the refusal of money out an operator's hold of a monitoring case gives
 _GUARDS = cast(Table, PhoneGuard.__table__)
 
 
@@ -58,6 +59,7 @@ class Guard:
     cleared_swap_at: dt.datetime | None = None
     reset_due_at: dt.datetime | None = None
     next_ask_at: dt.datetime | None = None
+    aml_hold_case_id: int | None = None  # an operator holds money out for a monitoring case (issue 34)
 
     @property
     def held(self) -> bool:
@@ -80,7 +82,7 @@ class Guard:
 
 _READ = Prepared(select(_GUARDS.c.swap_answer, _GUARDS.c.last_swap_at, _GUARDS.c.held_swap_at,
                         _GUARDS.c.answered_at, _GUARDS.c.cleared_swap_at, _GUARDS.c.reset_due_at,
-                        _GUARDS.c.next_ask_at)
+                        _GUARDS.c.next_ask_at, _GUARDS.c.aml_hold_case_id)
                  .where(_GUARDS.c.phone == bindparam("phone")))
 
 
@@ -114,7 +116,10 @@ def decide(svc: Services, guard: Guard, what: str, amount_sats: int = 0, *, star
     whose money out since the last answer counts towards the no-answer cap; `pin_set_at`: when the
     PIN was set (a self-service reset); `answered_after`: the answer must be at least this recent.
     The provider off: always, except a self-service reset (never then). Deny reasons:
-    sim-swap-hold, sim-swap-unknown, sim-swap-off."""
+    sim-swap-hold, sim-swap-unknown, sim-swap-off; and aml-hold (an operator holds the account's
+    money out while a monitoring case is looked at: whatever the SIM swap provider says)."""
+    if what == MONEY_OUT and guard.aml_hold_case_id is not None:
+        return Decision(False, AML_HOLD)
     if svc.sim_swap is None:
         return Decision(False, "sim-swap-off") if what == PIN_RESET else Decision(True)
     is_fresh = fresh(svc, guard, started, answered_after)

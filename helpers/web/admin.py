@@ -212,7 +212,8 @@ def customer() -> Any:
         return render_template("admin/customer.html", user=None, typed=typed)
     return render_template("admin/customer.html", user=user, typed=typed, locked=operators.pin_locked(user),
                            lines=journal.statement(s, user.id, limit=20),
-                           audit=operators.recent_audit(s, 20, subject=user.phone))
+                           audit=operators.recent_audit(s, 20, subject=user.phone),
+                           aml_hold=sim_swap.read(svc.db, user.phone).aml_hold_case_id)
 
 
 @bp.post("/customer/<phone>/adjust")

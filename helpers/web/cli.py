@@ -27,6 +27,7 @@ from helpers.wallet.payouts import payments
 from helpers.wallet.reports import books
 from helpers.wallet.payouts import machine as payouts
 from helpers.web.common import services
+from helpers.web.aml_cli import aml
 from helpers.web.resolve_cli import CLI, COMMANDS as RESOLVE_COMMANDS
 from helpers.prices import feed
 from models import MPESA_B2B_RAIL, MPESA_B2C_RAIL, PENDING, utcnow
@@ -46,6 +47,7 @@ def register(app: Flask) -> None:
     app.cli.add_command(ledger)
     app.cli.add_command(price)
     app.cli.add_command(operator)
+    app.cli.add_command(aml)
 
 
 @commands.command("db-upgrade")

@@ -21,7 +21,8 @@ Kinds:
   one reminder SMS: only the owner's dial sets the new PIN), sms (send the outbox), price
   (refresh the BTC/KES price), cleanup (expired
   sessions, old quotes, finished jobs), unclaimed (hourly: each send whose recipient never created
-  a PIN in `unclaimed-return-days` goes back to its sender, each in its own short transaction).
+  a PIN in `unclaimed-return-days` goes back to its sender, each in its own short transaction),
+  aml (hourly: the monitoring rules of atoms.metta over the journal; a new hit opens a case).
 Web requests do no background work: items are found by the sweep.
 """
 
@@ -42,6 +43,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from helpers.infra import heartbeat
 from helpers.ussd import sessions
 from helpers.wallet import pin_reset, sim_swap
+from helpers.wallet.aml import cases as aml_cases
 from helpers.wallet.customers import limits
 from helpers.wallet.incoming import invoices
 from helpers.wallet.ledger import movements, unclaimed
@@ -69,7 +71,8 @@ def worker_id() -> str:
 
 def _periodic(svc: Services) -> dict[str, int]:
     """Periodic tasks and their intervals in seconds."""
-    tasks = {"sweep": max(1, svc.settings.invoice_poll_s or 15), "sms": 5, "cleanup": 3600, "unclaimed": 3600}
+    tasks = {"sweep": max(1, svc.settings.invoice_poll_s or 15), "sms": 5, "cleanup": 3600, "unclaimed": 3600,
+             "aml": 3600}
     if svc.prices.sources:
         tasks["price"] = svc.settings.price_refresh_s
     return tasks
@@ -237,6 +240,10 @@ def _every(svc: Services, task: str) -> None:
         cleanup(svc)
     elif task == "unclaimed":
         return_unclaimed(svc)
+    elif task == "aml":
+        done = aml_cases.scan(svc.db, svc.policy)
+        if done.opened:
+            log.warning("monitoring: %d hits, cases opened %s", done.hits, done.opened)
 
 
 def return_unclaimed(svc: Services) -> int:

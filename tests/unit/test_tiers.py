@@ -16,7 +16,7 @@ from helpers.wallet.ledger import movements
 from helpers.wallet.errors import PolicyDenied
 from helpers.wallet.incoming import lnurl
 from models import AuditEntry, User
-from tests.conftest import DEMO, PIN, balance, outbox, snapshot
+from tests.conftest import DEMO, PIN, outbox, snapshot
 
 NEWCOMER, OTHER = "+254722000201", "+254722000202"
 ID_NUMBER, NAMES, BORN = "12345678", "Amina Wanjiru", "31011990"
