@@ -214,6 +214,10 @@ class Payout(Base):
     last_query_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     finished_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
+    # The travel rule (issue 34): who sent a payment to another custodian (a Lightning address),
+    # kept with it: the sender's phone and their name as it stood (None: they gave none)
+    originator_phone: Mapped[Optional[str]] = mapped_column(String(20))
+    originator_name: Mapped[Optional[str]] = mapped_column(String(40))
 
 
 # MpesaRequest.kind
@@ -448,6 +452,27 @@ class PhoneGuard(Base):
     cleared_swap_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)  # the swap an operator verified
     reset_due_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime, index=True)  # Forgot PIN under way
     reset_told_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)  # the reminder SMS went out
+
+# PrivacyRequest.kind: what a person asked of their data (the Data Protection Act 2019), and the
+# worker's pseudonymisation of an erased customer's money records once they are past retention
+EXPORT, CORRECT, ERASE, RETAIN = "export", "correct", "erase", "retain"
+
+
+class PrivacyRequest(Base):
+    """One data-protection request and what came of it (issue 34): the register a Data Protection
+    officer shows. `subject` is the customer's phone, or their pseudonym once erased."""
+
+    __tablename__ = "privacy_requests"
+    __table_args__ = (Index("ix_privacy_requests_subject", "subject"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subject: Mapped[str] = mapped_column(String(20))
+    kind: Mapped[str] = mapped_column(String(16))  # export, correct, erase, retain
+    requested_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    done_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)  # None: refused
+    outcome: Mapped[str] = mapped_column(String(255), default="")
+    operator: Mapped[str] = mapped_column(String(64), default="")
+
 
 MOCK_INVOICE, MOCK_PAYMENT = "invoice", "payment"  # MockNodeEntry.kind
 
