@@ -10,7 +10,7 @@ import datetime as dt
 from typing import Optional
 
 from sqlalchemy import (BigInteger, Boolean, CheckConstraint, DateTime, ForeignKey, Index, Integer, String, Text,
-                        UniqueConstraint)
+                        UniqueConstraint, event)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -214,10 +214,8 @@ class Payout(Base):
     last_query_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     finished_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
-    # The travel rule (issue 34): who sent a payment to another custodian (a Lightning address),
-    # kept with it: the sender's phone and their name as it stood (None: they gave none)
-    originator_phone: Mapped[Optional[str]] = mapped_column(String(20))
-    originator_name: Mapped[Optional[str]] = mapped_column(String(40))
+    originator_phone: Mapped[Optional[str]] = mapped_column(String(20))  # the travel rule (issue 34): the
+    originator_name: Mapped[Optional[str]] = mapped_column(String(40))  # sender, and their name as it stood
 
 
 # MpesaRequest.kind
@@ -453,20 +451,14 @@ class PhoneGuard(Base):
     reset_due_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime, index=True)  # Forgot PIN under way
     reset_told_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)  # the reminder SMS went out
 
-# PrivacyRequest.kind: what a person asked of their data (the Data Protection Act 2019), and the
-# worker's pseudonymisation of an erased customer's money records once they are past retention
-EXPORT, CORRECT, ERASE, RETAIN = "export", "correct", "erase", "retain"
+EXPORT, CORRECT, ERASE, RETAIN = "export", "correct", "erase", "retain"  # PrivacyRequest.kind (retain: the worker's)
 
 
-class PrivacyRequest(Base):
-    """One data-protection request and what came of it (issue 34): the register a Data Protection
-    officer shows. `subject` is the customer's phone, or their pseudonym once erased."""
-
+class PrivacyRequest(Base):  # a data-protection request and its outcome (issue 34); the register
     __tablename__ = "privacy_requests"
-    __table_args__ = (Index("ix_privacy_requests_subject", "subject"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    subject: Mapped[str] = mapped_column(String(20))
+    subject: Mapped[str] = mapped_column(String(20), index=True)  # the phone, or its pseudonym once erased
     kind: Mapped[str] = mapped_column(String(16))  # export, correct, erase, retain
     requested_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     done_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)  # None: refused
@@ -504,7 +496,5 @@ def _seed_house_accounts(target, connection, **_kw) -> None:
     connection.execute(target.insert(), [{"code": code, "kind": kind, "balance_sats": 0}
                                           for code, kind in HOUSE_ACCOUNTS.items()])
 
-
-from sqlalchemy import event  # noqa: E402 - the listener belongs with the table it fills
 
 event.listen(LedgerAccount.__table__, "after_create", _seed_house_accounts)

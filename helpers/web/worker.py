@@ -21,7 +21,9 @@ Kinds:
   one reminder SMS: only the owner's dial sets the new PIN), sms (send the outbox), price
   (refresh the BTC/KES price), cleanup (expired
   sessions, old quotes, finished jobs), unclaimed (hourly: each send whose recipient never created
-  a PIN in `unclaimed-return-days` goes back to its sender, each in its own short transaction).
+  a PIN in `unclaimed-return-days` goes back to its sender, each in its own short transaction),
+  retention (daily: the money records of customers erased more than `retention-years` ago get
+  pseudonyms for phones, helpers/wallet/privacy.py).
 Web requests do no background work: items are found by the sweep.
 """
 
@@ -41,7 +43,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from helpers.infra import heartbeat
 from helpers.ussd import sessions
-from helpers.wallet import pin_reset, sim_swap
+from helpers.wallet import pin_reset, privacy, sim_swap
 from helpers.wallet.customers import limits
 from helpers.wallet.incoming import invoices
 from helpers.wallet.ledger import movements, unclaimed
@@ -69,7 +71,8 @@ def worker_id() -> str:
 
 def _periodic(svc: Services) -> dict[str, int]:
     """Periodic tasks and their intervals in seconds."""
-    tasks = {"sweep": max(1, svc.settings.invoice_poll_s or 15), "sms": 5, "cleanup": 3600, "unclaimed": 3600}
+    tasks = {"sweep": max(1, svc.settings.invoice_poll_s or 15), "sms": 5, "cleanup": 3600, "unclaimed": 3600,
+             "retention": 86400}
     if svc.prices.sources:
         tasks["price"] = svc.settings.price_refresh_s
     return tasks
@@ -237,6 +240,8 @@ def _every(svc: Services, task: str) -> None:
         cleanup(svc)
     elif task == "unclaimed":
         return_unclaimed(svc)
+    elif task == "retention":
+        privacy.retain_due(svc.db, svc.policy, svc.settings.pin_pepper)
 
 
 def return_unclaimed(svc: Services) -> int:

@@ -5,15 +5,26 @@ payee's LNURL service gets the payer's verified name when it asks (LUD-18)."""
 
 from __future__ import annotations
 
+import csv
+import datetime as dt
+import io
 import json
+import zipfile
 
 import pytest
 from sqlalchemy import select, update
 
 from helpers.infra.i18n import t
+from helpers.infra.phone import normalise
 from helpers.lightning.lnurl_pay import NAME_MANDATORY, NAME_OPTIONAL
-from models import Payout, User, utcnow
-from tests.conftest import DEMO, PIN, balance, configure
+from helpers.wallet import operators, privacy
+from helpers.wallet.customers import users
+from helpers.wallet.incoming import invoices
+from helpers.wallet.ledger import journal
+from helpers.web import worker
+from models import (CORRECT, ERASE, EXPORT, RETAIN, AuditEntry, Payout, PrivacyRequest, SmsOutbox, Transaction,
+                    User, UssdSession, utcnow)
+from tests.conftest import DEMO, PIN, balance, configure, outbox
 from tests.fakes.fake_lnurl import FakeLnurl
 
 AMOUNT = 2500
@@ -99,3 +110,166 @@ def test_pay_address_refuses_a_mandatory_name_it_cannot_give(insecure, payee):
         payments.pay_address(insecure, user, params, AMOUNT, "no-name-key")
     assert refused.value.reason == "name-required"
     assert balance(insecure, DEMO[0]) == a0 and payee.payerdata == []
+
+
+# ------------------------------------------------------------------ data-protection requests
+CAROL = "+254722000111"
+SENT = 3000
+
+
+def books_clean(wallet) -> bool:
+    with wallet.db.read() as s:
+        return journal.check(s) == []
+
+
+@pytest.fixture
+def carol(wallet, dial, alice):
+    """A customer with a history and nothing held: a PIN, a name, a send received from alice and
+    an operator's debit of all of it (sessions, SMS, movements both ways), balance 0."""
+    phone = dial(CAROL)
+    phone.run(PIN, PIN)
+    name(wallet, CAROL, NAME, verified=False)
+    assert alice.run("1", "0" + CAROL[4:], str(SENT), "1", PIN).startswith("END ")
+    operators.adjust(wallet.db, "wanjiru", CAROL, -balance(wallet, CAROL), "ticket 9: closing the account")
+    assert balance(wallet, CAROL) == 0
+    return phone
+
+
+def rows_of(wallet, model, *where) -> list:
+    with wallet.db.read() as s:
+        return list(s.scalars(select(model).where(*where)))
+
+
+def register(wallet, kind: str) -> list[PrivacyRequest]:
+    return rows_of(wallet, PrivacyRequest, PrivacyRequest.kind == kind)
+
+
+def test_export_holds_everything_we_keep_about_a_person(wallet, carol, runner, tmp_path):
+    result = runner.invoke(args=["customer", "export", "0" + CAROL[4:], "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / f"{CAROL[1:]}.json").read_text())
+    tables = data["tables"]
+    [user] = tables["users"]
+    with wallet.db.read() as s:
+        row = users.get(s, CAROL)
+        statement = journal.statement(s, row.id)
+        assert set(user) == set(User.__table__.columns.keys())  # every column, new ones too
+    assert (user["phone"], user["name"], user["pin_hash"]) == (CAROL, NAME, "set")  # never the hash
+    assert [line["reference"] for line in tables["statement"]] == [line.reference for line in statement]
+    assert tables["ussd_sessions"] and {r["phone"] for r in tables["ussd_sessions"]} == {CAROL}
+    assert [r["message"] for r in tables["sms_outbox"]] == outbox(wallet, CAROL)
+    assert {r["user_id"] for r in tables["transactions"]} == {row.id}
+    assert [r["subject"] for r in tables["audit_log"]] and {r["subject"] for r in tables["audit_log"]} == {CAROL}
+    with zipfile.ZipFile(tmp_path / f"{CAROL[1:]}.zip") as archive:
+        names = set(archive.namelist())
+        assert {"export.json", "users.csv", "statement.csv", "sms_outbox.csv", "ussd_sessions.csv"} <= names
+        with archive.open("users.csv") as users_csv:
+            assert next(csv.DictReader(io.TextIOWrapper(users_csv)))["name"] == NAME
+    [request] = register(wallet, EXPORT)
+    assert (request.subject, request.operator) == (CAROL, "cli") and request.done_at is not None
+
+
+def test_erasure_is_refused_while_money_is_held(wallet, runner, alice):
+    assert books_clean(wallet)
+    held = balance(wallet, DEMO[0])
+    result = runner.invoke(args=["customer", "erase", DEMO[0], "--reason", "ticket 7: customer asked"])
+    assert result.exit_code == 1 and f"sats held: {held}" in result.output
+    assert rows_of(wallet, User, User.phone == DEMO[0])[0].pin_hash is not None  # nothing changed
+    assert rows_of(wallet, UssdSession, UssdSession.phone == DEMO[0])
+    [request] = register(wallet, ERASE)
+    assert request.subject == DEMO[0] and request.done_at is None and "sats held" in request.outcome
+    assert books_clean(wallet)
+
+
+def test_erasure_is_refused_while_an_invoice_can_still_be_paid(wallet, carol):
+    with wallet.db.read() as s:
+        user = users.UserView.of(users.get(s, CAROL))
+    invoices.issue(wallet.db, wallet.policy, wallet.lightning, user, wallet.policy.value("payment-min-sats"),
+                   "a receive", 600, "receive-key")
+    with pytest.raises(privacy.PrivacyRefused, match="invoices that can still be paid: 1"):
+        privacy.erase(wallet.db, wallet.settings.pin_pepper, "wanjiru", CAROL, "ticket 8: customer asked")
+    assert rows_of(wallet, User, User.phone == CAROL)
+
+
+def test_erasure_replaces_the_person_by_a_pseudonym_and_keeps_the_money_records(wallet, carol):
+    privacy.export(wallet.db, "wanjiru", CAROL)
+    assert books_clean(wallet)
+    alice_lines_before = statement_of(wallet, DEMO[0])
+    done = privacy.erase(wallet.db, wallet.settings.pin_pepper, "wanjiru", CAROL, "ticket 8: customer asked")
+    alias = privacy.pseudonym(CAROL, wallet.settings.pin_pepper)
+    assert done.pseudonym == alias and alias.startswith("+000") and len(alias) <= 20 and alias[1:].isdigit()
+    assert normalise(alias, wallet.settings.default_region) is None  # no one dials from it
+    assert rows_of(wallet, User, User.phone == CAROL) == []
+    [user] = rows_of(wallet, User, User.phone == alias)
+    assert (user.name, user.name_verified_at, user.pin_hash) == (None, None, None)
+    assert rows_of(wallet, UssdSession, UssdSession.phone == CAROL) == []
+    assert rows_of(wallet, SmsOutbox, SmsOutbox.phone == CAROL) == []
+    assert {sms.message for sms in rows_of(wallet, SmsOutbox, SmsOutbox.phone == alias)} == {privacy.ERASED_SMS}
+    assert done.sessions > 0 and done.sms > 0
+    # the money records stay: carol's movements, and alice's send still naming carol's number
+    assert rows_of(wallet, Transaction, Transaction.user_id == user.id)
+    assert rows_of(wallet, Transaction, Transaction.counterparty == CAROL)
+    assert [(line.reference, line.amount) for line in statement_of(wallet, DEMO[0])] == [
+        (line.reference, line.amount) for line in alice_lines_before]
+    assert books_clean(wallet)
+    # the register: the erasure, and the earlier export now under the pseudonym
+    assert {(r.kind, r.subject) for r in rows_of(wallet, PrivacyRequest)} == {(EXPORT, alias), (ERASE, alias)}
+    assert rows_of(wallet, AuditEntry, AuditEntry.action == "privacy-erase", AuditEntry.subject == alias)
+
+
+def statement_of(wallet, phone: str):
+    with wallet.db.read() as s:
+        return journal.statement(s, users.get(s, phone).id)
+
+
+def test_after_retention_the_worker_pseudonymises_the_erased_customers_money_records(wallet, carol, monkeypatch):
+    secret = wallet.settings.pin_pepper
+    privacy.erase(wallet.db, secret, "wanjiru", CAROL, "ticket 8: customer asked")
+    alias = privacy.pseudonym(CAROL, secret)
+    [user] = rows_of(wallet, User, User.phone == alias)
+    worker._every(wallet, "retention")  # not yet: kept for retention-years
+    assert rows_of(wallet, Transaction, Transaction.counterparty == CAROL) and register(wallet, RETAIN) == []
+    years = wallet.policy.value("retention-years")
+    later = utcnow() + dt.timedelta(days=366 * years + 3)
+    monkeypatch.setattr(privacy, "utcnow", lambda: later)
+    worker._every(wallet, "retention")
+    assert rows_of(wallet, Transaction, Transaction.counterparty == CAROL) == []
+    assert rows_of(wallet, Transaction, Transaction.counterparty == alias)  # alice's send names the pseudonym
+    own = rows_of(wallet, Transaction, Transaction.user_id == user.id)
+    assert all(DEMO[0] not in f"{row.counterparty} {row.memo} {row.description}" for row in own)
+    [retained] = register(wallet, RETAIN)
+    assert retained.subject == alias and retained.done_at == later
+    worker._every(wallet, "retention")  # once
+    assert len(register(wallet, RETAIN)) == 1
+    assert books_clean(wallet)
+
+
+def test_a_name_is_corrected_before_verification_and_after_only_with_a_reason(wallet, carol, runner):
+    assert runner.invoke(args=["customer", "correct-name", CAROL, "amina  atieno"]).exit_code == 0
+    assert rows_of(wallet, User, User.phone == CAROL)[0].name == "AMINA ATIENO"
+    name(wallet, CAROL, "AMINA ATIENO", verified=True)
+    refused = runner.invoke(args=["customer", "correct-name", CAROL, "Amina Otieno"])
+    assert refused.exit_code == 1 and "verified" in refused.output
+    assert runner.invoke(args=["customer", "correct-name", CAROL, "Amina Otieno", "--reason",
+                               "ticket 3: national ID seen"]).exit_code == 0
+    [user] = rows_of(wallet, User, User.phone == CAROL)
+    assert user.name == "AMINA OTIENO" and user.name_verified_at is not None
+    outcomes = [(r.done_at is not None, r.outcome) for r in register(wallet, CORRECT)]
+    assert outcomes == [(True, "name corrected"), (False, outcomes[1][1]), (True, "name corrected (verified)")]
+
+
+def test_the_console_exports_and_erases_with_its_csrf_token(client, wallet, carol):
+    from tests.unit.test_console import csrf_of, sign_in
+
+    operators.add(wallet.db, "wanjiru", "correct horse battery")
+    sign_in(client)
+    page = client.get("/admin/customer", query_string={"phone": CAROL}).get_data(as_text=True)
+    assert client.post(f"/admin/customer/{CAROL}/export", data={}).status_code == 400  # no token
+    download = client.post(f"/admin/customer/{CAROL}/export", data={"csrf": csrf_of(page)})
+    assert download.status_code == 200 and download.mimetype == "application/zip"
+    with zipfile.ZipFile(io.BytesIO(download.data)) as archive:
+        assert json.loads(archive.read("export.json"))["tables"]["users"][0]["phone"] == CAROL
+    erased = client.post(f"/admin/customer/{CAROL}/erase", data={"csrf": csrf_of(page), "reason": "ticket 4: asked"})
+    alias = privacy.pseudonym(CAROL, wallet.settings.pin_pepper)
+    assert erased.status_code == 302 and rows_of(wallet, User, User.phone == alias)
+    assert [r.operator for r in register(wallet, ERASE)] == ["wanjiru"]
