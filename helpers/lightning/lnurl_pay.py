@@ -35,6 +35,7 @@ _ADDRESS = re.compile(r"^([a-z0-9\-_.+]{1,64})@([a-z0-9\-.]{1,253}(?::[0-9]{1,5}
 MAX_TYPED_ADDRESS = 60  # what a keypad user types, and what a 160-character screen can show
 _MAX_BODY = 64 * 1024
 _MIN_EXPIRY_LEFT_S = 60  # an invoice that expires sooner than this is refused
+MAX_KEPT_METADATA = 8 * 1024  # metadata kept in the session to check an invoice made with payerdata
 
 
 class LnurlPayError(Exception):
@@ -198,6 +199,10 @@ def resolve(name: str, domain: str, settings: Settings) -> PayParams:
     if min_msat < 1 or min_sats > max_sats:
         raise LnurlPayError("bad-answer", "bounds admit no whole-sat amount")
     asked = _name_asked(data.get("payerData"))
+    if asked and len(metadata) > MAX_KEPT_METADATA:  # it would not fit the session's choices
+        if asked == NAME_MANDATORY:
+            raise LnurlPayError("bad-answer", "metadata too long to send a name with")
+        asked = NAME_NOT_ASKED  # an optional name is simply not sent
     return PayParams(f"{name}@{domain}", callback, min_sats, max_sats,
                      hashlib.sha256(metadata.encode()).hexdigest(), asked, metadata if asked else "")
 

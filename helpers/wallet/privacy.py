@@ -26,6 +26,7 @@ import hashlib
 import hmac
 import io
 import json
+import logging
 import re
 import zipfile
 from collections.abc import Callable
@@ -45,6 +46,8 @@ from helpers.wallet.rules import Policy
 from models import (CORRECT, ERASE, EXPORT, FAILED, OPEN_PAYOUT, PENDING, RETAIN, Base, Invoice, MpesaRequest,
                     PaymentRequest, Payout, PhoneGuard, PrivacyRequest, RateCounter, SmsOutbox, Transaction,
                     UssdSession, User, utcnow)
+
+log = logging.getLogger(__name__)
 
 PSEUDONYM_PREFIX = "+000"  # no country code is 000: a pseudonym is never a phone anyone dials from
 ERASED_SMS = "[erased]"
@@ -312,6 +315,8 @@ def retain(db: Database, secret: str, alias: str) -> int:
                                    (PaymentRequest, PaymentRequest.payer_phone,
                                     PaymentRequest.requester_id == user_id)):
             for item_id, held in s.execute(select(model.id, column).where(or_(own, column.in_(raw or [""])))):
+                if held is None or is_pseudonym(str(held)):
+                    continue
                 s.execute(update(model).where(model.id == item_id).values({column.key: pseudonym(str(held), secret)}))
                 changed += 1
         _register(s, alias, RETAIN, "worker", f"pseudonymised {changed} money records after retention", done=True)
@@ -333,7 +338,11 @@ def retain_due(db: Database, policy: Policy, secret: str) -> int:
     transaction. Returns how many customers were done."""
     done = 0
     for alias in due_for_retention(db, policy):
-        retain(db, secret, alias)
+        try:
+            retain(db, secret, alias)
+        except Exception:  # noqa: BLE001 - one customer's failure must not keep the others back
+            log.exception("retention: the records of %s could not be pseudonymised", alias)
+            continue
         done += 1
     return done
 

@@ -273,3 +273,15 @@ def test_the_console_exports_and_erases_with_its_csrf_token(client, wallet, caro
     alias = privacy.pseudonym(CAROL, wallet.settings.pin_pepper)
     assert erased.status_code == 302 and rows_of(wallet, User, User.phone == alias)
     assert [r.operator for r in register(wallet, ERASE)] == ["wanjiru"]
+
+
+def test_metadata_too_long_to_keep_sends_no_optional_name_and_refuses_a_mandatory_one(insecure, payee, monkeypatch):
+    from helpers.lightning import lnurl_pay
+
+    monkeypatch.setattr(lnurl_pay, "MAX_KEPT_METADATA", len(payee.metadata("carol")) - 1)
+    payee.payer_data = {"name": {"mandatory": False}}
+    params = lnurl_pay.resolve(*lnurl_pay.parse_address(payee.address()), insecure.settings)
+    assert (params.payer_name, params.metadata) == (lnurl_pay.NAME_NOT_ASKED, "")
+    payee.payer_data = {"name": {"mandatory": True}}
+    with pytest.raises(lnurl_pay.LnurlPayError):
+        lnurl_pay.resolve(*lnurl_pay.parse_address(payee.address()), insecure.settings)
