@@ -285,3 +285,26 @@ def test_metadata_too_long_to_keep_sends_no_optional_name_and_refuses_a_mandator
     payee.payer_data = {"name": {"mandatory": True}}
     with pytest.raises(lnurl_pay.LnurlPayError):
         lnurl_pay.resolve(*lnurl_pay.parse_address(payee.address()), insecure.settings)
+
+
+def test_an_open_case_of_any_cases_table_refuses_erasure(wallet, carol):
+    """The check is generic: a table named *_cases with user_id and closed_at (the AML cases of
+    another branch) holds an erasure while one of the customer's cases is open."""
+    from sqlalchemy import Column, DateTime, Integer, Table, insert
+
+    from models import Base
+
+    cases = Table("test_cases", Base.metadata, Column("id", Integer, primary_key=True), Column("user_id", Integer),
+                  Column("closed_at", DateTime))
+    try:
+        cases.create(wallet.db.engine)
+        with wallet.db.write() as s:
+            s.execute(insert(cases).values(user_id=users.get(s, CAROL).id))
+        with pytest.raises(privacy.PrivacyRefused, match="open cases: 1"):
+            privacy.erase(wallet.db, wallet.settings.pin_pepper, "wanjiru", CAROL, "ticket 8: customer asked")
+        with wallet.db.write() as s:
+            s.execute(update(cases).values(closed_at=utcnow()))
+        privacy.erase(wallet.db, wallet.settings.pin_pepper, "wanjiru", CAROL, "ticket 8: customer asked")
+    finally:
+        cases.drop(wallet.db.engine, checkfirst=True)
+        Base.metadata.remove(cases)
