@@ -178,6 +178,8 @@ def test_erasure_is_refused_while_money_is_held(wallet, runner, alice):
     assert rows_of(wallet, UssdSession, UssdSession.phone == DEMO[0])
     [request] = register(wallet, ERASE)
     assert request.subject == DEMO[0] and request.done_at is None and "sats held" in request.outcome
+    listed = runner.invoke(args=["customer", "requests"]).output
+    assert "erase" in listed and DEMO[0] in listed and "refused" in listed
     assert books_clean(wallet)
 
 
@@ -269,10 +271,13 @@ def test_the_console_exports_and_erases_with_its_csrf_token(client, wallet, caro
     assert download.status_code == 200 and download.mimetype == "application/zip"
     with zipfile.ZipFile(io.BytesIO(download.data)) as archive:
         assert json.loads(archive.read("export.json"))["tables"]["users"][0]["phone"] == CAROL
+    client.post(f"/admin/customer/{CAROL}/name", data={"csrf": csrf_of(page), "name": "amina wanjiku"})
+    assert rows_of(wallet, User, User.phone == CAROL)[0].name == "AMINA WANJIKU"
     erased = client.post(f"/admin/customer/{CAROL}/erase", data={"csrf": csrf_of(page), "reason": "ticket 4: asked"})
     alias = privacy.pseudonym(CAROL, wallet.settings.pin_pepper)
     assert erased.status_code == 302 and rows_of(wallet, User, User.phone == alias)
     assert [r.operator for r in register(wallet, ERASE)] == ["wanjiru"]
+    assert [r.operator for r in register(wallet, CORRECT)] == ["wanjiru"]
 
 
 def test_metadata_too_long_to_keep_sends_no_optional_name_and_refuses_a_mandatory_one(insecure, payee, monkeypatch):
