@@ -221,6 +221,8 @@ class Payout(Base):
     last_query_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     finished_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
+    originator_phone: Mapped[Optional[str]] = mapped_column(String(20))  # the travel rule (issue 34): the
+    originator_name: Mapped[Optional[str]] = mapped_column(String(40))  # sender, and their name as it stood
 
 
 # MpesaRequest.kind
@@ -456,6 +458,9 @@ class PhoneGuard(Base):
     reset_due_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime, index=True)  # Forgot PIN under way
     reset_told_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)  # the reminder SMS went out
     aml_hold_case_id: Mapped[Optional[int]] = mapped_column(Integer)  # a monitoring case holds money out
+
+EXPORT, CORRECT, ERASE, RETAIN = "export", "correct", "erase", "retain"  # PrivacyRequest.kind (retain: the worker's)
+
 
 MOCK_INVOICE, MOCK_PAYMENT = "invoice", "payment"  # MockNodeEntry.kind
 

@@ -43,6 +43,7 @@ EN: dict[str, str] = {
     "lnurl.unreachable": "Could not reach that address. Try later.",
     "lnurl.bad-answer": "That address gave an invalid answer.",
     "lnurl.refused": "That address refused the payment.",
+    "lnurl.name-required": "That address needs a verified name: verify your ID first.",
     "lnurl.bad-invoice": "That address sent an unusable invoice.",
     # receive
     "receive.amount": "Receive by Lightning\nAddress: {address}\nor enter amount in sats ({min}-{max}):",
@@ -232,6 +233,7 @@ SW: dict[str, str] = {
     "lnurl.unreachable": "Anwani hiyo haipatikani. Jaribu baadaye.",
     "lnurl.bad-answer": "Anwani hiyo ilijibu vibaya.",
     "lnurl.refused": "Anwani hiyo ilikataa malipo.",
+    "lnurl.name-required": "Anwani inataka jina lililothibitishwa: thibitisha ID.",
     "lnurl.bad-invoice": "Anwani hiyo ilituma ankara isiyofaa.",
     "receive.amount": "Pokea kwa Lightning\nAnwani: {address}\nau weka kiasi kwa sats ({min}-{max}):",
     "receive.done": "Ankara ya sats {amount} imeundwa, kumb {ref}. Tumekutumia kwa SMS. Inadumu dakika {minutes}.",

@@ -35,6 +35,7 @@ _ADDRESS = re.compile(r"^([a-z0-9\-_.+]{1,64})@([a-z0-9\-.]{1,253}(?::[0-9]{1,5}
 MAX_TYPED_ADDRESS = 60  # what a keypad user types, and what a 160-character screen can show
 _MAX_BODY = 64 * 1024
 _MIN_EXPIRY_LEFT_S = 60  # an invoice that expires sooner than this is refused
+MAX_KEPT_METADATA = 8 * 1024  # metadata kept in the session to check an invoice made with payerdata
 
 
 class LnurlPayError(Exception):
@@ -43,6 +44,11 @@ class LnurlPayError(Exception):
     def __init__(self, reason: str, detail: str = "") -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
+
+
+# What a payee's server asks of the payer's name (LUD-18 payerData): nothing, or a name it may
+# take (optional) or must have (mandatory)
+NAME_NOT_ASKED, NAME_OPTIONAL, NAME_MANDATORY = "", "optional", "mandatory"
 
 
 @dataclass(frozen=True)
@@ -54,14 +60,20 @@ class PayParams:
     min_sats: int  # minSendable rounded up to whole sats
     max_sats: int  # maxSendable rounded down
     metadata_hash: str  # sha256 of the metadata string, hex: the invoice must commit to it
+    payer_name: str = NAME_NOT_ASKED  # LUD-18: does it ask for the payer's name
+    metadata: str = ""  # kept only when a name is asked: the invoice then commits to metadata + payerdata
 
     def to_dict(self) -> dict[str, Any]:
-        return {"a": self.address, "c": self.callback, "min": self.min_sats, "max": self.max_sats,
+        data = {"a": self.address, "c": self.callback, "min": self.min_sats, "max": self.max_sats,
                 "h": self.metadata_hash}
+        if self.payer_name:
+            data.update(n=self.payer_name, m=self.metadata)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PayParams:
-        return cls(data["a"], data["c"], int(data["min"]), int(data["max"]), data["h"])
+        return cls(data["a"], data["c"], int(data["min"]), int(data["max"]), data["h"], data.get("n", ""),
+                   data.get("m", ""))
 
 
 def _msat(value: object) -> int:
@@ -186,17 +198,40 @@ def resolve(name: str, domain: str, settings: Settings) -> PayParams:
     min_sats, max_sats = -(-min_msat // 1000), max_msat // 1000
     if min_msat < 1 or min_sats > max_sats:
         raise LnurlPayError("bad-answer", "bounds admit no whole-sat amount")
+    asked = _name_asked(data.get("payerData"))
+    if asked and len(metadata) > MAX_KEPT_METADATA:  # it would not fit the session's choices
+        if asked == NAME_MANDATORY:
+            raise LnurlPayError("bad-answer", "metadata too long to send a name with")
+        asked = NAME_NOT_ASKED  # an optional name is simply not sent
     return PayParams(f"{name}@{domain}", callback, min_sats, max_sats,
-                     hashlib.sha256(metadata.encode()).hexdigest())
+                     hashlib.sha256(metadata.encode()).hexdigest(), asked, metadata if asked else "")
 
 
-def fetch_invoice(params: PayParams, amount_sats: int, settings: Settings) -> str:
-    """An invoice from the payee's callback, checked. Raises LnurlPayError."""
-    data = _get_json(params.callback, settings, {"amount": str(amount_sats * 1000)})
+def _name_asked(payer_data: object) -> str:
+    """LUD-18: {"name": {"mandatory": bool}, ...} in the pay request; anything else asks nothing."""
+    if not isinstance(payer_data, dict) or not isinstance(payer_data.get("name"), dict):
+        return NAME_NOT_ASKED
+    return NAME_MANDATORY if payer_data["name"].get("mandatory") is True else NAME_OPTIONAL
+
+
+def fetch_invoice(params: PayParams, amount_sats: int, settings: Settings, payer_name: str | None = None) -> str:
+    """An invoice from the payee's callback, checked. `payer_name` (a verified name) goes with it
+    as LUD-18 payerdata when the server asked for a name, and the invoice must then commit to the
+    metadata followed by that payerdata. A server whose name is mandatory and no name: refused
+    here, before anything is asked or reserved. Raises LnurlPayError."""
+    query = {"amount": str(amount_sats * 1000)}
+    description_hash = params.metadata_hash
+    if params.payer_name == NAME_MANDATORY and not payer_name:
+        raise LnurlPayError("name-required")
+    if params.payer_name and payer_name:
+        payerdata = json.dumps({"name": payer_name}, separators=(",", ":"))
+        query["payerdata"] = payerdata
+        description_hash = hashlib.sha256((params.metadata + payerdata).encode()).hexdigest()
+    data = _get_json(params.callback, settings, query)
     bolt11 = data.get("pr")
     if not isinstance(bolt11, str) or not bolt11:
         raise LnurlPayError("bad-answer", "no invoice")
-    check_invoice(bolt11, amount_sats, settings.lightning_network, params.metadata_hash)
+    check_invoice(bolt11, amount_sats, settings.lightning_network, description_hash)
     return bolt11.strip()
 
 

@@ -185,10 +185,13 @@ class SendRecipient(OtherPhone):
             if not ctx.final:
                 return expired(ctx)  # resolved only when typed: a replay never calls out
             try:
-                ctx.choices[slot] = lnurl_pay.resolve(name, domain, ctx.svc.settings).to_dict()
+                params = lnurl_pay.resolve(name, domain, ctx.svc.settings)
             except LnurlPayError as exc:
                 log.info("lightning address %s refused: %s", domain, exc)
                 return Retry(ctx.t(f"lnurl.{exc.reason}"))
+            if params.payer_name == lnurl_pay.NAME_MANDATORY and not users.name_of(ctx.svc.db, ctx.user.id)[1]:
+                return Retry(ctx.t("lnurl.name-required"))  # told now, not after the amount and PIN
+            ctx.choices[slot] = params.to_dict()
         return Push("send.ln.amount", {"ln": ctx.choices[slot]})
 
 

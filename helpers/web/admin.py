@@ -7,18 +7,19 @@ from __future__ import annotations
 
 import datetime as dt
 import hmac
+import io
 import re
 import secrets
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
-from flask import Blueprint, flash, g, redirect, render_template, request, session, url_for
+from flask import Blueprint, flash, g, redirect, render_template, request, send_file, session, url_for
 from sqlalchemy import func, select
 from werkzeug.wrappers import Response
 
 from helpers.infra.phone import normalise
-from helpers.wallet import operators, sim_swap
+from helpers.wallet import operators, privacy, sim_swap
 from helpers.wallet.customers import users
 from helpers.wallet.ledger import journal
 from helpers.wallet.mpesa import flows as mpesa_flows
@@ -204,7 +205,7 @@ def customer() -> Any:
     typed = request.args.get("phone", "").strip()
     if not typed:
         return render_template("admin/customer.html", user=None, typed="")
-    phone = normalise(typed, svc.settings.default_region)
+    phone = typed if privacy.is_pseudonym(typed) else normalise(typed, svc.settings.default_region)
     s = svc.db.session()
     user = users.get(s, phone) if phone else None
     if user is None:
@@ -263,6 +264,35 @@ def reset_pin(phone: str) -> Response:
     operators.reset_pin(services().db, operator(), phone, request.form.get("reason", ""))
     flash("PIN cleared: the customer creates a new one at the next dial.", "ok")
     return redirect(url_for("admin.customer", phone=phone))
+
+
+@bp.post("/customer/<phone>/export")
+@_logged
+def export(phone: str) -> Any:
+    """Everything we hold about the customer, as a zip (the JSON and one CSV per table): a
+    data-protection request, registered and audited."""
+    data = privacy.export(services().db, operator(), phone)
+    return send_file(io.BytesIO(privacy.as_zip(data)), mimetype="application/zip", as_attachment=True,
+                     download_name=f"{phone.lstrip('+')}-{utcnow():%Y%m%d}.zip")
+
+
+@bp.post("/customer/<phone>/name")
+@_logged
+def correct_name(phone: str) -> Response:
+    held = privacy.correct_name(services().db, operator(), phone, request.form.get("name", ""),
+                                request.form.get("reason", ""))
+    flash(f"Name corrected: {held}.", "ok")
+    return redirect(url_for("admin.customer", phone=phone))
+
+
+@bp.post("/customer/<phone>/erase")
+@_logged
+def erase(phone: str) -> Response:
+    svc = services()
+    done = privacy.erase(svc.db, svc.settings.pin_pepper, operator(), phone, request.form.get("reason", ""))
+    flash(f"Erased: the account is now {done.pseudonym}; money records are kept for "
+          f"{svc.policy.value('retention-years')} years.", "ok")
+    return redirect(url_for("admin.customer", phone=done.pseudonym))  # the account, under its pseudonym
 
 
 @bp.get("/sim-swaps")

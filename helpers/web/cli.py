@@ -26,6 +26,7 @@ from helpers.wallet.reports import mpesa_float
 from helpers.wallet.payouts import payments
 from helpers.wallet.reports import books
 from helpers.wallet.payouts import machine as payouts
+from helpers.web import privacy_cli
 from helpers.web.common import services
 from helpers.web.aml_cli import aml
 from helpers.web.resolve_cli import CLI, COMMANDS as RESOLVE_COMMANDS
@@ -48,6 +49,7 @@ def register(app: Flask) -> None:
     app.cli.add_command(price)
     app.cli.add_command(operator)
     app.cli.add_command(aml)
+    app.cli.add_command(privacy_cli.customer)
 
 
 @commands.command("db-upgrade")

@@ -23,6 +23,8 @@ Kinds:
   sessions, old quotes, finished jobs), unclaimed (hourly: each send whose recipient never created
   a PIN in `unclaimed-return-days` goes back to its sender, each in its own short transaction),
   aml (hourly: the monitoring rules of atoms.metta over the journal; a new hit opens a case).
+  retention (daily: the money records of customers erased more than `retention-years` ago get
+  pseudonyms for phones, helpers/wallet/privacy.py).
 Web requests do no background work: items are found by the sweep.
 """
 
@@ -42,7 +44,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from helpers.infra import heartbeat
 from helpers.ussd import sessions
-from helpers.wallet import pin_reset, sim_swap
+from helpers.wallet import pin_reset, privacy, sim_swap
 from helpers.wallet.aml import cases as aml_cases
 from helpers.wallet.customers import limits
 from helpers.wallet.incoming import invoices
@@ -72,7 +74,7 @@ def worker_id() -> str:
 def _periodic(svc: Services) -> dict[str, int]:
     """Periodic tasks and their intervals in seconds."""
     tasks = {"sweep": max(1, svc.settings.invoice_poll_s or 15), "sms": 5, "cleanup": 3600, "unclaimed": 3600,
-             "aml": 3600}
+             "aml": 3600, "retention": 86400}
     if svc.prices.sources:
         tasks["price"] = svc.settings.price_refresh_s
     return tasks
@@ -244,6 +246,8 @@ def _every(svc: Services, task: str) -> None:
         done = aml_cases.scan(svc.db, svc.policy)
         if done.opened:
             log.warning("monitoring: %d hits, cases opened %s", done.hits, done.opened)
+    elif task == "retention":
+        privacy.retain_due(svc.db, svc.policy, svc.settings.pin_pepper)
 
 
 def return_unclaimed(svc: Services) -> int:

@@ -13,6 +13,8 @@ a second LNbits wallet). `mode` makes it misbehave the ways a stranger's server 
   wrong_hash     an invoice committing to other metadata
   expired        an invoice that expires at once
   no_invoice     a callback answer without "pr"
+`payer_data` (LUD-18), e.g. {"name": {"mandatory": True}}, is offered in the pay request; the
+callback records the `payerdata` it is given and commits its invoice to metadata + payerdata.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ class FakeLnurl(FakeServer):
         self.requests: list[str] = []  # paths asked for, in order
         self.hosts: list[str] = []  # the Host header of each
         self.invoices: list[str] = []  # what the callback handed out
+        self.payer_data: dict | None = None  # LUD-18 payerData offered in the pay request
+        self.payerdata: list[str | None] = []  # the payerdata each callback was given (None: none)
 
     @property
     def domain(self) -> str:
@@ -61,7 +65,9 @@ class FakeLnurl(FakeServer):
         if method == "GET" and len(parts) == 3 and parts[:2] == [".well-known", "lnurlp"]:
             return self.pay_request(request, parts[2])
         if method == "GET" and len(parts) == 3 and parts[0] == "cb" and parts[2] == "callback":
-            return self.callback(request, parts[1], parse_qs(url.query).get("amount", [""])[0])
+            query = parse_qs(url.query)
+            self.payerdata.append(query.get("payerdata", [None])[0])
+            return self.callback(request, parts[1], query.get("amount", [""])[0])
         return self.reply(request, 404, {"status": "ERROR", "reason": "not found"})
 
     def pay_request(self, request, name: str) -> None:
@@ -80,10 +86,11 @@ class FakeLnurl(FakeServer):
         low, high = self.min_msat, self.max_msat
         if self.mode == "bad_bounds":
             low = high + 1000
-        return self.reply(request, 200, {
-            "tag": "payRequest", "callback": f"{self.url}/cb/{name}/callback",
-            "minSendable": low, "maxSendable": high, "metadata": self.metadata(name),
-        })
+        answer = {"tag": "payRequest", "callback": f"{self.url}/cb/{name}/callback",
+                  "minSendable": low, "maxSendable": high, "metadata": self.metadata(name)}
+        if self.payer_data is not None:
+            answer["payerData"] = self.payer_data
+        return self.reply(request, 200, answer)
 
     def callback(self, request, name: str, amount: str) -> None:
         if not amount.isdigit():
@@ -97,7 +104,7 @@ class FakeLnurl(FakeServer):
             node = MockBackend(seed="a payee out in the world")
             bolt11 = node.create_invoice(sats, "", 1, hashed_description=self.metadata(name)).bolt11
         else:
-            metadata = self.metadata(name) + (" " if self.mode == "wrong_hash" else "")
+            metadata = self.metadata(name) + (self.payerdata[-1] or "") + (" " if self.mode == "wrong_hash" else "")
             bolt11 = self.issue(sats + (1 if self.mode == "wrong_amount" else 0), metadata)
         self.invoices.append(bolt11)
         return self.reply(request, 200, {"pr": bolt11, "routes": []})

@@ -59,7 +59,8 @@ def view(payout: Payout, movement: Transaction | None = None) -> PayoutView:
 def reserve(s: Session, rail: Rail, user_id: int, amount: int, fee: int, destination: str, key: str, *,
             check: Callable[[int], int], amount_kes: int | None = None, counterparty: str = "",
             description: str = "", reference: str | None = None, rail_key: str | None = None,
-            fee_limit: int = 0, payment_hash: str | None = None) -> Receipt:
+            fee_limit: int = 0, payment_hash: str | None = None,
+            originator: tuple[str, str | None] | None = None) -> Receipt:
     """Take `amount` + `fee` from the customer for a payout on `rail`, with its movement row and
     payout row. `check(balance after)` asks the policy once the debit holds this customer's row
     (raise PolicyDenied to refuse) and returns what may still go out of their account today after
@@ -67,7 +68,8 @@ def reserve(s: Session, rail: Rail, user_id: int, amount: int, fee: int, destina
     rail is given another than the customer's; `rail_key`: the rail's id when it is ours to choose (Daraja B2C's
     originator id, a Lightning invoice's payment hash: taken once, see RailKeyTaken); `fee_limit`:
     the most the rail itself may cost, reserved too, what it did not cost given back at the post;
-    `payment_hash`: kept on the movement too (statements, the node comparison). Raises
+    `payment_hash`: kept on the movement too (statements, the node comparison); `originator`: the
+    sender's (phone, name) kept with a payment to another custodian (the travel rule). Raises
     InsufficientBalance, AccountLocked, PolicyDenied, RailKeyTaken; a replay of `key` fails on it
     (movements.run_once gives the first receipt)."""
     total = amount + fee + fee_limit
@@ -82,7 +84,9 @@ def reserve(s: Session, rail: Rail, user_id: int, amount: int, fee: int, destina
         check=lambda balances: left.append(check(balances[user_id])))  # a replay fails on the key, after it
     s.add(Payout(reference=reference or ref, rail=rail.name, user_id=user_id, transaction_id=recorded.id,
                  destination=destination, amount_sats=amount, fee_sats=fee, fee_limit_sats=fee_limit,
-                 amount_kes=amount_kes, state=RESERVED, queries=0, rail_key=rail_key))
+                 amount_kes=amount_kes, state=RESERVED, queries=0, rail_key=rail_key,
+                 originator_phone=originator[0] if originator else None,
+                 originator_name=originator[1] if originator else None))
     try:
         s.flush()
     except IntegrityError as exc:  # UNIQUE(rail, rail_key): another payout holds this key, open or paid

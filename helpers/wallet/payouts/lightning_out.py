@@ -25,13 +25,14 @@ from models import DEBIT, OPEN_PAYOUT, PENDING, SEND, Payout, Transaction, User
 def reserve_lightning(
     db: Database, rail: Rail, policy: Policy, user: UserView, amount: int, max_fee: int,
     payee_bounds: tuple[int, int], payment_hash: str, payee: str, key: str, bolt11: str = "",
-    price: int | None = None,
+    price: int | None = None, originator_name: str | None = None,
 ) -> Receipt:
     """Debit amount + the most the route may cost as a Lightning payout of `bolt11`, before the node
     is asked to pay. A payment hash is taken once: while a payout of it is open or paid, another
-    reservation raises InvoiceAlreadyPaid and nothing is debited. Raises InsufficientBalance,
-    PolicyDenied or InvoiceAlreadyPaid (a replay gets the first receipt). The customer's tier caps
-    hold at `price` (KES per BTC; None: the policy's fixed price)."""
+    reservation raises InvoiceAlreadyPaid and nothing is debited. The payout keeps the sender's
+    phone and `originator_name` (the travel rule: a payment to another custodian). Raises
+    InsufficientBalance, PolicyDenied or InvoiceAlreadyPaid (a replay gets the first receipt). The
+    customer's tier caps hold at `price` (KES per BTC; None: the policy's fixed price)."""
     price = price or policy.value("fixed-kes-per-btc")
 
     def work() -> Receipt:
@@ -45,7 +46,8 @@ def reserve_lightning(
             try:
                 return books.reserve(s, rail, user.id, amount, 0, bolt11 or payee, key, check=check,
                                      counterparty=payee[:64], description="Lightning payment", rail_key=payment_hash,
-                                     fee_limit=max_fee, payment_hash=payment_hash)
+                                     fee_limit=max_fee, payment_hash=payment_hash,
+                                     originator=(user.phone, originator_name))
             except books.RailKeyTaken as exc:  # another payout holds this hash: pending or paid
                 raise InvoiceAlreadyPaid(payment_hash) from exc
 

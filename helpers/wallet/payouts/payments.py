@@ -26,6 +26,7 @@ from helpers.lightning.lnurl_pay import PayParams
 from helpers.wallet.services import Services
 from helpers.wallet.ledger.movements import Receipt
 from lightning import State, decode_invoice
+from helpers.wallet.customers import users
 from helpers.wallet.customers.users import UserView
 from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session
@@ -45,19 +46,23 @@ class Payment:
 
 def pay_address(svc: Services, user: UserView, params: PayParams, amount: int, key: str) -> Payment:
     """Pay `amount` sats to the Lightning address behind `params`. Raises LnurlPayError (nothing
-    reserved), InsufficientBalance, PolicyDenied or InvoiceAlreadyPaid (the payee answered with
-    an invoice that is pending or paid here already: nothing reserved)."""
+    reserved; `name-required`: the payee's server must have a verified name the customer has not),
+    InsufficientBalance, PolicyDenied or InvoiceAlreadyPaid (the payee answered with an invoice
+    that is pending or paid here already: nothing reserved). The payout keeps the sender's phone
+    and name (the travel rule)."""
     earlier = movements.find_by_key(svc.db, key)
     if earlier is not None:  # a replay: never fetch or pay a second invoice
         state = {SETTLED: State.SUCCEEDED, FAILED: State.FAILED}.get(earlier.status, State.PENDING)
         return Payment(state, movements.replay_of(svc.db, earlier), replay=True)
     max_fee = svc.policy.fee_sats("lightning", amount)
-    bolt11 = lnurl_pay.fetch_invoice(params, amount, svc.settings)
+    name, verified = users.name_of(svc.db, user.id)
+    # LUD-18: only a name we verified (tier 1) is given to another custodian, and only when asked
+    bolt11 = lnurl_pay.fetch_invoice(params, amount, svc.settings, name if verified else None)
     payment_hash = decode_invoice(bolt11).payment_hash
     rail = _rail(svc)
     reserved = lightning_out.reserve_lightning(
         svc.db, rail, svc.policy, user, amount, max_fee, (params.min_sats, params.max_sats), payment_hash,
-        params.address, key, bolt11, svc.prices.for_limits(),
+        params.address, key, bolt11, svc.prices.for_limits(), originator_name=name,
     )
     if reserved.replay:  # a twin request reserved first; it pays
         return Payment(State.PENDING, reserved, replay=True)
