@@ -47,8 +47,12 @@ class User(Base):
 SEND, RECEIVE, INVOICE, TOPUP, WITHDRAW = "send", "receive", "invoice", "topup", "withdraw"
 AIRTIME = "airtime"  # airtime bought for a phone through Africa's Talking
 ADJUST = "adjust"  # an operator's credit (demo opening balances, support cases), with a reason
+SAVE = "save"  # sats moved between a customer's balance and one of their savings goals (issue 35)
 # Transaction.direction
 CREDIT, DEBIT = "credit", "debit"
+# A move between a customer's own accounts (balance <-> savings goal): neither sent nor received,
+# so it counts towards no daily limit
+INTERNAL = "internal"
 # Transaction.status: a movement's (pending -> settled | failed); an entry that posts or voids a
 # pending one is `post` or `void`
 PENDING, SETTLED, FAILED = "pending", "settled", "failed"
@@ -287,9 +291,12 @@ AIRTIME_IN_FLIGHT = "airtime-in-flight"  # reserved for airtime Africa's Talking
 FEES = "fee-income"  # our fees (income)
 ADJUSTMENTS = "adjustments"  # operator credits and demo balances: money no asset backs (equity)
 OPENING = "opening-balances"  # what the books started from when the journal began (equity)
+# Every savings goal's sats (liability: owed to customers). Each goal is a sub-account: its
+# postings carry its goal_id, and savings_goals.balance_sats is the cache of them.
+SAVINGS = "savings"
 HOUSE_ACCOUNTS = {NODE: ASSET, FLOAT: ASSET, LN_IN_FLIGHT: LIABILITY, MPESA_IN_FLIGHT: LIABILITY,
                   FEES: INCOME, ADJUSTMENTS: EQUITY, OPENING: EQUITY,
-                  AIRTIME_FLOAT: ASSET, AIRTIME_IN_FLIGHT: LIABILITY}
+                  AIRTIME_FLOAT: ASSET, AIRTIME_IN_FLIGHT: LIABILITY, SAVINGS: LIABILITY}
 
 
 class LedgerAccount(Base):
@@ -319,6 +326,9 @@ class Posting(Base):
     user_id: Mapped[Optional[int]] = mapped_column(ForeignKey("users.id"))
     account: Mapped[Optional[str]] = mapped_column(ForeignKey("ledger_accounts.code"))
     amount_sats: Mapped[int] = mapped_column(BigInteger)
+    # A savings goal's posting (account `savings`): which goal (no foreign key: adding one would
+    # rebuild this append-only table on SQLite). journal.check proves each goal's balance.
+    goal_id: Mapped[Optional[int]] = mapped_column(Integer, index=True)
 
 
 class FloatReading(Base):

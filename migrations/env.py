@@ -11,6 +11,7 @@ from dotenv import load_dotenv
 from sqlalchemy import create_engine
 
 from models import Base
+import helpers.wallet.ledger.savings_tables  # noqa: F401,E402 - the savings tables join Base.metadata
 
 config = context.config
 if config.config_file_name and config.attributes.get("configure_logging", True):

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from helpers.infra.phone import local
 from helpers.infra.text import is_digits
-from helpers.ussd import actions, guard, quoting
+from helpers.ussd import actions, guard, quoting, save_screens
 from helpers.ussd.business_screens import payee
 from helpers.ussd.screen import Ctx, begin_acting, deny_text, expired
 from helpers.ussd.walker import Back, End, Home, Push, Result, Retry
@@ -122,7 +122,7 @@ class PinStep:
             quote = quoting.quote_of(ctx, data["quote"])
             return ctx.t("airtime.pin", kes=quote.kes, phone=local(data["phone"], ctx.svc.settings.default_region),
                          sats=quote.sats, fee=quote.fee_sats, valid=quoting.valid_minutes(ctx))
-        return ctx.t("pin.enter")
+        return save_screens.pin_prompt(ctx, data) or ctx.t("pin.enter")
 
     def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
         if token == guard.FORGOT:

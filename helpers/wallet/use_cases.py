@@ -25,6 +25,7 @@ from helpers.wallet.errors import (AirtimeOff, MpesaUnreachable, PolicyDenied, Q
                                    TopupNotConfirmed)
 from helpers.wallet.payouts import books, machine
 from helpers.wallet.prices import QuoteView
+from helpers.wallet.savings import goals, orders
 from helpers.wallet.services import Services
 from helpers.wallet.ledger.movements import Receipt
 from helpers.wallet.customers.users import PinProof, UserView
@@ -209,3 +210,28 @@ def buy_airtime(svc: Services, user: UserView, proof: PinProof | None, quote: Qu
     if receipt.replay:
         return airtime.Bought(receipt, None)
     return airtime.Bought(receipt, airtime.buy(svc.db, rail, receipt))
+
+
+# ------------------------------------------------------------------ savings (issue 35)
+def save_to_goal(svc: Services, user: UserView, proof: PinProof | None, goal_id: int, amount: int,
+                 key: str) -> Receipt:
+    """Sats from the balance into one of the customer's open goals, locked until its date. Behind
+    the PIN: a phone in other hands could otherwise lock the owner's money away for years. Raises
+    InsufficientBalance, GoalClosed, PolicyDenied."""
+    require_pin(proof, user)
+    return goals.move_in(svc.db, svc.policy, user, goal_id, amount, key)
+
+
+def break_goal(svc: Services, user: UserView, proof: PinProof | None, goal_id: int, key: str) -> Receipt:
+    """A goal's sats back before its date, less the policy's fee; the goal closes. Raises
+    PolicyDenied (no early break), GoalClosed."""
+    require_pin(proof, user)
+    return goals.break_early(svc.db, svc.policy, user, goal_id, key)
+
+
+def set_standing_order(svc: Services, user: UserView, proof: PinProof | None, kind: str, destination: str,
+                       amount: int, period: str, key: str) -> orders.OrderView:
+    """A standing order: the PIN now is the customer's consent to the worker paying it each period
+    without one (within standing-order-max-sats). Raises PolicyDenied."""
+    require_pin(proof, user)
+    return orders.create(svc.db, svc.policy, user, kind, destination, amount, period, key)
