@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import datetime as dt
 
+from helpers.infra.i18n import gsm7_length
 from helpers.infra.phone import local, normalise
 from helpers.ussd import quoting
 from helpers.ussd.screen import Ctx, deny_text, expired, parse_amount
-from helpers.ussd.walker import End, Push, Result, Retry
+from helpers.ussd.walker import MAX_SCREEN, End, Push, Result, Retry
 from helpers.wallet import use_cases
 from helpers.wallet.customers.users import PinProof
 from helpers.wallet.errors import GoalClosed, InsufficientBalance, PolicyDenied
@@ -92,8 +93,12 @@ class GoalScreen:
                                                                                          price.kes_per_btc))
         target = (ctx.t("goal.target-kes", kes=goal.target_kes) if goal.target_kes
                   else ctx.t("goal.target-sats", amount=goal.target_sats) if goal.target_sats else "")
-        return ctx.t("goal", name=goal.name, amount=goal.balance_sats, kes=kes, target=target,
-                     date=_date(goal.matures_on))
+        screen = ctx.t("goal", name=goal.name, amount=goal.balance_sats, kes=kes, target=target,
+                       date=_date(goal.matures_on))
+        if (gsm7_length(screen) or MAX_SCREEN + 1) > MAX_SCREEN:  # a huge goal drops its KES worth
+            screen = ctx.t("goal", name=goal.name, amount=goal.balance_sats, kes="", target=target,
+                           date=_date(goal.matures_on))
+        return screen
 
     def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
         if token == "1":
