@@ -26,7 +26,7 @@ from helpers.ussd.business_screens import BusinessAmount, BusinessKind, Business
 from helpers.ussd.mpesa_screens import TopupAmount, TopupCode, TopupConfirm, TopupPush, WithdrawAmount, WithdrawPhone
 from helpers.ussd.pin_entry import NewPin, PinChangeOld, PinStep, RepeatNewPin, save_changed_pin, save_first_pin
 from helpers.ussd.receive_screens import ReceiveAmount, RequestAmount
-from helpers.ussd.save_screens import (GoalAmount, GoalDate, GoalList, GoalName, GoalScreen, GoalTarget,
+from helpers.ussd.save_screens import (GoalAmount, GoalAutosave, GoalDate, GoalList, GoalName, GoalScreen, GoalTarget,
                                       GoalTargetUnit,
                                       OrderAmount, OrderList, OrderPeriod, OrderPhone, OrderScreen, OrderTo,
                                       SaveMenu)
@@ -87,6 +87,7 @@ SCREENS: dict[str, Screen] = {
     "goals": GoalList(),
     "goal": GoalScreen(),
     "goal.amount": GoalAmount(),
+    "goal.autosave": GoalAutosave(),
     "goal.name": GoalName(),
     "goal.target": GoalTargetUnit(),
     "goal.target-kes": GoalTarget(),

@@ -462,10 +462,13 @@ def names_before_the_pin(lang: str):
 
 
 def savings_goal(lang: str):
-    """Issue 35: open a goal (a bad date first), move sats in behind the PIN, see it, break it."""
+    """Issue 35: open a goal (a bad date first), move sats in behind the PIN, switch auto-save on,
+    break it."""
     return (ALICE,), [
         dial(ALICE, "9", "2", "Bike", "2", "2500000", "01012000", "31122030", note="a goal in sats, a past date"),
         dial(ALICE, "9", "1", "1", "1", "2000", PIN, note="sats move in behind the PIN"),
+        dial(ALICE, "9", "1", "1", "3", V("savings-autosave-max-pct", 1), "10", PIN,
+             note="auto-save: a share of each receipt, at most the policy's"),
         dial(ALICE, "9", "1", "1", "2", PIN, note="taken out early, for the policy's fee"),
         dial(ALICE, "9", "1", note="no open goal left"),
     ]

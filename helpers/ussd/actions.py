@@ -171,7 +171,7 @@ def pay_request(ctx: Ctx, data: dict, proof: PinProof | None) -> str:
 ACTIONS: dict[str, Callable[[Ctx, dict, PinProof | None], str]] = {
     "send": send, "lnsend": pay_lightning, "withdraw": withdraw, "payreq": pay_request, "mpesapay": pay_business,
     "airtime": buy_airtime, "goal-in": save_screens.save_to_goal, "goal-break": save_screens.break_goal,
-    "order": save_screens.set_order,
+    "goal-autosave": save_screens.autosave_goal, "order": save_screens.set_order,
 }
 # Actions that do nothing outside their debit's transaction before the debit, so a right PIN
 # may skip the counted check (users.check_pin). Not "lnsend": it asks the payee's server for an

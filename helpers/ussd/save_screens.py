@@ -93,11 +93,12 @@ class GoalScreen:
                                                                                          price.kes_per_btc))
         target = (ctx.t("goal.target-kes", kes=goal.target_kes) if goal.target_kes
                   else ctx.t("goal.target-sats", amount=goal.target_sats) if goal.target_sats else "")
+        pct = goal.autosave_bps // 100
         screen = ctx.t("goal", name=goal.name, amount=goal.balance_sats, kes=kes, target=target,
-                       date=_date(goal.matures_on))
+                       date=_date(goal.matures_on), pct=pct)
         if (gsm7_length(screen) or MAX_SCREEN + 1) > MAX_SCREEN:  # a huge goal drops its KES worth
             screen = ctx.t("goal", name=goal.name, amount=goal.balance_sats, kes="", target=target,
-                           date=_date(goal.matures_on))
+                           date=_date(goal.matures_on), pct=pct)
         return screen
 
     def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
@@ -107,7 +108,25 @@ class GoalScreen:
             if not ctx.svc.policy.flag("savings-early-break-allowed"):
                 return Retry(deny_text(ctx, "goal-break-off"))
             return Push("pin", {**data, "action": "goal-break"})
+        if token == "3":
+            return Push("goal.autosave", data)
         return Retry(ctx.t("error.option"))
+
+
+class GoalAutosave:
+    """The share of each receipt the goal takes, in whole percent (0: off)."""
+
+    secret = False
+
+    def prompt(self, ctx: Ctx, data: dict) -> str:
+        goal = goals.get(ctx.svc.db, ctx.user.id, data["goal"])
+        return ctx.t("goal.autosave", name=goal.name if goal else "", max=ctx.value("savings-autosave-max-pct"))
+
+    def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
+        most = ctx.value("savings-autosave-max-pct")
+        if not token.isdigit() or len(token) > 3 or int(token) > most:
+            return Retry(deny_text(ctx, "autosave-max", bounds=(0, most)))
+        return Push("pin", {**data, "percent": int(token), "action": "goal-autosave"})
 
 
 class GoalAmount:
@@ -313,6 +332,10 @@ def pin_prompt(ctx: Ctx, data: dict) -> str | None:
         if goal is not None:
             back, fee = goals.break_terms(ctx.svc.policy, goal)
             return ctx.t("goal.break-pin", name=goal.name, date=_date(goal.matures_on), amount=back, fee=fee)
+    if action == "goal-autosave":
+        goal = goals.get(ctx.svc.db, ctx.user.id, data["goal"])
+        if goal is not None:
+            return ctx.t("goal.autosave-pin", pct=data["percent"], name=goal.name)
     if action == "order":
         return ctx.t("order.pin", amount=data["amount"], period=ctx.t(f"period.{data['period']}"),
                      to=order_to(ctx, data))
@@ -359,3 +382,14 @@ def set_order(ctx: Ctx, data: dict, proof: PinProof | None) -> str:
         return deny_text(ctx, exc.reason, bounds=(ctx.value("payment-min-sats"), ctx.value("standing-order-max-sats")))
     return ctx.t("order.done", amount=order.amount_sats, period=ctx.t(f"period.{order.period}"),
                  to=order_to(ctx, data))
+
+
+def autosave_goal(ctx: Ctx, data: dict, proof: PinProof | None) -> str:
+    try:
+        switched = use_cases.set_autosave(ctx.svc, ctx.user, proof, data["goal"], data["percent"])
+    except PolicyDenied as exc:
+        return deny_text(ctx, exc.reason, bounds=(0, ctx.value("savings-autosave-max-pct")))
+    goal = goals.get(ctx.svc.db, ctx.user.id, data["goal"])
+    if not switched or goal is None:
+        return ctx.t("goal.closed")
+    return ctx.t("goal.autosave-done", name=goal.name, pct=data["percent"])

@@ -25,7 +25,7 @@ from helpers.wallet.errors import (AirtimeOff, MpesaUnreachable, PolicyDenied, Q
                                    TopupNotConfirmed)
 from helpers.wallet.payouts import books, machine
 from helpers.wallet.prices import QuoteView
-from helpers.wallet.savings import goals, orders
+from helpers.wallet.savings import autosave, goals, orders
 from helpers.wallet.services import Services
 from helpers.wallet.ledger.movements import Receipt
 from helpers.wallet.customers.users import PinProof, UserView
@@ -235,3 +235,10 @@ def set_standing_order(svc: Services, user: UserView, proof: PinProof | None, ki
     without one (within standing-order-max-sats). Raises PolicyDenied."""
     require_pin(proof, user)
     return orders.create(svc.db, svc.policy, user, kind, destination, amount, period, key)
+
+
+def set_autosave(svc: Services, user: UserView, proof: PinProof | None, goal_id: int, percent: int) -> bool:
+    """A goal takes `percent` of each receipt from now on (0: off); behind the PIN, as moving sats
+    in is. False: not an open goal of this customer's. Raises PolicyDenied (autosave-max)."""
+    require_pin(proof, user)
+    return autosave.switch(svc.db, svc.policy, user, goal_id, percent)

@@ -45,7 +45,7 @@ from helpers.wallet import pin_reset, sim_swap
 from helpers.wallet.customers import limits
 from helpers.wallet.incoming import invoices
 from helpers.wallet.ledger import movements, unclaimed
-from helpers.wallet.savings import goals, orders
+from helpers.wallet.savings import autosave, goals, orders
 from helpers.wallet.mpesa import flows as mpesa_flows
 from helpers.wallet.payouts import machine as payouts
 from helpers.wallet.services import Services
@@ -244,10 +244,15 @@ def _every(svc: Services, task: str) -> None:
 
 
 def run_savings(svc: Services) -> tuple[int, int]:
-    """Goals whose date has come return their sats (once each), then due standing orders are paid
+    """Receipts' auto-save shares move in, goals whose date has come return their sats (once each),
+    then due standing orders are paid
     or skipped (once per period each); each in its own transaction, one failure logged and the rest
     go on. Returns (goals matured, orders paid)."""
     matured = paid = 0
+    try:
+        autosave.run(svc.db, svc.policy)  # receipts' shares first: a goal maturing now takes its last
+    except Exception:  # noqa: BLE001 - auto-save's failure must not keep goals and orders back
+        log.exception("auto-save did not run")
     for goal_id in goals.due(svc.db):
         try:
             matured += movements.retry_deadlocks(functools.partial(goals.mature, svc.db, goal_id)) == goals.MATURED

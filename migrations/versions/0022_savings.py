@@ -31,6 +31,8 @@ def upgrade() -> None:
         sa.Column('target_kes', sa.BigInteger(), nullable=True),
         sa.Column('lock_until', sa.DateTime(), nullable=False),
         sa.Column('balance_sats', sa.BigInteger(), nullable=False),
+        sa.Column('autosave_bps', sa.Integer(), nullable=False),
+        sa.Column('autosave_seen_id', sa.Integer(), nullable=False),
         sa.Column('status', sa.String(length=8), nullable=False),
         sa.Column('open_key', sa.String(length=64), nullable=False),
         sa.Column('created_at', sa.DateTime(), nullable=False),

@@ -54,6 +54,7 @@ def fill(lang: str, key: str) -> str:
         values["name"] = values["to"] = "W" * goals.NAME_LENGTH[1]
         values["date"] = "31/12/2027"
         values["saved"] = values["balance"]
+        values["pct"] = policy().value("savings-autosave-max-pct")
         values["period"] = max((t(lang, k) for k in EN if k.startswith("period.")), key=len)
         values["kes"] = KES_MAX
         values["target"] = max(t(lang, "goal.target-sats", amount=10**12), t(lang, "goal.target-kes", kes=KES_MAX),
@@ -106,7 +107,7 @@ def test_a_refusal_above_any_prompt_still_fits(lang, prefix):
 # The screens that ask for the PIN (with their "9 Forgot PIN" line, issue 33) are shown again only
 # under the PIN step's own refusals: a wrong PIN, or not a PIN. Every one fits under either.
 PIN_PROMPTS = ("pin.enter", "withdraw.pin", "mpesapay.pin", "airtime.pin", "pinchange.old", "reset.pending",
-               "reset.new", "goal.pin", "goal.break-pin", "order.pin")
+               "reset.new", "goal.pin", "goal.break-pin", "order.pin", "goal.autosave-pin")
 
 
 @pytest.mark.parametrize("lang", ["en", "sw"])

@@ -18,7 +18,7 @@ from helpers.wallet.errors import GoalClosed, InsufficientBalance, PolicyDenied
 from helpers.wallet.ledger import journal, movements
 from helpers.wallet.ledger.savings_tables import GOAL_BROKEN, GOAL_MATURED, SavingsGoal
 from helpers.wallet.reports import books
-from helpers.wallet.savings import goals
+from helpers.wallet.savings import autosave, goals
 from helpers.web import worker
 from models import FEES, SAVINGS, Transaction, utcnow
 from tests.conftest import DEMO, PIN, balance, outbox
@@ -205,3 +205,36 @@ def test_by_ussd_a_goal_is_opened_filled_and_matures(wallet, alice, monkeypatch)
     at(monkeypatch, goal.lock_until)
     assert worker.run_savings(wallet) == (1, 0)
     assert balance(wallet, ALICE) == before
+
+
+def test_auto_save_takes_a_share_of_each_later_receipt_once(wallet, alice, bob):
+    goal = a_goal(wallet)
+    early = wallet.policy.value("payment-min-sats") * 4
+    movements.transfer(wallet.db, wallet.policy, view(wallet, BOB), ALICE, early, "before", "*384*123#")
+    percent = wallet.policy.value("savings-autosave-max-pct") // 5
+    with pytest.raises(use_cases.PinNotChecked):
+        use_cases.set_autosave(wallet, view(wallet, ALICE), None, goal.id, percent)
+    assert autosave.switch(wallet.db, wallet.policy, view(wallet, ALICE), goal.id, percent)
+    with pytest.raises(PolicyDenied):
+        autosave.switch(wallet.db, wallet.policy, view(wallet, ALICE), goal.id,
+                        wallet.policy.value("savings-autosave-max-pct") + 1)
+    received = wallet.policy.value("payment-min-sats") * 10
+    movements.transfer(wallet.db, wallet.policy, view(wallet, BOB), ALICE, received, "after", "*384*123#")
+    before = balance(wallet, ALICE)
+    worker.run_savings(wallet)
+    worker.run_savings(wallet)  # the next run: nothing more
+    share = received * percent // 100
+    assert goal_row(wallet, goal.id).balance_sats == share  # the receipt before the switch is not counted
+    assert balance(wallet, ALICE) == before - share
+    assert [e.amount_sats for e in entries(wallet, "goal-autosave")] == [share]
+
+
+def test_by_ussd_auto_save_is_switched_on_behind_the_pin(wallet, alice):
+    goal = a_goal(wallet)
+    percent = wallet.policy.value("savings-autosave-max-pct")
+    assert alice.run("9", "1", "1", "3", str(percent + 1)).startswith("CON " + t("en", "deny.autosave-max", max=percent,
+                                                                                  min=0, unit="sats", balance=0,
+                                                                                  limit=0))
+    assert alice.run("9", "1", "1", "3", str(percent), PIN) == "END " + t("en", "goal.autosave-done", name="Bike",
+                                                                            pct=percent)
+    assert goal_row(wallet, goal.id).autosave_bps == percent * 100

@@ -37,6 +37,10 @@ class SavingsGoal(Base):
     target_kes: Mapped[Optional[int]] = mapped_column(BigInteger)
     lock_until: Mapped[dt.datetime] = mapped_column(DateTime)
     balance_sats: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Auto-save: this share (basis points) of each receipt the worker moves in, counting the
+    # journal's entries after `autosave_seen_id` (set to the newest entry when it is switched on).
+    autosave_bps: Mapped[int] = mapped_column(Integer, default=0)
+    autosave_seen_id: Mapped[int] = mapped_column(Integer, default=0)
     status: Mapped[str] = mapped_column(String(8), default=GOAL_OPEN)
     open_key: Mapped[str] = mapped_column(String(64), unique=True)  # the request that opened it
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)

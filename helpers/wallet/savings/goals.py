@@ -53,11 +53,12 @@ class GoalView:
     lock_until: dt.datetime
     balance_sats: int
     status: str
+    autosave_bps: int = 0
 
     @classmethod
     def of(cls, row: SavingsGoal) -> GoalView:
         return cls(row.id, row.user_id, row.name, row.target_sats, row.target_kes, row.lock_until, row.balance_sats,
-                   row.status)
+                   row.status, row.autosave_bps or 0)
 
     @property
     def matures_on(self) -> dt.date:
