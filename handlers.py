@@ -27,6 +27,10 @@ from helpers.ussd.business_screens import BusinessAmount, BusinessKind, Business
 from helpers.ussd.mpesa_screens import TopupAmount, TopupCode, TopupConfirm, TopupPush, WithdrawAmount, WithdrawPhone
 from helpers.ussd.pin_entry import NewPin, PinChangeOld, PinStep, RepeatNewPin, save_changed_pin, save_first_pin
 from helpers.ussd.receive_screens import ReceiveAmount, RequestAmount
+from helpers.ussd.save_screens import (GoalAmount, GoalAutosave, GoalDate, GoalList, GoalName, GoalScreen, GoalTarget,
+                                      GoalTargetUnit,
+                                      OrderAmount, OrderList, OrderPeriod, OrderPhone, OrderScreen, OrderTo,
+                                      SaveMenu)
 from helpers.ussd.screen import Ctx, UssdRequest
 from helpers.ussd.send_screens import (
     LightningAmount,
@@ -80,6 +84,23 @@ SCREENS: dict[str, Screen] = {
     "airtime": AirtimeFor(),
     "airtime.phone": AirtimePhone(),
     "airtime.amount": AirtimeAmount(),
+    "save": SaveMenu(),
+    "goals": GoalList(),
+    "goal": GoalScreen(),
+    "goal.amount": GoalAmount(),
+    "goal.autosave": GoalAutosave(),
+    "goal.name": GoalName(),
+    "goal.target": GoalTargetUnit(),
+    "goal.target-kes": GoalTarget(),
+    "goal.target-sats": GoalTarget(in_sats=True),
+    "goal.date": GoalDate(),
+    "orders": OrderList(),
+    "order": OrderScreen(),
+    "order.to": OrderTo(),
+    "order.phone": OrderPhone(),
+    "order.goal": GoalList("order.goal", then="order.amount"),
+    "order.amount": OrderAmount(),
+    "order.period": OrderPeriod(),
     "account": Account(),
     "history": History(),
     "language": Language(),

@@ -41,8 +41,7 @@ class User(Base):
     # words until verified (issue 34), then fixed.
     name: Mapped[Optional[str]] = mapped_column(String(40))
     name_verified_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
-    # Identity tier (issue 34): 0 phone only, 1 ID matched with the registry, 2 verified by an
-    # operator. The ID number is kept as a keyed hash (one account per ID) and its last digits.
+    # Identity tier (issue 34, customers/tiers.py); the ID number as a keyed hash and its last digits
     tier: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     tier_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
     id_number_hash: Mapped[Optional[str]] = mapped_column(String(64), unique=True)
@@ -54,8 +53,10 @@ class User(Base):
 SEND, RECEIVE, INVOICE, TOPUP, WITHDRAW = "send", "receive", "invoice", "topup", "withdraw"
 AIRTIME = "airtime"  # airtime bought for a phone through Africa's Talking
 ADJUST = "adjust"  # an operator's credit (demo opening balances, support cases), with a reason
+SAVE = "save"  # sats moved between a customer's balance and one of their savings goals (issue 35)
 # Transaction.direction
 CREDIT, DEBIT = "credit", "debit"
+INTERNAL = "internal"  # balance <-> own savings goal: neither sent nor received, in no daily limit
 # Transaction.status: a movement's (pending -> settled | failed); an entry that posts or voids a
 # pending one is `post` or `void`
 PENDING, SETTLED, FAILED = "pending", "settled", "failed"
@@ -296,9 +297,10 @@ AIRTIME_IN_FLIGHT = "airtime-in-flight"  # reserved for airtime Africa's Talking
 FEES = "fee-income"  # our fees (income)
 ADJUSTMENTS = "adjustments"  # operator credits and demo balances: money no asset backs (equity)
 OPENING = "opening-balances"  # what the books started from when the journal began (equity)
+SAVINGS = "savings"  # every goal's sats (liability); a goal's postings carry its goal_id (sub-account)
 HOUSE_ACCOUNTS = {NODE: ASSET, FLOAT: ASSET, LN_IN_FLIGHT: LIABILITY, MPESA_IN_FLIGHT: LIABILITY,
                   FEES: INCOME, ADJUSTMENTS: EQUITY, OPENING: EQUITY,
-                  AIRTIME_FLOAT: ASSET, AIRTIME_IN_FLIGHT: LIABILITY}
+                  AIRTIME_FLOAT: ASSET, AIRTIME_IN_FLIGHT: LIABILITY, SAVINGS: LIABILITY}
 
 
 class LedgerAccount(Base):
@@ -328,6 +330,8 @@ class Posting(Base):
     user_id: Mapped[Optional[int]] = mapped_column(ForeignKey("users.id"))
     account: Mapped[Optional[str]] = mapped_column(ForeignKey("ledger_accounts.code"))
     amount_sats: Mapped[int] = mapped_column(BigInteger)
+    # a savings goal's posting: which goal (no foreign key: SQLite would rebuild this append-only table)
+    goal_id: Mapped[Optional[int]] = mapped_column(Integer, index=True)
 
 
 class FloatReading(Base):

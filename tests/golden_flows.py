@@ -197,7 +197,7 @@ def navigation_back_home(lang: str):
 
 def invalid_options(lang: str):
     return (ALICE,), [
-        dial(ALICE, "9", "x", "11", "8", note="unknown main-menu options re-prompt"),
+        dial(ALICE, "99", "x", "11", "8", note="unknown main-menu options re-prompt"),
         dial(ALICE, "7", "1", "5", "0", "6", "7", "x", "1", "2", "0", "2", "9", "00", "0",
              note="no requests to pay; account, history and language refuse other keys"),
         dial(ALICE, "1", BOB_LOCAL, "5000", "2", "x", "00", "4", "500", MPESA_CODE, "3", "00", "0",
@@ -474,6 +474,28 @@ def identity_tiers(lang: str):
     ]
 
 
+def savings_goal(lang: str):
+    """Issue 35: open a goal (a bad date first), move sats in behind the PIN, switch auto-save on,
+    break it."""
+    return (ALICE,), [
+        dial(ALICE, "9", "2", "Bike", "2", "2500000", "01012000", "31122030", note="a goal in sats, a past date"),
+        dial(ALICE, "9", "1", "1", "1", "2000", PIN, note="sats move in behind the PIN"),
+        dial(ALICE, "9", "1", "1", "3", V("savings-autosave-max-pct", 1), "10", PIN,
+             note="auto-save: a share of each receipt, at most the policy's"),
+        dial(ALICE, "9", "1", "1", "2", PIN, note="taken out early, for the policy's fee"),
+        dial(ALICE, "9", "1", note="no open goal left"),
+    ]
+
+
+def standing_order(lang: str):
+    """Issue 35: a weekly order to a phone, set up with the PIN once, listed, cancelled."""
+    return (ALICE,), [
+        dial(ALICE, "9", "3", "9", "1", BOB_LOCAL, "10", V("standing-order-max-sats"), "2", PIN),
+        dial(ALICE, "9", "3", "1", "1", note="listed, then cancelled"),
+        dial(ALICE, "9", "3", "0"),
+    ]
+
+
 BUILDERS = {
     "onboarding-success": onboarding_success,
     "onboarding-pin-mismatch": onboarding_pin_mismatch,
@@ -513,6 +535,8 @@ BUILDERS = {
     "sim-swap-hold": sim_swap_hold,
     "names-before-the-pin": names_before_the_pin,
     "identity-tiers": identity_tiers,
+    "savings-goal": savings_goal,
+    "standing-order": standing_order,
 }
 
 

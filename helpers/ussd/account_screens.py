@@ -20,6 +20,7 @@ MAIN_OPTIONS = {
     "5": "withdraw.amount",
     "6": "account",
     "8": "mpesapay",
+    "9": "save",
 }
 MONEY_OUT_OPTIONS = ("1", "3", "5", "7", "8")  # SIM swap and Forgot PIN guard them (issue 33)
 

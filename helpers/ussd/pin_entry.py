@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from helpers.infra.phone import local
 from helpers.infra.text import is_digits
-from helpers.ussd import actions, guard, quoting
+from helpers.ussd import actions, guard, quoting, save_screens
 from helpers.ussd.business_screens import payee
 from helpers.ussd.screen import Ctx, begin_acting, deny_text, expired
 from helpers.ussd.walker import Back, End, Home, Push, Result, Retry
@@ -126,7 +126,7 @@ class PinStep:
         if data["action"] == "kyc":
             born = dt.date.fromisoformat(data["born"])
             return ctx.t("kyc.pin", id=data["id"], names=data["names"], born=born.strftime("%d/%m/%Y"))
-        return ctx.t("pin.enter")
+        return save_screens.pin_prompt(ctx, data) or ctx.t("pin.enter")
 
     def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
         if token == guard.FORGOT:

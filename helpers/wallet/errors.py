@@ -64,3 +64,8 @@ class MpesaUnreachable(WalletError):
 
 class AirtimeOff(WalletError):
     """This deployment sells no airtime (AIRTIME_PROVIDER=off)."""
+
+
+class GoalClosed(WalletError):
+    """A savings goal that is not open (matured, broken, not this customer's, or none): no sats
+    move in or out of it."""

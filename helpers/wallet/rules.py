@@ -166,6 +166,16 @@ class Policy:
             raise PolicyError(f"bad policy name {name!r} {argument!r}")
         return self._int(f"({name} {argument})")
 
+    def flag(self, name: str) -> bool:
+        """A named yes/no of the policy, e.g. flag('savings-early-break-allowed')."""
+        if not name.replace("-", "").isalnum():
+            raise PolicyError(f"bad policy name {name!r}")
+        return self._bool(f"({name})")
+
+    def early_break_fee(self, goal_sats: int) -> int:
+        """The fee for taking a goal's `goal_sats` before its date (rounded up)."""
+        return self._int(f"(savings-early-break-fee {int(goal_sats)})")
+
     def fee_sats(self, kind: str, amount_sats: int) -> int:
         """Fee for moving `amount_sats` by `kind`: internal, mpesa-withdraw, lightning or airtime."""
         if kind not in ("internal", "mpesa-withdraw", "lightning", "airtime"):

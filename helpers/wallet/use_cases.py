@@ -28,6 +28,7 @@ from helpers.wallet.errors import (AirtimeOff, MpesaUnreachable, PolicyDenied, Q
                                    TopupNotConfirmed)
 from helpers.wallet.payouts import books, machine
 from helpers.wallet.prices import QuoteView
+from helpers.wallet.savings import autosave, goals, orders
 from helpers.wallet.services import Services
 from helpers.wallet.ledger.movements import Receipt
 from helpers.wallet.customers.users import PinProof, UserView
@@ -253,3 +254,35 @@ def verify_identity(svc: Services, user: UserView, proof: PinProof | None, id_nu
     their own ID to it). Raises identity.IdRefused."""
     require_pin(proof, user)
     return identity.verify(svc, user, id_number, names, birth_date)
+
+
+# ------------------------------------------------------------------ savings (issue 35)
+def save_to_goal(svc: Services, user: UserView, proof: PinProof | None, goal_id: int, amount: int,
+                 key: str) -> Receipt:
+    """Sats from the balance into one of the customer's open goals, locked until its date. Behind
+    the PIN: a phone in other hands could otherwise lock the owner's money away for years. Raises
+    InsufficientBalance, GoalClosed, PolicyDenied."""
+    require_pin(proof, user)
+    return goals.move_in(svc.db, svc.policy, user, goal_id, amount, key)
+
+
+def break_goal(svc: Services, user: UserView, proof: PinProof | None, goal_id: int, key: str) -> Receipt:
+    """A goal's sats back before its date, less the policy's fee; the goal closes. Raises
+    PolicyDenied (no early break), GoalClosed."""
+    require_pin(proof, user)
+    return goals.break_early(svc.db, svc.policy, user, goal_id, key)
+
+
+def set_standing_order(svc: Services, user: UserView, proof: PinProof | None, kind: str, destination: str,
+                       amount: int, period: str, key: str) -> orders.OrderView:
+    """A standing order: the PIN now is the customer's consent to the worker paying it each period
+    without one (within standing-order-max-sats). Raises PolicyDenied."""
+    require_pin(proof, user)
+    return orders.create(svc.db, svc.policy, user, kind, destination, amount, period, key)
+
+
+def set_autosave(svc: Services, user: UserView, proof: PinProof | None, goal_id: int, percent: int) -> bool:
+    """A goal takes `percent` of each receipt from now on (0: off); behind the PIN, as moving sats
+    in is. False: not an open goal of this customer's. Raises PolicyDenied (autosave-max)."""
+    require_pin(proof, user)
+    return autosave.switch(svc.db, svc.policy, user, goal_id, percent)

@@ -49,6 +49,7 @@ from helpers.wallet.aml import cases as aml_cases
 from helpers.wallet.customers import limits
 from helpers.wallet.incoming import invoices
 from helpers.wallet.ledger import movements, unclaimed
+from helpers.wallet.savings import autosave, goals, orders
 from helpers.wallet.mpesa import flows as mpesa_flows
 from helpers.wallet.payouts import machine as payouts
 from helpers.wallet.services import Services
@@ -74,7 +75,7 @@ def worker_id() -> str:
 def _periodic(svc: Services) -> dict[str, int]:
     """Periodic tasks and their intervals in seconds."""
     tasks = {"sweep": max(1, svc.settings.invoice_poll_s or 15), "sms": 5, "cleanup": 3600, "unclaimed": 3600,
-             "aml": 3600, "retention": 86400}
+             "aml": 3600, "retention": 86400, "savings": 300}
     if svc.prices.sources:
         tasks["price"] = svc.settings.price_refresh_s
     return tasks
@@ -248,6 +249,31 @@ def _every(svc: Services, task: str) -> None:
             log.warning("monitoring: %d hits, cases opened %s", done.hits, done.opened)
     elif task == "retention":
         privacy.retain_due(svc.db, svc.policy, svc.settings.pin_pepper)
+    elif task == "savings":
+        run_savings(svc)
+
+
+def run_savings(svc: Services) -> tuple[int, int]:
+    """Receipts' auto-save shares move in, goals whose date has come return their sats (once each),
+    then due standing orders are paid
+    or skipped (once per period each); each in its own transaction, one failure logged and the rest
+    go on. Returns (goals matured, orders paid)."""
+    matured = paid = 0
+    try:
+        autosave.run(svc.db, svc.policy)  # receipts' shares first: a goal maturing now takes its last
+    except Exception:  # noqa: BLE001 - auto-save's failure must not keep goals and orders back
+        log.exception("auto-save did not run")
+    for goal_id in goals.due(svc.db):
+        try:
+            matured += movements.retry_deadlocks(functools.partial(goals.mature, svc.db, goal_id)) == goals.MATURED
+        except Exception:  # noqa: BLE001 - one goal's failure must not keep the others back
+            log.exception("goal %s could not mature", goal_id)
+    for order_id in orders.due(svc.db):
+        try:
+            paid += orders.run(svc.db, svc.policy, svc.service_code, order_id) == orders.PAID
+        except Exception:  # noqa: BLE001 - one order's failure must not keep the others back
+            log.exception("standing order %s could not run", order_id)
+    return matured, paid
 
 
 def return_unclaimed(svc: Services) -> int:

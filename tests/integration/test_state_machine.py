@@ -1,11 +1,13 @@
 """Random sequences of sends, payment requests, top-ups, withdrawals, airtime, Lightning receipts
-and payments out, backend failures and unknown answers (settled later by the node or M-Pesa),
+and payments out, savings goals (opened, filled, broken early, matured by the worker), backend
+failures and unknown answers (settled later by the node or M-Pesa),
 replayed confirmations and restarts of the app on the same database; after every step no balance
 is negative, every balance equals its ledger and the journal, no posting was ever changed, and the
 sats in the system are exactly what came in minus what went out."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import tempfile
 
@@ -27,9 +29,13 @@ from helpers.wallet.errors import InsufficientBalance, PolicyDenied
 from helpers.web import demo as demo_routes
 from helpers.mpesa.provider import PayoutResult, SimulatedMpesa
 from helpers.wallet.rules import policy
+from helpers.wallet.ledger.savings_tables import GOAL_OPEN, SavingsGoal
+from helpers.wallet.savings import goals
+from helpers.web import worker
 from lightning import MockBackend, PaymentResult, State, StatusResult, UnavailableBackend, decode_invoice
 from helpers.wallet.payouts import machine as payouts
-from models import AIRTIME_RAIL, MPESA_B2C_RAIL, OPEN_PAYOUT, SEND, Invoice, Payout, Posting, Transaction, User
+from models import (AIRTIME_RAIL, MPESA_B2C_RAIL, OPEN_PAYOUT, SAVINGS, SEND, Invoice, LedgerAccount, Payout, Posting,
+                    Transaction, User, utcnow)
 from tests.conftest import configure, DEMO, Dialer, KES_MIN, PIN, TEST_PEPPER
 
 P = policy()
@@ -233,6 +239,41 @@ class WalletMachine(RuleBasedStateMachine):
             assert payouts.finish(self.svc.db, rail, payout.reference, said)
             assert not payouts.finish(self.svc.db, rail, payout.reference, said)  # once
 
+    @rule(a=PEOPLE, days=st.integers(min_value=1, max_value=60))
+    def open_goal(self, a, days):
+        """A customer opens a goal (a name and a date; no money moves)."""
+        self.goals = getattr(self, "goals", 0) + 1
+        lock = (utcnow() + dt.timedelta(days=days)).strftime("%d%m%Y")
+        self.phones[a].run("9", "2", f"Goal{self.goals}", "2", "50000", lock)
+
+    @rule(a=PEOPLE, amount=SATS, right_pin=st.booleans())
+    def save_to_goal(self, a, amount, right_pin):
+        """Sats from the balance into the customer's first open goal (opened first if none), behind
+        the PIN."""
+        if not self._sum(SavingsGoal.id, SavingsGoal.status == GOAL_OPEN, SavingsGoal.user_id == a + 1):
+            self.open_goal(a, 30)
+        reply = self.phones[a].run("9", "1", "1", "1", str(amount), PIN if right_pin else "9753")
+        event(f"goal: {reply.split(' ')[1]} {reply.split(' ')[2][:5]}")
+        with self.svc.db.write() as s:
+            s.execute(User.__table__.update().values(pin_locked_until=None, pin_failures=0))
+
+    @rule(a=PEOPLE)
+    def break_goal(self, a):
+        """The first open goal taken out early, for the policy's fee."""
+        self.phones[a].run("9", "1", "1", "2", PIN)
+
+    @rule(days=st.integers(min_value=0, max_value=61))
+    def time_passes(self, days):
+        """The worker's savings task runs `days` from now: goals whose date has come return once."""
+        later = utcnow() + dt.timedelta(days=days)
+        real, goals.utcnow = goals.utcnow, (lambda: later)
+        try:
+            matured, _paid = worker.run_savings(self.svc)
+            event(f"goals matured: {matured > 0}")
+            assert worker.run_savings(self.svc) == (0, 0)  # a second worker, or the next run: nothing more
+        finally:
+            goals.utcnow = real
+
     @rule(a=PEOPLE)
     def replay(self, a):
         """Africa's Talking sends the last request of a session again (a retry on a timeout)."""
@@ -269,7 +310,17 @@ class WalletMachine(RuleBasedStateMachine):
         fees = self._sum(Transaction.fee_sats, Transaction.direction == "debit",
                          Transaction.type.in_(("send", "invoice")), Transaction.status.in_(("pending", "settled")))
         opening = self._sum(Transaction.amount_sats, Transaction.type == "adjust")
-        assert self._sum(User.balance_sats) == opening + topups + received - out - fees
+        saved = self._sum(SavingsGoal.balance_sats)
+        break_fees = self._sum(Transaction.fee_sats, Transaction.kind == "goal-break")
+        assert self._sum(User.balance_sats) + saved == opening + topups + received - out - fees - break_fees
+        # every goal's sats are in the house account `savings`; a closed goal holds none
+        assert saved == -self._sum(LedgerAccount.balance_sats, LedgerAccount.code == SAVINGS)
+        assert self._sum(SavingsGoal.balance_sats, SavingsGoal.status != GOAL_OPEN) == 0
+        # a goal came back at most once
+        with self.svc.db.read() as s:
+            twice = s.execute(select(Transaction.idempotency_key).where(Transaction.kind == "goal-mature")
+                              .group_by(Transaction.idempotency_key).having(func.count() > 1)).all()
+            assert twice == []
         assert opening + topups == self.outside
 
 

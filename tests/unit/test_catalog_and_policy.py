@@ -13,6 +13,7 @@ from helpers.wallet.customers import users
 from helpers.infra.i18n import BRAND, CATALOGS, EN, HELP_KEYS, SW, gsm7_length, set_customer_care, t
 from helpers.lightning.lnurl_pay import MAX_TYPED_ADDRESS
 from helpers.wallet.rules import Policy, PolicyError, policy
+from helpers.wallet.savings import goals
 from tests.conftest import FIXED_PRICE, KES_MAX
 
 P = policy()
@@ -64,6 +65,21 @@ def fill(lang: str, key: str) -> str:
     values["recipient"] = max((t(lang, k, name=values["name"]) for k in EN if k.startswith("recipient.")), key=len)
     if key in FULL_DATE_KEYS:
         values["date"] = FULL_DATE_KEYS[key]
+    if key.startswith(("goal", "order", "sms.goal", "sms.order", "orders")):  # savings (issue 35)
+        values["name"] = values["to"] = "W" * goals.NAME_LENGTH[1]
+        values["date"] = "31/12/2027"
+        values["saved"] = values["balance"]
+        values["pct"] = policy().value("savings-autosave-max-pct")
+        values["period"] = max((t(lang, k) for k in EN if k.startswith("period.")), key=len)
+        values["kes"] = KES_MAX
+        values["target"] = max(t(lang, "goal.target-sats", amount=10**12), t(lang, "goal.target-kes", kes=KES_MAX),
+                               key=len)
+        values["lines"] = "".join(t(lang, "goals.line", n=n, name=values["name"], amount=10**9) for n in (1, 2, 3))
+    if key == "goal":  # the screen drops the KES worth where it would not fit; without, it must
+        values["kes"] = ""
+    if key == "orders":
+        values["lines"] = "".join(t(lang, "orders.line", n=n, amount=values["amount"], period=values["period"],
+                                    to=values["to"]) for n in (1, 2, 3))
     if key == "account":  # the screen drops the KES worth where it would not fit; without, it must
         values["kes"] = ""
     if key.startswith("mpesapay"):  # the longest business a payment names
@@ -106,7 +122,7 @@ def test_a_refusal_above_any_prompt_still_fits(lang, prefix):
 # The screens that ask for the PIN (with their "9 Forgot PIN" line, issue 33) are shown again only
 # under the PIN step's own refusals: a wrong PIN, or not a PIN. Every one fits under either.
 PIN_PROMPTS = ("pin.enter", "withdraw.pin", "mpesapay.pin", "airtime.pin", "pinchange.old", "reset.pending",
-               "reset.new")
+               "reset.new", "goal.pin", "goal.break-pin", "order.pin", "goal.autosave-pin")
 
 
 @pytest.mark.parametrize("lang", ["en", "sw"])

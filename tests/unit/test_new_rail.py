@@ -388,22 +388,22 @@ def bank_screens(monkeypatch, bank):
 
     monkeypatch.setitem(handlers.SCREENS, "bank.account", BankAccount())
     monkeypatch.setitem(handlers.SCREENS, "bank.amount", BankAmount())
-    monkeypatch.setitem(MAIN_OPTIONS, "9", "bank.account")
+    monkeypatch.setitem(MAIN_OPTIONS, "10", "bank.account")
     monkeypatch.setitem(actions.ACTIONS, "bank", bank_action)
     for lang, texts in BANK_TEXTS.items():
         for key, text in texts.items():
             monkeypatch.setitem(CATALOGS[lang], key, text)
         exit_line = CATALOGS[lang]["main"].rsplit("\n", 1)[1]
         monkeypatch.setitem(CATALOGS[lang], "main", CATALOGS[lang]["main"].replace(
-            "\n" + exit_line, "\n9 " + texts["who.bank"] + "\n" + exit_line))
+            "\n" + exit_line, "\n10 " + texts["who.bank"] + "\n" + exit_line))
     return bank
 
 
 def test_a_customer_pays_a_bank_account_through_the_rail_s_own_screens(wallet, alice, bank_screens, client):
     a0 = balance(wallet, DEMO[0])
     menu = alice.run()
-    assert "\n9 Bank\n" in menu
-    assert alice.press("9") == "CON " + t("en", "bank.account")
+    assert "\n10 Bank\n" in menu
+    assert alice.press("10") == "CON " + t("en", "bank.account")
     assert alice.press("12ab") == "CON " + t("en", "bank.bad-account") + "\n" + t("en", "bank.account")
     kes_min, kes_max = wallet.policy.value("kes-min"), wallet.policy.value("kes-max")
     alice.press("1234567890")
@@ -426,5 +426,5 @@ def test_the_rail_s_screens_speak_swahili(wallet, dial, bank_screens):
     phone = dial(DEMO[1])
     phone.run(PIN, PIN)
     phone.press("6", "2", "2")  # My Account, Language, Kiswahili
-    assert "\n9 Benki\n" in phone.run()
-    assert phone.press("9") == "CON " + t("sw", "bank.account")
+    assert "\n10 Benki\n" in phone.run()
+    assert phone.press("10") == "CON " + t("sw", "bank.account")

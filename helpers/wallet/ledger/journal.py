@@ -23,9 +23,10 @@ from sqlalchemy.orm import Session
 
 from helpers.infra.fastpath import Prepared
 from helpers.wallet.customers import users
-from helpers.wallet.errors import AccountLocked, InsufficientBalance
-from models import (BEFORE_JOURNAL, FAILED, PENDING, POST, SETTLED, VOID, LedgerAccount, Posting, Transaction, User,
-                    utcnow)
+from helpers.wallet.errors import AccountLocked, GoalClosed, InsufficientBalance
+from helpers.wallet.ledger.savings_tables import GOAL_OPEN, SavingsGoal
+from models import (BEFORE_JOURNAL, FAILED, PENDING, POST, SAVINGS, SETTLED, VOID, LedgerAccount, Posting,
+                    Transaction, User, utcnow)
 
 Executor = Connection | Session
 
@@ -33,13 +34,21 @@ _ENTRIES = cast(Table, Transaction.__table__)
 _POSTINGS = cast(Table, Posting.__table__)
 _ACCOUNTS = cast(Table, LedgerAccount.__table__)
 _USERS = cast(Table, User.__table__)
+_GOALS = cast(Table, SavingsGoal.__table__)
 _ENTRY_COLUMNS = ("user_id", "type", "kind", "direction", "amount_sats", "fee_sats", "status", "reference",
                   "follows_id", "counterparty", "description", "memo", "invoice_id", "payment_hash", "mpesa_code",
                   "idempotency_key", "created_at", "settled_at")
 _ADD_ENTRY = Prepared(insert(_ENTRIES).values({name: bindparam(name) for name in _ENTRY_COLUMNS}))
 _ADD_POSTING = Prepared(insert(_POSTINGS).values(
     entry_id=bindparam("entry_id"), user_id=bindparam("user_id"), account=bindparam("account"),
-    amount_sats=bindparam("amount_sats")))
+    amount_sats=bindparam("amount_sats"), goal_id=bindparam("goal_id")))
+# A savings goal's cache: sats come in only while it is open; a debit never overdraws it.
+_GOAL_CREDIT = Prepared(update(_GOALS).where(_GOALS.c.id == bindparam("gid"), _GOALS.c.status == GOAL_OPEN)
+                        .values(balance_sats=_GOALS.c.balance_sats + bindparam("total")))
+_GOAL_DEBIT = Prepared(update(_GOALS).where(_GOALS.c.id == bindparam("gid"),
+                                            _GOALS.c.balance_sats >= bindparam("total"))
+                       .values(balance_sats=_GOALS.c.balance_sats - bindparam("total")))
+_GOAL_BALANCE = Prepared(select(_GOALS.c.balance_sats).where(_GOALS.c.id == bindparam("gid")))
 _MOVE_ACCOUNT = Prepared(update(_ACCOUNTS).where(_ACCOUNTS.c.code == bindparam("code"))
                          .values(balance_sats=_ACCOUNTS.c.balance_sats + bindparam("delta")))
 _UNLOCKED = or_(_USERS.c.pin_locked_until.is_(None), _USERS.c.pin_locked_until <= bindparam("now"))
@@ -70,11 +79,13 @@ _MOVE_PAIR = Prepared(
 
 @dataclass(frozen=True)
 class Leg:
-    """One posting: a customer's (user_id) or a house account's (account), + debit / - credit."""
+    """One posting: a customer's (user_id) or a house account's (account; a savings goal's: the
+    account `savings` and its goal_id), + debit / - credit."""
 
     amount: int
     user_id: int | None = None
     account: str | None = None
+    goal_id: int | None = None
 
 
 def customer(user_id: int, amount: int) -> Leg:
@@ -83,6 +94,11 @@ def customer(user_id: int, amount: int) -> Leg:
 
 def house(account: str, amount: int) -> Leg:
     return Leg(amount, account=account)
+
+
+def goal(goal_id: int, amount: int) -> Leg:
+    """A savings goal's posting (credit-normal, like a customer's: - puts sats in)."""
+    return Leg(amount, account=SAVINGS, goal_id=goal_id)
 
 
 @dataclass(frozen=True)
@@ -203,7 +219,10 @@ def record(executor: Executor, entry: Entry, legs: Sequence[Leg], *,
                               f"do not balance")
     customers: dict[int, int] = {}
     accounts: dict[str, int] = {}
+    goals: dict[int, int] = {}
     for leg in legs:
+        if leg.goal_id is not None:
+            goals[leg.goal_id] = goals.get(leg.goal_id, 0) + leg.amount
         if leg.user_id is not None:
             customers[leg.user_id] = customers.get(leg.user_id, 0) + leg.amount
         elif leg.account is not None:
@@ -211,6 +230,8 @@ def record(executor: Executor, entry: Entry, legs: Sequence[Leg], *,
     balances = _move_customers(executor, {u: n for u, n in customers.items() if n}, known, any_lock)
     if check is not None:
         check(balances)
+    for goal_id in sorted(goals):
+        _move_goal(executor, goal_id, goals[goal_id])
     # The house rows in one order: each posting's foreign key takes a shared lock on its account
     # row, and two transactions that both held it shared and then asked to update it would
     # deadlock on MySQL. Taking the row for update first leaves nothing to upgrade.
@@ -221,8 +242,21 @@ def record(executor: Executor, entry: Entry, legs: Sequence[Leg], *,
     if entry_id is None:  # an INSERT with an autoincrement key always returns it
         raise RuntimeError("the database returned no id for a journal entry")
     _ADD_POSTING.run_many(executor, [{"entry_id": entry_id, "user_id": leg.user_id, "account": leg.account,
-                                      "amount_sats": leg.amount} for leg in legs])
+                                      "amount_sats": leg.amount, "goal_id": leg.goal_id} for leg in legs])
     return Recorded(entry_id, balances)
+
+
+def _move_goal(executor: Executor, goal_id: int, amount: int) -> None:
+    """A savings goal's posting on its cache: a credit (-) only while the goal is open (GoalClosed),
+    a debit (+) only when covered (InsufficientBalance)."""
+    if not amount:
+        return
+    params = {"gid": goal_id, "total": abs(amount)}
+    if amount < 0:
+        if _GOAL_CREDIT.run(executor, params).rowcount != 1:
+            raise GoalClosed(str(goal_id))
+    elif _GOAL_DEBIT.run(executor, params).rowcount != 1:
+        raise InsufficientBalance(int(_GOAL_BALANCE.run(executor, {"gid": goal_id}).scalar() or 0))
 
 
 # ------------------------------------------------------------------ proof
@@ -256,7 +290,28 @@ def check(session: Session) -> list[JournalProblem]:
         expected = int(by_account.get(code) or 0)
         if kept != expected:
             problems.append(JournalProblem("house balance", code, expected, kept))
+    problems.extend(_goal_problems(session))
     problems.extend(_two_phase_problems(session))
+    return problems
+
+
+def _goal_problems(session: Session) -> list[JournalProblem]:
+    """Every savings goal's balance is minus the sum of its postings and not negative; a posting
+    names a goal exactly when it is to the account `savings` (so the goals sum to that account)."""
+    problems: list[JournalProblem] = []
+    posted = dict(session.execute(select(_POSTINGS.c.goal_id, func.sum(_POSTINGS.c.amount_sats))
+                                  .where(_POSTINGS.c.goal_id.is_not(None)).group_by(_POSTINGS.c.goal_id)).all())
+    for goal_id, kept in session.execute(select(_GOALS.c.id, _GOALS.c.balance_sats)):
+        expected = -int(posted.pop(goal_id, None) or 0)
+        if kept != expected or kept < 0:
+            problems.append(JournalProblem("goal balance", str(goal_id), expected, kept))
+    problems.extend(JournalProblem("posting to no goal", str(goal_id), 0, int(total))
+                    for goal_id, total in posted.items())
+    to_savings = func.coalesce(_POSTINGS.c.account, "") == SAVINGS
+    stray = session.scalar(select(func.count()).select_from(_POSTINGS).where(or_(
+        and_(to_savings, _POSTINGS.c.goal_id.is_(None)), and_(~to_savings, _POSTINGS.c.goal_id.is_not(None)))))
+    if stray:
+        problems.append(JournalProblem("savings posting without its goal", SAVINGS, 0, int(stray)))
     return problems
 
 

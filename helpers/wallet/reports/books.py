@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, aliased
 from helpers.wallet.ledger import journal
 from helpers.wallet.reports import mpesa_float
 from models import (AIRTIME_FLOAT, AIRTIME_IN_FLIGHT, CREDIT, DEBIT, FLOAT, LN_IN_FLIGHT, MPESA_IN_FLIGHT, PENDING,
-                    RECEIVE, SEND, SETTLED, Posting, Transaction, User, utcnow)
+                    RECEIVE, SAVINGS, SEND, SETTLED, Posting, Transaction, User, utcnow)
 
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,7 @@ def settled_lightning_out(session: Session) -> list[PaidOut]:
 def totals(session: Session) -> dict[str, int]:
     """Liabilities and fee income, for operators."""
     liabilities = session.execute(select(func.coalesce(func.sum(User.balance_sats), 0))).scalar_one()
+    liabilities += -journal.balances(session).get(SAVINGS, 0)  # sats in savings goals are owed too
     fees = session.execute(
         select(func.coalesce(func.sum(Transaction.fee_sats), 0)).where(Transaction.status == SETTLED)
     ).scalar_one()
@@ -89,7 +90,7 @@ def pending_older_than(session: Session, minutes: int) -> list[Transaction]:
 # ------------------------------------------------------------------ solvency
 @dataclass(frozen=True)
 class Solvency:
-    """What we owe against what we hold. Liabilities: customers' balances plus what is reserved
+    """What we owe against what we hold. Liabilities: customers' balances and savings goals plus what is reserved
     for payments in flight (those sats are still ours until the rail says they left). Assets: the
     node's balance as the node reports it (None: unreachable) and the M-Pesa float as recorded,
     beside the float as M-Pesa last reported it (Daraja's Account Balance, in KES: evidence, not
@@ -103,10 +104,11 @@ class Solvency:
     float_reading: mpesa_float.Reading | None = None  # what M-Pesa last said the float holds, in KES
     airtime_in_flight_sats: int = 0  # reserved for airtime not delivered yet
     airtime_float_sats: int = 0  # the airtime prepaid at Africa's Talking, as recorded (sold: negative)
+    savings_sats: int = 0  # customers' sats locked in savings goals: owed to them as their balances are
 
     @property
     def liabilities_sats(self) -> int:
-        return (self.customers_sats + self.lightning_in_flight_sats + self.mpesa_in_flight_sats
+        return (self.customers_sats + self.savings_sats + self.lightning_in_flight_sats + self.mpesa_in_flight_sats
                 + self.airtime_in_flight_sats)
 
     @property
@@ -124,7 +126,8 @@ class Solvency:
         reading = self.float_reading
         return {"customers_sats": self.customers_sats, "lightning_in_flight_sats": self.lightning_in_flight_sats,
                 "mpesa_in_flight_sats": self.mpesa_in_flight_sats,
-                "airtime_in_flight_sats": self.airtime_in_flight_sats, "liabilities_sats": self.liabilities_sats,
+                "airtime_in_flight_sats": self.airtime_in_flight_sats, "savings_sats": self.savings_sats,
+                "liabilities_sats": self.liabilities_sats,
                 "node_sats": self.node_sats, "mpesa_float_sats": self.float_sats,
                 "airtime_float_sats": self.airtime_float_sats, "assets_sats": self.assets_sats,
                 "coverage": self.coverage,
@@ -135,4 +138,5 @@ class Solvency:
 def solvency(session: Session, node_balance_sats: int | None) -> Solvency:
     kept = journal.balances(session)
     return Solvency(kept["customers"], -kept[LN_IN_FLIGHT], -kept[MPESA_IN_FLIGHT], node_balance_sats, kept[FLOAT],
-                    mpesa_float.latest(session), -kept.get(AIRTIME_IN_FLIGHT, 0), kept.get(AIRTIME_FLOAT, 0))
+                    mpesa_float.latest(session), -kept.get(AIRTIME_IN_FLIGHT, 0), kept.get(AIRTIME_FLOAT, 0),
+                    -kept.get(SAVINGS, 0))

@@ -1,0 +1,1 @@
+"""Savings goals and standing orders (issue 35)."""
