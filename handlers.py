@@ -22,6 +22,7 @@ from helpers.mpesa.provider import BUY_GOODS, PAY_BILL
 from helpers.ussd.account_screens import Account, History, Language, MainMenu, NameSet
 from helpers.ussd.airtime_screens import AirtimeAmount, AirtimeFor, AirtimePhone
 from helpers.ussd.forgot_screens import ForgotConfirm, ResetPending, save_reset_pin
+from helpers.ussd.chama_screens import CHAMA_SCREENS
 from helpers.ussd.business_screens import BusinessAmount, BusinessKind, BusinessNumber, PaybillAccount
 from helpers.ussd.mpesa_screens import TopupAmount, TopupCode, TopupConfirm, TopupPush, WithdrawAmount, WithdrawPhone
 from helpers.ussd.pin_entry import NewPin, PinChangeOld, PinStep, RepeatNewPin, save_changed_pin, save_first_pin
@@ -90,6 +91,7 @@ SCREENS: dict[str, Screen] = {
     "reset.pending": ResetPending(),
     "reset.new": NewPin("reset.new", "reset.repeat"),
     "reset.repeat": RepeatNewPin("pin.repeat", save_reset_pin),
+    **CHAMA_SCREENS,
 }
 
 

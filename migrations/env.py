@@ -11,6 +11,7 @@ from dotenv import load_dotenv
 from sqlalchemy import create_engine
 
 from models import Base
+import helpers.wallet.chama.tables  # noqa: F401,E402 - its tables are on Base too
 
 config = context.config
 if config.config_file_name and config.attributes.get("configure_logging", True):

@@ -197,11 +197,29 @@ def navigation_back_home(lang: str):
 
 def invalid_options(lang: str):
     return (ALICE,), [
-        dial(ALICE, "9", "x", "11", "8", note="unknown main-menu options re-prompt"),
+        dial(ALICE, "55", "x", "11", "8", note="unknown main-menu options re-prompt"),
         dial(ALICE, "7", "1", "5", "0", "6", "5", "x", "1", "2", "0", "2", "9", "00", "0",
              note="no requests to pay; account, history and language refuse other keys"),
         dial(ALICE, "1", BOB_LOCAL, "5000", "2", "x", "00", "4", "500", MPESA_CODE, "3", "00", "0",
              note="confirmation screens accept only 1 (or 0)"),
+    ]
+
+
+def chama(lang: str):
+    payee = "0733444555"
+    return (ALICE, BOB, CAROL), [
+        dial(ALICE, "9", "8", "W", "Wanawake", "0", note="a name too short; back from the rule"),
+        dial(ALICE, "9", "8", "Wanawake", "12", "2", note="a chama: a name, then approvals needed (1-9)"),
+        dial(ALICE, "9", "1", "5", BOB_LOCAL, note="the chair invites by phone"),
+        dial(ALICE, "9", "1", "5", CAROL_LOCAL),
+        dial(BOB, "9", "1", "1", note="the invited accept in their Chama menu"),
+        dial(CAROL, "9", "1", "1"),
+        dial(ALICE, "9", "1", "1", "5000", PIN, note="a contribution from the balance, behind the PIN"),
+        dial(ALICE, "9", "1", "2", payee, "9000", "3000", PIN, note="a payout proposed to any phone"),
+        dial(BOB, "9", "1", "3", "1", "1", PIN, note="the first approval of two: nothing paid yet"),
+        dial(CAROL, "9", "1", "3", "1", "1", PIN, note="the second approval pays"),
+        dial(ALICE, "9", "1", "3", "0", "4", "1", note="nothing waits; the statement, then by SMS"),
+        dial(BOB, "9", "1", "6", "1", PIN, note="a member leaves with what the rule gives back"),
     ]
 
 
@@ -499,6 +517,7 @@ BUILDERS = {
     "forgot-pin": forgot_pin,
     "sim-swap-hold": sim_swap_hold,
     "names-before-the-pin": names_before_the_pin,
+    "chama": chama,
 }
 
 

@@ -6,6 +6,8 @@ Screens must fit 160 GSM-7 characters: tests format every key with its longest v
 
 from __future__ import annotations
 
+from helpers.infra.chama_texts import CHAMA_EN, CHAMA_SW
+
 LANGUAGES = ("en", "sw")
 LANGUAGE_NAMES = {"en": "English", "sw": "Kiswahili"}
 
@@ -18,7 +20,7 @@ EN: dict[str, str] = {
     # main menu
     "main": (
         "Balance: {balance} sats\n1 Send BTC\n2 Receive BTC\n3 Send Invoice\n"
-        "4 Top Up M-Pesa\n5 Withdraw M-Pesa\n6 My Account{requests}\n8 Pay\n0 Exit"
+        "4 Top Up M-Pesa\n5 Withdraw M-Pesa\n6 My Account{requests}\n8 Pay\n9 Chama\n0 Exit"
     ),
     "main.requests": "\n7 Pay requests ({count})",
     "exit": "Thank you for using SatsPesa. Goodbye.",
@@ -207,7 +209,7 @@ SW: dict[str, str] = {
     "pin.set": "PIN imewekwa.",
     "main": (
         "Salio: {balance} sats\n1 Tuma BTC\n2 Pokea BTC\n3 Tuma Ankara\n"
-        "4 Weka kwa M-Pesa\n5 Toa kwa M-Pesa\n6 Akaunti Yangu{requests}\n8 Lipa\n0 Ondoka"
+        "4 Weka kwa M-Pesa\n5 Toa kwa M-Pesa\n6 Akaunti Yangu{requests}\n8 Lipa\n9 Chama\n0 Ondoka"
     ),
     "main.requests": "\n7 Maombi ({count})",
     "exit": "Asante kwa kutumia SatsPesa. Kwaheri.",
@@ -377,6 +379,8 @@ SW: dict[str, str] = {
     "sms.pin-reset-stopped": "SatsPesa: kuweka upya PIN kumesimamishwa kwa sababu SIM kadi yako ilibadilishwa. Piga huduma kwa wateja na kitambulisho.",
 }
 
+EN.update(CHAMA_EN)
+SW.update(CHAMA_SW)
 CATALOGS = {"en": EN, "sw": SW}
 
 # The GSM 03.38 default alphabet (basic set) and the extension characters that cost two septets.

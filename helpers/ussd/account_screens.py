@@ -20,6 +20,7 @@ MAIN_OPTIONS = {
     "5": "withdraw.amount",
     "6": "account",
     "8": "mpesapay",
+    "9": "chama",  # chama_screens.CHAMA_SCREENS' root (self-contained: it can hang under any menu line)
 }
 MONEY_OUT_OPTIONS = ("1", "3", "5", "7", "8")  # SIM swap and Forgot PIN guard them (issue 33)
 

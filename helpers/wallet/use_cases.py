@@ -16,6 +16,7 @@ from helpers.infra.refs import new_reference
 from helpers.mpesa.daraja import originator_id
 from helpers.mpesa.rail import b2b_destination
 from helpers.wallet import prices
+from helpers.wallet.chama import groups, proposals
 from helpers.wallet.customers import users
 from helpers.wallet.incoming import invoices
 from helpers.wallet.ledger import movements
@@ -209,3 +210,32 @@ def buy_airtime(svc: Services, user: UserView, proof: PinProof | None, quote: Qu
     if receipt.replay:
         return airtime.Bought(receipt, None)
     return airtime.Bought(receipt, airtime.buy(svc.db, rail, receipt))
+
+
+# ------------------------------------------------------------------ chama (group) wallets, PIN first
+def chama_contribute(svc: Services, user: UserView, proof: PinProof | None, chama_id: int, amount: int,
+                     key: str) -> Receipt:
+    """Sats from the member's balance into the group. Raises InsufficientBalance, PolicyDenied,
+    ChamaRefused."""
+    require_pin(proof, user)
+    return groups.contribute(svc.db, svc.policy, user, chama_id, amount, key)
+
+
+def chama_propose(svc: Services, user: UserView, proof: PinProof | None, chama_id: int, amount: int,
+                  phone: str) -> int:
+    """A payout from the group to a phone's wallet, paid when the group's rule of approvals is met.
+    Raises PolicyDenied, ChamaRefused."""
+    require_pin(proof, user)
+    return proposals.propose(svc.db, svc.policy, user, chama_id, amount, phone)
+
+
+def chama_vote(svc: Services, user: UserView, proof: PinProof | None, proposal_id: int, yes: bool) -> str:
+    """The member's vote on a proposal (the payout, when it meets the rule): proposals.vote's outcome."""
+    require_pin(proof, user)
+    return proposals.vote(svc.db, svc.policy, user.id, proposal_id, yes)
+
+
+def chama_leave(svc: Services, user: UserView, proof: PinProof | None, chama_id: int, key: str) -> Receipt:
+    """Leave the group with what its rule gives back. Raises ChamaRefused."""
+    require_pin(proof, user)
+    return groups.leave(svc.db, user, chama_id, key)

@@ -44,6 +44,7 @@ from helpers.ussd import sessions
 from helpers.wallet import pin_reset, sim_swap
 from helpers.wallet.customers import limits
 from helpers.wallet.incoming import invoices
+from helpers.wallet.chama import proposals as chama_proposals
 from helpers.wallet.ledger import movements, unclaimed
 from helpers.wallet.mpesa import flows as mpesa_flows
 from helpers.wallet.payouts import machine as payouts
@@ -69,7 +70,8 @@ def worker_id() -> str:
 
 def _periodic(svc: Services) -> dict[str, int]:
     """Periodic tasks and their intervals in seconds."""
-    tasks = {"sweep": max(1, svc.settings.invoice_poll_s or 15), "sms": 5, "cleanup": 3600, "unclaimed": 3600}
+    tasks = {"sweep": max(1, svc.settings.invoice_poll_s or 15), "sms": 5, "cleanup": 3600, "unclaimed": 3600,
+             "chama": 60}
     if svc.prices.sources:
         tasks["price"] = svc.settings.price_refresh_s
     return tasks
@@ -237,6 +239,13 @@ def _every(svc: Services, task: str) -> None:
         cleanup(svc)
     elif task == "unclaimed":
         return_unclaimed(svc)
+    elif task == "chama":
+        expire_chama_proposals(svc)
+
+
+def expire_chama_proposals(svc: Services) -> int:
+    """Chama payouts not approved in time expire (each pays nothing; its proposer gets an SMS)."""
+    return chama_proposals.expire_due(svc.db)
 
 
 def return_unclaimed(svc: Services) -> int:

@@ -26,6 +26,7 @@ LONGEST = {
     "what": "W" * 90, "party": "1234567", "valid": -(-P.value("quote-valid-s") // 60),
     "age": P.value("price-max-age-s") // 60, "hours": P.value("pin-reset-delay-h"),
     "days": P.value("unclaimed-return-days"),
+    "group": "W" * P.value("chama-name-max"), "otp": "9" * P.value("chama-code-digits"), "by": "+254712345678",
 }
 # A claim SMS names the last day to claim a send in full (dd/mm/yyyy), where a statement line's
 # date is dd/mm.
@@ -62,6 +63,9 @@ def fill(lang: str, key: str) -> str:
         longest = max((t(lang, k) for k in EN if k.startswith("who.")), key=len)
         values["lines"] = t(lang, "history.line", sign="-", amount=10**12, who=longest, date="30/12*",
                             ref="X" * 24)
+    if key.startswith(("chama", "sms.chama")):  # a list the screen trims to fit: at least its first line fits
+        values["lines"] = max((t(lang, k, n=3, group=values["group"], amount=10**6, phone=values["phone"])
+                               for k in ("chama.line-invited", "chama.pending-line", "chama.member-line")), key=len)
     return t(lang, key, **values)
 
 

@@ -84,7 +84,7 @@ def test_main_menu_shows_balance_and_options(alice, wallet, lang):
 
 
 @pytest.mark.parametrize("lang", ["en", "sw"])
-@pytest.mark.parametrize("bad", ["9", "x", "88", "11", "*", "1 "])
+@pytest.mark.parametrize("bad", ["55", "x", "88", "11", "*", "1 "])
 def test_unknown_option_re_prompts_and_says_why(alice, wallet, lang, bad):
     set_language(alice, lang)
     before = snapshot(wallet)
@@ -279,7 +279,8 @@ def test_request_payment_then_payer_pays_from_the_menu(alice, bob, wallet):
                                          ref=invoice.reference, code="*384*123#")]
     menu = bob.start()
     assert menu == "CON " + t("en", "main", balance=b0, requests=t("en", "main.requests", count=1))
-    assert bob.press("9") == "CON " + t("en", "error.option") + "\n" + menu[4:]  # the count, read again
+    # the count, read again (the refusal's note no longer fits above this menu with 9 Chama: the walker drops it)
+    assert bob.press("55") == menu
     assert bob.press("1") == "CON " + t("en", "send.phone")
     assert bob.press("0") == menu  # back to the menu on a later step: the count, read again
     bob.start()
