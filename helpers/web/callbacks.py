@@ -137,6 +137,9 @@ def sms_incoming(token: str) -> tuple[Response, int]:
     message_id, text = fields.get("id", ""), fields.get("text", "")
     if phone is None or not message_id or len(message_id) > 64 or len(text) > 480:
         return jsonify({"error": "bad message"}), 400
+    if sim_swap.read(svc.db, phone).held:  # a SIM swapped and not cleared: its replies vote for no one
+        log.warning("incoming sms from a number on SIM-swap hold: not acted on")
+        return jsonify({"status": "sim-swap-hold"}), 200
     outcome = chama_proposals.sms_reply(svc.db, svc.policy, phone, text, message_id)
     send_queued_sms(svc)
     return jsonify({"status": outcome}), 200

@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import func, select
 
 from helpers.infra.i18n import t
+from helpers.wallet import sim_swap
 from helpers.wallet.chama import groups, proposals
 from helpers.wallet.chama.tables import ChamaBallot, ChamaProposal, SmsInbox, account
 from helpers.wallet.customers import users
@@ -288,3 +289,14 @@ def test_the_chama_screens_fit_and_speak_swahili(wallet, dial):
     users.set_language(wallet.db, view(wallet, DEMO[1]).id, "sw")
     shown = phone.run("9", "1")
     assert shown.startswith("CON Wanawake Pamoja") and "Changia" in shown
+
+
+def test_an_sms_vote_from_a_number_on_sim_swap_hold_is_not_acted_on(wallet, client):
+    chama_id, (chair, second, _third) = chama_of_three(wallet)
+    proposal_id = proposals.propose(wallet.db, wallet.policy, chair, chama_id, 2000, PAYEE)
+    sim_swap.mark_swapped(wallet.db, wallet.policy, second.phone)
+    code = code_of(wallet, proposal_id, second.id)
+    assert sms_reply(client, second.phone, f"YES {code}", "held-1").get_json() == {"status": "sim-swap-hold"}
+    with wallet.db.read() as s:
+        assert s.scalar(select(ChamaBallot.vote).where(ChamaBallot.proposal_id == proposal_id,
+                                                       ChamaBallot.user_id == second.id)) is None
