@@ -17,7 +17,8 @@ from helpers.wallet import sim_swap
 from helpers.wallet.chama import groups, proposals
 from helpers.wallet.chama.tables import ChamaBallot, ChamaProposal, SmsInbox, account
 from helpers.wallet.customers import users
-from helpers.wallet.errors import InsufficientBalance
+from helpers.wallet.errors import InsufficientBalance, PolicyDenied
+from helpers.wallet.ledger import movements
 from helpers.wallet.ledger import journal
 from helpers.wallet.reports import books
 from helpers.web import worker
@@ -300,3 +301,17 @@ def test_an_sms_vote_from_a_number_on_sim_swap_hold_is_not_acted_on(wallet, clie
     with wallet.db.read() as s:
         assert s.scalar(select(ChamaBallot.vote).where(ChamaBallot.proposal_id == proposal_id,
                                                        ChamaBallot.user_id == second.id)) is None
+
+
+def test_contributions_are_held_to_the_daily_limit_like_sends(wallet):
+    chama_id, (chair, _second, _third) = chama_of_three(wallet)
+    limit, most = wallet.policy.value("daily-send-limit-sats"), wallet.policy.value("payment-max-sats")
+    with wallet.db.write() as s:
+        movements.credit_adjustment(s, chair.id, 2 * limit, "test: a rich chair", "rich-chair")
+    given, n = 5 * wallet.policy.value("payment-min-sats"), 0  # chama_of_three's contribution
+    while given + most <= limit:
+        n += 1
+        groups.contribute(wallet.db, wallet.policy, chair, chama_id, most, f"big-{n}")
+        given += most
+    with pytest.raises(PolicyDenied):
+        groups.contribute(wallet.db, wallet.policy, chair, chama_id, most, "one-too-many")

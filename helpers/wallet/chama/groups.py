@@ -25,7 +25,7 @@ from helpers.wallet.customers import users
 from helpers.wallet.customers.users import UserView
 from helpers.wallet.errors import PolicyDenied, WalletError
 from helpers.wallet.ledger import journal
-from helpers.wallet.ledger.movements import Receipt, run_once
+from helpers.wallet.ledger.movements import Receipt, run_once, spend_check
 from helpers.wallet.rules import Policy
 from models import CREDIT, DEBIT, LedgerAccount, Posting, Transaction, User, utcnow
 
@@ -170,7 +170,8 @@ def answer_invite(db: Database, user: UserView, chama_id: int, accept: bool) -> 
 
 def contribute(db: Database, policy: Policy, user: UserView, chama_id: int, amount: int, key: str) -> Receipt:
     """`amount` sats from an active member's balance into the group: one entry (customer ->
-    group), once per `key`. Raises InsufficientBalance, PolicyDenied, ChamaRefused, AccountLocked."""
+    group), once per `key`, counted in the day's sends and held to their limit like a send.
+    Raises InsufficientBalance, PolicyDenied, ChamaRefused, AccountLocked."""
     decision = policy.amount(amount)
     if not decision.allowed:
         raise PolicyDenied(decision.reason or "denied")
@@ -182,7 +183,8 @@ def contribute(db: Database, policy: Policy, user: UserView, chama_id: int, amou
             ref = new_reference()
             recorded = journal.record(s, journal.Entry(CONTRIBUTION, ref, user.id, ENTRY_TYPE, DEBIT, amount,
                                                        counterparty=name, idempotency_key=key),
-                                      [journal.customer(user.id, amount), journal.house(account(chama_id), -amount)])
+                                      [journal.customer(user.id, amount), journal.house(account(chama_id), -amount)],
+                                      check=spend_check(s, policy, user.id, amount))
             after = recorded.balances[user.id]
             sms.queue(s, user.phone, t(user.language, "sms.chama-in", amount=amount, group=name, ref=ref,
                                        balance=after))

@@ -153,6 +153,14 @@ def _check_spend(session: Executor, policy: Policy, user_id: int, amount: int, f
     return already
 
 
+def spend_check(session: Executor, policy: Policy, user_id: int, amount: int) -> Callable[[dict[int, int]], None]:
+    """journal.record's `check` for `amount` leaving this user's balance (no fee): the policy's
+    spend decision (bounds, daily limit) under the payer's row lock. Raises PolicyDenied."""
+    def check(balances: dict[int, int]) -> None:
+        _check_spend(session, policy, user_id, amount, 0, balances[user_id])
+    return check
+
+
 def find_by_key(db: Database, key: str) -> ResultRow | None:
     """The movement recorded under an idempotency key: id, user_id, reference, amounts, status."""
     return db.execute(_BY_KEY, {"key": key}).first()
