@@ -219,6 +219,7 @@ def chama(lang: str):
         dial(BOB, "9", "1", "3", "1", "1", PIN, note="the first approval of two: nothing paid yet"),
         dial(CAROL, "9", "1", "3", "1", "1", PIN, note="the second approval pays"),
         dial(ALICE, "9", "1", "3", "0", "4", "1", note="nothing waits; the statement, then by SMS"),
+        dial(ALICE, "9", "1", "7", CAROL_LOCAL, "1", note="the chair names a treasurer"),
         dial(BOB, "9", "1", "6", "1", PIN, note="a member leaves with what the rule gives back"),
     ]
 

@@ -16,7 +16,7 @@ from helpers.ussd.walker import MAX_SCREEN, End, Push, Result, Retry, Screen
 from helpers.wallet import use_cases
 from helpers.wallet.chama import groups, proposals
 from helpers.wallet.chama.groups import ChamaRefused
-from helpers.wallet.chama.tables import INVITED
+from helpers.wallet.chama.tables import INVITED, MEMBER, SECRETARY, TREASURER
 from helpers.wallet.customers.users import PinProof
 from helpers.wallet.errors import InsufficientBalance, PolicyDenied
 
@@ -120,7 +120,7 @@ class Invitation:
 class GroupMenu:
     secret = False
     targets = {"1": "chama.contribute", "2": "chama.propose.phone", "3": "chama.pending", "4": "chama.statement",
-               "5": "chama.invite", "6": "chama.leave"}
+               "5": "chama.invite", "6": "chama.leave", "7": "chama.officials"}
 
     def prompt(self, ctx: Ctx, data: dict) -> str:
         group = _group(ctx, data)
@@ -294,7 +294,45 @@ class Leave:
         return Push("pin", {"action": "chama-leave", "chama": data["chama"], "amount": 0})
 
 
+class Officials:
+    secret = False
+
+    def prompt(self, ctx: Ctx, data: dict) -> str:
+        group = _group(ctx, data)
+        return ctx.t("chama.officials", group=group.name if group else "")
+
+    def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
+        phone = normalise(token, ctx.svc.settings.default_region)
+        if phone is None:
+            return Retry(ctx.t("error.phone"))
+        return Push("chama.official.role", {"chama": data["chama"], "phone": phone})
+
+
+class OfficialRole:
+    secret = False
+    roles = {"1": TREASURER, "2": SECRETARY, "3": MEMBER}
+
+    def prompt(self, ctx: Ctx, data: dict) -> str:
+        group = _group(ctx, data)
+        return ctx.t("chama.official.role", phone=local(data["phone"], ctx.svc.settings.default_region),
+                     group=group.name if group else "")
+
+    def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
+        if token not in self.roles:
+            return Retry(ctx.t("error.option"))
+        if not ctx.final:
+            return expired(ctx)
+        group = _group(ctx, data)
+        try:
+            groups.appoint(ctx.svc.db, ctx.user, data["chama"], data["phone"], self.roles[token])
+        except ChamaRefused as exc:
+            return End(_refused(ctx, exc))
+        return End(ctx.t("chama.appointed", phone=local(data["phone"], ctx.svc.settings.default_region),
+                         group=group.name if group else ""))
+
+
 CHAMA_SCREENS: dict[str, Screen] = {
+    "chama.officials": Officials(), "chama.official.role": OfficialRole(),
     "chama": ChamaHome(), "chama.new.name": NewName(), "chama.new.rule": NewRule(), "chama.invitation": Invitation(),
     "chama.group": GroupMenu(), "chama.contribute": Contribute(), "chama.propose.phone": PayeePhone(),
     "chama.propose.amount": PayoutAmount(), "chama.pending": Pending(), "chama.vote": Vote(),

@@ -315,3 +315,17 @@ def test_contributions_are_held_to_the_daily_limit_like_sends(wallet):
         given += most
     with pytest.raises(PolicyDenied):
         groups.contribute(wallet.db, wallet.policy, chair, chama_id, most, "one-too-many")
+
+
+def test_the_chair_names_officials_who_may_then_invite(wallet, dial):
+    chama_id, (chair, second, _third) = chama_of_three(wallet)
+    newcomer = "+254711222444"
+    with pytest.raises(groups.ChamaRefused, match="not-chair"):
+        groups.appoint(wallet.db, second, chama_id, chair.phone, "treasurer")
+    phone = dial(chair.phone)
+    phone.run(PIN, PIN)
+    assert phone.run("9", "1", "7", "0" + second.phone[4:], "2") == "END " + t(
+        "en", "chama.appointed", phone="0" + second.phone[4:], group="Wanawake Pamoja")
+    groups.invite(wallet.db, wallet.policy, second, chama_id, newcomer, CODE)  # a secretary invites
+    with pytest.raises(groups.ChamaRefused, match="not-member"):
+        groups.appoint(wallet.db, chair, chama_id, newcomer, "treasurer")  # invited, not active yet

@@ -20,7 +20,7 @@ from helpers.infra import sms
 from helpers.infra.i18n import t
 from helpers.infra.refs import new_reference
 from helpers.wallet.chama.tables import (ACCOUNT_KIND, ACCOUNT_PREFIX, ACTIVE, CHAIR, INVITED, LEFT, MEMBER,
-                                         OFFICIALS, Chama, ChamaMember, account)
+                                         OFFICIALS, SECRETARY, TREASURER, Chama, ChamaMember, account)
 from helpers.wallet.customers import users
 from helpers.wallet.customers.users import UserView
 from helpers.wallet.errors import PolicyDenied, WalletError
@@ -36,7 +36,7 @@ _NAME = re.compile(r"[A-Za-z][A-Za-z ]*")
 
 class ChamaRefused(WalletError):
     """Not allowed in this group now (`reason`: not-member, not-official, full, already-member,
-    bad-name, bad-rule, own-phone, chair-stays); nothing changed."""
+    bad-name, bad-rule, own-phone, chair-stays, not-chair); nothing changed."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -158,6 +158,21 @@ def invite(db: Database, policy: Policy, inviter: UserView, chama_id: int, phone
             raise ChamaRefused("already-member")
         name = s.execute(select(Chama.name).where(Chama.id == chama_id)).scalar_one()
         sms.queue(s, phone, t(language, "sms.chama-invite", phone=inviter.phone, group=name, code=service_code))
+
+
+def appoint(db: Database, chair: UserView, chama_id: int, phone: str, role: str) -> None:
+    """The chair makes an active member treasurer, secretary or a plain member again (officials
+    invite). Raises ChamaRefused (not-chair, not-member)."""
+    if role not in (TREASURER, SECRETARY, MEMBER):
+        raise ValueError(f"not a role the chair gives: {role}")
+    with db.write() as s:
+        if require_active(s, chama_id, chair.id) != CHAIR:
+            raise ChamaRefused("not-chair")
+        member_id = s.execute(select(User.id).where(User.phone == phone)).scalar()
+        if member_id is None or member_id == chair.id or _write(s, update(ChamaMember).where(
+                ChamaMember.chama_id == chama_id, ChamaMember.user_id == member_id, ChamaMember.status == ACTIVE)
+                .values(role=role)).rowcount != 1:
+            raise ChamaRefused("not-member")
 
 
 def answer_invite(db: Database, user: UserView, chama_id: int, accept: bool) -> bool:
