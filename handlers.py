@@ -23,6 +23,7 @@ from helpers.ussd.account_screens import Account, History, Language, MainMenu, N
 from helpers.ussd.airtime_screens import AirtimeAmount, AirtimeFor, AirtimePhone
 from helpers.ussd.limits_screens import IdBirth, IdNames, IdNumber, Limits
 from helpers.ussd.forgot_screens import ForgotConfirm, ResetPending, save_reset_pin
+from helpers.ussd.chama_screens import CHAMA_SCREENS
 from helpers.ussd.business_screens import BusinessAmount, BusinessKind, BusinessNumber, PaybillAccount
 from helpers.ussd.mpesa_screens import TopupAmount, TopupCode, TopupConfirm, TopupPush, WithdrawAmount, WithdrawPhone
 from helpers.ussd.pin_entry import NewPin, PinChangeOld, PinStep, RepeatNewPin, save_changed_pin, save_first_pin
@@ -116,6 +117,7 @@ SCREENS: dict[str, Screen] = {
     "reset.pending": ResetPending(),
     "reset.new": NewPin("reset.new", "reset.repeat"),
     "reset.repeat": RepeatNewPin("pin.repeat", save_reset_pin),
+    **CHAMA_SCREENS,
 }
 
 

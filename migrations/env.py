@@ -14,6 +14,7 @@ from models import Base
 import helpers.wallet.aml.tables  # noqa: F401,E402 - tables kept beside their code join the metadata
 import helpers.wallet.privacy_tables  # noqa: F401,E402
 import helpers.wallet.ledger.savings_tables  # noqa: F401,E402 - the savings tables join Base.metadata
+import helpers.wallet.chama.tables  # noqa: F401,E402 - its tables are on Base too
 
 config = context.config
 if config.config_file_name and config.attributes.get("configure_logging", True):

@@ -205,6 +205,25 @@ def invalid_options(lang: str):
     ]
 
 
+def chama(lang: str):
+    payee = "0733444555"
+    return (ALICE, BOB, CAROL), [
+        dial(ALICE, "9", "4", "8", "W", "Wanawake", "0", note="a name too short; back from the rule"),
+        dial(ALICE, "9", "4", "8", "Wanawake", "12", "2", note="a chama: a name, then approvals needed (1-9)"),
+        dial(ALICE, "9", "4", "1", "5", BOB_LOCAL, note="the chair invites by phone"),
+        dial(ALICE, "9", "4", "1", "5", CAROL_LOCAL),
+        dial(BOB, "9", "4", "1", "1", note="the invited accept in their Chama menu"),
+        dial(CAROL, "9", "4", "1", "1"),
+        dial(ALICE, "9", "4", "1", "1", "5000", PIN, note="a contribution from the balance, behind the PIN"),
+        dial(ALICE, "9", "4", "1", "2", payee, "9000", "3000", PIN, note="a payout proposed to any phone"),
+        dial(BOB, "9", "4", "1", "3", "1", "1", PIN, note="the first approval of two: nothing paid yet"),
+        dial(CAROL, "9", "4", "1", "3", "1", "1", PIN, note="the second approval pays"),
+        dial(ALICE, "9", "4", "1", "3", "0", "4", "1", note="nothing waits; the statement, then by SMS"),
+        dial(ALICE, "9", "4", "1", "7", CAROL_LOCAL, "1", note="the chair names a treasurer"),
+        dial(BOB, "9", "4", "1", "6", "1", PIN, note="a member leaves with what the rule gives back"),
+    ]
+
+
 def send_success(lang: str):
     return (ALICE, BOB), [
         dial(ALICE, "1", BOB_LOCAL, "5000", "1", PIN),
@@ -537,6 +556,7 @@ BUILDERS = {
     "identity-tiers": identity_tiers,
     "savings-goal": savings_goal,
     "standing-order": standing_order,
+    "chama": chama,
 }
 
 

@@ -41,6 +41,8 @@ NUMBERED = (
     ("RECEIPT", re.compile(_EDGE_L + rf"S[{_ALPHABET}]{{9}}" + _EDGE_R)),
     # references: new_reference() (8 characters of its alphabet)
     ("REF", re.compile(_EDGE_L + rf"[{_ALPHABET}]{{8}}" + _EDGE_R)),
+    # a chama vote's one-time code, after the word the SMS asks to reply with (random digits)
+    ("OTP", re.compile(r"(?:(?<=YES )|(?<=NO )|(?<=NDIYO )|(?<=HAPANA ))[0-9]{4,12}(?![0-9])")),
 )
 # Unnumbered: the day a row was made (history shows dd/mm) and the last day to claim a send (its
 # SMS shows dd/mm/yyyy) change with the calendar only.

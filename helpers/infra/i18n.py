@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from helpers.infra import identity_texts
 from helpers.infra.i18n_save import SAVE_EN, SAVE_SW
+from helpers.infra.chama_texts import CHAMA_EN, CHAMA_SW
 
 LANGUAGES = ("en", "sw")
 LANGUAGE_NAMES = {"en": "English", "sw": "Kiswahili"}
@@ -388,6 +389,8 @@ EN.update(identity_texts.EN)
 SW.update(identity_texts.SW)
 EN.update(SAVE_EN)
 SW.update(SAVE_SW)
+EN.update(CHAMA_EN)
+SW.update(CHAMA_SW)
 CATALOGS = {"en": EN, "sw": SW}
 
 # The GSM 03.38 default alphabet (basic set) and the extension characters that cost two septets.

@@ -160,6 +160,8 @@ class Settings:
                             default_doc="simulated; in production off until a registry adapter is configured")
     sim_swap_callback_token: str = text("", "Secret of AT's Insights callback <PUBLIC_URL>/insights/<token>/sim-swap "
                                         "(16+ characters; required in production)", secret=True)
+    sms_incoming_token: str = text("", "Secret of AT's incoming SMS callback <PUBLIC_URL>/sms/<token>/incoming (chama "
+                                   "approvals by SMS reply; 16+ characters; unset: replies are refused)", secret=True)
     africastalking_sms_url: str = text("", "A test server instead of AT's SMS API", from_env=False)
     africastalking_airtime_url: str = text("", "A test server instead of AT's Airtime API", from_env=False)
     africastalking_insights_url: str = text("", "A test server instead of AT's Insights API", from_env=False)

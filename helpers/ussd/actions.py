@@ -15,6 +15,7 @@ from helpers.infra.rail import Said
 from helpers.ussd import quoting
 from helpers.infra.phone import local
 from helpers.ussd.business_screens import payee
+from helpers.ussd.chama_screens import CHAMA_ACTIONS
 from helpers.ussd import save_screens, sessions
 from helpers.ussd.screen import Ctx, acting_refused, deny_text, payee_bounds
 from helpers.ussd.walker import fit
@@ -183,6 +184,7 @@ ACTIONS: dict[str, Callable[[Ctx, dict, PinProof | None], str]] = {
     "send": send, "lnsend": pay_lightning, "withdraw": withdraw, "payreq": pay_request, "mpesapay": pay_business,
     "airtime": buy_airtime, "kyc": verify_identity, "goal-in": save_screens.save_to_goal,
     "goal-break": save_screens.break_goal, "goal-autosave": save_screens.autosave_goal, "order": save_screens.set_order,
+    **CHAMA_ACTIONS,
 }
 # Actions that do nothing outside their debit's transaction before the debit, so a right PIN
 # may skip the counted check (users.check_pin). Not "lnsend": it asks the payee's server for an

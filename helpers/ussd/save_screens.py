@@ -43,7 +43,7 @@ class SaveMenu:
         return ctx.t("save")
 
     def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
-        target = {"1": "goals", "2": "goal.name", "3": "orders"}.get(token)
+        target = {"1": "goals", "2": "goal.name", "3": "orders", "4": "chama"}.get(token)  # 4: save together
         if target is None:
             return Retry(ctx.t("error.option"))
         if token == "1" and not goals.open_goals(ctx.svc.db, ctx.user.id):

@@ -20,6 +20,7 @@ from helpers.wallet import identity, prices
 from helpers.infra import sms
 from helpers.infra.i18n import t
 from helpers.wallet.customers import limits, tiers, users
+from helpers.wallet.chama import groups, proposals
 from helpers.wallet.incoming import invoices
 from helpers.wallet.ledger import movements
 from helpers.wallet.mpesa import flows as mpesa_flows
@@ -286,3 +287,32 @@ def set_autosave(svc: Services, user: UserView, proof: PinProof | None, goal_id:
     in is. False: not an open goal of this customer's. Raises PolicyDenied (autosave-max)."""
     require_pin(proof, user)
     return autosave.switch(svc.db, svc.policy, user, goal_id, percent)
+
+
+# ------------------------------------------------------------------ chama (group) wallets, PIN first
+def chama_contribute(svc: Services, user: UserView, proof: PinProof | None, chama_id: int, amount: int,
+                     key: str) -> Receipt:
+    """Sats from the member's balance into the group. Raises InsufficientBalance, PolicyDenied,
+    ChamaRefused."""
+    require_pin(proof, user)
+    return groups.contribute(svc.db, svc.policy, user, chama_id, amount, key)
+
+
+def chama_propose(svc: Services, user: UserView, proof: PinProof | None, chama_id: int, amount: int,
+                  phone: str) -> int:
+    """A payout from the group to a phone's wallet, paid when the group's rule of approvals is met.
+    Raises PolicyDenied, ChamaRefused."""
+    require_pin(proof, user)
+    return proposals.propose(svc.db, svc.policy, user, chama_id, amount, phone)
+
+
+def chama_vote(svc: Services, user: UserView, proof: PinProof | None, proposal_id: int, yes: bool) -> str:
+    """The member's vote on a proposal (the payout, when it meets the rule): proposals.vote's outcome."""
+    require_pin(proof, user)
+    return proposals.vote(svc.db, svc.policy, user.id, proposal_id, yes)
+
+
+def chama_leave(svc: Services, user: UserView, proof: PinProof | None, chama_id: int, key: str) -> Receipt:
+    """Leave the group with what its rule gives back. Raises ChamaRefused."""
+    require_pin(proof, user)
+    return groups.leave(svc.db, user, chama_id, key)

@@ -9,8 +9,10 @@ import re
 
 from flask import Blueprint, Response, jsonify, request
 
+from helpers.infra.phone import normalise
 from helpers.lightning import webhooks
 from helpers.wallet import sim_swap
+from helpers.wallet.chama import proposals as chama_proposals
 from helpers.wallet.incoming import invoices
 from helpers.wallet.mpesa import callbacks as mpesa_callbacks
 from helpers.wallet.payouts import machine as payouts
@@ -117,3 +119,27 @@ def sim_swap_state(token: str) -> tuple[Response, int]:
     found, recorded = sim_swap.callback(svc, body)
     send_queued_sms(svc)
     return jsonify({"answers": found, "recorded": recorded}), 200
+
+
+@bp.post("/sms/<token>/incoming")
+def sms_incoming(token: str) -> tuple[Response, int]:
+    """Africa's Talking's incoming SMS (form fields from, to, text, date, id): a reply "YES 482913"
+    or "NO 482913" (NDIYO / HAPANA) votes on the chama payout whose one-time code it carries, by
+    the member it was sent to. No signature: the secret token in the URL (constant time); each
+    message id is acted on once (AT retries a failing endpoint)."""
+    svc = services()
+    expected = svc.settings.sms_incoming_token
+    if not expected or not callers.token_ok(expected, token):
+        log.warning("incoming sms refused: bad token from %s", request.remote_addr)
+        return jsonify({"error": "forbidden"}), 403
+    fields = request.form.to_dict()
+    phone = normalise(fields.get("from", ""), svc.settings.default_region)
+    message_id, text = fields.get("id", ""), fields.get("text", "")
+    if phone is None or not message_id or len(message_id) > 64 or len(text) > 480:
+        return jsonify({"error": "bad message"}), 400
+    if sim_swap.read(svc.db, phone).held:  # a SIM swapped and not cleared: its replies vote for no one
+        log.warning("incoming sms from a number on SIM-swap hold: not acted on")
+        return jsonify({"status": "sim-swap-hold"}), 200
+    outcome = chama_proposals.sms_reply(svc.db, svc.policy, phone, text, message_id)
+    send_queued_sms(svc)
+    return jsonify({"status": outcome}), 200

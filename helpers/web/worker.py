@@ -48,6 +48,7 @@ from helpers.wallet import pin_reset, privacy, sim_swap
 from helpers.wallet.aml import cases as aml_cases
 from helpers.wallet.customers import limits
 from helpers.wallet.incoming import invoices
+from helpers.wallet.chama import proposals as chama_proposals
 from helpers.wallet.ledger import movements, unclaimed
 from helpers.wallet.savings import autosave, goals, orders
 from helpers.wallet.mpesa import flows as mpesa_flows
@@ -75,7 +76,7 @@ def worker_id() -> str:
 def _periodic(svc: Services) -> dict[str, int]:
     """Periodic tasks and their intervals in seconds."""
     tasks = {"sweep": max(1, svc.settings.invoice_poll_s or 15), "sms": 5, "cleanup": 3600, "unclaimed": 3600,
-             "aml": 3600, "retention": 86400, "savings": 300}
+             "aml": 3600, "retention": 86400, "savings": 300, "chama": 60}
     if svc.prices.sources:
         tasks["price"] = svc.settings.price_refresh_s
     return tasks
@@ -251,6 +252,8 @@ def _every(svc: Services, task: str) -> None:
         privacy.retain_due(svc.db, svc.policy, svc.settings.pin_pepper)
     elif task == "savings":
         run_savings(svc)
+    elif task == "chama":
+        expire_chama_proposals(svc)
 
 
 def run_savings(svc: Services) -> tuple[int, int]:
@@ -274,6 +277,11 @@ def run_savings(svc: Services) -> tuple[int, int]:
         except Exception:  # noqa: BLE001 - one order's failure must not keep the others back
             log.exception("standing order %s could not run", order_id)
     return matured, paid
+
+
+def expire_chama_proposals(svc: Services) -> int:
+    """Chama payouts not approved in time expire (each pays nothing; its proposer gets an SMS)."""
+    return chama_proposals.expire_due(svc.db)
 
 
 def return_unclaimed(svc: Services) -> int:

@@ -1,8 +1,10 @@
 """Random sequences of sends, payment requests, top-ups, withdrawals, airtime, Lightning receipts
 and payments out, savings goals (opened, filled, broken early, matured by the worker), backend
-failures and unknown answers (settled later by the node or M-Pesa),
-replayed confirmations and restarts of the app on the same database; after every step no balance
-is negative, every balance equals its ledger and the journal, no posting was ever changed, and the
+failures and unknown answers (settled later by the node or M-Pesa), chama contributions, payout
+proposals, votes by USSD and by SMS reply (AT's retries included), expiries, members leaving and
+rejoining, replayed confirmations and restarts of the app on the same database; after every step no
+balance (a customer's, a goal's or a group's) is negative, every balance equals its ledger and the
+journal, no posting was ever changed, every paid proposal was paid by exactly one entry, and the
 sats in the system are exactly what came in minus what went out."""
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from helpers.wallet.savings import goals
 from helpers.web import worker
 from lightning import MockBackend, PaymentResult, State, StatusResult, UnavailableBackend, decode_invoice
 from helpers.wallet.payouts import machine as payouts
+from helpers.wallet.chama import groups, proposals
+from helpers.wallet.chama.tables import PAID, ChamaBallot, ChamaProposal
 from models import (AIRTIME_RAIL, MPESA_B2C_RAIL, OPEN_PAYOUT, SAVINGS, SEND, Invoice, LedgerAccount, Payout, Posting,
                     Transaction, User, utcnow)
 from tests.conftest import configure, DEMO, Dialer, KES_MIN, PIN, TEST_PEPPER
@@ -42,6 +46,8 @@ P = policy()
 PEOPLE = st.sampled_from(range(len(DEMO)))
 SATS = st.integers(min_value=P.value("payment-min-sats") - 100, max_value=60_000)
 KES = st.integers(min_value=KES_MIN - 10, max_value=9_000)
+CHAMA_TOKEN = "state-machine-sms-token-0123"
+OUTSIDER = "+254733444555"  # a payout's payee who is no member
 AIRTIME_KES = st.integers(min_value=P.value("airtime-min-kes") - 2, max_value=P.value("airtime-max-kes") + 2)
 
 
@@ -115,6 +121,17 @@ class WalletMachine(RuleBasedStateMachine):
         self.outside = self._sum(User.balance_sats)  # sats that came in from outside so far
         self.codes = 0
         self.payments = 0
+        self.messages = 0
+        # one chama of the three demo users, the first its chair, a rule of two approvals
+        chair, *others = (self._user(n) for n in range(len(DEMO)))
+        self.chama = groups.create(self.svc.db, P, chair, "Wanawake", 2)
+        for member in others:
+            groups.invite(self.svc.db, P, chair, self.chama, member.phone, "*384*123#")
+            groups.answer_invite(self.svc.db, member, self.chama, True)
+
+    def _user(self, n: int) -> users.UserView:
+        with self.svc.db.read() as s:
+            return users.UserView.of(users.get(s, DEMO[n]))
 
     def _start(self) -> None:
         """The app as a new process starts it: nothing kept in memory but the node and M-Pesa,
@@ -122,7 +139,7 @@ class WalletMachine(RuleBasedStateMachine):
         self.app = create_app({"TESTING": True, "DATABASE_URL": self.url, "AUTO_CREATE_SCHEMA": False,
                                "DEMO_MODE": False, "SMS_AUTO_FLUSH": False, "PIN_PEPPER": TEST_PEPPER,
                                "RATE_LIMITS": False, "INVOICE_POLL_S": 0,
-                               "WRITE_BEHIND_S": 0})
+                               "WRITE_BEHIND_S": 0, "SMS_INCOMING_TOKEN": CHAMA_TOKEN})
         self.svc = self.app.extensions["wallet"]
         configure(self.app, demo_mode=True)  # for /test/pay-invoice
         self.app.register_blueprint(demo_routes.bp)  # as create_app does in demo mode
@@ -281,6 +298,65 @@ class WalletMachine(RuleBasedStateMachine):
         if phone.session_id:
             phone.post(phone.text)
 
+    # ------------------------------------------------------------------ the chama
+    @rule(a=PEOPLE, amount=SATS)
+    def contribute(self, a, amount):
+        self.phones[a].run("9", "1", "1", str(amount), PIN)
+
+    @rule(a=PEOPLE, b=st.sampled_from(range(len(DEMO) + 1)), amount=SATS)
+    def propose(self, a, b, amount):
+        to = OUTSIDER if b == len(DEMO) else DEMO[b]
+        self.phones[a].run("9", "1", "2", "0" + to[4:], str(amount), PIN)
+
+    @rule(a=PEOPLE, yes=st.booleans())
+    def vote_by_ussd(self, a, yes):
+        self.phones[a].run("9", "1", "3", "1", "1" if yes else "2", PIN)
+
+    @rule(a=PEOPLE, yes=st.booleans(), again=st.booleans())
+    def vote_by_sms(self, a, yes, again):
+        """A reply to the SMS with the member's code for their newest ballot; AT may post it twice."""
+        with self.svc.db.read() as s:
+            code = s.scalar(select(ChamaBallot.code).where(ChamaBallot.user_id == self._user(a).id)
+                            .order_by(ChamaBallot.id.desc()))
+        if code is None:
+            return
+        self.messages += 1
+        for _ in range(2 if again else 1):
+            answer = self.client.post(f"/sms/{CHAMA_TOKEN}/incoming", data={
+                "from": DEMO[a], "to": "22384", "text": f"{'YES' if yes else 'NO'} {code}", "date": "2026-12-07",
+                "id": f"ATXid_{self.messages}"})
+            assert answer.status_code == 200
+            event(f"sms vote: {answer.get_json()['status']}")
+
+    @rule(a=PEOPLE, amount=SATS, votes=st.lists(st.tuples(st.booleans(), st.booleans()), max_size=2))
+    def chama_round(self, a, amount, votes):
+        """A whole round in one step (so that payouts happen often): a contribution, a payout proposed
+        to the outsider, and the other members' votes (yes or no) by USSD or SMS."""
+        self.contribute(a, amount)
+        self.propose(a, len(DEMO), amount)
+        others = [n for n in range(len(DEMO)) if n != a]
+        for voter, (yes, by_sms) in zip(others, votes, strict=False):
+            if by_sms:
+                self.vote_by_sms(voter, yes, False)
+            else:
+                self.vote_by_ussd(voter, yes)
+
+    @rule()
+    def proposals_expire(self):
+        """The worker's sweep, at a time past every proposal's expiry."""
+        with self.svc.db.read() as s:
+            latest = s.scalar(select(func.max(ChamaProposal.expires_at)))
+        if latest is not None:
+            proposals.expire_due(self.svc.db, latest)
+
+    @rule(a=st.sampled_from(range(1, len(DEMO))))
+    def leave_and_rejoin(self, a):
+        member = self._user(a)
+        self.leaves = getattr(self, "leaves", 0) + 1
+        groups.leave(self.svc.db, member, self.chama, f"sm-leave-{self.leaves}")
+        groups.invite(self.svc.db, P, self._user(0), self.chama, member.phone, "*384*123#")
+        groups.answer_invite(self.svc.db, member, self.chama, True)
+
     @rule()
     def restart(self):
         """The process dies and starts again on the same database."""
@@ -312,7 +388,15 @@ class WalletMachine(RuleBasedStateMachine):
         opening = self._sum(Transaction.amount_sats, Transaction.type == "adjust")
         saved = self._sum(SavingsGoal.balance_sats)
         break_fees = self._sum(Transaction.fee_sats, Transaction.kind == "goal-break")
-        assert self._sum(User.balance_sats) + saved == opening + topups + received - out - fees - break_fees
+        with self.svc.db.read() as s:
+            in_groups = journal.groups_hold(journal.balances(s))
+            paid = s.scalars(select(ChamaProposal.id).where(ChamaProposal.status == PAID)).all()
+            payouts_made = s.scalars(select(Transaction.idempotency_key).where(Transaction.kind == groups.PAYOUT)).all()
+        assert sorted(payouts_made) == sorted(f"chama:{n}" for n in paid)  # each paid proposal once, no other
+        event(f"chama payouts so far: {min(len(paid), 2)}+")
+        assert in_groups >= 0
+        assert self._sum(User.balance_sats) + saved + in_groups == \
+            opening + topups + received - out - fees - break_fees
         # every goal's sats are in the house account `savings`; a closed goal holds none
         assert saved == -self._sum(LedgerAccount.balance_sats, LedgerAccount.code == SAVINGS)
         assert self._sum(SavingsGoal.balance_sats, SavingsGoal.status != GOAL_OPEN) == 0

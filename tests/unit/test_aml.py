@@ -44,9 +44,12 @@ def key() -> str:
 
 
 def new_customer(wallet, sats: int = 0) -> users.UserView:
-    """A registered customer (no PIN), funded by an operator's credit."""
+    """A registered customer (no PIN) at the top tier (its caps are the policy's own), funded by an
+    operator's credit."""
     phone = f"+2547{next(_phones):08d}"
-    user = users.register(wallet.db, phone, "en", "")
+    users.register(wallet.db, phone, "en", "")
+    operators.set_tier(wallet.db, "test", phone, P.value("top-tier"), "ticket 1: documents seen")
+    user = view(wallet, phone)
     if sats:
         operators.adjust(wallet.db, "test", phone, sats, "ticket 1: funding a test customer")
     return user

@@ -37,6 +37,7 @@ LONGEST = {
     "born": "31/12/1999", "low": identity.ID_DIGITS[1], "high": identity.ID_DIGITS[1],
     "cap_payment": TIER_KES["payment"], "cap_day": TIER_KES["day"], "cap_month": TIER_KES["month"],
     "cap_balance": TIER_KES["balance"], "name": "W" * users.NAME_LENGTH[1],
+    "group": "W" * P.value("chama-name-max"), "otp": "9" * P.value("chama-code-digits"), "by": "+254712345678",
 }
 # A claim SMS names the last day to claim a send in full (dd/mm/yyyy), where a statement line's
 # date is dd/mm.
@@ -93,6 +94,9 @@ def fill(lang: str, key: str) -> str:
         longest = max((t(lang, k) for k in EN if k.startswith("who.")), key=len)
         values["lines"] = t(lang, "history.line", sign="-", amount=10**12, who=longest, date="30/12*",
                             ref="X" * 24)
+    if key.startswith(("chama", "sms.chama")):  # a list the screen trims to fit: at least its first line fits
+        values["lines"] = max((t(lang, k, n=3, group=values["group"], amount=10**6, phone=values["phone"])
+                               for k in ("chama.line-invited", "chama.pending-line", "chama.member-line")), key=len)
     return t(lang, key, **values)
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
+from helpers.wallet.customers import tiers
 from helpers.wallet.rules import Policy
 from models import (ADJUST, CREDIT, DEBIT, PENDING, SEND, SETTLED, TOPUP, WITHDRAW, PhoneGuard, Posting,
                     Transaction, User, utcnow)
@@ -42,9 +43,13 @@ class Hit:
 
 
 # ------------------------------------------------------------------ the caps a rule compares with
-def payment_cap_sats(policy: Policy) -> int:
-    """The per-payment cap structuring is measured against (one place: per-tier caps go here)."""
-    return policy.value("payment-max-sats")
+def payment_cap_sats(policy: Policy, tier: int | None = None, price: int | None = None) -> int:
+    """The per-payment cap structuring is measured against: the policy's for everyone, and a tier's
+    own (issue 34) at `price` where it is lower."""
+    cap = policy.value("payment-max-sats")
+    if tier is None:
+        return cap
+    return min(cap, tiers.caps(policy, tier, price or policy.value("fixed-kes-per-btc")).payment)
 
 
 def _window(policy: Policy, name: str, now: dt.datetime) -> tuple[int, dt.datetime]:
@@ -76,16 +81,23 @@ def _day(when: dt.datetime) -> str:
 def structuring(s: Session, policy: Policy, now: dt.datetime) -> list[Hit]:
     """Several movements out just under the per-payment cap within the window."""
     hours, since = _window(policy, "aml-structuring-window-h", now)
-    cap = payment_cap_sats(policy)
-    floor = policy.aml_near_cap_floor(cap)
-    near = _OUT & (Transaction.created_at >= since) & Transaction.amount_sats.between(floor, cap)
-    rows = s.execute(select(Transaction.user_id, func.count(), func.sum(Transaction.amount_sats),
-                            func.min(Transaction.created_at)).where(near).group_by(Transaction.user_id)).all()
-    hits = [(uid, int(n), int(total), first) for uid, n, total, first in rows if policy.aml_hit(STRUCTURING, int(n))]
-    phones = _phones(s, {h[0] for h in hits})
-    return [Hit(STRUCTURING, uid, phones[uid], _day(first),
-                {"near_cap_count": n, "near_cap_sats": total, "cap_sats": cap, "floor_sats": floor, "window_h": hours},
-                _ids(s, near, Transaction.user_id == uid)) for uid, n, total, first in hits]
+    price = tiers.stored_price(s, policy)
+    found: list[Hit] = []
+    for tier in range(policy.value("top-tier") + 1):  # each tier's customers against their own cap
+        cap = payment_cap_sats(policy, tier, price)
+        floor = policy.aml_near_cap_floor(cap)
+        near = (_OUT & (Transaction.created_at >= since) & Transaction.amount_sats.between(floor, cap)
+                & Transaction.user_id.in_(select(User.id).where(User.tier == tier)))
+        rows = s.execute(select(Transaction.user_id, func.count(), func.sum(Transaction.amount_sats),
+                                func.min(Transaction.created_at)).where(near).group_by(Transaction.user_id)).all()
+        hits = [(uid, int(n), int(total), first) for uid, n, total, first in rows
+                if policy.aml_hit(STRUCTURING, int(n))]
+        phones = _phones(s, {h[0] for h in hits})
+        found += [Hit(STRUCTURING, uid, phones[uid], _day(first),
+                      {"near_cap_count": n, "near_cap_sats": total, "cap_sats": cap, "floor_sats": floor,
+                       "window_h": hours, "tier": tier},
+                      _ids(s, near, Transaction.user_id == uid)) for uid, n, total, first in hits]
+    return found
 
 
 def fan_in(s: Session, policy: Policy, now: dt.datetime) -> list[Hit]:

@@ -51,6 +51,13 @@ _GOAL_DEBIT = Prepared(update(_GOALS).where(_GOALS.c.id == bindparam("gid"),
 _GOAL_BALANCE = Prepared(select(_GOALS.c.balance_sats).where(_GOALS.c.id == bindparam("gid")))
 _MOVE_ACCOUNT = Prepared(update(_ACCOUNTS).where(_ACCOUNTS.c.code == bindparam("code"))
                          .values(balance_sats=_ACCOUNTS.c.balance_sats + bindparam("delta")))
+# A group's (chama's) account is credit-normal like a customer's: its debit is conditional too, so
+# two payouts can never both spend the same sats (the second finds them gone: InsufficientBalance).
+GROUP_PREFIX = "chama:"
+_DEBIT_GROUP = Prepared(update(_ACCOUNTS).where(_ACCOUNTS.c.code == bindparam("code"),
+                                                _ACCOUNTS.c.balance_sats + bindparam("delta") <= 0)
+                        .values(balance_sats=_ACCOUNTS.c.balance_sats + bindparam("delta")))
+_ACCOUNT_BALANCE = Prepared(select(_ACCOUNTS.c.balance_sats).where(_ACCOUNTS.c.code == bindparam("code")))
 _UNLOCKED = or_(_USERS.c.pin_locked_until.is_(None), _USERS.c.pin_locked_until <= bindparam("now"))
 # A customer's debit is conditional: it never overdraws, and never touches a PIN-locked account
 # (users.check_pin counts on this) unless an operator corrects it (`any_lock`).
@@ -236,7 +243,10 @@ def record(executor: Executor, entry: Entry, legs: Sequence[Leg], *,
     # row, and two transactions that both held it shared and then asked to update it would
     # deadlock on MySQL. Taking the row for update first leaves nothing to upgrade.
     for code in sorted(accounts):
-        if accounts[code]:
+        if accounts[code] > 0 and code.startswith(GROUP_PREFIX):  # money leaves a group: only what it holds
+            if _DEBIT_GROUP.run(executor, {"code": code, "delta": accounts[code]}).rowcount != 1:
+                raise InsufficientBalance(-int(_ACCOUNT_BALANCE.run(executor, {"code": code}).scalar() or 0))
+        elif accounts[code]:
             _MOVE_ACCOUNT.run(executor, {"code": code, "delta": accounts[code]})
     entry_id = _ADD_ENTRY.run(executor, entry.row(utcnow())).lastrowid
     if entry_id is None:  # an INSERT with an autoincrement key always returns it
@@ -290,6 +300,8 @@ def check(session: Session) -> list[JournalProblem]:
         expected = int(by_account.get(code) or 0)
         if kept != expected:
             problems.append(JournalProblem("house balance", code, expected, kept))
+        if code.startswith(GROUP_PREFIX) and kept > 0:
+            problems.append(JournalProblem("negative group", code, 0, -kept))
     problems.extend(_goal_problems(session))
     problems.extend(_two_phase_problems(session))
     return problems
@@ -346,6 +358,11 @@ def balances(session: Session) -> dict[str, int]:
     found = {code: int(kept) for code, kept in session.execute(select(_ACCOUNTS.c.code, _ACCOUNTS.c.balance_sats))}
     found["customers"] = int(session.scalar(select(func.coalesce(func.sum(User.balance_sats), 0))) or 0)
     return found
+
+
+def groups_hold(kept: dict[str, int]) -> int:
+    """What all groups (chamas) hold, from `balances`: their members' money, owed like a wallet's."""
+    return -sum(balance for code, balance in kept.items() if code.startswith(GROUP_PREFIX))
 
 
 # ------------------------------------------------------------------ statements

@@ -198,6 +198,16 @@ def _check_spend(session: Executor, policy: Policy, user_id: int, amount: int, f
     return check_out(session, policy, user_id, limits, amount, decide)
 
 
+def spend_check(session: Executor, policy: Policy, user_id: int, amount: int,
+                tier: int) -> Callable[[dict[int, int]], None]:
+    """journal.record's `check` for `amount` leaving this user's balance (no fee): the policy's spend
+    decision and the tier's caps (at the newest stored price) under the payer's lock. Raises PolicyDenied."""
+    def check(balances: dict[int, int]) -> None:
+        limits = tiers.caps(policy, tier, tiers.stored_price(session, policy))
+        _check_spend(session, policy, user_id, amount, 0, balances[user_id], limits)
+    return check
+
+
 def find_by_key(db: Database, key: str) -> ResultRow | None:
     """The movement recorded under an idempotency key: id, user_id, reference, amounts, status."""
     return db.execute(_BY_KEY, {"key": key}).first()

@@ -137,6 +137,8 @@ class Solvency:
 
 def solvency(session: Session, node_balance_sats: int | None) -> Solvency:
     kept = journal.balances(session)
-    return Solvency(kept["customers"], -kept[LN_IN_FLIGHT], -kept[MPESA_IN_FLIGHT], node_balance_sats, kept[FLOAT],
+    # money in groups (chamas) and in savings goals is owed to customers as much as a balance is
+    return Solvency(kept["customers"] + journal.groups_hold(kept),
+                    -kept[LN_IN_FLIGHT], -kept[MPESA_IN_FLIGHT], node_balance_sats, kept[FLOAT],
                     mpesa_float.latest(session), -kept.get(AIRTIME_IN_FLIGHT, 0), kept.get(AIRTIME_FLOAT, 0),
                     -kept.get(SAVINGS, 0))
