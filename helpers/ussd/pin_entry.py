@@ -125,7 +125,8 @@ class PinStep:
                          sats=quote.sats, fee=quote.fee_sats, valid=quoting.valid_minutes(ctx))
         if data["action"] == "kyc":
             born = dt.date.fromisoformat(data["born"])
-            return ctx.t("kyc.pin", id=data["id"], names=data["names"], born=born.strftime("%d/%m/%Y"))
+            # the reply is kept in the session row: the ID number's last digits only, as the account keeps
+            return ctx.t("kyc.pin", id="***" + data["id"][-3:], names=data["names"], born=born.strftime("%d/%m/%Y"))
         return save_screens.pin_prompt(ctx, data) or ctx.t("pin.enter")
 
     def handle(self, ctx: Ctx, data: dict, token: str) -> Result:

@@ -121,7 +121,8 @@ def tier_values(ctx: Ctx) -> dict[str, Any]:
     limits = tiers.caps(ctx.svc.policy, ctx.user.tier, ctx.svc.policy.value("fixed-kes-per-btc"))  # KES only
     top = ctx.user.tier >= ctx.value("top-tier")
     return {"cap_payment": limits.payment_kes, "cap_day": limits.day_kes, "cap_month": limits.month_kes,
-            "cap_balance": limits.balance_kes, "how": "" if top else ctx.t("tier.how")}
+            "cap_balance": limits.balance_kes,
+            "how": "" if top else ctx.t("tier.how" if ctx.user.tier < tiers.ID_CHECKED else "tier.how-documents")}
 
 
 def sats_range(ctx: Ctx) -> dict[str, int]:

@@ -59,7 +59,8 @@ def fill(lang: str, key: str) -> str:
     values = dict(LONGEST)
     values["requests"] = t(lang, "main.requests", count=3)
     values["lines"] = "".join(t(lang, "payreq.line", n=n, amount=10**6, phone="+254712345678") for n in (1, 2, 3))
-    values["how"], values["verify"] = t(lang, "tier.how"), t(lang, "limits.verify")
+    values["how"] = max(t(lang, "tier.how"), t(lang, "tier.how-documents"), key=len)
+    values["verify"] = t(lang, "limits.verify")
     values["level"] = max((t(lang, f"tier.{n}") for n in range(P.value("top-tier") + 1)), key=len)
     values["name"] = values["shown"] = "W" * users.NAME_LENGTH[1]
     values["now"] = t(lang, "name.now", name=values["name"])

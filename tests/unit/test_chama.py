@@ -329,3 +329,20 @@ def test_the_chair_names_officials_who_may_then_invite(wallet, dial):
     groups.invite(wallet.db, wallet.policy, second, chama_id, newcomer, CODE)  # a secretary invites
     with pytest.raises(groups.ChamaRefused, match="not-member"):
         groups.appoint(wallet.db, chair, chama_id, newcomer, "treasurer")  # invited, not active yet
+
+
+def test_a_payout_that_would_lift_the_payee_over_their_balance_cap_fails_and_the_group_keeps_it(wallet):
+    """Issue 34 with 35: the payee's tier balance cap holds for a group's payout too, decided under
+    their row lock when the approvals are reached; the group's money stays where it was."""
+    from helpers.wallet.customers import tiers
+    cap = tiers.caps(wallet.policy, tiers.PHONE_ONLY, wallet.policy.value("fixed-kes-per-btc")).balance
+    assert cap is not None
+    from helpers.wallet import operators
+    operators.adjust(wallet.db, "ops", DEMO[0], cap, "funding a chair for the test")
+    chama_id, (chair, second, third) = chama_of_three(wallet, put_in=cap + 1000)
+    newcomer = view(wallet, PAYEE)  # tier 0, empty: the payout alone passes its cap
+    proposal = proposals.propose(wallet.db, wallet.policy, chair, chama_id, cap + 1, newcomer.phone)
+    proposals.vote(wallet.db, wallet.policy, second.id, proposal, True)
+    assert proposals.vote(wallet.db, wallet.policy, third.id, proposal, True) == "failed"
+    assert status_of(wallet, proposal) == "failed" and entries_of(wallet, proposal) == 0
+    assert holds(wallet, chama_id) == cap + 1000 and balance(wallet, PAYEE) == 0

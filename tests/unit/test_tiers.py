@@ -114,6 +114,15 @@ def test_money_in_past_the_balance_cap_is_refused_before_it_moves(wallet, newcom
     assert snapshot(wallet) == before
 
 
+def test_a_lightning_address_tells_a_stranger_nothing_of_the_balance(wallet, newcomer):
+    """An amount within the cap is invoiced whatever the balance beside it: refusing it would let
+    anyone read a customer's balance by trying amounts at their public address."""
+    zero = caps(wallet, tiers.PHONE_ONLY)
+    assert zero.balance is not None
+    fund(wallet, NEWCOMER, zero.balance - 1000)
+    assert lnurl.invoice(wallet, NEWCOMER[1:], str(5000 * 1000), "127.0.0.1")["pr"]
+
+
 def test_the_top_tier_has_no_balance_cap_and_an_operator_sets_it_audited(wallet, newcomer):
     operators.set_tier(wallet.db, "ops", NEWCOMER, tiers.DOCUMENTS, "passport and ID seen at the agent")
     assert tier_of(wallet, NEWCOMER) == tiers.DOCUMENTS and caps(wallet, tiers.DOCUMENTS).balance is None

@@ -27,7 +27,8 @@ from helpers.infra.refs import new_reference
 from helpers.wallet.chama.groups import ENTRY_TYPE, PAYOUT, ChamaRefused, _holds, _write, require_active
 from helpers.wallet.chama.tables import (ACTIVE, EXPIRED, FAILED, NO, OPEN, PAID, REJECTED, YES, Chama, ChamaBallot,
                                          ChamaMember, ChamaProposal, SmsInbox, account)
-from helpers.wallet.customers import users
+from helpers.wallet import rules
+from helpers.wallet.customers import tiers, users
 from helpers.wallet.customers.users import UserView
 from helpers.wallet.errors import PolicyDenied
 from helpers.wallet.ledger import journal
@@ -149,6 +150,19 @@ def _tally(s: Session, proposal_id: int, chama_id: int) -> tuple[int, int]:
     return int(yes), int(undecided)
 
 
+def _over_cap(s: Session, phone: str, amount: int) -> bool:
+    """Would `amount` lift the customer of `phone` over their tier's balance cap? Their row is
+    locked for the payout that follows (a number with no account yet starts at tier 0, empty)."""
+    row = s.execute(select(User.balance_sats, User.tier).where(User.phone == phone).with_for_update()).first()
+    balance, tier = (row[0], row[1]) if row is not None else (0, tiers.PHONE_ONLY)
+    policy = rules.policy()
+    try:
+        tiers.check_in(tiers.caps(policy, tier, tiers.stored_price(s, policy)), balance, amount)
+    except PolicyDenied:
+        return True
+    return False
+
+
 def _decide(s: Session, proposal_id: int) -> str:
     """After a vote, under the proposal's lock: pay when the rule is met, reject when it no longer
     can be, else leave it open."""
@@ -161,6 +175,12 @@ def _decide(s: Session, proposal_id: int) -> str:
                                                   .where(User.id == proposer_id)).one()
     if yes >= needed:
         if _holds(s, chama_id, lock=True) < amount:  # spent by another payout meanwhile
+            if _close(s, proposal_id, FAILED):
+                sms.queue(s, proposer_phone, t(proposer_language, "sms.chama-failed", group=name, amount=amount,
+                                               phone=to_phone))
+                return FAILED
+            return CLOSED
+        if _over_cap(s, to_phone, amount):  # the payee's tier (issue 34): the group's money stays
             if _close(s, proposal_id, FAILED):
                 sms.queue(s, proposer_phone, t(proposer_language, "sms.chama-failed", group=name, amount=amount,
                                                phone=to_phone))

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 from database import Database
 from helpers.infra import sms
 from helpers.infra.i18n import t
-from helpers.wallet.customers import users
+from helpers.wallet.customers import tiers, users
 from helpers.wallet.customers.users import UserView
 from helpers.wallet.errors import AccountLocked, GoalClosed, InsufficientBalance, PolicyDenied
 from helpers.wallet.ledger import movements
@@ -153,6 +153,12 @@ def _move_on(executor: Connection | Session, order: OrderView, after: dt.datetim
     return moved.rowcount == 1
 
 
+def _price_for_limits(db: Database, policy: Policy) -> int:
+    """The tier caps (issue 34) at the newest stored price, as a customer's own send has them."""
+    with db.read() as s:
+        return tiers.stored_price(s, policy)
+
+
 def run(db: Database, policy: Policy, service_code: str, order_id: int) -> str:
     """Pay one order's due period, or skip it with an SMS. Returns PAID, SKIPPED, NOT_DUE or
     ALREADY; safe on any number of workers at once."""
@@ -172,7 +178,7 @@ def run(db: Database, policy: Policy, service_code: str, order_id: int) -> str:
         return _skip(db, order, owner, after, "order-cap")
     pay: Callable[[], Receipt] = (
         functools.partial(movements.transfer, db, policy, owner, order.destination, order.amount_sats, key,
-                          service_code, within)
+                          service_code, within, _price_for_limits(db, policy))
         if order.kind == ORDER_PHONE else
         functools.partial(goals.move_in, db, policy, owner, int(order.destination), order.amount_sats, key,
                           within=within, kind="goal-order"))
