@@ -44,7 +44,7 @@ class User(Base):
     # Identity tier (issue 34, customers/tiers.py); the ID number as a keyed hash and its last digits
     tier: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     tier_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
-    id_number_hash: Mapped[Optional[str]] = mapped_column(String(64), unique=True)
+    id_number_hash: Mapped[Optional[str]] = mapped_column(String(64), unique=True, index=True)
     id_last_digits: Mapped[Optional[str]] = mapped_column(String(4))
     birth_date: Mapped[Optional[dt.date]] = mapped_column(Date)
 

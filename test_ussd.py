@@ -369,7 +369,7 @@ class Run(RunBase):
         if num(found["balance"]) != a.balance:
             raise Failure(f"Swahili main menu shows {found['balance']} sats, expected {a.balance:,}")
         d.expect(reply, "CON", d.main_screen())
-        d.expect(d.send("9"), "CON", lines(d.tx("error.option"), d.main_screen()))
+        d.expect(d.send("99"), "CON", lines(d.tx("error.option"), d.main_screen()))
         d.expect(d.send("6"), "CON", self.account_screen(d, a.balance))
         d.expect(d.send("0"), "CON", d.main_screen())
         d.expect(d.send("0"), "END", t("sw", "exit"))
@@ -384,7 +384,7 @@ class Run(RunBase):
         receive_amount = d.tx("receive.amount", min=self.min_sats, max=self.max_sats)
         withdraw_amount = d.tx("withdraw.amount", min=self.kes_min, max=self.kes_max)
         d.expect(d.open(), "CON", main)
-        d.expect(d.send("9"), "CON", lines(d.tx("error.option"), main))  # unknown option
+        d.expect(d.send("99"), "CON", lines(d.tx("error.option"), main))  # unknown option
         d.expect(d.send("1"), "CON", d.tx("send.phone"))
         d.expect(d.send("12345"), "CON", lines(d.tx("error.phone"), d.tx("send.phone")))
         d.expect(d.send(local_form(b.phone)), "CON", lines(d.tx("error.own-phone"), d.tx("send.phone")))

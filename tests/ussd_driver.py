@@ -20,6 +20,10 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 try:
     from helpers.infra.i18n import receipt_text, t
+    try:
+        from helpers.wallet.customers import tiers
+    except ImportError:  # a server from before the identity tiers
+        tiers = None  # type: ignore[assignment]
     from helpers.wallet.rules import policy
 except ImportError as _exc:  # pragma: no cover - depends on where it is run from
     print(f"cannot import the catalog and the policy ({_exc}); run this from the project folder "
@@ -234,6 +238,7 @@ class User:
     lang: str = "en"
     balance: int = 0  # what the server must show
     sent: int = 0  # sats out today (fees excluded): what the day's limit counts
+    tier: int = 0  # identity tier (issue 34): a new customer has the phone only
     open_requests: int = 0  # payment requests addressed to this user, still open
     history: list[tuple[str, int, str]] = field(default_factory=list)  # (sign, sats, kind), newest first
 
@@ -381,8 +386,13 @@ class RunBase:
 
     # -------------------------------------------------------------- shared steps
     def left_today(self, user: User) -> int:
-        """What the server's receipts say `user` may still send today (the policy's daily limit)."""
-        return self.p.left_today(user.sent)
+        """What the server's receipts say `user` may still send today: the policy's daily limit and
+        the caps of the user's tier (a new customer: tier 0) at the server's price, this run's sends
+        being the day's and the month's."""
+        left = self.p.left_today(user.sent)
+        if tiers is not None:
+            left = min(left, tiers.left(tiers.caps(self.p, user.tier, self.price), user.sent, user.sent))
+        return left
 
     def check_balance(self, user: User) -> int:
         """Dial, read 'Balance: N sats' from the main menu, compare with the expected balance and

@@ -27,12 +27,14 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('id_number_hash', sa.String(length=64), nullable=True))
         batch_op.add_column(sa.Column('id_last_digits', sa.String(length=4), nullable=True))
         batch_op.add_column(sa.Column('birth_date', sa.Date(), nullable=True))
-        batch_op.create_unique_constraint('uq_users_id_number_hash', ['id_number_hash'])
+    # a unique index, not a constraint: SQLite would rebuild `users` for a constraint, and the rows
+    # that name a customer refuse the rebuild's drop
+    op.create_index('ix_users_id_number_hash', 'users', ['id_number_hash'], unique=True)
 
 
 def downgrade() -> None:
+    op.drop_index('ix_users_id_number_hash', table_name='users')
     with op.batch_alter_table('users', schema=None) as batch_op:
-        batch_op.drop_constraint('uq_users_id_number_hash', type_='unique')
         batch_op.drop_column('birth_date')
         batch_op.drop_column('id_last_digits')
         batch_op.drop_column('id_number_hash')

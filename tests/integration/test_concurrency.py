@@ -12,7 +12,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from helpers.wallet.ledger import journal, movements
 from helpers.infra.i18n import t
@@ -47,10 +47,12 @@ def assert_books_balance(wallet) -> None:
 
 
 def fund(wallet, callers, phone: str, sats: int) -> None:
-    """Register `phone` through the server (PIN set), then credit it as an operator would."""
+    """Register `phone` through the server (PIN set), then credit it as an operator would, at the top
+    tier (issue 34: these tests are about the policy's own limits, which a lower tier's caps hide)."""
     callers[0].walk(f"register-{phone}", phone, PIN, PIN)
     with wallet.db.write() as s:
         user_id = s.scalar(select(User.id).where(User.phone == phone))
+        s.execute(update(User).where(User.id == user_id).values(tier=wallet.policy.value("top-tier")))
         movements.credit_adjustment(s, user_id, sats, "test funding", key=f"fund:{phone}:{sats}")
 
 

@@ -44,6 +44,7 @@ def test_two_workers_settle_500_payments_each_once_one_killed_midway(wallet, tmp
         payer_ids = []
         for n in range(10):
             user, _ = users.get_or_create(s, f"+2547009000{n:02d}", "en", "*384*123#")
+            user.tier = wallet.policy.value("top-tier")  # the payments, not a tier's caps (issue 34)
             s.flush()
             movements.credit_adjustment(s, user.id, 200_000, "fleet test", key=f"fleet:{n}")
             payer_ids.append(user.id)

@@ -98,7 +98,7 @@ class ScriptedNode(MockBackend):
 PAYEE = MockBackend(seed="a payee out in the world")
 
 
-def _payee_invoice(params, amount_sats, settings):
+def _payee_invoice(params, amount_sats, settings, payer_name=None):
     """What a Lightning address's server answers: a fresh invoice of another node."""
     return PAYEE.create_invoice(amount_sats, "coffee", 600).bolt11
 

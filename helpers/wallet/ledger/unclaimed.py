@@ -19,8 +19,7 @@ import datetime as dt
 import logging
 from typing import cast
 
-from sqlalchemy import String, Table, and_, bindparam, literal, select
-from sqlalchemy import cast as sql_cast
+from sqlalchemy import Table, and_, bindparam, select
 from sqlalchemy.exc import IntegrityError
 
 from database import Database
@@ -58,11 +57,13 @@ _DUE = (
     _SEND.with_only_columns(_ENTRIES.c.id)
     .join(_USERS, _USERS.c.id == _POSTINGS.c.user_id)
     .where(_ENTRIES.c.created_at < bindparam("before", type_=Transaction.created_at.type), _UNCLAIMED,
-           _USERS.c.balance_sats >= -_POSTINGS.c.amount_sats,
-           ~select(_RETURNS.c.id).where(
-               _RETURNS.c.idempotency_key == literal(KEY_PREFIX) + sql_cast(_ENTRIES.c.id, String)).exists())
+           _USERS.c.balance_sats >= -_POSTINGS.c.amount_sats)
     .order_by(_ENTRIES.c.id).limit(bindparam("limit"))
 )
+# Which of these sends were returned already, by their returns' keys (compared in Python: on MySQL a
+# key built in SQL has the connection's collation, not the column's, and the comparison fails).
+_RETURNED_KEYS = select(_RETURNS.c.idempotency_key).where(_RETURNS.c.idempotency_key.in_(bindparam("keys",
+                                                                                                  expanding=True)))
 # Both customers' rows, locked in id order as a transfer locks them (the two never deadlock).
 _LOCK_BOTH = (
     select(_USERS.c.id, _USERS.c.phone, _USERS.c.language, _USERS.c.balance_sats, _USERS.c.pin_hash,
@@ -99,7 +100,9 @@ def due(db: Database, policy: Policy, now: dt.datetime | None = None, limit: int
     has still never created a PIN and still holds the sats, and that were not returned: oldest
     first, at most `limit`."""
     with db.read() as s:
-        return list(s.execute(_DUE, {"before": _sent_before(policy, now or utcnow()), "limit": limit}).scalars())
+        found = list(s.execute(_DUE, {"before": _sent_before(policy, now or utcnow()), "limit": limit * 4}).scalars())
+        returned = set(s.execute(_RETURNED_KEYS, {"keys": [key(n) for n in found]}).scalars()) if found else set()
+    return [n for n in found if key(n) not in returned][:limit]
 
 
 def give_back(db: Database, policy: Policy, transfer_id: int, now: dt.datetime | None = None) -> str:
