@@ -243,8 +243,10 @@ def leave(db: Database, user: UserView, chama_id: int, key: str) -> Receipt:
                 ChamaMember.user_id != user.id)).scalar()
             if role == CHAIR and others:
                 raise ChamaRefused("chair-stays")
-            _write(s, update(ChamaMember).where(ChamaMember.chama_id == chama_id, ChamaMember.user_id == user.id,
-                                                ChamaMember.status == ACTIVE).values(status=LEFT))
+            left = _write(s, update(ChamaMember).where(ChamaMember.chama_id == chama_id, ChamaMember.user_id == user.id,
+                                                       ChamaMember.status == ACTIVE).values(status=LEFT)).rowcount
+            if left != 1:  # left meanwhile in another session: refunded there, once
+                raise ChamaRefused("not-member")
             refund = _refund(s, user.id, chama_id, lock=True)
             name = s.execute(select(Chama.name).where(Chama.id == chama_id)).scalar_one()
             ref, balance, entry_id = new_reference(), user.balance_sats, 0

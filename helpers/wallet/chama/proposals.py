@@ -31,7 +31,7 @@ from helpers.wallet import rules
 from helpers.wallet.customers import tiers, users
 from helpers.wallet.customers.users import UserView
 from helpers.wallet.errors import PolicyDenied
-from helpers.wallet.ledger import journal
+from helpers.wallet.ledger import journal, movements
 from helpers.wallet.rules import Policy
 from models import CREDIT, User, utcnow
 
@@ -111,8 +111,13 @@ def vote(db: Database, policy: Policy, user_id: int, proposal_id: int, yes: bool
     must be this member's for it), and pay, reject or leave it open, all in one transaction.
     Returns COUNTED, PAID, REJECTED, FAILED, EXPIRED, or a refusal (ALREADY, CLOSED, NOT_MEMBER,
     NO_BALLOT) that changed nothing."""
-    with db.write() as s:
-        return _vote(s, policy, user_id, proposal_id, yes, code)
+    def work() -> str:
+        with db.write() as s:
+            return _vote(s, policy, user_id, proposal_id, yes, code)
+
+    # the last approval locks the proposal, the group's account, then the payee's row; a payee's
+    # contribution locks their row, then the account: a deadlock victim is run again, whole
+    return movements.retry_deadlocks(work)
 
 
 def _vote(s: Session, policy: Policy, user_id: int, proposal_id: int, yes: bool, code: str | None) -> str:
@@ -251,26 +256,30 @@ def sms_reply(db: Database, policy: Policy, phone: str, text: str, message_id: s
     """An incoming SMS (Africa's Talking's message id, acted on once: a repeat returns ALREADY): a
     vote by the sender on the open ballot its code names, in the transaction that records the id."""
     parsed = parse_reply(text)
-    user_id: int | None = None
     try:
-        with db.write() as s:
-            outcome = "not-a-vote"
-            if parsed is not None:
-                yes, code = parsed
-                user_id = s.execute(select(User.id).where(User.phone == phone)).scalar()
-                ballot = None if user_id is None else s.execute(
-                    select(ChamaBallot.proposal_id).where(ChamaBallot.user_id == user_id, ChamaBallot.code == code)
-                    .order_by(ChamaBallot.id.desc())).first()
-                outcome = NO_BALLOT if ballot is None or user_id is None else _vote(s, policy, user_id, ballot[0], yes,
-                                                                                     code)
-            _write(s, insert(SmsInbox).values(message_id=message_id[:64], phone=phone[:20], outcome=outcome[:16],
-                                              received_at=utcnow()))
-            if parsed is not None and user_id is not None:
-                language = s.execute(select(User.language).where(User.id == user_id)).scalar() or "en"
-                sms.queue(s, phone, t(language, f"sms.chama-reply-{_reply_text(outcome)}"))
-            return outcome
+        return movements.retry_deadlocks(lambda: _sms_reply(db, policy, phone, parsed, message_id))
     except IntegrityError:  # this message id was acted on already (AT retried)
         return ALREADY
+
+
+def _sms_reply(db: Database, policy: Policy, phone: str, parsed: tuple[bool, str] | None, message_id: str) -> str:
+    user_id: int | None = None
+    with db.write() as s:
+        outcome = "not-a-vote"
+        if parsed is not None:
+            yes, code = parsed
+            user_id = s.execute(select(User.id).where(User.phone == phone)).scalar()
+            ballot = None if user_id is None else s.execute(
+                select(ChamaBallot.proposal_id).where(ChamaBallot.user_id == user_id, ChamaBallot.code == code)
+                .order_by(ChamaBallot.id.desc())).first()
+            outcome = NO_BALLOT if ballot is None or user_id is None else _vote(s, policy, user_id, ballot[0], yes,
+                                                                                 code)
+        _write(s, insert(SmsInbox).values(message_id=message_id[:64], phone=phone[:20], outcome=outcome[:16],
+                                          received_at=utcnow()))
+        if parsed is not None and user_id is not None:
+            language = s.execute(select(User.language).where(User.id == user_id)).scalar() or "en"
+            sms.queue(s, phone, t(language, f"sms.chama-reply-{_reply_text(outcome)}"))
+        return outcome
 
 
 def _reply_text(outcome: str) -> str:
