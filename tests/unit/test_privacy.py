@@ -241,7 +241,7 @@ def test_after_retention_the_worker_pseudonymises_the_erased_customers_money_rec
     own = rows_of(wallet, Transaction, Transaction.user_id == user.id)
     assert all(DEMO[0] not in f"{row.counterparty} {row.memo} {row.description}" for row in own)
     [retained] = register(wallet, RETAIN)
-    assert retained.subject == alias and retained.done_at == later
+    assert retained.subject == alias and retained.done_at in (later, later.replace(microsecond=0))  # MariaDB: seconds
     worker._every(wallet, "retention")  # once
     assert len(register(wallet, RETAIN)) == 1
     assert books_clean(wallet)

@@ -9,8 +9,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import String, and_, func, insert, literal, select, update
-from sqlalchemy import cast as sql_cast
+from sqlalchemy import and_, func, insert, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -19,7 +18,7 @@ from database import Database
 from helpers.infra import sms
 from helpers.infra.i18n import t
 from helpers.infra.refs import new_reference
-from helpers.wallet.chama.tables import (ACCOUNT_KIND, ACCOUNT_PREFIX, ACTIVE, CHAIR, INVITED, LEFT, MEMBER,
+from helpers.wallet.chama.tables import (ACCOUNT_KIND, ACTIVE, CHAIR, INVITED, LEFT, MEMBER,
                                          OFFICIALS, SECRETARY, TREASURER, Chama, ChamaMember, account)
 from helpers.wallet.customers import users
 from helpers.wallet.customers.users import UserView
@@ -73,15 +72,20 @@ def _holds(s: Session, chama_id: int, lock: bool = False) -> int:
 
 
 def _groups(s: Session, user_id: int, chama_id: int | None = None) -> list[GroupView]:
-    query = (select(Chama.id, Chama.name, Chama.approvals_needed, Chama.leave_refund_pct, LedgerAccount.balance_sats,
-                    ChamaMember.role, ChamaMember.status)
+    query = (select(Chama.id, Chama.name, Chama.approvals_needed, Chama.leave_refund_pct, ChamaMember.role,
+                    ChamaMember.status)
              .join(ChamaMember, ChamaMember.chama_id == Chama.id)
-             .join(LedgerAccount,
-                   LedgerAccount.code == literal(ACCOUNT_PREFIX, String) + sql_cast(Chama.id, String(12)))
              .where(ChamaMember.user_id == user_id, ChamaMember.status.in_((INVITED, ACTIVE))).order_by(Chama.id))
     if chama_id is not None:
         query = query.where(Chama.id == chama_id)
-    return [GroupView(row[0], row[1], row[2], row[3], -int(row[4]), row[5], row[6]) for row in s.execute(query)]
+    rows = s.execute(query).all()
+    # each group's account by its code, matched here: on MySQL a code built in SQL has the
+    # connection's collation, not the column's, and the join is refused
+    codes = [account(row[0]) for row in rows]
+    held = dict(s.execute(select(LedgerAccount.code, LedgerAccount.balance_sats)
+                          .where(LedgerAccount.code.in_(codes))).all()) if codes else {}
+    return [GroupView(row[0], row[1], row[2], row[3], -int(held.get(account(row[0]), 0)), row[4], row[5])
+            for row in rows]
 
 
 def mine(db: Database, user_id: int) -> list[GroupView]:
