@@ -132,7 +132,7 @@ def test_a_read_only_request_sends_no_rollback_on_mysql(wallet):
     with pytest.raises(IntegrityError), db.begin():
         db.execute(_ADD, {"phone": DEMO[0], "add": 1})
         db.execute(Prepared(_USERS.insert().values(phone=bindparam("p"), balance_sats=0, language="en",
-                                                   pin_failures=0, pin_locks=0, created_at=bindparam("now"))),
+                                                   pin_failures=0, pin_locks=0, tier=0, created_at=bindparam("now"))),
                    {"p": DEMO[1], "now": utcnow()})
     assert rollbacks() == before + 1
     db.remove_session()
