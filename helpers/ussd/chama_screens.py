@@ -155,18 +155,24 @@ class Contribute:
         return Push("pin", {"action": "chama-in", "chama": data["chama"], "amount": amount})
 
 
-class PayeePhone:
+class GroupPhone:
+    """A phone number typed for the group on screen (a payee, an invitee, an official), then
+    `next_screen` with it."""
+
     secret = False
+
+    def __init__(self, prompt_key: str, next_screen: str = "") -> None:
+        self.prompt_key, self.next_screen = prompt_key, next_screen
 
     def prompt(self, ctx: Ctx, data: dict) -> str:
         group = _group(ctx, data)
-        return ctx.t("chama.propose.phone", group=group.name if group else "")
+        return ctx.t(self.prompt_key, group=group.name if group else "")
 
     def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
         phone = normalise(token, ctx.svc.settings.default_region)
         if phone is None:
             return Retry(ctx.t("error.phone"))
-        return Push("chama.propose.amount", {"chama": data["chama"], "phone": phone})
+        return Push(self.next_screen, {"chama": data["chama"], "phone": phone})
 
 
 class PayoutAmount:
@@ -258,17 +264,14 @@ class Statement:
         return End(ctx.t("chama.statement-sent"))
 
 
-class Invite:
-    secret = False
-
-    def prompt(self, ctx: Ctx, data: dict) -> str:
-        group = _group(ctx, data)
-        return ctx.t("chama.invite", group=group.name if group else "")
+class Invite(GroupPhone):
+    """The invitee's number: invited when it is the last token."""
 
     def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
-        phone = normalise(token, ctx.svc.settings.default_region)
-        if phone is None:
-            return Retry(ctx.t("error.phone"))
+        typed = super().handle(ctx, data, token)
+        if not isinstance(typed, Push):
+            return typed
+        phone = typed.data["phone"]
         if not ctx.final:
             return expired(ctx)
         group = _group(ctx, data)
@@ -292,20 +295,6 @@ class Leave:
         if token != "1":
             return Retry(ctx.t("error.option"))
         return Push("pin", {"action": "chama-leave", "chama": data["chama"], "amount": 0})
-
-
-class Officials:
-    secret = False
-
-    def prompt(self, ctx: Ctx, data: dict) -> str:
-        group = _group(ctx, data)
-        return ctx.t("chama.officials", group=group.name if group else "")
-
-    def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
-        phone = normalise(token, ctx.svc.settings.default_region)
-        if phone is None:
-            return Retry(ctx.t("error.phone"))
-        return Push("chama.official.role", {"chama": data["chama"], "phone": phone})
 
 
 class OfficialRole:
@@ -332,11 +321,12 @@ class OfficialRole:
 
 
 CHAMA_SCREENS: dict[str, Screen] = {
-    "chama.officials": Officials(), "chama.official.role": OfficialRole(),
     "chama": ChamaHome(), "chama.new.name": NewName(), "chama.new.rule": NewRule(), "chama.invitation": Invitation(),
-    "chama.group": GroupMenu(), "chama.contribute": Contribute(), "chama.propose.phone": PayeePhone(),
+    "chama.group": GroupMenu(), "chama.contribute": Contribute(),
+    "chama.propose.phone": GroupPhone("chama.propose.phone", "chama.propose.amount"),
     "chama.propose.amount": PayoutAmount(), "chama.pending": Pending(), "chama.vote": Vote(),
-    "chama.statement": Statement(), "chama.invite": Invite(), "chama.leave": Leave(),
+    "chama.statement": Statement(), "chama.invite": Invite("chama.invite"), "chama.leave": Leave(),
+    "chama.officials": GroupPhone("chama.officials", "chama.official.role"), "chama.official.role": OfficialRole(),
 }
 
 
