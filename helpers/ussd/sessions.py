@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.selectable import Join
 
-from database import Database
+from database import Database, retry_deadlocks
 from helpers.infra.fastpath import Prepared
 from helpers.wallet.incoming.invoices import open_requests_count
 from helpers.wallet.customers.users import UserView
@@ -340,7 +340,10 @@ def begin_acting(db: Database, session_id: str) -> bool:
 
 def not_offered_again(db: Database, session_id: str) -> None:
     """A dropped session the caller chose not to continue: it is not offered again (its state is
-    no longer a resumable screen), and left as it was otherwise."""
-    with db.write() as s:
-        s.execute(update(_SESSIONS).where(_SESSIONS.c.session_id == session_id, _SESSIONS.c.active.is_(True),
-                                          _SESSIONS.c.state.in_(RESUMABLE)).values(state="declined"))
+    no longer a resumable screen), and left as it was otherwise. Parallel sessions of one phone
+    decline the same row: on Galera they conflict and run again."""
+    def work() -> None:
+        with db.write() as s:
+            s.execute(update(_SESSIONS).where(_SESSIONS.c.session_id == session_id, _SESSIONS.c.active.is_(True),
+                                              _SESSIONS.c.state.in_(RESUMABLE)).values(state="declined"))
+    retry_deadlocks(work)

@@ -97,7 +97,8 @@ def answer(svc: Services, token: str | None) -> Step:
             step.outcome = step.reply[:3].lower()
     except SQLAlchemyError as exc:
         code = (getattr(getattr(exc, "orig", None), "args", None) or ("",))[0]  # the server's error number
-        log.error("database unavailable for /ussd: %s %s", type(exc).__name__, code)
+        statement = " ".join(str(getattr(exc, "statement", "") or "").split())[:160]  # which write, not its values
+        log.error("database unavailable for /ussd: %s %s in %s", type(exc).__name__, code, statement)
         step.reply, step.outcome = unavailable_reply(), "unavailable"
     finally:
         send_queued_sms(svc)

@@ -13,7 +13,7 @@ from sqlalchemy.engine import Connection, CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from database import Database
+from database import Database, retry_deadlocks
 from helpers.infra.fastpath import Prepared
 from helpers.infra import sms
 from helpers.infra.i18n import t
@@ -194,14 +194,15 @@ def check_pin(db: Database, policy: Policy, user: UserView, pin: str, pepper: st
     refusal or failure costs one read of the request's key)."""
     if debit_follows and user.pin_clean and verify_pin(pin, user.pin_hash, pepper):
         return PinCheck(True, unordered=True, proof=PinProof(user.id, _SEAL))
-    check = _check_counted(db, policy, user.id, pin, pepper)
+    check = retry_deadlocks(lambda: _check_counted(db, policy, user.id, pin, pepper))
     return replace(check, proof=PinProof(user.id, _SEAL)) if check.ok else check
 
 
 def _check_counted(db: Database, policy: Policy, user_id: int, pin: str, pepper: str) -> PinCheck:
     """One write transaction with the user's row locked, so parallel guesses are counted one
     after another and a lock taken by one stops the rest. A locked user fails without the PIN
-    being looked at; a success here clears the count."""
+    being looked at; a success here clears the count. On Galera another node's commit to the
+    same row (a movement's balance) aborts it: the caller runs it again whole (retry_deadlocks)."""
     with db.begin() as conn:
         row = _PIN_ROW.run(conn, {"uid": user_id}).one()
         now = utcnow()

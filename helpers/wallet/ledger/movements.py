@@ -13,18 +13,16 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import random
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar, Union, cast
+from typing import Union, cast
 
 from sqlalchemy import Table, bindparam, case, func, or_, select, update
 from sqlalchemy.engine import Connection, CursorResult, Dialect
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from database import Database
+from database import Database, retry_deadlocks  # noqa: F401 - callers name it movements.retry_deadlocks
 from helpers.infra.fastpath import Prepared, ResultRow
 from helpers.infra import sms
 from helpers.wallet.customers import tiers, users
@@ -46,14 +44,6 @@ from models import (ADJUST, ADJUSTMENTS, AIRTIME, AIRTIME_IN_FLIGHT, CREDIT, DEB
                     Invoice, PaymentRequest, Transaction, User, utcnow)
 
 log = logging.getLogger(__name__)
-
-_DEADLOCK_CODES = {1205, 1213}  # MySQL lock wait timeout, deadlock: the transaction is retried
-# A deadlock victim (MySQL), or on Galera a transaction another node's commit certified against first: both
-# rolled back, both safe to run again. Several tries, each after a short random wait, so twins on two nodes
-# do not collide again at once (50 withdrawals from one account on two nodes ran out of 6 tries 1 run in 3).
-_ATTEMPTS = 10
-_jitter = random.Random()  # noqa: S311 - spreading retries, not security
-
 
 @dataclass(frozen=True)
 class Receipt:
@@ -219,28 +209,6 @@ def replay_of(db: Database, found: ResultRow) -> Receipt:
     return Receipt(
         found.reference, found.amount_sats, found.fee_sats, now_balance, found.status, found.id, replay=True
     )
-
-
-def _deadlocked(exc: OperationalError) -> bool:
-    args: tuple = getattr(exc.orig, "args", ())
-    return bool(args) and args[0] in _DEADLOCK_CODES
-
-
-T = TypeVar("T")
-
-
-def retry_deadlocks(work: Callable[[], T]) -> T:
-    """Run a unit of work again when MySQL chose it as a deadlock victim, or Galera refused its
-    commit because another node's certified first (it was rolled back either way)."""
-    for attempt in range(1, _ATTEMPTS + 1):
-        try:
-            return work()
-        except OperationalError as exc:
-            if not _deadlocked(exc) or attempt == _ATTEMPTS:
-                raise
-            log.info("retrying after %s", exc.orig)
-            time.sleep(_jitter.uniform(0.005, 0.02) * attempt)
-    raise AssertionError("unreachable")
 
 
 def _lock_pair(conn: Executor, policy: Policy, payer_id: int, payee_id: int, amount: int, fee: int, price: int,
