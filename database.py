@@ -25,7 +25,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 from collections.abc import Callable, Iterator
-from typing import TypeVar
+from functools import wraps
+from typing import ParamSpec, TypeVar
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine, Row
@@ -46,6 +47,7 @@ _DEADLOCK_CODES = {1205, 1213}  # MySQL lock wait timeout, deadlock: the transac
 _ATTEMPTS = 10
 _jitter = random.Random()  # noqa: S311 - spreading retries, not security
 T = TypeVar("T")
+P = ParamSpec("P")
 
 
 def _deadlocked(exc: OperationalError) -> bool:
@@ -66,6 +68,15 @@ def retry_deadlocks(work: Callable[[], T]) -> T:
             log.info("retrying after %s", exc.orig)
             time.sleep(_jitter.uniform(0.005, 0.02) * attempt)
     raise AssertionError("unreachable")
+
+
+def retried(fn: Callable[P, T]) -> Callable[P, T]:
+    """`fn`, a whole write transaction, run through retry_deadlocks: for the small writes to a
+    customer's row (PIN, language, name) that a movement on another Galera node can abort."""
+    @wraps(fn)
+    def run(*args: P.args, **kwargs: P.kwargs) -> T:
+        return retry_deadlocks(lambda: fn(*args, **kwargs))
+    return run
 
 _ROOT = Path(__file__).resolve().parent
 

@@ -13,7 +13,7 @@ from sqlalchemy.engine import Connection, CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from database import Database, retry_deadlocks
+from database import Database, retried, retry_deadlocks
 from helpers.infra.fastpath import Prepared
 from helpers.infra import sms
 from helpers.infra.i18n import t
@@ -74,6 +74,7 @@ def get_or_create(session: Session, phone: str, language: str, service_code: str
     return user, True
 
 
+@retried
 def register(db: Database, phone: str, language: str, service_code: str,
              also: Callable[[Session], None] | None = None) -> UserView:
     """Find or create the user for a dialling phone; a new user gets a welcome SMS, and `also` (an
@@ -95,6 +96,7 @@ def register(db: Database, phone: str, language: str, service_code: str,
         return UserView.of(found)
 
 
+@retried
 def set_first_pin(db: Database, user_id: int, pin: str, pepper: str) -> bool:
     """Set the PIN of a user who has none; False if one was set meanwhile (it is not replaced)."""
     with db.write() as s:
@@ -106,6 +108,7 @@ def set_first_pin(db: Database, user_id: int, pin: str, pepper: str) -> bool:
         )).rowcount == 1
 
 
+@retried
 def change_pin(db: Database, user: UserView, pin: str, pepper: str) -> bool:
     """Replace the PIN the caller checked (`user.pin_hash`) and tell the owner by SMS. False: it was
     replaced meanwhile (a Forgot-PIN reset in another session), and stays."""
@@ -246,6 +249,7 @@ def reset_pin_in(s: Session, phone: str) -> bool:
     return True
 
 
+@retried
 def set_language(db: Database, user_id: int, language: str) -> None:
     with db.write() as s:
         s.execute(update(User).where(User.id == user_id).values(language=language))
@@ -294,6 +298,7 @@ def recipient(db: Database, phone: str) -> Recipient:
     return Recipient(bool(row[0]), row[1], bool(row[2]))
 
 
+@retried
 def set_name(db: Database, user_id: int, name: str) -> bool:
     """Give a customer's name; False when it is verified already (fixed: only an operator who
     verified the person changes it)."""
