@@ -98,7 +98,8 @@ def payout_amount(ctx: Ctx, token: str, kind: str = WITHDRAW) -> tuple[int, str]
         kes_reason = decision.reason in ("below-minimum", "above-maximum")
         bounds = (policy.airtime_bounds() if kind == AIRTIME else kes_bounds(ctx)) if kes_reason else None
         return Retry(deny_text(ctx, decision.reason or "", "KES" if kes_reason else "sats", bounds=bounds))
-    if ctx.final and (past_tier := tier_problem(ctx, policy.kes_to_sats_debit(kes, price.kes_per_btc))) is not None:
+    past_tier = tier_problem(ctx, policy.kes_to_sats_debit(kes, price.kes_per_btc), kes) if ctx.final else None
+    if past_tier is not None:
         return past_tier
     slot = hold(ctx, kind, kes)
     return (kes, slot) if isinstance(slot, str) else slot

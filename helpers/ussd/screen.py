@@ -143,16 +143,18 @@ def sent_today(ctx: Ctx) -> int:
     return ctx.sent_out[0]
 
 
-def tier_problem(ctx: Ctx, amount: int) -> End | None:
-    """Money out of `amount` sats past the caller's tier caps: an END that says which cap and how
-    to raise it (nothing typed now would pass it; the money step checks again under the lock).
-    Only for the screen shown now (the last token)."""
+def tier_problem(ctx: Ctx, amount: int, kes: int = 0) -> End | None:
+    """Money out of `amount` sats (a payout of `kes`, if in KES) past the caller's tier caps: an
+    END that says which cap and how to raise it (nothing typed now would pass it; the money step
+    checks again under the lock). Only for the screen shown now (the last token)."""
     if not ctx.final:
         return None
     sent_today(ctx)
     today, month = ctx.sent_out or (0, 0)
     try:
-        tiers.check_out(ctx.caps(), amount, today, month)
+        limits = (tiers.for_payout(ctx.svc.policy, ctx.user.tier, ctx.svc.prices.for_limits(), kes, amount)
+                  if kes else ctx.caps())
+        tiers.check_out(limits, amount, today, month)
     except PolicyDenied as exc:
         return End(deny_text(ctx, exc.reason))
     return None

@@ -134,8 +134,8 @@ def reserve_payout(svc: Services, user: UserView, rail_name: str, kes: int, sats
                     decision = svc.policy.withdraw(kes, after + sats + fee, today, price)
                     if not decision.allowed:
                         raise PolicyDenied(decision.reason or "denied")
-                return movements.check_out(s, svc.policy, user.id, tiers.caps(svc.policy, user.tier, price), sats,
-                                           decide)
+                limits = tiers.for_payout(svc.policy, user.tier, price, kes, sats)
+                return movements.check_out(s, svc.policy, user.id, limits, sats, decide)
             return books.reserve(s, rail, user.id, sats, fee, destination, key, check=check, amount_kes=kes,
                                  counterparty=payee, description=description, reference=reference,
                                  rail_key=rail_key)

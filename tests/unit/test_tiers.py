@@ -178,3 +178,16 @@ def test_the_caps_follow_the_policy_at_the_price():
     assert month.value.reason == tiers.OVER_MONTH
     assert identity.years_between(identity.parse_birth_date("29022000", identity.dt.date(2026, 1, 1)),
                                   identity.dt.date(2026, 1, 1)) == 25
+
+
+def test_a_withdrawal_of_exactly_the_cap_in_kes_passes_and_one_shilling_more_does_not(wallet, newcomer):
+    """The cap is in KES; a withdrawal's sats carry the sell spread: measured at the payout's own
+    rate, KES cap passes (at the mid price its sats would be over the cap in sats)."""
+    cap_kes = caps(wallet, tiers.PHONE_ONLY).payment_kes
+    fund(wallet, NEWCOMER, 3 * caps(wallet, tiers.PHONE_ONLY).payment)
+    before = snapshot(wallet)
+    refused = newcomer.run("5", str(cap_kes + 1))  # told at the amount: nothing typed after would pass
+    assert refused == "END " + t("en", "deny.tier-payment", cap_payment=cap_kes, how=how())
+    assert snapshot(wallet) == before
+    done_prefix = t("en", "withdraw.done", kes=cap_kes, phone=NEWCOMER, code="", sats=0, fee=0, balance=0)
+    assert newcomer.run("5", str(cap_kes), "1", PIN).startswith("END " + done_prefix.split(" M-Pesa")[0])
