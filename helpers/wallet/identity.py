@@ -19,6 +19,7 @@ from sqlalchemy import update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 
+from database import retry_deadlocks
 from helpers.idcheck.registry import MATCHED
 from helpers.infra import sms
 from helpers.infra.i18n import t
@@ -90,7 +91,8 @@ def verify(svc: Services, user: UserView, id_number: str, names: str, birth_date
         raise IdRefused(answer.outcome)
     name = users.clean_name(answer.names) or users.clean_name(names) or names.upper()[:40]
     now = utcnow()
-    try:
+
+    def raise_tier() -> None:  # run again whole if a movement on another Galera node aborts it
         with svc.db.write() as s:
             moved = cast(CursorResult, s.execute(
                 update(User).where(User.id == user.id, User.tier < tiers.ID_CHECKED)
@@ -103,6 +105,8 @@ def verify(svc: Services, user: UserView, id_number: str, names: str, birth_date
             sms.queue(s, user.phone, t(user.language, "sms.id-verified", name=name, cap_day=limits_now.day_kes,
                                        cap_balance=limits_now.balance_kes))
             operators.audit(s, SELF, "tier", user.phone, "ID matched with the registry", "tier 1")
+    try:
+        retry_deadlocks(raise_tier)
     except IntegrityError as exc:  # the ID number is another account's
         raise IdRefused(ID_TAKEN) from exc
     return Verified(name, tiers.ID_CHECKED)
