@@ -105,10 +105,13 @@ def reserve(s: Session, rail: Rail, user_id: int, amount: int, fee: int, destina
 
 
 def _payer(s: Session, payout: Payout) -> str | None:
-    """The house account that paid a payout's reservation instead of its customer (a group's),
-    read from the reservation's postings; None: the customer's own."""
-    return s.scalar(select(Posting.account).where(Posting.entry_id == payout.transaction_id, Posting.amount_sats > 0,
-                                                  Posting.user_id.is_(None), Posting.goal_id.is_(None)).limit(1))
+    """The group account ("chama:<id>") that paid a payout's reservation instead of its customer,
+    read from the reservation's postings (matched in Python: a pattern in SQL meets MySQL's
+    collation rules); None: the customer's own (or, for a reservation the journal migration
+    opened, whatever house account it names: still the customer's money)."""
+    codes = s.scalars(select(Posting.account).where(Posting.entry_id == payout.transaction_id, Posting.amount_sats > 0,
+                                                    Posting.user_id.is_(None))).all()
+    return next((code for code in codes if code and code.startswith(journal.GROUP_PREFIX)), None)
 
 
 def payee_shown(destination: str) -> str:
