@@ -24,10 +24,15 @@ from helpers.wallet.ledger import movements
 from lightning import State
 from models import MPESA_B2B_RAIL, MPESA_B2C_RAIL, POSTED, VOIDED, Payout
 from tests.conftest import DEMO, KES_MIN, PIN, balance, outbox, withdraw_terms
-from tests.unit.test_chama import CODE, holds, status_of, view
+from tests.unit.test_chama import CODE, TOKEN, code_of, holds, sms_reply, status_of, view
 
 MPESA_PHONE = "+254722000111"  # a Safaricom number, not a member's
 TILL = "123456"
+
+
+@pytest.fixture
+def app_overrides():
+    return {"SMS_INCOMING_TOKEN": TOKEN}
 
 
 def proof(wallet, user: users.UserView):
@@ -234,3 +239,14 @@ def test_a_proposal_of_a_member_who_leaves_is_closed(wallet):
     assert status_of(wallet, proposal_id) == PROPOSER_LEFT
     assert proposals.vote(wallet.db, wallet.policy, third.id, proposal_id, True) == proposals.CLOSED
     assert proposals.pending_for(wallet.db, third.id, chama_id) == []
+
+
+def test_an_approval_by_sms_reply_pays_a_till_through_its_rail(wallet, client):
+    kes, sats, fee, _price = withdraw_terms(KES_MIN)
+    chama_id, (chair, second, third) = group_of(wallet, put_in=sats + fee)
+    proposal_id, _ = use_cases.chama_propose_kes(wallet, chair, proof(wallet, chair), chama_id, TO_TILL, kes, TILL)
+    assert proposals.vote(wallet.db, wallet.policy, second.id, proposal_id, True) == proposals.COUNTED
+    answer = sms_reply(client, third.phone, f"NDIYO {code_of(wallet, proposal_id, third.id)}", "ATXid_9")
+    assert answer.get_json() == {"status": "paid"}
+    [payout] = payouts_of(wallet, proposal_id)
+    assert payout.state == POSTED and holds(wallet, chama_id) == 0
