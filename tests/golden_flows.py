@@ -209,18 +209,39 @@ def chama(lang: str):
     payee = "0733444555"
     return (ALICE, BOB, CAROL), [
         dial(ALICE, "9", "4", "8", "W", "Wanawake", "0", note="a name too short; back from the rule"),
-        dial(ALICE, "9", "4", "8", "Wanawake", "12", "2", note="a chama: a name, then approvals needed (1-9)"),
+        dial(ALICE, "9", "4", "8", "Wanawake", "12", "2", "9", "1",
+             note="a chama: a name, then approvals needed (1-9), then what a leaver gets back"),
         dial(ALICE, "9", "4", "1", "5", BOB_LOCAL, note="the chair invites by phone"),
         dial(ALICE, "9", "4", "1", "5", CAROL_LOCAL),
         dial(BOB, "9", "4", "1", "1", note="the invited accept in their Chama menu"),
         dial(CAROL, "9", "4", "1", "1"),
         dial(ALICE, "9", "4", "1", "1", "5000", PIN, note="a contribution from the balance, behind the PIN"),
-        dial(ALICE, "9", "4", "1", "2", payee, "9000", "3000", PIN, note="a payout proposed to any phone"),
+        dial(ALICE, "9", "4", "1", "2", "1", payee, "9000", "3000", PIN, note="a payout proposed to any phone"),
         dial(BOB, "9", "4", "1", "3", "1", "1", PIN, note="the first approval of two: nothing paid yet"),
         dial(CAROL, "9", "4", "1", "3", "1", "1", PIN, note="the second approval pays"),
         dial(ALICE, "9", "4", "1", "3", "0", "4", "1", note="nothing waits; the statement, then by SMS"),
         dial(ALICE, "9", "4", "1", "7", CAROL_LOCAL, "1", note="the chair names a treasurer"),
         dial(BOB, "9", "4", "1", "6", "1", PIN, note="a member leaves with what the rule gives back"),
+    ]
+
+
+def chama_kes(lang: str):
+    return (ALICE, BOB, CAROL), [
+        dial(ALICE, "9", "4", "8", "Pamoja", "2", "2", note="a chama whose leavers get half back"),
+        dial(ALICE, "9", "4", "1", "5", BOB_LOCAL),
+        dial(ALICE, "9", "4", "1", "5", CAROL_LOCAL),
+        dial(BOB, "9", "4", "1", "1"),
+        dial(CAROL, "9", "4", "1", "1"),
+        dial(ALICE, "9", "4", "1", "1", "20000", PIN),
+        dial(ALICE, "9", "4", "1", "2", "2", "0722000111", "50", "300", PIN,
+             note="a payout in KES to M-Pesa: the sats fixed now, with the withdrawal fee"),
+        dial(BOB, "9", "4", "1", "3", "1", "1", PIN),
+        dial(CAROL, "9", "4", "1", "3", "1", "1", PIN, note="the second approval pays through M-Pesa"),
+        dial(ALICE, "9", "4", "1", "2", "3", "12", "123456", "300", PIN, note="a payout to a till (5-7 digits)"),
+        dial(BOB, "9", "4", "1", "3", "1", "2", PIN, note="a rejection: the rule can no longer be met"),
+        dial(BOB, "9", "4", "1", "1", "4000", PIN),
+        dial(BOB, "9", "4", "1", "6", "1", PIN, note="a leaver gets half of what they put in back"),
+        dial(CAROL, "9", "4", "1", "4", note="the statement shows the leave rule; the other half stayed"),
     ]
 
 
@@ -557,6 +578,7 @@ BUILDERS = {
     "savings-goal": savings_goal,
     "standing-order": standing_order,
     "chama": chama,
+    "chama_kes": chama_kes,
 }
 
 

@@ -33,7 +33,6 @@ CHAMA_EN: dict[str, str] = {
     "chama.vote.rejected": "Your vote is counted. The payout is rejected: nothing is paid.",
     "chama.vote.failed": "Approved, but {group} no longer holds {amount} sats. Nothing was paid.",
     "chama.vote.closed": "This payout is no longer open.",
-    "chama.statement": "{group}: {amount} sats{lines}\n1 SMS statement\n0 Back",
     "chama.member-line": "\n{phone} {amount}",
     "chama.statement-sent": "We sent the statement by SMS.",
     "chama.invite": "Add a member to {group}\nEnter their phone number:",
@@ -51,6 +50,19 @@ CHAMA_EN: dict[str, str] = {
     "chama.refused.own-phone": "You cannot add or pay yourself this way.",
     "chama.refused.chair-stays": "The chair leaves last.",
     "chama.refused.no-voters": "Not enough members to approve a payout. Add members first.",
+    "chama.new.leave": "{group}\nA member who leaves gets back of what they put in:{lines}\n0 Back",
+    "chama.new.leave-line": "\n{n} {pct}%",
+    "chama.propose.kind": "Pay from {group} to:\n1 A wallet (phone)\n2 M-Pesa\n3 Till (Buy Goods)\n0 Back",
+    "chama.propose.mpesa": "Pay from {group} to M-Pesa\nEnter the phone number:",
+    "chama.propose.till": "Pay from {group} to a till\nEnter the till number:",
+    "chama.propose.kes": "Pay {to} from {group}\nEnter amount in KES ({min}-{max}):",
+    "chama.proposed-kes": "Proposed: KES {kes} to {to}, {amount} sats from the group with the fee. It is paid when "
+                          "{count} members approve within {hours} h.",
+    "chama.vote.sent": "Approved. {group} is paying {phone}. The proposer gets an SMS when M-Pesa confirms.",
+    "chama.statement": "{group}: {amount} sats. A leaver gets {pct}% back.{lines}\n1 SMS statement\n0 Back",
+    "sms.chama-out-paid": "SatsPesa: chama {group} paid KES {kes} to {to}. M-Pesa {receipt}. Ref {ref}.",
+    "sms.chama-out-failed": "SatsPesa: chama {group}: paying KES {kes} to {to} failed. {amount} sats are back in the "
+                            "group. Ref {ref}.",
     "who.chama": "chama",
     "sms.chama-invite": "SatsPesa: {phone} invited you to the chama {group}. Dial {code}, open 9 Save > 4 Chama to accept.",
     "sms.chama-in": "SatsPesa: you put {amount} sats into chama {group}. Ref {ref}. Balance {balance} sats.",
@@ -66,7 +78,7 @@ CHAMA_EN: dict[str, str] = {
                         "Nothing was paid.",
     "sms.chama-reply-counted": "SatsPesa: your chama vote is counted.",
     "sms.chama-reply-refused": "SatsPesa: that code is not open for a vote from this number. Nothing was counted.",
-    "sms.chama-statement": "SatsPesa: chama {group} holds {amount} sats.{lines}",
+    "sms.chama-statement": "SatsPesa: chama {group} holds {amount} sats. A leaver gets {pct}% back.{lines}",
 }
 
 CHAMA_SW: dict[str, str] = {
@@ -100,7 +112,6 @@ CHAMA_SW: dict[str, str] = {
     "chama.vote.rejected": "Kura yako imehesabiwa. Malipo yamekataliwa: hakuna kilicholipwa.",
     "chama.vote.failed": "Imeidhinishwa, lakini {group} haina tena sats {amount}. Hakuna kilicholipwa.",
     "chama.vote.closed": "Malipo haya hayako wazi tena.",
-    "chama.statement": "{group}: sats {amount}{lines}\n1 Taarifa kwa SMS\n0 Rudi",
     "chama.member-line": "\n{phone} {amount}",
     "chama.statement-sent": "Tumetuma taarifa kwa SMS.",
     "chama.invite": "Ongeza mwanachama kwenye {group}\nWeka nambari yake ya simu:",
@@ -118,6 +129,19 @@ CHAMA_SW: dict[str, str] = {
     "chama.refused.own-phone": "Huwezi kujiongeza au kujilipa hivi.",
     "chama.refused.chair-stays": "Mwenyekiti huondoka mwisho.",
     "chama.refused.no-voters": "Wanachama hawatoshi kuidhinisha malipo. Ongeza wanachama kwanza.",
+    "chama.new.leave": "{group}\nAnayeondoka arudishiwe kiasi gani cha alichoweka?{lines}\n0 Rudi",
+    "chama.new.leave-line": "\n{n} {pct}%",
+    "chama.propose.kind": "Lipa kutoka {group} kwa:\n1 Pochi (simu)\n2 M-Pesa\n3 Till (Lipa na M-Pesa)\n0 Rudi",
+    "chama.propose.mpesa": "Lipa kutoka {group} kwa M-Pesa\nWeka nambari ya simu:",
+    "chama.propose.till": "Lipa kutoka {group} kwa till\nWeka nambari ya till:",
+    "chama.propose.kes": "Lipa {to} kutoka {group}\nWeka kiasi kwa KES ({min}-{max}):",
+    "chama.proposed-kes": "Imependekezwa: KES {kes} kwa {to}, sats {amount} kutoka kikundi pamoja na ada. Italipwa "
+                          "wanachama {count} wakiidhinisha ndani ya saa {hours}.",
+    "chama.vote.sent": "Imeidhinishwa. {group} inalipa {phone}. Aliyependekeza atapata SMS M-Pesa ikithibitisha.",
+    "chama.statement": "{group}: sats {amount}. Anayeondoka anarudishiwa {pct}%.{lines}\n1 Taarifa kwa SMS\n0 Rudi",
+    "sms.chama-out-paid": "SatsPesa: chama {group} imelipa KES {kes} kwa {to}. M-Pesa {receipt}. Kumb {ref}.",
+    "sms.chama-out-failed": "SatsPesa: chama {group}: kulipa KES {kes} kwa {to} kumeshindikana. Sats {amount} "
+                            "zimerudi kwenye kikundi. Kumb {ref}.",
     "who.chama": "chama",
     "sms.chama-invite": "SatsPesa: {phone} amekualika kwenye chama {group}. Piga {code}, fungua 9 Akiba > 4 Chama kukubali.",
     "sms.chama-in": "SatsPesa: umeweka sats {amount} kwenye chama {group}. Kumb {ref}. Salio sats {balance}.",
@@ -133,5 +157,5 @@ CHAMA_SW: dict[str, str] = {
                         "Hakuna kilicholipwa.",
     "sms.chama-reply-counted": "SatsPesa: kura yako ya chama imehesabiwa.",
     "sms.chama-reply-refused": "SatsPesa: nambari hiyo haiko wazi kwa kura kutoka simu hii. Hakuna kilichohesabiwa.",
-    "sms.chama-statement": "SatsPesa: chama {group} ina sats {amount}.{lines}",
+    "sms.chama-statement": "SatsPesa: chama {group} ina sats {amount}. Anayeondoka anarudishiwa {pct}%.{lines}",
 }

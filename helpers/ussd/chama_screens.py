@@ -11,12 +11,13 @@ from typing import Any
 from helpers.infra import sms
 from helpers.infra.i18n import gsm7_length, t
 from helpers.infra.phone import local, normalise
+from helpers.ussd.chama_payout_screens import PAYOUT_SCREENS, label, propose_kes
 from helpers.ussd.screen import Ctx, deny_text, expired, parse_amount
 from helpers.ussd.walker import MAX_SCREEN, End, Push, Result, Retry, Screen
 from helpers.wallet import use_cases
 from helpers.wallet.chama import groups, proposals
 from helpers.wallet.chama.groups import ChamaRefused
-from helpers.wallet.chama.tables import INVITED, MEMBER, SECRETARY, TREASURER
+from helpers.wallet.chama.tables import INVITED, KES_KINDS, MEMBER, SECRETARY, TO_WALLET, TREASURER
 from helpers.wallet.customers.users import PinProof
 from helpers.wallet.errors import InsufficientBalance, PolicyDenied
 
@@ -89,9 +90,26 @@ class NewRule:
         most = ctx.value("chama-max-approvals")
         if not token.isdigit() or not 1 <= int(token) <= most:
             return Retry(ctx.t("chama.bad-rule", max=most))
+        return Push("chama.new.leave", {"name": data["name"], "rule": int(token)})
+
+
+class NewLeaveRule:
+    """The group's leave rule: what a member who leaves gets back, one of atoms.metta's choices."""
+
+    secret = False
+
+    def prompt(self, ctx: Ctx, data: dict) -> str:
+        lines = [ctx.t("chama.new.leave-line", n=n, pct=pct)
+                 for n, pct in enumerate(groups.leave_choices(ctx.svc.policy), 1)]
+        return _fitted(ctx, "chama.new.leave", lines, group=data["name"])
+
+    def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
+        choices = groups.leave_choices(ctx.svc.policy)
+        if not token.isdigit() or not 1 <= int(token) <= len(choices):
+            return Retry(ctx.t("error.option"))
         if not ctx.final:
             return expired(ctx)
-        groups.create(ctx.svc.db, ctx.svc.policy, ctx.user, data["name"], int(token))
+        groups.create(ctx.svc.db, ctx.svc.policy, ctx.user, data["name"], data["rule"], choices[int(token) - 1])
         return End(ctx.t("chama.created", group=data["name"], code=ctx.svc.service_code))
 
 
@@ -119,7 +137,7 @@ class Invitation:
 
 class GroupMenu:
     secret = False
-    targets = {"1": "chama.contribute", "2": "chama.propose.phone", "3": "chama.pending", "4": "chama.statement",
+    targets = {"1": "chama.contribute", "2": "chama.propose.kind", "3": "chama.pending", "4": "chama.statement",
                "5": "chama.invite", "6": "chama.leave", "7": "chama.officials"}
 
     def prompt(self, ctx: Ctx, data: dict) -> str:
@@ -205,9 +223,8 @@ class Pending:
         waiting = proposals.pending_for(ctx.svc.db, ctx.user.id, data["chama"])
         if not waiting:
             return ctx.t("chama.pending-none")
-        region = ctx.svc.settings.default_region
         return _fitted(ctx, "chama.pending", [ctx.t("chama.pending-line", n=n, amount=p.amount,
-                                                    phone=local(p.to_phone, region))
+                                                    phone=label(ctx, p.to_kind, p.to_phone, p.amount_kes))
                                               for n, p in enumerate(waiting[:5], 1)])
 
     def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
@@ -219,7 +236,8 @@ class Pending:
             return Retry(ctx.t("chama.vote.closed"))
         found = waiting[proposal_id]
         return Push("chama.vote", {"chama": data["chama"], "proposal": found.id, "group": found.group,
-                                   "amount": found.amount, "phone": found.to_phone, "by": found.proposer_phone})
+                                   "amount": found.amount, "phone": found.to_phone, "by": found.proposer_phone,
+                                   "kind": found.to_kind, "kes": found.amount_kes})
 
 
 class Vote:
@@ -227,13 +245,17 @@ class Vote:
 
     def prompt(self, ctx: Ctx, data: dict) -> str:
         region = ctx.svc.settings.default_region
-        return ctx.t("chama.vote", group=data["group"], amount=data["amount"], phone=local(data["phone"], region),
+        return ctx.t("chama.vote", group=data["group"], amount=data["amount"], phone=_payee(ctx, data),
                      by=local(data["by"], region))
 
     def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
         if token not in ("1", "2"):
             return Retry(ctx.t("error.option"))
         return Push("pin", {**data, "action": "chama-vote", "yes": token == "1"})
+
+
+def _payee(ctx: Ctx, data: dict) -> str:
+    return label(ctx, data.get("kind", TO_WALLET), data["phone"], data.get("kes"))
 
 
 def statement_lines(ctx: Ctx, chama_id: int, lang: str) -> tuple[int, list[str]]:
@@ -248,7 +270,8 @@ class Statement:
     def prompt(self, ctx: Ctx, data: dict) -> str:
         group = _group(ctx, data)
         holds, lines = statement_lines(ctx, data["chama"], ctx.lang)
-        return _fitted(ctx, "chama.statement", lines, group=group.name if group else "", amount=holds)
+        return _fitted(ctx, "chama.statement", lines, group=group.name if group else "", amount=holds,
+                       pct=group.leave_refund_pct if group else 0)
 
     def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
         if token != "1":
@@ -260,7 +283,8 @@ class Statement:
             return End(ctx.t("chama.refused.not-member"))
         holds, lines = statement_lines(ctx, group.id, ctx.lang)
         with ctx.svc.db.write() as s:
-            sms.queue(s, ctx.user.phone, _fitted(ctx, "sms.chama-statement", lines, group=group.name, amount=holds))
+            sms.queue(s, ctx.user.phone, _fitted(ctx, "sms.chama-statement", lines, group=group.name, amount=holds,
+                                                 pct=group.leave_refund_pct))
         return End(ctx.t("chama.statement-sent"))
 
 
@@ -321,12 +345,14 @@ class OfficialRole:
 
 
 CHAMA_SCREENS: dict[str, Screen] = {
-    "chama": ChamaHome(), "chama.new.name": NewName(), "chama.new.rule": NewRule(), "chama.invitation": Invitation(),
+    "chama": ChamaHome(), "chama.new.name": NewName(), "chama.new.rule": NewRule(), "chama.new.leave": NewLeaveRule(),
+    "chama.invitation": Invitation(),
     "chama.group": GroupMenu(), "chama.contribute": Contribute(),
     "chama.propose.phone": GroupPhone("chama.propose.phone", "chama.propose.amount"),
     "chama.propose.amount": PayoutAmount(), "chama.pending": Pending(), "chama.vote": Vote(),
     "chama.statement": Statement(), "chama.invite": Invite("chama.invite"), "chama.leave": Leave(),
     "chama.officials": GroupPhone("chama.officials", "chama.official.role"), "chama.official.role": OfficialRole(),
+    **PAYOUT_SCREENS,
 }
 
 
@@ -369,8 +395,10 @@ _VOTE_TEXTS = {proposals.COUNTED: "chama.vote.counted", proposals.PAID: "chama.v
 
 def vote(ctx: Ctx, data: dict, proof: PinProof | None) -> str:
     outcome = use_cases.chama_vote(ctx.svc, ctx.user, proof, data["proposal"], data["yes"])
-    return ctx.t(_VOTE_TEXTS.get(outcome, "chama.vote.closed"), group=data["group"], amount=data["amount"],
-                 phone=local(data["phone"], ctx.svc.settings.default_region))
+    key = _VOTE_TEXTS.get(outcome, "chama.vote.closed")
+    if outcome == proposals.PAID and data.get("kind") in KES_KINDS:
+        key = "chama.vote.sent"  # M-Pesa has it now; the proposer hears how it ended
+    return ctx.t(key, group=data["group"], amount=data["amount"], phone=_payee(ctx, data))
 
 
 def leave(ctx: Ctx, data: dict, proof: PinProof | None) -> str:
@@ -387,4 +415,5 @@ def leave(ctx: Ctx, data: dict, proof: PinProof | None) -> str:
 
 CHAMA_ACTIONS: dict[str, Callable[[Ctx, dict, PinProof | None], str]] = {
     "chama-in": contribute, "chama-propose": propose, "chama-vote": vote, "chama-leave": leave,
+    "chama-propose-kes": propose_kes,
 }

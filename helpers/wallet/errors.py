@@ -54,6 +54,10 @@ class AccountLocked(WalletError):
         self.minutes = minutes
 
 
+class PriceUnavailable(WalletError):
+    """No fresh price: an amount in KES cannot be converted now (sats operations go on)."""
+
+
 class QuoteExpired(WalletError):
     """The quote a confirmation names has ended (or is not the caller's): quote again."""
 

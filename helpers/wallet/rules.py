@@ -203,6 +203,10 @@ class Policy:
         return self.value("kes-min"), self.value("kes-max")
 
     # -------------------------------------------------------------- decisions
+    def kes_range(self, kes: int) -> Decision:
+        """An amount typed in KES within kes-min .. kes-max."""
+        return self._decision(f"(kes-range-decision {int(kes)})")
+
     def amount(self, amount_sats: int) -> Decision:
         return self._decision(f"(amount-decision {int(amount_sats)})")
 

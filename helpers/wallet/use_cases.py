@@ -25,8 +25,9 @@ from helpers.wallet.incoming import invoices
 from helpers.wallet.ledger import movements
 from helpers.wallet.mpesa import flows as mpesa_flows
 from helpers.wallet.payouts import airtime, payments
-from helpers.wallet.errors import (AirtimeOff, MpesaUnreachable, PolicyDenied, QuoteExpired, RequestClosed,
-                                   TopupNotConfirmed)
+from helpers.wallet.chama.tables import TO_MPESA
+from helpers.wallet.errors import (AirtimeOff, MpesaUnreachable, PolicyDenied, PriceUnavailable, QuoteExpired,
+                                   RequestClosed, TopupNotConfirmed)
 from helpers.wallet.payouts import books, machine
 from helpers.wallet.prices import QuoteView
 from helpers.wallet.savings import autosave, goals, orders
@@ -306,10 +307,48 @@ def chama_propose(svc: Services, user: UserView, proof: PinProof | None, chama_i
     return proposals.propose(svc.db, svc.policy, user, chama_id, amount, phone)
 
 
+def chama_propose_kes(svc: Services, user: UserView, proof: PinProof | None, chama_id: int, kind: str, kes: int,
+                      to: str) -> tuple[int, int]:
+    """A payout of `kes` from the group to M-Pesa (`to` a phone M-Pesa pays) or a till (`to` its
+    number), paid when the rule is met: its sats and fee (a withdrawal's, atoms.metta) are fixed
+    now at the current price, and the group pays them whatever the price then. Returns (proposal
+    id, sats the group pays). Raises PriceUnavailable, MpesaUnreachable, PolicyDenied (KES
+    bounds, chama-balance), ChamaRefused."""
+    require_pin(proof, user)
+    decision = svc.policy.kes_range(kes)
+    if not decision.allowed:
+        raise PolicyDenied(decision.reason or "denied")
+    if kind == TO_MPESA and not svc.mpesa.accepts_phone(to):
+        raise MpesaUnreachable(to)
+    price = svc.prices.current()
+    if price is None:
+        raise PriceUnavailable()
+    sats = svc.policy.kes_to_sats_debit(kes, price.kes_per_btc)
+    fee = svc.policy.fee_sats("mpesa-withdraw", sats)
+    terms = proposals.InKes(kes, fee, price.kes_per_btc)
+    return proposals.propose(svc.db, svc.policy, user, chama_id, sats, to, kind, terms), sats + fee
+
+
+def chama_rails(svc: Services) -> proposals.Rails:
+    """The M-Pesa rails that pay a group's KES payouts, as a customer's withdrawal and till are."""
+    def key_for(rail_name: str, reference: str) -> str | None:
+        return originator_id(reference) if rail_name == MPESA_B2C_RAIL and svc.mpesa.payouts_async else None
+
+    def send(rail_name: str, reference: str) -> None:
+        machine.send(svc.db, _rail(svc, rail_name), reference)
+
+    return proposals.Rails(svc.rail, key_for, send)
+
+
 def chama_vote(svc: Services, user: UserView, proof: PinProof | None, proposal_id: int, yes: bool) -> str:
     """The member's vote on a proposal (the payout, when it meets the rule): proposals.vote's outcome."""
     require_pin(proof, user)
-    return proposals.vote(svc.db, svc.policy, user.id, proposal_id, yes)
+    return proposals.vote(svc.db, svc.policy, user.id, proposal_id, yes, rails=chama_rails(svc))
+
+
+def chama_sms_reply(svc: Services, phone: str, text: str, message_id: str) -> str:
+    """A member's vote by SMS reply (no PIN: the one-time code of their ballot stands for it)."""
+    return proposals.sms_reply(svc.db, svc.policy, phone, text, message_id, chama_rails(svc))
 
 
 def chama_leave(svc: Services, user: UserView, proof: PinProof | None, chama_id: int, key: str) -> Receipt:

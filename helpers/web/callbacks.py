@@ -11,8 +11,7 @@ from flask import Blueprint, Response, jsonify, request
 
 from helpers.infra.phone import normalise
 from helpers.lightning import webhooks
-from helpers.wallet import sim_swap
-from helpers.wallet.chama import proposals as chama_proposals
+from helpers.wallet import sim_swap, use_cases
 from helpers.wallet.incoming import invoices
 from helpers.wallet.mpesa import callbacks as mpesa_callbacks
 from helpers.wallet.payouts import machine as payouts
@@ -140,6 +139,6 @@ def sms_incoming(token: str) -> tuple[Response, int]:
     if sim_swap.read(svc.db, phone).held:  # a SIM swapped and not cleared: its replies vote for no one
         log.warning("incoming sms from a number on SIM-swap hold: not acted on")
         return jsonify({"status": "sim-swap-hold"}), 200
-    outcome = chama_proposals.sms_reply(svc.db, svc.policy, phone, text, message_id)
+    outcome = use_cases.chama_sms_reply(svc, phone, text, message_id)
     send_queued_sms(svc)
     return jsonify({"status": outcome}), 200

@@ -37,7 +37,7 @@ from helpers.web import worker
 from lightning import MockBackend, PaymentResult, State, StatusResult, UnavailableBackend, decode_invoice
 from helpers.wallet.payouts import machine as payouts
 from helpers.wallet.chama import groups, proposals
-from helpers.wallet.chama.tables import PAID, ChamaBallot, ChamaProposal
+from helpers.wallet.chama.tables import PAID, TO_WALLET, ChamaBallot, ChamaProposal
 from models import (AIRTIME_RAIL, MPESA_B2C_RAIL, OPEN_PAYOUT, SAVINGS, SEND, Invoice, LedgerAccount, Payout, Posting,
                     Transaction, User, utcnow)
 from tests.conftest import configure, DEMO, Dialer, KES_MIN, PIN, TEST_PEPPER
@@ -301,16 +301,16 @@ class WalletMachine(RuleBasedStateMachine):
     # ------------------------------------------------------------------ the chama
     @rule(a=PEOPLE, amount=SATS)
     def contribute(self, a, amount):
-        self.phones[a].run("9", "1", "1", str(amount), PIN)
+        self.phones[a].run("9", "4", "1", "1", str(amount), PIN)
 
     @rule(a=PEOPLE, b=st.sampled_from(range(len(DEMO) + 1)), amount=SATS)
     def propose(self, a, b, amount):
         to = OUTSIDER if b == len(DEMO) else DEMO[b]
-        self.phones[a].run("9", "1", "2", "0" + to[4:], str(amount), PIN)
+        self.phones[a].run("9", "4", "1", "2", "1", "0" + to[4:], str(amount), PIN)
 
     @rule(a=PEOPLE, yes=st.booleans())
     def vote_by_ussd(self, a, yes):
-        self.phones[a].run("9", "1", "3", "1", "1" if yes else "2", PIN)
+        self.phones[a].run("9", "4", "1", "3", "1", "1" if yes else "2", PIN)
 
     @rule(a=PEOPLE, yes=st.booleans(), again=st.booleans())
     def vote_by_sms(self, a, yes, again):
@@ -340,6 +340,20 @@ class WalletMachine(RuleBasedStateMachine):
                 self.vote_by_sms(voter, yes, False)
             else:
                 self.vote_by_ussd(voter, yes)
+
+    @rule(a=PEOPLE, amount=SATS, till=st.booleans(), kes=st.integers(min_value=KES_MIN - 10, max_value=2 * KES_MIN),
+          outcome=st.sampled_from([State.SUCCEEDED, State.FAILED, State.PENDING]),
+          votes=st.lists(st.booleans(), max_size=2))
+    def chama_round_in_kes(self, a, amount, till, kes, outcome, votes):
+        """A contribution, a payout proposed in KES to M-Pesa (which answers `outcome`) or a till,
+        and the other members' votes by USSD: paid once through the payout state machine, from
+        the group (a failed one back into it)."""
+        self.contribute(a, amount)
+        self.svc.mpesa.next_outcome = outcome
+        to = ("3", "123456") if till else ("2", "0722000111")
+        self.phones[a].run("9", "4", "1", "2", *to, str(kes), PIN)
+        for voter, yes in zip([n for n in range(len(DEMO)) if n != a], votes, strict=False):
+            self.vote_by_ussd(voter, yes)
 
     @rule()
     def proposals_expire(self):
@@ -390,9 +404,17 @@ class WalletMachine(RuleBasedStateMachine):
         break_fees = self._sum(Transaction.fee_sats, Transaction.kind == "goal-break")
         with self.svc.db.read() as s:
             in_groups = journal.groups_hold(journal.balances(s))
-            paid = s.scalars(select(ChamaProposal.id).where(ChamaProposal.status == PAID)).all()
+            paid = s.scalars(select(ChamaProposal.id).where(ChamaProposal.status == PAID,
+                                                            ChamaProposal.to_kind == TO_WALLET)).all()
             payouts_made = s.scalars(select(Transaction.idempotency_key).where(Transaction.kind == groups.PAYOUT)).all()
+            # a paid proposal in KES: one payout of the state machine, reserved from the group
+            paid_in_kes = s.execute(select(ChamaProposal.payout_ref, func.count(Payout.id))
+                                    .outerjoin(Payout, Payout.reference == ChamaProposal.payout_ref)
+                                    .where(ChamaProposal.status == PAID, ChamaProposal.to_kind != TO_WALLET)
+                                    .group_by(ChamaProposal.id, ChamaProposal.payout_ref)).all()
+            event(f"chama payouts in KES: {min(len(paid_in_kes), 2)}+")
         assert sorted(payouts_made) == sorted(f"chama:{n}" for n in paid)  # each paid proposal once, no other
+        assert all(ref is not None and count == 1 for ref, count in paid_in_kes), paid_in_kes
         event(f"chama payouts so far: {min(len(paid), 2)}+")
         assert in_groups >= 0
         assert self._sum(User.balance_sats) + saved + in_groups == \

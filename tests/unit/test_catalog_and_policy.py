@@ -38,6 +38,7 @@ LONGEST = {
     "cap_payment": TIER_KES["payment"], "cap_day": TIER_KES["day"], "cap_month": TIER_KES["month"],
     "cap_balance": TIER_KES["balance"], "name": "W" * users.NAME_LENGTH[1],
     "group": "W" * P.value("chama-name-max"), "otp": "9" * P.value("chama-code-digits"), "by": "+254712345678",
+    "pct": 100, "to": "M-Pesa +254712345678", "receipt": "ABCDEFGHIJ",
 }
 # A claim SMS names the last day to claim a send in full (dd/mm/yyyy), where a statement line's
 # date is dd/mm.

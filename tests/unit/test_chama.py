@@ -87,7 +87,8 @@ def test_a_chama_of_three_pays_after_the_second_approval_by_ussd_and_sms_reply(w
     for phone in (chair, second, third):
         phone.run(PIN, PIN)
     minimum = wallet.policy.value("payment-min-sats")
-    assert chair.run("9", "4", "8", "Wanawake", "2") == "END " + t("en", "chama.created", group="Wanawake", code=CODE)
+    assert chair.run("9", "4", "8", "Wanawake", "2", "1") == "END " + t("en", "chama.created", group="Wanawake",
+                                                                        code=CODE)
     for member in (second, third):
         assert chair.run("9", "4", "1", "5", "0" + member.phone[4:]).startswith("END ")
         assert member.run("9", "4", "1", "1") == "END " + t("en", "chama.joined", group="Wanawake")
@@ -96,7 +97,7 @@ def test_a_chama_of_three_pays_after_the_second_approval_by_ussd_and_sms_reply(w
     assert put_in.startswith("END " + t("en", "chama.contributed", amount=3 * minimum, group="Wanawake", ref="X",
                                         balance=0).split(" Ref")[0])
     assert balance(wallet, chair.phone) == before - 3 * minimum
-    assert chair.run("9", "4", "1", "2", "0" + PAYEE[4:], str(2 * minimum), PIN).startswith("END Proposed")
+    assert chair.run("9", "4", "1", "2", "1", "0" + PAYEE[4:], str(2 * minimum), PIN).startswith("END Proposed")
     with wallet.db.read() as s:
         [proposal_id] = s.scalars(select(ChamaProposal.id)).all()
     shown = second.run("9", "4", "1")

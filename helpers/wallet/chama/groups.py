@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy import and_, delete, func, insert, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -18,8 +18,9 @@ from database import Database
 from helpers.infra import sms
 from helpers.infra.i18n import t
 from helpers.infra.refs import new_reference
-from helpers.wallet.chama.tables import (ACCOUNT_KIND, ACTIVE, CHAIR, INVITED, LEFT, MEMBER,
-                                         OFFICIALS, SECRETARY, TREASURER, Chama, ChamaMember, account)
+from helpers.wallet.chama.tables import (ACCOUNT_KIND, ACTIVE, CHAIR, INVITED, LEFT, MEMBER, OFFICIALS, OPEN,
+                                         PROPOSER_LEFT, SECRETARY, TREASURER, Chama, ChamaBallot, ChamaMember,
+                                         ChamaProposal, account)
 from helpers.wallet.customers import users
 from helpers.wallet.customers.users import UserView
 from helpers.wallet.errors import PolicyDenied, WalletError
@@ -100,21 +101,33 @@ def get(db: Database, user_id: int, chama_id: int) -> GroupView | None:
     return found[0] if found else None
 
 
-def create(db: Database, policy: Policy, user: UserView, name: str, approvals: int) -> int:
-    """A new group, its creator its chair, with its rule (`approvals` of a payout besides its
-    proposer's) and its ledger account. Raises ChamaRefused (bad-name, bad-rule)."""
+def leave_choices(policy: Policy) -> list[int]:
+    """The leave rules a group may choose when it is made (percent of a leaver's contributions
+    given back), in the order the screen offers them (atoms.metta's chama-leave-choice)."""
+    return [policy.value_of("chama-leave-choice", str(n)) for n in range(1, policy.value("chama-leave-choices") + 1)]
+
+
+def create(db: Database, policy: Policy, user: UserView, name: str, approvals: int,
+           leave_pct: int | None = None) -> int:
+    """A new group, its creator its chair, with its rules (`approvals` of a payout besides its
+    proposer's; `leave_pct` of their contributions back to a member who leaves, one of
+    leave_choices, None: the policy's default) and its ledger account. Raises ChamaRefused
+    (bad-name, bad-rule)."""
     tidy = tidy_name(policy, name)
     if tidy is None:
         raise ChamaRefused("bad-name")
     if not 1 <= approvals <= policy.value("chama-max-approvals"):
         raise ChamaRefused("bad-rule")
+    pct = policy.value("chama-leave-refund-percent") if leave_pct is None else leave_pct
+    if pct not in leave_choices(policy) and leave_pct is not None:
+        raise ChamaRefused("bad-rule")
     with db.write() as s:
         chama_id = _write(s, insert(Chama).values(
-            name=tidy, approvals_needed=approvals, leave_refund_pct=policy.value("chama-leave-refund-percent"),
+            name=tidy, approvals_needed=approvals, leave_refund_pct=pct,
             created_by=user.id, created_at=utcnow())).inserted_primary_key[0]  # type: ignore[index]
         _write(s, insert(LedgerAccount).values(code=account(chama_id), kind=ACCOUNT_KIND, balance_sats=0))
         _write(s, insert(ChamaMember).values(chama_id=chama_id, user_id=user.id, role=CHAIR, status=ACTIVE,
-                                             joined_at=utcnow()))
+                                             joined_at=utcnow(), forfeited_sats=0))
     return int(chama_id)
 
 
@@ -153,7 +166,7 @@ def invite(db: Database, policy: Policy, inviter: UserView, chama_id: int, phone
             try:
                 with s.begin_nested():
                     _write(s, insert(ChamaMember).values(chama_id=chama_id, user_id=invitee_id, role=MEMBER,
-                                                         status=INVITED))
+                                                         status=INVITED, forfeited_sats=0))
             except IntegrityError:  # invited at the same moment by another official
                 raise ChamaRefused("already-member") from None
         elif _write(s, update(ChamaMember).where(ChamaMember.chama_id == chama_id, ChamaMember.user_id == invitee_id,
@@ -213,14 +226,19 @@ def contribute(db: Database, policy: Policy, user: UserView, chama_id: int, amou
 
 
 def contributions(s: Session, chama_id: int, user_id: int | None = None) -> dict[int, int]:
-    """What each member put in and has not taken back on leaving (read from the group's postings)."""
+    """What each member put in and has not taken back on leaving nor left behind by the group's
+    rule when they left (the group's postings, less their forfeited_sats): what a member who comes
+    back counts starts again from what they put in since."""
     query = (select(Transaction.user_id, -func.sum(Posting.amount_sats))
              .join(Transaction, Transaction.id == Posting.entry_id)
              .where(Posting.account == account(chama_id), Transaction.kind.in_((CONTRIBUTION, LEAVING)))
              .group_by(Transaction.user_id))
+    kept = select(ChamaMember.user_id, ChamaMember.forfeited_sats).where(ChamaMember.chama_id == chama_id)
     if user_id is not None:
         query = query.where(Transaction.user_id == user_id)
-    return {int(uid): int(total) for uid, total in s.execute(query)}
+        kept = kept.where(ChamaMember.user_id == user_id)
+    forfeited = {int(uid): int(sats) for uid, sats in s.execute(kept)}
+    return {int(uid): int(total) - forfeited.get(int(uid), 0) for uid, total in s.execute(query)}
 
 
 def leave_refund(db: Database, user_id: int, chama_id: int) -> int:
@@ -230,14 +248,38 @@ def leave_refund(db: Database, user_id: int, chama_id: int) -> int:
 
 
 def _refund(s: Session, user_id: int, chama_id: int, lock: bool = False) -> int:
+    return _settle(s, user_id, chama_id, lock)[0]
+
+
+def _settle(s: Session, user_id: int, chama_id: int, lock: bool = False) -> tuple[int, int]:
+    """(what a leaver gets back by the group's rule, at most what it holds; what they leave behind
+    of their contributions)."""
     pct = s.execute(select(Chama.leave_refund_pct).where(Chama.id == chama_id)).scalar_one()
-    owed = max(0, contributions(s, chama_id, user_id).get(user_id, 0)) * int(pct) // 100
-    return min(owed, _holds(s, chama_id, lock))
+    counted = max(0, contributions(s, chama_id, user_id).get(user_id, 0))
+    refund = min(counted * int(pct) // 100, _holds(s, chama_id, lock))
+    return refund, counted - refund
+
+
+def _withdraw_say(s: Session, chama_id: int, user_id: int) -> None:
+    """A leaver's say on the group's open proposals ends with their membership: their ballots
+    (cast or not) are withdrawn, so no approval of theirs counts, then or if they come back; a
+    proposal of theirs is closed (no one is left to answer for it, and a payout the group did
+    not yet approve should not outlive its proposer's membership). The open proposals are locked
+    first (in id order), so a last approval deciding one now finishes before or counts without them."""
+    open_ids = list(s.execute(select(ChamaProposal.id).where(ChamaProposal.chama_id == chama_id,
+                                                            ChamaProposal.status == OPEN)
+                              .order_by(ChamaProposal.id).with_for_update()).scalars())
+    if not open_ids:
+        return
+    _write(s, delete(ChamaBallot).where(ChamaBallot.proposal_id.in_(open_ids), ChamaBallot.user_id == user_id))
+    _write(s, update(ChamaProposal).where(ChamaProposal.id.in_(open_ids), ChamaProposal.proposer_id == user_id,
+                                          ChamaProposal.status == OPEN).values(status=PROPOSER_LEFT))
 
 
 def leave(db: Database, user: UserView, chama_id: int, key: str) -> Receipt:
-    """The member leaves (their ballots stop counting) and gets back what the group's rule says,
-    in one transaction. The chair leaves last. Raises ChamaRefused."""
+    """The member leaves (their ballots on open proposals withdrawn, their own proposals closed)
+    and gets back what the group's rule says, in one transaction; what the rule keeps stays in the
+    group, theirs no more (forfeited_sats). The chair leaves last. Raises ChamaRefused."""
 
     def work() -> Receipt:
         with db.write() as s:
@@ -247,11 +289,13 @@ def leave(db: Database, user: UserView, chama_id: int, key: str) -> Receipt:
                 ChamaMember.user_id != user.id)).scalar()
             if role == CHAIR and others:
                 raise ChamaRefused("chair-stays")
+            _withdraw_say(s, chama_id, user.id)
+            refund, kept = _settle(s, user.id, chama_id, lock=True)
             left = _write(s, update(ChamaMember).where(ChamaMember.chama_id == chama_id, ChamaMember.user_id == user.id,
-                                                       ChamaMember.status == ACTIVE).values(status=LEFT)).rowcount
+                                                       ChamaMember.status == ACTIVE)
+                          .values(status=LEFT, forfeited_sats=ChamaMember.forfeited_sats + kept)).rowcount
             if left != 1:  # left meanwhile in another session: refunded there, once
                 raise ChamaRefused("not-member")
-            refund = _refund(s, user.id, chama_id, lock=True)
             name = s.execute(select(Chama.name).where(Chama.id == chama_id)).scalar_one()
             ref, balance, entry_id = new_reference(), user.balance_sats, 0
             if refund > 0:

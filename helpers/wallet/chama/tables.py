@@ -16,6 +16,9 @@ CHAIR, TREASURER, SECRETARY, MEMBER = "chair", "treasurer", "secretary", "member
 OFFICIALS = (CHAIR, TREASURER, SECRETARY)
 INVITED, ACTIVE, LEFT = "invited", "active", "left"  # ChamaMember.status
 OPEN, PAID, REJECTED, EXPIRED, FAILED = "open", "paid", "rejected", "expired", "failed"  # ChamaProposal.status
+PROPOSER_LEFT = "left"  # ChamaProposal.status: its proposer left the group before it was decided
+TO_WALLET, TO_MPESA, TO_TILL = "phone", "mpesa", "till"  # ChamaProposal.to_kind
+KES_KINDS = (TO_MPESA, TO_TILL)  # paid in KES by an M-Pesa rail (the payout state machine)
 YES, NO = "yes", "no"  # ChamaBallot.vote
 ACCOUNT_PREFIX = "chama:"  # a group's ledger account: "chama:<id>" (credit-normal: what the group holds is -balance)
 ACCOUNT_KIND = "chama"
@@ -47,12 +50,20 @@ class ChamaMember(Base):
     role: Mapped[str] = mapped_column(String(10), default=MEMBER)
     status: Mapped[str] = mapped_column(String(8), default=INVITED)
     joined_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
+    # what they put in before and did not get back on leaving (the group's rule kept it): not
+    # theirs to count again if they are invited back
+    forfeited_sats: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class ChamaProposal(Base):
-    """A payout from the group's account to a phone's wallet, paid once (status open -> paid in
-    the transaction of its entry, whose idempotency key is "chama:<id>") when the rule's approvals
-    are in; rejected once the rule can no longer be met; expired after chama-proposal-hours."""
+    """A payout from the group's account, paid once (status open -> paid) when the rule's
+    approvals are in; rejected once the rule can no longer be met; expired after
+    chama-proposal-hours; closed if its proposer leaves. To a phone's wallet (`to_kind` phone: one
+    entry, idempotency key "chama:<id>", in the transaction that marks it paid) or in KES to
+    M-Pesa (a phone) or a till (`to_phone` holds the till number): then a payout row of the payout
+    state machine (`payout_ref`), reserved from the group's account in that transaction, for the
+    sats and fee fixed when it was proposed at `kes_per_btc`; a failed payout gives them back to
+    the group."""
 
     __tablename__ = "chama_proposals"
     __table_args__ = (Index("ix_chama_proposals_status_expires", "status", "expires_at"),
@@ -62,8 +73,12 @@ class ChamaProposal(Base):
     chama_id: Mapped[int] = mapped_column(ForeignKey("chamas.id"))
     proposer_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     amount_sats: Mapped[int] = mapped_column(BigInteger)
-    to_kind: Mapped[str] = mapped_column(String(8), default="phone")  # a wallet by phone (tills, M-Pesa: not yet)
-    to_phone: Mapped[str] = mapped_column(String(20))
+    to_kind: Mapped[str] = mapped_column(String(8), default=TO_WALLET)  # phone (a wallet), mpesa, till
+    to_phone: Mapped[str] = mapped_column(String(20))  # a phone, or a till number
+    amount_kes: Mapped[Optional[int]] = mapped_column(BigInteger)  # M-Pesa and tills: what is paid
+    kes_per_btc: Mapped[Optional[int]] = mapped_column(BigInteger)  # the price the sats were fixed at
+    fee_sats: Mapped[int] = mapped_column(BigInteger, default=0)  # the group pays it (atoms.metta's withdrawal fee)
+    payout_ref: Mapped[Optional[str]] = mapped_column(String(16))  # the payout's reference, once reserved
     status: Mapped[str] = mapped_column(String(8), default=OPEN)
     expires_at: Mapped[dt.datetime] = mapped_column(DateTime)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)

@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from helpers.infra import sms
+from helpers.infra.i18n import t
 from helpers.infra.rail import Answer, Books, PayoutView, Rail
 from helpers.infra.refs import new_reference
 from helpers.wallet import rules
@@ -31,8 +32,8 @@ from helpers.wallet.customers import tiers, users
 from helpers.wallet.ledger import journal, movements
 from helpers.wallet.errors import WalletError
 from helpers.wallet.ledger.movements import Receipt
-from models import (ADJUSTMENTS, DEBIT, FAILED, FEES, OPEN_PAYOUT, PENDING, POST, POSTED, RESERVED, SETTLED, VOID,
-                    VOIDED, Payout, Transaction, utcnow)
+from models import (ADJUSTMENTS, CREDIT, DEBIT, FAILED, FEES, OPEN_PAYOUT, PENDING, POST, POSTED, RESERVED, SETTLED,
+                    VOID, VOIDED, Payout, Posting, Transaction, utcnow)
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ def reserve(s: Session, rail: Rail, user_id: int, amount: int, fee: int, destina
             check: Callable[[int], int], amount_kes: int | None = None, counterparty: str = "",
             description: str = "", reference: str | None = None, rail_key: str | None = None,
             fee_limit: int = 0, payment_hash: str | None = None,
-            originator: tuple[str, str | None] | None = None) -> Receipt:
+            originator: tuple[str, str | None] | None = None, payer: str | None = None) -> Receipt:
     """Take `amount` + `fee` from the customer for a payout on `rail`, with its movement row and
     payout row. `check(balance after)` asks the policy once the debit holds this customer's row
     (raise PolicyDenied to refuse) and returns what may still go out of their account today after
@@ -69,19 +70,25 @@ def reserve(s: Session, rail: Rail, user_id: int, amount: int, fee: int, destina
     originator id, a Lightning invoice's payment hash: taken once, see RailKeyTaken); `fee_limit`:
     the most the rail itself may cost, reserved too, what it did not cost given back at the post;
     `payment_hash`: kept on the movement too (statements, the node comparison); `originator`: the
-    sender's (phone, name) kept with a payment to another custodian (the travel rule). Raises
+    sender's (phone, name) kept with a payment to another custodian (the travel rule); `payer`: a
+    house account that pays instead of the customer (a group's "chama:<id>", which may not go below
+    zero; `user_id` is then who asked for it and hears of it, and `check` is not asked). Raises
     InsufficientBalance, AccountLocked, PolicyDenied, RailKeyTaken; a replay of `key` fails on it
     (movements.run_once gives the first receipt)."""
     total = amount + fee + fee_limit
     ref = new_reference()
     left: list[int] = []
+    # a payer's entry is named for the customer who asked but is no debit of theirs (not counted
+    # in what they sent today)
     recorded = journal.record(
-        s, journal.Entry(f"{rail.books.kind}-pending", ref, user_id, rail.books.movement, DEBIT, amount,
+        s, journal.Entry(f"{rail.books.kind}-pending", ref, user_id, rail.books.movement,
+                         DEBIT if payer is None else CREDIT, amount,
                          fee + fee_limit, status=PENDING, counterparty=counterparty or destination,
                          description=description or None,
                          idempotency_key=key, payment_hash=payment_hash),
-        [journal.customer(user_id, total), journal.house(rail.books.in_flight, -total)],
-        check=lambda balances: left.append(check(balances[user_id])))  # a replay fails on the key, after it
+        [journal.customer(user_id, total) if payer is None else journal.house(payer, total),
+         journal.house(rail.books.in_flight, -total)],
+        check=None if payer is not None else lambda balances: left.append(check(balances[user_id])))
     s.add(Payout(reference=reference or ref, rail=rail.name, user_id=user_id, transaction_id=recorded.id,
                  destination=destination, amount_sats=amount, fee_sats=fee, fee_limit_sats=fee_limit,
                  amount_kes=amount_kes, state=RESERVED, queries=0, rail_key=rail_key,
@@ -93,8 +100,25 @@ def reserve(s: Session, rail: Rail, user_id: int, amount: int, fee: int, destina
         if rail_key is None:
             raise
         raise RailKeyTaken(rail_key) from exc
-    return Receipt(ref, amount, fee + fee_limit, recorded.balances[user_id], PENDING, recorded.id,
-                   left_today=left[0])
+    return Receipt(ref, amount, fee + fee_limit, recorded.balances.get(user_id, 0), PENDING, recorded.id,
+                   left_today=left[0] if left else 0)
+
+
+def _payer(s: Session, payout: Payout) -> str | None:
+    """The group account ("chama:<id>") that paid a payout's reservation instead of its customer,
+    read from the reservation's postings (matched in Python: a pattern in SQL meets MySQL's
+    collation rules); None: the customer's own (or, for a reservation the journal migration
+    opened, whatever house account it names: still the customer's money)."""
+    codes = s.scalars(select(Posting.account).where(Posting.entry_id == payout.transaction_id, Posting.amount_sats > 0,
+                                                    Posting.user_id.is_(None))).all()
+    return next((code for code in codes if code and code.startswith(journal.GROUP_PREFIX)), None)
+
+
+def payee_shown(destination: str) -> str:
+    """How a text names an M-Pesa payout's destination: the phone, or "Till <number>" (a B2B
+    destination is "command|till|account|requester")."""
+    parts = destination.split("|")
+    return f"Till {parts[1]}" if len(parts) > 1 else destination
 
 
 def _move(s: Session, reference: str, state: str, answer: Answer, note: str) -> Payout | None:
@@ -151,13 +175,20 @@ def post(s: Session, rail: Rail, reference: str, answer: Answer, note: str = "")
     row = _end_movement(s, books, payout, SETTLED, note, settled)
     unused = payout.fee_limit_sats - charged
     total = payout.amount_sats + payout.fee_sats + payout.fee_limit_sats
+    payer = _payer(s, payout)
     recorded = journal.record(
         s, journal.following(row, f"{books.kind}-post", POST, total, memo=_memo(books.label, payout, answer, note)),
         [journal.house(books.in_flight, total), journal.house(books.paid_from, -(payout.amount_sats + cost)),
-         journal.house(FEES, -payout.fee_sats), journal.customer(payout.user_id, -unused),
+         journal.house(FEES, -payout.fee_sats),
+         journal.customer(payout.user_id, -unused) if payer is None else journal.house(payer, -unused),
          journal.house(ADJUSTMENTS, cost - charged)])
     balance = recorded.balances.get(payout.user_id)
     user = users.owner(s, payout.user_id)
+    if payer is not None:  # a group's payout: who asked for it hears of it, with no balance of theirs
+        sms.queue(s, user.phone, t(user.language, "sms.chama-out-paid", group=row.counterparty or "",
+                                   kes=payout.amount_kes or 0, to=payee_shown(payout.destination),
+                                   receipt=answer.receipt or "-", ref=row.reference))
+        return True
     shown = replace(answer, cost_sats=charged)
     policy = rules.policy()  # what is left of today's limits now, at the newest stored price
     left = movements.left_now(s, policy, payout.user_id, user.tier, tiers.stored_price(s, policy))
@@ -177,9 +208,17 @@ def void(s: Session, rail: Rail, reference: str, answer: Answer, note: str = "")
         s.execute(update(Payout).where(Payout.id == payout.id).values(rail_key=None, rail_ref=payout.rail_key))
     row = _end_movement(s, rail.books, payout, FAILED, note, {})
     books, total = rail.books, payout.amount_sats + payout.fee_sats + payout.fee_limit_sats
+    payer = _payer(s, payout)  # the sats go back where they came from: a group's to the group
     recorded = journal.record(s, journal.following(row, f"{books.kind}-void", VOID, total, memo=note),
-                              [journal.house(books.in_flight, total), journal.customer(payout.user_id, -total)])
-    after = recorded.balances[payout.user_id]
+                              [journal.house(books.in_flight, total),
+                               journal.customer(payout.user_id, -total) if payer is None
+                               else journal.house(payer, -total)])
     user = users.owner(s, payout.user_id)
+    if payer is not None:
+        sms.queue(s, user.phone, t(user.language, "sms.chama-out-failed", group=row.counterparty or "",
+                                   kes=payout.amount_kes or 0, to=payee_shown(payout.destination), amount=total,
+                                   ref=row.reference))
+        return True
+    after = recorded.balances[payout.user_id]
     sms.queue(s, user.phone, rail.voided_text(view(payout, row), user.language, after))
     return True
