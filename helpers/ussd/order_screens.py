@@ -189,8 +189,9 @@ class OrderAmount:
     secret = False
 
     def _bounds(self, ctx: Ctx, data: dict) -> tuple[int, int]:
-        if data.get("unit") == UNIT_KES:
-            return ctx.svc.policy.kes_bounds()
+        if data.get("unit") == UNIT_KES:  # at most what the cap (with its fee) is worth at today's price
+            return ctx.svc.policy.kes_bounds()[0], orders.kes_max(ctx.svc.policy, data["kind"],
+                                                                  ctx.svc.prices.for_limits())
         low = ctx.value("savings-min-sats" if data["kind"] == ORDER_GOAL else "payment-min-sats")
         return low, ctx.value("standing-order-max-sats")
 

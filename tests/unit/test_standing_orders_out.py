@@ -7,6 +7,7 @@ paid twice by two workers."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 import threading
 
 import pytest
@@ -274,6 +275,18 @@ def test_by_ussd_a_till_order_is_set_listed_in_my_account_and_cancelled(wallet, 
     assert orders.active(wallet.db, view(wallet, ALICE).id) == []
 
 
+@pytest.mark.parametrize("kind", ["4", "1"])  # a till; a phone (in KES)
+def test_by_ussd_the_kes_offered_is_what_the_cap_allows_at_todays_price(wallet, alice, kind):
+    path = ("9", "3", "9", "4", TILL) if kind == "4" else ("9", "3", "9", "1", "0" + BOB[4:], "2")
+    prompt = alice.run(*path)
+    low, high = (int(n.replace(",", "")) for n in re.findall(r"\(([\d,]+)-([\d,]+)\)", prompt)[0])
+    assert (low, high) == (KES_MIN, high) and high <= wallet.policy.kes_bounds()[1]
+    assert alice.run(*path, str(high + 1)).startswith("CON " + t("en", "deny.order-kes", min=low, max=high))
+    assert alice.run(*path, str(high), "1", PIN).startswith("END " + t("en", "order.done", amount="X", period="",
+                                                                        to="")[:18])
+    assert orders.active(wallet.db, view(wallet, ALICE).id)[0].amount_kes == high
+
+
 def test_by_ussd_a_paybill_and_an_address_order_are_set(insecure, payee, alice):
     wallet = insecure
     reply = alice.run("9", "3", "9", "5", PAYBILL, ACCOUNT, str(KES_MIN), "3", PIN)
@@ -288,3 +301,12 @@ def test_by_ussd_a_paybill_and_an_address_order_are_set(insecure, payee, alice):
     assert kinds == [("paybill", "kes", ACCOUNT), ("address", "sats", None)]
     assert worker.run_savings(wallet) == (0, 2)
     books_clean(wallet)
+
+
+def test_by_ussd_an_address_at_our_own_domain_is_an_order_to_that_phone(wallet, alice):
+    from helpers.wallet.incoming import lnurl
+
+    amount = wallet.policy.value("payment-min-sats")
+    alice.run("9", "3", "9", "3", lnurl.address(wallet.settings, BOB), "1", str(amount), "2", PIN)
+    listed = orders.active(wallet.db, view(wallet, ALICE).id)
+    assert [(o.kind, o.destination, o.amount_sats) for o in listed] == [("phone", BOB, amount)]

@@ -142,7 +142,7 @@ def create(db: Database, policy: Policy, user: UserView, kind: str, destination:
         amount = _kes_worth(policy, kind, amount, price or policy.value("fixed-kes-per-btc"))
     elif amount < policy.value("savings-min-sats" if kind == ORDER_GOAL else "payment-min-sats"):
         raise PolicyDenied("below-minimum")
-    if amount + _fee(policy, kind, amount) > cap:
+    if amount + run_fee(policy, kind, amount) > cap:
         raise PolicyDenied("order-cap")
     if kind == ORDER_PHONE and destination == user.phone:
         raise PolicyDenied("own-phone")
@@ -174,7 +174,23 @@ def _kes_worth(policy: Policy, kind: str, kes: int, price: int) -> int:
     return policy.kes_to_sats_send(kes, price)
 
 
-def _fee(policy: Policy, kind: str, sats: int) -> int:
+def kes_max(policy: Policy, kind: str, price: int) -> int:
+    """The most KES an order of `kind` may be at `price`: within the KES bounds, and worth (with its
+    fee) at most the cap, exactly as create converts it (at least the KES minimum)."""
+    cap = policy.value("standing-order-max-sats")
+    low, high = policy.kes_bounds()
+
+    def fits(kes: int) -> bool:
+        sats = _kes_worth(policy, kind, kes, price)
+        return sats + run_fee(policy, kind, sats) <= cap
+
+    while low < high:  # the largest that fits: the worth grows with the KES
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if fits(middle) else (low, middle - 1)
+    return low
+
+
+def run_fee(policy: Policy, kind: str, sats: int) -> int:
     """The most a run of `sats` costs on top (a Lightning payment: its route's fee limit)."""
     if kind == ORDER_GOAL:
         return 0
@@ -227,7 +243,7 @@ def _amount(svc: Services, order: OrderView) -> _Amount | None:
     the customer's own step takes it (a till or paybill: a withdrawal's, with its M-Pesa fee).
     None: there is no price now."""
     if order.unit == UNIT_SATS:
-        return _Amount(order.amount_sats, _fee(svc.policy, order.kind, order.amount_sats), 0,
+        return _Amount(order.amount_sats, run_fee(svc.policy, order.kind, order.amount_sats), 0,
                        svc.prices.for_limits())
     price = svc.prices.current()
     if price is None:
@@ -235,7 +251,7 @@ def _amount(svc: Services, order: OrderView) -> _Amount | None:
     kes = order.amount_kes or 0
     quote = svc.prices.quote(order.user_id, prices.WITHDRAW if order.kind in MPESA_KINDS else prices.SEND, kes,
                              price)
-    fee = quote.fee_sats if order.kind in MPESA_KINDS else _fee(svc.policy, order.kind, quote.sats)
+    fee = quote.fee_sats if order.kind in MPESA_KINDS else run_fee(svc.policy, order.kind, quote.sats)
     return _Amount(quote.sats, fee, kes, quote.kes_per_btc)
 
 
