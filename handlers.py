@@ -29,9 +29,9 @@ from helpers.ussd.mpesa_screens import TopupAmount, TopupCode, TopupConfirm, Top
 from helpers.ussd.pin_entry import NewPin, PinChangeOld, PinStep, RepeatNewPin, save_changed_pin, save_first_pin
 from helpers.ussd.receive_screens import ReceiveAmount, RequestAmount
 from helpers.ussd.save_screens import (GoalAmount, GoalAutosave, GoalDate, GoalList, GoalName, GoalScreen, GoalTarget,
-                                      GoalTargetUnit,
-                                      OrderAmount, OrderList, OrderPeriod, OrderPhone, OrderScreen, OrderTo,
-                                      SaveMenu)
+                                      GoalTargetUnit, SaveMenu)
+from helpers.ussd.order_screens import (OrderAccount, OrderAddress, OrderAmount, OrderBusiness, OrderList, OrderPeriod,
+                                       OrderPhone, OrderScreen, OrderTo, OrderUnit)
 from helpers.ussd.screen import Ctx, UssdRequest
 from helpers.ussd.send_screens import (
     LightningAmount,
@@ -99,7 +99,12 @@ SCREENS: dict[str, Screen] = {
     "order": OrderScreen(),
     "order.to": OrderTo(),
     "order.phone": OrderPhone(),
-    "order.goal": GoalList("order.goal", then="order.amount"),
+    "order.goal": GoalList("order.goal", then="order.unit"),
+    "order.address": OrderAddress(),
+    "order.till": OrderBusiness("till"),
+    "order.paybill": OrderBusiness("paybill"),
+    "order.account": OrderAccount(),
+    "order.unit": OrderUnit(),
     "order.amount": OrderAmount(),
     "order.period": OrderPeriod(),
     "account": Account(),

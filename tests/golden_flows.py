@@ -530,9 +530,23 @@ def savings_goal(lang: str):
 def standing_order(lang: str):
     """Issue 35: a weekly order to a phone, set up with the PIN once, listed, cancelled."""
     return (ALICE,), [
-        dial(ALICE, "9", "3", "9", "1", BOB_LOCAL, "10", V("standing-order-max-sats"), "2", PIN),
+        dial(ALICE, "9", "3", "9", "1", BOB_LOCAL, "1", "10", V("standing-order-max-sats"), "2", PIN),
         dial(ALICE, "9", "3", "1", "1", note="listed, then cancelled"),
         dial(ALICE, "9", "3", "0"),
+    ]
+
+
+def standing_order_kinds(lang: str):
+    """Issue 35: orders to a till and a paybill (in KES, converted at each run's price) and to a
+    Lightning address (in sats), listed and cancelled from My Account."""
+    return (ALICE,), [
+        dial(ALICE, "9", "3", "9", "4", "12", "52187", V("kes-min", -1), V("kes-min"), "2", PIN,
+             note="a till: a short number, then below the KES minimum"),
+        dial(ALICE, "9", "3", "9", "5", "888880", "ACC123", V("kes-min", times=2), "3", PIN, note="a paybill"),
+        dial(ALICE, "9", "3", "9", "3", "carol", "carol@pay.example.com", "3", "2", V("kes-min"), "1", PIN,
+             note="a Lightning address: not an address, a unit not offered, then KES"),
+        dial(ALICE, "6", "6", "2", "1", note="My Account lists them; the paybill is cancelled"),
+        dial(ALICE, "6", "6", "0"),
     ]
 
 
@@ -577,6 +591,7 @@ BUILDERS = {
     "identity-tiers": identity_tiers,
     "savings-goal": savings_goal,
     "standing-order": standing_order,
+    "standing-order-kinds": standing_order_kinds,
     "chama": chama,
     "chama_kes": chama_kes,
 }

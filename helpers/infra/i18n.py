@@ -103,8 +103,8 @@ EN: dict[str, str] = {
     "withdraw.failed": "The M-Pesa payout failed. Your sats were returned. Ref {ref}.",
     # account
     "account": (
-        "My Account\nBalance: {balance} sats{kes}\n{address}\n"
-        "1 Statement\n2 Language\n3 PIN\n4 Name\n5 Limits\n0 Back"
+        "Balance: {balance} sats{kes}\n{address}\n"
+        "1 Statement\n2 Language\n3 PIN\n4 Name\n5 Limits\n6 Orders\n0 Back"
     ),
     "account.kes": " (about {kes} KES)",
     "account.kes-age": " (KES {kes}, {age} min old)",
@@ -286,8 +286,8 @@ SW: dict[str, str] = {
     "withdraw.pending": "Utoaji wa KES {kes} kwa {phone} unashughulikiwa. Kumb {ref}. Tutakutumia SMS.",
     "withdraw.failed": "Malipo ya M-Pesa hayakufaulu. Sats zako zimerudishwa. Kumb {ref}.",
     "account": (
-        "Akaunti Yangu\nSalio: sats {balance}{kes}\n{address}\n"
-        "1 Taarifa\n2 Lugha\n3 PIN\n4 Jina\n5 Vikomo\n0 Rudi"
+        "Salio: sats {balance}{kes}\n{address}\n"
+        "1 Taarifa\n2 Lugha\n3 PIN\n4 Jina\n5 Vikomo\n6 Maagizo\n0 Rudi"
     ),
     "account.kes": " (takriban KES {kes})",
     "account.kes-age": " (KES {kes}, bei dak {age})",

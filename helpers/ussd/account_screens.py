@@ -70,7 +70,8 @@ class Account:
         return screen
 
     def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
-        target = {"1": "history", "2": "language", "3": "pinchange.old", "4": "name.set", "5": "limits"}.get(token)
+        target = {"1": "history", "2": "language", "3": "pinchange.old", "4": "name.set", "5": "limits",
+                  "6": "orders"}.get(token)  # 6: standing orders, the list Save shows
         if token == "3" and ctx.final and (held := guard.before_pin_change(ctx)) is not None:
             return held
         return Push(target) if target else Retry(ctx.t("error.option"))

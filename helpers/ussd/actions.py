@@ -16,7 +16,7 @@ from helpers.ussd import quoting
 from helpers.infra.phone import local
 from helpers.ussd.business_screens import payee
 from helpers.ussd.chama_screens import CHAMA_ACTIONS
-from helpers.ussd import save_screens, sessions
+from helpers.ussd import order_screens, save_screens, sessions
 from helpers.ussd.screen import Ctx, acting_refused, deny_text, payee_bounds
 from helpers.ussd.walker import fit
 from helpers.wallet import identity, use_cases
@@ -183,7 +183,8 @@ def verify_identity(ctx: Ctx, data: dict, proof: PinProof | None) -> str:
 ACTIONS: dict[str, Callable[[Ctx, dict, PinProof | None], str]] = {
     "send": send, "lnsend": pay_lightning, "withdraw": withdraw, "payreq": pay_request, "mpesapay": pay_business,
     "airtime": buy_airtime, "kyc": verify_identity, "goal-in": save_screens.save_to_goal,
-    "goal-break": save_screens.break_goal, "goal-autosave": save_screens.autosave_goal, "order": save_screens.set_order,
+    "goal-break": save_screens.break_goal, "goal-autosave": save_screens.autosave_goal,
+    "order": order_screens.set_order,
     **CHAMA_ACTIONS,
 }
 # Actions that do nothing outside their debit's transaction before the debit, so a right PIN

@@ -10,17 +10,15 @@ from helpers.mpesa.provider import BUY_GOODS, PAY_BILL
 from helpers.ussd import quoting
 from helpers.ussd.screen import Ctx, pick_recent, recent_screen
 from helpers.ussd.walker import Push, Result, Retry
-from helpers.wallet.payouts import payments
+from helpers.wallet.payouts import kes_out, payments
 
-_SHORTCODE = re.compile(r"[0-9]{5,7}")  # tills and paybills are 5-7 digits
-_ACCOUNT = re.compile(r"[A-Za-z0-9-]{1,13}")  # Daraja's AccountReference: up to 13 characters
+SHORTCODE = re.compile(r"[0-9]{5,7}")  # tills and paybills are 5-7 digits
+ACCOUNT = re.compile(r"[A-Za-z0-9-]{1,13}")  # Daraja's AccountReference: up to 13 characters
 
 
 def payee(data: dict) -> str:
     """How statements, screens and SMS name the business."""
-    if data["cmd"] == BUY_GOODS:
-        return f"Till {data['party']}"
-    return f"Paybill {data['party']} acct {data['account']}"
+    return kes_out.payee_name(data["cmd"], data["party"], data["account"])
 
 
 class BusinessKind:
@@ -68,7 +66,7 @@ class BusinessNumber:
                 return Retry(ctx.t("error.option"))
             return Push("mpesapay.amount", {**data, "cmd": self.command, "party": paid.group(2),
                                             "account": paid.group(3) or ""})
-        if not _SHORTCODE.fullmatch(token):
+        if not SHORTCODE.fullmatch(token):
             return Retry(ctx.t("error.shortcode"))
         chosen = {**data, "cmd": self.command, "party": token, "account": ""}
         return Push("mpesapay.account" if self.command == PAY_BILL else "mpesapay.amount", chosen)
@@ -81,7 +79,7 @@ class PaybillAccount:
         return ctx.t("mpesapay.account", party=data["party"])
 
     def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
-        if not _ACCOUNT.fullmatch(token):
+        if not ACCOUNT.fullmatch(token):
             return Retry(ctx.t("error.account"))
         return Push("mpesapay.amount", {**data, "account": token})
 

@@ -7,33 +7,20 @@ from __future__ import annotations
 import datetime as dt
 
 from helpers.infra.i18n import gsm7_length
-from helpers.infra.phone import local, normalise
-from helpers.ussd import quoting
+from helpers.ussd import order_screens, quoting
 from helpers.ussd.screen import Ctx, deny_text, expired, parse_amount
 from helpers.ussd.walker import MAX_SCREEN, End, Push, Result, Retry
 from helpers.wallet import use_cases
 from helpers.wallet.customers.users import PinProof
 from helpers.wallet.errors import GoalClosed, InsufficientBalance, PolicyDenied
-from helpers.wallet.savings import goals, orders
+from helpers.wallet.savings import goals
 from helpers.wallet.savings.goals import GoalView
-from helpers.wallet.savings.orders import OrderView
 
 EXAMPLE_DATE = "31122030"  # how a lock date is typed (a keypad has no '/'): 31/12/2030
 
 
 def _date(goal_date: dt.date) -> str:
     return goal_date.strftime("%d/%m/%Y")
-
-
-def _pick(ctx: Ctx, token: str, kind: str, ids: list[int]) -> int | None:
-    """The id a numbered line picks, chosen once when typed and kept in the session (a replay, or a
-    list that changed since, means the same one); None if the number is not on the list."""
-    slot = f"{kind}{ctx.position}"
-    if slot not in ctx.choices:
-        if not token.isdigit() or not 1 <= int(token) <= len(ids):
-            return None
-        ctx.choices[slot] = ids[int(token) - 1]
-    return int(ctx.choices[slot])
 
 
 class SaveMenu:
@@ -69,7 +56,7 @@ class GoalList:
 
     def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
         listed = goals.open_goals(ctx.svc.db, ctx.user.id)
-        picked = _pick(ctx, token, "g", [goal.id for goal in listed])
+        picked = order_screens.pick(ctx, token, "g", [goal.id for goal in listed])
         if picked is None:
             return Retry(ctx.t("error.option"))
         name = next((goal.name for goal in listed if goal.id == picked), "")
@@ -210,115 +197,6 @@ class GoalDate:
         return End(ctx.t("goal.opened", name=goal.name, date=_date(goal.matures_on)))
 
 
-# ------------------------------------------------------------------ standing orders
-def order_to(ctx: Ctx, order: OrderView | dict) -> str:
-    """Whom an order pays, as a screen says it: a phone in local form, or the goal's name."""
-    kind, to = (order.kind, order.destination) if isinstance(order, OrderView) else (order["kind"], order["to"])
-    if kind == "phone":
-        return local(to, ctx.svc.settings.default_region)
-    if isinstance(order, dict) and order.get("shown"):
-        return str(order["shown"])
-    goal = goals.get(ctx.svc.db, ctx.user.id, int(to))
-    return goal.name if goal else "-"
-
-
-class OrderList:
-    secret = False
-
-    def prompt(self, ctx: Ctx, data: dict) -> str:
-        listed = orders.active(ctx.svc.db, ctx.user.id)
-        lines = "".join(ctx.t("orders.line", n=n, amount=order.amount_sats, period=ctx.t(f"period.{order.period}"),
-                              to=order_to(ctx, order)) for n, order in enumerate(listed, 1))
-        return ctx.t("orders", lines=lines or ctx.t("orders.none"))
-
-    def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
-        if token == "9":
-            return Push("order.to")
-        picked = _pick(ctx, token, "o", [order.id for order in orders.active(ctx.svc.db, ctx.user.id)])
-        return Retry(ctx.t("error.option")) if picked is None else Push("order", {"order": picked})
-
-
-class OrderScreen:
-    secret = False
-
-    def prompt(self, ctx: Ctx, data: dict) -> str:
-        order = next((o for o in orders.active(ctx.svc.db, ctx.user.id) if o.id == data["order"]), None)
-        if order is None:
-            return ctx.t("order.cancelled")
-        return ctx.t("order", amount=order.amount_sats, period=ctx.t(f"period.{order.period}"),
-                     to=order_to(ctx, order), date=order.next_run_at.strftime("%d/%m"))
-
-    def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
-        if token != "1":
-            return Retry(ctx.t("error.option"))
-        if not ctx.final:
-            return expired(ctx)
-        orders.cancel(ctx.svc.db, ctx.user.id, data["order"])
-        return End(ctx.t("order.cancelled"))
-
-
-class OrderTo:
-    secret = False
-
-    def prompt(self, ctx: Ctx, data: dict) -> str:
-        return ctx.t("order.to")
-
-    def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
-        if token == "1":
-            return Push("order.phone")
-        if token == "2":
-            return Push("order.goal") if goals.open_goals(ctx.svc.db, ctx.user.id) else Retry(ctx.t("goals.none"))
-        return Retry(ctx.t("error.option"))
-
-
-class OrderPhone:
-    secret = False
-
-    def prompt(self, ctx: Ctx, data: dict) -> str:
-        return ctx.t("order.phone")
-
-    def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
-        phone = normalise(token, ctx.svc.settings.default_region)
-        if phone is None:
-            return Retry(ctx.t("error.phone"))
-        if phone == ctx.user.phone:
-            return Retry(deny_text(ctx, "own-phone"))
-        return Push("order.amount", {"kind": "phone", "to": phone})
-
-
-class OrderAmount:
-    secret = False
-
-    def _bounds(self, ctx: Ctx, data: dict) -> tuple[int, int]:
-        low = ctx.value("payment-min-sats" if data["kind"] == "phone" else "savings-min-sats")
-        return low, ctx.value("standing-order-max-sats")
-
-    def prompt(self, ctx: Ctx, data: dict) -> str:
-        low, high = self._bounds(ctx, data)
-        return ctx.t("order.amount", min=low, max=high)
-
-    def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
-        amount = parse_amount(token)
-        low, high = self._bounds(ctx, data)
-        if amount is None or not low <= amount <= high:
-            return Retry(deny_text(ctx, "order-cap", bounds=(low, high)))
-        return Push("order.period", {**data, "amount": amount})
-
-
-class OrderPeriod:
-    secret = False
-
-    def prompt(self, ctx: Ctx, data: dict) -> str:
-        return ctx.t("order.period")
-
-    def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
-        period = {"1": "daily", "2": "weekly", "3": "monthly"}.get(token)
-        if period is None:
-            return Retry(ctx.t("error.option"))
-        # "amount" is the PIN step's sats out for the SIM-swap guard: a run's, as a send's
-        return Push("pin", {**data, "period": period, "action": "order"})
-
-
 # ------------------------------------------------------------------ behind the PIN
 def pin_prompt(ctx: Ctx, data: dict) -> str | None:
     """The PIN step's prompt for a Save action (what the PIN agrees to), or None."""
@@ -337,8 +215,7 @@ def pin_prompt(ctx: Ctx, data: dict) -> str | None:
         if goal is not None:
             return ctx.t("goal.autosave-pin", pct=data["percent"], name=goal.name)
     if action == "order":
-        return ctx.t("order.pin", amount=data["amount"], period=ctx.t(f"period.{data['period']}"),
-                     to=order_to(ctx, data))
+        return order_screens.pin_prompt(ctx, data)
     return None
 
 
@@ -372,16 +249,6 @@ def break_goal(ctx: Ctx, data: dict, proof: PinProof | None) -> str:
     goal = goals.get(ctx.svc.db, ctx.user.id, data["goal"])
     return ctx.t("goal.break-done", name=goal.name if goal else "", amount=receipt.amount_sats, fee=receipt.fee_sats,
                  ref=receipt.reference, balance=receipt.balance_sats)
-
-
-def set_order(ctx: Ctx, data: dict, proof: PinProof | None) -> str:
-    try:
-        order = use_cases.set_standing_order(ctx.svc, ctx.user, proof, data["kind"], data["to"], data["amount"],
-                                             data["period"], ctx.key)
-    except PolicyDenied as exc:
-        return deny_text(ctx, exc.reason, bounds=(ctx.value("payment-min-sats"), ctx.value("standing-order-max-sats")))
-    return ctx.t("order.done", amount=order.amount_sats, period=ctx.t(f"period.{order.period}"),
-                 to=order_to(ctx, data))
 
 
 def autosave_goal(ctx: Ctx, data: dict, proof: PinProof | None) -> str:

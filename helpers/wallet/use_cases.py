@@ -12,9 +12,8 @@ import datetime as dt
 from dataclasses import dataclass
 
 from helpers.lightning.lnurl_pay import PayParams
-from helpers.infra.rail import Answer, Rail
+from helpers.infra.rail import Answer
 from helpers.infra.refs import new_reference
-from helpers.mpesa.daraja import originator_id
 from helpers.mpesa.rail import b2b_destination
 from helpers.wallet import identity, prices
 from helpers.infra import sms
@@ -24,11 +23,10 @@ from helpers.wallet.chama import groups, proposals
 from helpers.wallet.incoming import invoices
 from helpers.wallet.ledger import movements
 from helpers.wallet.mpesa import flows as mpesa_flows
-from helpers.wallet.payouts import airtime, payments
+from helpers.wallet.payouts import airtime, kes_out, payments
 from helpers.wallet.chama.tables import TO_MPESA
 from helpers.wallet.errors import (AirtimeOff, MpesaUnreachable, PolicyDenied, PriceUnavailable, QuoteExpired,
                                    RequestClosed, TopupNotConfirmed)
-from helpers.wallet.payouts import books, machine
 from helpers.wallet.prices import QuoteView
 from helpers.wallet.savings import autosave, goals, orders
 from helpers.wallet.services import Services
@@ -105,43 +103,15 @@ def _pay_out(svc: Services, user: UserView, quote: QuoteView, rail_name: str, de
                              destination, payee, description, key, reference)
     if receipt.replay:
         return Withdrawal(receipt, None)
-    return Withdrawal(receipt, machine.send(svc.db, _rail(svc, rail_name), reference))
-
-
-def _rail(svc: Services, name: str) -> Rail:
-    rail = svc.rail(name)
-    if rail is None:
-        raise RuntimeError(f"the {name} rail is not registered")
-    return rail
+    return Withdrawal(receipt, kes_out.send(svc, rail_name, reference))
 
 
 def reserve_payout(svc: Services, user: UserView, rail_name: str, kes: int, sats: int, fee: int, price: int,
                    destination: str, payee: str, description: str, key: str, reference: str | None = None
                    ) -> Receipt:
-    """Reserve `sats` + `fee` (a quote for `kes` at `price`) for a payout in KES on an M-Pesa rail,
-    with its payout row; the policy's withdrawal rules are decided under the customer's row lock.
-    Callers check the PIN first. Raises InsufficientBalance, PolicyDenied (nothing reserved); a
-    replay of `key` gets the first receipt."""
-    rail = _rail(svc, rail_name)
-    reference = reference or new_reference()
-    # a B2C payout's OriginatorConversationID is ours, from the start, where Daraja pays it; the
-    # simulated provider pays at once and names nothing (so a payout of it has no key)
-    rail_key = originator_id(reference) if rail_name == MPESA_B2C_RAIL and svc.mpesa.payouts_async else None
-
-    def work() -> Receipt:
-        with svc.db.write() as s:
-            def check(after: int) -> int:
-                def decide(today: int) -> None:
-                    decision = svc.policy.withdraw(kes, after + sats + fee, today, price)
-                    if not decision.allowed:
-                        raise PolicyDenied(decision.reason or "denied")
-                limits = tiers.for_payout(svc.policy, user.tier, price, kes, sats)
-                return movements.check_out(s, svc.policy, user.id, limits, sats, decide)
-            return books.reserve(s, rail, user.id, sats, fee, destination, key, check=check, amount_kes=kes,
-                                 counterparty=payee, description=description, reference=reference,
-                                 rail_key=rail_key)
-
-    return movements.run_once(svc.db, key, work)
+    """kes_out.reserve: callers check the PIN first."""
+    return kes_out.reserve(svc, user, rail_name, kes, sats, fee, price, destination, payee, description, key,
+                           reference)
 
 
 def pay_request(svc: Services, user: UserView, proof: PinProof | None, request_id: int, payment_hash: str,
@@ -276,11 +246,14 @@ def break_goal(svc: Services, user: UserView, proof: PinProof | None, goal_id: i
 
 
 def set_standing_order(svc: Services, user: UserView, proof: PinProof | None, kind: str, destination: str,
-                       amount: int, period: str, key: str) -> orders.OrderView:
-    """A standing order: the PIN now is the customer's consent to the worker paying it each period
-    without one (within standing-order-max-sats). Raises PolicyDenied."""
+                       amount: int, period: str, key: str, unit: str = "sats", account: str | None = None
+                       ) -> orders.OrderView:
+    """A standing order of `amount` in `unit` (sats, or KES converted at each run's price): the PIN
+    now is the customer's consent to the worker paying it each period without one (within
+    standing-order-max-sats). Raises PolicyDenied."""
     require_pin(proof, user)
-    return orders.create(svc.db, svc.policy, user, kind, destination, amount, period, key)
+    return orders.create(svc.db, svc.policy, user, kind, destination, amount, period, key, unit, account,
+                         svc.prices.for_limits())
 
 
 def set_autosave(svc: Services, user: UserView, proof: PinProof | None, goal_id: int, percent: int) -> bool:
@@ -332,10 +305,10 @@ def chama_propose_kes(svc: Services, user: UserView, proof: PinProof | None, cha
 def chama_rails(svc: Services) -> proposals.Rails:
     """The M-Pesa rails that pay a group's KES payouts, as a customer's withdrawal and till are."""
     def key_for(rail_name: str, reference: str) -> str | None:
-        return originator_id(reference) if rail_name == MPESA_B2C_RAIL and svc.mpesa.payouts_async else None
+        return kes_out.rail_key_for(svc, rail_name, reference)
 
     def send(rail_name: str, reference: str) -> None:
-        machine.send(svc.db, _rail(svc, rail_name), reference)
+        kes_out.send(svc, rail_name, reference)
 
     return proposals.Rails(svc.rail, key_for, send)
 

@@ -1,7 +1,7 @@
 """Chama: payouts in KES to M-Pesa or a till; what a leaver did not get back
 
 Revision ID: 0025_chama_payouts
-Revises: 0023_chama
+Revises: 0024_standing_order_kinds
 Create Date: 2026-12-07 07:00:00.000000
 
 chama_proposals: the KES, the price, the fee fixed when proposed, and the payout's reference.
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 
 revision = '0025_chama_payouts'
-down_revision = '0023_chama'
+down_revision = '0024_standing_order_kinds'
 branch_labels = None
 depends_on = None
 

@@ -12,6 +12,7 @@ from helpers.wallet import identity
 from helpers.wallet.customers import users
 from helpers.infra.i18n import BRAND, CATALOGS, EN, HELP_KEYS, SW, gsm7_length, set_customer_care, t
 from helpers.lightning.lnurl_pay import MAX_TYPED_ADDRESS
+from helpers.ussd.order_screens import SHORT_TO
 from helpers.wallet.rules import Policy, PolicyError, policy
 from helpers.wallet.savings import goals
 from tests.conftest import FIXED_PRICE, KES_MAX
@@ -78,9 +79,15 @@ def fill(lang: str, key: str) -> str:
         values["target"] = max(t(lang, "goal.target-sats", amount=10**12), t(lang, "goal.target-kes", kes=KES_MAX),
                                key=len)
         values["lines"] = "".join(t(lang, "goals.line", n=n, name=values["name"], amount=10**9) for n in (1, 2, 3))
+    if key.startswith(("order", "sms.order", "orders")):  # an order's amount as typed: sats or KES
+        values["amount"] = max(t(lang, "order.sats", amount=policy().value("standing-order-max-sats")),
+                               t(lang, "order.kes", kes=policy().kes_bounds()[1]), key=len)
+    if key in ("order", "order.pin", "order.done"):  # the whole destination: an address at its longest
+        values["to"] = max(values["to"], "w" * MAX_TYPED_ADDRESS, "Paybill 1234567 acct ABCDEFGHIJKLM", key=len)
     if key == "goal":  # the screen drops the KES worth where it would not fit; without, it must
         values["kes"] = ""
-    if key == "orders":
+    if key == "orders":  # the list cuts a destination to SHORT_TO characters
+        values["to"] = "W" * SHORT_TO
         values["lines"] = "".join(t(lang, "orders.line", n=n, amount=values["amount"], period=values["period"],
                                     to=values["to"]) for n in (1, 2, 3))
     if key == "account":  # the screen drops the KES worth where it would not fit; without, it must

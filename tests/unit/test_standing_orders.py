@@ -23,7 +23,6 @@ from models import Transaction, utcnow
 from tests.conftest import DEMO, PIN, balance, outbox
 
 ALICE, BOB = DEMO[0], DEMO[1]
-CODE = "*384*123#"
 
 
 def view(wallet, phone: str) -> UserView:
@@ -38,7 +37,7 @@ def order(wallet, amount: int | None = None, kind: str = "phone", to: str = BOB,
 
 
 def run(wallet, order_id: int) -> str:
-    return orders.run(wallet.db, wallet.policy, CODE, order_id)
+    return orders.run(wallet, order_id)
 
 
 def row(wallet, order_id: int) -> StandingOrder:
@@ -86,7 +85,8 @@ def test_a_short_balance_skips_the_period_with_an_sms(wallet, alice, monkeypatch
     assert paid(wallet, so.id) == [] and balance(wallet, ALICE) == 1
     after = row(wallet, so.id)
     assert (after.skips, after.runs, after.next_run_at) == (1, 0, so.next_run_at + dt.timedelta(days=7))
-    assert outbox(wallet, ALICE)[-1] == t("en", "sms.order-skipped", amount=so.amount_sats,
+    assert outbox(wallet, ALICE)[-1] == t("en", "sms.order-skipped", amount=t("en", "order.sats",
+                                                                              amount=so.amount_sats),
                                           date=after.next_run_at.strftime("%d/%m"))
     assert run(wallet, so.id) == orders.NOT_DUE  # skipped is done for this period too
 
@@ -161,7 +161,8 @@ def test_a_goal_order_tops_up_the_goal_and_stops_when_it_closes(wallet, alice, m
     at(monkeypatch, lock)
     assert run(wallet, so.id) == orders.SKIPPED  # the goal is closed: the order stops
     assert row(wallet, so.id).status == ORDER_CANCELLED
-    assert outbox(wallet, ALICE)[-1] == t("en", "sms.order-stopped", amount=so.amount_sats)
+    assert outbox(wallet, ALICE)[-1] == t("en", "sms.order-stopped",
+                                          amount=t("en", "order.sats", amount=so.amount_sats))
 
 
 def test_an_order_is_set_up_behind_the_pin_within_the_policys_cap(wallet, alice):
@@ -185,13 +186,14 @@ def test_monthly_keeps_the_day_of_the_month():
 
 def test_by_ussd_an_order_is_set_paid_by_the_worker_listed_and_cancelled(wallet, alice, bob):
     amount = wallet.policy.value("payment-min-sats")
-    reply = alice.run("9", "3", "9", "1", "0" + BOB[4:], str(amount), "1", PIN)
-    assert reply.startswith("END " + t("en", "order.done", amount=amount, period=t("en", "period.daily"),
+    reply = alice.run("9", "3", "9", "1", "0" + BOB[4:], "1", str(amount), "1", PIN)
+    sats = t("en", "order.sats", amount=amount)
+    assert reply.startswith("END " + t("en", "order.done", amount=sats, period=t("en", "period.daily"),
                                        to="0" + BOB[4:]))
     bob_before = balance(wallet, BOB)
     assert worker.run_savings(wallet) == (0, 1)
     assert balance(wallet, BOB) == bob_before + amount
-    assert "1 " + t("en", "orders.line", n=1, amount=amount, period="daily", to="0" + BOB[4:]).strip()[2:] in \
+    assert "1 " + t("en", "orders.line", n=1, amount=sats, period="daily", to="0" + BOB[4:]).strip()[2:] in \
         alice.run("9", "3")
     assert alice.run("9", "3", "1", "1") == "END " + t("en", "order.cancelled")
     assert orders.active(wallet.db, view(wallet, ALICE).id) == []

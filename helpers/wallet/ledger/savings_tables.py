@@ -49,6 +49,8 @@ class SavingsGoal(Base):
 
 # StandingOrder.kind, .period, .status
 ORDER_PHONE, ORDER_GOAL = "phone", "goal"
+ORDER_ADDRESS, ORDER_TILL, ORDER_PAYBILL = "address", "till", "paybill"  # a Lightning address; M-Pesa
+UNIT_SATS, UNIT_KES = "sats", "kes"  # what an order's amount was typed in
 DAILY, WEEKLY, MONTHLY = "daily", "weekly", "monthly"
 ORDER_ACTIVE, ORDER_CANCELLED = "active", "cancelled"
 
@@ -68,8 +70,12 @@ class StandingOrder(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     kind: Mapped[str] = mapped_column(String(8))
-    destination: Mapped[str] = mapped_column(String(64))  # E.164 phone, or the goal's id
+    destination: Mapped[str] = mapped_column(String(64))  # E.164 phone, goal id, user@domain, till/paybill number
+    # a KES order's sats at setup's price (its cap check then); each run converts amount_kes anew
     amount_sats: Mapped[int] = mapped_column(BigInteger)
+    unit: Mapped[str] = mapped_column(String(4), default=UNIT_SATS, server_default=UNIT_SATS)
+    amount_kes: Mapped[Optional[int]] = mapped_column(BigInteger)
+    account: Mapped[Optional[str]] = mapped_column(String(13))  # a paybill's account reference
     period: Mapped[str] = mapped_column(String(8))
     next_run_at: Mapped[dt.datetime] = mapped_column(DateTime)
     cap_sats: Mapped[int] = mapped_column(BigInteger)  # the policy's cap the customer consented under
