@@ -280,7 +280,11 @@ def run_savings(svc: Services) -> tuple[int, int]:
 
 
 def expire_chama_proposals(svc: Services) -> int:
-    """Chama payouts not approved in time expire (each pays nothing; its proposer gets an SMS)."""
+    """Chama payouts not approved in time expire (each pays nothing; its proposer gets an SMS), and
+    paid ones whose payout M-Pesa refused (the group has its sats back) are marked failed."""
+    refunded = chama_proposals.mark_refunded(svc.db)
+    if refunded:
+        log.info("chama: %d paid proposals refused by M-Pesa marked failed", refunded)
     return chama_proposals.expire_due(svc.db)
 
 

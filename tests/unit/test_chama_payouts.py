@@ -21,6 +21,7 @@ from helpers.wallet.chama.tables import PROPOSER_LEFT, TO_MPESA, TO_TILL, ChamaP
 from helpers.wallet.customers import users
 from helpers.wallet.errors import PolicyDenied, PriceUnavailable
 from helpers.wallet.ledger import movements
+from helpers.web import worker
 from lightning import State
 from models import MPESA_B2B_RAIL, MPESA_B2C_RAIL, POSTED, VOIDED, Payout
 from tests.conftest import DEMO, KES_MIN, PIN, balance, outbox, withdraw_terms
@@ -143,6 +144,10 @@ def test_a_payout_mpesa_refuses_puts_the_sats_back_in_the_group(wallet, monkeypa
     [payout] = payouts_of(wallet, proposal_id)
     assert payout.state == VOIDED
     assert holds(wallet, chama_id) == before and balance(wallet, chair.phone) == chair_before
+    assert status_of(wallet, proposal_id) == proposals.PAID  # until the worker reads the payout's end
+    worker.expire_chama_proposals(wallet)
+    assert status_of(wallet, proposal_id) == proposals.FAILED
+    assert holds(wallet, chama_id) == before  # marking moves nothing
     texts = outbox(wallet, chair.phone)
     assert any(text.startswith(t("en", "sms.chama-out-failed", group="Wanawake Pamoja", kes=kes, to=MPESA_PHONE,
                                  amount=sats + fee, ref="X").split(" Ref")[0]) for text in texts), texts

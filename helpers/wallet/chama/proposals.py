@@ -41,7 +41,7 @@ from helpers.wallet.errors import PolicyDenied
 from helpers.wallet.ledger import journal, movements
 from helpers.wallet.payouts import books
 from helpers.wallet.rules import Policy
-from models import CREDIT, MPESA_B2B_RAIL, MPESA_B2C_RAIL, User, utcnow
+from models import CREDIT, MPESA_B2B_RAIL, MPESA_B2C_RAIL, VOIDED, Payout, User, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -335,6 +335,17 @@ def expire_due(db: Database, now: dt.datetime | None = None) -> int:
         with db.write() as s:
             expired += _expire(s, proposal_id)
     return expired
+
+
+def mark_refunded(db: Database) -> int:
+    """Paid proposals whose payout M-Pesa then refused (the payout machine voided it and gave the
+    group its sats back, with an SMS to the proposer) are failed, so the group's lists say so: the
+    worker, periodically. Returns how many."""
+    voided = select(Payout.reference).where(Payout.state == VOIDED)
+    with db.write() as s:
+        return _write(s, update(ChamaProposal).where(ChamaProposal.status == PAID,
+                                                     ChamaProposal.payout_ref.in_(voided))
+                      .values(status=FAILED)).rowcount
 
 
 def parse_reply(text: str) -> tuple[bool, str] | None:
