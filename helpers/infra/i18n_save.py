@@ -62,6 +62,8 @@ SAVE_EN: dict[str, str] = {
     "sms.goal-matured": "SatsPesa: your goal {name} has matured: {amount} sats are back in your balance. Ref {ref}. Balance {balance} sats.",
     "sms.goal-empty": "SatsPesa: your goal {name} has matured; it held no sats.",
     "sms.order-skipped": "SatsPesa: your standing order of {amount} was not paid (balance or limit too low). Next try {date}.",
+    "sms.order-skipped-payee": "SatsPesa: your standing order of {amount} was not paid: the payee's service did not answer or refused it. Next try {date}.",
+    "sms.order-skipped-price": "SatsPesa: your standing order of {amount} was not paid: prices were unavailable. Next try {date}.",
     "sms.order-stopped": "SatsPesa: your standing order of {amount} into a goal has stopped: the goal is closed.",
 }
 
@@ -124,5 +126,7 @@ SAVE_SW: dict[str, str] = {
     "sms.goal-matured": "SatsPesa: lengo lako {name} limefika: sats {amount} zimerudi kwenye salio. Kumb {ref}. Salio sats {balance}.",
     "sms.goal-empty": "SatsPesa: lengo lako {name} limefika; halikuwa na sats.",
     "sms.order-skipped": "SatsPesa: agizo lako la kudumu la {amount} halikulipwa (salio au kikomo hakitoshi). Jaribio lijalo {date}.",
+    "sms.order-skipped-payee": "SatsPesa: agizo lako la kudumu la {amount} halikulipwa: huduma ya mpokeaji haikujibu au ilikataa. Jaribio lijalo {date}.",
+    "sms.order-skipped-price": "SatsPesa: agizo lako la kudumu la {amount} halikulipwa: bei hazikupatikana. Jaribio lijalo {date}.",
     "sms.order-stopped": "SatsPesa: agizo lako la kudumu la {amount} kwa lengo limesimama: lengo limefungwa.",
 }

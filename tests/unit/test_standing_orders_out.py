@@ -221,8 +221,8 @@ def test_a_lightning_address_that_cannot_be_paid_is_skipped_with_an_sms(insecure
     before = balance(wallet, ALICE)
     assert orders.run(wallet, so.id) == orders.SKIPPED
     assert balance(wallet, ALICE) == before and moved(wallet, so.id) == []
-    after = row(wallet, so.id)
-    assert outbox(wallet, ALICE)[-1] == t("en", "sms.order-skipped", amount=t("en", "order.sats", amount=amount),
+    after = row(wallet, so.id)  # the SMS says whose doing it was: the payee's service, not the balance
+    assert outbox(wallet, ALICE)[-1] == t("en", "sms.order-skipped-payee", amount=t("en", "order.sats", amount=amount),
                                           date=after.next_run_at.strftime("%d/%m"))
     books_clean(wallet)
 
@@ -310,3 +310,15 @@ def test_by_ussd_an_address_at_our_own_domain_is_an_order_to_that_phone(wallet, 
     alice.run("9", "3", "9", "3", lnurl.address(wallet.settings, BOB), "1", str(amount), "2", PIN)
     listed = orders.active(wallet.db, view(wallet, ALICE).id)
     assert [(o.kind, o.destination, o.amount_sats) for o in listed] == [("phone", BOB, amount)]
+
+
+def test_a_kes_order_with_no_price_now_is_skipped_with_an_sms_that_says_so(wallet, alice, monkeypatch):
+    so = create(wallet, "till", TILL, KES_MIN)
+    monkeypatch.setattr(wallet.prices, "current", lambda: None)
+    before, paid_out = balance(wallet, ALICE), len(payouts(wallet))
+    assert orders.run(wallet, so.id) == orders.SKIPPED
+    assert balance(wallet, ALICE) == before and len(payouts(wallet)) == paid_out
+    after = row(wallet, so.id)
+    assert outbox(wallet, ALICE)[-1] == t("en", "sms.order-skipped-price", amount=t("en", "order.kes", kes=KES_MIN),
+                                          date=after.next_run_at.strftime("%d/%m"))
+    books_clean(wallet)

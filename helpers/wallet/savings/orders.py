@@ -272,7 +272,7 @@ def run(svc: Services, order_id: int) -> str:
     key = run_key(order.id, order.next_run_at)
     amount = _amount(svc, order)
     if amount is None:
-        return _skip(db, order, owner, after, "no-price")
+        return _skip(db, order, owner, after, "no-price", why="sms.order-skipped-price")
     if amount.sats + amount.fee > policy.value("standing-order-max-sats"):
         return _skip(db, order, owner, after, "order-cap")
     if order.kind in OUT_KINDS:
@@ -310,9 +310,12 @@ def _pay_out(svc: Services, order: OrderView, owner: UserView, after: dt.datetim
             paid = _pay_business(svc, order, owner, key, amount)
     except InsufficientBalance:
         return _skip(svc.db, order, owner, after, "insufficient-balance", claimed=True)
-    except (PolicyDenied, AccountLocked, LnurlPayError, InvoiceAlreadyPaid) as exc:
-        reason = exc.reason if isinstance(exc, (PolicyDenied, LnurlPayError)) else type(exc).__name__
+    except (PolicyDenied, AccountLocked) as exc:
+        reason = exc.reason if isinstance(exc, PolicyDenied) else type(exc).__name__
         return _skip(svc.db, order, owner, after, reason, claimed=True)
+    except (LnurlPayError, InvoiceAlreadyPaid) as exc:  # the payee's service: not the customer's doing
+        reason = exc.reason if isinstance(exc, LnurlPayError) else type(exc).__name__
+        return _skip(svc.db, order, owner, after, reason, claimed=True, why="sms.order-skipped-payee")
     _count(svc.db, order.id, paid)
     if not paid:  # the rail refused it: voided (refunded, with the rail's SMS) by the machine
         log.info("standing order %s: its payout was refused", order.id)
@@ -352,9 +355,10 @@ def _count(db: Database, order_id: int, paid: bool) -> None:
 
 
 def _skip(db: Database, order: OrderView, owner: UserView, after: dt.datetime, reason: str,
-          cancel: bool = False, claimed: bool = False) -> str:
-    """This period is not paid: the order moves on (or, its goal closed, stops) with an SMS.
-    `claimed`: this run moved it on already (counted here)."""
+          cancel: bool = False, claimed: bool = False, why: str = "sms.order-skipped") -> str:
+    """This period is not paid: the order moves on (or, its goal closed, stops) with an SMS that
+    says why (`why`: the balance or a limit, the payee's service, no price). `claimed`: this run
+    moved it on already (counted here)."""
     amount = (t(owner.language, "order.kes", kes=order.amount_kes) if order.unit == UNIT_KES
               else t(owner.language, "order.sats", amount=order.amount_sats))
     with db.write() as s:
@@ -367,7 +371,6 @@ def _skip(db: Database, order: OrderView, owner: UserView, after: dt.datetime, r
                                                                              cancelled_at=_now()))
             sms.queue(s, owner.phone, t(owner.language, "sms.order-stopped", amount=amount))
         else:
-            sms.queue(s, owner.phone, t(owner.language, "sms.order-skipped", amount=amount,
-                                        date=after.strftime("%d/%m")))
+            sms.queue(s, owner.phone, t(owner.language, why, amount=amount, date=after.strftime("%d/%m")))
     log.info("standing order %s skipped: %s", order.id, reason)
     return SKIPPED
