@@ -5,12 +5,13 @@ often, and the PIN, which is the customer's consent to the runs the worker makes
 
 from __future__ import annotations
 
+from helpers.infra.i18n import gsm7_length
 from helpers.infra.phone import local, normalise
 from helpers.infra.text import is_digits
 from helpers.lightning import lnurl_pay
 from helpers.ussd.business_screens import ACCOUNT, SHORTCODE
 from helpers.ussd.screen import Ctx, deny_text, expired, parse_amount
-from helpers.ussd.walker import End, Push, Result, Retry
+from helpers.ussd.walker import MAX_SCREEN, End, Push, Result, Retry
 from helpers.wallet import use_cases
 from helpers.wallet.customers.users import PinProof
 from helpers.wallet.errors import PolicyDenied
@@ -59,20 +60,41 @@ def money(ctx: Ctx, unit: str, amount: int) -> str:
     return ctx.t("order.kes", kes=amount) if unit == UNIT_KES else ctx.t("order.sats", amount=amount)
 
 
+MORE = "8"
+
+
+def _page(ctx: Ctx, listed: list[OrderView], start: int) -> tuple[str, int | None]:
+    """The list from its `start`th order, as many lines as fit one screen with "8 More" (when some
+    are left) and "9 New order"; and where the next page starts (None: this is the last)."""
+    lines = [ctx.t("orders.line", n=n, amount=money(ctx, order.unit, order.amount),
+                   period=ctx.t(f"period.{order.period}"), to=order_to(ctx, order, short=True))
+             for n, order in enumerate(listed, 1)][start:]
+    if not lines:
+        return ctx.t("orders", lines=ctx.t("orders.none")), None
+    shown = len(lines)
+    while True:
+        left = start + shown < len(listed)
+        text = ctx.t("orders", lines="".join(lines[:shown]) + (ctx.t("orders.more") if left else ""))
+        if shown == 1 or (gsm7_length(text) or MAX_SCREEN + 1) <= MAX_SCREEN:
+            return text, start + shown if left else None
+        shown -= 1
+
+
 class OrderList:
+    """The customer's active orders, a page at a time (8 More), numbered across pages."""
+
     secret = False
 
     def prompt(self, ctx: Ctx, data: dict) -> str:
-        listed = orders.active(ctx.svc.db, ctx.user.id)
-        lines = "".join(ctx.t("orders.line", n=n, amount=money(ctx, order.unit, order.amount),
-                              period=ctx.t(f"period.{order.period}"), to=order_to(ctx, order, short=True))
-                        for n, order in enumerate(listed, 1))
-        return ctx.t("orders", lines=lines or ctx.t("orders.none"))
+        return _page(ctx, orders.active(ctx.svc.db, ctx.user.id), int(data.get("from", 0)))[0]
 
     def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
         if token == "9":
             return Push("order.to")
-        picked = pick(ctx, token, "o", [order.id for order in orders.active(ctx.svc.db, ctx.user.id)])
+        listed = orders.active(ctx.svc.db, ctx.user.id)
+        if token == MORE and (after := _page(ctx, listed, int(data.get("from", 0)))[1]) is not None:
+            return Push("orders", {"from": after})
+        picked = pick(ctx, token, "o", [order.id for order in listed])
         return Retry(ctx.t("error.option")) if picked is None else Push("order", {"order": picked})
 
 

@@ -13,7 +13,8 @@ import threading
 import pytest
 from sqlalchemy import select
 
-from helpers.infra.i18n import t
+from helpers.infra.i18n import gsm7_length, t
+from helpers.ussd.walker import MAX_SCREEN
 from helpers.mpesa.provider import PayoutResult
 from helpers.wallet.customers import users
 from helpers.wallet.customers.users import UserView
@@ -322,3 +323,23 @@ def test_a_kes_order_with_no_price_now_is_skipped_with_an_sms_that_says_so(walle
     assert outbox(wallet, ALICE)[-1] == t("en", "sms.order-skipped-price", amount=t("en", "order.kes", kes=KES_MIN),
                                           date=after.next_run_at.strftime("%d/%m"))
     books_clean(wallet)
+
+
+def test_every_order_up_to_the_policys_most_is_reachable_from_the_list_a_page_at_a_time(wallet, alice):
+    most = wallet.policy.value("standing-orders-max")
+    for n in range(most):
+        create(wallet, "paybill", PAYBILL, KES_MIN + n, account=ACCOUNT, key=f"so-{n}")
+    more, new = t("en", "orders.more").strip(), t("en", "orders", lines="").split("\n")[-1]
+    numbered = re.compile(r"^(\d) " + re.escape(t("en", "order.kes", kes=0).split(" ")[0]))
+    seen, path = [], ["6", "6"]
+    while True:
+        screen = alice.run(*path)
+        assert screen.startswith("CON ") and screen.endswith(new) and gsm7_length(screen[4:]) <= MAX_SCREEN
+        seen += [int(found.group(1)) for line in screen.split("\n") if (found := numbered.match(line))]
+        if more not in screen:
+            break
+        path.append("8")
+    assert len(path) > 2  # more than one page: they did not fit one screen
+    assert seen == list(range(1, most + 1))
+    # the last, picked by its number on the last page, opens that order
+    assert t("en", "order.kes", kes=KES_MIN + most - 1) in alice.run(*path, str(most))
