@@ -4,7 +4,7 @@ helpers/infra/i18n.py's catalogs (kept apart so that file stays readable)."""
 from __future__ import annotations
 
 SAVE_EN: dict[str, str] = {
-    "save": "Save\n1 My goals\n2 New goal\n3 Standing orders\n4 Chama",
+    "save": "Save\n1 My goals\n2 New goal\n3 Standing orders (auto-save)\n4 Chama",
     "goals": "My goals:{lines}",
     "goals.line": "\n{n} {name}: {amount} sats",
     "goals.none": "You have no open goals.",
@@ -69,7 +69,7 @@ SAVE_EN: dict[str, str] = {
 }
 
 SAVE_SW: dict[str, str] = {
-    "save": "Akiba\n1 Malengo yangu\n2 Lengo jipya\n3 Maagizo ya kudumu\n4 Chama",
+    "save": "Akiba\n1 Malengo yangu\n2 Lengo jipya\n3 Maagizo ya kudumu (kiotomatiki)\n4 Chama",
     "goals": "Malengo yangu:{lines}",
     "goals.line": "\n{n} {name}: sats {amount}",
     "goals.none": "Huna lengo lililo wazi.",

@@ -41,6 +41,7 @@ from helpers.wallet.chama.tables import PAID, TO_WALLET, ChamaBallot, ChamaPropo
 from models import (AIRTIME_RAIL, MPESA_B2C_RAIL, OPEN_PAYOUT, SAVINGS, SEND, Invoice, LedgerAccount, Payout, Posting,
                     Transaction, User, utcnow)
 from tests.conftest import configure, DEMO, Dialer, KES_MIN, PIN, TEST_PEPPER
+from tests.integration.savings_machine import SavingsRules
 
 P = policy()
 PEOPLE = st.sampled_from(range(len(DEMO)))
@@ -103,7 +104,7 @@ def _payee_invoice(params, amount_sats, settings, payer_name=None):
     return PAYEE.create_invoice(amount_sats, "coffee", 600).bolt11
 
 
-class WalletMachine(RuleBasedStateMachine):
+class WalletMachine(SavingsRules, RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.tmp = tempfile.mkdtemp()

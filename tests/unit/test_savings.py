@@ -238,3 +238,40 @@ def test_by_ussd_auto_save_is_switched_on_behind_the_pin(wallet, alice):
     assert alice.run("9", "1", "1", "3", str(percent), PIN) == "END " + t("en", "goal.autosave-done", name="Bike",
                                                                             pct=percent)
     assert goal_row(wallet, goal.id).autosave_bps == percent * 100
+
+
+def test_auto_save_takes_a_receipt_that_commits_after_a_later_one_was_swept(wallet, alice, bob, monkeypatch):
+    """Ids are handed out at insert, not at commit: a receipt (a paid request, say) may commit after
+    a receipt with a higher id was already swept. A high-water mark of swept ids skipped it for good;
+    each receipt is considered once, in whatever order it appears."""
+    goal = a_goal(wallet)
+    percent = wallet.policy.value("savings-autosave-max-pct") // 5
+    assert autosave.switch(wallet.db, wallet.policy, view(wallet, ALICE), goal.id, percent)
+    late, early = (wallet.policy.value("payment-min-sats") * n for n in (10, 20))
+    alice.run("3", "0" + BOB[4:], str(late))  # Alice asks Bob for sats; he pays: the lower id
+    bob.run("7", "1", "1", PIN)
+    movements.transfer(wallet.db, wallet.policy, view(wallet, BOB), ALICE, early, "early", "*384*123#")
+    with monkeypatch.context() as hidden:  # the paid request is not committed yet: the sweep cannot see it
+        hidden.setattr(autosave, "RECEIPT_KINDS", ("transfer",))
+        worker.run_savings(wallet)
+    worker.run_savings(wallet)  # ... and now it is
+    worker.run_savings(wallet)  # and again: nothing more
+    shares = sorted(amount * percent // 100 for amount in (late, early))
+    assert sorted(e.amount_sats for e in entries(wallet, "goal-autosave")) == shares
+    assert goal_row(wallet, goal.id).balance_sats == sum(shares)
+
+
+def test_auto_save_considers_a_share_it_could_not_take_once(wallet, alice, bob):
+    """A share the balance did not cover when the sweep saw it is not taken later either."""
+    goal = a_goal(wallet)
+    percent = wallet.policy.value("savings-autosave-max-pct")
+    assert autosave.switch(wallet.db, wallet.policy, view(wallet, ALICE), goal.id, percent)
+    received = wallet.policy.value("payment-min-sats") * 10
+    movements.transfer(wallet.db, wallet.policy, view(wallet, BOB), ALICE, received, "in", "*384*123#")
+    spent = balance(wallet, ALICE) - 1  # spent before the sweep: the share is not covered
+    movements.transfer(wallet.db, wallet.policy, view(wallet, ALICE), BOB, spent - wallet.policy.fee_sats(
+        "internal", spent), "out", "*384*123#")
+    worker.run_savings(wallet)
+    movements.transfer(wallet.db, wallet.policy, view(wallet, BOB), ALICE, received, "in-2", "*384*123#")
+    worker.run_savings(wallet)
+    assert [e.amount_sats for e in entries(wallet, "goal-autosave")] == [received * percent // 100]

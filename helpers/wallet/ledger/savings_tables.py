@@ -37,14 +37,29 @@ class SavingsGoal(Base):
     target_kes: Mapped[Optional[int]] = mapped_column(BigInteger)
     lock_until: Mapped[dt.datetime] = mapped_column(DateTime)
     balance_sats: Mapped[int] = mapped_column(BigInteger, default=0)
-    # Auto-save: this share (basis points) of each receipt the worker moves in, counting the
-    # journal's entries after `autosave_seen_id` (set to the newest entry when it is switched on).
+    # Auto-save: this share (basis points) of each receipt the worker moves in, of the journal's
+    # entries after `autosave_seen_id` (the newest entry when it was switched on: a floor, not a
+    # high-water mark); each receipt it has considered is a row of savings_autosave_seen.
     autosave_bps: Mapped[int] = mapped_column(Integer, default=0)
     autosave_seen_id: Mapped[int] = mapped_column(Integer, default=0)
     status: Mapped[str] = mapped_column(String(8), default=GOAL_OPEN)
     open_key: Mapped[str] = mapped_column(String(64), unique=True)  # the request that opened it
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     closed_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
+
+
+class AutosaveSeen(Base):
+    """A receipt an auto-saving goal has considered: its share taken (share_sats, in the same
+    transaction as the goal's entry) or not (0: below the minimum, or not covered). Ids are handed
+    out at insert and committed in any order, so the worker asks which receipts have no row here,
+    never which are above the last it swept; the key makes each receipt count once per goal."""
+
+    __tablename__ = "savings_autosave_seen"
+
+    goal_id: Mapped[int] = mapped_column(ForeignKey("savings_goals.id"), primary_key=True)
+    entry_id: Mapped[int] = mapped_column(ForeignKey("transactions.id"), primary_key=True)
+    share_sats: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
 
 
 # StandingOrder.kind, .period, .status
