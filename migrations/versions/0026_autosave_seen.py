@@ -1,7 +1,7 @@
 """Auto-save considers each receipt once (issue 35): the receipts each goal has considered
 
-Revision ID: 0024_autosave_seen
-Revises: 0023_chama
+Revision ID: 0026_autosave_seen
+Revises: 0025_chama_payouts
 Create Date: 2026-12-07 07:00:00.000000
 
 savings_goals.autosave_seen_id was a high-water mark of swept entry ids; ids are handed out at
@@ -14,8 +14,8 @@ from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0024_autosave_seen'
-down_revision = '0023_chama'
+revision = '0026_autosave_seen'
+down_revision = '0025_chama_payouts'
 branch_labels = None
 depends_on = None
 
