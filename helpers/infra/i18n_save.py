@@ -65,6 +65,7 @@ SAVE_EN: dict[str, str] = {
     "sms.order-skipped": "SatsPesa: your standing order of {amount} was not paid (balance or limit too low). Next try {date}.",
     "sms.order-skipped-payee": "SatsPesa: your standing order of {amount} was not paid: the payee's service did not answer or refused it. Next try {date}.",
     "sms.order-skipped-price": "SatsPesa: your standing order of {amount} was not paid: prices were unavailable. Next try {date}.",
+    "sms.order-skipped-held": "SatsPesa: your standing order of {amount} was not paid: money out of your account is on hold. Call us. Next try {date}.",
     "sms.order-stopped": "SatsPesa: your standing order of {amount} into a goal has stopped: the goal is closed.",
 }
 
@@ -130,5 +131,6 @@ SAVE_SW: dict[str, str] = {
     "sms.order-skipped": "SatsPesa: agizo lako la kudumu la {amount} halikulipwa (salio au kikomo hakitoshi). Jaribio lijalo {date}.",
     "sms.order-skipped-payee": "SatsPesa: agizo lako la kudumu la {amount} halikulipwa: huduma ya mpokeaji haikujibu au ilikataa. Jaribio lijalo {date}.",
     "sms.order-skipped-price": "SatsPesa: agizo lako la kudumu la {amount} halikulipwa: bei hazikupatikana. Jaribio lijalo {date}.",
+    "sms.order-skipped-held": "SatsPesa: agizo lako la kudumu la {amount} halikulipwa: pesa kutoka akaunti yako zimezuiliwa. Tupigie. Jaribio lijalo {date}.",
     "sms.order-stopped": "SatsPesa: agizo lako la kudumu la {amount} kwa lengo limesimama: lengo limefungwa.",
 }

@@ -136,6 +136,16 @@ def check(svc: Services, phone: str, what: str, amount_sats: int = 0, **facts: o
     return decide(svc, guard, what, amount_sats, **facts), guard  # type: ignore[arg-type]
 
 
+def standing_hold(svc: Services, phone: str) -> str | None:
+    """Why money out that runs without the customer (a standing order) must wait: an operator's
+    monitoring hold (aml-hold) or a SIM swap that holds the number (sim-swap-hold); None: neither.
+    Not the freshness of the provider's answer: no session asks for one."""
+    guard = read(svc.db, phone)
+    if guard.aml_hold_case_id is not None:
+        return AML_HOLD
+    return "sim-swap-hold" if guard.held else None
+
+
 def ensure_row(s: Session, phone: str) -> None:
     """The phone's row, created (empty) inside the caller's transaction if it is missing."""
     if s.get(PhoneGuard, phone) is not None:

@@ -273,7 +273,7 @@ def run_savings(svc: Services) -> tuple[int, int]:
             log.exception("goal %s could not mature", goal_id)
     for order_id in orders.due(svc.db):
         try:
-            paid += orders.run(svc, order_id) == orders.PAID
+            paid += orders.run(svc, order_id, functools.partial(sim_swap.standing_hold, svc)) == orders.PAID
         except Exception:  # noqa: BLE001 - one order's failure must not keep the others back
             log.exception("standing order %s could not run", order_id)
     return matured, paid

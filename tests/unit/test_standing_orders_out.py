@@ -343,3 +343,30 @@ def test_every_order_up_to_the_policys_most_is_reachable_from_the_list_a_page_at
     assert seen == list(range(1, most + 1))
     # the last, picked by its number on the last page, opens that order
     assert t("en", "order.kes", kes=KES_MIN + most - 1) in alice.run(*path, str(most))
+
+
+@pytest.mark.parametrize("held_by", ["aml", "sim-swap"])
+def test_a_hold_on_the_account_stops_the_worker_paying_an_order_out(wallet, alice, held_by):
+    """An operator's monitoring hold, or a SIM swap that holds the number: the worker's run pays no
+    one, moves nothing and tells the customer; once the hold goes, the next period pays."""
+    from helpers.wallet.aml import cases
+    from helpers.wallet.aml.tables import AmlCase
+    from models import PhoneGuard
+    so = create(wallet, "till", TILL, KES_MIN)
+    if held_by == "aml":
+        with wallet.db.write() as s:
+            s.add(AmlCase(rule="fan-in", phone=ALICE, window_key="t", status="open", suspicious=False, facts="{}"))
+        with wallet.db.read() as s:
+            case_id = s.scalar(select(AmlCase.id).where(AmlCase.phone == ALICE))
+        cases.hold(wallet.db, "ops", case_id, "ticket 9: source of funds")
+    else:
+        with wallet.db.write() as s:
+            s.add(PhoneGuard(phone=ALICE, last_swap_at=utcnow(), held_swap_at=utcnow()))
+    before, paid_out = balance(wallet, ALICE), len(payouts(wallet))
+    assert worker.run_savings(wallet) == (0, 0)
+    assert balance(wallet, ALICE) == before and len(payouts(wallet)) == paid_out and moved(wallet, so.id) == []
+    after = row(wallet, so.id)
+    assert (after.runs, after.skips) == (0, 1)
+    assert outbox(wallet, ALICE)[-1] == t("en", "sms.order-skipped-held", amount=t("en", "order.kes", kes=KES_MIN),
+                                          date=after.next_run_at.strftime("%d/%m"))
+    books_clean(wallet)

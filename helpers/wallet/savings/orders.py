@@ -255,9 +255,11 @@ def _amount(svc: Services, order: OrderView) -> _Amount | None:
     return _Amount(quote.sats, fee, kes, quote.kes_per_btc)
 
 
-def run(svc: Services, order_id: int) -> str:
+def run(svc: Services, order_id: int, hold: Callable[[str], str | None] | None = None) -> str:
     """Pay one order's due period, or skip it with an SMS. Returns PAID, SKIPPED, NOT_DUE or
-    ALREADY; safe on any number of workers at once."""
+    ALREADY; safe on any number of workers at once. `hold(phone)`: why the customer's money out
+    waits (an AML or SIM-swap hold: sim_swap.standing_hold, which the worker passes), or None; a
+    held run pays no one (a goal's still fills: the money stays the customer's)."""
     db, policy = svc.db, svc.policy
     now = _now()
     with db.read() as s:
@@ -275,6 +277,8 @@ def run(svc: Services, order_id: int) -> str:
         return _skip(db, order, owner, after, "no-price", why="sms.order-skipped-price")
     if amount.sats + amount.fee > policy.value("standing-order-max-sats"):
         return _skip(db, order, owner, after, "order-cap")
+    if order.kind != ORDER_GOAL and hold is not None and (held := hold(owner.phone)) is not None:
+        return _skip(db, order, owner, after, held, why="sms.order-skipped-held")
     if order.kind in OUT_KINDS:
         return _pay_out(svc, order, owner, after, key, amount)
     within = Within(lambda executor, _receipt: _move_on(executor, order, after, paid=True))
