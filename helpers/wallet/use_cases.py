@@ -310,7 +310,11 @@ def chama_rails(svc: Services) -> proposals.Rails:
     def send(rail_name: str, reference: str) -> None:
         kes_out.send(svc, rail_name, reference)
 
-    return proposals.Rails(svc.rail, key_for, send)
+    def price_now() -> int | None:
+        price = svc.prices.current()
+        return price.kes_per_btc if price is not None else None
+
+    return proposals.Rails(svc.rail, key_for, send, price_now)
 
 
 def chama_vote(svc: Services, user: UserView, proof: PinProof | None, proposal_id: int, yes: bool) -> str:

@@ -21,9 +21,10 @@ from helpers.wallet.chama.tables import PROPOSER_LEFT, TO_MPESA, TO_TILL, ChamaP
 from helpers.wallet.customers import users
 from helpers.wallet.errors import PolicyDenied, PriceUnavailable
 from helpers.wallet.ledger import movements
+from helpers.wallet.prices import CurrentPrice
 from helpers.web import worker
 from lightning import State
-from models import MPESA_B2B_RAIL, MPESA_B2C_RAIL, POSTED, VOIDED, Payout
+from models import MPESA_B2B_RAIL, MPESA_B2C_RAIL, POSTED, VOIDED, Payout, utcnow
 from tests.conftest import DEMO, KES_MIN, PIN, balance, outbox, withdraw_terms
 from tests.unit.test_chama import CODE, TOKEN, code_of, holds, sms_reply, status_of, view
 
@@ -153,15 +154,35 @@ def test_a_payout_mpesa_refuses_puts_the_sats_back_in_the_group(wallet, monkeypa
                                  amount=sats + fee, ref="X").split(" Ref")[0]) for text in texts), texts
 
 
-def test_the_group_pays_the_sats_fixed_when_proposed_whatever_the_price_then(wallet, monkeypatch):
+@pytest.mark.parametrize("moved", ["down", "up"])
+def test_a_kes_payout_is_priced_again_when_decided_and_the_group_pays_the_more(wallet, monkeypatch, moved):
+    """Proposed at one price, approved at another: the group pays the sats of the proposal or of
+    the price now, whichever is more (a group cannot keep proposals open to pay at an old price)."""
+    kes, sats, fee, price = withdraw_terms(KES_MIN)
+    chama_id, (chair, second, third) = group_of(wallet, put_in=3 * (sats + fee))
+    proposal_id, _ = use_cases.chama_propose_kes(wallet, chair, proof(wallet, chair), chama_id, TO_TILL, kes, TILL)
+    now = price // 2 if moved == "down" else price * 2  # KES per BTC at the deciding vote
+    monkeypatch.setattr(wallet.prices, "current", lambda: CurrentPrice(now, utcnow(), "manual"))
+    use_cases.chama_vote(wallet, second, proof(wallet, second), proposal_id, True)
+    before = holds(wallet, chama_id)
+    assert use_cases.chama_vote(wallet, third, proof(wallet, third), proposal_id, True) == proposals.PAID
+    [payout] = payouts_of(wallet, proposal_id)
+    paid = max(sats, wallet.policy.kes_to_sats_debit(kes, now))
+    assert paid == (wallet.policy.kes_to_sats_debit(kes, now) if moved == "down" else sats)
+    assert (payout.amount_sats, payout.fee_sats, payout.amount_kes) == (
+        paid, wallet.policy.fee_sats("mpesa-withdraw", paid), kes)
+    assert holds(wallet, chama_id) == before - paid - payout.fee_sats
+
+
+def test_a_kes_payout_with_no_price_at_its_deciding_vote_fails_and_pays_nothing(wallet, monkeypatch):
     kes, sats, fee, _price = withdraw_terms(KES_MIN)
     chama_id, (chair, second, third) = group_of(wallet, put_in=3 * (sats + fee))
     proposal_id, _ = use_cases.chama_propose_kes(wallet, chair, proof(wallet, chair), chama_id, TO_TILL, kes, TILL)
-    monkeypatch.setattr(wallet.prices, "current", lambda: pytest.fail("the price is not asked again"))
+    monkeypatch.setattr(wallet.prices, "current", lambda: None)
     use_cases.chama_vote(wallet, second, proof(wallet, second), proposal_id, True)
-    use_cases.chama_vote(wallet, third, proof(wallet, third), proposal_id, True)
-    [payout] = payouts_of(wallet, proposal_id)
-    assert (payout.amount_sats, payout.fee_sats, payout.amount_kes) == (sats, fee, kes)
+    before = holds(wallet, chama_id)
+    assert use_cases.chama_vote(wallet, third, proof(wallet, third), proposal_id, True) == proposals.FAILED
+    assert payouts_of(wallet, proposal_id) == [] and holds(wallet, chama_id) == before
 
 
 def test_a_kes_payout_needs_a_price_and_the_kes_bounds(wallet, monkeypatch):

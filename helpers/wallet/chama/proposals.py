@@ -76,12 +76,13 @@ class InKes:
 @dataclass(frozen=True)
 class Rails:
     """What pays a KES payout: the rails by name, the rail key we choose for a payout (Daraja
-    B2C's originator id; None: the rail names it), and how a reserved payout is sent (after the
-    vote's commit: machine.send)."""
+    B2C's originator id; None: the rail names it), how a reserved payout is sent (after the
+    vote's commit: machine.send), and the KES per BTC now (None: no current price)."""
 
     rail: Callable[[str], Rail | None]
     key_for: Callable[[str, str], str | None]
     send: Callable[[str, str], None]
+    price_now: Callable[[], int | None] = lambda: None
 
 
 def payee_label(kind: str, to: str, kes: int | None, shown: Callable[[str], str] = str) -> str:
@@ -212,7 +213,7 @@ def _vote(s: Session, policy: Policy, user_id: int, proposal_id: int, yes: bool,
                  .values(vote=YES if yes else NO, voted_at=now)).rowcount != 1:
         had = s.execute(select(ChamaBallot.vote).where(*mine)).first()
         return ALREADY if had is not None else NO_BALLOT
-    return _decide(s, proposal_id, rails)
+    return _decide(s, proposal_id, rails, policy)
 
 
 def _tally(s: Session, proposal_id: int, chama_id: int) -> tuple[int, int]:
@@ -238,9 +239,12 @@ def _over_cap(s: Session, phone: str, amount: int) -> bool:
     return False
 
 
-def _decide(s: Session, proposal_id: int, rails: Rails | None = None) -> str:
+def _decide(s: Session, proposal_id: int, rails: Rails | None = None, policy: Policy | None = None) -> str:
     """After a vote, under the proposal's lock: pay when the rule is met, reject when it no longer
-    can be, else leave it open."""
+    can be, else leave it open. A KES payout is priced again when it is decided: the group pays
+    the sats of the proposal or of the price now, whichever is more (hours may pass between the
+    two: a group must not keep proposals open to pay at the best old price), and none without a
+    price now."""
     row = s.execute(select(ChamaProposal.chama_id, ChamaProposal.amount_sats, ChamaProposal.to_phone,
                            ChamaProposal.proposer_id, Chama.name, Chama.approvals_needed, ChamaProposal.to_kind,
                            ChamaProposal.fee_sats, ChamaProposal.amount_kes)
@@ -250,6 +254,15 @@ def _decide(s: Session, proposal_id: int, rails: Rails | None = None) -> str:
     yes, undecided = _tally(s, proposal_id, chama_id)
     proposer_phone, proposer_language = s.execute(select(User.phone, User.language)
                                                   .where(User.id == proposer_id)).one()
+    if yes >= needed and kind in KES_KINDS:
+        repriced = _repriced(s, proposal_id, rails, policy or rules.policy(), int(kes or 0), amount, fee)
+        amount, fee = repriced or (amount, fee)
+        if repriced is None:
+            if _close(s, proposal_id, FAILED):
+                sms.queue(s, proposer_phone, t(proposer_language, "sms.chama-failed", group=name, amount=amount + fee,
+                                               phone=label))
+                return FAILED
+            return CLOSED
     if yes >= needed:
         # spent by another payout meanwhile, or (a wallet payee) over their tier's cap (issue 34):
         # the group's money stays
@@ -283,6 +296,22 @@ def _decide(s: Session, proposal_id: int, rails: Rails | None = None) -> str:
             return REJECTED
         return CLOSED
     return COUNTED
+
+
+def _repriced(s: Session, proposal_id: int, rails: Rails | None, policy: Policy, kes: int, proposed: int,
+              fee: int) -> tuple[int, int] | None:
+    """A KES payout's (sats, fee) at its deciding vote: the proposal's, or those of `kes` at the
+    price now when they are more (the row then updated to them); None: no price now."""
+    price = rails.price_now() if rails is not None else None
+    if price is None:
+        return None
+    now = policy.kes_to_sats_debit(kes, price)
+    if now <= proposed:
+        return proposed, fee
+    fee = policy.fee_sats("mpesa-withdraw", now)
+    _write(s, update(ChamaProposal).where(ChamaProposal.id == proposal_id)
+           .values(amount_sats=now, fee_sats=fee, kes_per_btc=price))
+    return now, fee
 
 
 def _reserve(s: Session, rails: Rails | None, proposal_id: int, chama_id: int, name: str, proposer_id: int,
