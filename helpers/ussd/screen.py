@@ -152,9 +152,8 @@ def tier_problem(ctx: Ctx, amount: int, kes: int = 0) -> End | None:
     sent_today(ctx)
     today, month = ctx.sent_out or (0, 0)
     try:
-        limits = (tiers.for_payout(ctx.svc.policy, ctx.user.tier, ctx.svc.prices.for_limits(), kes, amount)
-                  if kes else ctx.caps())
-        tiers.check_out(limits, amount, today, month)
+        checked = tiers.payout_counted(ctx.svc.policy, ctx.svc.prices.for_limits(), kes, amount)
+        tiers.check_out(ctx.caps(), checked, today, month)
     except PolicyDenied as exc:
         return End(deny_text(ctx, exc.reason))
     return None

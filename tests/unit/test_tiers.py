@@ -191,3 +191,18 @@ def test_a_withdrawal_of_exactly_the_cap_in_kes_passes_and_one_shilling_more_doe
     assert snapshot(wallet) == before
     done_prefix = t("en", "withdraw.done", kes=cap_kes, phone=NEWCOMER, code="", sats=0, fee=0, balance=0)
     assert newcomer.run("5", str(cap_kes), "1", PIN).startswith("END " + done_prefix.split(" M-Pesa")[0])
+
+
+def test_a_withdrawal_after_a_full_day_of_sends_is_refused_the_spread_stretches_no_cap(wallet, alice, newcomer):
+    """A KES payout counts its own sats at the caps' price (so exactly a cap passes), but what was
+    sent before counts whole: a day used up by sends leaves no room for a withdrawal."""
+    assert verify(newcomer).startswith("END ")
+    one = caps(wallet, tiers.ID_CHECKED)
+    fund(wallet, NEWCOMER, one.day + 10 * one.day // 100)
+    assert newcomer.run("1", "0" + DEMO[0][4:], str(one.day), "1", PIN).startswith("END Sent")
+    before = snapshot(wallet)
+    kes = one.day_kes // 100  # 1% of the day cap: more than the minimum, inside the sell spread's stretch
+    assert kes >= wallet.policy.value("kes-min")
+    refused = newcomer.run("5", str(kes))
+    assert refused == "END " + t("en", "deny.tier-day", cap_day=one.day_kes, how=t("en", "tier.how-documents"))
+    assert snapshot(wallet) == before

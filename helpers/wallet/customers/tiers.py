@@ -60,13 +60,14 @@ def caps(policy: Policy, tier: int, kes_per_btc: int) -> Caps:
                 kes["payment"], kes["day"], kes["month"], kes["balance"])
 
 
-def for_payout(policy: Policy, tier: int, kes_per_btc: int, kes: int, sats: int) -> Caps:
-    """The caps for a payout of `kes` that debits `sats` (the sell spread included), measured at
-    the payout's own rate where it is dearer than `kes_per_btc`: a withdrawal of exactly a cap in
-    KES passes it (at the mid price its sats would be over the cap by the spread)."""
-    if kes > 0 and sats > 0:
-        kes_per_btc = min(kes_per_btc, max(1, kes * policy.value("sats-per-btc") // sats))
-    return caps(policy, tier, kes_per_btc)
+def payout_counted(policy: Policy, kes_per_btc: int, kes: int, sats: int) -> int:
+    """What a payout of `kes` that debits `sats` (the sell spread included) counts against the caps:
+    its sats at the price the caps were converted at (`kes_per_btc`), so a withdrawal of exactly a
+    cap in KES passes it; the spread is this payout's only allowance (what was sent before counts
+    whole). Never more than `sats`."""
+    if kes <= 0:
+        return sats
+    return min(sats, kes * policy.value("sats-per-btc") // max(1, kes_per_btc))
 
 
 def check_out(limits: Caps, amount: int, today: int, month: int) -> None:

@@ -128,13 +128,14 @@ def sent_out(session: Executor, user_id: int, now: dt.datetime | None = None) ->
 
 
 def check_out(session: Executor, policy: Policy, user_id: int, limits: tiers.Caps, amount: int,
-              decide: Callable[[int], None]) -> int:
+              decide: Callable[[int], None], checked: int | None = None) -> int:
     """Money out of `amount` sats by a customer whose row this transaction holds: what they sent
     today and this month read now, `decide(sent today)` (the policy's own rules: raise
-    PolicyDenied to refuse), then their tier's caps. Returns what may still go out today after it."""
+    PolicyDenied to refuse), then their tier's caps for `checked` sats (a KES payout's
+    tiers.payout_counted; else `amount`). Returns what may still go out today after it."""
     today, month = sent_out(session, user_id)
     decide(today)
-    tiers.check_out(limits, amount, today, month)
+    tiers.check_out(limits, amount if checked is None else checked, today, month)
     return min(policy.left_today(today + amount), tiers.left(limits, today + amount, month + amount))
 
 

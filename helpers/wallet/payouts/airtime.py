@@ -41,8 +41,8 @@ def reserve(db: Database, policy: Policy, rail: Rail, user: UserView, phone: str
                     decision = policy.airtime(kes, after + sats + fee, today, price)
                     if not decision.allowed:
                         raise PolicyDenied(decision.reason or "denied")
-                limits = tiers.for_payout(policy, user.tier, price, kes, sats)
-                return movements.check_out(s, policy, user.id, limits, sats, decide)
+                return movements.check_out(s, policy, user.id, tiers.caps(policy, user.tier, price), sats, decide,
+                                           tiers.payout_counted(policy, price, kes, sats))
             receipt = books.reserve(s, rail, user.id, sats, fee, phone, key, check=check, amount_kes=kes,
                                     description=f"Airtime KES {kes} for {local(phone, region)}")
             return receipt

@@ -49,8 +49,9 @@ def reserve(svc: Services, user: UserView, rail_name: str, kes: int, sats: int, 
                     decision = svc.policy.withdraw(kes, after + sats + fee, today, price)
                     if not decision.allowed:
                         raise PolicyDenied(decision.reason or "denied")
-                limits = tiers.for_payout(svc.policy, user.tier, price, kes, sats)
-                return movements.check_out(s, svc.policy, user.id, limits, sats, decide)
+                limits, counted = tiers.caps(svc.policy, user.tier, price), tiers.payout_counted(svc.policy, price, kes,
+                                                                                                    sats)
+                return movements.check_out(s, svc.policy, user.id, limits, sats, decide, counted)
             return books.reserve(s, rail, user.id, sats, fee, destination, key, check=check, amount_kes=kes,
                                  counterparty=payee, description=description, reference=reference,
                                  rail_key=rail_key)
