@@ -372,7 +372,12 @@ class WalletMachine(SavingsRules, RuleBasedStateMachine):
     def leave_and_rejoin(self, a):
         member = self._user(a)
         self.leaves = getattr(self, "leaves", 0) + 1
-        groups.leave(self.svc.db, member, self.chama, f"sm-leave-{self.leaves}")
+        try:
+            groups.leave(self.svc.db, member, self.chama, f"sm-leave-{self.leaves}")
+        except groups.ChamaRefused as refused:  # a payout of the group on its way: leave later
+            assert refused.reason == "payout-in-flight"
+            event("leave refused: payout in flight")
+            return
         groups.invite(self.svc.db, P, self._user(0), self.chama, member.phone, "*384*123#")
         groups.answer_invite(self.svc.db, member, self.chama, True)
 

@@ -276,3 +276,44 @@ def test_an_approval_by_sms_reply_pays_a_till_through_its_rail(wallet, client):
     assert answer.get_json() == {"status": "paid"}
     [payout] = payouts_of(wallet, proposal_id)
     assert payout.state == POSTED and holds(wallet, chama_id) == 0
+
+
+def test_no_one_leaves_while_a_group_payout_is_on_its_way(wallet, monkeypatch):
+    """A payout in flight holds the group's sats; were it refused they would come back: a leaver
+    then would get the rule's share of too little. Leaving waits for the payout's end."""
+    from models import RESERVED, SENT
+    kes, sats, fee, _price = withdraw_terms(KES_MIN)
+    chama_id, (chair, second, third) = group_of(wallet, put_in=sats + fee)
+    groups.contribute(wallet.db, wallet.policy, second, chama_id, sats, "second-in")
+    proposal_id, _ = use_cases.chama_propose_kes(wallet, chair, proof(wallet, chair), chama_id, TO_MPESA, kes,
+                                                 MPESA_PHONE)
+    monkeypatch.setattr(wallet.mpesa, "payout", lambda phone, kes, reference: PayoutResult(State.PENDING))
+    use_cases.chama_vote(wallet, second, proof(wallet, second), proposal_id, True)
+    assert use_cases.chama_vote(wallet, third, proof(wallet, third), proposal_id, True) == proposals.PAID
+    [payout] = payouts_of(wallet, proposal_id)
+    assert payout.state in (RESERVED, SENT)  # M-Pesa has not said yet
+    before, mine = holds(wallet, chama_id), balance(wallet, second.phone)
+    with pytest.raises(groups.ChamaRefused) as refused:
+        groups.leave(wallet.db, view(wallet, second.phone), chama_id, "second-leaves")
+    assert refused.value.reason == "payout-in-flight"
+    assert holds(wallet, chama_id) == before and balance(wallet, second.phone) == mine
+    assert t("en", "chama.refused.payout-in-flight")
+
+
+def test_a_proposal_whose_proposer_left_meanwhile_pays_nothing(wallet):
+    """A leave sees only committed proposals: one its leaver was writing at that moment stays open.
+    Its deciding vote finds the proposer gone and closes it."""
+    from helpers.wallet.chama.tables import LEFT, ChamaMember
+    kes, sats, fee, _price = withdraw_terms(KES_MIN)
+    chama_id, (chair, second, third) = group_of(wallet, put_in=3 * (sats + fee))
+    groups.invite(wallet.db, wallet.policy, chair, chama_id, "+254711000111", CODE)
+    fourth = view(wallet, "+254711000111")
+    assert groups.answer_invite(wallet.db, fourth, chama_id, True)
+    proposal_id, _ = use_cases.chama_propose_kes(wallet, fourth, proof(wallet, fourth), chama_id, TO_TILL, kes, TILL)
+    with wallet.db.write() as s:  # the leave that committed while the proposal was being written
+        s.query(ChamaMember).filter_by(chama_id=chama_id, user_id=fourth.id).update({"status": LEFT})
+    before = holds(wallet, chama_id)
+    use_cases.chama_vote(wallet, second, proof(wallet, second), proposal_id, True)
+    assert use_cases.chama_vote(wallet, third, proof(wallet, third), proposal_id, True) == proposals.CLOSED
+    assert status_of(wallet, proposal_id) == PROPOSER_LEFT
+    assert payouts_of(wallet, proposal_id) == [] and holds(wallet, chama_id) == before

@@ -18,7 +18,7 @@ from database import Database
 from helpers.infra import sms
 from helpers.infra.i18n import t
 from helpers.infra.refs import new_reference
-from helpers.wallet.chama.tables import (ACCOUNT_KIND, ACTIVE, CHAIR, INVITED, LEFT, MEMBER, OFFICIALS, OPEN,
+from helpers.wallet.chama.tables import (ACCOUNT_KIND, ACTIVE, CHAIR, INVITED, LEFT, MEMBER, OFFICIALS, OPEN, PAID,
                                          PROPOSER_LEFT, SECRETARY, TREASURER, Chama, ChamaBallot, ChamaMember,
                                          ChamaProposal, account)
 from helpers.wallet.customers import users
@@ -27,7 +27,7 @@ from helpers.wallet.errors import PolicyDenied, WalletError
 from helpers.wallet.ledger import journal
 from helpers.wallet.ledger.movements import Receipt, run_once, spend_check
 from helpers.wallet.rules import Policy
-from models import CREDIT, DEBIT, LedgerAccount, Posting, Transaction, User, utcnow
+from models import CREDIT, DEBIT, RESERVED, SENT, LedgerAccount, Payout, Posting, Transaction, User, utcnow
 
 CONTRIBUTION, LEAVING, PAYOUT = "chama-in", "chama-leave", "chama-out"  # the entries' kinds
 ENTRY_TYPE = "chama"
@@ -36,7 +36,7 @@ _NAME = re.compile(r"[A-Za-z][A-Za-z ]*")
 
 class ChamaRefused(WalletError):
     """Not allowed in this group now (`reason`: not-member, not-official, full, already-member,
-    bad-name, bad-rule, own-phone, chair-stays, not-chair); nothing changed."""
+    bad-name, bad-rule, own-phone, chair-stays, not-chair, payout-in-flight); nothing changed."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -276,6 +276,14 @@ def _withdraw_say(s: Session, chama_id: int, user_id: int) -> None:
                                           ChamaProposal.status == OPEN).values(status=PROPOSER_LEFT))
 
 
+def _in_flight(s: Session, chama_id: int) -> bool:
+    """Has the group a payout reserved or sent, not yet posted or voided (read under the lock of
+    the group's account, which a payout's reservation takes too)?"""
+    return s.execute(select(ChamaProposal.id).join(Payout, Payout.reference == ChamaProposal.payout_ref)
+                     .where(ChamaProposal.chama_id == chama_id, ChamaProposal.status == PAID,
+                            Payout.state.in_((RESERVED, SENT))).limit(1)).first() is not None
+
+
 def leave(db: Database, user: UserView, chama_id: int, key: str) -> Receipt:
     """The member leaves (their ballots on open proposals withdrawn, their own proposals closed)
     and gets back what the group's rule says, in one transaction; what the rule keeps stays in the
@@ -291,6 +299,8 @@ def leave(db: Database, user: UserView, chama_id: int, key: str) -> Receipt:
                 raise ChamaRefused("chair-stays")
             _withdraw_say(s, chama_id, user.id)
             refund, kept = _settle(s, user.id, chama_id, lock=True)
+            if _in_flight(s, chama_id):  # its sats may come back: the rule would be applied to too little
+                raise ChamaRefused("payout-in-flight")
             left = _write(s, update(ChamaMember).where(ChamaMember.chama_id == chama_id, ChamaMember.user_id == user.id,
                                                        ChamaMember.status == ACTIVE)
                           .values(status=LEFT, forfeited_sats=ChamaMember.forfeited_sats + kept)).rowcount

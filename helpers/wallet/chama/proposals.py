@@ -31,9 +31,9 @@ from helpers.infra.refs import new_reference
 from helpers.mpesa.provider import BUY_GOODS
 from helpers.mpesa.rail import b2b_destination
 from helpers.wallet.chama.groups import ENTRY_TYPE, PAYOUT, ChamaRefused, _holds, _write, require_active
-from helpers.wallet.chama.tables import (ACTIVE, EXPIRED, FAILED, KES_KINDS, NO, OPEN, PAID, REJECTED, TO_MPESA,
-                                         TO_TILL, TO_WALLET, YES, Chama, ChamaBallot, ChamaMember, ChamaProposal,
-                                         SmsInbox, account)
+from helpers.wallet.chama.tables import (ACTIVE, EXPIRED, FAILED, KES_KINDS, NO, OPEN, PAID, PROPOSER_LEFT, REJECTED,
+                                         TO_MPESA, TO_TILL, TO_WALLET, YES, Chama, ChamaBallot, ChamaMember,
+                                         ChamaProposal, SmsInbox, account)
 from helpers.wallet import rules
 from helpers.wallet.customers import tiers, users
 from helpers.wallet.customers.users import UserView
@@ -250,6 +250,11 @@ def _decide(s: Session, proposal_id: int, rails: Rails | None = None, policy: Po
                            ChamaProposal.fee_sats, ChamaProposal.amount_kes)
                     .join(Chama, Chama.id == ChamaProposal.chama_id).where(ChamaProposal.id == proposal_id)).one()
     chama_id, amount, to_phone, proposer_id, name, needed, kind, fee, kes = row
+    proposer = s.execute(select(ChamaMember.status).where(ChamaMember.chama_id == chama_id,
+                                                          ChamaMember.user_id == proposer_id)).scalar()
+    if proposer != ACTIVE:  # left while proposing (a leave sees only committed proposals): theirs closes
+        _close(s, proposal_id, PROPOSER_LEFT)
+        return CLOSED
     label = payee_label(kind, to_phone, kes)
     yes, undecided = _tally(s, proposal_id, chama_id)
     proposer_phone, proposer_language = s.execute(select(User.phone, User.language)
