@@ -370,3 +370,26 @@ def test_a_hold_on_the_account_stops_the_worker_paying_an_order_out(wallet, alic
     assert outbox(wallet, ALICE)[-1] == t("en", "sms.order-skipped-held", amount=t("en", "order.kes", kes=KES_MIN),
                                           date=after.next_run_at.strftime("%d/%m"))
     books_clean(wallet)
+
+
+@pytest.mark.parametrize("kind", ["till", "address"])
+def test_a_cancel_after_the_worker_claimed_the_period_stops_the_payment(insecure, payee, alice, monkeypatch, kind):
+    """The worker claims a period, then pays; the customer cancels in between (told "cancelled"):
+    the reservation, which checks the order under its lock, moves nothing."""
+    from helpers.wallet.payouts import lightning_out
+    wallet = insecure
+    so = (create(wallet, "till", TILL, KES_MIN) if kind == "till" else
+          create(wallet, "address", payee.address(), wallet.policy.value("payment-min-sats"), unit="sats"))
+    module, name = (orders.kes_out, "reserve") if kind == "till" else (lightning_out, "reserve_lightning")
+    real = getattr(module, name)
+
+    def cancel_then_reserve(*args, **kwargs):
+        assert orders.cancel(wallet.db, view(wallet, ALICE).id, so.id) is True
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, cancel_then_reserve)
+    before, paid_out = balance(wallet, ALICE), len(payouts(wallet))
+    assert orders.run(wallet, so.id) == orders.ALREADY
+    assert balance(wallet, ALICE) == before and len(payouts(wallet)) == paid_out and moved(wallet, so.id) == []
+    assert row(wallet, so.id).status == "cancelled"
+    books_clean(wallet)

@@ -4,6 +4,10 @@ payout state machine. A customer's own step (use_cases) and a standing order's r
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from sqlalchemy.orm import Session
+
 from helpers.infra.rail import Answer, Rail
 from helpers.infra.refs import new_reference
 from helpers.mpesa.daraja import originator_id
@@ -32,18 +36,23 @@ def rail_key_for(svc: Services, rail_name: str, reference: str) -> str | None:
 
 
 def reserve(svc: Services, user: UserView, rail_name: str, kes: int, sats: int, fee: int, price: int,
-            destination: str, payee: str, description: str, key: str, reference: str | None = None) -> Receipt:
+            destination: str, payee: str, description: str, key: str, reference: str | None = None,
+            within: Callable[[Session], None] | None = None) -> Receipt:
     """Reserve `sats` + `fee` (a quote for `kes` at `price`) for a payout in KES on an M-Pesa rail,
     with its payout row; the policy's withdrawal rules (the KES bounds, balance, daily limit) are
     decided under the customer's row lock. Callers check the PIN (or hold the customer's standing
     consent) first. Raises InsufficientBalance, PolicyDenied (nothing reserved); a replay of `key`
-    gets the first receipt."""
+    gets the first receipt. `within(session)`: the caller's check in the reservation's transaction,
+    before anything is reserved (a standing order's: still active; it raises to move nothing)."""
     rail = rail_of(svc, rail_name)
     reference = reference or new_reference()
     rail_key = rail_key_for(svc, rail_name, reference)
 
     def work() -> Receipt:
         with svc.db.write() as s:
+            if within is not None:
+                within(s)
+
             def check(after: int) -> int:
                 def decide(today: int) -> None:
                     decision = svc.policy.withdraw(kes, after + sats + fee, today, price)

@@ -25,18 +25,22 @@ from models import DEBIT, OPEN_PAYOUT, PENDING, SEND, Payout, Transaction, User
 def reserve_lightning(
     db: Database, rail: Rail, policy: Policy, user: UserView, amount: int, max_fee: int,
     payee_bounds: tuple[int, int], payment_hash: str, payee: str, key: str, bolt11: str = "",
-    price: int | None = None, originator_name: str | None = None,
+    price: int | None = None, originator_name: str | None = None, within: Callable[[Session], None] | None = None,
 ) -> Receipt:
     """Debit amount + the most the route may cost as a Lightning payout of `bolt11`, before the node
     is asked to pay. A payment hash is taken once: while a payout of it is open or paid, another
     reservation raises InvoiceAlreadyPaid and nothing is debited. The payout keeps the sender's
     phone and `originator_name` (the travel rule: a payment to another custodian). Raises
     InsufficientBalance, PolicyDenied or InvoiceAlreadyPaid (a replay gets the first receipt). The
-    customer's tier caps hold at `price` (KES per BTC; None: the policy's fixed price)."""
+    customer's tier caps hold at `price` (KES per BTC; None: the policy's fixed price). `within`:
+    the caller's check in the reservation's transaction, before anything is reserved."""
     price = price or policy.value("fixed-kes-per-btc")
 
     def work() -> Receipt:
         with db.write() as s:
+            if within is not None:
+                within(s)
+
             def check(after: int) -> int:
                 def decide(today: int) -> None:
                     decision = policy.lightning_send(amount, max_fee, after + amount + max_fee, today, *payee_bounds)

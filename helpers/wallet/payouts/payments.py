@@ -44,7 +44,8 @@ class Payment:
     replay: bool = False
 
 
-def pay_address(svc: Services, user: UserView, params: PayParams, amount: int, key: str) -> Payment:
+def pay_address(svc: Services, user: UserView, params: PayParams, amount: int, key: str,
+                within: Callable[[Session], None] | None = None) -> Payment:
     """Pay `amount` sats to the Lightning address behind `params`. Raises LnurlPayError (nothing
     reserved; `name-required`: the payee's server must have a verified name the customer has not),
     InsufficientBalance, PolicyDenied or InvoiceAlreadyPaid (the payee answered with an invoice
@@ -62,7 +63,7 @@ def pay_address(svc: Services, user: UserView, params: PayParams, amount: int, k
     rail = _rail(svc)
     reserved = lightning_out.reserve_lightning(
         svc.db, rail, svc.policy, user, amount, max_fee, (params.min_sats, params.max_sats), payment_hash,
-        params.address, key, bolt11, svc.prices.for_limits(), originator_name=name,
+        params.address, key, bolt11, svc.prices.for_limits(), originator_name=name, within=within,
     )
     if reserved.replay:  # a twin request reserved first; it pays
         return Payment(State.PENDING, reserved, replay=True)

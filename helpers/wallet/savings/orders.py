@@ -307,11 +307,21 @@ def _pay_out(svc: Services, order: OrderView, owner: UserView, after: dt.datetim
     with svc.db.write() as s:
         if not _move_on(s, order, after, paid=None):
             return ALREADY
+    def still_active(s: Session) -> None:
+        """In the reservation's transaction, the order's row locked: a cancel that came after the
+        claim, before the reservation, stops the payment (one after it is this period's)."""
+        status = s.execute(select(_ORDERS.c.status).where(_ORDERS.c.id == order.id).with_for_update()).scalar()
+        if status != ORDER_ACTIVE:
+            raise Interrupted(key)
+
     try:
         if order.kind == ORDER_ADDRESS:
-            paid = _pay_address(svc, order, owner, key, amount.sats)
+            paid = _pay_address(svc, order, owner, key, amount.sats, still_active)
         else:
-            paid = _pay_business(svc, order, owner, key, amount)
+            paid = _pay_business(svc, order, owner, key, amount, still_active)
+    except Interrupted:  # cancelled since the claim: nothing moved
+        log.info("standing order %s cancelled before its period was paid", order.id)
+        return ALREADY
     except InsufficientBalance:
         return _skip(svc.db, order, owner, after, "insufficient-balance", claimed=True)
     except (PolicyDenied, AccountLocked) as exc:
@@ -327,7 +337,8 @@ def _pay_out(svc: Services, order: OrderView, owner: UserView, after: dt.datetim
     return PAID
 
 
-def _pay_address(svc: Services, order: OrderView, owner: UserView, key: str, sats: int) -> bool:
+def _pay_address(svc: Services, order: OrderView, owner: UserView, key: str, sats: int,
+                 within: Callable[[Session], None]) -> bool:
     """Fetch the payee's invoice (LNURL-pay) and pay it; False: the node refused it (refunded)."""
     parsed = lnurl_pay.parse_address(order.destination)
     if parsed is None:
@@ -335,10 +346,11 @@ def _pay_address(svc: Services, order: OrderView, owner: UserView, key: str, sat
     params = lnurl_pay.resolve(*parsed, svc.settings)
     if not params.min_sats <= sats <= params.max_sats:
         raise LnurlPayError("out-of-bounds", f"{sats} sats outside {params.min_sats}-{params.max_sats}")
-    return payments.pay_address(svc, owner, params, sats, key).state is not State.FAILED
+    return payments.pay_address(svc, owner, params, sats, key, within).state is not State.FAILED
 
 
-def _pay_business(svc: Services, order: OrderView, owner: UserView, key: str, amount: _Amount) -> bool:
+def _pay_business(svc: Services, order: OrderView, owner: UserView, key: str, amount: _Amount,
+                  within: Callable[[Session], None]) -> bool:
     """Reserve the quote's sats and fee as a customer's own till or paybill payment does, then let
     M-Pesa pay it; False: M-Pesa refused it (refunded)."""
     command = BUY_GOODS if order.kind == ORDER_TILL else PAY_BILL
@@ -346,7 +358,7 @@ def _pay_business(svc: Services, order: OrderView, owner: UserView, key: str, am
     reference = new_reference()
     receipt = kes_out.reserve(svc, owner, MPESA_B2B_RAIL, amount.kes, amount.sats, amount.fee, amount.price,
                               b2b_destination(command, order.destination, order.account or "", owner.phone),
-                              payee, f"M-Pesa payment KES {amount.kes} to {payee}", key, reference)
+                              payee, f"M-Pesa payment KES {amount.kes} to {payee}", key, reference, within)
     if receipt.replay:
         return True
     return kes_out.send(svc, MPESA_B2B_RAIL, reference).said is not Said.FAILED
