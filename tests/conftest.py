@@ -290,6 +290,22 @@ def servers(app, wallet, tmp_path):
 _SLOW_UNIT_MODULES = {"test_daraja", "test_security", "test_lightning_send", "test_lnd"}
 
 
+@pytest.fixture
+def payee():
+    """A Lightning address's server (LUD-16/06) on 127.0.0.1, stopped after the test."""
+    from tests.fakes.fake_lnurl import FakeLnurl
+    server = FakeLnurl()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def insecure(wallet):
+    """The wallet, allowed to reach a payee's server over plain http (127.0.0.1): tests only."""
+    configure(wallet, lnurl_allow_insecure=True)
+    return wallet
+
+
 def pytest_collection_modifyitems(config, items):
     """Everything under tests/integration/ starts real servers: marked slow, as are the unit
     modules above."""

@@ -78,6 +78,8 @@ CHAMA_EN: dict[str, str] = {
     "sms.chama-failed": "SatsPesa: chama {group} approved paying {amount} sats to {phone} but no longer holds them. "
                         "Nothing was paid.",
     "sms.chama-reply-counted": "SatsPesa: your chama vote is counted.",
+    "sms.chama-reply-no-price": "SatsPesa: prices are unavailable now, so the payout cannot be made. Your vote was not counted: reply again later.",
+    "chama.vote.no-price": "Prices are unavailable now, so the payout cannot be made. Your vote was not counted: vote again later.",
     "sms.chama-reply-refused": "SatsPesa: that code is not open for a vote from this number. Nothing was counted.",
     "sms.chama-statement": "SatsPesa: chama {group} holds {amount} sats. A leaver gets {pct}% back.{lines}",
 }
@@ -158,6 +160,8 @@ CHAMA_SW: dict[str, str] = {
     "sms.chama-failed": "SatsPesa: chama {group} iliidhinisha kulipa sats {amount} kwa {phone} lakini haina tena. "
                         "Hakuna kilicholipwa.",
     "sms.chama-reply-counted": "SatsPesa: kura yako ya chama imehesabiwa.",
+    "sms.chama-reply-no-price": "SatsPesa: bei hazipatikani sasa, malipo hayawezi kufanywa. Kura yako haikuhesabiwa: jibu tena baadaye.",
+    "chama.vote.no-price": "Bei hazipatikani sasa, malipo hayawezi kufanywa. Kura yako haikuhesabiwa: piga kura tena baadaye.",
     "sms.chama-reply-refused": "SatsPesa: nambari hiyo haiko wazi kwa kura kutoka simu hii. Hakuna kilichohesabiwa.",
     "sms.chama-statement": "SatsPesa: chama {group} ina sats {amount}. Anayeondoka anarudishiwa {pct}%.{lines}",
 }

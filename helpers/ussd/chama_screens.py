@@ -19,7 +19,7 @@ from helpers.wallet.chama import groups, proposals
 from helpers.wallet.chama.groups import ChamaRefused
 from helpers.wallet.chama.tables import INVITED, KES_KINDS, MEMBER, SECRETARY, TO_WALLET, TREASURER
 from helpers.wallet.customers.users import PinProof
-from helpers.wallet.errors import InsufficientBalance, PolicyDenied
+from helpers.wallet.errors import InsufficientBalance, PolicyDenied, PriceUnavailable
 
 NEW = "8"
 
@@ -394,7 +394,10 @@ _VOTE_TEXTS = {proposals.COUNTED: "chama.vote.counted", proposals.PAID: "chama.v
 
 
 def vote(ctx: Ctx, data: dict, proof: PinProof | None) -> str:
-    outcome = use_cases.chama_vote(ctx.svc, ctx.user, proof, data["proposal"], data["yes"])
+    try:
+        outcome = use_cases.chama_vote(ctx.svc, ctx.user, proof, data["proposal"], data["yes"])
+    except PriceUnavailable:  # it would have paid in KES: nothing counted, vote again later
+        return ctx.t("chama.vote.no-price")
     key = _VOTE_TEXTS.get(outcome, "chama.vote.closed")
     if outcome == proposals.PAID and data.get("kind") in KES_KINDS:
         key = "chama.vote.sent"  # M-Pesa has it now; the proposer hears how it ended

@@ -283,10 +283,11 @@ def chama_propose(svc: Services, user: UserView, proof: PinProof | None, chama_i
 def chama_propose_kes(svc: Services, user: UserView, proof: PinProof | None, chama_id: int, kind: str, kes: int,
                       to: str) -> tuple[int, int]:
     """A payout of `kes` from the group to M-Pesa (`to` a phone M-Pesa pays) or a till (`to` its
-    number), paid when the rule is met: its sats and fee (a withdrawal's, atoms.metta) are fixed
-    now at the current price, and the group pays them whatever the price then. Returns (proposal
-    id, sats the group pays). Raises PriceUnavailable, MpesaUnreachable, PolicyDenied (KES
-    bounds, chama-balance), ChamaRefused."""
+    number), paid when the rule is met: its sats and fee (a withdrawal's, atoms.metta) are quoted
+    now at the current price, and again at the deciding vote, where the group pays the more of
+    the two (proposals._repriced). Returns (proposal id, sats the group pays as quoted now).
+    Raises PriceUnavailable, MpesaUnreachable, PolicyDenied (KES bounds, chama-balance),
+    ChamaRefused."""
     require_pin(proof, user)
     decision = svc.policy.kes_range(kes)
     if not decision.allowed:

@@ -42,12 +42,6 @@ def reusing_payee():
     server.stop()
 
 
-@pytest.fixture
-def insecure(wallet):
-    configure(wallet, lnurl_allow_insecure=True)
-    return wallet
-
-
 def pay(phone, payee, amount: int = AMOUNT) -> str:
     return phone.run("1", payee.address("bob"), str(amount), "1", PIN)
 

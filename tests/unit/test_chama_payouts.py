@@ -174,15 +174,26 @@ def test_a_kes_payout_is_priced_again_when_decided_and_the_group_pays_the_more(w
     assert holds(wallet, chama_id) == before - paid - payout.fee_sats
 
 
-def test_a_kes_payout_with_no_price_at_its_deciding_vote_fails_and_pays_nothing(wallet, monkeypatch):
-    kes, sats, fee, _price = withdraw_terms(KES_MIN)
+def test_with_no_price_at_its_deciding_vote_a_kes_payout_waits_and_the_vote_is_cast_again(wallet, monkeypatch,
+                                                                                          client):
+    """No price now: the deciding vote (by USSD or SMS reply) is not counted and nothing is paid;
+    cast again once prices are back, it pays."""
+    kes, sats, fee, price = withdraw_terms(KES_MIN)
     chama_id, (chair, second, third) = group_of(wallet, put_in=3 * (sats + fee))
     proposal_id, _ = use_cases.chama_propose_kes(wallet, chair, proof(wallet, chair), chama_id, TO_TILL, kes, TILL)
-    monkeypatch.setattr(wallet.prices, "current", lambda: None)
     use_cases.chama_vote(wallet, second, proof(wallet, second), proposal_id, True)
     before = holds(wallet, chama_id)
-    assert use_cases.chama_vote(wallet, third, proof(wallet, third), proposal_id, True) == proposals.FAILED
+    monkeypatch.setattr(wallet.prices, "current", lambda: None)
+    with pytest.raises(PriceUnavailable):
+        use_cases.chama_vote(wallet, third, proof(wallet, third), proposal_id, True)
+    code = code_of(wallet, proposal_id, third.id)
+    assert sms_reply(client, third.phone, f"YES {code}", "ATXid_np1").status_code == 200
+    assert outbox(wallet, third.phone)[-1] == t("en", "sms.chama-reply-no-price")
+    assert status_of(wallet, proposal_id) == proposals.OPEN
     assert payouts_of(wallet, proposal_id) == [] and holds(wallet, chama_id) == before
+    monkeypatch.setattr(wallet.prices, "current", lambda: CurrentPrice(price, utcnow(), "manual"))
+    assert use_cases.chama_vote(wallet, third, proof(wallet, third), proposal_id, True) == proposals.PAID
+    assert len(payouts_of(wallet, proposal_id)) == 1
 
 
 def test_a_kes_payout_needs_a_price_and_the_kes_bounds(wallet, monkeypatch):

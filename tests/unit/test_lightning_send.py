@@ -18,25 +18,11 @@ from helpers.lightning.lnurl_pay import LnurlPayError, parse_address, resolve
 from lightning import MockBackend, decode_invoice
 from models import FAILED, PENDING, SETTLED, Transaction
 from tests.fakes import fake_btcpay, fake_lnd
-from tests.conftest import DEMO, PIN, balance, configure, outbox, snapshot
+from tests.conftest import DEMO, PIN, balance, outbox, snapshot
 from tests.fakes.fake_lnurl import FakeLnurl
 from tests.servers import free_port
 
 AMOUNT = 2500
-
-
-@pytest.fixture
-def payee():
-    server = FakeLnurl()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def insecure(wallet):
-    """The payee's server is plain http on 127.0.0.1: allowed for tests only."""
-    configure(wallet, lnurl_allow_insecure=True)
-    return wallet
 
 
 def sent_row(wallet) -> Transaction:

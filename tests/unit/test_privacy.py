@@ -25,24 +25,10 @@ from helpers.web import worker
 from helpers.wallet.privacy_tables import PrivacyRequest
 from models import (CORRECT, ERASE, EXPORT, RETAIN, AuditEntry, Payout, SmsOutbox, Transaction,
                     User, UssdSession, utcnow)
-from tests.conftest import DEMO, PIN, balance, configure, outbox
-from tests.fakes.fake_lnurl import FakeLnurl
+from tests.conftest import DEMO, PIN, balance, outbox
 
 AMOUNT = 2500
 NAME = "AMINA OTIENO"
-
-
-@pytest.fixture
-def payee():
-    server = FakeLnurl()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def insecure(wallet):
-    configure(wallet, lnurl_allow_insecure=True)
-    return wallet
 
 
 def name(wallet, phone: str, given: str | None, verified: bool) -> None:

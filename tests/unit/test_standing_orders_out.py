@@ -25,25 +25,10 @@ from helpers.wallet.savings import goals, orders
 from helpers.web import worker
 from lightning import State
 from models import Payout, Transaction, utcnow
-from tests.conftest import DEMO, FIXED_PRICE, KES_MIN, PIN, balance, configure, outbox
-from tests.fakes.fake_lnurl import FakeLnurl
+from tests.conftest import DEMO, FIXED_PRICE, KES_MIN, PIN, balance, outbox
 
 ALICE, BOB = DEMO[0], DEMO[1]
 TILL, PAYBILL, ACCOUNT = "52187", "888880", "ACC123"
-
-
-@pytest.fixture
-def payee():
-    server = FakeLnurl()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def insecure(wallet):
-    """The payee's server is plain http on 127.0.0.1: allowed for tests only."""
-    configure(wallet, lnurl_allow_insecure=True)
-    return wallet
 
 
 def view(wallet, phone: str) -> UserView:

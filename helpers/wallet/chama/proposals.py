@@ -37,7 +37,7 @@ from helpers.wallet.chama.tables import (ACTIVE, EXPIRED, FAILED, KES_KINDS, NO,
 from helpers.wallet import rules
 from helpers.wallet.customers import tiers, users
 from helpers.wallet.customers.users import UserView
-from helpers.wallet.errors import PolicyDenied
+from helpers.wallet.errors import PolicyDenied, PriceUnavailable
 from helpers.wallet.ledger import journal, movements
 from helpers.wallet.payouts import books
 from helpers.wallet.rules import Policy
@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 # What a vote did: counted (the rule not reached yet), paid, rejected (the rule can no longer be
 # met), failed (reached, but the group no longer holds the amount), and refusals that change nothing.
 COUNTED, ALREADY, CLOSED, NOT_MEMBER, NO_BALLOT = "counted", "already", "closed", "not-member", "no-ballot"
+NO_PRICE = "no-price"  # an SMS reply that would have decided a KES payout with no price now: not counted
 YES_WORDS, NO_WORDS = ("YES", "NDIYO", "Y"), ("NO", "HAPANA", "N")
 
 
@@ -161,7 +162,8 @@ def vote(db: Database, policy: Policy, user_id: int, proposal_id: int, yes: bool
          rails: Rails | None = None) -> str:
     """Record one member's vote on one proposal (`code`: the one-time code of an SMS reply, which
     must be this member's for it), and pay, reject or leave it open, all in one transaction (a KES
-    payout, reserved there, is then sent by `rails`). Returns COUNTED, PAID, REJECTED, FAILED,
+    payout, reserved there, is then sent by `rails`; with no price now that vote is not counted:
+    PriceUnavailable, nothing written). Returns COUNTED, PAID, REJECTED, FAILED,
     EXPIRED, or a refusal (ALREADY, CLOSED, NOT_MEMBER, NO_BALLOT) that changed nothing."""
     def work() -> str:
         with db.write() as s:
@@ -261,13 +263,9 @@ def _decide(s: Session, proposal_id: int, rails: Rails | None = None, policy: Po
                                                   .where(User.id == proposer_id)).one()
     if yes >= needed and kind in KES_KINDS:
         repriced = _repriced(s, proposal_id, rails, policy or rules.policy(), int(kes or 0), amount, fee)
-        amount, fee = repriced or (amount, fee)
-        if repriced is None:
-            if _close(s, proposal_id, FAILED):
-                sms.queue(s, proposer_phone, t(proposer_language, "sms.chama-failed", group=name, amount=amount + fee,
-                                               phone=label))
-                return FAILED
-            return CLOSED
+        if repriced is None:  # the vote is rolled back: cast again when prices are back
+            raise PriceUnavailable()
+        amount, fee = repriced
     if yes >= needed:
         # spent by another payout meanwhile, or (a wallet payee) over their tier's cap (issue 34):
         # the group's money stays
@@ -401,9 +399,24 @@ def sms_reply(db: Database, policy: Policy, phone: str, text: str, message_id: s
         outcome = movements.retry_deadlocks(lambda: _sms_reply(db, policy, phone, parsed, message_id, rails, voted))
     except IntegrityError:  # this message id was acted on already (AT retried)
         return ALREADY
+    except PriceUnavailable:  # the deciding vote, with no price to pay it at: nothing counted
+        return _no_price(db, phone, message_id)
     if voted:
         _send_reserved(db, rails, voted[-1], outcome)
     return outcome
+
+
+def _no_price(db: Database, phone: str, message_id: str) -> str:
+    """The message is recorded (acted on once) and its sender told to reply again later."""
+    try:
+        with db.write() as s:
+            _write(s, insert(SmsInbox).values(message_id=message_id[:64], phone=phone[:20], outcome=NO_PRICE,
+                                              received_at=utcnow()))
+            language = s.execute(select(User.language).where(User.phone == phone)).scalar() or "en"
+            sms.queue(s, phone, t(language, "sms.chama-reply-no-price"))
+    except IntegrityError:
+        return ALREADY
+    return NO_PRICE
 
 
 def _sms_reply(db: Database, policy: Policy, phone: str, parsed: tuple[bool, str] | None, message_id: str,
