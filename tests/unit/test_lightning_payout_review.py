@@ -17,7 +17,7 @@ from lightning import State, StatusResult
 from models import ADJUSTMENTS, LIGHTNING_RAIL, SENT, LedgerAccount, Payout
 from tests.conftest import DEMO, balance
 from tests.unit.test_break_attempts import (  # noqa: F401 - fixtures
-    AMOUNT, in_flight, insecure, pay, reusing_payee, sends)
+    AMOUNT, in_flight, pay, reusing_payee, sends)
 
 
 def payout_of(wallet, transaction_id: int) -> Payout:

@@ -16,7 +16,6 @@ from tests.fakes import fake_daraja
 from tests.unit import test_airtime, test_daraja, test_lightning_send
 from tests.unit.test_airtime import at  # noqa: F401  (fixture)
 from tests.unit.test_daraja import callback_port, daraja, served  # noqa: F401  (fixtures)
-from tests.unit.test_lightning_send import insecure, payee  # noqa: F401  (fixtures)
 
 
 def audit_down(*args, **kwargs):
