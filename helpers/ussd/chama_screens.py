@@ -12,7 +12,7 @@ from helpers.infra import sms
 from helpers.infra.i18n import gsm7_length, t
 from helpers.infra.phone import local, normalise
 from helpers.ussd.chama_payout_screens import PAYOUT_SCREENS, label, propose_kes
-from helpers.ussd.screen import Ctx, deny_text, expired, parse_amount
+from helpers.ussd.screen import Ctx, deny_text, expired, typed_sats
 from helpers.ussd.walker import MAX_SCREEN, End, Push, Result, Retry, Screen
 from helpers.wallet import use_cases
 from helpers.wallet.chama import groups, proposals
@@ -162,12 +162,9 @@ class Contribute:
                      max=ctx.value("payment-max-sats"))
 
     def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
-        amount = parse_amount(token)
-        if amount is None:
-            return Retry(ctx.t("error.amount"))
-        decision = ctx.svc.policy.amount(amount)
-        if not decision.allowed:
-            return Retry(deny_text(ctx, decision.reason or ""))
+        amount = typed_sats(ctx, token)
+        if isinstance(amount, Retry):
+            return amount
         if ctx.final and amount > ctx.user.balance_sats:
             return Retry(deny_text(ctx, "insufficient-balance"))
         return Push("pin", {"action": "chama-in", "chama": data["chama"], "amount": amount})
@@ -203,12 +200,9 @@ class PayoutAmount:
                      min=ctx.value("payment-min-sats"), max=ctx.value("payment-max-sats"))
 
     def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
-        amount = parse_amount(token)
-        if amount is None:
-            return Retry(ctx.t("error.amount"))
-        decision = ctx.svc.policy.amount(amount)
-        if not decision.allowed:
-            return Retry(deny_text(ctx, decision.reason or ""))
+        amount = typed_sats(ctx, token)
+        if isinstance(amount, Retry):
+            return amount
         group = _group(ctx, data)
         if ctx.final and group is not None and group.holds < amount:
             return Retry(ctx.t("chama.short", group=group.name, amount=group.holds))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from helpers.ussd import guard
-from helpers.ussd.screen import Ctx, deny_text, expired, parse_amount, sats_range
+from helpers.ussd.screen import Ctx, deny_text, expired, sats_range, typed_sats
 from helpers.ussd.walker import End, Result, Retry
 from helpers.wallet import sim_swap, use_cases
 from helpers.wallet.incoming import lnurl
@@ -17,12 +17,9 @@ class ReceiveAmount:
         return ctx.t("receive.amount", address=lnurl.address(ctx.svc.settings, ctx.user.phone), **sats_range(ctx))
 
     def handle(self, ctx: Ctx, data: dict, token: str) -> Result:
-        amount = parse_amount(token)
-        if amount is None:
-            return Retry(ctx.t("error.amount"))
-        decision = ctx.svc.policy.amount(amount)
-        if not decision.allowed:
-            return Retry(deny_text(ctx, decision.reason or ""))
+        amount = typed_sats(ctx, token)
+        if isinstance(amount, Retry):
+            return amount
         if not ctx.final:
             return expired(ctx)
         if self.payer(data) is not None:  # a payment request in this number's name: not after a SIM swap

@@ -97,6 +97,16 @@ def parse_amount(token: str) -> int | None:
     return amount if amount else None
 
 
+def typed_sats(ctx: Ctx, token: str) -> int | Retry:
+    """An amount of sats typed on an amount screen, within the policy's payment bounds, or the
+    re-prompt that says what is wrong with it."""
+    amount = parse_amount(token)
+    if amount is None:
+        return Retry(ctx.t("error.amount"))
+    decision = ctx.svc.policy.amount(amount)
+    return amount if decision.allowed else Retry(deny_text(ctx, decision.reason or ""))
+
+
 def deny_text(ctx: Ctx, reason: str, unit: str = "sats", balance: int | None = None,
               bounds: tuple[int, int] | None = None) -> str:
     """The refusal's message; `bounds` are the (min, max) to quote instead of the policy's."""
